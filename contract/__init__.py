@@ -1,0 +1,54 @@
+"""The wire contract shared by edge and hub: topics and messages (standard library only).
+
+Exceptions: `ContractError` (a ValueError) is raised for any topic or payload that breaks
+the contract; its text is the reason stored with a quarantined payload.
+"""
+
+from contract.errors import ContractError
+from contract.messages import (
+    COMMANDS,
+    EVENT_TYPES,
+    MAX_EVENTS_PER_BATCH,
+    MAX_PAYLOAD_BYTES,
+    MESSAGE_TYPES,
+    SCAN_MODES,
+    SCHEMA_VERSION,
+    SHELF_FAULTS,
+    Ack,
+    BinConfig,
+    Birth,
+    Command,
+    CommandReply,
+    DeviceChange,
+    DeviceInfo,
+    Event,
+    EventBase,
+    EventBatch,
+    HubState,
+    NodeConfig,
+    NodeState,
+    ScanEvent,
+    ScanRejected,
+    ShelfCount,
+    ShelfFault,
+    event_from_dict,
+)
+from contract.topics import (
+    HUB_NODE,
+    Channel,
+    TopicAddress,
+    check_name,
+    hub_state_topic,
+    node_topic,
+    parse_topic,
+    subscription,
+)
+
+__all__ = [
+    "COMMANDS", "EVENT_TYPES", "HUB_NODE", "MAX_EVENTS_PER_BATCH", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES",
+    "SCAN_MODES", "SCHEMA_VERSION", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
+    "CommandReply", "ContractError", "DeviceChange", "DeviceInfo", "Event", "EventBase", "EventBatch",
+    "HubState", "NodeConfig", "NodeState", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",
+    "TopicAddress", "check_name", "event_from_dict", "hub_state_topic", "node_topic", "parse_topic",
+    "subscription",
+]

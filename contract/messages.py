@@ -1,0 +1,487 @@
+"""Every message on the wire, once, as a frozen dataclass with strict `from_json`/`to_json`.
+
+Rules that hold for all of them: UTF-8 JSON objects, a schema version `v`, no unknown
+fields, times in epoch milliseconds (`*_ms`), weights in grams (`*_g`). Optional fields
+are omitted when empty, which keeps the bytes written per event small (DESIGN §7).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Self, TypeAlias
+
+from contract._fields import INT64_MAX, STREAM_RE, Fields
+from contract.errors import ContractError
+
+SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 256 * 1024  # a full batch of 500 scans is about 100 KiB
+MAX_EVENTS_PER_BATCH = 500
+MAX_WEIGHT_G = 1_000_000.0  # 1 t: no shelf bin holds more
+GTIN_RE = re.compile(r"^[0-9]{14}$")
+DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+LOCATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+SCAN_MODES = frozenset({"receive", "putaway", "pick", "move", "count"})
+SHELF_FAULTS = frozenset({"silent", "disconnected", "overload", "underload", "out_of_range",
+                          "creep", "drift", "garbage"})
+DEVICE_KINDS = frozenset({"scanner", "shelf_controller"})
+COMMANDS = frozenset({"tare", "zero", "calibrate", "set_unit_weight", "identify",
+                      "resend_from", "reload"})
+
+
+def _dump(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps({k: v for k, v in obj.items() if v is not None},
+                      separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _load(payload: bytes, what: str) -> Any:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError(f"{what}: payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        return json.loads(payload)
+    except UnicodeDecodeError:
+        raise ContractError(f"{what}: payload is not UTF-8") from None
+    except ValueError as err:
+        raise ContractError(f"{what}: malformed JSON ({err})") from None
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class EventBase:
+    """Fields every event has: its per-stream seq, device time and edge-accepted time."""
+
+    seq: int
+    ts_ms: int  # when it happened, by the edge's clock
+    accepted_ms: int  # when the edge outbox made it durable
+
+    KIND: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.KIND}
+        for f in fields(self):
+            val = getattr(self, f.name)
+            if val is not None:
+                out[f.name] = list(val) if isinstance(val, tuple) else val
+        return out
+
+    def with_seq(self, seq: int, accepted_ms: int) -> Self:
+        """A copy carrying the seq and time the outbox gave it."""
+        return replace(self, seq=seq, accepted_ms=accepted_ms)
+
+
+def _base(f: Fields) -> dict[str, Any]:
+    return {"seq": f.int("seq", 1, INT64_MAX), "ts_ms": f.ts_ms("ts_ms"),
+            "accepted_ms": f.ts_ms("accepted_ms")}
+
+
+@dataclass(frozen=True, slots=True)
+class ScanEvent(EventBase):
+    """An accepted scan: a stock movement the worker made, as the workflow understood it.
+
+    receive: +qty at location. putaway/move: qty from from_location to location.
+    pick: -qty at location. count: location now holds exactly qty.
+    """
+
+    scanner: str
+    mode: str
+    gtin: str  # normalised to 14 digits
+    location: str
+    qty: int
+    from_location: str | None = None
+    lot: str | None = None
+    expiry: str | None = None  # YYYY-MM-DD
+    serial: str | None = None
+    ref: str | None = None  # purchase order number or SSCC (AI 00) for receipts
+    operator: str | None = None
+    symbology: str | None = None  # AIM identifier such as "]C1"
+    raw: str | None = None
+
+    KIND: ClassVar[str] = "scan"
+
+    @classmethod
+    def read(cls, f: Fields) -> ScanEvent:
+        mode = f.str("mode", choices=SCAN_MODES)
+        return cls(**_base(f), scanner=f.str("scanner", 64), mode=mode,
+                   gtin=f.str("gtin", pattern=GTIN_RE),
+                   location=f.str("location", pattern=LOCATION_RE),
+                   qty=f.int("qty", 0 if mode == "count" else 1, 1_000_000),
+                   from_location=f.str("from_location", pattern=LOCATION_RE, required=False),
+                   lot=f.str("lot", 20, required=False), expiry=f.str("expiry", pattern=DATE_RE, required=False),
+                   serial=f.str("serial", 20, required=False), ref=f.str("ref", 35, required=False),
+                   operator=f.str("operator", 64, required=False),
+                   symbology=f.str("symbology", 3, required=False), raw=f.str("raw", 512, required=False))
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRejected(EventBase):
+    """A scan the edge could not turn into a movement, with the reason told to the worker."""
+
+    scanner: str
+    reason: str
+    raw: str
+    mode: str | None = None
+    location: str | None = None
+    symbology: str | None = None
+
+    KIND: ClassVar[str] = "scan_rejected"
+
+    @classmethod
+    def read(cls, f: Fields) -> ScanRejected:
+        return cls(**_base(f), scanner=f.str("scanner", 64), reason=f.str("reason", 300),
+                   raw=f.str("raw", 512), mode=f.str("mode", choices=SCAN_MODES, required=False),
+                   location=f.str("location", pattern=LOCATION_RE, required=False),
+                   symbology=f.str("symbology", 3, required=False))
+
+
+@dataclass(frozen=True, slots=True)
+class ShelfCount(EventBase):
+    """A settled count of a sensored bin, with how sure the edge is of it."""
+
+    bin: str
+    count: int  # nearest whole number of pieces
+    quotient: float  # net weight / unit weight, before rounding
+    weight_g: float  # settled net weight
+    confidence: float  # 0..1
+    uncertain: bool  # True: do not treat `count` as a fact
+    heartbeat: bool = False  # periodic re-statement, not a change
+
+    KIND: ClassVar[str] = "shelf_count"
+
+    @classmethod
+    def read(cls, f: Fields) -> ShelfCount:
+        return cls(**_base(f), bin=f.str("bin", pattern=LOCATION_RE), count=f.int("count", 0, 1_000_000),
+                   quotient=f.float("quotient", -1e6, 1e6), weight_g=f.float("weight_g", -MAX_WEIGHT_G, MAX_WEIGHT_G),
+                   confidence=f.float("confidence", 0.0, 1.0), uncertain=f.bool("uncertain"),
+                   heartbeat=bool(f.bool("heartbeat", required=False)))
+
+
+@dataclass(frozen=True, slots=True)
+class ShelfFault(EventBase):
+    """Something wrong with a shelf: silent controller, overload, creeping weight, ..."""
+
+    bin: str
+    fault: str
+    detail: str
+    active: bool = True  # False when the fault has cleared
+
+    KIND: ClassVar[str] = "shelf_fault"
+
+    @classmethod
+    def read(cls, f: Fields) -> ShelfFault:
+        active = f.bool("active", required=False)
+        return cls(**_base(f), bin=f.str("bin", pattern=LOCATION_RE), fault=f.str("fault", choices=SHELF_FAULTS),
+                   detail=f.str("detail", 300), active=True if active is None else active)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChange(EventBase):
+    """A scanner or shelf controller appeared or disappeared on the node."""
+
+    device: str
+    device_kind: str
+    present: bool
+    path: str | None = None
+    detail: str | None = None
+
+    KIND: ClassVar[str] = "device"
+
+    @classmethod
+    def read(cls, f: Fields) -> DeviceChange:
+        return cls(**_base(f), device=f.str("device", 64), device_kind=f.str("device_kind", choices=DEVICE_KINDS),
+                   present=f.bool("present"), path=f.str("path", 256, required=False),
+                   detail=f.str("detail", 300, required=False))
+
+
+Event: TypeAlias = ScanEvent | ScanRejected | ShelfCount | ShelfFault | DeviceChange
+EVENT_TYPES: dict[str, Any] = {c.KIND: c for c in (ScanEvent, ScanRejected, ShelfCount, ShelfFault, DeviceChange)}
+
+
+def event_from_dict(obj: Any, where: str = "event") -> Event:
+    """Parse one event object, dispatching on its `kind`."""
+    f = Fields(obj, where)
+    kind = f.str("kind", 32)
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        raise ContractError(f"{where}: unknown event kind {kind!r}")
+    event: Event = cls.read(f)
+    f.done()
+    return event
+
+
+# --------------------------------------------------------------------------- node messages
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """1..N events of one outbox stream, in seq order, published on `.../events`."""
+
+    node: str
+    stream: str
+    events: tuple[Event, ...]
+    sent_ms: int
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return _dump({"v": self.v, "node": self.node, "stream": self.stream, "sent_ms": self.sent_ms,
+                      "events": [e.to_dict() for e in self.events]})
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> EventBatch:
+        f = Fields(_load(payload, "events"), "events")
+        f.version(SCHEMA_VERSION)
+        node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
+        raw_events = f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)
+        f.done()
+        events = tuple(event_from_dict(e, f"events[{i}]") for i, e in enumerate(raw_events))
+        return cls(node=node, stream=stream, events=events, sent_ms=sent_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """A node's retained online flag; the offline form is registered as its Last Will."""
+
+    node: str
+    online: bool
+    boot_id: str
+    ts_ms: int
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return _dump({"v": self.v, "node": self.node, "online": self.online, "boot_id": self.boot_id,
+                      "ts_ms": self.ts_ms})
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> NodeState:
+        f = Fields(_load(payload, "state"), "state")
+        f.version(SCHEMA_VERSION)
+        msg = cls(node=f.name("node"), online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms"))
+        f.done()
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """One device attached to a node, as listed in its birth."""
+
+    device: str
+    device_kind: str
+    present: bool
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Birth:
+    """Sent on every connect: who the node is and where its outbox stands."""
+
+    node: str
+    boot_id: str
+    sw_version: str
+    clock_ms: int  # the node's clock when it sent this, for skew measurement
+    stream: str
+    last_seq: int  # highest seq ever written to the stream (0: none yet)
+    outbox_depth: int  # events not yet acknowledged
+    devices: tuple[DeviceInfo, ...] = ()
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return _dump({"v": self.v, "node": self.node, "boot_id": self.boot_id, "sw_version": self.sw_version,
+                      "clock_ms": self.clock_ms, "stream": self.stream, "last_seq": self.last_seq,
+                      "outbox_depth": self.outbox_depth,
+                      "devices": [{k: v for k, v in (("device", d.device), ("device_kind", d.device_kind),
+                                                    ("present", d.present), ("path", d.path)) if v is not None}
+                                  for d in self.devices]})
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> Birth:
+        f = Fields(_load(payload, "birth"), "birth")
+        f.version(SCHEMA_VERSION)
+        devices = []
+        for i, raw in enumerate(f.list("devices", 256)):
+            d = Fields(raw, f"birth.devices[{i}]")
+            devices.append(DeviceInfo(device=d.str("device", 64), device_kind=d.str("device_kind", choices=DEVICE_KINDS),
+                                      present=d.bool("present"), path=d.str("path", 256, required=False)))
+            d.done()
+        msg = cls(node=f.name("node"), boot_id=f.str("boot_id", 64), sw_version=f.str("sw_version", 64),
+                  clock_ms=f.ts_ms("clock_ms"), stream=f.str("stream", pattern=STREAM_RE),
+                  last_seq=f.int("last_seq"), outbox_depth=f.int("outbox_depth"), devices=tuple(devices))
+        f.done()
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Hub->edge: every seq <= watermark of this stream is durably in the ledger."""
+
+    node: str
+    stream: str
+    watermark: int
+    ts_ms: int
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return _dump({"v": self.v, "node": self.node, "stream": self.stream, "watermark": self.watermark,
+                      "ts_ms": self.ts_ms})
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> Ack:
+        f = Fields(_load(payload, "ack"), "ack")
+        f.version(SCHEMA_VERSION)
+        msg = cls(node=f.name("node"), stream=f.str("stream", pattern=STREAM_RE), watermark=f.int("watermark"),
+                  ts_ms=f.ts_ms("ts_ms"))
+        f.done()
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Hub->edge: an operation on the node or one of its devices; answered on cmd/reply."""
+
+    id: str
+    cmd: str
+    ts_ms: int
+    target: str | None = None  # a bin or scanner name, when the command is about one
+    known_weight_g: float | None = None  # calibrate
+    sample_pieces: int | None = None  # set_unit_weight by weighing K pieces
+    unit_weight_g: float | None = None  # set_unit_weight directly
+    stream: str | None = None  # resend_from
+    from_seq: int | None = None  # resend_from
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return _dump({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> Command:
+        f = Fields(_load(payload, "cmd"), "cmd")
+        f.version(SCHEMA_VERSION)
+        msg = cls(id=f.str("id", 64), cmd=f.str("cmd", choices=COMMANDS), ts_ms=f.ts_ms("ts_ms"),
+                  target=f.str("target", 64, required=False),
+                  known_weight_g=f.float("known_weight_g", 0.001, MAX_WEIGHT_G, required=False),
+                  sample_pieces=f.int("sample_pieces", 1, 100_000, required=False),
+                  unit_weight_g=f.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
+                  stream=f.str("stream", pattern=STREAM_RE, required=False),
+                  from_seq=f.int("from_seq", 1, INT64_MAX, required=False))
+        f.done()
+        if msg.cmd == "resend_from" and msg.from_seq is None:
+            raise ContractError("cmd: resend_from needs 'from_seq'")
+        if msg.cmd == "calibrate" and msg.known_weight_g is None:
+            raise ContractError("cmd: calibrate needs 'known_weight_g'")
+        if msg.cmd == "set_unit_weight" and msg.unit_weight_g is None and msg.sample_pieces is None:
+            raise ContractError("cmd: set_unit_weight needs 'unit_weight_g' or 'sample_pieces'")
+        return msg
+
+
+ReplyValue: TypeAlias = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    """Edge->hub: the outcome of a command, with a sentence for the supervisor."""
+
+    node: str
+    id: str
+    ok: bool
+    message: str
+    ts_ms: int
+    data: Mapping[str, ReplyValue] = field(default_factory=dict)
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return _dump({"v": self.v, "node": self.node, "id": self.id, "ok": self.ok, "message": self.message,
+                      "ts_ms": self.ts_ms, "data": dict(self.data)})
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> CommandReply:
+        f = Fields(_load(payload, "cmd/reply"), "cmd/reply")
+        f.version(SCHEMA_VERSION)
+        data_f = f.obj("data", required=False)
+        data: dict[str, ReplyValue] = {}
+        if data_f is not None:
+            raw = data_f._obj
+            for key, val in raw.items():
+                if not isinstance(val, (str, int, float, bool)) or len(key) > 64:
+                    raise ContractError(f"cmd/reply.data: field {key!r} must be a string, number or boolean")
+                data[key] = val
+        msg = cls(node=f.name("node"), id=f.str("id", 64), ok=f.bool("ok"), message=f.str("message", 500),
+                  ts_ms=f.ts_ms("ts_ms"), data=data)
+        f.done()
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class BinConfig:
+    """One sensored or scanned bin as the hub's catalog describes it to the edge."""
+
+    bin: str
+    gtin: str | None = None
+    unit_weight_g: float | None = None
+    unit_weight_cv: float | None = None  # piece-to-piece variation, as a fraction (0.02 = 2 %)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Hub->edge, retained: the bins this node serves and how scans should be read."""
+
+    node: str
+    rev: int
+    ts_ms: int
+    bins: tuple[BinConfig, ...] = ()
+    require_location: bool = True
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        bins = [{k: v for k, v in (("bin", b.bin), ("gtin", b.gtin), ("unit_weight_g", b.unit_weight_g),
+                                   ("unit_weight_cv", b.unit_weight_cv)) if v is not None} for b in self.bins]
+        return _dump({"v": self.v, "node": self.node, "rev": self.rev, "ts_ms": self.ts_ms, "bins": bins,
+                      "require_location": self.require_location})
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> NodeConfig:
+        f = Fields(_load(payload, "config"), "config")
+        f.version(SCHEMA_VERSION)
+        bins = []
+        for i, raw in enumerate(f.list("bins", 4096)):
+            b = Fields(raw, f"config.bins[{i}]")
+            bins.append(BinConfig(bin=b.str("bin", pattern=LOCATION_RE), gtin=b.str("gtin", pattern=GTIN_RE, required=False),
+                                  unit_weight_g=b.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
+                                  unit_weight_cv=b.float("unit_weight_cv", 0.0, 1.0, required=False)))
+            b.done()
+        req = f.bool("require_location", required=False)
+        msg = cls(node=f.name("node"), rev=f.int("rev"), ts_ms=f.ts_ms("ts_ms"), bins=tuple(bins),
+                  require_location=True if req is None else req)
+        f.done()
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class HubState:
+    """The hub's retained online flag; the offline form is its Last Will."""
+
+    online: bool
+    boot_id: str
+    ts_ms: int
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return _dump({"v": self.v, "online": self.online, "boot_id": self.boot_id, "ts_ms": self.ts_ms})
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> HubState:
+        f = Fields(_load(payload, "hub state"), "hub state")
+        f.version(SCHEMA_VERSION)
+        msg = cls(online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms"))
+        f.done()
+        return msg
+
+
+# The message classes by AsyncAPI message name; the contract test keeps docs/asyncapi.yaml in step.
+MESSAGE_TYPES: dict[str, Any] = {
+    "NodeState": NodeState, "Birth": Birth, "EventBatch": EventBatch, "Ack": Ack, "Command": Command,
+    "CommandReply": CommandReply, "NodeConfig": NodeConfig, "HubState": HubState,
+}
