@@ -1,0 +1,1 @@
+"""Barcode scanners: sources (serial, evdev), decoding, the scan workflow and worker feedback."""

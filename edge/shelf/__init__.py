@@ -1,0 +1,1 @@
+"""Load-cell shelves: controller protocols, the per-bin signal pipeline, counting and faults."""

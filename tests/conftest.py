@@ -1,0 +1,41 @@
+"""Shared fixtures: a private Mosquitto with passwords and the site ACL, and a site name."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hub.mosquitto import HUB_USER, PrivateBroker
+
+SITE = "test-site"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
+    """One broker for the whole run: tests that stop or restart a broker use `own_broker`."""
+    brk = PrivateBroker(tmp_path_factory.mktemp("mosquitto"), max_queued_messages=20000)
+    brk.add_user(HUB_USER, secrets.token_hex(8))
+    brk.start()
+    yield brk
+    brk.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A broker for this test alone, free to be stopped and restarted."""
+    brk = PrivateBroker(tmp_path / "mosquitto", max_queued_messages=20000)
+    brk.add_user(HUB_USER, secrets.token_hex(8))
+    brk.start()
+    yield brk
+    brk.stop()
+
+
+def add_node(broker: PrivateBroker, prefix: str = "pi") -> tuple[str, str]:
+    """Create a node user with a unique name on the broker; returns (name, password)."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    password = secrets.token_hex(8)
+    broker.add_user(name, password)
+    return name, password
