@@ -101,6 +101,7 @@ class ScanEvent(EventBase):
     operator: str | None = None
     symbology: str | None = None  # AIM identifier such as "]C1"
     raw: str | None = None
+    net_weight_g: float | None = None  # GS1 AI 310n on variable-measure items
 
     KIND: ClassVar[str] = "scan"
 
@@ -115,7 +116,8 @@ class ScanEvent(EventBase):
                    lot=f.str("lot", 20, required=False), expiry=f.str("expiry", pattern=DATE_RE, required=False),
                    serial=f.str("serial", 20, required=False), ref=f.str("ref", 35, required=False),
                    operator=f.str("operator", 64, required=False),
-                   symbology=f.str("symbology", 3, required=False), raw=f.str("raw", 512, required=False))
+                   symbology=f.str("symbology", 3, required=False), raw=f.str("raw", 512, required=False),
+                   net_weight_g=f.float("net_weight_g", 0.0, MAX_WEIGHT_G, required=False))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,63 @@
-"""Settings of one `[[scanner]]` table in the edge config."""
+"""Settings of one `[[scanner]]` table in the edge config.
+
+Every key is declared once here with its default and help; docs/scanning.md lists them all
+(a test keeps the two in step).
+"""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from settings import Setting, positive
+
+MODES = ("receive", "putaway", "pick", "move", "count")
+TERMINATOR_NAMES = {"cr": "\r", "lf": "\n", "crlf": "\r\n", "tab": "\t"}
+
+
+def _terminator(value: Any) -> str | None:
+    text = TERMINATOR_NAMES.get(value.lower(), value)
+    return None if 1 <= len(text) <= 4 else "must be 1-4 characters (or cr, lf, crlf, tab)"
+
+
+def _location(value: Any) -> str | None:
+    if value == "" or re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", value):
+        return None
+    return f"must be a location name (letters, digits, . _ -; up to 32), got {value!r}"
+
+
+def _regex(value: Any) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as err:
+        return f"is not a valid regular expression ({err})"
+    return None
+
 
 SCANNER_SETTINGS: list[Setting] = [
     Setting("name", str, "scanner", "name of the scanner in events and logs (unique on the node)"),
     Setting("type", str, "serial", "how the scanner is attached", choices=("serial", "evdev")),
     Setting("port", str, "", "serial: device path, e.g. /dev/serial/by-id/usb-...; evdev: /dev/input/by-id/..."),
+    Setting("fallback_port", str, "", "evdev: path tried when `port` is missing, e.g. /dev/input/by-path/..."),
     Setting("baud", int, 9600, "serial: baud rate", check=positive),
-    Setting("terminator", str, "\r\n", "serial: bytes that end one scan (\\r, \\n or \\r\\n)"),
+    Setting("terminator", str, "\r\n", "serial: bytes that end one scan (\\r, \\n or \\r\\n; or cr, lf, crlf, tab)",
+            check=_terminator),
+    Setting("suffix", str, "enter", "evdev: key the scanner sends after each barcode", choices=("enter", "tab")),
+    Setting("mode", str, "pick", "workflow mode at start-up, until a mode label is scanned", choices=MODES),
+    Setting("dock_location", str, "DOCK", "receiving dock: where receive scans land without a location scan, "
+            "and where put-away starts from unless the worker scanned a dock", check=_location),
+    Setting("location_regex", str, "", "plain barcodes matching this regex are location labels too "
+            "(for sites with existing bin labels without the LOC: prefix); empty: off", check=_regex),
+    Setting("feedback", str, "log", "how the worker is told accepted/rejected", choices=("log", "serial", "gpio")),
+    Setting("feedback_ok", str, "", "feedback=serial: bytes sent to the scanner on accept (e.g. its beep command); "
+            "feedback=gpio: sysfs value file of the OK LED/buzzer, e.g. /sys/class/gpio/gpio17/value"),
+    Setting("feedback_error", str, "", "as feedback_ok, for a rejected scan"),
+    Setting("feedback_pulse_ms", int, 150, "feedback=gpio: how long the line stays high", check=positive),
+    Setting("reconnect_max_s", float, 5.0, "longest wait between attempts to reopen an unplugged scanner",
+            check=positive),
 ]
+
+
+def terminator_bytes(value: str) -> bytes:
+    """The configured terminator as bytes, accepting the names cr, lf, crlf and tab."""
+    return TERMINATOR_NAMES.get(value.lower(), value).encode("latin-1")
