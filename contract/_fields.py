@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, TypeAlias
 
 from contract.errors import ContractError
 
@@ -20,17 +20,25 @@ TS_MIN_MS = 1_000_000_000_000
 TS_MAX_MS = 9_999_999_999_999
 
 
+# Aliases: the reader's methods are named after JSON types and shadow the builtins in its body.
+_Str: TypeAlias = str
+_Int: TypeAlias = int
+_Float: TypeAlias = float
+_Bool: TypeAlias = bool
+_List: TypeAlias = list
+
+
 class Fields:
     """A JSON object being read; tracks which keys were used so leftovers are rejected."""
 
-    def __init__(self, obj: Any, where: str) -> None:
+    def __init__(self, obj: Any, where: _Str) -> None:
         if not isinstance(obj, dict):
             raise ContractError(f"{where}: expected a JSON object, got {_type_name(obj)}")
-        self._obj: dict[str, Any] = obj
+        self._obj: dict[_Str, Any] = obj
         self._where = where
-        self._used: set[str] = set()
+        self._used: set[_Str] = set()
 
-    def _get(self, key: str, required: bool) -> Any:
+    def _get(self, key: _Str, required: _Bool) -> Any:
         self._used.add(key)
         if key not in self._obj or self._obj[key] is None:
             if required:
@@ -38,46 +46,46 @@ class Fields:
             return None
         return self._obj[key]
 
-    def _bad(self, key: str, want: str, got: Any) -> ContractError:
+    def _bad(self, key: _Str, want: _Str, got: Any) -> ContractError:
         return ContractError(f"{self._where}: field '{key}' must be {want}, got {_short(got)}")
 
-    def int(self, key: str, lo: int = 0, hi: int = INT64_MAX, required: bool = True) -> Any:
+    def int(self, key: _Str, lo: _Int = 0, hi: _Int = INT64_MAX, required: _Bool = True) -> Any:
         val = self._get(key, required)
         if val is None:
             return None
-        if isinstance(val, bool) or not isinstance(val, int):
+        if isinstance(val, _Bool) or not isinstance(val, _Int):
             raise self._bad(key, "an integer", val)
         if not lo <= val <= hi:
             raise self._bad(key, f"between {lo} and {hi}", val)
         return val
 
-    def ts_ms(self, key: str, required: bool = True) -> Any:
+    def ts_ms(self, key: _Str, required: _Bool = True) -> Any:
         return self.int(key, TS_MIN_MS, TS_MAX_MS, required)
 
-    def float(self, key: str, lo: float, hi: float, required: bool = True) -> Any:
+    def float(self, key: _Str, lo: _Float, hi: _Float, required: _Bool = True) -> Any:
         val = self._get(key, required)
         if val is None:
             return None
-        if isinstance(val, bool) or not isinstance(val, (int, float)):
+        if isinstance(val, _Bool) or not isinstance(val, (_Int, _Float)):
             raise self._bad(key, "a number", val)
         if not math.isfinite(val) or not lo <= val <= hi:
             raise self._bad(key, f"a number between {lo:g} and {hi:g}", val)
         return float(val)
 
-    def bool(self, key: str, required: bool = True) -> Any:
+    def bool(self, key: _Str, required: _Bool = True) -> Any:
         val = self._get(key, required)
         if val is None:
             return None
-        if not isinstance(val, bool):
+        if not isinstance(val, _Bool):
             raise self._bad(key, "true or false", val)
         return val
 
-    def str(self, key: str, max_len: int = 256, required: bool = True,
-            pattern: re.Pattern[str] | None = None, choices: frozenset[str] | None = None) -> Any:
+    def str(self, key: _Str, max_len: _Int = 256, required: _Bool = True,
+            pattern: re.Pattern[_Str] | None = None, choices: frozenset[_Str] | None = None) -> Any:
         val = self._get(key, required)
         if val is None:
             return None
-        if not isinstance(val, str):
+        if not isinstance(val, _Str):
             raise self._bad(key, "a string", val)
         if len(val) > max_len:
             raise self._bad(key, f"at most {max_len} characters", f"{len(val)} characters")
@@ -87,10 +95,10 @@ class Fields:
             raise self._bad(key, "one of " + ", ".join(sorted(choices)), val)
         return val
 
-    def name(self, key: str, required: bool = True) -> Any:
+    def name(self, key: _Str, required: _Bool = True) -> Any:
         return self.str(key, 32, required, pattern=NAME_RE)
 
-    def list(self, key: str, max_items: int, min_items: int = 0) -> list[Any]:
+    def list(self, key: _Str, max_items: _Int, min_items: _Int = 0) -> _List[Any]:
         val = self._get(key, True)
         if not isinstance(val, list):
             raise self._bad(key, "a list", val)
@@ -98,13 +106,13 @@ class Fields:
             raise self._bad(key, f"a list of {min_items} to {max_items} items", f"{len(val)} items")
         return val
 
-    def obj(self, key: str, required: bool = True) -> Any:
+    def obj(self, key: _Str, required: _Bool = True) -> Any:
         val = self._get(key, required)
         if val is None:
             return None
         return Fields(val, f"{self._where}.{key}")
 
-    def version(self, expected: int) -> None:
+    def version(self, expected: _Int) -> None:
         got = self.int("v", 0, 1000)
         if got != expected:
             raise ContractError(f"{self._where}: schema version {got} is not supported (expected {expected})")

@@ -56,6 +56,14 @@ class EdgeState:
     def save_node_config(self, config: NodeConfig) -> None:
         self.put("node_config", {"json": config.to_json().decode()})
 
+    def bin_calibration(self, bin_name: str) -> dict[str, Any] | None:
+        """The shelf calibration document of a bin (offset, scale, tare, local unit weight), or None."""
+        return self.get(f"shelf-bin/{bin_name}")
+
+    def save_bin_calibration(self, bin_name: str, doc: dict[str, Any]) -> None:
+        """Create or replace a bin's calibration document (owned by edge.shelf.calibration)."""
+        self.put(f"shelf-bin/{bin_name}", doc)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -1,0 +1,324 @@
+"""The node's MQTT v5 session: state and Will, birth, event batches, acks, commands, config.
+
+Delivery (DESIGN §4): events leave the outbox only when the hub's `ack` watermark covers
+them. Until then they are re-sent: on every (re)connect, when the hub's retained state
+turns online, when no ack has advanced for `ack_timeout_s`, and on a `resend_from`
+command. Re-sends go through a paced replay so that live events are still published at
+once; duplicates this creates are harmless because the hub deduplicates on
+(node, stream, seq).
+
+paho runs its network loop on its own thread; every callback hops onto the asyncio loop
+with `call_soon_threadsafe`, so all state here is touched by the loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from contract import (
+    Ack,
+    Birth,
+    Channel,
+    Command,
+    CommandReply,
+    ContractError,
+    DeviceInfo,
+    Event,
+    EventBatch,
+    HubState,
+    NodeConfig,
+    NodeState,
+    hub_state_topic,
+    node_topic,
+)
+from edge.config import EdgeConfig
+from edge.sink import OutboxSink
+
+log = logging.getLogger(__name__)
+
+# Reconnect back-off: 1 s first so a broker restart costs little, capped so that a node
+# whose credentials are wrong does not hammer the broker while someone fixes them.
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+# How often the sender re-checks timeouts when nothing else wakes it.
+TICK_S = 0.5
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class LinkStatus:
+    """What the link knows, for logs, the birth message and health checks."""
+
+    connected: bool = False
+    hub_online: bool | None = None
+    acked: int = 0
+    last_sent: int = 0
+    refused: int = 0  # publishes the broker refused (reason code logged)
+    last_ack_progress: float = field(default_factory=time.monotonic)
+
+
+class EdgeLink:
+    """One node's MQTT session and the sender that drains the outbox."""
+
+    def __init__(self, config: EdgeConfig, sink: OutboxSink, boot_id: str, sw_version: str,
+                 devices: Callable[[], list[DeviceInfo]],
+                 on_command: Callable[[Command], Awaitable[CommandReply | None]],
+                 on_config: Callable[[NodeConfig], None]) -> None:
+        self.config = config
+        self.sink = sink
+        self.boot_id = boot_id
+        self.sw_version = sw_version
+        self._devices = devices
+        self._on_command = on_command
+        self._on_config = on_config
+        self.status = LinkStatus()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._replay_from = 0  # replay cursor: highest seq replayed so far
+        self._replay_to = 0  # replay ends here; later seqs go out live
+        self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (first seq, last seq)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.stream = sink.outbox.stream
+        node, site = config.node, config.site
+        self._t_state = node_topic(site, node, Channel.STATE)
+        self._t_birth = node_topic(site, node, Channel.BIRTH)
+        self._t_events = node_topic(site, node, Channel.EVENTS)
+        self._t_reply = node_topic(site, node, Channel.CMD_REPLY)
+        self._subscriptions = [node_topic(site, node, Channel.ACK), node_topic(site, node, Channel.CMD),
+                               node_topic(site, node, Channel.CONFIG), hub_state_topic(site)]
+        self.client = self._make_client()
+
+    # ------------------------------------------------------------------ setup
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config.mqtt
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.node, protocol=mqtt.MQTTv5)
+        client.username_pw_set(cfg.username, cfg.password or None)
+        if cfg.tls:
+            client.tls_set(ca_certs=cfg.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.max_queued_messages_set(0)
+        offline = NodeState(node=self.config.node, online=False, boot_id=self.boot_id, ts_ms=now_ms())
+        client.will_set(self._t_state, offline.to_json(), qos=1, retain=True)
+        client.on_connect = self._paho_connect
+        client.on_disconnect = self._paho_disconnect
+        client.on_message = self._paho_message
+        client.on_publish = self._paho_publish
+        return client
+
+    async def start(self) -> None:
+        """Start connecting (in the background) and the sender; returns at once."""
+        self._loop = asyncio.get_running_loop()
+        self.status.acked = await self.sink.call(lambda: self.sink.outbox.acked)
+        self._replay_from = self.status.acked
+        self.sink.set_listener(self._on_appended)
+        cfg = self.config.mqtt
+        self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self.client.loop_start()
+        self._tasks.append(asyncio.create_task(self._sender(), name="edge-sender"))
+
+    async def stop(self) -> None:
+        """Say offline (retained), disconnect cleanly, stop the sender."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.status.connected:
+            info = self.client.publish(self._t_state, NodeState(
+                node=self.config.node, online=False, boot_id=self.boot_id, ts_ms=now_ms()).to_json(), qos=1, retain=True)
+            await asyncio.get_running_loop().run_in_executor(None, info.wait_for_publish, 2.0)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # ------------------------------------------------------------------ paho thread -> loop
+
+    def _hop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _paho_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                      props: Properties | None = None) -> None:
+        self._hop(self._connected, rc)
+
+    def _paho_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                         props: Properties | None = None) -> None:
+        self._hop(self._disconnected, rc)
+
+    def _paho_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._hop(self._message, msg.topic, bytes(msg.payload))
+
+    def _paho_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
+                      props: Properties | None = None) -> None:
+        self._hop(self._published, mid, rc)
+
+    # ------------------------------------------------------------------ on the loop
+
+    def _connected(self, rc: ReasonCode) -> None:
+        if rc.is_failure:
+            hint = " (check mqtt.username and the password)" if rc.value in (134, 135) else ""
+            log.error("broker %s:%s refused node %s: %s (%d)%s; retrying", self.config.mqtt.host,
+                      self.config.mqtt.port, self.config.node, rc, rc.value, hint)
+            return
+        log.info("connected to broker %s:%s as %s", self.config.mqtt.host, self.config.mqtt.port, self.config.node)
+        self.status.connected = True
+        self._inflight.clear()
+        for topic in self._subscriptions:
+            self.client.subscribe(topic, qos=1)
+        self.client.publish(self._t_state, NodeState(node=self.config.node, online=True, boot_id=self.boot_id,
+                                                     ts_ms=now_ms()).to_json(), qos=1, retain=True)
+        asyncio.ensure_future(self._send_birth_and_replay())
+
+    def _disconnected(self, rc: ReasonCode) -> None:
+        if self.status.connected:
+            log.warning("disconnected from broker: %s; events stay in the outbox until acknowledged", rc)
+        self.status.connected = False
+
+    async def _send_birth_and_replay(self) -> None:
+        outbox = self.sink.outbox
+        depth, last_seq = await self.sink.call(lambda: (outbox.depth(), outbox.last_seq()))
+        birth = Birth(node=self.config.node, boot_id=self.boot_id, sw_version=self.sw_version, clock_ms=now_ms(),
+                      stream=self.stream, last_seq=last_seq, outbox_depth=depth, devices=tuple(self._devices()))
+        self.client.publish(self._t_birth, birth.to_json(), qos=1)
+        self._restart_replay(self.status.acked, last_seq, "connected")
+
+    def _restart_replay(self, after_seq: int, up_to: int, why: str) -> None:
+        after_seq = max(after_seq, self.status.acked)
+        if up_to > after_seq:
+            log.info("re-sending seq %d..%d (%s)", after_seq + 1, up_to, why)
+        self._replay_from = after_seq
+        self._replay_to = max(up_to, self._replay_to)
+        self.status.last_ack_progress = time.monotonic()
+        self._wake.set()
+
+    def _on_appended(self, events: list[Event]) -> None:
+        """New durable events: publish them now if we can (live path)."""
+        if not events:
+            return
+        if self.status.connected:
+            self._publish_batches(events)
+        else:
+            self._replay_to = max(self._replay_to, events[-1].seq)
+
+    def _publish_batches(self, events: list[Event]) -> None:
+        size = self.config.batch_max
+        for i in range(0, len(events), size):
+            chunk = events[i:i + size]
+            batch = EventBatch(node=self.config.node, stream=self.stream, events=tuple(chunk), sent_ms=now_ms())
+            info = self.client.publish(self._t_events, batch.to_json(), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                log.warning("publish of seq %d..%d not queued (%s); will re-send", chunk[0].seq, chunk[-1].seq,
+                            mqtt.error_string(info.rc))
+                continue
+            self._inflight[info.mid] = (chunk[0].seq, chunk[-1].seq)
+            self.status.last_sent = max(self.status.last_sent, chunk[-1].seq)
+
+    def _published(self, mid: int, rc: ReasonCode) -> None:
+        seqs = self._inflight.pop(mid, None)
+        if seqs is not None and rc.is_failure:
+            # The broker refused it (e.g. ACL: Not authorized, 135). The events stay in the
+            # outbox; only the hub's ack deletes them. Say exactly what happened.
+            self.status.refused += 1
+            log.error("broker refused events seq %d..%d on %s: %s (reason code %d); they stay in the outbox",
+                      seqs[0], seqs[1], self._t_events, rc, rc.value)
+
+    def _message(self, topic: str, payload: bytes) -> None:
+        try:
+            if topic.endswith("/ack"):
+                self._handle_ack(Ack.from_json(payload))
+            elif topic.endswith("/cmd"):
+                asyncio.ensure_future(self._handle_command(Command.from_json(payload)))
+            elif topic.endswith("/config"):
+                if payload:
+                    self._on_config(NodeConfig.from_json(payload))
+            elif topic == hub_state_topic(self.config.site):
+                self._handle_hub_state(HubState.from_json(payload) if payload else None)
+        except ContractError as err:
+            log.error("ignored a message on %s that breaks the contract: %s", topic, err)
+
+    def _handle_ack(self, ack: Ack) -> None:
+        if ack.node != self.config.node or ack.stream != self.stream:
+            log.debug("ack for another stream (%s) ignored", ack.stream)
+            return
+        if ack.watermark > self.status.acked:
+            self.status.acked = ack.watermark
+            self.status.last_ack_progress = time.monotonic()
+            asyncio.ensure_future(self.sink.call(self.sink.outbox.acknowledge, ack.watermark))
+
+    def _handle_hub_state(self, state: HubState | None) -> None:
+        online = bool(state and state.online)
+        was = self.status.hub_online
+        self.status.hub_online = online
+        if online and was is False:
+            log.info("hub is back online; re-sending unacknowledged events")
+            asyncio.ensure_future(self._replay_all("hub online"))
+        elif not online and was:
+            log.warning("hub went offline; events wait in the outbox")
+
+    async def _replay_all(self, why: str, after_seq: int | None = None) -> None:
+        last_seq = await self.sink.call(self.sink.outbox.last_seq)
+        self._restart_replay(self.status.acked if after_seq is None else after_seq, last_seq, why)
+
+    async def _handle_command(self, cmd: Command) -> None:
+        reply: CommandReply | None
+        if cmd.cmd == "resend_from":
+            if cmd.stream not in (None, self.stream):
+                reply = self._reply(cmd, False, f"stream {cmd.stream} is not this node's current stream {self.stream}")
+            else:
+                from_seq = cmd.from_seq or 1
+                await self._replay_all(f"hub asked from seq {from_seq}", from_seq - 1)
+                reply = self._reply(cmd, True, f"re-sending from seq {max(from_seq, self.status.acked + 1)}")
+        elif cmd.cmd == "identify":
+            log.warning("IDENTIFY requested by the hub: this is node %s (boot %s)", self.config.node, self.boot_id)
+            reply = self._reply(cmd, True, f"node {self.config.node} identified in its log")
+        else:
+            try:
+                reply = await self._on_command(cmd)
+            except Exception as err:  # a device handler failing must not kill the link
+                log.exception("command %s %s failed", cmd.cmd, cmd.target)
+                reply = self._reply(cmd, False, f"{cmd.cmd} failed: {err}")
+            if reply is None:
+                reply = self._reply(cmd, False, f"no device on node {self.config.node} handles "
+                                                f"{cmd.cmd} for {cmd.target!r}")
+        self.client.publish(self._t_reply, reply.to_json(), qos=1)
+
+    def _reply(self, cmd: Command, ok: bool, message: str) -> CommandReply:
+        return CommandReply(node=self.config.node, id=cmd.id, ok=ok, message=message, ts_ms=now_ms())
+
+    async def _sender(self) -> None:
+        """Drain the replay range, paced; re-arm it when acks stop advancing."""
+        pace_s = 1.0 / self.config.replay_batches_per_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            self._wake.clear()
+            if not self.status.connected:
+                continue
+            if (self.status.last_sent > self.status.acked
+                    and time.monotonic() - self.status.last_ack_progress > self.config.ack_timeout_s):
+                log.warning("no ack for seq %d..%d after %.1f s; re-sending", self.status.acked + 1,
+                            self.status.last_sent, self.config.ack_timeout_s)
+                await self._replay_all("ack timeout")
+            while self.status.connected and self._replay_from < self._replay_to:
+                start = max(self._replay_from, self.status.acked)
+                events = await self.sink.call(self.sink.outbox.pending, start, self.config.batch_max)
+                events = [e for e in events if e.seq <= self._replay_to]
+                if not events:
+                    self._replay_from = self._replay_to
+                    break
+                self._publish_batches(events)
+                self._replay_from = events[-1].seq
+                await asyncio.sleep(pace_s)  # pacing: leaves room for live batches

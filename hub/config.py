@@ -1,0 +1,78 @@
+"""The hub's configuration: every key declared once, loaded from TOML and `HUB_*` env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from contract import check_name
+from settings import REQUIRED, Setting, load_file, port_number, positive
+
+ENV_PREFIX = "HUB"
+
+
+def _site(value: Any) -> str | None:
+    try:
+        check_name("site", value)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+HUB_SETTINGS: list[Setting] = [
+    Setting("site.name", str, REQUIRED, "the site this hub serves (topic wh/v1/{site}/...)", check=_site),
+    Setting("mqtt.host", str, "127.0.0.1", "broker host name or address"),
+    Setting("mqtt.port", int, 1883, "broker port (8883 for TLS)", check=port_number),
+    Setting("mqtt.username", str, "hub", "the hub's MQTT username"),
+    Setting("mqtt.password", str, "", "MQTT password (or set HUB_MQTT_PASSWORD)"),
+    Setting("mqtt.password_file", str, "", "file holding the MQTT password, instead of mqtt.password"),
+    Setting("mqtt.tls", bool, False, "connect with TLS"),
+    Setting("mqtt.ca_file", str, "", "CA certificate for TLS (empty: system store)"),
+    Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive", check=positive),
+    Setting("http.host", str, "127.0.0.1", "address the web page and API listen on (0.0.0.0 for the LAN)"),
+    Setting("http.port", int, 8080, "port of the web page and API", check=port_number),
+    Setting("db.path", str, "/var/lib/stock-hub/ledger.sqlite3", "SQLite ledger file"),
+    Setting("db.synchronous", str, "FULL", "SQLite synchronous mode: FULL survives power loss after an ack",
+            choices=("FULL", "NORMAL")),
+    Setting("live.flush_ms", int, 100, "how often pages get batched live updates", check=positive),
+    Setting("log.level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """The whole hub configuration, validated."""
+
+    site: str
+    mqtt_host: str
+    mqtt_port: int
+    mqtt_username: str
+    mqtt_password: str
+    mqtt_tls: bool
+    mqtt_ca_file: str
+    mqtt_keepalive_s: int
+    http_host: str
+    http_port: int
+    db_path: Path
+    db_synchronous: str
+    live_flush_ms: int
+    log_level: str
+    source: str = ""
+
+
+def load_hub_config(path: str | Path) -> HubConfig:
+    """Load and validate a hub config file; raises settings.ConfigError with one line."""
+    return hub_config_from(load_file(path, HUB_SETTINGS, ENV_PREFIX), str(path))
+
+
+def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
+    password = raw["mqtt.password"]
+    if raw["mqtt.password_file"]:
+        password = Path(raw["mqtt.password_file"]).read_text().strip()
+    return HubConfig(site=raw["site.name"], mqtt_host=raw["mqtt.host"], mqtt_port=raw["mqtt.port"],
+                     mqtt_username=raw["mqtt.username"], mqtt_password=password, mqtt_tls=raw["mqtt.tls"],
+                     mqtt_ca_file=raw["mqtt.ca_file"], mqtt_keepalive_s=raw["mqtt.keepalive_s"],
+                     http_host=raw["http.host"], http_port=raw["http.port"], db_path=Path(raw["db.path"]),
+                     db_synchronous=raw["db.synchronous"], live_flush_ms=raw["live.flush_ms"],
+                     log_level=raw["log.level"], source=source)

@@ -1,0 +1,148 @@
+"""The hub's one narrow storage interface (DESIGN §9).
+
+Everything the hub keeps goes through `Store`: a write transaction (`Store.write()`,
+used only by the single ingest writer thread) with a handful of primitives, and read
+methods that may be called from any thread. The ledger rules live in `hub.ledger` and use
+only these primitives, so a PostgreSQL store is a new module implementing this, not a
+rewrite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """Quantity of one SKU at one location, as derived from the ledger."""
+
+    sku: str
+    location: str
+    qty: int
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """One append-only ledger row and the event that caused it."""
+
+    id: int
+    event_id: int
+    sku: str
+    location: str
+    qty_delta: int
+    reason: str
+    device_ms: int
+    hub_ms: int
+    node: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """How far the ledger holds one (node, stream): every seq <= watermark, plus `above`."""
+
+    node: str
+    stream: str
+    watermark: int
+    above: frozenset[int]
+    max_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """What the hub knows about a node (online flag, birth facts, progress)."""
+
+    node: str
+    online: bool
+    last_seen_ms: int | None
+    boot_id: str | None
+    sw_version: str | None
+    stream: str | None
+    last_seq: int | None  # highest seq the node says it has written (birth) or we have seen
+    acked: int  # watermark acknowledged for the current stream
+    outbox_depth: int | None
+    clock_skew_ms: int | None
+    birth_ms: int | None
+    devices: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    """A payload the hub refused, with the reason a person can read."""
+
+    id: int
+    received_ms: int
+    topic: str
+    node: str | None
+    reason: str
+    payload: str  # as text (invalid UTF-8 shown with replacement characters)
+    size_bytes: int
+
+
+class WriteTx(Protocol):
+    """Primitives available inside the single writer's transaction."""
+
+    def insert_event(self, node: str, stream: str, seq: int, kind: str, device_ms: int, accepted_ms: int,
+                     received_ms: int, committed_ms: int, body: str) -> int | None:
+        """Append an event; None when (node, stream, seq) is already there."""
+        ...
+
+    def balance(self, sku: str, location: str) -> int:
+        """Current quantity (0 when never seen)."""
+        ...
+
+    def add_movement(self, event_id: int, sku: str, location: str, qty_delta: int, reason: str,
+                     device_ms: int, hub_ms: int) -> None:
+        """Append a movement and apply it to the balance."""
+        ...
+
+    def set_stream(self, node: str, stream: str, watermark: int, max_seq: int, now_ms: int) -> None:
+        ...
+
+    def update_node(self, node: str, **fields: Any) -> None:
+        """Create the node row if needed and set the given columns."""
+        ...
+
+    def quarantine(self, received_ms: int, topic: str, node: str | None, reason: str, payload: bytes) -> None:
+        ...
+
+
+class Store(Protocol):
+    """The hub's storage: one writer, many readers."""
+
+    def write(self) -> AbstractContextManager[WriteTx]:
+        """A write transaction (writer thread only); commits on normal exit."""
+        ...
+
+    def stream_positions(self) -> Iterator[StreamPosition]:
+        ...
+
+    def stock(self, search: str = "", limit: int = 500, offset: int = 0) -> list[Balance]:
+        ...
+
+    def nodes(self) -> list[NodeRow]:
+        ...
+
+    def quarantine_rows(self, limit: int = 100) -> list[QuarantineRow]:
+        ...
+
+    def movements(self, sku: str | None = None, location: str | None = None, limit: int = 100,
+                  before_id: int | None = None) -> list[Movement]:
+        ...
+
+    def event_count(self) -> int:
+        ...
+
+    def rebuild_balances(self) -> list[Balance]:
+        """Balances recomputed from the movements alone (for checks)."""
+        ...
+
+    def backup(self, path: str) -> None:
+        ...
+
+    def close(self) -> None:
+        ...

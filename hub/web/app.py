@@ -1,0 +1,142 @@
+"""aiohttp application: JSON API under /api/v1, live push, the page, health.
+
+Errors have one shape everywhere: {"ok": false, "error": "...", "status": N}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from hub.service import HubService
+from hub.web.live import sse_frame
+
+log = logging.getLogger(__name__)
+
+SERVICE = web.AppKey("service", HubService)
+STATIC_DIR = Path(__file__).parent / "static"
+SSE_KEEPALIVE_S = 15  # proxies drop idle streams; a comment line keeps them open
+
+
+def error_json(status: int, error: str) -> web.Response:
+    return web.json_response({"ok": False, "error": error, "status": status}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/api/"):
+            raise
+        return error_json(exc.status, exc.reason or "error")
+    except Exception:
+        log.exception("error serving %s %s", request.method, request.path)
+        return error_json(500, "internal error; see the hub log")
+
+
+def _int_arg(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"query parameter '{name}' must be a whole number") from None
+    if not lo <= value <= hi:
+        raise web.HTTPBadRequest(reason=f"query parameter '{name}' must be between {lo} and {hi}")
+    return value
+
+
+async def stock(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    search = request.query.get("q", "")[:64]
+    limit = _int_arg(request, "limit", 500, 1, 5000)
+    offset = _int_arg(request, "offset", 0, 0, 10_000_000)
+    rows = await asyncio.to_thread(service.store.stock, search, limit, offset)
+    return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
+
+
+async def nodes(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "items": await request.app[SERVICE].node_rows()})
+
+
+async def quarantine(request: web.Request) -> web.Response:
+    limit = _int_arg(request, "limit", 100, 1, 1000)
+    rows = await asyncio.to_thread(request.app[SERVICE].store.quarantine_rows, limit)
+    return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    ok = service.ingest.last_tick > 0 and service.link.connected.is_set()
+    body = {"ok": ok, "broker_connected": service.link.connected.is_set(), "ingest_queue": service.ingest.queue_depth,
+            "committed_events": service.ingest.committed_total}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: a snapshot first, then batched changes."""
+    service = request.app[SERVICE]
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    q = service.live.subscribe()
+    try:
+        await resp.write(sse_frame(await _snapshot(service)))
+        while True:
+            try:
+                message = await asyncio.wait_for(q.get(), SSE_KEEPALIVE_S)
+            except TimeoutError:
+                await resp.write(b": keepalive\n\n")
+                continue
+            if message is None:
+                break
+            if message.get("resync"):
+                message = await _snapshot(service)
+            await resp.write(sse_frame(message))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        service.live.unsubscribe(q)
+    return resp
+
+
+async def _snapshot(service: HubService) -> dict[str, Any]:
+    rows = await asyncio.to_thread(service.store.stock, "", 5000, 0)
+    return {"id": service.live.message_id, "snapshot": True,
+            "stock": [{"sku": r.sku, "location": r.location, "qty": r.qty} for r in rows],
+            "nodes": await service.node_rows()}
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+def make_app(service: HubService, manage_service: bool = True) -> web.Application:
+    """The web application; with manage_service it starts and stops the hub with itself."""
+    app = web.Application(middlewares=[error_middleware])
+    app[SERVICE] = service
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await service.start()
+        yield
+        await service.stop()
+
+    if manage_service:
+        app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/stock", stock)
+    app.router.add_get("/api/v1/nodes", nodes)
+    app.router.add_get("/api/v1/quarantine", quarantine)
+    app.router.add_get("/api/v1/live", live)
+    app.router.add_static("/static/", STATIC_DIR)
+    return app

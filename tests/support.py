@@ -1,0 +1,124 @@
+"""Helpers for tests: configs that point at a private broker, and waiting on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from contract import ScanEvent
+from edge.config import EdgeConfig, edge_config_from
+from edge.config import EDGE_SETTINGS, ARRAY_TABLES
+from hub.config import HUB_SETTINGS, HubConfig, hub_config_from
+from hub.mosquitto import HUB_USER, PrivateBroker, free_port
+from settings import resolve
+
+SITE = "test-site"
+T = TypeVar("T")
+
+
+def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra: Any) -> HubConfig:
+    doc = {"site": {"name": site}, "mqtt": {"host": broker.host, "port": broker.port, "username": HUB_USER,
+                                              "password": broker.users[HUB_USER]},
+           "http": {"host": "127.0.0.1", "port": extra.pop("http_port", free_port())},
+           "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}, **extra}
+    return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}))
+
+
+def hub_toml(broker: PrivateBroker, tmp_path: Path, http_port: int, site: str = SITE) -> Path:
+    path = tmp_path / "hub.toml"
+    path.write_text(f"""[site]
+name = "{site}"
+[mqtt]
+host = "{broker.host}"
+port = {broker.port}
+username = "{HUB_USER}"
+password = "{broker.users[HUB_USER]}"
+[http]
+port = {http_port}
+[db]
+path = "{tmp_path / 'hub' / 'ledger.sqlite3'}"
+""")
+    return path
+
+
+def edge_doc(broker: PrivateBroker, tmp_path: Path, node: str, password: str, site: str = SITE,
+             **sections: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "node": {"name": node, "site": site},
+        "mqtt": {"host": broker.host, "port": broker.port, "password": password},
+        "outbox": {"path": str(tmp_path / node / "outbox.sqlite3"), "ack_timeout_s": 2.0},
+        "state": {"path": str(tmp_path / node / "state.json")},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key].update(value)
+        else:
+            doc[key] = value
+    return doc
+
+
+def edge_config(broker: PrivateBroker, tmp_path: Path, node: str, password: str, site: str = SITE,
+                **sections: Any) -> EdgeConfig:
+    doc = edge_doc(broker, tmp_path, node, password, site, **sections)
+    return edge_config_from(resolve(doc, EDGE_SETTINGS, "test edge config", environ={}, array_tables=ARRAY_TABLES),
+                            "test")
+
+
+def toml_text(doc: dict[str, Any]) -> str:
+    """A tiny TOML writer for test configs (tables, arrays of tables, scalars, lists)."""
+    lines: list[str] = []
+    for section, body in doc.items():
+        if isinstance(body, list):
+            for item in body:
+                lines.append(f"[[{section}]]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
+        else:
+            lines.append(f"[{section}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in body.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def scan(gtin: str = "09506000134352", location: str = "A-01-1", qty: int = 1, mode: str = "receive",
+         **kw: Any) -> ScanEvent:
+    now = int(time.time() * 1000)
+    return ScanEvent(seq=0, ts_ms=now, accepted_ms=0 or now, scanner="s1", mode=mode, gtin=gtin, location=location,
+                     qty=qty, **kw)
+
+
+async def wait_for(predicate: Callable[[], Awaitable[T] | T], timeout_s: float = 10.0, what: str = "condition",
+                   interval_s: float = 0.02) -> T:
+    """Poll predicate until it returns something truthy; fail with `what` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if asyncio.iscoroutine(last) or isinstance(last, asyncio.Future):
+            last = await last
+        if last:
+            return last  # type: ignore[no-any-return]
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last value {last!r})")
+
+
+def wait_for_sync(predicate: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last value {last!r})")
