@@ -19,7 +19,7 @@ import biip
 from biip.checksums import gs1_standard_check_digit
 
 from edge.scan.config import MODES
-from edge.scan.keys import MAX_SCAN_CHARS, UNMAPPED
+from edge.scan.keys import UNMAPPED
 
 log = logging.getLogger(__name__)
 

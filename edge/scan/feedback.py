@@ -1,0 +1,106 @@
+"""Telling the worker at once whether a scan was accepted (durable) or rejected, and why.
+
+Outputs, chosen per scanner with `feedback`:
+- `log`: a log line only (every output also logs).
+- `serial`: bytes written back to a serial scanner (its beep/LED command), `feedback_ok` /
+  `feedback_error`.
+- `gpio`: a pulse on a buzzer or LED through the kernel's sysfs GPIO value file
+  (`/sys/class/gpio/gpioN/value`); the file writes run off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Feedback(Protocol):
+    """One way of telling the worker the outcome of a scan."""
+
+    async def signal(self, accepted: bool, message: str) -> None:
+        """Tell the worker; must not block the loop or raise on a broken output."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop anything still running (a pulse in progress)."""
+        ...
+
+
+class LogFeedback:
+    """Feedback as a log line (also what every other output does first)."""
+
+    def __init__(self, scanner: str) -> None:
+        self.scanner = scanner
+
+    async def signal(self, accepted: bool, message: str) -> None:
+        if accepted:
+            log.info("scanner %s: OK %s", self.scanner, message)
+        else:
+            log.warning("scanner %s: REJECTED %s", self.scanner, message)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class SerialFeedback(LogFeedback):
+    """Writes the scanner's own beep/LED command back down its serial line."""
+
+    def __init__(self, scanner: str, write: Callable[[bytes], None], ok: bytes, error: bytes) -> None:
+        super().__init__(scanner)
+        self._write, self._ok, self._error = write, ok, error
+
+    async def signal(self, accepted: bool, message: str) -> None:
+        await super().signal(accepted, message)
+        data = self._ok if accepted else self._error
+        if not data:
+            return
+        try:
+            self._write(data)  # a few bytes to a non-blocking fd: cannot stall the loop
+        except OSError as err:
+            log.warning("scanner %s: could not send feedback (%s); the scan itself is recorded", self.scanner, err)
+
+
+class GpioFeedback(LogFeedback):
+    """Pulses a sysfs GPIO value file high for `pulse_ms`, one file for OK, one for error."""
+
+    def __init__(self, scanner: str, ok_path: str, error_path: str, pulse_ms: int) -> None:
+        super().__init__(scanner)
+        self._ok = Path(ok_path) if ok_path else None
+        self._error = Path(error_path) if error_path else None
+        self._pulse_s = pulse_ms / 1000
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def signal(self, accepted: bool, message: str) -> None:
+        await super().signal(accepted, message)
+        path = self._ok if accepted else self._error
+        if path is None:
+            return
+        await self._set(path, "1")
+        # The line goes low later; the next scan must not wait for the pulse to end.
+        task = asyncio.create_task(self._low_after(path))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _low_after(self, path: Path) -> None:
+        await asyncio.sleep(self._pulse_s)
+        await self._set(path, "0")
+
+    async def _set(self, path: Path, value: str) -> None:
+        try:
+            await asyncio.to_thread(path.write_text, value)
+        except OSError as err:
+            log.warning("scanner %s: could not write %s to %s (%s); check the GPIO export and permissions",
+                        self.scanner, value, path, err)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for path in (self._ok, self._error):
+            if path is not None:
+                await self._set(path, "0")  # never leave a buzzer sounding
