@@ -24,11 +24,15 @@ def gtin_as_sku(gtin: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class BalanceChange:
-    """A balance that a commit changed, for pushing to pages."""
+    """One movement a commit appended and the balance it left, for pages and rules."""
 
     sku: str
     location: str
-    qty: int
+    qty: int  # the balance after this movement
+    qty_delta: int
+    reason: str
+    device_ms: int
+    hub_ms: int
 
 
 def apply_event(tx: WriteTx, event_id: int, event: Event, hub_ms: int,
@@ -53,5 +57,5 @@ def apply_event(tx: WriteTx, event_id: int, event: Event, hub_ms: int,
     changes = []
     for location, delta, reason in moves:
         tx.add_movement(event_id, sku, location, delta, reason, event.ts_ms, hub_ms)
-        changes.append(BalanceChange(sku, location, tx.balance(sku, location)))
+        changes.append(BalanceChange(sku, location, tx.balance(sku, location), delta, reason, event.ts_ms, hub_ms))
     return changes

@@ -6,7 +6,6 @@ Errors have one shape everywhere: {"ok": false, "error": "...", "status": N}.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,11 +14,12 @@ from typing import Any
 from aiohttp import web
 
 from hub.service import HubService
+from hub.web import api
 from hub.web.live import sse_frame
 
 log = logging.getLogger(__name__)
 
-SERVICE = web.AppKey("service", HubService)
+SERVICE = api.SERVICE
 STATIC_DIR = Path(__file__).parent / "static"
 SSE_KEEPALIVE_S = 15  # proxies drop idle streams; a comment line keeps them open
 
@@ -40,38 +40,6 @@ async def error_middleware(request: web.Request,
     except Exception:
         log.exception("error serving %s %s", request.method, request.path)
         return error_json(500, "internal error; see the hub log")
-
-
-def _int_arg(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(reason=f"query parameter '{name}' must be a whole number") from None
-    if not lo <= value <= hi:
-        raise web.HTTPBadRequest(reason=f"query parameter '{name}' must be between {lo} and {hi}")
-    return value
-
-
-async def stock(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    search = request.query.get("q", "")[:64]
-    limit = _int_arg(request, "limit", 500, 1, 5000)
-    offset = _int_arg(request, "offset", 0, 0, 10_000_000)
-    rows = await asyncio.to_thread(service.store.stock, search, limit, offset)
-    return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
-
-
-async def nodes(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "items": await request.app[SERVICE].node_rows()})
-
-
-async def quarantine(request: web.Request) -> web.Response:
-    limit = _int_arg(request, "limit", 100, 1, 1000)
-    rows = await asyncio.to_thread(request.app[SERVICE].store.quarantine_rows, limit)
-    return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -134,9 +102,7 @@ def make_app(service: HubService, manage_service: bool = True) -> web.Applicatio
         app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/v1/stock", stock)
-    app.router.add_get("/api/v1/nodes", nodes)
-    app.router.add_get("/api/v1/quarantine", quarantine)
+    api.add_routes(app)
     app.router.add_get("/api/v1/live", live)
     app.router.add_static("/static/", STATIC_DIR)
     return app
