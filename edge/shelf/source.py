@@ -1,0 +1,163 @@
+"""A shelf controller as an event source: its bins' pipelines, its reader thread, its commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import contract
+from contract import DeviceChange, DeviceInfo, Event, ShelfCount, ShelfFault
+from edge.shelf.calibration import Calibration, load_calibration, save_calibration
+from edge.shelf.pipeline import BinPipeline, CountOutcome, FaultOutcome, PipelineParams
+from edge.shelf.protocols import LineProtocol
+from edge.shelf.reader import ControllerReader, PortChange
+from edge.sink import EventSink
+from edge.state import EdgeState
+
+log = logging.getLogger(__name__)
+
+SETTLE_POLL_S = 0.02  # how often a waiting command looks at the pipeline's settle counter
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ShelfSource:
+    """One `[[shelf]]`: reads its controller, publishes counts and faults, answers bin commands."""
+
+    def __init__(self, name: str, port: str, baud: int, protocol: LineProtocol, bins: Sequence[str],
+                 params: PipelineParams, state: EdgeState, default_calibration: Calibration,
+                 silent_after_s: float = 5.0, reopen_max_s: float = 10.0, command_timeout_s: float = 10.0) -> None:
+        self.name = name
+        self.port = port
+        self.baud = baud
+        self.protocol = protocol
+        self.params = params
+        self.state = state
+        self.silent_after_s = silent_after_s
+        self.reopen_max_s = reopen_max_s
+        self.command_timeout_s = command_timeout_s
+        self._queue: asyncio.Queue[object] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._early: list[object] = []  # outcomes before run() started (from apply_config)
+        self.pipelines: dict[str, BinPipeline] = {
+            b: BinPipeline(b, params, load_calibration(state, b, default_calibration), self._post) for b in bins}
+        self.reader: ControllerReader | None = None
+        self._command_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ the agent's interface
+
+    def device_info(self) -> DeviceInfo:
+        """The controller as listed in the node's birth."""
+        present = self.reader is not None and self.reader.present
+        return DeviceInfo(device=self.name, device_kind="shelf_controller", present=present, path=self.port)
+
+    def bins(self) -> list[str]:
+        """The bins this controller weighs, in channel order."""
+        return list(self.pipelines)
+
+    def apply_config(self, config: contract.NodeConfig) -> None:
+        """Adopt the hub's unit weights: they win over ones set on this node, and the change is logged."""
+        by_bin = {b.bin: b for b in config.bins}
+        for name, pipe in self.pipelines.items():
+            bin_cfg = by_bin.get(name)
+            new = bin_cfg.unit_weight_g if bin_cfg else None
+            cv = bin_cfg.unit_weight_cv if bin_cfg else None
+            old = pipe.unit_weight_g
+            if new is None and pipe.hub_unit_weight_g is None:
+                continue
+            pipe.set_hub_unit_weight(new, cv)
+            if old != pipe.unit_weight_g:
+                local = pipe.cal.local_unit_weight_g
+                log.info("bin %s: unit weight %s -> %s (hub config rev %d%s)", name, _g(old), _g(pipe.unit_weight_g),
+                         config.rev, f"; overrides the local {_g(local)}" if new is not None and local else "")
+
+    async def handle_command(self, cmd: contract.Command, node: str) -> contract.CommandReply | None:
+        """Run a bin command (tare, zero, calibrate, set_unit_weight, identify); None if not our bin."""
+        pipe = self.pipelines.get(cmd.target or "")
+        if pipe is None:
+            return None
+        from edge.shelf.commands import run_command  # local import keeps the module graph one-way
+
+        async with self._command_lock:
+            try:
+                ok, message, data = await run_command(self, pipe, cmd)
+            except Exception as err:  # a command must always be answered
+                log.exception("bin %s: command %s failed", pipe.bin, cmd.cmd)
+                ok, message, data = False, f"bin {pipe.bin}: {cmd.cmd} failed ({err})", {}
+        log.info("bin %s: command %s (%s): %s", pipe.bin, cmd.cmd, cmd.id, message)
+        return contract.CommandReply(node=node, id=cmd.id, ok=ok, message=message[:500], ts_ms=_now_ms(), data=data)
+
+    async def run(self, sink: EventSink) -> None:
+        """Read the controller and submit its events until cancelled; device errors become events."""
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        for item in self._early:
+            self._queue.put_nowait(item)
+        self._early.clear()
+        self.reader = ControllerReader(self.name, self.port, self.baud, self.protocol,
+                                       list(self.pipelines.values()), self.params.rate_hz, self.silent_after_s,
+                                       self.reopen_max_s, self._post)
+        self.reader.start()
+        try:
+            while True:
+                item = await self._queue.get()
+                event = self._event(item)
+                if event is not None:
+                    await sink.submit(event)
+        finally:
+            self.reader.stop()
+            await asyncio.to_thread(self.reader.join)
+
+    # ------------------------------------------------------------------ internals
+
+    def _post(self, item: object) -> None:
+        """Hand an outcome to the loop; called from the reader thread or the loop itself."""
+        loop, queue = self._loop, self._queue
+        if loop is None or queue is None:
+            self._early.append(item)
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def _event(self, item: object) -> Event | None:
+        ts = _now_ms()
+        if isinstance(item, CountOutcome):
+            r = item.result
+            return ShelfCount(seq=0, ts_ms=ts, accepted_ms=0, bin=item.bin, count=r.count, quotient=r.quotient,
+                              weight_g=r.weight_g, confidence=r.confidence, uncertain=r.uncertain,
+                              heartbeat=item.heartbeat)
+        if isinstance(item, FaultOutcome):
+            return ShelfFault(seq=0, ts_ms=ts, accepted_ms=0, bin=item.bin, fault=item.fault, detail=item.detail[:300],
+                              active=item.active)
+        if isinstance(item, PortChange):
+            return DeviceChange(seq=0, ts_ms=ts, accepted_ms=0, device=self.name, device_kind="shelf_controller",
+                                present=item.present, path=self.port, detail=item.detail[:300])
+        return None
+
+    async def settled_raw(self, pipe: BinPipeline) -> float | None:
+        """A settled mean (raw units) measured after this call, or None if the bin did not settle in time."""
+        start = pipe.rest_checks
+        deadline = time.monotonic() + self.command_timeout_s
+        # two settle checks: the first may have been mostly measured before the call
+        while time.monotonic() < deadline:
+            if pipe.settled and pipe.rest_checks >= start + 2:
+                return pipe.rest_mean_raw
+            await asyncio.sleep(SETTLE_POLL_S)
+        return None
+
+    async def store(self, pipe: BinPipeline, calibration: Calibration) -> None:
+        """Persist a bin's new calibration (off the loop), then put it into effect."""
+        calibration = replace(calibration, changed_ms=_now_ms())
+        await asyncio.to_thread(save_calibration, self.state, pipe.bin, calibration)
+        pipe.set_calibration(calibration)
+
+
+def _g(value: Any) -> str:
+    return "none" if value is None else f"{value:g} g"
