@@ -6,7 +6,7 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-python=${1:-$(command -v python3)}
+python=$(readlink -f "${1:-$(command -v python3)}")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
