@@ -1,0 +1,124 @@
+"""The per-scanner state machine, the tools and the documentation of every scanner key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from contract import ScanEvent, ScanRejected
+from edge.scan import build_scanner
+from edge.scan.config import SCANNER_SETTINGS
+from edge.scan.decode import decode
+from edge.scan.tools import add_subcommands, describe_step, watch
+from edge.scan.workflow import ScanWorkflow, Step
+
+ROOT = Path(__file__).resolve().parent.parent
+GTIN = "04006381333931"
+EAN = "]E04006381333931"
+
+
+def run(workflow: ScanWorkflow, *raws: str) -> list[Step]:
+    return [workflow.handle(decode(raw), raw, 1_700_000_000_000) for raw in raws]
+
+
+def test_pick_without_location_is_rejected_with_reason() -> None:
+    step = run(ScanWorkflow("s", mode="pick"), EAN)[0]
+    assert not step.accepted and isinstance(step.event, ScanRejected)
+    assert step.event.reason == f"pick of GTIN {GTIN} needs a location: scan the bin's LOC: label first"
+
+
+def test_putaway_starts_from_the_dock_scanned_in_receive() -> None:
+    steps = run(ScanWorkflow("s", mode="receive"), "LOC:DOCK-2", EAN, "MODE:PUTAWAY", "LOC:B-04", EAN)
+    receive, putaway = steps[1].event, steps[4].event
+    assert isinstance(receive, ScanEvent) and (receive.location, receive.qty) == ("DOCK-2", 1)
+    assert isinstance(putaway, ScanEvent) and (putaway.from_location, putaway.location) == ("DOCK-2", "B-04")
+
+
+def test_putaway_defaults_to_the_configured_dock() -> None:
+    event = run(ScanWorkflow("s", mode="putaway", dock_location="INBOUND"), "LOC:B-04", EAN)[1].event
+    assert isinstance(event, ScanEvent) and event.from_location == "INBOUND"
+
+
+def test_move_needs_source_then_destination() -> None:
+    wf = ScanWorkflow("s", mode="move")
+    steps = run(wf, "LOC:A-01", EAN, "LOC:B-02", "QTY:4", EAN, "LOC:C-03", "LOC:D-04", EAN)
+    assert isinstance(steps[1].event, ScanRejected) and "scan the destination" in steps[1].event.reason
+    moves = [s.event for s in steps if isinstance(s.event, ScanEvent)]
+    assert [(m.from_location, m.location, m.qty) for m in moves] == [("A-01", "B-02", 4), ("C-03", "D-04", 1)]
+
+
+def test_count_tallies_pieces_or_takes_the_quantity_label() -> None:
+    steps = run(ScanWorkflow("s", mode="count"), "LOC:A-01", EAN, EAN, EAN, "QTY:0", "]E0036000291452")
+    counts = [s.event for s in steps if isinstance(s.event, ScanEvent)]
+    assert [(c.gtin, c.qty) for c in counts] == [(GTIN, 1), (GTIN, 2), (GTIN, 3), ("00036000291452", 0)]
+
+
+def test_quantity_label_times_ai_37_and_zero_rejected_outside_count() -> None:
+    wf = ScanWorkflow("s", mode="pick")
+    steps = run(wf, "LOC:A-01", "QTY:3", f"]C10204006381333931\x1d3712", "QTY:0", EAN)
+    assert isinstance(steps[2].event, ScanEvent) and steps[2].event.qty == 36
+    assert isinstance(steps[4].event, ScanRejected) and "quantity 0" in steps[4].event.reason
+
+
+def test_receive_references_sscc_and_po() -> None:
+    wf = ScanWorkflow("s", mode="receive")
+    steps = run(wf, "]C100340123450000000017", EAN, "PO:4500012345", EAN, "MODE:PICK", "]C100340123450000000017")
+    assert [s.event.ref for s in steps[:4] if isinstance(s.event, ScanEvent)] == ["340123450000000017", "4500012345"]
+    assert isinstance(steps[5].event, ScanRejected) and "only means something when receiving" in steps[5].event.reason
+
+
+def test_mode_change_and_clear_forget_the_bin() -> None:
+    wf = ScanWorkflow("s", mode="pick")
+    steps = run(wf, "OP:bob", "LOC:A-01", "MODE:COUNT", EAN, "LOC:A-01", "CLEAR", EAN)
+    assert isinstance(steps[3].event, ScanRejected) and isinstance(steps[6].event, ScanRejected)
+    assert wf.state.operator == "bob"
+
+
+def test_every_scanner_setting_is_documented() -> None:
+    doc = (ROOT / "docs" / "scanning.md").read_text()
+    missing = [s.key for s in SCANNER_SETTINGS if f"`{s.key}`" not in doc]
+    assert not missing, f"docs/scanning.md does not document {missing}"
+
+
+def test_cli_registers_devices_and_watch_scans(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_subcommands(parser.add_subparsers())
+    args = parser.parse_args(["devices"])
+    assert args.func(args) == 0
+    assert "Serial devices" in capsys.readouterr().out
+    args = parser.parse_args(["watch-scans"])
+    assert args.func(args) == 2  # no source given: one-line error, no traceback
+
+
+async def test_watch_scans_shows_decoded_scans_from_a_pty(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    lines: list[str] = []
+    seen = asyncio.Event()
+
+    def observer(raw: str, step: Step, _stored: object) -> None:
+        lines.append(describe_step("watch", raw, step))
+        if len(lines) == 2:
+            seen.set()
+
+    source = build_scanner({"name": "watch", "port": os.ttyname(slave), "terminator": "cr"}, observer=observer)
+    task = asyncio.create_task(watch([source]))
+    try:
+        await asyncio.wait_for(_until_present(source), 5)
+        os.write(master, b"LOC:A-01\r]E04006381333932\r")
+        await asyncio.wait_for(seen.wait(), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        os.close(master)
+        os.close(slave)
+    assert lines[0] == "watch      OK  pick at A-01    [LOC:A-01]"
+    assert lines[1].startswith("watch      REJ bad check digit in GTIN 4006381333932: expected 1")
+
+
+async def _until_present(source: object) -> None:
+    while not source.device_info().present:  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
