@@ -42,9 +42,12 @@ def _load(payload: bytes, what: str) -> Any:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ContractError(f"{what}: payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        return json.loads(payload)
+        # Decode first: json.loads would also accept UTF-16/32, which the contract does not.
+        return json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError:
         raise ContractError(f"{what}: payload is not UTF-8") from None
+    except RecursionError:
+        raise ContractError(f"{what}: JSON nested too deeply") from None
     except ValueError as err:
         raise ContractError(f"{what}: malformed JSON ({err})") from None
 
@@ -66,7 +69,8 @@ class EventBase:
         out: dict[str, Any] = {"kind": self.KIND}
         for f in fields(self):
             val = getattr(self, f.name)
-            if val is not None:
+            # Fields at their default are left out: fewer bytes on the wire and on the SD card.
+            if val is not None and val != f.default:
                 out[f.name] = list(val) if isinstance(val, tuple) else val
         return out
 
