@@ -59,7 +59,7 @@ def test_count_tallies_pieces_or_takes_the_quantity_label() -> None:
 
 def test_quantity_label_times_ai_37_and_zero_rejected_outside_count() -> None:
     wf = ScanWorkflow("s", mode="pick")
-    steps = run(wf, "LOC:A-01", "QTY:3", f"]C10204006381333931\x1d3712", "QTY:0", EAN)
+    steps = run(wf, "LOC:A-01", "QTY:3", "]C10204006381333931\x1d3712", "QTY:0", EAN)
     assert isinstance(steps[2].event, ScanEvent) and steps[2].event.qty == 36
     assert isinstance(steps[4].event, ScanRejected) and "quantity 0" in steps[4].event.reason
 
