@@ -122,3 +122,16 @@ async def test_watch_scans_shows_decoded_scans_from_a_pty(tmp_path: Path) -> Non
 async def _until_present(source: object) -> None:
     while not source.device_info().present:  # type: ignore[attr-defined]
         await asyncio.sleep(0.01)
+
+
+async def test_gpio_feedback_pulses_the_sysfs_value_file(tmp_path: Path) -> None:
+    from edge.scan.feedback import GpioFeedback
+
+    ok, err = tmp_path / "gpio17-value", tmp_path / "gpio27-value"
+    ok.write_text("0")
+    err.write_text("0")
+    feedback = GpioFeedback("s", str(ok), str(err), pulse_ms=10_000)
+    await feedback.signal(False, "bad check digit")
+    assert (ok.read_text(), err.read_text()) == ("0", "1")
+    await feedback.aclose()  # shutdown mid-pulse: the buzzer must not stay on
+    assert (ok.read_text(), err.read_text()) == ("0", "0")
