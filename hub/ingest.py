@@ -230,7 +230,8 @@ class Ingest:
             result.events_new += 1
             result.balances.extend(apply_event(tx, event_id, event, result.committed_ms, self._resolve_sku))
             result.lag.append(LagSample(node, event.ts_ms, event.accepted_ms, msg.received_ms, result.committed_ms))
-        tx.update_node(node, last_seen_ms=msg.received_ms)
+        # The stream of the latest events is the node's current one (a wiped SD card starts a new one).
+        tx.update_node(node, last_seen_ms=msg.received_ms, stream=batch.stream)
         result.nodes_changed.add(node)
 
     def _apply_birth(self, tx: WriteTx, birth: Birth, node: str, msg: Inbound, result: CommitResult) -> None:
