@@ -122,3 +122,54 @@ def wait_for_sync(predicate: Callable[[], T], timeout_s: float = 10.0, what: str
             return last
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last value {last!r})")
+
+
+class RunningHub:
+    """A hub service with its web app on a free port, in this process."""
+
+    def __init__(self, broker: PrivateBroker, tmp_path: Path, **extra: Any) -> None:
+        self.config = hub_config(broker, tmp_path, **extra)
+        self.base_url = f"http://{self.config.http_host}:{self.config.http_port}"
+
+    async def __aenter__(self) -> RunningHub:
+        from aiohttp import web
+
+        from hub.service import HubService
+        from hub.web.app import make_app
+
+        self.service = HubService(self.config)
+        self.runner = web.AppRunner(make_app(self.service))
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.config.http_host, self.config.http_port).start()
+        await wait_for(self.service.link.connected.is_set, what="hub connected to the broker")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+class NodeClient:
+    """A bare MQTT v5 client logged in as a node, for tests that play a misbehaving edge."""
+
+    def __init__(self, broker: PrivateBroker, user: str, password: str) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, bytes]] = []
+        self.refused: list[int] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-raw", protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(user, password)
+        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, bytes(m.payload)))
+        self.client.on_publish = lambda c, u, mid, rc, p: self.refused.append(rc.value) if rc.is_failure else None
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def subscribe(self, topic: str) -> None:
+        self.client.subscribe(topic, qos=1)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

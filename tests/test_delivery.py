@@ -1,0 +1,185 @@
+"""Delivery guarantees through the real broker: duplicates, gaps, quarantine, ACL refusals."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from contract import Ack, Channel, Command, EventBatch, HubState, hub_state_topic, node_topic
+from edge.agent import EdgeAgent
+from hub.mosquitto import PrivateBroker
+from tests.conftest import add_node
+from tests.support import SITE, NodeClient, RunningHub, edge_config, scan, wait_for
+
+NOW = int(time.time() * 1000)
+
+
+def batch(node: str, stream: str, seqs: list[int], location: str = "Q-01-1", qty: int = 1) -> bytes:
+    now = int(time.time() * 1000)
+    events = tuple(scan(location=location, qty=qty).with_seq(seq, now) for seq in seqs)
+    return EventBatch(node=node, stream=stream, events=events, sent_ms=now).to_json()
+
+
+def balance(hub: RunningHub, location: str) -> int:
+    return sum(b.qty for b in hub.service.store.stock(location, 100, 0) if b.location == location)
+
+
+async def test_a_message_delivered_twice_is_counted_once(broker: PrivateBroker, tmp_path: Path) -> None:
+    async with RunningHub(broker, tmp_path) as hub:
+        node, password = add_node(broker)
+        raw = NodeClient(broker, node, password)
+        acks: list[Ack] = []
+        raw.subscribe(node_topic(SITE, node, Channel.ACK))
+        stream = secrets.token_hex(8)
+        try:
+            payload = batch(node, stream, [1, 2, 3], location="D-01-1", qty=2)
+            raw.publish(node_topic(SITE, node, Channel.EVENTS), payload)
+            raw.publish(node_topic(SITE, node, Channel.EVENTS), payload)  # the broker re-delivers, say
+            raw.publish(node_topic(SITE, node, Channel.EVENTS), batch(node, stream, [2, 3, 4], "D-01-1", 2))
+
+            def watermark() -> int:
+                acks[:] = [Ack.from_json(p) for t, p in raw.messages if t.endswith("/ack")]
+                return max((a.watermark for a in acks), default=0)
+
+            await wait_for(lambda: watermark() == 4, what="ack watermark 4")
+            assert balance(hub, "D-01-1") == 8  # 4 events x 2, not 14
+            assert hub.service.ingest.duplicates_total >= 5
+        finally:
+            raw.close()
+
+
+async def test_a_gap_is_detected_and_asked_for_again(broker: PrivateBroker, tmp_path: Path) -> None:
+    async with RunningHub(broker, tmp_path) as hub:
+        node, password = add_node(broker)
+        raw = NodeClient(broker, node, password)
+        raw.subscribe(node_topic(SITE, node, Channel.ACK))
+        raw.subscribe(node_topic(SITE, node, Channel.CMD))
+        stream = secrets.token_hex(8)
+        try:
+            topic = node_topic(SITE, node, Channel.EVENTS)
+            raw.publish(topic, batch(node, stream, [1, 2], "G-01-1"))
+            raw.publish(topic, batch(node, stream, [5, 6], "G-01-1"))  # 3 and 4 were lost
+
+            def resend_request() -> Command | None:
+                for t, p in raw.messages:
+                    if t.endswith("/cmd"):
+                        return Command.from_json(p)
+                return None
+
+            cmd = await wait_for(resend_request, timeout_s=15, what="resend_from command")
+            assert (cmd.cmd, cmd.stream, cmd.from_seq) == ("resend_from", stream, 3)
+            acks = [Ack.from_json(p).watermark for t, p in raw.messages if t.endswith("/ack")]
+            assert max(acks) == 2  # the watermark never jumps over the gap
+            nodes = {n.node: n for n in hub.service.store.nodes()}
+            assert nodes[node].last_seq == 6 and nodes[node].acked == 2
+
+            raw.publish(topic, batch(node, stream, [3, 4], "G-01-1"))
+            await wait_for(lambda: max(Ack.from_json(p).watermark for t, p in raw.messages if t.endswith("/ack")) == 6,
+                           what="watermark 6 once the gap is filled")
+            assert balance(hub, "G-01-1") == 6
+        finally:
+            raw.close()
+
+
+async def test_a_real_edge_answers_resend_from(broker: PrivateBroker, tmp_path: Path) -> None:
+    async with RunningHub(broker, tmp_path) as hub:
+        node, password = add_node(broker)
+        agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+        await agent.start()
+        try:
+            for _ in range(3):
+                await agent.sink.submit(scan(location="R-01-1"))
+            await wait_for(lambda: agent.link.status.acked == 3, what="first delivery acked")
+            before = hub.service.ingest.duplicates_total
+            # The hub asks again from seq 1: the edge holds nothing unacked, so nothing is re-sent...
+            hub.service.link.send_command(node, Command(id="r1", cmd="resend_from", ts_ms=NOW, from_seq=1))
+            await wait_for(lambda: any(r["id"] == "r1" for r in hub.service.replies), what="reply to resend_from")
+            reply = next(r for r in hub.service.replies if r["id"] == "r1")
+            assert reply["ok"] and "from seq 4" in reply["message"]
+            assert hub.service.ingest.duplicates_total == before
+            assert balance(hub, "R-01-1") == 3
+        finally:
+            await agent.stop()
+
+
+async def test_bad_payloads_are_quarantined_and_valid_traffic_flows(broker: PrivateBroker, tmp_path: Path) -> None:
+    async with RunningHub(broker, tmp_path) as hub:
+        node, password = add_node(broker)
+        raw = NodeClient(broker, node, password)
+        stream = secrets.token_hex(8)
+        topic = node_topic(SITE, node, Channel.EVENTS)
+        good = json.loads(batch(node, stream, [1], "V-01-1"))
+        wrong_type = json.loads(batch(node, stream, [2], "V-01-1"))
+        wrong_type["events"][0]["qty"] = "three"
+        unknown_kind = json.loads(batch(node, stream, [2], "V-01-1"))
+        unknown_kind["events"][0]["kind"] = "teleport"
+        mismatch = json.loads(batch(node, stream, [2], "V-01-1"))
+        mismatch["node"] = "someone-else"
+        bad = [b'{"v": 1, "node": ', json.dumps(wrong_type).encode(), json.dumps(unknown_kind).encode(),
+               b"[" * 300_000, json.dumps(mismatch).encode(), b"\xff\xfe\x00"]
+        try:
+            raw.publish(topic, json.dumps(good).encode())
+            for payload in bad:
+                raw.publish(topic, payload)
+            raw.publish(topic, batch(node, stream, [2, 3], "V-01-1"))
+            raw.publish(node_topic(SITE, node, Channel.BIRTH), b'{"v": 1}')
+
+            await wait_for(lambda: hub.service.ingest.quarantined_total >= len(bad) + 1, what="all bad payloads")
+            await wait_for(lambda: balance(hub, "V-01-1") == 3, what="valid events around them")
+            reasons = [q.reason for q in hub.service.store.quarantine_rows(50) if q.node == node]
+            for expected in ("malformed JSON", "field 'qty' must be an integer", "unknown event kind 'teleport'",
+                             "exceeds", "payload says node 'someone-else'", "not UTF-8", "missing field"):
+                assert any(expected in r for r in reasons), f"no quarantine reason mentions {expected!r}: {reasons}"
+            oversize = next(q for q in hub.service.store.quarantine_rows(50) if "exceeds" in q.reason)
+            assert oversize.size_bytes == 300_000  # the size is kept even though the stored copy is cut
+            assert hub.service.ingest._thread.is_alive()
+        finally:
+            raw.close()
+
+
+async def test_a_node_cannot_publish_as_another(broker: PrivateBroker, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    async with RunningHub(broker, tmp_path) as hub:
+        user, password = add_node(broker)
+        impostor = "pi-victim"
+        # Credentials of `user`, but configured to publish under another node's topics.
+        cfg = edge_config(broker, tmp_path, impostor, password, mqtt={"username": user})
+        agent = EdgeAgent(cfg)
+        caplog.set_level(logging.ERROR, logger="edge.link")
+        await agent.start()
+        try:
+            await agent.sink.submit(scan(location="X-01-1"))
+            await wait_for(lambda: agent.link.status.refused >= 1, what="broker refusal")
+            assert any("Not authorized" in r.getMessage() and "reason code 135" in r.getMessage()
+                       for r in caplog.records)
+            assert agent.sink.outbox.depth() == 1  # kept, not deleted
+            assert balance(hub, "X-01-1") == 0
+            assert impostor not in {n.node for n in hub.service.store.nodes()}
+        finally:
+            await agent.stop()
+
+
+async def test_edge_resends_when_the_hub_comes_back_online(broker: PrivateBroker, tmp_path: Path) -> None:
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password, outbox={"ack_timeout_s": 3600.0}))
+    await agent.start()
+    hub_client = NodeClient(broker, "hub", broker.users["hub"])
+    try:
+        await wait_for(lambda: agent.link.status.connected, what="edge connected")
+        # The hub is offline: events are published but nobody acks them.
+        hub_client.publish(hub_state_topic(SITE), HubState(online=False, boot_id="x", ts_ms=NOW).to_json())
+        await wait_for(lambda: agent.link.status.hub_online is False, what="edge sees hub offline")
+        await agent.sink.submit(scan(location="H-01-1", qty=4))
+        await wait_for(lambda: agent.link.status.last_sent == 1, what="live publish")
+        async with RunningHub(broker, tmp_path) as hub:
+            # The retained state turning online makes the edge replay (ack timeout is an hour).
+            await wait_for(lambda: balance(hub, "H-01-1") == 4, what="replayed event in the ledger")
+            await wait_for(lambda: agent.sink.outbox.depth() == 0, what="outbox emptied by the ack")
+    finally:
+        hub_client.close()
+        await agent.stop()
