@@ -156,3 +156,21 @@ async def test_tare_through_the_broker(broker: PrivateBroker, tmp_path: Path) ->
         hub.loop_stop()
         hub.disconnect()
         sim.stop()
+
+
+def test_cli_calibrate_tares_a_bin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.cli import main
+    from tests.support import toml_text
+
+    with VirtualController([piece_bin(container_g=150.0, pieces=2)], time_scale=30, seed=4) as sim:
+        doc = {"node": {"name": "pi-1", "site": SITE}, "state": {"path": str(tmp_path / "state.json")},
+               "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
+               "shelf": [{"name": "shelf-1", "port": sim.path, "bins": [BIN], **CALIBRATED}]}
+        config = tmp_path / "edge.toml"
+        config.write_text(toml_text(doc))
+        assert main(["calibrate", "--config", str(config), "--bin", BIN, "tare"]) == 0
+        load_g = sim.bins[0].load_g()
+    out = capsys.readouterr().out
+    assert "OK: bin A-01: tared at" in out
+    stored = EdgeState(tmp_path / "state.json").bin_calibration(BIN)
+    assert stored is not None and stored["tare_raw"] / 100.0 == pytest.approx(load_g, abs=0.3)
