@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from contract import ScanEvent
-from edge.config import EdgeConfig, edge_config_from
-from edge.config import EDGE_SETTINGS, ARRAY_TABLES
+from edge.config import ARRAY_TABLES, EDGE_SETTINGS, EdgeConfig, edge_config_from
 from hub.config import HUB_SETTINGS, HubConfig, hub_config_from
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
 from settings import resolve
@@ -173,3 +172,68 @@ class NodeClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+# --------------------------------------------------------------------------- web auth (hub.auth)
+
+TEST_PASSWORD_CHARS = 16
+
+
+def api_token(config: HubConfig, role: str = "admin", name: str = "tests") -> str:
+    """Create an API token in the hub's auth database; send it as `Authorization: Bearer <token>`."""
+    from hub.auth import AuthStore, Role, auth_paths
+    store = AuthStore(auth_paths(config.db_path, config.auth_db_path, config.auth_session_secret_file)[0])
+    try:
+        return store.add_token(name, Role.parse(role))
+    finally:
+        store.close()
+
+
+def add_web_user(config: HubConfig, username: str, role: str = "supervisor", password: str | None = None) -> str:
+    """Create (or reset) a page user in the hub's auth database; returns the password."""
+    import secrets
+
+    from hub.auth import AuthStore, Role, auth_paths
+    password = password or secrets.token_urlsafe(TEST_PASSWORD_CHARS)
+    store = AuthStore(auth_paths(config.db_path, config.auth_db_path, config.auth_session_secret_file)[0])
+    try:
+        store.set_user(username, Role.parse(role), password)
+    finally:
+        store.close()
+    return password
+
+
+def token_session(token: str) -> Any:
+    """An aiohttp ClientSession that sends the API token on every request."""
+    import aiohttp
+    return aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"})
+
+
+async def login_session(base_url: str, config: HubConfig, role: str = "supervisor",
+                        username: str | None = None) -> tuple[Any, str]:
+    """Log a new user in through the real /login form; returns (aiohttp session, CSRF token).
+
+    Send the token as the `X-CSRF-Token` header (or `csrf_token` form field) on POST/PUT/DELETE.
+    The caller closes the session.
+    """
+    import re
+    import secrets
+
+    import aiohttp
+    username = username or f"{role}-{secrets.token_hex(3)}"
+    password = await asyncio.to_thread(add_web_user, config, username, role)
+    session = aiohttp.ClientSession()
+    try:
+        async with session.get(f"{base_url}/login") as resp:
+            form_token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+        assert form_token, "login page has no csrf_token field"
+        async with session.post(f"{base_url}/login", allow_redirects=False,
+                                data={"username": username, "password": password,
+                                      "csrf_token": form_token.group(1), "next": "/"}) as resp:
+            assert resp.status == 303, f"login as {username} failed: HTTP {resp.status}"
+        async with session.get(f"{base_url}/api/v1/me") as resp:
+            me = await resp.json()
+        return session, str(me["csrf"])
+    except BaseException:
+        await session.close()
+        raise
