@@ -4,11 +4,10 @@ Standard library only, so both the edge agent and the hub can use it.
 """
 
 from service.notify import (
-    DEFAULT_MAX_STALE_S,
     TEST_HANG_ENV,
     Notifier,
     Watchdog,
     watchdog_interval_s,
 )
 
-__all__ = ["DEFAULT_MAX_STALE_S", "TEST_HANG_ENV", "Notifier", "Watchdog", "watchdog_interval_s"]
+__all__ = ["TEST_HANG_ENV", "Notifier", "Watchdog", "watchdog_interval_s"]

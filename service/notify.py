@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 TEST_HANG_ENV = "SHELFSIGNAL_TEST_HANG_LOOP"
 # Used when systemd gives no WATCHDOG_USEC (terminal, tests): the status line still tracks health.
 DEFAULT_INTERVAL_S = 5.0
-# A loop that does not say how stale it may get: long enough for a serial read timeout of a
-# few seconds plus scheduling jitter on a busy Pi, short enough to restart within a minute.
-DEFAULT_MAX_STALE_S = 20.0
+# A loop that does not say how stale it may get may miss beats for two ping periods (that is,
+# for WatchdogSec), but never less than this: a serial read timeout of about a second plus
+# scheduling jitter on a busy Pi must not count as a hang.
+MIN_DEFAULT_MAX_STALE_S = 1.5
 
 
 def _socket_address(raw: str) -> str:
@@ -140,6 +141,7 @@ class Watchdog:
         self._environ = os.environ if environ is None else environ
         from_env = watchdog_interval_s(self._environ)
         self.interval_s = interval_s or from_env or DEFAULT_INTERVAL_S
+        self.default_max_stale_s = max(2 * self.interval_s, MIN_DEFAULT_MAX_STALE_S)
         self._loops: dict[str, _Loop] = {}
         self._lock = threading.Lock()
         self._last_status = ""
@@ -147,8 +149,13 @@ class Watchdog:
         self._hang_now = threading.Event()
         self._never = threading.Event()  # what a 'hung' thread waits on; never set
 
-    def register(self, name: str, max_stale_s: float = DEFAULT_MAX_STALE_S) -> None:
-        """Start tracking a loop; registering counts as its first beat."""
+    def register(self, name: str, max_stale_s: float | None = None) -> None:
+        """Start tracking a loop; registering counts as its first beat.
+
+        `max_stale_s` defaults to `default_max_stale_s` (WatchdogSec, at least 1.5 s); a loop
+        whose blocking call may legitimately take longer must pass more.
+        """
+        max_stale_s = self.default_max_stale_s if max_stale_s is None else max_stale_s
         if max_stale_s <= 0:
             raise ValueError(f"loop {name!r}: max_stale_s must be greater than 0, got {max_stale_s!r}")
         with self._lock:

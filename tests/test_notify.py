@@ -104,7 +104,10 @@ def test_watchdog_interval_from_systemd_environment() -> None:
     assert watchdog_interval_s({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) == 15.0
     assert watchdog_interval_s({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None  # meant for another
     assert watchdog_interval_s({}) is None
-    assert Watchdog(Notifier({}), environ={"WATCHDOG_USEC": "2000000"}).interval_s == 1.0
+    watchdog = Watchdog(Notifier({}), environ={"WATCHDOG_USEC": "4000000"})
+    assert watchdog.interval_s == 2.0
+    assert watchdog.default_max_stale_s == 4.0  # a loop may miss beats for WatchdogSec by default
+    assert Watchdog(Notifier({}), interval_s=0.1).default_max_stale_s == 1.5  # but never less than 1.5 s
 
 
 def test_watchdog_refuses_caller_mistakes() -> None:
