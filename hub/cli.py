@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--config", required=True)
     rebuild.set_defaults(func=cmd_rebuild_balances)
     sub.add_parser("config-help", help="list every config key").set_defaults(func=cmd_config_help)
-    for module in ("hub.provision",):
+    for module in ("hub.provision", "hub.auth.cli"):
         try:
             tools = __import__(module, fromlist=["add_subcommands"])
         except ImportError as err:

@@ -37,6 +37,15 @@ HUB_SETTINGS: list[Setting] = [
             choices=("FULL", "NORMAL")),
     Setting("live.flush_ms", int, 100, "how often pages get batched live updates", check=positive),
     Setting("log.level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Setting("auth.db_path", str, "", "users and API tokens (SQLite); empty: auth.sqlite3 next to the ledger"),
+    Setting("auth.session_secret_file", str, "",
+            "key that signs session cookies; empty: session.key next to the ledger, generated on first start"),
+    Setting("auth.session_max_age_s", int, 12 * 3600, "how long a login lasts (one shift)", check=positive),
+    Setting("auth.cookie_secure", bool, False, "send the session cookie over HTTPS only (set when behind TLS)"),
+    Setting("auth.lockout_after", int, 5, "failed logins per user and address before lockouts start",
+            check=positive),
+    Setting("auth.lockout_base_s", float, 2.0, "first lockout; doubles with each further failure", check=positive),
+    Setting("auth.lockout_max_s", float, 900.0, "longest lockout", check=positive),
 ]
 
 
@@ -59,6 +68,13 @@ class HubConfig:
     live_flush_ms: int
     log_level: str
     source: str = ""
+    auth_db_path: Path | None = None  # None: auth.sqlite3 next to the ledger
+    auth_session_secret_file: Path | None = None  # None: session.key next to the ledger
+    auth_session_max_age_s: int = 12 * 3600
+    auth_cookie_secure: bool = False
+    auth_lockout_after: int = 5
+    auth_lockout_base_s: float = 2.0
+    auth_lockout_max_s: float = 900.0
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
@@ -75,4 +91,10 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      mqtt_ca_file=raw["mqtt.ca_file"], mqtt_keepalive_s=raw["mqtt.keepalive_s"],
                      http_host=raw["http.host"], http_port=raw["http.port"], db_path=Path(raw["db.path"]),
                      db_synchronous=raw["db.synchronous"], live_flush_ms=raw["live.flush_ms"],
-                     log_level=raw["log.level"], source=source)
+                     log_level=raw["log.level"], source=source,
+                     auth_db_path=Path(raw["auth.db_path"]) if raw["auth.db_path"] else None,
+                     auth_session_secret_file=(Path(raw["auth.session_secret_file"])
+                                               if raw["auth.session_secret_file"] else None),
+                     auth_session_max_age_s=raw["auth.session_max_age_s"], auth_cookie_secure=raw["auth.cookie_secure"],
+                     auth_lockout_after=raw["auth.lockout_after"], auth_lockout_base_s=raw["auth.lockout_base_s"],
+                     auth_lockout_max_s=raw["auth.lockout_max_s"])

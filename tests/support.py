@@ -222,7 +222,8 @@ async def login_session(base_url: str, config: HubConfig, role: str = "superviso
     import aiohttp
     username = username or f"{role}-{secrets.token_hex(3)}"
     password = await asyncio.to_thread(add_web_user, config, username, role)
-    session = aiohttp.ClientSession()
+    # unsafe=True: keep cookies for an IP address host (127.0.0.1), as a browser does.
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     try:
         async with session.get(f"{base_url}/login") as resp:
             form_token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())

@@ -14,11 +14,14 @@ from hub.mosquitto import PrivateBroker
 from hub.service import HubService
 from hub.web.app import make_app
 from tests.conftest import add_node
-from tests.support import edge_config, hub_config, scan, wait_for
+from tests.support import api_token, edge_config, hub_config, scan, wait_for
+
+TOKEN: dict[str, str] = {}  # base url -> API token of that hub
 
 
 async def start_hub(broker: PrivateBroker, tmp_path: Path) -> tuple[HubService, web.AppRunner, str]:
     cfg = hub_config(broker, tmp_path)
+    TOKEN[f"http://{cfg.http_host}:{cfg.http_port}"] = api_token(cfg, role="viewer")
     service = HubService(cfg)
     runner = web.AppRunner(make_app(service))
     await runner.setup()
@@ -27,8 +30,13 @@ async def start_hub(broker: PrivateBroker, tmp_path: Path) -> tuple[HubService, 
     return service, runner, f"http://{cfg.http_host}:{cfg.http_port}"
 
 
+def _auth(url: str) -> dict[str, str]:
+    base = next(b for b in TOKEN if url.startswith(b))
+    return {"Authorization": f"Bearer {TOKEN[base]}"}
+
+
 async def get_json(url: str) -> dict:
-    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+    async with aiohttp.ClientSession(headers=_auth(url)) as session, session.get(url) as resp:
         return await resp.json()
 
 
@@ -66,7 +74,7 @@ async def test_live_feed_pushes_a_scan(broker: PrivateBroker, tmp_path: Path) ->
     agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
     await agent.start()
     try:
-        async with asyncio.timeout(10), aiohttp.ClientSession() as session, \
+        async with asyncio.timeout(10), aiohttp.ClientSession(headers=_auth(base)) as session, \
                 session.get(f"{base}/api/v1/live") as resp:
             first = await resp.content.readuntil(b"\n\n")
             assert b'"snapshot":true' in first

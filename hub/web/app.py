@@ -15,7 +15,18 @@ from aiohttp import web
 
 from hub.service import HubService
 from hub.web import api
+from hub.web.auth import (
+    AUTH,
+    WebAuth,
+    auth_middleware,
+    identity_of,
+    login_form_token,
+    login_handlers,
+    public,
+    safe_next,
+)
 from hub.web.live import sse_frame
+from hub.web.render import render
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,7 @@ async def error_middleware(request: web.Request,
         return error_json(500, "internal error; see the hub log")
 
 
+@public
 async def healthz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     ok = service.ingest.last_tick > 0 and service.link.connected.is_set()
@@ -77,6 +89,14 @@ async def live(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def me(request: web.Request) -> web.Response:
+    """Who am I: name, role and the CSRF token to send with changes (for scripts and the page)."""
+    identity = identity_of(request)
+    assert identity is not None  # the middleware let us through
+    return web.json_response({"ok": True, "name": identity.name, "role": identity.role.label, "kind": identity.kind,
+                              "csrf": identity.csrf})
+
+
 async def _snapshot(service: HubService) -> dict[str, Any]:
     rows = await asyncio.to_thread(service.store.stock, "", 5000, 0)
     return {"id": service.live.message_id, "snapshot": True,
@@ -88,10 +108,25 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
 
 
-def make_app(service: HubService, manage_service: bool = True) -> web.Application:
+async def _render_login(request: web.Request, error: str, status: int, nonce: str) -> web.StreamResponse:
+    return render(request, "login.html", status=status, error=error, next=safe_next(request.query.get("next", "/")),
+                  login_token=login_form_token(request.app[AUTH], nonce))
+
+
+def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | None = None) -> web.Application:
     """The web application; with manage_service it starts and stops the hub with itself."""
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[SERVICE] = service
+    app[AUTH] = auth or WebAuth.from_config(service.config)
+
+    async def close_auth(app: web.Application) -> None:
+        app[AUTH].store.close()
+
+    app.on_cleanup.append(close_auth)
+    login_page, login_submit, logout = login_handlers(_render_login)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login_submit)
+    app.router.add_post("/logout", logout)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await service.start()
@@ -104,5 +139,6 @@ def make_app(service: HubService, manage_service: bool = True) -> web.Applicatio
     app.router.add_get("/healthz", healthz)
     api.add_routes(app)
     app.router.add_get("/api/v1/live", live)
+    app.router.add_get("/api/v1/me", me)
     app.router.add_static("/static/", STATIC_DIR)
     return app

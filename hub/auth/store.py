@@ -1,0 +1,184 @@
+"""Users and API tokens in their own SQLite file.
+
+Why not the ledger database: the ledger is append-only with a single writer thread and is
+shipped around for backups and audits; logins write (rehash, token last-use) from web
+requests, and password hashes have no business in a stock ledger's backup. A separate small
+file keeps both simple and lets the ledger move to PostgreSQL without touching auth.
+
+Passwords: argon2id (argon2-cffi's defaults: 64 MiB, t=3), verified off the event loop by
+the caller. API tokens are 256-bit random strings, so a fast SHA-256 at rest is enough: no
+one can guess their way through that space, and scripts may call the API often.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from hub.auth.roles import Role
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    username TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL,
+    last_used_ms INTEGER,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+TOKEN_PREFIX = "sst_"  # recognisable in logs and secret scanners
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MIN_PASSWORD_CHARS = 10
+TOKEN_TOUCH_S = 60  # write last_used_ms at most once a minute per token: no write per request
+
+
+class AuthError(ValueError):
+    """A caller mistake: bad user name, unknown role, weak password."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person who may log in."""
+
+    username: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """An API token as the hub knows it (never the secret itself)."""
+
+    id: int
+    name: str
+    role: Role
+
+
+def auth_paths(db_path: Path, auth_db_path: Path | None, secret_file: Path | None) -> tuple[Path, Path]:
+    """(auth database, session key file): explicit settings, else next to the ledger."""
+    state_dir = Path(db_path).parent
+    return (auth_db_path or state_dir / "auth.sqlite3", secret_file or state_dir / "session.key")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AuthStore:
+    """The users and tokens tables; every method is blocking (call through asyncio.to_thread)."""
+
+    def __init__(self, path: str | Path, hasher: PasswordHasher | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._hasher = hasher or PasswordHasher()  # argon2id by default
+        # Verifying a name that does not exist still costs one hash: no timing oracle for names.
+        self._dummy_hash = self._hasher.hash(secrets.token_hex(8))
+        self._token_touched: dict[int, float] = {}
+
+    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # ----------------------------------------------------------------- users
+
+    def set_user(self, username: str, role: Role, password: str) -> User:
+        """Create a user or reset their role and password."""
+        if not USERNAME_RE.match(username):
+            raise AuthError(f"user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'")
+        if len(password) < MIN_PASSWORD_CHARS:
+            raise AuthError(f"password for {username!r} is too short: use at least {MIN_PASSWORD_CHARS} characters")
+        digest = self._hasher.hash(password)
+        self._execute("INSERT INTO users (username, role, password_hash, created_ms) VALUES (?,?,?,?)"
+                      " ON CONFLICT (username) DO UPDATE SET role=excluded.role, password_hash=excluded.password_hash,"
+                      " disabled=0", (username, role.label, digest, _now_ms()))
+        log.info("user %s set with role %s", username, role.label)
+        return User(username, role)
+
+    def user(self, username: str) -> User | None:
+        """The enabled user of that name, or None."""
+        rows = self._execute("SELECT username, role FROM users WHERE username=? AND disabled=0", (username,))
+        return User(rows[0][0], Role.parse(rows[0][1])) if rows else None
+
+    def users(self) -> list[User]:
+        return [User(u, Role.parse(r)) for u, r in
+                self._execute("SELECT username, role FROM users WHERE disabled=0 ORDER BY username")]
+
+    def verify_password(self, username: str, password: str) -> User | None:
+        """The user if the password matches (rehashing when parameters changed), else None."""
+        rows = self._execute("SELECT role, password_hash FROM users WHERE username=? AND disabled=0", (username,))
+        digest = rows[0][1] if rows else self._dummy_hash
+        try:
+            self._hasher.verify(digest, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return None
+        if not rows:
+            return None
+        if self._hasher.check_needs_rehash(digest):
+            self._execute("UPDATE users SET password_hash=? WHERE username=?", (self._hasher.hash(password), username))
+        return User(username, Role.parse(rows[0][0]))
+
+    # ----------------------------------------------------------------- API tokens
+
+    def add_token(self, name: str, role: Role) -> str:
+        """Create an API token; returns the secret, shown once and stored only as a hash."""
+        if not name.strip() or len(name) > 64:
+            raise AuthError("token name must be 1-64 characters (say what script uses it)")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self._execute("INSERT INTO api_tokens (name, role, token_sha256, created_ms) VALUES (?,?,?,?)",
+                      (name, role.label, _token_hash(token), _now_ms()))
+        log.info("API token %r created with role %s", name, role.label)
+        return token
+
+    def verify_token(self, token: str) -> TokenInfo | None:
+        """The token's name and role, or None when unknown or revoked."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        rows = self._execute("SELECT id, name, role FROM api_tokens WHERE token_sha256=? AND revoked=0",
+                             (_token_hash(token),))
+        if not rows:
+            return None
+        info = TokenInfo(rows[0][0], rows[0][1], Role.parse(rows[0][2]))
+        now = time.monotonic()
+        if now - self._token_touched.get(info.id, -TOKEN_TOUCH_S) >= TOKEN_TOUCH_S:
+            self._token_touched[info.id] = now
+            self._execute("UPDATE api_tokens SET last_used_ms=? WHERE id=?", (_now_ms(), info.id))
+        return info
+
+    def revoke_token(self, name: str) -> int:
+        """Revoke every token of that name; returns how many."""
+        with self._lock:
+            return self._db.execute("UPDATE api_tokens SET revoked=1 WHERE name=? AND revoked=0", (name,)).rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
