@@ -1,0 +1,88 @@
+#!/bin/bash
+# Install (or update) the ShelfSignal edge agent on a Raspberry Pi. Safe to run again.
+#   sudo scripts/install-edge.sh [--config NODE.toml]
+# NODE.toml is the file `stock-hub provision-node NAME` wrote on the hub. Without it an
+# existing /etc/edge-agent/edge.toml is kept; the agent starts once a config is in place.
+set -euo pipefail
+
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PREFIX=/opt/shelfsignal
+VENV=$PREFIX/venv
+USER_NAME=edge-agent
+CONF_DIR=/etc/edge-agent
+CONFIG=""
+
+usage() { echo "usage: sudo $0 [--config NODE.toml]" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --config) [ $# -ge 2 ] || usage; CONFIG=$(readlink -f "$2"); shift 2 ;;
+        -h|--help) usage ;;
+        *) usage ;;
+    esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "run as root: sudo $0 $*" >&2; exit 1; }
+if [ -n "$CONFIG" ] && [ ! -f "$CONFIG" ]; then
+    echo "no such config file: $CONFIG" >&2; exit 1
+fi
+
+step() { echo "==> $*"; }
+
+step "system packages"
+# evdev builds against the kernel headers' input.h; python3-venv for the venv.
+apt-get update -qq
+apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc >/dev/null
+
+step "user $USER_NAME (groups input, dialout)"
+if ! id "$USER_NAME" >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/$USER_NAME --no-create-home --shell /usr/sbin/nologin \
+        --groups input,dialout "$USER_NAME"
+else
+    usermod --append --groups input,dialout "$USER_NAME"
+fi
+
+step "virtualenv $VENV with shelfsignal[edge]"
+mkdir -p "$PREFIX"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --upgrade pip
+"$VENV/bin/pip" install --quiet --upgrade "${SRC}[edge]"
+# Docs and examples next to the venv, where the unit's Documentation= points.
+mkdir -p "$PREFIX/src"
+cp -r "$SRC/docs" "$SRC/firmware_config" "$PREFIX/src/"
+
+step "udev rules"
+install -m 0644 "$SRC/firmware_config/udev/99-shelfsignal.rules" /etc/udev/rules.d/99-shelfsignal.rules
+if command -v udevadm >/dev/null 2>&1; then
+    udevadm control --reload-rules || true
+    udevadm trigger --subsystem-match=tty --subsystem-match=input --action=change || true
+fi
+
+step "config $CONF_DIR/edge.toml"
+install -d -m 0750 -o root -g "$USER_NAME" "$CONF_DIR"
+if [ -n "$CONFIG" ]; then
+    # The file holds the node's MQTT password: readable by the agent, not by everyone.
+    install -m 0640 -o root -g "$USER_NAME" "$CONFIG" "$CONF_DIR/edge.toml"
+fi
+HAVE_CONFIG=no
+if [ -f "$CONF_DIR/edge.toml" ]; then
+    # The same code the agent runs validates it; one line names the file, key and problem.
+    "$VENV/bin/edge-agent" check-config "$CONF_DIR/edge.toml"
+    HAVE_CONFIG=yes
+else
+    echo "    no config yet: run 'stock-hub provision-node NAME' on the hub, copy the file here and" \
+         "run: sudo $0 --config NAME.toml"
+fi
+
+step "systemd unit edge-agent.service"
+install -m 0644 "$SRC/systemd/edge-agent.service" /etc/systemd/system/edge-agent.service
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl enable edge-agent.service
+    if [ "$HAVE_CONFIG" = yes ]; then
+        systemctl restart edge-agent.service
+        systemctl --no-pager --lines=5 status edge-agent.service || true
+    fi
+else
+    echo "    systemd is not running here: enable the unit on the Pi itself"
+fi
+
+echo "done. Logs: journalctl -u edge-agent -f    Devices: sudo -u $USER_NAME $VENV/bin/edge-agent devices"
