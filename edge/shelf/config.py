@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge.shelf.protocols import PROTOCOLS
 from settings import Setting, positive
 
 
@@ -23,7 +24,7 @@ def _non_negative(value: Any) -> str | None:
 SHELF_SETTINGS: list[Setting] = [
     Setting("name", str, "shelf", "name of the shelf controller in events and logs"),
     Setting("protocol", str, "hx711-bridge", "line protocol the controller speaks (see docs/shelves.md)",
-            choices=("hx711-bridge", "mt-sics")),
+            choices=tuple(PROTOCOLS)),
     Setting("port", str, "", "serial device path of the controller"),
     Setting("baud", int, 115200, "baud rate", check=positive),
     Setting("bins", list, [], "bin names, in the controller's channel order (mt-sics: exactly one)"),
