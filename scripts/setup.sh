@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up this checkout on Debian 12 / Raspberry Pi OS: system packages, .venv, the package.
+#   scripts/setup.sh demo   broker + edge + hub stacks (what ./scripts/demo needs)
+#   scripts/setup.sh test   the same plus test tools: Chromium, avr-gcc, systemd-analyze
+# System packages are installed with apt-get when missing: as root directly, else with
+# sudo if it works without a password; otherwise the script prints the exact command.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PURPOSE="${1:-demo}"
+PYTHON="${PYTHON:-python3}"
+
+missing=()
+"$PYTHON" -c 'import ensurepip, sys; assert sys.version_info >= (3, 11)' 2>/dev/null || missing+=(python3 python3-venv)
+{ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing+=(mosquitto)
+if [ "$PURPOSE" = test ]; then
+    [ -x /usr/bin/chromium ] || missing+=(chromium)                 # browser tests (Playwright drives it)
+    command -v avr-gcc >/dev/null || missing+=(gcc-avr avr-libc)     # the HX711-bridge firmware build
+    command -v systemd-analyze >/dev/null || missing+=(systemd)      # unit verification
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing system packages: ${missing[*]}"
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    elif sudo -n true 2>/dev/null; then
+        sudo apt-get update -q
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    else
+        echo "setup: these system packages are missing and this user cannot install them." >&2
+        echo "       Run:  sudo apt-get install -y ${missing[*]}" >&2
+        echo "       then run this command again." >&2
+        exit 1
+    fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "$PURPOSE" = test ]; then
+    .venv/bin/python -m pip install -q -e ".[test]"
+else
+    .venv/bin/python -m pip install -q -e ".[edge,hub]"
+fi
+echo "setup: ready (.venv)"
