@@ -20,6 +20,7 @@ from edge.link import EdgeLink
 from edge.outbox import Outbox
 from edge.sink import EventSink, OutboxSink
 from edge.state import EdgeState
+from service import Notifier, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,13 @@ class Source(Protocol):
     async def run(self, sink: EventSink) -> None: ...
 
 
+LOOP_BEAT_S = 1.0  # the event loop proves it is not blocked this often
+
+
 class EdgeAgent:
     """One node: its outbox, state, sources and MQTT link."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, notifier: Notifier | None = None) -> None:
         self.config = config
         self.boot_id = secrets.token_hex(8)
         self.state = EdgeState(config.state_path)
@@ -48,6 +52,15 @@ class EdgeAgent:
         self.link = EdgeLink(config, self.sink, self.boot_id, __version__, self.devices, self.handle_command,
                              self.apply_config)
         self._tasks: list[asyncio.Task[Any]] = []
+        # systemd's watchdog is pinged only while every read loop and the event loop beat.
+        self.notifier = notifier or Notifier()
+        self.watchdog = Watchdog(self.notifier)
+        self.watchdog.register("event-loop")
+        for source in self.sources:
+            loop_name = f"{source.device_info().device_kind.replace('shelf_controller', 'shelf')}:{source.name}"
+            self.watchdog.register(loop_name)
+            if hasattr(source, "heartbeat"):
+                source.heartbeat = lambda n=loop_name: self.watchdog.beat(n)
 
     def _build_sources(self) -> list[Source]:
         sources: list[Source] = []
@@ -70,9 +83,16 @@ class EdgeAgent:
             self._apply_to_sources(cached)
         for source in self.sources:
             self._tasks.append(asyncio.create_task(self._run_source(source), name=f"source-{source.name}"))
+        self._tasks.append(asyncio.create_task(self._beat_event_loop(), name="event-loop-beat"))
+        self._tasks.append(asyncio.create_task(self.watchdog.run(), name="watchdog"))
         await self.link.start()
         log.info("edge agent %s started: site %s, stream %s, %d source(s)", self.config.node, self.config.site,
                  self.sink.outbox.stream, len(self.sources))
+
+    async def _beat_event_loop(self) -> None:
+        while True:
+            self.watchdog.beat("event-loop")
+            await asyncio.sleep(LOOP_BEAT_S)
 
     async def _run_source(self, source: Source) -> None:
         while True:

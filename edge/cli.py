@@ -32,8 +32,12 @@ async def _run(config_path: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
+    # READY once the local read loops run; the broker may still be unreachable (that is fine:
+    # events wait in the outbox).
+    agent.notifier.ready(f"node {config.node}: {len(agent.sources)} source(s) reading")
     await stop.wait()
     log.info("stopping on signal")
+    agent.notifier.stopping()
     await agent.stop()
     return 0
 

@@ -25,6 +25,7 @@ from edge.sink import EventSink
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 0.2  # first retry soon: a re-plug is usually back within a second
+HEARTBEAT_S = 1.0  # how often an idle scanner says it is alive (the watchdog allows 1.5 s+)
 
 
 class Connection(Protocol):
@@ -72,6 +73,9 @@ class ScannerSource:
         self._location_regex = re.compile(location_regex) if location_regex else None
         self._conn: Connection | None = None
         self._present = False
+        # Called at least every HEARTBEAT_S while this source is alive and not stuck (the
+        # agent's watchdog: a scanner stuck on the outbox or the device stops the pings).
+        self.heartbeat: Callable[[], None] = lambda: None
 
     def device_info(self) -> DeviceInfo:
         """This scanner as listed in the node's birth."""
@@ -101,7 +105,7 @@ class ScannerSource:
                                     self.path, err, self._reconnect_max_s)
                         await self._report(sink, False, f"cannot open: {err}")
                         reported_absent = True
-                    await asyncio.sleep(delay_s)
+                    await self._sleep_beating(delay_s)
                     delay_s = min(delay_s * 2, self._reconnect_max_s)
                     continue
                 delay_s, reported_absent = RECONNECT_MIN_S, False
@@ -116,9 +120,15 @@ class ScannerSource:
                 log.warning("scanner %s: %s went away (%s); waiting for it to come back", self.name, conn.path, error)
                 await self._report(sink, False, f"disconnected: {error}")
                 reported_absent = True
-                await asyncio.sleep(delay_s)
+                await self._sleep_beating(delay_s)
         finally:
             await self.feedback.aclose()
+
+    async def _sleep_beating(self, delay_s: float) -> None:
+        deadline = time.monotonic() + delay_s
+        while (left := deadline - time.monotonic()) > 0:
+            self.heartbeat()
+            await asyncio.sleep(min(left, HEARTBEAT_S))
 
     async def _read(self, conn: Connection, sink: EventSink) -> OSError:
         loop = asyncio.get_running_loop()
@@ -139,7 +149,11 @@ class ScannerSource:
         loop.add_reader(conn.fd, readable)
         try:
             while True:
-                item = await queue.get()
+                self.heartbeat()
+                try:
+                    item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    continue
                 if isinstance(item, _Gone):
                     leftover = conn.pending()
                     if leftover:

@@ -51,6 +51,9 @@ class ControllerReader(threading.Thread):
         self.silent_after_s = silent_after_s
         self.reopen_max_s = reopen_max_s
         self._post = post
+        # Called on every pass of the read loop (each read returns within READ_TIMEOUT_S), so
+        # a read that hangs in the driver stops the beats and the agent's watchdog pings.
+        self.heartbeat: Callable[[], None] = lambda: None
         self._stop_event = threading.Event()
         self._serial: serial.Serial | None = None
         self._write_lock = threading.Lock()
@@ -82,6 +85,7 @@ class ControllerReader(threading.Thread):
         backoff_s = REOPEN_FIRST_S
         reported_missing = False
         while not self._stop_event.is_set():
+            self.heartbeat()
             try:
                 ser = serial.Serial(self.port, self.baud, timeout=READ_TIMEOUT_S)
             except (serial.SerialException, OSError, ValueError) as err:
@@ -89,7 +93,7 @@ class ControllerReader(threading.Thread):
                     reported_missing = True
                     self._port_lost(f"shelf {self.shelf}: cannot open {self.port} ({err}); check the USB cable; "
                                     "retrying")
-                self._stop_event.wait(backoff_s)
+                self._wait_beating(backoff_s)
                 backoff_s = min(self.reopen_max_s, backoff_s * 2)
                 continue
             reported_missing = False
@@ -97,7 +101,14 @@ class ControllerReader(threading.Thread):
             self._serve(ser)
             if not self._stop_event.is_set():
                 reported_missing = True
-                self._stop_event.wait(backoff_s)
+                self._wait_beating(backoff_s)
+
+    def _wait_beating(self, seconds: float) -> None:
+        """Back-off wait that still beats: an unplugged controller is not a hung one."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not self._stop_event.is_set():
+            self.heartbeat()
+            self._stop_event.wait(min(left, 0.5))
 
     def _serve(self, ser: serial.Serial) -> None:
         with self._write_lock:
@@ -112,6 +123,7 @@ class ControllerReader(threading.Thread):
         buf = b""
         try:
             while not self._stop_event.is_set():
+                self.heartbeat()
                 chunk = ser.read(max(1, ser.in_waiting))
                 now = time.monotonic()
                 if not chunk:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -50,6 +50,7 @@ class ShelfSource:
             b: BinPipeline(b, params, load_calibration(state, b, default_calibration), self._post) for b in bins}
         self.reader: ControllerReader | None = None
         self._command_lock = asyncio.Lock()
+        self.heartbeat: Callable[[], None] = lambda: None  # the agent's watchdog, beaten by the reader thread
 
     # ------------------------------------------------------------------ the agent's interface
 
@@ -104,6 +105,7 @@ class ShelfSource:
         self.reader = ControllerReader(self.name, self.port, self.baud, self.protocol,
                                        list(self.pipelines.values()), self.params.rate_hz, self.silent_after_s,
                                        self.reopen_max_s, self._post)
+        self.reader.heartbeat = self.heartbeat
         self.reader.start()
         try:
             while True:
