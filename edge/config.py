@@ -9,7 +9,7 @@ from typing import Any
 from contract import check_name
 from edge.scan.config import SCANNER_SETTINGS
 from edge.shelf.config import SHELF_SETTINGS
-from settings import REQUIRED, Setting, load_file, port_number, positive
+from settings import REQUIRED, Setting, load_file, port_number, positive, read_secret
 
 ENV_PREFIX = "EDGE"
 
@@ -87,7 +87,7 @@ def edge_config_from(raw: dict[str, Any], source: str) -> EdgeConfig:
     """Build the typed config from resolved settings."""
     password = raw["mqtt.password"]
     if raw["mqtt.password_file"]:
-        password = Path(raw["mqtt.password_file"]).read_text().strip()
+        password = read_secret(raw["mqtt.password_file"], "mqtt.password_file", source)
     return EdgeConfig(
         node=raw["node.name"], site=raw["node.site"],
         mqtt=MqttConfig(host=raw["mqtt.host"], port=raw["mqtt.port"],

@@ -94,6 +94,14 @@ def port_number(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else f"must be a port number 0-65535, got {value!r}"
 
 
+def read_secret(path: str, key: str, where: str) -> str:
+    """The first line of a secret file (a password), or ConfigError naming the key and the file."""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{where}: key '{key}': cannot read {path} ({err.strerror})") from None
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file or raise ConfigError with the file name and TOML's own message."""
     try:
