@@ -238,3 +238,21 @@ async def login_session(base_url: str, config: HubConfig, role: str = "superviso
     except BaseException:
         await session.close()
         raise
+
+
+async def start_web_hub(broker: PrivateBroker, tmp_path: Path, **extra: Any) -> tuple[Any, Any, str]:
+    """A whole hub (service + web app) on real loopback HTTP; returns (service, runner, base url).
+
+    The caller ends it with `await runner.cleanup()`.
+    """
+    from aiohttp import web
+
+    from hub.service import HubService
+    from hub.web.app import make_app
+    cfg = hub_config(broker, tmp_path, **extra)
+    service = HubService(cfg)
+    runner = web.AppRunner(make_app(service))
+    await runner.setup()
+    await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
+    await wait_for(service.link.connected.is_set, what="hub connected to the broker")
+    return service, runner, f"http://{cfg.http_host}:{cfg.http_port}"

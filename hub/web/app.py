@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from hub.service import HubService
-from hub.web import api
+from hub.web import api, api_web, pages
 from hub.web.auth import (
     AUTH,
     WebAuth,
@@ -26,6 +26,7 @@ from hub.web.auth import (
     safe_next,
 )
 from hub.web.live import sse_frame
+from hub.web.metrics import METRICS, HubMetrics, metrics
 from hub.web.render import render
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,29 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def live(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: a snapshot first, then batched changes."""
+    """Server-sent events: what the page missed (Last-Event-ID) or a snapshot, then batched changes.
+
+    `?stock=0` leaves balances out of the snapshot (server-rendered pages already have them).
+    """
     service = request.app[SERVICE]
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
-    q = service.live.subscribe()
+    with_stock = request.query.get("stock", "1") != "0"
+    q = service.live.subscribe()  # before reading the replay buffer: nothing falls between the two
     try:
-        await resp.write(sse_frame(await _snapshot(service)))
+        last_id = _last_event_id(request)
+        missed = None if last_id is None else service.live.since(last_id)
+        if missed is None:
+            first = await _snapshot(service, with_stock)
+            if last_id is not None:
+                first["resync"] = True  # the page was away too long: it must reload what it shows
+            await resp.write(sse_frame(first))
+            sent_id = first["id"]
+        else:
+            for replayed in missed:
+                await resp.write(sse_frame(replayed))
+            sent_id = missed[-1]["id"] if missed else (last_id or 0)
         while True:
             try:
                 message = await asyncio.wait_for(q.get(), SSE_KEEPALIVE_S)
@@ -80,13 +96,24 @@ async def live(request: web.Request) -> web.StreamResponse:
             if message is None:
                 break
             if message.get("resync"):
-                message = await _snapshot(service)
+                message = {**await _snapshot(service, with_stock), "resync": True}
+            elif message["id"] <= sent_id:
+                continue  # already sent from the replay buffer
+            sent_id = message["id"]
             await resp.write(sse_frame(message))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
         service.live.unsubscribe(q)
     return resp
+
+
+def _last_event_id(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("last_id")
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
 
 
 async def me(request: web.Request) -> web.Response:
@@ -97,20 +124,33 @@ async def me(request: web.Request) -> web.Response:
                               "csrf": identity.csrf})
 
 
-async def _snapshot(service: HubService) -> dict[str, Any]:
-    rows = await asyncio.to_thread(service.store.stock, "", 5000, 0)
-    return {"id": service.live.message_id, "snapshot": True,
+async def _snapshot(service: HubService, with_stock: bool = True) -> dict[str, Any]:
+    message_id = service.live.message_id  # read first: a change racing the read is re-sent, never lost
+    rows = await asyncio.to_thread(service.store.stock, "", 5000, 0) if with_stock else []
+    return {"id": message_id, "snapshot": True,
             "stock": [{"sku": r.sku, "location": r.location, "qty": r.qty} for r in rows],
             "nodes": await service.node_rows()}
-
-
-async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html")
 
 
 async def _render_login(request: web.Request, error: str, status: int, nonce: str) -> web.StreamResponse:
     return render(request, "login.html", status=status, error=error, next=safe_next(request.query.get("next", "/")),
                   login_token=login_form_token(request.app[AUTH], nonce))
+
+
+OPTIONAL_API_MODULES = ("hub.web.api_rules",)  # registered when their owners have written them
+
+
+def _add_optional_routes(app: web.Application) -> None:
+    import importlib
+    for name in OPTIONAL_API_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            log.info("%s is not there yet; its pages say so", name)
+            continue
+        module.add_routes(app)
 
 
 def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | None = None) -> web.Application:
@@ -135,9 +175,14 @@ def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | N
 
     if manage_service:
         app.cleanup_ctx.append(lifecycle)
-    app.router.add_get("/", index)
+    app[METRICS] = hub_metrics = HubMetrics(service)
+    service.live.commit_listeners.append(hub_metrics.on_commit)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    pages.add_routes(app)
     api.add_routes(app)
+    api_web.add_routes(app)
+    _add_optional_routes(app)
     app.router.add_get("/api/v1/live", live)
     app.router.add_get("/api/v1/me", me)
     app.router.add_static("/static/", STATIC_DIR)

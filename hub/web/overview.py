@@ -1,0 +1,85 @@
+"""The overview's counters and alert list, built from the API and the node table.
+
+Each alert says what is wrong in a sentence and links to the thing it is about. Sources that
+another part of the hub has not registered yet count as unknown (None), never as zero: the
+page must not claim "no discrepancies" when it cannot know.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from hub.web.subrequest import api_get, items
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER_MS = 10 * 60 * 1000  # online but silent this long: its data may be old
+SKEW_WARN_MS = 2000  # device clocks further off than this distort the lag map
+ALERTS_PER_KIND = 50  # the list is for reading, not for scrolling through thousands
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One thing a supervisor should look at."""
+
+    kind: str  # discrepancy, stockout, low_stock, node_offline, node_stale, po_late, proposal
+    severity: str  # "bad" or "warn"
+    text: str
+    href: str
+
+
+def node_alerts(nodes: list[dict[str, Any]], now_ms: int) -> list[Alert]:
+    out: list[Alert] = []
+    for n in nodes:
+        href = f"/nodes#node-{quote(n['node'])}"
+        if not n.get("online"):
+            out.append(Alert("node_offline", "bad", f"Node {n['node']} is offline.", href))
+        elif n.get("last_seen_ms") and now_ms - int(n["last_seen_ms"]) > STALE_AFTER_MS:
+            minutes = (now_ms - int(n["last_seen_ms"])) // 60000
+            out.append(Alert("node_stale", "warn", f"Node {n['node']} has sent nothing for {minutes} min.", href))
+        elif n.get("clock_skew_ms") is not None and abs(int(n["clock_skew_ms"])) > SKEW_WARN_MS:
+            out.append(Alert("node_stale", "warn",
+                             f"Node {n['node']}'s clock is {int(n['clock_skew_ms']) / 1000:+.1f} s off.", href))
+    return out
+
+
+async def build_overview(request: web.Request, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counters (None = source not available yet) and alerts."""
+    now_ms = int(time.time() * 1000)
+    alerts = node_alerts(nodes, now_ms)
+    counters: dict[str, int | None] = {
+        "nodes_offline": sum(1 for a in alerts if a.kind == "node_offline"),
+        "nodes_stale": sum(1 for a in alerts if a.kind == "node_stale"),
+    }
+    discrepancies = items(await api_get(request, "/api/v1/discrepancies?status=open"))
+    counters["discrepancies_open"] = None if discrepancies is None else len(discrepancies)
+    for d in (discrepancies or [])[:ALERTS_PER_KIND]:
+        alerts.append(Alert("discrepancy", "bad", str(d.get("sentence") or f"Discrepancy at {d.get('bin')}"),
+                            f"/discrepancies#d-{d.get('id')}"))
+    low = items(await api_get(request, "/api/v1/stock/low"))
+    counters["stockouts"] = None if low is None else sum(1 for r in low if int(r.get("qty", 0)) <= 0)
+    counters["low_stock"] = None if low is None else sum(1 for r in low if int(r.get("qty", 0)) > 0)
+    for r in (low or [])[:ALERTS_PER_KIND]:
+        out = int(r.get("qty", 0)) <= 0
+        alerts.append(Alert("stockout" if out else "low_stock", "bad" if out else "warn",
+                            f"{r.get('sku')} {'is out of stock' if out else 'is low'} "
+                            f"({r.get('qty')} left{', reorder point ' + str(r['reorder_point']) if r.get('reorder_point') is not None else ''}).",
+                            f"/stock/{quote(str(r.get('sku')), safe='')}"))
+    late = items(await api_get(request, "/api/v1/purchase-orders?status=late"))
+    counters["po_late"] = None if late is None else len(late)
+    for po in (late or [])[:ALERTS_PER_KIND]:
+        alerts.append(Alert("po_late", "warn", f"Purchase order {po.get('id')} from {po.get('supplier')} is late.",
+                            f"/suppliers#s-{quote(str(po.get('supplier')))}"))
+    proposals = items(await api_get(request, "/api/v1/proposals?status=pending"))
+    counters["proposals_pending"] = None if proposals is None else len(proposals)
+    for p in (proposals or [])[:ALERTS_PER_KIND]:
+        alerts.append(Alert("proposal", "warn", str(p.get("sentence") or f"Proposal {p.get('id')} waits for you."),
+                            f"/proposals#p-{p.get('id')}"))
+    alerts.sort(key=lambda a: a.severity != "bad")  # stable: the bad ones first, each kind in its order
+    return {"counters": counters, "alerts": [asdict(a) for a in alerts], "generated_ms": now_ms}

@@ -1,0 +1,163 @@
+"""Server-rendered pages: overview, stock, SKU, discrepancies, proposals, suppliers, nodes, lag.
+
+Pages are plain HTML that work without JavaScript; /static/live.js patches them from the one
+SSE stream. Data comes from the store (stock, movements, nodes) or, for sections owned by
+other parts of the hub, through their JSON API in process (hub.web.subrequest), so every page's
+data is also in the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from hub.web.api import SERVICE
+from hub.web.auth import identity_of
+from hub.web.charts import bar_chart, step_chart
+from hub.web.overview import build_overview
+from hub.web.render import render
+from hub.web.subrequest import api_get, items
+
+log = logging.getLogger(__name__)
+
+PAGE_ROWS = 50  # a tablet screen and a bit; more is what paging is for
+MAX_OFFSET = 10_000_000
+SKU_MOVEMENTS = 500  # enough history for the chart; older movements stay in the API
+LAG_STAGES = ("device_to_accepted", "accepted_to_received", "received_to_committed", "committed_to_pushed")
+
+
+def _page_arg(request: web.Request) -> int:
+    try:
+        return max(1, min(int(request.query.get("page", "1")), MAX_OFFSET // PAGE_ROWS))
+    except ValueError:
+        return 1
+
+
+async def overview_page(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    nodes = await service.node_rows()
+    data = await build_overview(request, nodes)
+    return render(request, "overview.html", counters=data["counters"], alerts=data["alerts"], nodes=nodes)
+
+
+async def stock_page(request: web.Request) -> web.Response:
+    """Balances, sorted by SKU or location, searched and paged by keyset-friendly LIMIT/OFFSET."""
+    service = request.app[SERVICE]
+    q = request.query.get("q", "").strip()[:64]
+    location = request.query.get("location", "").strip()[:64]
+    page = _page_arg(request)
+    # Ask for one row more than shown: tells us whether there is a next page without COUNT(*).
+    rows = await asyncio.to_thread(_stock_rows, service.store, q, location, PAGE_ROWS + 1, (page - 1) * PAGE_ROWS)
+    has_next = len(rows) > PAGE_ROWS
+    params = {k: v for k, v in (("q", q), ("location", location)) if v}
+
+    def link(p: int) -> str:
+        return "/stock?" + urlencode({**params, "page": p})
+
+    return render(request, "stock.html", rows=rows[:PAGE_ROWS], q=q, location=location, page=page,
+                  prev_href=link(page - 1) if page > 1 else "", next_href=link(page + 1) if has_next else "",
+                  live_insert=page == 1 and not q and not location)
+
+
+def _stock_rows(store: Any, q: str, location: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    if location:
+        try:
+            found = store.stock(q, limit, offset, location=location)
+        except TypeError:  # a store without exact filters yet: substring search, then exact match
+            found = [b for b in store.stock(location, 5000, 0)
+                     if b.location == location and (not q or q in b.sku)][offset:offset + limit]
+    else:
+        found = store.stock(q, limit, offset)
+    return [{"sku": b.sku, "location": b.location, "qty": b.qty, "updated_ms": b.updated_ms} for b in found]
+
+
+async def sku_page(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    sku = request.match_info["sku"]
+    balances, movements = await asyncio.to_thread(_sku_data, service.store, sku)
+    total = sum(b["qty"] for b in balances)
+    series: list[tuple[int, float]] = []
+    level = total
+    for m in movements:  # newest first: walk back from today's total
+        series.append((m["hub_ms"], level))
+        level -= m["qty_delta"]
+    if movements:
+        series.append((movements[-1]["hub_ms"] - 1, level))
+    series.reverse()
+    base = f"/api/v1/skus/{sku}"
+    reorder = await api_get(request, f"{base}/reorder")
+    suppliers = items(await api_get(request, f"{base}/suppliers"))
+    constraint = await api_get(request, f"{base}/constraint")
+    floor = reorder.get("reorder_point") if reorder else None
+    chart = step_chart(series, f"Stock of {sku} over time", floor=float(floor) if isinstance(floor, (int, float)) else None)
+    return render(request, "sku.html", sku=sku, balances=balances, total=total, movements=movements[:100],
+                  chart=chart, reorder=reorder, suppliers=suppliers, constraint=constraint)
+
+
+def _sku_data(store: Any, sku: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    try:
+        found = store.stock("", 5000, 0, sku=sku)
+    except TypeError:
+        found = [b for b in store.stock(sku, 5000, 0) if b.sku == sku]
+    balances = [{"location": b.location, "qty": b.qty, "updated_ms": b.updated_ms} for b in found]
+    movements = [{"id": m.id, "location": m.location, "qty_delta": m.qty_delta, "reason": m.reason,
+                  "hub_ms": m.hub_ms, "device_ms": m.device_ms, "node": m.node, "seq": m.seq}
+                 for m in store.movements(sku=sku, limit=SKU_MOVEMENTS)]
+    return balances, movements
+
+
+async def discrepancies_page(request: web.Request) -> web.Response:
+    status = "closed" if request.query.get("status") == "closed" else "open"
+    rows = items(await api_get(request, f"/api/v1/discrepancies?status={status}"))
+    return render(request, "discrepancies.html", rows=rows, state=status)
+
+
+async def proposals_page(request: web.Request) -> web.Response:
+    rows = items(await api_get(request, "/api/v1/proposals?status=pending"))
+    decisions = items(await api_get(request, "/api/v1/decisions?limit=50"))
+    return render(request, "proposals.html", rows=rows, decisions=decisions)
+
+
+async def suppliers_page(request: web.Request) -> web.Response:
+    rows = items(await api_get(request, "/api/v1/suppliers"))
+    charts: dict[str, str] = {}
+    for s in rows or []:
+        trend = s.get("trend") or []
+        bars = [(str(t.get("period")), float(t.get("on_time_rate", 0)) * 100) for t in trend if isinstance(t, dict)]
+        charts[str(s.get("supplier") or s.get("id"))] = bar_chart(bars, f"On-time deliveries of {s.get('name')}", "%")
+    return render(request, "suppliers.html", rows=rows, charts=charts)
+
+
+async def nodes_page(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    identity = identity_of(request)
+    return render(request, "nodes.html", nodes=await service.node_rows(), replies=list(reversed(service.replies[-20:])),
+                  can_command=bool(identity and identity.can("admin")))
+
+
+async def lag_page(request: web.Request) -> web.Response:
+    data = await api_get(request, "/api/v1/lag")
+    rows = items(data)
+    slowest: dict[str, str] = {}
+    charts: dict[str, str] = {}
+    for stage in LAG_STAGES:
+        per_node = [(str(r.get("node")), float((r.get(stage) or {}).get("p99") or 0)) for r in rows or []]
+        if per_node:
+            slowest[stage] = max(per_node, key=lambda nv: nv[1])[0]
+            charts[stage] = bar_chart(per_node, f"{stage.replace('_', ' ')} p99 per node", " ms", slowest[stage])
+    return render(request, "lag.html", rows=rows, stages=LAG_STAGES, slowest=slowest, charts=charts)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", overview_page)
+    app.router.add_get("/stock", stock_page)
+    app.router.add_get("/stock/{sku}", sku_page)
+    app.router.add_get("/discrepancies", discrepancies_page)
+    app.router.add_get("/proposals", proposals_page)
+    app.router.add_get("/suppliers", suppliers_page)
+    app.router.add_get("/nodes", nodes_page)
+    app.router.add_get("/lag", lag_page)

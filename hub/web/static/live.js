@@ -1,0 +1,205 @@
+// Live page updates: one EventSource per page, changes merged and painted once per frame,
+// reconnect with Last-Event-ID so nothing is missed, and a visible live/reconnecting marker.
+// No build step, no dependencies.
+"use strict";
+(() => {
+  const PAGE_ROWS = 50;            // the stock table's page size (hub.web.pages.PAGE_ROWS)
+  const PENDING_MAX = 5000;        // more distinct rows than this between paints: reload instead
+  const RETRY_MAX_MS = 15000;
+  const marker = document.getElementById("live");
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const page = document.body.dataset.page;
+  const pending = { stock: new Map(), nodes: new Map(), replies: [], resync: false };
+  let frameQueued = false, lastId = null, source = null, retryMs = 1000, overviewTimer = null;
+  const waitingCommands = new Map(); // command id -> status element
+
+  function setMarker(state, text) {
+    if (!marker) return;
+    marker.textContent = text;
+    marker.className = `marker ${state}`;
+    marker.dataset.state = state;
+  }
+
+  function queuePaint() {
+    if (!frameQueued) { frameQueued = true; requestAnimationFrame(paint); }
+  }
+
+  function onMessage(ev) {
+    const msg = JSON.parse(ev.data);
+    lastId = msg.id;
+    if (msg.resync) pending.resync = true;
+    for (const s of msg.stock || []) pending.stock.set(`${s.sku}|${s.location}`, s.qty);
+    for (const n of msg.nodes || []) pending.nodes.set(n.node, n);
+    for (const r of msg.replies || []) pending.replies.push(r);
+    if (pending.stock.size > PENDING_MAX) { pending.stock.clear(); pending.resync = true; }
+    pending.replies.splice(0, Math.max(0, pending.replies.length - 50));
+    queuePaint();
+  }
+
+  function paint() {
+    frameQueued = false;
+    if (pending.resync) {
+      pending.resync = false; pending.stock.clear(); pending.nodes.clear();
+      reloadMain();
+      return;
+    }
+    if (pending.stock.size) paintStock(pending.stock);
+    if (pending.nodes.size) paintNodes(pending.nodes);
+    if (pending.replies.length) paintReplies(pending.replies.splice(0));
+    if (page === "overview" && (pending.stock.size || pending.nodes.size)) refreshOverviewSoon();
+    pending.stock.clear(); pending.nodes.clear();
+  }
+
+  function rowFor(key) {
+    return document.querySelector(`tr[data-key="${CSS.escape(key)}"]`);
+  }
+
+  function paintStock(changes) {
+    const table = document.getElementById("stock");
+    for (const [key, qty] of changes) {
+      const row = rowFor(key);
+      if (row) {
+        const cell = row.querySelector(".qty");
+        cell.textContent = String(qty);
+        cell.classList.toggle("bad", qty <= 0);
+        row.classList.remove("flash"); void row.offsetWidth; row.classList.add("flash");
+        const upd = row.querySelector(".upd");
+        if (upd) upd.textContent = new Date().toISOString().slice(0, 19).replace("T", " ");
+      } else if (table && table.dataset.liveInsert === "1") {
+        insertStockRow(table.tBodies[0], key, qty);
+      }
+    }
+  }
+
+  function insertStockRow(body, key, qty) {
+    const [sku, location] = key.split("|");
+    const before = [...body.rows].find((r) => r.dataset.key > key);
+    if (!before && body.rows.length >= PAGE_ROWS) return; // belongs on a later page
+    const tr = document.createElement("tr");
+    tr.dataset.key = key;
+    const link = (href, text) => { const a = document.createElement("a"); a.href = href; a.textContent = text; return a; };
+    const cells = [link(`/stock/${encodeURIComponent(sku)}`, sku), link(`/stock?location=${encodeURIComponent(location)}`, location)];
+    for (const c of cells) { const td = document.createElement("td"); td.append(c); tr.append(td); }
+    const q = document.createElement("td"); q.className = `num qty${qty <= 0 ? " bad" : ""}`; q.textContent = String(qty);
+    const u = document.createElement("td"); u.className = "upd"; u.textContent = new Date().toISOString().slice(0, 19).replace("T", " ");
+    tr.append(q, u);
+    tr.classList.add("flash");
+    body.insertBefore(tr, before || null);
+    while (body.rows.length > PAGE_ROWS) body.deleteRow(-1);
+    const empty = document.getElementById("stock-empty");
+    if (empty) empty.remove();
+  }
+
+  function paintNodes(changes) {
+    for (const [name, n] of changes) {
+      const row = document.querySelector(`tr[data-node="${CSS.escape(name)}"]`);
+      if (!row) { if (page === "nodes") reloadMain(); continue; }
+      const state = row.querySelector(".state");
+      state.textContent = n.online ? "online" : "offline";
+      state.className = `state ${n.online ? "ok" : "bad"}`;
+      const set = (sel, text) => { const el = row.querySelector(sel); if (el) el.textContent = text; };
+      set(".seen", n.last_seen_ms ? new Date(n.last_seen_ms).toISOString().slice(0, 19).replace("T", " ") : "—");
+      set(".outbox", n.outbox_depth ?? "—");
+      set(".skew", n.clock_skew_ms == null ? "—" : `${n.clock_skew_ms >= 0 ? "+" : ""}${n.clock_skew_ms} ms`);
+      set(".acked", `${n.acked} / ${n.last_seq}`);
+    }
+  }
+
+  function paintReplies(replies) {
+    const list = document.getElementById("replies");
+    for (const r of replies) {
+      const waiting = waitingCommands.get(r.id);
+      if (waiting) { waiting.textContent = `${r.ok ? "done" : "failed"}: ${r.message}`; waitingCommands.delete(r.id); }
+      if (!list) continue;
+      const li = document.createElement("li");
+      li.className = r.ok ? "ok" : "bad";
+      li.textContent = `${new Date(r.ts_ms).toISOString().slice(0, 19).replace("T", " ")} · ${r.node} · ${r.id}: ${r.message}`;
+      list.prepend(li);
+      const none = list.querySelector(".none"); if (none) none.remove();
+      while (list.children.length > 50) list.lastElementChild.remove();
+    }
+  }
+
+  function refreshOverviewSoon() {
+    if (overviewTimer) return; // at most one refresh a second, whatever the event rate
+    overviewTimer = setTimeout(async () => {
+      overviewTimer = null;
+      const resp = await fetch("/api/v1/overview", { credentials: "same-origin" });
+      if (!resp.ok) return;
+      const data = await resp.json();
+      for (const [key, value] of Object.entries(data.counters)) {
+        const el = document.querySelector(`[data-counter="${key}"]`);
+        if (!el || value === null) continue;
+        el.querySelector(".n").textContent = String(value);
+        el.classList.toggle("hot", value > 0);
+      }
+      const list = document.getElementById("alerts");
+      if (!list) return;
+      list.replaceChildren(...(data.alerts.length ? data.alerts.map((a) => {
+        const li = document.createElement("li"); li.className = a.severity; li.dataset.kind = a.kind;
+        const link = document.createElement("a"); link.href = a.href; link.textContent = a.text; li.append(link);
+        return li;
+      }) : [Object.assign(document.createElement("li"), { className: "none", textContent: "Nothing needs you right now." })]));
+    }, 1000);
+  }
+
+  async function reloadMain() {
+    // Catch up after a gap: fetch this page again and swap its content, keeping the connection.
+    const resp = await fetch(location.href, { credentials: "same-origin" });
+    if (resp.redirected && new URL(resp.url).pathname === "/login") { location.href = resp.url; return; }
+    const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+    const fresh = doc.getElementById("main");
+    if (fresh) document.getElementById("main").replaceChildren(...fresh.childNodes);
+  }
+
+  function connect() {
+    const url = `/api/v1/live?stock=0${lastId === null ? "" : `&last_id=${lastId}`}`;
+    source = new EventSource(url);
+    source.onopen = () => { retryMs = 1000; setMarker("ok", "live"); };
+    source.onmessage = onMessage;
+    source.onerror = async () => {
+      setMarker("bad", "reconnecting…");
+      if (source.readyState !== EventSource.CLOSED) return; // the browser retries by itself, with Last-Event-ID
+      source.close();
+      const me = await fetch("/api/v1/me", { credentials: "same-origin" }).catch(() => null);
+      if (me && me.status === 401) { location.href = `/login?next=${encodeURIComponent(location.pathname + location.search)}`; return; }
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(RETRY_MAX_MS, retryMs * 2);
+    };
+  }
+
+  async function post(url, body) {
+    const resp = await fetch(url, { method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify(body || {}) });
+    let data = {};
+    try { data = await resp.json(); } catch (e) { /* not JSON: keep the status */ }
+    return { ok: resp.ok, status: resp.status, data };
+  }
+
+  document.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button[data-post], button[data-cmd]");
+    if (!button) return;
+    const box = button.closest(".actions, .cmds, li, td");
+    let status = box.querySelector(".result");
+    if (!status) { status = document.createElement("span"); status.className = "result"; status.setAttribute("role", "status"); box.append(status); }
+    button.disabled = true;
+    try {
+      if (button.dataset.post) {
+        const body = {};
+        if (button.dataset.withQty) body.qty = Number(document.getElementById(button.dataset.withQty).value);
+        const r = await post(button.dataset.post, body);
+        status.textContent = r.ok ? button.dataset.done : `refused: ${r.data.error || r.status}`;
+        status.className = `result ${r.ok ? "ok" : "bad"}`;
+      } else {
+        const cmds = button.closest(".cmds");
+        const r = await post(`/api/v1/nodes/${encodeURIComponent(cmds.dataset.node)}/commands`,
+          { cmd: button.dataset.cmd, target: cmds.dataset.target || null });
+        status.textContent = r.ok ? `${button.dataset.cmd} sent; waiting for the node…` : `refused: ${r.data.error || r.status}`;
+        status.className = `result ${r.ok ? "" : "bad"}`;
+        if (r.ok) waitingCommands.set(r.data.id, status);
+      }
+    } finally { button.disabled = false; }
+  });
+
+  if (marker) { setMarker("wait", "connecting…"); connect(); }
+})();

@@ -1,0 +1,102 @@
+"""The server-rendered pages, device commands and role checks, on a real hub with a real broker."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edge.agent import EdgeAgent
+from hub.mosquitto import PrivateBroker
+from hub.web.charts import bar_chart, step_chart
+from tests.conftest import add_node
+from tests.support import api_token, edge_config, login_session, scan, start_web_hub, token_session, wait_for
+
+PAGES = ("/", "/stock", "/discrepancies", "/proposals", "/suppliers", "/nodes", "/lag")
+
+
+async def test_pages_render_and_commands_are_for_admins(broker: PrivateBroker, tmp_path: Path) -> None:
+    service, runner, base = await start_web_hub(broker, tmp_path)
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    await agent.start()
+    viewer, viewer_csrf = await login_session(base, service.config, role="viewer")
+    admin, admin_csrf = await login_session(base, service.config, role="admin")
+    try:
+        await agent.sink.submit(scan(qty=4, location="C-01-1", gtin="09506000134352"))
+        await wait_for(lambda: service.ingest.committed_total >= 1, what="scan committed")
+        async with viewer:
+            for path in PAGES:
+                async with viewer.get(f"{base}{path}") as resp:
+                    html = await resp.text()
+                    assert resp.status == 200, path
+                    assert 'id="live"' in html and '<meta name="csrf-token"' in html, path
+            async with viewer.get(f"{base}/stock") as resp:
+                assert 'data-key="09506000134352|C-01-1"' in await resp.text()
+            async with viewer.get(f"{base}/stock/09506000134352") as resp:
+                html = await resp.text()
+                assert "<svg" in html and "C-01-1" in html and "receive" in html
+            # The viewer sees no command buttons, and the API refuses the command too.
+            async with viewer.get(f"{base}/nodes") as resp:
+                html = await resp.text()
+                assert f'data-node="{node}"' in html and "data-cmd=" not in html
+                assert "Device commands (tare, calibrate, identify) are for admins." in html
+            async with viewer.post(f"{base}/api/v1/nodes/{node}/commands", json={"cmd": "identify"},
+                                   headers={"X-CSRF-Token": viewer_csrf}) as resp:
+                assert resp.status == 403
+        async with admin:
+            async with admin.get(f"{base}/nodes") as resp:
+                assert 'data-cmd="identify"' in await resp.text()
+            async with admin.post(f"{base}/api/v1/nodes/{node}/commands", json={"cmd": "reboot"},
+                                  headers={"X-CSRF-Token": admin_csrf}) as resp:
+                assert resp.status == 400
+            async with admin.post(f"{base}/api/v1/nodes/{node}/commands", json={"cmd": "identify"},
+                                  headers={"X-CSRF-Token": admin_csrf}) as resp:
+                assert resp.status == 202
+                cmd_id = (await resp.json())["id"]
+
+            async def reply() -> dict | None:
+                async with admin.get(f"{base}/api/v1/commands/{cmd_id}") as r:
+                    return (await r.json())["reply"] if r.status == 200 else None
+
+            answer = await wait_for(reply, what="the node's reply to identify")
+            assert answer["node"] == node and answer["ok"] is True
+    finally:
+        await agent.stop()
+        await runner.cleanup()
+
+
+async def test_overview_api_and_metrics(broker: PrivateBroker, tmp_path: Path) -> None:
+    service, runner, base = await start_web_hub(broker, tmp_path)
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    await agent.start()
+    try:
+        await agent.sink.submit(scan(qty=2, location="D-01-1"))
+        await wait_for(lambda: service.ingest.committed_total >= 1, what="scan committed")
+        await agent.stop()
+        async with token_session(api_token(service.config, role="viewer")) as s:
+            async def offline_alert() -> list | None:
+                async with s.get(f"{base}/api/v1/overview") as resp:
+                    data = await resp.json()
+                # The shared broker keeps other tests' nodes (retained state): look for ours.
+                return [a for a in data["alerts"] if a["kind"] == "node_offline" and node in a["text"]] or None
+
+            alerts = await wait_for(offline_alert, what="an offline alert for the stopped node")
+            assert alerts[0]["href"] == f"/nodes#node-{node}" and node in alerts[0]["text"]
+            async with s.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+        assert re.search(r"^hub_ingest_events_total 1\.0$", text, re.M)
+        assert re.search(r'^hub_nodes\{state="offline"\} [1-9]', text, re.M)
+        assert 'hub_lag_seconds_count{stage="received_to_committed"} 1.0' in text
+        assert f'hub_node_online{{node="{node}"}} 0.0' in text
+    finally:
+        await agent.stop()
+        await runner.cleanup()
+
+
+def test_charts_are_plain_svg_with_escaped_text() -> None:
+    svg = step_chart([(1_700_000_000_000, 5), (1_700_000_360_000, 2)], "Stock of <b>", floor=3)
+    assert svg.startswith("<svg") and "&lt;b&gt;" in svg and "<b>" not in svg and 'class="floor"' in svg
+    assert "no data yet" in step_chart([], "empty")
+    bars = bar_chart([("pi-1", 10), ("pi-2", 40)], "lag", " ms", highlight="pi-2")
+    assert bars.count('class="bar hot"') == 1
