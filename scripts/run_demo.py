@@ -8,6 +8,7 @@ simulated, on ptys. Ctrl+C stops everything cleanly. Run through `./scripts/demo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import secrets
 import shutil
@@ -15,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from edge.scan.sim import VirtualScanner
@@ -97,7 +97,8 @@ bins = ["A-01-1", "A-01-2"]
 scale_per_g = 100.0
 """)
 
-    logs = {name: open(work / f"{name}.log", "ab") for name in ("hub", "edge")}
+    files = contextlib.ExitStack()
+    logs = {name: files.enter_context(open(work / f"{name}.log", "ab")) for name in ("hub", "edge")}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -106,9 +107,14 @@ scale_per_g = 100.0
         procs["hub"] = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--config", str(hub_config)],
                                         stdout=logs["hub"], stderr=subprocess.STDOUT)
         wait_for_port("127.0.0.1", http_port, 30)
+        admin_password = secrets.token_urlsafe(9)
+        subprocess.run([sys.executable, "-m", "hub.cli", "add-user", "admin", "--role", "admin", "--password-stdin",
+                        "--config", str(hub_config)], input=admin_password + "\n", text=True, check=True,
+                       stdout=subprocess.DEVNULL)
         procs["edge"] = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(edge_config)],
                                          stdout=logs["edge"], stderr=subprocess.STDOUT)
         print(f"\n  Hub page:  http://127.0.0.1:{http_port}/\n"
+              f"  Login:     admin / {admin_password}\n"
               f"  Logs:      {work}/hub.log, {work}/edge.log\n"
               f"  Scanner:   a virtual serial scanner scans every ~{args.scan_interval_s:g} s; "
               f"shelf A-01 runs a pick/restock scenario\n"
@@ -131,8 +137,7 @@ scale_per_g = 100.0
         scanner.stop()
         shelf.stop()
         broker.stop()
-        for fh in logs.values():
-            fh.close()
+        files.close()
         log.info("stopped; files are in %s", work)
     return 0
 
@@ -148,5 +153,4 @@ def _port_free(port: int) -> bool:
 
 
 if __name__ == "__main__":
-    time.tzset()
     sys.exit(main())
