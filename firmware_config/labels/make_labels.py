@@ -1,7 +1,7 @@
 """Print control labels (mode, quantity, location, clear) as an HTML sheet of Code 128 barcodes.
 
 Usage: python firmware_config/labels/make_labels.py [--locations A-01-1,A-01-2] [--out sheet.html]
-Needs python-barcode (`pip install python-barcode`); the format is in README.md next to this file.
+Needs python-barcode (`pip install -e ".[labels]"`); the format is in README.md next to this file.
 """
 
 from __future__ import annotations
