@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--config", required=True)
     rebuild.set_defaults(func=cmd_rebuild_balances)
     sub.add_parser("config-help", help="list every config key").set_defaults(func=cmd_config_help)
+    from hub.ledger_cli import add_subcommands as add_ledger_subcommands
+    add_ledger_subcommands(sub)
     for module in ("hub.provision", "hub.auth.cli"):
         try:
             tools = __import__(module, fromlist=["add_subcommands"])

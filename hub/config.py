@@ -37,6 +37,14 @@ HUB_SETTINGS: list[Setting] = [
             choices=("FULL", "NORMAL")),
     Setting("live.flush_ms", int, 100, "how often pages get batched live updates", check=positive),
     Setting("log.level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Setting("reconcile.window_s", float, 30.0,
+            "reconciliation window: scans and shelf changes at a bin within this much (skew-corrected) time are"
+            " judged together; covers clock skew left after correction and the shelf's settling delay",
+            check=positive),
+    Setting("health.stale_after_s", float, 60.0, "a node online but silent this long is shown as stale",
+            check=positive),
+    Setting("health.skew_flag_ms", int, 2000, "flag a node whose clock differs from the hub's by more than this",
+            check=positive),
     Setting("auth.db_path", str, "", "users and API tokens (SQLite); empty: auth.sqlite3 next to the ledger"),
     Setting("auth.session_secret_file", str, "",
             "key that signs session cookies; empty: session.key next to the ledger, generated on first start"),
@@ -68,6 +76,9 @@ class HubConfig:
     live_flush_ms: int
     log_level: str
     source: str = ""
+    reconcile_window_s: float = 30.0
+    health_stale_after_s: float = 60.0
+    health_skew_flag_ms: int = 2000
     auth_db_path: Path | None = None  # None: auth.sqlite3 next to the ledger
     auth_session_secret_file: Path | None = None  # None: session.key next to the ledger
     auth_session_max_age_s: int = 12 * 3600
@@ -92,6 +103,8 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      http_host=raw["http.host"], http_port=raw["http.port"], db_path=Path(raw["db.path"]),
                      db_synchronous=raw["db.synchronous"], live_flush_ms=raw["live.flush_ms"],
                      log_level=raw["log.level"], source=source,
+                     reconcile_window_s=raw["reconcile.window_s"], health_stale_after_s=raw["health.stale_after_s"],
+                     health_skew_flag_ms=raw["health.skew_flag_ms"],
                      auth_db_path=Path(raw["auth.db_path"]) if raw["auth.db_path"] else None,
                      auth_session_secret_file=(Path(raw["auth.session_secret_file"])
                                                if raw["auth.session_secret_file"] else None),

@@ -7,6 +7,13 @@ one fsync. Acks are published only after the commit, so an ack is a promise kept
 
 A payload that breaks the contract is quarantined with its reason in the same
 transaction as the good traffic around it; nothing a node sends can stop the thread.
+
+Events are stored as they arrive but applied to the ledger (movements, balances,
+reconciliation) in seq order per stream: one that arrives above a gap is held until the
+gap closes. A count scan sets an absolute quantity, so applying in any other order would
+make the balance depend on delivery order. The ack watermark is exactly the applied prefix.
+Reconciliation (hub.reconcile) runs here, inside the same transaction, on skew-corrected
+device time; its windows are saved with the commit and reloaded at start.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from contract import (
     HUB_NODE,
@@ -28,13 +37,21 @@ from contract import (
     Command,
     CommandReply,
     ContractError,
+    DeviceChange,
+    Event,
     EventBatch,
     NodeState,
+    ScanEvent,
+    ShelfCount,
+    event_from_dict,
     parse_topic,
 )
-from hub.dedupe import StreamBook
-from hub.ledger import BalanceChange, SkuResolver, apply_event, gtin_as_sku
-from hub.store.base import Store, WriteTx
+from hub.catalog import CatalogIndex
+from hub.dedupe import StreamBook, StreamTrack
+from hub.lag import LagTracker, StageTimes
+from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_event
+from hub.reconcile import Reconciler
+from hub.store.base import Catalog, NewDiscrepancy, Store, WriteTx
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +59,11 @@ MAX_MESSAGES_PER_COMMIT = 2000  # bounds one transaction's duration and memory
 IDLE_TICK_S = 0.5  # how often an idle writer wakes to check gaps and report health
 GAP_SETTLE_S = 2.0  # a gap may be reordering in flight; ask for it only after this
 GAP_REPEAT_S = 5.0
+CATALOG_POLL_S = 2.0  # how soon a `stock-hub import-catalog` from another process is picked up
+DEFAULT_WINDOW_MS = 30_000
+
+# The stage times of one committed event (kept under its old name for the web layer).
+LagSample = StageTimes
 
 
 def now_ms() -> int:
@@ -58,14 +80,20 @@ class Inbound:
 
 
 @dataclass(frozen=True, slots=True)
-class LagSample:
-    """The stage times of one committed event (epoch ms), for the signal-lag map."""
+class _WriterJob:
+    """Work from another thread that must run in the writer's transaction (API writes)."""
 
-    node: str
-    device_ms: int
-    accepted_ms: int
+    fn: Callable[[WriteTx], Any]
+    future: Future[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """An event stored above a gap, applied when the gap closes."""
+
+    event_id: int
+    event: Event
     received_ms: int
-    committed_ms: int
 
 
 @dataclass
@@ -80,6 +108,9 @@ class CommitResult:
     nodes_changed: set[str] = field(default_factory=set)
     replies: list[CommandReply] = field(default_factory=list)
     lag: list[LagSample] = field(default_factory=list)
+    discrepancies_opened: list[NewDiscrepancy] = field(default_factory=list)
+    discrepancies_closed: list[int] = field(default_factory=list)
+    events_held: int = 0  # stored above a gap, applied once it closes
 
 
 class Ingest:
@@ -88,15 +119,22 @@ class Ingest:
     def __init__(self, store: Store, site: str, publish_ack: Callable[[Ack], None],
                  send_command: Callable[[str, Command], None],
                  on_commit: Callable[[CommitResult], None],
-                 resolve_sku: SkuResolver = gtin_as_sku) -> None:
+                 resolve_sku: SkuResolver | None = None, window_ms: int = DEFAULT_WINDOW_MS) -> None:
         self.store = store
         self.site = site
         self._publish_ack = publish_ack
         self._send_command = send_command
         self._on_commit = on_commit
-        self._resolve_sku = resolve_sku
-        self._queue: queue.SimpleQueue[Inbound | None] = queue.SimpleQueue()
+        self._fixed_resolver = resolve_sku  # None: the catalog's GTIN -> SKU map
+        self._queue: queue.SimpleQueue[Inbound | _WriterJob | None] = queue.SimpleQueue()
         self.book = StreamBook()
+        self.catalog = CatalogIndex(Catalog(0))
+        self.reconciler = Reconciler(window_ms)
+        self.lag = LagTracker()
+        self._held: dict[tuple[str, str], dict[int, _Held]] = {}
+        self._skew_ms: dict[str, int] = {}  # node clock minus hub clock, from the last birth
+        self._devices: dict[str, dict[str, dict[str, Any]]] = {}
+        self._catalog_checked = 0.0
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self.last_tick = time.monotonic()  # for the watchdog: the writer loop is alive
         self.committed_total = 0
@@ -107,13 +145,49 @@ class Ingest:
     # ----------------------------------------------------------------- control
 
     def start(self) -> None:
+        self._load_state()
+        self._thread.start()
+
+    def _load_state(self) -> None:
+        """Memory from disk: stream positions, held events, skews, devices, catalog, reconcile windows."""
+        self.book = StreamBook()
+        self._held = {}
         for pos in self.store.stream_positions():
             self.book.load(pos.node, pos.stream, pos.watermark, set(pos.above), pos.max_seq)
-        self._thread.start()
+            if pos.above:
+                self._held[(pos.node, pos.stream)] = {
+                    h.seq: _Held(h.event_id, event_from_dict(json.loads(h.body)), h.received_ms)
+                    for h in self.store.held_events(pos.node, pos.stream, pos.watermark)}
+        for row in self.store.nodes():
+            if row.clock_skew_ms is not None:
+                self._skew_ms[row.node] = row.clock_skew_ms
+            self._devices[row.node] = {str(d["device"]): d for d in row.devices}
+        self.catalog = CatalogIndex(self.store.catalog())
+        self.reconciler.load(self.store.reconcile_states(), self.store.open_discrepancy_ids())
+
+    def _resolve_sku(self, gtin: str) -> str:
+        if self._fixed_resolver is not None:
+            return self._fixed_resolver(gtin)
+        return self.catalog.resolve_sku(gtin)
 
     def submit(self, topic: str, payload: bytes, received_ms: int | None = None) -> None:
         """Queue a message (any thread; called from paho's network thread)."""
         self._queue.put(Inbound(topic, payload, now_ms() if received_ms is None else received_ms))
+
+    def run_in_writer(self, fn: Callable[[WriteTx], Any]) -> Future[Any]:
+        """Run fn(tx) on the writer thread in its own transaction, after what is queued (any thread)."""
+        future: Future[Any] = Future()
+        self._queue.put(_WriterJob(fn, future))
+        return future
+
+    def close_discrepancy(self, ident: int, note: str) -> Future[Any]:
+        """Close one open discrepancy with a person's note (API: resolved)."""
+        def close(tx: WriteTx) -> None:
+            tx.close_discrepancies([ident], now_ms(), None, note)
+            for ids in self.reconciler.open_ids.values():
+                if ident in ids:
+                    ids.remove(ident)
+        return self.run_in_writer(close)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued, then stop the thread."""
@@ -133,15 +207,18 @@ class Ingest:
             if self.last_tick - last_gap_check >= IDLE_TICK_S:
                 last_gap_check = self.last_tick
                 self._request_gaps()
+                self._maybe_reload_catalog()
+                self._expire_windows()
             try:
                 first = self._queue.get(timeout=IDLE_TICK_S)
             except queue.Empty:
                 continue
             batch: list[Inbound] = []
             stopping = first is None
-            if first is not None:
+            job = first if isinstance(first, _WriterJob) else None
+            if isinstance(first, Inbound):
                 batch.append(first)
-            while len(batch) < MAX_MESSAGES_PER_COMMIT:
+            while job is None and len(batch) < MAX_MESSAGES_PER_COMMIT:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -149,9 +226,14 @@ class Ingest:
                 if item is None:
                     stopping = True
                     break
+                if isinstance(item, _WriterJob):
+                    job = item
+                    break
                 batch.append(item)
             if batch:
                 self._commit(batch)
+            if job is not None:
+                self._run_job(job)
             if stopping:
                 return
 
@@ -165,22 +247,44 @@ class Ingest:
                 for node, stream in touched:
                     track = self.book.get(node, stream)
                     tx.set_stream(node, stream, track.watermark, track.max_seq, result.committed_ms)
+                self._save_windows(tx)
         except Exception:
             # Storage failed (disk full, I/O error): nothing was acknowledged, so the edges
-            # keep their copies and re-send. Reload positions so memory matches the disk.
+            # keep their copies and re-send. Reload everything so memory matches the disk.
             log.exception("ingest commit of %d message(s) failed; nothing acknowledged", len(batch))
-            self.book = StreamBook()
-            for pos in self.store.stream_positions():
-                self.book.load(pos.node, pos.stream, pos.watermark, set(pos.above), pos.max_seq)
+            self._load_state()
             return
         self.batches_total += 1
         self.committed_total += result.events_new
         self.duplicates_total += result.events_duplicate
         self.quarantined_total += len(result.quarantined)
         ts = now_ms()
+        self.lag.record(result.lag)
         for node, stream in touched:
             self._publish_ack(Ack(node=node, stream=stream, watermark=self.book.get(node, stream).watermark, ts_ms=ts))
         self._on_commit(result)
+
+    def _run_job(self, job: _WriterJob) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        try:
+            with self.store.write() as tx:
+                value = job.fn(tx)
+        except BaseException as err:
+            job.future.set_exception(err)
+        else:
+            job.future.set_result(value)
+
+    def _save_windows(self, tx: WriteTx) -> None:
+        """Persist the reconcile windows this commit changed, with the evidence that changed them."""
+        for bin_name in self.reconciler.dirty:
+            tx.save_reconcile_state(bin_name, self.reconciler.bins[bin_name].to_json())
+        self.reconciler.dirty.clear()
+
+    def _record(self, tx: WriteTx, found: list[NewDiscrepancy], result: CommitResult) -> None:
+        for new in found:
+            self.reconciler.opened(new.bin, tx.open_discrepancy(new))
+            result.discrepancies_opened.append(new)
 
     def _apply(self, tx: WriteTx, msg: Inbound, result: CommitResult, touched: set[tuple[str, str]]) -> None:
         node: str | None = None
@@ -216,34 +320,132 @@ class Ingest:
         _check_node(batch.node, node)
         track = self.book.get(node, batch.stream)
         touched.add((node, batch.stream))
-        for event in batch.events:
+        # The stored body is the event object as it came (already validated), re-encoded by
+        # the C encoder: much cheaper than rebuilding it from the dataclass.
+        raw_events = json.loads(msg.payload)["events"]
+        for event, raw in zip(batch.events, raw_events, strict=True):
             if track.is_duplicate(event.seq):
                 result.events_duplicate += 1
                 continue
-            body = event.to_dict()
             event_id = tx.insert_event(node, batch.stream, event.seq, event.KIND, event.ts_ms, event.accepted_ms,
-                                       msg.received_ms, result.committed_ms, _json(body))
-            track.add(event.seq)
+                                       msg.received_ms, result.committed_ms, _json(raw))
             if event_id is None:  # already on disk (memory lost it): still a duplicate
+                track.add(event.seq)
                 result.events_duplicate += 1
                 continue
             result.events_new += 1
-            result.balances.extend(apply_event(tx, event_id, event, result.committed_ms, self._resolve_sku))
-            result.lag.append(LagSample(node, event.ts_ms, event.accepted_ms, msg.received_ms, result.committed_ms))
+            self._sequence(tx, track, event_id, event, msg.received_ms, result)
         # The stream of the latest events is the node's current one (a wiped SD card starts a new one).
         tx.update_node(node, last_seen_ms=msg.received_ms, stream=batch.stream)
         result.nodes_changed.add(node)
+
+    def _sequence(self, tx: WriteTx, track: StreamTrack, event_id: int, event: Event, received_ms: int,
+                  result: CommitResult) -> None:
+        """Apply the event if it is next in its stream (then any held run after it), else hold it."""
+        before = track.watermark
+        track.add(event.seq)
+        if track.watermark == before:  # above a gap
+            self._held.setdefault((track.node, track.stream), {})[event.seq] = _Held(event_id, event, received_ms)
+            result.events_held += 1
+            return
+        self._apply_one(tx, track.node, event_id, event, received_ms, result)
+        if track.watermark > event.seq:
+            held = self._held.get((track.node, track.stream), {})
+            for seq in range(event.seq + 1, track.watermark + 1):
+                item = held.pop(seq, None)
+                if item is None:  # cannot happen while memory matches the disk; say so loudly
+                    log.error("node %s stream %s: seq %d was held but is not in memory", track.node, track.stream,
+                              seq)
+                    continue
+                self._apply_one(tx, track.node, item.event_id, item.event, item.received_ms, result)
+            if not held:
+                self._held.pop((track.node, track.stream), None)
+
+    def _apply_one(self, tx: WriteTx, node: str, event_id: int, event: Event, received_ms: int,
+                   result: CommitResult) -> None:
+        """Ledger movements, then reconciliation, then device and lag bookkeeping for one event."""
+        hub_ms = result.committed_ms
+        changes = apply_event(tx, event_id, event, hub_ms, self._resolve_sku, self.catalog.bin)
+        result.balances.extend(changes)
+        skew = self._skew_ms.get(node, 0)
+        t_ms = event.ts_ms - skew
+        rec = self.reconciler
+        if isinstance(event, ScanEvent):
+            if event.mode == "count":
+                closed = rec.count_scan(event.location)
+                if closed:
+                    adjusted = sum(c.qty_delta for c in changes if c.reason == COUNT_ADJUSTMENT)
+                    note = (f"count scan by {event.operator or event.scanner} on node {node} set bin "
+                            f"{event.location} to {event.qty} (adjustment {adjusted:+d})")
+                    tx.close_discrepancies(closed, hub_ms, event_id, note)
+                    result.discrepancies_closed.extend(closed)
+            else:
+                for change in changes:
+                    if change.location in rec.bins:
+                        self._record(tx, rec.scan(change.location, change.sku, t_ms, hub_ms, change.qty_delta, {
+                            "event_id": event_id, "node": node, "seq": event.seq, "mode": event.mode,
+                            "qty": event.qty, "device_ms": event.ts_ms}), result)
+        elif isinstance(event, ShelfCount):
+            where = self.catalog.bin(event.bin)
+            # Reconciled: bins the catalog marks sensored, and bins it does not know yet. Not:
+            # weight-only bins (the sensor is the ledger there) and bins the catalog says have
+            # no sensor (a misconfigured controller must not invent discrepancies).
+            if where is None or (where.sensored and not where.weight_only):
+                self._record(tx, rec.shelf_count(
+                    event.bin, where.sku if where else None, t_ms, hub_ms, event.count, event.weight_g,
+                    event.uncertain, {"event_id": event_id, "node": node, "seq": event.seq,
+                                      "confidence": event.confidence, "quotient": event.quotient,
+                                      "device_ms": event.ts_ms}), result)
+        elif isinstance(event, DeviceChange):
+            devices = self._devices.setdefault(node, {})
+            devices[event.device] = {"device": event.device, "device_kind": event.device_kind,
+                                     "present": event.present, "path": event.path}
+            tx.update_node(node, devices=list(devices.values()))
+        result.lag.append(LagSample(node, event.ts_ms, event.accepted_ms, received_ms, hub_ms, skew))
+
+    def _maybe_reload_catalog(self) -> None:
+        now = time.monotonic()
+        if now - self._catalog_checked < CATALOG_POLL_S:
+            return
+        self._catalog_checked = now
+        try:
+            if self.store.catalog_rev() != self.catalog.rev:
+                self.catalog = CatalogIndex(self.store.catalog())
+                log.info("catalog rev %d loaded: %d GTIN(s), %d bin(s)", self.catalog.rev,
+                         len(self.catalog.sku_by_gtin), len(self.catalog.bins))
+        except Exception:
+            log.exception("could not reload the catalog; keeping rev %d", self.catalog.rev)
+
+    def _expire_windows(self) -> None:
+        """Judge reconcile windows whose bins went quiet (by the hub's clock)."""
+        skus = {b: (c.sku if (c := self.catalog.bin(b)) else None) for b in self.reconciler.bins}
+        found = self.reconciler.expire(now_ms(), skus)
+        if not found and not self.reconciler.dirty:
+            return
+        result = CommitResult(committed_ms=now_ms())
+        try:
+            with self.store.write() as tx:
+                self._record(tx, found, result)
+                self._save_windows(tx)
+        except Exception:
+            log.exception("could not record %d discrepancy(ies); reloading state", len(found))
+            self._load_state()
+            return
+        self._on_commit(result)
 
     def _apply_birth(self, tx: WriteTx, birth: Birth, node: str, msg: Inbound, result: CommitResult) -> None:
         _check_node(birth.node, node)
         track = self.book.get(node, birth.stream)
         track.max_seq = max(track.max_seq, birth.last_seq)
+        skew = birth.clock_ms - msg.received_ms
+        self._skew_ms[node] = skew
+        devices = [{"device": d.device, "device_kind": d.device_kind, "present": d.present, "path": d.path}
+                   for d in birth.devices]
+        self._devices[node] = {str(d["device"]): d for d in devices}
         tx.update_node(node, online=1, boot_id=birth.boot_id, sw_version=birth.sw_version, stream=birth.stream,
                        last_seq=birth.last_seq, outbox_depth=birth.outbox_depth,
-                       clock_skew_ms=birth.clock_ms - msg.received_ms, birth_ms=msg.received_ms,
-                       last_seen_ms=msg.received_ms,
-                       devices=[{"device": d.device, "device_kind": d.device_kind, "present": d.present,
-                                 "path": d.path} for d in birth.devices])
+                       clock_skew_ms=skew, birth_ms=msg.received_ms,
+                       last_seen_ms=msg.received_ms, devices=devices)
         result.nodes_changed.add(node)
         log.info("birth of node %s: boot %s, stream %s, last seq %d, outbox depth %d, clock skew %d ms",
                  node, birth.boot_id, birth.stream, birth.last_seq, birth.outbox_depth,

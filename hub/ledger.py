@@ -1,25 +1,55 @@
 """Ledger rules: which movements an event makes (append-only; balances follow).
 
-receive: +qty at location. putaway and move: -qty at from_location, +qty at location.
-pick: -qty at location. count: an adjustment movement that brings the balance to the
-counted quantity. Shelf sensor counts never move stock by themselves here: they are
-evidence for reconciliation, so an uncertain weight can never overwrite a scanned fact.
+Movement reasons (docs/ledger.md):
+
+- receive: +qty at location. pick: -qty at location.
+- putaway and move: -qty at from_location, +qty at location.
+- count_adjustment: a count scan; the difference that brings the balance to the counted qty.
+- sensor_change: a confident shelf count in a *weight-only* bin (a bin the catalog says is
+  counted by weight alone); the difference that brings the balance to the sensed count.
+  In every other bin a shelf count is evidence for reconciliation, never a movement, so an
+  uncertain weight can never overwrite a scanned fact. Uncertain counts never move stock.
+- correction: a person's correction (`stock-hub correct`), recorded as a hub-made event.
+
+Every movement points at the event that caused it; nothing is ever updated or deleted.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from contract import Event, ScanEvent
-from hub.store.base import WriteTx
+from contract import Event, ScanEvent, ShelfCount
+from hub.store.base import CatalogBin, WriteTx
+
+log = logging.getLogger(__name__)
 
 SkuResolver = Callable[[str], str]
+BinLookup = Callable[[str], CatalogBin | None]
+
+RECEIVE = "receive"
+PUTAWAY = "putaway"
+PICK = "pick"
+MOVE = "move"
+COUNT_ADJUSTMENT = "count_adjustment"
+SENSOR_CHANGE = "sensor_change"
+CORRECTION = "correction"
+REASONS = (RECEIVE, PUTAWAY, PICK, MOVE, COUNT_ADJUSTMENT, SENSOR_CHANGE, CORRECTION)
+
+HUB_EVENTS_NODE = "hub"  # the reserved node name: events the hub itself makes
+CORRECTIONS_STREAM = "00000000000000cc"  # contract stream ids are hex
 
 
 def gtin_as_sku(gtin: str) -> str:
     """Until the catalog knows a GTIN, the GTIN itself is the SKU."""
     return gtin
+
+
+def no_bins(name: str) -> CatalogBin | None:
+    """A catalog with no bins: every bin is unsensored."""
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,29 +63,64 @@ class BalanceChange:
     reason: str
     device_ms: int
     hub_ms: int
+    event_id: int = 0  # the event that caused it
+
+
+def scan_moves(event: ScanEvent) -> list[tuple[str, int, str]]:
+    """The (location, qty_delta, reason) a non-count scan makes, in order."""
+    if event.mode == "receive":
+        return [(event.location, event.qty, RECEIVE)]
+    if event.mode == "pick":
+        return [(event.location, -event.qty, PICK)]
+    if event.mode in ("putaway", "move"):
+        reason = PUTAWAY if event.mode == "putaway" else MOVE
+        moves = []
+        if event.from_location and event.from_location != event.location:
+            moves.append((event.from_location, -event.qty, reason))
+        moves.append((event.location, event.qty, reason))
+        return moves
+    return []
 
 
 def apply_event(tx: WriteTx, event_id: int, event: Event, hub_ms: int,
-                resolve_sku: SkuResolver = gtin_as_sku) -> list[BalanceChange]:
+                resolve_sku: SkuResolver = gtin_as_sku, bin_of: BinLookup = no_bins) -> list[BalanceChange]:
     """Append the movements this event implies; return the balances it changed."""
-    if not isinstance(event, ScanEvent):
-        return []
-    sku = resolve_sku(event.gtin)
-    moves: list[tuple[str, int, str]] = []  # (location, delta, reason)
-    if event.mode == "receive":
-        moves.append((event.location, event.qty, "receive"))
-    elif event.mode == "pick":
-        moves.append((event.location, -event.qty, "pick"))
-    elif event.mode in ("putaway", "move"):
-        if event.from_location and event.from_location != event.location:
-            moves.append((event.from_location, -event.qty, event.mode))
-        moves.append((event.location, event.qty, event.mode))
-    elif event.mode == "count":
-        delta = event.qty - tx.balance(sku, event.location)
-        if delta:
-            moves.append((event.location, delta, "count_adjustment"))
-    changes = []
-    for location, delta, reason in moves:
-        tx.add_movement(event_id, sku, location, delta, reason, event.ts_ms, hub_ms)
-        changes.append(BalanceChange(sku, location, tx.balance(sku, location), delta, reason, event.ts_ms, hub_ms))
+    changes: list[BalanceChange] = []
+    if isinstance(event, ScanEvent):
+        sku = resolve_sku(event.gtin)
+        if event.mode == "count":
+            delta = event.qty - tx.balance(sku, event.location)
+            moves = [(event.location, delta, COUNT_ADJUSTMENT)] if delta else []
+        else:
+            moves = scan_moves(event)
+        for location, delta, reason in moves:
+            qty = tx.add_movement(event_id, sku, location, delta, reason, event.ts_ms, hub_ms)
+            changes.append(BalanceChange(sku, location, qty, delta, reason, event.ts_ms, hub_ms, event_id))
+    elif isinstance(event, ShelfCount) and not event.uncertain:
+        where = bin_of(event.bin)
+        if where is not None and where.weight_only and where.sku is not None:
+            delta = event.count - tx.balance(where.sku, event.bin)
+            if delta:
+                qty = tx.add_movement(event_id, where.sku, event.bin, delta, SENSOR_CHANGE, event.ts_ms, hub_ms)
+                changes.append(BalanceChange(where.sku, event.bin, qty, delta, SENSOR_CHANGE, event.ts_ms, hub_ms,
+                                             event_id))
     return changes
+
+
+def apply_correction(tx: WriteTx, sku: str, location: str, qty_delta: int, note: str, operator: str,
+                     now_ms: int) -> BalanceChange:
+    """A person's correction: a new hub-made event and a `correction` movement pointing at it."""
+    if not qty_delta:
+        raise ValueError("a correction must change the quantity (qty_delta is 0)")
+    if not note.strip():
+        raise ValueError("a correction needs a note saying why")
+    seq = tx.next_seq(HUB_EVENTS_NODE, CORRECTIONS_STREAM)
+    body = json.dumps({"kind": "correction", "sku": sku, "location": location, "qty_delta": qty_delta,
+                       "note": note, "operator": operator}, separators=(",", ":"))
+    event_id = tx.insert_event(HUB_EVENTS_NODE, CORRECTIONS_STREAM, seq, "correction", now_ms, now_ms, now_ms,
+                               now_ms, body)
+    if event_id is None:
+        raise RuntimeError(f"correction seq {seq} already taken; retry")
+    qty = tx.add_movement(event_id, sku, location, qty_delta, CORRECTION, now_ms, hub_ms=now_ms)
+    log.info("correction by %s: %+d of %s at %s (%s)", operator, qty_delta, sku, location, note)
+    return BalanceChange(sku, location, qty, qty_delta, CORRECTION, now_ms, now_ms, event_id)

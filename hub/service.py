@@ -7,13 +7,17 @@ import dataclasses
 import logging
 from typing import Any
 
+from hub.catalog import node_configs
 from hub.config import HubConfig
-from hub.ingest import CommitResult, Ingest
+from hub.health import HealthSettings, NodeHealth, node_health
+from hub.ingest import CommitResult, Ingest, now_ms
 from hub.link import HubLink
 from hub.store import SqliteStore, Store
 from hub.web.live import LiveFeed
 
 log = logging.getLogger(__name__)
+
+CONFIG_POLL_S = 2.0  # how soon a catalog import reaches the nodes
 
 
 class HubService:
@@ -22,10 +26,12 @@ class HubService:
     def __init__(self, config: HubConfig) -> None:
         self.config = config
         self.store: Store = SqliteStore(config.db_path, config.db_synchronous)
-        self.live = LiveFeed(config.live_flush_ms)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ingest = Ingest(self.store, config.site, publish_ack=self._publish_ack, send_command=self._send_command,
-                             on_commit=self._on_commit_thread)
+                             on_commit=self._on_commit_thread, window_ms=int(config.reconcile_window_s * 1000))
+        self.live = LiveFeed(config.live_flush_ms, on_push=self.ingest.lag.record_push)
+        self.health_settings = HealthSettings(config.health_stale_after_s, config.health_skew_flag_ms)
+        self.pushed_catalog_rev = 0
         self.link = HubLink(config, self.ingest)
         self.replies: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -51,10 +57,41 @@ class HubService:
         rows = await asyncio.to_thread(self.store.nodes)
         return [dataclasses.asdict(r) for r in rows if names is None or r.node in names]
 
+    async def node_health(self) -> list[NodeHealth]:
+        """Every node judged now (online, stale, skew, behind, gaps)."""
+        rows = await asyncio.to_thread(self.store.nodes)
+        missing: dict[str, int] = {}
+        for track in list(self.ingest.book.tracks.values()):
+            missing[track.node] = missing.get(track.node, 0) + max(0, track.missing)
+        now = now_ms()
+        return [node_health(r, now, self.health_settings, missing.get(r.node, 0)) for r in rows]
+
+    async def push_configs(self) -> int:
+        """Publish every node's retained config from the current catalog; returns the catalog rev."""
+        catalog = await asyncio.to_thread(self.store.catalog)
+        for config in node_configs(catalog, now_ms()):
+            self.link.publish_config(config)
+        self.pushed_catalog_rev = catalog.rev
+        log.info("pushed config rev %d to the nodes", catalog.rev)
+        return catalog.rev
+
+    async def _config_pusher(self) -> None:
+        """Push node configs once connected and whenever the catalog changes (an import from the CLI)."""
+        while True:
+            try:
+                if self.link.connected.is_set():
+                    rev = await asyncio.to_thread(self.store.catalog_rev)
+                    if rev and rev != self.pushed_catalog_rev:
+                        await self.push_configs()
+            except Exception:
+                log.exception("could not push node configs; will retry")
+            await asyncio.sleep(CONFIG_POLL_S)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
+        self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
         self.link.start()
         log.info("hub for site %s started: ledger %s", self.config.site, self.config.db_path)
 

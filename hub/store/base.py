@@ -42,6 +42,87 @@ class Movement:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldEvent:
+    """An event stored above its stream's watermark: in the events table, not yet applied."""
+
+    event_id: int
+    seq: int
+    body: str  # the event as JSON (contract event object)
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogSku:
+    """A stock-keeping unit and its barcodes."""
+
+    sku: str
+    name: str
+    gtins: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogBin:
+    """A bin (ledger location): which SKU it holds, which node serves it, whether a shelf weighs it."""
+
+    bin: str
+    zone: str
+    sku: str | None
+    node: str | None
+    sensored: bool
+    weight_only: bool  # counted by weight alone: confident sensor counts move stock (docs/ledger.md)
+    unit_weight_g: float | None
+    unit_weight_cv: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The whole catalog at one revision."""
+
+    rev: int
+    skus: tuple[CatalogSku, ...] = ()
+    bins: tuple[CatalogBin, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewDiscrepancy:
+    """A reconciliation finding to record (see hub.reconcile)."""
+
+    bin: str
+    sku: str | None
+    kind: str
+    opened_ms: int  # hub time
+    device_from_ms: int  # skew-corrected device time of the first piece of evidence
+    device_to_ms: int
+    scan_qty: int
+    sensed_qty: int
+    sentence: str
+    action: str
+    evidence: str  # JSON: {"scans": [...], "counts": [...]}
+
+
+@dataclass(frozen=True, slots=True)
+class DiscrepancyRow:
+    """A recorded discrepancy, open or closed."""
+
+    id: int
+    bin: str
+    sku: str | None
+    kind: str
+    status: str  # "open" or "closed"
+    opened_ms: int
+    device_from_ms: int
+    device_to_ms: int
+    scan_qty: int
+    sensed_qty: int
+    sentence: str
+    action: str
+    evidence: dict[str, Any]
+    closed_ms: int | None
+    closed_by_event_id: int | None
+    close_note: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamPosition:
     """How far the ledger holds one (node, stream): every seq <= watermark, plus `above`."""
 
@@ -96,8 +177,24 @@ class WriteTx(Protocol):
         ...
 
     def add_movement(self, event_id: int, sku: str, location: str, qty_delta: int, reason: str,
-                     device_ms: int, hub_ms: int) -> None:
-        """Append a movement and apply it to the balance."""
+                     device_ms: int, hub_ms: int) -> int:
+        """Append a movement and apply it to the balance; return the balance after it."""
+        ...
+
+    def next_seq(self, node: str, stream: str) -> int:
+        """The next unused seq of a hub-made stream (corrections)."""
+        ...
+
+    def open_discrepancy(self, new: NewDiscrepancy) -> int:
+        """Record a discrepancy; return its id."""
+        ...
+
+    def close_discrepancies(self, ids: list[int], closed_ms: int, event_id: int | None, note: str) -> None:
+        """Mark discrepancies closed, saying which event explained them."""
+        ...
+
+    def save_reconcile_state(self, bin: str, state: str) -> None:
+        """Persist one bin's reconciliation window (JSON), in the same transaction as its evidence."""
         ...
 
     def set_stream(self, node: str, stream: str, watermark: int, max_seq: int, now_ms: int) -> None:
@@ -121,7 +218,36 @@ class Store(Protocol):
     def stream_positions(self) -> Iterator[StreamPosition]:
         ...
 
-    def stock(self, search: str = "", limit: int = 500, offset: int = 0) -> list[Balance]:
+    def stock(self, search: str = "", limit: int = 500, offset: int = 0, sku: str | None = None,
+              location: str | None = None) -> list[Balance]:
+        """Balances, optionally searched (substring) or filtered by exact SKU or location."""
+        ...
+
+    def held_events(self, node: str, stream: str, watermark: int) -> list[HeldEvent]:
+        """Events stored above the watermark (received out of order, not yet applied), by seq."""
+        ...
+
+    def catalog(self) -> Catalog:
+        ...
+
+    def catalog_rev(self) -> int:
+        """Bumped by every catalog import; cheap, for polling."""
+        ...
+
+    def import_catalog(self, skus: list[CatalogSku], bins: list[CatalogBin], now_ms: int) -> int:
+        """Upsert SKUs, GTINs and bins in one transaction (not on the ingest thread); return the new rev."""
+        ...
+
+    def discrepancies(self, status: str | None = None, bin: str | None = None, limit: int = 100,
+                      before_id: int | None = None) -> list[DiscrepancyRow]:
+        ...
+
+    def open_discrepancy_ids(self) -> list[tuple[int, str]]:
+        """(id, bin) of every open discrepancy, for the writer's in-memory index."""
+        ...
+
+    def reconcile_states(self) -> dict[str, str]:
+        """Every bin's persisted reconciliation window (JSON)."""
         ...
 
     def nodes(self) -> list[NodeRow]:

@@ -16,7 +16,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hub.store.base import Balance, Movement, NodeRow, QuarantineRow, StreamPosition
+from hub.store.base import (
+    Balance,
+    Catalog,
+    CatalogBin,
+    CatalogSku,
+    DiscrepancyRow,
+    HeldEvent,
+    Movement,
+    NewDiscrepancy,
+    NodeRow,
+    QuarantineRow,
+    StreamPosition,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -82,6 +94,54 @@ CREATE TABLE IF NOT EXISTS quarantine (
     payload BLOB NOT NULL,
     size_bytes INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS skus (
+    sku TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gtins (
+    gtin TEXT PRIMARY KEY,
+    sku TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bins (
+    bin TEXT PRIMARY KEY,
+    zone TEXT NOT NULL DEFAULT '',
+    sku TEXT,
+    node TEXT,
+    sensored INTEGER NOT NULL DEFAULT 0,
+    weight_only INTEGER NOT NULL DEFAULT 0,
+    unit_weight_g REAL,
+    unit_weight_cv REAL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS discrepancies (
+    id INTEGER PRIMARY KEY,
+    bin TEXT NOT NULL,
+    sku TEXT,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open',
+    opened_ms INTEGER NOT NULL,
+    device_from_ms INTEGER NOT NULL,
+    device_to_ms INTEGER NOT NULL,
+    scan_qty INTEGER NOT NULL,
+    sensed_qty INTEGER NOT NULL,
+    sentence TEXT NOT NULL,
+    action TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    closed_ms INTEGER,
+    closed_by_event_id INTEGER,
+    close_note TEXT
+);
+CREATE INDEX IF NOT EXISTS discrepancies_status ON discrepancies (status, id);
+CREATE INDEX IF NOT EXISTS discrepancies_bin ON discrepancies (bin, id);
+CREATE TABLE IF NOT EXISTS reconcile_state (
+    bin TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: add a correction instead'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
@@ -92,6 +152,8 @@ CREATE TRIGGER IF NOT EXISTS movements_append_only_d BEFORE DELETE ON movements
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: add a correction instead'); END;
 """
 
+BUSY_TIMEOUT_S = 10.0  # a CLI import or correction waits this long for the hub's writer to commit
+CACHE_KIB = 32 * 1024
 QUARANTINE_KEEP_BYTES = 16 * 1024  # enough to see what was wrong; oversize payloads are cut
 NODE_COLUMNS = frozenset({"online", "state_ms", "last_seen_ms", "boot_id", "sw_version", "stream", "last_seq",
                           "outbox_depth", "clock_skew_ms", "birth_ms", "devices"})
@@ -116,12 +178,35 @@ class _SqliteTx:
         return 0 if row is None else int(row[0])
 
     def add_movement(self, event_id: int, sku: str, location: str, qty_delta: int, reason: str,
-                     device_ms: int, hub_ms: int) -> None:
+                     device_ms: int, hub_ms: int) -> int:
         self.db.execute("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
                         " VALUES (?,?,?,?,?,?,?)", (event_id, sku, location, qty_delta, reason, device_ms, hub_ms))
-        self.db.execute("INSERT INTO balances (sku, location, qty, updated_ms) VALUES (?,?,?,?)"
-                        " ON CONFLICT (sku, location) DO UPDATE SET qty = qty + excluded.qty,"
-                        " updated_ms = excluded.updated_ms", (sku, location, qty_delta, hub_ms))
+        # RETURNING saves a second lookup per movement (SQLite >= 3.35).
+        row = self.db.execute("INSERT INTO balances (sku, location, qty, updated_ms) VALUES (?,?,?,?)"
+                              " ON CONFLICT (sku, location) DO UPDATE SET qty = qty + excluded.qty,"
+                              " updated_ms = excluded.updated_ms RETURNING qty",
+                              (sku, location, qty_delta, hub_ms)).fetchone()
+        return int(row[0])
+
+    def next_seq(self, node: str, stream: str) -> int:
+        row = self.db.execute("SELECT MAX(seq) FROM events WHERE node=? AND stream=?", (node, stream)).fetchone()
+        return int(row[0] or 0) + 1
+
+    def open_discrepancy(self, new: NewDiscrepancy) -> int:
+        cur = self.db.execute(
+            "INSERT INTO discrepancies (bin, sku, kind, opened_ms, device_from_ms, device_to_ms, scan_qty, sensed_qty,"
+            " sentence, action, evidence) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (new.bin, new.sku, new.kind, new.opened_ms, new.device_from_ms, new.device_to_ms, new.scan_qty,
+             new.sensed_qty, new.sentence, new.action, new.evidence))
+        return int(cur.lastrowid or 0)
+
+    def close_discrepancies(self, ids: list[int], closed_ms: int, event_id: int | None, note: str) -> None:
+        self.db.executemany("UPDATE discrepancies SET status='closed', closed_ms=?, closed_by_event_id=?, close_note=?"
+                            " WHERE id=? AND status='open'", [(closed_ms, event_id, note, i) for i in ids])
+
+    def save_reconcile_state(self, bin: str, state: str) -> None:
+        self.db.execute("INSERT INTO reconcile_state (bin, state) VALUES (?,?)"
+                        " ON CONFLICT (bin) DO UPDATE SET state=excluded.state", (bin, state))
 
     def set_stream(self, node: str, stream: str, watermark: int, max_seq: int, now_ms: int) -> None:
         self.db.execute("INSERT INTO streams (node, stream, watermark, max_seq, updated_ms) VALUES (?,?,?,?,?)"
@@ -151,8 +236,12 @@ class SqliteStore:
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=BUSY_TIMEOUT_S)
         self._writer.execute("PRAGMA journal_mode=WAL")
+        # A bigger page cache keeps the hot index pages (balances, recent movements) in memory
+        # as the ledger grows; the cost per event then stays flat (bench/ledger_scale.py).
+        self._writer.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._writer.execute(f"PRAGMA synchronous={synchronous}")
         self._writer.executescript(SCHEMA)
         self._local = threading.local()
@@ -190,12 +279,93 @@ class SqliteStore:
                 "SELECT seq FROM events WHERE node=? AND stream=? AND seq>?", (node, stream, watermark)))
             yield StreamPosition(node, stream, watermark, above, max_seq)
 
-    def stock(self, search: str = "", limit: int = 500, offset: int = 0) -> list[Balance]:
-        like = f"%{search}%"
+    def stock(self, search: str = "", limit: int = 500, offset: int = 0, sku: str | None = None,
+              location: str | None = None) -> list[Balance]:
+        where, args = ["(sku LIKE ? OR location LIKE ?)"], [f"%{search}%", f"%{search}%"]
+        if sku is not None:
+            where.append("sku = ?")
+            args.append(sku)
+        if location is not None:
+            where.append("location = ?")
+            args.append(location)
         rows = self._reader().execute(
-            "SELECT sku, location, qty, updated_ms FROM balances WHERE sku LIKE ? OR location LIKE ?"
-            " ORDER BY sku, location LIMIT ? OFFSET ?", (like, like, limit, offset)).fetchall()
+            f"SELECT sku, location, qty, updated_ms FROM balances WHERE {' AND '.join(where)}"
+            " ORDER BY sku, location LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
         return [Balance(*row) for row in rows]
+
+    def held_events(self, node: str, stream: str, watermark: int) -> list[HeldEvent]:
+        rows = self._reader().execute("SELECT id, seq, body, received_ms FROM events WHERE node=? AND stream=?"
+                                      " AND seq>? ORDER BY seq", (node, stream, watermark)).fetchall()
+        return [HeldEvent(*row) for row in rows]
+
+    def catalog_rev(self) -> int:
+        row = self._reader().execute("SELECT value FROM meta WHERE key='catalog_rev'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def catalog(self) -> Catalog:
+        db = self._reader()
+        db.execute("BEGIN")  # one snapshot for the three tables
+        try:
+            rev_row = db.execute("SELECT value FROM meta WHERE key='catalog_rev'").fetchone()
+            gtins: dict[str, list[str]] = {}
+            for gtin, sku in db.execute("SELECT gtin, sku FROM gtins ORDER BY gtin"):
+                gtins.setdefault(sku, []).append(gtin)
+            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())))
+                         for sku, name in db.execute("SELECT sku, name FROM skus ORDER BY sku"))
+            bins = tuple(CatalogBin(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6], r[7]) for r in db.execute(
+                "SELECT bin, zone, sku, node, sensored, weight_only, unit_weight_g, unit_weight_cv FROM bins"
+                " ORDER BY bin"))
+        finally:
+            db.execute("COMMIT")
+        return Catalog(0 if rev_row is None else int(rev_row[0]), skus, bins)
+
+    def import_catalog(self, skus: list[CatalogSku], bins: list[CatalogBin], now_ms: int) -> int:
+        with self.write() as tx:
+            db = tx.db
+            db.executemany("INSERT INTO skus (sku, name, updated_ms) VALUES (?,?,?) ON CONFLICT (sku) DO UPDATE"
+                           " SET name=excluded.name, updated_ms=excluded.updated_ms",
+                           [(s.sku, s.name, now_ms) for s in skus])
+            db.executemany("INSERT INTO gtins (gtin, sku) VALUES (?,?) ON CONFLICT (gtin) DO UPDATE SET sku=excluded.sku",
+                           [(g, s.sku) for s in skus for g in s.gtins])
+            db.executemany(
+                "INSERT INTO bins (bin, zone, sku, node, sensored, weight_only, unit_weight_g, unit_weight_cv,"
+                " updated_ms) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (bin) DO UPDATE SET zone=excluded.zone,"
+                " sku=excluded.sku, node=excluded.node, sensored=excluded.sensored, weight_only=excluded.weight_only,"
+                " unit_weight_g=excluded.unit_weight_g, unit_weight_cv=excluded.unit_weight_cv,"
+                " updated_ms=excluded.updated_ms",
+                [(b.bin, b.zone, b.sku, b.node, int(b.sensored), int(b.weight_only), b.unit_weight_g,
+                  b.unit_weight_cv, now_ms) for b in bins])
+            row = db.execute("INSERT INTO meta (key, value) VALUES ('catalog_rev', 1) ON CONFLICT (key)"
+                             " DO UPDATE SET value = value + 1 RETURNING value").fetchone()
+        return int(row[0])
+
+    def discrepancies(self, status: str | None = None, bin: str | None = None, limit: int = 100,
+                      before_id: int | None = None) -> list[DiscrepancyRow]:
+        where, args = ["1=1"], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if bin is not None:
+            where.append("bin = ?")
+            args.append(bin)
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(str(before_id))
+        rows = self._reader().execute(
+            "SELECT id, bin, sku, kind, status, opened_ms, device_from_ms, device_to_ms, scan_qty, sensed_qty,"
+            " sentence, action, evidence, closed_ms, closed_by_event_id, close_note FROM discrepancies"
+            f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [DiscrepancyRow(id=r[0], bin=r[1], sku=r[2], kind=r[3], status=r[4], opened_ms=r[5], device_from_ms=r[6],
+                               device_to_ms=r[7], scan_qty=r[8], sensed_qty=r[9], sentence=r[10], action=r[11],
+                               evidence=json.loads(r[12]), closed_ms=r[13], closed_by_event_id=r[14],
+                               close_note=r[15]) for r in rows]
+
+    def open_discrepancy_ids(self) -> list[tuple[int, str]]:
+        return [(int(i), str(b)) for i, b in self._reader().execute(
+            "SELECT id, bin FROM discrepancies WHERE status='open' ORDER BY id")]
+
+    def reconcile_states(self) -> dict[str, str]:
+        return dict(self._reader().execute("SELECT bin, state FROM reconcile_state").fetchall())
 
     def nodes(self) -> list[NodeRow]:
         rows = self._reader().execute(
@@ -230,6 +400,9 @@ class SqliteStore:
             " ORDER BY m.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [Movement(*row) for row in rows]
 
+    def movement_count(self) -> int:
+        return int(self._reader().execute("SELECT COALESCE(MAX(id), 0) FROM movements").fetchone()[0])
+
     def event_count(self) -> int:
         return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
@@ -238,6 +411,37 @@ class SqliteStore:
             "SELECT sku, location, SUM(qty_delta), MAX(hub_ms) FROM movements GROUP BY sku, location"
             " ORDER BY sku, location").fetchall()
         return [Balance(*row) for row in rows]
+
+    def bulk_history(self, rows: Iterator[tuple[str, str, int, int, str, str, int, str]], chunk: int = 50_000) -> int:
+        """Append synthetic history fast (benchmarks): (node, stream, seq, device_ms, sku, location, qty_delta, reason).
+
+        Each row becomes an event and its movement, and balances are recomputed once at the
+        end; one transaction per chunk keeps this at hundreds of thousands of rows a second.
+        """
+        total = 0
+        while True:
+            batch = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= chunk:
+                    break
+            if not batch:
+                break
+            with self.write() as tx:
+                db = tx.db
+                first = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]) + 1
+                db.executemany("INSERT INTO events (id, node, stream, seq, kind, device_ms, accepted_ms, received_ms,"
+                               " committed_ms, body) VALUES (?,?,?,?,'scan',?,?,?,?,'{}')",
+                               [(first + i, r[0], r[1], r[2], r[3], r[3], r[3], r[3]) for i, r in enumerate(batch)])
+                db.executemany("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
+                               " VALUES (?,?,?,?,?,?,?)",
+                               [(first + i, r[4], r[5], r[6], r[7], r[3], r[3]) for i, r in enumerate(batch)])
+            total += len(batch)
+        with self.write() as tx:
+            tx.db.execute("DELETE FROM balances")
+            tx.db.execute("INSERT INTO balances (sku, location, qty, updated_ms) SELECT sku, location, SUM(qty_delta),"
+                          " MAX(hub_ms) FROM movements GROUP BY sku, location")
+        return total
 
     def backup(self, path: str) -> None:
         """Online backup with SQLite's backup API: consistent while ingest goes on."""

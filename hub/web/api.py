@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
+from typing import Any
 
 from aiohttp import web
 
+from contract.messages import LOCATION_RE, SKU_RE
+from hub.lag import STAGES
 from hub.service import HubService
+from hub.web.auth import identity_of, requires
 
 SERVICE = web.AppKey("service", HubService)
 
@@ -29,13 +34,130 @@ def _int_arg(request: web.Request, name: str, default: int, lo: int, hi: int) ->
     return value
 
 
+def _name_arg(value: str | None, what: str, pattern: re.Pattern[str]) -> str | None:
+    if value is None:
+        return None
+    if not pattern.match(value):
+        raise web.HTTPBadRequest(reason=f"{what} {value[:64]!r} is not valid")
+    return value
+
+
+def _page(rows: list[Any], limit: int) -> dict[str, Any]:
+    """A keyset page: items newest first, and the `before_id` that fetches the next page."""
+    items = [dataclasses.asdict(r) for r in rows]
+    return {"ok": True, "items": items, "next_before_id": items[-1]["id"] if len(items) == limit else None}
+
+
 async def stock(request: web.Request) -> web.Response:
+    """Balances: searched with q, or filtered by exact sku and/or location."""
     service = request.app[SERVICE]
     search = request.query.get("q", "")[:64]
     limit = _int_arg(request, "limit", 500, 1, 5000)
     offset = _int_arg(request, "offset", 0, 0, 10_000_000)
-    rows = await asyncio.to_thread(service.store.stock, search, limit, offset)
+    sku = _name_arg(request.query.get("sku"), "sku", SKU_RE)
+    location = _name_arg(request.query.get("location"), "location", LOCATION_RE)
+    rows = await asyncio.to_thread(service.store.stock, search, limit, offset, sku, location)
     return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
+
+
+async def sku_stock(request: web.Request) -> web.Response:
+    """One SKU at every location, with its total."""
+    sku = _name_arg(request.match_info["sku"], "sku", SKU_RE)
+    rows = await asyncio.to_thread(request.app[SERVICE].store.stock, "", 5000, 0, sku, None)
+    return web.json_response({"ok": True, "sku": sku, "total": sum(r.qty for r in rows),
+                              "items": [dataclasses.asdict(r) for r in rows]})
+
+
+async def location_stock(request: web.Request) -> web.Response:
+    """Every SKU at one location (bin)."""
+    location = _name_arg(request.match_info["location"], "location", LOCATION_RE)
+    rows = await asyncio.to_thread(request.app[SERVICE].store.stock, "", 5000, 0, None, location)
+    return web.json_response({"ok": True, "location": location, "items": [dataclasses.asdict(r) for r in rows]})
+
+
+async def sku_movements(request: web.Request) -> web.Response:
+    """A SKU's movements, newest first, paged with before_id."""
+    sku = _name_arg(request.match_info["sku"], "sku", SKU_RE)
+    limit = _int_arg(request, "limit", 100, 1, 1000)
+    before = _int_arg(request, "before_id", 0, 0, 2**62) or None
+    rows = await asyncio.to_thread(request.app[SERVICE].store.movements, sku, None, limit, before)
+    return web.json_response(_page(rows, limit))
+
+
+async def location_movements(request: web.Request) -> web.Response:
+    """A bin's movements, newest first, paged with before_id."""
+    location = _name_arg(request.match_info["location"], "location", LOCATION_RE)
+    limit = _int_arg(request, "limit", 100, 1, 1000)
+    before = _int_arg(request, "before_id", 0, 0, 2**62) or None
+    rows = await asyncio.to_thread(request.app[SERVICE].store.movements, None, location, limit, before)
+    return web.json_response(_page(rows, limit))
+
+
+async def discrepancies(request: web.Request) -> web.Response:
+    """Reconciliation findings, open or closed, newest first, with the outcome counters."""
+    service = request.app[SERVICE]
+    status = request.query.get("status")
+    if status not in (None, "open", "closed"):
+        raise web.HTTPBadRequest(reason="query parameter 'status' must be 'open' or 'closed'")
+    bin_name = _name_arg(request.query.get("bin"), "bin", LOCATION_RE)
+    limit = _int_arg(request, "limit", 100, 1, 1000)
+    before = _int_arg(request, "before_id", 0, 0, 2**62) or None
+    rows = await asyncio.to_thread(service.store.discrepancies, status, bin_name, limit, before)
+    body = _page(rows, limit)
+    body["outcomes"] = dict(service.ingest.reconciler.outcomes)  # since the hub started
+    return web.json_response(body)
+
+
+@requires("supervisor")
+async def resolve_discrepancy(request: web.Request) -> web.Response:
+    """Close a discrepancy by hand with a note (a count scan closes them by itself)."""
+    service = request.app[SERVICE]
+    ident = _int_arg_path(request, "id")
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise web.HTTPBadRequest(reason="the body must be JSON: {\"note\": \"...\"}") from None
+    note = body.get("note") if isinstance(body, dict) else None
+    if note is not None and not isinstance(note, str):
+        raise web.HTTPBadRequest(reason="'note' must be a string")
+    found = await asyncio.to_thread(service.store.discrepancies, None, None, 1, ident + 1)
+    if not found or found[0].id != ident:
+        raise web.HTTPNotFound(reason=f"no discrepancy {ident}")
+    if found[0].status != "open":
+        raise web.HTTPConflict(reason=f"discrepancy {ident} is already closed")
+    who = identity_of(request)
+    text = f"resolved by {who.name if who else 'a user'}" + (f": {note[:300]}" if note else "")
+    await asyncio.wrap_future(service.ingest.close_discrepancy(ident, text))
+    return web.json_response({"ok": True, "id": ident, "status": "closed", "close_note": text})
+
+
+def _int_arg_path(request: web.Request, name: str) -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"'{name}' must be a whole number") from None
+
+
+async def node_health(request: web.Request) -> web.Response:
+    """Every node judged now: online/stale/offline, skew, how far behind, devices, problems."""
+    rows = await request.app[SERVICE].node_health()
+    return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
+
+
+async def lag(request: web.Request) -> web.Response:
+    """Rolling signal-lag percentiles per node and stage (ms), over the last samples of each."""
+    by_node: dict[str, dict[str, Any]] = {}
+    for s in request.app[SERVICE].ingest.lag.snapshot():
+        row = by_node.setdefault(s.node, {"node": s.node})
+        row[s.stage] = {"samples": s.samples, "p50": s.p50_ms, "p90": s.p90_ms, "p99": s.p99_ms, "max": s.max_ms}
+    return web.json_response({"ok": True, "stages": list(STAGES), "items": list(by_node.values())})
+
+
+async def catalog(request: web.Request) -> web.Response:
+    """The catalog: SKUs with GTINs, bins with node, sensor and unit weight."""
+    cat = await asyncio.to_thread(request.app[SERVICE].store.catalog)
+    return web.json_response({"ok": True, "rev": cat.rev, "skus": [dataclasses.asdict(s) for s in cat.skus],
+                              "bins": [dataclasses.asdict(b) for b in cat.bins]})
 
 
 async def nodes(request: web.Request) -> web.Response:
@@ -54,3 +176,12 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/stock", stock)
     app.router.add_get("/api/v1/nodes", nodes)
     app.router.add_get("/api/v1/quarantine", quarantine)
+    app.router.add_get("/api/v1/skus/{sku}/stock", sku_stock)
+    app.router.add_get("/api/v1/skus/{sku}/movements", sku_movements)
+    app.router.add_get("/api/v1/locations/{location}/stock", location_stock)
+    app.router.add_get("/api/v1/locations/{location}/movements", location_movements)
+    app.router.add_get("/api/v1/discrepancies", discrepancies)
+    app.router.add_post("/api/v1/discrepancies/{id}/resolve", resolve_discrepancy)
+    app.router.add_get("/api/v1/node-health", node_health)
+    app.router.add_get("/api/v1/lag", lag)
+    app.router.add_get("/api/v1/catalog", catalog)

@@ -1,0 +1,97 @@
+"""`stock-hub` subcommands for the ledger: import the catalog, record a correction.
+
+Both write through the store in their own short transaction; SQLite serialises them with
+the running hub's writer (busy timeout), and the hub picks up a new catalog within seconds
+and pushes it to the nodes as their retained config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from collections.abc import Callable
+
+from hub.store import SqliteStore
+from settings import ConfigError
+
+
+def _store(config_path: str) -> SqliteStore:
+    from hub.config import load_hub_config
+    cfg = load_hub_config(config_path)
+    return SqliteStore(cfg.db_path, cfg.db_synchronous)
+
+
+def cmd_import_catalog(args: argparse.Namespace) -> int:
+    """Import SKUs, GTINs and bins from CSV; report bad rows by line and column."""
+    from hub.catalog import CatalogError, import_catalog_file, parse_catalog_csv
+    try:
+        if args.dry_run:
+            with open(args.csv, newline="", encoding="utf-8-sig") as fh:
+                parsed, rev = parse_catalog_csv(fh, progress=not args.no_progress), None
+        else:
+            store = _store(args.config)
+            try:
+                parsed, rev = import_catalog_file(store, args.csv, int(time.time() * 1000),
+                                                  progress=not args.no_progress, strict=args.strict)
+            finally:
+                store.close()
+    except (CatalogError, OSError, UnicodeDecodeError) as err:
+        print(f"stock-hub import-catalog: {args.csv}: {err}", file=sys.stderr)
+        return 2
+    for bad in parsed.bad_rows:
+        print(f"{args.csv}: {bad}", file=sys.stderr)
+    good = parsed.rows_read - len(parsed.bad_rows)
+    verdict = ("checked only (--dry-run)" if args.dry_run else
+               f"imported as catalog rev {rev}" if rev is not None else "nothing imported")
+    print(f"{parsed.rows_read} row(s) read, {good} good, {len(parsed.bad_rows)} bad; {len(parsed.skus)} SKU(s), "
+          f"{len(parsed.bins)} bin(s), {sum(b.sensored for b in parsed.bins.values())} with shelf sensors; {verdict}")
+    return 1 if parsed.bad_rows else 0
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    """Append a correction movement (a new row; the ledger is never edited)."""
+    from hub.ledger import apply_correction
+    store = _store(args.config)
+    try:
+        with store.write() as tx:
+            change = apply_correction(tx, args.sku, args.location, args.delta, args.note, args.operator,
+                                      int(time.time() * 1000))
+    except ValueError as err:
+        print(f"stock-hub correct: {err}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"correction {change.qty_delta:+d} of {change.sku} at {change.location}: balance now {change.qty} "
+          f"(event {change.event_id})")
+    return 0
+
+
+def _with_config(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return int(fn(args))
+        except ConfigError as err:
+            print(f"stock-hub: {err}", file=sys.stderr)
+            return 2
+    return wrapper
+
+
+def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register import-catalog and correct."""
+    imp = sub.add_parser("import-catalog", help="import SKUs, GTINs and bins from a CSV file")
+    imp.add_argument("csv", help="catalog CSV (see firmware_config/catalog-example.csv)")
+    imp.add_argument("--config", help="hub TOML config (needed unless --dry-run)")
+    imp.add_argument("--strict", action="store_true", help="import nothing if any row is bad")
+    imp.add_argument("--dry-run", action="store_true", help="check the file only")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.set_defaults(func=_with_config(cmd_import_catalog))
+    cor = sub.add_parser("correct", help="record a stock correction (a new ledger row)")
+    cor.add_argument("--config", required=True)
+    cor.add_argument("--sku", required=True)
+    cor.add_argument("--location", required=True)
+    cor.add_argument("--delta", type=int, required=True, help="pieces to add (negative: remove)")
+    cor.add_argument("--note", required=True, help="why: shown with the movement")
+    cor.add_argument("--operator", default=getpass.getuser(), help="who (default: your login)")
+    cor.set_defaults(func=_with_config(cmd_correct))

@@ -1,0 +1,299 @@
+"""Reconciliation through the real Ingest on a real SQLite file: each outcome, skew, restart,
+and a property test against a reference model with out-of-order and duplicate delivery."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from contract import Event
+from tests.test_ledger_support import GTINS, T0_MS, Feeder, catalog_csv, scan_ev, shelf_ev
+
+WINDOW_MS = 30_000
+STREAM = "00000000000000a1"
+
+
+def one_bin_catalog(sensored: bool = True) -> list[str]:
+    return catalog_csv([("SKU-A", GTINS[0], "A-01-1", "n1", sensored, False)])
+
+
+def kinds(feeder: Feeder, status: str | None = None) -> list[tuple[str, int, int]]:
+    return sorted((d.kind, d.scan_qty, d.sensed_qty) for d in feeder.store.discrepancies(status, None, 1000))
+
+
+def test_matched_pick_and_weight_drop_is_confirmed(tmp_path: Path) -> None:
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
+    try:
+        f.send("n1", STREAM, [shelf_ev(1, T0_MS, "A-01-1", 10), scan_ev(2, T0_MS + 1000, "pick", "A-01-1", 2),
+                              shelf_ev(3, T0_MS + 4000, "A-01-1", 8),
+                              shelf_ev(4, T0_MS + 100_000, "A-01-1", 8, heartbeat=True)])
+        f.drain()
+        assert kinds(f) == []
+        assert f.ingest.reconciler.outcomes["confirmed"] == 1
+    finally:
+        f.close()
+
+
+def test_each_kind_of_discrepancy_with_evidence_sentence_and_action(tmp_path: Path) -> None:
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
+    t = T0_MS
+    try:
+        f.send("n1", STREAM, [
+            shelf_ev(1, t, "A-01-1", 10),
+            shelf_ev(2, t + 60_000, "A-01-1", 7),  # unscanned removal of 3
+            scan_ev(3, t + 200_000, "pick", "A-01-1", 2),  # scan without movement
+            scan_ev(4, t + 400_000, "pick", "A-01-1", 2), shelf_ev(5, t + 405_000, "A-01-1", 4),  # says 2, shelf 3
+            shelf_ev(6, t + 600_000, "A-01-1", 4, heartbeat=True),
+        ])
+        f.drain()
+        found = {d.kind: d for d in f.store.discrepancies("open", None, 100)}
+        assert sorted(found) == ["quantity_mismatch", "scan_without_movement", "unscanned_removal"]
+        removal = found["unscanned_removal"]
+        assert (removal.scan_qty, removal.sensed_qty, removal.sku) == (0, -3, "SKU-A")
+        assert "lost 3 pieces" in removal.sentence and "100 g to 70 g" in removal.sentence
+        assert "Recount bin A-01-1" in removal.action
+        assert removal.evidence["counts"][0]["confidence"] == 0.97 and removal.evidence["counts"][0]["seq"] == 2
+        mismatch = found["quantity_mismatch"]
+        assert (mismatch.scan_qty, mismatch.sensed_qty) == (-2, -3)
+        assert "scans say -2 but the shelf says -3" in mismatch.sentence
+        assert [s["seq"] for s in mismatch.evidence["scans"]] == [4]
+        assert found["scan_without_movement"].scan_qty == -2
+    finally:
+        f.close()
+
+
+def test_uncertain_counts_are_evidence_only(tmp_path: Path) -> None:
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
+    try:
+        f.send("n1", STREAM, [scan_ev(1, T0_MS, "receive", "A-01-1", 10), shelf_ev(2, T0_MS + 1, "A-01-1", 10),
+                              shelf_ev(3, T0_MS + 5000, "A-01-1", 3, uncertain=True),
+                              shelf_ev(4, T0_MS + 100_000, "A-01-1", 10, heartbeat=True)])
+        f.drain()
+        assert f.balances() == {("SKU-A", "A-01-1"): 10}  # the uncertain 3 moved nothing
+        assert kinds(f) == []  # and it did not become a sensed change
+    finally:
+        f.close()
+
+
+def test_count_scan_resets_the_bin_and_closes_what_it_explains(tmp_path: Path) -> None:
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
+    try:
+        f.send("n1", STREAM, [scan_ev(1, T0_MS, "receive", "A-01-1", 10), shelf_ev(2, T0_MS + 1, "A-01-1", 10),
+                              shelf_ev(3, T0_MS + 60_000, "A-01-1", 7),
+                              shelf_ev(4, T0_MS + 200_000, "A-01-1", 7, heartbeat=True)])
+        f.drain()
+        assert kinds(f, "open") == [("unscanned_removal", 0, -3)]
+        f.send("n1", STREAM, [scan_ev(5, T0_MS + 300_000, "count", "A-01-1", 7)])
+        f.drain()
+        assert kinds(f, "open") == []
+        closed = f.store.discrepancies("closed", None, 10)[0]
+        assert closed.closed_by_event_id is not None and "set bin A-01-1 to 7" in (closed.close_note or "")
+        moves = f.store.movements(location="A-01-1", limit=10)
+        assert (moves[0].reason, moves[0].qty_delta) == ("count_adjustment", -3)
+        assert f.balances() == {("SKU-A", "A-01-1"): 7}
+    finally:
+        f.close()
+
+
+def test_a_node_two_hours_off_still_reconciles_and_is_flagged(tmp_path: Path) -> None:
+    """Scanner on n1 (clock 2 h fast), shelf on n2 (right): matched on skew-corrected time."""
+    from hub.health import HealthSettings, node_health
+    two_h = 2 * 3600 * 1000
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
+    try:
+        f.birth("n1", STREAM, clock_ms=T0_MS + two_h, received_ms=T0_MS)
+        f.birth("n2", "00000000000000b2", clock_ms=T0_MS + 50, received_ms=T0_MS)
+        f.drain()
+        f.send("n2", "00000000000000b2", [shelf_ev(1, T0_MS + 1000, "A-01-1", 10)])
+        f.drain()
+        f.send("n1", STREAM, [scan_ev(1, T0_MS + two_h + 10_000, "pick", "A-01-1", 3)])
+        f.drain()
+        f.send("n2", "00000000000000b2", [shelf_ev(2, T0_MS + 13_000, "A-01-1", 7),
+                                          shelf_ev(3, T0_MS + 300_000, "A-01-1", 7, heartbeat=True)])
+        f.drain()
+        assert kinds(f) == []
+        assert f.ingest.reconciler.outcomes["confirmed"] == 1
+        rows = {r.node: r for r in f.store.nodes()}
+        assert rows["n1"].clock_skew_ms == two_h
+        judged = node_health(rows["n1"], T0_MS + 1000, HealthSettings(skew_flag_ms=2000))
+        assert judged.skew_flagged and any("clock is off by +7200.0 s" in p for p in judged.problems)
+        assert not node_health(rows["n2"], T0_MS + 1000, HealthSettings(skew_flag_ms=2000)).skew_flagged
+    finally:
+        f.close()
+
+
+def test_without_skew_correction_the_same_traffic_would_not_match(tmp_path: Path) -> None:
+    """The control for the test above: no birth, so no skew is known, and the pick looks unrelated."""
+    two_h = 2 * 3600 * 1000
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
+    try:
+        f.send("n2", "00000000000000b2", [shelf_ev(1, T0_MS + 1000, "A-01-1", 10)])
+        f.drain()
+        f.send("n1", STREAM, [scan_ev(1, T0_MS + two_h + 10_000, "pick", "A-01-1", 3)])
+        f.drain()
+        f.send("n2", "00000000000000b2", [shelf_ev(2, T0_MS + 13_000, "A-01-1", 7),
+                                          shelf_ev(3, T0_MS + 3 * two_h, "A-01-1", 7, heartbeat=True)])
+        f.drain()
+        assert kinds(f) != []
+    finally:
+        f.close()
+
+
+def test_windows_survive_a_restart(tmp_path: Path) -> None:
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
+    f.send("n1", STREAM, [shelf_ev(1, T0_MS, "A-01-1", 10), scan_ev(2, T0_MS + 1000, "pick", "A-01-1", 2)])
+    f.drain()
+    f.close()
+    g = Feeder(tmp_path / "l.db", WINDOW_MS)
+    try:
+        g.send("n1", STREAM, [shelf_ev(3, T0_MS + 4000, "A-01-1", 7),
+                              shelf_ev(4, T0_MS + 100_000, "A-01-1", 7, heartbeat=True)])
+        g.drain()
+        assert kinds(g) == [("quantity_mismatch", -2, -3)]  # the pick from before the restart was remembered
+    finally:
+        g.close()
+
+
+# --------------------------------------------------------------------------- property test
+
+
+@dataclass
+class ModelBin:
+    """The reference model of one bin: the spec in docs/ledger.md, written plainly."""
+
+    sensored: bool
+    balance: int = 0
+    baseline: int | None = None
+    items: list[tuple[str, int, int]] = field(default_factory=list)  # (type, t, delta)
+    last_t: int = 0
+    first_t: int = 0
+    open: list[tuple[str, int, int]] = field(default_factory=list)
+    closed: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def close_window(self) -> None:
+        scans = sum(d for k, _, d in self.items if k == "scan")
+        sensed = sum(d for k, _, d in self.items if k == "count")
+        has = any(k in ("scan", "count") for k, _, _ in self.items)
+        self.items = []
+        if not has or scans == sensed:
+            return
+        kind = ("scan_without_movement" if sensed == 0 else
+                ("unscanned_removal" if sensed < 0 else "unscanned_addition") if scans == 0 else "quantity_mismatch")
+        self.open.append((kind, scans, sensed))
+
+    def add(self, kind: str, t: int, delta: int) -> None:
+        if self.items and (t > self.last_t + WINDOW_MS or t < self.first_t - WINDOW_MS):
+            self.close_window()
+        self.last_t = max(self.last_t, t) if self.items else t
+        self.first_t = min(self.first_t, t) if self.items else t
+        self.items.append((kind, t, delta))
+
+
+def model_apply(bins: dict[str, ModelBin], op: tuple[str, str, int, int]) -> None:
+    kind, bin_name, qty, t = op
+    b = bins[bin_name]
+    if kind in ("receive", "pick"):
+        delta = qty if kind == "receive" else -qty
+        b.balance += delta
+        if b.sensored and b.baseline is not None:
+            b.add("scan", t, delta)
+    elif kind == "count":
+        b.balance = qty
+        b.items = []
+        b.closed += b.open
+        b.open = []
+    elif not b.sensored:
+        return  # a shelf reading from a bin the catalog says has no sensor is not evidence
+    elif kind == "uncertain":
+        if b.baseline is not None:
+            b.add("uncertain", t, 0)
+    elif kind == "shelf":
+        if b.baseline is None:
+            b.baseline = qty
+            return
+        delta, b.baseline = qty - b.baseline, qty
+        if delta:
+            b.add("count", t, delta)
+        elif b.items and (t > b.last_t + WINDOW_MS or t < b.first_t - WINDOW_MS):
+            b.close_window()
+
+
+NODES = {"n1": ("A-01-1", "A-01-2", "A-01-3"), "n2": ("B-01-1", "B-01-2", "B-01-3")}
+SENSORED = {"A-01-1", "A-01-2", "B-01-1", "B-01-2"}
+BIN_GTIN = {b: GTINS[i] for i, b in enumerate(b for bins in NODES.values() for b in bins)}
+STREAMS = {"n1": "00000000000000a1", "n2": "00000000000000b2"}
+
+op_strategy = st.tuples(st.sampled_from(["receive", "pick", "count", "shelf", "shelf", "uncertain"]),
+                        st.integers(0, 2), st.integers(0, 6), st.integers(0, 2 * WINDOW_MS))
+
+
+def to_event(seq: int, op: tuple[str, str, int, int], t: int) -> Event:
+    kind, bin_name, qty, _ = op
+    if kind in ("receive", "pick", "count"):
+        return scan_ev(seq, t, kind, bin_name, qty if kind == "count" else max(qty, 1), gtin=BIN_GTIN[bin_name])
+    return shelf_ev(seq, t, bin_name, qty, uncertain=kind == "uncertain")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plans=st.fixed_dictionaries({n: st.lists(op_strategy, min_size=5, max_size=40) for n in NODES}),
+       delivery_seed=st.integers(0, 2**32 - 1))
+def test_interleaved_out_of_order_duplicated_traffic_matches_the_model(
+        plans: dict[str, list[tuple[str, int, int, int]]], delivery_seed: int) -> None:
+    rng = random.Random(delivery_seed)
+    bins = {b: ModelBin(b in SENSORED) for bs in NODES.values() for b in bs}
+    streams: dict[str, list[Event]] = {}
+    for node, plan in plans.items():
+        t = T0_MS
+        events: list[Event] = []
+        for raw_kind, bin_index, qty, dt in plan:
+            t += dt
+            op = (raw_kind, NODES[node][bin_index], qty if raw_kind != "pick" else max(qty, 1), t)
+            if raw_kind == "receive":
+                op = (raw_kind, op[1], max(qty, 1), t)
+            events.append(to_event(len(events) + 1, op, t))
+            model_apply(bins, op)
+        # Final re-statements far in the future close every window, in the model and the hub.
+        end = t + 10 * WINDOW_MS
+        for bin_name in NODES[node]:
+            if bin_name in SENSORED:
+                last = bins[bin_name].baseline or 0
+                events.append(shelf_ev(len(events) + 1, end, bin_name, last, heartbeat=True))
+                model_apply(bins, ("shelf", bin_name, last, end))
+        streams[node] = events
+
+    # Delivery: batches of 1..5, shuffled across and within nodes, a third of them twice.
+    batches = []
+    for node, events in streams.items():
+        i = 0
+        while i < len(events):
+            size = rng.randint(1, 5)
+            batches.append((node, events[i:i + size]))
+            i += size
+    batches += [b for b in batches if rng.random() < 0.33]
+    rng.shuffle(batches)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        catalog = catalog_csv([(f"SKU-{b}", BIN_GTIN[b], b, node, b in SENSORED, False)
+                               for node, bs in NODES.items() for b in bs])
+        f = Feeder(Path(tmp) / "l.db", WINDOW_MS, catalog)
+        try:
+            for node, events in batches:
+                f.send(node, STREAMS[node], events)
+            f.drain()
+            expected_balances = {(f"SKU-{b}", b): m.balance for b, m in bins.items() if m.balance != 0}
+            assert f.balances() == expected_balances
+            assert f.rebuilt() == expected_balances
+            got_open = sorted((d.bin, d.kind, d.scan_qty, d.sensed_qty) for d in f.store.discrepancies("open", None, 1000))
+            got_closed = sorted((d.bin, d.kind, d.scan_qty, d.sensed_qty)
+                                for d in f.store.discrepancies("closed", None, 1000))
+            event(f"discrepancies found: {min(len(got_open) + len(got_closed), 4)}+")  # shows coverage
+            assert got_open == sorted((b, *d) for b, m in bins.items() for d in m.open)
+            assert got_closed == sorted((b, *d) for b, m in bins.items() for d in m.closed)
+            assert all(track.watermark == len(streams[track.node]) for track in f.ingest.book.tracks.values())
+        finally:
+            f.close()
