@@ -1,0 +1,185 @@
+"""Central purchasing down for an hour: requisitions queue, go out once when it returns; ingest goes on.
+
+Real parts: the reference central over HTTP on a loopback port (really stopped and restarted
+on the same port, same SQLite file), the hub's real Ingest writer and ledger, the rules
+engine thread and its SQLite file. Only time is simulated (a manual clock drives back-off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from central_reference import CentralStore, make_app
+from central_reference.store import demo_catalog
+from contract import Channel, EventBatch, node_topic
+from hub.ingest import Ingest
+from hub.ledger import BalanceChange
+from hub.mosquitto import free_port
+from hub.purchasing import outbox
+from hub.purchasing.sync import PurchasingSync
+from hub.rules.clock import DAY_MS, ManualClock
+from hub.rules.config import CentralConfig, RulesConfig
+from hub.rules.core import RulesCore
+from hub.rules.engine import RulesEngine
+from hub.rules.store import RulesDb
+from hub.store import SqliteStore
+from tests.support import scan, wait_for
+
+SITE = "site-a"
+T0 = 1_727_769_600_000
+
+
+class Central:
+    """The reference service on a fixed port, stoppable and restartable."""
+
+    def __init__(self, db: Path, port: int) -> None:
+        self.db, self.port = db, port
+        self.runner: web.AppRunner | None = None
+        self.store: CentralStore | None = None
+
+    async def start(self) -> None:
+        self.store = CentralStore(self.db)
+        self.runner = web.AppRunner(make_app(self.store))
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        assert self.runner is not None and self.store is not None
+        await self.runner.cleanup()
+        self.store.close()
+        self.runner = self.store = None
+
+
+@pytest.fixture
+async def central(tmp_path: Path) -> AsyncIterator[Central]:
+    c = Central(tmp_path / "central" / "central.sqlite3", free_port())
+    await c.start()
+    assert c.store is not None
+    for item in demo_catalog():
+        c.store.put_catalog_item(item)
+    c.store.set_cash(SITE, 1_000_000.0, T0)
+    yield c
+    if c.runner is not None:
+        await c.stop()
+
+
+async def test_central_down_for_an_hour_then_each_requisition_goes_out_once(tmp_path: Path,
+                                                                             central: Central) -> None:
+    clock = ManualClock(T0)
+    engine = RulesEngine(RulesCore(RulesDb(tmp_path / "hub" / "rules.sqlite3"), RulesConfig(), clock, SITE))
+    engine.start()
+    cfg = CentralConfig(base_url=f"http://127.0.0.1:{central.port}", poll_interval_s=600, timeout_s=2.0,
+                        retry_base_s=2.0, retry_cap_s=300.0)
+    sync = PurchasingSync(engine, cfg, SITE, clock, random.Random(5), tick_s=0.05)
+    task = asyncio.create_task(sync.run())
+    store = SqliteStore(tmp_path / "hub" / "ledger.sqlite3", "NORMAL")
+    acks: list[object] = []
+    ingest = Ingest(store, SITE, publish_ack=acks.append, send_command=lambda n, c: None, on_commit=engine.submit)
+    ingest.start()
+    try:
+        await wait_for(lambda: engine.call(lambda core: len(core.catalog) == 2 and core.cash_available is not None),
+                       what="catalog and cash pulled from central")
+        await central.stop()  # central goes down
+
+        # Ten days of demand for both SKUs puts them below their reorder points: two proposals.
+        skus = [item["sku"] for item in demo_catalog()]
+
+        def history(core: RulesCore) -> list[str]:
+            for sku in skus:
+                core.on_commit([BalanceChange(sku, "A-01-1", 200, 200, "receive", clock(), clock())])
+            for day in range(1, 11):
+                clock.set(T0 + day * DAY_MS)
+                core.on_commit([BalanceChange(sku, "A-01-1", 200 - 19 * day, -19, "pick", clock(), clock())
+                                for sku in skus])
+            ids = [p["id"] for p in core.proposal_rows("pending")]
+            for pid in ids:
+                core.approve(pid, "sam")
+            return ids
+
+        proposal_ids = await engine.call(history)
+        assert len(proposal_ids) == 2
+        keys = await engine.call(lambda core: [i.idempotency_key for i in outbox.items(core.db.conn)])
+        assert len(keys) == 4  # two dock receipts and two requisitions
+        sync.wake()
+
+        # An hour of outage on the simulated clock; back-off grows to its cap, nothing is lost.
+        node, stream = "pi-1", secrets.token_hex(8)
+        for minute in range(0, 61, 5):
+            clock.set(T0 + 10 * DAY_MS + minute * 60_000)
+            sync.wake()
+
+            def none_due(core: RulesCore) -> bool:
+                return not outbox.due(core.db.conn, clock())
+
+            await wait_for(lambda: engine.call(none_due), what="failed attempts rescheduled")
+            # ingest is unaffected: a scan commits and is acknowledged at once while central is down
+            seq = minute // 5 + 1
+            event = dataclasses.replace(scan(qty=1, location="C-01-1"), seq=seq)
+            started = time.monotonic()
+            ingest.submit(node_topic(SITE, node, Channel.EVENTS),
+                          EventBatch(node, stream, (event,), int(time.time() * 1000)).to_json())
+            await wait_for(lambda s=seq: ingest.committed_total >= s, timeout_s=2.0, what="ingest commit")
+            assert time.monotonic() - started < 2.0
+        assert sync.status.reachable is False and sync.status.consecutive_failures >= 5
+        pending = await engine.call(lambda core: outbox.items(core.db.conn))
+        # the scans ingested during the outage were dock receipts: they queued too
+        assert {i.idempotency_key for i in pending} >= set(keys) and len(pending) == len(keys) + 13
+        keys = [i.idempotency_key for i in pending]
+        assert max(i.attempts for i in pending) >= 5
+        assert all(i.next_attempt_ms - clock() <= cfg.retry_cap_s * 1000 for i in pending)
+        assert len(acks) >= 13
+
+        await central.start()  # back on the same port, same file
+        clock.set(clock() + int(cfg.retry_cap_s * 1000) + 1000)
+        sync.wake()
+        await wait_for(lambda: engine.call(lambda core: outbox.counts(core.db.conn)[outbox.PENDING] == 0),
+                       what="outbox drained after central came back")
+        for _ in range(3):  # more rounds send nothing again
+            clock.set(clock() + 60_000)
+            sync.wake()
+            await wait_for(lambda: engine.call(lambda core: not outbox.due(core.db.conn, clock())),
+                           what="quiet round")
+        assert central.store is not None
+        counts = central.store.key_counts()
+        assert counts == {k: 1 for k in keys}  # every key reached central exactly once
+        assert len(central.store.purchase_orders(SITE)) == 2
+        ordered = await engine.call(lambda core: core.proposal_rows("ordered"))
+        assert {p["id"] for p in ordered} == set(proposal_ids) and all(p["po_id"] for p in ordered)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(ingest.stop)
+        store.close()
+        await asyncio.to_thread(engine.stop)
+
+
+async def test_reference_replays_a_key_and_refuses_a_changed_body(central: Central) -> None:
+    import aiohttp
+
+    url = f"http://127.0.0.1:{central.port}/v1/requisitions"
+    body = {"site": SITE, "requisition_id": "r1", "sku": "09506000134352", "supplier": "acme", "qty": 10,
+            "requested_ms": T0}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, json=body, headers={"Idempotency-Key": "site-a:requisition:r1"}) as r1:
+            first = await r1.json()
+            assert r1.status == 201 and first["replayed"] is False
+        async with s.post(url, json=body, headers={"Idempotency-Key": "site-a:requisition:r1"}) as r2:
+            again = await r2.json()
+            assert r2.status == 200 and again["replayed"] is True
+            assert again["purchase_order"] == first["purchase_order"]
+        async with s.post(url, json={**body, "qty": 11}, headers={"Idempotency-Key": "site-a:requisition:r1"}) as r3:
+            assert r3.status == 422 and (await r3.json())["ok"] is False
+        async with s.post(url, json=body) as r4:
+            assert r4.status == 400
+    assert central.store is not None
+    assert len(central.store.purchase_orders(SITE)) == 1
+    assert first["purchase_order"]["promised_ms"] == T0 + 5 * DAY_MS
