@@ -7,6 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from contract import check_name
+from hub.rules.config import (
+    CentralConfig,
+    RulesConfig,
+    central_config_from,
+    fraction_check,
+    rules_config_from,
+    service_level_check,
+)
 from settings import REQUIRED, Setting, load_file, port_number, positive
 
 ENV_PREFIX = "HUB"
@@ -54,6 +62,36 @@ HUB_SETTINGS: list[Setting] = [
             check=positive),
     Setting("auth.lockout_base_s", float, 2.0, "first lockout; doubles with each further failure", check=positive),
     Setting("auth.lockout_max_s", float, 900.0, "longest lockout", check=positive),
+    Setting("rules.enabled", bool, True, "run the reorder, supplier and cash rules"),
+    Setting("rules.db_path", str, "", "the rules' own SQLite file; empty: rules.sqlite3 next to the ledger"),
+    Setting("rules.service_level", float, 0.95, "cycle service level for safety stock (0.5 to below 1)",
+            check=service_level_check),
+    Setting("rules.order_cycle_days", float, 14.0, "days of demand an order covers beyond the reorder point",
+            check=positive),
+    Setting("rules.demand_alpha", float, 0.1, "smoothing constant of demand learning (TSB)", check=fraction_check),
+    Setting("rules.min_demand_days", int, 7, "days of history before demand counts as known", check=positive),
+    Setting("rules.late_threshold", int, 3, "late deliveries within the window that move orders to the next supplier",
+            check=positive),
+    Setting("rules.late_window_days", int, 90, "window for counting late deliveries", check=positive),
+    Setting("rules.restore_after_on_time", int, 3, "on-time deliveries in a row that restore a demoted supplier",
+            check=positive),
+    Setting("rules.cash_floor", float, 0.0, "below this available cash, order quantities are scaled down"),
+    Setting("rules.feedback_step", float, 0.15, "how much one stockout raises (or excess lowers) the reorder point",
+            check=fraction_check),
+    Setting("rules.feedback_min_factor", float, 0.7, "lowest reorder-point factor excess can reach", check=positive),
+    Setting("rules.feedback_max_factor", float, 2.0, "highest reorder-point factor stockouts can reach",
+            check=positive),
+    Setting("rules.excess_days", int, 14, "days above the order-up-to level before the reorder point is lowered",
+            check=positive),
+    Setting("rules.stale_node_s", int, 900, "a node silent this long makes its SKUs' information constraint",
+            check=positive),
+    Setting("central.base_url", str, "", "central purchasing API, e.g. http://central:8090 (empty: no sync)"),
+    Setting("central.token", str, "", "bearer token for central purchasing (or set HUB_CENTRAL_TOKEN)"),
+    Setting("central.poll_interval_s", float, 60.0, "how often catalog, cash and PO status are pulled",
+            check=positive),
+    Setting("central.timeout_s", float, 10.0, "timeout of one call to central", check=positive),
+    Setting("central.retry_base_s", float, 2.0, "first retry delay when central is unreachable", check=positive),
+    Setting("central.retry_cap_s", float, 300.0, "longest retry delay", check=positive),
 ]
 
 
@@ -86,6 +124,8 @@ class HubConfig:
     auth_lockout_after: int = 5
     auth_lockout_base_s: float = 2.0
     auth_lockout_max_s: float = 900.0
+    rules: RulesConfig = RulesConfig()
+    central: CentralConfig = CentralConfig()
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
@@ -110,4 +150,5 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                                                if raw["auth.session_secret_file"] else None),
                      auth_session_max_age_s=raw["auth.session_max_age_s"], auth_cookie_secure=raw["auth.cookie_secure"],
                      auth_lockout_after=raw["auth.lockout_after"], auth_lockout_base_s=raw["auth.lockout_base_s"],
-                     auth_lockout_max_s=raw["auth.lockout_max_s"])
+                     auth_lockout_max_s=raw["auth.lockout_max_s"],
+                     rules=rules_config_from(raw), central=central_config_from(raw))

@@ -12,6 +12,11 @@ from hub.config import HubConfig
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import CommitResult, Ingest, now_ms
 from hub.link import HubLink
+from hub.purchasing.sync import PurchasingSync
+from hub.rules.clock import system_clock
+from hub.rules.core import RulesCore
+from hub.rules.engine import RulesEngine
+from hub.rules.store import RulesDb
 from hub.store import SqliteStore, Store
 from hub.web.live import LiveFeed
 
@@ -33,6 +38,14 @@ class HubService:
         self.health_settings = HealthSettings(config.health_stale_after_s, config.health_skew_flag_ms)
         self.pushed_catalog_rev = 0
         self.link = HubLink(config, self.ingest)
+        # rules: own thread and SQLite file, fed by commits; purchasing sync: a task (docs/rules.md)
+        self.rules: RulesEngine | None = None
+        self.purchasing: PurchasingSync | None = None
+        if config.rules.enabled:
+            rules_db = RulesDb(config.rules.db_path or config.db_path.with_name("rules.sqlite3"))
+            self.rules = RulesEngine(RulesCore(rules_db, config.rules, system_clock, config.site))
+            if config.central.base_url:
+                self.purchasing = PurchasingSync(self.rules, config.central, config.site, system_clock)
         self.replies: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -49,9 +62,40 @@ class HubService:
 
     def _on_commit(self, result: CommitResult) -> None:
         self.live.on_commit(result)
+        if self.rules is not None:
+            self.rules.submit(result)  # a queue put: the rules run on their own thread
         for reply in result.replies:
             self.replies.append(dataclasses.asdict(reply))
         del self.replies[:-200]
+
+    def wake_purchasing(self) -> None:
+        """Send what was just approved without waiting for the next round."""
+        if self.purchasing is not None:
+            self.purchasing.wake()
+
+    def sku_node_health(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """SKU -> (offline nodes, silent nodes) among the nodes that reported it (blocking: run off the loop)."""
+        import sqlite3
+
+        now, stale_ms = now_ms(), self.config.rules.stale_node_s * 1000
+        nodes = {r.node: r for r in self.store.nodes()}
+        out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        conn = sqlite3.connect(f"file:{self.config.db_path}?mode=ro", uri=True)
+        try:
+            pairs = conn.execute("SELECT DISTINCT m.sku, e.node FROM movements m JOIN events e ON e.id = m.event_id")
+            for sku, node in pairs:
+                row = nodes.get(node)
+                if row is None:
+                    continue
+                offline, stale = out.get(sku, ((), ()))
+                if not row.online:
+                    offline += (node,)
+                elif row.last_seen_ms is None or now - row.last_seen_ms > stale_ms:
+                    stale += (node,)
+                out[sku] = (offline, stale)
+        finally:
+            conn.close()
+        return out
 
     async def node_rows(self, names: list[str] | None = None) -> list[dict[str, Any]]:
         rows = await asyncio.to_thread(self.store.nodes)
@@ -89,6 +133,10 @@ class HubService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.rules is not None:
+            self.rules.start()
+        if self.purchasing is not None:
+            self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
@@ -101,5 +149,7 @@ class HubService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.link.stop)
         await asyncio.to_thread(self.ingest.stop)
+        if self.rules is not None:
+            await asyncio.to_thread(self.rules.stop)
         self.store.close()
         log.info("hub stopped")

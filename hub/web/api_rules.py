@@ -1,0 +1,167 @@
+"""JSON API of the rules and purchasing sync, under /api/v1/rules (docs/openapi.yaml, tag `rules`).
+
+Reads are open to viewers. Changing endpoints are POST and declare the supervisor role
+with `requires_supervisor`: when the auth layer (hub.web.auth) is present its `requires`
+decorator is used, so admins pass too; its middleware's default for non-GET methods is
+also supervisor, so these routes are never open by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from hub.rules.core import RulesCore, RulesError
+from hub.web.api import SERVICE
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SUPERVISOR = "supervisor"
+
+
+def requires_supervisor(handler: Handler) -> Handler:
+    """Declare that a handler changes state and needs the supervisor role (or admin)."""
+    handler.__hub_rules_role__ = SUPERVISOR  # type: ignore[attr-defined]  # readable by any auth layer
+    try:
+        from hub.web.auth import requires
+    except ImportError:  # auth not installed in this build: the attribute above is the declaration
+        return handler
+    return requires(SUPERVISOR)(handler)
+
+
+def _engine(request: web.Request) -> Any:
+    engine = request.app[SERVICE].rules
+    if engine is None:
+        raise web.HTTPServiceUnavailable(reason="the rules engine is switched off (rules.enabled = false)")
+    return engine
+
+
+def _who(request: web.Request) -> str:
+    identity = request.get("hub_identity")
+    return str(getattr(identity, "name", "") or "supervisor")
+
+
+async def _run(request: web.Request, fn: Callable[[RulesCore], Any]) -> Any:
+    try:
+        return await _engine(request).call(fn)
+    except RulesError as err:
+        raise _http(err.status, str(err)) from None
+
+
+def _http(status: int, reason: str) -> web.HTTPException:
+    cls = {404: web.HTTPNotFound, 409: web.HTTPConflict}.get(status, web.HTTPBadRequest)
+    return cls(reason=reason)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(reason="body must be JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="body must be a JSON object")
+    return body
+
+
+async def proposals(request: web.Request) -> web.Response:
+    status = request.query.get("status") or None
+    rows = await _run(request, lambda core: core.proposal_rows(status))
+    return web.json_response({"ok": True, "items": rows})
+
+
+@requires_supervisor
+async def approve(request: web.Request) -> web.Response:
+    pid, who = request.match_info["id"], _who(request)
+    p = await _run(request, lambda core: core.approve(pid, who))
+    request.app[SERVICE].wake_purchasing()
+    return web.json_response({"ok": True, "proposal": dataclasses.asdict(p)})
+
+
+@requires_supervisor
+async def edit(request: web.Request) -> web.Response:
+    body = await _body(request)
+    qty = body.get("qty")
+    if not isinstance(qty, int) or isinstance(qty, bool) or qty < 0:
+        raise web.HTTPBadRequest(reason="'qty' must be a whole number, 0 or more")
+    pid, who = request.match_info["id"], _who(request)
+    p = await _run(request, lambda core: core.edit(pid, qty, who))
+    return web.json_response({"ok": True, "proposal": dataclasses.asdict(p)})
+
+
+@requires_supervisor
+async def reject(request: web.Request) -> web.Response:
+    note = str((await _body(request)).get("note", ""))[:500]
+    pid, who = request.match_info["id"], _who(request)
+    p = await _run(request, lambda core: core.reject(pid, who, note))
+    return web.json_response({"ok": True, "proposal": dataclasses.asdict(p)})
+
+
+@requires_supervisor
+async def auto_send(request: web.Request) -> web.Response:
+    enabled = (await _body(request)).get("enabled")
+    if not isinstance(enabled, bool):
+        raise web.HTTPBadRequest(reason="'enabled' must be true or false")
+    sku, who = request.match_info["sku"], _who(request)
+    await _run(request, lambda core: core.set_auto_send(sku, enabled, who))
+    request.app[SERVICE].wake_purchasing()
+    return web.json_response({"ok": True, "sku": sku, "auto_send": enabled})
+
+
+@requires_supervisor
+async def restore_supplier(request: web.Request) -> web.Response:
+    sku, supplier, who = request.match_info["sku"], request.match_info["supplier"], _who(request)
+    await _run(request, lambda core: core.restore_supplier(sku, supplier, who))
+    return web.json_response({"ok": True, "sku": sku, "supplier": supplier})
+
+
+async def decisions(request: web.Request) -> web.Response:
+    sku = request.query.get("sku") or None
+    try:
+        limit = max(1, min(1000, int(request.query.get("limit", "100"))))
+    except ValueError:
+        raise web.HTTPBadRequest(reason="query parameter 'limit' must be a whole number") from None
+    rows = await _run(request, lambda core: core.decision_rows(sku, limit))
+    return web.json_response({"ok": True, "items": rows})
+
+
+async def suppliers(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.scorecards())})
+
+
+async def constraints(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    health = await asyncio.to_thread(service.sku_node_health)
+    rows = await _run(request, lambda core: core.constraints(health))
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for c in rows:
+        grouped.setdefault(str(c.kind), []).append({"sku": c.sku, "figure": c.figure, "detail": c.detail})
+    return web.json_response({"ok": True, "by_constraint": grouped})
+
+
+async def sync_status(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    box = await _run(request, lambda core: core.outbox_status())
+    link = service.purchasing.snapshot() if service.purchasing is not None else {"central_url": ""}
+    return web.json_response({"ok": True, "central": link, "outbox": box})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the rules API's routes."""
+    r = app.router
+    r.add_get("/api/v1/rules/proposals", proposals)
+    r.add_post("/api/v1/rules/proposals/{id}/approve", approve)
+    r.add_post("/api/v1/rules/proposals/{id}/edit", edit)
+    r.add_post("/api/v1/rules/proposals/{id}/reject", reject)
+    r.add_get("/api/v1/rules/decisions", decisions)
+    r.add_get("/api/v1/rules/suppliers", suppliers)
+    r.add_post("/api/v1/rules/skus/{sku}/auto-send", auto_send)
+    r.add_post("/api/v1/rules/skus/{sku}/suppliers/{supplier}/restore", restore_supplier)
+    r.add_get("/api/v1/rules/constraints", constraints)
+    r.add_get("/api/v1/rules/sync", sync_status)
