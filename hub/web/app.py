@@ -163,6 +163,11 @@ def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | N
         app[AUTH].store.close()
 
     app.on_cleanup.append(close_auth)
+
+    async def end_streams(app: web.Application) -> None:
+        service.live.close_subscribers()
+
+    app.on_shutdown.append(end_streams)
     login_page, login_submit, logout = login_handlers(_render_login)
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login_submit)

@@ -83,6 +83,13 @@ class LiveFeed:
     def unsubscribe(self, q: asyncio.Queue[dict[str, Any] | None]) -> None:
         self._subscribers.discard(q)
 
+    def close_subscribers(self) -> None:
+        """End every open stream (on shutdown): browsers would otherwise hold the server open."""
+        for q in list(self._subscribers):
+            while not q.empty():
+                q.get_nowait()
+            q.put_nowait(None)
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)

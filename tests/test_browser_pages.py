@@ -1,0 +1,206 @@
+"""The supervisor's pages in a real Chromium (Playwright), fed by a real broker and hub.
+
+Skipped only when /usr/bin/chromium or the playwright package is missing (Debian:
+`apt-get install -y chromium`; never `playwright install`: browser downloads are blocked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from contract import Channel, EventBatch, node_topic
+from edge.agent import EdgeAgent
+from hub.mosquitto import PrivateBroker
+from tests.conftest import SITE, add_node
+from tests.support import add_web_user, edge_config, scan, start_web_hub, wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+try:
+    from playwright.async_api import Browser, Page, async_playwright, expect
+except ImportError:  # pragma: no cover - reported by the skip below
+    async_playwright = None  # type: ignore[assignment]
+
+pytestmark = [
+    pytest.mark.browser, pytest.mark.slow,
+    pytest.mark.skipif(async_playwright is None, reason="the playwright package is not installed (pip install playwright)"),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install -y chromium)"),
+]
+
+BURST_EVENTS_PER_S = 1000
+BURST_SECONDS = 3
+BURST_ROWS = 200  # distinct SKU x location rows the burst keeps changing
+HEAP_GROWTH_MAX_BYTES = 8 * 1024 * 1024  # after GC, a burst may leave caches, not a growing backlog
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def log_in(browser: Browser, base: str, username: str, password: str) -> Page:
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    await page.goto(f"{base}/login")
+    await page.get_by_label("User name").fill(username)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#live")).to_have_text("live")
+    return page
+
+
+async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: Path, browser: Browser) -> None:
+    service, runner, base = await start_web_hub(broker, tmp_path)
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    await agent.start()
+    try:
+        secret = add_web_user(service.config, "sue", "supervisor")
+        # A wrong password is refused with a message, and no session is made.
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"{base}/stock")
+        await expect(page).to_have_url(f"{base}/login?next=/stock")
+        await page.get_by_label("User name").fill("sue")
+        await page.get_by_label("Password").fill("not the password")
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page.locator("#login-error")).to_have_text("Wrong user name or password.")
+        await context.close()
+
+        page = await log_in(browser, base, "sue", secret)
+        await page.goto(f"{base}/stock")
+        await expect(page.locator("#live")).to_have_text("live")
+        row = page.locator('tr[data-key="09506000134352|E-01-1"]')
+        await expect(row).to_have_count(0)
+        await agent.sink.submit(scan(qty=6, location="E-01-1"))
+        await expect(row.locator(".qty")).to_have_text("6")  # no reload: pushed over SSE
+        await agent.sink.submit(scan(qty=2, location="E-01-1", mode="pick"))
+        await expect(row.locator(".qty")).to_have_text("4")
+
+        # A state change without the CSRF token is refused, from the page's own origin and cookie.
+        status = await page.evaluate("""async (node) => (await fetch(`/api/v1/nodes/${node}/commands`,
+            {method: "POST", headers: {"Content-Type": "application/json"}, body: '{"cmd":"identify"}'})).status""",
+                                     node)
+        assert status == 403
+    finally:
+        await agent.stop()
+        await runner.cleanup()
+
+
+async def test_node_goes_offline_and_viewer_cannot_command(broker: PrivateBroker, tmp_path: Path,
+                                                           browser: Browser) -> None:
+    service, runner, base = await start_web_hub(broker, tmp_path)
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    await agent.start()
+    try:
+        await wait_for(lambda: any(r.node == node and r.online for r in service.store.nodes()), what="node online")
+        page = await log_in(browser, base, "val", add_web_user(service.config, "val", "viewer"))
+        await page.goto(f"{base}/nodes")
+        state = page.locator(f'tr[data-node="{node}"] .state')
+        await expect(state).to_have_text("online")
+        # A viewer gets no command buttons, and the API refuses even with a valid CSRF token.
+        await expect(page.locator("button[data-cmd]")).to_have_count(0)
+        await expect(page.locator("#cmd-note")).to_be_visible()
+        status = await page.evaluate("""async (node) => (await fetch(`/api/v1/nodes/${node}/commands`,
+            {method: "POST", headers: {"Content-Type": "application/json",
+             "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content},
+             body: '{"cmd":"identify"}'})).status""", node)
+        assert status == 403
+        await agent.stop()
+        await expect(state).to_have_text("offline")
+    finally:
+        await agent.stop()
+        await runner.cleanup()
+
+
+async def test_approve_a_proposal(broker: PrivateBroker, tmp_path: Path, browser: Browser) -> None:
+    service, runner, base = await start_web_hub(broker, tmp_path)
+    try:
+        app = runner.app
+        routes = {r.canonical for r in app.router.resources()}
+        if "/api/v1/proposals/{id}/approve" not in routes:
+            pytest.skip("the rules engineer's proposals API (POST /api/v1/proposals/{id}/approve in "
+                        "hub/web/api_rules.py) is not registered yet")
+        page = await log_in(browser, base, "sup", add_web_user(service.config, "sup", "supervisor"))
+        await page.goto(f"{base}/proposals")
+        card = page.locator("[data-proposal]").first
+        await expect(card).to_be_visible()
+        await card.get_by_role("button", name="Approve").click()
+        await expect(card.locator(".result")).to_have_text("approved")
+    finally:
+        await runner.cleanup()
+
+
+def _publisher(broker: PrivateBroker, node: str, password: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"burst-{node}", protocol=mqtt.MQTTv5)
+    client.username_pw_set(node, password)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
+
+
+async def _heap_bytes(cdp: Any) -> int:
+    await cdp.send("HeapProfiler.collectGarbage")
+    metrics = await cdp.send("Performance.getMetrics")
+    return int(next(m["value"] for m in metrics["metrics"] if m["name"] == "JSHeapUsedSize"))
+
+
+async def test_a_burst_of_1000_events_a_second_keeps_memory_bounded(broker: PrivateBroker, tmp_path: Path,
+                                                                     browser: Browser) -> None:
+    service, runner, base = await start_web_hub(broker, tmp_path)
+    node, password = add_node(broker, "burst")
+    client = _publisher(broker, node, password)
+    try:
+        page = await log_in(browser, base, "bea", add_web_user(service.config, "bea", "viewer"))
+        await page.goto(f"{base}/stock")
+        await expect(page.locator("#live")).to_have_text("live")
+        cdp = await page.context.new_cdp_session(page)
+        await cdp.send("Performance.enable")
+        before = await _heap_bytes(cdp)
+        stream, seq, total = secrets.token_hex(8), 0, BURST_EVENTS_PER_S * BURST_SECONDS
+        per_tick = BURST_EVENTS_PER_S // 20  # 50 events every 50 ms
+        start = time.monotonic()
+        topic = node_topic(SITE, node, Channel.EVENTS)
+        while seq < total:
+            events = []
+            for _ in range(per_tick):
+                seq += 1
+                location = f"Z-{seq % BURST_ROWS:03d}"
+                events.append(dataclasses.replace(scan(qty=1, location=location), seq=seq))
+            client.publish(topic, EventBatch(node=node, stream=stream, events=tuple(events),
+                                             sent_ms=int(time.time() * 1000)).to_json(), qos=1)
+            # Pace to the target rate (the schedule, not an outcome we wait for).
+            await asyncio.sleep(max(0.0, start + seq / BURST_EVENTS_PER_S - time.monotonic()))
+        elapsed = time.monotonic() - start
+        await wait_for(lambda: service.ingest.committed_total >= total, timeout_s=30, what="burst committed")
+        # Every row of the burst ends at total / BURST_ROWS; the first one is on the page.
+        last = page.locator('tr[data-key="09506000134352|Z-000"] .qty')
+        await expect(last).to_have_text(str(total // BURST_ROWS), timeout=15000)
+        after = await _heap_bytes(cdp)
+        assert elapsed < BURST_SECONDS * 1.5, f"the burst took {elapsed:.1f} s: the test did not reach its rate"
+        assert after - before < HEAP_GROWTH_MAX_BYTES, f"JS heap grew {before} -> {after} bytes over the burst"
+        assert await page.evaluate("document.querySelectorAll('#stock tbody tr').length") <= 50
+        await expect(page.locator("#live")).to_have_text("live")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        await runner.cleanup()
