@@ -137,6 +137,8 @@ persistence true
 persistence_location {persistence_dir}/
 autosave_interval 1
 max_queued_messages {self.max_queued_messages}
+# Small QoS 1 packets must not wait for Nagle's algorithm: that alone adds tens of ms.
+set_tcp_nodelay true
 log_dest file {self.log_file}
 log_type error
 log_type warning
