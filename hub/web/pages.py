@@ -113,7 +113,11 @@ def _sku_data(store: Any, sku: str) -> tuple[list[dict[str, Any]], list[dict[str
 async def discrepancies_page(request: web.Request) -> web.Response:
     status = "closed" if request.query.get("status") == "closed" else "open"
     rows = items(await api_get(request, f"/api/v1/discrepancies?status={status}"))
-    return render(request, "discrepancies.html", rows=rows, state=status)
+    routes = {r.canonical for r in request.app.router.resources()}
+    # Offer only the actions whose endpoints exist: a button that can only fail helps no one.
+    return render(request, "discrepancies.html", rows=rows, state=status,
+                  can_recount="/api/v1/discrepancies/{id}/recount" in routes,
+                  can_resolve="/api/v1/discrepancies/{id}/resolve" in routes)
 
 
 async def proposals_page(request: web.Request) -> web.Response:

@@ -186,6 +186,7 @@
     try {
       if (button.dataset.post) {
         const body = {};
+        if (button.dataset.note) body.note = button.dataset.note;
         if (button.dataset.withQty) body.qty = Number(document.getElementById(button.dataset.withQty).value);
         const r = await post(button.dataset.post, body);
         status.textContent = r.ok ? button.dataset.done : `refused: ${r.data.error || r.status}`;
