@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from service import Notifier, Watchdog
 from settings import ConfigError, describe
 
 log = logging.getLogger("hub")
@@ -24,19 +25,39 @@ async def _serve(config_path: str) -> int:
     config = load_hub_config(config_path)
     logging.getLogger().setLevel(config.log_level)
     service = HubService(config)
+    # systemd's watchdog is pinged only while the ingest writer and the event loop beat.
+    notifier = Notifier()
+    watchdog = Watchdog(notifier)
+    watchdog.register("ingest")
+    watchdog.register("event-loop")
+    service.ingest.heartbeat = lambda: watchdog.beat("ingest")
     runner = web.AppRunner(make_app(service), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http_host, config.http_port)
     await site.start()
     log.info("hub page at http://%s:%d/", config.http_host, config.http_port)
+    background = [asyncio.create_task(watchdog.run(), name="watchdog"),
+                  asyncio.create_task(_beat_event_loop(watchdog), name="event-loop-beat")]
+    # READY once ingest and the web server run; the broker may still be unreachable.
+    notifier.ready(f"site {config.site}: ingest and web running on port {config.http_port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping on signal")
+    notifier.stopping()
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
     await runner.cleanup()
     return 0
+
+
+async def _beat_event_loop(watchdog: Watchdog) -> None:
+    while True:
+        watchdog.beat("event-loop")
+        await asyncio.sleep(1.0)
 
 
 def _with_config(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -137,6 +137,9 @@ class Ingest:
         self._catalog_checked = 0.0
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self.last_tick = time.monotonic()  # for the watchdog: the writer loop is alive
+        # Called by the writer thread on every pass (at least every IDLE_TICK_S): a writer stuck
+        # in the store stops the beats and, under systemd, the watchdog pings.
+        self.heartbeat: Callable[[], None] = lambda: None
         self.committed_total = 0
         self.duplicates_total = 0
         self.quarantined_total = 0
@@ -204,6 +207,7 @@ class Ingest:
         last_gap_check = time.monotonic()
         while True:
             self.last_tick = time.monotonic()
+            self.heartbeat()
             if self.last_tick - last_gap_check >= IDLE_TICK_S:
                 last_gap_check = self.last_tick
                 self._request_gaps()
