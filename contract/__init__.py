@@ -32,6 +32,7 @@ from contract.messages import (
     ShelfCount,
     ShelfFault,
     event_from_dict,
+    load_payload,
 )
 from contract.topics import (
     HUB_NODE,
@@ -49,6 +50,6 @@ __all__ = [
     "SCAN_MODES", "SCHEMA_VERSION", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
     "CommandReply", "ContractError", "DeviceChange", "DeviceInfo", "Event", "EventBase", "EventBatch",
     "HubState", "NodeConfig", "NodeState", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",
-    "TopicAddress", "check_name", "event_from_dict", "hub_state_topic", "node_topic", "parse_topic",
+    "TopicAddress", "check_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "parse_topic",
     "subscription",
 ]

@@ -38,6 +38,11 @@ def _dump(obj: Mapping[str, Any]) -> bytes:
                       separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def load_payload(payload: bytes, what: str) -> Any:
+    """Decode a payload's JSON (size, UTF-8 and syntax checked); ContractError with the reason."""
+    return _load(payload, what)
+
+
 def _load(payload: bytes, what: str) -> Any:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ContractError(f"{what}: payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
@@ -239,7 +244,12 @@ class EventBatch:
 
     @classmethod
     def from_json(cls, payload: bytes) -> EventBatch:
-        f = Fields(_load(payload, "events"), "events")
+        return cls.from_obj(_load(payload, "events"))
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> EventBatch:
+        """Validate an already-decoded JSON object (lets the hub keep the raw event objects)."""
+        f = Fields(obj, "events")
         f.version(SCHEMA_VERSION)
         node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
         raw_events = f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)

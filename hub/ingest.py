@@ -44,6 +44,7 @@ from contract import (
     ScanEvent,
     ShelfCount,
     event_from_dict,
+    load_payload,
     parse_topic,
 )
 from hub.catalog import CatalogIndex
@@ -243,14 +244,17 @@ class Ingest:
 
     def _commit(self, batch: list[Inbound]) -> None:
         result = CommitResult(committed_ms=now_ms())
-        touched: set[tuple[str, str]] = set()
+        touched: dict[tuple[str, str], int] = {}  # (node, stream) -> last receive time, latest last
         try:
             with self.store.write() as tx:
                 for msg in batch:
                     self._apply(tx, msg, result, touched)
-                for node, stream in touched:
+                for (node, stream), received_ms in touched.items():
                     track = self.book.get(node, stream)
                     tx.set_stream(node, stream, track.watermark, track.max_seq, result.committed_ms)
+                    # Once per commit, not per message: the stream of the latest events is the
+                    # node's current one (a wiped SD card starts a new one).
+                    tx.update_node(node, last_seen_ms=received_ms, stream=stream)
                 self._save_windows(tx)
         except Exception:
             # Storage failed (disk full, I/O error): nothing was acknowledged, so the edges
@@ -290,7 +294,7 @@ class Ingest:
             self.reconciler.opened(new.bin, tx.open_discrepancy(new))
             result.discrepancies_opened.append(new)
 
-    def _apply(self, tx: WriteTx, msg: Inbound, result: CommitResult, touched: set[tuple[str, str]]) -> None:
+    def _apply(self, tx: WriteTx, msg: Inbound, result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
         node: str | None = None
         try:
             address = parse_topic(msg.topic)
@@ -298,7 +302,8 @@ class Ingest:
             if node == HUB_NODE or address.site != self.site:
                 return
             if address.channel is Channel.EVENTS:
-                self._apply_events(tx, EventBatch.from_json(msg.payload), node, msg, result, touched)
+                obj = load_payload(msg.payload, "events")  # decoded once: validated below, stored raw
+                self._apply_events(tx, EventBatch.from_obj(obj), obj["events"], node, msg, result, touched)
             elif address.channel is Channel.STATE:
                 if msg.payload:  # an empty retained message only clears the topic
                     state = NodeState.from_json(msg.payload)
@@ -319,14 +324,14 @@ class Ingest:
             tx.quarantine(msg.received_ms, msg.topic, node, reason, msg.payload)
             result.quarantined.append(reason)
 
-    def _apply_events(self, tx: WriteTx, batch: EventBatch, node: str, msg: Inbound, result: CommitResult,
-                      touched: set[tuple[str, str]]) -> None:
+    def _apply_events(self, tx: WriteTx, batch: EventBatch, raw_events: list[Any], node: str, msg: Inbound,
+                      result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
         _check_node(batch.node, node)
         track = self.book.get(node, batch.stream)
-        touched.add((node, batch.stream))
+        touched.pop((node, batch.stream), None)
+        touched[(node, batch.stream)] = msg.received_ms
         # The stored body is the event object as it came (already validated), re-encoded by
         # the C encoder: much cheaper than rebuilding it from the dataclass.
-        raw_events = json.loads(msg.payload)["events"]
         for event, raw in zip(batch.events, raw_events, strict=True):
             if track.is_duplicate(event.seq):
                 result.events_duplicate += 1
@@ -339,8 +344,6 @@ class Ingest:
                 continue
             result.events_new += 1
             self._sequence(tx, track, event_id, event, msg.received_ms, result)
-        # The stream of the latest events is the node's current one (a wiped SD card starts a new one).
-        tx.update_node(node, last_seen_ms=msg.received_ms, stream=batch.stream)
         result.nodes_changed.add(node)
 
     def _sequence(self, tx: WriteTx, track: StreamTrack, event_id: int, event: Event, received_ms: int,
