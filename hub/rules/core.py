@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hub.ledger import BalanceChange
+from hub.ledger import PICK, RECEIVE, SENSOR_CHANGE, BalanceChange
 from hub.purchasing import outbox
 from hub.rules import cash as cash_rule
 from hub.rules import demand as demand_rule
@@ -34,10 +34,11 @@ from hub.rules.store import RulesDb
 
 log = logging.getLogger(__name__)
 
-# Movements that are demand. Corrections (count_adjustment) and internal moves are not.
-# "confirmed_removal" is what reconciliation records for a weight drop matched to a scan.
-CONSUMPTION_REASONS = frozenset({"pick", "confirmed_removal"})
-RECEIPT_REASONS = frozenset({"receive"})
+# Movements that are demand when negative, by the ledger's own reason names (hub.ledger):
+# picks, and sensed drops in weight-only bins (nobody scans washers one by one). Counts and
+# corrections fix the record, moves and putaways shift stock inside the site: none is demand.
+CONSUMPTION_REASONS = frozenset({PICK, SENSOR_CHANGE})
+RECEIPT_REASONS = frozenset({RECEIVE})
 OPEN_PROPOSAL = ("pending", "queued")  # a SKU with one of these gets no second proposal
 REQUISITION_PATH = "/v1/requisitions"
 RECEIPT_PATH = "/v1/receipts"
