@@ -150,13 +150,15 @@ class CentralStore:
 
 
 def demo_catalog() -> list[dict[str, Any]]:
-    """Two SKUs with two suppliers each, for the demo."""
+    """Three SKUs with two suppliers each, for the demo (the same SKUs as the demo's site catalog)."""
     def sup(code: str, name: str, prio: int, lead: float, price: float, moq: int, pack: int) -> dict[str, Any]:
         return {"supplier": code, "name": name, "priority": prio, "lead_time_days": lead, "unit_price": price,
                 "moq": moq, "pack_multiple": pack}
     return [
-        {"sku": "09506000134352", "gtin": "09506000134352", "description": "Hex bolt M8x40, box of 50",
+        {"sku": "BOLT-M8-40", "gtin": "09506000134352", "description": "Hex bolt M8x40, box of 50",
          "unit_weight_g": 410.0, "suppliers": [sup("acme", "Acme", 1, 5, 6.4, 10, 5), sup("bolt", "Bolt", 2, 8, 6.1, 20, 10)]},
-        {"sku": "04012345678901", "gtin": "04012345678901", "description": "Cable ties 200 mm, bag of 100",
+        {"sku": "TIES-200", "gtin": "04012345678901", "description": "Cable ties 200 mm, bag of 100",
          "unit_weight_g": 120.0, "suppliers": [sup("bolt", "Bolt", 1, 4, 2.2, 1, 1), sup("acme", "Acme", 2, 6, 2.5, 1, 1)]},
+        {"sku": "GLOVES-L", "gtin": "04006381333931", "description": "Work gloves size L, pair",
+         "unit_weight_g": 95.0, "suppliers": [sup("acme", "Acme", 1, 3, 1.9, 12, 12), sup("bolt", "Bolt", 2, 5, 1.8, 24, 12)]},
     ]
