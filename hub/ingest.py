@@ -193,6 +193,17 @@ class Ingest:
                     ids.remove(ident)
         return self.run_in_writer(close)
 
+    def request_recount(self, ident: int, requested_by: str) -> Future[Any]:
+        """Record a person's recount request for one discrepancy (API: recount); it stays open.
+
+        A count scan at the bin closes it (and so answers the request), or a person resolves it.
+        """
+        def request(tx: WriteTx) -> int:
+            requested_ms = now_ms()
+            tx.request_recount(ident, requested_by, requested_ms)
+            return requested_ms
+        return self.run_in_writer(request)
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued, then stop the thread."""
         self._queue.put(None)

@@ -256,3 +256,26 @@ async def start_web_hub(broker: PrivateBroker, tmp_path: Path, **extra: Any) -> 
     await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
     await wait_for(service.link.connected.is_set, what="hub connected to the broker")
     return service, runner, f"http://{cfg.http_host}:{cfg.http_port}"
+
+
+def shelf(bin_name: str, count: int, unit_weight_g: float = 10.0, **kw: Any) -> Any:
+    """A confident shelf count of `count` pieces, as an edge node reports it."""
+    from contract import ShelfCount
+    now = int(time.time() * 1000)
+    return ShelfCount(seq=0, ts_ms=now, accepted_ms=now, bin=bin_name, count=count, quotient=float(count),
+                      weight_g=count * unit_weight_g, confidence=0.97, uncertain=False, **kw)
+
+
+async def open_discrepancy(service: Any, sink: Any, bin_name: str, timeout_s: float = 15.0) -> Any:
+    """Make a real 'unscanned removal' at a bin through the edge and the broker; returns the row.
+
+    The hub must run with a short `reconcile.window_s`: the window closes when the bin is quiet.
+    """
+    await sink.submit(shelf(bin_name, 10))
+    await sink.submit(shelf(bin_name, 7))
+
+    def found() -> Any:
+        rows = [d for d in service.store.discrepancies("open", bin_name, 10) if d.kind == "unscanned_removal"]
+        return rows[0] if rows else None
+
+    return await wait_for(found, timeout_s=timeout_s, what=f"a discrepancy at {bin_name}")

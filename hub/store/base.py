@@ -120,6 +120,19 @@ class DiscrepancyRow:
     closed_ms: int | None
     closed_by_event_id: int | None
     close_note: str | None
+    recount_requested_by: str | None = None  # the latest request, if any
+    recount_requested_ms: int | None = None
+    state: str = "open"  # "open", "recount requested" (until a count scan or a person closes it), "closed"
+
+
+RECOUNT_REQUESTED = "recount requested"
+
+
+def discrepancy_state(status: str, recount_requested_by: str | None) -> str:
+    """What a person sees: closed, recount requested (open with a request), or open."""
+    if status != "open":
+        return status
+    return RECOUNT_REQUESTED if recount_requested_by is not None else "open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +204,10 @@ class WriteTx(Protocol):
 
     def close_discrepancies(self, ids: list[int], closed_ms: int, event_id: int | None, note: str) -> None:
         """Mark discrepancies closed, saying which event explained them."""
+        ...
+
+    def request_recount(self, discrepancy_id: int, requested_by: str, requested_ms: int) -> None:
+        """Record that a person asked for a recount of an open discrepancy (a new row; nothing updated)."""
         ...
 
     def save_reconcile_state(self, bin: str, state: str) -> None:

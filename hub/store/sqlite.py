@@ -28,6 +28,7 @@ from hub.store.base import (
     NodeRow,
     QuarantineRow,
     StreamPosition,
+    discrepancy_state,
 )
 
 SCHEMA = """
@@ -138,6 +139,13 @@ CREATE TABLE IF NOT EXISTS discrepancies (
 );
 CREATE INDEX IF NOT EXISTS discrepancies_status ON discrepancies (status, id);
 CREATE INDEX IF NOT EXISTS discrepancies_bin ON discrepancies (bin, id);
+CREATE TABLE IF NOT EXISTS recount_requests (
+    id INTEGER PRIMARY KEY,
+    discrepancy_id INTEGER NOT NULL REFERENCES discrepancies (id),
+    requested_by TEXT NOT NULL,
+    requested_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recount_requests_discrepancy ON recount_requests (discrepancy_id, id);
 CREATE TABLE IF NOT EXISTS reconcile_state (
     bin TEXT PRIMARY KEY,
     state TEXT NOT NULL
@@ -203,6 +211,10 @@ class _SqliteTx:
     def close_discrepancies(self, ids: list[int], closed_ms: int, event_id: int | None, note: str) -> None:
         self.db.executemany("UPDATE discrepancies SET status='closed', closed_ms=?, closed_by_event_id=?, close_note=?"
                             " WHERE id=? AND status='open'", [(closed_ms, event_id, note, i) for i in ids])
+
+    def request_recount(self, discrepancy_id: int, requested_by: str, requested_ms: int) -> None:
+        self.db.execute("INSERT INTO recount_requests (discrepancy_id, requested_by, requested_ms) VALUES (?,?,?)",
+                        (discrepancy_id, requested_by, requested_ms))
 
     def save_reconcile_state(self, bin: str, state: str) -> None:
         self.db.execute("INSERT INTO reconcile_state (bin, state) VALUES (?,?)"
@@ -343,22 +355,26 @@ class SqliteStore:
                       before_id: int | None = None) -> list[DiscrepancyRow]:
         where, args = ["1=1"], []
         if status is not None:
-            where.append("status = ?")
+            where.append("d.status = ?")
             args.append(status)
         if bin is not None:
-            where.append("bin = ?")
+            where.append("d.bin = ?")
             args.append(bin)
         if before_id is not None:
-            where.append("id < ?")
+            where.append("d.id < ?")
             args.append(str(before_id))
+        # The latest recount request of each row, if any (a small side table: the rows stay as recorded).
         rows = self._reader().execute(
-            "SELECT id, bin, sku, kind, status, opened_ms, device_from_ms, device_to_ms, scan_qty, sensed_qty,"
-            " sentence, action, evidence, closed_ms, closed_by_event_id, close_note FROM discrepancies"
-            f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+            "SELECT d.id, d.bin, d.sku, d.kind, d.status, d.opened_ms, d.device_from_ms, d.device_to_ms, d.scan_qty,"
+            " d.sensed_qty, d.sentence, d.action, d.evidence, d.closed_ms, d.closed_by_event_id, d.close_note,"
+            " r.requested_by, r.requested_ms FROM discrepancies d LEFT JOIN recount_requests r ON r.id ="
+            " (SELECT MAX(id) FROM recount_requests WHERE discrepancy_id = d.id)"
+            f" WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [DiscrepancyRow(id=r[0], bin=r[1], sku=r[2], kind=r[3], status=r[4], opened_ms=r[5], device_from_ms=r[6],
                                device_to_ms=r[7], scan_qty=r[8], sensed_qty=r[9], sentence=r[10], action=r[11],
                                evidence=json.loads(r[12]), closed_ms=r[13], closed_by_event_id=r[14],
-                               close_note=r[15]) for r in rows]
+                               close_note=r[15], recount_requested_by=r[16], recount_requested_ms=r[17],
+                               state=discrepancy_state(r[4], r[16])) for r in rows]
 
     def open_discrepancy_ids(self) -> list[tuple[int, str]]:
         return [(int(i), str(b)) for i, b in self._reader().execute(

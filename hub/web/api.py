@@ -16,6 +16,7 @@ from aiohttp import web
 from contract.messages import LOCATION_RE, SKU_RE
 from hub.lag import STAGES
 from hub.service import HubService
+from hub.store.base import RECOUNT_REQUESTED
 from hub.web.auth import identity_of, requires
 
 SERVICE = web.AppKey("service", HubService)
@@ -131,11 +132,31 @@ async def resolve_discrepancy(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "id": ident, "status": "closed", "close_note": text})
 
 
+@requires("supervisor")
+async def recount_discrepancy(request: web.Request) -> web.Response:
+    """Ask for a recount of an open discrepancy: records who asked and when; a count scan closes it."""
+    service = request.app[SERVICE]
+    ident = _int_arg_path(request, "id")
+    found = await asyncio.to_thread(service.store.discrepancies, None, None, 1, ident + 1)
+    if not found or found[0].id != ident:
+        raise web.HTTPNotFound(reason=f"no discrepancy {ident}")
+    if found[0].status != "open":
+        raise web.HTTPConflict(reason=f"discrepancy {ident} is already closed")
+    who = identity_of(request)
+    name = who.name if who else "a user"
+    requested_ms = await asyncio.wrap_future(service.ingest.request_recount(ident, name))
+    return web.json_response({"ok": True, "id": ident, "status": "open", "state": RECOUNT_REQUESTED,
+                              "recount_requested_by": name, "recount_requested_ms": requested_ms})
+
+
 def _int_arg_path(request: web.Request, name: str) -> int:
     try:
-        return int(request.match_info[name])
+        value = int(request.match_info[name])
     except ValueError:
         raise web.HTTPBadRequest(reason=f"'{name}' must be a whole number") from None
+    if not 0 <= value < 2**62:  # SQLite integers are 64-bit; ids are never negative
+        raise web.HTTPNotFound(reason=f"no such {name} {value}")
+    return value
 
 
 async def node_health(request: web.Request) -> web.Response:
@@ -182,6 +203,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/locations/{location}/movements", location_movements)
     app.router.add_get("/api/v1/discrepancies", discrepancies)
     app.router.add_post("/api/v1/discrepancies/{id}/resolve", resolve_discrepancy)
+    app.router.add_post("/api/v1/discrepancies/{id}/recount", recount_discrepancy)
     app.router.add_get("/api/v1/node-health", node_health)
     app.router.add_get("/api/v1/lag", lag)
     app.router.add_get("/api/v1/catalog", catalog)

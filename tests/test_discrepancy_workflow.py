@@ -1,0 +1,65 @@
+"""The discrepancy workflow over real HTTP: recount requested (who, when), then a count scan closes it.
+
+A real broker, edge agent and hub: the discrepancy comes from real shelf counts, the recount
+request is a new row beside it (the ledger is untouched), and viewers cannot ask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.agent import EdgeAgent
+from hub.mosquitto import PrivateBroker
+from tests.conftest import add_node
+from tests.support import edge_config, login_session, open_discrepancy, scan, start_web_hub, wait_for
+
+QUICK_WINDOW = {"window_s": 0.5}  # judge a bin after half a second of quiet
+
+
+async def test_recount_requested_then_a_count_scan_closes_it(broker: PrivateBroker, tmp_path: Path) -> None:
+    service, runner, base = await start_web_hub(broker, tmp_path, reconcile=QUICK_WINDOW)
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    await agent.start()
+    sup, sup_csrf = await login_session(base, service.config, role="supervisor", username="sue")
+    viewer, viewer_csrf = await login_session(base, service.config, role="viewer", username="vic")
+    try:
+        found = await open_discrepancy(service, agent.sink, "R-01-1")
+        movements_before = service.store.movements(location="R-01-1", limit=100)
+        url = f"{base}/api/v1/discrepancies/{found.id}/recount"
+        async with viewer:
+            async with viewer.post(url, headers={"X-CSRF-Token": viewer_csrf}) as resp:
+                assert resp.status == 403
+            async with viewer.get(f"{base}/api/v1/discrepancies?status=open&bin=R-01-1") as resp:
+                row = (await resp.json())["items"][0]
+                assert row["state"] == "open" and row["recount_requested_by"] is None
+        async with sup:
+            async with sup.post(url) as resp:
+                assert resp.status == 403  # a session needs its CSRF token
+            async with sup.post(url, headers={"X-CSRF-Token": sup_csrf}) as resp:
+                body = await resp.json()
+                assert resp.status == 200, body
+                assert body["state"] == "recount requested" and body["recount_requested_by"] == "sue"
+                asked_ms = body["recount_requested_ms"]
+            async with sup.get(f"{base}/api/v1/discrepancies?status=open&bin=R-01-1") as resp:
+                row = (await resp.json())["items"][0]
+            assert (row["id"], row["status"], row["state"]) == (found.id, "open", "recount requested")
+            assert (row["recount_requested_by"], row["recount_requested_ms"]) == ("sue", asked_ms)
+            async with sup.get(f"{base}/discrepancies") as resp:
+                html = await resp.text()
+            assert 'data-state="recount requested"' in html and "recount asked by sue" in html
+            async with sup.post(f"{base}/api/v1/discrepancies/999999/recount",
+                                headers={"X-CSRF-Token": sup_csrf}) as resp:
+                assert resp.status == 404
+            assert service.store.movements(location="R-01-1", limit=100) == movements_before  # no ledger row
+
+            # The recount itself: a count scan at the bin closes it, and the state says so.
+            await agent.sink.submit(scan(qty=7, location="R-01-1", mode="count"))
+            closed = await wait_for(lambda: [d for d in service.store.discrepancies("closed", "R-01-1", 10)
+                                             if d.id == found.id], what="the count scan closing the discrepancy")
+            assert closed[0].state == "closed" and closed[0].recount_requested_by == "sue"
+            async with sup.post(url, headers={"X-CSRF-Token": sup_csrf}) as resp:
+                assert resp.status == 409
+    finally:
+        await agent.stop()
+        await runner.cleanup()
