@@ -34,9 +34,9 @@ def make_gtin13(company_and_item: str) -> str:
     return company_and_item + gtin_check_digit(company_and_item)
 
 
-# A small catalog of realistic items (GS1 company prefixes for documentation use).
-DEMO_ITEMS = [make_gtin13(body) for body in ("950600013435", "400638133393", "501234567890", "871234567890")]
-DEMO_BINS = ["A-01-1", "A-01-2", "A-02-1", "B-01-1"]
+# The demo site's items (GS1 example prefixes), as in central_reference's demo catalog.
+DEMO_ITEMS = [make_gtin13(body) for body in ("950600013435", "401234567890", "400638133393")]
+DEMO_BINS = ["A-01-1", "A-01-2", "B-01-1"]
 
 
 def gs1_128(gtin13: str, lot: str, expiry_yymmdd: str, count: int) -> str:
