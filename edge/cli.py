@@ -86,13 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
     sub.add_parser("config-help", help="list every config key").set_defaults(func=cmd_config_help)
     # Tools owned by the device packages register themselves.
-    for module in ("edge.scan.tools", "edge.shelf.tools"):
-        try:
-            tools = __import__(module, fromlist=["add_subcommands"])
-        except ImportError as err:
-            if err.name != module:
-                raise
-            continue
+    from edge.scan import tools as scan_tools
+    from edge.shelf import tools as shelf_tools
+    for tools in (scan_tools, shelf_tools):
         tools.add_subcommands(sub)
     return parser
 

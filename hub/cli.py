@@ -7,10 +7,10 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from service import Notifier, Watchdog
-from settings import ConfigError, describe
+from settings import describe, exits_on_config_error
 
 log = logging.getLogger("hub")
 
@@ -60,14 +60,7 @@ async def _beat_event_loop(watchdog: Watchdog) -> None:
         await asyncio.sleep(1.0)
 
 
-def _with_config(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return int(fn(args))
-        except ConfigError as err:
-            print(f"stock-hub: {err}", file=sys.stderr)
-            return 2
-    return wrapper
+_with_config = exits_on_config_error("stock-hub")
 
 
 @_with_config
@@ -144,13 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("config-help", help="list every config key").set_defaults(func=cmd_config_help)
     from hub.ledger_cli import add_subcommands as add_ledger_subcommands
     add_ledger_subcommands(sub)
-    for module in ("hub.provision", "hub.auth.cli"):
-        try:
-            tools = __import__(module, fromlist=["add_subcommands"])
-        except ImportError as err:
-            if err.name != module:
-                raise
-            continue
+    # Tools that live with the code they manage register their own subcommands.
+    from hub import provision
+    from hub.auth import cli as auth_cli
+    for tools in (provision, auth_cli):
         tools.add_subcommands(sub)
     return parser
 

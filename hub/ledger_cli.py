@@ -11,10 +11,9 @@ import argparse
 import getpass
 import sys
 import time
-from collections.abc import Callable
 
 from hub.store import SqliteStore
-from settings import ConfigError
+from settings import exits_on_config_error
 
 
 def _store(config_path: str) -> SqliteStore:
@@ -68,14 +67,7 @@ def cmd_correct(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_config(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return int(fn(args))
-        except ConfigError as err:
-            print(f"stock-hub: {err}", file=sys.stderr)
-            return 2
-    return wrapper
+_with_config = exits_on_config_error("stock-hub")
 
 
 def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

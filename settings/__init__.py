@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,20 @@ def positive(value: Any) -> str | None:
 def port_number(value: Any) -> str | None:
     """Check helper: a TCP port, 0 meaning 'pick a free one'."""
     return None if 0 <= value <= 65535 else f"must be a port number 0-65535, got {value!r}"
+
+
+def exits_on_config_error(prog: str) -> Callable[[Callable[[Any], int]], Callable[[Any], int]]:
+    """Decorate a CLI command: a ConfigError becomes its one line on stderr and exit code 2."""
+    def decorate(fn: Callable[[Any], int]) -> Callable[[Any], int]:
+        def run(args: Any) -> int:
+            try:
+                return int(fn(args))
+            except ConfigError as err:
+                print(f"{prog}: {err}", file=sys.stderr)
+                return 2
+        run.__doc__ = fn.__doc__
+        return run
+    return decorate
 
 
 def read_secret(path: str, key: str, where: str) -> str:
