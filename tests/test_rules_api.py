@@ -14,7 +14,8 @@ from hub.config import HUB_SETTINGS, hub_config_from
 from hub.ledger import BalanceChange
 from hub.mosquitto import free_port
 from hub.rules.clock import DAY_MS
-from hub.rules.core import CatalogItem, RulesCore
+from hub.rules.core import CatalogItem, PurchaseOrder, RulesCore
+from hub.rules.leadtime import Delivery
 from hub.rules.supplier import SupplierOption
 from hub.service import HubService
 from hub.web import api_rules
@@ -44,7 +45,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[HubService, str]]:
     service.rules.start()
     app = web.Application(middlewares=[error_middleware, identity_from_header])
     app[SERVICE] = service
-    api_rules.add_routes(app)
+    api_rules.add_routes(app)  # its paths are under /api/v1/rules, and /api/v1/stock/low
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -100,6 +101,81 @@ async def test_proposals_approve_edit_reject_and_reads(served: tuple[HubService,
             assert r.status == 200
         async with s.post(f"{base}/skus/{SKU}/suppliers/acme/restore") as r:
             assert r.status == 409
+
+
+def late_order_and_deliveries(core: RulesCore) -> str:
+    """Accept the pending proposal as a PO promised two days ago; record two deliveries, one late."""
+    t = core.clock()
+    pid = core.proposal_rows("pending")[0]["id"]
+    core.approve(pid, "sam")
+    core.on_requisition_accepted(pid, PurchaseOrder("PO-7", None, SKU, "acme", 150, 0, t - 5 * DAY_MS,
+                                                    t - 2 * DAY_MS, "open"))
+    core.record_delivery(Delivery("acme", SKU, "PO-1", t - 20 * DAY_MS, t - 18 * DAY_MS, t - 18 * DAY_MS, 100, 100))
+    core.record_delivery(Delivery("acme", SKU, "PO-2", t - 12 * DAY_MS, t - 10 * DAY_MS, t - 8 * DAY_MS, 100, 100))
+    return str(pid)
+
+
+async def test_read_endpoints_the_pages_use(served: tuple[HubService, str]) -> None:
+    service, base = served
+    assert service.rules is not None
+    await service.rules.call(seed)
+    root = base.removesuffix("/rules")
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{base}/proposals?status=pending") as r:
+            [proposal] = (await r.json())["items"]
+        assert proposal["sentence"].startswith("Proposed ") and proposal["supplier_name"] == "Acme"
+        async with s.get(f"{base}/skus/{SKU}/reorder") as r:
+            reorder = await r.json()
+        assert r.status == 200 and reorder["position"] == 10 and reorder["on_hand"] == 10
+        assert reorder["reorder_point"] >= 10 and reorder["order_up_to"] > reorder["reorder_point"]
+        assert reorder["supplier"] == "acme" and reorder["demand_per_day"] > 0
+        assert [h["rule"] for h in reorder["history"]] == ["reorder"]
+        assert reorder["history"][0]["reorder_point"] == proposal["reorder_point"]  # the level when it proposed
+        async with s.get(f"{base}/skus/{SKU}/suppliers") as r:
+            assert [(x["supplier"], x["name"], x["chosen"]) for x in (await r.json())["items"]] == [("acme", "Acme", True)]
+        async with s.get(f"{base}/skus/{SKU}/constraint") as r:
+            constraint = await r.json()
+        assert constraint["constraint"] in ("information", "supplier", "cash", "none") and constraint["sentence"]
+        async with s.get(f"{base}/skus/not%20a%20sku/reorder") as r:
+            assert r.status == 400
+        async with s.get(f"{root}/stock/low") as r:
+            low = (await r.json())["items"]
+        assert [(x["sku"], x["state"], x["qty"]) for x in low] == [(SKU, "low", 10)]
+        assert low[0]["reorder_point"] == reorder["reorder_point"]
+
+        pid = await service.rules.call(late_order_and_deliveries)
+        async with s.get(f"{base}/purchase-orders?status=late") as r:
+            late = (await r.json())["items"]
+        assert [(x["po_id"], x["proposal_id"], x["supplier_name"], x["late"]) for x in late] == [
+            ("PO-7", pid, "Acme", True)]
+        assert late[0]["late_by_days"] >= 2
+        async with s.get(f"{base}/purchase-orders?status=lost") as r:
+            assert r.status == 400
+        async with s.get(f"{base}/supplier-trends") as r:
+            [acme] = (await r.json())["items"]
+        assert acme["supplier"] == "acme" and sum(p["deliveries"] for p in acme["trend"]) == 2
+        assert sorted(p["on_time_rate"] for p in acme["trend"]) == [0.0, 1.0]  # one week on time, one late
+        async with s.get(f"{base}/decisions?sku={SKU}") as r:
+            ordered = [d for d in (await r.json())["items"] if d["rule"] == "ordered"]
+        assert "approved by sam" in ordered[0]["sentence"]
+
+        # The last pick empties the bin: a stockout, listed first.
+        await service.rules.call(lambda core: core.on_commit(
+            [BalanceChange(SKU, "A-01-1", 0, -10, "pick", core.clock(), core.clock())]))
+        async with s.get(f"{root}/stock/low") as r:
+            low = (await r.json())["items"]
+        assert [(x["sku"], x["state"], x["qty"]) for x in low] == [(SKU, "stockout", 0)]
+
+
+async def test_the_rules_api_answers_as_the_person_who_asked(served: tuple[HubService, str]) -> None:
+    service, base = served
+    assert service.rules is not None
+    await service.rules.call(seed)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{base}/proposals?status=pending") as r:
+            pid = (await r.json())["items"][0]["id"]
+        async with s.post(f"{base}/proposals/{pid}/reject", json={"note": "not now"}) as r:
+            assert r.status == 200 and (await r.json())["proposal"]["decided_by"] == "sam"
 
 
 def test_changing_routes_declare_the_supervisor_role() -> None:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from hub.ledger import PICK, RECEIVE, SENSOR_CHANGE, BalanceChange
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 # corrections fix the record, moves and putaways shift stock inside the site: none is demand.
 CONSUMPTION_REASONS = frozenset({PICK, SENSOR_CHANGE})
 RECEIPT_REASONS = frozenset({RECEIVE})
-OPEN_PROPOSAL = ("pending", "queued")  # a SKU with one of these gets no second proposal
+OPEN_PROPOSAL = ("pending", "queued")
+LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower"})  # decisions that set or move a ROP  # a SKU with one of these gets no second proposal
 REQUISITION_PATH = "/v1/requisitions"
 RECEIPT_PATH = "/v1/receipts"
 
@@ -686,6 +688,10 @@ class RulesCore:
         for row in rows:
             body = json.loads(row["body"])
             body["final_qty"] = body["qty"] if body["qty_override"] is None else body["qty_override"]
+            body["supplier_name"] = self._supplier_name(body["sku"], body["supplier"])
+            why = self.db.conn.execute("SELECT sentence FROM decisions WHERE proposal_id = ? AND rule = 'reorder'"
+                                       " ORDER BY id DESC LIMIT 1", (body["id"],)).fetchone()
+            body["sentence"] = why["sentence"] if why else None  # why it was proposed, from the decision log
             out.append(body)
         return out
 
@@ -736,6 +742,109 @@ class RulesCore:
     def constraints(self, node_health: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> list[Constraint]:
         """Every SKU's constraint; node_health maps SKU -> (offline nodes, silent nodes)."""
         return [self.constraint_of(sku, *node_health.get(sku, ((), ()))) for sku in sorted(self._all_skus())]
+
+    def reorder_view(self, sku: str, history_limit: int = 50) -> dict[str, Any]:
+        """The reorder parameters of one SKU now, and the decisions that moved them (newest first)."""
+        plan = self.plan(sku)
+        lv, d, lt = plan.levels, plan.demand, plan.lead_time
+        history = [{"ts_ms": r["ts_ms"], "rule": r["rule"], "sentence": r["sentence"],
+                    "reorder_point": r["result"].get("reorder_point_after", r["result"].get("reorder_point"))}
+                   for r in self.decision_rows(sku, history_limit) if r["rule"] in LEVEL_RULES]
+        return {"sku": sku, "on_hand": plan.on_hand, "on_order": plan.on_order, "position": plan.position,
+                "demand_per_day": d.rate_per_day, "demand_sigma_per_day": d.sigma_per_day,
+                "demand_days_observed": d.days_closed,
+                "supplier": plan.choice.option.supplier if plan.choice else None,
+                "lead_time_days": lt.mean_days if lt else None, "lead_time_sigma_days": lt.sigma_days if lt else None,
+                "lead_time_source": lt.source if lt else None, "service_level": self.config.service_level,
+                "rop_factor": plan.factor, "safety_stock": lv.safety_stock if lv else None,
+                "reorder_point": lv.reorder_point if lv else None, "order_up_to": lv.order_up_to if lv else None,
+                "days_of_cover": _to_json(reorder.days_of_cover(plan.position, d.rate_per_day)),
+                "auto_send": sku in self.auto_send, "history": history}
+
+    def sku_suppliers(self, sku: str) -> list[dict[str, Any]]:
+        """The SKU's suppliers in catalog priority, with their record and which one gets orders now."""
+        standings = self._standings(sku)
+        choice = supplier_rule.choose(self._options(sku), standings)
+        out = []
+        for opt in sorted(self._options(sku), key=lambda o: (o.priority, o.supplier)):
+            st = self.lead.get((opt.supplier, sku), leadtime_rule.LeadTimeState())
+            standing = standings.get(opt.supplier, supplier_rule.SupplierStanding())
+            out.append({"supplier": opt.supplier, "name": opt.name or opt.supplier, "priority": opt.priority,
+                        "catalog_lead_time_days": opt.lead_time_days, "unit_price": opt.unit_price, "moq": opt.moq,
+                        "pack_multiple": opt.pack_multiple, "deliveries": st.n, "on_time_rate": st.on_time_rate,
+                        "lead_time_days": st.mean_days if st.n else None, "demoted": standing.demoted,
+                        "chosen": bool(choice and choice.option.supplier == opt.supplier)})
+        return out
+
+    def constraint_view(self, sku: str, offline: tuple[str, ...] = (), stale: tuple[str, ...] = ()) -> dict[str, Any]:
+        """What limits one SKU now, with a sentence for the page."""
+        c = self.constraint_of(sku, offline, stale)
+        kind = str(c.kind)
+        sentence = (f"Nothing limits {self._label(sku)} now." if kind == "none"
+                    else f"{kind.capitalize()}: {c.figure} ({c.detail}).")
+        return {"sku": sku, "constraint": kind, "figure": c.figure, "detail": c.detail, "sentence": sentence}
+
+    def supplier_trends(self, weeks: int = 12) -> list[dict[str, Any]]:
+        """Per supplier, deliveries and on-time rate per ISO week (UTC), oldest first, for charts."""
+        since = self.clock() - weeks * 7 * 86_400_000
+        counts: dict[tuple[str, str], list[int]] = {}  # (supplier, week) -> [deliveries, on time]
+        for r in self.db.conn.execute("SELECT supplier, received_ms, late_days FROM deliveries WHERE received_ms >= ?"
+                                      " ORDER BY received_ms", (since,)):
+            year, week, _ = datetime.fromtimestamp(r["received_ms"] / 1000, UTC).isocalendar()
+            n = counts.setdefault((str(r["supplier"]), f"{year}-W{week:02d}"), [0, 0])
+            n[0] += 1
+            n[1] += r["late_days"] <= 0
+        out: dict[str, dict[str, Any]] = {}
+        for (sup, period), (n_all, on_time) in sorted(counts.items()):
+            entry = out.setdefault(sup, {"supplier": sup, "name": self._any_supplier_name(sup), "trend": []})
+            entry["trend"].append({"period": period, "deliveries": n_all, "on_time_rate": on_time / n_all})
+        return list(out.values())
+
+    def _any_supplier_name(self, supplier: str) -> str:
+        for item in self.catalog.values():
+            for o in item.suppliers:
+                if o.supplier == supplier and o.name:
+                    return o.name
+        return supplier
+
+    def purchase_order_rows(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Purchase orders: `open`, `late` (open past the promised day plus grace), or all we hold."""
+        now = self.clock()
+        grace_days = self.config.lead_time.grace_days
+        if status in ("open", "late"):
+            pos = sorted(self.pos.values(), key=lambda p: p.ordered_ms, reverse=True)
+        else:
+            pos = [PurchaseOrder(**json.loads(r["body"])) for r in self.db.conn.execute(
+                "SELECT body FROM purchase_orders ORDER BY updated_ms DESC LIMIT 500")]
+        out = []
+        for po in pos:
+            # Late by the on-time rule's own measure: today is past the promised day (plus grace).
+            late = po.status == "open" and po.promised_ms is not None and day_of(now) > day_of(po.promised_ms) + grace_days
+            if status == "late" and not late:
+                continue
+            out.append({**_to_json(po), "open_qty": po.open_qty, "late": late,
+                        "supplier_name": self._supplier_name(po.sku, po.supplier),
+                        "late_by_days": (now - po.promised_ms) / 86_400_000 if late and po.promised_ms else 0.0})
+        return out
+
+    def low_stock(self) -> list[dict[str, Any]]:
+        """SKUs out of stock with demand waiting, then those at or below their reorder point, fewest days first."""
+        out = []
+        for sku in sorted(self._all_skus()):
+            plan = self.plan(sku)
+            rate = plan.demand.rate_per_day
+            stockout = plan.on_hand <= 0 and rate > 0
+            low = plan.levels is not None and plan.position <= plan.levels.reorder_point
+            if not (stockout or low):
+                continue
+            out.append({"sku": sku, "state": "stockout" if stockout else "low", "qty": plan.on_hand,
+                        "on_order": plan.on_order, "position": plan.position,
+                        "reorder_point": plan.levels.reorder_point if plan.levels else None,
+                        "demand_per_day": rate,
+                        "days_of_cover": _to_json(reorder.days_of_cover(plan.on_hand, rate))})
+        out.sort(key=lambda r: (r["state"] != "stockout", r["days_of_cover"] if r["days_of_cover"] is not None
+                                else math.inf, r["sku"]))
+        return out
 
     def outbox_status(self) -> dict[str, Any]:
         pending = outbox.items(self.db.conn, outbox.PENDING)

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     result TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_sku ON decisions (sku, id);
+CREATE INDEX IF NOT EXISTS decisions_proposal ON decisions (proposal_id, id);
 CREATE TABLE IF NOT EXISTS purchase_orders (
     po_id TEXT PRIMARY KEY,
     sku TEXT NOT NULL,

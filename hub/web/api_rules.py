@@ -1,9 +1,10 @@
 """JSON API of the rules and purchasing sync, under /api/v1/rules (docs/openapi.yaml, tag `rules`).
 
-Reads are open to viewers. Changing endpoints are POST and declare the supervisor role
-with `requires_supervisor`: when the auth layer (hub.web.auth) is present its `requires`
-decorator is used, so admins pass too; its middleware's default for non-GET methods is
-also supervisor, so these routes are never open by accident.
+Reads are open to viewers. Changing endpoints are POST and declare the supervisor role with
+`hub.web.auth.requires("supervisor")` (admins pass too). Besides the rules' own paths, the
+pages' read endpoints live here: per-SKU reorder parameters, suppliers and constraint,
+supplier trends, purchase orders, and `/api/v1/stock/low` (what is low or out, by the rules'
+reorder points).
 """
 
 from __future__ import annotations
@@ -11,27 +12,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from contract.messages import SKU_RE
 from hub.rules.core import RulesCore, RulesError
 from hub.web.api import SERVICE
+from hub.web.auth import identity_of, requires
 
 log = logging.getLogger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SUPERVISOR = "supervisor"
-
-
-def requires_supervisor(handler: Handler) -> Handler:
-    """Declare that a handler changes state and needs the supervisor role (or admin)."""
-    handler.__hub_rules_role__ = SUPERVISOR  # type: ignore[attr-defined]  # readable by any auth layer
-    try:
-        from hub.web.auth import requires
-    except ImportError:  # auth not installed in this build: the attribute above is the declaration
-        return handler
-    return requires(SUPERVISOR)(handler)
 
 
 def _engine(request: web.Request) -> Any:
@@ -42,8 +33,8 @@ def _engine(request: web.Request) -> Any:
 
 
 def _who(request: web.Request) -> str:
-    identity = request.get("hub_identity")
-    return str(getattr(identity, "name", "") or "supervisor")
+    identity = identity_of(request)  # the person (or token) the decision log names
+    return identity.name if identity is not None else "supervisor"
 
 
 async def _run(request: web.Request, fn: Callable[[RulesCore], Any]) -> Any:
@@ -76,7 +67,7 @@ async def proposals(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "items": rows})
 
 
-@requires_supervisor
+@requires("supervisor")
 async def approve(request: web.Request) -> web.Response:
     pid, who = request.match_info["id"], _who(request)
     p = await _run(request, lambda core: core.approve(pid, who))
@@ -84,7 +75,7 @@ async def approve(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "proposal": dataclasses.asdict(p)})
 
 
-@requires_supervisor
+@requires("supervisor")
 async def edit(request: web.Request) -> web.Response:
     body = await _body(request)
     qty = body.get("qty")
@@ -95,7 +86,7 @@ async def edit(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "proposal": dataclasses.asdict(p)})
 
 
-@requires_supervisor
+@requires("supervisor")
 async def reject(request: web.Request) -> web.Response:
     note = str((await _body(request)).get("note", ""))[:500]
     pid, who = request.match_info["id"], _who(request)
@@ -103,7 +94,7 @@ async def reject(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "proposal": dataclasses.asdict(p)})
 
 
-@requires_supervisor
+@requires("supervisor")
 async def auto_send(request: web.Request) -> web.Response:
     enabled = (await _body(request)).get("enabled")
     if not isinstance(enabled, bool):
@@ -114,7 +105,7 @@ async def auto_send(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "sku": sku, "auto_send": enabled})
 
 
-@requires_supervisor
+@requires("supervisor")
 async def restore_supplier(request: web.Request) -> web.Response:
     sku, supplier, who = request.match_info["sku"], request.match_info["supplier"], _who(request)
     await _run(request, lambda core: core.restore_supplier(sku, supplier, who))
@@ -152,6 +143,54 @@ async def sync_status(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "central": link, "outbox": box})
 
 
+PO_STATUSES = frozenset({"open", "late"})
+
+
+def _sku(request: web.Request) -> str:
+    sku = request.match_info["sku"]
+    if not SKU_RE.match(sku):
+        raise web.HTTPBadRequest(reason=f"sku {sku[:64]!r} is not valid")
+    return sku
+
+
+async def sku_reorder(request: web.Request) -> web.Response:
+    """One SKU's reorder parameters now (ROP, safety stock, order-up-to, inputs) and their history."""
+    sku = _sku(request)
+    return web.json_response({"ok": True, **await _run(request, lambda core: core.reorder_view(sku))})
+
+
+async def sku_suppliers(request: web.Request) -> web.Response:
+    """One SKU's suppliers in priority order, with their record and the one that gets orders now."""
+    sku = _sku(request)
+    return web.json_response({"ok": True, "sku": sku, "items": await _run(request, lambda core: core.sku_suppliers(sku))})
+
+
+async def sku_constraint(request: web.Request) -> web.Response:
+    """What limits one SKU now: information, supplier, cash or none."""
+    sku = _sku(request)
+    health = await asyncio.to_thread(request.app[SERVICE].sku_node_health)
+    offline, stale = health.get(sku, ((), ()))
+    return web.json_response({"ok": True, **await _run(request, lambda core: core.constraint_view(sku, offline, stale))})
+
+
+async def supplier_trends(request: web.Request) -> web.Response:
+    """Per supplier: deliveries and on-time rate per ISO week, oldest first (for charts)."""
+    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.supplier_trends())})
+
+
+async def purchase_orders(request: web.Request) -> web.Response:
+    """Purchase orders central placed for our requisitions: all, `open`, or `late`."""
+    status = request.query.get("status") or None
+    if status is not None and status not in PO_STATUSES:
+        raise web.HTTPBadRequest(reason="query parameter 'status' must be 'open' or 'late'")
+    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.purchase_order_rows(status))})
+
+
+async def low_stock(request: web.Request) -> web.Response:
+    """SKUs out of stock with demand waiting (stockout) or at/below their reorder point (low)."""
+    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.low_stock())})
+
+
 def add_routes(app: web.Application) -> None:
     """Register the rules API's routes."""
     r = app.router
@@ -165,3 +204,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/v1/rules/skus/{sku}/suppliers/{supplier}/restore", restore_supplier)
     r.add_get("/api/v1/rules/constraints", constraints)
     r.add_get("/api/v1/rules/sync", sync_status)
+    r.add_get("/api/v1/rules/skus/{sku}/reorder", sku_reorder)
+    r.add_get("/api/v1/rules/skus/{sku}/suppliers", sku_suppliers)
+    r.add_get("/api/v1/rules/skus/{sku}/constraint", sku_constraint)
+    r.add_get("/api/v1/rules/supplier-trends", supplier_trends)
+    r.add_get("/api/v1/rules/purchase-orders", purchase_orders)
+    r.add_get("/api/v1/stock/low", low_stock)

@@ -63,20 +63,24 @@ async def build_overview(request: web.Request, nodes: list[dict[str, Any]]) -> d
         alerts.append(Alert("discrepancy", "bad", str(d.get("sentence") or f"Discrepancy at {d.get('bin')}"),
                             f"/discrepancies#d-{d.get('id')}"))
     low = items(await api_get(request, "/api/v1/stock/low"))
-    counters["stockouts"] = None if low is None else sum(1 for r in low if int(r.get("qty", 0)) <= 0)
-    counters["low_stock"] = None if low is None else sum(1 for r in low if int(r.get("qty", 0)) > 0)
+    counters["stockouts"] = None if low is None else sum(1 for r in low if r.get("state") == "stockout")
+    counters["low_stock"] = None if low is None else sum(1 for r in low if r.get("state") == "low")
     for r in (low or [])[:ALERTS_PER_KIND]:
-        out = int(r.get("qty", 0)) <= 0
+        out = r.get("state") == "stockout"
+        rop = r.get("reorder_point")
         alerts.append(Alert("stockout" if out else "low_stock", "bad" if out else "warn",
                             f"{r.get('sku')} {'is out of stock' if out else 'is low'} "
-                            f"({r.get('qty')} left{', reorder point ' + str(r['reorder_point']) if r.get('reorder_point') is not None else ''}).",
+                            f"({r.get('qty')} left{', reorder point ' + format(rop, '.0f') if rop is not None else ''}).",
                             f"/stock/{quote(str(r.get('sku')), safe='')}"))
-    late = items(await api_get(request, "/api/v1/purchase-orders?status=late"))
+    late = items(await api_get(request, "/api/v1/rules/purchase-orders?status=late"))
     counters["po_late"] = None if late is None else len(late)
     for po in (late or [])[:ALERTS_PER_KIND]:
-        alerts.append(Alert("po_late", "warn", f"Purchase order {po.get('id')} from {po.get('supplier')} is late.",
+        alerts.append(Alert("po_late", "warn",
+                            f"Purchase order {po.get('po_id')} for {po.get('sku')} from "
+                            f"{po.get('supplier_name') or po.get('supplier')} is "
+                            f"{float(po.get('late_by_days') or 0):.0f} day(s) late.",
                             f"/suppliers#s-{quote(str(po.get('supplier')))}"))
-    proposals = items(await api_get(request, "/api/v1/proposals?status=pending"))
+    proposals = items(await api_get(request, "/api/v1/rules/proposals?status=pending"))
     counters["proposals_pending"] = None if proposals is None else len(proposals)
     for p in (proposals or [])[:ALERTS_PER_KIND]:
         alerts.append(Alert("proposal", "warn", str(p.get("sentence") or f"Proposal {p.get('id')} waits for you."),

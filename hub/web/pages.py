@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
@@ -88,7 +88,7 @@ async def sku_page(request: web.Request) -> web.Response:
     if movements:
         series.append((movements[-1]["hub_ms"] - 1, level))
     series.reverse()
-    base = f"/api/v1/skus/{sku}"
+    base = f"/api/v1/rules/skus/{quote(sku, safe='')}"
     reorder = await api_get(request, f"{base}/reorder")
     suppliers = items(await api_get(request, f"{base}/suppliers"))
     constraint = await api_get(request, f"{base}/constraint")
@@ -121,18 +121,27 @@ async def discrepancies_page(request: web.Request) -> web.Response:
 
 
 async def proposals_page(request: web.Request) -> web.Response:
-    rows = items(await api_get(request, "/api/v1/proposals?status=pending"))
-    decisions = items(await api_get(request, "/api/v1/decisions?limit=50"))
+    rows = items(await api_get(request, "/api/v1/rules/proposals?status=pending"))
+    decisions = items(await api_get(request, "/api/v1/rules/decisions?limit=50"))
     return render(request, "proposals.html", rows=rows, decisions=decisions)
 
 
 async def suppliers_page(request: web.Request) -> web.Response:
-    rows = items(await api_get(request, "/api/v1/suppliers"))
+    """One card per supplier: its SKUs' scorecards and a chart of on-time deliveries per week."""
+    scorecards = items(await api_get(request, "/api/v1/rules/suppliers"))
+    trends = items(await api_get(request, "/api/v1/rules/supplier-trends")) or []
+    suppliers: dict[str, dict[str, Any]] = {}
+    for row in scorecards or []:
+        sid = str(row.get("supplier"))
+        entry = suppliers.setdefault(sid, {"supplier": sid, "name": row.get("name") or sid, "skus": []})
+        entry["skus"].append(row)
     charts: dict[str, str] = {}
-    for s in rows or []:
-        trend = s.get("trend") or []
-        bars = [(str(t.get("period")), float(t.get("on_time_rate", 0)) * 100) for t in trend if isinstance(t, dict)]
-        charts[str(s.get("supplier") or s.get("id"))] = bar_chart(bars, f"On-time deliveries of {s.get('name')}", "%")
+    for t in trends:
+        sid = str(t.get("supplier"))
+        suppliers.setdefault(sid, {"supplier": sid, "name": t.get("name") or sid, "skus": []})
+        bars = [(str(p.get("period")), float(p.get("on_time_rate", 0)) * 100) for p in t.get("trend") or []]
+        charts[sid] = bar_chart(bars, f"On-time deliveries of {t.get('name') or sid} per week", "%")
+    rows = None if scorecards is None else list(suppliers.values())
     return render(request, "suppliers.html", rows=rows, charts=charts)
 
 
