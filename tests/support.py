@@ -279,3 +279,34 @@ async def open_discrepancy(service: Any, sink: Any, bin_name: str, timeout_s: fl
         return rows[0] if rows else None
 
     return await wait_for(found, timeout_s=timeout_s, what=f"a discrepancy at {bin_name}")
+
+
+DAY_MS = 86_400_000
+
+
+async def teach_rules(service: Any, sku: str, location: str, per_day: int = 19, days: int = 10,
+                      suppliers: tuple[Any, ...] = ()) -> None:
+    """Give the real rules engine a supplier and `days` of past demand for a SKU, in process.
+
+    Demand is learned per closed hub day, which a test cannot wait for; so the history goes in
+    through the engine's own API (`RulesCore.on_commit`, as ingest feeds it) at a location of its
+    own that nets to zero, leaving the ledger's real scans to move the stock position. Then
+    the catalog (the suppliers) arrives as central purchasing would send it.
+    """
+    from hub.ledger import BalanceChange
+    from hub.rules.core import CatalogItem
+    from hub.rules.supplier import SupplierOption
+
+    opts = suppliers or (SupplierOption("acme", "Acme Fasteners", 1, 5.0, 2.0, 10, 10),)
+
+    def teach(core: Any) -> None:
+        t = core.clock()
+        history = f"{location}-history"
+        start = t - (days + 1) * DAY_MS
+        core.on_commit([BalanceChange(sku, history, per_day * days, per_day * days, "receive", start, start)])
+        for day in range(days, 0, -1):
+            at = t - day * DAY_MS
+            core.on_commit([BalanceChange(sku, history, per_day * (day - 1), -per_day, "pick", at, at)])
+        core.set_catalog([CatalogItem(sku, sku, f"item {sku}", None, opts)])
+
+    await service.rules.call(teach)

@@ -22,7 +22,7 @@ from contract import Channel, EventBatch, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from tests.conftest import SITE, add_node
-from tests.support import add_web_user, edge_config, scan, start_web_hub, wait_for
+from tests.support import add_web_user, edge_config, scan, start_web_hub, teach_rules, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -132,20 +132,51 @@ async def test_node_goes_offline_and_viewer_cannot_command(broker: PrivateBroker
 
 async def test_approve_a_proposal(broker: PrivateBroker, tmp_path: Path, browser: Browser) -> None:
     service, runner, base = await start_web_hub(broker, tmp_path)
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    await agent.start()
     try:
         app = runner.app
         routes = {r.canonical for r in app.router.resources()}
-        if "/api/v1/proposals/{id}/approve" not in routes:
-            pytest.skip("the rules engineer's proposals API (POST /api/v1/proposals/{id}/approve in "
-                        "hub/web/api_rules.py) is not registered yet")
+        assert "/api/v1/rules/proposals/{id}/approve" in routes
+        sku = "09506000134352"
+
+        async def rules_on_hand() -> int:
+            return int(await service.rules.call(lambda core: core.plan(sku).on_hand))
+
+        # 400 in the bin (a real scan), ten days of demand and a supplier (the engine's API),
+        # then a real pick takes the position below the reorder point: the engine proposes.
+        await agent.sink.submit(scan(qty=400, location="A-01-1"))
+        await wait_for(lambda: _eq(rules_on_hand(), 400), what="the rules engine seeing the receipt")
+        await teach_rules(service, sku, "A-01-1")
+        assert await service.rules.call(lambda core: core.proposal_rows("pending")) == []  # above the ROP
+        await agent.sink.submit(scan(qty=300, location="A-01-1", mode="pick"))
+        pending = await wait_for(lambda: service.rules.call(lambda core: core.proposal_rows("pending")),
+                                 what="a pending proposal from the pick")
+        pid = pending[0]["id"]
+
         page = await log_in(browser, base, "sup", add_web_user(service.config, "sup", "supervisor"))
         await page.goto(f"{base}/proposals")
-        card = page.locator("[data-proposal]").first
+        card = page.locator(f'[data-proposal="{pid}"]')
         await expect(card).to_be_visible()
+        await expect(card.locator(".sentence")).to_contain_text("reached the reorder point")
         await card.get_by_role("button", name="Approve").click()
         await expect(card.locator(".result")).to_have_text("approved")
+        await page.reload()
+        await expect(page.locator("[data-proposal]")).to_have_count(0)  # no longer pending
+        await expect(page.locator("#proposals .none")).to_have_text("No proposals wait for you.")
+        ordered = page.locator('#decisions li[data-rule="ordered"]')
+        await expect(ordered).to_have_count(1)
+        await expect(ordered).to_contain_text("approved by sup")
+        queued = await service.rules.call(lambda core: core.proposal_rows("queued"))
+        assert [(p["id"], p["decided_by"]) for p in queued] == [(pid, "sup")]
     finally:
+        await agent.stop()
         await runner.cleanup()
+
+
+async def _eq(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
 
 
 def _publisher(broker: PrivateBroker, node: str, password: str) -> mqtt.Client:
