@@ -46,7 +46,8 @@ async def _run(request: web.Request, fn: Callable[[RulesCore], Any]) -> Any:
 
 def _http(status: int, reason: str) -> web.HTTPException:
     cls = {404: web.HTTPNotFound, 409: web.HTTPConflict}.get(status, web.HTTPBadRequest)
-    return cls(reason=reason)
+    # A reason is a header line: path parts quoted into it must not break it (or the response).
+    return cls(reason=" ".join(reason.splitlines())[:500])
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -99,7 +100,7 @@ async def auto_send(request: web.Request) -> web.Response:
     enabled = (await _body(request)).get("enabled")
     if not isinstance(enabled, bool):
         raise web.HTTPBadRequest(reason="'enabled' must be true or false")
-    sku, who = request.match_info["sku"], _who(request)
+    sku, who = _sku(request), _who(request)
     await _run(request, lambda core: core.set_auto_send(sku, enabled, who))
     request.app[SERVICE].wake_purchasing()
     return web.json_response({"ok": True, "sku": sku, "auto_send": enabled})
@@ -107,7 +108,7 @@ async def auto_send(request: web.Request) -> web.Response:
 
 @requires("supervisor")
 async def restore_supplier(request: web.Request) -> web.Response:
-    sku, supplier, who = request.match_info["sku"], request.match_info["supplier"], _who(request)
+    sku, supplier, who = _sku(request), request.match_info["supplier"], _who(request)
     await _run(request, lambda core: core.restore_supplier(sku, supplier, who))
     return web.json_response({"ok": True, "sku": sku, "supplier": supplier})
 

@@ -43,7 +43,7 @@ async def send_command(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(reason="body must be a JSON object like {\"cmd\": \"tare\"}")
     cmd = body.get("cmd")
-    if cmd not in PAGE_COMMANDS:
+    if not isinstance(cmd, str) or cmd not in PAGE_COMMANDS:
         raise web.HTTPBadRequest(reason=f"cmd must be one of {', '.join(sorted(PAGE_COMMANDS))}")
     if node not in {n["node"] for n in await service.node_rows()}:
         raise web.HTTPNotFound(reason=f"no node called {node!r} has ever connected")
