@@ -30,11 +30,14 @@ async def test_pages_render_and_commands_are_for_admins(broker: PrivateBroker, t
                     html = await resp.text()
                     assert resp.status == 200, path
                     assert 'id="live"' in html and '<meta name="csrf-token"' in html, path
+                    # Every section's API is registered at the path the page asks for.
+                    assert "not available yet" not in html.lower(), path
             async with viewer.get(f"{base}/stock") as resp:
                 assert 'data-key="09506000134352|C-01-1"' in await resp.text()
             async with viewer.get(f"{base}/stock/09506000134352") as resp:
                 html = await resp.text()
                 assert "<svg" in html and "C-01-1" in html and "receive" in html
+                assert "not available yet" not in html.lower() and 'id="constraint"' in html and 'id="reorder"' in html
             # The viewer sees no command buttons, and the API refuses the command too.
             async with viewer.get(f"{base}/nodes") as resp:
                 html = await resp.text()
@@ -82,6 +85,9 @@ async def test_overview_api_and_metrics(broker: PrivateBroker, tmp_path: Path) -
                 return [a for a in data["alerts"] if a["kind"] == "node_offline" and node in a["text"]] or None
 
             alerts = await wait_for(offline_alert, what="an offline alert for the stopped node")
+            async with s.get(f"{base}/api/v1/overview") as resp:
+                counters = (await resp.json())["counters"]
+            assert {k for k, v in counters.items() if v is None} == set(), "a counter's source is not registered"
             assert alerts[0]["href"] == f"/nodes#node-{node}" and node in alerts[0]["text"]
             async with s.get(f"{base}/metrics") as resp:
                 text = await resp.text()
