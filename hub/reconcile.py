@@ -5,8 +5,11 @@ counts is the sensed change. Scan movements at the bin are the claimed change. B
 gathered per bin into a window: a cluster of activity on skew-corrected device time that
 closes once the bin has been quiet for `window_ms` (a later event at the bin shows it, or
 the hub's clock does when nothing more arrives); evidence more than a window before the
-open window's start also starts a new one. Clustering rather than pairing tolerates
-clock skew, the shelf's settling delay, and several picks settling as one weight change.
+open window's start also starts a new one. A window whose scans and sensed changes add up
+(S == W, both present) is confirmed at once, and a window on a bin that is never quiet is
+judged after MAX_SPAN_WINDOWS windows, so a busy bin still gets timely verdicts.
+Clustering rather than pairing tolerates clock skew, the shelf's settling delay, and
+several picks settling as one weight change.
 
 When a window closes, with S = sum of scanned changes and W = sum of sensed changes:
 
@@ -37,6 +40,7 @@ from hub.store.base import NewDiscrepancy
 
 log = logging.getLogger(__name__)
 
+MAX_SPAN_WINDOWS = 4  # a window on a never-quiet bin is judged after 4 x window_ms of device time
 MAX_WINDOW_ITEMS = 64  # a bin busier than this in one window is judged in slices, to bound memory and state rows
 CONFIRMED = "confirmed"
 SCAN_WITHOUT_MOVEMENT = "scan_without_movement"
@@ -161,8 +165,10 @@ class Reconciler:
 
     def _advance(self, bin_name: str, sku: str | None, win: BinWindow, t_ms: int) -> list[NewDiscrepancy]:
         # Evidence further than a window from everything in the open one (later, or much
-        # earlier: another node's delayed event) belongs to a different window.
-        if win.items and (t_ms > win.last_t + self.window_ms or t_ms < win.first_t - self.window_ms):
+        # earlier: another node's delayed event) belongs to a different window; and a window
+        # on a bin that is never quiet is judged after MAX_SPAN_WINDOWS, not left open forever.
+        if win.items and (t_ms > win.last_t + self.window_ms or t_ms < win.first_t - self.window_ms
+                          or t_ms > win.first_t + MAX_SPAN_WINDOWS * self.window_ms):
             return self._close(bin_name, sku, win)
         return []
 
@@ -174,7 +180,9 @@ class Reconciler:
         win.first_t = min(win.first_t, t_ms) if len(win.items) > 1 else t_ms
         win.last_hub_ms = hub_ms
         self.dirty.add(bin_name)
-        if len(win.items) >= MAX_WINDOW_ITEMS:
+        if len(win.items) >= MAX_WINDOW_ITEMS or _balanced(win.items):
+            # Scans and weight agree: confirmed now, so the next activity starts a fresh window
+            # (on a busy bin, waiting for quiet would delay every judgement indefinitely).
             out.extend(self._close(bin_name, sku, win))
         return out
 
@@ -236,3 +244,10 @@ def describe(kind: str, bin_name: str, sku: str | None, scan_sum: int, sensed_su
                     f"{span}{note}.")
         action = f"Recount bin {bin_name} (scan a count) to set the right quantity."
     return sentence, action
+
+
+def _balanced(items: list[dict[str, Any]]) -> bool:
+    """The window holds scans and sensed changes, and they add up to the same change."""
+    scans = [i["qty_delta"] for i in items if i["type"] == "scan"]
+    counts = [i["qty_delta"] for i in items if i["type"] == "count"]
+    return bool(scans) and bool(counts) and sum(scans) == sum(counts)

@@ -187,11 +187,16 @@ class ModelBin:
         self.open.append((kind, scans, sensed))
 
     def add(self, kind: str, t: int, delta: int) -> None:
-        if self.items and (t > self.last_t + WINDOW_MS or t < self.first_t - WINDOW_MS):
+        if self.items and (t > self.last_t + WINDOW_MS or t < self.first_t - WINDOW_MS
+                           or t > self.first_t + 4 * WINDOW_MS):
             self.close_window()
         self.last_t = max(self.last_t, t) if self.items else t
         self.first_t = min(self.first_t, t) if self.items else t
         self.items.append((kind, t, delta))
+        scans = [d for k, _, d in self.items if k == "scan"]
+        counts = [d for k, _, d in self.items if k == "count"]
+        if scans and counts and sum(scans) == sum(counts):  # agreeing evidence is confirmed at once
+            self.items = []
 
 
 def model_apply(bins: dict[str, ModelBin], op: tuple[str, str, int, int]) -> None:
