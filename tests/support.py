@@ -285,7 +285,7 @@ DAY_MS = 86_400_000
 
 
 async def teach_rules(service: Any, sku: str, location: str, per_day: int = 19, days: int = 10,
-                      suppliers: tuple[Any, ...] = ()) -> None:
+                      suppliers: tuple[Any, ...] = (), gtin: str | None = None, description: str = "") -> None:
     """Give the real rules engine a supplier and `days` of past demand for a SKU, in process.
 
     Demand is learned per closed hub day, which a test cannot wait for; so the history goes in
@@ -307,6 +307,6 @@ async def teach_rules(service: Any, sku: str, location: str, per_day: int = 19, 
         for day in range(days, 0, -1):
             at = t - day * DAY_MS
             core.on_commit([BalanceChange(sku, history, per_day * (day - 1), -per_day, "pick", at, at)])
-        core.set_catalog([CatalogItem(sku, sku, f"item {sku}", None, opts)])
+        core.set_catalog([CatalogItem(sku, gtin or sku, description or f"item {sku}", None, opts)])
 
     await service.rules.call(teach)
