@@ -119,6 +119,8 @@ def outbox_last_seq(path: Path) -> int:
     try:
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
         return 0 if row is None else int(row[0])
+    except sqlite3.OperationalError:  # no row written yet: sqlite_sequence does not exist
+        return 0
     finally:
         db.close()
 
@@ -143,7 +145,10 @@ async def test_edge_sigkill_sends_what_it_had_accepted_after_restart(broker: Pri
     scans = 300
     edge = start_edge()
     try:
-        await wait_for(outbox_path.exists, timeout_s=20, what="edge outbox created")
+        # The scanner's "present" event (seq 1) is written once the port is open; lines sent
+        # before that would be flushed by the open, as a real scanner's would be.
+        await wait_for(lambda: outbox_path.exists() and outbox_last_seq(outbox_path) >= 1, timeout_s=30,
+                       what="edge reading the scanner port")
         # The hub is down: everything the edge accepts waits in its outbox.
         os.write(master, b"LOC:E-01-1\n")
         for _ in range(scans):
