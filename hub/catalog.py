@@ -218,8 +218,12 @@ class CatalogIndex:
         return self.bins.get(name)
 
 
-def node_configs(catalog: Catalog, ts_ms: int) -> list[NodeConfig]:
-    """One retained config per node that serves at least one bin."""
+def node_configs(catalog: Catalog, ts_ms: int, require_location: bool = True) -> list[NodeConfig]:
+    """One retained config per node that serves at least one bin.
+
+    require_location=False lets a scanner book an item to the one bin the catalog gives its
+    GTIN when the worker scanned no location (sites that pick by item, not by bin).
+    """
     first_gtin = {s.sku: (s.gtins[0] if s.gtins else None) for s in catalog.skus}
     by_node: dict[str, list[BinConfig]] = {}
     for b in catalog.bins:
@@ -228,5 +232,5 @@ def node_configs(catalog: Catalog, ts_ms: int) -> list[NodeConfig]:
         by_node.setdefault(b.node, []).append(BinConfig(bin=b.bin, gtin=first_gtin.get(b.sku or ""),
                                                         unit_weight_g=b.unit_weight_g,
                                                         unit_weight_cv=b.unit_weight_cv))
-    return [NodeConfig(node=node, rev=catalog.rev, ts_ms=ts_ms, bins=tuple(bins))
+    return [NodeConfig(node=node, rev=catalog.rev, ts_ms=ts_ms, bins=tuple(bins), require_location=require_location)
             for node, bins in sorted(by_node.items())]

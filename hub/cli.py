@@ -6,11 +6,17 @@ import argparse
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service import Notifier, Watchdog
-from settings import describe, exits_on_config_error
+from settings import ConfigError, describe, exits_on_config_error
+
+if TYPE_CHECKING:
+    from hub.config import HubConfig
 
 log = logging.getLogger("hub")
 
@@ -83,13 +89,28 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from hub.config import load_hub_config
     from hub.store import SqliteStore
     cfg = load_hub_config(args.config)
+    _require_ledger(cfg)
+    target = Path(args.path)
+    if not target.parent.is_dir():
+        print(f"stock-hub backup: {target.parent} is not a directory; create it or choose another path",
+              file=sys.stderr)
+        return 2
     store = SqliteStore(cfg.db_path, cfg.db_synchronous)
     try:
-        store.backup(args.path)
+        store.backup(str(target))
+    except sqlite3.Error as err:
+        print(f"stock-hub backup: cannot write {target} ({err})", file=sys.stderr)
+        return 2
     finally:
         store.close()
-    print(f"backed up {cfg.db_path} to {args.path}")
+    print(f"backed up {cfg.db_path} to {target}")
     return 0
+
+
+def _require_ledger(cfg: HubConfig) -> None:
+    """Tools that read the ledger must not create an empty one from a wrong --config."""
+    if not cfg.db_path.exists():
+        raise ConfigError(f"{cfg.source}: key 'db.path': no ledger at {cfg.db_path}; is this the hub's config file?")
 
 
 @_with_config
@@ -98,6 +119,7 @@ def cmd_rebuild_balances(args: argparse.Namespace) -> int:
     from hub.config import load_hub_config
     from hub.store import SqliteStore
     cfg = load_hub_config(args.config)
+    _require_ledger(cfg)
     store = SqliteStore(cfg.db_path, cfg.db_synchronous)
     try:
         rebuilt = {(b.sku, b.location): b.qty for b in store.rebuild_balances()}

@@ -44,6 +44,8 @@ HUB_SETTINGS: list[Setting] = [
     Setting("db.synchronous", str, "FULL", "SQLite synchronous mode: FULL survives power loss after an ack",
             choices=("FULL", "NORMAL")),
     Setting("live.flush_ms", int, 100, "how often pages get batched live updates", check=positive),
+    Setting("scan.require_location", bool, True,
+            "item scans need a location scanned first; false: an item goes to the one bin the catalog gives it"),
     Setting("log.level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Setting("reconcile.window_s", float, 30.0,
             "reconciliation window: scans and shelf changes at a bin within this much (skew-corrected) time are"
@@ -115,6 +117,7 @@ class HubConfig:
     log_level: str
     source: str = ""
     reconcile_window_s: float = 30.0
+    scan_require_location: bool = True
     health_stale_after_s: float = 60.0
     health_skew_flag_ms: int = 2000
     auth_db_path: Path | None = None  # None: auth.sqlite3 next to the ledger
@@ -143,7 +146,7 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      http_host=raw["http.host"], http_port=raw["http.port"], db_path=Path(raw["db.path"]),
                      db_synchronous=raw["db.synchronous"], live_flush_ms=raw["live.flush_ms"],
                      log_level=raw["log.level"], source=source,
-                     reconcile_window_s=raw["reconcile.window_s"], health_stale_after_s=raw["health.stale_after_s"],
+                     reconcile_window_s=raw["reconcile.window_s"], scan_require_location=raw["scan.require_location"], health_stale_after_s=raw["health.stale_after_s"],
                      health_skew_flag_ms=raw["health.skew_flag_ms"],
                      auth_db_path=Path(raw["auth.db_path"]) if raw["auth.db_path"] else None,
                      auth_session_secret_file=(Path(raw["auth.session_secret_file"])

@@ -113,7 +113,7 @@ class HubService:
     async def push_configs(self) -> int:
         """Publish every node's retained config from the current catalog; returns the catalog rev."""
         catalog = await asyncio.to_thread(self.store.catalog)
-        for config in node_configs(catalog, now_ms()):
+        for config in node_configs(catalog, now_ms(), self.config.scan_require_location):
             self.link.publish_config(config)
         self.pushed_catalog_rev = catalog.rev
         log.info("pushed config rev %d to the nodes", catalog.rev)

@@ -45,6 +45,7 @@ mkdir -p "$PREFIX"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip
 "$VENV/bin/pip" install --quiet --upgrade "${SRC}[edge]"
+ln -sf "$VENV/bin/edge-agent" /usr/local/bin/edge-agent
 # Docs and examples next to the venv, where the unit's Documentation= points.
 mkdir -p "$PREFIX/src"
 cp -r "$SRC/docs" "$SRC/firmware_config" "$PREFIX/src/"

@@ -13,6 +13,10 @@ PYTHON="${PYTHON:-python3}"
 missing=()
 "$PYTHON" -c 'import ensurepip, sys; assert sys.version_info >= (3, 11)' 2>/dev/null || missing+=(python3 python3-venv)
 { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing+=(mosquitto)
+# evdev ships no wheels: pip builds it, which needs a C compiler and the Python headers.
+command -v gcc >/dev/null || missing+=(gcc)
+"$PYTHON" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+    2>/dev/null || missing+=(python3-dev)
 if [ "$PURPOSE" = test ]; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)                 # browser tests (Playwright drives it)
     command -v avr-gcc >/dev/null || missing+=(gcc-avr avr-libc)     # the HX711-bridge firmware build

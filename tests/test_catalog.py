@@ -76,6 +76,9 @@ def test_cli_import_reports_and_node_configs_follow(tmp_path: Path, capsys: pyte
     a1 = {b.bin: b for b in configs["pi-a1"].bins}
     assert a1["A-01-1"].gtin == "09506000134352" and a1["A-01-1"].unit_weight_g == 412.5
     assert NodeConfig.from_json(configs["pi-a1"].to_json()) == configs["pi-a1"]  # valid on the wire
+    assert configs["pi-a1"].require_location is True
+    by_item = node_configs(catalog, 1_750_000_000_000, require_location=False)
+    assert all(c.require_location is False for c in by_item)  # the site setting reaches every node
 
 
 async def test_the_running_hub_pushes_a_new_catalog_to_its_nodes(broker: PrivateBroker, tmp_path: Path) -> None:
