@@ -40,7 +40,7 @@ EDGE_SETTINGS: list[Setting] = [
     Setting("outbox.replay_batches_per_s", float, 50.0, "pace of re-sends, so live events still go first",
             check=positive),
     Setting("state.path", str, "/var/lib/edge-agent/state.json", "TinyDB file for calibration and config cache"),
-    Setting("log.level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Setting("log.level", str, "INFO", "least severe log lines written to stdout (journald)", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
 ]
 
 ARRAY_TABLES = {"scanner": SCANNER_SETTINGS, "shelf": SHELF_SETTINGS}

@@ -37,7 +37,7 @@ HUB_SETTINGS: list[Setting] = [
     Setting("mqtt.password_file", str, "", "file holding the MQTT password, instead of mqtt.password"),
     Setting("mqtt.tls", bool, False, "connect with TLS"),
     Setting("mqtt.ca_file", str, "", "CA certificate for TLS (empty: system store)"),
-    Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive", check=positive),
+    Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive; the broker drops a silent hub after 1.5x this", check=positive),
     Setting("http.host", str, "127.0.0.1", "address the web page and API listen on (0.0.0.0 for the LAN)"),
     Setting("http.port", int, 8080, "port of the web page and API", check=port_number),
     Setting("db.path", str, "/var/lib/stock-hub/ledger.sqlite3", "SQLite ledger file"),
@@ -46,7 +46,7 @@ HUB_SETTINGS: list[Setting] = [
     Setting("live.flush_ms", int, 100, "how often pages get batched live updates", check=positive),
     Setting("scan.require_location", bool, True,
             "item scans need a location scanned first; false: an item goes to the one bin the catalog gives it"),
-    Setting("log.level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Setting("log.level", str, "INFO", "least severe log lines written to stdout (journald)", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Setting("reconcile.window_s", float, 30.0,
             "reconciliation window: scans and shelf changes at a bin within this much (skew-corrected) time are"
             " judged together; covers clock skew left after correction and the shelf's settling delay",

@@ -26,7 +26,7 @@ SHELF_SETTINGS: list[Setting] = [
     Setting("protocol", str, "hx711-bridge", "line protocol the controller speaks (see docs/shelves.md)",
             choices=tuple(PROTOCOLS)),
     Setting("port", str, "", "serial device path of the controller"),
-    Setting("baud", int, 115200, "baud rate", check=positive),
+    Setting("baud", int, 115200, "serial baud rate of the controller", check=positive),
     Setting("bins", list, [], "bin names, in the controller's channel order (mt-sics: exactly one)"),
     Setting("rate_hz", float, 80.0, "samples per second per channel (HX711: 10 or 80; MT-SICS: the balance's rate)",
             check=positive),
