@@ -42,6 +42,7 @@ from contract import (
     EventBatch,
     NodeState,
     ScanEvent,
+    ScanRejected,
     ShelfCount,
     event_from_dict,
     load_payload,
@@ -52,7 +53,7 @@ from hub.dedupe import StreamBook, StreamTrack
 from hub.lag import LagTracker, StageTimes
 from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_event
 from hub.reconcile import Reconciler
-from hub.store.base import Catalog, NewDiscrepancy, Store, WriteTx
+from hub.store.base import Catalog, NewDiscrepancy, ScanRow, Store, WriteTx
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class CommitResult:
     discrepancies_opened: list[NewDiscrepancy] = field(default_factory=list)
     discrepancies_closed: list[int] = field(default_factory=list)
     events_held: int = 0  # stored above a gap, applied once it closes
+    scans: list[ScanRow] = field(default_factory=list)  # scans and rejected scans applied, in order
 
 
 class Ingest:
@@ -389,6 +391,9 @@ class Ingest:
         t_ms = event.ts_ms - skew
         rec = self.reconciler
         if isinstance(event, ScanEvent):
+            result.scans.append(ScanRow(event_id, node, event.seq, "accepted", event.ts_ms, hub_ms, event.scanner,
+                                        event.mode, event.gtin, self._resolve_sku(event.gtin), event.qty,
+                                        event.location, event.from_location, None, event.raw, event.operator))
             if event.mode == "count":
                 closed = rec.count_scan(event.location)
                 if closed:
@@ -414,6 +419,10 @@ class Ingest:
                     event.uncertain, {"event_id": event_id, "node": node, "seq": event.seq,
                                       "confidence": event.confidence, "quotient": event.quotient,
                                       "device_ms": event.ts_ms}), result)
+        elif isinstance(event, ScanRejected):
+            result.scans.append(ScanRow(event_id, node, event.seq, "rejected", event.ts_ms, hub_ms, event.scanner,
+                                        event.mode, None, None, None, event.location, None, event.reason, event.raw,
+                                        None))
         elif isinstance(event, DeviceChange):
             devices = self._devices.setdefault(node, {})
             devices[event.device] = {"device": event.device, "device_kind": event.device_kind,

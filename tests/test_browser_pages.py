@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from contract import Channel, EventBatch, node_topic
+from contract import Channel, EventBatch, ScanRejected, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from tests.conftest import SITE, add_node
@@ -92,6 +92,26 @@ async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: P
         await expect(row.locator(".qty")).to_have_text("6")  # no reload: pushed over SSE
         await agent.sink.submit(scan(qty=2, location="E-01-1", mode="pick"))
         await expect(row.locator(".qty")).to_have_text("4")
+        # The filter boxes line up: Search and Location are the same height.
+        boxes = [await page.locator(sel).bounding_box() for sel in ("#q", "#location")]
+        assert boxes[0] and boxes[1] and boxes[0]["height"] == boxes[1]["height"], boxes
+
+        # The overview lists those scans, and a rejected one appears live, its reason in red.
+        await page.goto(f"{base}/")
+        await expect(page.locator("#live")).to_have_text("live")
+        scans = page.locator("#scans tbody tr")
+        await expect(scans).to_have_count(2)
+        await expect(scans.first).to_contain_text("pick 2 × 09506000134352 at E-01-1")
+        await page.evaluate("window.sameDocument = true")  # gone if the page reloads
+        now = int(time.time() * 1000)
+        await agent.sink.submit(ScanRejected(seq=0, ts_ms=now, accepted_ms=now, scanner="s1",
+                                             reason="Scan a location before the quantity.", raw="]C1QTY7"))
+        reason = scans.first.locator(".reason")
+        await expect(reason).to_have_text("rejected: Scan a location before the quantity.")
+        await expect(scans.first.locator(".raw")).to_have_text("]C1QTY7")
+        await expect(scans).to_have_count(3)
+        assert await reason.evaluate("el => getComputedStyle(el).color") == "rgb(179, 38, 30)"  # --bad
+        assert await page.evaluate("window.sameDocument === true")
 
         # A state change without the CSRF token is refused, from the page's own origin and cookie.
         status = await page.evaluate("""async (node) => (await fetch(`/api/v1/nodes/${node}/commands`,

@@ -34,6 +34,15 @@ async def test_recount_requested_then_a_count_scan_closes_it(broker: PrivateBrok
                 row = (await resp.json())["items"][0]
                 assert row["state"] == "open" and row["recount_requested_by"] is None
         async with sup:
+            # The buttons name what they do; the state column says what is.
+            async with sup.get(f"{base}/discrepancies") as resp:
+                html = await resp.text()
+            card = html[html.index(f'id="d-{found.id}"'):]
+            card = card[:card.index("</li>")]
+            assert 'data-state="open"' in card
+            assert f'data-post="/api/v1/discrepancies/{found.id}/recount" data-done="recount requested">Request recount<' in card
+            assert f'data-post="/api/v1/discrepancies/{found.id}/resolve"' in card and ">Mark resolved</button>" in card
+            assert ">Recount requested</button>" not in card and ">Resolved</button>" not in card
             async with sup.post(url) as resp:
                 assert resp.status == 403  # a session needs its CSRF token
             async with sup.post(url, headers={"X-CSRF-Token": sup_csrf}) as resp:
@@ -48,6 +57,7 @@ async def test_recount_requested_then_a_count_scan_closes_it(broker: PrivateBrok
             async with sup.get(f"{base}/discrepancies") as resp:
                 html = await resp.text()
             assert 'data-state="recount requested"' in html and "recount asked by sue" in html
+            assert ">Request recount</button>" not in html and ">Mark resolved</button>" in html  # asked already
             async with sup.post(f"{base}/api/v1/discrepancies/999999/recount",
                                 headers={"X-CSRF-Token": sup_csrf}) as resp:
                 assert resp.status == 404

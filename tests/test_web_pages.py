@@ -8,6 +8,7 @@ from pathlib import Path
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from hub.web.charts import bar_chart, step_chart
+from hub.web.pages import LAG_SLOW_P99_MS, LAG_STAGES, lag_highlights
 from tests.conftest import add_node
 from tests.support import api_token, edge_config, login_session, scan, start_web_hub, token_session, wait_for
 
@@ -34,6 +35,14 @@ async def test_pages_render_and_commands_are_for_admins(broker: PrivateBroker, t
                     assert "not available yet" not in html.lower(), path
             async with viewer.get(f"{base}/stock") as resp:
                 assert 'data-key="09506000134352|C-01-1"' in await resp.text()
+            # One node is the slowest of itself: nothing is red unless a p99 is over the promise.
+            async with viewer.get(f"{base}/api/v1/lag") as resp:
+                lag = (await resp.json())["items"]
+            assert [r["node"] for r in lag] == [node]
+            assert all(v["p99"] <= LAG_SLOW_P99_MS for k, v in lag[0].items() if k != "node"), lag
+            async with viewer.get(f"{base}/lag") as resp:
+                html = await resp.text()
+            assert f'<tr data-lag-node="{node}">' in html and " hot" not in html and 'class="bar hot"' not in html
             async with viewer.get(f"{base}/stock/09506000134352") as resp:
                 html = await resp.text()
                 assert "<svg" in html and "C-01-1" in html and "receive" in html
@@ -106,3 +115,25 @@ def test_charts_are_plain_svg_with_escaped_text() -> None:
     assert "no data yet" in step_chart([], "empty")
     bars = bar_chart([("pi-1", 10), ("pi-2", 40)], "lag", " ms", highlight="pi-2")
     assert bars.count('class="bar hot"') == 1
+
+
+def _lag_row(node: str, p99: float, stages: tuple[str, ...] = LAG_STAGES) -> dict:
+    return {"node": node, **{s: {"samples": 5, "p50": p99 / 2, "p90": p99, "p99": p99, "max": p99} for s in stages}}
+
+
+def test_lag_highlights_only_what_is_slow() -> None:
+    fast, slow = LAG_SLOW_P99_MS / 10, LAG_SLOW_P99_MS + 1
+    # One node: never "the slowest"; red only over the threshold.
+    assert lag_highlights([_lag_row("pi-1", fast)]) == {s: set() for s in LAG_STAGES}
+    assert lag_highlights([_lag_row("pi-1", slow)]) == {s: {"pi-1"} for s in LAG_STAGES}
+    assert lag_highlights([_lag_row("pi-1", LAG_SLOW_P99_MS)]) == {s: set() for s in LAG_STAGES}  # at it: fine
+    # Two or more nodes: the slowest per stage, plus any over the threshold; a tie marks none.
+    assert lag_highlights([_lag_row("pi-1", fast), _lag_row("pi-2", fast * 2)]) == {s: {"pi-2"} for s in LAG_STAGES}
+    assert lag_highlights([_lag_row("pi-1", slow), _lag_row("pi-2", slow + 5), _lag_row("pi-3", fast)]) == {
+        s: {"pi-1", "pi-2"} for s in LAG_STAGES}
+    assert lag_highlights([_lag_row("pi-1", fast), _lag_row("pi-2", fast)]) == {s: set() for s in LAG_STAGES}
+    # A stage a node has no samples for does not make the other node "slowest".
+    only_push = lag_highlights([_lag_row("pi-1", fast), _lag_row("pi-2", fast, ("committed_to_pushed",))])
+    assert only_push["device_to_accepted"] == set() and only_push["committed_to_pushed"] == set()
+    assert bar_chart([("pi-1", 10), ("pi-2", 40), ("pi-3", 5)], "lag", " ms", {"pi-1", "pi-2"}).count(
+        'class="bar hot"') == 2

@@ -136,6 +136,31 @@ def discrepancy_state(status: str, recount_requested_by: str | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ScanRow:
+    """One scan a worker made, as the ledger's events table holds it: accepted or rejected at the edge."""
+
+    id: int  # the event id (events.id): newest has the highest
+    node: str
+    seq: int
+    outcome: str  # "accepted" (kind 'scan') or "rejected" (kind 'scan_rejected')
+    device_ms: int
+    hub_ms: int  # when the hub committed it
+    scanner: str
+    mode: str | None
+    gtin: str | None
+    sku: str | None  # the catalog's SKU for the GTIN, or the GTIN itself when the catalog does not know it
+    qty: int | None
+    location: str | None
+    from_location: str | None
+    reason: str | None  # rejected: what the worker was told
+    raw: str | None  # the scanned text, when the edge kept it
+    operator: str | None
+
+
+SCAN_OUTCOMES = {"accepted": "scan", "rejected": "scan_rejected"}  # outcome -> events.kind
+
+
+@dataclass(frozen=True, slots=True)
 class StreamPosition:
     """How far the ledger holds one (node, stream): every seq <= watermark, plus `above`."""
 
@@ -275,6 +300,11 @@ class Store(Protocol):
 
     def movements(self, sku: str | None = None, location: str | None = None, limit: int = 100,
                   before_id: int | None = None) -> list[Movement]:
+        ...
+
+    def scans(self, node: str | None = None, outcome: str | None = None, limit: int = 100,
+              before_id: int | None = None) -> list[ScanRow]:
+        """Scans (events of kind 'scan' and 'scan_rejected'), newest first; outcome 'accepted' or 'rejected'."""
         ...
 
     def event_count(self) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.store.base import (
+    SCAN_OUTCOMES,
     Balance,
     Catalog,
     CatalogBin,
@@ -27,6 +28,7 @@ from hub.store.base import (
     NewDiscrepancy,
     NodeRow,
     QuarantineRow,
+    ScanRow,
     StreamPosition,
     discrepancy_state,
 )
@@ -45,6 +47,8 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     UNIQUE (node, stream, seq)
 );
+-- Recent scans (accepted or rejected) newest first without walking every shelf count.
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
 CREATE TABLE IF NOT EXISTS movements (
     id INTEGER PRIMARY KEY,
     event_id INTEGER NOT NULL REFERENCES events(id),
@@ -415,6 +419,41 @@ class SqliteStore:
             f" FROM movements m JOIN events e ON e.id = m.event_id WHERE {' AND '.join(where)}"
             " ORDER BY m.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [Movement(*row) for row in rows]
+
+    def scans(self, node: str | None = None, outcome: str | None = None, limit: int = 100,
+              before_id: int | None = None) -> list[ScanRow]:
+        kinds = list(SCAN_OUTCOMES.values()) if outcome is None else [SCAN_OUTCOMES[outcome]]
+        where, args = ["e.kind = ?"], []
+        if node is not None:
+            where.append("e.node = ?")
+            args.append(node)
+        if before_id is not None:
+            where.append("e.id < ?")
+            args.append(str(before_id))
+        db = self._reader()
+        found: list[tuple[Any, ...]] = []
+        db.execute("BEGIN")  # one snapshot for both kinds
+        try:
+            # One query per kind walks the (kind, id) index backwards and stops after `limit`;
+            # an IN (...) over both kinds would sort every scan ever made.
+            for kind in kinds:
+                found += db.execute(
+                    "SELECT e.id, e.node, e.seq, e.kind, e.device_ms, e.committed_ms, e.body, g.sku FROM events e"
+                    " LEFT JOIN gtins g ON g.gtin = json_extract(e.body, '$.gtin')"
+                    f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT ?", (kind, *args, limit)).fetchall()
+        finally:
+            db.execute("COMMIT")
+        found.sort(key=lambda r: -int(r[0]))
+        out = []
+        for ident, node_name, seq, kind, device_ms, hub_ms, body, sku in found[:limit]:
+            b = json.loads(body)
+            gtin = b.get("gtin")
+            out.append(ScanRow(id=ident, node=node_name, seq=seq, outcome="accepted" if kind == "scan" else "rejected",
+                               device_ms=device_ms, hub_ms=hub_ms, scanner=str(b.get("scanner", "")),
+                               mode=b.get("mode"), gtin=gtin, sku=sku or gtin, qty=b.get("qty"),
+                               location=b.get("location"), from_location=b.get("from_location"),
+                               reason=b.get("reason"), raw=b.get("raw"), operator=b.get("operator")))
+        return out
 
     def movement_count(self) -> int:
         return int(self._reader().execute("SELECT COALESCE(MAX(id), 0) FROM movements").fetchone()[0])

@@ -13,10 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
+from contract._fields import NAME_RE
 from contract.messages import LOCATION_RE, SKU_RE
 from hub.lag import STAGES
 from hub.service import HubService
-from hub.store.base import RECOUNT_REQUESTED
+from hub.store.base import RECOUNT_REQUESTED, SCAN_OUTCOMES
 from hub.web.auth import identity_of, requires
 
 SERVICE = web.AppKey("service", HubService)
@@ -91,6 +92,18 @@ async def location_movements(request: web.Request) -> web.Response:
     limit = _int_arg(request, "limit", 100, 1, 1000)
     before = _int_arg(request, "before_id", 0, 0, 2**62) or None
     rows = await asyncio.to_thread(request.app[SERVICE].store.movements, None, location, limit, before)
+    return web.json_response(_page(rows, limit))
+
+
+async def scans(request: web.Request) -> web.Response:
+    """Workers' scans, accepted and rejected, newest first, paged with before_id (the ledger's events)."""
+    node = _name_arg(request.query.get("node") or None, "node", NAME_RE)
+    outcome = request.query.get("outcome") or None
+    if outcome is not None and outcome not in SCAN_OUTCOMES:
+        raise web.HTTPBadRequest(reason="query parameter 'outcome' must be 'accepted' or 'rejected'")
+    limit = _int_arg(request, "limit", 100, 1, 1000)
+    before = _int_arg(request, "before_id", 0, 0, 2**62) or None
+    rows = await asyncio.to_thread(request.app[SERVICE].store.scans, node, outcome, limit, before)
     return web.json_response(_page(rows, limit))
 
 
@@ -201,6 +214,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/skus/{sku}/movements", sku_movements)
     app.router.add_get("/api/v1/locations/{location}/stock", location_stock)
     app.router.add_get("/api/v1/locations/{location}/movements", location_movements)
+    app.router.add_get("/api/v1/scans", scans)
     app.router.add_get("/api/v1/discrepancies", discrepancies)
     app.router.add_post("/api/v1/discrepancies/{id}/resolve", resolve_discrepancy)
     app.router.add_post("/api/v1/discrepancies/{id}/recount", recount_discrepancy)

@@ -7,7 +7,7 @@ text is escaped). Sizes are in user units; the SVG scales to its container.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from html import escape
 
@@ -71,8 +71,11 @@ def step_chart(points: Sequence[tuple[int, float]], title: str, unit: str = "",
     return "".join(parts)
 
 
-def bar_chart(bars: Sequence[tuple[str, float]], title: str, unit: str = "", highlight: str | None = None) -> str:
-    """Horizontal bars (label, value), e.g. lag per node or on-time rate per month."""
+def bar_chart(bars: Sequence[tuple[str, float]], title: str, unit: str = "",
+              highlight: str | Collection[str] | None = None) -> str:
+    """Horizontal bars (label, value), e.g. lag per node or on-time rate per month; `highlight`
+    names the bar (or bars) to draw as hot."""
+    hot = {highlight} if isinstance(highlight, str) else set(highlight or ())
     desc = escape(title)
     if not bars:
         return (f'<svg class="chart" viewBox="0 0 {WIDTH} 40" role="img" aria-label="{desc}: no data yet">'
@@ -85,7 +88,7 @@ def bar_chart(bars: Sequence[tuple[str, float]], title: str, unit: str = "", hig
     for i, (label, value) in enumerate(bars):
         y = 4 + i * row_h
         w = max(1.0, value / top * (WIDTH - label_w - 70))
-        cls = "bar hot" if label == highlight else "bar"
+        cls = "bar hot" if label in hot else "bar"
         parts.append(f'<text class="axis" x="{label_w - 6}" y="{y + 15}" text-anchor="end">{escape(label)}</text>'
                      f'<rect class="{cls}" x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}"/>'
                      f'<text class="axis" x="{label_w + w + 4:.1f}" y="{y + 15}">{value:g}{escape(unit)}</text>')

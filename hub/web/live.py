@@ -8,12 +8,15 @@ that reconnects sends Last-Event-ID and gets exactly what it missed; one that wa
 longer (or across a hub restart) gets a fresh snapshot, so it cannot miss a change.
 
 Message keys: `stock` (changed balances), `nodes` (changed node rows), `quarantined` (count),
-`replies` (device command replies), `snapshot`/`resync` (start over).
+`replies` (device command replies), `scans` (scans and rejected scans committed since the last
+message, oldest first, at most SCANS_PER_PUSH: the overview shows no more), `snapshot`/`resync`
+(start over).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -22,11 +25,15 @@ from collections.abc import Callable
 from typing import Any
 
 from hub.ingest import CommitResult
+from hub.store.base import ScanRow
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE_MAX = 100  # a page this far behind is sent a snapshot instead
 REPLAY_BUFFER = 600  # about a minute of busy 100 ms flushes: covers a Wi-Fi blip or a tablet waking up
+# The overview's "Recent scans" shows the last 30; a burst between two flushes sends only its newest
+# 30 (the page drops older rows anyway), so a message stays small at any scan rate.
+SCANS_PER_PUSH = 30
 
 
 class LiveFeed:
@@ -42,6 +49,7 @@ class LiveFeed:
         self._pending_nodes: set[str] = set()
         self._pending_quarantine = 0
         self._pending_replies: list[dict[str, Any]] = []
+        self._pending_scans: deque[ScanRow] = deque(maxlen=SCANS_PER_PUSH)
         self._recent: deque[dict[str, Any]] = deque(maxlen=REPLAY_BUFFER)
         self.commit_listeners: list[Callable[[CommitResult], None]] = []  # e.g. metrics
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
@@ -59,12 +67,14 @@ class LiveFeed:
             self._pending_commits.extend({(s.node, result.committed_ms) for s in result.lag})
         self._pending_replies.extend({"node": r.node, "id": r.id, "ok": r.ok, "message": r.message, "ts_ms": r.ts_ms,
                                       "data": dict(r.data)} for r in result.replies)
+        self._pending_scans.extend(result.scans[-SCANS_PER_PUSH:])
         for listener in self.commit_listeners:
             try:
                 listener(result)
             except Exception:  # a broken listener must not stop pages from updating
                 log.exception("live commit listener %r failed", listener)
-        if self._pending_stock or self._pending_nodes or self._pending_quarantine or self._pending_replies:
+        if (self._pending_stock or self._pending_nodes or self._pending_quarantine or self._pending_replies
+                or self._pending_scans):
             self._wake.set()
 
     def since(self, last_id: int) -> list[dict[str, Any]] | None:
@@ -105,6 +115,8 @@ class LiveFeed:
             replies = self._pending_replies
             self._pending_stock, self._pending_nodes, self._pending_quarantine = {}, set(), 0
             self._pending_replies = []
+            scans = [dataclasses.asdict(s) for s in self._pending_scans]
+            self._pending_scans.clear()
             message: dict[str, Any] = {"stock": stock}
             if nodes:
                 message["nodes"] = await node_rows(nodes)
@@ -112,6 +124,8 @@ class LiveFeed:
                 message["quarantined"] = quarantined
             if replies:
                 message["replies"] = replies
+            if scans:
+                message["scans"] = scans
             self.publish(message)
             if self._on_push is not None:
                 commits, self._pending_commits = self._pending_commits, []

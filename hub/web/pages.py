@@ -9,6 +9,7 @@ data is also in the API.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -28,6 +29,10 @@ PAGE_ROWS = 50  # a tablet screen and a bit; more is what paging is for
 MAX_OFFSET = 10_000_000
 SKU_MOVEMENTS = 500  # enough history for the chart; older movements stay in the API
 LAG_STAGES = ("device_to_accepted", "accepted_to_received", "received_to_committed", "committed_to_pushed")
+RECENT_SCANS = 30  # the overview's "Recent scans" (live.js SCANS_SHOWN and hub.web.live.SCANS_PER_PUSH match)
+# The product promise is "visible within a second": a stage whose p99 alone is over this is slow,
+# however many nodes there are.
+LAG_SLOW_P99_MS = 1000.0
 
 
 def _page_arg(request: web.Request) -> int:
@@ -41,7 +46,9 @@ async def overview_page(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     nodes = await service.node_rows()
     data = await build_overview(request, nodes)
-    return render(request, "overview.html", counters=data["counters"], alerts=data["alerts"], nodes=nodes)
+    recent = await asyncio.to_thread(service.store.scans, None, None, RECENT_SCANS, None)
+    return render(request, "overview.html", counters=data["counters"], alerts=data["alerts"], nodes=nodes,
+                  scans=[dataclasses.asdict(r) for r in recent])
 
 
 async def stock_page(request: web.Request) -> web.Response:
@@ -152,17 +159,33 @@ async def nodes_page(request: web.Request) -> web.Response:
                   can_command=bool(identity and identity.can("admin")))
 
 
+def lag_highlights(rows: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Per stage, the nodes to show as slow: any whose p99 is over LAG_SLOW_P99_MS, and, when
+    there are 2+ nodes to compare, the slowest one (unless they are all equal). A single node
+    is only "the slowest" of itself: that says nothing."""
+    hot: dict[str, set[str]] = {}
+    for stage in LAG_STAGES:
+        per_node = [(str(r.get("node")), float((r.get(stage) or {}).get("p99") or 0)) for r in rows
+                    if r.get(stage)]
+        marked = {node for node, p99 in per_node if p99 > LAG_SLOW_P99_MS}
+        values = {p99 for _, p99 in per_node}
+        if len(per_node) >= 2 and len(values) >= 2:
+            marked.add(max(per_node, key=lambda nv: nv[1])[0])
+        hot[stage] = marked
+    return hot
+
+
 async def lag_page(request: web.Request) -> web.Response:
     data = await api_get(request, "/api/v1/lag")
     rows = items(data)
-    slowest: dict[str, str] = {}
+    hot = lag_highlights(rows or [])
     charts: dict[str, str] = {}
     for stage in LAG_STAGES:
         per_node = [(str(r.get("node")), float((r.get(stage) or {}).get("p99") or 0)) for r in rows or []]
         if per_node:
-            slowest[stage] = max(per_node, key=lambda nv: nv[1])[0]
-            charts[stage] = bar_chart(per_node, f"{stage.replace('_', ' ')} p99 per node", " ms", slowest[stage])
-    return render(request, "lag.html", rows=rows, stages=LAG_STAGES, slowest=slowest, charts=charts)
+            charts[stage] = bar_chart(per_node, f"{stage.replace('_', ' ')} p99 per node", " ms", hot[stage])
+    return render(request, "lag.html", rows=rows, stages=LAG_STAGES, hot=hot, charts=charts,
+                  slow_ms=int(LAG_SLOW_P99_MS))
 
 
 def add_routes(app: web.Application) -> None:

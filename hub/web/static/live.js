@@ -5,11 +5,12 @@
 (() => {
   const PAGE_ROWS = 50;            // the stock table's page size (hub.web.pages.PAGE_ROWS)
   const PENDING_MAX = 5000;        // more distinct rows than this between paints: reload instead
+  const SCANS_SHOWN = 30;          // the overview's recent scans (hub.web.pages.RECENT_SCANS)
   const RETRY_MAX_MS = 15000;
   const marker = document.getElementById("live");
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const page = document.body.dataset.page;
-  const pending = { stock: new Map(), nodes: new Map(), replies: [], resync: false };
+  const pending = { stock: new Map(), nodes: new Map(), replies: [], scans: [], resync: false };
   let frameQueued = false, lastId = null, source = null, retryMs = 1000, overviewTimer = null;
   const waitingCommands = new Map(); // command id -> status element
 
@@ -31,6 +32,11 @@
     for (const s of msg.stock || []) pending.stock.set(`${s.sku}|${s.location}`, s.qty);
     for (const n of msg.nodes || []) pending.nodes.set(n.node, n);
     for (const r of msg.replies || []) pending.replies.push(r);
+    if (page === "overview") {
+      for (const s of msg.scans || []) pending.scans.push(s);
+      if (msg.snapshot) refreshScans(); // scans made between the page's render and this connection
+    }
+    pending.scans.splice(0, Math.max(0, pending.scans.length - SCANS_SHOWN));
     if (pending.stock.size > PENDING_MAX) { pending.stock.clear(); pending.resync = true; }
     pending.replies.splice(0, Math.max(0, pending.replies.length - 50));
     queuePaint();
@@ -39,13 +45,14 @@
   function paint() {
     frameQueued = false;
     if (pending.resync) {
-      pending.resync = false; pending.stock.clear(); pending.nodes.clear();
+      pending.resync = false; pending.stock.clear(); pending.nodes.clear(); pending.scans.length = 0;
       reloadMain();
       return;
     }
     if (pending.stock.size) paintStock(pending.stock);
     if (pending.nodes.size) paintNodes(pending.nodes);
     if (pending.replies.length) paintReplies(pending.replies.splice(0));
+    if (pending.scans.length) paintScans(pending.scans.splice(0));
     if (page === "overview" && (pending.stock.size || pending.nodes.size)) refreshOverviewSoon();
     pending.stock.clear(); pending.nodes.clear();
   }
@@ -118,6 +125,53 @@
       const none = list.querySelector(".none"); if (none) none.remove();
       while (list.children.length > 50) list.lastElementChild.remove();
     }
+  }
+
+  const hubTime = (ms) => new Date(ms).toISOString().slice(0, 19).replace("T", " ");
+
+  function scanRow(s) {
+    // The same row as overview.html's scan_row macro.
+    const tr = document.createElement("tr");
+    tr.dataset.scanId = String(s.id); tr.dataset.outcome = s.outcome;
+    for (const text of [hubTime(s.hub_ms), s.node, s.scanner]) {
+      const td = document.createElement("td"); td.textContent = text; tr.append(td);
+    }
+    tr.firstChild.className = "time";
+    const out = document.createElement("td"); out.className = "outcome";
+    if (s.outcome === "accepted") {
+      const mode = Object.assign(document.createElement("span"), { className: "mode ok", textContent: s.mode });
+      const what = s.sku || s.gtin;
+      const link = Object.assign(document.createElement("a"), { href: `/stock/${encodeURIComponent(what)}`, textContent: what });
+      out.append(mode, ` ${s.qty} × `, link, ` at ${s.location}${s.from_location ? `, from ${s.from_location}` : ""}`);
+    } else {
+      out.append(Object.assign(document.createElement("span"), { className: "reason bad", textContent: `rejected: ${s.reason}` }));
+      if (s.raw) out.append(" ", Object.assign(document.createElement("code"), { className: "raw", textContent: s.raw }));
+    }
+    tr.append(out);
+    return tr;
+  }
+
+  function paintScans(scans) {
+    // Oldest first in, newest on top; ids never repeat and rows beyond SCANS_SHOWN are dropped.
+    const table = document.getElementById("scans");
+    if (!table) return;
+    const body = table.tBodies[0];
+    const newest = body.rows.length ? Number(body.rows[0].dataset.scanId) : 0;
+    for (const s of scans) {
+      if (s.id <= newest || body.querySelector(`tr[data-scan-id="${s.id}"]`)) continue;
+      const tr = scanRow(s);
+      tr.classList.add("flash");
+      body.prepend(tr);
+    }
+    while (body.rows.length > SCANS_SHOWN) body.deleteRow(-1);
+    const empty = document.getElementById("scans-empty");
+    if (empty && body.rows.length) empty.remove();
+  }
+
+  async function refreshScans() {
+    const resp = await fetch(`/api/v1/scans?limit=${SCANS_SHOWN}`, { credentials: "same-origin" });
+    if (!resp.ok) return;
+    paintScans((await resp.json()).items.reverse());
   }
 
   function refreshOverviewSoon() {
