@@ -11,9 +11,11 @@ HUB_SCREENSHOTS_DIR=docs/screenshots), else to the test's temporary directory.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+from contract import ScanRejected
 from edge.agent import EdgeAgent
 from hub.catalog import parse_catalog_csv
 from hub.mosquitto import PrivateBroker
@@ -91,6 +93,10 @@ async def seed(service: Any, agent: EdgeAgent, node: str) -> None:
         await agent.sink.submit(scan(gtin="09506000134352", qty=qty, location="A-01-1", mode="pick"))
     await agent.sink.submit(scan(gtin="04006381333931", qty=40, location="B-02-3", mode="pick"))
     await agent.sink.submit(scan(gtin="00012345600012", qty=52, location="D-04-1", mode="pick"))
+    # A scan the edge refused: the overview's recent scans show its reason in red.
+    now = int(time.time() * 1000)
+    await agent.sink.submit(ScanRejected(seq=0, ts_ms=now, accepted_ms=now, scanner="s1", mode="pick",
+                                         reason="Scan a location before the item.", raw="]C10109506000134352"))
 
     async def proposals() -> set[str]:
         rows = await service.rules.call(lambda core: core.proposal_rows("pending"))
