@@ -15,6 +15,7 @@ from contract.errors import ContractError
 INT64_MAX = 2**63 - 1
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 STREAM_RE = re.compile(r"^[0-9a-f]{8,32}$")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # Epoch milliseconds from 2001 to 2286: anything outside is a broken clock or a unit mistake.
 TS_MIN_MS = 1_000_000_000_000
 TS_MAX_MS = 9_999_999_999_999
@@ -87,6 +88,9 @@ class Fields:
             return None
         if not isinstance(val, _Str):
             raise self._bad(key, "a string", val)
+        if not val.isascii() and _SURROGATE_RE.search(val):
+            # JSON can spell a lone surrogate ("\\ud800"); it is not Unicode and no UTF-8 store can hold it.
+            raise self._bad(key, "valid Unicode (no lone surrogate)", val)
         if len(val) > max_len:
             raise self._bad(key, f"at most {max_len} characters", f"{len(val)} characters")
         if pattern is not None and not pattern.match(val):

@@ -183,3 +183,32 @@ async def test_edge_resends_when_the_hub_comes_back_online(broker: PrivateBroker
     finally:
         hub_client.close()
         await agent.stop()
+
+
+async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_commit(broker: PrivateBroker,
+                                                                                    tmp_path: Path) -> None:
+    # JSON may spell a lone UTF-16 surrogate ("\ud800"): it decodes, but no UTF-8 store can hold it.
+    # It must be quarantined like any other contract breach, not fail the group commit it lands in.
+    async with RunningHub(broker, tmp_path) as hub:
+        node, password = add_node(broker)
+        raw = NodeClient(broker, node, password)
+        raw.subscribe(node_topic(SITE, node, Channel.ACK))
+        stream = secrets.token_hex(8)
+        topic = node_topic(SITE, node, Channel.EVENTS)
+        poison = json.loads(batch(node, stream, [1], "U-01-1"))
+        poison["events"][0]["raw"] = "\ud800"
+        state = {"v": 1, "node": node, "online": True, "boot_id": "\udfff", "ts_ms": NOW}
+        try:
+            raw.publish(topic, json.dumps(poison).encode())  # ensure_ascii: the bytes are valid UTF-8
+            raw.publish(node_topic(SITE, node, Channel.STATE), json.dumps(state).encode())
+            await wait_for(lambda: hub.service.ingest.quarantined_total >= 2, what="both payloads quarantined")
+            reasons = [q.reason for q in hub.service.store.quarantine_rows(50) if q.node == node]
+            assert len(reasons) == 2 and all("surrogate" in r for r in reasons), reasons
+            raw.publish(topic, batch(node, stream, [1, 2], "U-01-1"))
+            await wait_for(lambda: max((Ack.from_json(p).watermark for t, p in raw.messages if t.endswith("/ack")),
+                                       default=0) == 2, what="ack of the valid batch")
+            assert balance(hub, "U-01-1") == 2
+            assert hub.service.ingest._thread.is_alive()
+        finally:
+            raw.close()
+
