@@ -301,29 +301,41 @@ class EdgeLink:
         return CommandReply(node=self.config.node, id=cmd.id, ok=ok, message=message, ts_ms=now_ms())
 
     async def _sender(self) -> None:
-        """Drain the replay range, paced; re-arm it when acks stop advancing."""
-        pace_s = 1.0 / self.config.replay_batches_per_s
+        """Drain the replay range, paced; re-arm it when acks stop advancing.
+
+        It must outlive any error (an SD card read failing, say): without it nothing
+        unacknowledged would ever be re-sent. The range stays open, so it is tried again.
+        """
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
             self._wake.clear()
-            if not self.status.connected:
-                continue
-            if (self.status.last_sent > self.status.acked
-                    and time.monotonic() - self.status.last_ack_progress > self.config.ack_timeout_s):
-                log.warning("no ack for seq %d..%d after %.1f s; re-sending", self.status.acked + 1,
-                            self.status.last_sent, self.config.ack_timeout_s)
-                await self._replay_all("ack timeout")
-            while self.status.connected and self._replay_from < self._replay_to:
-                start = max(self._replay_from, self.status.acked)
-                events = await self.sink.call(self.sink.outbox.pending, start, self.config.batch_max)
-                events = [e for e in events if e.seq <= self._replay_to]
-                if not events:
-                    self._replay_from = self._replay_to
-                    break
-                self._publish_batches(events)
-                self._replay_from = events[-1].seq
-                await asyncio.sleep(pace_s)  # pacing: leaves room for live batches
+            try:
+                await self._send_due()
+            except Exception:
+                log.exception("re-sending failed; trying again in %.1f s", self.config.ack_timeout_s)
+                await asyncio.sleep(self.config.ack_timeout_s)
+
+    async def _send_due(self) -> None:
+        """One pass: re-arm on ack timeout, then drain the replay range, paced."""
+        pace_s = 1.0 / self.config.replay_batches_per_s
+        if not self.status.connected:
+            return
+        if (self.status.last_sent > self.status.acked
+                and time.monotonic() - self.status.last_ack_progress > self.config.ack_timeout_s):
+            log.warning("no ack for seq %d..%d after %.1f s; re-sending", self.status.acked + 1,
+                        self.status.last_sent, self.config.ack_timeout_s)
+            await self._replay_all("ack timeout")
+        while self.status.connected and self._replay_from < self._replay_to:
+            start = max(self._replay_from, self.status.acked)
+            events = await self.sink.call(self.sink.outbox.pending, start, self.config.batch_max)
+            events = [e for e in events if e.seq <= self._replay_to]
+            if not events:
+                self._replay_from = self._replay_to
+                break
+            self._publish_batches(events)
+            self._replay_from = events[-1].seq
+            await asyncio.sleep(pace_s)  # pacing: leaves room for live batches
 
 
 def _disable_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:

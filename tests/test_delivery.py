@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,3 +214,32 @@ async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_comm
         finally:
             raw.close()
 
+
+async def test_the_edge_keeps_re_sending_after_a_transient_outbox_read_error(broker: PrivateBroker,
+                                                                              tmp_path: Path) -> None:
+    # An SD card can fail a read now and then. The sender must survive it: a dead sender
+    # would leave every unacknowledged event in the outbox for good, silently.
+    async with RunningHub(broker, tmp_path) as hub:
+        node, password = add_node(broker)
+        agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+        # Accepted before the link starts (as after a reboot): only a re-send can deliver them.
+        for _ in range(3):
+            await agent.sink.submit(scan(location="T-01-1"))
+        outbox = agent.sink.outbox
+        real_pending = outbox.pending
+        failures: list[int] = []
+
+        def flaky_pending(after_seq: int, limit: int) -> list[Any]:
+            if not failures:
+                failures.append(after_seq)
+                raise sqlite3.OperationalError("disk I/O error")
+            return real_pending(after_seq, limit)
+
+        outbox.pending = flaky_pending  # type: ignore[method-assign]
+        await agent.start()
+        try:
+            await wait_for(lambda: failures, what="the injected read error")
+            await wait_for(lambda: balance(hub, "T-01-1") == 3, timeout_s=15, what="events re-sent after the error")
+            await wait_for(lambda: outbox.depth() == 0, what="outbox emptied by the ack")
+        finally:
+            await agent.stop()
