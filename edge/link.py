@@ -93,6 +93,7 @@ class EdgeLink:
         self._replay_from = 0  # replay cursor: highest seq replayed so far
         self._replay_to = 0  # replay ends here; later seqs go out live
         self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (first seq, last seq)
+        self._last_hub_state: tuple[str, int] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.stream = sink.outbox.stream
         node, site = config.node, config.site
@@ -263,9 +264,13 @@ class EdgeLink:
     def _handle_hub_state(self, state: HubState | None) -> None:
         online = bool(state and state.online)
         was = self.status.hub_online
+        # A new announcement (another boot, or the same hub re-subscribing after a broker
+        # restart) may follow events the hub never received: replay then too.
+        fresh = state is not None and (state.boot_id, state.ts_ms) != self._last_hub_state
+        self._last_hub_state = (state.boot_id, state.ts_ms) if state is not None else None
         self.status.hub_online = online
-        if online and was is False:
-            log.info("hub is back online; re-sending unacknowledged events")
+        if online and (was is False or (was and fresh)):
+            log.info("hub is (back) online; re-sending unacknowledged events")
             asyncio.ensure_future(self._replay_all("hub online"))
         elif not online and was:
             log.warning("hub went offline; events wait in the outbox")

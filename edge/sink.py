@@ -12,7 +12,7 @@ import concurrent.futures
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from contract import Event
+from contract import Event, event_from_dict
 from edge.outbox import Outbox
 
 T = TypeVar("T")
@@ -24,6 +24,12 @@ class EventSink(Protocol):
     async def submit(self, event: Event) -> Event:
         """Make the event durable; return it with its seq and accepted time."""
         ...
+
+
+def check_event(event: Event) -> None:
+    """Raise ContractError when the event, as it would go on the wire, breaks the contract."""
+    now_ms = 1_700_000_000_000  # any valid time: seq and accepted_ms are set by the outbox
+    event_from_dict(event.with_seq(max(event.seq, 1), event.accepted_ms or now_ms).to_dict())
 
 
 class OutboxSink:
@@ -47,6 +53,13 @@ class OutboxSink:
         return (await self.submit_many([event]))[0]
 
     async def submit_many(self, events: Sequence[Event]) -> list[Event]:
+        """Make events durable; ContractError (nothing stored) if any would break the contract.
+
+        Checked here, before the outbox: an event the hub must refuse would otherwise be
+        re-sent forever and hold back every later event of the stream.
+        """
+        for event in events:
+            check_event(event)
         stored = await self.call(self.outbox.append, list(events))
         if self._on_appended is not None:
             self._on_appended(stored)

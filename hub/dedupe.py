@@ -22,6 +22,9 @@ class StreamTrack:
     max_seq: int = 0
     gap_since: float | None = None  # monotonic time the current gap was first seen
     last_resend_request: float = 0.0
+    # The node now writes another stream (its storage was wiped or replaced): what this one
+    # lacks can never come, so stop asking for it and stop counting it as "behind".
+    retired: bool = False
 
     def is_duplicate(self, seq: int) -> bool:
         return seq <= self.watermark or seq in self.above
@@ -37,14 +40,18 @@ class StreamTrack:
         elif seq > self.watermark:
             self.above.add(seq)
 
+    def unreceived(self) -> int:
+        """Seqs below max_seq not in the ledger, counted even for a retired stream."""
+        return self.max_seq - self.watermark - len(self.above)
+
     @property
     def missing(self) -> int:
-        """How many seqs below max_seq are not in the ledger."""
-        return self.max_seq - self.watermark - len(self.above)
+        """How many seqs below max_seq are not in the ledger (0 for a retired stream)."""
+        return 0 if self.retired else self.unreceived()
 
     def gap_to_request(self, now: float, settle_s: float, repeat_s: float) -> int | None:
         """The seq to ask for again when a gap has stayed open for settle_s, else None."""
-        if not self.above:
+        if not self.above or self.retired:
             self.gap_since = None
             return None
         if self.gap_since is None:
@@ -67,6 +74,15 @@ class StreamBook:
         if track is None:
             track = self.tracks[key] = StreamTrack(node, stream)
         return track
+
+    def retire_others(self, node: str, current_stream: str) -> list[StreamTrack]:
+        """The node's birth names its current stream: retire its other streams; returns newly retired."""
+        newly = []
+        for track in self.tracks.values():
+            if track.node == node and track.stream != current_stream and not track.retired:
+                track.retired = True
+                newly.append(track)
+        return newly
 
     def load(self, node: str, stream: str, watermark: int, above: set[int], max_seq: int) -> None:
         self.tracks[(node, stream)] = StreamTrack(node, stream, watermark, set(above), max_seq)

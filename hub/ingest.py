@@ -464,6 +464,11 @@ class Ingest:
         _check_node(birth.node, node)
         track = self.book.get(node, birth.stream)
         track.max_seq = max(track.max_seq, birth.last_seq)
+        for old in self.book.retire_others(node, birth.stream):
+            if old.unreceived():
+                log.warning("node %s: stream %s retired with %d seq(s) never received (the node now writes "
+                            "stream %s: its storage was replaced); those events are lost", node, old.stream,
+                            old.unreceived(), birth.stream)
         skew = birth.clock_ms - msg.received_ms
         self._skew_ms[node] = skew
         devices = [{"device": d.device, "device_kind": d.device_kind, "present": d.present, "path": d.path}

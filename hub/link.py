@@ -150,8 +150,8 @@ class HubLink:
                 worker.stdin.write(json.dumps(self._worker_settings()).encode() + b"\n")
                 worker.stdin.flush()  # stdin stays open: closing it stops the worker
                 self._pump(worker.stdout)
-            except OSError as err:
-                log.error("hub receive worker: %s", err)
+            except Exception:  # the reader must outlive any one worker, whatever broke
+                log.exception("hub receive worker: reading its messages failed")
             finally:
                 self._subscribed.clear()
                 self._update_online()

@@ -112,10 +112,20 @@ class ShelfSource:
                 item = await self._queue.get()
                 event = self._event(item)
                 if event is not None:
-                    await sink.submit(event)
+                    await self._submit(sink, event)
         finally:
             self.reader.stop()
             await asyncio.to_thread(self.reader.join)
+
+    async def _submit(self, sink: EventSink, event: Event) -> None:
+        try:
+            await sink.submit(event)
+        except contract.ContractError as err:
+            # Should not happen (counts are bounded); if it does, say so as a fault, never silently.
+            log.error("shelf %s: event not recorded, it breaks the contract: %s", self.name, err)
+            bin_name = getattr(event, "bin", None) or self.bins()[0]
+            await sink.submit(ShelfFault(seq=0, ts_ms=_now_ms(), accepted_ms=0, bin=bin_name, fault="out_of_range",
+                                         detail=f"reading not reportable: {err}"[:300]))
 
     # ------------------------------------------------------------------ internals
 

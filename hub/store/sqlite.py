@@ -271,10 +271,13 @@ class SqliteStore:
         self._writer.execute("BEGIN IMMEDIATE")
         try:
             yield _SqliteTx(self._writer)
+            self._writer.execute("COMMIT")
         except BaseException:
-            self._writer.execute("ROLLBACK")
+            # Also when COMMIT itself fails (disk full): leave no transaction open, or every
+            # later BEGIN would fail until a restart.
+            if self._writer.in_transaction:
+                self._writer.execute("ROLLBACK")
             raise
-        self._writer.execute("COMMIT")
 
     # ----------------------------------------------------------------- reading
 

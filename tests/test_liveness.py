@@ -1,0 +1,95 @@
+"""Liveness of the guarantee: one bad event, a replaced SD card or a failed commit must not stall a stream."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from contract import ContractError, HubState, ScanEvent, ShelfCount, event_from_dict, hub_state_topic
+from edge.agent import EdgeAgent
+from edge.outbox import Outbox
+from edge.shelf.counting import count_pieces
+from edge.sink import OutboxSink
+from hub.dedupe import StreamBook
+from hub.mosquitto import PrivateBroker
+from hub.store import SqliteStore
+from tests.conftest import add_node
+from tests.support import SITE, NodeClient, RunningHub, edge_config, scan, wait_for
+
+NOW = int(time.time() * 1000)
+
+
+async def test_an_event_that_breaks_the_contract_is_refused_before_the_outbox(tmp_path: Path) -> None:
+    sink = OutboxSink(Outbox(tmp_path / "outbox.sqlite3"))
+    try:
+        bad = ScanEvent(seq=0, ts_ms=NOW, accepted_ms=0, scanner="s1", mode="pick", gtin="123", location="A-1", qty=1)
+        with pytest.raises(ContractError, match="gtin"):
+            await sink.submit(bad)
+        assert sink.outbox.last_seq() == 0  # nothing stored, so nothing can block the stream
+        good = await sink.submit(scan())
+        assert good.seq == 1
+    finally:
+        sink.close()
+
+
+def test_an_absurd_unit_weight_gives_an_uncertain_count_within_the_contract() -> None:
+    result = count_pieces(20_000.0, 0.01, 0.01, 0.5, 0.95)  # 2 million "pieces"
+    assert result.uncertain and abs(result.quotient) <= 1_000_000
+    event_from_dict(ShelfCount(seq=1, ts_ms=NOW, accepted_ms=NOW, bin="A-1", count=result.count,
+                               quotient=result.quotient, weight_g=result.weight_g, confidence=result.confidence,
+                               uncertain=result.uncertain).to_dict())
+
+
+def test_a_replaced_sd_card_retires_the_old_stream_and_its_gap() -> None:
+    book = StreamBook()
+    old = book.get("pi-1", "aaaaaaaaaaaaaaaa")
+    for seq in (1, 2, 5):
+        old.add(seq)
+    assert old.missing == 2
+    assert [t.stream for t, _ in book.gaps(settle_s=0.0, repeat_s=0.0)] == ["aaaaaaaaaaaaaaaa"]
+    retired = book.retire_others("pi-1", "bbbbbbbbbbbbbbbb")
+    assert retired == [old]
+    assert old.missing == 0 and old.unreceived() == 2  # not "behind" any more, but the loss is known
+    assert book.gaps(settle_s=0.0, repeat_s=0.0) == []  # and never asked for again
+
+
+def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ledger.sqlite3")
+    try:
+        db = store._writer
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+        with pytest.raises(Exception, match="FOREIGN KEY"), store.write() as tx:
+            tx.update_node("pi-1", online=1)
+            db.execute("INSERT INTO child VALUES (42)")  # only COMMIT notices the dangling reference
+        assert not db.in_transaction
+        with store.write() as tx:  # the next transaction works
+            tx.update_node("pi-1", online=1)
+        assert [n.node for n in store.nodes()] == ["pi-1"]
+    finally:
+        store.close()
+
+
+async def test_the_edge_replays_when_the_hub_announces_itself_again(broker: PrivateBroker, tmp_path: Path) -> None:
+    """After a broker restart the retained state still says online; the hub's fresh announcement
+    must still make the edge re-send what the hub may have missed."""
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password, outbox={"ack_timeout_s": 3600.0}))
+    fake_hub = NodeClient(broker, "hub", broker.users["hub"])
+    try:
+        await agent.start()
+        await wait_for(lambda: agent.link.status.connected, what="edge connected")
+        fake_hub.publish(hub_state_topic(SITE), HubState(online=True, boot_id="stale-boot", ts_ms=NOW).to_json())
+        await wait_for(lambda: agent.link.status.hub_online is True, what="edge sees the (stale) hub online")
+        await agent.sink.submit(scan(location="F-01-1", qty=3))
+        await wait_for(lambda: agent.link.status.last_sent == 1, what="published, but nobody received it")
+        async with RunningHub(broker, tmp_path) as hub:
+            await wait_for(lambda: agent.sink.outbox.depth() == 0, timeout_s=15,
+                           what="the event re-sent on the hub's new announcement and acknowledged")
+            assert sum(b.qty for b in hub.service.store.stock("F-01-1", 10, 0)) == 3
+    finally:
+        fake_hub.close()
+        await agent.stop()
