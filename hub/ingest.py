@@ -256,25 +256,57 @@ class Ingest:
                 return
 
     def _commit(self, batch: list[Inbound]) -> None:
-        result = CommitResult(committed_ms=now_ms())
-        touched: dict[tuple[str, str], int] = {}  # (node, stream) -> last receive time, latest last
+        """Commit a drained batch; a message that breaks the code (not the contract) is set aside.
+
+        A bug triggered by one odd message must not hold back every other node's traffic in
+        the same group commit, again at each re-send: the batch is retried without it, and
+        it is quarantined with the error so a person sees it.
+        """
+        while batch:
+            try:
+                self._commit_once(batch)
+                return
+            except _MessageFailed as failed:
+                log.error("ingest: a message on %s failed with %r; quarantining it and committing the rest",
+                          failed.msg.topic, failed.error, exc_info=failed.error)
+                self._load_state()  # memory may hold half of the failed message: match the disk again
+                batch = [m for m in batch if m is not failed.msg]
+                self._quarantine_alone(failed.msg, f"hub could not process this message ({failed.error!r}); "
+                                                   "report it with the hub log")
+            except Exception:
+                # Storage failed (disk full, I/O error): nothing was acknowledged, so the edges
+                # keep their copies and re-send. Reload everything so memory matches the disk.
+                log.exception("ingest commit of %d message(s) failed; nothing acknowledged", len(batch))
+                self._load_state()
+                return
+
+    def _quarantine_alone(self, msg: Inbound, reason: str) -> None:
         try:
             with self.store.write() as tx:
-                for msg in batch:
-                    self._apply(tx, msg, result, touched)
-                for (node, stream), received_ms in touched.items():
-                    track = self.book.get(node, stream)
-                    tx.set_stream(node, stream, track.watermark, track.max_seq, result.committed_ms)
-                    # Once per commit, not per message: the stream of the latest events is the
-                    # node's current one (a wiped SD card starts a new one).
-                    tx.update_node(node, last_seen_ms=received_ms, stream=stream)
-                self._save_windows(tx)
+                tx.quarantine(msg.received_ms, msg.topic, _topic_node(msg.topic), reason[:500], msg.payload)
+            self.quarantined_total += 1
+            self._on_commit(CommitResult(committed_ms=now_ms(), quarantined=[reason]))
         except Exception:
-            # Storage failed (disk full, I/O error): nothing was acknowledged, so the edges
-            # keep their copies and re-send. Reload everything so memory matches the disk.
-            log.exception("ingest commit of %d message(s) failed; nothing acknowledged", len(batch))
-            self._load_state()
-            return
+            log.exception("could not even quarantine the failed message on %s", msg.topic)
+
+    def _commit_once(self, batch: list[Inbound]) -> None:
+        result = CommitResult(committed_ms=now_ms())
+        touched: dict[tuple[str, str], int] = {}  # (node, stream) -> last receive time, latest last
+        with self.store.write() as tx:
+            for msg in batch:
+                try:
+                    self._apply(tx, msg, result, touched)
+                except self.store.storage_errors:
+                    raise  # the store's fault (disk full, I/O), not the message's
+                except Exception as err:
+                    raise _MessageFailed(msg, err) from err
+            for (node, stream), received_ms in touched.items():
+                track = self.book.get(node, stream)
+                tx.set_stream(node, stream, track.watermark, track.max_seq, result.committed_ms)
+                # Once per commit, not per message: the stream of the latest events is the
+                # node's current one (a wiped SD card starts a new one).
+                tx.update_node(node, last_seen_ms=received_ms, stream=stream)
+            self._save_windows(tx)
         self.batches_total += 1
         self.committed_total += result.events_new
         self.duplicates_total += result.events_duplicate
@@ -498,3 +530,19 @@ def _check_node(payload_node: str, topic_node: str) -> None:
 
 def _json(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class _MessageFailed(Exception):
+    """One message raised something other than a ContractError while being applied."""
+
+    def __init__(self, msg: Inbound, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.msg = msg
+        self.error = error
+
+
+def _topic_node(topic: str) -> str | None:
+    try:
+        return parse_topic(topic).node
+    except ContractError:
+        return None

@@ -16,7 +16,7 @@ from hub.dedupe import StreamBook
 from hub.mosquitto import PrivateBroker
 from hub.store import SqliteStore
 from tests.conftest import add_node
-from tests.support import SITE, NodeClient, RunningHub, edge_config, scan, wait_for
+from tests.support import SITE, NodeClient, RunningHub, edge_config, scan, wait_for, wait_for_sync
 
 NOW = int(time.time() * 1000)
 
@@ -93,3 +93,38 @@ async def test_the_edge_replays_when_the_hub_announces_itself_again(broker: Priv
     finally:
         fake_hub.close()
         await agent.stop()
+
+
+def test_a_message_that_trips_a_bug_is_set_aside_and_the_rest_of_the_commit_goes_through(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: ledger code raising on one message (a bug we cannot produce on purpose)."""
+    import hub.ingest as ingest_module
+    from contract import Channel, EventBatch, node_topic
+    from hub.ingest import Ingest
+
+    real_apply = ingest_module.apply_event
+
+    def buggy_apply(tx, event_id, event, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if getattr(event, "location", None) == "BUG-1":
+            raise KeyError("a bug in the ledger code")
+        return real_apply(tx, event_id, event, *args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "apply_event", buggy_apply)
+    store = SqliteStore(tmp_path / "ledger.sqlite3")
+    acks: list[object] = []
+    ingest = Ingest(store, SITE, publish_ack=acks.append, send_command=lambda n, c: None, on_commit=lambda r: None)
+    for node, location in (("pi-a", "OK-1"), ("pi-b", "BUG-1"), ("pi-c", "OK-2")):
+        event = scan(location=location, qty=2).with_seq(1, NOW)
+        batch = EventBatch(node=node, stream="ab" * 8, events=(event,), sent_ms=NOW)
+        ingest.submit(node_topic(SITE, node, Channel.EVENTS), batch.to_json())
+    ingest.start()  # all three are drained into one group commit
+    try:
+        wait_for_sync(lambda: ingest.committed_total >= 2, what="the two good messages committed")
+        assert ingest.committed_total == 2
+        assert {b.location: b.qty for b in store.stock("", 10, 0)} == {"OK-1": 2, "OK-2": 2}
+        assert sorted(a.node for a in acks) == ["pi-a", "pi-c"]  # type: ignore[attr-defined]
+        [row] = store.quarantine_rows(10)
+        assert row.node == "pi-b" and "hub could not process this message" in row.reason and "KeyError" in row.reason
+    finally:
+        ingest.stop()
+        store.close()

@@ -253,6 +253,10 @@ class WriteTx(Protocol):
 class Store(Protocol):
     """The hub's storage: one writer, many readers."""
 
+    # Exceptions that mean "the storage failed" (disk full, I/O), as opposed to a bug
+    # triggered by one message: ingest then acknowledges nothing and retries later.
+    storage_errors: tuple[type[Exception], ...]
+
     def write(self) -> AbstractContextManager[WriteTx]:
         """A write transaction (writer thread only); commits on normal exit."""
         ...

@@ -249,6 +249,8 @@ class _SqliteTx:
 class SqliteStore:
     """Hub storage in one SQLite file (WAL): a write connection and per-thread readers."""
 
+    storage_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
