@@ -155,8 +155,14 @@ async def suppliers_page(request: web.Request) -> web.Response:
 async def nodes_page(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     identity = identity_of(request)
+    catalog = await asyncio.to_thread(service.store.catalog)
+    # Tare and calibrate act on a shelf bin (the edge's pipelines are per bin), not on a device.
+    bins_by_node: dict[str, list[str]] = {}
+    for b in catalog.bins:
+        if b.node and b.sensored:
+            bins_by_node.setdefault(b.node, []).append(b.bin)
     return render(request, "nodes.html", nodes=await service.node_rows(), replies=list(reversed(service.replies[-20:])),
-                  can_command=bool(identity and identity.can("admin")))
+                  can_command=bool(identity and identity.can("admin")), bins_by_node=bins_by_node)
 
 
 def lag_highlights(rows: list[dict[str, Any]]) -> dict[str, set[str]]:

@@ -247,8 +247,12 @@
         status.className = `result ${r.ok ? "ok" : "bad"}`;
       } else {
         const cmds = button.closest(".cmds");
-        const r = await post(`/api/v1/nodes/${encodeURIComponent(cmds.dataset.node)}/commands`,
-          { cmd: button.dataset.cmd, target: cmds.dataset.target || null });
+        const body = { cmd: button.dataset.cmd, target: cmds.dataset.target || null };
+        if (button.dataset.weightInput) {
+          const grams = document.getElementById(button.dataset.weightInput).value;
+          if (grams) body.known_weight_g = Number(grams);  // empty: the hub says what is missing
+        }
+        const r = await post(`/api/v1/nodes/${encodeURIComponent(cmds.dataset.node)}/commands`, body);
         status.textContent = r.ok ? `${button.dataset.cmd} sent; waiting for the node…` : `refused: ${r.data.error || r.status}`;
         status.className = `result ${r.ok ? "" : "bad"}`;
         if (r.ok) waitingCommands.set(r.data.id, status);
