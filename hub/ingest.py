@@ -53,7 +53,7 @@ from hub.dedupe import StreamBook, StreamTrack
 from hub.lag import LagTracker, StageTimes
 from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_event
 from hub.reconcile import Reconciler
-from hub.store.base import Catalog, NewDiscrepancy, ScanRow, Store, WriteTx
+from hub.store.base import Catalog, EventsAlreadyStored, NewDiscrepancy, ScanRow, Store, WriteTx
 
 log = logging.getLogger(__name__)
 
@@ -262,10 +262,16 @@ class Ingest:
         the same group commit, again at each re-send: the batch is retried without it, and
         it is quarantined with the error so a person sees it.
         """
+        batched = True
         while batch:
             try:
-                self._commit_once(batch)
+                self._commit_once(batch, batched)
                 return
+            except EventsAlreadyStored as err:
+                # Memory missed events the disk holds; nothing was written. Redo it one insert at a time.
+                log.warning("ingest: %s; redoing the commit of %d message(s) unbatched", err, len(batch))
+                self._load_state()
+                batched = False
             except _MessageFailed as failed:
                 log.error("ingest: a message on %s failed with %r; quarantining it and committing the rest",
                           failed.msg.topic, failed.error, exc_info=failed.error)
@@ -289,10 +295,10 @@ class Ingest:
         except Exception:
             log.exception("could not even quarantine the failed message on %s", msg.topic)
 
-    def _commit_once(self, batch: list[Inbound]) -> None:
+    def _commit_once(self, batch: list[Inbound], batched: bool = True) -> None:
         result = CommitResult(committed_ms=now_ms())
         touched: dict[tuple[str, str], int] = {}  # (node, stream) -> last receive time, latest last
-        with self.store.write() as tx:
+        with self.store.write(batched) as tx:
             for msg in batch:
                 try:
                     self._apply(tx, msg, result, touched)

@@ -202,6 +202,15 @@ class QuarantineRow:
     size_bytes: int
 
 
+class EventsAlreadyStored(Exception):
+    """A batched commit found an event already on disk that memory did not know of.
+
+    The batched transaction assumed every event it was handed is new (the writer's memory
+    says so); when the disk disagrees the whole transaction is rolled back and the writer
+    redoes it unbatched, where each insert says whether it was new.
+    """
+
+
 class WriteTx(Protocol):
     """Primitives available inside the single writer's transaction."""
 
@@ -257,8 +266,13 @@ class Store(Protocol):
     # triggered by one message: ingest then acknowledges nothing and retries later.
     storage_errors: tuple[type[Exception], ...]
 
-    def write(self) -> AbstractContextManager[WriteTx]:
-        """A write transaction (writer thread only); commits on normal exit."""
+    def write(self, batched: bool = False) -> AbstractContextManager[WriteTx]:
+        """A write transaction (writer thread only); commits on normal exit.
+
+        batched=True lets the store defer event, movement and balance rows to the commit; it then
+        assumes every event it is handed is new and raises EventsAlreadyStored (nothing written)
+        when one is already stored.
+        """
         ...
 
     def stream_positions(self) -> Iterator[StreamPosition]:

@@ -23,6 +23,7 @@ from hub.store.base import (
     CatalogBin,
     CatalogSku,
     DiscrepancyRow,
+    EventsAlreadyStored,
     HeldEvent,
     Movement,
     NewDiscrepancy,
@@ -172,25 +173,67 @@ NODE_COLUMNS = frozenset({"online", "state_ms", "last_seen_ms", "boot_id", "sw_v
 
 
 class _SqliteTx:
-    """The writer's transaction primitives (see hub.store.base.WriteTx)."""
+    """The writer's transaction primitives (see hub.store.base.WriteTx).
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    Batched (the ingest writer's group commits): event rows get their ids up front
+    (max id + 1, read once per transaction: the writer holds the write lock), movement rows
+    are collected, and each touched balance is kept in memory, seeded from the table, and
+    written once per transaction with its final quantity. Everything is flushed with a few
+    `executemany` calls just before COMMIT, so the rows and balances are exactly those of
+    one statement per primitive.
+    """
+
+    def __init__(self, db: sqlite3.Connection, batched: bool = False) -> None:
         self.db = db
+        self.batched = batched
+        self._next_event_id = 0  # 0: not read yet in this transaction
+        self._events: list[tuple[Any, ...]] = []
+        self._movements: list[tuple[Any, ...]] = []
+        self._balances: dict[tuple[str, str], list[int]] = {}  # (sku, location) -> [qty, updated_ms, dirty]
 
     def insert_event(self, node: str, stream: str, seq: int, kind: str, device_ms: int, accepted_ms: int,
                      received_ms: int, committed_ms: int, body: str) -> int | None:
+        if self.batched:
+            ident = self._next_event_id
+            if not ident:
+                ident = int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]) + 1
+            self._next_event_id = ident + 1
+            self._events.append((ident, node, stream, seq, kind, device_ms, accepted_ms, received_ms, committed_ms,
+                                 body))
+            return ident
+        self.flush()
         cur = self.db.execute(
             "INSERT OR IGNORE INTO events (node, stream, seq, kind, device_ms, accepted_ms, received_ms,"
             " committed_ms, body) VALUES (?,?,?,?,?,?,?,?,?)",
             (node, stream, seq, kind, device_ms, accepted_ms, received_ms, committed_ms, body))
         return cur.lastrowid if cur.rowcount == 1 else None
 
+    def _cached_balance(self, sku: str, location: str) -> list[int]:
+        key = (sku, location)
+        entry = self._balances.get(key)
+        if entry is None:
+            row = self.db.execute("SELECT qty, updated_ms FROM balances WHERE sku=? AND location=?",
+                                  (sku, location)).fetchone()
+            entry = [0, 0, 0] if row is None else [int(row[0]), int(row[1]), 0]
+            self._balances[key] = entry
+        return entry
+
     def balance(self, sku: str, location: str) -> int:
+        if self.batched:
+            return self._cached_balance(sku, location)[0]
         row = self.db.execute("SELECT qty FROM balances WHERE sku=? AND location=?", (sku, location)).fetchone()
         return 0 if row is None else int(row[0])
 
     def add_movement(self, event_id: int, sku: str, location: str, qty_delta: int, reason: str,
                      device_ms: int, hub_ms: int) -> int:
+        if self.batched:
+            self._movements.append((event_id, sku, location, qty_delta, reason, device_ms, hub_ms))
+            entry = self._cached_balance(sku, location)
+            entry[0] += qty_delta
+            entry[1] = hub_ms
+            entry[2] = 1
+            return entry[0]
+        self.flush()
         self.db.execute("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
                         " VALUES (?,?,?,?,?,?,?)", (event_id, sku, location, qty_delta, reason, device_ms, hub_ms))
         # RETURNING saves a second lookup per movement (SQLite >= 3.35).
@@ -200,7 +243,29 @@ class _SqliteTx:
                               (sku, location, qty_delta, hub_ms)).fetchone()
         return int(row[0])
 
+    def flush(self) -> None:
+        """Write what the batched primitives collected (before COMMIT and before any read of those tables)."""
+        if self._events:
+            rows, self._events = self._events, []
+            cur = self.db.executemany(
+                "INSERT OR IGNORE INTO events (id, node, stream, seq, kind, device_ms, accepted_ms, received_ms,"
+                " committed_ms, body) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            if cur.rowcount != len(rows):
+                raise EventsAlreadyStored(f"{len(rows) - cur.rowcount} of {len(rows)} event(s) already stored")
+        if self._movements:
+            rows, self._movements = self._movements, []
+            self.db.executemany("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
+                                " VALUES (?,?,?,?,?,?,?)", rows)
+        if self._balances:
+            balances, self._balances = self._balances, {}
+            self.db.executemany("INSERT INTO balances (sku, location, qty, updated_ms) VALUES (?,?,?,?)"
+                                " ON CONFLICT (sku, location) DO UPDATE SET qty = excluded.qty,"
+                                " updated_ms = excluded.updated_ms",
+                                [(sku, loc, e[0], e[1]) for (sku, loc), e in balances.items() if e[2]])
+        self._next_event_id = 0
+
     def next_seq(self, node: str, stream: str) -> int:
+        self.flush()
         row = self.db.execute("SELECT MAX(seq) FROM events WHERE node=? AND stream=?", (node, stream)).fetchone()
         return int(row[0] or 0) + 1
 
@@ -269,10 +334,13 @@ class SqliteStore:
     # ----------------------------------------------------------------- writing
 
     @contextmanager
-    def write(self) -> Iterator[_SqliteTx]:
+    def write(self, batched: bool = False) -> Iterator[_SqliteTx]:
+        """A write transaction; batched=True defers event, movement and balance rows to COMMIT (see _SqliteTx)."""
         self._writer.execute("BEGIN IMMEDIATE")
         try:
-            yield _SqliteTx(self._writer)
+            tx = _SqliteTx(self._writer, batched)
+            yield tx
+            tx.flush()
             self._writer.execute("COMMIT")
         except BaseException:
             # Also when COMMIT itself fails (disk full): leave no transaction open, or every
