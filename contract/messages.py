@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Self, TypeAlias
 
-from contract._fields import INT64_MAX, STREAM_RE, Fields
+from contract._fields import INT64_MAX, NAME_RE, STREAM_RE, TS_MAX_MS, TS_MIN_MS, Fields
 from contract.errors import ContractError
 
 SCHEMA_VERSION = 1
@@ -213,16 +213,97 @@ Event: TypeAlias = ScanEvent | ScanRejected | ShelfCount | ShelfFault | DeviceCh
 EVENT_TYPES: dict[str, Any] = {c.KIND: c for c in (ScanEvent, ScanRejected, ShelfCount, ShelfFault, DeviceChange)}
 
 
+# ---- fast paths for the hot events (hub ingest reads thousands a second)
+#
+# Each accepts only objects the strict reader (`cls.read` through `Fields`) certainly accepts,
+# and builds the same event from them; anything else (a type, range, pattern or key it is not
+# sure about, a non-ASCII string) returns None and the strict reader decides, with its
+# exact error. So they can make reading faster, never looser.
+
+_SCAN_STR_MAX = {"scanner": 64, "lot": 20, "serial": 20, "ref": 35, "operator": 64, "symbology": 3, "raw": 512}
+_SCAN_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "scanner", "mode", "gtin", "location", "qty",
+                        "from_location", "expiry", *_SCAN_STR_MAX})
+_SCAN_OPTIONAL = ("from_location", "lot", "expiry", "serial", "ref", "operator", "symbology", "raw")
+_SHELF_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "bin", "count", "quotient", "weight_g",
+                         "confidence", "uncertain", "heartbeat"})
+
+
+def _ok_base(obj: dict[str, Any]) -> bool:
+    seq, ts_ms, accepted_ms = obj.get("seq"), obj.get("ts_ms"), obj.get("accepted_ms")
+    return (type(seq) is int and 1 <= seq <= INT64_MAX and type(ts_ms) is int and TS_MIN_MS <= ts_ms <= TS_MAX_MS
+            and type(accepted_ms) is int and TS_MIN_MS <= accepted_ms <= TS_MAX_MS)
+
+
+def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
+    if not _SCAN_KEYS.issuperset(obj) or not _ok_base(obj):
+        return None
+    mode, scanner, gtin, location, qty = (obj.get("mode"), obj.get("scanner"), obj.get("gtin"), obj.get("location"),
+                                          obj.get("qty"))
+    if (type(mode) is not str or mode not in SCAN_MODES or type(scanner) is not str or not scanner.isascii()
+            or len(scanner) > 64 or type(gtin) is not str or len(gtin) > 256 or not GTIN_RE.match(gtin)
+            or type(location) is not str or len(location) > 256 or not LOCATION_RE.match(location)
+            or type(qty) is not int or not (0 if mode == "count" else 1) <= qty <= 1_000_000):
+        return None
+    opt: dict[str, Any] = {}
+    for key in _SCAN_OPTIONAL:
+        val = obj.get(key)
+        if val is None:
+            continue
+        if type(val) is not str or not val.isascii():
+            return None
+        if key == "from_location" or key == "expiry":
+            if len(val) > 256 or not (LOCATION_RE if key == "from_location" else DATE_RE).match(val):
+                return None
+        elif len(val) > _SCAN_STR_MAX[key]:
+            return None
+        opt[key] = val
+    return ScanEvent(seq=obj["seq"], ts_ms=obj["ts_ms"], accepted_ms=obj["accepted_ms"], scanner=scanner, mode=mode,
+                     gtin=gtin, location=location, qty=qty, **opt)
+
+
+def _fast_float(val: Any, lo: float, hi: float) -> float | None:
+    if type(val) is float:
+        return val if lo <= val <= hi else None  # NaN fails the comparison; infinities are out of range
+    if type(val) is int and lo <= val <= hi:
+        return float(val)
+    return None
+
+
+def _fast_shelf(obj: dict[str, Any]) -> ShelfCount | None:
+    if not _SHELF_KEYS.issuperset(obj) or not _ok_base(obj):
+        return None
+    bin_, count, uncertain, heartbeat = obj.get("bin"), obj.get("count"), obj.get("uncertain"), obj.get("heartbeat")
+    quotient = _fast_float(obj.get("quotient"), -1e6, 1e6)
+    weight_g = _fast_float(obj.get("weight_g"), -MAX_WEIGHT_G, MAX_WEIGHT_G)
+    confidence = _fast_float(obj.get("confidence"), 0.0, 1.0)
+    if (type(bin_) is not str or len(bin_) > 256 or not LOCATION_RE.match(bin_) or type(count) is not int
+            or not 0 <= count <= 1_000_000 or quotient is None or weight_g is None or confidence is None
+            or type(uncertain) is not bool or (heartbeat is not None and type(heartbeat) is not bool)):
+        return None
+    return ShelfCount(seq=obj["seq"], ts_ms=obj["ts_ms"], accepted_ms=obj["accepted_ms"], bin=bin_, count=count,
+                      quotient=quotient, weight_g=weight_g, confidence=confidence, uncertain=uncertain,
+                      heartbeat=bool(heartbeat))
+
+
+_FAST_READERS: dict[str, Any] = {"scan": _fast_scan, "shelf_count": _fast_shelf}
+
+
 def event_from_dict(obj: Any, where: str = "event") -> Event:
     """Parse one event object, dispatching on its `kind`."""
+    if type(obj) is dict and type(kind := obj.get("kind")) is str:
+        fast = _FAST_READERS.get(kind)
+        if fast is not None:
+            event: Event | None = fast(obj)
+            if event is not None:
+                return event
     f = Fields(obj, where)
     kind = f.str("kind", 32)
     cls = EVENT_TYPES.get(kind)
     if cls is None:
         raise ContractError(f"{where}: unknown event kind {kind!r}")
-    event: Event = cls.read(f)
+    strict: Event = cls.read(f)
     f.done()
-    return event
+    return strict
 
 
 # --------------------------------------------------------------------------- node messages
@@ -249,6 +330,15 @@ class EventBatch:
     @classmethod
     def from_obj(cls, obj: Any) -> EventBatch:
         """Validate an already-decoded JSON object (lets the hub keep the raw event objects)."""
+        if type(obj) is dict and len(obj) == 5:  # fast path: only what the strict reader below certainly accepts
+            v, node, stream, sent_ms, raw = (obj.get("v"), obj.get("node"), obj.get("stream"), obj.get("sent_ms"),
+                                             obj.get("events"))
+            if (type(v) is int and v == SCHEMA_VERSION and type(node) is str and len(node) <= 32
+                    and NAME_RE.match(node) and type(stream) is str and len(stream) <= 256 and STREAM_RE.match(stream)
+                    and type(sent_ms) is int and TS_MIN_MS <= sent_ms <= TS_MAX_MS and type(raw) is list
+                    and 1 <= len(raw) <= MAX_EVENTS_PER_BATCH):
+                events = tuple(event_from_dict(e, f"events[{i}]") for i, e in enumerate(raw))
+                return cls(node=node, stream=stream, events=events, sent_ms=sent_ms)
         f = Fields(obj, "events")
         f.version(SCHEMA_VERSION)
         node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
