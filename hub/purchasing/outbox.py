@@ -62,6 +62,14 @@ def enqueue(conn: sqlite3.Connection, kind: str, key: str, path: str, body: dict
     return cur.rowcount == 1
 
 
+def enqueue_many(conn: sqlite3.Connection, rows: list[tuple[str, str, str, dict[str, Any], int]]) -> None:
+    """Add many requests at once, in order: (kind, key, path, body, now_ms) each, as `enqueue` would."""
+    conn.executemany("INSERT OR IGNORE INTO outbox (kind, idempotency_key, path, body, created_ms, next_attempt_ms)"
+                     " VALUES (?, ?, ?, ?, ?, ?)",
+                     [(kind, key, path, json.dumps(body, sort_keys=True), now_ms, now_ms)
+                      for kind, key, path, body, now_ms in rows])
+
+
 def due(conn: sqlite3.Connection, now_ms: int, limit: int = 50) -> list[OutboxItem]:
     """Pending requests whose next attempt is due, oldest first."""
     rows = conn.execute("SELECT * FROM outbox WHERE status = ? AND next_attempt_ms <= ? ORDER BY id LIMIT ?",

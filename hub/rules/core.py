@@ -162,6 +162,7 @@ class RulesCore:
         self.proposals: dict[str, Proposal] = {}  # open ones: pending, queued, ordered
         self.last_day: int | None = None
         self._dirty: set[str] = set()
+        self._receipts: list[tuple[str, str, str, dict[str, Any], int]] = []  # for the outbox, this commit
         self._load()
 
     # ================================================================ persistence
@@ -245,11 +246,16 @@ class RulesCore:
 
     def on_commit(self, changes: Iterable[BalanceChange]) -> None:
         """Fold one group commit's movements in, then re-plan the SKUs they touched."""
+        self._receipts.clear()
         with self._tx():
             touched: set[str] = set()
             for ch in changes:
                 self._on_change(ch)
                 touched.add(ch.sku)
+            # The receipts these changes made, in order, in one statement, before anything the
+            # re-planning below may queue (so the outbox order is as if each went in at once).
+            receipts, self._receipts = self._receipts, []
+            outbox.enqueue_many(self.db.conn, receipts)
             self._tick_locked(touched)
 
     def tick(self) -> None:
@@ -320,8 +326,9 @@ class RulesCore:
         body = {"site": self.site, "sku": ch.sku, "qty": ch.qty_delta, "location": ch.location,
                 "received_ms": ch.hub_ms, "po_ids": matched}
         receipt_id = uuid.uuid4().hex
-        outbox.enqueue(self.db.conn, "receipt", f"{self.site}:receipt:{receipt_id}", RECEIPT_PATH,
-                       {**body, "receipt_id": receipt_id}, self.clock())
+        # Queued for the outbox by on_commit, in one statement per commit.
+        self._receipts.append(("receipt", f"{self.site}:receipt:{receipt_id}", RECEIPT_PATH,
+                               {**body, "receipt_id": receipt_id}, self.clock()))
 
     def _delivered(self, po: PurchaseOrder, received_ms: int) -> None:
         """A PO is complete: learn its lead time and lateness, maybe demote or restore its supplier."""
