@@ -86,11 +86,19 @@ class HubMetrics:
                                   registry=self.registry)
 
     def on_commit(self, result: CommitResult) -> None:
+        if not result.lag:
+            return
+        # The labelled children are looked up once per commit, not once per event and stage.
+        device_to_accepted, accepted_to_received, received_to_committed = (
+            self.lag.labels(stage).observe for stage, _, _ in STAGES)
+        push = self.push_lag.observe
+        now = time.time()  # one clock reading per commit: its events are pushed together
         for sample in result.lag:
-            for stage, start, end in STAGES:
-                # Device clocks can be ahead: a negative stage is skew, not time travel; count it as 0.
-                self.lag.labels(stage).observe(max(0, getattr(sample, end) - getattr(sample, start)) / 1000)
-            self.push_lag.observe(max(0.0, time.time() - sample.device_ms / 1000))
+            # Device clocks can be ahead: a negative stage is skew, not time travel; count it as 0.
+            device_to_accepted(max(0, sample.accepted_ms - sample.device_ms) / 1000)
+            accepted_to_received(max(0, sample.received_ms - sample.accepted_ms) / 1000)
+            received_to_committed(max(0, sample.committed_ms - sample.received_ms) / 1000)
+            push(max(0.0, now - sample.device_ms / 1000))
 
 
 METRICS = web.AppKey("metrics", HubMetrics)
