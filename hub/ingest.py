@@ -18,6 +18,7 @@ device time; its windows are saved with the commit and reloaded at start.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -348,7 +349,7 @@ class Ingest:
     def _apply(self, tx: WriteTx, msg: Inbound, result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
         node: str | None = None
         try:
-            address = parse_topic(msg.topic)
+            address = _parse_topic(msg.topic)
             node = address.node
             if node == HUB_NODE or address.site != self.site:
                 return
@@ -534,8 +535,11 @@ def _check_node(payload_node: str, topic_node: str) -> None:
         raise ContractError(f"payload says node '{payload_node}' but was published under node '{topic_node}'")
 
 
-def _json(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+# One encoder, made once: json.dumps with these options would build a new one per call.
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+# A node publishes on a handful of topics: parse each once (a bad topic raises every time).
+_parse_topic = functools.lru_cache(maxsize=4096)(parse_topic)
 
 
 class _MessageFailed(Exception):
