@@ -200,6 +200,8 @@ class QuarantineRow:
     reason: str
     payload: str  # as text (invalid UTF-8 shown with replacement characters)
     size_bytes: int
+    times: int = 1  # the same payload on the same topic again (a node re-sending it) counts here
+    last_ms: int | None = None  # when it last came
 
 
 class EventsAlreadyStored(Exception):

@@ -8,6 +8,7 @@ transaction per drained ingest batch) keeps that to one fsync per batch, not per
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -306,9 +307,16 @@ class _SqliteTx:
             self.db.execute(f"UPDATE nodes SET {assignments} WHERE node=?", (*values, node))
 
     def quarantine(self, received_ms: int, topic: str, node: str | None, reason: str, payload: bytes) -> None:
-        self.db.execute("INSERT INTO quarantine (received_ms, topic, node, reason, payload, size_bytes)"
-                        " VALUES (?,?,?,?,?,?)",
-                        (received_ms, topic, node, reason, payload[:QUARANTINE_KEEP_BYTES], len(payload)))
+        # A node re-sends what was not acknowledged, so a refused payload comes back at every
+        # ack timeout: count the repeats on one row instead of growing the table without bound.
+        fingerprint = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()[:32]
+        cur = self.db.execute("UPDATE quarantine SET times = times + 1, last_ms = ?, reason = ? WHERE fingerprint = ?",
+                              (received_ms, reason, fingerprint))
+        if cur.rowcount == 0:
+            self.db.execute("INSERT INTO quarantine (received_ms, topic, node, reason, payload, size_bytes, fingerprint,"
+                            " last_ms) VALUES (?,?,?,?,?,?,?,?)",
+                            (received_ms, topic, node, reason, payload[:QUARANTINE_KEEP_BYTES], len(payload),
+                             fingerprint, received_ms))
 
 
 class SqliteStore:
@@ -327,11 +335,20 @@ class SqliteStore:
         self._writer.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._writer.execute(f"PRAGMA synchronous={synchronous}")
         self._writer.executescript(SCHEMA)
+        self._add_missing_columns()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
 
     # ----------------------------------------------------------------- writing
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a ledger file was created (CREATE TABLE IF NOT EXISTS keeps old tables)."""
+        have = {row[1] for row in self._writer.execute("PRAGMA table_info(quarantine)")}
+        for column, decl in (("times", "INTEGER NOT NULL DEFAULT 1"), ("last_ms", "INTEGER"), ("fingerprint", "TEXT")):
+            if column not in have:
+                self._writer.execute(f"ALTER TABLE quarantine ADD COLUMN {column} {decl}")
+        self._writer.execute("CREATE INDEX IF NOT EXISTS quarantine_fingerprint ON quarantine (fingerprint)")
 
     @contextmanager
     def write(self, batched: bool = False) -> Iterator[_SqliteTx]:
@@ -470,9 +487,10 @@ class SqliteStore:
                         clock_skew_ms=r[9], birth_ms=r[10], devices=json.loads(r[11])) for r in rows]
 
     def quarantine_rows(self, limit: int = 100) -> list[QuarantineRow]:
-        rows = self._reader().execute("SELECT id, received_ms, topic, node, reason, payload, size_bytes"
-                                      " FROM quarantine ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [QuarantineRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5]).decode("utf-8", "replace"), r[6])
+        rows = self._reader().execute(
+            "SELECT id, received_ms, topic, node, reason, payload, size_bytes, times, last_ms FROM quarantine"
+            " ORDER BY COALESCE(last_ms, received_ms) DESC, id DESC LIMIT ?", (limit,)).fetchall()
+        return [QuarantineRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5]).decode("utf-8", "replace"), r[6], r[7], r[8])
                 for r in rows]
 
     def movements(self, sku: str | None = None, location: str | None = None, limit: int = 100,

@@ -30,6 +30,7 @@ MAX_OFFSET = 10_000_000
 SKU_MOVEMENTS = 500  # enough history for the chart; older movements stay in the API
 LAG_STAGES = ("device_to_accepted", "accepted_to_received", "received_to_committed", "committed_to_pushed")
 RECENT_SCANS = 30  # the overview's "Recent scans" (live.js SCANS_SHOWN and hub.web.live.SCANS_PER_PUSH match)
+RECENT_REFUSED = 10  # payloads the hub refused, newest first (all of them: GET /api/v1/quarantine)
 # The product promise is "visible within a second": a stage whose p99 alone is over this is slow,
 # however many nodes there are.
 LAG_SLOW_P99_MS = 1000.0
@@ -47,8 +48,9 @@ async def overview_page(request: web.Request) -> web.Response:
     nodes = await service.node_rows()
     data = await build_overview(request, nodes)
     recent = await asyncio.to_thread(service.store.scans, None, None, RECENT_SCANS, None)
+    refused = await asyncio.to_thread(service.store.quarantine_rows, RECENT_REFUSED)
     return render(request, "overview.html", counters=data["counters"], alerts=data["alerts"], nodes=nodes,
-                  scans=[dataclasses.asdict(r) for r in recent])
+                  scans=[dataclasses.asdict(r) for r in recent], refused=[dataclasses.asdict(r) for r in refused])
 
 
 async def stock_page(request: web.Request) -> web.Response:
