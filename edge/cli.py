@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from settings import ConfigError, describe
+from settings import describe, exits_on_config_error
 
 log = logging.getLogger("edge")
 
@@ -42,23 +42,20 @@ async def _run(config_path: str) -> int:
     return 0
 
 
+_with_config = exits_on_config_error("edge-agent")
+
+
+@_with_config
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM or Ctrl+C."""
-    try:
-        return asyncio.run(_run(args.config))
-    except ConfigError as err:
-        print(f"edge-agent: {err}", file=sys.stderr)
-        return 2
+    return asyncio.run(_run(args.config))
 
 
+@_with_config
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config file with the same code that loads it."""
     from edge.config import load_edge_config
-    try:
-        cfg = load_edge_config(args.config)
-    except ConfigError as err:
-        print(f"edge-agent: {err}", file=sys.stderr)
-        return 2
+    cfg = load_edge_config(args.config)
     print(f"{args.config}: ok (node {cfg.node}, site {cfg.site}, {len(cfg.scanners)} scanner(s), "
           f"{len(cfg.shelves)} shelf controller(s))")
     return 0

@@ -13,12 +13,10 @@ import json
 import logging
 import os
 import secrets
-import socket
 import ssl
 import subprocess
 import sys
 import threading
-import time
 from typing import IO, Any
 
 import paho.mqtt.client as mqtt
@@ -28,10 +26,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from contract import Ack, Channel, Command, HubState, NodeConfig, hub_state_topic, node_topic, subscription
 from hub.config import HubConfig
-from hub.ingest import Ingest
+from hub.ingest import Ingest, now_ms
 from hub.receiver import SUBSCRIBED as SUBSCRIBED_FRAME
 from hub.receiver import UNSUBSCRIBED as UNSUBSCRIBED_FRAME
-from hub.receiver import FrameReader
+from hub.receiver import FrameReader, disable_nagle
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +38,6 @@ RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 15
 WORKER_RESTART_S = 1.0  # a crashed receive worker is restarted after this pause
 READ_CHUNK = 1 << 20
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class HubLink:
@@ -71,7 +65,7 @@ class HubLink:
         self._state_topic = hub_state_topic(config.site)
         self.client.will_set(self._state_topic, HubState(online=False, boot_id=self.boot_id, ts_ms=now_ms()).to_json(),
                              qos=1, retain=True)
-        self.client.on_socket_open = _disable_nagle
+        self.client.on_socket_open = disable_nagle
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
 
@@ -192,10 +186,3 @@ class HubLink:
     def publish_config(self, config: NodeConfig) -> None:
         self.client.publish(node_topic(self.config.site, config.node, Channel.CONFIG), config.to_json(), qos=1,
                             retain=True)
-
-
-def _disable_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """TCP_NODELAY: a PUBACK followed by a small PUBLISH would otherwise wait for the peer's
-    delayed TCP ACK (Nagle's algorithm), adding 20-40 ms to every event (measured in bench/ingest.py)."""
-    if hasattr(sock, "setsockopt"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -136,7 +136,7 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
     if settings["tls"]:
         client.tls_set(ca_certs=settings["ca_file"] or None, cert_reqs=ssl.CERT_REQUIRED)
     client.reconnect_delay_set(1, 15)
-    client.on_socket_open = _disable_nagle
+    client.on_socket_open = disable_nagle
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_disconnect = on_disconnect
@@ -147,8 +147,9 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
     return client
 
 
-def _disable_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """No Nagle delay on small packets (see hub.link)."""
+def disable_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """TCP_NODELAY: a PUBACK followed by a small PUBLISH would otherwise wait for the peer's
+    delayed TCP ACK (Nagle's algorithm), adding 20-40 ms to every event (bench/ingest.py)."""
     if hasattr(sock, "setsockopt"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

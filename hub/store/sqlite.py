@@ -387,15 +387,10 @@ class SqliteStore:
 
     def stock(self, search: str = "", limit: int = 500, offset: int = 0, sku: str | None = None,
               location: str | None = None) -> list[Balance]:
-        where, args = ["(sku LIKE ? OR location LIKE ?)"], [f"%{search}%", f"%{search}%"]
-        if sku is not None:
-            where.append("sku = ?")
-            args.append(sku)
-        if location is not None:
-            where.append("location = ?")
-            args.append(location)
+        where, args = _where(("(sku LIKE ? OR location LIKE ?)", (f"%{search}%", f"%{search}%")),
+                             ("sku = ?", sku), ("location = ?", location))
         rows = self._reader().execute(
-            f"SELECT sku, location, qty, updated_ms FROM balances WHERE {' AND '.join(where)}"
+            f"SELECT sku, location, qty, updated_ms FROM balances WHERE {where}"
             " ORDER BY sku, location LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
         return [Balance(*row) for row in rows]
 
@@ -447,23 +442,14 @@ class SqliteStore:
 
     def discrepancies(self, status: str | None = None, bin: str | None = None, limit: int = 100,
                       before_id: int | None = None) -> list[DiscrepancyRow]:
-        where, args = ["1=1"], []
-        if status is not None:
-            where.append("d.status = ?")
-            args.append(status)
-        if bin is not None:
-            where.append("d.bin = ?")
-            args.append(bin)
-        if before_id is not None:
-            where.append("d.id < ?")
-            args.append(str(before_id))
+        where, args = _where(("d.status = ?", status), ("d.bin = ?", bin), ("d.id < ?", before_id))
         # The latest recount request of each row, if any (a small side table: the rows stay as recorded).
         rows = self._reader().execute(
             "SELECT d.id, d.bin, d.sku, d.kind, d.status, d.opened_ms, d.device_from_ms, d.device_to_ms, d.scan_qty,"
             " d.sensed_qty, d.sentence, d.action, d.evidence, d.closed_ms, d.closed_by_event_id, d.close_note,"
             " r.requested_by, r.requested_ms FROM discrepancies d LEFT JOIN recount_requests r ON r.id ="
             " (SELECT MAX(id) FROM recount_requests WHERE discrepancy_id = d.id)"
-            f" WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT ?", (*args, limit)).fetchall()
+            f" WHERE {where} ORDER BY d.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [DiscrepancyRow(id=r[0], bin=r[1], sku=r[2], kind=r[3], status=r[4], opened_ms=r[5], device_from_ms=r[6],
                                device_to_ms=r[7], scan_qty=r[8], sensed_qty=r[9], sentence=r[10], action=r[11],
                                evidence=json.loads(r[12]), closed_ms=r[13], closed_by_event_id=r[14],
@@ -495,32 +481,17 @@ class SqliteStore:
 
     def movements(self, sku: str | None = None, location: str | None = None, limit: int = 100,
                   before_id: int | None = None) -> list[Movement]:
-        where, args = ["1=1"], []
-        if sku is not None:
-            where.append("m.sku = ?")
-            args.append(sku)
-        if location is not None:
-            where.append("m.location = ?")
-            args.append(location)
-        if before_id is not None:
-            where.append("m.id < ?")
-            args.append(str(before_id))
+        where, args = _where(("m.sku = ?", sku), ("m.location = ?", location), ("m.id < ?", before_id))
         rows = self._reader().execute(
             "SELECT m.id, m.event_id, m.sku, m.location, m.qty_delta, m.reason, m.device_ms, m.hub_ms, e.node, e.seq"
-            f" FROM movements m JOIN events e ON e.id = m.event_id WHERE {' AND '.join(where)}"
+            f" FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
             " ORDER BY m.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [Movement(*row) for row in rows]
 
     def scans(self, node: str | None = None, outcome: str | None = None, limit: int = 100,
               before_id: int | None = None) -> list[ScanRow]:
         kinds = list(SCAN_OUTCOMES.values()) if outcome is None else [SCAN_OUTCOMES[outcome]]
-        where, args = ["e.kind = ?"], []
-        if node is not None:
-            where.append("e.node = ?")
-            args.append(node)
-        if before_id is not None:
-            where.append("e.id < ?")
-            args.append(str(before_id))
+        where, args = _where(("e.kind = ?", ()), ("e.node = ?", node), ("e.id < ?", before_id))  # kind bound per query
         db = self._reader()
         found: list[tuple[Any, ...]] = []
         db.execute("BEGIN")  # one snapshot for both kinds
@@ -531,7 +502,7 @@ class SqliteStore:
                 found += db.execute(
                     "SELECT e.id, e.node, e.seq, e.kind, e.device_ms, e.committed_ms, e.body, g.sku FROM events e"
                     " LEFT JOIN gtins g ON g.gtin = json_extract(e.body, '$.gtin')"
-                    f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT ?", (kind, *args, limit)).fetchall()
+                    f" WHERE {where} ORDER BY e.id DESC LIMIT ?", (kind, *args, limit)).fetchall()
         finally:
             db.execute("COMMIT")
         found.sort(key=lambda r: -int(r[0]))
@@ -607,3 +578,16 @@ class SqliteStore:
                 conn.close()
             self._readers.clear()
         self._writer.close()
+
+
+def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE clause of the filters that are set: (condition, value) pairs; a value of None
+    leaves its condition out, a tuple binds its items (an empty tuple: bound by the caller)."""
+    conditions: list[str] = ["1=1"]
+    args: list[Any] = []
+    for condition, value in filters:
+        if value is None:
+            continue
+        conditions.append(condition)
+        args.extend(value if isinstance(value, tuple) else (value,))
+    return " AND ".join(conditions), args
