@@ -21,6 +21,7 @@ import logging
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ log = logging.getLogger("hub.receiver")
 
 CONNACK, PUBLISH, SUBACK, PINGRESP, DISCONNECT = 2, 3, 9, 13, 14
 PINGREQ_PACKET = b"\xc0\x00"
+DISCONNECT_PACKET = b"\xe0\x00"  # normal disconnection
 SUBSCRIBE_PACKET_ID = 1
 RECV_BYTES = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0
@@ -53,6 +55,15 @@ class SessionSettings:
     topics: tuple[str, ...]
     tls: bool = False
     ca_file: str = ""
+
+
+@dataclass
+class SessionStats:
+    """What one session saw, for logs and tests."""
+
+    messages: int = 0
+    pingresps: int = 0
+    subscribed: bool = False
 
 
 # --------------------------------------------------------------------------- encoding
@@ -203,10 +214,13 @@ def open_socket(s: SessionSettings) -> socket.socket:
     return sock
 
 
-def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[], None]) -> str:
+def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[], None],
+                stop: threading.Event | None = None, stats: SessionStats | None = None) -> str:
     """One connection, from CONNECT to its end. Returns why it ended; raises OSError or
     ProtocolError on a broken connection. `deliver(received_ms, messages)` gets every
-    message of a socket read before their PUBACKs go out."""
+    message of a socket read before their PUBACKs go out. `stop` ends the session within
+    POLL_S."""
+    stats = stats if stats is not None else SessionStats()
     sock = open_socket(s)
     try:
         sock.settimeout(POLL_S)
@@ -227,6 +241,7 @@ def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[]
                 messages, acks, other = reader.feed(data)
                 if messages:
                     deliver(int(time.time() * 1000), messages)
+                    stats.messages += len(messages)
                 if acks:
                     sock.sendall(acks)
                 for kind, _flags, body in other:
@@ -242,12 +257,18 @@ def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[]
                         if refused:
                             log.error("receiver: subscriptions refused: %s", ", ".join(refused))
                         else:
+                            stats.subscribed = True
                             on_subscribed()
                     elif kind == DISCONNECT:
                         code = body[0] if body else 0
                         return f"the broker disconnected the hub: {reason_text(PacketTypes.DISCONNECT, code)}"
-                    elif kind != PINGRESP:
+                    elif kind == PINGRESP:
+                        stats.pingresps += 1
+                    else:
                         raise ProtocolError(f"unexpected packet type {kind}")
+            if stop is not None and stop.is_set():
+                sock.sendall(DISCONNECT_PACKET)
+                return "stopped"
             if not connected and now - last_heard > CONNECT_TIMEOUT_S:
                 return "no CONNACK from the broker"
             if now - last_heard > 1.5 * s.keepalive_s:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import getpass
 import re
+import secrets
 import shutil
 import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -21,10 +22,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from contract import Channel, node_topic, subscription
 from edge.config import load_edge_config
-from hub.mosquitto import free_port, mosquitto_binary, wait_for_port
+from hub.mosquitto import HUB_USER, free_port, mosquitto_binary, set_password, wait_for_port
+from hub.mqtt_rx import SessionSettings, run_session
 from hub.provision import ensure_acl, provision_node
 from tests.conftest import SITE
+from tests.support import wait_for_sync
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware_config"
 WAIT_S = 5.0
@@ -142,6 +146,45 @@ def test_site_config_refuses_anonymous_and_serves_provisioned_nodes(site_broker:
                          ca_file=Path(config.mqtt.ca_file))
     # Mosquitto 2.0 answers a wrong password with 135 Not authorized (not 134), as it does for anonymous.
     assert connack(site_broker.host, site_broker.port, "pi-site-1", "wrong") == 135
+
+
+def test_hub_receives_over_tls_with_the_site_certificates(site_broker: SiteBroker, tmp_path: Path) -> None:
+    """The hub's receive session (hub/mqtt_rx.py) speaks TLS itself: checked against the site's CA."""
+    hub_password = secrets.token_hex(8)
+    set_password(site_broker.password_file, HUB_USER, hub_password)
+    node = provision_node("pi-site-2", password_file=site_broker.password_file, acl_file=site_broker.acl_file,
+                          out_dir=tmp_path / "nodes", site=SITE, broker_host=site_broker.host,
+                          broker_port=site_broker.port, mosquitto_pid_file=site_broker.pid_file)
+    node_password = load_edge_config(node).mqtt.password
+    connack_when_applied(site_broker, site_broker.tls_port, HUB_USER, hub_password, 0, ca_file=site_broker.ca_file)
+    settings = SessionSettings(host=site_broker.host, port=site_broker.tls_port, client_id="stock-hub-tls-test",
+                               username=HUB_USER, password=hub_password, keepalive_s=15,
+                               topics=(subscription(SITE, Channel.EVENTS),), tls=True, ca_file=str(site_broker.ca_file))
+    got: list[bytes] = []
+    subscribed, stop = threading.Event(), threading.Event()
+    session = threading.Thread(target=run_session, daemon=True,
+                               args=(settings, lambda _ms, msgs: got.extend(p for _t, p in msgs), subscribed.set, stop))
+    session.start()
+    try:
+        assert subscribed.wait(WAIT_S), "no SUBACK over TLS"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.username_pw_set("pi-site-2", node_password)
+        client.connect(site_broker.host, site_broker.port)
+        client.loop_start()
+        client.publish(node_topic(SITE, "pi-site-2", Channel.EVENTS), b"over tls", qos=1)
+        wait_for_sync(lambda: got, WAIT_S, "the message over TLS")
+        client.loop_stop()
+        client.disconnect()
+        assert got == [b"over tls"]
+    finally:
+        stop.set()
+        session.join(WAIT_S)
+    # A CA that did not sign the broker's certificate is refused before any MQTT is spoken.
+    other_ca = tmp_path / "other"
+    subprocess.run(["sh", str(FIRMWARE / "mosquitto" / "make-certs.sh"), str(other_ca), "localhost", "127.0.0.1"],
+                   check=True, capture_output=True)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        run_session(replace(settings, ca_file=str(other_ca / "ca.crt")), lambda _ms, _m: None, lambda: None)
 
 
 # --- udev rules --------------------------------------------------------------------------------
