@@ -226,7 +226,7 @@ def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[]
         sock.settimeout(POLL_S)
         sock.sendall(connect_packet(s))
         reader = PacketReader()
-        last_heard = last_ping = time.monotonic()
+        started = last_heard = last_ping = time.monotonic()
         connected = False
         while True:
             try:
@@ -269,8 +269,8 @@ def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[]
             if stop is not None and stop.is_set():
                 sock.sendall(DISCONNECT_PACKET)
                 return "stopped"
-            if not connected and now - last_heard > CONNECT_TIMEOUT_S:
-                return "no CONNACK from the broker"
+            if not stats.subscribed and now - started > CONNECT_TIMEOUT_S:
+                return "no SUBACK from the broker" if connected else "no CONNACK from the broker"
             if now - last_heard > 1.5 * s.keepalive_s:
                 return f"nothing from the broker for {1.5 * s.keepalive_s:g} s"
             if connected and now - last_ping >= s.keepalive_s / 2:

@@ -86,9 +86,12 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
             started = time.monotonic()
             try:
                 why = run_session(session, deliver, subscribed)
+            except BrokenPipeError:
+                raise  # the hub is gone, not the broker
             except (OSError, ProtocolError) as err:
-                if isinstance(err, BrokenPipeError):
-                    raise  # the hub is gone, not the broker
+                why = f"{type(err).__name__}: {err}"
+            except Exception as err:  # a bug of ours must cost one connection, not the receiver
+                log.exception("receiver: session failed")
                 why = f"{type(err).__name__}: {err}"
             write(encode_frame(int(time.time() * 1000), b"", UNSUBSCRIBED))
             if time.monotonic() - started > RECONNECT_MAX_S:
@@ -107,8 +110,11 @@ def _guard(fn: Callable[[], None], on_exit: Callable[[int], None]) -> Callable[[
     def run() -> None:
         try:
             fn()
-        except (BrokenPipeError, OSError):
-            on_exit(0)  # the hub is gone
+        except OSError:
+            on_exit(0)  # the pipe to the hub broke: the hub is gone
+        except BaseException:
+            log.exception("receiver: stopped by an unexpected error; the hub restarts it")
+            on_exit(1)
     return run
 
 
