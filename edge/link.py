@@ -312,8 +312,11 @@ class EdgeLink:
         unacknowledged would ever be re-sent. The range stays open, so it is tried again.
         """
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow a cancellation
+            # that races the wake-up (CPython #86296), and stop() would wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK_S)
+                async with asyncio.timeout(TICK_S):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._send_due()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -243,3 +244,20 @@ async def test_the_edge_keeps_re_sending_after_a_transient_outbox_read_error(bro
             await wait_for(lambda: outbox.depth() == 0, what="outbox emptied by the ack")
         finally:
             await agent.stop()
+
+
+async def test_the_edge_stops_even_when_a_wake_up_races_the_stop(broker: PrivateBroker, tmp_path: Path) -> None:
+    # A batch to send (the sender's wake-up) arriving just as the agent stops: on Python 3.11
+    # asyncio.wait_for swallowed that cancellation (CPython #86296) and stop() never returned.
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    await agent.start()
+    await wait_for(lambda: agent.link.status.connected, what="the edge connected")
+    try:
+        async with asyncio.timeout(10):
+            agent.link._wake.set()  # an ack woke the sender; in the same loop iteration, stop() cancels it
+            await agent.link.stop()
+    except TimeoutError:
+        pytest.fail("the edge link's stop() hung: its sender ignored the cancellation")
+    finally:
+        await agent.stop()

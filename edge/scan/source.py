@@ -151,7 +151,8 @@ class ScannerSource:
             while True:
                 self.heartbeat()
                 try:
-                    item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                    async with asyncio.timeout(HEARTBEAT_S):  # not wait_for: see edge/link.py _sender
+                        item = await queue.get()
                 except TimeoutError:
                     continue
                 if isinstance(item, _Gone):

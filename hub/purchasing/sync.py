@@ -95,7 +95,8 @@ class PurchasingSync:
                     log.exception("purchasing sync step failed; trying again in %.0f s", self.tick_s)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.tick_s)
+                    async with asyncio.timeout(self.tick_s):  # not wait_for: CPython #86296, see edge/link.py
+                        await self._wake.wait()
 
     async def step(self, client: CentralClient) -> None:
         """One round: push what is due, pull if the poll interval has passed."""

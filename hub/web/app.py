@@ -89,7 +89,10 @@ async def live(request: web.Request) -> web.StreamResponse:
             sent_id = missed[-1]["id"] if missed else (last_id or 0)
         while True:
             try:
-                message = await asyncio.wait_for(q.get(), SSE_KEEPALIVE_S)
+                # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow a cancellation
+                # that races a message (CPython #86296), and a closed stream would linger.
+                async with asyncio.timeout(SSE_KEEPALIVE_S):
+                    message = await q.get()
             except TimeoutError:
                 await resp.write(b": keepalive\n\n")
                 continue
