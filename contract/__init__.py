@@ -27,12 +27,16 @@ from contract.messages import (
     HubState,
     NodeConfig,
     NodeState,
+    RefusedEvent,
+    SalvagedBatch,
     ScanEvent,
     ScanRejected,
     ShelfCount,
     ShelfFault,
     event_from_dict,
     load_payload,
+    salvage_batch,
+    stored_event,
 )
 from contract.topics import (
     HUB_NODE,
@@ -49,7 +53,7 @@ __all__ = [
     "COMMANDS", "EVENT_TYPES", "HUB_NODE", "MAX_EVENTS_PER_BATCH", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES",
     "SCAN_MODES", "SCHEMA_VERSION", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
     "CommandReply", "ContractError", "DeviceChange", "DeviceInfo", "Event", "EventBase", "EventBatch",
-    "HubState", "NodeConfig", "NodeState", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",
+    "HubState", "NodeConfig", "NodeState", "RefusedEvent", "SalvagedBatch", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",
     "TopicAddress", "check_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "parse_topic",
-    "subscription",
+    "salvage_batch", "stored_event", "subscription",
 ]

@@ -349,6 +349,69 @@ class EventBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedEvent:
+    """An event the strict reader refused, inside a batch whose envelope is valid.
+
+    Not a wire message: the hub's record of it. A node re-sends an event until it is
+    acknowledged, so one it can never parse (a newer edge's new kind, say) would hold back
+    every later event of its stream. Settling its seq as refused (stored with the reason,
+    quarantined for a person, acknowledged, never applied to stock) lets the rest flow.
+    """
+
+    seq: int
+    reason: str
+    raw: Any
+    KIND: ClassVar[str] = "refused"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.KIND, "seq": self.seq, "reason": self.reason, "event": self.raw}
+
+
+@dataclass(frozen=True, slots=True)
+class SalvagedBatch:
+    """An events batch with a valid envelope in which some events were refused."""
+
+    node: str
+    stream: str
+    events: tuple[Event | RefusedEvent, ...]
+    sent_ms: int
+
+
+def salvage_batch(obj: Any) -> SalvagedBatch | None:
+    """Read a batch that the strict reader refused, event by event.
+
+    None unless the envelope (version, node, stream, sent_ms, events list) is valid and every
+    event carries a usable `seq`: without the seqs nothing can be settled, and the batch is
+    quarantined whole.
+    """
+    try:
+        f = Fields(obj, "events")
+        f.version(SCHEMA_VERSION)
+        node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
+        raw_events = f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)
+        f.done()
+    except ContractError:
+        return None
+    events: list[Event | RefusedEvent] = []
+    for i, raw in enumerate(raw_events):
+        try:
+            events.append(event_from_dict(raw, f"events[{i}]"))
+        except ContractError as err:
+            seq = raw.get("seq") if type(raw) is dict else None
+            if type(seq) is not int or not 1 <= seq <= INT64_MAX:
+                return None
+            events.append(RefusedEvent(seq=seq, reason=str(err), raw=raw))
+    return SalvagedBatch(node=node, stream=stream, events=tuple(events), sent_ms=sent_ms)
+
+
+def stored_event(obj: Any) -> Event | RefusedEvent:
+    """An event as the hub stored it: a contract event, or the record of a refused one."""
+    if type(obj) is dict and obj.get("kind") == RefusedEvent.KIND:
+        return RefusedEvent(seq=obj["seq"], reason=obj["reason"], raw=obj["event"])
+    return event_from_dict(obj)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeState:
     """A node's retained online flag; the offline form is registered as its Last Will."""
 

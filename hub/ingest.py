@@ -42,12 +42,15 @@ from contract import (
     Event,
     EventBatch,
     NodeState,
+    RefusedEvent,
+    SalvagedBatch,
     ScanEvent,
     ScanRejected,
     ShelfCount,
-    event_from_dict,
     load_payload,
     parse_topic,
+    salvage_batch,
+    stored_event,
 )
 from hub.catalog import CatalogIndex
 from hub.dedupe import StreamBook, StreamTrack
@@ -95,7 +98,7 @@ class _Held:
     """An event stored above a gap, applied when the gap closes."""
 
     event_id: int
-    event: Event
+    event: Event | RefusedEvent
     received_ms: int
 
 
@@ -163,7 +166,7 @@ class Ingest:
             self.book.load(pos.node, pos.stream, pos.watermark, set(pos.above), pos.max_seq)
             if pos.above:
                 self._held[(pos.node, pos.stream)] = {
-                    h.seq: _Held(h.event_id, event_from_dict(json.loads(h.body)), h.received_ms)
+                    h.seq: _Held(h.event_id, stored_event(json.loads(h.body)), h.received_ms)
                     for h in self.store.held_events(pos.node, pos.stream, pos.watermark)}
         for row in self.store.nodes():
             if row.clock_skew_ms is not None:
@@ -355,7 +358,17 @@ class Ingest:
                 return
             if address.channel is Channel.EVENTS:
                 obj = load_payload(msg.payload, "events")  # decoded once: validated below, stored raw
-                self._apply_events(tx, EventBatch.from_obj(obj), obj["events"], node, msg, result, touched)
+                batch: EventBatch | SalvagedBatch
+                try:
+                    batch = EventBatch.from_obj(obj)
+                except ContractError:
+                    # Some events broke the contract: settle those seqs as refused rather than
+                    # hold back every later event of the stream (contract.RefusedEvent).
+                    salvaged = salvage_batch(obj)
+                    if salvaged is None:
+                        raise
+                    batch = salvaged
+                self._apply_events(tx, batch, obj["events"], node, msg, result, touched)
             elif address.channel is Channel.STATE:
                 if msg.payload:  # an empty retained message only clears the topic
                     state = NodeState.from_json(msg.payload)
@@ -376,7 +389,8 @@ class Ingest:
             tx.quarantine(msg.received_ms, msg.topic, node, reason, msg.payload)
             result.quarantined.append(reason)
 
-    def _apply_events(self, tx: WriteTx, batch: EventBatch, raw_events: list[Any], node: str, msg: Inbound,
+    def _apply_events(self, tx: WriteTx, batch: EventBatch | SalvagedBatch, raw_events: list[Any], node: str,
+                      msg: Inbound,
                       result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
         _check_node(batch.node, node)
         track = self.book.get(node, batch.stream)
@@ -388,8 +402,11 @@ class Ingest:
             if track.is_duplicate(event.seq):
                 result.events_duplicate += 1
                 continue
-            event_id = tx.insert_event(node, batch.stream, event.seq, event.KIND, event.ts_ms, event.accepted_ms,
-                                       msg.received_ms, result.committed_ms, _json(raw))
+            if isinstance(event, RefusedEvent):
+                event_id = self._insert_refused(tx, node, batch, event, msg, result)
+            else:
+                event_id = tx.insert_event(node, batch.stream, event.seq, event.KIND, event.ts_ms, event.accepted_ms,
+                                           msg.received_ms, result.committed_ms, _json(raw))
             if event_id is None:  # already on disk (memory lost it): still a duplicate
                 track.add(event.seq)
                 result.events_duplicate += 1
@@ -398,8 +415,23 @@ class Ingest:
             self._sequence(tx, track, event_id, event, msg.received_ms, result)
         result.nodes_changed.add(node)
 
-    def _sequence(self, tx: WriteTx, track: StreamTrack, event_id: int, event: Event, received_ms: int,
-                  result: CommitResult) -> None:
+    def _insert_refused(self, tx: WriteTx, node: str, batch: EventBatch | SalvagedBatch, event: RefusedEvent,
+                        msg: Inbound, result: CommitResult) -> int | None:
+        """Store a refused event's seq (so the stream goes on) and quarantine the event itself."""
+        # ensure_ascii: what was refused may hold a lone surrogate, which no UTF-8 store takes.
+        raw_text = json.dumps(event.raw)
+        reason = (f"event seq {event.seq} of stream {batch.stream} refused, not applied to stock "
+                  f"(the rest of its batch was): {event.reason}")
+        event_id = tx.insert_event(node, batch.stream, event.seq, event.KIND, batch.sent_ms, batch.sent_ms,
+                                   msg.received_ms, result.committed_ms, json.dumps(event.to_dict()))
+        if event_id is not None:
+            log.warning("node %s: %s", node, reason)
+            tx.quarantine(msg.received_ms, msg.topic, node, reason, raw_text.encode())
+            result.quarantined.append(reason)
+        return event_id
+
+    def _sequence(self, tx: WriteTx, track: StreamTrack, event_id: int, event: Event | RefusedEvent,
+                  received_ms: int, result: CommitResult) -> None:
         """Apply the event if it is next in its stream (then any held run after it), else hold it."""
         before = track.watermark
         track.add(event.seq)
@@ -420,9 +452,11 @@ class Ingest:
             if not held:
                 self._held.pop((track.node, track.stream), None)
 
-    def _apply_one(self, tx: WriteTx, node: str, event_id: int, event: Event, received_ms: int,
+    def _apply_one(self, tx: WriteTx, node: str, event_id: int, event: Event | RefusedEvent, received_ms: int,
                    result: CommitResult) -> None:
         """Ledger movements, then reconciliation, then device and lag bookkeeping for one event."""
+        if isinstance(event, RefusedEvent):
+            return  # its seq is settled; it moves no stock (the quarantine row says why)
         hub_ms = result.committed_ms
         changes = apply_event(tx, event_id, event, hub_ms, self._resolve_sku, self.catalog.bin)
         result.balances.extend(changes)

@@ -117,9 +117,10 @@ async def test_bad_payloads_are_quarantined_and_valid_traffic_flows(broker: Priv
         stream = secrets.token_hex(8)
         topic = node_topic(SITE, node, Channel.EVENTS)
         good = json.loads(batch(node, stream, [1], "V-01-1"))
+        # Two bad events with valid envelopes: their seqs are settled as refused (not applied).
         wrong_type = json.loads(batch(node, stream, [2], "V-01-1"))
         wrong_type["events"][0]["qty"] = "three"
-        unknown_kind = json.loads(batch(node, stream, [2], "V-01-1"))
+        unknown_kind = json.loads(batch(node, stream, [3], "V-01-1"))
         unknown_kind["events"][0]["kind"] = "teleport"
         mismatch = json.loads(batch(node, stream, [2], "V-01-1"))
         mismatch["node"] = "someone-else"
@@ -129,11 +130,11 @@ async def test_bad_payloads_are_quarantined_and_valid_traffic_flows(broker: Priv
             raw.publish(topic, json.dumps(good).encode())
             for payload in bad:
                 raw.publish(topic, payload)
-            raw.publish(topic, batch(node, stream, [2, 3], "V-01-1"))
+            raw.publish(topic, batch(node, stream, [2, 3, 4], "V-01-1"))  # 2 and 3 are settled already
             raw.publish(node_topic(SITE, node, Channel.BIRTH), b'{"v": 1}')
 
             await wait_for(lambda: hub.service.ingest.quarantined_total >= len(bad) + 1, what="all bad payloads")
-            await wait_for(lambda: balance(hub, "V-01-1") == 3, what="valid events around them")
+            await wait_for(lambda: balance(hub, "V-01-1") == 2, what="valid events around them (seq 1 and 4)")
             reasons = [q.reason for q in hub.service.store.quarantine_rows(50) if q.node == node]
             for expected in ("malformed JSON", "field 'qty' must be an integer", "unknown event kind 'teleport'",
                              "exceeds", "payload says node 'someone-else'", "not UTF-8", "missing field"):
@@ -191,7 +192,8 @@ async def test_edge_resends_when_the_hub_comes_back_online(broker: PrivateBroker
 async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_commit(broker: PrivateBroker,
                                                                                     tmp_path: Path) -> None:
     # JSON may spell a lone UTF-16 surrogate ("\ud800"): it decodes, but no UTF-8 store can hold it.
-    # It must be quarantined like any other contract breach, not fail the group commit it lands in.
+    # It must be quarantined like any other contract breach, not fail the group commit it lands in;
+    # inside a valid batch, the event's seq is settled as refused so the stream goes on.
     async with RunningHub(broker, tmp_path) as hub:
         node, password = add_node(broker)
         raw = NodeClient(broker, node, password)
@@ -210,7 +212,7 @@ async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_comm
             raw.publish(topic, batch(node, stream, [1, 2], "U-01-1"))
             await wait_for(lambda: max((Ack.from_json(p).watermark for t, p in raw.messages if t.endswith("/ack")),
                                        default=0) == 2, what="ack of the valid batch")
-            assert balance(hub, "U-01-1") == 2
+            assert balance(hub, "U-01-1") == 1  # seq 1 was the refused one
             assert hub.service.ingest._thread.is_alive()
         finally:
             raw.close()

@@ -1,0 +1,95 @@
+"""An event the hub cannot read, inside a valid batch (a newer edge's new kind, say), is
+settled as refused: stored with its reason, quarantined for a person, acknowledged, never
+applied to stock, and it does not hold back the events after it."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+
+from contract import Ack, Channel, EventBatch, node_topic, salvage_batch
+from hub.mosquitto import PrivateBroker
+from tests.conftest import add_node
+from tests.support import SITE, NodeClient, RunningHub, scan, wait_for
+
+
+def batch_obj(node: str, stream: str, seqs: list[int], location: str) -> dict[str, object]:
+    now = int(time.time() * 1000)
+    events = tuple(scan(location=location).with_seq(seq, now) for seq in seqs)
+    obj: dict[str, object] = json.loads(EventBatch(node=node, stream=stream, events=events, sent_ms=now).to_json())
+    return obj
+
+
+def acked(raw: NodeClient) -> int:
+    return max((Ack.from_json(p).watermark for t, p in raw.messages if t.endswith("/ack")), default=0)
+
+
+def balance(hub: RunningHub, location: str) -> int:
+    return sum(b.qty for b in hub.service.store.stock(location, 100, 0) if b.location == location)
+
+
+async def test_a_refused_event_does_not_hold_back_its_stream(broker: PrivateBroker, tmp_path: Path) -> None:
+    async with RunningHub(broker, tmp_path) as hub:
+        node, password = add_node(broker)
+        raw = NodeClient(broker, node, password)
+        raw.subscribe(node_topic(SITE, node, Channel.ACK))
+        stream = secrets.token_hex(8)
+        topic = node_topic(SITE, node, Channel.EVENTS)
+        newer = batch_obj(node, stream, [1, 2, 3, 4, 5], "R-01-1")
+        newer["events"][2]["kind"] = "pallet_wrap"  # type: ignore[index]  # what this hub does not know
+        try:
+            raw.publish(topic, json.dumps(newer).encode())
+            await wait_for(lambda: acked(raw) == 5, what="the whole batch acknowledged")
+            assert balance(hub, "R-01-1") == 4
+            row = next(q for q in hub.service.store.quarantine_rows(10) if q.node == node)
+            assert "event seq 3 of stream" in row.reason and "unknown event kind 'pallet_wrap'" in row.reason
+            assert json.loads(row.payload)["kind"] == "pallet_wrap"  # the event itself, for a person to read
+            # A re-send of the same batch (the edge's ack timed out) changes nothing and adds no row.
+            raw.publish(topic, json.dumps(newer).encode())
+            raw.publish(topic, json.dumps(batch_obj(node, stream, [6], "R-01-1")).encode())
+            await wait_for(lambda: acked(raw) == 6, what="the next batch acknowledged")
+            assert balance(hub, "R-01-1") == 5
+            assert len([q for q in hub.service.store.quarantine_rows(10) if q.node == node]) == 1
+        finally:
+            raw.close()
+
+
+async def test_a_refused_event_held_above_a_gap_survives_a_hub_restart(broker: PrivateBroker,
+                                                                        tmp_path: Path) -> None:
+    node, password = add_node(broker)
+    stream = secrets.token_hex(8)
+    topic = node_topic(SITE, node, Channel.EVENTS)
+    early = batch_obj(node, stream, [3], "R-02-1")
+    early["events"][0]["qty"] = -7  # type: ignore[index]
+    raw = NodeClient(broker, node, password)
+    raw.subscribe(node_topic(SITE, node, Channel.ACK))
+    try:
+        async with RunningHub(broker, tmp_path) as hub:
+            raw.publish(topic, json.dumps(early).encode())
+            await wait_for(lambda: hub.service.ingest.quarantined_total == 1, what="seq 3 refused, held above the gap")
+        async with RunningHub(broker, tmp_path) as hub:  # the held record is read back from disk
+            raw.publish(topic, json.dumps(batch_obj(node, stream, [1, 2], "R-02-1")).encode())
+            await wait_for(lambda: acked(raw) == 3, what="the gap closed through the refused seq")
+            assert balance(hub, "R-02-1") == 2
+    finally:
+        raw.close()
+
+
+def test_salvage_needs_a_valid_envelope_and_every_seq() -> None:
+    good = batch_obj("pi-1", "a" * 16, [1, 2], "R-03-1")
+    bad_event = json.loads(json.dumps(good))
+    bad_event["events"][1]["mode"] = "juggle"
+    salvaged = salvage_batch(bad_event)
+    assert salvaged is not None
+    assert [type(e).__name__ for e in salvaged.events] == ["ScanEvent", "RefusedEvent"]
+    no_seq = json.loads(json.dumps(bad_event))
+    del no_seq["events"][1]["seq"]
+    assert salvage_batch(no_seq) is None  # nothing to settle: the batch is quarantined whole
+    newer_envelope = json.loads(json.dumps(bad_event))
+    newer_envelope["v"] = 2
+    assert salvage_batch(newer_envelope) is None
+    extra_field = json.loads(json.dumps(bad_event))
+    extra_field["priority"] = "high"
+    assert salvage_batch(extra_field) is None
