@@ -183,20 +183,25 @@ class EdgeLink:
             self.client.subscribe(topic, qos=1)
         self.client.publish(self._t_state, NodeState(node=self.config.node, online=True, boot_id=self.boot_id,
                                                      ts_ms=now_ms()).to_json(), qos=1, retain=True)
-        asyncio.ensure_future(self._send_birth_and_replay())
+        asyncio.ensure_future(self._send_birth_and_replay("connected"))
 
     def _disconnected(self, rc: ReasonCode) -> None:
         if self.status.connected:
             log.warning("disconnected from broker: %s; events stay in the outbox until acknowledged", rc)
         self.status.connected = False
 
-    async def _send_birth_and_replay(self) -> None:
+    async def _send_birth_and_replay(self, why: str) -> None:
+        """Tell the hub where the outbox stands, then re-send what it has not acknowledged.
+
+        On every connect, and whenever the hub announces itself anew: a hub that restarted
+        (perhaps from a restored backup) learns from the birth which seqs this node no longer
+        holds, so it does not wait for them for ever."""
         outbox = self.sink.outbox
         depth, last_seq = await self.sink.call(lambda: (outbox.depth(), outbox.last_seq()))
         birth = Birth(node=self.config.node, boot_id=self.boot_id, sw_version=self.sw_version, clock_ms=now_ms(),
                       stream=self.stream, last_seq=last_seq, outbox_depth=depth, devices=tuple(self._devices()))
         self.client.publish(self._t_birth, birth.to_json(), qos=1)
-        self._restart_replay(self.status.acked, last_seq, "connected")
+        self._restart_replay(self.status.acked, last_seq, why)
 
     def _restart_replay(self, after_seq: int, up_to: int, why: str) -> None:
         after_seq = max(after_seq, self.status.acked)
@@ -271,7 +276,7 @@ class EdgeLink:
         self.status.hub_online = online
         if online and (was is False or (was and fresh)):
             log.info("hub is (back) online; re-sending unacknowledged events")
-            asyncio.ensure_future(self._replay_all("hub online"))
+            asyncio.ensure_future(self._send_birth_and_replay("hub online"))
         elif not online and was:
             log.warning("hub went offline; events wait in the outbox")
 
@@ -286,8 +291,13 @@ class EdgeLink:
                 reply = self._reply(cmd, False, f"stream {cmd.stream} is not this node's current stream {self.stream}")
             else:
                 from_seq = cmd.from_seq or 1
-                await self._replay_all(f"hub asked from seq {from_seq}", from_seq - 1)
-                reply = self._reply(cmd, True, f"re-sending from seq {max(from_seq, self.status.acked + 1)}")
+                if from_seq <= self.status.acked:  # acknowledged and deleted here: the birth says so
+                    await self._send_birth_and_replay(f"hub asked from seq {from_seq}")
+                    reply = self._reply(cmd, True, f"seq {from_seq}..{self.status.acked} were acknowledged and "
+                                                   f"deleted here; re-sending from seq {self.status.acked + 1}")
+                else:
+                    await self._replay_all(f"hub asked from seq {from_seq}", from_seq - 1)
+                    reply = self._reply(cmd, True, f"re-sending from seq {from_seq}")
         elif cmd.cmd == "identify":
             log.warning("IDENTIFY requested by the hub: this is node %s (boot %s)", self.config.node, self.boot_id)
             reply = self._reply(cmd, True, f"node {self.config.node} identified in its log")

@@ -1,6 +1,8 @@
 """Exactly-once bookkeeping per (node, stream): watermark, out-of-order seqs, gaps.
 
-The watermark W means every seq <= W is in the ledger. Seqs that arrive above W + 1
+The watermark W means every seq <= W is in the ledger, or was settled without an event:
+lost for good (acknowledged once, then gone from a restored hub and from the node) and
+recorded in the quarantine with the reason. Seqs that arrive above W + 1
 (out of order, or after a loss in the broker) are remembered in `above` until the gap
 closes. A gap that stays open is asked for again with a `resend_from` command.
 """
@@ -39,6 +41,17 @@ class StreamTrack:
                 self.above.discard(self.watermark)
         elif seq > self.watermark:
             self.above.add(seq)
+
+    def skip_through(self, seq: int) -> None:
+        """Settle every seq up to `seq` (those never received are lost), then advance over any run."""
+        if seq <= self.watermark:
+            return
+        self.above = {s for s in self.above if s > seq}
+        self.watermark = seq
+        self.max_seq = max(self.max_seq, seq)
+        while self.watermark + 1 in self.above:
+            self.watermark += 1
+            self.above.discard(self.watermark)
 
     def unreceived(self) -> int:
         """Seqs below max_seq not in the ledger, counted even for a retired stream."""

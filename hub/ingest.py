@@ -377,7 +377,7 @@ class Ingest:
                                    last_seen_ms=msg.received_ms)
                     result.nodes_changed.add(node)
             elif address.channel is Channel.BIRTH:
-                self._apply_birth(tx, Birth.from_json(msg.payload), node, msg, result)
+                self._apply_birth(tx, Birth.from_json(msg.payload), node, msg, result, touched)
             elif address.channel is Channel.CMD_REPLY:
                 reply = CommandReply.from_json(msg.payload)
                 _check_node(reply.node, node)
@@ -440,17 +440,29 @@ class Ingest:
             result.events_held += 1
             return
         self._apply_one(tx, track.node, event_id, event, received_ms, result)
-        if track.watermark > event.seq:
-            held = self._held.get((track.node, track.stream), {})
-            for seq in range(event.seq + 1, track.watermark + 1):
-                item = held.pop(seq, None)
-                if item is None:  # cannot happen while memory matches the disk; say so loudly
-                    log.error("node %s stream %s: seq %d was held but is not in memory", track.node, track.stream,
-                              seq)
-                    continue
-                self._apply_one(tx, track.node, item.event_id, item.event, item.received_ms, result)
-            if not held:
-                self._held.pop((track.node, track.stream), None)
+        self._apply_held(tx, track, event.seq, result)
+
+    def _apply_held(self, tx: WriteTx, track: StreamTrack, after_seq: int, result: CommitResult,
+                    gaps_expected: bool = False) -> None:
+        """Apply, in seq order, the held events the watermark has just moved over."""
+        if track.watermark <= after_seq:
+            return
+        held = self._held.get((track.node, track.stream), {})
+        if not held:
+            return
+        # After a skip the range may be long and mostly lost: walk only what is held.
+        seqs = (sorted(k for k in held if after_seq < k <= track.watermark) if gaps_expected
+                else range(after_seq + 1, track.watermark + 1))
+        for seq in seqs:
+            item = held.pop(seq, None)
+            if item is None:
+                if not gaps_expected:  # cannot happen while memory matches the disk; say so loudly
+                    log.error("node %s stream %s: seq %d was held but is not in memory", track.node,
+                              track.stream, seq)
+                continue
+            self._apply_one(tx, track.node, item.event_id, item.event, item.received_ms, result)
+        if not held:
+            self._held.pop((track.node, track.stream), None)
 
     def _apply_one(self, tx: WriteTx, node: str, event_id: int, event: Event | RefusedEvent, received_ms: int,
                    result: CommitResult) -> None:
@@ -533,10 +545,12 @@ class Ingest:
             return
         self._on_commit(result)
 
-    def _apply_birth(self, tx: WriteTx, birth: Birth, node: str, msg: Inbound, result: CommitResult) -> None:
+    def _apply_birth(self, tx: WriteTx, birth: Birth, node: str, msg: Inbound, result: CommitResult,
+                     touched: dict[tuple[str, str], int]) -> None:
         _check_node(birth.node, node)
         track = self.book.get(node, birth.stream)
         track.max_seq = max(track.max_seq, birth.last_seq)
+        self._settle_deleted(tx, track, birth, msg, result, touched)
         for old in self.book.retire_others(node, birth.stream):
             if old.unreceived():
                 log.warning("node %s: stream %s retired with %d seq(s) never received (the node now writes "
@@ -555,6 +569,33 @@ class Ingest:
         log.info("birth of node %s: boot %s, stream %s, last seq %d, outbox depth %d, clock skew %d ms",
                  node, birth.boot_id, birth.stream, birth.last_seq, birth.outbox_depth,
                  birth.clock_ms - msg.received_ms)
+
+    def _settle_deleted(self, tx: WriteTx, track: StreamTrack, birth: Birth, msg: Inbound, result: CommitResult,
+                        touched: dict[tuple[str, str], int]) -> None:
+        """Seqs the node no longer holds can never be re-sent: settle those the ledger lacks.
+
+        A node deletes an event only on the hub's ack, and its outbox is the unacknowledged
+        tail of the stream, so every seq up to last_seq - outbox_depth is gone from it. If the
+        ledger lacks some of them, the hub acknowledged them once and lost them since (its
+        ledger was restored from a backup, or replaced). Waiting for them would hold back the
+        stream for good; they are recorded as lost, loudly, and the stream goes on.
+        """
+        gone_through = birth.last_seq - birth.outbox_depth
+        if gone_through <= track.watermark:
+            return
+        before = track.watermark
+        lost = gone_through - before - sum(1 for s in track.above if s <= gone_through)
+        track.skip_through(gone_through)
+        if lost:
+            reason = (f"node {birth.node} stream {birth.stream}: {lost} event(s) between seq {before + 1} and "
+                      f"{gone_through} were acknowledged earlier but are not in the ledger, and the node no longer "
+                      f"has them (was the hub's ledger restored from a backup?). They are lost and not in the "
+                      f"stock: recount the bins this node serves.")
+            log.error("%s", reason)
+            tx.quarantine(msg.received_ms, msg.topic, birth.node, reason, msg.payload)
+            result.quarantined.append(reason)
+        self._apply_held(tx, track, before, result, gaps_expected=True)
+        touched.setdefault((track.node, track.stream), msg.received_ms)
 
     def _request_gaps(self) -> None:
         for track, from_seq in self.book.gaps(GAP_SETTLE_S, GAP_REPEAT_S):
