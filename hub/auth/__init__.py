@@ -14,8 +14,8 @@ Errors: `AuthError` (bad name, role or password policy) is a `ValueError`, raise
 
 from hub.auth.roles import ROLES, Role
 from hub.auth.sessions import Session, SessionSigner, load_or_create_secret
-from hub.auth.store import AuthError, AuthStore, TokenInfo, User, auth_paths
+from hub.auth.store import AuthError, AuthStore, TokenInfo, TokenRow, User, UserRow, auth_paths
 from hub.auth.throttle import LoginThrottle
 
-__all__ = ["ROLES", "AuthError", "AuthStore", "LoginThrottle", "Role", "Session", "SessionSigner", "TokenInfo",
-           "User", "auth_paths", "load_or_create_secret"]
+__all__ = ["ROLES", "AuthError", "AuthStore", "LoginThrottle", "Role", "Session", "SessionSigner", "TokenInfo", "TokenRow",
+           "User", "UserRow", "auth_paths", "load_or_create_secret"]

@@ -68,6 +68,28 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class UserRow:
+    """A user as the admin page lists them (never the hash)."""
+
+    username: str
+    role: Role
+    created_ms: int
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """An API token as the admin page lists it (never the secret or its hash)."""
+
+    id: int
+    name: str
+    role: Role
+    created_ms: int
+    last_used_ms: int | None
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TokenInfo:
     """An API token as the hub knows it (never the secret itself)."""
 
@@ -133,6 +155,28 @@ class AuthStore:
         return [User(u, Role.parse(r)) for u, r in
                 self._execute("SELECT username, role FROM users WHERE disabled=0 ORDER BY username")]
 
+    def user_rows(self) -> list[UserRow]:
+        """Every user, disabled ones included, by name."""
+        return [UserRow(u, Role.parse(r), c, bool(d)) for u, r, c, d in
+                self._execute("SELECT username, role, created_ms, disabled FROM users ORDER BY username")]
+
+    def set_role(self, username: str, role: Role) -> None:
+        with self._lock:
+            if self._db.execute("UPDATE users SET role=? WHERE username=?", (role.label, username)).rowcount == 0:
+                raise AuthError(f"no user {username!r}")
+        log.info("user %s now has role %s", username, role.label)
+
+    def set_disabled(self, username: str, disabled: bool) -> None:
+        """Disable (no login, sessions refused) or enable a user; the password is kept."""
+        with self._lock:
+            if self._db.execute("UPDATE users SET disabled=? WHERE username=?",
+                                (int(disabled), username)).rowcount == 0:
+                raise AuthError(f"no user {username!r}")
+        log.info("user %s %s", username, "disabled" if disabled else "enabled")
+
+    def active_admins(self) -> int:
+        return int(self._execute("SELECT COUNT(*) FROM users WHERE role=? AND disabled=0", (Role.ADMIN.label,))[0][0])
+
     def verify_password(self, username: str, password: str) -> User | None:
         """The user if the password matches (rehashing when parameters changed), else None."""
         rows = self._execute("SELECT role, password_hash FROM users WHERE username=? AND disabled=0", (username,))
@@ -173,6 +217,20 @@ class AuthStore:
             self._token_touched[info.id] = now
             self._execute("UPDATE api_tokens SET last_used_ms=? WHERE id=?", (_now_ms(), info.id))
         return info
+
+    def token_rows(self) -> list[TokenRow]:
+        """Every API token, newest first (revoked ones too: the page shows what was revoked)."""
+        return [TokenRow(i, n, Role.parse(r), c, u, bool(rv)) for i, n, r, c, u, rv in
+                self._execute("SELECT id, name, role, created_ms, last_used_ms, revoked FROM api_tokens"
+                              " ORDER BY id DESC")]
+
+    def revoke_token_id(self, token_id: int) -> bool:
+        with self._lock:
+            done = self._db.execute("UPDATE api_tokens SET revoked=1 WHERE id=? AND revoked=0",
+                                    (token_id,)).rowcount > 0
+        if done:
+            log.info("API token %d revoked", token_id)
+        return done
 
     def revoke_token(self, name: str) -> int:
         """Revoke every token of that name; returns how many."""

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from hub.service import HubService
-from hub.web import api, api_web, pages
+from hub.web import api, api_rules, api_web, pages, users
 from hub.web.auth import (
     AUTH,
     WebAuth,
@@ -140,22 +140,6 @@ async def _render_login(request: web.Request, error: str, status: int, nonce: st
                   login_token=login_form_token(request.app[AUTH], nonce))
 
 
-OPTIONAL_API_MODULES = ("hub.web.api_rules",)  # registered when their owners have written them
-
-
-def _add_optional_routes(app: web.Application) -> None:
-    import importlib
-    for name in OPTIONAL_API_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            log.info("%s is not there yet; its pages say so", name)
-            continue
-        module.add_routes(app)
-
-
 def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | None = None) -> web.Application:
     """The web application; with manage_service it starts and stops the hub with itself."""
     app = web.Application(middlewares=[error_middleware, auth_middleware])
@@ -190,7 +174,8 @@ def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | N
     pages.add_routes(app)
     api.add_routes(app)
     api_web.add_routes(app)
-    _add_optional_routes(app)
+    api_rules.add_routes(app)
+    users.add_routes(app)
     app.router.add_get("/api/v1/live", live)
     app.router.add_get("/api/v1/me", me)
     app.router.add_static("/static/", STATIC_DIR)

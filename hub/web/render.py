@@ -18,6 +18,7 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 NAV = (("/", "Overview"), ("/stock", "Stock"), ("/discrepancies", "Discrepancies"), ("/proposals", "Proposals"),
        ("/suppliers", "Suppliers"), ("/nodes", "Nodes"), ("/lag", "Signal lag"))
+ADMIN_NAV = (("/users", "Users"),)
 
 
 def _time_ms(value: Any) -> str:
@@ -48,7 +49,8 @@ ENV.filters["age_ms"] = _age_ms
 def render(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
     """Render a template with the identity, its CSRF token and the navigation."""
     identity = identity_of(request)
-    html = ENV.get_template(name).render(identity=identity, csrf=identity.csrf if identity else "", nav=NAV,
+    nav = NAV + ADMIN_NAV if identity and identity.can("admin") else NAV
+    html = ENV.get_template(name).render(identity=identity, csrf=identity.csrf if identity else "", nav=nav,
                                          path=request.path, **context)
     return web.Response(text=html, status=status, content_type="text/html",
                         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",

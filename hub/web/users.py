@@ -1,0 +1,167 @@
+"""The admin's page for people and API tokens: who may log in, with what role, and which
+scripts hold a token. Plain HTML forms (they work without JavaScript), CSRF-checked by the
+middleware like every other change. Every action is logged with the admin who did it.
+
+Guard rails: an admin cannot disable or demote themselves, and the last enabled admin
+cannot be disabled or demoted, so the page can never lock everyone out (the CLI,
+`stock-hub add-user`, stays the way back in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from hub.auth import ROLES, AuthError, Role
+from hub.auth.store import USERNAME_RE
+from hub.web.auth import AUTH, identity_of, requires
+from hub.web.render import render
+
+log = logging.getLogger(__name__)
+
+GENERATED_PASSWORD_BYTES = 12  # 16 URL-safe characters, above MIN_PASSWORD_CHARS
+DONE = {  # ?done= codes after a redirect: a fixed sentence each, so a crafted link cannot put words on the page
+    "role": "Role changed for {who}.",
+    "disabled": "{who} is disabled: they cannot log in, and their open sessions end.",
+    "enabled": "{who} is enabled again.",
+    "revoked": "Token {who} is revoked.",
+}
+
+
+async def _page(request: web.Request, status: int = 200, **shown: Any) -> web.Response:
+    store = request.app[AUTH].store
+    users, tokens = await asyncio.gather(asyncio.to_thread(store.user_rows), asyncio.to_thread(store.token_rows))
+    done = DONE.get(request.query.get("done", ""))
+    who = request.query.get("who", "")
+    message = done.format(who=who) if done and USERNAME_RE.match(who) else None
+    return render(request, "users.html", status=status, users=users, tokens=tokens, roles=ROLES,
+                  message=shown.pop("message", message), error=shown.pop("error", None), **shown)
+
+
+def _back(done: str, who: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(f"/users?done={done}&who={who}")
+
+
+def _actor(request: web.Request) -> str:
+    identity = identity_of(request)
+    return identity.name if identity else "?"
+
+
+@requires("admin")
+async def users_page(request: web.Request) -> web.Response:
+    return await _page(request)
+
+
+@requires("admin")
+async def save_user(request: web.Request) -> web.Response:
+    """Create a user, or set a new password for one (their role is what the form says)."""
+    form = await request.post()
+    username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
+    generated = not password
+    if generated:
+        password = secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+    try:
+        role = Role.parse(str(form.get("role", "")))
+        await _check_not_losing_admin(request, username, role)
+        await asyncio.to_thread(request.app[AUTH].store.set_user, username, role, password)
+    except (AuthError, ValueError) as err:
+        return await _page(request, status=400, error=str(err))
+    request.app[AUTH].forget(username)
+    log.info("user %s saved with role %s by %s", username, role.label, _actor(request))
+    return await _page(request, status=201, message=f"{username} can log in as {role.label}.",
+                       secret_label=f"Password for {username}" if generated else None,
+                       secret=password if generated else None)
+
+
+async def _check_not_losing_admin(request: web.Request, username: str, new_role: Role | None) -> None:
+    """Refuse a change that would leave no enabled admin, or that an admin makes to themselves."""
+    store = request.app[AUTH].store
+    current = await asyncio.to_thread(store.user, username)
+    if current is None or current.role is not Role.ADMIN or new_role is Role.ADMIN:
+        return
+    if username == _actor(request):
+        raise AuthError("you cannot demote or disable yourself; ask another admin")
+    if await asyncio.to_thread(store.active_admins) <= 1:
+        raise AuthError(f"{username} is the last admin; make someone else admin first")
+
+
+@requires("admin")
+async def set_role(request: web.Request) -> web.Response:
+    username = request.match_info["username"]
+    form = await request.post()
+    try:
+        role = Role.parse(str(form.get("role", "")))
+        await _check_not_losing_admin(request, username, role)
+        await asyncio.to_thread(request.app[AUTH].store.set_role, username, role)
+    except (AuthError, ValueError) as err:
+        return await _page(request, status=400, error=str(err))
+    request.app[AUTH].forget(username)
+    log.info("user %s given role %s by %s", username, role.label, _actor(request))
+    raise _back("role", username)
+
+
+@requires("admin")
+async def disable_user(request: web.Request) -> web.Response:
+    username = request.match_info["username"]
+    try:
+        if username == _actor(request):
+            raise AuthError("you cannot disable yourself; ask another admin")
+        await _check_not_losing_admin(request, username, None)
+        await asyncio.to_thread(request.app[AUTH].store.set_disabled, username, True)
+    except AuthError as err:
+        return await _page(request, status=400, error=str(err))
+    request.app[AUTH].forget(username)
+    log.info("user %s disabled by %s", username, _actor(request))
+    raise _back("disabled", username)
+
+
+@requires("admin")
+async def enable_user(request: web.Request) -> web.Response:
+    username = request.match_info["username"]
+    try:
+        await asyncio.to_thread(request.app[AUTH].store.set_disabled, username, False)
+    except AuthError as err:
+        return await _page(request, status=400, error=str(err))
+    request.app[AUTH].forget(username)
+    log.info("user %s enabled by %s", username, _actor(request))
+    raise _back("enabled", username)
+
+
+@requires("admin")
+async def add_token(request: web.Request) -> web.Response:
+    form = await request.post()
+    name = str(form.get("name", "")).strip()
+    try:
+        role = Role.parse(str(form.get("role", "")))
+        token = await asyncio.to_thread(request.app[AUTH].store.add_token, name, role)
+    except (AuthError, ValueError) as err:
+        return await _page(request, status=400, error=str(err))
+    log.info("API token %r (%s) created by %s", name, role.label, _actor(request))
+    return await _page(request, status=201, message=f"Token {name} created with role {role.label}.",
+                       secret_label=f"Token {name} (send it as 'Authorization: Bearer …')", secret=token)
+
+
+@requires("admin")
+async def revoke_token(request: web.Request) -> web.Response:
+    try:
+        token_id = int(request.match_info["token_id"])
+    except ValueError:
+        raise web.HTTPNotFound(reason="no such token") from None
+    if not await asyncio.to_thread(request.app[AUTH].store.revoke_token_id, token_id):
+        return await _page(request, status=404, error=f"token {token_id} does not exist or is already revoked")
+    log.info("API token %d revoked by %s", token_id, _actor(request))
+    raise _back("revoked", str(token_id))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/users", users_page)
+    app.router.add_post("/users", save_user)
+    app.router.add_post("/users/{username}/role", set_role)
+    app.router.add_post("/users/{username}/disable", disable_user)
+    app.router.add_post("/users/{username}/enable", enable_user)
+    app.router.add_post("/tokens", add_token)
+    app.router.add_post("/tokens/{token_id}/revoke", revoke_token)

@@ -1,0 +1,160 @@
+"""The admin's users page over real HTTP: people and API tokens, with the guard rails that
+keep someone able to log in."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hub.mosquitto import PrivateBroker
+from hub.service import HubService
+from tests.support import login_session, start_web_hub
+
+LOGIN_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+async def web_hub(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[tuple[HubService, str]]:
+    service, runner, base = await start_web_hub(broker, tmp_path)
+    try:
+        yield service, base
+    finally:
+        await runner.cleanup()
+
+
+async def post(session: aiohttp.ClientSession, url: str, csrf: str, **form: str) -> tuple[int, str]:
+    async with session.post(url, data={"csrf_token": csrf, **form}) as resp:
+        return resp.status, await resp.text()
+
+
+async def can_log_in(base: str, username: str, password: str) -> bool:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        async with s.get(f"{base}/login") as resp:
+            token = LOGIN_FIELD.search(await resp.text())
+        assert token
+        async with s.post(f"{base}/login", allow_redirects=False,
+                          data={"username": username, "password": password, "csrf_token": token.group(1),
+                                "next": "/"}) as resp:
+            return resp.status == 303
+
+
+async def test_an_admin_adds_a_user_who_can_then_log_in(web_hub: tuple[HubService, str]) -> None:
+    service, base = web_hub
+    admin, csrf = await login_session(base, service.config, "admin")
+    try:
+        status, page = await post(admin, f"{base}/users", csrf, username="dock.lead", role="supervisor", password="")
+        assert status == 201 and "dock.lead can log in as supervisor" in page
+        generated = re.search(r'<code class="secret">([^<]+)</code>', page)
+        assert generated, "a generated password is shown once"
+        assert await can_log_in(base, "dock.lead", generated.group(1))
+        async with admin.get(f"{base}/users") as resp:
+            listing = await resp.text()
+        assert 'id="user-dock.lead"' in listing and generated.group(1) not in listing  # shown once only
+        status, page = await post(admin, f"{base}/users", csrf, username="dock.lead", role="viewer", password="short")
+        assert status == 400 and "too short" in page
+    finally:
+        await admin.close()
+
+
+async def test_disabling_a_user_ends_their_session_and_their_logins(web_hub: tuple[HubService, str]) -> None:
+    service, base = web_hub
+    admin, csrf = await login_session(base, service.config, "admin")
+    worker, _ = await login_session(base, service.config, "supervisor", username="picker-7")
+    try:
+        async with worker.get(f"{base}/api/v1/me") as resp:
+            assert resp.status == 200
+        status, page = await post(admin, f"{base}/users/picker-7/disable", csrf)
+        assert status == 200 and "picker-7 is disabled" in page  # after the redirect
+        async with worker.get(f"{base}/api/v1/me") as resp:
+            assert resp.status == 401, "a disabled user's open session must end at once"
+        status, page = await post(admin, f"{base}/users/picker-7/enable", csrf)
+        assert status == 200 and "picker-7 is enabled again" in page
+        async with worker.get(f"{base}/api/v1/me") as resp:
+            assert resp.status == 200
+    finally:
+        await admin.close()
+        await worker.close()
+
+
+async def test_a_demotion_applies_to_the_open_session(web_hub: tuple[HubService, str]) -> None:
+    service, base = web_hub
+    admin, csrf = await login_session(base, service.config, "admin")
+    lead, _ = await login_session(base, service.config, "supervisor", username="shift-lead")
+    try:
+        status, _page = await post(admin, f"{base}/users/shift-lead/role", csrf, role="viewer")
+        assert status == 200
+        async with lead.get(f"{base}/api/v1/me") as resp:
+            me: dict[str, Any] = await resp.json()
+        assert me["role"] == "viewer"
+    finally:
+        await admin.close()
+        await lead.close()
+
+
+async def test_the_page_never_locks_every_admin_out(web_hub: tuple[HubService, str]) -> None:
+    service, base = web_hub
+    admin, csrf = await login_session(base, service.config, "admin", username="it-admin")
+    try:
+        status, page = await post(admin, f"{base}/users/it-admin/disable", csrf)
+        assert status == 400 and "cannot disable yourself" in page
+        status, page = await post(admin, f"{base}/users/it-admin/role", csrf, role="supervisor")
+        assert status == 400 and "cannot demote or disable yourself" in page
+        status, _ = await post(admin, f"{base}/users", csrf, username="second-admin", role="admin", password="")
+        assert status == 201
+        status, _ = await post(admin, f"{base}/users/second-admin/disable", csrf)
+        assert status == 200  # two admins: one may go
+        status, page = await post(admin, f"{base}/users/it-admin/role", csrf, role="viewer")
+        assert status == 400  # still yourself
+        async with admin.get(f"{base}/users") as resp:
+            assert resp.status == 200  # still an admin
+    finally:
+        await admin.close()
+
+
+async def test_tokens_are_shown_once_and_revoked_from_the_page(web_hub: tuple[HubService, str]) -> None:
+    service, base = web_hub
+    admin, csrf = await login_session(base, service.config, "admin")
+    try:
+        status, page = await post(admin, f"{base}/tokens", csrf, name="erp-export", role="viewer")
+        assert status == 201
+        token = re.search(r'<code class="secret">(sst_[^<]+)</code>', page)
+        assert token
+        headers = {"Authorization": f"Bearer {token.group(1)}"}
+        async with aiohttp.ClientSession() as script:
+            async with script.get(f"{base}/api/v1/stock", headers=headers) as resp:
+                assert resp.status == 200
+            token_id = re.search(r'id="token-(\d+)"', page)
+            assert token_id
+            status, page = await post(admin, f"{base}/tokens/{token_id.group(1)}/revoke", csrf)
+            assert status == 200 and "revoked" in page
+            async with script.get(f"{base}/api/v1/stock", headers=headers) as resp:
+                assert resp.status == 401
+    finally:
+        await admin.close()
+
+
+async def test_only_admins_see_or_use_the_users_page(web_hub: tuple[HubService, str]) -> None:
+    service, base = web_hub
+    lead, csrf = await login_session(base, service.config, "supervisor")
+    try:
+        async with lead.get(f"{base}/users") as resp:
+            assert resp.status == 403
+        status, _ = await post(lead, f"{base}/users", csrf, username="sneaky", role="admin", password="x" * 12)
+        assert status == 403
+        async with lead.get(f"{base}/") as resp:
+            assert 'href="/users"' not in await resp.text()
+    finally:
+        await lead.close()
+    admin, _csrf = await login_session(base, service.config, "admin")
+    try:
+        async with admin.get(f"{base}/") as resp:
+            assert 'href="/users"' in await resp.text()
+        status, page = await post(admin, f"{base}/users", "wrong-csrf", username="x1", role="viewer", password="")
+        assert status == 403  # CSRF is checked on these forms like everywhere
+    finally:
+        await admin.close()
