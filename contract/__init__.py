@@ -4,7 +4,7 @@ Exceptions: `ContractError` (a ValueError) is raised for any topic or payload th
 the contract; its text is the reason stored with a quarantined payload.
 """
 
-from contract.errors import ContractError
+from contract.errors import ContractError, UnknownToThisVersion
 from contract.messages import (
     COMMANDS,
     EVENT_TYPES,
@@ -54,6 +54,6 @@ __all__ = [
     "SCAN_MODES", "SCHEMA_VERSION", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
     "CommandReply", "ContractError", "DeviceChange", "DeviceInfo", "Event", "EventBase", "EventBatch",
     "HubState", "NodeConfig", "NodeState", "RefusedEvent", "SalvagedBatch", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",
-    "TopicAddress", "check_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "parse_topic",
+    "TopicAddress", "UnknownToThisVersion", "check_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "parse_topic",
     "salvage_batch", "stored_event", "subscription",
 ]

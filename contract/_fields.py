@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any, TypeAlias
 
-from contract.errors import ContractError
+from contract.errors import ContractError, UnknownToThisVersion
 
 INT64_MAX = 2**63 - 1
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -96,7 +96,8 @@ class Fields:
         if pattern is not None and not pattern.match(val):
             raise self._bad(key, f"matching {pattern.pattern}", val)
         if choices is not None and val not in choices:
-            raise self._bad(key, "one of " + ", ".join(sorted(choices)), val)
+            raise UnknownToThisVersion(f"{self._where}: field '{key}' must be one of {', '.join(sorted(choices))}, "
+                                       f"got {_short(val)}")
         return val
 
     def name(self, key: _Str, required: _Bool = True) -> Any:
@@ -118,6 +119,8 @@ class Fields:
 
     def version(self, expected: _Int) -> None:
         got = self.int("v", 0, 1000)
+        if got > expected:
+            raise UnknownToThisVersion(f"{self._where}: schema version {got} is newer than this one ({expected})")
         if got != expected:
             raise ContractError(f"{self._where}: schema version {got} is not supported (expected {expected})")
 
@@ -125,7 +128,7 @@ class Fields:
         """Reject keys the schema does not know: a typo must not pass as a default."""
         extra = sorted(set(self._obj) - self._used)
         if extra:
-            raise ContractError(f"{self._where}: unknown field '{extra[0]}'")
+            raise UnknownToThisVersion(f"{self._where}: unknown field '{extra[0]}'")
 
 
 def _type_name(val: Any) -> str:

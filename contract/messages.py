@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Self, TypeAlias
 
 from contract._fields import INT64_MAX, NAME_RE, STREAM_RE, TS_MAX_MS, TS_MIN_MS, Fields
-from contract.errors import ContractError
+from contract.errors import ContractError, UnknownToThisVersion
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024  # a full batch of 500 scans is about 100 KiB
@@ -300,7 +300,7 @@ def event_from_dict(obj: Any, where: str = "event") -> Event:
     kind = f.str("kind", 32)
     cls = EVENT_TYPES.get(kind)
     if cls is None:
-        raise ContractError(f"{where}: unknown event kind {kind!r}")
+        raise UnknownToThisVersion(f"{where}: unknown event kind {kind!r}")
     strict: Event = cls.read(f)
     f.done()
     return strict
@@ -350,12 +350,13 @@ class EventBatch:
 
 @dataclass(frozen=True, slots=True)
 class RefusedEvent:
-    """An event the strict reader refused, inside a batch whose envelope is valid.
+    """A malformed event inside a batch whose envelope is valid.
 
     Not a wire message: the hub's record of it. A node re-sends an event until it is
-    acknowledged, so one it can never parse (a newer edge's new kind, say) would hold back
-    every later event of its stream. Settling its seq as refused (stored with the reason,
-    quarantined for a person, acknowledged, never applied to stock) lets the rest flow.
+    acknowledged, so one no version could read (a value out of range, a broken string) would
+    hold back every later event of its stream. Settling its seq as refused (stored with the
+    reason, quarantined for a person, acknowledged, never applied to stock) lets the rest
+    flow. What is merely unknown to this version is not settled (see salvage_batch).
     """
 
     seq: int
@@ -381,7 +382,9 @@ def salvage_batch(obj: Any) -> SalvagedBatch | None:
     """Read a batch that the strict reader refused, event by event.
 
     None unless the envelope (version, node, stream, sent_ms, events list) is valid and every
-    event carries a usable `seq`: without the seqs nothing can be settled, and the batch is
+    event carries a usable `seq`. Raises UnknownToThisVersion when an event is merely unknown
+    to this version (a kind, a field or a choice a newer edge may send): it must wait on the
+    node until the hub is upgraded, not be settled for good. Either way the batch is then
     quarantined whole.
     """
     try:
@@ -390,12 +393,16 @@ def salvage_batch(obj: Any) -> SalvagedBatch | None:
         node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
         raw_events = f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)
         f.done()
+    except UnknownToThisVersion:
+        raise
     except ContractError:
         return None
     events: list[Event | RefusedEvent] = []
     for i, raw in enumerate(raw_events):
         try:
             events.append(event_from_dict(raw, f"events[{i}]"))
+        except UnknownToThisVersion:
+            raise  # not ours to settle: the caller quarantines the batch and the node keeps it
         except ContractError as err:
             seq = raw.get("seq") if type(raw) is dict else None
             if type(seq) is not int or not 1 <= seq <= INT64_MAX:

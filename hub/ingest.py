@@ -47,6 +47,7 @@ from contract import (
     ScanEvent,
     ScanRejected,
     ShelfCount,
+    UnknownToThisVersion,
     load_payload,
     parse_topic,
     salvage_batch,
@@ -385,6 +386,9 @@ class Ingest:
                 tx.update_node(node, last_seen_ms=msg.received_ms)
         except ContractError as err:
             reason = str(err)
+            if isinstance(err, UnknownToThisVersion):
+                reason += (" (the node may run a newer version than the hub: upgrade the hub; the node keeps what it "
+                           "sent until the hub can read it)")
             log.warning("quarantined a message on %s: %s", msg.topic, reason)
             tx.quarantine(msg.received_ms, msg.topic, node, reason, msg.payload)
             result.quarantined.append(reason)

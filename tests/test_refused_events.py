@@ -1,6 +1,8 @@
-"""An event the hub cannot read, inside a valid batch (a newer edge's new kind, say), is
-settled as refused: stored with its reason, quarantined for a person, acknowledged, never
-applied to stock, and it does not hold back the events after it."""
+"""A malformed event inside a valid batch (a value no version accepts) is settled as refused:
+stored with its reason, quarantined for a person, acknowledged, never applied to stock, and
+it does not hold back the events after it. An event that is only unknown to this hub's
+version (a newer edge's new kind or field) is not settled: the node keeps it until the hub
+is upgraded, and the quarantine says so."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import secrets
 import time
 from pathlib import Path
 
-from contract import Ack, Channel, EventBatch, node_topic, salvage_batch
+import pytest
+
+from contract import Ack, Channel, EventBatch, UnknownToThisVersion, node_topic, salvage_batch
 from hub.mosquitto import PrivateBroker
 from tests.conftest import add_node
 from tests.support import SITE, NodeClient, RunningHub, scan, wait_for
@@ -37,17 +41,17 @@ async def test_a_refused_event_does_not_hold_back_its_stream(broker: PrivateBrok
         raw.subscribe(node_topic(SITE, node, Channel.ACK))
         stream = secrets.token_hex(8)
         topic = node_topic(SITE, node, Channel.EVENTS)
-        newer = batch_obj(node, stream, [1, 2, 3, 4, 5], "R-01-1")
-        newer["events"][2]["kind"] = "pallet_wrap"  # type: ignore[index]  # what this hub does not know
+        broken = batch_obj(node, stream, [1, 2, 3, 4, 5], "R-01-1")
+        broken["events"][2]["qty"] = 0  # type: ignore[index]  # no version accepts a scan of nothing
         try:
-            raw.publish(topic, json.dumps(newer).encode())
+            raw.publish(topic, json.dumps(broken).encode())
             await wait_for(lambda: acked(raw) == 5, what="the whole batch acknowledged")
             assert balance(hub, "R-01-1") == 4
             row = next(q for q in hub.service.store.quarantine_rows(10) if q.node == node)
-            assert "event seq 3 of stream" in row.reason and "unknown event kind 'pallet_wrap'" in row.reason
-            assert json.loads(row.payload)["kind"] == "pallet_wrap"  # the event itself, for a person to read
+            assert "event seq 3 of stream" in row.reason and "field 'qty' must be between" in row.reason
+            assert json.loads(row.payload)["qty"] == 0  # the event itself, for a person to read
             # A re-send of the same batch (the edge's ack timed out) changes nothing and adds no row.
-            raw.publish(topic, json.dumps(newer).encode())
+            raw.publish(topic, json.dumps(broken).encode())
             raw.publish(topic, json.dumps(batch_obj(node, stream, [6], "R-01-1")).encode())
             await wait_for(lambda: acked(raw) == 6, what="the next batch acknowledged")
             assert balance(hub, "R-01-1") == 5
@@ -77,10 +81,33 @@ async def test_a_refused_event_held_above_a_gap_survives_a_hub_restart(broker: P
         raw.close()
 
 
+async def test_an_event_only_a_newer_hub_knows_waits_on_the_node(broker: PrivateBroker, tmp_path: Path) -> None:
+    async with RunningHub(broker, tmp_path) as hub:
+        node, password = add_node(broker)
+        raw = NodeClient(broker, node, password)
+        raw.subscribe(node_topic(SITE, node, Channel.ACK))
+        stream = secrets.token_hex(8)
+        topic = node_topic(SITE, node, Channel.EVENTS)
+        newer = batch_obj(node, stream, [1, 2, 3], "R-04-1")
+        newer["events"][1]["kind"] = "pallet_wrap"  # type: ignore[index]  # a kind from a newer edge
+        try:
+            raw.publish(topic, json.dumps(newer).encode())
+            raw.publish(topic, json.dumps(batch_obj(node, stream, [4], "R-04-1")).encode())
+            await wait_for(lambda: [q for q in hub.service.store.quarantine_rows(10) if q.node == node],
+                           what="the batch quarantined")
+            row = next(q for q in hub.service.store.quarantine_rows(10) if q.node == node)
+            assert "unknown event kind 'pallet_wrap'" in row.reason and "upgrade the hub" in row.reason
+            await wait_for(lambda: hub.service.ingest.book.get(node, stream).above == {4}, what="seq 4 held")
+            assert acked(raw) == 0  # nothing settled: the node keeps seq 1..3 and re-sends them
+            assert balance(hub, "R-04-1") == 0
+        finally:
+            raw.close()
+
+
 def test_salvage_needs_a_valid_envelope_and_every_seq() -> None:
     good = batch_obj("pi-1", "a" * 16, [1, 2], "R-03-1")
     bad_event = json.loads(json.dumps(good))
-    bad_event["events"][1]["mode"] = "juggle"
+    bad_event["events"][1]["qty"] = -3
     salvaged = salvage_batch(bad_event)
     assert salvaged is not None
     assert [type(e).__name__ for e in salvaged.events] == ["ScanEvent", "RefusedEvent"]
@@ -89,7 +116,13 @@ def test_salvage_needs_a_valid_envelope_and_every_seq() -> None:
     assert salvage_batch(no_seq) is None  # nothing to settle: the batch is quarantined whole
     newer_envelope = json.loads(json.dumps(bad_event))
     newer_envelope["v"] = 2
-    assert salvage_batch(newer_envelope) is None
+    with pytest.raises(UnknownToThisVersion):
+        salvage_batch(newer_envelope)
+    new_field = json.loads(json.dumps(good))
+    new_field["events"][0]["pallet"] = "P-7"
+    with pytest.raises(UnknownToThisVersion):
+        salvage_batch(new_field)
     extra_field = json.loads(json.dumps(bad_event))
     extra_field["priority"] = "high"
-    assert salvage_batch(extra_field) is None
+    with pytest.raises(UnknownToThisVersion):
+        salvage_batch(extra_field)
