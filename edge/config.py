@@ -9,7 +9,7 @@ from typing import Any
 from contract import check_name
 from edge.scan.config import SCANNER_SETTINGS
 from edge.shelf.config import SHELF_SETTINGS
-from settings import REQUIRED, Setting, load_file, port_number, positive, read_secret
+from settings import REQUIRED, Setting, keepalive_seconds, load_file, port_number, positive, read_secret
 
 ENV_PREFIX = "EDGE"
 
@@ -32,7 +32,8 @@ EDGE_SETTINGS: list[Setting] = [
     Setting("mqtt.password_file", str, "", "file holding the MQTT password, instead of mqtt.password"),
     Setting("mqtt.tls", bool, False, "connect with TLS"),
     Setting("mqtt.ca_file", str, "", "CA certificate for TLS (empty: system store)"),
-    Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive; the node is declared offline after 1.5x this", check=positive),
+    Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive (1-65535); the node is declared offline after 1.5x this",
+            check=keepalive_seconds),
     Setting("outbox.path", str, "/var/lib/edge-agent/outbox.sqlite3", "SQLite outbox file"),
     Setting("outbox.batch_max", int, 100, "most events in one published batch", check=positive),
     Setting("outbox.ack_timeout_s", float, 5.0, "re-send unacknowledged events after this long without an ack",

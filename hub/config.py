@@ -15,7 +15,7 @@ from hub.rules.config import (
     rules_config_from,
     service_level_check,
 )
-from settings import REQUIRED, Setting, load_file, port_number, positive
+from settings import REQUIRED, Setting, keepalive_seconds, load_file, port_number, positive
 
 ENV_PREFIX = "HUB"
 
@@ -37,7 +37,8 @@ HUB_SETTINGS: list[Setting] = [
     Setting("mqtt.password_file", str, "", "file holding the MQTT password, instead of mqtt.password"),
     Setting("mqtt.tls", bool, False, "connect with TLS"),
     Setting("mqtt.ca_file", str, "", "CA certificate for TLS (empty: system store)"),
-    Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive; the broker drops a silent hub after 1.5x this", check=positive),
+    Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive (1-65535; the broker may lower it); the broker drops a silent hub after 1.5x this",
+            check=keepalive_seconds),
     Setting("http.host", str, "127.0.0.1", "address the web page and API listen on (0.0.0.0 for the LAN)"),
     Setting("http.port", int, 8080, "port of the web page and API", check=port_number),
     Setting("db.path", str, "/var/lib/stock-hub/ledger.sqlite3", "SQLite ledger file"),

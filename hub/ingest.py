@@ -447,22 +447,24 @@ class Ingest:
         self._apply_held(tx, track, event.seq, result)
 
     def _apply_held(self, tx: WriteTx, track: StreamTrack, after_seq: int, result: CommitResult,
-                    gaps_expected: bool = False) -> None:
-        """Apply, in seq order, the held events the watermark has just moved over."""
+                    received_below_skip: set[int] | None = None) -> None:
+        """Apply, in seq order, the held events the watermark has just moved over.
+
+        After a skip over lost seqs (`received_below_skip`: the stored seqs up to the skip
+        point) the range may be long and mostly empty: only those and the run after are held.
+        """
         if track.watermark <= after_seq:
             return
         held = self._held.get((track.node, track.stream), {})
-        if not held:
-            return
-        # After a skip the range may be long and mostly lost: walk only what is held.
-        seqs = (sorted(k for k in held if after_seq < k <= track.watermark) if gaps_expected
-                else range(after_seq + 1, track.watermark + 1))
-        for seq in seqs:
+        if received_below_skip is None:
+            expected: list[int] | range = range(after_seq + 1, track.watermark + 1)
+        else:
+            skip_end = max(received_below_skip, default=after_seq)
+            expected = sorted(received_below_skip | {k for k in held if skip_end < k <= track.watermark})
+        for seq in expected:
             item = held.pop(seq, None)
-            if item is None:
-                if not gaps_expected:  # cannot happen while memory matches the disk; say so loudly
-                    log.error("node %s stream %s: seq %d was held but is not in memory", track.node,
-                              track.stream, seq)
+            if item is None:  # cannot happen while memory matches the disk; say so loudly
+                log.error("node %s stream %s: seq %d was held but is not in memory", track.node, track.stream, seq)
                 continue
             self._apply_one(tx, track.node, item.event_id, item.event, item.received_ms, result)
         if not held:
@@ -588,7 +590,8 @@ class Ingest:
         if gone_through <= track.watermark:
             return
         before = track.watermark
-        lost = gone_through - before - sum(1 for s in track.above if s <= gone_through)
+        received = {s for s in track.above if s <= gone_through}  # stored, held: applied below
+        lost = gone_through - before - len(received)
         track.skip_through(gone_through)
         if lost:
             reason = (f"node {birth.node} stream {birth.stream}: {lost} event(s) between seq {before + 1} and "
@@ -598,7 +601,7 @@ class Ingest:
             log.error("%s", reason)
             tx.quarantine(msg.received_ms, msg.topic, birth.node, reason, msg.payload)
             result.quarantined.append(reason)
-        self._apply_held(tx, track, before, result, gaps_expected=True)
+        self._apply_held(tx, track, before, result, received_below_skip=received)
         touched.setdefault((track.node, track.stream), msg.received_ms)
 
     def _request_gaps(self) -> None:

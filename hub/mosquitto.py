@@ -95,6 +95,7 @@ class PrivateBroker:
     port: int = 0
     host: str = "127.0.0.1"
     max_queued_messages: int = 1000
+    max_keepalive_s: int = 65535  # Mosquitto's default; lower it to see clients obey the broker's keepalive
     users: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -137,6 +138,7 @@ persistence true
 persistence_location {persistence_dir}/
 autosave_interval 1
 max_queued_messages {self.max_queued_messages}
+max_keepalive {self.max_keepalive_s}
 # Small QoS 1 packets must not wait for Nagle's algorithm: that alone adds tens of ms.
 set_tcp_nodelay true
 log_dest file {self.log_file}

@@ -64,6 +64,7 @@ class SessionStats:
     messages: int = 0
     pingresps: int = 0
     subscribed: bool = False
+    keepalive_s: int | None = None  # the broker's Server Keep Alive, when it set one
 
 
 # --------------------------------------------------------------------------- encoding
@@ -150,28 +151,25 @@ class PacketReader:
             kind = first >> 4
             if kind == PUBLISH:
                 qos = (first >> 1) & 0x03
-                topic_len = (buf[i] << 8) | buf[i + 1]
-                topic_end = i + 2 + topic_len
-                topic = bytes(buf[i + 2:topic_end])
-                j = topic_end
-                if qos == 1:
-                    acks += b"\x40\x02" + buf[j:j + 2]
-                    j += 2
-                elif qos:
+                if qos > 1:
                     raise ProtocolError(f"PUBLISH with QoS {qos} on a QoS 1 subscription")
+                if body_end - i < 2:
+                    raise ProtocolError("PUBLISH shorter than its own headers")
+                topic_len = (buf[i] << 8) | buf[i + 1]
+                if not topic_len:  # only a topic alias could name it, and we allow none
+                    raise ProtocolError("PUBLISH without a topic name")
+                topic_end = i + 2 + topic_len
+                j = topic_end + 2 * qos  # the packet id, QoS 1 only
+                if j >= body_end:
+                    raise ProtocolError("PUBLISH shorter than its own headers")
                 # properties: a variable byte integer length, then that many bytes we do not need
-                plen, shift = 0, 0
-                while True:
-                    byte = buf[j]
-                    j += 1
-                    plen += (byte & 0x7F) << shift
-                    if not byte & 0x80:
-                        break
-                    shift += 7
+                plen, j = read_varint(buf, j, body_end)
                 j += plen
                 if j > body_end:
                     raise ProtocolError("PUBLISH shorter than its own headers")
-                messages.append((topic, bytes(buf[j:body_end])))
+                if qos:
+                    acks += b"\x40\x02" + buf[topic_end:topic_end + 2]
+                messages.append((bytes(buf[i + 2:topic_end]), bytes(buf[j:body_end])))
             else:
                 other.append((kind, first & 0x0F, bytes(buf[i:body_end])))
             pos = body_end
@@ -179,22 +177,63 @@ class PacketReader:
         return messages, bytes(acks), other
 
 
-def _skip_properties(body: bytes, at: int) -> int:
-    length, shift = 0, 0
+def read_varint(buf: bytes | bytearray, at: int, end: int) -> tuple[int, int]:
+    """A variable byte integer at `at` (not past `end`): (value, index after it)."""
+    value, shift = 0, 0
     while True:
-        byte = body[at]
+        if at >= end or shift > 21:
+            raise ProtocolError("malformed variable byte integer")
+        byte = buf[at]
         at += 1
-        length += (byte & 0x7F) << shift
+        value += (byte & 0x7F) << shift
         if not byte & 0x80:
-            return at + length
+            return value, at
         shift += 7
+
+
+# Property identifier -> size in bytes of its value; 0: variable (string, binary, varint, pair).
+_FIXED_PROPERTY_BYTES = {0x01: 1, 0x17: 1, 0x19: 1, 0x24: 1, 0x25: 1, 0x28: 1, 0x29: 1, 0x2A: 1,
+                         0x13: 2, 0x21: 2, 0x22: 2, 0x23: 2, 0x02: 4, 0x11: 4, 0x18: 4, 0x27: 4}
+_STRING_PROPERTIES = {0x03, 0x08, 0x09, 0x12, 0x15, 0x16, 0x1A, 0x1C, 0x1F}  # 2-byte length + bytes
+SERVER_KEEP_ALIVE = 0x13
+USER_PROPERTY = 0x26  # a pair of strings
+
+
+def read_properties(body: bytes, at: int) -> tuple[dict[int, bytes], int]:
+    """The properties at `at` as {identifier: raw value} (user properties skipped), and the index after them."""
+    length, at = read_varint(body, at, len(body))
+    end = at + length
+    if end > len(body):
+        raise ProtocolError("properties run past the packet")
+    props: dict[int, bytes] = {}
+    while at < end:
+        ident = body[at]
+        at += 1
+        if ident in _FIXED_PROPERTY_BYTES:
+            size = _FIXED_PROPERTY_BYTES[ident]
+        elif ident in _STRING_PROPERTIES:
+            size = 2 + int.from_bytes(body[at:at + 2], "big")
+        elif ident == USER_PROPERTY:
+            first = 2 + int.from_bytes(body[at:at + 2], "big")
+            size = first + 2 + int.from_bytes(body[at + first:at + first + 2], "big")
+        elif ident == 0x0B:  # subscription identifier: a variable byte integer
+            _, nxt = read_varint(body, at, end)
+            size = nxt - at
+        else:
+            raise ProtocolError(f"unknown property 0x{ident:02x}")
+        if at + size > end:
+            raise ProtocolError("a property runs past the properties")
+        if ident != USER_PROPERTY:
+            props[ident] = body[at:at + size]
+        at += size
+    return props, end
 
 
 def reason_text(packet: int, code: int) -> str:
     """paho's name for an MQTT v5 reason code of one packet type (a PacketTypes value)."""
     try:
         return f"{ReasonCode(packet, identifier=code)} ({code})"
-    except ValueError:  # paho has no name for it
+    except (ValueError, KeyError):  # paho has no name for it
         return f"reason code {code}"
 
 
@@ -228,6 +267,7 @@ def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[]
         reader = PacketReader()
         started = last_heard = last_ping = time.monotonic()
         connected = False
+        keepalive_s = s.keepalive_s
         while True:
             try:
                 data = sock.recv(RECV_BYTES)
@@ -250,15 +290,18 @@ def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[]
                         if code >= 0x80:
                             return f"broker refused the hub (user {s.username}): {reason_text(PacketTypes.CONNACK, code)}"
                         connected = True
+                        props, _ = read_properties(body, 2)
+                        if SERVER_KEEP_ALIVE in props:  # the broker lowered our keepalive: it rules
+                            keepalive_s = int.from_bytes(props[SERVER_KEEP_ALIVE], "big") or s.keepalive_s
+                            stats.keepalive_s = keepalive_s
                         sock.sendall(subscribe_packet(s.topics))
                     elif kind == SUBACK:
-                        codes = body[_skip_properties(body, 2):]
+                        codes = body[read_properties(body, 2)[1]:]
                         refused = [reason_text(PacketTypes.SUBACK, c) for c in codes if c >= 0x80]
                         if refused:
-                            log.error("receiver: subscriptions refused: %s", ", ".join(refused))
-                        else:
-                            stats.subscribed = True
-                            on_subscribed()
+                            return f"the broker refused the subscriptions: {', '.join(refused)}"
+                        stats.subscribed = True
+                        on_subscribed()
                     elif kind == DISCONNECT:
                         code = body[0] if body else 0
                         return f"the broker disconnected the hub: {reason_text(PacketTypes.DISCONNECT, code)}"
@@ -271,9 +314,9 @@ def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[]
                 return "stopped"
             if not stats.subscribed and now - started > CONNECT_TIMEOUT_S:
                 return "no SUBACK from the broker" if connected else "no CONNACK from the broker"
-            if now - last_heard > 1.5 * s.keepalive_s:
-                return f"nothing from the broker for {1.5 * s.keepalive_s:g} s"
-            if connected and now - last_ping >= s.keepalive_s / 2:
+            if now - last_heard > 1.5 * keepalive_s:
+                return f"nothing from the broker for {1.5 * keepalive_s:g} s"
+            if connected and now - last_ping >= keepalive_s / 2:
                 last_ping = now
                 sock.sendall(PINGREQ_PACKET)
     finally:

@@ -61,6 +61,10 @@ class FrameReader:
         del buf[:pos]
 
 
+class HubGone(Exception):
+    """Writing to the hub failed: the hub is gone, and so should this worker be."""
+
+
 def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None]) -> threading.Thread:
     """Connect, subscribe, and forward every message to `out` (a binary stream), reconnecting
     with backoff for as long as the process lives."""
@@ -70,8 +74,11 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
                               tls=settings["tls"], ca_file=settings["ca_file"])
 
     def write(data: bytes) -> None:
-        out.write(data)
-        out.flush()
+        try:
+            out.write(data)
+            out.flush()
+        except OSError as err:  # told apart from the broker socket's errors, which only reconnect
+            raise HubGone(str(err)) from err
 
     def deliver(received_ms: int, messages: list[tuple[bytes, bytes]]) -> None:
         # One pipe write per socket read: a burst reaches the hub as one batch.
@@ -86,8 +93,8 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
             started = time.monotonic()
             try:
                 why = run_session(session, deliver, subscribed)
-            except BrokenPipeError:
-                raise  # the hub is gone, not the broker
+            except HubGone:
+                raise
             except (OSError, ProtocolError) as err:
                 why = f"{type(err).__name__}: {err}"
             except Exception as err:  # a bug of ours must cost one connection, not the receiver
@@ -110,7 +117,7 @@ def _guard(fn: Callable[[], None], on_exit: Callable[[int], None]) -> Callable[[
     def run() -> None:
         try:
             fn()
-        except OSError:
+        except HubGone:
             on_exit(0)  # the pipe to the hub broke: the hub is gone
         except BaseException:
             log.exception("receiver: stopped by an unexpected error; the hub restarts it")

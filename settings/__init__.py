@@ -90,6 +90,11 @@ def positive(value: Any) -> str | None:
     return None if value > 0 else f"must be greater than 0, got {value!r}"
 
 
+def keepalive_seconds(value: Any) -> str | None:
+    """Check helper: an MQTT keepalive, 1 to 65535 s (two bytes in CONNECT)."""
+    return None if 1 <= value <= 65535 else f"must be between 1 and 65535 seconds, got {value!r}"
+
+
 def port_number(value: Any) -> str | None:
     """Check helper: a TCP port, 0 meaning 'pick a free one'."""
     return None if 0 <= value <= 65535 else f"must be a port number 0-65535, got {value!r}"

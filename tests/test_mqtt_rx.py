@@ -9,6 +9,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -20,7 +21,16 @@ from paho.mqtt.properties import Properties
 
 from contract import Channel, node_topic, subscription
 from hub.mosquitto import HUB_USER, PrivateBroker
-from hub.mqtt_rx import PacketReader, ProtocolError, SessionSettings, SessionStats, run_session
+from hub.mqtt_rx import (
+    SERVER_KEEP_ALIVE,
+    PacketReader,
+    ProtocolError,
+    SessionSettings,
+    SessionStats,
+    read_properties,
+    reason_text,
+    run_session,
+)
 from tests.conftest import SITE, add_node
 from tests.support import wait_for_sync
 
@@ -126,6 +136,29 @@ def test_a_quiet_session_stays_connected_by_pinging(broker: PrivateBroker,
     assert got.subscriptions == 1 and not got.ended, "the session reconnected instead of keeping alive"
 
 
+def test_the_session_keeps_the_keepalive_the_broker_sets(tmp_path: Path) -> None:
+    # A broker may lower the keepalive a client asks for (Mosquitto: max_keepalive) and says
+    # so in its CONNACK; pinging at the asked-for pace would get the hub dropped.
+    brk = PrivateBroker(tmp_path / "mosquitto", max_keepalive_s=10)  # Mosquitto's lowest
+    brk.add_user(HUB_USER, secrets.token_hex(8))
+    brk.start()
+    stop, stats, ended = threading.Event(), SessionStats(), []
+    subscriptions = []
+    session = threading.Thread(target=lambda: ended.append(run_session(
+        hub_settings(brk, keepalive_s=120), lambda _ms, _m: None, lambda: subscriptions.append(1), stop, stats)),
+        daemon=True)
+    session.start()
+    try:
+        # Asked for 120 s, the session pings every 60 s; at the broker's 10 s, every 5 s.
+        wait_for_sync(lambda: stats.pingresps >= 1, 8.0, "a PINGRESP at the broker's pace")
+        assert stats.keepalive_s == 10
+        assert subscriptions == [1] and not ended, "the broker dropped the hub for pinging too slowly"
+    finally:
+        stop.set()
+        session.join(WAIT_S)
+        brk.stop()
+
+
 def test_a_wrong_password_ends_the_session_with_the_brokers_reason(broker: PrivateBroker) -> None:
     why = run_session(hub_settings(broker, password="wrong"), lambda _ms, _m: None, lambda: None)
     assert why == f"broker refused the hub (user {HUB_USER}): Not authorized (135)"
@@ -189,8 +222,32 @@ def test_the_reader_gets_the_same_messages_however_the_stream_is_cut(
     assert other == [(13, 0, b"")]
 
 
-def test_the_reader_refuses_qos_2_and_a_publish_shorter_than_its_headers() -> None:
-    with pytest.raises(ProtocolError, match="QoS 2"):
-        PacketReader().feed(b"\x34\x05\x00\x01t\x00\x01")
-    with pytest.raises(ProtocolError, match="shorter"):
-        PacketReader().feed(b"\x30\x04\x00\x01t\x05")  # a property length past the packet's end
+@pytest.mark.parametrize(("packet", "why"), [
+    (b"\x34\x05\x00\x01t\x00\x01", "QoS 2"),
+    (b"\x30\x04\x00\x01t\x05", "shorter"),  # a property length past the packet's end
+    (b"\x30\x03\x00\x05t", "shorter"),  # a topic length past the packet's end
+    (b"\x32\x04\x00\x01t\x00", "shorter"),  # QoS 1 without a whole packet id
+    (b"\x30\x01\x00", "shorter"),
+    (b"\x30\x03\x00\x00\x00", "without a topic name"),  # a topic alias would name it; we allow none
+    (b"\x30\x08\x00\x01t\xff\xff\xff\xff\x7f", "malformed"),  # a 5-byte property length
+])
+def test_the_reader_refuses_a_malformed_publish(packet: bytes, why: str) -> None:
+    with pytest.raises(ProtocolError, match=why):
+        PacketReader().feed(packet)
+
+
+def test_connack_properties_are_read_past_strings_and_user_properties() -> None:
+    props = (b"\x21\x00\x14"  # receive maximum 20
+             b"\x26\x00\x01k\x00\x02vv"  # a user property
+             b"\x12\x00\x03abc"  # assigned client identifier
+             b"\x13\x00\x0a")  # server keep alive 10 s
+    body = b"\x00\x00" + bytes([len(props)]) + props
+    found, end = read_properties(body, 2)
+    assert found[SERVER_KEEP_ALIVE] == b"\x00\x0a" and found[0x12] == b"\x00\x03abc" and end == len(body)
+    with pytest.raises(ProtocolError):
+        read_properties(b"\x00\x00\x02\x13\x00", 2)  # a property cut short
+
+
+def test_a_reason_code_paho_cannot_name_is_still_reported() -> None:
+    assert reason_text(PacketTypes.DISCONNECT, 5) == "reason code 5"
+    assert reason_text(PacketTypes.CONNACK, 135) == "Not authorized (135)"
