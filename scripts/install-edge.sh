@@ -75,6 +75,20 @@ fi
 
 step "systemd unit edge-agent.service"
 install -m 0644 "$SRC/systemd/edge-agent.service" /etc/systemd/system/edge-agent.service
+DROPIN_DIR=/etc/systemd/system/edge-agent.service.d
+if [ "$HAVE_CONFIG" = yes ] && "$VENV/bin/python" -c '
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    doc = tomllib.load(f)
+sys.exit(0 if any(s.get("feedback") == "gpio" for s in doc.get("scanner", [])) else 1)' "$CONF_DIR/edge.toml"; then
+    # feedback = "gpio": the unit keeps /sys read-only unless this drop-in opens the GPIO files.
+    install -d -m 0755 "$DROPIN_DIR"
+    install -m 0644 "$SRC/systemd/edge-agent-gpio.conf" "$DROPIN_DIR/gpio.conf"
+    getent group gpio >/dev/null && usermod --append --groups gpio "$USER_NAME"
+    echo "    GPIO feedback: installed $DROPIN_DIR/gpio.conf (sysfs GPIO files writable, group gpio)"
+else
+    rm -f "$DROPIN_DIR/gpio.conf"
+fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl enable edge-agent.service

@@ -24,4 +24,16 @@ for unit in "$here"/*.service; do
     fi
     systemd-analyze security --offline=true --no-pager "$work/$name" | tail -n 1
 done
+
+# The GPIO drop-in, merged into the edge unit as installed (systemd reads NAME.service.d/).
+mkdir -p "$work/edge-agent.service.d"
+cp "$here/edge-agent-gpio.conf" "$work/edge-agent.service.d/gpio.conf"
+if systemd-analyze verify "$work/edge-agent.service" > "$work/verify.out" 2>&1 && [ ! -s "$work/verify.out" ]; then
+    echo "verify edge-agent.service + edge-agent-gpio.conf: ok"
+else
+    sed "s#$work/##" "$work/verify.out"
+    echo "verify edge-agent.service + edge-agent-gpio.conf: FAILED"
+    status=1
+fi
+systemd-analyze security --offline=true --no-pager "$work/edge-agent.service" | tail -n 1
 exit $status

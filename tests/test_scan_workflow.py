@@ -135,3 +135,21 @@ async def test_gpio_feedback_pulses_the_sysfs_value_file(tmp_path: Path) -> None
     assert (ok.read_text(), err.read_text()) == ("0", "1")
     await feedback.aclose()  # shutdown mid-pulse: the buzzer must not stay on
     assert (ok.read_text(), err.read_text()) == ("0", "0")
+
+
+async def test_gpio_feedback_says_at_start_why_it_cannot_work(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+
+    from edge.scan.feedback import GpioFeedback, gpio_write_hint
+
+    # Raspberry Pi OS on kernel 6.6+ numbers BCM 17 as gpio529: the old path does not exist.
+    feedback = GpioFeedback("dock-1", str(tmp_path / "gpio17" / "value"), "", pulse_ms=50)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "scanner dock-1: GPIO feedback will not work" in errors[0]
+    assert "export the line" in errors[0] and "gpiochip*/base" in errors[0]
+    await feedback.signal(True, "ok")  # the scan goes on; the failed write is a warning, not a crash
+    assert "could not write 1" in caplog.text
+    await feedback.aclose()
+    # Under the unit without the drop-in, sysfs is read-only: the hint names the fix.
+    assert "edge-agent-gpio.conf" in gpio_write_hint(OSError(errno.EROFS, "Read-only file system"))

@@ -64,6 +64,6 @@ def _feedback(table: dict[str, Any], source: ScannerSource, where: str) -> Feedb
     if kind == "gpio":
         if not table["feedback_ok"] and not table["feedback_error"]:
             raise ConfigError(f"{where}: feedback = \"gpio\" needs feedback_ok and/or feedback_error "
-                              "(e.g. /sys/class/gpio/gpio17/value)")
+                              "(e.g. /sys/class/gpio/gpio529/value; see docs/scanning.md, 'GPIO feedback')")
         return GpioFeedback(source.name, table["feedback_ok"], table["feedback_error"], table["feedback_pulse_ms"])
     return LogFeedback(source.name)

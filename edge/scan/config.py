@@ -50,7 +50,8 @@ SCANNER_SETTINGS: list[Setting] = [
             "(for sites with existing bin labels without the LOC: prefix); empty: off", check=_regex),
     Setting("feedback", str, "log", "how the worker is told accepted/rejected", choices=("log", "serial", "gpio")),
     Setting("feedback_ok", str, "", "feedback=serial: bytes sent to the scanner on accept (e.g. its beep command); "
-            "feedback=gpio: sysfs value file of the OK LED/buzzer, e.g. /sys/class/gpio/gpio17/value"),
+            "feedback=gpio: sysfs value file of the OK LED/buzzer, e.g. /sys/class/gpio/gpio529/value "
+            "(BCM 17 on kernel 6.6+; docs/scanning.md)"),
     Setting("feedback_error", str, "", "as feedback_ok, for a rejected scan"),
     Setting("feedback_pulse_ms", int, 150, "feedback=gpio: how long the line stays high", check=positive),
     Setting("reconnect_max_s", float, 5.0, "longest wait between attempts to reopen an unplugged scanner",

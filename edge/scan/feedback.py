@@ -11,7 +11,9 @@ Outputs, chosen per scanner with `feedback`:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -65,6 +67,26 @@ class SerialFeedback(LogFeedback):
             log.warning("scanner %s: could not send feedback (%s); the scan itself is recorded", self.scanner, err)
 
 
+GPIO_HELP = "see docs/scanning.md, 'GPIO feedback'"
+
+
+def gpio_problem(path: Path) -> str | None:
+    """Why the agent cannot pulse this sysfs value file, in words an installer can act on; None if it can."""
+    if not path.exists():
+        return (f"{path} does not exist: export the line first (echo N > /sys/class/gpio/export), and on "
+                f"Raspberry Pi OS kernels 6.6 and later add the chip's base to the pin number "
+                f"(cat /sys/class/gpio/gpiochip*/base; {GPIO_HELP})")
+    if not os.access(path, os.W_OK):
+        return f"{path} is not writable by this user: add it to group gpio ({GPIO_HELP})"
+    return None
+
+
+def gpio_write_hint(err: OSError) -> str:
+    if err.errno == errno.EROFS:
+        return f"read-only: the service's ProtectKernelTunables; install systemd/edge-agent-gpio.conf ({GPIO_HELP})"
+    return f"check the GPIO export and permissions ({GPIO_HELP})"
+
+
 class GpioFeedback(LogFeedback):
     """Pulses a sysfs GPIO value file high for `pulse_ms`, one file for OK, one for error."""
 
@@ -74,6 +96,11 @@ class GpioFeedback(LogFeedback):
         self._error = Path(error_path) if error_path else None
         self._pulse_s = pulse_ms / 1000
         self._tasks: set[asyncio.Task[None]] = set()
+        # Said once at start, where the installer looks, not only at the first scan.
+        for path in (self._ok, self._error):
+            problem = None if path is None else gpio_problem(path)
+            if problem:
+                log.error("scanner %s: GPIO feedback will not work: %s", scanner, problem)
 
     async def signal(self, accepted: bool, message: str) -> None:
         await super().signal(accepted, message)
@@ -94,8 +121,8 @@ class GpioFeedback(LogFeedback):
         try:
             await asyncio.to_thread(path.write_text, value)
         except OSError as err:
-            log.warning("scanner %s: could not write %s to %s (%s); check the GPIO export and permissions",
-                        self.scanner, value, path, err)
+            log.warning("scanner %s: could not write %s to %s (%s); %s", self.scanner, value, path, err,
+                        gpio_write_hint(err))
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
