@@ -95,6 +95,7 @@ class EdgeLink:
         self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (first seq, last seq)
         self._last_hub_state: tuple[str, int] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
         self.stream = sink.outbox.stream
         node, site = config.node, config.site
         self._t_state = node_topic(site, node, Channel.STATE)
@@ -137,6 +138,7 @@ class EdgeLink:
 
     async def stop(self) -> None:
         """Say offline (retained), disconnect cleanly, stop the sender."""
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -186,7 +188,9 @@ class EdgeLink:
         asyncio.ensure_future(self._send_birth_and_replay("connected"))
 
     def _disconnected(self, rc: ReasonCode) -> None:
-        if self.status.connected:
+        if self._stopping:
+            log.info("disconnected from broker (stopping)")
+        elif self.status.connected:
             log.warning("disconnected from broker: %s; events stay in the outbox until acknowledged", rc)
         self.status.connected = False
 

@@ -96,6 +96,7 @@ class PrivateBroker:
     host: str = "127.0.0.1"
     max_queued_messages: int = 1000
     max_keepalive_s: int = 65535  # Mosquitto's default; lower it to see clients obey the broker's keepalive
+    own_session: bool = False  # the demo: Ctrl+C in its terminal must not reach the broker before the clients
     users: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -151,7 +152,8 @@ log_type notice
         """Start the broker and wait until it accepts connections."""
         self._write_conf()
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf_file)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=self.own_session)
         try:
             wait_for_port(self.host, self.port, timeout_s)
         except TimeoutError:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import struct
 import sys
 import threading
@@ -127,6 +128,8 @@ def _guard(fn: Callable[[], None], on_exit: Callable[[int], None]) -> Callable[[
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Ctrl+C in the hub's terminal reaches this worker too; the hub ends it by closing stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = json.loads(sys.stdin.readline())
     run_worker(settings, sys.stdout.buffer, os._exit)
     sys.stdin.read()  # returns when the hub closes our stdin or dies

@@ -123,7 +123,7 @@ def main() -> int:
     http_port = args.http_port if port_free(args.http_port) else free_port()
     central_port = free_port()
 
-    broker = PrivateBroker(work / "mosquitto")
+    broker = PrivateBroker(work / "mosquitto", own_session=True)
     hub_password, node_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     broker.add_user(HUB_USER, hub_password)
     broker.add_user(NODE, node_password)
@@ -190,18 +190,20 @@ scale_per_g = 100.0
         procs["central"] = subprocess.Popen(
             [sys.executable, "-m", "central_reference.cli", "--db", str(work / "central.sqlite3"),
              "--port", str(central_port), "--seed-demo", "--cash", SITE, "25000"],
-            stdout=logs["central"], stderr=subprocess.STDOUT)
+            stdout=logs["central"], stderr=subprocess.STDOUT, start_new_session=True)
         subprocess.run([sys.executable, "-m", "hub.cli", "--log-level", "WARNING", "import-catalog", str(catalog),
                         "--config", str(hub_config), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+        # Own sessions: Ctrl+C reaches only this script, which stops them in order (edge, hub,
+        # central, broker) instead of the terminal signalling every process at once.
         procs["hub"] = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--config", str(hub_config)],
-                                        stdout=logs["hub"], stderr=subprocess.STDOUT)
+                                        stdout=logs["hub"], stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port("127.0.0.1", http_port, 30)
         admin_password = secrets.token_urlsafe(9)
         subprocess.run([sys.executable, "-m", "hub.cli", "add-user", "admin", "--role", "admin", "--password-stdin",
                         "--config", str(hub_config)], input=admin_password + "\n", text=True, check=True,
                        stdout=subprocess.DEVNULL)
         procs["edge"] = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(edge_config)],
-                                         stdout=logs["edge"], stderr=subprocess.STDOUT)
+                                         stdout=logs["edge"], stderr=subprocess.STDOUT, start_new_session=True)
         threading.Thread(target=shift.run, name="shift", daemon=True).start()
         print(f"\n  Hub page:  http://127.0.0.1:{http_port}/   (login: admin / {admin_password})\n"
               f"  Central:   http://127.0.0.1:{central_port}/v1  (the REFERENCE central purchasing service)\n"

@@ -43,10 +43,20 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-if [ "$PURPOSE" = test ]; then
-    .venv/bin/python -m pip install -q -e ".[test]"
+# The install is editable, so code changes need no reinstall; only pyproject.toml does. A
+# stamp skips pip when it has not changed (the test extras include the demo's).
+STAMP=.venv/.shelfsignal-setup
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $PURPOSE"
+have="$(cat "$STAMP" 2>/dev/null || true)"
+if [ "$have" = "$want" ] || { [ "$PURPOSE" = demo ] && [ "$have" = "${want% *} test" ]; }; then
+    echo "setup: .venv is up to date with pyproject.toml"
 else
-    .venv/bin/python -m pip install -q -e ".[edge,hub]"
+    .venv/bin/python -m pip install -q --upgrade pip
+    if [ "$PURPOSE" = test ]; then
+        .venv/bin/python -m pip install -q -e ".[test]"
+    else
+        .venv/bin/python -m pip install -q -e ".[edge,hub]"
+    fi
+    echo "$want" > "$STAMP"
 fi
 echo "setup: ready (.venv)"
