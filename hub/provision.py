@@ -125,7 +125,11 @@ def reload_mosquitto(pid_file: Path | None = None,
                                  "is it running? The files are written; reload it by hand") from None
         log.info("sent SIGHUP to mosquitto (pid %d)", pid)
         return
-    result = subprocess.run(list(command), capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(list(command), capture_output=True, text=True, check=False)
+    except OSError as err:  # no systemctl (a container, a chroot): say what to do, as for a failure
+        raise ProvisionError(f"cannot run '{' '.join(command)}' ({err.strerror}); the files are written; reload "
+                             "mosquitto by hand, or pass --mosquitto-pid-file") from None
     if result.returncode != 0:
         raise ProvisionError(f"'{' '.join(command)}' failed ({result.stderr.strip() or result.returncode}); "
                              "the files are written; reload mosquitto by hand")

@@ -30,7 +30,8 @@ step() { echo "==> $*"; }
 step "system packages"
 # evdev builds against the kernel headers' input.h; python3-venv for the venv.
 apt-get update -qq
-apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc >/dev/null
+# udev: the device rules below, and the input group a minimal Debian lacks without it.
+apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc udev >/dev/null
 
 step "user $USER_NAME (groups input, dialout)"
 if ! id "$USER_NAME" >/dev/null 2>&1; then
@@ -53,7 +54,8 @@ cp -r "$SRC/docs" "$SRC/firmware_config" "$PREFIX/src/"
 step "udev rules"
 install -m 0644 "$SRC/firmware_config/udev/99-shelfsignal.rules" /etc/udev/rules.d/99-shelfsignal.rules
 if command -v udevadm >/dev/null 2>&1; then
-    udevadm control --reload-rules || true
+    # Fails harmlessly where udevd is not running (a chroot, an image build): rules load at boot.
+    udevadm control --reload-rules 2>/dev/null || echo "    udevd is not running: the rules apply at next boot"
     udevadm trigger --subsystem-match=tty --subsystem-match=input --action=change || true
 fi
 
@@ -84,7 +86,13 @@ sys.exit(0 if any(s.get("feedback") == "gpio" for s in doc.get("scanner", [])) e
     # feedback = "gpio": the unit keeps /sys read-only unless this drop-in opens the GPIO files.
     install -d -m 0755 "$DROPIN_DIR"
     install -m 0644 "$SRC/systemd/edge-agent-gpio.conf" "$DROPIN_DIR/gpio.conf"
-    getent group gpio >/dev/null && usermod --append --groups gpio "$USER_NAME"
+    if ! getent group gpio >/dev/null; then
+        # Raspberry Pi OS has it and gives exported lines to it; elsewhere the unit would not
+        # start with SupplementaryGroups=gpio, and the value files need a udev rule for it.
+        groupadd --system gpio
+        echo "    created group gpio: make the exported GPIO value files writable by it (docs/scanning.md)"
+    fi
+    usermod --append --groups gpio "$USER_NAME"
     echo "    GPIO feedback: installed $DROPIN_DIR/gpio.conf (sysfs GPIO files writable, group gpio)"
 else
     rm -f "$DROPIN_DIR/gpio.conf"

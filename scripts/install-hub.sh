@@ -102,4 +102,5 @@ fi
 
 echo "done. Logs: journalctl -u stock-hub -f   Broker log: /var/log/mosquitto/mosquitto.log"
 echo "First supervisor login: sudo -u stock-hub stock-hub add-user admin --role admin --config $CONF_DIR/hub.toml"
-echo "Add a Pi: sudo stock-hub provision-node pi-01 --site ${SITE:-SITE} --out-dir $CONF_DIR/nodes"
+echo "Add a Pi: sudo stock-hub provision-node pi-01 --site ${SITE:-SITE} --broker-host THIS-HOST.lan --out-dir $CONF_DIR/nodes"
+echo "          (--broker-host: a name or address the Pis can reach this server by)"

@@ -246,3 +246,12 @@ def test_cli_subcommands(site_broker: tuple[PrivateBroker, Path], tmp_path: Path
     args = parser.parse_args(["revoke-node", "pi-cli", *common[:-1], str(bad_pid)])
     assert args.func(args) == 1
     assert "cannot signal mosquitto" in capsys.readouterr().out
+
+
+def test_no_reload_command_still_says_the_files_are_written(tmp_path: Path) -> None:
+    # A container or chroot has no systemctl: the node's files exist; the error says what to do.
+    with pytest.raises(ProvisionError, match="the files are written; reload mosquitto by hand"):
+        provision_node("pi-1", password_file=tmp_path / "passwd", acl_file=tmp_path / "acl", out_dir=tmp_path,
+                       site=SITE, broker_host="hub.local", broker_port=1883,
+                       reload_command=("/nonexistent/systemctl", "reload", "mosquitto"))
+    assert (tmp_path / "pi-1.toml").exists()
