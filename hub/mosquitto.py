@@ -53,7 +53,11 @@ def set_password(password_file: Path, user: str, password: str) -> None:
     tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     if not password_file.exists():
         password_file.touch(mode=0o600)
-    subprocess.run([tool, "-b", str(password_file), user, password], check=True, capture_output=True)
+    if "\n" in password or "\r" in password:
+        raise ValueError("an MQTT password cannot contain a line break")
+    # On stdin (its prompt mode), not with -b on the command line, where `ps` would show it.
+    subprocess.run([tool, str(password_file), user], input=f"{password}\n{password}\n", text=True, check=True,
+                   capture_output=True)
 
 
 def delete_user(password_file: Path, user: str) -> None:
