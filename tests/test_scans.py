@@ -43,7 +43,11 @@ async def test_scans_api_lists_accepted_and_rejected_newest_first(broker: Privat
     await agent.start()
     raw = NodeClient(broker, other, other_password)
     try:
+        # The list is in storage order. At start the edge's replay and its live path both send,
+        # and seq 2 may overtake seq 1 (it is held until seq 1 comes, but stored first): let
+        # seq 1 land before the rest, so the expected order below is the submission order.
         await agent.sink.submit(scan(qty=4, location="C-01-1"))
+        await wait_for(lambda: service.ingest.committed_total >= 1, what="the first scan committed")
         await agent.sink.submit(scan(qty=2, location="C-02-1", mode="move", from_location="C-01-1"))
         await agent.sink.submit(shelf("C-03-1", 5))  # an event, not a scan: never listed
         await agent.sink.submit(rejected("Scan a location first.", "]C1ABC<123>", location="C-01-1"))
