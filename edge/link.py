@@ -145,7 +145,10 @@ class EdgeLink:
         if self.status.connected:
             info = self.client.publish(self._t_state, NodeState(
                 node=self.config.node, online=False, boot_id=self.boot_id, ts_ms=now_ms()).to_json(), qos=1, retain=True)
-            await asyncio.get_running_loop().run_in_executor(None, info.wait_for_publish, 2.0)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, info.wait_for_publish, 2.0)
+            except (RuntimeError, ValueError) as err:  # paho: the connection went while stopping
+                log.info("could not say offline (%s); the broker publishes this node's Will instead", err)
         self.client.disconnect()
         self.client.loop_stop()
 
