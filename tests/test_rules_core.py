@@ -170,12 +170,13 @@ def test_quarter_over_many_seeds_stays_near_the_formula(tmp_path: Path) -> None:
     mean_avg = sum(r["avg"] for r in runs) / len(runs)
     assert mean_avg == pytest.approx(PREDICTED, rel=0.15)
     # Stockouts: at cycle service level 0.98 the formula expects 2 % of cycles to run out
-    # once demand and lead time are known. Learning from an empty history (first order after
-    # ~12 days of data; the TSB rate has a 0.65/day standard error) costs extra: measured
-    # 6.7 % of cycles over 20 seeds. Hold it under 10 % of cycles.
+    # once demand and lead time are known. Learning from an empty history costs extra even
+    # with the rate's own standard error in the safety stock (hub/rules/demand.py
+    # rate_standard_error): over 40 seeds, quarters with a stockout per cycle were 4.5 %
+    # (6.2 % without that term), 4.0 % over these 12. Hold it under 7 %.
     cycles = sum(r["orders"] for r in runs)
     quarters_with_stockout = sum(r["stockouts"] > 0 for r in runs)
-    assert quarters_with_stockout / cycles < 0.10
+    assert quarters_with_stockout / cycles < 0.07
 
 
 def deliver(core: RulesCore, supplier: str, i: int, late_days: int) -> None:

@@ -92,6 +92,20 @@ def test_reorder_levels_match_the_formula() -> None:
     assert lv.safety_stock == pytest.approx(ss, rel=1e-6)
     assert lv.reorder_point == pytest.approx(40 + ss, rel=1e-6)
     assert lv.order_up_to == pytest.approx(40 + ss + 70, rel=1e-6)
+    # The rate is itself an estimate: its standard error s adds L^2 s^2 to the variance.
+    lv2 = reorder.levels(reorder.ReorderInputs(10.0, 3.0, 4.0, 1.0, 0.95, 7.0, demand_rate_se_per_day=0.5))
+    assert lv2.safety_stock == pytest.approx(k * math.sqrt(4 * 9 + 100 * 1 + 16 * 0.25), rel=1e-6)
+
+
+def test_rate_standard_error_falls_as_days_accumulate_then_stays() -> None:
+    params = demand.DemandParams()  # a = 0.1: steady state a / (2 - a) = 0.0526 of sigma^2
+    def state(days: int) -> demand.DemandState:
+        return demand.DemandState(days_closed=days, mse=9.0)
+    assert demand.rate_standard_error(demand.DemandState(), params) == 0.0
+    assert demand.rate_standard_error(state(4), params) == pytest.approx(3.0 / 2)  # sigma / sqrt(n)
+    steady = 3.0 * math.sqrt(0.1 / 1.9)
+    assert demand.rate_standard_error(state(19), params) == pytest.approx(steady)
+    assert demand.rate_standard_error(state(400), params) == pytest.approx(steady)
 
 
 @given(st.floats(0.01, 500), st.integers(1, 50), st.integers(1, 24))

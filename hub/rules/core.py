@@ -476,7 +476,8 @@ class RulesCore:
         if est is not None and dem.days_closed > 0 and dem.rate_per_day > 0:
             lv = reorder.levels(reorder.ReorderInputs(dem.rate_per_day, dem.sigma_per_day, est.mean_days,
                                                       est.sigma_days, self.config.service_level,
-                                                      self.config.order_cycle_days, factor))
+                                                      self.config.order_cycle_days, factor,
+                                                      demand_rule.rate_standard_error(dem, self.config.demand)))
         return SkuPlan(sku, on_hand, on_order, on_hand + on_order, dem, est, choice, lv, factor)
 
     def _plan_and_act(self, sku: str) -> None:

@@ -67,6 +67,16 @@ class DemandState:
         return 1.0 - self.demand_days / self.days_closed if self.days_closed else 0.0
 
 
+def rate_standard_error(state: DemandState, params: DemandParams) -> float:
+    """Standard error of the rate estimate: sigma_d^2 / n while n days weigh equally (1/n
+    smoothing), then sigma_d^2 a / (2 - a) for exponential smoothing with constant a."""
+    if not state.days_closed:
+        return 0.0
+    a = params.alpha_size
+    share = max(a / (2 - a), 1.0 / state.days_closed)
+    return state.sigma_per_day * math.sqrt(share)
+
+
 def _close_day(state: DemandState, params: DemandParams, qty: float) -> DemandState:
     forecast = state.rate_per_day
     n = state.days_closed + 1

@@ -6,7 +6,10 @@ demand over the lead time has mean d L and variance L sigma_d^2 + d^2 sigma_L^2
 eq. 6.x "random lead time"). At cycle service level SL (probability of no stockout in a
 replenishment cycle), with k = Phi^-1(SL):
 
-    safety stock   SS  = k sqrt(L sigma_d^2 + d^2 sigma_L^2)
+    safety stock   SS  = k sqrt(L sigma_d^2 + d^2 sigma_L^2 + L^2 s_d^2)
+
+s_d is the standard error of the demand-rate estimate: d is itself learned, and an
+underestimate is short over the whole lead time (L^2). It matters most for a new SKU.
     reorder point  ROP = (d L + SS) x f           f: feedback factor (stockouts, excess), 1 by default
     order-up-to    S   = ROP + d R                R: the order cycle in days
     stock position     = on hand + on order (sent, not yet received)
@@ -33,6 +36,7 @@ class ReorderInputs:
     service_level: float  # cycle service level, 0.5 <= SL < 1
     order_cycle_days: float
     rop_factor: float = 1.0
+    demand_rate_se_per_day: float = 0.0  # standard error of the demand-rate estimate itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,8 @@ def levels(inp: ReorderInputs) -> ReorderLevels:
     k = service_factor(inp.service_level)
     d, lt = inp.demand_per_day, inp.lead_time_days
     lead_time_demand = d * lt
-    safety = k * math.sqrt(lt * inp.demand_sigma_per_day ** 2 + d * d * inp.lead_time_sigma_days ** 2)
+    safety = k * math.sqrt(lt * inp.demand_sigma_per_day ** 2 + d * d * inp.lead_time_sigma_days ** 2
+                           + lt * lt * inp.demand_rate_se_per_day ** 2)
     rop = (lead_time_demand + safety) * inp.rop_factor
     return ReorderLevels(k=k, lead_time_demand=lead_time_demand, safety_stock=safety, reorder_point=rop,
                          order_up_to=rop + d * inp.order_cycle_days)
