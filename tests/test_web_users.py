@@ -55,8 +55,15 @@ async def test_an_admin_adds_a_user_who_can_then_log_in(web_hub: tuple[HubServic
         async with admin.get(f"{base}/users") as resp:
             listing = await resp.text()
         assert 'id="user-dock.lead"' in listing and generated.group(1) not in listing  # shown once only
-        status, page = await post(admin, f"{base}/users", csrf, username="dock.lead", role="viewer", password="short")
+        status, page = await post(admin, f"{base}/users", csrf, username="dock.lead2", role="viewer", password="short")
         assert status == 400 and "too short" in page
+        # Adding never overwrites: an existing name keeps its password, role and state.
+        status, page = await post(admin, f"{base}/users", csrf, username="dock.lead", role="admin",
+                                  password="another password")
+        assert status == 400 and "already exists" in page
+        assert await can_log_in(base, "dock.lead", generated.group(1))
+        status, page = await post(admin, f"{base}/users", csrf, username="no-role", password="")
+        assert status == 400 and "unknown role" in page  # no default: the admin must choose
     finally:
         await admin.close()
 
@@ -75,7 +82,11 @@ async def test_disabling_a_user_ends_their_session_and_their_logins(web_hub: tup
         status, page = await post(admin, f"{base}/users/picker-7/enable", csrf)
         assert status == 200 and "picker-7 is enabled again" in page
         async with worker.get(f"{base}/api/v1/me") as resp:
-            assert resp.status == 200
+            assert resp.status == 401, "enabling again must not revive a cookie from before (it may be stolen)"
+        status, page = await post(admin, f"{base}/users/picker-7/password", csrf)
+        new_password = re.search(r'<code class="secret">([^<]+)</code>', page)
+        assert status == 201 and new_password
+        assert await can_log_in(base, "picker-7", new_password.group(1))
     finally:
         await admin.close()
         await worker.close()
@@ -158,3 +169,98 @@ async def test_only_admins_see_or_use_the_users_page(web_hub: tuple[HubService, 
         assert status == 403  # CSRF is checked on these forms like everywhere
     finally:
         await admin.close()
+
+
+async def test_a_new_password_and_a_logout_end_every_copy_of_the_session(web_hub: tuple[HubService, str]) -> None:
+    service, base = web_hub
+    admin, csrf = await login_session(base, service.config, "admin")
+    worker, worker_csrf = await login_session(base, service.config, "supervisor", username="reach-truck-2")
+    stolen = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    try:
+        stolen.cookie_jar.update_cookies({c.key: c.value for c in worker.cookie_jar})  # a copied cookie
+        async with stolen.get(f"{base}/api/v1/me") as resp:
+            assert resp.status == 200
+        status, _page = await post(admin, f"{base}/users/reach-truck-2/password", csrf)
+        assert status == 201
+        for s in (worker, stolen):
+            async with s.get(f"{base}/api/v1/me") as resp:
+                assert resp.status == 401, "a new password ends the sessions made with the old one"
+        # Log out: the cookie is deleted in this browser, and a copy of it stops working too.
+        admin2, csrf2 = await login_session(base, service.config, "admin", username="night-admin")
+        copy = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        copy.cookie_jar.update_cookies({c.key: c.value for c in admin2.cookie_jar})
+        async with admin2.post(f"{base}/logout", data={"csrf_token": csrf2}, allow_redirects=False) as resp:
+            assert resp.status == 303
+        async with copy.get(f"{base}/api/v1/me") as resp:
+            assert resp.status == 401
+        await copy.close()
+        await admin2.close()
+        assert worker_csrf
+    finally:
+        await admin.close()
+        await worker.close()
+        await stolen.close()
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one_admin(web_hub: tuple[HubService, str]) -> None:
+    import asyncio
+
+    service, base = web_hub
+    a, csrf_a = await login_session(base, service.config, "admin", username="admin-a")
+    b, csrf_b = await login_session(base, service.config, "admin", username="admin-b")
+    try:
+        results = await asyncio.gather(post(a, f"{base}/users/admin-b/role", csrf_a, role="viewer"),
+                                       post(b, f"{base}/users/admin-a/role", csrf_b, role="viewer"))
+        assert sorted(status for status, _ in results) == [200, 400]
+        admins = [u for u in service_users(service) if u.role.label == "admin" and not u.disabled]
+        assert len(admins) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+def service_users(service: HubService) -> list[Any]:
+    from hub.auth import AuthStore, auth_paths
+    store = AuthStore(auth_paths(service.config.db_path, service.config.auth_db_path,
+                                 service.config.auth_session_secret_file)[0])
+    try:
+        return store.user_rows()
+    finally:
+        store.close()
+
+
+async def test_a_disabled_users_live_stream_ends(web_hub: tuple[HubService, str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import hub.web.app
+
+    monkeypatch.setattr(hub.web.app, "LIVE_RECHECK_S", 0.0)  # re-check at every message, not once a second
+    service, base = web_hub
+    admin, csrf = await login_session(base, service.config, "admin")
+    watcher, _ = await login_session(base, service.config, "viewer", username="wall-screen")
+    try:
+        async with watcher.get(f"{base}/api/v1/live?stock=0") as stream:
+            assert stream.status == 200
+            await stream.content.readuntil(b"\n\n")  # the snapshot
+            status, _page = await post(admin, f"{base}/users/wall-screen/disable", csrf)
+            assert status == 200
+            service.live.publish({"nodes": []})  # the next change finds the login gone
+            rest = await within(stream.content.read(), 10.0)  # returns at the end of the stream
+            assert b"nodes" not in rest, "a disabled user received a change"
+    finally:
+        await admin.close()
+        await watcher.close()
+
+
+async def within(coro: Any, timeout_s: float) -> Any:
+    import asyncio
+    async with asyncio.timeout(timeout_s):
+        return await coro
+
+
+async def test_login_never_redirects_off_site() -> None:
+    from hub.web.auth import safe_next
+    for target in ("//evil.example", "/\t/evil.example", "/\n/evil.example", "/ /evil.example", "https://evil.example",
+                   "/\\evil.example", "evil.example", "/%09/evil.example"):
+        assert safe_next(target) in ("/", target) and not safe_next(target).startswith("//"), target
+    assert safe_next("/\t/evil.example") == "/"
+    assert safe_next("/stock?q=bolt") == "/stock?q=bolt"

@@ -34,6 +34,7 @@ class Session:
     role: Role
     expires_s: int
     csrf: str
+    gen: int = 0  # the user's session generation at login (hub.auth.store.User.session_gen)
 
 
 def _b64(data: bytes) -> str:
@@ -56,12 +57,12 @@ class SessionSigner:
     def _mac(self, body: bytes) -> bytes:
         return hmac.new(self._secret, body, hashlib.sha256).digest()
 
-    def issue(self, username: str, role: Role, now_s: float | None = None) -> tuple[str, Session]:
+    def issue(self, username: str, role: Role, now_s: float | None = None, gen: int = 0) -> tuple[str, Session]:
         """A new cookie value and the session it carries (with a fresh CSRF token)."""
         now = int(time.time() if now_s is None else now_s)
-        session = Session(username, role, now + self.max_age_s, secrets.token_urlsafe(CSRF_BYTES))
-        body = json.dumps({"u": username, "r": role.label, "exp": session.expires_s, "csrf": session.csrf},
-                          separators=(",", ":")).encode()
+        session = Session(username, role, now + self.max_age_s, secrets.token_urlsafe(CSRF_BYTES), gen)
+        body = json.dumps({"u": username, "r": role.label, "exp": session.expires_s, "csrf": session.csrf,
+                           "g": gen}, separators=(",", ":")).encode()
         return f"{_b64(body)}.{_b64(self._mac(body))}", session
 
     def verify(self, cookie: str, now_s: float | None = None) -> Session | None:
@@ -72,7 +73,8 @@ class SessionSigner:
             if not hmac.compare_digest(self._mac(body), _unb64(mac_b64)):
                 return None
             data = json.loads(body)
-            session = Session(str(data["u"]), Role.parse(str(data["r"])), int(data["exp"]), str(data["csrf"]))
+            session = Session(str(data["u"]), Role.parse(str(data["r"])), int(data["exp"]), str(data["csrf"]),
+                              int(data.get("g", 0)))
         except (ValueError, KeyError, TypeError):
             return None
         if session.expires_s <= (time.time() if now_s is None else now_s):

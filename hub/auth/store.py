@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 """
 
 TOKEN_PREFIX = "sst_"  # recognisable in logs and secret scanners
-USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # use with fullmatch
 MIN_PASSWORD_CHARS = 10
 TOKEN_TOUCH_S = 60  # write last_used_ms at most once a minute per token: no write per request
 
@@ -61,10 +61,12 @@ class AuthError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """A person who may log in."""
+    """A person who may log in. `session_gen` goes up whenever their sessions must end
+    (disabled, new password, logged out): a cookie carries the value it was issued with."""
 
     username: str
     role: Role
+    session_gen: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,8 @@ class AuthStore:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        if "session_gen" not in {row[1] for row in self._db.execute("PRAGMA table_info(users)")}:
+            self._db.execute("ALTER TABLE users ADD COLUMN session_gen INTEGER NOT NULL DEFAULT 0")
         self._lock = threading.Lock()
         self._hasher = hasher or PasswordHasher()  # argon2id by default
         # Verifying a name that does not exist still costs one hash: no timing oracle for names.
@@ -133,27 +137,58 @@ class AuthStore:
 
     # ----------------------------------------------------------------- users
 
-    def set_user(self, username: str, role: Role, password: str) -> User:
-        """Create a user or reset their role and password."""
-        if not USERNAME_RE.match(username):
+    def _check(self, username: str, password: str) -> None:
+        if not USERNAME_RE.fullmatch(username):
             raise AuthError(f"user name {username!r}: use 1-64 letters, digits, '.', '_', '@' or '-'")
         if len(password) < MIN_PASSWORD_CHARS:
             raise AuthError(f"password for {username!r} is too short: use at least {MIN_PASSWORD_CHARS} characters")
+
+    def set_user(self, username: str, role: Role, password: str) -> User:
+        """Create a user, or reset one's role and password and enable them (the CLI's way back
+        in); a reset ends their open sessions."""
+        self._check(username, password)
         digest = self._hasher.hash(password)
         self._execute("INSERT INTO users (username, role, password_hash, created_ms) VALUES (?,?,?,?)"
                       " ON CONFLICT (username) DO UPDATE SET role=excluded.role, password_hash=excluded.password_hash,"
-                      " disabled=0", (username, role.label, digest, _now_ms()))
+                      " disabled=0, session_gen=session_gen+1", (username, role.label, digest, _now_ms()))
         log.info("user %s set with role %s", username, role.label)
         return User(username, role)
 
+    def create_user(self, username: str, role: Role, password: str) -> User:
+        """Create a new user; an existing name is refused (a reset is `reset_password`)."""
+        self._check(username, password)
+        digest = self._hasher.hash(password)
+        try:
+            self._execute("INSERT INTO users (username, role, password_hash, created_ms) VALUES (?,?,?,?)",
+                          (username, role.label, digest, _now_ms()))
+        except sqlite3.IntegrityError:
+            raise AuthError(f"{username!r} already exists: set a new password on their row instead") from None
+        log.info("user %s created with role %s", username, role.label)
+        return User(username, role)
+
+    def reset_password(self, username: str, password: str) -> None:
+        """A new password; their open sessions end. A disabled user stays disabled."""
+        self._check(username, password)
+        digest = self._hasher.hash(password)
+        with self._lock:
+            if self._db.execute("UPDATE users SET password_hash=?, session_gen=session_gen+1 WHERE username=?",
+                                (digest, username)).rowcount == 0:
+                raise AuthError(f"no user {username!r}")
+        log.info("user %s has a new password; their sessions ended", username)
+
+    def end_sessions(self, username: str) -> None:
+        """Every cookie issued to this user so far stops working (log out everywhere)."""
+        self._execute("UPDATE users SET session_gen=session_gen+1 WHERE username=?", (username,))
+
     def user(self, username: str) -> User | None:
         """The enabled user of that name, or None."""
-        rows = self._execute("SELECT username, role FROM users WHERE username=? AND disabled=0", (username,))
-        return User(rows[0][0], Role.parse(rows[0][1])) if rows else None
+        rows = self._execute("SELECT username, role, session_gen FROM users WHERE username=? AND disabled=0",
+                             (username,))
+        return User(rows[0][0], Role.parse(rows[0][1]), rows[0][2]) if rows else None
 
     def users(self) -> list[User]:
-        return [User(u, Role.parse(r)) for u, r in
-                self._execute("SELECT username, role FROM users WHERE disabled=0 ORDER BY username")]
+        return [User(u, Role.parse(r), g) for u, r, g in
+                self._execute("SELECT username, role, session_gen FROM users WHERE disabled=0 ORDER BY username")]
 
     def user_rows(self) -> list[UserRow]:
         """Every user, disabled ones included, by name."""
@@ -169,8 +204,8 @@ class AuthStore:
     def set_disabled(self, username: str, disabled: bool) -> None:
         """Disable (no login, sessions refused) or enable a user; the password is kept."""
         with self._lock:
-            if self._db.execute("UPDATE users SET disabled=? WHERE username=?",
-                                (int(disabled), username)).rowcount == 0:
+            if self._db.execute("UPDATE users SET disabled=?, session_gen=session_gen+? WHERE username=?",
+                                (int(disabled), int(disabled), username)).rowcount == 0:
                 raise AuthError(f"no user {username!r}")
         log.info("user %s %s", username, "disabled" if disabled else "enabled")
 
@@ -179,7 +214,8 @@ class AuthStore:
 
     def verify_password(self, username: str, password: str) -> User | None:
         """The user if the password matches (rehashing when parameters changed), else None."""
-        rows = self._execute("SELECT role, password_hash FROM users WHERE username=? AND disabled=0", (username,))
+        rows = self._execute("SELECT role, password_hash, session_gen FROM users WHERE username=? AND disabled=0",
+                             (username,))
         digest = rows[0][1] if rows else self._dummy_hash
         try:
             self._hasher.verify(digest, password)
@@ -189,7 +225,7 @@ class AuthStore:
             return None
         if self._hasher.check_needs_rehash(digest):
             self._execute("UPDATE users SET password_hash=? WHERE username=?", (self._hasher.hash(password), username))
-        return User(username, Role.parse(rows[0][0]))
+        return User(username, Role.parse(rows[0][0]), rows[0][2])
 
     # ----------------------------------------------------------------- API tokens
 

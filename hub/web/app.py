@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from hub.web.auth import (
     AUTH,
     WebAuth,
     auth_middleware,
+    authenticate,
     identity_of,
     login_form_token,
     login_handlers,
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 SERVICE = api.SERVICE
 STATIC_DIR = Path(__file__).parent / "static"
 SSE_KEEPALIVE_S = 15  # proxies drop idle streams; a comment line keeps them open
+LIVE_RECHECK_S = 1.0  # how often an open stream re-checks its login (at the next message or keepalive)
 
 
 def error_json(status: int, error: str) -> web.Response:
@@ -87,6 +90,7 @@ async def live(request: web.Request) -> web.StreamResponse:
             for replayed in missed:
                 await resp.write(sse_frame(replayed))
             sent_id = missed[-1]["id"] if missed else (last_id or 0)
+        recheck_at = time.monotonic() + LIVE_RECHECK_S
         while True:
             try:
                 # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow a cancellation
@@ -94,10 +98,18 @@ async def live(request: web.Request) -> web.StreamResponse:
                 async with asyncio.timeout(SSE_KEEPALIVE_S):
                     message = await q.get()
             except TimeoutError:
-                await resp.write(b": keepalive\n\n")
-                continue
+                message = {}  # a keepalive
             if message is None:
                 break
+            # The middleware checked the login when the stream opened; a user disabled or
+            # logged out since, or a revoked token, must not keep receiving.
+            if time.monotonic() >= recheck_at:
+                recheck_at = time.monotonic() + LIVE_RECHECK_S
+                if await authenticate(request, request.app[AUTH]) is None:
+                    break
+            if not message:
+                await resp.write(b": keepalive\n\n")
+                continue
             if message.get("resync"):
                 message = {**await _snapshot(service, with_stock), "resync": True}
             elif message["id"] <= sent_id:

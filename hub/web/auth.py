@@ -30,8 +30,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
+from yarl import URL
 
-from hub.auth import AuthStore, LoginThrottle, Role, SessionSigner, auth_paths, load_or_create_secret
+from hub.auth import AuthStore, LoginThrottle, Role, SessionSigner, User, auth_paths, load_or_create_secret
 from hub.config import HubConfig
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,11 @@ class WebAuth:
         self.signer = signer
         self.throttle = throttle
         self.cookie_secure = cookie_secure
-        self._user_seen: dict[str, tuple[float, Role | None]] = {}
+        self._user_seen: dict[str, tuple[float, User | None]] = {}
+        self._forgotten = 0  # bumped by forget(): a lookup that started before must not refill the cache
+        # Held across "is this the last admin?" and the change it allows: two admins demoting
+        # each other at once must not leave none.
+        self.admin_lock = asyncio.Lock()
 
     @classmethod
     def from_config(cls, config: HubConfig) -> WebAuth:
@@ -84,20 +89,23 @@ class WebAuth:
                    LoginThrottle(config.auth_lockout_after, config.auth_lockout_base_s, config.auth_lockout_max_s),
                    config.auth_cookie_secure)
 
-    async def current_role(self, username: str) -> Role | None:
-        """The user's role now (None if removed), cached for USER_CACHE_S."""
+    async def current_user(self, username: str) -> User | None:
+        """The enabled user now, with role and session generation (None if removed or disabled),
+        cached for USER_CACHE_S; changes made through the page call forget() and apply at once."""
         now = time.monotonic()
         hit = self._user_seen.get(username)
         if hit is not None and now - hit[0] < USER_CACHE_S:
             return hit[1]
+        forgotten = self._forgotten
         user = await asyncio.to_thread(self.store.user, username)
-        role = None if user is None else user.role
-        if len(self._user_seen) > 1000:
-            self._user_seen.clear()
-        self._user_seen[username] = (now, role)
-        return role
+        if forgotten == self._forgotten:
+            if len(self._user_seen) > 1000:
+                self._user_seen.clear()
+            self._user_seen[username] = (now, user)
+        return user
 
     def forget(self, username: str) -> None:
+        self._forgotten += 1
         self._user_seen.pop(username, None)
 
 
@@ -158,7 +166,7 @@ def _wants_json(request: web.Request) -> bool:
     return request.path.startswith("/api/") or request.path == "/metrics"
 
 
-async def _authenticate(request: web.Request, auth: WebAuth) -> Identity | None:
+async def authenticate(request: web.Request, auth: WebAuth) -> Identity | None:
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
@@ -172,9 +180,10 @@ async def _authenticate(request: web.Request, auth: WebAuth) -> Identity | None:
     session = auth.signer.verify(cookie)
     if session is None:
         return None
-    role = await auth.current_role(session.username)
-    if role is None:
+    user = await auth.current_user(session.username)
+    if user is None or user.session_gen != session.gen:  # disabled, new password, or logged out since
         return None
+    role = user.role
     # The lower of the role at login and now: a demotion takes effect within USER_CACHE_S.
     return Identity(session.username, min(role, session.role), "session", session.csrf)
 
@@ -194,7 +203,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if _is_public(request):
         return await handler(request)
     auth = request.app[AUTH]
-    identity = await _authenticate(request, auth)
+    identity = await authenticate(request, auth)
     if identity is None:
         if _wants_json(request) or request.method not in SAFE_METHODS:
             raise web.HTTPUnauthorized(reason="log in, or send 'Authorization: Bearer <API token>'",
@@ -216,8 +225,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def safe_next(target: str) -> str:
-    """Only same-site paths: an open redirect after login would be a phishing aid."""
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Only same-site paths: an open redirect after login would be a phishing aid. Control
+    characters and spaces are refused outright: URL parsers drop tabs and newlines, and
+    "/\t/evil.example" would become "//evil.example"."""
+    if (not target.startswith("/") or target.startswith("//") or "\\" in target
+            or any(ch <= " " or ch == "\x7f" for ch in target)):
+        return "/"
+    parsed = URL(target)
+    if parsed.scheme or parsed.host or str(parsed).startswith("//"):
         return "/"
     return target
 
@@ -269,7 +284,7 @@ def login_handlers(render_login: LoginRenderer) -> tuple[Handler, Handler, Handl
             return await render_login(request, "Wrong user name or password.", 401, nonce)
         auth.throttle.succeeded(username, address)
         auth.forget(username)
-        value, _ = auth.signer.issue(user.username, user.role)
+        value, _ = auth.signer.issue(user.username, user.role, gen=user.session_gen)
         redirect = web.HTTPSeeOther(safe_next(str(form.get("next", "/"))))
         set_session_cookie(redirect, auth, value)
         redirect.del_cookie(LOGIN_NONCE_COOKIE, path="/login")
@@ -278,6 +293,13 @@ def login_handlers(render_login: LoginRenderer) -> tuple[Handler, Handler, Handl
 
     @requires("viewer")
     async def logout(request: web.Request) -> web.StreamResponse:
+        # The cookie is stateless: a copy would outlive its deletion. Ending the user's session
+        # generation ends every copy (and their sessions on other devices).
+        identity = identity_of(request)
+        if identity is not None and identity.kind == "session":
+            auth = request.app[AUTH]
+            await asyncio.to_thread(auth.store.end_sessions, identity.name)
+            auth.forget(identity.name)
         redirect = web.HTTPSeeOther("/login")
         redirect.del_cookie(SESSION_COOKIE, path="/")
         raise redirect

@@ -37,7 +37,7 @@ async def _page(request: web.Request, status: int = 200, **shown: Any) -> web.Re
     users, tokens = await asyncio.gather(asyncio.to_thread(store.user_rows), asyncio.to_thread(store.token_rows))
     done = DONE.get(request.query.get("done", ""))
     who = request.query.get("who", "")
-    message = done.format(who=who) if done and USERNAME_RE.match(who) else None
+    message = done.format(who=who) if done and USERNAME_RE.fullmatch(who) else None
     return render(request, "users.html", status=status, users=users, tokens=tokens, roles=ROLES,
                   message=shown.pop("message", message), error=shown.pop("error", None), **shown)
 
@@ -56,24 +56,44 @@ async def users_page(request: web.Request) -> web.Response:
     return await _page(request)
 
 
+def _password_from(form: Any) -> tuple[str, bool]:
+    """The password the admin typed, or a generated one (then shown once)."""
+    password = str(form.get("password", ""))
+    return (password, False) if password else (secrets.token_urlsafe(GENERATED_PASSWORD_BYTES), True)
+
+
 @requires("admin")
-async def save_user(request: web.Request) -> web.Response:
-    """Create a user, or set a new password for one (their role is what the form says)."""
+async def add_user(request: web.Request) -> web.Response:
+    """Create a user. An existing name is refused: a new password is its own action, so a
+    typo cannot overwrite someone's password, change their role or re-enable them."""
     form = await request.post()
-    username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
-    generated = not password
-    if generated:
-        password = secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+    username = str(form.get("username", "")).strip()
+    password, generated = _password_from(form)
     try:
         role = Role.parse(str(form.get("role", "")))
-        await _check_not_losing_admin(request, username, role)
-        await asyncio.to_thread(request.app[AUTH].store.set_user, username, role, password)
+        await asyncio.to_thread(request.app[AUTH].store.create_user, username, role, password)
     except (AuthError, ValueError) as err:
         return await _page(request, status=400, error=str(err))
-    request.app[AUTH].forget(username)
-    log.info("user %s saved with role %s by %s", username, role.label, _actor(request))
+    log.info("user %s created with role %s by %s", username, role.label, _actor(request))
     return await _page(request, status=201, message=f"{username} can log in as {role.label}.",
                        secret_label=f"Password for {username}" if generated else None,
+                       secret=password if generated else None)
+
+
+@requires("admin")
+async def reset_password(request: web.Request) -> web.Response:
+    """A new password (typed or generated); the user's open sessions end. Role and
+    disabled state stay as they are."""
+    username = request.match_info["username"]
+    password, generated = _password_from(await request.post())
+    try:
+        await asyncio.to_thread(request.app[AUTH].store.reset_password, username, password)
+    except AuthError as err:
+        return await _page(request, status=400, error=str(err))
+    request.app[AUTH].forget(username)
+    log.info("user %s given a new password by %s", username, _actor(request))
+    return await _page(request, status=201, message=f"{username} has a new password; their open sessions ended.",
+                       secret_label=f"New password for {username}" if generated else None,
                        secret=password if generated else None)
 
 
@@ -95,8 +115,9 @@ async def set_role(request: web.Request) -> web.Response:
     form = await request.post()
     try:
         role = Role.parse(str(form.get("role", "")))
-        await _check_not_losing_admin(request, username, role)
-        await asyncio.to_thread(request.app[AUTH].store.set_role, username, role)
+        async with request.app[AUTH].admin_lock:
+            await _check_not_losing_admin(request, username, role)
+            await asyncio.to_thread(request.app[AUTH].store.set_role, username, role)
     except (AuthError, ValueError) as err:
         return await _page(request, status=400, error=str(err))
     request.app[AUTH].forget(username)
@@ -110,8 +131,9 @@ async def disable_user(request: web.Request) -> web.Response:
     try:
         if username == _actor(request):
             raise AuthError("you cannot disable yourself; ask another admin")
-        await _check_not_losing_admin(request, username, None)
-        await asyncio.to_thread(request.app[AUTH].store.set_disabled, username, True)
+        async with request.app[AUTH].admin_lock:
+            await _check_not_losing_admin(request, username, None)
+            await asyncio.to_thread(request.app[AUTH].store.set_disabled, username, True)
     except AuthError as err:
         return await _page(request, status=400, error=str(err))
     request.app[AUTH].forget(username)
@@ -159,7 +181,8 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/users", users_page)
-    app.router.add_post("/users", save_user)
+    app.router.add_post("/users", add_user)
+    app.router.add_post("/users/{username}/password", reset_password)
     app.router.add_post("/users/{username}/role", set_role)
     app.router.add_post("/users/{username}/disable", disable_user)
     app.router.add_post("/users/{username}/enable", enable_user)
