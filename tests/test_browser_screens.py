@@ -37,7 +37,7 @@ from tests.test_browser_pages import Browser, browser, expect, log_in, pytestmar
 
 PAGES = (("overview", "/"), ("stock", "/stock"), ("sku", "/stock/BOLT-M8"), ("discrepancies", "/discrepancies"),
          ("proposals", "/proposals"), ("suppliers", "/suppliers"), ("nodes", "/nodes"), ("lag", "/lag"),
-         ("users", "/users"))
+         ("users", "/users"), ("account", "/account"))
 # sku, name, gtin, bin, sensored, weight_only
 CATALOG = (("BOLT-M8", "Hex bolt M8x40 zinc", "09506000134352", "A-01-1", False, False),
            ("NUT-M8", "Hex nut M8 zinc", "04006381333931", "B-02-3", False, False),

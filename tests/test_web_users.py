@@ -264,3 +264,40 @@ async def test_login_never_redirects_off_site() -> None:
         assert safe_next(target) in ("/", target) and not safe_next(target).startswith("//"), target
     assert safe_next("/\t/evil.example") == "/"
     assert safe_next("/stock?q=bolt") == "/stock?q=bolt"
+
+
+async def test_a_user_changes_their_own_password(web_hub: tuple[HubService, str]) -> None:
+    service, base = web_hub
+    from tests.support import add_web_user
+    password = add_web_user(service.config, "picker-9", "supervisor", "old password 123")
+    here = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    other_device = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    try:
+        for s in (here, other_device):
+            async with s.get(f"{base}/login") as resp:
+                token = LOGIN_FIELD.search(await resp.text())
+            assert token
+            async with s.post(f"{base}/login", allow_redirects=False,
+                              data={"username": "picker-9", "password": password, "csrf_token": token.group(1),
+                                    "next": "/"}) as resp:
+                assert resp.status == 303
+        async with here.get(f"{base}/api/v1/me") as resp:
+            csrf = (await resp.json())["csrf"]
+        async with here.get(f"{base}/") as resp:
+            assert 'href="/account"' in await resp.text()
+        status, page = await post(here, f"{base}/account/password", csrf, current="wrong guess 1",
+                                  new="new password 456", again="new password 456")
+        assert status == 400 and "current password is not right" in page
+        status, page = await post(here, f"{base}/account/password", csrf, current=password,
+                                  new="new password 456", again="new password 4567")
+        assert status == 400 and "differ" in page
+        status, page = await post(here, f"{base}/account/password", csrf, current=password,
+                                  new="new password 456", again="new password 456")
+        assert status == 200 and "Your password is changed" in page  # after the redirect, still logged in
+        async with other_device.get(f"{base}/api/v1/me") as resp:
+            assert resp.status == 401, "the other sessions end"
+        assert await can_log_in(base, "picker-9", "new password 456")
+        assert not await can_log_in(base, "picker-9", password)
+    finally:
+        await here.close()
+        await other_device.close()
