@@ -177,6 +177,55 @@ async def test_forged_or_foreign_cookie_is_refused(hub: tuple[str, HubService]) 
         assert resp.status == 401
 
 
+async def test_a_flood_of_made_up_names_hashes_a_few_at_a_time(broker: PrivateBroker, tmp_path: Path) -> None:
+    # The throttle is per name and address: new names each time are not slowed by it. What
+    # bounds them is the hashing slots (each argon2id hash holds 64 MiB).
+    import asyncio
+    import threading
+
+    from hub.web.auth import AUTH, HASHES_AT_ONCE
+
+    cfg = hub_config(broker, tmp_path)
+    service = HubService(cfg)
+    app = make_app(service, manage_service=False)
+    store = app[AUTH].store
+    running, most = 0, 0
+    lock = threading.Lock()
+    real_verify = store.verify_password
+
+    def counted(username: str, password: str) -> object:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return real_verify(username, password)
+        finally:
+            with lock:
+                running -= 1
+
+    store.verify_password = counted  # type: ignore[method-assign]
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
+    base = f"http://{cfg.http_host}:{cfg.http_port}"
+    try:
+        async def attempt(i: int) -> int:
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+                token = await _login_form(s, base)
+                async with s.post(f"{base}/login", allow_redirects=False,
+                                  data={"username": f"nobody-{i}", "password": "guess guess", "csrf_token": token,
+                                        "next": "/"}) as resp:
+                    return resp.status
+
+        statuses = await asyncio.gather(*(attempt(i) for i in range(12)))
+        assert statuses == [401] * 12
+        assert 1 <= most <= HASHES_AT_ONCE
+    finally:
+        await runner.cleanup()
+        service.store.close()
+
+
 def test_signer_expiry_and_tampering() -> None:
     signer = SessionSigner(b"k" * 32, max_age_s=60)
     cookie, session = signer.issue("eve", Role.SUPERVISOR, now_s=1000)

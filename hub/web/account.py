@@ -42,14 +42,14 @@ async def change_password(request: web.Request) -> web.Response:
     wait_s = auth.throttle.retry_after_s(identity.name, address)
     if wait_s > 0:
         return page(429, f"Too many wrong passwords; try again in {int(wait_s) + 1} s.")
-    if await asyncio.to_thread(auth.store.verify_password, identity.name, current) is None:
+    if await auth.hashing(auth.store.verify_password, identity.name, current) is None:
         auth.throttle.failed(identity.name, address)
         return page(400, "Your current password is not right.")
     auth.throttle.succeeded(identity.name, address)
     if new != again:
         return page(400, "The two new passwords differ.")
     try:
-        await asyncio.to_thread(auth.store.reset_password, identity.name, new)
+        await auth.hashing(auth.store.reset_password, identity.name, new)
     except AuthError as err:
         return page(400, str(err))
     auth.forget(identity.name)

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
+T = TypeVar("T")
 
 SESSION_COOKIE = "hub_session"
 LOGIN_NONCE_COOKIE = "hub_login"
@@ -46,6 +47,7 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 USER_CACHE_S = 5.0  # a removed user is locked out within this long without a DB read per request
+HASHES_AT_ONCE = 2  # password hashes running at once (each argon2id hash holds 64 MiB)
 _ROLE_ATTR = "__hub_required_role__"
 _PUBLIC_ATTR = "__hub_public__"
 
@@ -81,6 +83,16 @@ class WebAuth:
         # Held across "is this the last admin?" and the change it allows: two admins demoting
         # each other at once must not leave none.
         self.admin_lock = asyncio.Lock()
+        self._hash_slots = asyncio.Semaphore(HASHES_AT_ONCE)
+
+    async def hashing(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a password hash (argon2id: 64 MiB, tens of ms) off the loop, a few at a time.
+
+        The login throttle is per name and address, so a flood of made-up names is not slowed
+        by it; this bounds what such a flood can take: HASHES_AT_ONCE x 64 MiB, not one per
+        request."""
+        async with self._hash_slots:
+            return await asyncio.to_thread(fn, *args)
 
     @classmethod
     def from_config(cls, config: HubConfig) -> WebAuth:
@@ -277,7 +289,7 @@ def login_handlers(render_login: LoginRenderer) -> tuple[Handler, Handler, Handl
         if wait_s > 0:
             return await render_login(request, f"Too many failed attempts; try again in {int(wait_s) + 1} s.", 429,
                                       nonce)
-        user = await asyncio.to_thread(auth.store.verify_password, username, password)
+        user = await auth.hashing(auth.store.verify_password, username, password)
         if user is None:
             auth.throttle.failed(username, address)
             log.info("failed login for %r from %s", username, address)

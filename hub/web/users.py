@@ -71,7 +71,7 @@ async def add_user(request: web.Request) -> web.Response:
     password, generated = _password_from(form)
     try:
         role = Role.parse(str(form.get("role", "")))
-        await asyncio.to_thread(request.app[AUTH].store.create_user, username, role, password)
+        await request.app[AUTH].hashing(request.app[AUTH].store.create_user, username, role, password)
     except (AuthError, ValueError) as err:
         return await _page(request, status=400, error=str(err))
     log.info("user %s created with role %s by %s", username, role.label, _actor(request))
@@ -87,7 +87,7 @@ async def reset_password(request: web.Request) -> web.Response:
     username = request.match_info["username"]
     password, generated = _password_from(await request.post())
     try:
-        await asyncio.to_thread(request.app[AUTH].store.reset_password, username, password)
+        await request.app[AUTH].hashing(request.app[AUTH].store.reset_password, username, password)
     except AuthError as err:
         return await _page(request, status=400, error=str(err))
     request.app[AUTH].forget(username)
