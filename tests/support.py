@@ -146,6 +146,18 @@ class RunningHub:
     async def __aexit__(self, *exc: object) -> None:
         await self.runner.cleanup()
 
+    def balance(self, location: str) -> int:
+        """Units at one location, over all SKUs."""
+        return sum(b.qty for b in self.service.store.stock(location, 100, 0) if b.location == location)
+
+
+def scan_batch(node: str, stream: str, seqs: list[int], location: str = "Q-01-1", qty: int = 1) -> bytes:
+    """An events batch of receive scans with these seqs, as a node would publish it."""
+    from contract import EventBatch
+    now = int(time.time() * 1000)
+    events = tuple(scan(location=location, qty=qty).with_seq(seq, now) for seq in seqs)
+    return EventBatch(node=node, stream=stream, events=events, sent_ms=now).to_json()
+
 
 class NodeClient:
     """A bare MQTT v5 client logged in as a node, for tests that play a misbehaving edge."""
@@ -168,6 +180,11 @@ class NodeClient:
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def acked(self) -> int:
+        """The highest ack watermark received so far (subscribe to the ack topic first); 0 for none."""
+        from contract import Ack
+        return max((Ack.from_json(p).watermark for t, p in self.messages if t.endswith("/ack")), default=0)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -209,6 +226,18 @@ def token_session(token: str) -> Any:
     return aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"})
 
 
+async def form_login(session: Any, base_url: str, username: str, password: str) -> int:
+    """Log in through the real /login form in this aiohttp session; the HTTP status (303: logged in)."""
+    import re
+    async with session.get(f"{base_url}/login") as resp:
+        form_token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+    assert form_token, "login page has no csrf_token field"
+    async with session.post(f"{base_url}/login", allow_redirects=False,
+                            data={"username": username, "password": password, "csrf_token": form_token.group(1),
+                                  "next": "/"}) as resp:
+        return int(resp.status)
+
+
 async def login_session(base_url: str, config: HubConfig, role: str = "supervisor",
                         username: str | None = None) -> tuple[Any, str]:
     """Log a new user in through the real /login form; returns (aiohttp session, CSRF token).
@@ -216,7 +245,6 @@ async def login_session(base_url: str, config: HubConfig, role: str = "superviso
     Send the token as the `X-CSRF-Token` header (or `csrf_token` form field) on POST/PUT/DELETE.
     The caller closes the session.
     """
-    import re
     import secrets
 
     import aiohttp
@@ -225,13 +253,8 @@ async def login_session(base_url: str, config: HubConfig, role: str = "superviso
     # unsafe=True: keep cookies for an IP address host (127.0.0.1), as a browser does.
     session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     try:
-        async with session.get(f"{base_url}/login") as resp:
-            form_token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
-        assert form_token, "login page has no csrf_token field"
-        async with session.post(f"{base_url}/login", allow_redirects=False,
-                                data={"username": username, "password": password,
-                                      "csrf_token": form_token.group(1), "next": "/"}) as resp:
-            assert resp.status == 303, f"login as {username} failed: HTTP {resp.status}"
+        status = await form_login(session, base_url, username, password)
+        assert status == 303, f"login as {username} failed: HTTP {status}"
         async with session.get(f"{base_url}/api/v1/me") as resp:
             me = await resp.json()
         return session, str(me["csrf"])

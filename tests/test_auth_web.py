@@ -18,7 +18,7 @@ from hub.mosquitto import PrivateBroker, free_port
 from hub.service import HubService
 from hub.web.app import make_app
 from hub.web.auth import SESSION_COOKIE, requires
-from tests.support import add_web_user, api_token, hub_config, hub_toml, login_session
+from tests.support import add_web_user, api_token, form_login, hub_config, hub_toml, login_session
 
 
 @requires("admin")
@@ -212,11 +212,7 @@ async def test_a_flood_of_made_up_names_hashes_a_few_at_a_time(broker: PrivateBr
     try:
         async def attempt(i: int) -> int:
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-                token = await _login_form(s, base)
-                async with s.post(f"{base}/login", allow_redirects=False,
-                                  data={"username": f"nobody-{i}", "password": "guess guess", "csrf_token": token,
-                                        "next": "/"}) as resp:
-                    return resp.status
+                return await form_login(s, base, f"nobody-{i}", "guess guess")
 
         statuses = await asyncio.gather(*(attempt(i) for i in range(12)))
         assert statuses == [401] * 12

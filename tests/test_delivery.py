@@ -13,23 +13,13 @@ from typing import Any
 
 import pytest
 
-from contract import Ack, Channel, Command, EventBatch, HubState, hub_state_topic, node_topic
+from contract import Ack, Channel, Command, HubState, hub_state_topic, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from tests.conftest import add_node
-from tests.support import SITE, NodeClient, RunningHub, edge_config, scan, wait_for
+from tests.support import SITE, NodeClient, RunningHub, edge_config, scan, scan_batch, wait_for
 
 NOW = int(time.time() * 1000)
-
-
-def batch(node: str, stream: str, seqs: list[int], location: str = "Q-01-1", qty: int = 1) -> bytes:
-    now = int(time.time() * 1000)
-    events = tuple(scan(location=location, qty=qty).with_seq(seq, now) for seq in seqs)
-    return EventBatch(node=node, stream=stream, events=events, sent_ms=now).to_json()
-
-
-def balance(hub: RunningHub, location: str) -> int:
-    return sum(b.qty for b in hub.service.store.stock(location, 100, 0) if b.location == location)
 
 
 async def test_a_message_delivered_twice_is_counted_once(broker: PrivateBroker, tmp_path: Path) -> None:
@@ -40,17 +30,17 @@ async def test_a_message_delivered_twice_is_counted_once(broker: PrivateBroker, 
         raw.subscribe(node_topic(SITE, node, Channel.ACK))
         stream = secrets.token_hex(8)
         try:
-            payload = batch(node, stream, [1, 2, 3], location="D-01-1", qty=2)
+            payload = scan_batch(node, stream, [1, 2, 3], location="D-01-1", qty=2)
             raw.publish(node_topic(SITE, node, Channel.EVENTS), payload)
             raw.publish(node_topic(SITE, node, Channel.EVENTS), payload)  # the broker re-delivers, say
-            raw.publish(node_topic(SITE, node, Channel.EVENTS), batch(node, stream, [2, 3, 4], "D-01-1", 2))
+            raw.publish(node_topic(SITE, node, Channel.EVENTS), scan_batch(node, stream, [2, 3, 4], "D-01-1", 2))
 
             def watermark() -> int:
                 acks[:] = [Ack.from_json(p) for t, p in raw.messages if t.endswith("/ack")]
                 return max((a.watermark for a in acks), default=0)
 
             await wait_for(lambda: watermark() == 4, what="ack watermark 4")
-            assert balance(hub, "D-01-1") == 8  # 4 events x 2, not 14
+            assert hub.balance("D-01-1") == 8  # 4 events x 2, not 14
             assert hub.service.ingest.duplicates_total >= 5
         finally:
             raw.close()
@@ -65,8 +55,8 @@ async def test_a_gap_is_detected_and_asked_for_again(broker: PrivateBroker, tmp_
         stream = secrets.token_hex(8)
         try:
             topic = node_topic(SITE, node, Channel.EVENTS)
-            raw.publish(topic, batch(node, stream, [1, 2], "G-01-1"))
-            raw.publish(topic, batch(node, stream, [5, 6], "G-01-1"))  # 3 and 4 were lost
+            raw.publish(topic, scan_batch(node, stream, [1, 2], "G-01-1"))
+            raw.publish(topic, scan_batch(node, stream, [5, 6], "G-01-1"))  # 3 and 4 were lost
 
             def resend_request() -> Command | None:
                 for t, p in raw.messages:
@@ -76,15 +66,13 @@ async def test_a_gap_is_detected_and_asked_for_again(broker: PrivateBroker, tmp_
 
             cmd = await wait_for(resend_request, timeout_s=15, what="resend_from command")
             assert (cmd.cmd, cmd.stream, cmd.from_seq) == ("resend_from", stream, 3)
-            acks = [Ack.from_json(p).watermark for t, p in raw.messages if t.endswith("/ack")]
-            assert max(acks) == 2  # the watermark never jumps over the gap
+            assert raw.acked() == 2  # the watermark never jumps over the gap
             nodes = {n.node: n for n in hub.service.store.nodes()}
             assert nodes[node].last_seq == 6 and nodes[node].acked == 2
 
-            raw.publish(topic, batch(node, stream, [3, 4], "G-01-1"))
-            await wait_for(lambda: max(Ack.from_json(p).watermark for t, p in raw.messages if t.endswith("/ack")) == 6,
-                           what="watermark 6 once the gap is filled")
-            assert balance(hub, "G-01-1") == 6
+            raw.publish(topic, scan_batch(node, stream, [3, 4], "G-01-1"))
+            await wait_for(lambda: raw.acked() == 6, what="watermark 6 once the gap is filled")
+            assert hub.balance("G-01-1") == 6
         finally:
             raw.close()
 
@@ -105,7 +93,7 @@ async def test_a_real_edge_answers_resend_from(broker: PrivateBroker, tmp_path: 
             reply = next(r for r in hub.service.replies if r["id"] == "r1")
             assert reply["ok"] and "from seq 4" in reply["message"]
             assert hub.service.ingest.duplicates_total == before
-            assert balance(hub, "R-01-1") == 3
+            assert hub.balance("R-01-1") == 3
         finally:
             await agent.stop()
 
@@ -116,14 +104,14 @@ async def test_bad_payloads_are_quarantined_and_valid_traffic_flows(broker: Priv
         raw = NodeClient(broker, node, password)
         stream = secrets.token_hex(8)
         topic = node_topic(SITE, node, Channel.EVENTS)
-        good = json.loads(batch(node, stream, [1], "V-01-1"))
+        good = json.loads(scan_batch(node, stream, [1], "V-01-1"))
         # A malformed event in a valid envelope: its seq is settled as refused (not applied).
-        wrong_type = json.loads(batch(node, stream, [2], "V-01-1"))
+        wrong_type = json.loads(scan_batch(node, stream, [2], "V-01-1"))
         wrong_type["events"][0]["qty"] = "three"
         # An unknown kind (a newer edge?): quarantined, not settled; the real seq 3 comes later.
-        unknown_kind = json.loads(batch(node, stream, [3], "V-01-1"))
+        unknown_kind = json.loads(scan_batch(node, stream, [3], "V-01-1"))
         unknown_kind["events"][0]["kind"] = "teleport"
-        mismatch = json.loads(batch(node, stream, [2], "V-01-1"))
+        mismatch = json.loads(scan_batch(node, stream, [2], "V-01-1"))
         mismatch["node"] = "someone-else"
         bad = [b'{"v": 1, "node": ', json.dumps(wrong_type).encode(), json.dumps(unknown_kind).encode(),
                b"[" * 300_000, json.dumps(mismatch).encode(), b"\xff\xfe\x00"]
@@ -131,11 +119,11 @@ async def test_bad_payloads_are_quarantined_and_valid_traffic_flows(broker: Priv
             raw.publish(topic, json.dumps(good).encode())
             for payload in bad:
                 raw.publish(topic, payload)
-            raw.publish(topic, batch(node, stream, [2, 3, 4], "V-01-1"))  # 2 and 3 are settled already
+            raw.publish(topic, scan_batch(node, stream, [2, 3, 4], "V-01-1"))  # 2 and 3 are settled already
             raw.publish(node_topic(SITE, node, Channel.BIRTH), b'{"v": 1}')
 
             await wait_for(lambda: hub.service.ingest.quarantined_total >= len(bad) + 1, what="all bad payloads")
-            await wait_for(lambda: balance(hub, "V-01-1") == 3, what="valid events around them (seq 1, 3 and 4)")
+            await wait_for(lambda: hub.balance("V-01-1") == 3, what="valid events around them (seq 1, 3 and 4)")
             reasons = [q.reason for q in hub.service.store.quarantine_rows(50) if q.node == node]
             for expected in ("malformed JSON", "field 'qty' must be an integer", "unknown event kind 'teleport'",
                              "exceeds", "payload says node 'someone-else'", "not UTF-8", "missing field"):
@@ -163,7 +151,7 @@ async def test_a_node_cannot_publish_as_another(broker: PrivateBroker, tmp_path:
             assert any("Not authorized" in r.getMessage() and "reason code 135" in r.getMessage()
                        for r in caplog.records)
             assert agent.sink.outbox.depth() == 1  # kept, not deleted
-            assert balance(hub, "X-01-1") == 0
+            assert hub.balance("X-01-1") == 0
             assert impostor not in {n.node for n in hub.service.store.nodes()}
         finally:
             await agent.stop()
@@ -183,7 +171,7 @@ async def test_edge_resends_when_the_hub_comes_back_online(broker: PrivateBroker
         await wait_for(lambda: agent.link.status.last_sent == 1, what="live publish")
         async with RunningHub(broker, tmp_path) as hub:
             # The retained state turning online makes the edge replay (ack timeout is an hour).
-            await wait_for(lambda: balance(hub, "H-01-1") == 4, what="replayed event in the ledger")
+            await wait_for(lambda: hub.balance("H-01-1") == 4, what="replayed event in the ledger")
             await wait_for(lambda: agent.sink.outbox.depth() == 0, what="outbox emptied by the ack")
     finally:
         hub_client.close()
@@ -201,7 +189,7 @@ async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_comm
         raw.subscribe(node_topic(SITE, node, Channel.ACK))
         stream = secrets.token_hex(8)
         topic = node_topic(SITE, node, Channel.EVENTS)
-        poison = json.loads(batch(node, stream, [1], "U-01-1"))
+        poison = json.loads(scan_batch(node, stream, [1], "U-01-1"))
         poison["events"][0]["raw"] = "\ud800"
         state = {"v": 1, "node": node, "online": True, "boot_id": "\udfff", "ts_ms": NOW}
         try:
@@ -210,10 +198,9 @@ async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_comm
             await wait_for(lambda: hub.service.ingest.quarantined_total >= 2, what="both payloads quarantined")
             reasons = [q.reason for q in hub.service.store.quarantine_rows(50) if q.node == node]
             assert len(reasons) == 2 and all("surrogate" in r for r in reasons), reasons
-            raw.publish(topic, batch(node, stream, [1, 2], "U-01-1"))
-            await wait_for(lambda: max((Ack.from_json(p).watermark for t, p in raw.messages if t.endswith("/ack")),
-                                       default=0) == 2, what="ack of the valid batch")
-            assert balance(hub, "U-01-1") == 1  # seq 1 was the refused one
+            raw.publish(topic, scan_batch(node, stream, [1, 2], "U-01-1"))
+            await wait_for(lambda: raw.acked() == 2, what="ack of the valid batch")
+            assert hub.balance("U-01-1") == 1  # seq 1 was the refused one
             assert hub.service.ingest._thread.is_alive()
         finally:
             raw.close()
@@ -243,7 +230,7 @@ async def test_the_edge_keeps_re_sending_after_a_transient_outbox_read_error(bro
         await agent.start()
         try:
             await wait_for(lambda: failures, what="the injected read error")
-            await wait_for(lambda: balance(hub, "T-01-1") == 3, timeout_s=15, what="events re-sent after the error")
+            await wait_for(lambda: hub.balance("T-01-1") == 3, timeout_s=15, what="events re-sent after the error")
             await wait_for(lambda: outbox.depth() == 0, what="outbox emptied by the ack")
         finally:
             await agent.stop()

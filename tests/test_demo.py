@@ -13,10 +13,9 @@ from pathlib import Path
 import aiohttp
 
 from hub.mosquitto import free_port
-from tests.support import wait_for
+from tests.support import form_login, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-LOGIN_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def children_of(pid: int) -> set[int]:
@@ -62,13 +61,7 @@ async def test_the_demo_runs_a_shift_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
         programs = children_of(demo.pid)
         assert len(programs) >= 4, "broker, central, hub and edge run under the demo"
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as page:
-            async with page.get(f"{url}/login") as resp:
-                token = LOGIN_FIELD.search(await resp.text())
-            assert token
-            async with page.post(f"{url}/login", allow_redirects=False,
-                                 data={"username": "admin", "password": password, "csrf_token": token.group(1),
-                                       "next": "/"}) as resp:
-                assert resp.status == 303, "the printed admin login works"
+            assert await form_login(page, url, "admin", password) == 303, "the printed admin login works"
 
             async def stocked() -> list[object]:
                 async with page.get(f"{url}/api/v1/stock") as resp:

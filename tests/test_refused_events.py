@@ -8,30 +8,19 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from pathlib import Path
 
 import pytest
 
-from contract import Ack, Channel, EventBatch, UnknownToThisVersion, node_topic, salvage_batch
+from contract import Channel, UnknownToThisVersion, node_topic, salvage_batch
 from hub.mosquitto import PrivateBroker
 from tests.conftest import add_node
-from tests.support import SITE, NodeClient, RunningHub, scan, wait_for
+from tests.support import SITE, NodeClient, RunningHub, scan_batch, wait_for
 
 
 def batch_obj(node: str, stream: str, seqs: list[int], location: str) -> dict[str, object]:
-    now = int(time.time() * 1000)
-    events = tuple(scan(location=location).with_seq(seq, now) for seq in seqs)
-    obj: dict[str, object] = json.loads(EventBatch(node=node, stream=stream, events=events, sent_ms=now).to_json())
+    obj: dict[str, object] = json.loads(scan_batch(node, stream, seqs, location))
     return obj
-
-
-def acked(raw: NodeClient) -> int:
-    return max((Ack.from_json(p).watermark for t, p in raw.messages if t.endswith("/ack")), default=0)
-
-
-def balance(hub: RunningHub, location: str) -> int:
-    return sum(b.qty for b in hub.service.store.stock(location, 100, 0) if b.location == location)
 
 
 async def test_a_refused_event_does_not_hold_back_its_stream(broker: PrivateBroker, tmp_path: Path) -> None:
@@ -45,16 +34,16 @@ async def test_a_refused_event_does_not_hold_back_its_stream(broker: PrivateBrok
         broken["events"][2]["qty"] = 0  # type: ignore[index]  # no version accepts a scan of nothing
         try:
             raw.publish(topic, json.dumps(broken).encode())
-            await wait_for(lambda: acked(raw) == 5, what="the whole batch acknowledged")
-            assert balance(hub, "R-01-1") == 4
+            await wait_for(lambda: raw.acked() == 5, what="the whole batch acknowledged")
+            assert hub.balance("R-01-1") == 4
             row = next(q for q in hub.service.store.quarantine_rows(10) if q.node == node)
             assert "event seq 3 of stream" in row.reason and "field 'qty' must be between" in row.reason
             assert json.loads(row.payload)["qty"] == 0  # the event itself, for a person to read
             # A re-send of the same batch (the edge's ack timed out) changes nothing and adds no row.
             raw.publish(topic, json.dumps(broken).encode())
             raw.publish(topic, json.dumps(batch_obj(node, stream, [6], "R-01-1")).encode())
-            await wait_for(lambda: acked(raw) == 6, what="the next batch acknowledged")
-            assert balance(hub, "R-01-1") == 5
+            await wait_for(lambda: raw.acked() == 6, what="the next batch acknowledged")
+            assert hub.balance("R-01-1") == 5
             assert len([q for q in hub.service.store.quarantine_rows(10) if q.node == node]) == 1
         finally:
             raw.close()
@@ -75,8 +64,8 @@ async def test_a_refused_event_held_above_a_gap_survives_a_hub_restart(broker: P
             await wait_for(lambda: hub.service.ingest.quarantined_total == 1, what="seq 3 refused, held above the gap")
         async with RunningHub(broker, tmp_path) as hub:  # the held record is read back from disk
             raw.publish(topic, json.dumps(batch_obj(node, stream, [1, 2], "R-02-1")).encode())
-            await wait_for(lambda: acked(raw) == 3, what="the gap closed through the refused seq")
-            assert balance(hub, "R-02-1") == 2
+            await wait_for(lambda: raw.acked() == 3, what="the gap closed through the refused seq")
+            assert hub.balance("R-02-1") == 2
     finally:
         raw.close()
 
@@ -98,8 +87,8 @@ async def test_an_event_only_a_newer_hub_knows_waits_on_the_node(broker: Private
             row = next(q for q in hub.service.store.quarantine_rows(10) if q.node == node)
             assert "unknown event kind 'pallet_wrap'" in row.reason and "upgrade the hub" in row.reason
             await wait_for(lambda: hub.service.ingest.book.get(node, stream).above == {4}, what="seq 4 held")
-            assert acked(raw) == 0  # nothing settled: the node keeps seq 1..3 and re-sends them
-            assert balance(hub, "R-04-1") == 0
+            assert raw.acked() == 0  # nothing settled: the node keeps seq 1..3 and re-sends them
+            assert hub.balance("R-04-1") == 0
         finally:
             raw.close()
 

@@ -12,10 +12,6 @@ from tests.conftest import add_node
 from tests.support import RunningHub, edge_config, scan, wait_for
 
 
-def balance(hub: RunningHub, location: str) -> int:
-    return sum(b.qty for b in hub.service.store.stock(location, 100, 0) if b.location == location)
-
-
 async def test_a_restored_hub_records_the_events_it_lost_and_the_stream_goes_on(broker: PrivateBroker,
                                                                                 tmp_path: Path) -> None:
     node, password = add_node(broker)
@@ -41,7 +37,7 @@ async def test_a_restored_hub_records_the_events_it_lost_and_the_stream_goes_on(
             await wait_for(lambda: any("between seq 6 and 9" in q.reason for q in hub.service.store.quarantine_rows(10)),
                            what="the loss recorded with its reason")
             await agent.sink.submit_many([scan(location="Z-01-1") for _ in range(2)])
-            await wait_for(lambda: balance(hub, "Z-01-1") == 7, what="seq 10 and 11 applied after the loss")
+            await wait_for(lambda: hub.balance("Z-01-1") == 7, what="seq 10 and 11 applied after the loss")
             await wait_for(lambda: agent.link.status.acked == 11, what="seq 10 and 11 acknowledged")
             lost = next(q for q in hub.service.store.quarantine_rows(10) if "between seq 6 and 9" in q.reason)
             assert lost.node == node and "4 event(s)" in lost.reason and "recount" in lost.reason

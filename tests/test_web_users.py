@@ -13,9 +13,7 @@ import pytest
 
 from hub.mosquitto import PrivateBroker
 from hub.service import HubService
-from tests.support import login_session, start_web_hub
-
-LOGIN_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+from tests.support import add_web_user, form_login, login_session, start_web_hub
 
 
 @pytest.fixture
@@ -34,13 +32,7 @@ async def post(session: aiohttp.ClientSession, url: str, csrf: str, **form: str)
 
 async def can_log_in(base: str, username: str, password: str) -> bool:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-        async with s.get(f"{base}/login") as resp:
-            token = LOGIN_FIELD.search(await resp.text())
-        assert token
-        async with s.post(f"{base}/login", allow_redirects=False,
-                          data={"username": username, "password": password, "csrf_token": token.group(1),
-                                "next": "/"}) as resp:
-            return resp.status == 303
+        return await form_login(s, base, username, password) == 303
 
 
 async def test_an_admin_adds_a_user_who_can_then_log_in(web_hub: tuple[HubService, str]) -> None:
@@ -268,19 +260,12 @@ async def test_login_never_redirects_off_site() -> None:
 
 async def test_a_user_changes_their_own_password(web_hub: tuple[HubService, str]) -> None:
     service, base = web_hub
-    from tests.support import add_web_user
     password = add_web_user(service.config, "picker-9", "supervisor", "old password 123")
     here = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     other_device = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     try:
         for s in (here, other_device):
-            async with s.get(f"{base}/login") as resp:
-                token = LOGIN_FIELD.search(await resp.text())
-            assert token
-            async with s.post(f"{base}/login", allow_redirects=False,
-                              data={"username": "picker-9", "password": password, "csrf_token": token.group(1),
-                                    "next": "/"}) as resp:
-                assert resp.status == 303
+            assert await form_login(s, base, "picker-9", password) == 303
         async with here.get(f"{base}/api/v1/me") as resp:
             csrf = (await resp.json())["csrf"]
         async with here.get(f"{base}/") as resp:
