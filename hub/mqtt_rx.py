@@ -131,22 +131,10 @@ class PacketReader:
         pos, end = 0, len(buf)
         while end - pos >= 2:
             first = buf[pos]
-            # remaining length: a variable byte integer of one to four bytes
-            length, shift, i = 0, 0, pos + 1
-            while True:
-                if i >= end:
-                    length = -1
-                    break
-                byte = buf[i]
-                length += (byte & 0x7F) << shift
-                i += 1
-                if not byte & 0x80:
-                    break
-                shift += 7
-                if shift > 21:
-                    raise ProtocolError("malformed remaining length")
-            if length < 0 or end - i < length:
+            found = _varint_if_whole(buf, pos + 1, end)  # the remaining length
+            if found is None or end - found[1] < found[0]:
                 break  # the rest of this packet is still on its way
+            length, i = found
             body_end = i + length
             kind = first >> 4
             if kind == PUBLISH:
@@ -177,11 +165,12 @@ class PacketReader:
         return messages, bytes(acks), other
 
 
-def read_varint(buf: bytes | bytearray, at: int, end: int) -> tuple[int, int]:
-    """A variable byte integer at `at` (not past `end`): (value, index after it)."""
+def _varint_if_whole(buf: bytes | bytearray, at: int, end: int) -> tuple[int, int] | None:
+    """A variable byte integer (one to four bytes) at `at`: (value, index after it), or None
+    when `end` comes first."""
     value, shift = 0, 0
-    while True:
-        if at >= end or shift > 21:
+    while at < end:
+        if shift > 21:
             raise ProtocolError("malformed variable byte integer")
         byte = buf[at]
         at += 1
@@ -189,6 +178,15 @@ def read_varint(buf: bytes | bytearray, at: int, end: int) -> tuple[int, int]:
         if not byte & 0x80:
             return value, at
         shift += 7
+    return None
+
+
+def read_varint(buf: bytes | bytearray, at: int, end: int) -> tuple[int, int]:
+    """A variable byte integer that must end before `end` (inside one packet)."""
+    found = _varint_if_whole(buf, at, end)
+    if found is None:
+        raise ProtocolError("malformed variable byte integer")
+    return found
 
 
 # Property identifier -> size in bytes of its value; 0: variable (string, binary, varint, pair).

@@ -85,15 +85,15 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
         # One pipe write per socket read: a burst reaches the hub as one batch.
         write(b"".join([encode_frame(received_ms, topic, payload) for topic, payload in messages]))
 
-    def subscribed() -> None:
-        write(encode_frame(int(time.time() * 1000), b"", SUBSCRIBED))
+    def control(what: bytes) -> None:
+        write(encode_frame(int(time.time() * 1000), b"", what))
 
     def forever() -> None:
         delay_s = RECONNECT_MIN_S
         while True:
             started = time.monotonic()
             try:
-                why = run_session(session, deliver, subscribed)
+                why = run_session(session, deliver, lambda: control(SUBSCRIBED))
             except HubGone:
                 raise
             except (OSError, ProtocolError) as err:
@@ -101,7 +101,7 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
             except Exception as err:  # a bug of ours must cost one connection, not the receiver
                 log.exception("receiver: session failed")
                 why = f"{type(err).__name__}: {err}"
-            write(encode_frame(int(time.time() * 1000), b"", UNSUBSCRIBED))
+            control(UNSUBSCRIBED)
             if time.monotonic() - started > RECONNECT_MAX_S:
                 delay_s = RECONNECT_MIN_S  # it was up for a while: this is a new outage
             log.warning("receiver: connection to %s:%s ended (%s); reconnecting in %g s",

@@ -11,29 +11,27 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 status=0
+# check UNIT LABEL: verify (any message fails: verify exits 0 on unknown keys and unparsable
+# values, "ignoring"), then print the offline security score.
+check() {
+    if systemd-analyze verify "$1" > "$work/verify.out" 2>&1 && [ ! -s "$work/verify.out" ]; then
+        echo "verify $2: ok"
+    else
+        sed "s#$work/##" "$work/verify.out"
+        echo "verify $2: FAILED"
+        status=1
+    fi
+    systemd-analyze security --offline=true --no-pager "$1" | tail -n 1
+}
+
 for unit in "$here"/*.service; do
     name=$(basename "$unit")
     sed "s#^ExecStart=/opt/shelfsignal/venv/bin/[a-z-]*#ExecStart=$python#" "$unit" > "$work/$name"
-    # verify exits 0 on unknown keys and unparsable values ("ignoring"), so any message fails.
-    if systemd-analyze verify "$work/$name" > "$work/verify.out" 2>&1 && [ ! -s "$work/verify.out" ]; then
-        echo "verify $name: ok"
-    else
-        sed "s#$work/##" "$work/verify.out"
-        echo "verify $name: FAILED"
-        status=1
-    fi
-    systemd-analyze security --offline=true --no-pager "$work/$name" | tail -n 1
+    check "$work/$name" "$name"
 done
 
 # The GPIO drop-in, merged into the edge unit as installed (systemd reads NAME.service.d/).
 mkdir -p "$work/edge-agent.service.d"
 cp "$here/edge-agent-gpio.conf" "$work/edge-agent.service.d/gpio.conf"
-if systemd-analyze verify "$work/edge-agent.service" > "$work/verify.out" 2>&1 && [ ! -s "$work/verify.out" ]; then
-    echo "verify edge-agent.service + edge-agent-gpio.conf: ok"
-else
-    sed "s#$work/##" "$work/verify.out"
-    echo "verify edge-agent.service + edge-agent-gpio.conf: FAILED"
-    status=1
-fi
-systemd-analyze security --offline=true --no-pager "$work/edge-agent.service" | tail -n 1
+check "$work/edge-agent.service" "edge-agent.service + edge-agent-gpio.conf"
 exit $status

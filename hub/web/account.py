@@ -39,13 +39,11 @@ async def change_password(request: web.Request) -> web.Response:
     def page(status: int, error: str) -> web.Response:
         return render(request, "account.html", status=status, message=None, error=error)
 
-    wait_s = auth.throttle.retry_after_s(identity.name, address)
+    user, wait_s = await auth.verify_throttled(identity.name, current, address)
     if wait_s > 0:
         return page(429, f"Too many wrong passwords; try again in {int(wait_s) + 1} s.")
-    if await auth.hashing(auth.store.verify_password, identity.name, current) is None:
-        auth.throttle.failed(identity.name, address)
+    if user is None:
         return page(400, "Your current password is not right.")
-    auth.throttle.succeeded(identity.name, address)
     if new != again:
         return page(400, "The two new passwords differ.")
     try:

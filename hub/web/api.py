@@ -44,6 +44,21 @@ def _name_arg(value: str | None, what: str, pattern: re.Pattern[str]) -> str | N
     return value
 
 
+async def json_object(request: web.Request, example: str = "", optional: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, else 400 (naming `example` when given); with
+    `optional`, no body at all is {}."""
+    if optional and not request.can_read_body:
+        return {}
+    like = f" like {example}" if example else ""
+    try:
+        body = await request.json()
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise web.HTTPBadRequest(reason=f"body must be JSON{like}") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason=f"body must be a JSON object{like}")
+    return body
+
+
 def _page(rows: list[Any], limit: int) -> dict[str, Any]:
     """A keyset page: items newest first, and the `before_id` that fetches the next page."""
     items = [dataclasses.asdict(r) for r in rows]

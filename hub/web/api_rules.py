@@ -19,7 +19,7 @@ from aiohttp import web
 
 from contract.messages import SKU_RE
 from hub.rules.core import RulesCore, RulesError
-from hub.web.api import SERVICE
+from hub.web.api import SERVICE, json_object
 from hub.web.auth import identity_of, requires
 
 log = logging.getLogger(__name__)
@@ -50,18 +50,6 @@ def _http(status: int, reason: str) -> web.HTTPException:
     return cls(reason=" ".join(reason.splitlines())[:500])
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(reason="body must be JSON") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason="body must be a JSON object")
-    return body
-
-
 async def proposals(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     rows = await _run(request, lambda core: core.proposal_rows(status))
@@ -78,7 +66,7 @@ async def approve(request: web.Request) -> web.Response:
 
 @requires("supervisor")
 async def edit(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await json_object(request, optional=True)
     qty = body.get("qty")
     if not isinstance(qty, int) or isinstance(qty, bool) or qty < 0:
         raise web.HTTPBadRequest(reason="'qty' must be a whole number, 0 or more")
@@ -89,7 +77,7 @@ async def edit(request: web.Request) -> web.Response:
 
 @requires("supervisor")
 async def reject(request: web.Request) -> web.Response:
-    note = str((await _body(request)).get("note", ""))[:500]
+    note = str((await json_object(request, optional=True)).get("note", ""))[:500]
     pid, who = request.match_info["id"], _who(request)
     p = await _run(request, lambda core: core.reject(pid, who, note))
     return web.json_response({"ok": True, "proposal": dataclasses.asdict(p)})
@@ -97,7 +85,7 @@ async def reject(request: web.Request) -> web.Response:
 
 @requires("supervisor")
 async def auto_send(request: web.Request) -> web.Response:
-    enabled = (await _body(request)).get("enabled")
+    enabled = (await json_object(request, optional=True)).get("enabled")
     if not isinstance(enabled, bool):
         raise web.HTTPBadRequest(reason="'enabled' must be true or false")
     sku, who = _sku(request), _who(request)

@@ -9,7 +9,6 @@ GET  /api/v1/commands/{id}                     the CommandReply, once the node a
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
@@ -17,7 +16,7 @@ import time
 from aiohttp import web
 
 from contract import Command, ContractError
-from hub.web.api import SERVICE
+from hub.web.api import SERVICE, json_object
 from hub.web.auth import identity_of, requires
 from hub.web.overview import build_overview
 
@@ -36,12 +35,7 @@ async def send_command(request: web.Request) -> web.Response:
     """Publish a device command to one node (admins only: it changes what a shelf reports)."""
     service = request.app[SERVICE]
     node = request.match_info["node"]
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(reason="body must be a JSON object like {\"cmd\": \"tare\"}") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason="body must be a JSON object like {\"cmd\": \"tare\"}")
+    body = await json_object(request, '{"cmd": "tare"}')
     cmd = body.get("cmd")
     if not isinstance(cmd, str) or cmd not in PAGE_COMMANDS:
         raise web.HTTPBadRequest(reason=f"cmd must be one of {', '.join(sorted(PAGE_COMMANDS))}")

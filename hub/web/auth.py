@@ -85,6 +85,19 @@ class WebAuth:
         self.admin_lock = asyncio.Lock()
         self._hash_slots = asyncio.Semaphore(HASHES_AT_ONCE)
 
+    async def verify_throttled(self, username: str, password: str, address: str) -> tuple[User | None, float]:
+        """(user, 0) for the right password; (None, 0) for a wrong one, counted against the
+        throttle; (None, seconds to wait) while this name and address are locked out."""
+        wait_s = self.throttle.retry_after_s(username, address)
+        if wait_s > 0:
+            return None, wait_s
+        user = await self.hashing(self.store.verify_password, username, password)
+        if user is None:
+            self.throttle.failed(username, address)
+        else:
+            self.throttle.succeeded(username, address)
+        return user, 0.0
+
     async def hashing(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a password hash (argon2id: 64 MiB, tens of ms) off the loop, a few at a time.
 
@@ -285,16 +298,13 @@ def login_handlers(render_login: LoginRenderer) -> tuple[Handler, Handler, Handl
             response.set_cookie(LOGIN_NONCE_COOKIE, nonce, httponly=True, samesite="Strict", path="/login")
             return response
         address = request.remote or "?"
-        wait_s = auth.throttle.retry_after_s(username, address)
+        user, wait_s = await auth.verify_throttled(username, password, address)
         if wait_s > 0:
             return await render_login(request, f"Too many failed attempts; try again in {int(wait_s) + 1} s.", 429,
                                       nonce)
-        user = await auth.hashing(auth.store.verify_password, username, password)
         if user is None:
-            auth.throttle.failed(username, address)
             log.info("failed login for %r from %s", username, address)
             return await render_login(request, "Wrong user name or password.", 401, nonce)
-        auth.throttle.succeeded(username, address)
         auth.forget(username)
         value, _ = auth.signer.issue(user.username, user.role, gen=user.session_gen)
         redirect = web.HTTPSeeOther(safe_next(str(form.get("next", "/"))))
