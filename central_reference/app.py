@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 STORE = web.AppKey("store", CentralStore)
 REQUIRED = {"/v1/requisitions": ("site", "requisition_id", "sku", "supplier", "qty", "requested_ms"),
             "/v1/receipts": ("site", "receipt_id", "sku", "qty", "received_ms")}
+RECEIPT_MATCHES = ("po", "fifo", "none")  # how the hub matched a receipt (docs/central-openapi.yaml)
 
 
 def _error(status: int, error: str) -> web.Response:
@@ -101,11 +102,27 @@ async def idempotent_post(request: web.Request) -> web.Response:
         raise web.HTTPUnprocessableEntity(reason=f"missing field(s): {', '.join(missing)}")
     if request.path.endswith("requisitions") and (not isinstance(body["qty"], int) or body["qty"] <= 0):
         raise web.HTTPUnprocessableEntity(reason="'qty' must be a positive whole number")
+    if request.path.endswith("receipts"):
+        _check_receipt(body)
     try:
         status, response, replayed = await asyncio.to_thread(request.app[STORE].apply_once, key, request.path, body)
     except IdempotencyConflict:
         raise web.HTTPUnprocessableEntity(reason=f"Idempotency-Key {key} was used with a different body") from None
     return web.json_response({**response, "replayed": replayed}, status=200 if replayed else status)
+
+
+def _check_receipt(body: dict[str, Any]) -> None:
+    """The optional receipt fields, when present, have the contract's shapes (422 otherwise)."""
+    lines = body.get("po_lines", [])
+    if not isinstance(lines, list) or not all(
+            isinstance(x, dict) and isinstance(x.get("po_id"), str) and isinstance(x.get("qty"), int)
+            and not isinstance(x["qty"], bool) and x["qty"] > 0 for x in lines):
+        raise web.HTTPUnprocessableEntity(reason="'po_lines' must be a list of {po_id: string, qty: whole number > 0}")
+    for name in ("po_ref", "sscc", "lot", "expiry", "match"):
+        if name in body and not isinstance(body[name], str):
+            raise web.HTTPUnprocessableEntity(reason=f"'{name}' must be a string")
+    if "match" in body and body["match"] not in RECEIPT_MATCHES:
+        raise web.HTTPUnprocessableEntity(reason=f"'match' must be one of {', '.join(RECEIPT_MATCHES)}")
 
 
 def make_app(store: CentralStore) -> web.Application:

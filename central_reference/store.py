@@ -132,21 +132,51 @@ class CentralStore:
         return 201, {"ok": True, "purchase_order": po}
 
     def _receipt(self, req: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Book a receipt against POs: the hub's PO lines, else the scanned PO number, else its po_ids in order."""
         self._conn.execute("INSERT OR IGNORE INTO receipts (receipt_id, site, body) VALUES (?,?,?)",
                            (req["receipt_id"], req["site"], json.dumps(req)))
         qty_left = int(req["qty"])
-        for po_id in req.get("po_ids", []):
+        if req.get("po_lines"):  # the hub matched it (to the scanned PO, or first in, first out)
+            wanted = [(str(line["po_id"]), int(line["qty"])) for line in req["po_lines"]]
+        elif req.get("po_ref"):  # a PO the hub did not know: match it here, by number, if it is this SKU's
+            wanted = [(po_id, qty_left) for po_id in self._po_ids_numbered(req["site"], str(req["po_ref"]), req["sku"])]
+        else:  # hubs before po_lines: the POs it matched, first in, first out
+            wanted = [(str(po_id), qty_left) for po_id in req.get("po_ids", [])]
+        matched = []
+        for po_id, qty in wanted:
             row = self._conn.execute("SELECT body FROM purchase_orders WHERE po_id = ?", (po_id,)).fetchone()
             if row is None or qty_left <= 0:
                 continue
             po = json.loads(row["body"])
-            take = min(qty_left, po["qty"] - po["qty_received"])
+            take = min(qty, qty_left, po["qty"] - po["qty_received"])
+            if take <= 0:
+                continue
             qty_left -= take
             po["qty_received"] += take
             if po["qty_received"] >= po["qty"]:
                 po["status"] = "received"
             self._conn.execute("UPDATE purchase_orders SET body = ? WHERE po_id = ?", (json.dumps(po), po_id))
-        return 201, {"ok": True, "receipt_id": req["receipt_id"]}
+            matched.append({"po_id": po_id, "qty": take})
+        return 201, {"ok": True, "receipt_id": req["receipt_id"], "matched": matched, "unmatched_qty": qty_left}
+
+    def _po_ids_numbered(self, site: str, number: str, sku: str) -> list[str]:
+        """This site's open POs of the SKU whose number is `number` (case and spaces aside)."""
+        pos = [json.loads(r["body"]) for r in self._conn.execute("SELECT body FROM purchase_orders WHERE site = ?",
+                                                                 (site,))]
+        return [po["po_id"] for po in pos if str(po["po_id"]).strip().upper() == number.strip().upper()
+                and po["sku"] == sku and po["status"] == "open"]
+
+    def receipts(self, site: str) -> list[dict[str, Any]]:
+        """Every receipt of a site as the hub sent it, oldest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT body FROM receipts WHERE site = ? ORDER BY rowid", (site,))
+            return [json.loads(r["body"]) for r in rows]
+
+    def add_purchase_order(self, po: dict[str, Any]) -> None:
+        """Reference-only: a PO placed at central without a hub requisition (a buyer's order in the ERP)."""
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO purchase_orders (po_id, site, body) VALUES (?,?,?)",
+                               (po["po_id"], po["site"], json.dumps(po)))
 
 
 def demo_catalog() -> list[dict[str, Any]]:

@@ -64,6 +64,10 @@ class BalanceChange:
     device_ms: int
     hub_ms: int
     event_id: int = 0  # the event that caused it
+    # What the scan said about the goods, for receipts to central purchasing (hub.rules.core):
+    ref: str | None = None  # the purchase-order number or pallet SSCC scanned with them
+    lot: str | None = None
+    expiry: str | None = None  # YYYY-MM-DD
 
 
 def scan_moves(event: ScanEvent) -> list[tuple[str, int, str]]:
@@ -95,7 +99,8 @@ def apply_event(tx: WriteTx, event_id: int, event: Event, hub_ms: int,
             moves = scan_moves(event)
         for location, delta, reason in moves:
             qty = tx.add_movement(event_id, sku, location, delta, reason, event.ts_ms, hub_ms)
-            changes.append(BalanceChange(sku, location, qty, delta, reason, event.ts_ms, hub_ms, event_id))
+            changes.append(BalanceChange(sku, location, qty, delta, reason, event.ts_ms, hub_ms, event_id,
+                                         event.ref, event.lot, event.expiry))
     elif isinstance(event, ShelfCount) and not event.uncertain:
         where = bin_of(event.bin)
         if where is not None and where.weight_only and where.sku is not None:

@@ -1,4 +1,4 @@
-"""The one thing that limits a SKU now: information, supplier or cash (DESIGN §6).
+"""The one thing that limits a SKU now: information, supplier or cash.
 
 Checked in that order, because a rule fed wrong data fixes nothing: while sensors are
 stale, offline or disagreeing, or demand is unknown, fixing the supplier or cash is
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+MAX_NAMED = 3  # discrepancies named in the detail; the rest are counted
 
 
 class ConstraintKind(enum.StrEnum):
@@ -34,7 +36,7 @@ class ConstraintInputs:
     demand_days_observed: int
     offline_nodes: tuple[str, ...] = ()
     stale_nodes: tuple[str, ...] = ()
-    disagreements: int = 0  # open scan/weight discrepancies (from reconciliation, when it reports them)
+    disagreements: tuple[str, ...] = ()  # the ledger's open discrepancies about this SKU, one label each
     supplier: str | None = None
     supplier_demoted: tuple[str, ...] = ()
     on_time_rate: float | None = None
@@ -66,8 +68,10 @@ def classify(inp: ConstraintInputs, params: ConstraintParams) -> Constraint:
         return made(ConstraintKind.INFORMATION, f"{len(inp.stale_nodes)} node(s) silent",
                     "no data from: " + ", ".join(inp.stale_nodes))
     if inp.disagreements:
-        return made(ConstraintKind.INFORMATION, f"{inp.disagreements} scan/weight disagreement(s)",
-                    "a cycle count would settle them")
+        n = len(inp.disagreements)
+        shown = "; ".join(inp.disagreements[:MAX_NAMED]) + (f" and {n - MAX_NAMED} more" if n > MAX_NAMED else "")
+        return made(ConstraintKind.INFORMATION, f"{n} open discrepanc{'y' if n == 1 else 'ies'}",
+                    f"{shown}: the stock record is in doubt until they are settled (a recount settles most)")
     if inp.demand_days_observed < params.min_demand_days:
         return made(ConstraintKind.INFORMATION, f"demand seen on {inp.demand_days_observed} day(s)",
                     f"demand is unknown until {params.min_demand_days} days are observed")

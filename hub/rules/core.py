@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -25,13 +25,16 @@ from hub.rules import cash as cash_rule
 from hub.rules import demand as demand_rule
 from hub.rules import feedback as feedback_rule
 from hub.rules import leadtime as leadtime_rule
+from hub.rules import receipts as receipts_rule
 from hub.rules import reorder
+from hub.rules import stock as stock_rule
 from hub.rules import supplier as supplier_rule
 from hub.rules.clock import Clock, day_of
 from hub.rules.config import RulesConfig
 from hub.rules.constraint import Constraint, ConstraintInputs, classify
 from hub.rules.decisions import Decision, day_label, sku_label, units
 from hub.rules.store import RulesDb
+from hub.store.base import DiscrepancyRow
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,9 @@ class RulesCore:
         self.config = config
         self.clock = clock
         self.site = site
-        self.on_hand: dict[tuple[str, str], int] = {}
+        self.on_hand: dict[tuple[str, str], int] = {}  # the ledger's balance per (SKU, location)
+        self._by_sku: dict[str, dict[str, int]] = {}  # the same balances, by SKU then location
+        self.pick_faces: dict[str, set[str]] = {}  # SKU -> locations it has been picked from
         self.demand: dict[str, demand_rule.DemandState] = {}
         self.lead: dict[tuple[str, str], leadtime_rule.LeadTimeState] = {}
         self.feedback: dict[str, feedback_rule.FeedbackState] = {}
@@ -183,7 +188,7 @@ class RulesCore:
                 self.standing[(supplier, sku)] = supplier_rule.SupplierStanding(**body)
             elif kind == "onhand":
                 sku, _, location = rest.partition("|")
-                self.on_hand[(sku, location)] = int(body["qty"])
+                self._set_balance(sku, location, int(body["qty"]), bool(body.get("pick_face")))
             elif kind == "catalog":
                 sups = tuple(supplier_rule.SupplierOption(**s) for s in body.pop("suppliers"))
                 self._put_catalog(CatalogItem(**body, suppliers=sups))
@@ -211,7 +216,8 @@ class RulesCore:
         a, _, b = rest.partition("|")
         obj: Any = {"demand": lambda: self.demand[rest], "lead": lambda: self.lead[(a, b)],
                     "feedback": lambda: self.feedback[rest], "standing": lambda: self.standing[(a, b)],
-                    "onhand": lambda: {"qty": self.on_hand[(a, b)]}, "catalog": lambda: self.catalog[rest]}[kind]()
+                    "onhand": lambda: {"qty": self.on_hand[(a, b)],
+                                                "pick_face": b in self.pick_faces.get(a, ())}, "catalog": lambda: self.catalog[rest]}[kind]()
         return obj if isinstance(obj, dict) else _to_json(obj)
 
     def _save_proposal(self, p: Proposal) -> None:
@@ -272,17 +278,27 @@ class RulesCore:
         for sku in sorted(skus):
             self._plan_and_act(sku)
 
+    def _set_balance(self, sku: str, location: str, qty: int, picked_here: bool) -> None:
+        self.on_hand[(sku, location)] = qty
+        self._by_sku.setdefault(sku, {})[location] = qty
+        if picked_here:
+            self.pick_faces.setdefault(sku, set()).add(location)
+
     def _on_change(self, ch: BalanceChange) -> None:
-        key = (ch.sku, ch.location)
-        self.on_hand[key] = ch.qty
+        consumed = ch.reason in CONSUMPTION_REASONS and ch.qty_delta < 0
+        self._set_balance(ch.sku, ch.location, ch.qty, consumed)
         self._dirty.add(f"onhand:{ch.sku}|{ch.location}")
-        if ch.reason in CONSUMPTION_REASONS and ch.qty_delta < 0:
+        if consumed:
             state = self.demand.get(ch.sku, demand_rule.DemandState())
             self.demand[ch.sku] = demand_rule.observe(state, self.config.demand, ch.hub_ms, -ch.qty_delta)
             self._dirty.add(f"demand:{ch.sku}")
             if ch.qty < 0:  # the pick asked for more than the bin held: it found (partly) nothing
-                self._stockout(ch.sku, ch.hub_ms, f"a pick of {-ch.qty_delta} at {ch.location} found "
-                                                  f"{max(0, ch.qty - ch.qty_delta)}")
+                found = f"a pick of {-ch.qty_delta} at {ch.location} found {max(0, ch.qty - ch.qty_delta)}"
+                stock = self.sku_stock(ch.sku)
+                if stock.available > 0:  # the SKU is on the site, just not in that bin
+                    self._short_pick(ch, stock, found)
+                else:
+                    self._stockout(ch.sku, ch.hub_ms, found)
         elif ch.reason in RECEIPT_REASONS and ch.qty_delta > 0:
             self._receive(ch)
 
@@ -307,28 +323,48 @@ class RulesCore:
                            result={"factor_after": change.factor_after, "reorder_point_before": rop_before,
                                    "reorder_point_after": rop_after}))
 
+    def _short_pick(self, ch: BalanceChange, stock: stock_rule.SkuStock, found: str) -> None:
+        """A bin ran short while the SKU sat elsewhere: a replenishment task; the reorder point stays."""
+        task = next((t for t in stock.replenish if t.location == ch.location), None)
+        where = f"bring it from {task.sources[0][0]} ({task.sources[0][1]} there)" if task else "refill the bin"
+        self._log(Decision(ch.hub_ms, "replenish", ch.sku,
+                           f"{found[0].upper()}{found[1:]} while {stock.available} of {self._label(ch.sku)} sat "
+                           f"elsewhere on the site: a replenishment task ({where}), not a stockout; "
+                           "the reorder point stays.",
+                           inputs={"event": found, "location": ch.location, "available": stock.available},
+                           result={"sources": [list(s) for s in task.sources] if task else []}))
+
     def _receive(self, ch: BalanceChange) -> None:
-        remaining = ch.qty_delta
-        matched: list[str] = []
-        for po in sorted((p for p in self.pos.values() if p.sku == ch.sku), key=lambda p: p.ordered_ms):
-            if remaining <= 0:
-                break
-            take = min(remaining, po.open_qty)
-            if take <= 0:
-                continue
-            remaining -= take
+        """A dock receipt: match it to the scanned PO (else first in, first out), queue it for central."""
+        found = receipts_rule.match(ch.sku, ch.qty_delta, ch.ref,
+                                    [receipts_rule.OpenPo(p.po_id, p.sku, p.open_qty, p.ordered_ms)
+                                     for p in self.pos.values()])
+        for po_id, take in found.lines:
+            po = self.pos[po_id]
             po = replace(po, qty_received=po.qty_received + take)
-            matched.append(po.po_id)
             if po.qty_received >= po.qty_ordered:
                 po = replace(po, status="received")
                 self._delivered(po, ch.hub_ms)
             self._save_po(po)
-        body = {"site": self.site, "sku": ch.sku, "qty": ch.qty_delta, "location": ch.location,
-                "received_ms": ch.hub_ms, "po_ids": matched}
         receipt_id = uuid.uuid4().hex
+        body: dict[str, Any] = {"site": self.site, "receipt_id": receipt_id, "sku": ch.sku, "qty": ch.qty_delta,
+                                "location": ch.location, "received_ms": ch.hub_ms,
+                                "po_ids": [po_id for po_id, _ in found.lines], "match": found.how,
+                                "po_lines": [{"po_id": po_id, "qty": n} for po_id, n in found.lines]}
+        scanned = {"po_ref": found.po_ref, "sscc": found.sscc, "lot": ch.lot, "expiry": ch.expiry}
+        body.update({k: v for k, v in scanned.items() if v is not None})
         # Queued for the outbox by on_commit, in one statement per commit.
-        self._receipts.append(("receipt", f"{self.site}:receipt:{receipt_id}", RECEIPT_PATH,
-                               {**body, "receipt_id": receipt_id}, self.clock()))
+        self._receipts.append(("receipt", f"{self.site}:receipt:{receipt_id}", RECEIPT_PATH, body, self.clock()))
+        goods = "".join(f", {k} {v}" for k, v in (("pallet", found.sscc), ("lot", ch.lot), ("expiry", ch.expiry))
+                        if v)
+        against = f" against PO {found.po_ref}" if found.po_ref else ""
+        self._log(Decision(ch.hub_ms, "receipt", ch.sku,
+                           f"Received {ch.qty_delta} of {self._label(ch.sku)} at {ch.location}{against}{goods}: "
+                           f"{found.why}.",
+                           inputs={"qty": ch.qty_delta, "location": ch.location, "ref": ch.ref, "lot": ch.lot,
+                                   "expiry": ch.expiry, "event_id": ch.event_id},
+                           result={"receipt_id": receipt_id, "match": found.how, "po_lines": body["po_lines"],
+                                   "unmatched_qty": found.unmatched_qty}))
 
     def _delivered(self, po: PurchaseOrder, received_ms: int) -> None:
         """A PO is complete: learn its lead time and lateness, maybe demote or restore its supplier."""
@@ -460,10 +496,14 @@ class RulesCore:
         queued = sum(p.final_qty for p in self.proposals.values() if p.sku == sku and p.status == "queued")
         return queued + sum(po.open_qty for po in self.pos.values() if po.sku == sku)
 
+    def sku_stock(self, sku: str) -> stock_rule.SkuStock:
+        """The SKU across the site's locations: available stock, negative balances, bins to refill."""
+        return stock_rule.judge(sku, self._by_sku.get(sku, {}), self.pick_faces.get(sku, set()))
+
     def plan(self, sku: str) -> SkuPlan:
         """The formula's view of a SKU now (pure read of the state)."""
         now = self.clock()
-        on_hand = sum(q for (s, _), q in self.on_hand.items() if s == sku)
+        on_hand = self.sku_stock(sku).available  # negative balances count as 0 (hub/rules/stock.py)
         on_order = self.on_order(sku)
         dem = demand_rule.as_of(self.demand.get(sku, demand_rule.DemandState()), self.config.demand, now)
         choice = supplier_rule.choose(self._options(sku), self._standings(sku))
@@ -730,7 +770,15 @@ class RulesCore:
                         "on_time_streak": standing.on_time_streak})
         return out
 
-    def constraint_of(self, sku: str, offline: tuple[str, ...] = (), stale: tuple[str, ...] = ()) -> Constraint:
+    def _disagreements(self, sku: str, discrepancies: Iterable[DiscrepancyRow]) -> tuple[str, ...]:
+        """The open discrepancies about this SKU: its own, and those of a bin it is in that name no SKU."""
+        here = self._by_sku.get(sku, {})
+        return tuple(f"#{d.id} {d.kind.replace('_', ' ')} at {d.bin}" for d in sorted(discrepancies, key=lambda d: d.id)
+                     if d.status == "open" and (d.sku == sku or (d.sku is None and d.bin in here)))
+
+    def constraint_of(self, sku: str, offline: tuple[str, ...] = (), stale: tuple[str, ...] = (),
+                      discrepancies: Iterable[DiscrepancyRow] = ()) -> Constraint:
+        """The one thing that limits the SKU now; `discrepancies` are the ledger's open ones (any SKU)."""
         plan = self.plan(sku)
         options = self._options(sku)
         standings = self._standings(sku)
@@ -741,15 +789,18 @@ class RulesCore:
         short = sum(p.desired_qty - p.qty for p in self.proposals.values() if p.sku == sku and p.status == "pending")
         return classify(ConstraintInputs(
             sku=sku, demand_days_observed=plan.demand.days_closed, offline_nodes=offline, stale_nodes=stale,
+            disagreements=self._disagreements(sku, discrepancies),
             supplier=chosen, supplier_demoted=demoted, on_time_rate=lt.on_time_rate, deliveries=lt.n,
             lead_time_days=plan.lead_time.mean_days if plan.lead_time else None,
             lead_time_sigma_days=plan.lead_time.sigma_days if plan.lead_time else None,
             cash_short_qty=short, cash_available=self.cash_available, cash_floor=self.config.cash_floor),
             self.config.constraint)
 
-    def constraints(self, node_health: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> list[Constraint]:
+    def constraints(self, node_health: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
+                    discrepancies: Sequence[DiscrepancyRow] = ()) -> list[Constraint]:
         """Every SKU's constraint; node_health maps SKU -> (offline nodes, silent nodes)."""
-        return [self.constraint_of(sku, *node_health.get(sku, ((), ()))) for sku in sorted(self._all_skus())]
+        return [self.constraint_of(sku, *node_health.get(sku, ((), ())), discrepancies=discrepancies)
+                for sku in sorted(self._all_skus())]
 
     def reorder_view(self, sku: str, history_limit: int = 50) -> dict[str, Any]:
         """The reorder parameters of one SKU now, and the decisions that moved them (newest first)."""
@@ -784,9 +835,10 @@ class RulesCore:
                         "chosen": bool(choice and choice.option.supplier == opt.supplier)})
         return out
 
-    def constraint_view(self, sku: str, offline: tuple[str, ...] = (), stale: tuple[str, ...] = ()) -> dict[str, Any]:
+    def constraint_view(self, sku: str, offline: tuple[str, ...] = (), stale: tuple[str, ...] = (),
+                        discrepancies: Sequence[DiscrepancyRow] = ()) -> dict[str, Any]:
         """What limits one SKU now, with a sentence for the page."""
-        c = self.constraint_of(sku, offline, stale)
+        c = self.constraint_of(sku, offline, stale, discrepancies)
         kind = str(c.kind)
         sentence = (f"Nothing limits {self._label(sku)} now." if kind == "none"
                     else f"{kind.capitalize()}: {c.figure} ({c.detail}).")
@@ -836,22 +888,47 @@ class RulesCore:
         return out
 
     def low_stock(self) -> list[dict[str, Any]]:
-        """SKUs out of stock with demand waiting, then those at or below their reorder point, fewest days first."""
+        """SKUs out of stock at every location, then those at or below their reorder point, fewest days first.
+
+        Judged per SKU across the site (hub/rules/stock.py): a bin at zero while the SKU sits
+        elsewhere is a replenishment task (`replenishments`), not a stockout; a negative
+        balance counts as zero and is listed in `negative`.
+        """
         out = []
         for sku in sorted(self._all_skus()):
+            stock = self.sku_stock(sku)
             plan = self.plan(sku)
             rate = plan.demand.rate_per_day
-            stockout = plan.on_hand <= 0 and rate > 0
+            stockout = stock.out_of_stock
             low = plan.levels is not None and plan.position <= plan.levels.reorder_point
             if not (stockout or low):
                 continue
+            waiting = f", demand {rate:.1f}/day waiting" if rate > 0 else ""
+            sentence = (f"{self._label(sku)} is out of stock at every location{stock.not_counted}{waiting}."
+                        if stockout else
+                        f"{self._label(sku)} is low: position {plan.position} (on hand {plan.on_hand}"
+                        f"{stock.not_counted}, on order {plan.on_order}) at or below the reorder point "
+                        f"{units(plan.levels.reorder_point) if plan.levels else '?'}.")
             out.append({"sku": sku, "state": "stockout" if stockout else "low", "qty": plan.on_hand,
                         "on_order": plan.on_order, "position": plan.position,
                         "reorder_point": plan.levels.reorder_point if plan.levels else None,
                         "demand_per_day": rate,
-                        "days_of_cover": _to_json(reorder.days_of_cover(plan.on_hand, rate))})
+                        "days_of_cover": _to_json(reorder.days_of_cover(plan.on_hand, rate)),
+                        "negative": [{"location": loc, "qty": q} for loc, q in stock.negative],
+                        "sentence": sentence})
         out.sort(key=lambda r: (r["state"] != "stockout", r["days_of_cover"] if r["days_of_cover"] is not None
                                 else math.inf, r["sku"]))
+        return out
+
+    def replenishments(self) -> list[dict[str, Any]]:
+        """Pick faces at zero (or below) while their SKU sits elsewhere on the site: what to bring from where."""
+        out = []
+        for sku in sorted(self._by_sku):
+            for task in self.sku_stock(sku).replenish:
+                out.append({"sku": sku, "location": task.location, "qty": task.qty,
+                            "from_location": task.sources[0][0], "from_qty": task.sources[0][1],
+                            "sources": [{"location": loc, "qty": q} for loc, q in task.sources],
+                            "sentence": task.sentence})
         return out
 
     def outbox_status(self) -> dict[str, Any]:

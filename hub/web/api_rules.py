@@ -23,6 +23,7 @@ from hub.web.api import SERVICE, json_object
 from hub.web.auth import identity_of, requires
 
 log = logging.getLogger(__name__)
+OPEN_DISCREPANCIES_READ = 5000  # enough for any site's open list; each names a SKU or a bin
 
 
 def _engine(request: web.Request) -> Any:
@@ -115,10 +116,16 @@ async def suppliers(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "items": await _run(request, lambda core: core.scorecards())})
 
 
+async def _open_discrepancies(request: web.Request) -> list[Any]:
+    """The ledger's open discrepancies (its read API, off the loop): disagreements the constraint weighs."""
+    return await asyncio.to_thread(request.app[SERVICE].store.discrepancies, "open", None, OPEN_DISCREPANCIES_READ)
+
+
 async def constraints(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     health = await asyncio.to_thread(service.sku_node_health)
-    rows = await _run(request, lambda core: core.constraints(health))
+    open_now = await _open_discrepancies(request)
+    rows = await _run(request, lambda core: core.constraints(health, open_now))
     grouped: dict[str, list[dict[str, Any]]] = {}
     for c in rows:
         grouped.setdefault(str(c.kind), []).append({"sku": c.sku, "figure": c.figure, "detail": c.detail})
@@ -159,7 +166,9 @@ async def sku_constraint(request: web.Request) -> web.Response:
     sku = _sku(request)
     health = await asyncio.to_thread(request.app[SERVICE].sku_node_health)
     offline, stale = health.get(sku, ((), ()))
-    return web.json_response({"ok": True, **await _run(request, lambda core: core.constraint_view(sku, offline, stale))})
+    open_now = await _open_discrepancies(request)
+    view = await _run(request, lambda core: core.constraint_view(sku, offline, stale, open_now))
+    return web.json_response({"ok": True, **view})
 
 
 async def supplier_trends(request: web.Request) -> web.Response:
@@ -176,8 +185,13 @@ async def purchase_orders(request: web.Request) -> web.Response:
 
 
 async def low_stock(request: web.Request) -> web.Response:
-    """SKUs out of stock with demand waiting (stockout) or at/below their reorder point (low)."""
+    """SKUs out of stock at every location (stockout) or at/below their reorder point (low)."""
     return web.json_response({"ok": True, "items": await _run(request, lambda core: core.low_stock())})
+
+
+async def replenishment(request: web.Request) -> web.Response:
+    """Pick faces at zero while their SKU sits elsewhere on the site: bring it from there."""
+    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.replenishments())})
 
 
 def add_routes(app: web.Application) -> None:
@@ -199,3 +213,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/rules/supplier-trends", supplier_trends)
     r.add_get("/api/v1/rules/purchase-orders", purchase_orders)
     r.add_get("/api/v1/stock/low", low_stock)
+    r.add_get("/api/v1/stock/replenishment", replenishment)

@@ -28,7 +28,7 @@ ALERTS_PER_KIND = 50  # the list is for reading, not for scrolling through thous
 class Alert:
     """One thing a supervisor should look at."""
 
-    kind: str  # discrepancy, stockout, low_stock, node_offline, node_stale, po_late, proposal
+    kind: str  # discrepancy, stockout, low_stock, replenish, node_offline, node_stale, po_late, proposal
     severity: str  # "bad" or "warn"
     text: str
     href: str
@@ -62,16 +62,21 @@ async def build_overview(request: web.Request, nodes: list[dict[str, Any]]) -> d
     for d in (discrepancies or [])[:ALERTS_PER_KIND]:
         alerts.append(Alert("discrepancy", "bad", str(d.get("sentence") or f"Discrepancy at {d.get('bin')}"),
                             f"/discrepancies#d-{d.get('id')}"))
+    # Stock signals are per SKU across the site's locations (hub/rules/stock.py): a SKU is out
+    # of stock only when no location holds any; a bin at zero with stock elsewhere is a refill.
     low = items(await api_get(request, "/api/v1/stock/low"))
     counters["stockouts"] = None if low is None else sum(1 for r in low if r.get("state") == "stockout")
     counters["low_stock"] = None if low is None else sum(1 for r in low if r.get("state") == "low")
     for r in (low or [])[:ALERTS_PER_KIND]:
         out = r.get("state") == "stockout"
-        rop = r.get("reorder_point")
         alerts.append(Alert("stockout" if out else "low_stock", "bad" if out else "warn",
-                            f"{r.get('sku')} {'is out of stock' if out else 'is low'} "
-                            f"({r.get('qty')} left{', reorder point ' + format(rop, '.0f') if rop is not None else ''}).",
+                            str(r.get("sentence") or f"{r.get('sku')} {'is out of stock' if out else 'is low'}."),
                             f"/stock/{quote(str(r.get('sku')), safe='')}"))
+    refills = items(await api_get(request, "/api/v1/stock/replenishment"))
+    counters["replenishments"] = None if refills is None else len(refills)
+    for r in (refills or [])[:ALERTS_PER_KIND]:
+        alerts.append(Alert("replenish", "warn", str(r.get("sentence")),
+                            f"/stock?location={quote(str(r.get('location')), safe='')}"))
     late = items(await api_get(request, "/api/v1/rules/purchase-orders?status=late"))
     counters["po_late"] = None if late is None else len(late)
     for po in (late or [])[:ALERTS_PER_KIND]:

@@ -1,0 +1,66 @@
+"""One SKU's stock across the site's locations: what a worker can find, and which bins need refilling.
+
+Stock signals are judged per SKU, never per bin. A pick face (a location that has been
+picked from) at zero while the SKU sits at DOCK or in reserve is a *replenishment task*
+(bring it from there), not a stockout; the SKU is out of stock only when no location holds
+any. A negative balance is not stock: the ledger's record at that location is wrong (the
+hub raises a discrepancy for it), so it counts as zero for availability, neither hiding
+stock held elsewhere nor adding to it, and it is listed beside the figure so the page says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Replenishment:
+    """A pick face of this SKU at zero (or below) while stock sits elsewhere on the site."""
+
+    sku: str
+    location: str  # the empty pick face
+    qty: int  # its balance now: 0, or below 0 when its record is also wrong
+    sources: tuple[tuple[str, int], ...]  # (location, qty) holding stock: reserve and dock first, fullest first
+
+    @property
+    def sentence(self) -> str:
+        where, qty = self.sources[0]
+        more = f" (or {len(self.sources) - 1} other location(s))" if len(self.sources) > 1 else ""
+        state = "is empty" if self.qty == 0 else f"shows {self.qty}"
+        return f"{self.location} {state} of {self.sku}: bring it from {where} ({qty} there){more}."
+
+
+@dataclass(frozen=True, slots=True)
+class SkuStock:
+    """A SKU across the site's locations, from the ledger's balances."""
+
+    sku: str
+    available: int  # the sum of the positive balances: stock a worker can find somewhere
+    negative: tuple[tuple[str, int], ...]  # (location, qty) below zero: not counted, flagged as discrepancies
+    replenish: tuple[Replenishment, ...]
+    stocked: bool  # the ledger has a balance for it at some location (the stock table lists it)
+
+    @property
+    def out_of_stock(self) -> bool:
+        """No location holds any: a stockout of the SKU (only for SKUs the site keeps)."""
+        return self.stocked and self.available <= 0
+
+    @property
+    def not_counted(self) -> str:
+        """', not counting B-01-1 at -37' when a balance is negative, else ''."""
+        if not self.negative:
+            return ""
+        return ", not counting " + ", ".join(f"{loc} at {qty}" for loc, qty in self.negative)
+
+
+def judge(sku: str, balances: Mapping[str, int], pick_faces: Collection[str]) -> SkuStock:
+    """The SKU's stock from its balance per location and the locations it is picked from."""
+    available = sum(q for q in balances.values() if q > 0)
+    negative = tuple(sorted((loc, q) for loc, q in balances.items() if q < 0))
+    # Refill from reserve or the dock before robbing another pick face; the fullest first.
+    sources = tuple(sorted(((loc, q) for loc, q in balances.items() if q > 0),
+                           key=lambda lq: (lq[0] in pick_faces, -lq[1], lq[0])))
+    replenish = tuple(Replenishment(sku, loc, q, sources) for loc, q in sorted(balances.items())
+                      if q <= 0 and loc in pick_faces and sources)
+    return SkuStock(sku, available, negative, replenish, bool(balances))
