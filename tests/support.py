@@ -6,13 +6,18 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from contract import ScanEvent
 from edge.config import ARRAY_TABLES, EDGE_SETTINGS, EdgeConfig, edge_config_from
 from hub.config import HUB_SETTINGS, HubConfig, hub_config_from
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
 from settings import resolve
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from central_reference import CentralStore
 
 SITE = "test-site"
 T = TypeVar("T")
@@ -333,3 +338,28 @@ async def teach_rules(service: Any, sku: str, location: str, per_day: int = 19, 
         core.set_catalog([CatalogItem(sku, gtin or sku, description or f"item {sku}", None, opts)])
 
     await service.rules.call(teach)
+
+
+class Central:
+    """The reference central purchasing over real HTTP on a fixed port, stoppable and restartable."""
+
+    def __init__(self, db: Path, port: int) -> None:
+        self.db, self.port = db, port
+        self.runner: web.AppRunner | None = None
+        self.store: CentralStore | None = None
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        from central_reference import CentralStore, make_app
+
+        self.store = CentralStore(self.db)
+        self.runner = web.AppRunner(make_app(self.store))
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        assert self.runner is not None and self.store is not None
+        await self.runner.cleanup()
+        self.store.close()
+        self.runner = self.store = None

@@ -16,9 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
-from central_reference import CentralStore, make_app
 from central_reference.store import demo_catalog
 from contract import Channel, EventBatch, node_topic
 from hub.ingest import Ingest
@@ -32,31 +30,10 @@ from hub.rules.core import RulesCore
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
 from hub.store import SqliteStore
-from tests.support import scan, wait_for
+from tests.support import Central, scan, wait_for
 
 SITE = "site-a"
 T0 = 1_727_769_600_000
-
-
-class Central:
-    """The reference service on a fixed port, stoppable and restartable."""
-
-    def __init__(self, db: Path, port: int) -> None:
-        self.db, self.port = db, port
-        self.runner: web.AppRunner | None = None
-        self.store: CentralStore | None = None
-
-    async def start(self) -> None:
-        self.store = CentralStore(self.db)
-        self.runner = web.AppRunner(make_app(self.store))
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        assert self.runner is not None and self.store is not None
-        await self.runner.cleanup()
-        self.store.close()
-        self.runner = self.store = None
 
 
 @pytest.fixture

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 # corrections fix the record, moves and putaways shift stock inside the site: none is demand.
 CONSUMPTION_REASONS = frozenset({PICK, SENSOR_CHANGE})
 RECEIPT_REASONS = frozenset({RECEIVE})
-OPEN_PROPOSAL = ("pending", "queued")
+OPEN_PROPOSAL = ("pending", "queued")  # not yet a PO: a SKU with an open proposal gets no second one
+HELD_PROPOSAL = (*OPEN_PROPOSAL, "ordered")  # kept in memory until received or rejected
 LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower"})  # decisions that set or move a ROP  # a SKU with one of these gets no second proposal
 REQUISITION_PATH = "/v1/requisitions"
 RECEIPT_PATH = "/v1/receipts"
@@ -164,7 +165,7 @@ class RulesCore:
         self.auto_send: set[str] = set()
         self.cash_available: float | None = None
         self.pos: dict[str, PurchaseOrder] = {}
-        self.proposals: dict[str, Proposal] = {}  # open ones: pending, queued, ordered
+        self.proposals: dict[str, Proposal] = {}  # HELD_PROPOSAL ones: open, or ordered and not yet received
         self.last_day: int | None = None
         self._dirty: set[str] = set()
         self._receipts: list[tuple[str, str, str, dict[str, Any], int]] = []  # for the outbox, this commit
@@ -226,7 +227,7 @@ class RulesCore:
             " ON CONFLICT(id) DO UPDATE SET status=excluded.status, supplier=excluded.supplier, body=excluded.body,"
             " updated_ms=excluded.updated_ms",
             (p.id, p.sku, p.supplier, p.status, json.dumps(_to_json(p)), p.created_ms, p.updated_ms))
-        if p.status in ("pending", "queued", "ordered"):
+        if p.status in HELD_PROPOSAL:
             self.proposals[p.id] = p
         else:
             self.proposals.pop(p.id, None)
