@@ -18,6 +18,7 @@ from hub.rules.core import CatalogItem, PurchaseOrder, RulesCore
 from hub.rules.leadtime import Delivery
 from hub.rules.supplier import SupplierOption
 from hub.service import HubService
+from hub.store.base import NewDiscrepancy
 from hub.web import api_rules
 from hub.web.api import SERVICE
 from hub.web.app import error_middleware
@@ -165,6 +166,27 @@ async def test_read_endpoints_the_pages_use(served: tuple[HubService, str]) -> N
         async with s.get(f"{root}/stock/low") as r:
             low = (await r.json())["items"]
         assert [(x["sku"], x["state"], x["qty"]) for x in low] == [(SKU, "stockout", 0)]
+
+
+async def test_an_open_discrepancy_in_the_ledger_is_the_skus_constraint(served: tuple[HubService, str]) -> None:
+    service, base = served
+    assert service.rules is not None
+    await service.rules.call(seed)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{base}/skus/{SKU}/constraint") as r:
+            before = await r.json()
+        assert before["constraint"] != "information", before  # ten days of demand, no disagreement
+        with service.store.write() as tx:  # reconciliation found a disagreement at the SKU's bin
+            did = tx.open_discrepancy(NewDiscrepancy("A-01-1", SKU, "unscanned_removal", 1, 1, 1, 0, -3,
+                                                     "3 taken from A-01-1 without a scan", "recount", "{}"))
+        async with s.get(f"{base}/skus/{SKU}/constraint") as r:
+            after = await r.json()
+        assert after["constraint"] == "information" and after["figure"] == "1 open discrepancy"
+        assert after["detail"].startswith(f"#{did} unscanned removal at A-01-1")
+        assert after["sentence"].startswith("Information: 1 open discrepancy (")
+        async with s.get(f"{base}/constraints") as r:
+            grouped = (await r.json())["by_constraint"]
+        assert [(x["sku"], x["figure"]) for x in grouped["information"]] == [(SKU, "1 open discrepancy")]
 
 
 async def test_the_rules_api_answers_as_the_person_who_asked(served: tuple[HubService, str]) -> None:
