@@ -45,7 +45,7 @@ CONSUMPTION_REASONS = frozenset({PICK, SENSOR_CHANGE})
 RECEIPT_REASONS = frozenset({RECEIVE})
 OPEN_PROPOSAL = ("pending", "queued")  # not yet a PO: a SKU with an open proposal gets no second one
 HELD_PROPOSAL = (*OPEN_PROPOSAL, "ordered")  # kept in memory until received or rejected
-LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower"})  # decisions that set or move a ROP  # a SKU with one of these gets no second proposal
+LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower"})  # decisions that set or move a ROP
 REQUISITION_PATH = "/v1/requisitions"
 RECEIPT_PATH = "/v1/receipts"
 
@@ -217,8 +217,8 @@ class RulesCore:
         a, _, b = rest.partition("|")
         obj: Any = {"demand": lambda: self.demand[rest], "lead": lambda: self.lead[(a, b)],
                     "feedback": lambda: self.feedback[rest], "standing": lambda: self.standing[(a, b)],
-                    "onhand": lambda: {"qty": self.on_hand[(a, b)],
-                                                "pick_face": b in self.pick_faces.get(a, ())}, "catalog": lambda: self.catalog[rest]}[kind]()
+                    "onhand": lambda: {"qty": self.on_hand[(a, b)], "pick_face": b in self.pick_faces.get(a, ())},
+                    "catalog": lambda: self.catalog[rest]}[kind]()
         return obj if isinstance(obj, dict) else _to_json(obj)
 
     def _save_proposal(self, p: Proposal) -> None:
@@ -771,11 +771,14 @@ class RulesCore:
                         "on_time_streak": standing.on_time_streak})
         return out
 
-    def _disagreements(self, sku: str, discrepancies: Iterable[DiscrepancyRow]) -> tuple[str, ...]:
-        """The open discrepancies about this SKU: its own, and those of a bin it is in that name no SKU."""
-        here = self._by_sku.get(sku, {})
-        return tuple(f"#{d.id} {d.kind.replace('_', ' ')} at {d.bin}" for d in sorted(discrepancies, key=lambda d: d.id)
-                     if d.status == "open" and (d.sku == sku or (d.sku is None and d.bin in here)))
+    def _discrepancies_by_sku(self, discrepancies: Iterable[DiscrepancyRow]) -> dict[str, list[DiscrepancyRow]]:
+        """SKU -> its open discrepancies: its own, and those of a bin it is in that name no SKU."""
+        out: dict[str, list[DiscrepancyRow]] = {}
+        for d in discrepancies:
+            if d.status == "open":
+                for sku in [d.sku] if d.sku else [s for s, at in self._by_sku.items() if d.bin in at]:
+                    out.setdefault(sku, []).append(d)
+        return out
 
     def constraint_of(self, sku: str, offline: tuple[str, ...] = (), stale: tuple[str, ...] = (),
                       discrepancies: Iterable[DiscrepancyRow] = ()) -> Constraint:
@@ -790,7 +793,8 @@ class RulesCore:
         short = sum(p.desired_qty - p.qty for p in self.proposals.values() if p.sku == sku and p.status == "pending")
         return classify(ConstraintInputs(
             sku=sku, demand_days_observed=plan.demand.days_closed, offline_nodes=offline, stale_nodes=stale,
-            disagreements=self._disagreements(sku, discrepancies),
+            disagreements=tuple(f"#{d.id} {d.kind.replace('_', ' ')} at {d.bin}" for d in sorted(
+                self._discrepancies_by_sku(discrepancies).get(sku, []), key=lambda d: d.id)),
             supplier=chosen, supplier_demoted=demoted, on_time_rate=lt.on_time_rate, deliveries=lt.n,
             lead_time_days=plan.lead_time.mean_days if plan.lead_time else None,
             lead_time_sigma_days=plan.lead_time.sigma_days if plan.lead_time else None,
@@ -800,7 +804,8 @@ class RulesCore:
     def constraints(self, node_health: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
                     discrepancies: Sequence[DiscrepancyRow] = ()) -> list[Constraint]:
         """Every SKU's constraint; node_health maps SKU -> (offline nodes, silent nodes)."""
-        return [self.constraint_of(sku, *node_health.get(sku, ((), ())), discrepancies=discrepancies)
+        mine = self._discrepancies_by_sku(discrepancies)  # grouped once, not scanned again for every SKU
+        return [self.constraint_of(sku, *node_health.get(sku, ((), ())), discrepancies=mine.get(sku, ()))
                 for sku in sorted(self._all_skus())]
 
     def reorder_view(self, sku: str, history_limit: int = 50) -> dict[str, Any]:
