@@ -336,6 +336,7 @@ async def teach_rules(service: Any, sku: str, location: str, per_day: int = 19, 
             at = t - day * DAY_MS
             core.on_commit([BalanceChange(sku, history, per_day * (day - 1), -per_day, "pick", at, at)])
         core.set_catalog([CatalogItem(sku, gtin or sku, description or f"item {sku}", None, opts)])
+        core.pick_faces[sku].discard(history)  # the rules' own ledger, not a bin: nothing to refill there
 
     await service.rules.call(teach)
 

@@ -296,10 +296,10 @@ class RulesCore:
             if ch.qty < 0:  # the pick asked for more than the bin held: it found (partly) nothing
                 found = f"a pick of {-ch.qty_delta} at {ch.location} found {max(0, ch.qty - ch.qty_delta)}"
                 stock = self.sku_stock(ch.sku)
-                if stock.available > 0:  # the SKU is on the site, just not in that bin
-                    self._short_pick(ch, stock, found)
-                else:
+                if feedback_rule.short_pick_is_stockout(stock.available):
                     self._stockout(ch.sku, ch.hub_ms, found)
+                else:  # the SKU is on the site, just not in that bin
+                    self._short_pick(ch, stock, found)
         elif ch.reason in RECEIPT_REASONS and ch.qty_delta > 0:
             self._receive(ch)
 

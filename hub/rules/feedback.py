@@ -1,5 +1,9 @@
 """Feedback on the reorder point: a stockout raises it, sustained excess lowers it.
 
+A stockout is the SKU's, across the site's locations (hub/rules/stock.py): a pick that finds
+a bin short while the SKU sits at DOCK or in another bin is a replenishment task, and says
+nothing about the reorder point being too low.
+
 The adjustment is a multiplicative factor f on the reorder point (see reorder.py), so it
 keeps its meaning as demand and lead-time estimates move. Each firing multiplies f by
 (1 + step) or (1 - step), clamped to [min_factor, max_factor]: a string of stockouts cannot
@@ -41,6 +45,11 @@ class FeedbackChange:
     factor_before: float
     factor_after: float
     at_bound: bool
+
+
+def short_pick_is_stockout(available_on_site: int) -> bool:
+    """A pick that drove a bin below zero is a stockout only if no location of the site holds the SKU."""
+    return available_on_site <= 0
 
 
 def on_stockout(state: FeedbackState, params: FeedbackParams) -> tuple[FeedbackState, FeedbackChange | None]:
