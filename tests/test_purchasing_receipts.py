@@ -132,9 +132,9 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
         assert po_row["qty_received"] == 15
         logged = await engine.call(lambda core: [d["sentence"] for d in core.decision_rows(sku)
                                                  if d["rule"] == "receipt"])
-        assert any("against PO 4500012002, lot L7, expiry 2027-12-31: PO 4500012002 is not an open order of "
+        assert any("against PO 4500012002, lot L7, expiry 2027-12-31; PO 4500012002 is not an open order of "
                    "this hub: central matches it by number" in s for s in logged), logged
-        assert any(f"against PO {hub_po.lower()}, lot L8: PO {hub_po} had" in s for s in logged), logged
+        assert any(f"against PO {hub_po.lower()}, lot L8; PO {hub_po} had" in s for s in logged), logged
         assert any(f"no PO was scanned: matched first in, first out to {hub_po} (5)" in s for s in logged), logged
     finally:
         task.cancel()

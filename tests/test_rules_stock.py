@@ -62,7 +62,8 @@ def test_judge_counts_negatives_as_zero_and_refills_pick_faces_from_reserve_firs
     assert s.available == 71 and not s.out_of_stock
     assert s.negative == (("B-01-1", -5),) and s.not_counted == ", not counting B-01-1 at -5"
     assert [(t.location, t.sources[0]) for t in s.replenish] == [("A-01-2", ("DOCK", 68)), ("B-01-1", ("DOCK", 68))]
-    assert s.replenish[0].sentence == "A-01-2 is empty of TIES-200: bring it from DOCK (68 there) (or 1 other location(s))."
+    assert s.replenish[0].sentence("TIES-200") == ("A-01-2 is empty of TIES-200: bring it from DOCK (68 there) "
+                                                  "(or 1 other location(s)).")
     # The dock at zero with the stock put away is not a task: it is not picked from.
     assert judge(SKU, {"DOCK": 0, "A-01-2": 7}, {"A-01-2"}).replenish == ()
     # Nothing anywhere (a negative bin is no stock): out of stock, nothing to bring.

@@ -71,7 +71,7 @@ async def test_overview_counts_agree_with_the_stock_table(broker: PrivateBroker,
         alerts = {a["kind"]: a for a in overview["alerts"] if a["kind"] in ("stockout", "replenish")}
         # (no demand rate yet: it is learned per closed day, and this shift is minutes old)
         assert alerts["stockout"]["text"] == f"GTIN {BOLT} is out of stock at every location, not counting B-01-1 at -37."
-        assert alerts["replenish"]["text"] == f"A-01-2 is empty of {TIES}: bring it from DOCK (68 there)."
+        assert alerts["replenish"]["text"] == f"A-01-2 is empty of GTIN {TIES}: bring it from DOCK (68 there)."
         assert alerts["replenish"]["href"] == "/stock?location=A-01-2"
 
         # The page shows the same counters.

@@ -360,7 +360,7 @@ class RulesCore:
                         if v)
         against = f" against PO {found.po_ref}" if found.po_ref else ""
         self._log(Decision(ch.hub_ms, "receipt", ch.sku,
-                           f"Received {ch.qty_delta} of {self._label(ch.sku)} at {ch.location}{against}{goods}: "
+                           f"Received {ch.qty_delta} of {self._label(ch.sku)} at {ch.location}{against}{goods}; "
                            f"{found.why}.",
                            inputs={"qty": ch.qty_delta, "location": ch.location, "ref": ch.ref, "lot": ch.lot,
                                    "expiry": ch.expiry, "event_id": ch.event_id},
@@ -934,7 +934,7 @@ class RulesCore:
                 out.append({"sku": sku, "location": task.location, "qty": task.qty,
                             "from_location": task.sources[0][0], "from_qty": task.sources[0][1],
                             "sources": [{"location": loc, "qty": q} for loc, q in task.sources],
-                            "sentence": task.sentence})
+                            "sentence": task.sentence(self._label(sku))})
         return out
 
     def outbox_status(self) -> dict[str, Any]:

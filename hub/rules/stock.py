@@ -23,12 +23,12 @@ class Replenishment:
     qty: int  # its balance now: 0, or below 0 when its record is also wrong
     sources: tuple[tuple[str, int], ...]  # (location, qty) holding stock: reserve and dock first, fullest first
 
-    @property
-    def sentence(self) -> str:
+    def sentence(self, label: str) -> str:
+        """'A-01-2 is empty of TIES-200: bring it from DOCK (68 there).' (label: how the page names the SKU)"""
         where, qty = self.sources[0]
         more = f" (or {len(self.sources) - 1} other location(s))" if len(self.sources) > 1 else ""
         state = "is empty" if self.qty == 0 else f"shows {self.qty}"
-        return f"{self.location} {state} of {self.sku}: bring it from {where} ({qty} there){more}."
+        return f"{self.location} {state} of {label}: bring it from {where} ({qty} there){more}."
 
 
 @dataclass(frozen=True, slots=True)
