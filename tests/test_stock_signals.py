@@ -74,12 +74,16 @@ async def test_overview_counts_agree_with_the_stock_table(broker: PrivateBroker,
         assert alerts["replenish"]["text"] == f"A-01-2 is empty of GTIN {TIES}: bring it from DOCK (68 there)."
         assert alerts["replenish"]["href"] == "/stock?location=A-01-2"
 
-        # The page shows the same counters.
+        # The page shows the same counters, and BOLT's page says what its on-hand leaves out.
         viewer, _ = await login_session(base, service.config, role="viewer")
-        async with viewer, viewer.get(f"{base}/") as resp:
-            html = await resp.text()
-        for key, n in (("stockouts", 1), ("replenishments", 1)):
-            assert f'id="c-{key}" data-counter="{key}">\n  <span class="n">{n}</span>' in html, key
+        async with viewer:
+            async with viewer.get(f"{base}/") as resp:
+                html = await resp.text()
+            for key, n in (("stockouts", 1), ("replenishments", 1)):
+                assert f'id="c-{key}" data-counter="{key}">\n  <span class="n">{n}</span>' in html, key
+            async with viewer.get(f"{base}/stock/{BOLT}") as resp:
+                html = await resp.text()
+            assert 'on hand 0<span class="bad">, not counting B-01-1 at -37</span>, on order 0' in html
     finally:
         await agent.stop()
         await runner.cleanup()

@@ -815,7 +815,8 @@ class RulesCore:
         history = [{"ts_ms": r["ts_ms"], "rule": r["rule"], "sentence": r["sentence"],
                     "reorder_point": r["result"].get("reorder_point_after", r["result"].get("reorder_point"))}
                    for r in self.decision_rows(sku, history_limit) if r["rule"] in LEVEL_RULES]
-        return {"sku": sku, "on_hand": plan.on_hand, "on_order": plan.on_order, "position": plan.position,
+        return {"sku": sku, "on_hand": plan.on_hand, "not_counted": self.sku_stock(sku).not_counted,
+                "on_order": plan.on_order, "position": plan.position,
                 "demand_per_day": d.rate_per_day, "demand_sigma_per_day": d.sigma_per_day,
                 "demand_days_observed": d.days_closed,
                 "supplier": plan.choice.option.supplier if plan.choice else None,
