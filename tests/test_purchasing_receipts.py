@@ -100,17 +100,18 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
         node, stream = "pi-1", secrets.token_hex(8)
         scans = [scan(gtin=sku, location="DOCK", qty=20, ref="4500012002", lot="L7", expiry="2027-12-31"),
                  scan(gtin=sku, location="DOCK", qty=10, ref=hub_po.lower(), lot="L8"),
-                 scan(gtin=sku, location="DOCK", qty=5, ref="340123450000000017")]  # a pallet SSCC, no PO
+                 scan(gtin=sku, location="DOCK", qty=5, ref="340123450000000017"),  # a pallet SSCC, no PO
+                 scan(gtin=sku, location="DOCK", qty=7, ref="4599999999")]  # a PO number nobody knows
         events = tuple(s.with_seq(n + 1, s.ts_ms) for n, s in enumerate(scans))
         ingest.submit(node_topic(SITE, node, Channel.EVENTS),
                       EventBatch(node, stream, events, int(time.time() * 1000)).to_json())
 
         def receipts_sent(core: RulesCore) -> bool:
             items = outbox.items(core.db.conn, None)
-            return sum(1 for i in items if i.kind == "receipt" and i.status == outbox.SENT) == 4  # with the 200
+            return sum(1 for i in items if i.kind == "receipt" and i.status == outbox.SENT) == 5  # with the 200
 
         sync.wake()
-        await wait_for(lambda: engine.call(receipts_sent), what="the three receipts accepted by central")
+        await wait_for(lambda: engine.call(receipts_sent), what="the four receipts accepted by central")
 
         pos = {po["po_id"]: po for po in central.store.purchase_orders(SITE)}
         assert pos["4500012002"]["qty_received"] == 20  # booked to the PO scanned, not FIFO to the hub's
@@ -119,7 +120,8 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
         assert [(r["match"], r.get("po_ref"), r["po_lines"]) for r in sent] == [
             ("none", "4500012002", []),
             ("po", hub_po.lower(), [{"po_id": hub_po, "qty": 10}]),
-            ("fifo", None, [{"po_id": hub_po, "qty": 5}])]
+            ("fifo", None, [{"po_id": hub_po, "qty": 5}]),
+            ("none", "4599999999", [])]
         assert (sent[0]["lot"], sent[0]["expiry"]) == ("L7", "2027-12-31")
         assert sent[1]["lot"] == "L8" and "expiry" not in sent[1]
         assert sent[2]["sscc"] == "340123450000000017" and "po_ref" not in sent[2]
@@ -136,6 +138,15 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
                    "this hub: central matches it by number" in s for s in logged), logged
         assert any(f"against PO {hub_po.lower()}, lot L8; PO {hub_po} had" in s for s in logged), logged
         assert any(f"no PO was scanned: matched first in, first out to {hub_po} (5)" in s for s in logged), logged
+        # Central's answer is checked: what it booked for the hub, and what it could not book at all.
+        label = f"GTIN {sku}"
+        answers = await engine.call(lambda core: {d["rule"]: d["sentence"] for d in core.decision_rows(sku)
+                                                  if d["rule"].startswith("receipt_")})
+        assert answers == {
+            "receipt_booked": f"Central booked the 20 of {label} received at DOCK against PO 4500012002 to "
+                              "4500012002 (20).",
+            "receipt_unbooked": f"Central booked 0 of the 7 of {label} received at DOCK against PO 4599999999 to a "
+                                "purchase order: 7 are on no order there; ask the buyer which order they belong to."}
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

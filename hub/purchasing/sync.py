@@ -191,3 +191,5 @@ def _accepted(core: RulesCore, item: outbox.OutboxItem, response: dict[str, Any]
         outbox.mark_sent(core.db.conn, item.id, now_ms, response)
         if item.kind == "requisition" and isinstance(response.get("purchase_order"), dict):
             core.on_requisition_accepted(item.body["requisition_id"], purchase_order(response["purchase_order"]))
+        elif item.kind == "receipt":
+            core.on_receipt_booked(item.body, response)

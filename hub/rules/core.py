@@ -466,6 +466,31 @@ class RulesCore:
             self._save_po(replace(po, proposal_id=proposal_id))
             self._save_proposal(replace(p, status="ordered", po_id=po.po_id, updated_ms=self.clock()))
 
+    def on_receipt_booked(self, receipt: dict[str, Any], answer: dict[str, Any]) -> None:
+        """Central answered a receipt: say so when it booked less than expected, or matched a PO for us."""
+        matched = answer.get("matched")
+        if not isinstance(matched, list):  # a central before contract 1.1 does not say
+            return
+        booked = sum(int(m.get("qty", 0)) for m in matched if isinstance(m, dict))
+        qty, how = int(receipt["qty"]), receipt.get("match")
+        expected = qty if how == receipts_rule.UNMATCHED else sum(int(x["qty"]) for x in receipt.get("po_lines", []))
+        what = (f"{qty} of {self._label(receipt['sku'])} received at {receipt.get('location')}"
+                + (f" against PO {receipt['po_ref']}" if receipt.get("po_ref") else ""))
+        orders = ", ".join(f"{m.get('po_id')} ({m.get('qty')})" for m in matched if isinstance(m, dict))
+        if booked < expected:
+            rule, sentence = "receipt_unbooked", (
+                f"Central booked {booked} of the {what} to a purchase order{f' ({orders})' if orders else ''}: "
+                f"{expected - booked} are on no order there; ask the buyer which order they belong to.")
+        elif how == receipts_rule.UNMATCHED and booked:
+            rule, sentence = "receipt_booked", f"Central booked the {what} to {orders}."
+        else:
+            return
+        with self._tx():
+            self._log(Decision(self.clock(), rule, str(receipt["sku"]), sentence,
+                               inputs={"receipt_id": receipt.get("receipt_id"), "qty": qty, "match": how,
+                                       "po_ref": receipt.get("po_ref"), "expected_qty": expected},
+                               result={"matched": matched, "booked_qty": booked}))
+
     # ================================================================ the plan
 
     def resolve(self, sku: str) -> str:
