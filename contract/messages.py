@@ -26,8 +26,12 @@ LOCATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 SCAN_MODES = frozenset({"receive", "putaway", "pick", "move", "count"})
+# Added kinds go at the end and never away: a hub must read every kind an older node sends.
+# "unstable" (the weight never settles) and "calibration_due" (calibration out of date) were
+# added in schema 1 without a version bump: an older hub quarantines them with a reason and
+# the stream goes on, so upgrade the hub before the nodes.
 SHELF_FAULTS = frozenset({"silent", "disconnected", "overload", "underload", "out_of_range",
-                          "creep", "drift", "garbage"})
+                          "creep", "drift", "garbage", "unstable", "calibration_due"})
 DEVICE_KINDS = frozenset({"scanner", "shelf_controller"})
 COMMANDS = frozenset({"tare", "zero", "calibrate", "set_unit_weight", "identify",
                       "resend_from", "reload"})

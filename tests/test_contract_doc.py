@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from contract import EVENT_TYPES, MESSAGE_TYPES, Channel
+from contract import EVENT_TYPES, MESSAGE_TYPES, SHELF_FAULTS, Channel
 
 DOC = yaml.safe_load((Path(__file__).parent.parent / "docs" / "asyncapi.yaml").read_text())
 MESSAGES = DOC["components"]["messages"]
@@ -45,6 +45,10 @@ def test_event_fields_match_the_dataclass(kind: str) -> None:
     code_required = {f.name for f in dataclasses.fields(cls)
                      if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
     assert required == code_required, f"{kind}: required fields differ"
+
+
+def test_shelf_fault_kinds_match_the_contract() -> None:
+    assert set(SCHEMAS["ShelfFault"]["properties"]["fault"]["enum"]) == set(SHELF_FAULTS)
 
 
 def test_every_event_kind_is_in_the_batch_schema() -> None:

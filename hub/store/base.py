@@ -125,6 +125,20 @@ class DiscrepancyRow:
     state: str = "open"  # "open", "recount requested" (until a count scan or a person closes it), "closed"
 
 
+@dataclass(frozen=True, slots=True)
+class ShelfFaultRow:
+    """A shelf fault of one bin: active (set) or, in a change, cleared (see hub.faults)."""
+
+    bin: str
+    fault: str  # contract SHELF_FAULTS
+    node: str
+    detail: str  # the edge's sentence (empty for a clear)
+    since_ms: int  # skew-corrected device time the fault started (or, cleared: ended)
+    hub_ms: int  # hub time it was recorded
+    event_id: int  # the shelf_fault (or clearing) event
+    active: bool = True
+
+
 RECOUNT_REQUESTED = "recount requested"
 
 
@@ -250,6 +264,10 @@ class WriteTx(Protocol):
         """Persist one bin's reconciliation window (JSON), in the same transaction as its evidence."""
         ...
 
+    def set_shelf_fault(self, row: ShelfFaultRow) -> None:
+        """Record a bin's fault as active (row.active) or remove it (cleared); see hub.faults."""
+        ...
+
     def set_stream(self, node: str, stream: str, watermark: int, max_seq: int, now_ms: int) -> None:
         ...
 
@@ -313,6 +331,10 @@ class Store(Protocol):
         ...
 
     def nodes(self) -> list[NodeRow]:
+        ...
+
+    def shelf_faults(self) -> list[ShelfFaultRow]:
+        """Every active shelf fault, by bin then start time."""
         ...
 
     def quarantine_rows(self, limit: int = 100) -> list[QuarantineRow]:

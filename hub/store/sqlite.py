@@ -31,6 +31,7 @@ from hub.store.base import (
     NodeRow,
     QuarantineRow,
     ScanRow,
+    ShelfFaultRow,
     StreamPosition,
     discrepancy_state,
 )
@@ -155,6 +156,17 @@ CREATE INDEX IF NOT EXISTS recount_requests_discrepancy ON recount_requests (dis
 CREATE TABLE IF NOT EXISTS reconcile_state (
     bin TEXT PRIMARY KEY,
     state TEXT NOT NULL
+) WITHOUT ROWID;
+-- Derived state like balances: the history is in the events table (kind 'shelf_fault').
+CREATE TABLE IF NOT EXISTS shelf_faults (
+    bin TEXT NOT NULL,
+    fault TEXT NOT NULL,
+    node TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    hub_ms INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (bin, fault)
 ) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: add a correction instead'); END;
@@ -289,6 +301,16 @@ class _SqliteTx:
     def save_reconcile_state(self, bin: str, state: str) -> None:
         self.db.execute("INSERT INTO reconcile_state (bin, state) VALUES (?,?)"
                         " ON CONFLICT (bin) DO UPDATE SET state=excluded.state", (bin, state))
+
+    def set_shelf_fault(self, row: ShelfFaultRow) -> None:
+        if row.active:
+            self.db.execute("INSERT INTO shelf_faults (bin, fault, node, detail, since_ms, hub_ms, event_id)"
+                            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (bin, fault) DO UPDATE SET node=excluded.node,"
+                            " detail=excluded.detail, since_ms=excluded.since_ms, hub_ms=excluded.hub_ms,"
+                            " event_id=excluded.event_id",
+                            (row.bin, row.fault, row.node, row.detail, row.since_ms, row.hub_ms, row.event_id))
+        else:
+            self.db.execute("DELETE FROM shelf_faults WHERE bin=? AND fault=?", (row.bin, row.fault))
 
     def set_stream(self, node: str, stream: str, watermark: int, max_seq: int, now_ms: int) -> None:
         self.db.execute("INSERT INTO streams (node, stream, watermark, max_seq, updated_ms) VALUES (?,?,?,?,?)"
@@ -471,6 +493,11 @@ class SqliteStore:
         return [NodeRow(node=r[0], online=bool(r[1]), last_seen_ms=r[2], boot_id=r[3], sw_version=r[4], stream=r[5],
                         last_seq=max(x for x in (r[6], r[12], 0) if x is not None), acked=r[7], outbox_depth=r[8],
                         clock_skew_ms=r[9], birth_ms=r[10], devices=json.loads(r[11])) for r in rows]
+
+    def shelf_faults(self) -> list[ShelfFaultRow]:
+        rows = self._reader().execute("SELECT bin, fault, node, detail, since_ms, hub_ms, event_id FROM shelf_faults"
+                                      " ORDER BY bin, since_ms, fault").fetchall()
+        return [ShelfFaultRow(*r) for r in rows]
 
     def quarantine_rows(self, limit: int = 100) -> list[QuarantineRow]:
         rows = self._reader().execute(
