@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import check_name
+from contract.messages import LOCATION_RE
 from hub.rules.config import (
     CentralConfig,
     RulesConfig,
@@ -26,6 +27,11 @@ def _site(value: Any) -> str | None:
     except ValueError as err:
         return str(err)
     return None
+
+
+def _locations(value: Any) -> str | None:
+    bad = [v for v in value if not isinstance(v, str) or not LOCATION_RE.match(v)]
+    return f"not location names: {bad!r}" if bad else None
 
 
 HUB_SETTINGS: list[Setting] = [
@@ -52,6 +58,12 @@ HUB_SETTINGS: list[Setting] = [
             "reconciliation window: scans and shelf changes at a bin within this much (skew-corrected) time are"
             " judged together; covers clock skew left after correction and the shelf's settling delay",
             check=positive),
+    Setting("stock.dock_locations", list, ["DOCK"],
+            "receiving locations: stock received here should be put away; a put-away whose scanned source runs"
+            " short is offered a correction from here first (empty: no dock checks)", check=_locations),
+    Setting("stock.dock_max_age_h", float, 24.0,
+            "stock received at a dock location and not put away after this many hours opens a"
+            " 'put away or check' discrepancy (it closes itself once put away)", check=positive),
     Setting("health.stale_after_s", float, 60.0, "a node online but silent this long is shown as stale",
             check=positive),
     Setting("health.skew_flag_ms", int, 2000, "flag a node whose clock differs from the hub's by more than this",
@@ -118,6 +130,8 @@ class HubConfig:
     log_level: str
     source: str = ""
     reconcile_window_s: float = 30.0
+    stock_dock_locations: tuple[str, ...] = ("DOCK",)
+    stock_dock_max_age_h: float = 24.0
     scan_require_location: bool = True
     health_stale_after_s: float = 60.0
     health_skew_flag_ms: int = 2000
@@ -147,7 +161,9 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      http_host=raw["http.host"], http_port=raw["http.port"], db_path=Path(raw["db.path"]),
                      db_synchronous=raw["db.synchronous"], live_flush_ms=raw["live.flush_ms"],
                      log_level=raw["log.level"], source=source,
-                     reconcile_window_s=raw["reconcile.window_s"], scan_require_location=raw["scan.require_location"], health_stale_after_s=raw["health.stale_after_s"],
+                     reconcile_window_s=raw["reconcile.window_s"],
+                     stock_dock_locations=tuple(raw["stock.dock_locations"]),
+                     stock_dock_max_age_h=raw["stock.dock_max_age_h"], scan_require_location=raw["scan.require_location"], health_stale_after_s=raw["health.stale_after_s"],
                      health_skew_flag_ms=raw["health.skew_flag_ms"],
                      auth_db_path=Path(raw["auth.db_path"]) if raw["auth.db_path"] else None,
                      auth_session_secret_file=(Path(raw["auth.session_secret_file"])

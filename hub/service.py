@@ -12,12 +12,14 @@ from hub.config import HubConfig
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import CommitResult, Ingest, now_ms
 from hub.link import HubLink
+from hub.plausibility import PlausibilitySettings
 from hub.purchasing.sync import PurchasingSync
 from hub.rules.clock import system_clock
 from hub.rules.core import RulesCore
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
 from hub.store import SqliteStore, Store
+from hub.store.base import ShelfFaultRow
 from hub.web.live import LiveFeed
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,9 @@ class HubService:
         self.store: Store = SqliteStore(config.db_path, config.db_synchronous)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ingest = Ingest(self.store, config.site, publish_ack=self._publish_ack, send_command=self._send_command,
-                             on_commit=self._on_commit_thread, window_ms=int(config.reconcile_window_s * 1000))
+                             on_commit=self._on_commit_thread, window_ms=int(config.reconcile_window_s * 1000),
+                             plausibility=PlausibilitySettings(config.stock_dock_locations,
+                                                               int(config.stock_dock_max_age_h * 3_600_000)))
         self.live = LiveFeed(config.live_flush_ms, on_push=self.ingest.lag.record_push)
         self.health_settings = HealthSettings(config.health_stale_after_s, config.health_skew_flag_ms)
         self.pushed_catalog_rev = 0
@@ -104,11 +108,15 @@ class HubService:
     async def node_health(self) -> list[NodeHealth]:
         """Every node judged now (online, stale, skew, behind, gaps)."""
         rows = await asyncio.to_thread(self.store.nodes)
+        faults: dict[str, list[ShelfFaultRow]] = {}
+        for fault in await asyncio.to_thread(self.store.shelf_faults):
+            faults.setdefault(fault.node, []).append(fault)
         missing: dict[str, int] = {}
         for track in list(self.ingest.book.tracks.values()):
             missing[track.node] = missing.get(track.node, 0) + max(0, track.missing)
         now = now_ms()
-        return [node_health(r, now, self.health_settings, missing.get(r.node, 0)) for r in rows]
+        return [node_health(r, now, self.health_settings, missing.get(r.node, 0), faults.get(r.node, ()))
+                for r in rows]
 
     async def push_configs(self) -> int:
         """Publish every node's retained config from the current catalog; returns the catalog rev."""

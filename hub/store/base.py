@@ -126,6 +126,17 @@ class DiscrepancyRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AgedStock:
+    """Stock at a location of which `aged_qty` pieces arrived before a cut-off (first in, first out)."""
+
+    sku: str
+    location: str
+    qty: int
+    aged_qty: int
+    oldest_ms: int  # hub time of the oldest receipt still (first in, first out) at the location
+
+
+@dataclass(frozen=True, slots=True)
 class ShelfFaultRow:
     """A shelf fault of one bin: active (set) or, in a change, cleared (see hub.faults)."""
 
@@ -244,6 +255,14 @@ class WriteTx(Protocol):
         """Append a movement and apply it to the balance; return the balance after it."""
         ...
 
+    def has_balance(self, sku: str, location: str) -> bool:
+        """True once any movement of this SKU at this location was booked (a balance row exists)."""
+        ...
+
+    def sku_balances(self, sku: str) -> dict[str, int]:
+        """Location -> quantity of one SKU everywhere it was ever booked, as of this transaction."""
+        ...
+
     def next_seq(self, node: str, stream: str) -> int:
         """The next unused seq of a hub-made stream (corrections)."""
         ...
@@ -335,6 +354,10 @@ class Store(Protocol):
 
     def shelf_faults(self) -> list[ShelfFaultRow]:
         """Every active shelf fault, by bin then start time."""
+        ...
+
+    def aged_stock(self, locations: tuple[str, ...], received_before_ms: int) -> list[AgedStock]:
+        """Stock at these locations received (first in, first out) before the cut-off and still there."""
         ...
 
     def quarantine_rows(self, limit: int = 100) -> list[QuarantineRow]:

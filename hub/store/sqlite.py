@@ -19,6 +19,7 @@ from typing import Any
 
 from hub.store.base import (
     SCAN_OUTCOMES,
+    AgedStock,
     Balance,
     Catalog,
     CatalogBin,
@@ -202,7 +203,8 @@ class _SqliteTx:
         self._next_event_id = 0  # 0: not read yet in this transaction
         self._events: list[tuple[Any, ...]] = []
         self._movements: list[tuple[Any, ...]] = []
-        self._balances: dict[tuple[str, str], list[int]] = {}  # (sku, location) -> [qty, updated_ms, dirty]
+        # (sku, location) -> [qty, updated_ms, dirty, exists (a row is stored or about to be)]
+        self._balances: dict[tuple[str, str], list[int]] = {}
 
     def insert_event(self, node: str, stream: str, seq: int, kind: str, device_ms: int, accepted_ms: int,
                      received_ms: int, committed_ms: int, body: str) -> int | None:
@@ -227,7 +229,7 @@ class _SqliteTx:
         if entry is None:
             row = self.db.execute("SELECT qty, updated_ms FROM balances WHERE sku=? AND location=?",
                                   (sku, location)).fetchone()
-            entry = [0, 0, 0] if row is None else [int(row[0]), int(row[1]), 0]
+            entry = [0, 0, 0, 0] if row is None else [int(row[0]), int(row[1]), 0, 1]
             self._balances[key] = entry
         return entry
 
@@ -237,6 +239,19 @@ class _SqliteTx:
         row = self.db.execute("SELECT qty FROM balances WHERE sku=? AND location=?", (sku, location)).fetchone()
         return 0 if row is None else int(row[0])
 
+    def has_balance(self, sku: str, location: str) -> bool:
+        if self.batched:
+            return bool(self._cached_balance(sku, location)[3])
+        return self.db.execute("SELECT 1 FROM balances WHERE sku=? AND location=?", (sku, location)).fetchone() \
+            is not None
+
+    def sku_balances(self, sku: str) -> dict[str, int]:
+        found = {str(loc): int(qty) for loc, qty in
+                 self.db.execute("SELECT location, qty FROM balances WHERE sku=?", (sku,))}
+        # Balances this batched transaction changed are not written yet: its own view wins.
+        found.update({loc: e[0] for (s, loc), e in self._balances.items() if s == sku and e[3]})
+        return found
+
     def add_movement(self, event_id: int, sku: str, location: str, qty_delta: int, reason: str,
                      device_ms: int, hub_ms: int) -> int:
         if self.batched:
@@ -245,6 +260,7 @@ class _SqliteTx:
             entry[0] += qty_delta
             entry[1] = hub_ms
             entry[2] = 1
+            entry[3] = 1
             return entry[0]
         self.flush()
         self.db.execute("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
@@ -498,6 +514,28 @@ class SqliteStore:
         rows = self._reader().execute("SELECT bin, fault, node, detail, since_ms, hub_ms, event_id FROM shelf_faults"
                                       " ORDER BY bin, since_ms, fault").fetchall()
         return [ShelfFaultRow(*r) for r in rows]
+
+    def aged_stock(self, locations: tuple[str, ...], received_before_ms: int) -> list[AgedStock]:
+        db = self._reader()
+        out = []
+        for location in locations:
+            for sku, qty in db.execute("SELECT sku, qty FROM balances WHERE location=? AND qty>0 ORDER BY sku",
+                                       (location,)).fetchall():
+                # First in, first out: the pieces there now are the latest arrivals; walk back
+                # through them until they add up to what is there.
+                recent, left, oldest_ms = 0, int(qty), 0
+                for delta, hub_ms in db.execute("SELECT qty_delta, hub_ms FROM movements WHERE location=? AND sku=?"
+                                                " AND qty_delta>0 ORDER BY id DESC", (location, sku)):
+                    if hub_ms >= received_before_ms:
+                        recent += int(delta)
+                    left -= int(delta)
+                    oldest_ms = int(hub_ms)
+                    if left <= 0:
+                        break
+                aged = int(qty) - recent
+                if aged > 0:
+                    out.append(AgedStock(str(sku), location, int(qty), aged, oldest_ms))
+        return out
 
     def quarantine_rows(self, limit: int = 100) -> list[QuarantineRow]:
         rows = self._reader().execute(

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from contract._fields import NAME_RE
 from contract.messages import LOCATION_RE, SKU_RE
+from hub.faults import fault_words
 from hub.lag import STAGES
 from hub.service import HubService
 from hub.store.base import RECOUNT_REQUESTED, SCAN_OUTCOMES
@@ -177,6 +178,35 @@ async def recount_discrepancy(request: web.Request) -> web.Response:
                               "recount_requested_by": name, "recount_requested_ms": requested_ms})
 
 
+@requires("supervisor")
+async def apply_discrepancy_fix(request: web.Request) -> web.Response:
+    """Book an open discrepancy's suggested correction (correction movements with who and why) and close it."""
+    service = request.app[SERVICE]
+    ident = _int_arg_path(request, "id")
+    body = await json_object(request, '{"note": "..."}', optional=True)
+    note = body.get("note", "")
+    if not isinstance(note, str):
+        raise web.HTTPBadRequest(reason="'note' must be a string")
+    who = identity_of(request)
+    name = who.name if who else "a user"
+    try:
+        changes = await asyncio.wrap_future(service.ingest.apply_fix(ident, name, note.strip()[:300]))
+    except LookupError:
+        raise web.HTTPNotFound(reason=f"no discrepancy {ident}") from None
+    except ValueError as err:
+        raise web.HTTPConflict(reason=str(err)) from None
+    return web.json_response({"ok": True, "id": ident, "status": "closed", "corrected_by": name,
+                              "movements": [{"sku": c.sku, "location": c.location, "qty_delta": c.qty_delta,
+                                             "qty": c.qty, "event_id": c.event_id} for c in changes]})
+
+
+async def shelf_faults(request: web.Request) -> web.Response:
+    """Every shelf fault active now, per bin: kind, since when, the edge's detail, and a short meaning."""
+    rows = await asyncio.to_thread(request.app[SERVICE].store.shelf_faults)
+    return web.json_response({"ok": True, "items": [{**dataclasses.asdict(r), "meaning": fault_words(r.fault)}
+                                                    for r in rows]})
+
+
 def _int_arg_path(request: web.Request, name: str) -> int:
     try:
         value = int(request.match_info[name])
@@ -233,6 +263,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/discrepancies", discrepancies)
     app.router.add_post("/api/v1/discrepancies/{id}/resolve", resolve_discrepancy)
     app.router.add_post("/api/v1/discrepancies/{id}/recount", recount_discrepancy)
+    app.router.add_post("/api/v1/discrepancies/{id}/apply-fix", apply_discrepancy_fix)
+    app.router.add_get("/api/v1/shelf-faults", shelf_faults)
     app.router.add_get("/api/v1/node-health", node_health)
     app.router.add_get("/api/v1/lag", lag)
     app.router.add_get("/api/v1/catalog", catalog)

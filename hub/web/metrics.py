@@ -1,4 +1,4 @@
-"""Prometheus /metrics: ingest rate, lag per stage, queue depths, discrepancies, node states.
+"""Prometheus /metrics: ingest rate, lag per stage, queue depths, discrepancies, node states, shelf faults.
 
 One registry per app (not the process-global one), so two hubs in one test process do not
 collide. Counters and gauges are read from the service at scrape time; lag is a histogram
@@ -7,6 +7,7 @@ fed from every group commit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from contract import SHELF_FAULTS
 from hub.ingest import CommitResult
 from hub.service import HubService
 from hub.web.auth import public
@@ -37,6 +39,7 @@ class _ServiceCollector(Collector):
         self.service = service
         self.nodes: list[dict[str, Any]] = []
         self.discrepancies_open: int | None = None
+        self.shelf_faults: dict[str, int] = {}  # fault kind -> bins with it active
 
     def collect(self) -> Iterator[Metric]:
         ingest = self.service.ingest
@@ -69,6 +72,11 @@ class _ServiceCollector(Collector):
             if n.get("clock_skew_ms") is not None:
                 skew.add_metric([n["node"]], n["clock_skew_ms"] / 1000)
         yield from (up, outbox, skew)
+        faults = GaugeMetricFamily("hub_shelf_faults_active", "bins with a shelf fault active now, by kind",
+                                   labels=["fault"])
+        for kind in sorted(SHELF_FAULTS):  # every kind, 0 included: an alert rule needs the series to exist
+            faults.add_metric([kind], self.shelf_faults.get(kind, 0))
+        yield faults
         if self.discrepancies_open is not None:
             yield GaugeMetricFamily("hub_discrepancies_open", "open discrepancies", value=self.discrepancies_open)
 
@@ -112,5 +120,9 @@ async def metrics(request: web.Request) -> web.Response:
     hub_metrics.collector.nodes = await request.app[SERVICE].node_rows()
     open_rows = items(await api_get(request, "/api/v1/discrepancies?status=open"))
     hub_metrics.collector.discrepancies_open = None if open_rows is None else len(open_rows)
+    active: dict[str, int] = {}
+    for fault in await asyncio.to_thread(request.app[SERVICE].store.shelf_faults):
+        active[fault.fault] = active.get(fault.fault, 0) + 1
+    hub_metrics.collector.shelf_faults = active
     body = generate_latest(hub_metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

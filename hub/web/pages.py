@@ -126,7 +126,8 @@ async def discrepancies_page(request: web.Request) -> web.Response:
     # Offer only the actions whose endpoints exist: a button that can only fail helps no one.
     return render(request, "discrepancies.html", rows=rows, state=status,
                   can_recount="/api/v1/discrepancies/{id}/recount" in routes,
-                  can_resolve="/api/v1/discrepancies/{id}/resolve" in routes)
+                  can_resolve="/api/v1/discrepancies/{id}/resolve" in routes,
+                  can_fix="/api/v1/discrepancies/{id}/apply-fix" in routes)
 
 
 async def proposals_page(request: web.Request) -> web.Response:
@@ -163,8 +164,9 @@ async def nodes_page(request: web.Request) -> web.Response:
     for b in catalog.bins:
         if b.node and b.sensored:
             bins_by_node.setdefault(b.node, []).append(b.bin)
+    faults = items(await api_get(request, "/api/v1/shelf-faults")) or []
     return render(request, "nodes.html", nodes=await service.node_rows(), replies=list(reversed(service.replies[-20:])),
-                  can_command=bool(identity and identity.can("admin")), bins_by_node=bins_by_node)
+                  can_command=bool(identity and identity.can("admin")), bins_by_node=bins_by_node, faults=faults)
 
 
 def lag_highlights(rows: list[dict[str, Any]]) -> dict[str, set[str]]:
