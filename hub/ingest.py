@@ -77,7 +77,6 @@ IDLE_TICK_S = 0.5  # how often an idle writer wakes to check gaps and report hea
 GAP_SETTLE_S = 2.0  # a gap may be reordering in flight; ask for it only after this
 GAP_REPEAT_S = 5.0
 CATALOG_POLL_S = 2.0  # how soon a `stock-hub import-catalog` from another process is picked up
-DOCK_CHECK_S = 60.0  # stock left at the dock is judged in hours: a check a minute is plenty
 DEFAULT_WINDOW_MS = 30_000
 
 # The stage times of one committed event (kept under its old name for the web layer).
@@ -587,7 +586,7 @@ class Ingest:
         """Open a "put away or check" task for stock left at a dock too long; close those put away since."""
         settings = self.plausibility
         now = time.monotonic()
-        if not settings.dock_locations or now - self._dock_checked < DOCK_CHECK_S:
+        if not settings.dock_locations or now - self._dock_checked < settings.dock_check_s:
             return
         self._dock_checked = now
         at_ms = now_ms()

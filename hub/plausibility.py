@@ -30,6 +30,7 @@ COUNT_DIFFERENCE = "count_difference"
 STUCK_AT_DOCK = "stuck_at_dock"
 KINDS = (NEGATIVE_BALANCE, COUNT_DIFFERENCE, STUCK_AT_DOCK)
 
+DOCK_CHECK_MAX_S = 60.0  # stock left at the dock is judged in hours: a check a minute is plenty
 MODE_WORDS = {"putaway": "put-away", "move": "move", "pick": "pick"}
 
 
@@ -39,6 +40,11 @@ class PlausibilitySettings:
 
     dock_locations: tuple[str, ...] = ("DOCK",)
     dock_max_age_ms: int = 24 * 3600 * 1000
+
+    @property
+    def dock_check_s(self) -> float:
+        """How often to look: a tenth of the age limit (so a task is at most 10 % late), at most a minute."""
+        return min(DOCK_CHECK_MAX_S, self.dock_max_age_ms / 10_000)
 
 
 def _pieces(n: int) -> str:
