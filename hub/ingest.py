@@ -152,6 +152,8 @@ class Ingest:
         self.reconciler = Reconciler(window_ms)
         self.plausibility = plausibility or PlausibilitySettings()
         self._dock_checked = 0.0
+        # Last certain shelf count per bin (memory only: heartbeats restate it after a restart).
+        self._shelf_count: dict[str, int] = {}
         self.faults = ActiveFaults()  # hub.faults: reconciliation asks it whether a bin's weight can be trusted
         self.lag = LagTracker()
         self._held: dict[tuple[str, str], dict[int, _Held]] = {}
@@ -544,7 +546,7 @@ class Ingest:
                     self._record(tx, [found] if found else [], result)
             else:
                 self._record(tx, negative_balances(tx, event_id, node, event, changes, t_ms, hub_ms,
-                                                   self.plausibility), result)
+                                                   self.plausibility, self._shelf_holds_stock), result)
                 for change in changes:
                     if change.location in rec.bins:
                         self._record(tx, rec.scan(change.location, change.sku, t_ms, hub_ms, change.qty_delta, {
@@ -557,6 +559,8 @@ class Ingest:
             # reconciliation sees the bin as trusted again from this count on.
             result.faults_changed.extend(self.faults.apply(tx, node, event_id, event, t_ms, hub_ms))
             where = self.catalog.bin(event.bin)
+            if not event.uncertain and (where is None or where.sensored):
+                self._shelf_count[event.bin] = event.count
             # Reconciled: bins the catalog marks sensored, and bins it does not know yet. Not:
             # weight-only bins (the sensor is the ledger there) and bins the catalog says have
             # no sensor (a misconfigured controller must not invent discrepancies).
@@ -576,6 +580,10 @@ class Ingest:
                                      "present": event.present, "path": event.path}
             tx.update_node(node, devices=list(devices.values()))
         result.lag.append(LagSample(node, event.ts_ms, event.accepted_ms, received_ms, hub_ms, skew))
+
+    def _shelf_holds_stock(self, location: str) -> bool:
+        """A shelf weighs this location and its last certain count says something is there."""
+        return self._shelf_count.get(location, 0) > 0
 
     def _unsensored(self, location: str) -> bool:
         """No shelf weighs this location (the catalog says so, or it is not a catalog bin)."""

@@ -174,6 +174,8 @@ class ModelBin:
     first_t: int = 0
     open: list[tuple[str, int, int]] = field(default_factory=list)
     closed: list[tuple[str, int, int]] = field(default_factory=list)
+    booked: bool = False  # a movement was ever booked here (a first count is an opening count)
+    last_certain: int = 0  # the shelf's last certain count (hub.plausibility: stock the shelf sees)
 
     def close_window(self) -> None:
         scans = sum(d for k, _, d in self.items if k == "scan")
@@ -204,20 +206,30 @@ def model_apply(bins: dict[str, ModelBin], op: tuple[str, str, int, int]) -> Non
     b = bins[bin_name]
     if kind in ("receive", "pick"):
         delta = qty if kind == "receive" else -qty
-        b.balance += delta
+        before, b.balance, b.booked = b.balance, b.balance + delta, True
+        # Plausibility: a pick that takes the book below zero, unless the shelf sees stock there.
+        if before >= 0 > b.balance and not (b.sensored and b.last_certain > 0):
+            b.open.append(("negative_balance", delta, 0))
         if b.sensored and b.baseline is not None:
             b.add("scan", t, delta)
     elif kind == "count":
+        before, had = b.balance, b.booked
+        b.booked = b.booked or qty != before
         b.balance = qty
         b.items = []
+        explained = b.open
         b.closed += b.open
         b.open = []
+        # A count that changes the book of an unsensored bin, with nothing open to explain, is news.
+        if not explained and had and not b.sensored and qty != before:
+            b.open.append(("count_difference", before, qty))
     elif not b.sensored:
         return  # a shelf reading from a bin the catalog says has no sensor is not evidence
     elif kind == "uncertain":
         if b.baseline is not None:
             b.add("uncertain", t, 0)
     elif kind == "shelf":
+        b.last_certain = qty
         if b.baseline is None:
             b.baseline = qty
             return
