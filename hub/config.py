@@ -59,8 +59,9 @@ HUB_SETTINGS: list[Setting] = [
             " judged together; covers clock skew left after correction and the shelf's settling delay",
             check=positive),
     Setting("stock.dock_locations", list, ["DOCK"],
-            "receiving locations: stock received here should be put away; a put-away whose scanned source runs"
-            " short is offered a correction from here first (empty: no dock checks)", check=_locations),
+            "receiving locations (list every scanner's dock_location): stock received here should be put away; a"
+            " put-away whose scanned source runs short is offered a correction from here first (empty: no dock"
+            " checks)", check=_locations),
     Setting("stock.dock_max_age_h", float, 24.0,
             "stock received at a dock location and not put away after this many hours opens a"
             " 'put away or check' discrepancy (it closes itself once put away)", check=positive),
