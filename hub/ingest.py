@@ -546,7 +546,7 @@ class Ingest:
                     self._record(tx, [found] if found else [], result)
             else:
                 self._record(tx, negative_balances(tx, event_id, node, event, changes, t_ms, hub_ms,
-                                                   self.plausibility, self._shelf_holds_stock), result)
+                                                   self.plausibility, self._shelf_holds), result)
                 for change in changes:
                     if change.location in rec.bins:
                         self._record(tx, rec.scan(change.location, change.sku, t_ms, hub_ms, change.qty_delta, {
@@ -581,9 +581,9 @@ class Ingest:
             tx.update_node(node, devices=list(devices.values()))
         result.lag.append(LagSample(node, event.ts_ms, event.accepted_ms, received_ms, hub_ms, skew))
 
-    def _shelf_holds_stock(self, location: str) -> bool:
-        """A shelf weighs this location and its last certain count says something is there."""
-        return self._shelf_count.get(location, 0) > 0
+    def _shelf_holds(self, location: str, qty: int) -> bool:
+        """A shelf weighs this location and its last certain count says it holds at least qty."""
+        return self._shelf_count.get(location, 0) >= qty
 
     def _unsensored(self, location: str) -> bool:
         """No shelf weighs this location (the catalog says so, or it is not a catalog bin)."""

@@ -59,17 +59,18 @@ def _hours(ms: int) -> str:
 
 def negative_balances(tx: WriteTx, event_id: int, node: str, event: ScanEvent, changes: list[BalanceChange],
                       t_ms: int, hub_ms: int, settings: PlausibilitySettings,
-                      shelf_holds_stock: Callable[[str], bool] = lambda location: False) -> list[NewDiscrepancy]:
+                      shelf_holds: Callable[[str, int], bool] = lambda location, qty: False) -> list[NewDiscrepancy]:
     """A discrepancy for each movement of this scan that took a balance from zero or more to below zero.
 
-    Not where a shelf's last certain count says the bin holds stock: there the scan is
-    plausible and the book was never set (no opening count); reconciliation judges it by weight.
+    Not where a shelf's last certain count says the bin holds at least the quantity taken:
+    there the scan is plausible and the book was never set (no opening count);
+    reconciliation judges it by weight.
     """
     out = []
     for change in changes:
         if change.qty_delta >= 0 or change.qty >= 0 or change.qty - change.qty_delta < 0:
             continue  # not a removal, not negative, or already negative before (its discrepancy says so)
-        if shelf_holds_stock(change.location):
+        if shelf_holds(change.location, -change.qty_delta):
             continue
         out.append(_negative(tx, event_id, node, event, change, t_ms, hub_ms, settings))
     return out

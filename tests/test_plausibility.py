@@ -13,9 +13,9 @@ from pathlib import Path
 
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from hub.store.base import CatalogSku
+from hub.store.base import CatalogBin, CatalogSku
 from tests.conftest import add_node
-from tests.support import edge_config, login_session, scan, start_web_hub, wait_for
+from tests.support import edge_config, login_session, scan, shelf, start_web_hub, wait_for
 
 TIES_GTIN = "09506000134352"
 
@@ -200,6 +200,32 @@ async def test_stock_left_at_the_dock_becomes_a_task_that_closes_when_put_away(b
         [closed] = [d for d in service.store.discrepancies("closed", "DOCK-2", 10) if d.id == task.id]
         assert closed.close_note is not None and closed.close_note.startswith("put away")
         assert json.dumps(closed.evidence)  # evidence kept with the closed row
+    finally:
+        await agent.stop()
+        await runner.cleanup()
+
+
+async def test_on_a_sensored_bin_the_shelf_decides_whether_a_negative_book_is_news(broker: PrivateBroker,
+                                                                                  tmp_path: Path) -> None:
+    service, runner, _ = await start_web_hub(broker, tmp_path, reconcile={"window_s": 0.5})
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    await agent.start()
+    try:
+        bins = [CatalogBin(name, "S", None, node, True, False, 10.0, 0.01) for name in ("S-01-1", "S-01-2")]
+        service.store.import_catalog([], bins, int(time.time() * 1000))
+        await wait_for(lambda: service.ingest.catalog.bin("S-01-2") is not None, what="the catalog")
+        # S-01-1: the shelf weighs 10 but no one ever counted it in; a pick of 2 is plausible there.
+        await agent.sink.submit(shelf("S-01-1", 10))
+        # S-01-2: counted in at 5, the shelf agrees; a pick of 6 cannot have come from it.
+        await agent.sink.submit(scan(location="S-01-2", qty=5, mode="count"))
+        await agent.sink.submit(shelf("S-01-2", 5))
+        await agent.sink.submit(scan(location="S-01-1", qty=2, mode="pick"))
+        await agent.sink.submit(scan(location="S-01-2", qty=6, mode="pick"))
+        [found] = await wait_for(lambda: _open(service, "negative_balance", "S-01-2"), what="the pick of 6")
+        assert found.sentence.startswith("S-01-2 would hold -1 ")
+        assert not _open(service, "negative_balance", "S-01-1")
+        assert service.store.stock("", 10, 0, location="S-01-1")[0].qty == -2  # flagged on the page all the same
     finally:
         await agent.stop()
         await runner.cleanup()

@@ -207,8 +207,8 @@ def model_apply(bins: dict[str, ModelBin], op: tuple[str, str, int, int]) -> Non
     if kind in ("receive", "pick"):
         delta = qty if kind == "receive" else -qty
         before, b.balance, b.booked = b.balance, b.balance + delta, True
-        # Plausibility: a pick that takes the book below zero, unless the shelf sees stock there.
-        if before >= 0 > b.balance and not (b.sensored and b.last_certain > 0):
+        # Plausibility: a pick that takes the book below zero, unless the shelf sees that much there.
+        if before >= 0 > b.balance and not (b.sensored and b.last_certain >= qty):
             b.open.append(("negative_balance", delta, 0))
         if b.sensored and b.baseline is not None:
             b.add("scan", t, delta)
