@@ -601,8 +601,9 @@ class Ingest:
         try:
             aged = {(a.location, a.sku): a for a in
                     self.store.aged_stock(settings.dock_locations, at_ms - settings.dock_max_age_ms)}
-            open_tasks = {(d.bin, d.sku): d.id for d in self.store.discrepancies("open", None, 1000, None)
-                          if d.kind == STUCK_AT_DOCK}
+            # Per dock: open discrepancies elsewhere, however many, cannot hide an open task here.
+            open_tasks = {(d.bin, d.sku): d.id for dock in settings.dock_locations
+                          for d in self.store.discrepancies("open", dock, 1000, None) if d.kind == STUCK_AT_DOCK}
             new = [stuck_at_dock(a, settings, at_ms) for key, a in aged.items() if key not in open_tasks]
             done = [ident for key, ident in open_tasks.items() if key not in aged]
             if not new and not done:
