@@ -149,12 +149,12 @@ class Ingest:
         self._queue: queue.SimpleQueue[Inbound | _WriterJob | None] = queue.SimpleQueue()
         self.book = StreamBook()
         self.catalog = CatalogIndex(Catalog(0))
+        self.faults = ActiveFaults()  # hub.faults: reconciliation asks it whether a bin's weight can be trusted
         self.reconciler = Reconciler(window_ms)
         self.plausibility = plausibility or PlausibilitySettings()
         self._dock_checked = 0.0
         # Last certain shelf count per bin (memory only: heartbeats restate it after a restart).
         self._shelf_count: dict[str, int] = {}
-        self.faults = ActiveFaults()  # hub.faults: reconciliation asks it whether a bin's weight can be trusted
         self.lag = LagTracker()
         self._held: dict[tuple[str, str], dict[int, _Held]] = {}
         self._skew_ms: dict[str, int] = {}  # node clock minus hub clock, from the last birth
