@@ -89,7 +89,8 @@ def _negative(tx: WriteTx, event_id: int, node: str, event: ScanEvent, change: B
     blame = (f"the {mode} source is probably wrong" if event.mode in ("putaway", "move")
              else "the pick was probably from another location, or a receipt was not scanned")
     held = sorted(elsewhere.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
-    where_held = ", ".join(f"{n} sit at {loc}" for loc, n in held) if held else f"no location holds any {sku}"
+    where_held = (", ".join(f"{n} {'sits' if n == 1 else 'sit'} at {loc}" for loc, n in held) if held
+                  else f"no location holds any {sku}")
     sentence = f"{where} would hold {change.qty} {sku}: {blame}; {where_held}."
     fix = None
     if source is not None:
