@@ -4,9 +4,9 @@ Interface (for reconciliation and the pages): the ingest writer owns one `Active
 `ActiveFaults.is_faulted(bin) -> str | None` answers, on the writer thread, whether a bin's
 shelf is faulted *now* and if so returns the reason as a sentence a person can read
 ("shelf fault at A-01-2: overload since 10:41:07 UTC (A-01-2: 20012 g is above the capacity
-...)"); `None` means the weight can be trusted. Reconciliation calls it before judging a
-bin and, while it returns a reason, does not raise weight-based discrepancies there (it
-puts the reason on any discrepancy the fault affects). `ActiveFaults.apply(...)` is called
+...)"); `None` means the weight can be trusted. It is meant for reconciliation to ask before
+judging a bin: while it returns a reason, no weight-based discrepancy should be raised there,
+and any discrepancy the fault may affect should carry the reason. `ActiveFaults.apply(...)` is called
 by ingest for every `shelf_fault` event and every certain shelf count, in the same
 transaction that stores the event, and persists the state with `WriteTx.set_shelf_fault`
 (so it survives a restart: `ActiveFaults.load(store.shelf_faults())`). Readers on other
@@ -60,7 +60,7 @@ def _clock(ms: int) -> str:
 def fault_reason(bin_name: str, faults: Iterable[ShelfFaultRow]) -> str:
     """The sentence that says why a bin's weight is not trusted now."""
     parts = [f"{f.fault} since {_clock(f.since_ms)}" + (f" ({f.detail})" if f.detail else "") for f in faults]
-    return f"shelf fault at {bin_name}: " + "; ".join(parts) + "; its weight is not used until the fault clears"
+    return f"shelf fault at {bin_name}: " + "; ".join(parts) + "; its weight cannot be trusted until the fault clears"
 
 
 class ActiveFaults:

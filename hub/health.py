@@ -82,7 +82,7 @@ def node_health(row: NodeRow, now_ms: int, settings: HealthSettings, missing: in
     for f in faults:
         since = time.strftime("%H:%M:%S", time.gmtime(f.since_ms / 1000))
         detail = f" ({f.detail})" if f.detail else ""
-        problems.append(f"bin {f.bin}: {fault_words(f.fault)} since {since} UTC; its weight is not used until it "
+        problems.append(f"bin {f.bin}: {fault_words(f.fault)} since {since} UTC; its weight cannot be trusted until it "
                         f"clears{detail}")
     return NodeHealth(node=row.node, status="offline" if not row.online else "stale" if stale else "online",
                       online=row.online, stale=stale, last_seen_ms=row.last_seen_ms, silent_for_s=silent_s,

@@ -39,7 +39,7 @@ async def test_a_fault_is_shown_everywhere_until_the_edge_clears_it(broker: Priv
         await wait_for(lambda: len(service.store.shelf_faults()) == 2, what="two active faults")
         reason = service.ingest.faults.is_faulted("H-01-2")
         assert reason is not None and reason.startswith("shelf fault at H-01-2: overload since ")
-        assert DETAIL in reason and reason.endswith("its weight is not used until the fault clears")
+        assert DETAIL in reason and reason.endswith("its weight cannot be trusted until the fault clears")
         async with token_session(api_token(service.config, role="viewer")) as s:
             async with s.get(f"{base}/api/v1/shelf-faults") as resp:
                 items = (await resp.json())["items"]

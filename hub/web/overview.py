@@ -62,7 +62,7 @@ async def build_overview(request: web.Request, nodes: list[dict[str, Any]]) -> d
     for f in (faults or [])[:ALERTS_PER_KIND]:
         alerts.append(Alert("shelf_fault", "bad",
                             f"Shelf fault at bin {f.get('bin')} ({f.get('meaning') or f.get('fault')}): "
-                            f"its weight is not used until it clears. {f.get('detail') or ''}".strip(),
+                            f"its weight cannot be trusted until it clears. {f.get('detail') or ''}".strip(),
                             f"/nodes#node-{quote(str(f.get('node')))}"))
     discrepancies = items(await api_get(request, "/api/v1/discrepancies?status=open"))
     counters["discrepancies_open"] = None if discrepancies is None else len(discrepancies)
