@@ -39,7 +39,7 @@ def _int_arg(request: web.Request, name: str, default: int, lo: int, hi: int) ->
 def _name_arg(value: str | None, what: str, pattern: re.Pattern[str]) -> str | None:
     if value is None:
         return None
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise web.HTTPBadRequest(reason=f"{what} {value[:64]!r} is not valid")
     return value
 
