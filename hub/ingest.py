@@ -397,7 +397,7 @@ class Ingest:
                       msg: Inbound,
                       result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
         _check_node(batch.node, node)
-        track = self.book.get(node, batch.stream)
+        track = self.book.admit(node, batch.stream)  # StreamRefused (a ContractError): quarantined
         touched.pop((node, batch.stream), None)
         touched[(node, batch.stream)] = msg.received_ms
         # The stored body is the event object as it came (already validated), re-encoded by
@@ -554,7 +554,7 @@ class Ingest:
     def _apply_birth(self, tx: WriteTx, birth: Birth, node: str, msg: Inbound, result: CommitResult,
                      touched: dict[tuple[str, str], int]) -> None:
         _check_node(birth.node, node)
-        track = self.book.get(node, birth.stream)
+        track = self.book.admit(node, birth.stream, by_birth=True)
         track.max_seq = max(track.max_seq, birth.last_seq)
         self._settle_deleted(tx, track, birth, msg, result, touched)
         for old in self.book.retire_others(node, birth.stream):
