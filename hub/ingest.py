@@ -54,6 +54,7 @@ from contract import (
     stored_event,
 )
 from hub.catalog import CatalogIndex
+from hub.commands import CommandLog
 from hub.dedupe import StreamBook, StreamTrack
 from hub.lag import LagTracker, StageTimes
 from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_event
@@ -136,6 +137,7 @@ class Ingest:
         self._fixed_resolver = resolve_sku  # None: the catalog's GTIN -> SKU map
         self._queue: queue.SimpleQueue[Inbound | _WriterJob | None] = queue.SimpleQueue()
         self.book = StreamBook()
+        self.commands = CommandLog()  # replies are taken only for commands sent through it
         self.catalog = CatalogIndex(Catalog(0))
         self.reconciler = Reconciler(window_ms)
         self.lag = LagTracker()
@@ -382,6 +384,7 @@ class Ingest:
             elif address.channel is Channel.CMD_REPLY:
                 reply = CommandReply.from_json(msg.payload)
                 _check_node(reply.node, node)
+                self.commands.check(reply)  # UnsolicitedReply (a ContractError): quarantined
                 result.replies.append(reply)
                 tx.update_node(node, last_seen_ms=msg.received_ms)
         except ContractError as err:
