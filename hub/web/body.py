@@ -20,7 +20,7 @@ from hub.web.auth import SAFE_METHODS
 # Our bodies are flat objects ({"cmd": "tare", "target": "A-01"}); 32 leaves room for any
 # client's wrapping while refusing what only serves to exhaust the parser.
 MAX_BODY_DEPTH = 32
-_BODY = "json_body"  # where the parsed body is kept on the request
+_BODY = web.RequestKey("json_body", object)  # where the parsed body is kept on the request
 
 
 async def read_json(request: web.Request, example: str = "") -> Any:
