@@ -147,11 +147,13 @@ class StreamBook:
         if stream in self._pruned.get(node, ()):
             raise StreamRefused(f"node {node}: stream {stream} was retired (the node now writes stream "
                                 f"{self._live.get(node, '?')}); a late batch of it is not applied")
-        live = self.tracks.get((node, self._live.get(node, "")))
-        if not by_birth and live is not None and not live.retired and live.unreceived():
+        # The live stream, or after a restart (nothing known to be live yet) any not retired.
+        open_gap = None if by_birth else next(
+            (t for t in self.tracks.values() if t.node == node and not t.retired and t.unreceived()), None)
+        if open_gap is not None:
             raise StreamRefused(f"node {node}: events of a new stream {stream} refused while its stream "
-                                f"{live.stream} still lacks seq {live.watermark + 1}; a node writes one stream at "
-                                "a time and starts another only when its storage is replaced (its birth says so)")
+                                f"{open_gap.stream} still lacks seq {open_gap.watermark + 1}; a node writes one stream "
+                                "at a time and starts another only when its storage is replaced (its birth says so)")
         budget = self._budgets.setdefault(node, _Budget(NEW_STREAM_BURST, now))
         if not budget.take(now):
             raise StreamRefused(f"node {node}: new stream {stream} refused: more than {NEW_STREAM_BURST} new streams "

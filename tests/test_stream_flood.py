@@ -80,3 +80,10 @@ def test_retired_streams_holding_seqs_are_capped_per_node() -> None:
         book.retire_others("pi-1", track.stream, now=float(i * 10_000))
     book.prune()
     assert book.per_node("pi-1") == 1 + MAX_RETIRED_KEPT
+
+
+def test_after_a_restart_a_loaded_stream_with_a_gap_also_holds_back_a_new_one() -> None:
+    book = StreamBook()
+    book.load("pi-1", "a" * 16, watermark=3, above={5}, max_seq=5)  # as the hub reloads it from disk
+    with pytest.raises(StreamRefused, match="still lacks seq 4"):
+        book.admit("pi-1", "b" * 16, now=0.0)
