@@ -78,6 +78,10 @@ HUB_SETTINGS: list[Setting] = [
             check=positive),
     Setting("auth.lockout_base_s", float, 2.0, "first lockout; doubles with each further failure", check=positive),
     Setting("auth.lockout_max_s", float, 900.0, "longest lockout", check=positive),
+    Setting("auth.failures_per_address", int, 20,
+            "failed logins per address per 10 minutes, across all names, before its logins wait", check=positive),
+    Setting("auth.failures_total", int, 200,
+            "failed logins per 10 minutes from all addresses together before every login waits", check=positive),
     Setting("rules.enabled", bool, True, "run the reorder, supplier and cash rules"),
     Setting("rules.db_path", str, "", "the rules' own SQLite file; empty: rules.sqlite3 next to the ledger"),
     Setting("rules.service_level", float, 0.95, "cycle service level for safety stock (0.5 to below 1)",
@@ -143,6 +147,8 @@ class HubConfig:
     auth_lockout_after: int = 5
     auth_lockout_base_s: float = 2.0
     auth_lockout_max_s: float = 900.0
+    auth_failures_per_address: int = 20
+    auth_failures_total: int = 200
     rules: RulesConfig = RulesConfig()
     central: CentralConfig = CentralConfig()
 
@@ -172,4 +178,6 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      auth_session_max_age_s=raw["auth.session_max_age_s"], auth_cookie_secure=raw["auth.cookie_secure"],
                      auth_lockout_after=raw["auth.lockout_after"], auth_lockout_base_s=raw["auth.lockout_base_s"],
                      auth_lockout_max_s=raw["auth.lockout_max_s"],
+                     auth_failures_per_address=raw["auth.failures_per_address"],
+                     auth_failures_total=raw["auth.failures_total"],
                      rules=rules_config_from(raw), central=central_config_from(raw))

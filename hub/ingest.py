@@ -55,6 +55,7 @@ from contract import (
     stored_event,
 )
 from hub.catalog import CatalogIndex
+from hub.commands import CommandLog
 from hub.dedupe import StreamBook, StreamTrack
 from hub.faults import ActiveFaults
 from hub.lag import LagTracker, StageTimes
@@ -148,6 +149,7 @@ class Ingest:
         self._fixed_resolver = resolve_sku  # None: the catalog's GTIN -> SKU map
         self._queue: queue.SimpleQueue[Inbound | _WriterJob | None] = queue.SimpleQueue()
         self.book = StreamBook()
+        self.commands = CommandLog()  # replies are taken only for commands sent through it
         self.catalog = CatalogIndex(Catalog(0))
         self.faults = ActiveFaults()  # hub.faults: reconciliation asks it whether a bin's weight can be trusted
         self.reconciler = Reconciler(window_ms)
@@ -423,6 +425,7 @@ class Ingest:
             elif address.channel is Channel.CMD_REPLY:
                 reply = CommandReply.from_json(msg.payload)
                 _check_node(reply.node, node)
+                self.commands.check(reply)  # UnsolicitedReply (a ContractError): quarantined
                 result.replies.append(reply)
                 tx.update_node(node, last_seen_ms=msg.received_ms)
         except ContractError as err:
@@ -438,7 +441,7 @@ class Ingest:
                       msg: Inbound,
                       result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
         _check_node(batch.node, node)
-        track = self.book.get(node, batch.stream)
+        track = self.book.admit(node, batch.stream)  # StreamRefused (a ContractError): quarantined
         touched.pop((node, batch.stream), None)
         touched[(node, batch.stream)] = msg.received_ms
         # The stored body is the event object as it came (already validated), re-encoded by
@@ -660,7 +663,7 @@ class Ingest:
     def _apply_birth(self, tx: WriteTx, birth: Birth, node: str, msg: Inbound, result: CommitResult,
                      touched: dict[tuple[str, str], int]) -> None:
         _check_node(birth.node, node)
-        track = self.book.get(node, birth.stream)
+        track = self.book.admit(node, birth.stream, by_birth=True)
         track.max_seq = max(track.max_seq, birth.last_seq)
         self._settle_deleted(tx, track, birth, msg, result, touched)
         for old in self.book.retire_others(node, birth.stream):

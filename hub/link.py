@@ -182,6 +182,8 @@ class HubLink:
         self.client.publish(node_topic(self.config.site, ack.node, Channel.ACK), ack.to_json(), qos=1)
 
     def send_command(self, node: str, cmd: Command) -> None:
+        """Publish a command to a node, recorded first so its reply is recognised."""
+        self.ingest.commands.sent(node, cmd)
         self.client.publish(node_topic(self.config.site, node, Channel.CMD), cmd.to_json(), qos=1)
 
     def publish_config(self, config: NodeConfig) -> None:

@@ -50,7 +50,6 @@ class HubService:
             self.rules = RulesEngine(RulesCore(rules_db, config.rules, system_clock, config.site))
             if config.central.base_url:
                 self.purchasing = PurchasingSync(self.rules, config.central, config.site, system_clock)
-        self.replies: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[Any]] = []
 
     def _publish_ack(self, ack: Any) -> None:
@@ -69,8 +68,12 @@ class HubService:
         if self.rules is not None:
             self.rules.submit(result)  # a queue put: the rules run on their own thread
         for reply in result.replies:
-            self.replies.append(dataclasses.asdict(reply))
-        del self.replies[:-200]
+            self.ingest.commands.store(reply)
+
+    @property
+    def replies(self) -> list[dict[str, Any]]:
+        """Replies to the hub's commands, every node's, oldest first."""
+        return self.ingest.commands.recent()
 
     def wake_purchasing(self) -> None:
         """Send what was just approved without waiting for the next round."""

@@ -20,6 +20,7 @@ from hub.lag import STAGES
 from hub.service import HubService
 from hub.store.base import RECOUNT_REQUESTED, SCAN_OUTCOMES
 from hub.web.auth import identity_of, requires
+from hub.web.body import read_json
 
 SERVICE = web.AppKey("service", HubService)
 
@@ -40,7 +41,7 @@ def _int_arg(request: web.Request, name: str, default: int, lo: int, hi: int) ->
 def _name_arg(value: str | None, what: str, pattern: re.Pattern[str]) -> str | None:
     if value is None:
         return None
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise web.HTTPBadRequest(reason=f"{what} {value[:64]!r} is not valid")
     return value
 
@@ -48,15 +49,11 @@ def _name_arg(value: str | None, what: str, pattern: re.Pattern[str]) -> str | N
 async def json_object(request: web.Request, example: str = "", optional: bool = False) -> dict[str, Any]:
     """The request body as a JSON object, else 400 (naming `example` when given); with
     `optional`, no body at all is {}."""
-    if optional and not request.can_read_body:
+    if optional and not request.body_exists:
         return {}
-    like = f" like {example}" if example else ""
-    try:
-        body = await request.json()
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise web.HTTPBadRequest(reason=f"body must be JSON{like}") from None
+    body = await read_json(request, example)
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason=f"body must be a JSON object{like}")
+        raise web.HTTPBadRequest(reason=f"body must be a JSON object{' like ' + example if example else ''}")
     return body
 
 
@@ -143,10 +140,7 @@ async def resolve_discrepancy(request: web.Request) -> web.Response:
     """Close a discrepancy by hand with a note (a count scan closes them by itself)."""
     service = request.app[SERVICE]
     ident = _int_arg_path(request, "id")
-    try:
-        body = await request.json() if request.can_read_body else {}
-    except ValueError:
-        raise web.HTTPBadRequest(reason="the body must be JSON: {\"note\": \"...\"}") from None
+    body = await read_json(request, '{"note": "..."}') if request.body_exists else {}
     note = body.get("note") if isinstance(body, dict) else None
     if note is not None and not isinstance(note, str):
         raise web.HTTPBadRequest(reason="'note' must be a string")
