@@ -22,6 +22,7 @@ if [ "$PURPOSE" = test ]; then
     command -v avr-gcc >/dev/null || missing+=(gcc-avr avr-libc)     # the HX711-bridge firmware build
     command -v systemd-analyze >/dev/null || missing+=(systemd)      # unit verification
     command -v shellcheck >/dev/null || missing+=(shellcheck)        # lint of the install scripts
+    command -v promtool >/dev/null || missing+=(prometheus)          # promtool: alert rule unit tests
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
