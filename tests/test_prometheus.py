@@ -87,7 +87,7 @@ def test_grafana_dashboard_is_well_formed() -> None:
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     for panel in doc["panels"]:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, f"panel {panel['title']} is wider than the grid"
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, f"panel {panel['title']} is wider than the grid"
         assert panel["datasource"]["uid"] == "${datasource}"
         assert panel["targets"], f"panel {panel['title']} has no query"
         ref_ids = [t["refId"] for t in panel["targets"]]
@@ -99,10 +99,10 @@ async def test_metrics_pass_promtool_and_cover_every_name_the_rules_and_dashboar
     tool = promtool()
     # Central configured (nothing listens there), so the purchasing metrics are exported too.
     central = {"base_url": f"http://127.0.0.1:{free_port()}", "retry_base_s": 0.1}
-    async with RunningHub(broker, tmp_path, central=central) as hub, aiohttp.ClientSession() as http:
-        async with http.get(f"{hub.base_url}/metrics") as resp:
-            assert resp.status == 200
-            text = await resp.text()
+    async with (RunningHub(broker, tmp_path, central=central) as hub, aiohttp.ClientSession() as http,
+                http.get(f"{hub.base_url}/metrics") as resp):
+        assert resp.status == 200
+        text = await resp.text()
     checked = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     exported = exported_names(text)
