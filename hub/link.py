@@ -198,6 +198,10 @@ class HubLink:
         self.ingest.commands.sent(node, cmd)
         self.client.publish(node_topic(self.config.site, node, Channel.CMD), cmd.to_json(), qos=1)
 
+    def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Publish the hub's own state for other consumers (QoS 1; paho queues it while disconnected)."""
+        self.client.publish(topic, payload, qos=1, retain=retain)
+
     def publish_config(self, config: NodeConfig) -> None:
         self.client.publish(node_topic(self.config.site, config.node, Channel.CONFIG), config.to_json(), qos=1,
                             retain=True)
