@@ -21,7 +21,7 @@ OPENAPI_DOCUMENTS = (ROOT / "docs" / "openapi.yaml", ROOT / "docs" / "central-op
 PARSER = ROOT / ".venv" / "asyncapi" / "validate.mjs"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 # Channels whose last message a new subscriber needs: the broker keeps it (retained).
-RETAINED_CHANNELS = {"nodeState", "nodeConfig", "hubState"}
+RETAINED_CHANNELS = {"nodeState", "nodeConfig", "hubState", "hubBins", "hubSkus", "hubDiscrepancies"}
 
 
 def _load(path: Path) -> dict[str, Any]:
