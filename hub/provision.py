@@ -1,8 +1,10 @@
 """Provisioning a node: its MQTT credentials, the broker's password file and ACL, its config file.
 
-`stock-hub provision-node NAME` and `stock-hub revoke-node NAME` (DESIGN §8). The ACL needs
-no per-node entry: its `%u` patterns give every user rights to its own topics only, so
-provisioning writes the generated ACL (if it is missing or differs) and adds a password.
+`stock-hub provision-node NAME` and `stock-hub revoke-node NAME`. The ACL needs no per-node
+entry: its `%u` patterns give every user rights to its own topics only, so provisioning
+regenerates its own marked block of the ACL (hub/mosquitto.py; lines outside it are an
+operator's and are kept) and adds a password. `stock-hub add-integration NAME` adds a
+read-only account for other consumers of the hub's published state.
 
 The node's config file carries its password inline (`mqtt.password`), file mode 0600: the file
 is the one thing an installer copies to the Pi (`install-edge.sh --config FILE` installs it as
