@@ -36,7 +36,6 @@ from hub.config import IntegrationsConfig
 from hub.ingest import CommitResult
 
 if TYPE_CHECKING:
-    from hub.rules.core import RulesCore
     from hub.rules.engine import RulesEngine
     from hub.store.base import Store
 
@@ -53,15 +52,6 @@ class _Pending:
     nodes: set[str] = field(default_factory=set)
     alerts: list[HubAlert] = field(default_factory=list)
     readings: dict[str, float] = field(default_factory=dict)  # bin -> confidence of its last certain count
-
-
-def sku_state(on_hand: int, demand_per_day: float, position: int | None, reorder_point: float | None) -> str:
-    """ok, low (stock position at or below the reorder point) or stockout (none on hand, demand waiting)."""
-    if on_hand <= 0 and demand_per_day > 0:
-        return "stockout"
-    if reorder_point is not None and position is not None and position <= reorder_point:
-        return "low"
-    return "ok"
 
 
 class ConsumerFeed:
@@ -133,16 +123,14 @@ class ConsumerFeed:
             self._send(bin_topic(self.site, bin_name), message.to_json(), retain=True)
             self._announce("bin", bin_name, bin_topic(self.site, bin_name), "pcs")
         for sku in sorted(pending.skus):
-            stock = await self._sku_stock(sku, now)
+            stock, sentence = await self._sku_stock(sku, now)
             self._send(sku_topic(self.site, sku), stock.to_json(), retain=True)
             self._announce("sku", sku, sku_topic(self.site, sku), "pcs")
             previous = self._sku_states.get(sku)
             self._sku_states[sku] = stock.state
             if stock.state != "ok" and stock.state != previous:
-                text = (f"{sku} is out of stock at the site" if stock.state == "stockout"
-                        else f"{sku} is low: {stock.on_hand} on hand, reorder point {stock.reorder_point}")
                 pending.alerts.append(HubAlert(kind="stockout" if stock.state == "stockout" else "low_stock",
-                                               subject=sku, text=text, ts_ms=now))
+                                               subject=sku, text=sentence[:500], ts_ms=now))
         if pending.discrepancies:
             open_rows = await asyncio.to_thread(self.store.discrepancies, "open", None, 10_000)
             by_kind: dict[str, int] = {}
@@ -155,21 +143,18 @@ class ConsumerFeed:
         for alert in pending.alerts:
             self._send(alerts_topic(self.site), alert.to_json(), retain=False)
 
-    async def _sku_stock(self, sku: str, now: int) -> SkuStock:
-        rows = await asyncio.to_thread(self.store.stock, "", 10_000, 0, sku, None)
-        on_hand = sum(max(0, r.qty) for r in rows)  # a negative balance is a flagged error, not stock
+    async def _sku_stock(self, sku: str, now: int) -> tuple[SkuStock, str]:
+        """The SKU's state across the site (the rules' judgement when they run) and a sentence."""
         if self.rules is None:
-            return SkuStock(sku=sku, on_hand=on_hand, state=sku_state(on_hand, 0.0, None, None), ts_ms=now)
-
-        def plan_of(core: RulesCore) -> tuple[float, int, float | None]:
-            plan = core.plan(sku)
-            reorder_point = plan.levels.reorder_point if plan.levels is not None else None
-            return plan.demand.rate_per_day, plan.on_order, reorder_point
-
-        rate, on_order, reorder_point = await self.rules.call(plan_of)
-        state = sku_state(on_hand, rate, on_hand + on_order, reorder_point)
-        return SkuStock(sku=sku, on_hand=on_hand, state=state, ts_ms=now,
-                        reorder_point=None if reorder_point is None else int(reorder_point))
+            rows = await asyncio.to_thread(self.store.stock, "", 10_000, 0, sku, None)
+            on_hand = sum(max(0, r.qty) for r in rows)  # a negative balance is a flagged error, not stock
+            state = "stockout" if on_hand <= 0 else "ok"
+            return SkuStock(sku=sku, on_hand=on_hand, state=state, ts_ms=now), f"{sku}: {on_hand} on hand"
+        judged = await self.rules.call(lambda core: core.stock_state(sku))
+        reorder_point = judged["reorder_point"]
+        return (SkuStock(sku=sku, on_hand=max(0, int(judged["qty"])), state=judged["state"], ts_ms=now,
+                         reorder_point=None if reorder_point is None else int(reorder_point)),
+                judged["sentence"])
 
     async def _node_alerts(self, pending: _Pending, now: int) -> None:
         online = await asyncio.to_thread(self.node_online)
