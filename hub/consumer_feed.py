@@ -85,6 +85,12 @@ class ConsumerFeed:
             pending.skus.add(change.sku)
         pending.readings.update(result.shelf_confidence)
         pending.bins.update(result.shelf_confidence)
+        for fault in result.faults_changed:
+            pending.bins.add(fault.bin)
+            if fault.active:
+                pending.alerts.append(HubAlert(kind="shelf_fault", subject=fault.bin, ts_ms=_now_ms(),
+                                               text=f"shelf {fault.bin} on {fault.node}: {fault.fault}"
+                                                    f"{': ' + fault.detail if fault.detail else ''}"[:500]))
         if result.discrepancies_opened or result.discrepancies_closed:
             pending.discrepancies = True
         now = _now_ms()
@@ -115,11 +121,16 @@ class ConsumerFeed:
     async def _publish_round(self, pending: _Pending) -> None:
         now = _now_ms()
         self._confidence.update(pending.readings)
+        faults: dict[str, str] = {}
+        if pending.bins:
+            for fault in await asyncio.to_thread(self.store.shelf_faults):
+                faults.setdefault(fault.bin, fault.fault)  # the oldest active fault names the bin's state
         for bin_name in sorted(pending.bins):
             rows = await asyncio.to_thread(self.store.stock, "", MAX_BIN_ITEMS + 1, 0, None, bin_name)
             items = tuple(BinItem(r.sku, r.qty) for r in rows[:MAX_BIN_ITEMS])
             message = BinStock(bin=bin_name, qty=sum(i.qty for i in items), items=items, ts_ms=now,
-                               confidence=self._confidence.get(bin_name), truncated=len(rows) > MAX_BIN_ITEMS)
+                               confidence=self._confidence.get(bin_name), fault=faults.get(bin_name),
+                               truncated=len(rows) > MAX_BIN_ITEMS)
             self._send(bin_topic(self.site, bin_name), message.to_json(), retain=True)
             self._announce("bin", bin_name, bin_topic(self.site, bin_name), "pcs")
         for sku in sorted(pending.skus):

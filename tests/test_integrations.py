@@ -159,3 +159,38 @@ def test_a_fully_generated_acl_of_an_earlier_release_is_replaced_not_kept(tmp_pa
     assert ensure_acl(legacy)
     assert legacy.read_text() == acl_text()
     assert not ensure_acl(legacy)  # idempotent
+
+
+async def test_a_shelf_fault_shows_in_the_bin_state_and_is_an_alert(
+        site_broker: tuple[PrivateBroker, Path], tmp_path: Path) -> None:
+    import time
+
+    from contract import ShelfFault
+
+    broker, pid_file = site_broker
+    user, password = add_integration("faults", password_file=broker.password_file, acl_file=broker.acl_file,
+                                     mosquitto_pid_file=pid_file)
+    node, node_password = add_node(broker)
+    async with RunningHub(broker, tmp_path, integrations=FAST):
+        agent = EdgeAgent(edge_config(broker, tmp_path, node, node_password))
+        await agent.start()
+        peer = connect_when_accepted(broker, user, password)
+        try:
+            peer.subscribe(f"wh/v1/{SITE}/hub/#")
+            now = int(time.time() * 1000)
+            await agent.sink.submit(ShelfFault(seq=0, ts_ms=now, accepted_ms=now, bin="S-01-1", fault="overload",
+                                               detail="load above the cell's range"))
+            bin_topic = f"wh/v1/{SITE}/hub/bins/S-01-1"
+            state = await wait_for(lambda: _latest(peer, bin_topic, BinStock.from_json), what="the bin's state")
+            assert state.fault == "overload"
+            alerts = await wait_for(lambda: [HubAlert.from_json(m.payload)
+                                             for m in _messages(peer, f"wh/v1/{SITE}/hub/alerts")], what="an alert")
+            assert [(a.kind, a.subject) for a in alerts] == [("shelf_fault", "S-01-1")]
+            await agent.sink.submit(ShelfFault(seq=0, ts_ms=now + 1, accepted_ms=now + 1, bin="S-01-1",
+                                               fault="overload", detail="", active=False))
+            cleared = await wait_for(lambda: (s := _latest(peer, bin_topic, BinStock.from_json)) and s.fault is None
+                                     and s, what="the fault cleared in the bin's state")
+            assert cleared.fault is None
+        finally:
+            peer.close()
+            await agent.stop()
