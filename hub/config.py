@@ -200,7 +200,7 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      auth_lockout_max_s=raw["auth.lockout_max_s"],
                      auth_failures_per_address=raw["auth.failures_per_address"],
                      auth_failures_total=raw["auth.failures_total"],
-                                          rules=rules_config_from(raw), central=central_config_from(raw),
+                     rules=rules_config_from(raw), central=central_config_from(raw),
                      integrations=IntegrationsConfig(
                          publish_state=raw["integrations.publish_state"],
                          min_interval_ms=raw["integrations.min_interval_ms"],
