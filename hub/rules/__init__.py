@@ -11,6 +11,7 @@ Pure decision modules (no I/O, explicit inputs, an explicit clock):
     constraint  which one thing limits a SKU now
     decisions   the decision log record and the sentences a supervisor reads
 
-Around them: `store` (the rules' own SQLite file), `core` (applies the modules to
+Around them: `store` (the rules' own SQLite file), `outbox` (the requests to central
+purchasing, a table in that file), `core` (applies the modules to
 movements, synchronously) and `engine` (the core on its own thread, fed by ingest).
 """

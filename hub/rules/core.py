@@ -20,13 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hub.ledger import PICK, RECEIVE, SENSOR_CHANGE, BalanceChange
-from hub.purchasing import outbox
 from hub.rules import cash as cash_rule
 from hub.rules import demand as demand_rule
 from hub.rules import feedback as feedback_rule
 from hub.rules import leadtime as leadtime_rule
+from hub.rules import outbox, reorder
 from hub.rules import receipts as receipts_rule
-from hub.rules import reorder
 from hub.rules import stock as stock_rule
 from hub.rules import supplier as supplier_rule
 from hub.rules.clock import Clock, day_of
@@ -169,6 +168,7 @@ class RulesCore:
         self.last_day: int | None = None
         self._dirty: set[str] = set()
         self._receipts: list[tuple[str, str, str, dict[str, Any], int]] = []  # for the outbox, this commit
+        self.outbox = db.outbox  # purchasing's sync reads and marks it through here (engine thread)
         self._load()
 
     # ================================================================ persistence
@@ -355,7 +355,7 @@ class RulesCore:
         scanned = {"po_ref": found.po_ref, "sscc": found.sscc, "lot": ch.lot, "expiry": ch.expiry}
         body.update({k: v for k, v in scanned.items() if v is not None})
         # Queued for the outbox by on_commit, in one statement per commit.
-        self._receipts.append(("receipt", f"{self.site}:receipt:{receipt_id}", RECEIPT_PATH, body, self.clock()))
+        self._receipts.append((outbox.RECEIPT, f"{self.site}:receipt:{receipt_id}", RECEIPT_PATH, body, self.clock()))
         goods = "".join(f", {k} {v}" for k, v in (("pallet", found.sscc), ("lot", ch.lot), ("expiry", ch.expiry))
                         if v)
         against = f" against PO {found.po_ref}" if found.po_ref else ""
@@ -465,6 +465,19 @@ class RulesCore:
                 return
             self._save_po(replace(po, proposal_id=proposal_id))
             self._save_proposal(replace(p, status="ordered", po_id=po.po_id, updated_ms=self.clock()))
+
+    def on_outbox_sent(self, item: outbox.OutboxItem, response: dict[str, Any], po: PurchaseOrder | None,
+                       now_ms: int) -> None:
+        """Central accepted an outbox request: mark it sent and take in its answer, in one transaction.
+
+        `po` is the purchase order central placed for a requisition (None when it did not say).
+        """
+        with self._tx():
+            self.outbox.mark_sent(item.id, now_ms, response)
+            if item.kind == outbox.REQUISITION and po is not None:
+                self.on_requisition_accepted(item.body["requisition_id"], po)
+            elif item.kind == outbox.RECEIPT:
+                self.on_receipt_booked(item.body, response)
 
     def on_receipt_booked(self, receipt: dict[str, Any], answer: dict[str, Any]) -> None:
         """Central answered a receipt: say so when it booked less than expected, or matched a PO for us."""
@@ -681,7 +694,7 @@ class RulesCore:
         p = replace(p, status="queued", decided_by=by, updated_ms=now)
         self._save_proposal(p)
         item = self.catalog.get(self.resolve(p.sku))
-        outbox.enqueue(self.db.conn, "requisition", f"{self.site}:requisition:{p.id}", REQUISITION_PATH,
+        outbox.enqueue(self.db.conn, outbox.REQUISITION, f"{self.site}:requisition:{p.id}", REQUISITION_PATH,
                        {"site": self.site, "requisition_id": p.id, "sku": p.sku, "gtin": item.gtin if item else None,
                         "supplier": p.supplier, "qty": qty, "unit_price": p.unit_price, "requested_ms": now}, now)
         choice = supplier_rule.choose(self._options(p.sku), self._standings(p.sku))

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hub.purchasing.outbox import OUTBOX_SCHEMA
+from hub.rules.outbox import OUTBOX_SCHEMA, Outbox
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS learned (
@@ -87,6 +87,7 @@ class RulesDb:
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.executescript(SCHEMA + OUTBOX_SCHEMA)
         self._depth = 0
+        self.outbox = Outbox(self.conn, self.tx)  # the table purchasing's sync works through
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
