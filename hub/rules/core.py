@@ -8,14 +8,13 @@ with a manual clock.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +31,20 @@ from hub.rules.clock import Clock, day_of
 from hub.rules.config import RulesConfig
 from hub.rules.constraint import Constraint, ConstraintInputs, classify
 from hub.rules.decisions import Decision, day_label, sku_label, units
+from hub.rules.model import (
+    AWAITING_PO_STATUSES,
+    OPEN_PROPOSAL_STATUSES,
+    ORDERED,
+    PENDING,
+    QUEUED,
+    RECEIVED,
+    REJECTED,
+    CatalogItem,
+    Proposal,
+    PurchaseOrder,
+    SkuPlan,
+    to_json,
+)
 from hub.rules.store import RulesDb
 from hub.store.base import DiscrepancyRow
 
@@ -42,8 +55,6 @@ log = logging.getLogger(__name__)
 # corrections fix the record, moves and putaways shift stock inside the site: none is demand.
 CONSUMPTION_REASONS = frozenset({PICK, SENSOR_CHANGE})
 RECEIPT_REASONS = frozenset({RECEIVE})
-OPEN_PROPOSAL = ("pending", "queued")  # not yet a PO: a SKU with an open proposal gets no second one
-HELD_PROPOSAL = (*OPEN_PROPOSAL, "ordered")  # kept in memory until received or rejected
 LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower"})  # decisions that set or move a ROP
 REQUISITION_PATH = "/v1/requisitions"
 RECEIPT_PATH = "/v1/receipts"
@@ -55,93 +66,6 @@ class RulesError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogItem:
-    """A SKU as central purchasing describes it."""
-
-    sku: str
-    gtin: str | None
-    description: str
-    unit_weight_g: float | None
-    suppliers: tuple[supplier_rule.SupplierOption, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PurchaseOrder:
-    """An order central placed for one of our requisitions."""
-
-    po_id: str
-    proposal_id: str | None
-    sku: str
-    supplier: str
-    qty_ordered: int
-    qty_received: int
-    ordered_ms: int
-    promised_ms: int | None
-    status: str  # open, received, closed, cancelled
-
-    @property
-    def open_qty(self) -> int:
-        return max(0, self.qty_ordered - self.qty_received) if self.status == "open" else 0
-
-
-@dataclass(frozen=True, slots=True)
-class Proposal:
-    """A requisition line the rules propose (or a supervisor edited)."""
-
-    id: str
-    sku: str
-    supplier: str
-    status: str  # pending, queued (approved, in the outbox), ordered, received, rejected
-    desired_qty: int
-    essential_qty: int
-    qty: int  # after the cash rule
-    qty_override: int | None
-    unit_price: float
-    moq: int
-    pack_multiple: int
-    days_of_cover: float
-    position: float
-    reorder_point: float
-    order_up_to: float
-    cash_outcome: str
-    created_ms: int
-    updated_ms: int
-    decided_by: str | None = None
-    note: str | None = None
-    po_id: str | None = None
-    auto: bool = False
-
-    @property
-    def final_qty(self) -> int:
-        return self.qty if self.qty_override is None else self.qty_override
-
-
-@dataclass(frozen=True, slots=True)
-class SkuPlan:
-    """The formula's view of one SKU now."""
-
-    sku: str
-    on_hand: int
-    on_order: int
-    position: int
-    demand: demand_rule.DemandState
-    lead_time: leadtime_rule.LeadTimeEstimate | None
-    choice: supplier_rule.SupplierChoice | None
-    levels: reorder.ReorderLevels | None
-    factor: float
-
-
-def _to_json(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple | list):
-        return [_to_json(x) for x in obj]
-    if isinstance(obj, float) and math.isinf(obj):
-        return None
-    return obj
 
 
 class RulesCore:
@@ -164,7 +88,7 @@ class RulesCore:
         self.auto_send: set[str] = set()
         self.cash_available: float | None = None
         self.pos: dict[str, PurchaseOrder] = {}
-        self.proposals: dict[str, Proposal] = {}  # HELD_PROPOSAL ones: open, or ordered and not yet received
+        self.proposals: dict[str, Proposal] = {}  # the open ones (OPEN_PROPOSAL_STATUSES)
         self.last_day: int | None = None
         self._dirty: set[str] = set()
         self._receipts: list[tuple[str, str, str, dict[str, Any], int]] = []  # for the outbox, this commit
@@ -199,7 +123,8 @@ class RulesCore:
         for row in self.db.conn.execute("SELECT body FROM purchase_orders WHERE status = 'open'"):
             po = PurchaseOrder(**json.loads(row["body"]))
             self.pos[po.po_id] = po
-        for row in self.db.conn.execute("SELECT body FROM proposals WHERE status IN ('pending','queued','ordered')"):
+        for row in self.db.conn.execute(f"SELECT body FROM proposals WHERE status IN ({','.join('?' * len(OPEN_PROPOSAL_STATUSES))})",
+                                        sorted(OPEN_PROPOSAL_STATUSES)):
             p = Proposal(**json.loads(row["body"]))
             self.proposals[p.id] = p
 
@@ -219,15 +144,15 @@ class RulesCore:
                     "feedback": lambda: self.feedback[rest], "standing": lambda: self.standing[(a, b)],
                     "onhand": lambda: {"qty": self.on_hand[(a, b)], "pick_face": b in self.pick_faces.get(a, ())},
                     "catalog": lambda: self.catalog[rest]}[kind]()
-        return obj if isinstance(obj, dict) else _to_json(obj)
+        return obj if isinstance(obj, dict) else to_json(obj)
 
     def _save_proposal(self, p: Proposal) -> None:
         self.db.conn.execute(
             "INSERT INTO proposals (id, sku, supplier, status, body, created_ms, updated_ms) VALUES (?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET status=excluded.status, supplier=excluded.supplier, body=excluded.body,"
             " updated_ms=excluded.updated_ms",
-            (p.id, p.sku, p.supplier, p.status, json.dumps(_to_json(p)), p.created_ms, p.updated_ms))
-        if p.status in HELD_PROPOSAL:
+            (p.id, p.sku, p.supplier, p.status, json.dumps(to_json(p)), p.created_ms, p.updated_ms))
+        if p.status in OPEN_PROPOSAL_STATUSES:
             self.proposals[p.id] = p
         else:
             self.proposals.pop(p.id, None)
@@ -236,7 +161,7 @@ class RulesCore:
         self.db.conn.execute("INSERT INTO purchase_orders (po_id, sku, status, body, updated_ms) VALUES (?,?,?,?,?)"
                              " ON CONFLICT(po_id) DO UPDATE SET status=excluded.status, body=excluded.body,"
                              " updated_ms=excluded.updated_ms",
-                             (po.po_id, po.sku, po.status, json.dumps(_to_json(po)), self.clock()))
+                             (po.po_id, po.sku, po.status, json.dumps(to_json(po)), self.clock()))
         if po.status == "open":
             self.pos[po.po_id] = po
         else:
@@ -246,7 +171,7 @@ class RulesCore:
         self.db.conn.execute("INSERT INTO decisions (ts_ms, rule, sku, supplier, proposal_id, sentence, inputs, result)"
                              " VALUES (?,?,?,?,?,?,?,?)",
                              (d.ts_ms, d.rule, d.sku, d.supplier, d.proposal_id, d.sentence,
-                              json.dumps(_to_json(d.inputs)), json.dumps(_to_json(d.result))))
+                              json.dumps(to_json(d.inputs)), json.dumps(to_json(d.result))))
         log.info("rule %s for %s: %s", d.rule, d.sku, d.sentence)
 
     # ================================================================ inputs: the ledger stream
@@ -373,7 +298,7 @@ class RulesCore:
                                           po.qty_ordered, po.qty_received)
         self.record_delivery(delivery)
         if po.proposal_id and po.proposal_id in self.proposals:
-            self._save_proposal(replace(self.proposals[po.proposal_id], status="received",
+            self._save_proposal(replace(self.proposals[po.proposal_id], status=RECEIVED,
                                         updated_ms=self.clock()))
 
     def record_delivery(self, delivery: leadtime_rule.Delivery) -> None:
@@ -461,10 +386,10 @@ class RulesCore:
         """Central turned our requisition into a PO: it is now on order."""
         with self._tx():
             p = self.proposals.get(proposal_id)
-            if p is None or p.status != "queued":
+            if p is None or p.status != QUEUED:
                 return
             self._save_po(replace(po, proposal_id=proposal_id))
-            self._save_proposal(replace(p, status="ordered", po_id=po.po_id, updated_ms=self.clock()))
+            self._save_proposal(replace(p, status=ORDERED, po_id=po.po_id, updated_ms=self.clock()))
 
     def on_outbox_sent(self, item: outbox.OutboxItem, response: dict[str, Any], po: PurchaseOrder | None,
                        now_ms: int) -> None:
@@ -532,7 +457,7 @@ class RulesCore:
 
     def on_order(self, sku: str) -> int:
         """Units sent or approved and not yet received."""
-        queued = sum(p.final_qty for p in self.proposals.values() if p.sku == sku and p.status == "queued")
+        queued = sum(p.final_qty for p in self.proposals.values() if p.sku == sku and p.status == QUEUED)
         return queued + sum(po.open_qty for po in self.pos.values() if po.sku == sku)
 
     def sku_stock(self, sku: str) -> stock_rule.SkuStock:
@@ -593,8 +518,8 @@ class RulesCore:
         lv, choice = plan.levels, plan.choice
         if lv is None or choice is None or plan.lead_time is None or plan.position > lv.reorder_point:
             return
-        if any(p.sku == plan.sku and p.status in OPEN_PROPOSAL for p in self.proposals.values()):
-            return  # crossed once: one proposal until it is decided
+        if any(p.sku == plan.sku and p.status in AWAITING_PO_STATUSES for p in self.proposals.values()):
+            return  # crossed once: no second proposal until central has made the first a PO
         opt = choice.option
         desired = reorder.order_quantity(lv.order_up_to, plan.position, opt.moq, opt.pack_multiple)
         if desired <= 0:
@@ -602,7 +527,7 @@ class RulesCore:
         essential = min(desired, reorder.essential_quantity(lv, plan.position, opt.moq, opt.pack_multiple))
         now = self.clock()
         cover = reorder.days_of_cover(plan.position, plan.demand.rate_per_day)
-        p = Proposal(id=uuid.uuid4().hex[:16], sku=plan.sku, supplier=opt.supplier, status="pending",
+        p = Proposal(id=uuid.uuid4().hex[:16], sku=plan.sku, supplier=opt.supplier, status=PENDING,
                      desired_qty=desired, essential_qty=essential, qty=desired, qty_override=None,
                      unit_price=opt.unit_price, moq=opt.moq, pack_multiple=opt.pack_multiple,
                      days_of_cover=cover, position=plan.position, reorder_point=lv.reorder_point,
@@ -643,7 +568,7 @@ class RulesCore:
 
     def _apply_cash(self) -> None:
         """Re-run the cash rule over every pending proposal; log the ones whose quantity moved."""
-        pending = [p for p in self.proposals.values() if p.status == "pending"]
+        pending = [p for p in self.proposals.values() if p.status == PENDING]
         if not pending:
             return
         cash = self.cash_available
@@ -677,7 +602,7 @@ class RulesCore:
         p = self.proposals.get(proposal_id)
         if p is None:
             raise RulesError(f"proposal {proposal_id} not found or no longer open", 404)
-        if p.status != "pending":
+        if p.status != PENDING:
             raise RulesError(f"proposal {proposal_id} is {p.status}; only pending proposals can change", 409)
         return p
 
@@ -691,7 +616,7 @@ class RulesCore:
         qty = p.final_qty
         if qty <= 0:
             raise RulesError(f"proposal {p.id} has quantity 0 (cash); edit it or wait for cash", 409)
-        p = replace(p, status="queued", decided_by=by, updated_ms=now)
+        p = replace(p, status=QUEUED, decided_by=by, updated_ms=now)
         self._save_proposal(p)
         item = self.catalog.get(self.resolve(p.sku))
         outbox.enqueue(self.db.conn, outbox.REQUISITION, f"{self.site}:requisition:{p.id}", REQUISITION_PATH,
@@ -727,7 +652,7 @@ class RulesCore:
         with self._tx():
             p = self._get_pending(proposal_id)
             now = self.clock()
-            p = replace(p, status="rejected", decided_by=by, note=note or None, updated_ms=now)
+            p = replace(p, status=REJECTED, decided_by=by, note=note or None, updated_ms=now)
             self._save_proposal(p)
             self._log(Decision(now, "proposal_rejected", p.sku,
                                f"{by} rejected the order of {p.final_qty} of {self._label(p.sku)}"
@@ -745,7 +670,7 @@ class RulesCore:
                                f"{'go out automatically' if enabled else 'going out automatically'}.",
                                inputs={"by": by}, result={"enabled": enabled}))
             if enabled:
-                for p in [p for p in self.proposals.values() if p.sku == sku and p.status == "pending"]:
+                for p in [p for p in self.proposals.values() if p.sku == sku and p.status == PENDING]:
                     if p.final_qty > 0:
                         self._approve(p, "auto-send")
             return enabled
@@ -828,7 +753,7 @@ class RulesCore:
                         .demoted)
         chosen = plan.choice.option.supplier if plan.choice else None
         lt = self.lead.get((chosen, sku), leadtime_rule.LeadTimeState()) if chosen else leadtime_rule.LeadTimeState()
-        short = sum(p.desired_qty - p.qty for p in self.proposals.values() if p.sku == sku and p.status == "pending")
+        short = sum(p.desired_qty - p.qty for p in self.proposals.values() if p.sku == sku and p.status == PENDING)
         return classify(ConstraintInputs(
             sku=sku, demand_days_observed=plan.demand.days_closed, offline_nodes=offline, stale_nodes=stale,
             disagreements=tuple(f"#{d.id} {d.kind.replace('_', ' ')} at {d.bin}" for d in sorted(
@@ -862,7 +787,7 @@ class RulesCore:
                 "lead_time_source": lt.source if lt else None, "service_level": self.config.service_level,
                 "rop_factor": plan.factor, "safety_stock": lv.safety_stock if lv else None,
                 "reorder_point": lv.reorder_point if lv else None, "order_up_to": lv.order_up_to if lv else None,
-                "days_of_cover": _to_json(reorder.days_of_cover(plan.position, d.rate_per_day)),
+                "days_of_cover": to_json(reorder.days_of_cover(plan.position, d.rate_per_day)),
                 "auto_send": sku in self.auto_send, "history": history}
 
     def sku_suppliers(self, sku: str) -> list[dict[str, Any]]:
@@ -927,7 +852,7 @@ class RulesCore:
             late = po.status == "open" and po.promised_ms is not None and day_of(now) > day_of(po.promised_ms) + grace_days
             if status == "late" and not late:
                 continue
-            out.append({**_to_json(po), "open_qty": po.open_qty, "late": late,
+            out.append({**to_json(po), "open_qty": po.open_qty, "late": late,
                         "supplier_name": self._supplier_name(po.sku, po.supplier),
                         "late_by_days": (now - po.promised_ms) / 86_400_000 if late and po.promised_ms else 0.0})
         return out
@@ -952,7 +877,7 @@ class RulesCore:
                 "on_order": plan.on_order, "position": plan.position,
                 "reorder_point": plan.levels.reorder_point if plan.levels else None,
                 "demand_per_day": rate,
-                "days_of_cover": _to_json(reorder.days_of_cover(plan.on_hand, rate)),
+                "days_of_cover": to_json(reorder.days_of_cover(plan.on_hand, rate)),
                 "negative": [{"location": loc, "qty": q} for loc, q in stock.negative],
                 "sentence": sentence}
 
@@ -983,5 +908,5 @@ class RulesCore:
         pending = outbox.items(self.db.conn, outbox.PENDING)
         failed = outbox.items(self.db.conn, outbox.FAILED, 50)
         return {"counts": outbox.counts(self.db.conn),
-                "pending": [_to_json(i) for i in pending], "failed": [_to_json(i) for i in failed],
+                "pending": [to_json(i) for i in pending], "failed": [to_json(i) for i in failed],
                 "oldest_pending_ms": pending[0].created_ms if pending else None}
