@@ -120,13 +120,8 @@ class RulesCore:
         self.auto_send = set(json.loads(self.db.get_kv("auto_send") or "[]"))
         cash = self.db.get_kv("cash_available")
         self.cash_available = None if cash is None else float(cash)
-        for row in self.db.conn.execute("SELECT body FROM purchase_orders WHERE status = 'open'"):
-            po = PurchaseOrder(**json.loads(row["body"]))
-            self.pos[po.po_id] = po
-        for row in self.db.conn.execute(f"SELECT body FROM proposals WHERE status IN ({','.join('?' * len(OPEN_PROPOSAL_STATUSES))})",
-                                        sorted(OPEN_PROPOSAL_STATUSES)):
-            p = Proposal(**json.loads(row["body"]))
-            self.proposals[p.id] = p
+        self.pos = {po.po_id: po for po in self.db.purchase_orders("open")}
+        self.proposals = {p.id: p for p in self.db.proposals_in(OPEN_PROPOSAL_STATUSES)}
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -147,31 +142,21 @@ class RulesCore:
         return obj if isinstance(obj, dict) else to_json(obj)
 
     def _save_proposal(self, p: Proposal) -> None:
-        self.db.conn.execute(
-            "INSERT INTO proposals (id, sku, supplier, status, body, created_ms, updated_ms) VALUES (?,?,?,?,?,?,?)"
-            " ON CONFLICT(id) DO UPDATE SET status=excluded.status, supplier=excluded.supplier, body=excluded.body,"
-            " updated_ms=excluded.updated_ms",
-            (p.id, p.sku, p.supplier, p.status, json.dumps(to_json(p)), p.created_ms, p.updated_ms))
+        self.db.save_proposal(p)
         if p.status in OPEN_PROPOSAL_STATUSES:
             self.proposals[p.id] = p
         else:
             self.proposals.pop(p.id, None)
 
     def _save_po(self, po: PurchaseOrder) -> None:
-        self.db.conn.execute("INSERT INTO purchase_orders (po_id, sku, status, body, updated_ms) VALUES (?,?,?,?,?)"
-                             " ON CONFLICT(po_id) DO UPDATE SET status=excluded.status, body=excluded.body,"
-                             " updated_ms=excluded.updated_ms",
-                             (po.po_id, po.sku, po.status, json.dumps(to_json(po)), self.clock()))
+        self.db.save_purchase_order(po, self.clock())
         if po.status == "open":
             self.pos[po.po_id] = po
         else:
             self.pos.pop(po.po_id, None)
 
     def _log(self, d: Decision) -> None:
-        self.db.conn.execute("INSERT INTO decisions (ts_ms, rule, sku, supplier, proposal_id, sentence, inputs, result)"
-                             " VALUES (?,?,?,?,?,?,?,?)",
-                             (d.ts_ms, d.rule, d.sku, d.supplier, d.proposal_id, d.sentence,
-                              json.dumps(to_json(d.inputs)), json.dumps(to_json(d.result))))
+        self.db.log_decision(d)
         log.info("rule %s for %s: %s", d.rule, d.sku, d.sentence)
 
     # ================================================================ inputs: the ledger stream
@@ -187,7 +172,7 @@ class RulesCore:
             # The receipts these changes made, in order, in one statement, before anything the
             # re-planning below may queue (so the outbox order is as if each went in at once).
             receipts, self._receipts = self._receipts, []
-            outbox.enqueue_many(self.db.conn, receipts)
+            self.db.enqueue_many(receipts)
             self._tick_locked(touched)
 
     def tick(self) -> None:
@@ -309,11 +294,7 @@ class RulesCore:
             key = (delivery.supplier, delivery.sku)
             self.lead[key] = leadtime_rule.observe(self.lead.get(key, leadtime_rule.LeadTimeState()), params, delivery)
             self._dirty.add(f"lead:{delivery.supplier}|{delivery.sku}")
-            self.db.conn.execute(
-                "INSERT INTO deliveries (supplier, sku, po_id, ordered_ms, promised_ms, received_ms, qty_ordered,"
-                " qty_received, late_days) VALUES (?,?,?,?,?,?,?,?,?)",
-                (delivery.supplier, delivery.sku, delivery.po_id, delivery.ordered_ms, delivery.promised_ms,
-                 delivery.received_ms, delivery.qty_ordered, delivery.qty_received, late_days))
+            self.db.add_delivery(delivery, late_days)
             standing, change = supplier_rule.record_delivery(
                 self.standing.get(key, supplier_rule.SupplierStanding()), self.config.supplier,
                 delivery.received_ms, late_days > 0)
@@ -619,9 +600,9 @@ class RulesCore:
         p = replace(p, status=QUEUED, decided_by=by, updated_ms=now)
         self._save_proposal(p)
         item = self.catalog.get(self.resolve(p.sku))
-        outbox.enqueue(self.db.conn, outbox.REQUISITION, f"{self.site}:requisition:{p.id}", REQUISITION_PATH,
-                       {"site": self.site, "requisition_id": p.id, "sku": p.sku, "gtin": item.gtin if item else None,
-                        "supplier": p.supplier, "qty": qty, "unit_price": p.unit_price, "requested_ms": now}, now)
+        self.db.enqueue(outbox.REQUISITION, f"{self.site}:requisition:{p.id}", REQUISITION_PATH,
+                        {"site": self.site, "requisition_id": p.id, "sku": p.sku, "gtin": item.gtin if item else None,
+                         "supplier": p.supplier, "qty": qty, "unit_price": p.unit_price, "requested_ms": now}, now)
         choice = supplier_rule.choose(self._options(p.sku), self._standings(p.sku))
         instead = self._instead(p.sku, choice) if choice and choice.option.supplier == p.supplier else ""
         self._log(Decision(now, "ordered", p.sku,
@@ -691,28 +672,16 @@ class RulesCore:
     # ================================================================ reads
 
     def proposal_rows(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        if status:
-            rows = self.db.conn.execute("SELECT body FROM proposals WHERE status = ? ORDER BY created_ms DESC LIMIT ?",
-                                        (status, limit))
-        else:
-            rows = self.db.conn.execute("SELECT body FROM proposals ORDER BY created_ms DESC LIMIT ?", (limit,))
         out = []
-        for row in rows:
-            body = json.loads(row["body"])
+        for body in self.db.proposal_bodies(status, limit):
             body["final_qty"] = body["qty"] if body["qty_override"] is None else body["qty_override"]
             body["supplier_name"] = self._supplier_name(body["sku"], body["supplier"])
-            why = self.db.conn.execute("SELECT sentence FROM decisions WHERE proposal_id = ? AND rule = 'reorder'"
-                                       " ORDER BY id DESC LIMIT 1", (body["id"],)).fetchone()
-            body["sentence"] = why["sentence"] if why else None  # why it was proposed, from the decision log
+            body["sentence"] = self.db.latest_sentence(body["id"], "reorder")  # why it was proposed
             out.append(body)
         return out
 
     def decision_rows(self, sku: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        q = "SELECT * FROM decisions" + (" WHERE sku = ?" if sku else "") + " ORDER BY id DESC LIMIT ?"
-        rows = self.db.conn.execute(q, ((sku, limit) if sku else (limit,)))
-        return [{"id": r["id"], "ts_ms": r["ts_ms"], "rule": r["rule"], "sku": r["sku"], "supplier": r["supplier"],
-                 "proposal_id": r["proposal_id"], "sentence": r["sentence"], "inputs": json.loads(r["inputs"]),
-                 "result": json.loads(r["result"])} for r in rows]
+        return self.db.decisions(sku, limit)
 
     def scorecards(self) -> list[dict[str, Any]]:
         """Per supplier x SKU: on-time rate, lead time and spread, trend, fill rate, standing."""
@@ -818,12 +787,11 @@ class RulesCore:
         """Per supplier, deliveries and on-time rate per ISO week (UTC), oldest first, for charts."""
         since = self.clock() - weeks * 7 * 86_400_000
         counts: dict[tuple[str, str], list[int]] = {}  # (supplier, week) -> [deliveries, on time]
-        for r in self.db.conn.execute("SELECT supplier, received_ms, late_days FROM deliveries WHERE received_ms >= ?"
-                                      " ORDER BY received_ms", (since,)):
-            year, week, _ = datetime.fromtimestamp(r["received_ms"] / 1000, UTC).isocalendar()
-            n = counts.setdefault((str(r["supplier"]), f"{year}-W{week:02d}"), [0, 0])
+        for supplier, received_ms, late_days in self.db.deliveries_since(since):
+            year, week, _ = datetime.fromtimestamp(received_ms / 1000, UTC).isocalendar()
+            n = counts.setdefault((supplier, f"{year}-W{week:02d}"), [0, 0])
             n[0] += 1
-            n[1] += r["late_days"] <= 0
+            n[1] += late_days <= 0
         out: dict[str, dict[str, Any]] = {}
         for (sup, period), (n_all, on_time) in sorted(counts.items()):
             entry = out.setdefault(sup, {"supplier": sup, "name": self._any_supplier_name(sup), "trend": []})
@@ -844,8 +812,7 @@ class RulesCore:
         if status in ("open", "late"):
             pos = sorted(self.pos.values(), key=lambda p: p.ordered_ms, reverse=True)
         else:
-            pos = [PurchaseOrder(**json.loads(r["body"])) for r in self.db.conn.execute(
-                "SELECT body FROM purchase_orders ORDER BY updated_ms DESC LIMIT 500")]
+            pos = self.db.purchase_orders(limit=500)
         out = []
         for po in pos:
             # Late by the on-time rule's own measure: today is past the promised day (plus grace).
@@ -905,8 +872,8 @@ class RulesCore:
         return out
 
     def outbox_status(self) -> dict[str, Any]:
-        pending = outbox.items(self.db.conn, outbox.PENDING)
-        failed = outbox.items(self.db.conn, outbox.FAILED, 50)
-        return {"counts": outbox.counts(self.db.conn),
+        pending = self.outbox.items(outbox.PENDING)
+        failed = self.outbox.items(outbox.FAILED, 50)
+        return {"counts": self.outbox.counts(),
                 "pending": [to_json(i) for i in pending], "failed": [to_json(i) for i in failed],
                 "oldest_pending_ms": pending[0].created_ms if pending else None}
