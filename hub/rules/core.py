@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from hub.ledger import PICK, RECEIVE, SENSOR_CHANGE, BalanceChange
@@ -23,7 +22,7 @@ from hub.rules import cash as cash_rule
 from hub.rules import demand as demand_rule
 from hub.rules import feedback as feedback_rule
 from hub.rules import leadtime as leadtime_rule
-from hub.rules import outbox, reorder
+from hub.rules import outbox, reorder, views
 from hub.rules import receipts as receipts_rule
 from hub.rules import stock as stock_rule
 from hub.rules import supplier as supplier_rule
@@ -55,7 +54,6 @@ log = logging.getLogger(__name__)
 # corrections fix the record, moves and putaways shift stock inside the site: none is demand.
 CONSUMPTION_REASONS = frozenset({PICK, SENSOR_CHANGE})
 RECEIPT_REASONS = frozenset({RECEIVE})
-LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower"})  # decisions that set or move a ROP
 REQUISITION_PATH = "/v1/requisitions"
 RECEIPT_PATH = "/v1/receipts"
 
@@ -185,7 +183,7 @@ class RulesCore:
         skus = set(touched)
         if self.last_day != today:  # a new day changes forecasts and excess ages for every SKU
             self.last_day = today
-            skus |= self._all_skus()
+            skus |= self.all_skus()
         for sku in sorted(skus):
             self._plan_and_act(sku)
 
@@ -227,7 +225,7 @@ class RulesCore:
         rop_words = (f"reorder point raised from {units(rop_before)} to {units(rop_after)}"
                      if rop_before is not None and rop_after is not None else "reorder point factor raised")
         self._log(Decision(now_ms, "feedback_raise", sku,
-                           f"{self._label(sku)} ran out ({what}): {rop_words}{bound}, "
+                           f"{self.label(sku)} ran out ({what}): {rop_words}{bound}, "
                            f"factor {change.factor_before:.2f} → {change.factor_after:.2f}.",
                            inputs={"event": what, "factor_before": change.factor_before,
                                    "max_factor": self.config.feedback.max_factor, "step": self.config.feedback.step},
@@ -239,7 +237,7 @@ class RulesCore:
         task = next((t for t in stock.replenish if t.location == ch.location), None)
         where = f"bring it from {task.sources[0][0]} ({task.sources[0][1]} there)" if task else "refill the bin"
         self._log(Decision(ch.hub_ms, "replenish", ch.sku,
-                           f"{found[0].upper()}{found[1:]} while {stock.available} of {self._label(ch.sku)} sat "
+                           f"{found[0].upper()}{found[1:]} while {stock.available} of {self.label(ch.sku)} sat "
                            f"elsewhere on the site: a replenishment task ({where}), not a stockout; "
                            "the reorder point stays.",
                            inputs={"event": found, "location": ch.location, "available": stock.available},
@@ -270,7 +268,7 @@ class RulesCore:
                         if v)
         against = f" against PO {found.po_ref}" if found.po_ref else ""
         self._log(Decision(ch.hub_ms, "receipt", ch.sku,
-                           f"Received {ch.qty_delta} of {self._label(ch.sku)} at {ch.location}{against}{goods}; "
+                           f"Received {ch.qty_delta} of {self.label(ch.sku)} at {ch.location}{against}{goods}; "
                            f"{found.why}.",
                            inputs={"qty": ch.qty_delta, "location": ch.location, "ref": ch.ref, "lot": ch.lot,
                                    "expiry": ch.expiry, "event_id": ch.event_id},
@@ -305,16 +303,16 @@ class RulesCore:
 
     def _log_standing(self, sku: str, supplier: str, change: supplier_rule.StandingChange, now_ms: int) -> None:
         params = self.config.supplier
-        choice = supplier_rule.choose(self._options(sku), self._standings(sku))
-        nxt = self._supplier_name(sku, choice.option.supplier) if choice else "no other supplier"
-        name = self._supplier_name(sku, supplier)
+        choice = supplier_rule.choose(self.options(sku), self.standings(sku))
+        nxt = self.supplier_name(sku, choice.option.supplier) if choice else "no other supplier"
+        name = self.supplier_name(sku, supplier)
         if change.kind == "demoted":
             since = day_label(change.since_ms) if change.since_ms else "?"
-            sentence = (f"Future orders of {self._label(sku)} go to {nxt} instead of {name}: {name} was late "
+            sentence = (f"Future orders of {self.label(sku)} go to {nxt} instead of {name}: {name} was late "
                         f"{change.late_count} times since {since} (the rule moves at {params.late_threshold} "
                         f"within {params.window_days} days).")
         else:
-            sentence = (f"{name} is back first in line for {self._label(sku)}: {change.on_time_streak} on-time "
+            sentence = (f"{name} is back first in line for {self.label(sku)}: {change.on_time_streak} on-time "
                         f"deliveries in a row (the rule restores at {params.restore_after_on_time}); "
                         f"next orders go to {nxt}.")
         self._log(Decision(now_ms, f"supplier_{change.kind}", sku, sentence, supplier=supplier,
@@ -331,7 +329,7 @@ class RulesCore:
             for item in items:
                 self._put_catalog(item)
                 self._dirty.add(f"catalog:{item.sku}")
-            self._tick_locked(self._all_skus())
+            self._tick_locked(self.all_skus())
 
     def _put_catalog(self, item: CatalogItem) -> None:
         self.catalog[item.sku] = item
@@ -393,7 +391,7 @@ class RulesCore:
         booked = sum(int(m.get("qty", 0)) for m in matched if isinstance(m, dict))
         qty, how = int(receipt["qty"]), receipt.get("match")
         expected = qty if how == receipts_rule.UNMATCHED else sum(int(x["qty"]) for x in receipt.get("po_lines", []))
-        what = (f"{qty} of {self._label(receipt['sku'])} received at {receipt.get('location')}"
+        what = (f"{qty} of {self.label(receipt['sku'])} received at {receipt.get('location')}"
                 + (f" against PO {receipt['po_ref']}" if receipt.get("po_ref") else ""))
         orders = ", ".join(f"{m.get('po_id')} ({m.get('qty')})" for m in matched if isinstance(m, dict))
         if booked < expected:
@@ -416,22 +414,31 @@ class RulesCore:
         """Ledger SKUs are GTINs until the catalog names them; map through the catalog."""
         return self.gtin_to_sku.get(sku, sku)
 
-    def _all_skus(self) -> set[str]:
+    def all_skus(self) -> set[str]:
+        """Every SKU the rules know of: stocked, with demand, or in the catalog."""
         return {s for s, _ in self.on_hand} | set(self.demand) | set(self.catalog)
 
-    def _label(self, sku: str) -> str:
+    def located_skus(self) -> list[str]:
+        """The SKUs with a balance at some location, in order."""
+        return sorted(self._by_sku)
+
+    def label(self, sku: str) -> str:
+        """The SKU as a supervisor reads it (with its GTIN when it has one)."""
         item = self.catalog.get(sku)
         return sku_label(sku, item.gtin if item else None)
 
-    def _options(self, sku: str) -> list[supplier_rule.SupplierOption]:
+    def options(self, sku: str) -> list[supplier_rule.SupplierOption]:
+        """The SKU's suppliers as the catalog lists them."""
         item = self.catalog.get(self.resolve(sku))
         return list(item.suppliers) if item else []
 
-    def _standings(self, sku: str) -> dict[str, supplier_rule.SupplierStanding]:
+    def standings(self, sku: str) -> dict[str, supplier_rule.SupplierStanding]:
+        """Supplier -> its record for this SKU (late deliveries, demotion)."""
         return {sup: st for (sup, s), st in self.standing.items() if s == sku}
 
-    def _supplier_name(self, sku: str, supplier: str) -> str:
-        for o in self._options(sku):
+    def supplier_name(self, sku: str, supplier: str) -> str:
+        """The supplier's name in the SKU's catalog entry, else its code."""
+        for o in self.options(sku):
             if o.supplier == supplier:
                 return o.name or supplier
         return supplier
@@ -451,7 +458,7 @@ class RulesCore:
         on_hand = self.sku_stock(sku).available  # negative balances count as 0 (hub/rules/stock.py)
         on_order = self.on_order(sku)
         dem = demand_rule.as_of(self.demand.get(sku, demand_rule.DemandState()), self.config.demand, now)
-        choice = supplier_rule.choose(self._options(sku), self._standings(sku))
+        choice = supplier_rule.choose(self.options(sku), self.standings(sku))
         est = None
         if choice is not None:
             state = self.lead.get((choice.option.supplier, sku), leadtime_rule.LeadTimeState())
@@ -481,7 +488,7 @@ class RulesCore:
             rop_after = plan.levels.reorder_point / change.factor_before * change.factor_after
             bound = " (at its lower bound)" if change.at_bound else ""
             self._log(Decision(now, "feedback_lower", sku,
-                               f"{self._label(sku)} stayed above its order-up-to level "
+                               f"{self.label(sku)} stayed above its order-up-to level "
                                f"{units(plan.levels.order_up_to)} for {self.config.feedback.excess_days} days "
                                f"(on hand {plan.on_hand}): reorder point lowered from "
                                f"{units(plan.levels.reorder_point)} to {units(rop_after)}{bound}.",
@@ -516,7 +523,7 @@ class RulesCore:
         self._save_proposal(p)
         d, lt = plan.demand, plan.lead_time
         self._log(Decision(now, "reorder", plan.sku,
-                           f"Proposed {desired} of {self._label(plan.sku)} from {opt.name or opt.supplier}"
+                           f"Proposed {desired} of {self.label(plan.sku)} from {opt.name or opt.supplier}"
                            f"{self._instead(plan.sku, choice)}; stock position {plan.position} (on hand "
                            f"{plan.on_hand}, on order {plan.on_order}) reached the reorder point "
                            f"{units(lv.reorder_point)} (demand {d.rate_per_day:.1f}/day ± {d.sigma_per_day:.1f}, "
@@ -564,12 +571,12 @@ class RulesCore:
                 continue
             self._save_proposal(replace(p, qty=a.qty, cash_outcome=a.outcome, updated_ms=now))
             if a.qty < p.qty:
-                why = (f"Cash {cash:,.2f} is below the floor {floor:,.2f}: order of {self._label(p.sku)} cut from "
+                why = (f"Cash {cash:,.2f} is below the floor {floor:,.2f}: order of {self.label(p.sku)} cut from "
                        f"{p.qty} to {a.qty} (urgency rank {a.urgency_rank}, {p.days_of_cover:.1f} days of cover; "
                        f"{p.essential_qty} would prevent a stockout within the lead time).")
             else:
                 why = (f"Cash {cash:,.2f} {'is back above' if a.outcome == 'full' else 'is still below'} the floor "
-                       f"{floor:,.2f}: order of {self._label(p.sku)} raised from {p.qty} to {a.qty}"
+                       f"{floor:,.2f}: order of {self.label(p.sku)} raised from {p.qty} to {a.qty}"
                        f" (urgency rank {a.urgency_rank}).")
             self._log(Decision(now, "cash_scaled", p.sku, why, supplier=p.supplier, proposal_id=p.id,
                                inputs={"cash_available": cash, "cash_floor": floor, "desired_qty": p.desired_qty,
@@ -603,10 +610,10 @@ class RulesCore:
         self.db.enqueue(outbox.REQUISITION, f"{self.site}:requisition:{p.id}", REQUISITION_PATH,
                         {"site": self.site, "requisition_id": p.id, "sku": p.sku, "gtin": item.gtin if item else None,
                          "supplier": p.supplier, "qty": qty, "unit_price": p.unit_price, "requested_ms": now}, now)
-        choice = supplier_rule.choose(self._options(p.sku), self._standings(p.sku))
+        choice = supplier_rule.choose(self.options(p.sku), self.standings(p.sku))
         instead = self._instead(p.sku, choice) if choice and choice.option.supplier == p.supplier else ""
         self._log(Decision(now, "ordered", p.sku,
-                           f"Ordered {qty} of {self._label(p.sku)} from {self._supplier_name(p.sku, p.supplier)}"
+                           f"Ordered {qty} of {self.label(p.sku)} from {self.supplier_name(p.sku, p.supplier)}"
                            f"{instead}" + ("" if instead else f" (approved by {by})") + ".",
                            supplier=p.supplier, proposal_id=p.id,
                            inputs={"approved_by": by, "desired_qty": p.desired_qty, "cash_qty": p.qty,
@@ -624,7 +631,7 @@ class RulesCore:
             p = replace(p, qty_override=qty, decided_by=by, updated_ms=now)
             self._save_proposal(p)
             self._log(Decision(now, "proposal_edited", p.sku,
-                               f"{by} changed the order of {self._label(p.sku)} from {p.qty} to {qty}.",
+                               f"{by} changed the order of {self.label(p.sku)} from {p.qty} to {qty}.",
                                supplier=p.supplier, proposal_id=p.id, inputs={"qty_before": p.qty, "by": by},
                                result={"qty": qty}))
             return p
@@ -636,7 +643,7 @@ class RulesCore:
             p = replace(p, status=REJECTED, decided_by=by, note=note or None, updated_ms=now)
             self._save_proposal(p)
             self._log(Decision(now, "proposal_rejected", p.sku,
-                               f"{by} rejected the order of {p.final_qty} of {self._label(p.sku)}"
+                               f"{by} rejected the order of {p.final_qty} of {self.label(p.sku)}"
                                + (f": {note}" if note else "") + ".",
                                supplier=p.supplier, proposal_id=p.id, inputs={"by": by, "note": note}))
             return p
@@ -647,7 +654,7 @@ class RulesCore:
             (self.auto_send.add if enabled else self.auto_send.discard)(sku)
             self.db.put_kv("auto_send", json.dumps(sorted(self.auto_send)))
             self._log(Decision(self.clock(), "auto_send", sku,
-                               f"{by} {'let' if enabled else 'stopped'} proposals for {self._label(sku)} "
+                               f"{by} {'let' if enabled else 'stopped'} proposals for {self.label(sku)} "
                                f"{'go out automatically' if enabled else 'going out automatically'}.",
                                inputs={"by": by}, result={"enabled": enabled}))
             if enabled:
@@ -666,42 +673,10 @@ class RulesCore:
             self.standing[key] = supplier_rule.restore(st)
             self._dirty.add(f"standing:{supplier}|{sku}")
             self._log(Decision(self.clock(), "supplier_restored", sku,
-                               f"{by} put {self._supplier_name(sku, supplier)} back first in line for "
-                               f"{self._label(sku)}.", supplier=supplier, inputs={"by": by}))
+                               f"{by} put {self.supplier_name(sku, supplier)} back first in line for "
+                               f"{self.label(sku)}.", supplier=supplier, inputs={"by": by}))
 
     # ================================================================ reads
-
-    def proposal_rows(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        out = []
-        for body in self.db.proposal_bodies(status, limit):
-            body["final_qty"] = body["qty"] if body["qty_override"] is None else body["qty_override"]
-            body["supplier_name"] = self._supplier_name(body["sku"], body["supplier"])
-            body["sentence"] = self.db.latest_sentence(body["id"], "reorder")  # why it was proposed
-            out.append(body)
-        return out
-
-    def decision_rows(self, sku: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return self.db.decisions(sku, limit)
-
-    def scorecards(self) -> list[dict[str, Any]]:
-        """Per supplier x SKU: on-time rate, lead time and spread, trend, fill rate, standing."""
-        params = self.config.lead_time
-        now = self.clock()
-        window_start = now - self.config.supplier.window_days * 86_400_000
-        out = []
-        keys = set(self.lead) | set(self.standing) | {(o.supplier, sku) for sku, it in self.catalog.items()
-                                                      for o in it.suppliers}
-        for supplier, sku in sorted(keys):
-            st = self.lead.get((supplier, sku), leadtime_rule.LeadTimeState())
-            standing = self.standing.get((supplier, sku), supplier_rule.SupplierStanding())
-            out.append({"supplier": supplier, "name": self._supplier_name(sku, supplier), "sku": sku,
-                        "deliveries": st.n, "on_time_rate": st.on_time_rate,
-                        "lead_time_days": st.mean_days if st.n else None,
-                        "lead_time_sigma_days": st.sigma_days if st.n else None,
-                        "trend": st.trend(params), "fill_rate": st.fill_rate, "demoted": standing.demoted,
-                        "late_in_window": sum(1 for t in standing.late_ms if t >= window_start),
-                        "on_time_streak": standing.on_time_streak})
-        return out
 
     def _discrepancies_by_sku(self, discrepancies: Iterable[DiscrepancyRow]) -> dict[str, list[DiscrepancyRow]]:
         """SKU -> its open discrepancies: its own, and those of a bin it is in that name no SKU."""
@@ -716,8 +691,8 @@ class RulesCore:
                       discrepancies: Iterable[DiscrepancyRow] = ()) -> Constraint:
         """The one thing that limits the SKU now; `discrepancies` are the ledger's open ones (any SKU)."""
         plan = self.plan(sku)
-        options = self._options(sku)
-        standings = self._standings(sku)
+        options = self.options(sku)
+        standings = self.standings(sku)
         demoted = tuple(o.supplier for o in options if standings.get(o.supplier, supplier_rule.SupplierStanding())
                         .demoted)
         chosen = plan.choice.option.supplier if plan.choice else None
@@ -738,142 +713,29 @@ class RulesCore:
         """Every SKU's constraint; node_health maps SKU -> (offline nodes, silent nodes)."""
         mine = self._discrepancies_by_sku(discrepancies)  # grouped once, not scanned again for every SKU
         return [self.constraint_of(sku, *node_health.get(sku, ((), ())), discrepancies=mine.get(sku, ()))
-                for sku in sorted(self._all_skus())]
+                for sku in sorted(self.all_skus())]
 
-    def reorder_view(self, sku: str, history_limit: int = 50) -> dict[str, Any]:
-        """The reorder parameters of one SKU now, and the decisions that moved them (newest first)."""
-        plan = self.plan(sku)
-        lv, d, lt = plan.levels, plan.demand, plan.lead_time
-        history = [{"ts_ms": r["ts_ms"], "rule": r["rule"], "sentence": r["sentence"],
-                    "reorder_point": r["result"].get("reorder_point_after", r["result"].get("reorder_point"))}
-                   for r in self.decision_rows(sku, history_limit) if r["rule"] in LEVEL_RULES]
-        return {"sku": sku, "on_hand": plan.on_hand, "not_counted": self.sku_stock(sku).not_counted,
-                "on_order": plan.on_order, "position": plan.position,
-                "demand_per_day": d.rate_per_day, "demand_sigma_per_day": d.sigma_per_day,
-                "demand_days_observed": d.days_closed,
-                "supplier": plan.choice.option.supplier if plan.choice else None,
-                "lead_time_days": lt.mean_days if lt else None, "lead_time_sigma_days": lt.sigma_days if lt else None,
-                "lead_time_source": lt.source if lt else None, "service_level": self.config.service_level,
-                "rop_factor": plan.factor, "safety_stock": lv.safety_stock if lv else None,
-                "reorder_point": lv.reorder_point if lv else None, "order_up_to": lv.order_up_to if lv else None,
-                "days_of_cover": to_json(reorder.days_of_cover(plan.position, d.rate_per_day)),
-                "auto_send": sku in self.auto_send, "history": history}
+    # ================================================================ views, for callers that hold a core
 
-    def sku_suppliers(self, sku: str) -> list[dict[str, Any]]:
-        """The SKU's suppliers in catalog priority, with their record and which one gets orders now."""
-        standings = self._standings(sku)
-        choice = supplier_rule.choose(self._options(sku), standings)
-        out = []
-        for opt in sorted(self._options(sku), key=lambda o: (o.priority, o.supplier)):
-            st = self.lead.get((opt.supplier, sku), leadtime_rule.LeadTimeState())
-            standing = standings.get(opt.supplier, supplier_rule.SupplierStanding())
-            out.append({"supplier": opt.supplier, "name": opt.name or opt.supplier, "priority": opt.priority,
-                        "catalog_lead_time_days": opt.lead_time_days, "unit_price": opt.unit_price, "moq": opt.moq,
-                        "pack_multiple": opt.pack_multiple, "deliveries": st.n, "on_time_rate": st.on_time_rate,
-                        "lead_time_days": st.mean_days if st.n else None, "demoted": standing.demoted,
-                        "chosen": bool(choice and choice.option.supplier == opt.supplier)})
-        return out
+    # The pages and the API read hub/rules/views.py; these few stay here so that a test or a
+    # simulation driving a core directly reads the same views without another import.
 
-    def constraint_view(self, sku: str, offline: tuple[str, ...] = (), stale: tuple[str, ...] = (),
-                        discrepancies: Sequence[DiscrepancyRow] = ()) -> dict[str, Any]:
-        """What limits one SKU now, with a sentence for the page."""
-        c = self.constraint_of(sku, offline, stale, discrepancies)
-        kind = str(c.kind)
-        sentence = (f"Nothing limits {self._label(sku)} now." if kind == "none"
-                    else f"{kind.capitalize()}: {c.figure} ({c.detail}).")
-        return {"sku": sku, "constraint": kind, "figure": c.figure, "detail": c.detail, "sentence": sentence}
+    def proposal_rows(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """views.proposal_rows."""
+        return views.proposal_rows(self, status, limit)
 
-    def supplier_trends(self, weeks: int = 12) -> list[dict[str, Any]]:
-        """Per supplier, deliveries and on-time rate per ISO week (UTC), oldest first, for charts."""
-        since = self.clock() - weeks * 7 * 86_400_000
-        counts: dict[tuple[str, str], list[int]] = {}  # (supplier, week) -> [deliveries, on time]
-        for supplier, received_ms, late_days in self.db.deliveries_since(since):
-            year, week, _ = datetime.fromtimestamp(received_ms / 1000, UTC).isocalendar()
-            n = counts.setdefault((supplier, f"{year}-W{week:02d}"), [0, 0])
-            n[0] += 1
-            n[1] += late_days <= 0
-        out: dict[str, dict[str, Any]] = {}
-        for (sup, period), (n_all, on_time) in sorted(counts.items()):
-            entry = out.setdefault(sup, {"supplier": sup, "name": self._any_supplier_name(sup), "trend": []})
-            entry["trend"].append({"period": period, "deliveries": n_all, "on_time_rate": on_time / n_all})
-        return list(out.values())
-
-    def _any_supplier_name(self, supplier: str) -> str:
-        for item in self.catalog.values():
-            for o in item.suppliers:
-                if o.supplier == supplier and o.name:
-                    return o.name
-        return supplier
+    def decision_rows(self, sku: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """views.decision_rows."""
+        return views.decision_rows(self, sku, limit)
 
     def purchase_order_rows(self, status: str | None = None) -> list[dict[str, Any]]:
-        """Purchase orders: `open`, `late` (open past the promised day plus grace), or all we hold."""
-        now = self.clock()
-        grace_days = self.config.lead_time.grace_days
-        if status in ("open", "late"):
-            pos = sorted(self.pos.values(), key=lambda p: p.ordered_ms, reverse=True)
-        else:
-            pos = self.db.purchase_orders(limit=500)
-        out = []
-        for po in pos:
-            # Late by the on-time rule's own measure: today is past the promised day (plus grace).
-            late = po.status == "open" and po.promised_ms is not None and day_of(now) > day_of(po.promised_ms) + grace_days
-            if status == "late" and not late:
-                continue
-            out.append({**to_json(po), "open_qty": po.open_qty, "late": late,
-                        "supplier_name": self._supplier_name(po.sku, po.supplier),
-                        "late_by_days": (now - po.promised_ms) / 86_400_000 if late and po.promised_ms else 0.0})
-        return out
-
-    def stock_state(self, sku: str) -> dict[str, Any]:
-        """One SKU judged across the site: ok, low (position at or below the reorder point) or
-        stockout (no location holds any), with its figures and a sentence; low_stock and the
-        MQTT consumer feed (hub/consumer_feed.py) both read this."""
-        stock = self.sku_stock(sku)
-        plan = self.plan(sku)
-        rate = plan.demand.rate_per_day
-        stockout = stock.out_of_stock
-        low = plan.levels is not None and plan.position <= plan.levels.reorder_point
-        waiting = f", demand {rate:.1f}/day waiting" if rate > 0 else ""
-        sentence = (f"{self._label(sku)} is out of stock at every location{stock.not_counted}{waiting}."
-                    if stockout else
-                    f"{self._label(sku)} is low: position {plan.position} (on hand {plan.on_hand}"
-                    f"{stock.not_counted}, on order {plan.on_order}) at or below the reorder point "
-                    f"{units(plan.levels.reorder_point) if plan.levels else '?'}." if low else
-                    f"{self._label(sku)}: {plan.on_hand} on hand{stock.not_counted}.")
-        return {"sku": sku, "state": "stockout" if stockout else "low" if low else "ok", "qty": plan.on_hand,
-                "on_order": plan.on_order, "position": plan.position,
-                "reorder_point": plan.levels.reorder_point if plan.levels else None,
-                "demand_per_day": rate,
-                "days_of_cover": to_json(reorder.days_of_cover(plan.on_hand, rate)),
-                "negative": [{"location": loc, "qty": q} for loc, q in stock.negative],
-                "sentence": sentence}
+        """views.purchase_order_rows."""
+        return views.purchase_order_rows(self, status)
 
     def low_stock(self) -> list[dict[str, Any]]:
-        """SKUs out of stock at every location, then those at or below their reorder point, fewest days first.
-
-        Judged per SKU across the site (hub/rules/stock.py): a bin at zero while the SKU sits
-        elsewhere is a replenishment task (`replenishments`), not a stockout; a negative
-        balance counts as zero and is listed in `negative`.
-        """
-        out = [row for row in (self.stock_state(sku) for sku in sorted(self._all_skus())) if row["state"] != "ok"]
-        out.sort(key=lambda r: (r["state"] != "stockout", r["days_of_cover"] if r["days_of_cover"] is not None
-                                else math.inf, r["sku"]))
-        return out
+        """views.low_stock."""
+        return views.low_stock(self)
 
     def replenishments(self) -> list[dict[str, Any]]:
-        """Pick faces at zero (or below) while their SKU sits elsewhere on the site: what to bring from where."""
-        out = []
-        for sku in sorted(self._by_sku):
-            for task in self.sku_stock(sku).replenish:
-                out.append({"sku": sku, "location": task.location, "qty": task.qty,
-                            "from_location": task.sources[0][0], "from_qty": task.sources[0][1],
-                            "sources": [{"location": loc, "qty": q} for loc, q in task.sources],
-                            "sentence": task.sentence(self._label(sku))})
-        return out
-
-    def outbox_status(self) -> dict[str, Any]:
-        pending = self.outbox.items(outbox.PENDING)
-        failed = self.outbox.items(outbox.FAILED, 50)
-        return {"counts": self.outbox.counts(),
-                "pending": [to_json(i) for i in pending], "failed": [to_json(i) for i in failed],
-                "oldest_pending_ms": pending[0].created_ms if pending else None}
+        """views.replenishments."""
+        return views.replenishments(self)
