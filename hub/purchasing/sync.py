@@ -21,7 +21,8 @@ from hub.purchasing.backoff import backoff_delay_ms
 from hub.purchasing.client import CentralClient, CentralError
 from hub.rules.clock import Clock
 from hub.rules.config import CentralConfig
-from hub.rules.core import CatalogItem, PurchaseOrder, RulesCore
+from hub.rules.core import RulesCore
+from hub.rules.model import CatalogItem, PurchaseOrder
 from hub.rules.outbox import OutboxItem
 from hub.rules.supplier import SupplierOption
 

@@ -1,7 +1,9 @@
 """The rules applied to the ledger's movements, synchronously: one caller at a time.
 
-`RulesCore` owns the in-memory learned state and the rules database. Every public method
-runs in one rules transaction; the engine (engine.py) calls it from its own thread so the
+`RulesCore` owns the in-memory learned state and decides: proposals, orders, receipts and
+the sentences of the decision log. Its SQL is in the store (store.py), the dicts the pages
+show are built in views.py, its value types are in model.py. Every public method runs in
+one rules transaction; the engine (engine.py) calls it from its own thread so the
 ingest writer and the event loop never wait for it. Tests and simulations call it directly
 with a manual clock.
 """
