@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hub.rules import leadtime as leadtime_rule
 from hub.rules import outbox, reorder
 from hub.rules import supplier as supplier_rule
-from hub.rules.clock import day_of
+from hub.rules.clock import DAY_MS, day_of
 from hub.rules.decisions import units
 from hub.rules.model import to_json
 from hub.store.base import DiscrepancyRow
@@ -145,7 +145,7 @@ def scorecards(core: RulesCore) -> list[dict[str, Any]]:
     """Per supplier x SKU: on-time rate, lead time and spread, trend, fill rate, standing."""
     params = core.config.lead_time
     now = core.clock()
-    window_start = now - core.config.supplier.window_days * 86_400_000
+    window_start = now - core.config.supplier.window_days * DAY_MS
     out = []
     keys = set(core.lead) | set(core.standing) | {(o.supplier, sku) for sku, it in core.catalog.items()
                                                   for o in it.suppliers}
@@ -164,7 +164,7 @@ def scorecards(core: RulesCore) -> list[dict[str, Any]]:
 
 def supplier_trends(core: RulesCore, weeks: int = 12) -> list[dict[str, Any]]:
     """Per supplier, deliveries and on-time rate per ISO week (UTC), oldest first, for charts."""
-    since = core.clock() - weeks * 7 * 86_400_000
+    since = core.clock() - weeks * 7 * DAY_MS
     counts: dict[tuple[str, str], list[int]] = {}  # (supplier, week) -> [deliveries, on time]
     for supplier, received_ms, late_days in core.db.deliveries_since(since):
         year, week, _ = datetime.fromtimestamp(received_ms / 1000, UTC).isocalendar()
@@ -179,6 +179,7 @@ def supplier_trends(core: RulesCore, weeks: int = 12) -> list[dict[str, Any]]:
 
 
 def _any_supplier_name(core: RulesCore, supplier: str) -> str:
+    """The supplier's name in any catalog entry (trends span SKUs), else its code."""
     for item in core.catalog.values():
         for o in item.suppliers:
             if o.supplier == supplier and o.name:
@@ -202,7 +203,7 @@ def purchase_order_rows(core: RulesCore, status: str | None = None) -> list[dict
             continue
         out.append({**to_json(po), "open_qty": po.open_qty, "late": late,
                     "supplier_name": core.supplier_name(po.sku, po.supplier),
-                    "late_by_days": (now - po.promised_ms) / 86_400_000 if late and po.promised_ms else 0.0})
+                    "late_by_days": (now - po.promised_ms) / DAY_MS if late and po.promised_ms else 0.0})
     return out
 
 
