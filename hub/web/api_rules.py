@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from contract.messages import SKU_RE
+from hub.rules import views
 from hub.rules.core import RulesCore, RulesError
 from hub.web.api import SERVICE, json_object
 from hub.web.auth import identity_of, requires
@@ -53,7 +54,7 @@ def _http(status: int, reason: str) -> web.HTTPException:
 
 async def proposals(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
-    rows = await _run(request, lambda core: core.proposal_rows(status))
+    rows = await _run(request, lambda core: views.proposal_rows(core, status))
     return web.json_response({"ok": True, "items": rows})
 
 
@@ -108,12 +109,12 @@ async def decisions(request: web.Request) -> web.Response:
         limit = max(1, min(1000, int(request.query.get("limit", "100"))))
     except ValueError:
         raise web.HTTPBadRequest(reason="query parameter 'limit' must be a whole number") from None
-    rows = await _run(request, lambda core: core.decision_rows(sku, limit))
+    rows = await _run(request, lambda core: views.decision_rows(core, sku, limit))
     return web.json_response({"ok": True, "items": rows})
 
 
 async def suppliers(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.scorecards())})
+    return web.json_response({"ok": True, "items": await _run(request, lambda core: views.scorecards(core))})
 
 
 async def _open_discrepancies(request: web.Request) -> list[Any]:
@@ -134,7 +135,7 @@ async def constraints(request: web.Request) -> web.Response:
 
 async def sync_status(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    box = await _run(request, lambda core: core.outbox_status())
+    box = await _run(request, lambda core: views.outbox_status(core))
     link = service.purchasing.snapshot() if service.purchasing is not None else {"central_url": ""}
     return web.json_response({"ok": True, "central": link, "outbox": box})
 
@@ -152,13 +153,13 @@ def _sku(request: web.Request) -> str:
 async def sku_reorder(request: web.Request) -> web.Response:
     """One SKU's reorder parameters now (ROP, safety stock, order-up-to, inputs) and their history."""
     sku = _sku(request)
-    return web.json_response({"ok": True, **await _run(request, lambda core: core.reorder_view(sku))})
+    return web.json_response({"ok": True, **await _run(request, lambda core: views.reorder_view(core, sku))})
 
 
 async def sku_suppliers(request: web.Request) -> web.Response:
     """One SKU's suppliers in priority order, with their record and the one that gets orders now."""
     sku = _sku(request)
-    return web.json_response({"ok": True, "sku": sku, "items": await _run(request, lambda core: core.sku_suppliers(sku))})
+    return web.json_response({"ok": True, "sku": sku, "items": await _run(request, lambda core: views.sku_suppliers(core, sku))})
 
 
 async def sku_constraint(request: web.Request) -> web.Response:
@@ -167,13 +168,13 @@ async def sku_constraint(request: web.Request) -> web.Response:
     health = await asyncio.to_thread(request.app[SERVICE].sku_node_health)
     offline, stale = health.get(sku, ((), ()))
     open_now = await _open_discrepancies(request)
-    view = await _run(request, lambda core: core.constraint_view(sku, offline, stale, open_now))
+    view = await _run(request, lambda core: views.constraint_view(core, sku, offline, stale, open_now))
     return web.json_response({"ok": True, **view})
 
 
 async def supplier_trends(request: web.Request) -> web.Response:
     """Per supplier: deliveries and on-time rate per ISO week, oldest first (for charts)."""
-    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.supplier_trends())})
+    return web.json_response({"ok": True, "items": await _run(request, lambda core: views.supplier_trends(core))})
 
 
 async def purchase_orders(request: web.Request) -> web.Response:
@@ -181,17 +182,17 @@ async def purchase_orders(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     if status is not None and status not in PO_STATUSES:
         raise web.HTTPBadRequest(reason="query parameter 'status' must be 'open' or 'late'")
-    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.purchase_order_rows(status))})
+    return web.json_response({"ok": True, "items": await _run(request, lambda core: views.purchase_order_rows(core, status))})
 
 
 async def low_stock(request: web.Request) -> web.Response:
     """SKUs out of stock at every location (stockout) or at/below their reorder point (low)."""
-    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.low_stock())})
+    return web.json_response({"ok": True, "items": await _run(request, lambda core: views.low_stock(core))})
 
 
 async def replenishment(request: web.Request) -> web.Response:
     """Pick faces at zero while their SKU sits elsewhere on the site: bring it from there."""
-    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.replenishments())})
+    return web.json_response({"ok": True, "items": await _run(request, lambda core: views.replenishments(core))})
 
 
 def add_routes(app: web.Application) -> None:
