@@ -90,26 +90,19 @@ class HubService:
 
     def sku_node_health(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         """SKU -> (offline nodes, silent nodes) among the nodes that reported it (blocking: run off the loop)."""
-        import sqlite3
-
         now, stale_ms = now_ms(), self.config.rules.stale_node_s * 1000
         nodes = {r.node: r for r in self.store.nodes()}
         out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        conn = sqlite3.connect(f"file:{self.config.db_path}?mode=ro", uri=True)
-        try:
-            pairs = conn.execute("SELECT DISTINCT m.sku, e.node FROM movements m JOIN events e ON e.id = m.event_id")
-            for sku, node in pairs:
-                row = nodes.get(node)
-                if row is None:
-                    continue
-                offline, stale = out.get(sku, ((), ()))
-                if not row.online:
-                    offline += (node,)
-                elif row.last_seen_ms is None or now - row.last_seen_ms > stale_ms:
-                    stale += (node,)
-                out[sku] = (offline, stale)
-        finally:
-            conn.close()
+        for sku, node in self.store.sku_nodes():
+            row = nodes.get(node)
+            if row is None:
+                continue
+            offline, stale = out.get(sku, ((), ()))
+            if not row.online:
+                offline += (node,)
+            elif row.last_seen_ms is None or now - row.last_seen_ms > stale_ms:
+                stale += (node,)
+            out[sku] = (offline, stale)
         return out
 
     async def node_rows(self, names: list[str] | None = None) -> list[dict[str, Any]]:
