@@ -13,6 +13,7 @@ from hub.consumer_feed import ConsumerFeed
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import CommitResult, Ingest, now_ms
 from hub.link import HubLink
+from hub.live import LiveFeed
 from hub.plausibility import PlausibilitySettings
 from hub.purchasing.sync import PurchasingSync
 from hub.rules.clock import system_clock
@@ -21,7 +22,6 @@ from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
 from hub.store import SqliteStore, Store
 from hub.store.base import ShelfFaultRow
-from hub.web.live import LiveFeed
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hub.live import sse_frame
 from hub.service import HubService
 from hub.web import account, api, api_rules, api_web, pages, users
 from hub.web.auth import (
@@ -30,7 +31,6 @@ from hub.web.auth import (
 from hub.web.body import json_body_middleware
 from hub.web.headers import add_security_headers, same_origin_middleware
 from hub.web.keys import SERVICE
-from hub.web.live import sse_frame
 from hub.web.metrics import METRICS, HubMetrics, metrics
 from hub.web.render import render
 

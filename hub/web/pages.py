@@ -32,7 +32,7 @@ PAGE_ROWS = 50  # a tablet screen and a bit; more is what paging is for
 MAX_OFFSET = 10_000_000
 SKU_MOVEMENTS = 500  # enough history for the chart; older movements stay in the API
 LAG_STAGES = ("device_to_accepted", "accepted_to_received", "received_to_committed", "committed_to_pushed")
-RECENT_SCANS = 30  # the overview's "Recent scans" (live.js SCANS_SHOWN and hub.web.live.SCANS_PER_PUSH match)
+RECENT_SCANS = 30  # the overview's "Recent scans" (live.js SCANS_SHOWN and hub.live.SCANS_PER_PUSH match)
 RECENT_REFUSED = 10  # payloads the hub refused, newest first (all of them: GET /api/v1/quarantine)
 # The product promise is "visible within a second": a stage whose p99 alone is over this is slow,
 # however many nodes there are.
