@@ -1,8 +1,8 @@
 """The overview's counters and alert list, built from the same data functions as the API, and the node table.
 
-Each alert says what is wrong in a sentence and links to the thing it is about. Sources that
-another part of the hub has not registered yet count as unknown (None), never as zero: the
-page must not claim "no discrepancies" when it cannot know.
+Each alert says what is wrong in a sentence and links to the thing it is about. A source that
+is not available (the rules engine switched off) counts as unknown (None), never as zero: the
+page must not claim "no stockouts" when it cannot know.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from contract.messages import SKU_RE
+from hub.service import HubService
 from hub.web import data, rules_data
 from hub.web.auth import identity_of
 from hub.web.charts import bar_chart, step_chart
@@ -123,7 +124,7 @@ async def sku_page(request: web.Request) -> web.Response:
                   chart=chart, reorder=reorder, suppliers=suppliers, constraint=constraint)
 
 
-async def _sku_rules(service: Any, sku: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None,
+async def _sku_rules(service: HubService, sku: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None,
                                                        dict[str, Any] | None]:
     """The rules' view of one SKU: reorder parameters, suppliers, constraint (each None if not available)."""
     if not SKU_RE.fullmatch(sku):
