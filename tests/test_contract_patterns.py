@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contract import EVENT_TYPES, MESSAGE_TYPES, ContractError, check_name, parse_topic
-from contract.outbound import OUTBOUND_TYPES
 from contract._fields import Fields
+from contract.outbound import OUTBOUND_TYPES
 
 DOC = yaml.safe_load((Path(__file__).parent.parent / "docs" / "asyncapi.yaml").read_text())
 SCHEMAS = DOC["components"]["schemas"]
