@@ -65,8 +65,11 @@ class EdgeAgent:
     def _build_sources(self) -> list[Source]:
         sources: list[Source] = []
         if self.config.scanners:
-            from edge.scan import build_scanner
-            sources.extend(build_scanner(table) for table in self.config.scanners)
+            from edge.scan import ReceivedGoods, build_scanner
+
+            # One memory of receipts per node: goods received with one scanner are put away with another.
+            received = ReceivedGoods()
+            sources.extend(build_scanner(table, received=received) for table in self.config.scanners)
         if self.config.shelves:
             from edge.shelf import build_shelf
             sources.extend(build_shelf(table, self.state) for table in self.config.shelves)
