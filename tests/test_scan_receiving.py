@@ -79,6 +79,17 @@ def test_putaway_follows_the_lot_and_the_po_to_their_dock() -> None:
                              "you took it from, then the item again")
 
 
+def test_a_gtin_received_at_two_docks_comes_from_the_one_where_some_is_still_waiting() -> None:
+    wf = configured(ScanWorkflow("s", mode="receive", receiving_locations=["DOCK-2"]))
+    steps = run(wf, "QTY:6", "]E0" + TIES, "LOC:DOCK-2", "QTY:6", "]E0" + TIES,
+                "MODE:PUTAWAY", "LOC:A-01-2", "QTY:6", "]E0" + TIES,  # received at two docks: which one?
+                "LOC:DOCK-2", "QTY:6", "]E0" + TIES,  # the worker says: DOCK-2, all of it
+                "CLEAR", "LOC:A-01-2", "QTY:6", "]E0" + TIES)  # now only DOCK has ties waiting
+    assert isinstance(steps[8].event, ScanRejected)
+    assert [(e.mode, e.from_location, e.qty) for e in events(steps) if e.mode == "putaway"] == [
+        ("putaway", "DOCK-2", 6), ("putaway", "DOCK", 6)]
+
+
 def test_a_dock_scanned_in_putaway_mode_is_the_source_and_a_dock_is_never_the_destination() -> None:
     wf = configured(ScanWorkflow("s", mode="putaway", receiving_locations=["DOCK-2"]))
     steps = run(wf, "LOC:DOCK-2", "LOC:A-01-2", "QTY:6", "]E0" + TIES, "LOC:DOCK", "]E0" + TIES)
@@ -139,7 +150,7 @@ def test_every_mode_change_and_location_tells_the_worker_where_stock_goes() -> N
 def test_memory_is_bounded() -> None:
     received = ReceivedGoods(max_keys=100)
     for i in range(1000):
-        received.record(f"{i:014d}", "DOCK", lot=f"L{i}", ref=f"PO{i}")
+        received.record(f"{i:014d}", "DOCK", 1, lot=f"L{i}", ref=f"PO{i}")
     assert len(received._where) <= 100
     assert received.source(f"{999:014d}").location == "DOCK"
 

@@ -258,7 +258,9 @@ class ScanWorkflow:
         elif s.mode == "receive" and item.po:
             ref = item.po
         if s.mode == "receive":
-            self.received.record(item.gtin, location, lot=item.lot, ref=ref)
+            self.received.record(item.gtin, location, qty, lot=item.lot, ref=ref)
+        elif s.mode == "putaway" and from_location is not None:
+            self.received.take(item.gtin, from_location, qty, lot=item.lot, ref=s.ref or item.po or item.sscc)
         s.qty = None
         event = ScanEvent(seq=0, ts_ms=ts_ms, accepted_ms=0, scanner=self.scanner, mode=s.mode, gtin=item.gtin,
                           location=location, qty=qty, from_location=from_location, lot=item.lot, expiry=item.expiry,
