@@ -267,3 +267,20 @@ async def test_scans_sent_before_the_agent_opens_the_port_are_recorded(sink: Rec
     [count] = scans(sink.events)
     assert isinstance(count, ScanEvent)
     assert (count.mode, count.location, count.qty) == ("count", "A-01-1", 20)
+
+
+async def test_mode_and_location_labels_get_their_own_signal(tmp_path: Path, sink: RecordingSink) -> None:
+    scanner = VirtualScanner(tmp_path / "usb-Scanner-if00")
+    source = build_scanner({"name": "dock-1", "port": str(scanner.link), "mode": "pick", "feedback": "serial",
+                            "feedback_ok": "+", "feedback_error": "-", "feedback_notice": "*"})
+    task = asyncio.create_task(source.run(sink))
+    try:
+        await sink.wait_for(lambda evs: any(isinstance(e, DeviceChange) and e.present for e in evs), "scanner up")
+        scanner.scan("MODE:RECEIVE", "]E04006381333931", "MODE:PUTAWAY", "LOC:A-03-2", "]E04006381333931",
+                     "LOC:B-01", "]E04006381333932")
+        await sink.wait_for(lambda evs: len(scans(evs)) >= 3, "two items and a rejection")
+        # The worker hears a state change apart from a recorded item and from a refusal.
+        assert scanner.read_feedback(7) == b"*+**+*-"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

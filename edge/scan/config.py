@@ -65,6 +65,8 @@ SCANNER_SETTINGS: list[Setting] = [
             "feedback=gpio: sysfs value file of the OK LED/buzzer, e.g. /sys/class/gpio/gpio529/value "
             "(BCM 17 on kernel 6.6+; docs/scanning.md)"),
     Setting("feedback_error", str, "", "as feedback_ok, for a rejected scan"),
+    Setting("feedback_notice", str, "", "as feedback_ok, for a label that changed the mode or the location (e.g. "
+            "the scanner's double beep), so the worker hears it apart from a recorded item; empty: feedback_ok"),
     Setting("feedback_pulse_ms", int, 150, "feedback=gpio: how long the line stays high", check=positive),
     Setting("reconnect_max_s", float, 5.0, "longest wait between attempts to reopen an unplugged scanner",
             check=positive),

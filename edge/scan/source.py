@@ -182,7 +182,8 @@ class ScannerSource:
             except Exception as err:  # the worker must hear that it was not recorded
                 log.exception("scanner %s: could not store scan %r", self.name, raw)
                 step = Step(False, f"NOT RECORDED: the outbox failed ({err}); tell IT and rescan later")
-        await self.feedback.signal(step.accepted, step.message)
+        # A label taken (no event) changed where stock goes: the worker hears it apart from a recorded item.
+        await self.feedback.signal(step.accepted, step.message, notice=step.accepted and step.event is None)
         if self.observer is not None:
             self.observer(raw, step, stored)
 
