@@ -67,17 +67,18 @@ class Staged:
 
     def sentence(self) -> str:
         about = f" for {self.sku}" if self.sku else ""
-        return f"{self.what} -> the page shows {self.shows_as} '{self.kind}' at {self.bin}{about}"
+        return f"{self.what}: look on the page for {self.shows_as} '{self.kind}' at {self.bin}{about}"
 
 
 # The cycle's staged mistakes by round (1-based within the cycle); the other rounds are clean.
+# They come first in the cycle, so a short run (--rounds 4) shows each once.
 STAGED: dict[int, Staged] = {
-    2: Staged("1 bolt taken from A-01-1 without a scan", "discrepancy", "unscanned_removal", "A-01-1", "BOLT-M8-40"),
-    3: Staged("a damaged bolt label misread at A-01-1 (error beep; the worker rescans it)", "rejected scan",
+    1: Staged("1 bolt taken from A-01-1 without a scan", "discrepancy", "unscanned_removal", "A-01-1", "BOLT-M8-40"),
+    2: Staged("a damaged bolt label misread at A-01-1 (error beep; the worker rescans it)", "rejected scan",
               "rejected", "A-01-1"),
-    4: Staged("6 cable ties put away onto shelf A-01-2 after scanning the neighbour's label A-01-1", "discrepancy",
+    3: Staged("6 cable ties put away onto shelf A-01-2 after scanning the neighbour's label A-01-1", "discrepancy",
               "wrong_bin", "A-01-1", "TIES-200"),
-    5: Staged(f"someone leans {OVERLOAD_FORCE_G / 1000:.0f} kg on shelf bin A-01-1 for 3 s", "fault", "overload",
+    4: Staged(f"someone leans {OVERLOAD_FORCE_G / 1000:.0f} kg on shelf bin A-01-1 for 3 s", "fault", "overload",
               "A-01-1"),
 }
 
@@ -147,7 +148,10 @@ class Shift:
                 ok = (step != 1 or self.count_all()) and self.work()
                 mistake = STAGED.get(step)
                 if ok and mistake is not None:
-                    ok = self.quiet() and self.make(mistake, step) and self.quiet()
+                    # Alone on a quiet shelf, so it is judged on its own (a misread is judged by the scanner).
+                    judged_by_shelf = mistake.shows_as != "rejected scan"
+                    ok = ((not judged_by_shelf or self.quiet()) and self.make(mistake, step)
+                          and (not judged_by_shelf or self.quiet()))
                 if not ok or not self.pause(self.pace_s * 6):  # a break: the bins go quiet and are judged
                     return
             if self.quiet():
@@ -216,21 +220,21 @@ class Shift:
     def make(self, mistake: Staged, step: int) -> bool:
         """Make the cycle's staged mistake, and say so."""
         self.stage(mistake)
-        if step == 2:  # a pick nobody scanned
+        if step == 1:  # a pick nobody scanned
             self.shelf.pick(0, 1, hand_s=1.0)
             return self.settle()
-        if step == 3:  # a misread: the damaged label is refused, the good one accepted
+        if step == 2:  # a misread: the damaged label is refused, the good one accepted
             self.shelf.pick(0, 1, hand_s=1.5)
             damaged = BOLT[:-1] + str((int(BOLT[-1]) + 3) % 10)
             return self.scan("MODE:PICK", "LOC:A-01-1", damaged, BOLT) and self.settle()
-        if step == 4:  # the right shelf, the neighbour's label: the ledger books A-01-1
+        if step == 3:  # the right shelf, the neighbour's label: the ledger books A-01-1
             self.ties_at_bolt_bin += 6
             ok = self.receive_ties(1, f"L{self.rng.randint(100, 999)}", "A-01-1")
             # The ties went onto A-01-2 after all: orders take them back out (scanned there).
             ok = ok and self.quiet()
             self.shelf.pick(1, 6, hand_s=1.5)
             return ok and self.scan("MODE:PICK", "LOC:A-01-2", "QTY:6", TIES) and self.settle()
-        if step == 5:  # a person leaning on the shelf: overload while it lasts, cleared when it ends
+        if step == 4:  # a person leaning on the shelf: overload while it lasts, cleared when it ends
             self.shelf.add(f"lean 0 {OVERLOAD_FORCE_G} 3")
             return self.settle()
         return True
@@ -343,7 +347,7 @@ scale_per_g = 100.0
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    shift = Shift(scanner, shelf, args.pace_s, quiet_s=args.window_s + 2.0, staged_path=work / "staged.jsonl",
+    shift = Shift(scanner, shelf, args.pace_s, quiet_s=args.window_s + 1.0, staged_path=work / "staged.jsonl",
                   rounds=args.rounds)
     # The edge says READY (systemd's notify protocol) once it has opened its devices: the
     # worker starts scanning only then, so the opening count cannot miss a MODE: label.

@@ -12,7 +12,7 @@ from hub.mosquitto import HUB_USER, PrivateBroker
 from tests.support import DemoShift
 
 SITE = "test-site"
-DEMO_ROUNDS = 5  # the demo stages its mistakes in rounds 2 to 5 of each cycle (scripts/run_demo.py, STAGED)
+DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 
 
 @pytest.fixture(scope="session")
