@@ -53,6 +53,7 @@ CYCLE_ROUNDS = 6  # the shift repeats a cycle of this many rounds; each cycle st
 # A person leaning on the bolts' shelf: with the bolts (5-8 kg) above CAPACITY_G at the peak of
 # the sway, and the rebound when they let go (30 % of the force) never lifts the platform below zero.
 OVERLOAD_FORCE_G = 20000.0
+OVERLOAD_S = 20  # long enough to see on the page (the shelf never settles while it lasts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +79,8 @@ STAGED: dict[int, Staged] = {
               "rejected", "A-01-1"),
     3: Staged("6 cable ties put away onto shelf A-01-2 after scanning the neighbour's label A-01-1", "discrepancy",
               "wrong_bin", "A-01-1", "TIES-200"),
-    4: Staged(f"someone leans {OVERLOAD_FORCE_G / 1000:.0f} kg on shelf bin A-01-1 for 3 s", "fault", "overload",
-              "A-01-1"),
+    4: Staged(f"someone leans on the bolts' shelf A-01-1 (up to {OVERLOAD_FORCE_G / 1000:.0f} kg) for {OVERLOAD_S} s",
+              "fault", "overload", "A-01-1"),
 }
 
 
@@ -235,7 +236,7 @@ class Shift:
             self.shelf.pick(1, 6, hand_s=1.5)
             return ok and self.scan("MODE:PICK", "LOC:A-01-2", "QTY:6", TIES) and self.settle()
         if step == 4:  # a person leaning on the shelf: overload while it lasts, cleared when it ends
-            self.shelf.add(f"lean 0 {OVERLOAD_FORCE_G} 3")
+            self.shelf.add(f"lean 0 {OVERLOAD_FORCE_G} {OVERLOAD_S}")
             return self.settle()
         return True
 

@@ -389,20 +389,24 @@ class DemoShift:
         self.output.seek(0)
         return self.output.read().decode(errors="replace")
 
-    def wait_for_shift(self, timeout_s: float) -> None:
-        """Wait for the banner and for the shift's end, failing at once if the demo exits."""
+    def _printed_match(self, pattern: str) -> Any:
         import re
 
-        def over() -> re.Match[str] | None:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the demo exited with {self.process.returncode}:\n{self.printed()[-3000:]}")
-            return re.search(r"The shift is over: \d+ rounds, (\d+) item scans", self.printed())
+        if self.process.poll() is not None:
+            raise AssertionError(f"the demo exited with {self.process.returncode}:\n{self.printed()[-3000:]}")
+        return re.search(pattern, self.printed())
 
-        done = wait_for_sync(over, timeout_s, "the end of the demo's shift")
-        self.item_scans = int(done.group(1))
-        banner = re.search(r"Hub page:\s+(\S+)\s+\(login: admin / (\S+)\)", self.printed())
-        assert banner, self.printed()[-3000:]
+    def wait_for_banner(self, timeout_s: float) -> None:
+        """Wait until the page is up and the shift has started; failing at once if the demo exits."""
+        banner = wait_for_sync(lambda: self._printed_match(r"Hub page:\s+(\S+)\s+\(login: admin / (\S+)\)"),
+                               timeout_s, "the demo's banner")
         self.url, self.password = banner.group(1).rstrip("/"), banner.group(2)
+
+    async def wait_for_shift(self, timeout_s: float) -> None:
+        """Wait for the end of the shift (the hub has judged all of it by then)."""
+        done = await wait_for(lambda: self._printed_match(r"The shift is over: \d+ rounds, (\d+) item scans"),
+                              timeout_s, "the end of the demo's shift", interval_s=0.5)
+        self.item_scans = int(done.group(1))
 
     def staged(self) -> list[dict[str, Any]]:
         """The mistakes the shift made on purpose, as it wrote them down."""
