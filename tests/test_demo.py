@@ -133,8 +133,6 @@ def _staged(demo: DemoShift, shows_as: str) -> Counter[tuple[str, str, str | Non
 
 @pytest.mark.slow
 @pytest.mark.timeout(DEMO_TIMEOUT_S)
-@pytest.mark.xfail(strict=False, reason="needs shelf faults as signals on the hub (issue 12, item 4: "
-                                        "GET /api/v1/shelf-faults, active faults per bin)")
 async def test_the_page_shows_the_staged_overload_while_it_lasts_and_nothing_else(demo_shift: DemoShift) -> None:
     # First in the module: it watches the page during the shift, as a supervisor would.
     async with await _logged_in(demo_shift) as page:
