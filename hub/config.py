@@ -112,7 +112,26 @@ HUB_SETTINGS: list[Setting] = [
     Setting("central.timeout_s", float, 10.0, "timeout of one call to central", check=positive),
     Setting("central.retry_base_s", float, 2.0, "first retry delay when central is unreachable", check=positive),
     Setting("central.retry_cap_s", float, 300.0, "longest retry delay", check=positive),
+    Setting("integrations.publish_state", bool, True,
+            "publish stock per bin and SKU, discrepancy counts and alerts on MQTT for other consumers (retained, "
+            "under wh/v1/{site}/hub/; read them with an account from 'stock-hub add-integration')"),
+    Setting("integrations.min_interval_ms", int, 250,
+            "least time between two rounds of integration messages; changes in between are coalesced",
+            check=positive),
+    Setting("integrations.home_assistant", bool, False,
+            "announce a Home Assistant MQTT discovery sensor per bin and SKU (retained config topics)"),
+    Setting("integrations.home_assistant_prefix", str, "homeassistant", "Home Assistant's discovery prefix"),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationsConfig:
+    """Settings `integrations.*`: MQTT state for other consumers (hub/consumer_feed.py)."""
+
+    publish_state: bool = True
+    min_interval_ms: int = 250
+    home_assistant: bool = False
+    home_assistant_prefix: str = "homeassistant"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +170,7 @@ class HubConfig:
     auth_failures_total: int = 200
     rules: RulesConfig = RulesConfig()
     central: CentralConfig = CentralConfig()
+    integrations: IntegrationsConfig = IntegrationsConfig()
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
@@ -180,4 +200,9 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      auth_lockout_max_s=raw["auth.lockout_max_s"],
                      auth_failures_per_address=raw["auth.failures_per_address"],
                      auth_failures_total=raw["auth.failures_total"],
-                     rules=rules_config_from(raw), central=central_config_from(raw))
+                     rules=rules_config_from(raw), central=central_config_from(raw),
+                     integrations=IntegrationsConfig(
+                         publish_state=raw["integrations.publish_state"],
+                         min_interval_ms=raw["integrations.min_interval_ms"],
+                         home_assistant=raw["integrations.home_assistant"],
+                         home_assistant_prefix=raw["integrations.home_assistant_prefix"]))

@@ -131,6 +131,7 @@ class CommitResult:
     events_held: int = 0  # stored above a gap, applied once it closes
     faults_changed: list[ShelfFaultRow] = field(default_factory=list)  # set (active) or cleared, in order
     scans: list[ScanRow] = field(default_factory=list)  # scans and rejected scans applied, in order
+    shelf_confidence: dict[str, float] = field(default_factory=dict)  # bin -> confidence of its last certain count
 
 
 class Ingest:
@@ -561,6 +562,8 @@ class Ingest:
             # A certain count first clears the range faults it disproves (hub.faults), so
             # reconciliation sees the bin as trusted again from this count on.
             result.faults_changed.extend(self.faults.apply(tx, node, event_id, event, t_ms, hub_ms))
+            if not event.uncertain:
+                result.shelf_confidence[event.bin] = event.confidence
             where = self.catalog.bin(event.bin)
             if not event.uncertain and (where is None or where.sensored):
                 self._shelf_count[event.bin] = event.count

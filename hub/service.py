@@ -9,6 +9,7 @@ from typing import Any
 
 from hub.catalog import node_configs
 from hub.config import HubConfig
+from hub.consumer_feed import ConsumerFeed
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import CommitResult, Ingest, now_ms
 from hub.link import HubLink
@@ -50,6 +51,9 @@ class HubService:
             self.rules = RulesEngine(RulesCore(rules_db, config.rules, system_clock, config.site))
             if config.central.base_url:
                 self.purchasing = PurchasingSync(self.rules, config.central, config.site, system_clock)
+        # stock state on MQTT for other consumers (dashboards, Node-RED, andon lights)
+        self.consumer_feed = ConsumerFeed(config.site, config.integrations, self.store, self.rules,
+                                          self.link.publish, self._nodes_online)
         self._tasks: list[asyncio.Task[Any]] = []
 
     def _publish_ack(self, ack: Any) -> None:
@@ -63,8 +67,12 @@ class HubService:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_commit, result)
 
+    def _nodes_online(self) -> dict[str, bool]:
+        return {row.node: row.online for row in self.store.nodes()}
+
     def _on_commit(self, result: CommitResult) -> None:
         self.live.on_commit(result)
+        self.consumer_feed.on_commit(result)
         if self.rules is not None:
             self.rules.submit(result)  # a queue put: the rules run on their own thread
         for reply in result.replies:
@@ -150,6 +158,7 @@ class HubService:
             self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
+        self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
         self.link.start()
         log.info("hub for site %s started: ledger %s", self.config.site, self.config.db_path)

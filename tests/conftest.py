@@ -52,3 +52,12 @@ def demo_shift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoShift]:
         yield demo
     finally:
         demo.stop()
+
+
+@pytest.fixture
+def site_broker(own_broker: PrivateBroker, tmp_path: Path) -> Iterator[tuple[PrivateBroker, Path]]:
+    """The test's own broker and a pid file for it, as a packaged mosquitto writes one."""
+    assert own_broker.proc is not None
+    pid_file = tmp_path / "mosquitto.pid"
+    pid_file.write_text(f"{own_broker.proc.pid}\n")
+    yield own_broker, pid_file

@@ -54,8 +54,8 @@ async def test_a_fault_is_shown_everywhere_until_the_edge_clears_it(broker: Priv
                        for p in ours["problems"])
             async with s.get(f"{base}/metrics") as resp:
                 text = await resp.text()
-            assert re.search(r'^hub_shelf_faults_active\{fault="overload"\} 1\.0$', text, re.M)
-            assert re.search(r'^hub_shelf_faults_active\{fault="drift"\} 0\.0$', text, re.M)
+            assert re.search(r'^shelfsignal_shelf_faults_active\{fault="overload"\} 1\.0$', text, re.M)
+            assert re.search(r'^shelfsignal_shelf_faults_active\{fault="drift"\} 0\.0$', text, re.M)
             async with s.get(f"{base}/api/v1/overview") as resp:
                 overview = await resp.json()
             assert overview["counters"]["shelf_faults"] == 2
@@ -73,7 +73,7 @@ async def test_a_fault_is_shown_everywhere_until_the_edge_clears_it(broker: Priv
             assert service.ingest.faults.is_faulted("H-01-2") is None
             async with s.get(f"{base}/metrics") as resp:
                 text = await resp.text()
-            assert re.search(r'^hub_shelf_faults_active\{fault="overload"\} 0\.0$', text, re.M)
+            assert re.search(r'^shelfsignal_shelf_faults_active\{fault="overload"\} 0\.0$', text, re.M)
             async with s.get(f"{base}/api/v1/node-health") as resp:
                 [ours] = [n for n in (await resp.json())["items"] if n["node"] == node]
             assert not [p for p in ours["problems"] if "H-01-2" in p]

@@ -341,6 +341,10 @@ class Store(Protocol):
                       before_id: int | None = None) -> list[DiscrepancyRow]:
         ...
 
+    def open_discrepancy_summary(self) -> tuple[int, int | None]:
+        """How many discrepancies are open, and when the oldest of them was opened (ms; None if none)."""
+        ...
+
     def open_discrepancy_ids(self) -> list[tuple[int, str]]:
         """(id, bin) of every open discrepancy, for the writer's in-memory index."""
         ...
