@@ -143,7 +143,8 @@ def report(rounds: Rounds, comparisons: Sequence[Comparison] = (), units: Mappin
     n = len(rounds.orders)
     lines = [f"## {title}" if title else "", f"machine: {machine_line()}", load_line(rounds),
              f"{n} rounds, order alternated per round ({' '.join(rounds.orders[0])} / "
-             f"{' '.join(rounds.orders[1] if n > 1 else rounds.orders[0])}), {rounds.elapsed_s:.0f} s", "",
+             f"{' '.join(rounds.orders[1] if n > 1 else rounds.orders[0])}), {rounds.elapsed_s:.0f} s"
+             + (f"; fewer than {MIN_ROUNDS} rounds: a smoke run, not a figure" if n < MIN_ROUNDS else ""), "",
              "| arm | metric | median (min-max) over rounds |", "| --- | --- | ---: |"]
     for arm in rounds.arms:
         metric_names = list(rounds.values[arm][0]) if rounds.values[arm] else []
