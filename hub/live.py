@@ -1,11 +1,14 @@
-"""Live push to open pages over server-sent events, batched so bursts stay cheap.
+"""Live push to open pages over server-sent events: at once when quiet, coalesced while busy.
 
-Commits arrive from the ingest thread (hopped onto the loop); changed balances and nodes
-are merged and flushed to every subscriber every `flush_ms`. A burst of thousands of
-events a second becomes a few messages a second per page, each carrying the latest
-value per row. Every message has an id and the last REPLAY_BUFFER of them are kept: a page
-that reconnects sends Last-Event-ID and gets exactly what it missed; one that was away
-longer (or across a hub restart) gets a fresh snapshot, so it cannot miss a change.
+Commits arrive from the ingest thread (hopped onto the loop); changed balances and nodes are
+merged until the next message. Leading-edge batching: when no message went out in the last
+`flush_ms` (the feed is idle), a change is sent at once, so a lone scan reaches every page
+without waiting for a timer. Only while changes keep arriving does the feed coalesce: at most
+one message per `flush_ms` window, carrying the latest value per row, so a burst of thousands
+of events a second becomes a few messages a second per page. Every message has an id and the
+last REPLAY_BUFFER of them are kept: a page that reconnects sends Last-Event-ID and gets
+exactly what it missed; one that was away longer (or across a hub restart) gets a fresh
+snapshot, so it cannot miss a change. Each message is encoded once, however many pages listen.
 
 Message keys: `stock` (changed balances), `nodes` (changed node rows), `quarantined` (count),
 `replies` (device command replies), `scans` (scans and rejected scans committed since the last
@@ -21,7 +24,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hub.ingest import CommitResult
@@ -30,7 +33,7 @@ from hub.store.base import ScanRow
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE_MAX = 100  # a page this far behind is sent a snapshot instead
-REPLAY_BUFFER = 600  # about a minute of busy 100 ms flushes: covers a Wi-Fi blip or a tablet waking up
+REPLAY_BUFFER = 600  # tens of seconds of a busy feed's messages: covers a Wi-Fi blip or a tablet waking up
 # The overview's "Recent scans" shows the last 30; a burst between two flushes sends only its newest
 # 30 (the page drops older rows anyway), so a message stays small at any scan rate.
 SCANS_PER_PUSH = 30
@@ -40,8 +43,13 @@ class LiveFeed:
     """Fan-out of batched updates to page subscribers."""
 
     def __init__(self, flush_ms: int,
-                 on_push: Callable[[list[tuple[str, int]], int], None] | None = None) -> None:
-        self.flush_s = flush_ms / 1000
+                 on_push: Callable[[list[tuple[str, int]], int], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.flush_s = flush_ms / 1000  # the coalescing window
+        self._clock = clock  # clock and sleep are parameters so a test can hold a window open
+        self._sleep = sleep
+        self._last_flush = float("-inf")  # clock() of the last message: idle until a window after it
         # For the signal-lag map: told which (node, committed_ms) commits each push carried.
         self._on_push = on_push
         self._pending_commits: list[tuple[str, int]] = []
@@ -51,6 +59,7 @@ class LiveFeed:
         self._pending_replies: list[dict[str, Any]] = []
         self._pending_scans: deque[ScanRow] = deque(maxlen=SCANS_PER_PUSH)
         self._recent: deque[dict[str, Any]] = deque(maxlen=REPLAY_BUFFER)
+        self._frames: dict[int, bytes] = {}  # id(message) -> its SSE frame, for the messages in _recent
         self.commit_listeners: list[Callable[[CommitResult], None]] = []  # e.g. metrics
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._wake = asyncio.Event()
@@ -100,43 +109,58 @@ class LiveFeed:
                 q.get_nowait()
             q.put_nowait(None)
 
+    def frame(self, message: dict[str, Any]) -> bytes:
+        """The SSE frame of a message: encoded once when published, not once per page."""
+        # Every key in _frames is a message still held in _recent, so an id() cannot be reused.
+        cached = self._frames.get(id(message))
+        return cached if cached is not None else sse_frame(message)
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
     async def run(self, node_rows: Any) -> None:
-        """Flush pending changes every flush_s while there are any."""
+        """Send pending changes: at once when idle, else when the current window closes."""
         while True:
             await self._wake.wait()
-            self._wake.clear()
-            stock = [{"sku": sku, "location": loc, "qty": qty} for (sku, loc), qty in self._pending_stock.items()]
-            nodes = sorted(self._pending_nodes)
-            quarantined = self._pending_quarantine
-            replies = self._pending_replies
-            self._pending_stock, self._pending_nodes, self._pending_quarantine = {}, set(), 0
-            self._pending_replies = []
-            scans = [dataclasses.asdict(s) for s in self._pending_scans]
-            self._pending_scans.clear()
-            message: dict[str, Any] = {"stock": stock}
-            if nodes:
-                message["nodes"] = await node_rows(nodes)
-            if quarantined:
-                message["quarantined"] = quarantined
-            if replies:
-                message["replies"] = replies
-            if scans:
-                message["scans"] = scans
-            self.publish(message)
-            if self._on_push is not None:
-                commits, self._pending_commits = self._pending_commits, []
-                self._on_push(commits, self.last_push_ms)
-            await asyncio.sleep(self.flush_s)  # the batching window
+            wait_s = self._last_flush + self.flush_s - self._clock()
+            if wait_s > 0:  # a message went out less than a window ago: changes keep coming, so coalesce
+                await self._sleep(wait_s)
+            self._wake.clear()  # before taking the pending changes: one arriving from here on wakes us again
+            self._last_flush = self._clock()
+            await self._flush(node_rows)
+
+    async def _flush(self, node_rows: Any) -> None:
+        stock = [{"sku": sku, "location": loc, "qty": qty} for (sku, loc), qty in self._pending_stock.items()]
+        nodes = sorted(self._pending_nodes)
+        quarantined = self._pending_quarantine
+        replies = self._pending_replies
+        self._pending_stock, self._pending_nodes, self._pending_quarantine = {}, set(), 0
+        self._pending_replies = []
+        scans = [dataclasses.asdict(s) for s in self._pending_scans]
+        self._pending_scans.clear()
+        commits, self._pending_commits = self._pending_commits, []
+        message: dict[str, Any] = {"stock": stock}
+        if nodes:
+            message["nodes"] = await node_rows(nodes)
+        if quarantined:
+            message["quarantined"] = quarantined
+        if replies:
+            message["replies"] = replies
+        if scans:
+            message["scans"] = scans
+        self.publish(message)
+        if self._on_push is not None:
+            self._on_push(commits, self.last_push_ms)
 
     def publish(self, message: dict[str, Any]) -> None:
         self.message_id += 1
         message["id"] = self.message_id
         message["sent_ms"] = self.last_push_ms = int(time.time() * 1000)
+        if len(self._recent) == self._recent.maxlen:
+            self._frames.pop(id(self._recent[0]), None)
         self._recent.append(message)
+        self._frames[id(message)] = sse_frame(message)
         for q in list(self._subscribers):
             try:
                 q.put_nowait(message)
