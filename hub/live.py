@@ -33,7 +33,7 @@ from hub.store.base import ScanRow
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE_MAX = 100  # a page this far behind is sent a snapshot instead
-REPLAY_BUFFER = 600  # tens of seconds of a busy feed's messages: covers a Wi-Fi blip or a tablet waking up
+REPLAY_BUFFER = 600  # 15 s of a feed sending every 25 ms window, far longer at usual rates: a Wi-Fi blip, a tablet waking
 # The overview's "Recent scans" shows the last 30; a burst between two flushes sends only its newest
 # 30 (the page drops older rows anyway), so a message stays small at any scan rate.
 SCANS_PER_PUSH = 30
