@@ -18,12 +18,13 @@ the same arm with `Comparison(subject=("arm", "a"), baseline=("arm", "b"))`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 Metrics = dict[str, float]
@@ -93,6 +94,19 @@ def run_rounds(arms: Mapping[str, Trial], rounds: int = MIN_ROUNDS, warmup: bool
     result.elapsed_s = time.monotonic() - started
     result.load_after = os.getloadavg()
     return result
+
+
+async def run_rounds_async(arms: Mapping[str, Callable[[], Awaitable[Metrics]]], rounds: int = MIN_ROUNDS,
+                           warmup: bool = True) -> Rounds:
+    """run_rounds for trials that need the running event loop: the rounds run in a thread, each trial back here."""
+    loop = asyncio.get_running_loop()
+
+    def on_loop(arm: Callable[[], Awaitable[Metrics]]) -> Trial:
+        async def trial() -> Metrics:
+            return await arm()
+        return lambda: asyncio.run_coroutine_threadsafe(trial(), loop).result()
+
+    return await asyncio.to_thread(run_rounds, {name: on_loop(arm) for name, arm in arms.items()}, rounds, warmup)
 
 
 def spread(values: Sequence[float]) -> tuple[float, float, float]:

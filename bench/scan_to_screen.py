@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Comparison, Metrics, pct, report, run_rounds  # noqa: E402
+from bench.harness import Comparison, Metrics, pct, report, run_rounds_async  # noqa: E402
 from bench.rig import CpuMeter, HubProcess, add_node_user, private_broker, start_hub  # noqa: E402
 from tests.support import add_web_user, api_token, toml_text  # noqa: E402
 
@@ -250,16 +250,6 @@ async def measure(page_counts: list[int], rates: list[int], seconds: float, roun
             os.close(master)
             os.close(slave)
     return tables
-
-
-async def run_rounds_async(arms: dict[str, Any], rounds: int) -> Any:
-    """The harness is synchronous; the trials need this loop (Playwright): run it in a thread, trials back here."""
-    loop = asyncio.get_running_loop()
-
-    def sync(arm: Any) -> Any:
-        return lambda: asyncio.run_coroutine_threadsafe(arm(), loop).result()
-
-    return await asyncio.to_thread(run_rounds, {name: sync(arm) for name, arm in arms.items()}, rounds)
 
 
 def main() -> None:

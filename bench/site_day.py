@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Comparison, Metrics, pct, report, run_rounds  # noqa: E402
+from bench.harness import Comparison, Metrics, pct, report, run_rounds_async  # noqa: E402
 from bench.rig import SITE, HubProcess, add_node_user, cpu_s, private_broker, rss_mib, start_hub  # noqa: E402
 from bench.scan_to_screen import gtin13  # noqa: E402
 from contract import ScanEvent, ShelfCount  # noqa: E402
@@ -344,12 +344,7 @@ async def measure(args: argparse.Namespace, work: Path) -> str:
                                                                 mode="count", gtin="0" + gtin13(b),
                                                                 location=bin_name(b), qty=START_PIECES))
             await site.settle()
-            loop = asyncio.get_running_loop()
-
-            def one_day() -> Metrics:
-                return asyncio.run_coroutine_threadsafe(site.trial(), loop).result()
-
-            rounds = await asyncio.to_thread(run_rounds, {"site day": one_day}, args.rounds, False)
+            rounds = await run_rounds_async({"site day": site.trial}, args.rounds, warmup=False)
         finally:
             for agent in agents:
                 await agent.stop()
