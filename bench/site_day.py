@@ -324,7 +324,8 @@ async def measure(args: argparse.Namespace, work: Path) -> str:
             password = add_node_user(broker, name)
             doc = {"node": {"name": name, "site": SITE},
                    "mqtt": {"host": "127.0.0.1", "port": relay.port if n in cut else broker.port, "password": password},
-                   "outbox": {"path": str(work / name / "outbox.sqlite3")},
+                   "outbox": {"path": str(work / name / "outbox.sqlite3"),
+                              **({"replay_batches_per_s": args.replay_batches_per_s} if args.replay_batches_per_s else {})},
                    "state": {"path": str(work / name / "state.json")}, "log": {"level": "WARNING"}}
             agents.append(EdgeAgent(edge_config_from(resolve(doc, EDGE_SETTINGS, name, environ={},
                                                              array_tables=ARRAY_TABLES), name)))
@@ -357,6 +358,7 @@ async def measure(args: argparse.Namespace, work: Path) -> str:
     return report(rounds, [Comparison("live p99 during the drain / before it", ("site day", "live_p99_drain_ms"),
                                       ("site day", "live_p99_normal_ms"))], units=units,
                   title=f"a site's day: {NODES} nodes, {BINS:,} bins, {SCANNERS} scanners, speedup {args.speedup:g}x, "
+                        f"edge replay pace {agents[0].config.replay_batches_per_s:g} batches/s, "
                         f"{args.day_minutes:g} site minutes then {len(cut)} nodes cut off for "
                         f"{args.partition_minutes:g} site minutes")
 
@@ -367,6 +369,8 @@ def main() -> None:
     parser.add_argument("--day-minutes", type=float, default=60.0, help="site minutes of normal traffic per trial")
     parser.add_argument("--partition-minutes", type=float, default=60.0, help="site minutes a quarter is cut off")
     parser.add_argument("--rounds", type=int, default=1, help="trials (each continues the same site)")
+    parser.add_argument("--replay-batches-per-s", type=float, default=None,
+                        help="the edges' outbox.replay_batches_per_s (default: the edge's default)")
     args = parser.parse_args()
     # 12 cut-off nodes retrying log a line per attempt; the table says what happened.
     logging.basicConfig(level=logging.ERROR)
