@@ -219,11 +219,13 @@ class Site:
         traffic = asyncio.create_task(self.floor.run(picks_per_s, stop))
         try:
             t0_ms = time.time() * 1000
+            picks0 = self.floor.picks
             hub0, broker0 = tree_cpu_s(self.hub_pids), cpu_s(self.broker.proc.pid)
             await self.sleep_sampling(args.day_minutes * 60 / args.speedup)
             t1_ms = time.time() * 1000
             hub1, broker1 = tree_cpu_s(self.hub_pids), cpu_s(self.broker.proc.pid)
             normal_s = (t1_ms - t0_ms) / 1000
+            achieved_per_s = 2 * (self.floor.picks - picks0) / normal_s  # a busy machine can fall behind the offer
             self.relay.cut()
             await self.sleep_sampling(args.partition_minutes * 60 / args.speedup)
             backlog = sum(self.agents[n].sink.outbox.depth() for n in self.cut)
@@ -254,7 +256,7 @@ class Site:
         return {"live_p99_normal_ms": pct(normal, 99), "live_p99_drain_ms": pct(during, 99),
                 "live_p50_normal_ms": pct(normal, 50), "drain_s": drain_s,
                 "reconnected_s": drain_s if reconnect_s is None else reconnect_s, "backlog_events": float(backlog),
-                "offered_events_per_s": 2 * picks_per_s,
+                "offered_events_per_s": 2 * picks_per_s, "achieved_events_per_s": achieved_per_s,
                 "hub_cpu_normal_pct": 100 * (hub1 - hub0) / normal_s, "hub_cpu_drain_pct": 100 * (hub3 - hub2) / drain_cpu_s,
                 "broker_cpu_normal_pct": 100 * (broker1 - broker0) / normal_s,
                 "broker_cpu_drain_pct": 100 * (broker3 - broker2) / drain_cpu_s,
@@ -352,7 +354,8 @@ async def measure(args: argparse.Namespace, work: Path) -> str:
             relay.close()
             hub.stop()
     units = {k: "ms" for k in ("live_p99_normal_ms", "live_p99_drain_ms", "live_p50_normal_ms")} | {
-        "drain_s": "s", "reconnected_s": "s", "hub_rss_max_mib": "MiB", "ledger_mib": "MiB", "offered_events_per_s": "events/s"} | {
+        "drain_s": "s", "reconnected_s": "s", "hub_rss_max_mib": "MiB", "ledger_mib": "MiB", "offered_events_per_s": "events/s",
+        "achieved_events_per_s": "events/s"} | {
         k: "% of a core" for k in ("hub_cpu_normal_pct", "hub_cpu_drain_pct", "broker_cpu_normal_pct",
                                    "broker_cpu_drain_pct")}
     return report(rounds, [Comparison("live p99 during the drain / before it", ("site day", "live_p99_drain_ms"),
