@@ -96,3 +96,32 @@ async def test_a_message_is_encoded_once_for_every_page() -> None:
     assert feed.frame(message[0]) == sse_frame(message[0])
     snapshot = {"id": 1, "snapshot": True}  # same id, different message: encoded on its own
     assert feed.frame(snapshot) == sse_frame(snapshot)
+
+
+async def test_node_rows_never_hold_back_a_scan() -> None:
+    """Node rows need a database read; the balances of the same commit must not wait for it."""
+    read_started = asyncio.Event()
+    finish_read = asyncio.Event()
+
+    async def slow_node_rows(names: list[str]) -> list[dict[str, Any]]:
+        read_started.set()
+        await finish_read.wait()
+        return [{"node": name} for name in names]
+
+    feed = LiveFeed(25)
+    q = feed.subscribe()
+    runner = asyncio.create_task(feed.run(slow_node_rows))
+    try:
+        result = balance(1)
+        result.nodes_changed = {"pi-1"}
+        feed.on_commit(result)
+        first = await next_message(q)
+        assert first["stock"] == [{"sku": "SKU-1", "location": "A-01-1", "qty": 1}]
+        assert "nodes" not in first
+        await asyncio.wait_for(read_started.wait(), 10)
+        assert q.empty()  # the node rows are still being read
+        finish_read.set()
+        second = await next_message(q)
+        assert second["nodes"] == [{"node": "pi-1"}] and second["stock"] == []
+    finally:
+        runner.cancel()
