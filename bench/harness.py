@@ -155,10 +155,13 @@ def report(rounds: Rounds, comparisons: Sequence[Comparison] = (), units: Mappin
     """A markdown table: each arm's metrics as median (min-max) over rounds, then each comparison's ratios."""
     units = units or {}
     n = len(rounds.orders)
+    if len(rounds.arms) > 1:
+        how = f"order alternated per round ({', '.join(rounds.arms)} / {', '.join(reversed(rounds.arms))})"
+    else:
+        how = "one arm; its in-run baseline is a metric of the same trial"
+    smoke = f"; fewer than {MIN_ROUNDS} rounds: a smoke run, not a figure" if n < MIN_ROUNDS else ""
     lines = [f"## {title}" if title else "", f"machine: {machine_line()}", load_line(rounds),
-             f"{n} rounds, order alternated per round ({' '.join(rounds.orders[0])} / "
-             f"{' '.join(rounds.orders[1] if n > 1 else rounds.orders[0])}), {rounds.elapsed_s:.0f} s"
-             + (f"; fewer than {MIN_ROUNDS} rounds: a smoke run, not a figure" if n < MIN_ROUNDS else ""), "",
+             f"{n} rounds, {how}, {rounds.elapsed_s:.0f} s{smoke}", "",
              "| arm | metric | median (min-max) over rounds |", "| --- | --- | ---: |"]
     for arm in rounds.arms:
         metric_names = list(rounds.values[arm][0]) if rounds.values[arm] else []
