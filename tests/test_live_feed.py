@@ -12,7 +12,7 @@ from typing import Any
 
 from hub.ingest import CommitResult
 from hub.ledger import BalanceChange
-from hub.web.live import LiveFeed, sse_frame
+from hub.live import LiveFeed, sse_frame
 from tests.support import wait_for
 
 HOUR_MS = 3_600_000
