@@ -153,7 +153,11 @@ def run_share(opts: Options, share: float, work: Path) -> ShareRun:
         base = summarize(base_detections, base_false, scans)
         accuracy = location_accuracy(truth.truth, hub_stock, catalog)
         recount(site, truth, [d for d in discrepancies if d["status"] == "open"], hub_stock)
-        resolved = location_accuracy(truth.truth, api.stock(), catalog)
+        resolved_stock = api.stock()
+        resolved = location_accuracy(truth.truth, resolved_stock, catalog)
+        still_wrong = sorted((k, resolved_stock.get(k, 0), v) for k, v in truth.truth.items()
+                             if resolved_stock.get(k, 0) != v)
+        still_wrong += sorted((k, q, 0) for k, q in resolved_stock.items() if q and k not in truth.truth)
         row = {
             "sensor_share": share,
             "location_accuracy": accuracy,
@@ -168,6 +172,8 @@ def run_share(opts: Options, share: float, work: Path) -> ShareRun:
                                                    "false_alarms_per_1000")},
             "per_kind": per_kind(detections),
             "false_alarm_kinds": _count(d["kind"] for d in false_alarms),
+            "still_wrong_examples": [f"{sku}@{loc}: hub {hub} truth {real}" for (sku, loc), hub, real
+                                     in still_wrong[:5]],
             "open_discrepancies_recounted": sum(1 for d in discrepancies if d["status"] == "open"),
             "simulated_day_s": opts.day_s,
             "real_s": round(time.monotonic() - started, 1),

@@ -18,7 +18,6 @@ from accuracy_model import (
     DOCK,
     FAULT_DURATION_S,
     FAULT_SIGNAL,
-    SITE_ACTOR,
     SKEW_SIGNAL,
     Action,
     GroundTruth,

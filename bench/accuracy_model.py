@@ -547,9 +547,8 @@ def baseline_detections(mistakes: list[Mistake], negatives: list[tuple[int, str,
             if loc not in m.bins or t_ms < m.t_ms - 1000:
                 continue
             used.add(i)  # explained: the mistake left the book short, whenever that shows
-            if t_ms <= m.t_ms + 60_000:
-                if det.right_kind_s is None:
-                    det.right_kind_s = det.any_flag_s = max(0.0, (t_ms - m.t_ms) / 1000)
+            if t_ms <= m.t_ms + 60_000 and det.right_kind_s is None:
+                det.right_kind_s = det.any_flag_s = max(0.0, (t_ms - m.t_ms) / 1000)
         detections.append(det)
     return detections, len(negatives) - len(used)
 

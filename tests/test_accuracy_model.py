@@ -1,0 +1,105 @@
+"""The accuracy bench's ground truth (bench/accuracy_model.py) on a short seeded run of the real site.
+
+One short day through the real hub, edge agents and broker (bench/accuracy.py's run_share),
+then the model's invariants, not the figures: pieces are conserved, the truth is what the
+shelf simulators physically hold, every injected mistake is recorded with its time and the
+kinds that would name it, the scan-only baseline the bench reads back from the hub equals
+the sum of the scans the workers made, and a seed plans the same day every time.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+from accuracy import Options, ShareRun, run_share  # noqa: E402
+from accuracy_model import (  # noqa: E402
+    DEFAULT_RATES,
+    SIGNAL_MISTAKES,
+    apply_scan,
+    location_accuracy,
+    plan_day,
+    plan_site,
+)
+
+pytestmark = pytest.mark.slow
+
+# Mistakes far more often than a real day, so a 90-second day has some of each.
+SHORT_RATES = {**DEFAULT_RATES, "unscanned_pick": 0.1, "double_scan": 0.1, "wrong_quantity": 0.1, "wrong_bin": 0.1,
+               "misread": 0.1, "theft": 80.0, "shelf_fault": 60.0, "clock_skew": 1}
+SHORT = Options(seed=5, bins=24, nodes=2, workers=2, day_s=90.0, time_scale=10.0, window_s=10.0, rates=SHORT_RATES)
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> ShareRun:
+    return run_share(SHORT, 1.0, tmp_path_factory.mktemp("accuracy"))
+
+
+def test_pieces_are_conserved(short_run: ShareRun) -> None:
+    totals = short_run.truth.totals()
+    assert totals["received"] > 0 and totals["shipped"] > 0 and totals["stolen"] > 0
+    assert totals["on_site"] == totals["initial"] + totals["received"] - totals["shipped"] - totals["stolen"]
+    assert totals["initial"] == sum(b.initial for b in short_run.plan.bins)
+
+
+def test_truth_is_what_the_shelves_hold(short_run: ShareRun) -> None:
+    for b in short_run.plan.bins:
+        assert short_run.shelf_counts[b.name] == short_run.truth.truth[(b.sku, b.name)], b.name
+
+
+def test_every_injected_mistake_is_recorded_with_time_and_expected_kind(short_run: ShareRun) -> None:
+    assert not short_run.errors
+    planned = Counter((a.mistake, a.bin) for a in short_run.actions if a.kind == "pick" and a.mistake)
+    pick_kinds = {kind for kind, _ in planned}
+    recorded = Counter((m.kind, m.bins[0]) for m in short_run.truth.mistakes if m.kind in pick_kinds)
+    assert planned and recorded == planned
+    kinds = {m.kind for m in short_run.truth.mistakes}
+    assert {"theft", "shelf_fault", "clock_skew"} <= kinds
+    day_start_ms = min(m.t_ms for m in short_run.truth.mistakes)
+    for m in short_run.truth.mistakes:
+        assert day_start_ms <= m.t_ms <= day_start_ms + (SHORT.day_s + 60) * 1000, m
+        if m.kind == "misread":
+            # a neighbouring SKU's label booked to this bin: only the negative balance can name it
+            assert m.drives_negative and not m.expected, m
+        else:
+            assert m.expected, m  # every bin has a sensor: each mistake has a kind that names it
+        if m.kind not in SIGNAL_MISTAKES:
+            assert m.sku and all(short_run.plan.bin(b) for b in m.bins)
+
+
+def test_the_scan_only_baseline_is_the_sum_of_the_scans(short_run: ShareRun) -> None:
+    ledger: dict[tuple[str, str], int] = defaultdict(int)
+    for s in short_run.truth.scans:
+        apply_scan(ledger, s.mode, s.sku, s.location, s.qty, s.from_location)
+    summed = {k: v for k, v in ledger.items() if v}
+    assert summed == {k: v for k, v in short_run.hub_book.items() if v}
+    assert {k: v for k, v in short_run.truth.book.items() if v} == summed
+    row = short_run.row
+    catalog = [(b.sku, b.name) for b in short_run.plan.bins]
+    assert row["baseline_location_accuracy"] == location_accuracy(short_run.truth.truth, short_run.hub_book, catalog)
+    assert row["scans"] > 0
+    for key in ("location_accuracy", "resolved_location_accuracy", "detected_share", "baseline_location_accuracy"):
+        assert 0.0 <= row[key] <= 1.0, key
+
+
+def test_a_seed_plans_the_same_day() -> None:
+    site = plan_site(9, 60, 3, 4, 0.5)
+    assert site == plan_site(9, 60, 3, 4, 0.5)
+    assert plan_day(site, 9, 600, DEFAULT_RATES) == plan_day(plan_site(9, 60, 3, 4, 0.5), 9, 600, DEFAULT_RATES)
+    assert plan_day(site, 9, 600, DEFAULT_RATES) != plan_day(site, 10, 600, DEFAULT_RATES)
+    # The sensor share chooses which bins have sensors, nothing else.
+    other = plan_site(9, 60, 3, 4, 1.0)
+    assert [(b.name, b.sku, b.initial) for b in other.bins] == [(b.name, b.sku, b.initial) for b in site.bins]
+    assert sum(b.sensored for b in site.bins) == 30 and all(b.sensored for b in other.bins)
+
+
+def test_the_run_follows_its_plan(short_run: ShareRun) -> None:
+    """The same seed gives the same actions and mistakes at the same simulated times."""
+    again = plan_day(plan_site(SHORT.seed, SHORT.bins, SHORT.nodes, SHORT.workers, 1.0), SHORT.seed, SHORT.day_s,
+                     SHORT.rates)
+    assert again == short_run.actions
