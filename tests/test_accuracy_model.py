@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from accuracy import Options, ShareRun, run_share  # noqa: E402
 from accuracy_model import (  # noqa: E402
     DEFAULT_RATES,
+    PICK_MISTAKES,
     SIGNAL_MISTAKES,
     apply_scan,
     location_accuracy,
@@ -32,12 +33,18 @@ pytestmark = pytest.mark.slow
 # Mistakes far more often than a real day, so a 90-second day has some of each.
 SHORT_RATES = {**DEFAULT_RATES, "unscanned_pick": 0.1, "double_scan": 0.1, "wrong_quantity": 0.1, "wrong_bin": 0.1,
                "misread": 0.1, "theft": 80.0, "shelf_fault": 60.0, "clock_skew": 1}
-SHORT = Options(seed=5, bins=24, nodes=2, workers=2, day_s=90.0, time_scale=10.0, window_s=10.0, rates=SHORT_RATES)
+# Seed 2 plans every kind of action and mistake into this short day (test_the_short_day_has_everything).
+SHORT = Options(seed=2, bins=30, nodes=2, workers=3, day_s=120.0, time_scale=10.0, window_s=10.0, rates=SHORT_RATES)
 
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> ShareRun:
     return run_share(SHORT, 1.0, tmp_path_factory.mktemp("accuracy"))
+
+
+def test_the_short_day_has_everything(short_run: ShareRun) -> None:
+    assert {"pick", "replenish", "count", "theft", "fault"} <= {a.kind for a in short_run.actions}
+    assert {*PICK_MISTAKES, "theft", "shelf_fault"} <= {a.mistake for a in short_run.actions}
 
 
 def test_pieces_are_conserved(short_run: ShareRun) -> None:
