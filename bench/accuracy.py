@@ -24,22 +24,32 @@ Figures per share (the JSON row's keys):
   of the day (pairs judged: every catalog (SKU, bin), plus any pair non-zero in the truth
   or on the hub, e.g. stock at the dock or a misread SKU booked to a bin).
 - resolved_location_accuracy: the same after applying the suggested action of every
-  discrepancy still open: each asks for a recount of its bin, so the bench has a worker
-  scan a count (MODE:COUNT, LOC:bin, QTY:<true pieces>, item) of every SKU the truth or
-  the hub has at that bin, through a real scanner, and reads the balances again.
-- detected_share: share of injected mistakes named by a discrepancy of the right kind at
-  their bin (for shelf faults and clock skew: node health naming the bin or the node's
-  clock); median_detect_s / p95_detect_s: simulated seconds from the mistake to that;
-  detected_within_60s_share; flagged_share: any discrepancy at the bin, whatever its kind.
-  A mistake at a bin without a sensor has no right kind unless it drives a balance
-  negative, where a discrepancy whose kind mentions "negative" is the right one.
-- negative_flagged_within_5s_share: of the mistakes that drove a balance below zero, the
-  share with a discrepancy at the bin within 5 s.
-- false_alarms_per_1000: discrepancies no injected mistake explains (none at their bin at
-  a plausible time), per 1,000 item scans of the day.
+  discrepancy still open. Each asks for a recount, so the bench has a worker scan a count
+  (MODE:COUNT, LOC:<location>, QTY:<true pieces>, the item) through a real scanner of every
+  SKU the truth or the hub has at the discrepancy's bin and at any other location its
+  sentence or action names (e.g. "78 sit at DOCK"), then reads the balances again.
+- detected_share: share of injected mistakes named with the right kind (below) at their
+  bin; detected_within_60s_share; median_detect_s / p95_detect_s: simulated seconds from
+  the mistake (the hand in the bin, the cable pulled) to the discrepancy being opened (or
+  node health first showing the fault or the clock); flagged_share: any discrepancy at the
+  bin, whatever its kind; detected_share_of_detectable: of the mistakes this site's sensors
+  could name (an expected kind exists, or the book went negative).
+- The right kind: on sensored bins, unscanned pick and theft -> unscanned_removal; double
+  scan -> wrong_quantity / quantity_mismatch / scan_without_movement; wrong quantity ->
+  wrong_quantity / quantity_mismatch; wrong bin (taken from the SKU's other bin) ->
+  wrong_bin when both bins have sensors, else scan_without_movement at the scanned one or
+  unscanned_removal at the one taken from. A mistake that drives a balance negative (every
+  misread: a neighbouring SKU's valid label booked to a bin that does not hold it) is named
+  by a discrepancy whose kind contains "negative"; one left in a bin without a sensor by a
+  discrepancy whose kind contains "count" (found by a later count). Shelf faults: node
+  health names the bin; clock skew: node health names the node's clock.
+- negative_flagged_within_5s_share: of the mistakes whose scan drove a balance below zero,
+  the share with a discrepancy at the bin within 5 s of that scan.
+- false_alarms_per_1000: discrepancies no injected mistake explains (no mistake at their
+  bin at a plausible time), per 1,000 item scans of the day.
 - baseline_*: the same for a plain scan-only ledger computed from the same accepted scans
-  (GET /api/v1/scans): no reconciliation, so it names nothing except a balance below zero,
-  visible the moment it happens.
+  (GET /api/v1/scans): no reconciliation and no suggested actions, so it names nothing
+  except a balance below zero, visible the moment it happens.
 
 A share's day is seeded (`--seed`): the same seed plans the same site and the same actions
 and mistakes at the same simulated times. The system's own timing (settling, batching)
@@ -69,6 +79,7 @@ sys.path.insert(0, str(BENCH))
 from accuracy_day import Day  # noqa: E402
 from accuracy_model import (  # noqa: E402
     DEFAULT_RATES,
+    DOCK,
     Action,
     GroundTruth,
     Mistake,
@@ -78,6 +89,7 @@ from accuracy_model import (  # noqa: E402
     expected_kinds,
     location_accuracy,
     match,
+    mentions,
     per_kind,
     plan_day,
     plan_site,
@@ -162,7 +174,8 @@ def run_share(opts: Options, share: float, work: Path) -> ShareRun:
             "sensor_share": share,
             "location_accuracy": accuracy,
             "resolved_location_accuracy": resolved,
-            **{k: ours[k] for k in ("detected_share", "detected_within_60s_share", "flagged_share",
+            **{k: ours[k] for k in ("detected_share", "detected_share_of_detectable", "detected_within_60s_share",
+                                     "flagged_share",
                                      "median_detect_s", "p95_detect_s", "false_alarms_per_1000",
                                      "negative_flagged_within_5s_share", "mistakes", "negative_mistakes",
                                      "false_alarms")},
@@ -209,10 +222,13 @@ def opening_count(site: Site, truth: GroundTruth) -> None:
 
 def recount(site: Site, truth: GroundTruth, open_discrepancies: list[dict[str, Any]],
             hub_stock: dict[tuple[str, str], int]) -> None:
-    """Apply each open discrepancy's suggested action: recount its bin (a count scan of the truth per SKU)."""
+    """Apply each open discrepancy's suggested action: recount its bin and any location its sentence or
+    action names (a count scan of the true pieces of every SKU the truth or the hub has there)."""
     plan, clock = site.plan, site.clock
     gtins = plan.skus()
-    bins = sorted({d["bin"] for d in open_discrepancies})
+    locations = [b.name for b in plan.bins] + [DOCK]
+    bins = sorted({loc for d in open_discrepancies for loc in locations
+                   if loc == d["bin"] or mentions(f"{d.get('sentence', '')} {d.get('action', '')}", loc)})
     targets: dict[tuple[str, str], int] = {}
     for bin_name in bins:
         skus = {sku for (sku, loc), qty in hub_stock.items() if loc == bin_name and qty}

@@ -23,6 +23,7 @@ from accuracy_model import (
     GroundTruth,
     Mistake,
     expected_kinds,
+    mentions,
 )
 from accuracy_site import Site
 
@@ -50,6 +51,7 @@ class Day:
         self._timers: list[threading.Timer] = []
         self._po = 4500000000
         self._lock = threading.Lock()
+        self._poller = threading.Thread(target=self._poll_health, name="health-poller", daemon=True)
         self.errors: list[str] = []
 
     # ------------------------------------------------------------------ running
@@ -61,21 +63,18 @@ class Day:
             by_actor.setdefault(action.actor, []).append(action)
         threads = [threading.Thread(target=self._actor, args=(acts,), name=f"actor-{actor}", daemon=True)
                    for actor, acts in by_actor.items()]
-        poller = threading.Thread(target=self._poll_health, name="health-poller", daemon=True)
-        poller.start()
+        self._poller.start()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         for timer in self._timers:
             timer.join()
-        self.poll_until_stopped = poller
-        self.last_action_end_s = self.clock.now_s()
 
     def finish(self) -> None:
         """Stop polling node health."""
         self.stop.set()
-        self.poll_until_stopped.join()
+        self._poller.join()
 
     def _actor(self, actions: list[Action]) -> None:
         for action in actions:
@@ -92,12 +91,14 @@ class Day:
         self.site.scanners[worker].scan(code)
         self.clock.wait(SCAN_GAP_S)
 
-    def _mistake(self, action: Action, t_ms: int, bins: tuple[str, ...], sku: str | None, negative: bool,
-                 taken: str | None = None) -> None:
+    def _mistake(self, action: Action, t_ms: int, bins: tuple[str, ...], sku: str | None,
+                 negative_ms: int | None = None, taken: str | None = None) -> None:
         if action.mistake is None:
             return
         expected = expected_kinds(self.plan, action.mistake, action.bin, taken)
-        self.truth.record(Mistake(action.mistake, t_ms, bins, sku, expected, _describe(action), negative))
+        unsensed = () if action.mistake == "shelf_fault" else tuple(b for b in bins if not self.plan.bin(b).sensored)
+        self.truth.record(Mistake(action.mistake, t_ms, bins, sku, expected, _describe(action), negative_ms,
+                                  count_bins=unsensed))
 
     # ------------------------------------------------------------------ actions
 
@@ -113,23 +114,21 @@ class Day:
         self.truth.take(b.sku, taken, a.qty)
         self.clock.wait(HAND_S + 0.5)
         if not scanning:
-            self._mistake(a, t_ms, (b.name,), b.sku, False)
+            self._mistake(a, t_ms, (b.name,), b.sku)
             return
         sku = a.other if a.mistake == "misread" and a.other else b.sku
         gtin = self.plan.skus()[sku]
-        negative = False
-        if a.mistake == "double_scan":
-            for _ in range(2):
-                self._scan(w, gtin)
-                negative |= self.truth.scanned(self.clock.now_ms(), "pick", sku, b.name, 1)
-        else:
-            qty = a.scanned_qty or a.qty
+        negative_ms: int | None = None
+        qty = a.scanned_qty or a.qty
+        for _ in range(2 if a.mistake == "double_scan" else 1):
             if qty != 1:
                 self._scan(w, f"QTY:{qty}")
+            scanned_ms = self.clock.now_ms()
             self._scan(w, gtin)
-            negative = self.truth.scanned(self.clock.now_ms(), "pick", sku, b.name, qty)
+            if self.truth.scanned(scanned_ms, "pick", sku, b.name, qty) and negative_ms is None:
+                negative_ms = scanned_ms
         bins = (b.name, taken) if taken != b.name else (b.name,)
-        self._mistake(a, t_ms, bins, b.sku, negative, taken)
+        self._mistake(a, t_ms, bins, b.sku, negative_ms, taken)
 
     def _do_replenish(self, a: Action) -> None:
         w, b = a.actor, self.plan.bin(a.bin)
@@ -168,7 +167,7 @@ class Day:
         t_ms = self.clock.now_ms()
         self.site.take(b.name, qty, 1.0)
         self.truth.take(b.sku, b.name, qty, stolen=True)
-        self._mistake(a, t_ms, (b.name,), b.sku, False)
+        self._mistake(a, t_ms, (b.name,), b.sku)
 
     def _do_fault(self, a: Action) -> None:
         fault = a.other or "disconnected"
@@ -178,7 +177,7 @@ class Day:
         self.site.fault(a.bin, fault, True)
         with self._lock:
             self.fault_started.setdefault(a.bin, t_ms)
-        self._mistake(a, t_ms, (a.bin,), self.plan.bin(a.bin).sku, False)
+        self._mistake(a, t_ms, (a.bin,), self.plan.bin(a.bin).sku)
         timer = threading.Timer(FAULT_DURATION_S / self.clock.scale, self.site.fault, (a.bin, fault, False))
         timer.daemon = True
         self._timers.append(timer)
@@ -203,7 +202,7 @@ class Day:
                 with self._lock:
                     started = list(self.fault_started)
                 for bin_name in started:
-                    if _mentions(texts, bin_name):
+                    if mentions(texts, bin_name):
                         self.signals.setdefault((FAULT_SIGNAL, bin_name), now_ms)
 
 
@@ -216,18 +215,6 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return []
-
-
-def _mentions(text: str, name: str) -> bool:
-    """`name` appears as a whole token (A-01-1 must not match A-01-10)."""
-    start = 0
-    while (i := text.find(name, start)) >= 0:
-        after = text[i + len(name): i + len(name) + 1]
-        before = text[i - 1: i] if i else ""
-        if not (after.isalnum() or after == "-") and not (before.isalnum() or before == "-"):
-            return True
-        start = i + 1
-    return False
 
 
 def _describe(a: Action) -> str:

@@ -43,6 +43,12 @@ def is_negative_kind(kind: str) -> bool:
     return "negative" in kind
 
 
+def is_count_kind(kind: str) -> bool:
+    """A discrepancy found by a count against the book (any name with 'count' in it): the check a bin
+    without a sensor has."""
+    return "count" in kind
+
+
 # Mistake types, each with its default rate (per pick task, or per simulated hour for the site-wide ones).
 PICK_MISTAKES = ("unscanned_pick", "double_scan", "wrong_quantity", "wrong_bin", "misread")
 SITE_MISTAKES = ("theft", "shelf_fault", "clock_skew")
@@ -280,7 +286,10 @@ def expected_kinds(plan: SitePlan, mistake: str, scanned_bin: str, taken_bin: st
     sensed = plan.bin(scanned_bin).sensored
     if mistake in ("unscanned_pick", "theft"):
         return REMOVAL_KINDS if sensed else frozenset()
-    if mistake in ("double_scan", "wrong_quantity"):
+    if mistake == "double_scan":
+        # the shelf moved by one and the label was scanned twice: the second scan moved nothing
+        return QUANTITY_KINDS | NO_MOVEMENT_KINDS if sensed else frozenset()
+    if mistake == "wrong_quantity":
         return QUANTITY_KINDS if sensed else frozenset()
     if mistake == "wrong_bin":
         taken = plan.bin(taken_bin).sensored if taken_bin else False
@@ -300,8 +309,13 @@ class Mistake:
     sku: str | None
     expected: frozenset[str]  # discrepancy kinds (or *_shown signals) that name it correctly
     detail: str
-    drives_negative: bool = False  # it made a balance in the scan-only book go below zero
+    negative_ms: int | None = None  # when its scan made a balance in the scan-only book go below zero
     node: str | None = None
+    count_bins: tuple[str, ...] = ()  # bins without a sensor it left wrong: a later count there names it
+
+    @property
+    def drives_negative(self) -> bool:
+        return self.negative_ms is not None
 
 
 @dataclass
@@ -449,6 +463,7 @@ class Detection:
     mistake: Mistake
     right_kind_s: float | None = None  # seconds (simulated) from the mistake to the right discrepancy/signal
     any_flag_s: float | None = None  # ... to any discrepancy at its bin(s)
+    negative_flag_s: float | None = None  # from the scan that drove a balance negative to any discrepancy
     discrepancy_ids: list[int] = field(default_factory=list)
 
 
@@ -458,10 +473,12 @@ MATCH_HORIZON_MS = 15 * 60_000  # a discrepancy opened later than this after a m
 
 def _related(d: dict[str, Any], m: Mistake, window_ms: int) -> bool:
     """Could discrepancy d be about mistake m (same bin, plausible time)?"""
-    if d["bin"] not in m.bins or d["opened_ms"] < m.t_ms - 1000 or d["opened_ms"] > m.t_ms + MATCH_HORIZON_MS:
+    if d["bin"] not in m.bins or d["opened_ms"] < m.t_ms - 1000:
         return False
-    if is_negative_kind(d["kind"]):
-        return True  # a negative balance shows up whenever the book is next touched
+    if d["bin"] not in m.count_bins and d["opened_ms"] > m.t_ms + MATCH_HORIZON_MS:
+        return False
+    if is_negative_kind(d["kind"]) or d["bin"] in m.count_bins:
+        return True  # shows up whenever the book is next touched, or the bin next counted
     to_ms = d.get("device_to_ms") or d["opened_ms"]
     from_ms = d.get("device_from_ms") or to_ms
     return to_ms >= m.t_ms - MATCH_BEFORE_MS and from_ms <= m.t_ms + 4 * window_ms + 60_000
@@ -495,12 +512,31 @@ def match(mistakes: list[Mistake], discrepancies: list[dict[str, Any]], signals:
             delay_s = max(0.0, (d["opened_ms"] - m.t_ms) / 1000)
             if det.any_flag_s is None:
                 det.any_flag_s = delay_s
-            right = d["kind"] in m.expected or (m.drives_negative and is_negative_kind(d["kind"]))
-            if right and det.right_kind_s is None:
+            if det.right_kind_s is None and names(d["kind"], d["bin"], m):
                 det.right_kind_s = delay_s
+            if m.negative_ms is not None and det.negative_flag_s is None and d["opened_ms"] >= m.negative_ms - 1000:
+                det.negative_flag_s = max(0.0, (d["opened_ms"] - m.negative_ms) / 1000)
         detections.append(det)
     false_alarms = [d for d in discrepancies if d["id"] not in explained]
     return detections, false_alarms
+
+
+def names(kind: str, bin_name: str, m: Mistake) -> bool:
+    """Does a discrepancy of this kind at this bin name mistake m correctly?"""
+    return (kind in m.expected or (m.drives_negative and is_negative_kind(kind))
+            or (bin_name in m.count_bins and is_count_kind(kind)))
+
+
+def mentions(text: str, name: str) -> bool:
+    """`name` appears as a whole token (A-01-1 must not match A-01-10)."""
+    start = 0
+    while (i := text.find(name, start)) >= 0:
+        after = text[i + len(name): i + len(name) + 1]
+        before = text[i - 1: i] if i else ""
+        if not (after.isalnum() or after == "-") and not (before.isalnum() or before == "-"):
+            return True
+        start = i + 1
+    return False
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -517,6 +553,8 @@ def summarize(detections: list[Detection], false_alarms: int, scans: int) -> dic
     delays = [d.right_kind_s for d in detections if d.right_kind_s is not None]
     n = len(detections)
     negative = [d for d in detections if d.mistake.drives_negative]
+    # what this site's sensors (or the book going negative) could name at once; count-found ones come later
+    detectable = [d for d in detections if d.mistake.expected or d.mistake.drives_negative]
     return {
         "mistakes": n,
         "detected_share": len(delays) / n if n else None,
@@ -525,8 +563,10 @@ def summarize(detections: list[Detection], false_alarms: int, scans: int) -> dic
         "median_detect_s": statistics.median(delays) if delays else None,
         "p95_detect_s": percentile(delays, 95),
         "negative_mistakes": len(negative),
-        "negative_flagged_within_5s_share": (sum(1 for d in negative if d.any_flag_s is not None
-                                                 and d.any_flag_s <= 5) / len(negative)) if negative else None,
+        "negative_flagged_within_5s_share": (sum(1 for d in negative if d.negative_flag_s is not None
+                                                 and d.negative_flag_s <= 5) / len(negative)) if negative else None,
+        "detected_share_of_detectable": (sum(1 for d in detectable if d.right_kind_s is not None) / len(detectable)
+                                         if detectable else None),
         "false_alarms": false_alarms,
         "false_alarms_per_1000": 1000 * false_alarms / scans if scans else None,
     }

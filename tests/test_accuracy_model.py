@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,11 +22,18 @@ from accuracy import Options, ShareRun, run_share  # noqa: E402
 from accuracy_model import (  # noqa: E402
     DEFAULT_RATES,
     PICK_MISTAKES,
+    QUANTITY_KINDS,
+    REMOVAL_KINDS,
     SIGNAL_MISTAKES,
+    Mistake,
     apply_scan,
+    baseline_detections,
     location_accuracy,
+    match,
+    mentions,
     plan_day,
     plan_site,
+    summarize,
 )
 
 pytestmark = pytest.mark.slow
@@ -110,3 +118,59 @@ def test_the_run_follows_its_plan(short_run: ShareRun) -> None:
     again = plan_day(plan_site(SHORT.seed, SHORT.bins, SHORT.nodes, SHORT.workers, 1.0), SHORT.seed, SHORT.day_s,
                      SHORT.rates)
     assert again == short_run.actions
+
+
+# ---------------------------------------------------------------------- scoring, on hand-made cases
+
+
+def _mistake(kind: str, t_ms: int, bins: tuple[str, ...], expected: frozenset[str], **kw: Any) -> Mistake:
+    return Mistake(kind, t_ms, bins, "SKU-0001", expected, "test", **kw)
+
+
+def _discrepancy(ident: int, bin_name: str, kind: str, opened_ms: int, from_ms: int | None = None) -> dict[str, Any]:
+    return {"id": ident, "bin": bin_name, "kind": kind, "opened_ms": opened_ms,
+            "device_from_ms": from_ms or opened_ms - 30_000, "device_to_ms": from_ms or opened_ms - 30_000}
+
+
+def test_a_mistake_is_detected_by_the_right_kind_at_its_bin_and_the_rest_are_false_alarms() -> None:
+    pick = _mistake("unscanned_pick", 100_000, ("A-01-1",), REMOVAL_KINDS)
+    double = _mistake("double_scan", 100_000, ("A-01-2",), QUANTITY_KINDS)
+    found = [_discrepancy(1, "A-01-1", "unscanned_removal", 135_000, 101_000),
+             _discrepancy(2, "A-01-2", "unscanned_addition", 140_000, 102_000),  # its bin, wrong kind
+             _discrepancy(3, "A-01-10", "unscanned_removal", 140_000, 102_000)]  # no mistake there
+    detections, false_alarms = match([pick, double], found, {}, 30_000)
+    assert detections[0].right_kind_s == 35.0
+    assert detections[1].right_kind_s is None and detections[1].any_flag_s == 40.0
+    assert [d["id"] for d in false_alarms] == [3]
+    figures = summarize(detections, len(false_alarms), 2000)
+    assert figures["detected_share"] == 0.5 and figures["flagged_share"] == 1.0
+    assert figures["false_alarms_per_1000"] == 0.5
+
+
+def test_a_negative_balance_and_a_later_count_name_mistakes_at_bins_without_sensors() -> None:
+    misread = _mistake("misread", 100_000, ("B-01-1",), frozenset(), negative_ms=102_000)
+    unscanned = _mistake("unscanned_pick", 100_000, ("B-01-2",), frozenset(), count_bins=("B-01-2",))
+    found = [_discrepancy(1, "B-01-1", "negative_balance", 102_500),
+             _discrepancy(2, "B-01-2", "count_mismatch", 3_600_000)]  # counted an hour later
+    detections, false_alarms = match([misread, unscanned], found, {}, 30_000)
+    assert detections[0].right_kind_s == 2.5 and detections[0].negative_flag_s == 0.5
+    assert detections[1].right_kind_s == 3500.0
+    assert not false_alarms
+    assert summarize(detections, 0, 100)["negative_flagged_within_5s_share"] == 1.0
+
+
+def test_the_baseline_names_only_balances_below_zero() -> None:
+    misread = _mistake("misread", 100_000, ("B-01-1",), frozenset(), negative_ms=102_000)
+    pick = _mistake("unscanned_pick", 100_000, ("B-01-2",), REMOVAL_KINDS)
+    detections, false_alarms = baseline_detections([misread, pick], [(102_000, "SKU-9", "B-01-1"),
+                                                                     (50_000, "SKU-8", "C-01-1")])
+    assert detections[0].right_kind_s == 2.0 and detections[1].right_kind_s is None
+    assert false_alarms == 1
+
+
+def test_location_accuracy_judges_catalog_pairs_and_anything_non_zero() -> None:
+    truth = {("S1", "A"): 5, ("S2", "B"): 0, ("S1", "DOCK"): 3}
+    ledger = {("S1", "A"): 5, ("S3", "A"): -1, ("S1", "DOCK"): 3}
+    # judged: (S1,A) right, (S2,B) right (both 0), (S1,DOCK) right, (S3,A) wrong
+    assert location_accuracy(truth, ledger, [("S1", "A"), ("S2", "B")]) == 0.75
+    assert mentions("recount A-01-1 and DOCK", "A-01-1") and not mentions("bin A-01-10", "A-01-1")
