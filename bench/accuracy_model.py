@@ -475,9 +475,9 @@ def _related(d: dict[str, Any], m: Mistake, window_ms: int) -> bool:
     """Could discrepancy d be about mistake m (same bin, plausible time)?"""
     if d["bin"] not in m.bins or d["opened_ms"] < m.t_ms - 1000:
         return False
-    if d["bin"] not in m.count_bins and d["opened_ms"] > m.t_ms + MATCH_HORIZON_MS:
+    if not (d["bin"] in m.count_bins or is_count_kind(d["kind"])) and d["opened_ms"] > m.t_ms + MATCH_HORIZON_MS:
         return False
-    if is_negative_kind(d["kind"]) or d["bin"] in m.count_bins:
+    if is_negative_kind(d["kind"]) or is_count_kind(d["kind"]) or d["bin"] in m.count_bins:
         return True  # shows up whenever the book is next touched, or the bin next counted
     to_ms = d.get("device_to_ms") or d["opened_ms"]
     from_ms = d.get("device_from_ms") or to_ms
@@ -485,13 +485,15 @@ def _related(d: dict[str, Any], m: Mistake, window_ms: int) -> bool:
 
 
 def match(mistakes: list[Mistake], discrepancies: list[dict[str, Any]], signals: dict[tuple[str, str], int],
-          window_ms: int) -> tuple[list[Detection], list[dict[str, Any]]]:
+          window_ms: int, day_start_ms: int = 0) -> tuple[list[Detection], list[dict[str, Any]]]:
     """Map each mistake to the earliest discrepancy of the right kind; return detections and false alarms.
 
     `signals` maps (FAULT_SIGNAL, bin) or (SKEW_SIGNAL, node) to the simulated ms node health
-    first showed it. A discrepancy explained by no mistake (no mistake at its bin at a
-    plausible time, whatever its kind) is a false alarm.
+    first showed it. A discrepancy of the day explained by no mistake (no mistake at its bin
+    at a plausible time, whatever its kind) is a false alarm; ones opened before the day
+    started (by the opening count that sets the book) are left out.
     """
+    discrepancies = [d for d in discrepancies if d["opened_ms"] >= day_start_ms]
     detections = []
     explained: set[int] = set()
     for m in mistakes:
