@@ -186,6 +186,8 @@ def run_share(opts: Options, share: float, work: Path) -> ShareRun:
                                                    "false_alarms_per_1000")},
             "per_kind": per_kind(detections),
             "false_alarm_kinds": _count(d["kind"] for d in false_alarms),
+            "false_alarm_examples": [f"{d['bin']} {d['kind']} at {(d['opened_ms'] - day_start_ms) / 1000:.0f} s: "
+                                     f"{d.get('sentence', '')}" for d in false_alarms[:5]],
             "still_wrong_examples": [f"{sku}@{loc}: hub {hub} truth {real}" for (sku, loc), hub, real
                                      in still_wrong[:5]],
             "opening_discrepancies": sum(1 for d in discrepancies if d["opened_ms"] < day_start_ms),
