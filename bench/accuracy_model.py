@@ -387,7 +387,7 @@ class GroundTruth:
         """Apply one accepted item scan to the scan-only book; True if a balance went negative."""
         with self._lock:
             self.scans.append(ScanRecord(t_ms, mode, sku, location, qty, from_location))
-            before = dict(self.book)
+            before = {k: self.book.get(k, 0) for k in ((sku, location), (sku, from_location or location))}
             touched = apply_scan(self.book, mode, sku, location, qty, from_location)
             went_negative = False
             for key in touched:
