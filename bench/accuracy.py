@@ -311,9 +311,34 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             k = r["per_kind"].get(kind)
             cells.append(f"{k['right_kind']} / {k['flagged']} / {k['n']}" if k else "-")
         print(f"| {kind} | " + " | ".join(cells) + " |")
+    print_targets(rows)
     for r in rows:
         if r["false_alarm_kinds"]:
             print(f"false alarms at {100 * r['sensor_share']:.0f} % sensors, by kind: {r['false_alarm_kinds']}")
+
+
+def print_targets(rows: list[dict[str, Any]]) -> None:
+    """Issue 12's targets, reported (never asserted): met or not in this run."""
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("met" if ok else "NOT met")
+
+    def at_least(value: float | None, target: float) -> bool | None:
+        return None if value is None else value >= target
+
+    full = next((r for r in rows if r["sensor_share"] == 1.0), None)
+    print("\nTargets (issue 12):")
+    if full is not None:
+        fa = full["false_alarms_per_1000"]
+        print(f"  fully sensored, once resolved >= 99.9 %: {_pct(full['resolved_location_accuracy'])}, "
+              f"{verdict(at_least(full['resolved_location_accuracy'], 0.999))}")
+        print(f"  fully sensored, named with the right kind within 60 s >= 95 %: "
+              f"{_pct(full['detected_within_60s_share'])}, {verdict(at_least(full['detected_within_60s_share'], 0.95))}")
+        print(f"  fully sensored, false alarms <= 1 per 1,000 scans: {_n(fa)}, "
+              f"{verdict(None if fa is None else fa <= 1.0)}")
+    shares = [r["negative_flagged_within_5s_share"] for r in rows if r["negative_mistakes"]]
+    print(f"  every mistake that drives a balance negative flagged at once, at every share: "
+          f"{', '.join(_pct(s) for s in shares) or '-'}, "
+          f"{verdict(all(s == 1.0 for s in shares) if shares else None)}")
 
 
 def machine() -> str:
