@@ -138,8 +138,10 @@ def run_share(opts: Options, share: float, work: Path) -> ShareRun:
     skewed = list(plan.nodes[1:1 + int(opts.rates.get("clock_skew", 0))])
     site = Site(plan, work, clock, opts.seed, opts.window_s, {node: SKEW_S for node in skewed})
     truth = GroundTruth(plan)
+    day = Day(site, truth, actions, 0.0)
     try:
         api = site.start()
+        day.watch_health()
         for node in skewed:
             truth.record(Mistake("clock_skew", clock.now_ms(), (), None, expected_kinds(plan, "clock_skew", ""),
                                  f"node {node}'s clock is {SKEW_S:+.0f} s off", node=node))
@@ -147,7 +149,7 @@ def run_share(opts: Options, share: float, work: Path) -> ShareRun:
         opening_count(site, truth)
         day_scans_from = len(truth.scans)
         day_start_ms = clock.now_ms()
-        day = Day(site, truth, actions, day_start_ms / 1000)
+        day.start_s = day_start_ms / 1000
         day.run()
         # Let the last windows close (quiet for a window, judged on the hub's next tick).
         clock.wait(2 * opts.window_s + 15)
@@ -198,6 +200,7 @@ def run_share(opts: Options, share: float, work: Path) -> ShareRun:
         }
         return ShareRun(row, plan, actions, truth, hub_book, shelf_counts, day.errors)
     finally:
+        day.stop.set()  # no more reads of a hub that is going away
         site.stop()
 
 

@@ -63,13 +63,18 @@ class Day:
             by_actor.setdefault(action.actor, []).append(action)
         threads = [threading.Thread(target=self._actor, args=(acts,), name=f"actor-{actor}", daemon=True)
                    for actor, acts in by_actor.items()]
-        self._poller.start()
+        self.watch_health()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         for timer in self._timers:
             timer.join()
+
+    def watch_health(self) -> None:
+        """Start reading node health (from the moment the nodes are up, so a skewed clock is timed from then)."""
+        if not self._poller.is_alive():
+            self._poller.start()
 
     def finish(self) -> None:
         """Stop polling node health."""
