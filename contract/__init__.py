@@ -6,6 +6,8 @@ the contract; its text is the reason stored with a quarantined payload.
 
 from contract.errors import ContractError, UnknownToThisVersion
 from contract.messages import (
+    BIRTH_NOTICE_MAX_CHARS,
+    BIRTH_NOTICES_MAX,
     COMMANDS,
     EVENT_TYPES,
     MAX_EVENTS_PER_BATCH,
@@ -51,7 +53,7 @@ from contract.topics import (
 
 __all__ = [
     "COMMANDS", "EVENT_TYPES", "HUB_NODE", "MAX_EVENTS_PER_BATCH", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES",
-    "SCAN_MODES", "SCHEMA_VERSION", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
+    "BIRTH_NOTICE_MAX_CHARS", "BIRTH_NOTICES_MAX", "SCAN_MODES", "SCHEMA_VERSION", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
     "CommandReply", "ContractError", "DeviceChange", "DeviceInfo", "Event", "EventBase", "EventBatch",
     "HubState", "NodeConfig", "NodeState", "RefusedEvent", "SalvagedBatch", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",
     "TopicAddress", "UnknownToThisVersion", "check_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "parse_topic",

@@ -105,8 +105,10 @@ class Fields:
     def name(self, key: _Str, required: _Bool = True) -> Any:
         return self.str(key, 32, required, pattern=NAME_RE)
 
-    def list(self, key: _Str, max_items: _Int, min_items: _Int = 0) -> _List[Any]:
-        val = self._get(key, True)
+    def list(self, key: _Str, max_items: _Int, min_items: _Int = 0, required: _Bool = True) -> _List[Any]:
+        val = self._get(key, required)
+        if val is None and not required:
+            return []
         if not isinstance(val, list):
             raise self._bad(key, "a list", val)
         if not min_items <= len(val) <= max_items:

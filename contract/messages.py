@@ -456,6 +456,10 @@ class DeviceInfo:
     path: str | None = None
 
 
+BIRTH_NOTICES_MAX = 16  # notices on one birth; the node keeps the first ones
+BIRTH_NOTICE_MAX_CHARS = 500
+
+
 @dataclass(frozen=True, slots=True)
 class Birth:
     """Sent on every connect: who the node is and where its outbox stands."""
@@ -468,15 +472,23 @@ class Birth:
     last_seq: int  # highest seq ever written to the stream (0: none yet)
     outbox_depth: int  # events not yet acknowledged
     devices: tuple[DeviceInfo, ...] = ()
+    # What a person should know about this node since it booted (state restored from a
+    # backup copy, the last bring-up check's red lines). Omitted when empty, so that a node
+    # with nothing to say stays readable by hubs that predate the field.
+    notices: tuple[str, ...] = ()
     v: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
-        return _dump({"v": self.v, "node": self.node, "boot_id": self.boot_id, "sw_version": self.sw_version,
-                      "clock_ms": self.clock_ms, "stream": self.stream, "last_seq": self.last_seq,
-                      "outbox_depth": self.outbox_depth,
-                      "devices": [{k: v for k, v in (("device", d.device), ("device_kind", d.device_kind),
-                                                    ("present", d.present), ("path", d.path)) if v is not None}
-                                  for d in self.devices]})
+        doc: dict[str, Any] = {
+            "v": self.v, "node": self.node, "boot_id": self.boot_id, "sw_version": self.sw_version,
+            "clock_ms": self.clock_ms, "stream": self.stream, "last_seq": self.last_seq,
+            "outbox_depth": self.outbox_depth,
+            "devices": [{k: v for k, v in (("device", d.device), ("device_kind", d.device_kind),
+                                          ("present", d.present), ("path", d.path)) if v is not None}
+                        for d in self.devices]}
+        if self.notices:
+            doc["notices"] = list(self.notices)
+        return _dump(doc)
 
     @classmethod
     def from_json(cls, payload: bytes) -> Birth:
@@ -488,9 +500,16 @@ class Birth:
             devices.append(DeviceInfo(device=d.str("device", 64), device_kind=d.str("device_kind", choices=DEVICE_KINDS),
                                       present=d.bool("present"), path=d.str("path", 256, required=False)))
             d.done()
+        notices = []
+        for i, text in enumerate(f.list("notices", BIRTH_NOTICES_MAX, required=False)):
+            if not isinstance(text, str) or not 0 < len(text) <= BIRTH_NOTICE_MAX_CHARS:
+                raise ContractError(f"birth.notices[{i}]: expected a string of 1 to {BIRTH_NOTICE_MAX_CHARS} "
+                                    f"characters")
+            notices.append(text)
         msg = cls(node=f.name("node"), boot_id=f.str("boot_id", 64), sw_version=f.str("sw_version", 64),
                   clock_ms=f.ts_ms("clock_ms"), stream=f.str("stream", pattern=STREAM_RE),
-                  last_seq=f.int("last_seq"), outbox_depth=f.int("outbox_depth"), devices=tuple(devices))
+                  last_seq=f.int("last_seq"), outbox_depth=f.int("outbox_depth"), devices=tuple(devices),
+                  notices=tuple(notices))
         f.done()
         return msg
 

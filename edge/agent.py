@@ -54,7 +54,7 @@ class EdgeAgent:
         self.sink = OutboxSink(Outbox(config.outbox_path))
         self.sources: list[Source] = self._build_sources()
         self.link = EdgeLink(config, self.sink, self.boot_id, __version__, self.devices, self.handle_command,
-                             self.apply_config)
+                             self.apply_config, self.notices)
         self._tasks: list[asyncio.Task[Any]] = []
         # systemd's watchdog is pinged only while every read loop and the event loop beat.
         self.notifier = notifier or Notifier()
@@ -82,6 +82,10 @@ class EdgeAgent:
     def devices(self) -> list[DeviceInfo]:
         """Devices for the birth message."""
         return [source.device_info() for source in self.sources]
+
+    def notices(self) -> list[str]:
+        """What a person should know about this node since boot, for the birth message."""
+        return self.state.notices
 
     async def start(self) -> None:
         """Start the read loops first (they work without a broker), then the link."""

@@ -29,6 +29,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract import (
+    BIRTH_NOTICE_MAX_CHARS,
+    BIRTH_NOTICES_MAX,
     Ack,
     Birth,
     Channel,
@@ -79,7 +81,8 @@ class EdgeLink:
     def __init__(self, config: EdgeConfig, sink: OutboxSink, boot_id: str, sw_version: str,
                  devices: Callable[[], list[DeviceInfo]],
                  on_command: Callable[[Command], Awaitable[CommandReply | None]],
-                 on_config: Callable[[NodeConfig], None]) -> None:
+                 on_config: Callable[[NodeConfig], None],
+                 notices: Callable[[], list[str]] = list) -> None:
         self.config = config
         self.sink = sink
         self.boot_id = boot_id
@@ -87,6 +90,7 @@ class EdgeLink:
         self._devices = devices
         self._on_command = on_command
         self._on_config = on_config
+        self._notices = notices
         self.status = LinkStatus()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -206,7 +210,8 @@ class EdgeLink:
         outbox = self.sink.outbox
         depth, last_seq = await self.sink.call(lambda: (outbox.depth(), outbox.last_seq()))
         birth = Birth(node=self.config.node, boot_id=self.boot_id, sw_version=self.sw_version, clock_ms=now_ms(),
-                      stream=self.stream, last_seq=last_seq, outbox_depth=depth, devices=tuple(self._devices()))
+                      stream=self.stream, last_seq=last_seq, outbox_depth=depth, devices=tuple(self._devices()),
+                      notices=fit_notices(self._notices()))
         self.client.publish(self._t_birth, birth.to_json(), qos=1)
         self._restart_replay(self.status.acked, last_seq, why)
 
@@ -361,6 +366,12 @@ class EdgeLink:
             self._publish_batches(events)
             self._replay_from = events[-1].seq
             await asyncio.sleep(pace_s)  # pacing: leaves room for live batches
+
+
+def fit_notices(notices: list[str]) -> tuple[str, ...]:
+    """Notices cut to what the birth carries: the first BIRTH_NOTICES_MAX, each shortened to fit."""
+    cut = BIRTH_NOTICE_MAX_CHARS - 1
+    return tuple(n if len(n) <= BIRTH_NOTICE_MAX_CHARS else n[:cut] + "…" for n in notices if n)[:BIRTH_NOTICES_MAX]
 
 
 def _disable_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:
