@@ -65,6 +65,29 @@ if [ -n "$CONFIG" ]; then
     # The file holds the node's MQTT password: readable by the agent, not by everyone.
     install -m 0640 -o root -g "$USER_NAME" "$CONFIG" "$CONF_DIR/edge.toml"
 fi
+if [ -f "$CONF_DIR/edge.toml" ]; then
+    # The password moves out of the config into a root-only file that systemd hands the
+    # service as a credential (LoadCredential=); the config points at that file instead, so
+    # that `sudo edge-agent doctor` logs in with it too. Idempotent: no password, no change.
+    "$VENV/bin/python" - "$CONF_DIR/edge.toml" "$CONF_DIR/mqtt-password" <<'PY'
+import os, re, sys, tomllib
+config, secret = sys.argv[1], sys.argv[2]
+text = open(config).read()
+password = tomllib.loads(text).get("mqtt", {}).get("password")
+if password:
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, password.encode() + b"\n")
+    os.close(fd)
+    text = re.sub(r'(?m)^password\s*=.*$', f'password_file = "{secret}"', text, count=1)
+    open(config, "w").write(text)
+    print(f"    MQTT password moved from {config} to {secret} (root only)")
+PY
+fi
+if [ ! -e "$CONF_DIR/mqtt-password" ]; then
+    # LoadCredential= needs the file; an empty one makes the broker refuse the node, which
+    # `edge-agent doctor` reports with the fix.
+    install -m 0600 -o root -g root /dev/null "$CONF_DIR/mqtt-password"
+fi
 HAVE_CONFIG=no
 if [ -f "$CONF_DIR/edge.toml" ]; then
     # The same code the agent runs validates it; one line names the file, key and problem.
@@ -108,4 +131,4 @@ else
     echo "    systemd is not running here: enable the unit on the Pi itself"
 fi
 
-echo "done. Logs: journalctl -u edge-agent -f    Devices: sudo -u $USER_NAME $VENV/bin/edge-agent devices"
+echo "done. Check: sudo edge-agent doctor    Logs: journalctl -u edge-agent -f"

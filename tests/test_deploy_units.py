@@ -84,3 +84,17 @@ def test_hub_unit_has_no_devices() -> None:
     entries = unit_entries(UNITS / "stock-hub.service")
     assert entries["PrivateDevices"] == ["yes"]
     assert "SupplementaryGroups" not in entries and "DeviceAllow" not in entries
+
+
+def test_edge_unit_does_not_wait_for_udev_settle() -> None:
+    """systemd-udev-settle is deprecated and delays boot; late devices are hot-plugged by the agent."""
+    entries = unit_entries(UNITS / "edge-agent.service")
+    assert not any("udev-settle" in value for key in ("After", "Wants", "Requires") for value in entries.get(key, []))
+
+
+@pytest.mark.parametrize(("unit", "prefix", "conf_dir"), [("edge-agent.service", "EDGE", "edge-agent"),
+                                                           ("stock-hub.service", "HUB", "stock-hub")])
+def test_the_mqtt_password_arrives_as_a_systemd_credential(unit: str, prefix: str, conf_dir: str) -> None:
+    entries = unit_entries(UNITS / unit)
+    assert entries["LoadCredential"] == [f"mqtt-password:/etc/{conf_dir}/mqtt-password"]
+    assert f"{prefix}_MQTT_PASSWORD_FILE=%d/mqtt-password" in entries["Environment"]
