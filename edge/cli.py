@@ -61,6 +61,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check everything this Pi needs, line by line; exit 1 if anything needs fixing."""
+    from edge.doctor import run_doctor
+    return run_doctor(args.config, sys.stdout, user=args.service_user, send_to_hub=not args.no_report)
+
+
 def cmd_config_help(args: argparse.Namespace) -> int:
     """Print every config key with default and help."""
     from edge.config import ARRAY_TABLES, EDGE_SETTINGS, ENV_PREFIX
@@ -82,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config")
     check.set_defaults(func=cmd_check_config)
     sub.add_parser("config-help", help="list every config key").set_defaults(func=cmd_config_help)
+    doctor = sub.add_parser("doctor", help="check config, devices, broker, clock, SD card, outbox and "
+                                           "calibrations; exit 1 if anything needs fixing (run with sudo)")
+    doctor.add_argument("--config", default="/etc/edge-agent/edge.toml", help="the agent's TOML config file")
+    doctor.add_argument("--service-user", default="edge-agent", help="judge device access for this user")
+    doctor.add_argument("--no-report", action="store_true", help="do not send the result to the hub")
+    doctor.set_defaults(func=cmd_doctor)
     # Tools owned by the device packages register themselves.
     from edge.scan import tools as scan_tools
     from edge.shelf import tools as shelf_tools
