@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up this checkout on Debian 12 / Raspberry Pi OS: system packages, .venv, the package.
 #   scripts/setup.sh demo   broker + edge + hub stacks (what ./scripts/demo needs)
-#   scripts/setup.sh test   the same plus test tools: Chromium, avr-gcc, systemd-analyze, shellcheck
+#   scripts/setup.sh test   the same plus test tools: Chromium, avr-gcc, simavr, systemd-analyze, shellcheck
 # System packages are installed with apt-get when missing: as root directly, else with
 # sudo if it works without a password; otherwise the script prints the exact command.
 set -euo pipefail
@@ -20,6 +20,7 @@ command -v gcc >/dev/null || missing+=(gcc)
 if [ "$PURPOSE" = test ]; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)                 # browser tests (Playwright drives it)
     command -v avr-gcc >/dev/null || missing+=(gcc-avr avr-libc)     # the HX711-bridge firmware build
+    [ -f /usr/include/simavr/sim_avr.h ] || missing+=(simavr libsimavr-dev)  # ... and running it (tests)
     command -v systemd-analyze >/dev/null || missing+=(systemd)      # unit verification
     command -v shellcheck >/dev/null || missing+=(shellcheck)        # lint of the install scripts
     command -v promtool >/dev/null || missing+=(prometheus)          # promtool: alert rule unit tests

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,3 +64,16 @@ def site_broker(own_broker: PrivateBroker, tmp_path: Path) -> Iterator[tuple[Pri
     pid_file = tmp_path / "mosquitto.pid"
     pid_file.write_text(f"{own_broker.proc.pid}\n")
     yield own_broker, pid_file
+
+
+@pytest.fixture(scope="session")
+def hx711_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The HX711-bridge firmware ELFs and the simavr harness: ./scripts/test's build, else built here once."""
+    build = Path(os.environ.get("HX711_BRIDGE_BUILD") or tmp_path_factory.mktemp("hx711-bridge"))
+    if not (build / "hx711_part").exists():
+        if shutil.which("avr-gcc") is None or not Path("/usr/include/simavr/sim_avr.h").exists():
+            pytest.skip("needs gcc-avr, avr-libc, simavr and libsimavr-dev (scripts/setup.sh test installs them)")
+        script = Path(__file__).resolve().parent.parent / "firmware_config" / "hx711-bridge" / "build.sh"
+        subprocess.run(["sh", str(script)], env={**os.environ, "BUILD_DIR": str(build)}, check=True,
+                       capture_output=True, timeout=300)
+    return build

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -542,3 +545,93 @@ def refused_when_revoked(broker: PrivateBroker, user: str, password: str) -> Rea
             deadline.wait(0.05)
     finally:
         timer.cancel()
+
+
+# --------------------------------------------------------------------------- the real shelf firmware
+
+
+class FirmwareShelf:
+    """The compiled HX711-bridge firmware running in simavr, with simulated HX711 boards on its pins.
+
+    `firmware_config/hx711-bridge/sim/hx711_part.c` runs the ELF in step with the wall clock and
+    puts its UART on a pty; this class is the weight script: it sets the load on each cell
+    (grams through a cell's offset and counts per gram), pulls cables and puts noise on the line.
+    """
+
+    def __init__(self, build_dir: Path, channels: int, counts_per_g: float = 100.0, offset_counts: int = 5000,
+                 noise_counts: int = 20) -> None:
+        self.elf = build_dir / f"hx711_bridge_{channels}.elf"
+        self.part = build_dir / "hx711_part"
+        self.channels = channels
+        self.counts_per_g = counts_per_g
+        self.offset_counts = offset_counts
+        self.noise_counts = noise_counts
+        self.load_g = [0.0] * channels
+        self.proc: subprocess.Popen[str] | None = None
+        self._script: threading.Thread | None = None
+
+    def start(self) -> str:
+        """Start the simulated board; returns the pty the agent opens as its USB serial adapter."""
+        self.proc = subprocess.Popen([str(self.part), str(self.elf), str(self.channels)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # simavr prints its own lines first
+            if line.startswith("PTY "):
+                self._send(f"noise {self.noise_counts}")
+                for ch, grams in enumerate(self.load_g):
+                    self.put_g(ch, grams)
+                return line.split()[1]
+        raise RuntimeError(f"{self.part} exited ({self.proc.wait()}) without a pty")
+
+    def _send(self, command: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def put_g(self, channel: int, grams: float) -> None:
+        """The load on one cell from now on."""
+        self.load_g[channel] = grams
+        if self.proc is not None:
+            self._send(f"set {channel} {round(self.offset_counts + grams * self.counts_per_g)}")
+
+    def handle(self, channel: int, end_g: float, hand_g: float = 300.0, hand_s: float = 1.0) -> None:
+        """A hand takes or puts pieces: the load jumps by `hand_g` for `hand_s`, then rests at `end_g`.
+
+        Runs in the background (the simulated person's time is wall time); `idle` turns True after."""
+        def move() -> None:
+            start_g = self.load_g[channel]
+            t0 = time.monotonic()
+            while (t := time.monotonic() - t0) < hand_s:
+                # A hand is never still: its force wavers (3 Hz) while the pieces change mid-way.
+                base_g = start_g if t < hand_s / 2 else end_g
+                self.put_g(channel, base_g + hand_g * (0.6 + 0.4 * math.sin(2 * math.pi * 3 * t)))
+                time.sleep(0.02)  # the physical scenario's pace, not a wait for a condition
+            self.put_g(channel, end_g)
+        self._script = threading.Thread(target=move, daemon=True)
+        self._script.start()
+
+    @property
+    def idle(self) -> bool:
+        return self._script is None or not self._script.is_alive()
+
+    def unplug(self, channel: int) -> None:
+        """The load cell's cable is pulled: the firmware reports the channel as X."""
+        self._send(f"unplug {channel}")
+
+    def plug(self, channel: int) -> None:
+        self._send(f"plug {channel}")
+
+    def garbage(self, text: str) -> None:
+        """Noise on the serial line: `text` and a newline reach the host between the firmware's lines."""
+        self._send(f"garbage {text}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._send("quit")
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
