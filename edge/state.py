@@ -130,9 +130,13 @@ class AtomicJSONStorage(Storage):
                        "the cached hub config are gone, recalibrate the bins")
         self._report(f"device state {current_problem}; {outcome}")
         if not self.read_only:
-            self._set_corrupt_file_aside()
-            if data is not None:
-                write_file_durably(self.path, json.dumps(data, **self._dump_kwargs).encode())
+            try:
+                self._set_corrupt_file_aside()
+                if data is not None:
+                    write_file_durably(self.path, json.dumps(data, **self._dump_kwargs).encode())
+            except OSError as err:  # a card gone read-only: run from memory rather than not at all
+                self._report(f"device state {self.path}: cannot rewrite it ({err}); running from the copy in "
+                             "memory, check the SD card (edge-agent doctor)")
         return data
 
     def _report(self, notice: str) -> None:

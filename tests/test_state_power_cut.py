@@ -171,3 +171,19 @@ async def test_a_clean_birth_carries_no_notices_field(broker: PrivateBroker, tmp
     finally:
         hub.close()
         await agent.stop()
+
+
+def test_when_the_corrupt_file_cannot_be_moved_the_agent_still_starts(tmp_path: Path) -> None:
+    """A card gone read-only, or anything else refusing the rename: run from memory, say so."""
+    path = tmp_path / "state.json"
+    write_two_generations(path)
+    path.write_bytes(path.read_bytes()[:50])
+    blocker = tmp_path / ("state.json" + CORRUPT_SUFFIX)
+    blocker.mkdir()
+    (blocker / "x").write_text("a non-empty directory: no rename can replace it, not even root's")
+    state = EdgeState(path)
+    try:
+        assert Calibration.from_doc(state.bin_calibration(BIN) or {}) == OLD
+        assert "cannot rewrite it" in state.notices[-1]
+    finally:
+        state.close()
