@@ -101,8 +101,11 @@ class AtomicJSONStorage(Storage):
             # itself is never missing, then an atomic rename of the link over the old copy.
             link = self.previous.with_name(self.previous.name + TEMP_SUFFIX)
             link.unlink(missing_ok=True)
-            os.link(self.path, link)
-            os.replace(link, self.previous)
+            try:
+                os.link(self.path, link)
+                os.replace(link, self.previous)
+            except OSError:  # a filesystem without hard links (vfat): a copy does the same, slower
+                write_file_durably(self.previous, self.path.read_bytes())
         write_file_durably(self.path, raw)
         self._cache = json.loads(raw)
         self._loaded = True
