@@ -58,3 +58,30 @@ def test_hub_script_creates_the_files_provisioning_defaults_to() -> None:
     assert mq_dir and Path(mq_dir.group(1)) == DEFAULT_PASSWORD_FILE.parent == DEFAULT_ACL_FILE.parent
     conf = (ROOT / "firmware_config" / "mosquitto" / "shelfsignal.conf").read_text()
     assert f"password_file {DEFAULT_PASSWORD_FILE}" in conf and f"acl_file {DEFAULT_ACL_FILE}" in conf
+
+
+def test_edge_script_moves_the_mqtt_password_into_the_credential_file(tmp_path: Path) -> None:
+    """The Python step of install-edge.sh, run on a provisioned node file: the password ends up in a
+    0600 file that the unit's LoadCredential= reads, and the config points at it."""
+    import stat
+
+    from edge.config import load_edge_config
+    from hub.provision import edge_config_text
+
+    text = (ROOT / "scripts" / "install-edge.sh").read_text()
+    step = re.search(r"<<'PY'\n(.*?)\nPY\n", text, re.S)
+    assert step, "install-edge.sh: the password step (a <<'PY' here-document) is missing"
+    conf_dir = re.search(r"^CONF_DIR=(.*)$", text, re.M)
+    credential = re.search(r"^LoadCredential=mqtt-password:(\S+)$", (ROOT / "systemd" / "edge-agent.service").read_text(),
+                           re.M)
+    assert conf_dir and credential and credential.group(1) == f"{conf_dir.group(1)}/mqtt-password"
+    config = tmp_path / "edge.toml"
+    config.write_text(edge_config_text("pi-dock-1", site="main-wh", password="s3cret-pw", broker_host="hub.lan",
+                                       broker_port=1883))
+    secret = tmp_path / "mqtt-password"
+    for _ in range(2):  # a second install changes nothing
+        subprocess.run(["python3", "-c", step.group(1), str(config), str(secret)], check=True, capture_output=True)
+        assert "s3cret-pw" not in config.read_text()
+        assert secret.read_text() == "s3cret-pw\n" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+        assert f'password_file = "{secret}"' in config.read_text()
+        assert load_edge_config(config).mqtt.password == "s3cret-pw"
