@@ -18,7 +18,7 @@ from edge.shelf.sim import SimBin, VirtualController
 from edge.state import EdgeState
 from hub.mosquitto import PrivateBroker
 from tests.conftest import add_node
-from tests.support import RunningHub, edge_doc, scan, toml_text, wait_for
+from tests.support import RunningHub, edge_doc, login_session, scan, toml_text, wait_for
 
 
 def SYNCED() -> tuple[bool, str]:  # noqa: N802 - a constant-like stand-in for the system clock's state
@@ -80,6 +80,13 @@ async def test_a_healthy_node_is_all_green_and_the_report_reaches_the_hub(broker
                                      what="the doctor's report on the hub")
             assert replies[0]["node"] == node and replies[0]["ok"] is True
             assert replies[0]["data"]["shelf shelf-1 reading"].startswith("ok: answers")
+            session, _ = await login_session(hub.base_url, hub.config)
+            try:
+                async with session.get(f"{hub.base_url}/nodes") as resp:
+                    page = await resp.text()
+            finally:
+                await session.close()
+            assert f"{node} · {replies[0]['id']}: edge-agent doctor: all " in page  # the Nodes page shows it
     finally:
         sim.stop()
 
