@@ -56,6 +56,7 @@ class EdgeAgent:
         self.link = EdgeLink(config, self.sink, self.boot_id, __version__, self.devices, self.handle_command,
                              self.apply_config, self.notices)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._doctor_notice: list[str] = []  # the last `edge-agent doctor` result, read at start
         # systemd's watchdog is pinged only while every read loop and the event loop beat.
         self.notifier = notifier or Notifier()
         self.watchdog = Watchdog(self.notifier)
@@ -85,10 +86,14 @@ class EdgeAgent:
 
     def notices(self) -> list[str]:
         """What a person should know about this node since boot, for the birth message."""
-        return self.state.notices
+        return self.state.notices + self._doctor_notice
+
 
     async def start(self) -> None:
         """Start the read loops first (they work without a broker), then the link."""
+        from edge.doctor import report_notice
+        notice = await asyncio.to_thread(report_notice, self.config.state_path.parent)
+        self._doctor_notice = [notice] if notice else []
         cached = await asyncio.to_thread(self.state.node_config)
         if cached is not None:
             self._apply_to_sources(cached)

@@ -64,7 +64,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check everything this Pi needs, line by line; exit 1 if anything needs fixing."""
     from edge.doctor import run_doctor
-    return run_doctor(args.config, sys.stdout, user=args.service_user, send_to_hub=not args.no_report)
+    return run_doctor(args.config, sys.stdout, user=args.service_user, save=not args.no_report)
 
 
 def cmd_config_help(args: argparse.Namespace) -> int:
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "calibrations; exit 1 if anything needs fixing (run with sudo)")
     doctor.add_argument("--config", default="/etc/edge-agent/edge.toml", help="the agent's TOML config file")
     doctor.add_argument("--service-user", default="edge-agent", help="judge device access for this user")
-    doctor.add_argument("--no-report", action="store_true", help="do not send the result to the hub")
+    doctor.add_argument("--no-report", action="store_true", help="do not save the result for the agent's next birth")
     doctor.set_defaults(func=cmd_doctor)
     # Tools owned by the device packages register themselves.
     from edge.scan import tools as scan_tools

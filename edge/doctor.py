@@ -4,8 +4,13 @@ Checks, in order: the config; each configured scanner and shelf (present, usable
 service user, answering where the protocol allows); the broker (reachable, these
 credentials, TLS, the ACL for this node's topics); the clock (a Pi has no real-time clock);
 the SD card (free space, write speed); the outbox (depth, oldest event); each bin's last
-calibration. Every red line carries the fix. The result goes to the hub as a command reply
-(id `doctor-...`), which the hub lists on its Nodes page; that publish is also the ACL check.
+calibration. Every red line carries the fix. The result is kept in the state directory
+(`doctor-report.json`) and the agent sends it on its next birth (`notices`), so the hub
+hears it when the agent (re)connects.
+
+The write-ACL check publishes, not retained, this node's state as it is (online when a
+process holds the outbox open, i.e. the agent runs): the one message of ours the hub takes
+as news without acting on it; the broker's PUBACK reason code is the answer.
 
 Run it as root (`sudo edge-agent doctor`): it reads the root-only MQTT password file and
 judges device access for the service user, not for whoever runs it.
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from contract import Channel, CommandReply, HubState, hub_state_topic, node_topic
+from contract import Channel, HubState, NodeState, hub_state_topic, node_topic
 from edge.config import EdgeConfig, load_edge_config
 from settings import ConfigError
 
@@ -283,10 +288,12 @@ class _BrokerProbe:
             return Check("broker: read", False, f"{topic}: unreadable ({err})", "upgrade the agent to the hub's version")
         return Check("broker: read", True, f"the hub's state is readable here: hub {'online' if state.online else 'OFFLINE'}")
 
-    def publish_reply(self, reply: CommandReply) -> Check:
-        """Publish the report on this node's cmd/reply topic; the PUBACK reason code is the ACL's answer."""
-        topic = node_topic(self.config.site, self.config.node, Channel.CMD_REPLY)
-        info = self.client.publish(topic, reply.to_json(), qos=1)
+    def publish_state(self, agent_running: bool) -> Check:
+        """Publish this node's true state, not retained; the PUBACK reason code is the write ACL's answer."""
+        topic = node_topic(self.config.site, self.config.node, Channel.STATE)
+        state = NodeState(node=self.config.node, online=agent_running, boot_id=f"doctor-{secrets.token_hex(4)}",
+                          ts_ms=int(time.time() * 1000))
+        info = self.client.publish(topic, state.to_json(), qos=1, retain=False)
         with self.acked:
             self.acked.wait_for(lambda: info.mid in self.puback, BROKER_TIMEOUT_S)
         rc = self.puback.get(info.mid)
@@ -296,7 +303,7 @@ class _BrokerProbe:
             return Check("broker: publish", False, f"{topic}: refused: {rc} ({rc.value})",
                          f"the ACL must let user {self.config.mqtt.username} write wh/v1/+/%u/... and node.name "
                          f"({self.config.node}) must equal the MQTT username")
-        return Check("broker: publish", True, f"{topic}: accepted; this report is on the hub's Nodes page")
+        return Check("broker: publish", True, f"{topic}: accepted (this node's topics are writable)")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -428,7 +435,7 @@ def check_calibrations(config: EdgeConfig) -> list[Check]:
 # --------------------------------------------------------------------------- the report
 
 
-def run_doctor(config_path: str, out: TextIO, user: str = SERVICE_USER, send_to_hub: bool = True,
+def run_doctor(config_path: str, out: TextIO, user: str = SERVICE_USER, save: bool = True,
                clock: Callable[[], tuple[bool | None, str]] = ntp_synchronized) -> int:
     """Run every check, print green/red lines with fixes; 0 when all green, 1 otherwise."""
     checks: list[Check] = []
@@ -461,27 +468,53 @@ def run_doctor(config_path: str, out: TextIO, user: str = SERVICE_USER, send_to_
         emit(check_outbox(config.outbox_path))
         for check in check_calibrations(config):
             emit(check)
-        if connected.ok and send_to_hub:
-            # Last, so that the hub gets every other line; its PUBACK is the write-ACL check.
-            emit(probe.publish_reply(_report(config, checks)))
+        if connected.ok:
+            holders = _holders(config.outbox_path) if config.outbox_path.exists() else []
+            if holders or os.getuid() == 0:
+                emit(probe.publish_state(agent_running=bool(holders)))
+            else:  # another user's agent is invisible here: a wrong "offline" must not reach the hub
+                emit(Check("broker: publish", False, "not checked: cannot tell whether the agent runs",
+                           "run it as root: sudo edge-agent doctor"))
     finally:
         probe.close()
     red = [c for c in checks if not c.ok]
     out.write(f"\n{len(checks) - len(red)} ok, {len(red)} to fix\n" if red else f"\nall {len(checks)} checks ok\n")
+    if save:
+        try:
+            path = save_report(config.state_path.parent, checks)
+            out.write(f"saved in {path}: the agent sends it to the hub on its next start "
+                      "(sudo systemctl restart edge-agent)\n")
+        except OSError as err:
+            out.write(f"could not save the report in {config.state_path.parent} ({err})\n")
     return 1 if red else 0
 
 
-def _report(config: EdgeConfig, checks: list[Check]) -> CommandReply:
-    """The report as a command reply for the hub (values kept short: the page shows them in a table)."""
-    red = [c for c in checks if not c.ok]
-    message = (f"edge-agent doctor: all {len(checks)} checks ok" if not red else
-               f"edge-agent doctor: {len(red)} to fix: " + "; ".join(f"{c.name}: {c.detail}" for c in red))[:500]
-    data: dict[str, str | int | float | bool] = {}
-    for check in checks:
-        key, n = check.name[:60], 1
-        while key in data:  # two red lines of one check (a state notice each, say)
-            n += 1
-            key = f"{check.name[:60]} #{n}"
-        data[key] = (("ok: " if check.ok else "FAIL: ") + check.detail)[:300]
-    return CommandReply(node=config.node, id=f"doctor-{secrets.token_hex(6)}", ok=not red, message=message,
-                        ts_ms=int(time.time() * 1000), data=data)
+REPORT_NAME = "doctor-report.json"  # in the state directory, read by the agent for its birth
+
+
+def save_report(state_dir: Path, checks: list[Check]) -> Path:
+    """Keep the result where the agent finds it (durably: a power cut leaves the old or the new)."""
+    from edge.state import write_file_durably
+    red = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    doc = {"ts_ms": int(time.time() * 1000), "checks": len(checks), "red": red}
+    path = state_dir / REPORT_NAME
+    state_dir.mkdir(parents=True, exist_ok=True)
+    write_file_durably(path, json.dumps(doc, indent=1).encode())
+    if os.getuid() == 0:  # run with sudo: the file belongs to the agent, like the directory
+        st = state_dir.stat()
+        os.chown(path, st.st_uid, st.st_gid)
+    return path
+
+
+def report_notice(state_dir: Path) -> str | None:
+    """The last doctor run in one sentence, for the node's birth; None if it never ran here."""
+    try:
+        doc = json.loads((state_dir / REPORT_NAME).read_text())
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(int(doc["ts_ms"]) / 1000))
+        red = [str(r) for r in doc["red"]]
+        total = int(doc["checks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not red:
+        return f"edge-agent doctor {when}: all {total} checks ok"
+    return f"edge-agent doctor {when}: {len(red)} of {total} to fix: " + "; ".join(red)

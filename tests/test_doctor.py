@@ -1,4 +1,4 @@
-"""`edge-agent doctor` against a real broker with auth and ACL, a shelf controller on a pty, a real hub."""
+"""`edge-agent doctor` against a real broker with auth and ACL, a shelf controller on a pty, a real hub and agent."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from contract import Birth, Channel, node_topic
+from edge.agent import EdgeAgent
+from edge.config import load_edge_config
 from edge.doctor import check_outbox, run_doctor
 from edge.outbox import Outbox
 from edge.shelf.calibration import Calibration
@@ -18,7 +21,7 @@ from edge.shelf.sim import SimBin, VirtualController
 from edge.state import EdgeState
 from hub.mosquitto import PrivateBroker
 from tests.conftest import add_node
-from tests.support import RunningHub, edge_doc, login_session, scan, toml_text, wait_for
+from tests.support import SITE, NodeClient, RunningHub, edge_doc, scan, toml_text, wait_for
 
 
 def SYNCED() -> tuple[bool, str]:  # noqa: N802 - a constant-like stand-in for the system clock's state
@@ -69,24 +72,29 @@ async def test_a_healthy_node_is_all_green_and_the_report_reaches_the_hub(broker
         for bin_name in ("A-01", "A-02"):
             calibrate(Path(doc["state"]["path"]), bin_name)
         async with RunningHub(broker, tmp_path) as hub:
-            code, report = await asyncio.to_thread(doctor, write_config(tmp_path, doc))
+            config_path = write_config(tmp_path, doc)
+            code, report = await asyncio.to_thread(doctor, config_path)
             assert code == 0, report
             assert " FAIL" not in report
             assert "answers: H HXB/1 ch=2" in line(report, "shelf shelf-1 reading")
             assert "hub online" in line(report, "broker: read")
             assert "accepted" in line(report, "broker: publish")
             assert "calibrated, last change" in line(report, "bin A-02")
-            replies = await wait_for(lambda: [r for r in hub.service.replies if r["id"].startswith("doctor-")],
-                                     what="the doctor's report on the hub")
-            assert replies[0]["node"] == node and replies[0]["ok"] is True
-            assert replies[0]["data"]["shelf shelf-1 reading"].startswith("ok: answers")
-            session, _ = await login_session(hub.base_url, hub.config)
-            try:
-                async with session.get(f"{hub.base_url}/nodes") as resp:
-                    page = await resp.text()
-            finally:
-                await session.close()
-            assert f"{node} · {replies[0]['id']}: edge-agent doctor: all " in page  # the Nodes page shows it
+            await wait_for(lambda: any(n.node == node and not n.online for n in hub.service.store.nodes()),
+                           what="the hub told by the write check: this node's agent is not running")
+        # The agent's next birth carries the result to the hub.
+        config = load_edge_config(config_path)
+        listener = NodeClient(broker, "hub", broker.users["hub"])
+        listener.subscribe(node_topic(SITE, node, Channel.BIRTH))
+        agent = EdgeAgent(config)
+        try:
+            await agent.start()
+            births = await wait_for(lambda: [Birth.from_json(p) for t, p in listener.messages if t.endswith("/birth")],
+                                    what="the agent's birth")
+            assert any(n.startswith("edge-agent doctor ") and n.endswith(" checks ok") for n in births[0].notices)
+        finally:
+            listener.close()
+            await agent.stop()
     finally:
         sim.stop()
 
@@ -150,7 +158,7 @@ def test_a_device_the_service_user_cannot_open_is_red_with_the_group_to_add(brok
     node, password = add_node(broker)
     doc = edge_doc(broker, tmp_path, node, password, shelf=[{"name": "s", "port": str(device), "bins": ["C-1"]}])
     out = io.StringIO()
-    code = run_doctor(write_config(tmp_path, doc), out, user="nobody", clock=SYNCED, send_to_hub=False)
+    code = run_doctor(write_config(tmp_path, doc), out, user="nobody", clock=SYNCED, save=False)
     report = out.getvalue()
     assert code == 1
     assert "not readable and writable as nobody" in line(report, "shelf s")
