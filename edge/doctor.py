@@ -97,16 +97,24 @@ def _can_read_write(path: Path, user: str) -> tuple[bool, str]:
 
 def _holders(path: Path) -> list[int]:
     """Pids (other than ours) with the device open: reading it too would steal their data."""
-    target = os.path.realpath(path)
+    # The same inode, not the same name: another container's /dev/pts/0 is a different device.
+    target = os.stat(path)
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if any(os.path.realpath(fd) == target for fd in (entry / "fd").iterdir()):
-                pids.append(int(entry.name))
+            fds = list((entry / "fd").iterdir())
         except OSError:
             continue  # gone, or not ours to look at
+        for fd in fds:
+            try:
+                st = os.stat(fd)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                pids.append(int(entry.name))
+                break
     return pids
 
 
