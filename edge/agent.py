@@ -88,7 +88,6 @@ class EdgeAgent:
         """What a person should know about this node since boot, for the birth message."""
         return self.state.notices + self._doctor_notice
 
-
     async def start(self) -> None:
         """Start the read loops first (they work without a broker), then the link."""
         from edge.doctor import report_notice
