@@ -47,6 +47,7 @@ from contract import (
     ScanEvent,
     ScanRejected,
     ShelfCount,
+    ShelfFault,
     UnknownToThisVersion,
     load_payload,
     parse_topic,
@@ -137,7 +138,9 @@ class Ingest:
         self._queue: queue.SimpleQueue[Inbound | _WriterJob | None] = queue.SimpleQueue()
         self.book = StreamBook()
         self.catalog = CatalogIndex(Catalog(0))
-        self.reconciler = Reconciler(window_ms)
+        # The lookups read self.catalog when called, so a reloaded catalog applies at once.
+        self.reconciler = Reconciler(window_ms, unit_weight_of=lambda b, sku: self.catalog.unit_weight(b, sku),
+                                     neighbours_of=lambda b: self.catalog.neighbours(b))
         self.lag = LagTracker()
         self._held: dict[tuple[str, str], dict[int, _Held]] = {}
         self._skew_ms: dict[str, int] = {}  # node clock minus hub clock, from the last birth
@@ -510,6 +513,10 @@ class Ingest:
                     event.uncertain, {"event_id": event_id, "node": node, "seq": event.seq,
                                       "confidence": event.confidence, "quotient": event.quotient,
                                       "device_ms": event.ts_ms}), result)
+        elif isinstance(event, ShelfFault):
+            if event.active:
+                # What the bin weighed while the fault lasted is not evidence; neither is what was pending.
+                rec.fault_seen(event.bin, f"shelf fault at {event.bin}: {event.fault} ({event.detail})")
         elif isinstance(event, ScanRejected):
             result.scans.append(ScanRow(event_id, node, event.seq, "rejected", event.ts_ms, hub_ms, event.scanner,
                                         event.mode, None, None, None, event.location, None, event.reason, event.raw,
