@@ -65,6 +65,7 @@ DEFAULT_UNIT_WEIGHT_CV = 0.01  # what the edge assumes when the catalog gives no
 MAX_RUN = 6  # at most this many picks settle as one step (or handfuls make one put-away)
 MAX_PENDING = 64  # a bin with more unexplained evidence than this is judged oldest first, to bound state
 MAX_UNCERTAIN = 8  # uncertain readings kept per bin as evidence
+MAX_REPAIRS = 4  # a partner set free by a closer match looks for another this many times over
 OVERDUE_WINDOWS = 2  # a judgement waits at most this many windows for related evidence to ripen
 
 UnitWeightOf = Callable[[str, "str | None"], "tuple[float | None, float | None]"]  # (bin, sku) -> (g, cv)
@@ -123,6 +124,8 @@ class BinState:
     scans: list[dict[str, Any]] = field(default_factory=list)  # scan movements with no step yet
     steps: list[dict[str, Any]] = field(default_factory=list)  # weight steps with no scan yet
     uncertain: list[dict[str, Any]] = field(default_factory=list)  # the latest uncertain readings
+    # Scan-step pairs confirmed one to one while a closer partner may still arrive (until ripe).
+    matched: list[dict[str, dict[str, Any]]] = field(default_factory=list)
     horizon_t: int = 0  # latest skew-corrected device time seen at the bin
     last_hub_ms: int = 0  # hub time of the latest evidence
 
@@ -133,6 +136,7 @@ class BinState:
     def to_json(self) -> str:
         return json.dumps({"baseline": self.baseline, "baseline_weight_g": self.baseline_weight_g,
                            "scans": self.scans, "steps": self.steps, "uncertain": self.uncertain,
+                           "matched": self.matched,
                            "horizon_t": self.horizon_t, "last_hub_ms": self.last_hub_ms},
                           separators=(",", ":"))
 
@@ -148,7 +152,8 @@ class BinState:
                        uncertain=[i for i in items if i["type"] == "uncertain"][-MAX_UNCERTAIN:],
                        horizon_t=raw.get("last_t", 0), last_hub_ms=hub_ms)
         return cls(baseline=raw["baseline"], baseline_weight_g=raw["baseline_weight_g"], scans=raw["scans"],
-                   steps=raw["steps"], uncertain=raw["uncertain"], horizon_t=raw["horizon_t"],
+                   steps=raw["steps"], uncertain=raw["uncertain"], matched=raw.get("matched", []),
+                   horizon_t=raw["horizon_t"],
                    last_hub_ms=raw["last_hub_ms"])
 
 
@@ -214,12 +219,7 @@ class Reconciler:
         item = {**evidence, "type": "scan", "t": t_ms, "hub_ms": hub_ms, "qty_delta": qty_delta, "sku": sku,
                 "unit_g": unit_g, "cv": cv}
         self._seen(bin_name, state, t_ms, hub_ms)
-        step = self._closest(item, [s for s in state.steps if fits([s], [item])])
-        if step is not None:
-            state.steps.remove(step)
-            self.outcomes[CONFIRMED] += 1
-        else:
-            state.scans.append(item)
+        self._pair(state, item)
         return self._judge(bin_name, state, hub_ms)
 
     def shelf_count(self, bin_name: str, sku: str | None, t_ms: int, hub_ms: int, count: int, weight_g: float,
@@ -247,12 +247,7 @@ class Reconciler:
             item = {**evidence, "type": "count", "t": t_ms, "hub_ms": hub_ms, "qty_delta": delta, "sku": sku,
                     "count": count, "prev_count": state.baseline, "weight_g": weight_g,
                     "prev_weight_g": state.baseline_weight_g, "unit_g": unit_g, "cv": cv}
-            scan = self._closest(item, [s for s in state.scans if fits([item], [s])])
-            if scan is not None:
-                state.scans.remove(scan)
-                self.outcomes[CONFIRMED] += 1
-            else:
-                state.steps.append(item)
+            self._pair(state, item)
         # A restatement (delta 0) adds no evidence, but its time shows how far the bin has got.
         state.baseline, state.baseline_weight_g = count, weight_g
         return self._judge(bin_name, state, hub_ms)
@@ -267,7 +262,7 @@ class Reconciler:
         """A person counted the bin: drop its pending evidence; return its open discrepancy ids to close."""
         state = self.bins.get(bin_name)
         if state is not None and (state.pending or state.uncertain):
-            state.scans, state.steps, state.uncertain = [], [], []
+            state.scans, state.steps, state.uncertain, state.matched = [], [], [], []
             self.dirty.add(bin_name)
         return self.open_ids.pop(bin_name, [])
 
@@ -301,13 +296,47 @@ class Reconciler:
         if state.pending:
             log.info("bin %s: %d scan(s) and weight step(s) not judged: %s", bin_name, state.pending, reason)
         self.outcomes[EXCLUDED] += state.pending
-        state.scans, state.steps = [], []
+        state.scans, state.steps, state.matched = [], [], []
         state.baseline = state.baseline_weight_g = None  # the first certain count after the fault starts afresh
         self.dirty.add(bin_name)
 
-    def _closest(self, item: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
-        near = [c for c in candidates if abs(c["t"] - item["t"]) <= self.window_ms]
-        return min(near, key=lambda c: abs(c["t"] - item["t"]), default=None)
+    def _pair(self, state: BinState, item: dict[str, Any], depth: int = 0) -> None:
+        """Confirm a new scan or step with the closest one of the other kind that fits it, else keep it.
+
+        A pair confirmed earlier is taken apart when the new item fits one of its two much
+        closer in time (its partner goes back to pending, to be judged on its own): the first
+        fitting match is not always the right one when movements follow each other closely.
+        """
+        is_scan = item["type"] == "scan"
+        other_kind = "step" if is_scan else "scan"
+
+        def explains(cand: dict[str, Any]) -> bool:
+            return fits([cand], [item]) if is_scan else fits([item], [cand])
+
+        options: list[tuple[int, dict[str, Any] | None, dict[str, Any]]] = [  # (gap, pair taken apart, partner)
+            (abs(c["t"] - item["t"]), None, c) for c in (state.steps if is_scan else state.scans)
+            if abs(c["t"] - item["t"]) <= self.window_ms and explains(c)]
+        options += [(abs(p[other_kind]["t"] - item["t"]), p, p[other_kind]) for p in state.matched
+                    if abs(p[other_kind]["t"] - item["t"]) < abs(p["scan"]["t"] - p["step"]["t"])
+                    and explains(p[other_kind])]
+        best = min(options, key=lambda o: o[0], default=None)
+        if best is None:
+            (state.scans if is_scan else state.steps).append(item)
+            return
+        _, old_pair, partner = best
+        if old_pair is None:
+            _remove(state.steps if is_scan else state.scans, partner)
+            self.outcomes[CONFIRMED] += 1
+        else:
+            _remove(state.matched, old_pair)
+            left = old_pair["scan" if is_scan else "step"]
+            if depth < MAX_REPAIRS:
+                self._pair(state, left, depth + 1)  # a new pair is counted there; this one replaced the old
+            else:
+                (state.scans if is_scan else state.steps).append(left)
+        # Bounded like the pending evidence: the oldest pair is the least likely to be taken apart.
+        state.matched = [*state.matched, {"scan": item, "step": partner} if is_scan
+                         else {"scan": partner, "step": item}][-MAX_PENDING:]
 
     def _ripe(self, item: dict[str, Any], horizon_t: int, now_hub_ms: int | None, windows: int = 1) -> bool:
         """Evidence T (windows x T) later, or that much hub time, has passed: nothing closer can still come."""
@@ -319,6 +348,12 @@ class Reconciler:
     def _judge(self, bin_name: str, state: BinState, now_hub_ms: int | None) -> list[NewDiscrepancy]:
         """Judge the bin's ripe evidence, oldest first, until nothing more can be decided now."""
         out: list[NewDiscrepancy] = []
+        if state.matched:
+            kept = [p for p in state.matched if not (self._ripe(p["scan"], state.horizon_t, now_hub_ms)
+                                                     and self._ripe(p["step"], state.horizon_t, now_hub_ms))]
+            if len(kept) != len(state.matched):
+                state.matched = kept
+                self.dirty.add(bin_name)
         if state.pending and self._exclude_if_faulted(bin_name, state):
             return out
         while state.pending:
@@ -362,6 +397,9 @@ class Reconciler:
         if near_other:
             closest = min(near_other, key=lambda o: abs(o["t"] - item["t"]))
             rivals = [o for o in self._near(closest, own, sign) if o is not item]
+            partner = next((r for r in rivals if (fits([closest], [r]) if is_scan else fits([r], [closest]))), None)
+            if partner is not None:  # the closest belongs to another: confirm them, and judge item after
+                return verdict(CONFIRMED, [partner], [closest]) if ready([partner, closest]) else DEFER
             if len(near_other) == 1 and not rivals:
                 return verdict(WRONG_QUANTITY, [item], near_other) if ready([item, closest]) else DEFER
             mine = [item, *rivals]
