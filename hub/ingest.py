@@ -13,7 +13,7 @@ reconciliation) in seq order per stream: one that arrives above a gap is held un
 gap closes. A count scan sets an absolute quantity, so applying in any other order would
 make the balance depend on delivery order. The ack watermark is exactly the applied prefix.
 Reconciliation (hub.reconcile) runs here, inside the same transaction, on skew-corrected
-device time; its windows are saved with the commit and reloaded at start.
+device time; its per-bin state is saved with the commit and reloaded at start.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class Ingest:
         self._thread.start()
 
     def _load_state(self) -> None:
-        """Memory from disk: stream positions, held events, skews, devices, catalog, reconcile windows."""
+        """Memory from disk: stream positions, held events, skews, devices, catalog, reconciliation state."""
         self.book = StreamBook()
         self._held = {}
         for pos in self.store.stream_positions():
@@ -343,7 +343,7 @@ class Ingest:
             job.future.set_result(value)
 
     def _save_windows(self, tx: WriteTx) -> None:
-        """Persist the reconcile windows this commit changed, with the evidence that changed them."""
+        """Persist the reconciliation state of the bins this commit changed, with the evidence that changed them."""
         for bin_name in self.reconciler.dirty:
             tx.save_reconcile_state(bin_name, self.reconciler.bins[bin_name].to_json())
         self.reconciler.dirty.clear()
@@ -542,7 +542,7 @@ class Ingest:
             log.exception("could not reload the catalog; keeping rev %d", self.catalog.rev)
 
     def _expire_windows(self) -> None:
-        """Judge reconcile windows whose bins went quiet (by the hub's clock)."""
+        """Judge reconciliation evidence at bins that went quiet (by the hub's clock)."""
         skus = {b: (c.sku if (c := self.catalog.bin(b)) else None) for b in self.reconciler.bins}
         found = self.reconciler.expire(now_ms(), skus)
         if not found and not self.reconciler.dirty:

@@ -409,7 +409,8 @@ class Reconciler:
             return DEFER
         if found is not None:
             return found
-        note = "".join(f"; neighbouring {reason}, so the goods may be there" for reason in faulted)
+        note = "".join(f"; a neighbouring bin could explain this but is not judged now ({reason})"
+                       for reason in faulted)
         if not is_scan:
             return _Verdict(UNSCANNED_REMOVAL if sign < 0 else UNSCANNED_ADDITION, [], [item], note=note)
         # Scans close together with no movement anywhere make one discrepancy, not one per scan.

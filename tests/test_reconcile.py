@@ -164,6 +164,80 @@ def test_windows_survive_a_restart(tmp_path: Path) -> None:
         g.close()
 
 
+def two_bin_catalog(second_node: str = "n1") -> list[str]:
+    return catalog_csv([("SKU-A", GTINS[0], "A-01-1", "n1", True, False),
+                        ("SKU-B", GTINS[1], "A-01-2", second_node, True, False)])
+
+
+def test_an_unscanned_piece_then_a_putaway_is_a_confirmed_putaway_and_an_unscanned_removal(tmp_path: Path) -> None:
+    """The issue's example, which window sums reported as 'scans +6 but the shelf says +5'."""
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
+    try:
+        f.send("n1", STREAM, [shelf_ev(1, T0_MS, "A-01-1", 10), shelf_ev(2, T0_MS + 5000, "A-01-1", 9),
+                              scan_ev(3, T0_MS + 12_000, "putaway", "A-01-1", 6),
+                              shelf_ev(4, T0_MS + 15_000, "A-01-1", 15),
+                              shelf_ev(5, T0_MS + 100_000, "A-01-1", 15, heartbeat=True)])
+        f.drain()
+        assert kinds(f) == [("unscanned_removal", 0, -1)]
+        assert f.ingest.reconciler.outcomes["confirmed"] == 1
+    finally:
+        f.close()
+
+
+def test_a_putaway_scanned_to_the_wrong_bin_on_the_node(tmp_path: Path) -> None:
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, two_bin_catalog())
+    try:
+        f.send("n1", STREAM, [shelf_ev(1, T0_MS, "A-01-1", 10), shelf_ev(2, T0_MS, "A-01-2", 4),
+                              scan_ev(3, T0_MS + 10_000, "putaway", "A-01-1", 6),
+                              shelf_ev(4, T0_MS + 13_000, "A-01-2", 10),
+                              shelf_ev(5, T0_MS + 100_000, "A-01-1", 10, heartbeat=True),
+                              shelf_ev(6, T0_MS + 100_000, "A-01-2", 10, heartbeat=True)])
+        f.drain()
+        found = f.store.discrepancies("open", None, 10)
+        assert [(d.kind, d.bin, d.scan_qty, d.sensed_qty) for d in found] == [("wrong_bin", "A-01-1", 6, 6)]
+        assert "neighbouring bin A-01-2 gained 6 pieces" in found[0].sentence
+        assert found[0].evidence["fix"]["moves"] == [{"location": "A-01-1", "qty_delta": -6},
+                                                     {"location": "A-01-2", "qty_delta": 6}]
+        # A count scan at the bin the scan booked closes it, as for every discrepancy.
+        f.send("n1", STREAM, [scan_ev(7, T0_MS + 200_000, "count", "A-01-1", 10)])
+        f.drain()
+        assert kinds(f, "open") == []
+    finally:
+        f.close()
+
+
+def test_bins_on_different_nodes_are_not_neighbours(tmp_path: Path) -> None:
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, two_bin_catalog(second_node="n2"))
+    try:
+        f.send("n1", STREAM, [shelf_ev(1, T0_MS, "A-01-1", 10), shelf_ev(2, T0_MS, "A-01-2", 4),
+                              scan_ev(3, T0_MS + 10_000, "putaway", "A-01-1", 6),
+                              shelf_ev(4, T0_MS + 13_000, "A-01-2", 10),
+                              shelf_ev(5, T0_MS + 100_000, "A-01-1", 10, heartbeat=True),
+                              shelf_ev(6, T0_MS + 100_000, "A-01-2", 10, heartbeat=True)])
+        f.drain()
+        assert kinds(f) == [("scan_without_movement", 6, 0), ("unscanned_addition", 0, 6)]
+    finally:
+        f.close()
+
+
+def test_a_shelf_fault_drops_the_pending_evidence_and_restarts_the_baseline(tmp_path: Path) -> None:
+    """The demo's overload: the put-away that overloads the shelf is not 'a scan without movement'."""
+    from contract import ShelfFault
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
+    try:
+        f.send("n1", STREAM, [
+            shelf_ev(1, T0_MS, "A-01-1", 10), scan_ev(2, T0_MS + 10_000, "putaway", "A-01-1", 600),
+            ShelfFault(seq=3, ts_ms=T0_MS + 11_000, accepted_ms=T0_MS + 11_000, bin="A-01-1", fault="overload",
+                       detail="20012 g is above the capacity"),
+            shelf_ev(4, T0_MS + 200_000, "A-01-1", 300),  # unloaded: the first count after is a new baseline
+            shelf_ev(5, T0_MS + 400_000, "A-01-1", 300, heartbeat=True)])
+        f.drain()
+        assert kinds(f) == []
+        assert f.ingest.reconciler.outcomes["excluded"] == 1
+    finally:
+        f.close()
+
+
 # --------------------------------------------------------------------------- property test
 
 
