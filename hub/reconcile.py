@@ -65,6 +65,7 @@ DEFAULT_UNIT_WEIGHT_CV = 0.01  # what the edge assumes when the catalog gives no
 MAX_RUN = 6  # at most this many picks settle as one step (or handfuls make one put-away)
 MAX_PENDING = 64  # a bin with more unexplained evidence than this is judged oldest first, to bound state
 MAX_UNCERTAIN = 8  # uncertain readings kept per bin as evidence
+REORDER_MS = 1000  # how far out of device-time order evidence at one bin is assumed to arrive
 MAX_REPAIRS = 4  # a partner set free by a closer match looks for another this many times over
 OVERDUE_WINDOWS = 2  # a judgement waits at most this many windows for related evidence to ripen
 
@@ -281,6 +282,11 @@ class Reconciler:
     # ----------------------------------------------------------------- bookkeeping
 
     def _seen(self, bin_name: str, state: BinState, t_ms: int, hub_ms: int) -> None:
+        if t_ms + self.window_ms < state.horizon_t:
+            # Much earlier than anything seen here (a clock set back, a replayed or long-delayed
+            # stream): the bin's time starts again from it, so its partner, right behind it, is
+            # not judged missing before it arrives. What was pending ripens by the hub's clock.
+            state.horizon_t = t_ms
         state.horizon_t = max(state.horizon_t, t_ms)
         state.last_hub_ms = max(state.last_hub_ms, hub_ms)
         self.dirty.add(bin_name)
@@ -338,6 +344,18 @@ class Reconciler:
         state.matched = [*state.matched, {"scan": item, "step": partner} if is_scan
                          else {"scan": partner, "step": item}][-MAX_PENDING:]
 
+    def _settled(self, pair: dict[str, dict[str, Any]], horizon_t: int, now_hub_ms: int | None) -> bool:
+        """No later evidence can take this pair apart any more.
+
+        Only an item closer to one of the two than they are to each other can; evidence
+        arrives at most a little out of order, so once the bin's time is past the pair by
+        twice their gap plus REORDER_MS (or both are ripe), the pair is final and forgotten.
+        """
+        scan, step = pair["scan"], pair["step"]
+        gap = abs(scan["t"] - step["t"])
+        return (horizon_t > max(scan["t"], step["t"]) + 2 * gap + REORDER_MS
+                or (self._ripe(scan, horizon_t, now_hub_ms) and self._ripe(step, horizon_t, now_hub_ms)))
+
     def _ripe(self, item: dict[str, Any], horizon_t: int, now_hub_ms: int | None, windows: int = 1) -> bool:
         """Evidence T (windows x T) later, or that much hub time, has passed: nothing closer can still come."""
         wait = windows * self.window_ms
@@ -349,8 +367,7 @@ class Reconciler:
         """Judge the bin's ripe evidence, oldest first, until nothing more can be decided now."""
         out: list[NewDiscrepancy] = []
         if state.matched:
-            kept = [p for p in state.matched if not (self._ripe(p["scan"], state.horizon_t, now_hub_ms)
-                                                     and self._ripe(p["step"], state.horizon_t, now_hub_ms))]
+            kept = [p for p in state.matched if not self._settled(p, state.horizon_t, now_hub_ms)]
             if len(kept) != len(state.matched):
                 state.matched = kept
                 self.dirty.add(bin_name)

@@ -270,6 +270,17 @@ def test_hub_clock_judges_a_bin_that_went_quiet() -> None:
     assert [(f.kind, f.sensed_qty) for f in found] == [("unscanned_removal", -2)]
 
 
+def test_a_clock_set_back_does_not_judge_the_next_pick_before_its_step() -> None:
+    """Device time jumps back an hour (a replayed stream, a clock corrected): pick and step still pair."""
+    d = Driver()
+    d.scan("A-1", T0, -1)
+    d.move("A-1", T0 + 1000, -1)
+    d.scan("A-1", T0 - 3_600_000, -2)
+    d.move("A-1", T0 - 3_600_000 + 1000, -2)
+    d.finish(T0 + 1000)
+    assert d.kinds() == [] and d.rec.outcomes["confirmed"] == 2
+
+
 def test_uncertain_readings_are_evidence_only() -> None:
     d = Driver()
     d.move("A-1", T0, -2)
