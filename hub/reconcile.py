@@ -285,8 +285,10 @@ class Reconciler:
         if t_ms + self.window_ms < state.horizon_t:
             # Much earlier than anything seen here (a clock set back, a replayed or long-delayed
             # stream): the bin's time starts again from it, so its partner, right behind it, is
-            # not judged missing before it arrives. What was pending ripens by the hub's clock.
+            # not judged missing before it arrives. What was pending ripens by the hub's clock;
+            # pairs confirmed on the other timeline are final.
             state.horizon_t = t_ms
+            state.matched = []
         state.horizon_t = max(state.horizon_t, t_ms)
         state.last_hub_ms = max(state.last_hub_ms, hub_ms)
         self.dirty.add(bin_name)
