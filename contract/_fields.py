@@ -13,6 +13,8 @@ from typing import Any, TypeAlias
 from contract.errors import ContractError, UnknownToThisVersion
 
 INT64_MAX = 2**63 - 1
+# Patterns are written as docs/asyncapi.yaml states them and always used with fullmatch():
+# Python's `$` also matches before a final newline, so `.match()` would let "A-01\n" through.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 STREAM_RE = re.compile(r"^[0-9a-f]{8,32}$")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
@@ -93,7 +95,7 @@ class Fields:
             raise self._bad(key, "valid Unicode (no lone surrogate)", val)
         if len(val) > max_len:
             raise self._bad(key, f"at most {max_len} characters", f"{len(val)} characters")
-        if pattern is not None and not pattern.match(val):
+        if pattern is not None and not pattern.fullmatch(val):
             raise self._bad(key, f"matching {pattern.pattern}", val)
         if choices is not None and val not in choices:
             raise UnknownToThisVersion(f"{self._where}: field '{key}' must be one of {', '.join(sorted(choices))}, "

@@ -20,14 +20,19 @@ SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024  # a full batch of 500 scans is about 100 KiB
 MAX_EVENTS_PER_BATCH = 500
 MAX_WEIGHT_G = 1_000_000.0  # 1 t: no shelf bin holds more
+# Used with fullmatch() only (see contract._fields).
 GTIN_RE = re.compile(r"^[0-9]{14}$")
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 LOCATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 SCAN_MODES = frozenset({"receive", "putaway", "pick", "move", "count"})
+# Added kinds go at the end and never away: a hub must read every kind an older node sends.
+# "unstable" (the weight never settles) and "calibration_due" (calibration out of date) were
+# added in schema 1 without a version bump: an older hub quarantines them with a reason and
+# the stream goes on, so upgrade the hub before the nodes.
 SHELF_FAULTS = frozenset({"silent", "disconnected", "overload", "underload", "out_of_range",
-                          "creep", "drift", "garbage"})
+                          "creep", "drift", "garbage", "unstable", "calibration_due"})
 DEVICE_KINDS = frozenset({"scanner", "shelf_controller"})
 COMMANDS = frozenset({"tare", "zero", "calibrate", "set_unit_weight", "identify",
                       "resend_from", "reload"})
@@ -240,8 +245,8 @@ def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
     mode, scanner, gtin, location, qty = (obj.get("mode"), obj.get("scanner"), obj.get("gtin"), obj.get("location"),
                                           obj.get("qty"))
     if (type(mode) is not str or mode not in SCAN_MODES or type(scanner) is not str or not scanner.isascii()
-            or len(scanner) > 64 or type(gtin) is not str or len(gtin) > 256 or not GTIN_RE.match(gtin)
-            or type(location) is not str or len(location) > 256 or not LOCATION_RE.match(location)
+            or len(scanner) > 64 or type(gtin) is not str or len(gtin) > 256 or not GTIN_RE.fullmatch(gtin)
+            or type(location) is not str or len(location) > 256 or not LOCATION_RE.fullmatch(location)
             or type(qty) is not int or not (0 if mode == "count" else 1) <= qty <= 1_000_000):
         return None
     opt: dict[str, Any] = {}
@@ -252,7 +257,7 @@ def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
         if type(val) is not str or not val.isascii():
             return None
         if key == "from_location" or key == "expiry":
-            if len(val) > 256 or not (LOCATION_RE if key == "from_location" else DATE_RE).match(val):
+            if len(val) > 256 or not (LOCATION_RE if key == "from_location" else DATE_RE).fullmatch(val):
                 return None
         elif len(val) > _SCAN_STR_MAX[key]:
             return None
@@ -276,7 +281,7 @@ def _fast_shelf(obj: dict[str, Any]) -> ShelfCount | None:
     quotient = _fast_float(obj.get("quotient"), -1e6, 1e6)
     weight_g = _fast_float(obj.get("weight_g"), -MAX_WEIGHT_G, MAX_WEIGHT_G)
     confidence = _fast_float(obj.get("confidence"), 0.0, 1.0)
-    if (type(bin_) is not str or len(bin_) > 256 or not LOCATION_RE.match(bin_) or type(count) is not int
+    if (type(bin_) is not str or len(bin_) > 256 or not LOCATION_RE.fullmatch(bin_) or type(count) is not int
             or not 0 <= count <= 1_000_000 or quotient is None or weight_g is None or confidence is None
             or type(uncertain) is not bool or (heartbeat is not None and type(heartbeat) is not bool)):
         return None
@@ -334,7 +339,7 @@ class EventBatch:
             v, node, stream, sent_ms, raw = (obj.get("v"), obj.get("node"), obj.get("stream"), obj.get("sent_ms"),
                                              obj.get("events"))
             if (type(v) is int and v == SCHEMA_VERSION and type(node) is str and len(node) <= 32
-                    and NAME_RE.match(node) and type(stream) is str and len(stream) <= 256 and STREAM_RE.match(stream)
+                    and NAME_RE.fullmatch(node) and type(stream) is str and len(stream) <= 256 and STREAM_RE.fullmatch(stream)
                     and type(sent_ms) is int and TS_MIN_MS <= sent_ms <= TS_MAX_MS and type(raw) is list
                     and 1 <= len(raw) <= MAX_EVENTS_PER_BATCH):
                 events = tuple(event_from_dict(e, f"events[{i}]") for i, e in enumerate(raw))

@@ -38,7 +38,7 @@ class TopicAddress:
 
 def check_name(kind: str, value: str) -> str:
     """Validate a site or node name; raise ValueError (caller mistake) with the rule."""
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise ValueError(f"{kind} name {value!r} must be 1-32 lowercase letters, digits or '-'")
     return value
 
@@ -70,7 +70,7 @@ def parse_topic(topic: str) -> TopicAddress:
     if len(parts) < 5 or "/".join(parts[:2]) != ROOT:
         raise ContractError(f"topic {topic!r} is not under {ROOT}/{{site}}/{{node}}/")
     site, node, rest = parts[2], parts[3], "/".join(parts[4:])
-    if not NAME_RE.match(site) or not NAME_RE.match(node):
+    if not NAME_RE.fullmatch(site) or not NAME_RE.fullmatch(node):
         raise ContractError(f"topic {topic!r} has an invalid site or node name")
     try:
         channel = Channel(rest)

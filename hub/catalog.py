@@ -69,7 +69,7 @@ def normalise_gtin(raw: str) -> str:
     total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(body))
     if (10 - total % 10) % 10 != check:
         raise ValueError(f"GTIN {raw!r} has a wrong check digit")
-    assert GTIN_RE.match(gtin)
+    assert GTIN_RE.fullmatch(gtin)
     return gtin
 
 
@@ -130,7 +130,7 @@ class _RowProblem(Exception):
 def _take_row(row: dict[str, str], out: CatalogImport, gtin_owner: dict[str, str]) -> None:
     """Check one row completely before taking anything from it (a bad row changes nothing)."""
     sku = row.get("sku", "")
-    if not SKU_RE.match(sku):
+    if not SKU_RE.fullmatch(sku):
         raise _RowProblem("sku", f"{sku!r} is not a SKU (1-64 letters, digits, '.', '_' or '-')")
     gtin = None
     if row.get("gtin"):
@@ -144,10 +144,10 @@ def _take_row(row: dict[str, str], out: CatalogImport, gtin_owner: dict[str, str
     new_bin = None
     bin_name = row.get("bin", "")
     if bin_name:
-        if not LOCATION_RE.match(bin_name):
+        if not LOCATION_RE.fullmatch(bin_name):
             raise _RowProblem("bin", f"{bin_name!r} is not a bin name (1-32 letters, digits, '.', '_' or '-')")
         node = row.get("node") or None
-        if node is not None and not NAME_RE.match(node):
+        if node is not None and not NAME_RE.fullmatch(node):
             raise _RowProblem("node", f"{node!r} is not a node name (lowercase letters, digits, '-')")
         try:
             sensored = _bool(row.get("sensored", ""), "sensored")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import check_name
+from contract.messages import LOCATION_RE
 from hub.rules.config import (
     CentralConfig,
     RulesConfig,
@@ -26,6 +27,11 @@ def _site(value: Any) -> str | None:
     except ValueError as err:
         return str(err)
     return None
+
+
+def _locations(value: Any) -> str | None:
+    bad = [v for v in value if not isinstance(v, str) or not LOCATION_RE.match(v)]
+    return f"not location names: {bad!r}" if bad else None
 
 
 HUB_SETTINGS: list[Setting] = [
@@ -52,6 +58,13 @@ HUB_SETTINGS: list[Setting] = [
             "reconciliation time tolerance: a scan and a shelf weight step at a bin this close in (skew-corrected)"
             " time may explain each other; covers clock skew left after correction and the shelf's settling delay",
             check=positive),
+    Setting("stock.dock_locations", list, ["DOCK"],
+            "receiving locations (list every scanner's dock_location): stock received here should be put away; a"
+            " put-away whose scanned source runs short is offered a correction from here first (empty: no dock"
+            " checks)", check=_locations),
+    Setting("stock.dock_max_age_h", float, 24.0,
+            "stock received at a dock location and not put away after this many hours opens a"
+            " 'put away or check' discrepancy (it closes itself once put away)", check=positive),
     Setting("health.stale_after_s", float, 60.0, "a node online but silent this long is shown as stale",
             check=positive),
     Setting("health.skew_flag_ms", int, 2000, "flag a node whose clock differs from the hub's by more than this",
@@ -65,6 +78,10 @@ HUB_SETTINGS: list[Setting] = [
             check=positive),
     Setting("auth.lockout_base_s", float, 2.0, "first lockout; doubles with each further failure", check=positive),
     Setting("auth.lockout_max_s", float, 900.0, "longest lockout", check=positive),
+    Setting("auth.failures_per_address", int, 20,
+            "failed logins per address per 10 minutes, across all names, before its logins wait", check=positive),
+    Setting("auth.failures_total", int, 200,
+            "failed logins per 10 minutes from all addresses together before every login waits", check=positive),
     Setting("rules.enabled", bool, True, "run the reorder, supplier and cash rules"),
     Setting("rules.db_path", str, "", "the rules' own SQLite file; empty: rules.sqlite3 next to the ledger"),
     Setting("rules.service_level", float, 0.95, "cycle service level for safety stock (0.5 to below 1)",
@@ -95,7 +112,26 @@ HUB_SETTINGS: list[Setting] = [
     Setting("central.timeout_s", float, 10.0, "timeout of one call to central", check=positive),
     Setting("central.retry_base_s", float, 2.0, "first retry delay when central is unreachable", check=positive),
     Setting("central.retry_cap_s", float, 300.0, "longest retry delay", check=positive),
+    Setting("integrations.publish_state", bool, True,
+            "publish stock per bin and SKU, discrepancy counts and alerts on MQTT for other consumers (retained, "
+            "under wh/v1/{site}/hub/; read them with an account from 'stock-hub add-integration')"),
+    Setting("integrations.min_interval_ms", int, 250,
+            "least time between two rounds of integration messages; changes in between are coalesced",
+            check=positive),
+    Setting("integrations.home_assistant", bool, False,
+            "announce a Home Assistant MQTT discovery sensor per bin and SKU (retained config topics)"),
+    Setting("integrations.home_assistant_prefix", str, "homeassistant", "Home Assistant's discovery prefix"),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationsConfig:
+    """Settings `integrations.*`: MQTT state for other consumers (hub/consumer_feed.py)."""
+
+    publish_state: bool = True
+    min_interval_ms: int = 250
+    home_assistant: bool = False
+    home_assistant_prefix: str = "homeassistant"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +154,8 @@ class HubConfig:
     log_level: str
     source: str = ""
     reconcile_window_s: float = 30.0
+    stock_dock_locations: tuple[str, ...] = ("DOCK",)
+    stock_dock_max_age_h: float = 24.0
     scan_require_location: bool = True
     health_stale_after_s: float = 60.0
     health_skew_flag_ms: int = 2000
@@ -128,8 +166,11 @@ class HubConfig:
     auth_lockout_after: int = 5
     auth_lockout_base_s: float = 2.0
     auth_lockout_max_s: float = 900.0
+    auth_failures_per_address: int = 20
+    auth_failures_total: int = 200
     rules: RulesConfig = RulesConfig()
     central: CentralConfig = CentralConfig()
+    integrations: IntegrationsConfig = IntegrationsConfig()
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
@@ -147,7 +188,9 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      http_host=raw["http.host"], http_port=raw["http.port"], db_path=Path(raw["db.path"]),
                      db_synchronous=raw["db.synchronous"], live_flush_ms=raw["live.flush_ms"],
                      log_level=raw["log.level"], source=source,
-                     reconcile_window_s=raw["reconcile.window_s"], scan_require_location=raw["scan.require_location"], health_stale_after_s=raw["health.stale_after_s"],
+                     reconcile_window_s=raw["reconcile.window_s"],
+                     stock_dock_locations=tuple(raw["stock.dock_locations"]),
+                     stock_dock_max_age_h=raw["stock.dock_max_age_h"], scan_require_location=raw["scan.require_location"], health_stale_after_s=raw["health.stale_after_s"],
                      health_skew_flag_ms=raw["health.skew_flag_ms"],
                      auth_db_path=Path(raw["auth.db_path"]) if raw["auth.db_path"] else None,
                      auth_session_secret_file=(Path(raw["auth.session_secret_file"])
@@ -155,4 +198,11 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      auth_session_max_age_s=raw["auth.session_max_age_s"], auth_cookie_secure=raw["auth.cookie_secure"],
                      auth_lockout_after=raw["auth.lockout_after"], auth_lockout_base_s=raw["auth.lockout_base_s"],
                      auth_lockout_max_s=raw["auth.lockout_max_s"],
-                     rules=rules_config_from(raw), central=central_config_from(raw))
+                     auth_failures_per_address=raw["auth.failures_per_address"],
+                     auth_failures_total=raw["auth.failures_total"],
+                     rules=rules_config_from(raw), central=central_config_from(raw),
+                     integrations=IntegrationsConfig(
+                         publish_state=raw["integrations.publish_state"],
+                         min_interval_ms=raw["integrations.min_interval_ms"],
+                         home_assistant=raw["integrations.home_assistant"],
+                         home_assistant_prefix=raw["integrations.home_assistant_prefix"]))

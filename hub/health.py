@@ -6,15 +6,20 @@
   `skew_flag_ms`: reconciliation corrects by it, but a person should fix the clock;
 - behind: seqs the node has written that the ledger does not hold (last_seq - acked), and
   `missing`: seqs in gaps the hub is asking for again;
-- outbox depth and attached devices as of the last birth.
+- outbox depth and attached devices as of the last birth;
+- shelf faults active now on the node's bins (hub.faults): each is a problem until it clears.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from hub.store.base import NodeRow
+from hub.faults import fault_words
+from hub.store.base import NodeRow, ShelfFaultRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +53,12 @@ class NodeHealth:
     birth_ms: int | None
     devices: list[dict[str, Any]]
     problems: list[str]  # sentences, empty when healthy
+    shelf_faults: list[dict[str, Any]] = field(default_factory=list)  # active now on this node's bins
 
 
-def node_health(row: NodeRow, now_ms: int, settings: HealthSettings, missing: int = 0) -> NodeHealth:
-    """Judge one node at now_ms."""
+def node_health(row: NodeRow, now_ms: int, settings: HealthSettings, missing: int = 0,
+                faults: Sequence[ShelfFaultRow] = ()) -> NodeHealth:
+    """Judge one node at now_ms (faults: the shelf faults active on its bins)."""
     silent_s = None if row.last_seen_ms is None else max(0.0, (now_ms - row.last_seen_ms) / 1000)
     stale = row.online and (silent_s is None or silent_s > settings.stale_after_s)
     skew_flagged = row.clock_skew_ms is not None and abs(row.clock_skew_ms) > settings.skew_flag_ms
@@ -72,9 +79,15 @@ def node_health(row: NodeRow, now_ms: int, settings: HealthSettings, missing: in
     absent = [d["device"] for d in row.devices if not d.get("present", True)]
     if absent:
         problems.append(f"node {row.node}: device(s) not attached: {', '.join(absent)}")
+    for f in faults:
+        since = time.strftime("%H:%M:%S", time.gmtime(f.since_ms / 1000))
+        detail = f" ({f.detail})" if f.detail else ""
+        problems.append(f"bin {f.bin}: {fault_words(f.fault)} since {since} UTC; its weight cannot be trusted until it "
+                        f"clears{detail}")
     return NodeHealth(node=row.node, status="offline" if not row.online else "stale" if stale else "online",
                       online=row.online, stale=stale, last_seen_ms=row.last_seen_ms, silent_for_s=silent_s,
                       clock_skew_ms=row.clock_skew_ms, skew_flagged=skew_flagged, stream=row.stream,
                       last_seq=row.last_seq, acked=row.acked, behind=behind, missing=missing,
                       outbox_depth=row.outbox_depth, boot_id=row.boot_id, sw_version=row.sw_version,
-                      birth_ms=row.birth_ms, devices=row.devices, problems=problems)
+                      birth_ms=row.birth_ms, devices=row.devices, problems=problems,
+                      shelf_faults=[{**dataclasses.asdict(f), "meaning": fault_words(f.fault)} for f in faults])

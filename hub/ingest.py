@@ -55,11 +55,21 @@ from contract import (
     stored_event,
 )
 from hub.catalog import CatalogIndex
+from hub.commands import CommandLog
 from hub.dedupe import StreamBook, StreamTrack
+from hub.faults import ActiveFaults
 from hub.lag import LagTracker, StageTimes
 from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_event
+from hub.plausibility import (
+    STUCK_AT_DOCK,
+    PlausibilitySettings,
+    apply_fix,
+    count_difference,
+    negative_balances,
+    stuck_at_dock,
+)
 from hub.reconcile import Reconciler
-from hub.store.base import Catalog, EventsAlreadyStored, NewDiscrepancy, ScanRow, Store, WriteTx
+from hub.store.base import Catalog, EventsAlreadyStored, NewDiscrepancy, ScanRow, ShelfFaultRow, Store, WriteTx
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +129,9 @@ class CommitResult:
     discrepancies_opened: list[NewDiscrepancy] = field(default_factory=list)
     discrepancies_closed: list[int] = field(default_factory=list)
     events_held: int = 0  # stored above a gap, applied once it closes
+    faults_changed: list[ShelfFaultRow] = field(default_factory=list)  # set (active) or cleared, in order
     scans: list[ScanRow] = field(default_factory=list)  # scans and rejected scans applied, in order
+    shelf_confidence: dict[str, float] = field(default_factory=dict)  # bin -> confidence of its last certain count
 
 
 class Ingest:
@@ -128,7 +140,8 @@ class Ingest:
     def __init__(self, store: Store, site: str, publish_ack: Callable[[Ack], None],
                  send_command: Callable[[str, Command], None],
                  on_commit: Callable[[CommitResult], None],
-                 resolve_sku: SkuResolver | None = None, window_ms: int = DEFAULT_WINDOW_MS) -> None:
+                 resolve_sku: SkuResolver | None = None, window_ms: int = DEFAULT_WINDOW_MS,
+                 plausibility: PlausibilitySettings | None = None) -> None:
         self.store = store
         self.site = site
         self._publish_ack = publish_ack
@@ -137,10 +150,17 @@ class Ingest:
         self._fixed_resolver = resolve_sku  # None: the catalog's GTIN -> SKU map
         self._queue: queue.SimpleQueue[Inbound | _WriterJob | None] = queue.SimpleQueue()
         self.book = StreamBook()
+        self.commands = CommandLog()  # replies are taken only for commands sent through it
         self.catalog = CatalogIndex(Catalog(0))
+        self.faults = ActiveFaults()  # hub.faults: reconciliation asks it whether a bin's weight can be trusted
         # The lookups read self.catalog when called, so a reloaded catalog applies at once.
         self.reconciler = Reconciler(window_ms, unit_weight_of=lambda b, sku: self.catalog.unit_weight(b, sku),
-                                     neighbours_of=lambda b: self.catalog.neighbours(b))
+                                     neighbours_of=lambda b: self.catalog.neighbours(b),
+                                     fault_of=self.faults.is_faulted)
+        self.plausibility = plausibility or PlausibilitySettings()
+        self._dock_checked = 0.0
+        # Last certain shelf count per bin (memory only: heartbeats restate it after a restart).
+        self._shelf_count: dict[str, int] = {}
         self.lag = LagTracker()
         self._held: dict[tuple[str, str], dict[int, _Held]] = {}
         self._skew_ms: dict[str, int] = {}  # node clock minus hub clock, from the last birth
@@ -178,6 +198,7 @@ class Ingest:
             self._devices[row.node] = {str(d["device"]): d for d in row.devices}
         self.catalog = CatalogIndex(self.store.catalog())
         self.reconciler.load(self.store.reconcile_states(), self.store.open_discrepancy_ids())
+        self.faults.load(self.store.shelf_faults())
 
     def _resolve_sku(self, gtin: str) -> str:
         if self._fixed_resolver is not None:
@@ -214,6 +235,28 @@ class Ingest:
             return requested_ms
         return self.run_in_writer(request)
 
+    def apply_fix(self, ident: int, operator: str, reason: str = "") -> Future[Any]:
+        """Book an open discrepancy's suggested correction and close it (API: apply-fix).
+
+        The future's result is the balance changes; a ValueError says why nothing was booked.
+        """
+        def fix(tx: WriteTx) -> list[BalanceChange]:
+            found = self.store.discrepancies(None, None, 1, ident + 1)  # the writer's thread: nothing uncommitted
+            if not found or found[0].id != ident:
+                raise LookupError(f"no discrepancy {ident}")
+            return apply_fix(tx, found[0], operator, reason, now_ms())
+
+        def committed(done: Future[Any]) -> None:
+            if done.exception() is None:
+                self._forget_open([ident])
+                changes = done.result()
+                self._on_commit(CommitResult(committed_ms=now_ms(), balances=changes, discrepancies_closed=[ident]))
+        # Attached before the job is queued, so it runs on the writer thread that owns the reconciler.
+        future: Future[Any] = Future()
+        future.add_done_callback(committed)
+        self._queue.put(_WriterJob(fix, future))
+        return future
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued, then stop the thread."""
         self._queue.put(None)
@@ -235,6 +278,7 @@ class Ingest:
                 self._request_gaps()
                 self._maybe_reload_catalog()
                 self._expire_windows()
+                self._check_dock()
             try:
                 first = self._queue.get(timeout=IDLE_TICK_S)
             except queue.Empty:
@@ -385,6 +429,7 @@ class Ingest:
             elif address.channel is Channel.CMD_REPLY:
                 reply = CommandReply.from_json(msg.payload)
                 _check_node(reply.node, node)
+                self.commands.check(reply)  # UnsolicitedReply (a ContractError): quarantined
                 result.replies.append(reply)
                 tx.update_node(node, last_seen_ms=msg.received_ms)
         except ContractError as err:
@@ -400,7 +445,7 @@ class Ingest:
                       msg: Inbound,
                       result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
         _check_node(batch.node, node)
-        track = self.book.get(node, batch.stream)
+        track = self.book.admit(node, batch.stream)  # StreamRefused (a ContractError): quarantined
         touched.pop((node, batch.stream), None)
         touched[(node, batch.stream)] = msg.received_ms
         # The stored body is the event object as it came (already validated), re-encoded by
@@ -479,6 +524,11 @@ class Ingest:
         if isinstance(event, RefusedEvent):
             return  # its seq is settled; it moves no stock (the quarantine row says why)
         hub_ms = result.committed_ms
+        book_before: int | None = None  # a count scan: the book before it, when the bin had one
+        if isinstance(event, ScanEvent) and event.mode == "count":
+            sku = self._resolve_sku(event.gtin)
+            if tx.has_balance(sku, event.location):
+                book_before = tx.balance(sku, event.location)
         changes = apply_event(tx, event_id, event, hub_ms, self._resolve_sku, self.catalog.bin)
         result.balances.extend(changes)
         skew = self._skew_ms.get(node, 0)
@@ -496,14 +546,34 @@ class Ingest:
                             f"{event.location} to {event.qty} (adjustment {adjusted:+d})")
                     tx.close_discrepancies(closed, hub_ms, event_id, note)
                     result.discrepancies_closed.extend(closed)
+                elif book_before is not None and self._unsensored(event.location):
+                    # Nothing open explains the difference: it is news (a bin's first count is not).
+                    found = count_difference(event_id, node, event, self._resolve_sku(event.gtin), book_before,
+                                             t_ms, hub_ms)
+                    self._record(tx, [found] if found else [], result)
             else:
+                self._record(tx, negative_balances(tx, event_id, node, event, changes, t_ms, hub_ms,
+                                                   self.plausibility, self._shelf_holds), result)
                 for change in changes:
                     if change.location in rec.bins:
                         self._record(tx, rec.scan(change.location, change.sku, t_ms, hub_ms, change.qty_delta, {
                             "event_id": event_id, "node": node, "seq": event.seq, "mode": event.mode,
                             "qty": event.qty, "device_ms": event.ts_ms}), result)
+        elif isinstance(event, ShelfFault):
+            result.faults_changed.extend(self.faults.apply(tx, node, event_id, event, t_ms, hub_ms))
+            reason = self.faults.is_faulted(event.bin)
+            if reason is not None:
+                # What the bin weighed while the fault lasts is not evidence; neither is what was pending.
+                rec.fault_seen(event.bin, reason)
         elif isinstance(event, ShelfCount):
+            # A certain count first clears the range faults it disproves (hub.faults), so
+            # reconciliation sees the bin as trusted again from this count on.
+            result.faults_changed.extend(self.faults.apply(tx, node, event_id, event, t_ms, hub_ms))
+            if not event.uncertain:
+                result.shelf_confidence[event.bin] = event.confidence
             where = self.catalog.bin(event.bin)
+            if not event.uncertain and (where is None or where.sensored):
+                self._shelf_count[event.bin] = event.count
             # Reconciled: bins the catalog marks sensored, and bins it does not know yet. Not:
             # weight-only bins (the sensor is the ledger there) and bins the catalog says have
             # no sensor (a misconfigured controller must not invent discrepancies).
@@ -513,10 +583,6 @@ class Ingest:
                     event.uncertain, {"event_id": event_id, "node": node, "seq": event.seq,
                                       "confidence": event.confidence, "quotient": event.quotient,
                                       "device_ms": event.ts_ms}), result)
-        elif isinstance(event, ShelfFault):
-            if event.active:
-                # What the bin weighed while the fault lasted is not evidence; neither is what was pending.
-                rec.fault_seen(event.bin, f"shelf fault at {event.bin}: {event.fault} ({event.detail})")
         elif isinstance(event, ScanRejected):
             result.scans.append(ScanRow(event_id, node, event.seq, "rejected", event.ts_ms, hub_ms, event.scanner,
                                         event.mode, None, None, None, event.location, None, event.reason, event.raw,
@@ -527,6 +593,52 @@ class Ingest:
                                      "present": event.present, "path": event.path}
             tx.update_node(node, devices=list(devices.values()))
         result.lag.append(LagSample(node, event.ts_ms, event.accepted_ms, received_ms, hub_ms, skew))
+
+    def _shelf_holds(self, location: str, qty: int) -> bool:
+        """A shelf weighs this location and its last certain count says it holds at least qty."""
+        return self._shelf_count.get(location, 0) >= qty
+
+    def _unsensored(self, location: str) -> bool:
+        """No shelf weighs this location (the catalog says so, or it is not a catalog bin)."""
+        where = self.catalog.bin(location)
+        return where is None or not where.sensored
+
+    def _check_dock(self) -> None:
+        """Open a "put away or check" task for stock left at a dock too long; close those put away since."""
+        settings = self.plausibility
+        now = time.monotonic()
+        if not settings.dock_locations or now - self._dock_checked < settings.dock_check_s:
+            return
+        self._dock_checked = now
+        at_ms = now_ms()
+        try:
+            aged = {(a.location, a.sku): a for a in
+                    self.store.aged_stock(settings.dock_locations, at_ms - settings.dock_max_age_ms)}
+            # Per dock: open discrepancies elsewhere, however many, cannot hide an open task here.
+            open_tasks = {(d.bin, d.sku): d.id for dock in settings.dock_locations
+                          for d in self.store.discrepancies("open", dock, 1000, None) if d.kind == STUCK_AT_DOCK}
+            new = [stuck_at_dock(a, settings, at_ms) for key, a in aged.items() if key not in open_tasks]
+            done = [ident for key, ident in open_tasks.items() if key not in aged]
+            if not new and not done:
+                return
+            result = CommitResult(committed_ms=at_ms)
+            with self.store.write() as tx:
+                self._record(tx, new, result)
+                if done:
+                    tx.close_discrepancies(done, at_ms, None, "put away (nothing older than the limit left there)")
+                    self._forget_open(done)
+                    result.discrepancies_closed.extend(done)
+        except Exception:
+            log.exception("could not check the stock left at %s; will retry", ", ".join(settings.dock_locations))
+            self._load_state()
+            return
+        self._on_commit(result)
+
+    def _forget_open(self, ids: list[int]) -> None:
+        """Drop closed discrepancies from the reconciler's index of open ones."""
+        gone = set(ids)
+        for bin_ids in self.reconciler.open_ids.values():
+            bin_ids[:] = [i for i in bin_ids if i not in gone]
 
     def _maybe_reload_catalog(self) -> None:
         now = time.monotonic()
@@ -561,7 +673,7 @@ class Ingest:
     def _apply_birth(self, tx: WriteTx, birth: Birth, node: str, msg: Inbound, result: CommitResult,
                      touched: dict[tuple[str, str], int]) -> None:
         _check_node(birth.node, node)
-        track = self.book.get(node, birth.stream)
+        track = self.book.admit(node, birth.stream, by_birth=True)
         track.max_seq = max(track.max_seq, birth.last_seq)
         self._settle_deleted(tx, track, birth, msg, result, touched)
         for old in self.book.retire_others(node, birth.stream):

@@ -49,6 +49,7 @@ class HubLink:
         self.ingest = ingest
         self.boot_id = secrets.token_hex(8)
         self.connected = threading.Event()  # online: publisher up and subscriptions granted
+        self.broker_certificate_expiry_s: float | None = None  # epoch seconds, when connected with TLS
         self._publisher_up = threading.Event()
         self._subscribed = threading.Event()
         self._online_lock = threading.Lock()
@@ -115,8 +116,19 @@ class HubLink:
             log.error("broker %s:%s refused the hub (user %s): %s (%d)", self.config.mqtt_host, self.config.mqtt_port,
                       self.config.mqtt_username, rc, rc.value)
             return
+        self._note_broker_certificate(client)
         self._publisher_up.set()
         self._update_online()
+
+    def _note_broker_certificate(self, client: mqtt.Client) -> None:
+        """Remember when the broker's TLS certificate expires, for /metrics and its alert."""
+        sock = client.socket()
+        if not isinstance(sock, ssl.SSLSocket):
+            return
+        cert = sock.getpeercert()
+        not_after = cert.get("notAfter") if cert else None
+        if isinstance(not_after, str):
+            self.broker_certificate_expiry_s = float(ssl.cert_time_to_seconds(not_after))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                        props: Properties | None = None) -> None:
@@ -182,7 +194,13 @@ class HubLink:
         self.client.publish(node_topic(self.config.site, ack.node, Channel.ACK), ack.to_json(), qos=1)
 
     def send_command(self, node: str, cmd: Command) -> None:
+        """Publish a command to a node, recorded first so its reply is recognised."""
+        self.ingest.commands.sent(node, cmd)
         self.client.publish(node_topic(self.config.site, node, Channel.CMD), cmd.to_json(), qos=1)
+
+    def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Publish the hub's own state for other consumers (QoS 1; paho queues it while disconnected)."""
+        self.client.publish(topic, payload, qos=1, retain=retain)
 
     def publish_config(self, config: NodeConfig) -> None:
         self.client.publish(node_topic(self.config.site, config.node, Channel.CONFIG), config.to_json(), qos=1,

@@ -1,8 +1,10 @@
 """Provisioning a node: its MQTT credentials, the broker's password file and ACL, its config file.
 
-`stock-hub provision-node NAME` and `stock-hub revoke-node NAME` (DESIGN §8). The ACL needs
-no per-node entry: its `%u` patterns give every user rights to its own topics only, so
-provisioning writes the generated ACL (if it is missing or differs) and adds a password.
+`stock-hub provision-node NAME` and `stock-hub revoke-node NAME`. The ACL needs no per-node
+entry: its `%u` patterns give every user rights to its own topics only, so provisioning
+regenerates its own marked block of the ACL (hub/mosquitto.py; lines outside it are an
+operator's and are kept) and adds a password. `stock-hub add-integration NAME` adds a
+read-only account for other consumers of the hub's published state.
 
 The node's config file carries its password inline (`mqtt.password`), file mode 0600: the file
 is the one thing an installer copies to the Pi (`install-edge.sh --config FILE` installs it as
@@ -29,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from contract import HUB_NODE, check_name
-from hub.mosquitto import HUB_USER, acl_text, delete_user, set_password
+from hub.mosquitto import HUB_USER, delete_user, integration_user, merged_acl, set_password, split_acl
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +101,12 @@ def revoke_node(name: str, *, password_file: Path, out_dir: Path, reload: bool =
     return had_user or had_config
 
 
-def ensure_acl(acl_file: Path, hub_user: str = HUB_USER) -> bool:
-    """Write the generated ACL if the file is missing or differs; True if it was written."""
-    want = acl_text(hub_user)
-    if acl_file.exists() and acl_file.read_text() == want:
+def ensure_acl(acl_file: Path, hub_user: str = HUB_USER, integrations: tuple[str, ...] | None = None) -> bool:
+    """Regenerate our block of the ACL, keeping every line outside it (an operator's own accounts)
+    and, unless `integrations` is given, the integration accounts it lists; True if the file changed."""
+    existing = acl_file.read_text() if acl_file.exists() else ""
+    want = merged_acl(existing, hub_user, integrations)
+    if acl_file.exists() and existing == want:
         return False
     acl_file.parent.mkdir(parents=True, exist_ok=True)
     with _keep_mode(acl_file):
@@ -111,6 +115,43 @@ def ensure_acl(acl_file: Path, hub_user: str = HUB_USER) -> bool:
         os.replace(tmp, acl_file)  # mosquitto never reads a half-written ACL
     log.info("wrote the site ACL to %s", acl_file)
     return True
+
+
+def add_integration(name: str, *, password_file: Path, acl_file: Path, reload: bool = True,
+                    mosquitto_pid_file: Path | None = None,
+                    reload_command: Sequence[str] = DEFAULT_RELOAD_COMMAND) -> tuple[str, str]:
+    """A read-only MQTT account for another consumer (dashboard, Node-RED): a new password each
+    time (so this also rotates it); returns (username, password). It may read the hub's published
+    state (contract/outbound.py) and nothing else, and can never publish as a node."""
+    check_name("integration", name)
+    user = integration_user(name)
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
+    with _locked(password_file):
+        with _keep_mode(password_file):
+            set_password(password_file, user, password)
+        _, integrations = split_acl(acl_file.read_text() if acl_file.exists() else "")
+        ensure_acl(acl_file, integrations=(*integrations, name))
+    if reload:
+        reload_mosquitto(mosquitto_pid_file, reload_command)
+    log.info("integration %s: account %s written to %s and %s", name, user, password_file, acl_file)
+    return user, password
+
+
+def remove_integration(name: str, *, password_file: Path, acl_file: Path, reload: bool = True,
+                       mosquitto_pid_file: Path | None = None,
+                       reload_command: Sequence[str] = DEFAULT_RELOAD_COMMAND) -> bool:
+    """Remove an integration account and its ACL lines; True if there was anything to remove."""
+    check_name("integration", name)
+    user = integration_user(name)
+    with _locked(password_file):
+        had_user = _has_user(password_file, user)
+        with _keep_mode(password_file):
+            delete_user(password_file, user)
+        _, integrations = split_acl(acl_file.read_text() if acl_file.exists() else "")
+        ensure_acl(acl_file, integrations=tuple(i for i in integrations if i != name))
+    if reload:
+        reload_mosquitto(mosquitto_pid_file, reload_command)
+    return had_user or name in integrations
 
 
 def reload_mosquitto(pid_file: Path | None = None,
@@ -246,7 +287,7 @@ def _locked(password_file: Path) -> Iterator[None]:
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `provision-node` and `revoke-node` on stock-hub's sub-command parser."""
+    """Register `provision-node`, `revoke-node`, `add-integration` and `remove-integration`."""
     prov = subparsers.add_parser("provision-node", help="create a node's MQTT credentials and its config file",
                                  description=__doc__.split("\n\n")[0] if __doc__ else None)
     prov.add_argument("name", help="node name: lowercase letters, digits, '-', at most 32; 'hub' is reserved")
@@ -265,16 +306,58 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     rev.set_defaults(func=_cmd_revoke)
 
 
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    add = subparsers.add_parser(
+        "add-integration", help="create (or give a new password to) a read-only MQTT account for other consumers",
+        description="A read-only MQTT account for a dashboard, Node-RED flow or andon light: it may subscribe to "
+                    "the stock state the hub publishes under wh/v1/{site}/hub/ (bins, skus, discrepancies, alerts, "
+                    "state) and nothing else. Prints the username and a new password once.")
+    add.add_argument("name", help="integration name: lowercase letters, digits, '-', at most 32")
+    _broker_file_arguments(add)
+    add.set_defaults(func=_cmd_add_integration)
+
+    remove = subparsers.add_parser("remove-integration", help="remove an integration's MQTT account")
+    remove.add_argument("name", help="integration name")
+    _broker_file_arguments(remove)
+    remove.set_defaults(func=_cmd_remove_integration)
+
+
+def _broker_file_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password-file", type=Path, default=DEFAULT_PASSWORD_FILE,
                         help=f"Mosquitto password file (default {DEFAULT_PASSWORD_FILE})")
     parser.add_argument("--acl-file", type=Path, default=DEFAULT_ACL_FILE,
                         help=f"Mosquitto ACL file (default {DEFAULT_ACL_FILE})")
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
-                        help=f"where node config files go (default {DEFAULT_OUT_DIR})")
     parser.add_argument("--mosquitto-pid-file", type=Path, default=None,
                         help="reload by SIGHUP to the pid in this file instead of 'systemctl reload mosquitto'")
     parser.add_argument("--no-reload", action="store_true", help="write the files but do not reload mosquitto")
+
+
+def _cmd_add_integration(args: argparse.Namespace) -> int:
+    try:
+        user, password = add_integration(args.name, password_file=args.password_file, acl_file=args.acl_file,
+                                         reload=not args.no_reload, mosquitto_pid_file=args.mosquitto_pid_file)
+    except (ValueError, ProvisionError, OSError, subprocess.CalledProcessError) as err:
+        print(f"stock-hub add-integration {args.name}: {err}")
+        return 1
+    print(f"integration {args.name}: MQTT username {user}\npassword (shown once; store it in the integration's "
+          f"settings): {password}\nit may subscribe to wh/v1/<site>/hub/# state topics (docs/asyncapi.yaml)")
+    return 0
+
+
+def _cmd_remove_integration(args: argparse.Namespace) -> int:
+    try:
+        removed = remove_integration(args.name, password_file=args.password_file, acl_file=args.acl_file,
+                                     reload=not args.no_reload, mosquitto_pid_file=args.mosquitto_pid_file)
+    except (ValueError, ProvisionError, OSError) as err:
+        print(f"stock-hub remove-integration {args.name}: {err}")
+        return 1
+    print(f"integration {args.name} removed" if removed else f"integration {args.name} did not exist")
+    return 0
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    _broker_file_arguments(parser)
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
+                        help=f"where node config files go (default {DEFAULT_OUT_DIR})")
 
 
 def _cmd_provision(args: argparse.Namespace) -> int:

@@ -9,15 +9,18 @@ from typing import Any
 
 from hub.catalog import node_configs
 from hub.config import HubConfig
+from hub.consumer_feed import ConsumerFeed
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import CommitResult, Ingest, now_ms
 from hub.link import HubLink
+from hub.plausibility import PlausibilitySettings
 from hub.purchasing.sync import PurchasingSync
 from hub.rules.clock import system_clock
 from hub.rules.core import RulesCore
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
 from hub.store import SqliteStore, Store
+from hub.store.base import ShelfFaultRow
 from hub.web.live import LiveFeed
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,9 @@ class HubService:
         self.store: Store = SqliteStore(config.db_path, config.db_synchronous)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ingest = Ingest(self.store, config.site, publish_ack=self._publish_ack, send_command=self._send_command,
-                             on_commit=self._on_commit_thread, window_ms=int(config.reconcile_window_s * 1000))
+                             on_commit=self._on_commit_thread, window_ms=int(config.reconcile_window_s * 1000),
+                             plausibility=PlausibilitySettings(config.stock_dock_locations,
+                                                               int(config.stock_dock_max_age_h * 3_600_000)))
         self.live = LiveFeed(config.live_flush_ms, on_push=self.ingest.lag.record_push)
         self.health_settings = HealthSettings(config.health_stale_after_s, config.health_skew_flag_ms)
         self.pushed_catalog_rev = 0
@@ -46,7 +51,9 @@ class HubService:
             self.rules = RulesEngine(RulesCore(rules_db, config.rules, system_clock, config.site))
             if config.central.base_url:
                 self.purchasing = PurchasingSync(self.rules, config.central, config.site, system_clock)
-        self.replies: list[dict[str, Any]] = []
+        # stock state on MQTT for other consumers (dashboards, Node-RED, andon lights)
+        self.consumer_feed = ConsumerFeed(config.site, config.integrations, self.store, self.rules,
+                                          self.link.publish, self._nodes_online)
         self._tasks: list[asyncio.Task[Any]] = []
 
     def _publish_ack(self, ack: Any) -> None:
@@ -60,13 +67,21 @@ class HubService:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_commit, result)
 
+    def _nodes_online(self) -> dict[str, bool]:
+        return {row.node: row.online for row in self.store.nodes()}
+
     def _on_commit(self, result: CommitResult) -> None:
         self.live.on_commit(result)
+        self.consumer_feed.on_commit(result)
         if self.rules is not None:
             self.rules.submit(result)  # a queue put: the rules run on their own thread
         for reply in result.replies:
-            self.replies.append(dataclasses.asdict(reply))
-        del self.replies[:-200]
+            self.ingest.commands.store(reply)
+
+    @property
+    def replies(self) -> list[dict[str, Any]]:
+        """Replies to the hub's commands, every node's, oldest first."""
+        return self.ingest.commands.recent()
 
     def wake_purchasing(self) -> None:
         """Send what was just approved without waiting for the next round."""
@@ -104,11 +119,15 @@ class HubService:
     async def node_health(self) -> list[NodeHealth]:
         """Every node judged now (online, stale, skew, behind, gaps)."""
         rows = await asyncio.to_thread(self.store.nodes)
+        faults: dict[str, list[ShelfFaultRow]] = {}
+        for fault in await asyncio.to_thread(self.store.shelf_faults):
+            faults.setdefault(fault.node, []).append(fault)
         missing: dict[str, int] = {}
         for track in list(self.ingest.book.tracks.values()):
             missing[track.node] = missing.get(track.node, 0) + max(0, track.missing)
         now = now_ms()
-        return [node_health(r, now, self.health_settings, missing.get(r.node, 0)) for r in rows]
+        return [node_health(r, now, self.health_settings, missing.get(r.node, 0), faults.get(r.node, ()))
+                for r in rows]
 
     async def push_configs(self) -> int:
         """Publish every node's retained config from the current catalog; returns the catalog rev."""
@@ -139,6 +158,7 @@ class HubService:
             self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
+        self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
         self.link.start()
         log.info("hub for site %s started: ledger %s", self.config.site, self.config.db_path)

@@ -22,6 +22,8 @@ if [ "$PURPOSE" = test ]; then
     command -v avr-gcc >/dev/null || missing+=(gcc-avr avr-libc)     # the HX711-bridge firmware build
     command -v systemd-analyze >/dev/null || missing+=(systemd)      # unit verification
     command -v shellcheck >/dev/null || missing+=(shellcheck)        # lint of the install scripts
+    command -v promtool >/dev/null || missing+=(prometheus)          # promtool: alert rule unit tests
+    command -v npm >/dev/null || missing+=(nodejs npm)               # the AsyncAPI parser validates docs/asyncapi.yaml
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -58,5 +60,14 @@ else
         .venv/bin/python -m pip install -q -e ".[edge,hub]"
     fi
     echo "$want" > "$STAMP"
+fi
+if [ "$PURPOSE" = test ]; then
+    # The AsyncAPI initiative's parser (npm), pinned in tests/asyncapi/package.json, kept in .venv.
+    if ! cmp -s tests/asyncapi/package.json .venv/asyncapi/package.json; then
+        mkdir -p .venv/asyncapi
+        cp tests/asyncapi/package.json tests/asyncapi/validate.mjs .venv/asyncapi/
+        npm install --prefix .venv/asyncapi --no-audit --no-fund --loglevel=error >/dev/null
+    fi
+    cp tests/asyncapi/validate.mjs .venv/asyncapi/
 fi
 echo "setup: ready (.venv)"

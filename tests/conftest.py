@@ -39,3 +39,12 @@ def add_node(broker: PrivateBroker, prefix: str = "pi") -> tuple[str, str]:
     password = secrets.token_hex(8)
     broker.add_user(name, password)
     return name, password
+
+
+@pytest.fixture
+def site_broker(own_broker: PrivateBroker, tmp_path: Path) -> Iterator[tuple[PrivateBroker, Path]]:
+    """The test's own broker and a pid file for it, as a packaged mosquitto writes one."""
+    assert own_broker.proc is not None
+    pid_file = tmp_path / "mosquitto.pid"
+    pid_file.write_text(f"{own_broker.proc.pid}\n")
+    yield own_broker, pid_file

@@ -1,8 +1,10 @@
 """Every main page opens in Chromium with no console errors; screenshots for the README.
 
 The hub is seeded first with what a working site has: a catalog, scans through a real edge
-agent and broker, a sensored bin that disagrees with its scans (a discrepancy), suppliers with
-a delivery record, a pending proposal and a late purchase order from the real rules engine.
+agent and broker, a sensored bin that disagrees with its scans (a discrepancy), a put-away
+from the wrong source (a negative balance with its one-click correction), an overloaded
+shelf (a fault), suppliers with a delivery record, a pending proposal and a late purchase
+order from the real rules engine.
 
 Screenshots go to $HUB_SCREENSHOTS_DIR when set (the integrator runs it with
 HUB_SCREENSHOTS_DIR=docs/screenshots), else to the test's temporary directory.
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contract import ScanRejected
+from contract import ScanRejected, ShelfFault
 from edge.agent import EdgeAgent
 from hub.catalog import parse_catalog_csv
 from hub.mosquitto import PrivateBroker
@@ -107,6 +109,17 @@ async def seed(service: Any, agent: EdgeAgent, node: str) -> None:
     await service.rules.call(supplier_history)
     # The washer bin has a shelf sensor: 10 on the shelf, then 3 gone with no scan.
     await open_discrepancy(service, agent.sink, "C-01-2")
+    # Nuts received at the dock, then put away "from A-01-1": A-01-1 goes negative, flagged with
+    # the one-click correction (book them from DOCK).
+    await agent.sink.submit(scan(gtin="04006381333931", qty=60, location="DOCK"))
+    await agent.sink.submit(scan(gtin="04006381333931", qty=6, location="B-02-3", from_location="A-01-1",
+                                 mode="putaway"))
+    # The washer shelf overloads: a fault on the nodes page, the overview and in node health.
+    await agent.sink.submit(ShelfFault(seq=0, ts_ms=now, accepted_ms=now, bin="C-01-2", fault="overload",
+                                       detail="bin C-01-2: 20012 g is above the capacity of 15000 g; unload the bin"))
+    await wait_for(lambda: service.store.shelf_faults() and [
+        d for d in service.store.discrepancies("open", "A-01-1", 10) if d.kind == "negative_balance"],
+        what="the negative balance and the shelf fault")
 
 
 async def test_pages_open_without_errors_and_screenshots(broker: PrivateBroker, tmp_path: Path,

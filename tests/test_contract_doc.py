@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from contract import EVENT_TYPES, MESSAGE_TYPES, Channel
+from contract import EVENT_TYPES, MESSAGE_TYPES, SHELF_FAULTS, Channel
+from contract.outbound import OUTBOUND_TYPES
 
 DOC = yaml.safe_load((Path(__file__).parent.parent / "docs" / "asyncapi.yaml").read_text())
 MESSAGES = DOC["components"]["messages"]
+# What edges and hub exchange, and what the hub publishes for other consumers: all in the one document.
+ALL_TYPES = {**MESSAGE_TYPES, **OUTBOUND_TYPES}
 SCHEMAS = DOC["components"]["schemas"]
 
 
@@ -26,13 +29,13 @@ def test_document_is_asyncapi_3() -> None:
 
 
 def test_every_message_type_in_code_is_documented_and_vice_versa() -> None:
-    assert set(MESSAGES) == set(MESSAGE_TYPES)
+    assert set(MESSAGES) == set(ALL_TYPES)
 
 
-@pytest.mark.parametrize("name", sorted(MESSAGE_TYPES))
+@pytest.mark.parametrize("name", sorted(ALL_TYPES))
 def test_message_fields_match_the_dataclass(name: str) -> None:
     documented = set(MESSAGES[name]["payload"]["properties"])
-    assert documented == wire_fields(MESSAGE_TYPES[name]), f"{name}: document and code list different fields"
+    assert documented == wire_fields(ALL_TYPES[name]), f"{name}: document and code list different fields"
 
 
 @pytest.mark.parametrize("kind", sorted(EVENT_TYPES))
@@ -47,20 +50,24 @@ def test_event_fields_match_the_dataclass(kind: str) -> None:
     assert required == code_required, f"{kind}: required fields differ"
 
 
+def test_shelf_fault_kinds_match_the_contract() -> None:
+    assert set(SCHEMAS["ShelfFault"]["properties"]["fault"]["enum"]) == set(SHELF_FAULTS)
+
+
 def test_every_event_kind_is_in_the_batch_schema() -> None:
     refs = {item["$ref"].rsplit("/", 1)[1]
             for item in MESSAGES["EventBatch"]["payload"]["properties"]["events"]["items"]["oneOf"]}
     assert refs == {cls.__name__ for cls in EVENT_TYPES.values()}
 
 
-@pytest.mark.parametrize("name", sorted(MESSAGE_TYPES))
+@pytest.mark.parametrize("name", sorted(ALL_TYPES))
 def test_every_example_parses_and_round_trips(name: str) -> None:
     examples = MESSAGES[name].get("examples", [])
     assert examples, f"{name} has no example"
     for example in examples:
         raw = json.dumps(example["payload"]).encode()
-        parsed = MESSAGE_TYPES[name].from_json(raw)
-        assert MESSAGE_TYPES[name].from_json(parsed.to_json()) == parsed
+        parsed = ALL_TYPES[name].from_json(raw)
+        assert ALL_TYPES[name].from_json(parsed.to_json()) == parsed
         assert json.loads(parsed.to_json()) == example["payload"], f"{name}/{example['name']} does not round-trip"
 
 

@@ -4,131 +4,15 @@ from __future__ import annotations
 
 import argparse
 import stat
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import load_edge_config
 from hub.mosquitto import HUB_USER, PrivateBroker, acl_text
 from hub.provision import ProvisionError, add_subcommands, provision_node, revoke_node
 from tests.conftest import SITE
-
-WAIT_S = 5.0
-NOT_AUTHORIZED = 135
-ACCEPTED = (0, 16)  # success, and "no matching subscribers" (accepted, nobody listening)
-
-
-class Peer:
-    """A real MQTT v5 client that records its CONNACK, PUBACK reason codes, messages and disconnects."""
-
-    def __init__(self, broker: PrivateBroker, user: str, password: str) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{user}", protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(user, password)
-        self.connack: ReasonCode | None = None
-        self.pubacks: dict[int, int] = {}
-        self.messages: list[mqtt.MQTTMessage] = []
-        self.disconnected = threading.Event()
-        self.cond = threading.Condition()
-        self.client.on_connect = self._on_connect
-        self.client.on_publish = self._on_publish
-        self.client.on_message = self._on_message
-        self.client.on_disconnect = lambda *_: self.disconnected.set()
-        self.subacks: set[int] = set()
-        self.client.on_subscribe = self._on_subscribe
-        self.client.connect(broker.host, broker.port, keepalive=10)
-        self.client.loop_start()
-
-    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
-        with self.cond:
-            self.connack = rc
-            self.cond.notify_all()
-
-    def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, rc: ReasonCode, _p: object) -> None:
-        with self.cond:
-            self.pubacks[mid] = rc.value
-            self.cond.notify_all()
-
-    def _on_subscribe(self, _c: mqtt.Client, _u: object, mid: int, _rc: object, _p: object) -> None:
-        with self.cond:
-            self.subacks.add(mid)
-            self.cond.notify_all()
-
-    def subscribe(self, topic: str) -> None:
-        """Subscribe at QoS 1 and wait for the SUBACK."""
-        _, mid = self.client.subscribe(topic, qos=1)
-        with self.cond:
-            assert self.cond.wait_for(lambda: mid in self.subacks, WAIT_S), f"no SUBACK for {topic}"
-
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        with self.cond:
-            self.messages.append(msg)
-            self.cond.notify_all()
-
-    def wait_connack(self) -> ReasonCode:
-        with self.cond:
-            assert self.cond.wait_for(lambda: self.connack is not None, WAIT_S), "no CONNACK"
-        assert self.connack is not None
-        return self.connack
-
-    def publish(self, topic: str, payload: bytes = b"{}") -> int:
-        """Publish at QoS 1 and return the PUBACK reason code."""
-        info = self.client.publish(topic, payload, qos=1)
-        with self.cond:
-            assert self.cond.wait_for(lambda: info.mid in self.pubacks, WAIT_S), f"no PUBACK for {topic}"
-            return self.pubacks[info.mid]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def connect_when_accepted(broker: PrivateBroker, user: str, password: str) -> Peer:
-    """Connect, retrying while the broker has not yet applied a reload (it is asynchronous)."""
-    deadline = threading.Event()
-    timer = threading.Timer(WAIT_S, deadline.set)
-    timer.start()
-    try:
-        while True:
-            peer = Peer(broker, user, password)
-            if not peer.wait_connack().is_failure:
-                return peer
-            peer.close()
-            assert not deadline.is_set(), f"{user} still refused {WAIT_S} s after provisioning"
-            deadline.wait(0.05)  # back-off between attempts, not a wait for the outcome
-    finally:
-        timer.cancel()
-
-
-def refused_when_revoked(broker: PrivateBroker, user: str, password: str) -> ReasonCode:
-    """Connect until the broker refuses (after its reload); returns the refusal reason."""
-    deadline = threading.Event()
-    timer = threading.Timer(WAIT_S, deadline.set)
-    timer.start()
-    try:
-        while True:
-            peer = Peer(broker, user, password)
-            rc = peer.wait_connack()
-            peer.close()
-            if rc.is_failure:
-                return rc
-            assert not deadline.is_set(), f"{user} still accepted {WAIT_S} s after revoking"
-            deadline.wait(0.05)
-    finally:
-        timer.cancel()
-
-
-@pytest.fixture
-def site_broker(own_broker: PrivateBroker, tmp_path: Path) -> Iterator[tuple[PrivateBroker, Path]]:
-    """The test's own broker and a pid file for it, as a packaged mosquitto writes one."""
-    assert own_broker.proc is not None
-    pid_file = tmp_path / "mosquitto.pid"
-    pid_file.write_text(f"{own_broker.proc.pid}\n")
-    yield own_broker, pid_file
+from tests.support import ACCEPTED, NOT_AUTHORIZED, WAIT_S, connect_when_accepted, refused_when_revoked
 
 
 def provision(broker: PrivateBroker, pid_file: Path, out_dir: Path, name: str) -> Path:

@@ -21,6 +21,7 @@ import pytest
 from contract import BinConfig, Command, DeviceChange, Event, NodeConfig, ShelfCount, ShelfFault
 from edge.outbox import Outbox
 from edge.shelf import ShelfSource, build_shelf
+from edge.shelf.calibration import Calibration, save_calibration
 from edge.shelf.sim import SimBin, VirtualController
 from edge.sink import OutboxSink
 from edge.state import EdgeState
@@ -223,3 +224,30 @@ async def test_cable_pulled_and_controller_silent(tmp_path: Path) -> None:
         await wait_for(lambda: [e.present for e in r.events if isinstance(e, DeviceChange)] == [True, False, True],
                        what="port back")
         assert r.source.device_info().present
+
+
+async def test_a_weight_that_never_settles_is_unstable_until_it_does(tmp_path: Path) -> None:
+    async with rig(tmp_path, [piece_bin()], {**CALIBRATED, "unstable_after_s": 3.0}, time_scale=30) as r:
+        with_unit_weight(r.source, 25.0, 0.01)
+        await r.settled_count(0)
+        r.sim.pick(0, 2, hand_s=8.0)  # a hand on the shelf for 8 s: no settled reading that long
+        await wait_for(lambda: bool(r.faults("unstable")), 10, "an unstable fault")
+        await wait_for(lambda: len(r.faults("unstable")) == 2, 10, "the unstable fault clearing")
+        raised, cleared = r.faults("unstable")
+        assert raised.active and "has not settled for 3 s" in raised.detail
+        assert not cleared.active
+        # Cleared before the settled count that follows it, so the hub trusts that count.
+        assert r.events.index(cleared) < r.events.index(r.counts()[-1])
+
+
+async def test_an_old_calibration_is_due(tmp_path: Path) -> None:
+    state = EdgeState(tmp_path / "state.json")
+    year_ago_ms = int(time.time() * 1000) - 400 * 86_400_000
+    save_calibration(state, BIN, Calibration(offset_raw=5000.0, scale_per_g=100.0, calibrated=True,
+                                             changed_ms=year_ago_ms))
+    state.close()
+    async with rig(tmp_path, [piece_bin()], {**CALIBRATED, "calibration_max_age_days": 365.0}) as r:
+        await r.settled_count(0)
+        await wait_for(lambda: bool(r.faults("calibration_due")), 5, "a calibration_due fault")
+        [due] = r.faults("calibration_due")
+        assert due.active and "calibrated 400 days ago, more than 365" in due.detail

@@ -100,10 +100,10 @@ async def test_overview_api_and_metrics(broker: PrivateBroker, tmp_path: Path) -
             assert alerts[0]["href"] == f"/nodes#node-{node}" and node in alerts[0]["text"]
             async with s.get(f"{base}/metrics") as resp:
                 text = await resp.text()
-        assert re.search(r"^hub_ingest_events_total 1\.0$", text, re.M)
-        assert re.search(r'^hub_nodes\{state="offline"\} [1-9]', text, re.M)
-        assert 'hub_lag_seconds_count{stage="received_to_committed"} 1.0' in text
-        assert f'hub_node_online{{node="{node}"}} 0.0' in text
+        assert re.search(r"^shelfsignal_ingest_events_total 1\.0$", text, re.M)
+        assert re.search(r'^shelfsignal_nodes\{state="offline"\} [1-9]', text, re.M)
+        assert 'shelfsignal_lag_seconds_count{stage="received_to_committed"} 1.0' in text
+        assert f'shelfsignal_node_online{{node="{node}"}} 0.0' in text
     finally:
         await agent.stop()
         await runner.cleanup()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ class PipelineParams:
     zero_limit_g: float = 20.0
     drift_limit_g: float = 3.0
     creep_factor: float = 3.0
+    unstable_after_s: float = 60.0
+    calibration_max_age_days: float = 365.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,8 @@ class BinPipeline:
         self._drift_g = 0.0
         self._drift_n = 0
         self.active_faults: set[str] = set()
+        self._unstable_n = max(1, round(params.unstable_after_s * params.rate_hz))
+        self._unsettled_n = 0  # samples in range since the bin last settled
         self.cal = calibration
         self._lim = self._limits(calibration)
 
@@ -134,6 +139,7 @@ class BinPipeline:
         self._force_publish = True
         for fault in ("drift", "creep"):
             self._fault(fault, False, "cleared by a new zero, tare or calibration")
+        self._check_calibration_age()
 
     @property
     def unit_weight_g(self) -> float | None:
@@ -193,6 +199,12 @@ class BinPipeline:
         if len(window) < self.window_n:
             return
         still = max(window) - min(window) <= lim.spread_raw and device_stable is not False
+        if not still:
+            self._unsettled_n += 1
+            if self._unsettled_n == self._unstable_n:
+                self._fault("unstable", True, f"bin {self.bin}: the weight has not settled for "
+                                              f"{self.p.unstable_after_s:.0f} s; its count is not updated; check for "
+                                              "something leaning on the shelf, vibration or a draught")
         if still:
             if not self.settled:
                 self.settled = True
@@ -246,8 +258,10 @@ class BinPipeline:
         mean_raw = self._window_sum / len(self._window)
         self.rest_mean_raw = mean_raw
         self.rest_checks += 1
-        for fault in (OVERLOAD, UNDERLOAD, "out_of_range", DISCONNECTED):
+        self._unsettled_n = 0
+        for fault in (OVERLOAD, UNDERLOAD, "out_of_range", DISCONNECTED, "unstable"):
             self._fault(fault, False, f"bin {self.bin}: settled within range again")
+        self._check_calibration_age()
         net_g = self._net_g(mean_raw)
         self._last_rest_net_g = net_g
         result = self._count(net_g)
@@ -317,6 +331,19 @@ class BinPipeline:
         if abs(self.zero_track_g) >= p.zero_limit_g:
             log.warning("bin %s: zero tracking reached its limit of %.1f g; further drift is reported, not followed",
                         self.bin, p.zero_limit_g)
+
+    def _check_calibration_age(self) -> None:
+        """A bin calibrated here longer ago than calibration_max_age_days is due (wall-clock time)."""
+        cal, max_days = self.cal, self.p.calibration_max_age_days
+        if not cal.calibrated or not cal.changed_ms or max_days <= 0:
+            due = False
+            age_days = 0.0
+        else:
+            age_days = (time.time() * 1000 - cal.changed_ms) / 86_400_000
+            due = age_days > max_days
+        self._fault("calibration_due", due, f"bin {self.bin}: calibrated {age_days:.0f} days ago, more than "
+                                           f"{max_days:.0f}; calibrate it with a known weight" if due else
+                    f"bin {self.bin}: calibrated again")
 
     def _check_drift(self) -> None:
         p = self.p

@@ -6,7 +6,8 @@ Public surface (everything else is private to this package):
 - `AuthStore`: users (argon2id password hashes) and API tokens (SHA-256 at rest) in their own
   SQLite file, `auth.sqlite3` next to the ledger unless `auth.db_path` says otherwise.
 - `SessionSigner` / `Session`: the signed session cookie (stdlib hmac) and its CSRF token.
-- `LoginThrottle`: per username+address exponential lockout after repeated failures.
+- `LoginThrottle`: per username+address exponential lockout after repeated failures, and
+  failure budgets per address (across names) and for the whole hub.
 - `auth_paths(config)`: where the auth database and the session key live.
 
 Errors: `AuthError` (bad name, role or password policy) is a `ValueError`, raised at once.

@@ -919,6 +919,30 @@ class RulesCore:
                         "late_by_days": (now - po.promised_ms) / 86_400_000 if late and po.promised_ms else 0.0})
         return out
 
+    def stock_state(self, sku: str) -> dict[str, Any]:
+        """One SKU judged across the site: ok, low (position at or below the reorder point) or
+        stockout (no location holds any), with its figures and a sentence; low_stock and the
+        MQTT consumer feed (hub/consumer_feed.py) both read this."""
+        stock = self.sku_stock(sku)
+        plan = self.plan(sku)
+        rate = plan.demand.rate_per_day
+        stockout = stock.out_of_stock
+        low = plan.levels is not None and plan.position <= plan.levels.reorder_point
+        waiting = f", demand {rate:.1f}/day waiting" if rate > 0 else ""
+        sentence = (f"{self._label(sku)} is out of stock at every location{stock.not_counted}{waiting}."
+                    if stockout else
+                    f"{self._label(sku)} is low: position {plan.position} (on hand {plan.on_hand}"
+                    f"{stock.not_counted}, on order {plan.on_order}) at or below the reorder point "
+                    f"{units(plan.levels.reorder_point) if plan.levels else '?'}." if low else
+                    f"{self._label(sku)}: {plan.on_hand} on hand{stock.not_counted}.")
+        return {"sku": sku, "state": "stockout" if stockout else "low" if low else "ok", "qty": plan.on_hand,
+                "on_order": plan.on_order, "position": plan.position,
+                "reorder_point": plan.levels.reorder_point if plan.levels else None,
+                "demand_per_day": rate,
+                "days_of_cover": _to_json(reorder.days_of_cover(plan.on_hand, rate)),
+                "negative": [{"location": loc, "qty": q} for loc, q in stock.negative],
+                "sentence": sentence}
+
     def low_stock(self) -> list[dict[str, Any]]:
         """SKUs out of stock at every location, then those at or below their reorder point, fewest days first.
 
@@ -926,28 +950,7 @@ class RulesCore:
         elsewhere is a replenishment task (`replenishments`), not a stockout; a negative
         balance counts as zero and is listed in `negative`.
         """
-        out = []
-        for sku in sorted(self._all_skus()):
-            stock = self.sku_stock(sku)
-            plan = self.plan(sku)
-            rate = plan.demand.rate_per_day
-            stockout = stock.out_of_stock
-            low = plan.levels is not None and plan.position <= plan.levels.reorder_point
-            if not (stockout or low):
-                continue
-            waiting = f", demand {rate:.1f}/day waiting" if rate > 0 else ""
-            sentence = (f"{self._label(sku)} is out of stock at every location{stock.not_counted}{waiting}."
-                        if stockout else
-                        f"{self._label(sku)} is low: position {plan.position} (on hand {plan.on_hand}"
-                        f"{stock.not_counted}, on order {plan.on_order}) at or below the reorder point "
-                        f"{units(plan.levels.reorder_point) if plan.levels else '?'}.")
-            out.append({"sku": sku, "state": "stockout" if stockout else "low", "qty": plan.on_hand,
-                        "on_order": plan.on_order, "position": plan.position,
-                        "reorder_point": plan.levels.reorder_point if plan.levels else None,
-                        "demand_per_day": rate,
-                        "days_of_cover": _to_json(reorder.days_of_cover(plan.on_hand, rate)),
-                        "negative": [{"location": loc, "qty": q} for loc, q in stock.negative],
-                        "sentence": sentence})
+        out = [row for row in (self.stock_state(sku) for sku in sorted(self._all_skus())) if row["state"] != "ok"]
         out.sort(key=lambda r: (r["state"] != "stockout", r["days_of_cover"] if r["days_of_cover"] is not None
                                 else math.inf, r["sku"]))
         return out

@@ -125,6 +125,31 @@ class DiscrepancyRow:
     state: str = "open"  # "open", "recount requested" (until a count scan or a person closes it), "closed"
 
 
+@dataclass(frozen=True, slots=True)
+class AgedStock:
+    """Stock at a location of which `aged_qty` pieces arrived before a cut-off (first in, first out)."""
+
+    sku: str
+    location: str
+    qty: int
+    aged_qty: int
+    oldest_ms: int  # hub time of the oldest receipt still (first in, first out) at the location
+
+
+@dataclass(frozen=True, slots=True)
+class ShelfFaultRow:
+    """A shelf fault of one bin: active (set) or, in a change, cleared (see hub.faults)."""
+
+    bin: str
+    fault: str  # contract SHELF_FAULTS
+    node: str
+    detail: str  # the edge's sentence (empty for a clear)
+    since_ms: int  # skew-corrected device time the fault started (or, cleared: ended)
+    hub_ms: int  # hub time it was recorded
+    event_id: int  # the shelf_fault (or clearing) event
+    active: bool = True
+
+
 RECOUNT_REQUESTED = "recount requested"
 
 
@@ -230,6 +255,14 @@ class WriteTx(Protocol):
         """Append a movement and apply it to the balance; return the balance after it."""
         ...
 
+    def has_balance(self, sku: str, location: str) -> bool:
+        """True once any movement of this SKU at this location was booked (a balance row exists)."""
+        ...
+
+    def sku_balances(self, sku: str) -> dict[str, int]:
+        """Location -> quantity of one SKU everywhere it was ever booked, as of this transaction."""
+        ...
+
     def next_seq(self, node: str, stream: str) -> int:
         """The next unused seq of a hub-made stream (corrections)."""
         ...
@@ -248,6 +281,10 @@ class WriteTx(Protocol):
 
     def save_reconcile_state(self, bin: str, state: str) -> None:
         """Persist one bin's reconciliation window (JSON), in the same transaction as its evidence."""
+        ...
+
+    def set_shelf_fault(self, row: ShelfFaultRow) -> None:
+        """Record a bin's fault as active (row.active) or remove it (cleared); see hub.faults."""
         ...
 
     def set_stream(self, node: str, stream: str, watermark: int, max_seq: int, now_ms: int) -> None:
@@ -304,6 +341,10 @@ class Store(Protocol):
                       before_id: int | None = None) -> list[DiscrepancyRow]:
         ...
 
+    def open_discrepancy_summary(self) -> tuple[int, int | None]:
+        """How many discrepancies are open, and when the oldest of them was opened (ms; None if none)."""
+        ...
+
     def open_discrepancy_ids(self) -> list[tuple[int, str]]:
         """(id, bin) of every open discrepancy, for the writer's in-memory index."""
         ...
@@ -313,6 +354,14 @@ class Store(Protocol):
         ...
 
     def nodes(self) -> list[NodeRow]:
+        ...
+
+    def shelf_faults(self) -> list[ShelfFaultRow]:
+        """Every active shelf fault, by bin then start time."""
+        ...
+
+    def aged_stock(self, locations: tuple[str, ...], received_before_ms: int) -> list[AgedStock]:
+        """Stock at these locations received (first in, first out) before the cut-off and still there."""
         ...
 
     def quarantine_rows(self, limit: int = 100) -> list[QuarantineRow]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from hub.store.base import (
     SCAN_OUTCOMES,
+    AgedStock,
     Balance,
     Catalog,
     CatalogBin,
@@ -31,6 +32,7 @@ from hub.store.base import (
     NodeRow,
     QuarantineRow,
     ScanRow,
+    ShelfFaultRow,
     StreamPosition,
     discrepancy_state,
 )
@@ -156,6 +158,17 @@ CREATE TABLE IF NOT EXISTS reconcile_state (
     bin TEXT PRIMARY KEY,
     state TEXT NOT NULL
 ) WITHOUT ROWID;
+-- Derived state like balances: the history is in the events table (kind 'shelf_fault').
+CREATE TABLE IF NOT EXISTS shelf_faults (
+    bin TEXT NOT NULL,
+    fault TEXT NOT NULL,
+    node TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    hub_ms INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (bin, fault)
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: add a correction instead'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
@@ -190,7 +203,8 @@ class _SqliteTx:
         self._next_event_id = 0  # 0: not read yet in this transaction
         self._events: list[tuple[Any, ...]] = []
         self._movements: list[tuple[Any, ...]] = []
-        self._balances: dict[tuple[str, str], list[int]] = {}  # (sku, location) -> [qty, updated_ms, dirty]
+        # (sku, location) -> [qty, updated_ms, dirty, exists (a row is stored or about to be)]
+        self._balances: dict[tuple[str, str], list[int]] = {}
 
     def insert_event(self, node: str, stream: str, seq: int, kind: str, device_ms: int, accepted_ms: int,
                      received_ms: int, committed_ms: int, body: str) -> int | None:
@@ -215,7 +229,7 @@ class _SqliteTx:
         if entry is None:
             row = self.db.execute("SELECT qty, updated_ms FROM balances WHERE sku=? AND location=?",
                                   (sku, location)).fetchone()
-            entry = [0, 0, 0] if row is None else [int(row[0]), int(row[1]), 0]
+            entry = [0, 0, 0, 0] if row is None else [int(row[0]), int(row[1]), 0, 1]
             self._balances[key] = entry
         return entry
 
@@ -225,6 +239,19 @@ class _SqliteTx:
         row = self.db.execute("SELECT qty FROM balances WHERE sku=? AND location=?", (sku, location)).fetchone()
         return 0 if row is None else int(row[0])
 
+    def has_balance(self, sku: str, location: str) -> bool:
+        if self.batched:
+            return bool(self._cached_balance(sku, location)[3])
+        return self.db.execute("SELECT 1 FROM balances WHERE sku=? AND location=?", (sku, location)).fetchone() \
+            is not None
+
+    def sku_balances(self, sku: str) -> dict[str, int]:
+        found = {str(loc): int(qty) for loc, qty in
+                 self.db.execute("SELECT location, qty FROM balances WHERE sku=?", (sku,))}
+        # Balances this batched transaction changed are not written yet: its own view wins.
+        found.update({loc: e[0] for (s, loc), e in self._balances.items() if s == sku and e[3]})
+        return found
+
     def add_movement(self, event_id: int, sku: str, location: str, qty_delta: int, reason: str,
                      device_ms: int, hub_ms: int) -> int:
         if self.batched:
@@ -233,6 +260,7 @@ class _SqliteTx:
             entry[0] += qty_delta
             entry[1] = hub_ms
             entry[2] = 1
+            entry[3] = 1
             return entry[0]
         self.flush()
         self.db.execute("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
@@ -289,6 +317,16 @@ class _SqliteTx:
     def save_reconcile_state(self, bin: str, state: str) -> None:
         self.db.execute("INSERT INTO reconcile_state (bin, state) VALUES (?,?)"
                         " ON CONFLICT (bin) DO UPDATE SET state=excluded.state", (bin, state))
+
+    def set_shelf_fault(self, row: ShelfFaultRow) -> None:
+        if row.active:
+            self.db.execute("INSERT INTO shelf_faults (bin, fault, node, detail, since_ms, hub_ms, event_id)"
+                            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (bin, fault) DO UPDATE SET node=excluded.node,"
+                            " detail=excluded.detail, since_ms=excluded.since_ms, hub_ms=excluded.hub_ms,"
+                            " event_id=excluded.event_id",
+                            (row.bin, row.fault, row.node, row.detail, row.since_ms, row.hub_ms, row.event_id))
+        else:
+            self.db.execute("DELETE FROM shelf_faults WHERE bin=? AND fault=?", (row.bin, row.fault))
 
     def set_stream(self, node: str, stream: str, watermark: int, max_seq: int, now_ms: int) -> None:
         self.db.execute("INSERT INTO streams (node, stream, watermark, max_seq, updated_ms) VALUES (?,?,?,?,?)"
@@ -456,6 +494,11 @@ class SqliteStore:
                                close_note=r[15], recount_requested_by=r[16], recount_requested_ms=r[17],
                                state=discrepancy_state(r[4], r[16])) for r in rows]
 
+    def open_discrepancy_summary(self) -> tuple[int, int | None]:
+        count, oldest = self._reader().execute(
+            "SELECT count(*), min(opened_ms) FROM discrepancies WHERE status='open'").fetchone()
+        return int(count), None if oldest is None else int(oldest)
+
     def open_discrepancy_ids(self) -> list[tuple[int, str]]:
         return [(int(i), str(b)) for i, b in self._reader().execute(
             "SELECT id, bin FROM discrepancies WHERE status='open' ORDER BY id")]
@@ -471,6 +514,33 @@ class SqliteStore:
         return [NodeRow(node=r[0], online=bool(r[1]), last_seen_ms=r[2], boot_id=r[3], sw_version=r[4], stream=r[5],
                         last_seq=max(x for x in (r[6], r[12], 0) if x is not None), acked=r[7], outbox_depth=r[8],
                         clock_skew_ms=r[9], birth_ms=r[10], devices=json.loads(r[11])) for r in rows]
+
+    def shelf_faults(self) -> list[ShelfFaultRow]:
+        rows = self._reader().execute("SELECT bin, fault, node, detail, since_ms, hub_ms, event_id FROM shelf_faults"
+                                      " ORDER BY bin, since_ms, fault").fetchall()
+        return [ShelfFaultRow(*r) for r in rows]
+
+    def aged_stock(self, locations: tuple[str, ...], received_before_ms: int) -> list[AgedStock]:
+        db = self._reader()
+        out = []
+        for location in locations:
+            for sku, qty in db.execute("SELECT sku, qty FROM balances WHERE location=? AND qty>0 ORDER BY sku",
+                                       (location,)).fetchall():
+                # First in, first out: the pieces there now are the latest arrivals; walk back
+                # through them until they add up to what is there.
+                recent, left, oldest_ms = 0, int(qty), 0
+                for delta, hub_ms in db.execute("SELECT qty_delta, hub_ms FROM movements WHERE location=? AND sku=?"
+                                                " AND qty_delta>0 ORDER BY id DESC", (location, sku)):
+                    if hub_ms >= received_before_ms:
+                        recent += int(delta)
+                    left -= int(delta)
+                    oldest_ms = int(hub_ms)
+                    if left <= 0:
+                        break
+                aged = int(qty) - recent
+                if aged > 0:
+                    out.append(AgedStock(str(sku), location, int(qty), aged, oldest_ms))
+        return out
 
     def quarantine_rows(self, limit: int = 100) -> list[QuarantineRow]:
         rows = self._reader().execute(

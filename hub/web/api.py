@@ -15,10 +15,12 @@ from aiohttp import web
 
 from contract._fields import NAME_RE
 from contract.messages import LOCATION_RE, SKU_RE
+from hub.faults import fault_words
 from hub.lag import STAGES
 from hub.service import HubService
 from hub.store.base import RECOUNT_REQUESTED, SCAN_OUTCOMES
 from hub.web.auth import identity_of, requires
+from hub.web.body import read_json
 
 SERVICE = web.AppKey("service", HubService)
 
@@ -39,7 +41,7 @@ def _int_arg(request: web.Request, name: str, default: int, lo: int, hi: int) ->
 def _name_arg(value: str | None, what: str, pattern: re.Pattern[str]) -> str | None:
     if value is None:
         return None
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise web.HTTPBadRequest(reason=f"{what} {value[:64]!r} is not valid")
     return value
 
@@ -47,15 +49,11 @@ def _name_arg(value: str | None, what: str, pattern: re.Pattern[str]) -> str | N
 async def json_object(request: web.Request, example: str = "", optional: bool = False) -> dict[str, Any]:
     """The request body as a JSON object, else 400 (naming `example` when given); with
     `optional`, no body at all is {}."""
-    if optional and not request.can_read_body:
+    if optional and not request.body_exists:
         return {}
-    like = f" like {example}" if example else ""
-    try:
-        body = await request.json()
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise web.HTTPBadRequest(reason=f"body must be JSON{like}") from None
+    body = await read_json(request, example)
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason=f"body must be a JSON object{like}")
+        raise web.HTTPBadRequest(reason=f"body must be a JSON object{' like ' + example if example else ''}")
     return body
 
 
@@ -142,10 +140,7 @@ async def resolve_discrepancy(request: web.Request) -> web.Response:
     """Close a discrepancy by hand with a note (a count scan closes them by itself)."""
     service = request.app[SERVICE]
     ident = _int_arg_path(request, "id")
-    try:
-        body = await request.json() if request.can_read_body else {}
-    except ValueError:
-        raise web.HTTPBadRequest(reason="the body must be JSON: {\"note\": \"...\"}") from None
+    body = await read_json(request, '{"note": "..."}') if request.body_exists else {}
     note = body.get("note") if isinstance(body, dict) else None
     if note is not None and not isinstance(note, str):
         raise web.HTTPBadRequest(reason="'note' must be a string")
@@ -175,6 +170,35 @@ async def recount_discrepancy(request: web.Request) -> web.Response:
     requested_ms = await asyncio.wrap_future(service.ingest.request_recount(ident, name))
     return web.json_response({"ok": True, "id": ident, "status": "open", "state": RECOUNT_REQUESTED,
                               "recount_requested_by": name, "recount_requested_ms": requested_ms})
+
+
+@requires("supervisor")
+async def apply_discrepancy_fix(request: web.Request) -> web.Response:
+    """Book an open discrepancy's suggested correction (correction movements with who and why) and close it."""
+    service = request.app[SERVICE]
+    ident = _int_arg_path(request, "id")
+    body = await json_object(request, '{"note": "..."}', optional=True)
+    note = body.get("note", "")
+    if not isinstance(note, str):
+        raise web.HTTPBadRequest(reason="'note' must be a string")
+    who = identity_of(request)
+    name = who.name if who else "a user"
+    try:
+        changes = await asyncio.wrap_future(service.ingest.apply_fix(ident, name, note.strip()[:300]))
+    except LookupError:
+        raise web.HTTPNotFound(reason=f"no discrepancy {ident}") from None
+    except ValueError as err:
+        raise web.HTTPConflict(reason=str(err)) from None
+    return web.json_response({"ok": True, "id": ident, "status": "closed", "corrected_by": name,
+                              "movements": [{"sku": c.sku, "location": c.location, "qty_delta": c.qty_delta,
+                                             "qty": c.qty, "event_id": c.event_id} for c in changes]})
+
+
+async def shelf_faults(request: web.Request) -> web.Response:
+    """Every shelf fault active now, per bin: kind, since when, the edge's detail, and a short meaning."""
+    rows = await asyncio.to_thread(request.app[SERVICE].store.shelf_faults)
+    return web.json_response({"ok": True, "items": [{**dataclasses.asdict(r), "meaning": fault_words(r.fault)}
+                                                    for r in rows]})
 
 
 def _int_arg_path(request: web.Request, name: str) -> int:
@@ -233,6 +257,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/discrepancies", discrepancies)
     app.router.add_post("/api/v1/discrepancies/{id}/resolve", resolve_discrepancy)
     app.router.add_post("/api/v1/discrepancies/{id}/recount", recount_discrepancy)
+    app.router.add_post("/api/v1/discrepancies/{id}/apply-fix", apply_discrepancy_fix)
+    app.router.add_get("/api/v1/shelf-faults", shelf_faults)
     app.router.add_get("/api/v1/node-health", node_health)
     app.router.add_get("/api/v1/lag", lag)
     app.router.add_get("/api/v1/catalog", catalog)

@@ -144,7 +144,7 @@ PO_STATUSES = frozenset({"open", "late"})
 
 def _sku(request: web.Request) -> str:
     sku = request.match_info["sku"]
-    if not SKU_RE.match(sku):
+    if not SKU_RE.fullmatch(sku):
         raise web.HTTPBadRequest(reason=f"sku {sku[:64]!r} is not valid")
     return sku
 

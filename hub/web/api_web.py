@@ -55,9 +55,9 @@ async def send_command(request: web.Request) -> web.Response:
 
 async def command_reply(request: web.Request) -> web.Response:
     cmd_id = request.match_info["id"]
-    for reply in reversed(request.app[SERVICE].replies):
-        if reply.get("id") == cmd_id:
-            return web.json_response({"ok": True, "reply": reply})
+    reply = request.app[SERVICE].ingest.commands.reply(cmd_id)
+    if reply is not None:
+        return web.json_response({"ok": True, "reply": reply})
     raise web.HTTPNotFound(reason=f"no reply to command {cmd_id!r} yet")
 
 

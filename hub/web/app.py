@@ -27,6 +27,8 @@ from hub.web.auth import (
     public,
     safe_next,
 )
+from hub.web.body import json_body_middleware
+from hub.web.headers import add_security_headers, same_origin_middleware
 from hub.web.live import sse_frame
 from hub.web.metrics import METRICS, HubMetrics, metrics
 from hub.web.render import render
@@ -154,7 +156,10 @@ async def _render_login(request: web.Request, error: str, status: int, nonce: st
 
 def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | None = None) -> web.Application:
     """The web application; with manage_service it starts and stops the hub with itself."""
-    app = web.Application(middlewares=[error_middleware, auth_middleware])
+    # The body check runs after the login check: nobody anonymous makes the hub parse anything.
+    app = web.Application(middlewares=[error_middleware, same_origin_middleware, auth_middleware,
+                                       json_body_middleware])
+    app.on_response_prepare.append(add_security_headers)
     app[SERVICE] = service
     app[AUTH] = auth or WebAuth.from_config(service.config)
 

@@ -111,7 +111,8 @@ class WebAuth:
     def from_config(cls, config: HubConfig) -> WebAuth:
         db_path, secret_path = auth_paths(config.db_path, config.auth_db_path, config.auth_session_secret_file)
         return cls(AuthStore(db_path), SessionSigner(load_or_create_secret(secret_path), config.auth_session_max_age_s),
-                   LoginThrottle(config.auth_lockout_after, config.auth_lockout_base_s, config.auth_lockout_max_s),
+                   LoginThrottle(config.auth_lockout_after, config.auth_lockout_base_s, config.auth_lockout_max_s,
+                                 config.auth_failures_per_address, config.auth_failures_total),
                    config.auth_cookie_secure)
 
     async def current_user(self, username: str) -> User | None:
@@ -300,8 +301,10 @@ def login_handlers(render_login: LoginRenderer) -> tuple[Handler, Handler, Handl
         address = request.remote or "?"
         user, wait_s = await auth.verify_throttled(username, password, address)
         if wait_s > 0:
-            return await render_login(request, f"Too many failed attempts; try again in {int(wait_s) + 1} s.", 429,
-                                      nonce)
+            refused = await render_login(request, f"Too many failed attempts; try again in {int(wait_s) + 1} s.",
+                                         429, nonce)
+            refused.headers["Retry-After"] = str(int(wait_s) + 1)
+            return refused
         if user is None:
             log.info("failed login for %r from %s", username, address)
             return await render_login(request, "Wrong user name or password.", 401, nonce)

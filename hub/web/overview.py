@@ -28,7 +28,7 @@ ALERTS_PER_KIND = 50  # the list is for reading, not for scrolling through thous
 class Alert:
     """One thing a supervisor should look at."""
 
-    kind: str  # discrepancy, stockout, low_stock, replenish, node_offline, node_stale, po_late, proposal
+    kind: str  # discrepancy, stockout, low_stock, replenish, node_offline, node_stale, po_late, proposal, shelf_fault
     severity: str  # "bad" or "warn"
     text: str
     href: str
@@ -57,6 +57,13 @@ async def build_overview(request: web.Request, nodes: list[dict[str, Any]]) -> d
         "nodes_offline": sum(1 for a in alerts if a.kind == "node_offline"),
         "nodes_stale": sum(1 for a in alerts if a.kind == "node_stale"),
     }
+    faults = items(await api_get(request, "/api/v1/shelf-faults"))
+    counters["shelf_faults"] = None if faults is None else len(faults)
+    for f in (faults or [])[:ALERTS_PER_KIND]:
+        alerts.append(Alert("shelf_fault", "bad",
+                            f"Shelf fault at bin {f.get('bin')} ({f.get('meaning') or f.get('fault')}): "
+                            f"its weight cannot be trusted until it clears. {f.get('detail') or ''}".strip(),
+                            f"/nodes#node-{quote(str(f.get('node')))}"))
     discrepancies = items(await api_get(request, "/api/v1/discrepancies?status=open"))
     counters["discrepancies_open"] = None if discrepancies is None else len(discrepancies)
     for d in (discrepancies or [])[:ALERTS_PER_KIND]:

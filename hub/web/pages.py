@@ -81,7 +81,23 @@ def _stock_rows(store: Any, q: str, location: str, limit: int, offset: int) -> l
                      if b.location == location and (not q or q in b.sku)][offset:offset + limit]
     else:
         found = store.stock(q, limit, offset)
-    return [{"sku": b.sku, "location": b.location, "qty": b.qty, "updated_ms": b.updated_ms} for b in found]
+    rows = [{"sku": b.sku, "location": b.location, "qty": b.qty, "updated_ms": b.updated_ms} for b in found]
+    return _flag_negatives(store, rows)
+
+
+def _flag_negatives(store: Any, rows: list[dict[str, Any]], sku: str | None = None) -> list[dict[str, Any]]:
+    """Give each negative balance its open discrepancy (`flag`): a red number alone does not say why."""
+    if not any(r["qty"] < 0 for r in rows):
+        return rows
+    open_by_key: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for d in reversed(store.discrepancies("open", None, 1000, None)):  # oldest first: the newest wins
+        if d.kind == "negative_balance" or (d.bin, d.sku) not in open_by_key:
+            open_by_key[(d.bin, d.sku)] = {"id": d.id, "sentence": d.sentence}
+    for r in rows:
+        if r["qty"] < 0:
+            r["flag"] = open_by_key.get((r["location"], r.get("sku", sku))) or {
+                "id": None, "sentence": "negative, with no open discrepancy: recount this location"}
+    return rows
 
 
 async def sku_page(request: web.Request) -> web.Response:
@@ -112,7 +128,8 @@ def _sku_data(store: Any, sku: str) -> tuple[list[dict[str, Any]], list[dict[str
         found = store.stock("", 5000, 0, sku=sku)
     except TypeError:
         found = [b for b in store.stock(sku, 5000, 0) if b.sku == sku]
-    balances = [{"location": b.location, "qty": b.qty, "updated_ms": b.updated_ms} for b in found]
+    balances = _flag_negatives(store, [{"location": b.location, "qty": b.qty, "updated_ms": b.updated_ms}
+                                       for b in found], sku)
     movements = [{"id": m.id, "location": m.location, "qty_delta": m.qty_delta, "reason": m.reason,
                   "hub_ms": m.hub_ms, "device_ms": m.device_ms, "node": m.node, "seq": m.seq}
                  for m in store.movements(sku=sku, limit=SKU_MOVEMENTS)]
@@ -126,7 +143,8 @@ async def discrepancies_page(request: web.Request) -> web.Response:
     # Offer only the actions whose endpoints exist: a button that can only fail helps no one.
     return render(request, "discrepancies.html", rows=rows, state=status,
                   can_recount="/api/v1/discrepancies/{id}/recount" in routes,
-                  can_resolve="/api/v1/discrepancies/{id}/resolve" in routes)
+                  can_resolve="/api/v1/discrepancies/{id}/resolve" in routes,
+                  can_fix="/api/v1/discrepancies/{id}/apply-fix" in routes)
 
 
 async def proposals_page(request: web.Request) -> web.Response:
@@ -163,8 +181,9 @@ async def nodes_page(request: web.Request) -> web.Response:
     for b in catalog.bins:
         if b.node and b.sensored:
             bins_by_node.setdefault(b.node, []).append(b.bin)
+    faults = items(await api_get(request, "/api/v1/shelf-faults")) or []
     return render(request, "nodes.html", nodes=await service.node_rows(), replies=list(reversed(service.replies[-20:])),
-                  can_command=bool(identity and identity.can("admin")), bins_by_node=bins_by_node)
+                  can_command=bool(identity and identity.can("admin")), bins_by_node=bins_by_node, faults=faults)
 
 
 def lag_highlights(rows: list[dict[str, Any]]) -> dict[str, set[str]]:

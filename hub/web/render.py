@@ -53,5 +53,4 @@ def render(request: web.Request, name: str, status: int = 200, **context: Any) -
     html = ENV.get_template(name).render(identity=identity, csrf=identity.csrf if identity else "", nav=nav,
                                          path=request.path, **context)
     return web.Response(text=html, status=status, content_type="text/html",
-                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                                 "X-Frame-Options": "DENY"})
+                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})

@@ -69,12 +69,25 @@
         const cell = row.querySelector(".qty");
         cell.textContent = String(qty);
         cell.classList.toggle("bad", qty <= 0);
+        markNegative(cell, qty);
         row.classList.remove("flash"); void row.offsetWidth; row.classList.add("flash");
         const upd = row.querySelector(".upd");
         if (upd) upd.textContent = new Date().toISOString().slice(0, 19).replace("T", " ");
       } else if (table && table.dataset.liveInsert === "1") {
         insertStockRow(table.tBodies[0], key, qty);
       }
+    }
+  }
+
+  // A negative balance always points at the discrepancies that explain it (the hub opens one
+  // in the same commit); the page shows its number after a reload.
+  function markNegative(cell, qty) {
+    const flag = cell.parentElement.querySelector(".flag");
+    if (qty < 0 && !flag) {
+      const a = document.createElement("a"); a.className = "flag bad"; a.href = "/discrepancies";
+      a.textContent = "see discrepancies"; cell.after(" ", a);
+    } else if (qty >= 0 && flag) {
+      flag.remove();
     }
   }
 
@@ -87,7 +100,9 @@
     const link = (href, text) => { const a = document.createElement("a"); a.href = href; a.textContent = text; return a; };
     const cells = [link(`/stock/${encodeURIComponent(sku)}`, sku), link(`/stock?location=${encodeURIComponent(location)}`, location)];
     for (const c of cells) { const td = document.createElement("td"); td.append(c); tr.append(td); }
-    const q = document.createElement("td"); q.className = `num qty${qty <= 0 ? " bad" : ""}`; q.textContent = String(qty);
+    const q = document.createElement("td"); q.className = "num";
+    const n = document.createElement("span"); n.className = `qty${qty <= 0 ? " bad" : ""}`; n.textContent = String(qty);
+    q.append(n); markNegative(n, qty);
     const u = document.createElement("td"); u.className = "upd"; u.textContent = new Date().toISOString().slice(0, 19).replace("T", " ");
     tr.append(q, u);
     tr.classList.add("flash");
