@@ -238,6 +238,33 @@ def test_a_shelf_fault_drops_the_pending_evidence_and_restarts_the_baseline(tmp_
         f.close()
 
 
+def test_while_a_fault_lasts_the_bin_is_not_judged_and_a_neighbour_names_it(tmp_path: Path) -> None:
+    """Drift on A-01-2: its counts (still certain) are not steps; a scan at A-01-1 that A-01-2 might
+    explain says so; once the edge clears the fault, the next count is a fresh baseline."""
+    from contract import ShelfFault
+
+    def fault(seq: int, t: int, active: bool) -> ShelfFault:
+        return ShelfFault(seq=seq, ts_ms=t, accepted_ms=t, bin="A-01-2", fault="drift", detail="4 g/min at rest",
+                          active=active)
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, two_bin_catalog())
+    try:
+        f.send("n1", STREAM, [shelf_ev(1, T0_MS, "A-01-1", 10), shelf_ev(2, T0_MS, "A-01-2", 10),
+                              fault(3, T0_MS + 1000, True),
+                              shelf_ev(4, T0_MS + 5000, "A-01-2", 7),  # drifting: not a removal of 3
+                              scan_ev(5, T0_MS + 6000, "pick", "A-01-1", 2),  # A-01-1 does not move
+                              shelf_ev(6, T0_MS + 100_000, "A-01-1", 10, heartbeat=True),
+                              fault(7, T0_MS + 110_000, False),
+                              shelf_ev(8, T0_MS + 120_000, "A-01-2", 5),  # a new baseline, not a step of -2
+                              shelf_ev(9, T0_MS + 300_000, "A-01-2", 5, heartbeat=True),
+                              shelf_ev(10, T0_MS + 300_000, "A-01-1", 10, heartbeat=True)])
+        f.drain()
+        found = f.store.discrepancies("open", None, 10)
+        assert [(d.kind, d.bin, d.scan_qty) for d in found] == [("scan_without_movement", "A-01-1", -2)]
+        assert "not judged now (shelf fault at A-01-2: drift since" in found[0].sentence
+    finally:
+        f.close()
+
+
 # --------------------------------------------------------------------------- property test
 
 
