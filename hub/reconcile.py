@@ -540,8 +540,10 @@ class Reconciler:
         if neighbour is not None and sku is not None:
             evidence["neighbour"] = neighbour
             # A one-click correction: the goods moved at the neighbour, so book them there instead.
+            into = f"into {neighbour}" if scan_sum > 0 else f"from {neighbour}"
             evidence["fix"] = {"sku": sku, "moves": [{"location": bin_name, "qty_delta": -scan_sum},
                                                      {"location": neighbour, "qty_delta": scan_sum}],
+                               "label": f"Book {abs(scan_sum)} {into} instead of {bin_name}",
                                "note": f"the scan of {_pieces(scan_sum)} of {sku} at {bin_name} "
                                        f"was for {neighbour} (its shelf moved; {bin_name}'s did not)"}
         return NewDiscrepancy(bin=bin_name, sku=sku, kind=verdict.kind, opened_ms=int(time.time() * 1000),

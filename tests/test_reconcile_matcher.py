@@ -174,6 +174,7 @@ def test_a_putaway_to_the_wrong_bin_on_the_same_node_is_a_wrong_bin_with_a_corre
     assert "book the scan to A-2 instead of A-1" in found.action
     fix = json.loads(found.evidence)["fix"]
     assert fix["moves"] == [{"location": "A-1", "qty_delta": -6}, {"location": "A-2", "qty_delta": 6}]
+    assert fix["label"] == "Book 6 into A-2 instead of A-1"  # the discrepancies page's one-click button
 
 
 def test_a_pick_from_the_wrong_bin_is_found_from_either_side() -> None:
@@ -185,6 +186,7 @@ def test_a_pick_from_the_wrong_bin_is_found_from_either_side() -> None:
         d.finish(T0 + 4000)
         assert d.kinds() == [("wrong_bin", "A-1", -3, -3)], step_offset_ms
         assert "the goods probably came from A-2" in d.found[0].sentence
+        assert json.loads(d.found[0].evidence)["fix"]["label"] == "Book 3 from A-2 instead of A-1"
 
 
 def test_a_wrong_bin_holding_another_sku_is_matched_by_weight() -> None:
