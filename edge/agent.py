@@ -29,6 +29,7 @@ class Source(Protocol):
     """What the agent needs from a scanner or shelf source."""
 
     name: str
+    tried_open: asyncio.Event  # set when the first attempt to open the device has ended
 
     def device_info(self) -> DeviceInfo: ...
 
@@ -38,6 +39,9 @@ class Source(Protocol):
 
 
 LOOP_BEAT_S = 1.0  # the event loop proves it is not blocked this often
+# A device whose open() hangs in the driver must not keep the agent from saying it runs; it
+# is named in the ready line instead.
+READY_WAIT_S = 10.0
 
 
 class EdgeAgent:
@@ -65,8 +69,11 @@ class EdgeAgent:
     def _build_sources(self) -> list[Source]:
         sources: list[Source] = []
         if self.config.scanners:
-            from edge.scan import build_scanner
-            sources.extend(build_scanner(table) for table in self.config.scanners)
+            from edge.scan import ReceivedGoods, build_scanner
+
+            # One memory of receipts per node: goods received with one scanner are put away with another.
+            received = ReceivedGoods()
+            sources.extend(build_scanner(table, received=received) for table in self.config.scanners)
         if self.config.shelves:
             from edge.shelf import build_shelf
             sources.extend(build_shelf(table, self.state) for table in self.config.shelves)
@@ -88,6 +95,28 @@ class EdgeAgent:
         await self.link.start()
         log.info("edge agent %s started: site %s, stream %s, %d source(s)", self.config.node, self.config.site,
                  self.sink.outbox.stream, len(self.sources))
+
+    async def wait_ready(self, timeout_s: float = READY_WAIT_S) -> str:
+        """Wait until every device has been tried once; the ready line (logged, and for systemd).
+
+        Only then are scans sure to be read: what a worker scans after "ready" reaches an open
+        port (and what was scanned before is not flushed either, see KeepInputSerial).
+        """
+        waits = [asyncio.create_task(source.tried_open.wait()) for source in self.sources]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+        parts = []
+        for source in self.sources:
+            info = source.device_info()
+            kind = "scanner" if info.device_kind == "scanner" else "shelf"
+            state = ("reading " + (info.path or "?")) if info.present else (
+                "not present, retrying" if source.tried_open.is_set() else "still opening")
+            parts.append(f"{kind} {source.name} {state}")
+        line = f"edge agent {self.config.node} ready: " + ("; ".join(parts) if parts else "no devices configured")
+        log.info("%s", line)
+        return line
 
     async def _beat_event_loop(self) -> None:
         while True:

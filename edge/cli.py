@@ -32,9 +32,9 @@ async def _run(config_path: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
-    # READY once the local read loops run; the broker may still be unreachable (that is fine:
-    # events wait in the outbox).
-    agent.notifier.ready(f"node {config.node}: {len(agent.sources)} source(s) reading")
+    # READY once every device has been tried (scans after it reach an open port); the broker
+    # may still be unreachable (that is fine: events wait in the outbox).
+    agent.notifier.ready(await agent.wait_ready())
     await stop.wait()
     log.info("stopping on signal")
     agent.notifier.stopping()

@@ -34,6 +34,7 @@ from contract.outbound import (
 )
 from hub.config import IntegrationsConfig
 from hub.ingest import CommitResult
+from hub.rules import views
 
 if TYPE_CHECKING:
     from hub.rules.engine import RulesEngine
@@ -161,7 +162,7 @@ class ConsumerFeed:
             on_hand = sum(max(0, r.qty) for r in rows)  # a negative balance is a flagged error, not stock
             state = "stockout" if on_hand <= 0 else "ok"
             return SkuStock(sku=sku, on_hand=on_hand, state=state, ts_ms=now), f"{sku}: {on_hand} on hand"
-        judged = await self.rules.call(lambda core: core.stock_state(sku))
+        judged = await self.rules.call(lambda core: views.stock_state(core, sku))
         reorder_point = judged["reorder_point"]
         return (SkuStock(sku=sku, on_hand=max(0, int(judged["qty"])), state=judged["state"], ts_ms=now,
                          reorder_point=None if reorder_point is None else int(reorder_point)),

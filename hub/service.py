@@ -13,6 +13,7 @@ from hub.consumer_feed import ConsumerFeed
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import CommitResult, Ingest, now_ms
 from hub.link import HubLink
+from hub.live import LiveFeed
 from hub.plausibility import PlausibilitySettings
 from hub.purchasing.sync import PurchasingSync
 from hub.rules.clock import system_clock
@@ -21,7 +22,6 @@ from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
 from hub.store import SqliteStore, Store
 from hub.store.base import ShelfFaultRow
-from hub.web.live import LiveFeed
 
 log = logging.getLogger(__name__)
 
@@ -90,26 +90,19 @@ class HubService:
 
     def sku_node_health(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         """SKU -> (offline nodes, silent nodes) among the nodes that reported it (blocking: run off the loop)."""
-        import sqlite3
-
         now, stale_ms = now_ms(), self.config.rules.stale_node_s * 1000
         nodes = {r.node: r for r in self.store.nodes()}
         out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        conn = sqlite3.connect(f"file:{self.config.db_path}?mode=ro", uri=True)
-        try:
-            pairs = conn.execute("SELECT DISTINCT m.sku, e.node FROM movements m JOIN events e ON e.id = m.event_id")
-            for sku, node in pairs:
-                row = nodes.get(node)
-                if row is None:
-                    continue
-                offline, stale = out.get(sku, ((), ()))
-                if not row.online:
-                    offline += (node,)
-                elif row.last_seen_ms is None or now - row.last_seen_ms > stale_ms:
-                    stale += (node,)
-                out[sku] = (offline, stale)
-        finally:
-            conn.close()
+        for sku, node in self.store.sku_nodes():
+            row = nodes.get(node)
+            if row is None:
+                continue
+            offline, stale = out.get(sku, ((), ()))
+            if not row.online:
+                offline += (node,)
+            elif row.last_seen_ms is None or now - row.last_seen_ms > stale_ms:
+                stale += (node,)
+            out[sku] = (offline, stale)
         return out
 
     async def node_rows(self, names: list[str] | None = None) -> list[dict[str, Any]]:

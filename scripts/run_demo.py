@@ -4,16 +4,20 @@ with a virtual scanner and a virtual two-bin shelf working a realistic shift.
 Everything runs as it would in production (separate processes, a Mosquitto with a
 password file and ACL, real SQLite files, real HTTP to central purchasing); only the
 scanner and the load cells are simulated, on ptys. A worker thread plays the shift: the
-scanner and the shelf are driven together, so most picks are confirmed by the weight,
-and now and then something goes wrong on purpose (a pick nobody scanned, a misread) so
-the hub has something to say. Ctrl+C stops everything cleanly. Run through `./scripts/demo`.
+scanner and the shelf are driven together, so picks and put-aways are confirmed by the
+weight, and once per cycle four mistakes are staged on purpose (a pick nobody scanned, a
+misread label, a put-away onto the neighbour's bin, someone leaning on a shelf): each is
+printed with what the page should show for it, and nothing else should appear. Ctrl+C
+stops everything cleanly. Run through `./scripts/demo`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import os
 import random
 import secrets
 import shutil
@@ -22,11 +26,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edge.scan.sim import VirtualScanner, gs1_128
 from edge.shelf.sim import SimBin, VirtualController, start_simulator
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port, wait_for_port
+from service.testing import NotifyListener
 
 log = logging.getLogger("demo")
 
@@ -40,16 +47,70 @@ GLOVES-L,"Work gloves size L, pair",0{GLOVES},B-01-1,B,{NODE},no,no,,
 """
 
 
-class Shift:
-    """One worker's shift, driving the virtual scanner and the virtual shelf together."""
+CAPACITY_G = 20000.0  # the edge's default shelf capacity_g: the shift keeps every bin well below it
+LABEL_PREFIXES = ("MODE:", "LOC:", "QTY:", "PO:", "OP:", "CLEAR")  # control labels: no event of their own
+CYCLE_ROUNDS = 6  # the shift repeats a cycle of this many rounds; each cycle stages its mistakes once
+# A person leaning on the bolts' shelf: with the bolts (5-8 kg) above CAPACITY_G at the peak of
+# the sway, and the rebound when they let go (30 % of the force) never lifts the platform below zero.
+OVERLOAD_FORCE_G = 20000.0
+OVERLOAD_S = 20  # long enough to see on the page (the shelf never settles while it lasts)
 
-    def __init__(self, scanner: VirtualScanner, shelf: VirtualController, pace_s: float, seed: int = 3) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A mistake the shift makes on purpose, and exactly what the hub must show for it."""
+
+    what: str  # what happened on the floor
+    shows_as: str  # "discrepancy", "fault" or "rejected scan"
+    kind: str  # the discrepancy kind, the shelf fault, or "rejected"
+    bin: str
+    sku: str | None = None
+
+    def sentence(self) -> str:
+        about = f" for {self.sku}" if self.sku else ""
+        return f"{self.what}: look on the page for {self.shows_as} '{self.kind}' at {self.bin}{about}"
+
+
+# The cycle's staged mistakes by round (1-based within the cycle); the other rounds are clean.
+# They come first in the cycle, so a short run (--rounds 4) shows each once.
+STAGED: dict[int, Staged] = {
+    1: Staged("1 bolt taken from A-01-1 without a scan", "discrepancy", "unscanned_removal", "A-01-1", "BOLT-M8-40"),
+    2: Staged("a damaged bolt label misread at A-01-1 (error beep; the worker rescans it)", "rejected scan",
+              "rejected", "A-01-1"),
+    3: Staged("6 cable ties put away onto shelf A-01-2 after scanning the neighbour's label A-01-1", "discrepancy",
+              "wrong_bin", "A-01-1", "TIES-200"),
+    4: Staged(f"someone leans on the bolts' shelf A-01-1 (up to {OVERLOAD_FORCE_G / 1000:.0f} kg) for {OVERLOAD_S} s",
+              "fault", "overload", "A-01-1"),
+}
+
+
+class Shift:
+    """One worker's shift, driving the virtual scanner and the virtual shelf together.
+
+    Balanced: what is picked from a bin is received and put back, so no shelf fills up or
+    runs dry; a bin's load stays far below CAPACITY_G unless a round stages an overload.
+    Each staged mistake happens alone on a quiet shelf (nothing else at that bin for a
+    reconciliation window before and after), is logged as it happens and written to
+    `staged_path` (one JSON object per line), so the page can be checked against it.
+    """
+
+    def __init__(self, scanner: VirtualScanner, shelf: VirtualController, pace_s: float, quiet_s: float,
+                 staged_path: Path, rounds: int = 0, seed: int = 3) -> None:
         self.scanner = scanner
         self.shelf = shelf
         self.pace_s = pace_s
+        self.quiet_s = quiet_s
+        self.staged_path = staged_path
+        self.rounds = rounds
         self.rng = random.Random(seed)
         self.stop = threading.Event()
+        self.done = threading.Event()
         self.po = 4500012000
+        self.gloves = 40  # the unsensored bin's truth, kept by the shift itself
+        self.ties_at_bolt_bin = 0  # ties booked to A-01-1 by a wrong-bin put-away, until the next count
+        self.item_scans = 0  # scans that become events (accepted or rejected); labels only change the mode
+
+    # ------------------------------------------------------------------ the worker's hands
 
     def scan(self, *barcodes: str) -> bool:
         for code in barcodes:
@@ -57,41 +118,138 @@ class Shift:
                 return False
             log.info("scan %r", code)
             self.scanner.scan(code)
+            if not code.startswith(LABEL_PREFIXES):
+                self.item_scans += 1
         return True
+
+    def settle(self) -> bool:
+        """Wait until the hands are off the shelf and it has rung down."""
+        while not self.shelf.idle:
+            if self.stop.wait(0.05):
+                return False
+        return not self.stop.wait(1.0)
+
+    def quiet(self) -> bool:
+        """Leave the shelf alone for a reconciliation window, so a staged mistake is judged on its own."""
+        return self.settle() and not self.stop.wait(self.quiet_s)
+
+    def stage(self, mistake: Staged) -> None:
+        log.warning("STAGED MISTAKE: %s", mistake.sentence())
+        with self.staged_path.open("a") as out:
+            out.write(json.dumps(asdict(mistake)) + "\n")
+
+    # ------------------------------------------------------------------ the shift
+
+    def run(self) -> None:
+        try:
+            round_no = 0
+            while not self.stop.is_set() and (self.rounds == 0 or round_no < self.rounds):
+                round_no += 1
+                step = (round_no - 1) % CYCLE_ROUNDS + 1
+                ok = (step != 1 or self.count_all()) and self.work()
+                mistake = STAGED.get(step)
+                if ok and mistake is not None:
+                    # Alone on a quiet shelf, so it is judged on its own (a misread is judged by the scanner).
+                    judged_by_shelf = mistake.shows_as != "rejected scan"
+                    ok = ((not judged_by_shelf or self.quiet()) and self.make(mistake, step)
+                          and (not judged_by_shelf or self.quiet()))
+                if not ok or not self.pause(self.pace_s * 6):  # a break: the bins go quiet and are judged
+                    return
+            if self.quiet():
+                log.info("the shift is over after %d round(s)", round_no)
+                self.done.set()
+        except Exception:
+            log.exception("the shift stopped")
 
     def pause(self, seconds: float) -> bool:
         return not self.stop.wait(seconds)
 
-    def run(self) -> None:
-        # Opening count: the ledger learns what the shelves already hold.
-        self.scan("MODE:COUNT", "LOC:A-01-1", f"QTY:{self.shelf.count(0)}", BOLT,
-                  "LOC:A-01-2", f"QTY:{self.shelf.count(1)}", TIES, "LOC:B-01-1", "QTY:40", GLOVES)
-        round_no = 0
-        while not self.stop.is_set():
-            round_no += 1
+    def count_all(self) -> bool:
+        """A cycle count of every bin: the ledger learns (or relearns) what the shelves hold."""
+        codes = ["MODE:COUNT", "LOC:A-01-1", f"QTY:{self.shelf.count(0)}", BOLT]
+        if self.ties_at_bolt_bin:
+            codes += ["QTY:0", TIES]  # the wrong-bin put-away's ties were never here
+            self.ties_at_bolt_bin = 0
+        codes += ["LOC:A-01-2", f"QTY:{self.shelf.count(1)}", TIES, "LOC:B-01-1", f"QTY:{self.gloves}", GLOVES]
+        return self.scan(*codes) and self.settle()
+
+    def work(self) -> bool:
+        """A clean round: a delivery of ties put away and picked for orders, bolts and gloves picked, restocks."""
+        cartons = self.rng.randint(1, 2)
+        lot = f"L{self.rng.randint(100, 999)}"
+        if not self.receive_ties(cartons, lot, "A-01-2"):
+            return False
+        for pieces in [3] * (2 * cartons):  # orders of 3 ties, as many as were put away
+            self.shelf.pick(1, pieces, hand_s=1.5)
+            if not (self.scan("MODE:PICK", "LOC:A-01-2", f"QTY:{pieces}", TIES) and self.settle()):
+                return False
+        bolts = self.rng.randint(1, 3)
+        self.shelf.pick(0, bolts, hand_s=1.5)
+        if not (self.scan("LOC:A-01-1", *[BOLT] * bolts) and self.settle()):
+            return False
+        gloves = min(self.rng.randint(1, 4), self.gloves)
+        self.gloves -= gloves
+        if not self.scan("LOC:B-01-1", *[GLOVES] * gloves):
+            return False
+        if self.shelf.count(0) < 12:
+            refill = 20 - self.shelf.count(0)
             self.po += 1
-            cartons = self.rng.randint(1, 2)
-            # A delivery of cable ties against a purchase order, put away to its shelf bin.
-            ok = self.scan("MODE:RECEIVE", f"PO:{self.po}",
-                           *[gs1_128(TIES, f"L{self.rng.randint(100, 999)}", "271231", 6) for _ in range(cartons)])
-            ok = ok and self.scan("MODE:PUTAWAY", "LOC:A-01-2")
-            for _ in range(cartons):
-                self.shelf.restock(1, 6, hand_s=1.5)
-                ok = ok and self.scan(gs1_128(TIES, "L100", "271231", 6)) and self.pause(3)
-            # Picks confirmed by the shelf: the hand takes what the scanner says.
-            picks = self.rng.randint(1, 3)
-            ok = ok and self.scan("MODE:PICK", "LOC:A-01-1")
-            self.shelf.pick(0, picks, hand_s=1.5)
-            ok = ok and self.scan(*[BOLT] * picks) and self.pause(3)
-            ok = ok and self.scan("LOC:B-01-1", *[GLOVES] * self.rng.randint(1, 4))
-            if round_no % 3 == 0:  # something taken from a bin without a scan
-                self.shelf.pick(1, 1, hand_s=1.0)
-            if round_no % 4 == 0:  # a misread label: the worker is told, the hub shows it
-                ok = ok and self.scan(BOLT[:-1] + str((int(BOLT[-1]) + 3) % 10))
-            if round_no % 5 == 0:  # a cycle count of the unsensored bin
-                ok = ok and self.scan("MODE:COUNT", "LOC:B-01-1", f"QTY:{self.rng.randint(25, 40)}", GLOVES)
-            if not ok or not self.pause(self.pace_s * 6):  # a break: the bins go quiet and are judged
-                return
+            self.shelf.restock(0, refill, hand_s=2.0)
+            if not (self.scan("MODE:RECEIVE", f"PO:{self.po}", f"QTY:{refill}", BOLT,
+                              "MODE:PUTAWAY", "LOC:A-01-1", f"QTY:{refill}", BOLT) and self.settle()):
+                return False
+        if self.gloves < 15:
+            self.po += 1
+            if not self.scan("MODE:RECEIVE", f"PO:{self.po}", "QTY:25", GLOVES, "MODE:PUTAWAY", "LOC:B-01-1",
+                             "QTY:25", GLOVES):
+                return False
+            self.gloves += 25
+        return True
+
+    def receive_ties(self, cartons: int, lot: str, scanned_bin: str) -> bool:
+        """A delivery of ties against a PO, put away carton by carton onto shelf A-01-2."""
+        self.po += 1
+        carton = gs1_128(TIES, lot, "271231", 6)
+        if not self.scan("MODE:RECEIVE", f"PO:{self.po}", *[carton] * cartons, "MODE:PUTAWAY", f"LOC:{scanned_bin}"):
+            return False
+        for _ in range(cartons):
+            self.shelf.restock(1, 6, hand_s=1.5)
+            if not (self.scan(carton) and self.settle()):
+                return False
+        return True
+
+    def make(self, mistake: Staged, step: int) -> bool:
+        """Make the cycle's staged mistake, and say so."""
+        self.stage(mistake)
+        if step == 1:  # a pick nobody scanned
+            self.shelf.pick(0, 1, hand_s=1.0)
+            return self.settle()
+        if step == 2:  # a misread: the damaged label is refused, the good one accepted
+            self.shelf.pick(0, 1, hand_s=1.5)
+            damaged = BOLT[:-1] + str((int(BOLT[-1]) + 3) % 10)
+            return self.scan("MODE:PICK", "LOC:A-01-1", damaged, BOLT) and self.settle()
+        if step == 3:  # the right shelf, the neighbour's label: the ledger books A-01-1
+            self.ties_at_bolt_bin += 6
+            ok = self.receive_ties(1, f"L{self.rng.randint(100, 999)}", "A-01-1")
+            # The ties went onto A-01-2 after all: orders take them back out (scanned there).
+            ok = ok and self.quiet()
+            self.shelf.pick(1, 6, hand_s=1.5)
+            return ok and self.scan("MODE:PICK", "LOC:A-01-2", "QTY:6", TIES) and self.settle()
+        if step == 4:  # a person leaning on the shelf: overload while it lasts, cleared when it ends
+            self.shelf.add(f"lean 0 {OVERLOAD_FORCE_G} {OVERLOAD_S}")
+            return self.settle()
+        return True
+
+
+def wait_ready(notify: NotifyListener, edge: subprocess.Popen[bytes], stop: threading.Event,
+               timeout_s: float = 60.0) -> str | None:
+    """The edge's READY status line, or None if it exited, Ctrl+C came, or timeout_s passed first."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set() and edge.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(AssertionError):
+            notify.wait_for(notify.has("READY"), 0.5, "READY")
+            return next(m.get("STATUS", "edge agent ready") for m in notify.messages if m.get("READY") == "1")
+    return None
 
 
 def write(path: Path, text: str) -> Path:
@@ -113,6 +271,11 @@ def main() -> int:
     parser.add_argument("--workdir", default="demo-run", help="where the demo keeps its files (recreated)")
     parser.add_argument("--http-port", type=int, default=8080, help="hub page port (a free one if taken)")
     parser.add_argument("--pace-s", type=float, default=2.0, help="seconds between a worker's scans, roughly")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help=f"end the shift after this many rounds (a cycle is {CYCLE_ROUNDS}); 0: until Ctrl+C")
+    parser.add_argument("--window-s", type=float, default=8.0,
+                        help="the hub's reconciliation window (reconcile.window_s); the shift leaves each staged "
+                             "mistake this long alone, plus a margin")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo: %(message)s", datefmt="%H:%M:%S")
 
@@ -147,7 +310,7 @@ port = {http_port}
 path = "{work / 'hub' / 'ledger.sqlite3'}"
 [reconcile]
 # One machine, no clock skew: a short window makes the demo's verdicts quick.
-window_s = 8.0
+window_s = {args.window_s}
 [central]
 base_url = "http://127.0.0.1:{central_port}"
 poll_interval_s = 10.0
@@ -185,7 +348,11 @@ scale_per_g = 100.0
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    shift = Shift(scanner, shelf, args.pace_s)
+    shift = Shift(scanner, shelf, args.pace_s, quiet_s=args.window_s + 1.0, staged_path=work / "staged.jsonl",
+                  rounds=args.rounds)
+    # The edge says READY (systemd's notify protocol) once it has opened its devices: the
+    # worker starts scanning only then, so the opening count cannot miss a MODE: label.
+    notify = NotifyListener(work / "edge-notify.sock")
     try:
         procs["central"] = subprocess.Popen(
             [sys.executable, "-m", "central_reference.cli", "--db", str(work / "central.sqlite3"),
@@ -203,15 +370,28 @@ scale_per_g = 100.0
                         "--config", str(hub_config)], input=admin_password + "\n", text=True, check=True,
                        stdout=subprocess.DEVNULL)
         procs["edge"] = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(edge_config)],
-                                         stdout=logs["edge"], stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=logs["edge"], stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, "NOTIFY_SOCKET": notify.env_value})
+        ready = wait_ready(notify, procs["edge"], stop)
+        if ready is None:
+            log.error("the edge agent did not say it was ready; see %s/edge.log", work)
+            return 1
+        log.info("%s", ready)
         threading.Thread(target=shift.run, name="shift", daemon=True).start()
         print(f"\n  Hub page:  http://127.0.0.1:{http_port}/   (login: admin / {admin_password})\n"
               f"  Central:   http://127.0.0.1:{central_port}/v1  (the REFERENCE central purchasing service)\n"
               f"  Logs:      {work}/hub.log, edge.log, central.log\n"
               f"  The shift: receive and put away cable ties (shelf A-01-2), pick bolts (shelf A-01-1) and gloves\n"
-              f"             (B-01-1, no sensor); now and then a pick nobody scanned and a misread label.\n"
-              f"  Stop:      Ctrl+C\n", flush=True)
+              f"             (B-01-1, no sensor), restock what runs low; a cycle count every {CYCLE_ROUNDS} rounds.\n"
+              f"  Staged mistakes, once per cycle (everything else on the page would be a real finding):\n"
+              + "".join(f"    round {n}: {m.sentence()}\n" for n, m in sorted(STAGED.items()))
+              + "  Stop:      Ctrl+C\n", flush=True)
+        said_done = False
         while not stop.wait(0.5):
+            if shift.done.is_set() and not said_done:
+                said_done = True
+                print(f"  The shift is over: {args.rounds} rounds, {shift.item_scans} item scans; the page keeps "
+                      "running until Ctrl+C.", flush=True)
             for name, proc in procs.items():
                 if proc.poll() is not None:
                     log.error("%s exited with code %s; see %s/%s.log", name, proc.returncode, work, name)
@@ -229,6 +409,7 @@ scale_per_g = 100.0
                     proc.kill()
         scanner.stop()
         shelf.stop()
+        notify.close()
         broker.stop()
         files.close()
         log.info("stopped; files are in %s", work)

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from hub.mosquitto import HUB_USER, PrivateBroker
+from tests.support import DemoShift
 
 SITE = "test-site"
+DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +41,17 @@ def add_node(broker: PrivateBroker, prefix: str = "pi") -> tuple[str, str]:
     password = secrets.token_hex(8)
     broker.add_user(name, password)
     return name, password
+
+
+@pytest.fixture(scope="module")
+def demo_shift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoShift]:
+    """The demo running a short shift (every staged mistake once); tests wait for its end as they need."""
+    demo = DemoShift(tmp_path_factory.mktemp("demo"), rounds=DEMO_ROUNDS)
+    try:
+        demo.wait_for_banner(timeout_s=60)
+        yield demo
+    finally:
+        demo.stop()
 
 
 @pytest.fixture

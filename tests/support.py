@@ -371,6 +371,72 @@ class Central:
         self.runner = self.store = None
 
 
+class DemoShift:
+    """`scripts/run_demo.py` running a short shift in its own session: its URL, login and staged mistakes."""
+
+    def __init__(self, workdir: Path, rounds: int, pace_s: float = 0.2, window_s: float = 4.0) -> None:
+        import subprocess
+        import sys
+
+        root = Path(__file__).resolve().parent.parent
+        self.workdir = workdir / "demo-run"
+        self.output = open(workdir / "demo.out", "w+b")
+        self.process = subprocess.Popen(
+            [sys.executable, str(root / "scripts" / "run_demo.py"), "--workdir", str(self.workdir), "--http-port",
+             str(free_port()), "--pace-s", str(pace_s), "--rounds", str(rounds), "--window-s", str(window_s)],
+            cwd=root, stdout=self.output, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = ""
+        self.password = ""
+        self.item_scans = 0
+
+    def printed(self) -> str:
+        """Everything the demo printed so far."""
+        self.output.seek(0)
+        return self.output.read().decode(errors="replace")
+
+    def _printed_match(self, pattern: str) -> Any:
+        import re
+
+        if self.process.poll() is not None:
+            raise AssertionError(f"the demo exited with {self.process.returncode}:\n{self.printed()[-3000:]}")
+        return re.search(pattern, self.printed())
+
+    def wait_for_banner(self, timeout_s: float) -> None:
+        """Wait until the page is up and the shift has started; failing at once if the demo exits."""
+        banner = wait_for_sync(lambda: self._printed_match(r"Hub page:\s+(\S+)\s+\(login: admin / (\S+)\)"),
+                               timeout_s, "the demo's banner")
+        self.url, self.password = banner.group(1).rstrip("/"), banner.group(2)
+
+    async def wait_for_shift(self, timeout_s: float) -> None:
+        """Wait for the end of the shift (the hub has judged all of it by then)."""
+        done = await wait_for(lambda: self._printed_match(r"The shift is over: \d+ rounds, (\d+) item scans"),
+                              timeout_s, "the end of the demo's shift", interval_s=0.5)
+        self.item_scans = int(done.group(1))
+
+    def staged(self) -> list[dict[str, Any]]:
+        """The mistakes the shift made on purpose, as it wrote them down."""
+        import json
+
+        path = self.workdir / "staged.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def stop(self) -> int:
+        """Ctrl+C to the demo's process group; its exit code."""
+        import os
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.output.close()
+        return self.process.returncode
+
+
 # --- a real MQTT v5 peer, for tests of what the broker ACL allows ------------------------------
 
 MQTT_WAIT_S = 5.0

@@ -133,6 +133,10 @@ port = "{os.ttyname(slave)}"
         log_path = tmp_path / "edge.log"
         proc = start("edge.cli", ["run", "--config", str(config)], listener, "scanner:bench", log_path)
         check_lifecycle(proc, listener, "scanner:bench", log_path)
+        # READY is the signal a script can wait for before scanning: it says the port is open.
+        ready = next(m for m in listener.messages if m.get("READY") == "1")
+        assert ready["STATUS"] == f"edge agent pi-notify ready: scanner bench reading {os.ttyname(slave)}"
+        assert ready["STATUS"] in log_path.read_text()
     finally:
         os.close(master)
         os.close(slave)

@@ -189,6 +189,27 @@ async def test_an_open_discrepancy_in_the_ledger_is_the_skus_constraint(served: 
         assert [(x["sku"], x["figure"]) for x in grouped["information"]] == [(SKU, "1 open discrepancy")]
 
 
+async def test_an_offline_node_that_moved_the_sku_is_its_constraint(served: tuple[HubService, str]) -> None:
+    """The SKU -> nodes read goes through the Store: a node whose events moved the SKU, now offline."""
+    service, base = served
+    assert service.rules is not None
+    await service.rules.call(seed)
+    with service.store.write() as tx:
+        event_id = tx.insert_event("pi-7", "s1", 1, "scan", 1, 1, 1, 1, "{}")
+        assert event_id is not None
+        tx.add_movement(event_id, SKU, "A-01-1", -1, "pick", 1, 1)
+        tx.update_node("pi-7", online=0, last_seen_ms=1)
+        other = tx.insert_event("pi-8", "s1", 1, "scan", 1, 1, 1, 1, "{}")
+        assert other is not None
+        tx.add_movement(other, "other-sku", "B-01-1", 1, "receive", 1, 1)
+        tx.update_node("pi-8", online=0, last_seen_ms=1)
+    assert sorted(service.store.sku_nodes()) == [(SKU, "pi-7"), ("other-sku", "pi-8")]
+    assert service.sku_node_health()[SKU] == (("pi-7",), ())
+    async with aiohttp.ClientSession() as s, s.get(f"{base}/skus/{SKU}/constraint") as r:
+        view = await r.json()
+    assert view["constraint"] == "information" and "pi-7" in view["detail"] + view["sentence"], view
+
+
 async def test_the_rules_api_answers_as_the_person_who_asked(served: tuple[HubService, str]) -> None:
     service, base = served
     assert service.rules is not None

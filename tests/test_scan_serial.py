@@ -212,3 +212,75 @@ async def _until(predicate: Callable[[], bool], what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)
+
+
+# ---------------------------------------------------------------- scans waiting at open
+
+def _raw_pty_with_waiting_scans(*barcodes: str) -> tuple[int, int]:
+    """A pty (slave held open, raw, like a USB-CDC scanner's tty) with these scans already waiting."""
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.write(master, "".join(b + "\r\n" for b in barcodes).encode("latin-1"))
+    # The pty hands bytes to the slave's buffer asynchronously: wait until they are there.
+    if not select.select([slave], [], [], TIMEOUT_S)[0]:
+        raise AssertionError("the pty never made the written scans readable")
+    return master, slave
+
+
+def test_pyserial_open_discards_waiting_input_and_keep_input_serial_does_not() -> None:
+    import serial
+
+    from edge.scan.serial_port import KeepInputSerial
+
+    waiting = "LOC:A-01\r\n"
+    for opener, expected in ((serial.Serial, 0), (KeepInputSerial, len(waiting))):
+        master, slave = _raw_pty_with_waiting_scans(waiting[:-2])
+        try:
+            port = opener(os.ttyname(slave), 9600, timeout=0)
+            try:
+                assert port.in_waiting == expected, opener.__name__
+                if expected:
+                    port.reset_input_buffer()  # asked for explicitly, it still flushes
+                    assert port.in_waiting == 0
+            finally:
+                port.close()
+        finally:
+            os.close(master)
+            os.close(slave)
+
+
+async def test_scans_sent_before_the_agent_opens_the_port_are_recorded(sink: RecordingSink) -> None:
+    # The worker scans while the agent (re)starts: the mode change and the count must not vanish.
+    master, slave = _raw_pty_with_waiting_scans("MODE:COUNT", "LOC:A-01-1", "QTY:20", "]E04006381333931")
+    source = build_scanner({"name": "dock", "port": os.ttyname(slave), "terminator": "crlf", "mode": "receive"})
+    task = asyncio.create_task(source.run(sink))
+    try:
+        await sink.wait_for(lambda events: bool(scans(events)), "the count scanned before the port was opened")
+        assert source.tried_open.is_set()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        os.close(master)
+        os.close(slave)
+    [count] = scans(sink.events)
+    assert isinstance(count, ScanEvent)
+    assert (count.mode, count.location, count.qty) == ("count", "A-01-1", 20)
+
+
+async def test_mode_and_location_labels_get_their_own_signal(tmp_path: Path, sink: RecordingSink) -> None:
+    scanner = VirtualScanner(tmp_path / "usb-Scanner-if00")
+    source = build_scanner({"name": "dock-1", "port": str(scanner.link), "mode": "pick", "feedback": "serial",
+                            "feedback_ok": "+", "feedback_error": "-", "feedback_notice": "*"})
+    task = asyncio.create_task(source.run(sink))
+    try:
+        await sink.wait_for(lambda evs: any(isinstance(e, DeviceChange) and e.present for e in evs), "scanner up")
+        scanner.scan("MODE:RECEIVE", "]E04006381333931", "MODE:PUTAWAY", "LOC:A-03-2", "]E04006381333931",
+                     "LOC:B-01", "]E04006381333932")
+        await sink.wait_for(lambda evs: len(scans(evs)) >= 3, "two items and a rejection")
+        # The worker hears a state change apart from a recorded item and from a refusal.
+        assert scanner.read_feedback(7) == b"*+**+*-"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

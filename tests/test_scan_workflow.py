@@ -32,7 +32,8 @@ def test_pick_without_location_is_rejected_with_reason() -> None:
 
 
 def test_putaway_starts_from_the_dock_scanned_in_receive() -> None:
-    steps = run(ScanWorkflow("s", mode="receive"), "LOC:DOCK-2", EAN, "MODE:PUTAWAY", "LOC:B-04", EAN)
+    steps = run(ScanWorkflow("s", mode="receive", receiving_locations=["DOCK-2"]), "LOC:DOCK-2", EAN,
+                "MODE:PUTAWAY", "LOC:B-04", EAN)
     receive, putaway = steps[1].event, steps[4].event
     assert isinstance(receive, ScanEvent) and (receive.location, receive.qty) == ("DOCK-2", 1)
     assert isinstance(putaway, ScanEvent) and (putaway.from_location, putaway.location) == ("DOCK-2", "B-04")

@@ -26,6 +26,14 @@ def _location(value: Any) -> str | None:
     return f"must be a location name (letters, digits, . _ -; up to 32), got {value!r}"
 
 
+def _locations(value: Any) -> str | None:
+    for item in value:
+        problem = _location(item) if isinstance(item, str) and item else "must be a list of location names"
+        if problem:
+            return problem
+    return None
+
+
 def _regex(value: Any) -> str | None:
     try:
         re.compile(value)
@@ -44,8 +52,12 @@ SCANNER_SETTINGS: list[Setting] = [
             check=_terminator),
     Setting("suffix", str, "enter", "evdev: key the scanner sends after each barcode", choices=("enter", "tab")),
     Setting("mode", str, "pick", "workflow mode at start-up, until a mode label is scanned", choices=MODES),
-    Setting("dock_location", str, "DOCK", "receiving dock: where receive scans land without a location scan, "
-            "and where put-away starts from unless the worker scanned a dock", check=_location),
+    Setting("dock_location", str, "DOCK", "the default receiving dock: where receive scans land without a "
+            "location scan; put-away takes from it only when goods were received there, or when it is the only "
+            "receiving location", check=_location),
+    Setting("receiving_locations", list, [], "other receiving locations (docks, goods-in areas) a worker may scan "
+            "in receive mode, e.g. [\"DOCK-2\", \"GOODS-IN\"]; any other location is refused there, and a bin "
+            "in the hub's catalog never counts", check=_locations),
     Setting("location_regex", str, "", "plain barcodes matching this regex are location labels too "
             "(for sites with existing bin labels without the LOC: prefix); empty: off", check=_regex),
     Setting("feedback", str, "log", "how the worker is told accepted/rejected", choices=("log", "serial", "gpio")),
@@ -53,6 +65,8 @@ SCANNER_SETTINGS: list[Setting] = [
             "feedback=gpio: sysfs value file of the OK LED/buzzer, e.g. /sys/class/gpio/gpio529/value "
             "(BCM 17 on kernel 6.6+; docs/scanning.md)"),
     Setting("feedback_error", str, "", "as feedback_ok, for a rejected scan"),
+    Setting("feedback_notice", str, "", "as feedback_ok, for a label that changed the mode or the location (e.g. "
+            "the scanner's double beep), so the worker hears it apart from a recorded item; empty: feedback_ok"),
     Setting("feedback_pulse_ms", int, 150, "feedback=gpio: how long the line stays high", check=positive),
     Setting("reconnect_max_s", float, 5.0, "longest wait between attempts to reopen an unplugged scanner",
             check=positive),

@@ -3,9 +3,12 @@
 Outputs, chosen per scanner with `feedback`:
 - `log`: a log line only (every output also logs).
 - `serial`: bytes written back to a serial scanner (its beep/LED command), `feedback_ok` /
-  `feedback_error`.
+  `feedback_error`, and `feedback_notice` for a label that changed the mode or the location.
 - `gpio`: a pulse on a buzzer or LED through the kernel's sysfs GPIO value file
   (`/sys/class/gpio/gpioN/value`); the file writes run off the event loop.
+
+A notice (a `MODE:`, `LOC:`, `QTY:`, `PO:`, `OP:` or `CLEAR` label taken) says where stock
+will go now, in the message; outputs without a notice signal of their own give the OK one.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ log = logging.getLogger(__name__)
 class Feedback(Protocol):
     """One way of telling the worker the outcome of a scan."""
 
-    async def signal(self, accepted: bool, message: str) -> None:
-        """Tell the worker; must not block the loop or raise on a broken output."""
+    async def signal(self, accepted: bool, message: str, notice: bool = False) -> None:
+        """Tell the worker (notice: a label changed the state); must not block the loop or raise."""
         ...
 
     async def aclose(self) -> None:
@@ -39,8 +42,10 @@ class LogFeedback:
     def __init__(self, scanner: str) -> None:
         self.scanner = scanner
 
-    async def signal(self, accepted: bool, message: str) -> None:
-        if accepted:
+    async def signal(self, accepted: bool, message: str, notice: bool = False) -> None:
+        if notice:
+            log.info("scanner %s: NOW %s", self.scanner, message)
+        elif accepted:
             log.info("scanner %s: OK %s", self.scanner, message)
         else:
             log.warning("scanner %s: REJECTED %s", self.scanner, message)
@@ -52,13 +57,14 @@ class LogFeedback:
 class SerialFeedback(LogFeedback):
     """Writes the scanner's own beep/LED command back down its serial line."""
 
-    def __init__(self, scanner: str, write: Callable[[bytes], None], ok: bytes, error: bytes) -> None:
+    def __init__(self, scanner: str, write: Callable[[bytes], None], ok: bytes, error: bytes,
+                 notice: bytes = b"") -> None:
         super().__init__(scanner)
-        self._write, self._ok, self._error = write, ok, error
+        self._write, self._ok, self._error, self._notice = write, ok, error, notice or ok
 
-    async def signal(self, accepted: bool, message: str) -> None:
-        await super().signal(accepted, message)
-        data = self._ok if accepted else self._error
+    async def signal(self, accepted: bool, message: str, notice: bool = False) -> None:
+        await super().signal(accepted, message, notice)
+        data = (self._notice if notice else self._ok) if accepted else self._error
         if not data:
             return
         try:
@@ -90,21 +96,22 @@ def gpio_write_hint(err: OSError) -> str:
 class GpioFeedback(LogFeedback):
     """Pulses a sysfs GPIO value file high for `pulse_ms`, one file for OK, one for error."""
 
-    def __init__(self, scanner: str, ok_path: str, error_path: str, pulse_ms: int) -> None:
+    def __init__(self, scanner: str, ok_path: str, error_path: str, pulse_ms: int, notice_path: str = "") -> None:
         super().__init__(scanner)
         self._ok = Path(ok_path) if ok_path else None
         self._error = Path(error_path) if error_path else None
+        self._notice = Path(notice_path) if notice_path else self._ok
         self._pulse_s = pulse_ms / 1000
         self._tasks: set[asyncio.Task[None]] = set()
         # Said once at start, where the installer looks, not only at the first scan.
-        for path in (self._ok, self._error):
-            problem = None if path is None else gpio_problem(path)
+        for path in self._paths():
+            problem = gpio_problem(path)
             if problem:
                 log.error("scanner %s: GPIO feedback will not work: %s", scanner, problem)
 
-    async def signal(self, accepted: bool, message: str) -> None:
-        await super().signal(accepted, message)
-        path = self._ok if accepted else self._error
+    async def signal(self, accepted: bool, message: str, notice: bool = False) -> None:
+        await super().signal(accepted, message, notice)
+        path = (self._notice if notice else self._ok) if accepted else self._error
         if path is None:
             return
         await self._set(path, "1")
@@ -112,6 +119,9 @@ class GpioFeedback(LogFeedback):
         task = asyncio.create_task(self._low_after(path))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _paths(self) -> list[Path]:
+        return sorted({p for p in (self._ok, self._error, self._notice) if p is not None})
 
     async def _low_after(self, path: Path) -> None:
         await asyncio.sleep(self._pulse_s)
@@ -128,6 +138,5 @@ class GpioFeedback(LogFeedback):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for path in (self._ok, self._error):
-            if path is not None:
-                await self._set(path, "0")  # never leave a buzzer sounding
+        for path in self._paths():
+            await self._set(path, "0")  # never leave a buzzer sounding

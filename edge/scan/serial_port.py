@@ -1,7 +1,9 @@
 """Serial scanners: open the port with pyserial, read raw bytes, split scans on the terminator.
 
 Bytes are decoded as Latin-1 so every byte (0x1D included) maps to exactly one character
-and passes through intact; the decoder decides what is usable.
+and passes through intact; the decoder decides what is usable. Scans already waiting in the
+port when it opens (sent while the agent restarted, or buffered by a scanner) are read, not
+discarded: pyserial's open() flushes the input on POSIX, and `KeepInputSerial` skips that.
 """
 
 from __future__ import annotations
@@ -52,13 +54,28 @@ class LineFramer:
         return text or None
 
 
+class KeepInputSerial(serial.Serial):
+    """pyserial's port, minus the input flush its open() does (`tcflush(TCIFLUSH)` on POSIX).
+
+    A worker's scans during an agent restart, or what a scanner buffered while nobody read it,
+    are scans like any other: flushing them loses them without a beep or an error. pyserial
+    calls `_reset_input_buffer` from `open()` before it marks the port open, so a call while
+    the port is not open yet is that flush; an explicit `reset_input_buffer()` still works.
+    """
+
+    def _reset_input_buffer(self) -> None:
+        if not self.is_open:
+            return
+        super()._reset_input_buffer()
+
+
 class SerialConnection:
     """An open serial scanner: non-blocking fd for the loop's reader callback."""
 
     def __init__(self, path: str, baud: int, terminator: bytes) -> None:
         self.path = path
         # pyserial opens O_NONBLOCK and puts the tty in raw mode (no echo, no CR/LF mapping).
-        self._port = serial.Serial(path, baud, timeout=0, exclusive=True)
+        self._port = KeepInputSerial(path, baud, timeout=0, exclusive=True)
         self.fd: int = self._port.fileno()
         self._framer = LineFramer(terminator)
 

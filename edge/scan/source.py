@@ -73,6 +73,9 @@ class ScannerSource:
         self._location_regex = re.compile(location_regex) if location_regex else None
         self._conn: Connection | None = None
         self._present = False
+        # Set once the first attempt to open the device has ended (opened or not): the agent
+        # says it is ready only then, so nothing scanned after "ready" waits on an unopened port.
+        self.tried_open = asyncio.Event()
         # Called at least every HEARTBEAT_S while this source is alive and not stuck (the
         # agent's watchdog: a scanner stuck on the outbox or the device stops the pings).
         self.heartbeat: Callable[[], None] = lambda: None
@@ -100,6 +103,7 @@ class ScannerSource:
                 try:
                     conn = await asyncio.to_thread(self._opener)
                 except OSError as err:
+                    self.tried_open.set()
                     if not reported_absent:
                         log.warning("scanner %s: cannot open %s (%s); retrying every %.0f s at most", self.name,
                                     self.path, err, self._reconnect_max_s)
@@ -113,6 +117,7 @@ class ScannerSource:
                 try:
                     log.info("scanner %s: reading %s", self.name, conn.path)
                     await self._report(sink, True, None)
+                    self.tried_open.set()
                     error = await self._read(conn, sink)
                 finally:
                     self._conn = None
@@ -177,7 +182,8 @@ class ScannerSource:
             except Exception as err:  # the worker must hear that it was not recorded
                 log.exception("scanner %s: could not store scan %r", self.name, raw)
                 step = Step(False, f"NOT RECORDED: the outbox failed ({err}); tell IT and rescan later")
-        await self.feedback.signal(step.accepted, step.message)
+        # A label taken (no event) changed where stock goes: the worker hears it apart from a recorded item.
+        await self.feedback.signal(step.accepted, step.message, notice=step.accepted and step.event is None)
         if self.observer is not None:
             self.observer(raw, step, stored)
 

@@ -51,6 +51,7 @@ class ShelfSource:
         self.reader: ControllerReader | None = None
         self._command_lock = asyncio.Lock()
         self.heartbeat: Callable[[], None] = lambda: None  # the agent's watchdog, beaten by the reader thread
+        self.tried_open = asyncio.Event()  # the reader's first attempt to open the port has ended
 
     # ------------------------------------------------------------------ the agent's interface
 
@@ -149,6 +150,7 @@ class ShelfSource:
             return ShelfFault(seq=0, ts_ms=ts, accepted_ms=0, bin=item.bin, fault=item.fault, detail=item.detail[:300],
                               active=item.active)
         if isinstance(item, PortChange):
+            self.tried_open.set()
             return DeviceChange(seq=0, ts_ms=ts, accepted_ms=0, device=self.name, device_kind="shelf_controller",
                                 present=item.present, path=self.port, detail=item.detail[:300])
         return None

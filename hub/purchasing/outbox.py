@@ -1,110 +1,25 @@
-"""The durable outbox to central purchasing: one row per request, keyed for idempotency.
+"""The outbox to central, under the name purchasing's readers know it by.
 
-Rows are written in the same transaction as the rules state that caused them (a proposal
-approved, a receipt matched), so nothing is sent that was not decided and nothing decided
-is lost. The idempotency key goes out as the `Idempotency-Key` header on every attempt;
-central applies each key once, so a retry after a lost response cannot order twice.
+The table and its SQL live in the rules' storage (hub/rules/outbox.py says why: its rows
+commit with the decisions that cause them). This module only names them for purchasing;
+the dependency runs one way, purchasing → rules, never back.
 """
 
-from __future__ import annotations
+from hub.rules.outbox import (
+    FAILED,
+    PENDING,
+    RECEIPT,
+    REQUISITION,
+    SENT,
+    Outbox,
+    OutboxItem,
+    counts,
+    due,
+    items,
+    mark_failed,
+    mark_retry,
+    mark_sent,
+)
 
-import json
-import sqlite3
-from dataclasses import dataclass
-from typing import Any
-
-OUTBOX_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    path TEXT NOT NULL,
-    body TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_ms INTEGER NOT NULL,
-    last_error TEXT,
-    status TEXT NOT NULL DEFAULT 'pending',
-    done_ms INTEGER,
-    response TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_ms);
-"""
-
-PENDING, SENT, FAILED = "pending", "sent", "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One request waiting for (or done with) central."""
-
-    id: int
-    kind: str  # "requisition" or "receipt"
-    idempotency_key: str
-    path: str  # e.g. /v1/requisitions
-    body: dict[str, Any]
-    created_ms: int
-    attempts: int
-    next_attempt_ms: int
-    last_error: str | None
-    status: str
-
-
-def _item(row: sqlite3.Row) -> OutboxItem:
-    return OutboxItem(row["id"], row["kind"], row["idempotency_key"], row["path"], json.loads(row["body"]),
-                      row["created_ms"], row["attempts"], row["next_attempt_ms"], row["last_error"], row["status"])
-
-
-def enqueue(conn: sqlite3.Connection, kind: str, key: str, path: str, body: dict[str, Any], now_ms: int) -> bool:
-    """Add a request (inside the caller's transaction); False if that key is already queued."""
-    cur = conn.execute("INSERT OR IGNORE INTO outbox (kind, idempotency_key, path, body, created_ms, next_attempt_ms)"
-                       " VALUES (?, ?, ?, ?, ?, ?)", (kind, key, path, json.dumps(body, sort_keys=True), now_ms, now_ms))
-    return cur.rowcount == 1
-
-
-def enqueue_many(conn: sqlite3.Connection, rows: list[tuple[str, str, str, dict[str, Any], int]]) -> None:
-    """Add many requests at once, in order: (kind, key, path, body, now_ms) each, as `enqueue` would."""
-    conn.executemany("INSERT OR IGNORE INTO outbox (kind, idempotency_key, path, body, created_ms, next_attempt_ms)"
-                     " VALUES (?, ?, ?, ?, ?, ?)",
-                     [(kind, key, path, json.dumps(body, sort_keys=True), now_ms, now_ms)
-                      for kind, key, path, body, now_ms in rows])
-
-
-def due(conn: sqlite3.Connection, now_ms: int, limit: int = 50) -> list[OutboxItem]:
-    """Pending requests whose next attempt is due, oldest first."""
-    rows = conn.execute("SELECT * FROM outbox WHERE status = ? AND next_attempt_ms <= ? ORDER BY id LIMIT ?",
-                        (PENDING, now_ms, limit)).fetchall()
-    return [_item(r) for r in rows]
-
-
-def mark_sent(conn: sqlite3.Connection, item_id: int, now_ms: int, response: dict[str, Any]) -> None:
-    conn.execute("UPDATE outbox SET status = ?, done_ms = ?, attempts = attempts + 1, response = ?, last_error = NULL"
-                 " WHERE id = ?", (SENT, now_ms, json.dumps(response), item_id))
-
-
-def mark_retry(conn: sqlite3.Connection, item_id: int, next_attempt_ms: int, error: str) -> None:
-    conn.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ? WHERE id = ?",
-                 (next_attempt_ms, error[:500], item_id))
-
-
-def mark_failed(conn: sqlite3.Connection, item_id: int, now_ms: int, error: str) -> None:
-    """Central refused the request as invalid: retrying cannot help; a person must look."""
-    conn.execute("UPDATE outbox SET status = ?, done_ms = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
-                 (FAILED, now_ms, error[:500], item_id))
-
-
-def items(conn: sqlite3.Connection, status: str | None = PENDING, limit: int = 200) -> list[OutboxItem]:
-    """Requests by status (None: all), oldest first."""
-    if status is None:
-        rows = conn.execute("SELECT * FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
-    else:
-        rows = conn.execute("SELECT * FROM outbox WHERE status = ? ORDER BY id LIMIT ?", (status, limit)).fetchall()
-    return [_item(r) for r in rows]
-
-
-def counts(conn: sqlite3.Connection) -> dict[str, int]:
-    """How many requests are pending, sent and failed."""
-    out = {PENDING: 0, SENT: 0, FAILED: 0}
-    for status, n in conn.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status"):
-        out[status] = n
-    return out
+__all__ = ["FAILED", "PENDING", "RECEIPT", "REQUISITION", "SENT", "Outbox", "OutboxItem", "counts", "due", "items",
+           "mark_failed", "mark_retry", "mark_sent"]

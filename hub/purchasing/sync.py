@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 from dataclasses import dataclass
@@ -18,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from hub.purchasing import outbox
 from hub.purchasing.backoff import backoff_delay_ms
 from hub.purchasing.client import CentralClient, CentralError
 from hub.rules.clock import Clock
 from hub.rules.config import CentralConfig
-from hub.rules.core import CatalogItem, PurchaseOrder, RulesCore
+from hub.rules.core import RulesCore
+from hub.rules.model import CatalogItem, PurchaseOrder
+from hub.rules.outbox import OutboxItem
 from hub.rules.supplier import SupplierOption
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class PurchasingSync:
     async def push_due(self, client: CentralClient) -> int:
         """Send every due outbox request; returns how many were accepted."""
         now = self.clock()
-        due = await self.engine.call(lambda core: outbox.due(core.db.conn, now))
+        due = await self.engine.call(lambda core: core.outbox.due(now))
         sent = 0
         for n, item in enumerate(due):
             try:
@@ -123,17 +123,23 @@ class PurchasingSync:
             self.status.reachable, self.status.last_error = True, None
             self.status.consecutive_failures = 0
             self.status.last_push_ms = self.clock()
-            await self.engine.call(functools.partial(_accepted, item=item, response=response, now_ms=self.clock()))
+            await self._accepted(item, response)
         return sent
 
-    async def _refused(self, item: outbox.OutboxItem, err: CentralError) -> None:
+    async def _accepted(self, item: OutboxItem, response: dict[str, Any]) -> None:
+        raw_po = response.get("purchase_order")
+        po = purchase_order(raw_po) if isinstance(raw_po, dict) else None
+        now = self.clock()
+        await self.engine.call(lambda core: core.on_outbox_sent(item, response, po, now))
+
+    async def _refused(self, item: OutboxItem, err: CentralError) -> None:
         now = self.clock()
         self.status.last_error = str(err)
         log.error("central refused %s %s: %s; kept as failed for a person to look at",
                   item.kind, item.idempotency_key, err)
-        await self.engine.call(lambda core: _mark(core, outbox.mark_failed, [item.id], now, str(err)))
+        await self.engine.call(lambda core: core.outbox.mark_failed([item.id], now, str(err)))
 
-    async def _backoff(self, items: list[outbox.OutboxItem], err: CentralError) -> None:
+    async def _backoff(self, items: list[OutboxItem], err: CentralError) -> None:
         now = self.clock()
         self.status.last_error = str(err)
         self.status.reachable = False
@@ -144,7 +150,7 @@ class PurchasingSync:
         log.warning("%s (%d failure(s) in a row, %d request(s) waiting); next try in %.1f s",
                     err, self.status.consecutive_failures, len(items), delay / 1000)
         ids = [i.id for i in items]
-        await self.engine.call(lambda core: _mark(core, outbox.mark_retry, ids, now + delay, str(err)))
+        await self.engine.call(lambda core: core.outbox.mark_retry(ids, now + delay, str(err)))
 
     async def pull(self, client: CentralClient) -> None:
         """Catalog, cash and PO status from central, handed to the rules."""
@@ -179,17 +185,3 @@ class PurchasingSync:
                 "last_pull_ms": self.status.last_pull_ms, "consecutive_failures": self.status.consecutive_failures,
                 "next_attempt_ms": self.status.next_attempt_ms}
 
-
-def _mark(core: RulesCore, fn: Any, item_ids: list[int], ms: int, error: str) -> None:
-    with core.db.tx():
-        for item_id in item_ids:
-            fn(core.db.conn, item_id, ms, error)
-
-
-def _accepted(core: RulesCore, item: outbox.OutboxItem, response: dict[str, Any], now_ms: int) -> None:
-    with core.db.tx():
-        outbox.mark_sent(core.db.conn, item.id, now_ms, response)
-        if item.kind == "requisition" and isinstance(response.get("purchase_order"), dict):
-            core.on_requisition_accepted(item.body["requisition_id"], purchase_order(response["purchase_order"]))
-        elif item.kind == "receipt":
-            core.on_receipt_booked(item.body, response)

@@ -11,6 +11,9 @@ Pure decision modules (no I/O, explicit inputs, an explicit clock):
     constraint  which one thing limits a SKU now
     decisions   the decision log record and the sentences a supervisor reads
 
-Around them: `store` (the rules' own SQLite file), `core` (applies the modules to
-movements, synchronously) and `engine` (the core on its own thread, fed by ingest).
+Around them: `model` (the value types and a proposal's statuses), `store` (the rules' own
+SQLite file, all its SQL), `outbox` (the requests to central purchasing, a table in that
+file), `views` (what pages and the API read, one function per view), `core` (applies the
+modules to movements, synchronously) and `engine` (the core on its own thread, fed by
+ingest). `hub/purchasing` uses these; nothing here imports it.
 """

@@ -1,38 +1,51 @@
 """The rules applied to the ledger's movements, synchronously: one caller at a time.
 
-`RulesCore` owns the in-memory learned state and the rules database. Every public method
-runs in one rules transaction; the engine (engine.py) calls it from its own thread so the
+`RulesCore` owns the in-memory learned state and decides: proposals, orders, receipts and
+the sentences of the decision log. Its SQL is in the store (store.py), the dicts the pages
+show are built in views.py, its value types are in model.py. Every public method runs in
+one rules transaction; the engine (engine.py) calls it from its own thread so the
 ingest writer and the event loop never wait for it. Tests and simulations call it directly
 with a manual clock.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from typing import Any
 
 from hub.ledger import PICK, RECEIVE, SENSOR_CHANGE, BalanceChange
-from hub.purchasing import outbox
 from hub.rules import cash as cash_rule
 from hub.rules import demand as demand_rule
 from hub.rules import feedback as feedback_rule
 from hub.rules import leadtime as leadtime_rule
+from hub.rules import outbox, reorder, views
 from hub.rules import receipts as receipts_rule
-from hub.rules import reorder
 from hub.rules import stock as stock_rule
 from hub.rules import supplier as supplier_rule
 from hub.rules.clock import Clock, day_of
 from hub.rules.config import RulesConfig
 from hub.rules.constraint import Constraint, ConstraintInputs, classify
 from hub.rules.decisions import Decision, day_label, sku_label, units
+from hub.rules.model import (
+    AWAITING_PO_STATUSES,
+    OPEN_PROPOSAL_STATUSES,
+    ORDERED,
+    PENDING,
+    QUEUED,
+    RECEIVED,
+    REJECTED,
+    CatalogItem,
+    Proposal,
+    PurchaseOrder,
+    SkuPlan,
+    to_json,
+)
 from hub.rules.store import RulesDb
 from hub.store.base import DiscrepancyRow
 
@@ -43,9 +56,6 @@ log = logging.getLogger(__name__)
 # corrections fix the record, moves and putaways shift stock inside the site: none is demand.
 CONSUMPTION_REASONS = frozenset({PICK, SENSOR_CHANGE})
 RECEIPT_REASONS = frozenset({RECEIVE})
-OPEN_PROPOSAL = ("pending", "queued")  # not yet a PO: a SKU with an open proposal gets no second one
-HELD_PROPOSAL = (*OPEN_PROPOSAL, "ordered")  # kept in memory until received or rejected
-LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower"})  # decisions that set or move a ROP
 REQUISITION_PATH = "/v1/requisitions"
 RECEIPT_PATH = "/v1/receipts"
 
@@ -56,93 +66,6 @@ class RulesError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogItem:
-    """A SKU as central purchasing describes it."""
-
-    sku: str
-    gtin: str | None
-    description: str
-    unit_weight_g: float | None
-    suppliers: tuple[supplier_rule.SupplierOption, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PurchaseOrder:
-    """An order central placed for one of our requisitions."""
-
-    po_id: str
-    proposal_id: str | None
-    sku: str
-    supplier: str
-    qty_ordered: int
-    qty_received: int
-    ordered_ms: int
-    promised_ms: int | None
-    status: str  # open, received, closed, cancelled
-
-    @property
-    def open_qty(self) -> int:
-        return max(0, self.qty_ordered - self.qty_received) if self.status == "open" else 0
-
-
-@dataclass(frozen=True, slots=True)
-class Proposal:
-    """A requisition line the rules propose (or a supervisor edited)."""
-
-    id: str
-    sku: str
-    supplier: str
-    status: str  # pending, queued (approved, in the outbox), ordered, received, rejected
-    desired_qty: int
-    essential_qty: int
-    qty: int  # after the cash rule
-    qty_override: int | None
-    unit_price: float
-    moq: int
-    pack_multiple: int
-    days_of_cover: float
-    position: float
-    reorder_point: float
-    order_up_to: float
-    cash_outcome: str
-    created_ms: int
-    updated_ms: int
-    decided_by: str | None = None
-    note: str | None = None
-    po_id: str | None = None
-    auto: bool = False
-
-    @property
-    def final_qty(self) -> int:
-        return self.qty if self.qty_override is None else self.qty_override
-
-
-@dataclass(frozen=True, slots=True)
-class SkuPlan:
-    """The formula's view of one SKU now."""
-
-    sku: str
-    on_hand: int
-    on_order: int
-    position: int
-    demand: demand_rule.DemandState
-    lead_time: leadtime_rule.LeadTimeEstimate | None
-    choice: supplier_rule.SupplierChoice | None
-    levels: reorder.ReorderLevels | None
-    factor: float
-
-
-def _to_json(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple | list):
-        return [_to_json(x) for x in obj]
-    if isinstance(obj, float) and math.isinf(obj):
-        return None
-    return obj
 
 
 class RulesCore:
@@ -165,10 +88,11 @@ class RulesCore:
         self.auto_send: set[str] = set()
         self.cash_available: float | None = None
         self.pos: dict[str, PurchaseOrder] = {}
-        self.proposals: dict[str, Proposal] = {}  # HELD_PROPOSAL ones: open, or ordered and not yet received
+        self.proposals: dict[str, Proposal] = {}  # the open ones (OPEN_PROPOSAL_STATUSES)
         self.last_day: int | None = None
         self._dirty: set[str] = set()
         self._receipts: list[tuple[str, str, str, dict[str, Any], int]] = []  # for the outbox, this commit
+        self.outbox = db.outbox  # purchasing's sync reads and marks it through here (engine thread)
         self._load()
 
     # ================================================================ persistence
@@ -196,12 +120,8 @@ class RulesCore:
         self.auto_send = set(json.loads(self.db.get_kv("auto_send") or "[]"))
         cash = self.db.get_kv("cash_available")
         self.cash_available = None if cash is None else float(cash)
-        for row in self.db.conn.execute("SELECT body FROM purchase_orders WHERE status = 'open'"):
-            po = PurchaseOrder(**json.loads(row["body"]))
-            self.pos[po.po_id] = po
-        for row in self.db.conn.execute("SELECT body FROM proposals WHERE status IN ('pending','queued','ordered')"):
-            p = Proposal(**json.loads(row["body"]))
-            self.proposals[p.id] = p
+        self.pos = {po.po_id: po for po in self.db.purchase_orders("open")}
+        self.proposals = {p.id: p for p in self.db.proposals_in(OPEN_PROPOSAL_STATUSES)}
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -219,34 +139,24 @@ class RulesCore:
                     "feedback": lambda: self.feedback[rest], "standing": lambda: self.standing[(a, b)],
                     "onhand": lambda: {"qty": self.on_hand[(a, b)], "pick_face": b in self.pick_faces.get(a, ())},
                     "catalog": lambda: self.catalog[rest]}[kind]()
-        return obj if isinstance(obj, dict) else _to_json(obj)
+        return obj if isinstance(obj, dict) else to_json(obj)
 
     def _save_proposal(self, p: Proposal) -> None:
-        self.db.conn.execute(
-            "INSERT INTO proposals (id, sku, supplier, status, body, created_ms, updated_ms) VALUES (?,?,?,?,?,?,?)"
-            " ON CONFLICT(id) DO UPDATE SET status=excluded.status, supplier=excluded.supplier, body=excluded.body,"
-            " updated_ms=excluded.updated_ms",
-            (p.id, p.sku, p.supplier, p.status, json.dumps(_to_json(p)), p.created_ms, p.updated_ms))
-        if p.status in HELD_PROPOSAL:
+        self.db.save_proposal(p)
+        if p.status in OPEN_PROPOSAL_STATUSES:
             self.proposals[p.id] = p
         else:
             self.proposals.pop(p.id, None)
 
     def _save_po(self, po: PurchaseOrder) -> None:
-        self.db.conn.execute("INSERT INTO purchase_orders (po_id, sku, status, body, updated_ms) VALUES (?,?,?,?,?)"
-                             " ON CONFLICT(po_id) DO UPDATE SET status=excluded.status, body=excluded.body,"
-                             " updated_ms=excluded.updated_ms",
-                             (po.po_id, po.sku, po.status, json.dumps(_to_json(po)), self.clock()))
+        self.db.save_purchase_order(po, self.clock())
         if po.status == "open":
             self.pos[po.po_id] = po
         else:
             self.pos.pop(po.po_id, None)
 
     def _log(self, d: Decision) -> None:
-        self.db.conn.execute("INSERT INTO decisions (ts_ms, rule, sku, supplier, proposal_id, sentence, inputs, result)"
-                             " VALUES (?,?,?,?,?,?,?,?)",
-                             (d.ts_ms, d.rule, d.sku, d.supplier, d.proposal_id, d.sentence,
-                              json.dumps(_to_json(d.inputs)), json.dumps(_to_json(d.result))))
+        self.db.log_decision(d)
         log.info("rule %s for %s: %s", d.rule, d.sku, d.sentence)
 
     # ================================================================ inputs: the ledger stream
@@ -262,7 +172,7 @@ class RulesCore:
             # The receipts these changes made, in order, in one statement, before anything the
             # re-planning below may queue (so the outbox order is as if each went in at once).
             receipts, self._receipts = self._receipts, []
-            outbox.enqueue_many(self.db.conn, receipts)
+            self.db.enqueue_many(receipts)
             self._tick_locked(touched)
 
     def tick(self) -> None:
@@ -275,7 +185,7 @@ class RulesCore:
         skus = set(touched)
         if self.last_day != today:  # a new day changes forecasts and excess ages for every SKU
             self.last_day = today
-            skus |= self._all_skus()
+            skus |= self.all_skus()
         for sku in sorted(skus):
             self._plan_and_act(sku)
 
@@ -317,7 +227,7 @@ class RulesCore:
         rop_words = (f"reorder point raised from {units(rop_before)} to {units(rop_after)}"
                      if rop_before is not None and rop_after is not None else "reorder point factor raised")
         self._log(Decision(now_ms, "feedback_raise", sku,
-                           f"{self._label(sku)} ran out ({what}): {rop_words}{bound}, "
+                           f"{self.label(sku)} ran out ({what}): {rop_words}{bound}, "
                            f"factor {change.factor_before:.2f} → {change.factor_after:.2f}.",
                            inputs={"event": what, "factor_before": change.factor_before,
                                    "max_factor": self.config.feedback.max_factor, "step": self.config.feedback.step},
@@ -329,7 +239,7 @@ class RulesCore:
         task = next((t for t in stock.replenish if t.location == ch.location), None)
         where = f"bring it from {task.sources[0][0]} ({task.sources[0][1]} there)" if task else "refill the bin"
         self._log(Decision(ch.hub_ms, "replenish", ch.sku,
-                           f"{found[0].upper()}{found[1:]} while {stock.available} of {self._label(ch.sku)} sat "
+                           f"{found[0].upper()}{found[1:]} while {stock.available} of {self.label(ch.sku)} sat "
                            f"elsewhere on the site: a replenishment task ({where}), not a stockout; "
                            "the reorder point stays.",
                            inputs={"event": found, "location": ch.location, "available": stock.available},
@@ -355,12 +265,12 @@ class RulesCore:
         scanned = {"po_ref": found.po_ref, "sscc": found.sscc, "lot": ch.lot, "expiry": ch.expiry}
         body.update({k: v for k, v in scanned.items() if v is not None})
         # Queued for the outbox by on_commit, in one statement per commit.
-        self._receipts.append(("receipt", f"{self.site}:receipt:{receipt_id}", RECEIPT_PATH, body, self.clock()))
+        self._receipts.append((outbox.RECEIPT, f"{self.site}:receipt:{receipt_id}", RECEIPT_PATH, body, self.clock()))
         goods = "".join(f", {k} {v}" for k, v in (("pallet", found.sscc), ("lot", ch.lot), ("expiry", ch.expiry))
                         if v)
         against = f" against PO {found.po_ref}" if found.po_ref else ""
         self._log(Decision(ch.hub_ms, "receipt", ch.sku,
-                           f"Received {ch.qty_delta} of {self._label(ch.sku)} at {ch.location}{against}{goods}; "
+                           f"Received {ch.qty_delta} of {self.label(ch.sku)} at {ch.location}{against}{goods}; "
                            f"{found.why}.",
                            inputs={"qty": ch.qty_delta, "location": ch.location, "ref": ch.ref, "lot": ch.lot,
                                    "expiry": ch.expiry, "event_id": ch.event_id},
@@ -373,7 +283,7 @@ class RulesCore:
                                           po.qty_ordered, po.qty_received)
         self.record_delivery(delivery)
         if po.proposal_id and po.proposal_id in self.proposals:
-            self._save_proposal(replace(self.proposals[po.proposal_id], status="received",
+            self._save_proposal(replace(self.proposals[po.proposal_id], status=RECEIVED,
                                         updated_ms=self.clock()))
 
     def record_delivery(self, delivery: leadtime_rule.Delivery) -> None:
@@ -384,11 +294,7 @@ class RulesCore:
             key = (delivery.supplier, delivery.sku)
             self.lead[key] = leadtime_rule.observe(self.lead.get(key, leadtime_rule.LeadTimeState()), params, delivery)
             self._dirty.add(f"lead:{delivery.supplier}|{delivery.sku}")
-            self.db.conn.execute(
-                "INSERT INTO deliveries (supplier, sku, po_id, ordered_ms, promised_ms, received_ms, qty_ordered,"
-                " qty_received, late_days) VALUES (?,?,?,?,?,?,?,?,?)",
-                (delivery.supplier, delivery.sku, delivery.po_id, delivery.ordered_ms, delivery.promised_ms,
-                 delivery.received_ms, delivery.qty_ordered, delivery.qty_received, late_days))
+            self.db.add_delivery(delivery, late_days)
             standing, change = supplier_rule.record_delivery(
                 self.standing.get(key, supplier_rule.SupplierStanding()), self.config.supplier,
                 delivery.received_ms, late_days > 0)
@@ -399,16 +305,16 @@ class RulesCore:
 
     def _log_standing(self, sku: str, supplier: str, change: supplier_rule.StandingChange, now_ms: int) -> None:
         params = self.config.supplier
-        choice = supplier_rule.choose(self._options(sku), self._standings(sku))
-        nxt = self._supplier_name(sku, choice.option.supplier) if choice else "no other supplier"
-        name = self._supplier_name(sku, supplier)
+        choice = supplier_rule.choose(self.options(sku), self.standings(sku))
+        nxt = self.supplier_name(sku, choice.option.supplier) if choice else "no other supplier"
+        name = self.supplier_name(sku, supplier)
         if change.kind == "demoted":
             since = day_label(change.since_ms) if change.since_ms else "?"
-            sentence = (f"Future orders of {self._label(sku)} go to {nxt} instead of {name}: {name} was late "
+            sentence = (f"Future orders of {self.label(sku)} go to {nxt} instead of {name}: {name} was late "
                         f"{change.late_count} times since {since} (the rule moves at {params.late_threshold} "
                         f"within {params.window_days} days).")
         else:
-            sentence = (f"{name} is back first in line for {self._label(sku)}: {change.on_time_streak} on-time "
+            sentence = (f"{name} is back first in line for {self.label(sku)}: {change.on_time_streak} on-time "
                         f"deliveries in a row (the rule restores at {params.restore_after_on_time}); "
                         f"next orders go to {nxt}.")
         self._log(Decision(now_ms, f"supplier_{change.kind}", sku, sentence, supplier=supplier,
@@ -425,7 +331,7 @@ class RulesCore:
             for item in items:
                 self._put_catalog(item)
                 self._dirty.add(f"catalog:{item.sku}")
-            self._tick_locked(self._all_skus())
+            self._tick_locked(self.all_skus())
 
     def _put_catalog(self, item: CatalogItem) -> None:
         self.catalog[item.sku] = item
@@ -461,10 +367,23 @@ class RulesCore:
         """Central turned our requisition into a PO: it is now on order."""
         with self._tx():
             p = self.proposals.get(proposal_id)
-            if p is None or p.status != "queued":
+            if p is None or p.status != QUEUED:
                 return
             self._save_po(replace(po, proposal_id=proposal_id))
-            self._save_proposal(replace(p, status="ordered", po_id=po.po_id, updated_ms=self.clock()))
+            self._save_proposal(replace(p, status=ORDERED, po_id=po.po_id, updated_ms=self.clock()))
+
+    def on_outbox_sent(self, item: outbox.OutboxItem, response: dict[str, Any], po: PurchaseOrder | None,
+                       now_ms: int) -> None:
+        """Central accepted an outbox request: mark it sent and take in its answer, in one transaction.
+
+        `po` is the purchase order central placed for a requisition (None when it did not say).
+        """
+        with self._tx():
+            self.outbox.mark_sent(item.id, now_ms, response)
+            if item.kind == outbox.REQUISITION and po is not None:
+                self.on_requisition_accepted(item.body["requisition_id"], po)
+            elif item.kind == outbox.RECEIPT:
+                self.on_receipt_booked(item.body, response)
 
     def on_receipt_booked(self, receipt: dict[str, Any], answer: dict[str, Any]) -> None:
         """Central answered a receipt: say so when it booked less than expected, or matched a PO for us."""
@@ -474,7 +393,7 @@ class RulesCore:
         booked = sum(int(m.get("qty", 0)) for m in matched if isinstance(m, dict))
         qty, how = int(receipt["qty"]), receipt.get("match")
         expected = qty if how == receipts_rule.UNMATCHED else sum(int(x["qty"]) for x in receipt.get("po_lines", []))
-        what = (f"{qty} of {self._label(receipt['sku'])} received at {receipt.get('location')}"
+        what = (f"{qty} of {self.label(receipt['sku'])} received at {receipt.get('location')}"
                 + (f" against PO {receipt['po_ref']}" if receipt.get("po_ref") else ""))
         orders = ", ".join(f"{m.get('po_id')} ({m.get('qty')})" for m in matched if isinstance(m, dict))
         if booked < expected:
@@ -497,29 +416,38 @@ class RulesCore:
         """Ledger SKUs are GTINs until the catalog names them; map through the catalog."""
         return self.gtin_to_sku.get(sku, sku)
 
-    def _all_skus(self) -> set[str]:
+    def all_skus(self) -> set[str]:
+        """Every SKU the rules know of: stocked, with demand, or in the catalog."""
         return {s for s, _ in self.on_hand} | set(self.demand) | set(self.catalog)
 
-    def _label(self, sku: str) -> str:
+    def located_skus(self) -> list[str]:
+        """The SKUs with a balance at some location, in order."""
+        return sorted(self._by_sku)
+
+    def label(self, sku: str) -> str:
+        """The SKU as a supervisor reads it (with its GTIN when it has one)."""
         item = self.catalog.get(sku)
         return sku_label(sku, item.gtin if item else None)
 
-    def _options(self, sku: str) -> list[supplier_rule.SupplierOption]:
+    def options(self, sku: str) -> list[supplier_rule.SupplierOption]:
+        """The SKU's suppliers as the catalog lists them."""
         item = self.catalog.get(self.resolve(sku))
         return list(item.suppliers) if item else []
 
-    def _standings(self, sku: str) -> dict[str, supplier_rule.SupplierStanding]:
+    def standings(self, sku: str) -> dict[str, supplier_rule.SupplierStanding]:
+        """Supplier -> its record for this SKU (late deliveries, demotion)."""
         return {sup: st for (sup, s), st in self.standing.items() if s == sku}
 
-    def _supplier_name(self, sku: str, supplier: str) -> str:
-        for o in self._options(sku):
+    def supplier_name(self, sku: str, supplier: str) -> str:
+        """The supplier's name in the SKU's catalog entry, else its code."""
+        for o in self.options(sku):
             if o.supplier == supplier:
                 return o.name or supplier
         return supplier
 
     def on_order(self, sku: str) -> int:
         """Units sent or approved and not yet received."""
-        queued = sum(p.final_qty for p in self.proposals.values() if p.sku == sku and p.status == "queued")
+        queued = sum(p.final_qty for p in self.proposals.values() if p.sku == sku and p.status == QUEUED)
         return queued + sum(po.open_qty for po in self.pos.values() if po.sku == sku)
 
     def sku_stock(self, sku: str) -> stock_rule.SkuStock:
@@ -532,7 +460,7 @@ class RulesCore:
         on_hand = self.sku_stock(sku).available  # negative balances count as 0 (hub/rules/stock.py)
         on_order = self.on_order(sku)
         dem = demand_rule.as_of(self.demand.get(sku, demand_rule.DemandState()), self.config.demand, now)
-        choice = supplier_rule.choose(self._options(sku), self._standings(sku))
+        choice = supplier_rule.choose(self.options(sku), self.standings(sku))
         est = None
         if choice is not None:
             state = self.lead.get((choice.option.supplier, sku), leadtime_rule.LeadTimeState())
@@ -562,7 +490,7 @@ class RulesCore:
             rop_after = plan.levels.reorder_point / change.factor_before * change.factor_after
             bound = " (at its lower bound)" if change.at_bound else ""
             self._log(Decision(now, "feedback_lower", sku,
-                               f"{self._label(sku)} stayed above its order-up-to level "
+                               f"{self.label(sku)} stayed above its order-up-to level "
                                f"{units(plan.levels.order_up_to)} for {self.config.feedback.excess_days} days "
                                f"(on hand {plan.on_hand}): reorder point lowered from "
                                f"{units(plan.levels.reorder_point)} to {units(rop_after)}{bound}.",
@@ -580,8 +508,8 @@ class RulesCore:
         lv, choice = plan.levels, plan.choice
         if lv is None or choice is None or plan.lead_time is None or plan.position > lv.reorder_point:
             return
-        if any(p.sku == plan.sku and p.status in OPEN_PROPOSAL for p in self.proposals.values()):
-            return  # crossed once: one proposal until it is decided
+        if any(p.sku == plan.sku and p.status in AWAITING_PO_STATUSES for p in self.proposals.values()):
+            return  # crossed once: no second proposal until central has made the first a PO
         opt = choice.option
         desired = reorder.order_quantity(lv.order_up_to, plan.position, opt.moq, opt.pack_multiple)
         if desired <= 0:
@@ -589,7 +517,7 @@ class RulesCore:
         essential = min(desired, reorder.essential_quantity(lv, plan.position, opt.moq, opt.pack_multiple))
         now = self.clock()
         cover = reorder.days_of_cover(plan.position, plan.demand.rate_per_day)
-        p = Proposal(id=uuid.uuid4().hex[:16], sku=plan.sku, supplier=opt.supplier, status="pending",
+        p = Proposal(id=uuid.uuid4().hex[:16], sku=plan.sku, supplier=opt.supplier, status=PENDING,
                      desired_qty=desired, essential_qty=essential, qty=desired, qty_override=None,
                      unit_price=opt.unit_price, moq=opt.moq, pack_multiple=opt.pack_multiple,
                      days_of_cover=cover, position=plan.position, reorder_point=lv.reorder_point,
@@ -597,7 +525,7 @@ class RulesCore:
         self._save_proposal(p)
         d, lt = plan.demand, plan.lead_time
         self._log(Decision(now, "reorder", plan.sku,
-                           f"Proposed {desired} of {self._label(plan.sku)} from {opt.name or opt.supplier}"
+                           f"Proposed {desired} of {self.label(plan.sku)} from {opt.name or opt.supplier}"
                            f"{self._instead(plan.sku, choice)}; stock position {plan.position} (on hand "
                            f"{plan.on_hand}, on order {plan.on_order}) reached the reorder point "
                            f"{units(lv.reorder_point)} (demand {d.rate_per_day:.1f}/day ± {d.sigma_per_day:.1f}, "
@@ -630,7 +558,7 @@ class RulesCore:
 
     def _apply_cash(self) -> None:
         """Re-run the cash rule over every pending proposal; log the ones whose quantity moved."""
-        pending = [p for p in self.proposals.values() if p.status == "pending"]
+        pending = [p for p in self.proposals.values() if p.status == PENDING]
         if not pending:
             return
         cash = self.cash_available
@@ -645,12 +573,12 @@ class RulesCore:
                 continue
             self._save_proposal(replace(p, qty=a.qty, cash_outcome=a.outcome, updated_ms=now))
             if a.qty < p.qty:
-                why = (f"Cash {cash:,.2f} is below the floor {floor:,.2f}: order of {self._label(p.sku)} cut from "
+                why = (f"Cash {cash:,.2f} is below the floor {floor:,.2f}: order of {self.label(p.sku)} cut from "
                        f"{p.qty} to {a.qty} (urgency rank {a.urgency_rank}, {p.days_of_cover:.1f} days of cover; "
                        f"{p.essential_qty} would prevent a stockout within the lead time).")
             else:
                 why = (f"Cash {cash:,.2f} {'is back above' if a.outcome == 'full' else 'is still below'} the floor "
-                       f"{floor:,.2f}: order of {self._label(p.sku)} raised from {p.qty} to {a.qty}"
+                       f"{floor:,.2f}: order of {self.label(p.sku)} raised from {p.qty} to {a.qty}"
                        f" (urgency rank {a.urgency_rank}).")
             self._log(Decision(now, "cash_scaled", p.sku, why, supplier=p.supplier, proposal_id=p.id,
                                inputs={"cash_available": cash, "cash_floor": floor, "desired_qty": p.desired_qty,
@@ -664,7 +592,7 @@ class RulesCore:
         p = self.proposals.get(proposal_id)
         if p is None:
             raise RulesError(f"proposal {proposal_id} not found or no longer open", 404)
-        if p.status != "pending":
+        if p.status != PENDING:
             raise RulesError(f"proposal {proposal_id} is {p.status}; only pending proposals can change", 409)
         return p
 
@@ -678,16 +606,16 @@ class RulesCore:
         qty = p.final_qty
         if qty <= 0:
             raise RulesError(f"proposal {p.id} has quantity 0 (cash); edit it or wait for cash", 409)
-        p = replace(p, status="queued", decided_by=by, updated_ms=now)
+        p = replace(p, status=QUEUED, decided_by=by, updated_ms=now)
         self._save_proposal(p)
         item = self.catalog.get(self.resolve(p.sku))
-        outbox.enqueue(self.db.conn, "requisition", f"{self.site}:requisition:{p.id}", REQUISITION_PATH,
-                       {"site": self.site, "requisition_id": p.id, "sku": p.sku, "gtin": item.gtin if item else None,
-                        "supplier": p.supplier, "qty": qty, "unit_price": p.unit_price, "requested_ms": now}, now)
-        choice = supplier_rule.choose(self._options(p.sku), self._standings(p.sku))
+        self.db.enqueue(outbox.REQUISITION, f"{self.site}:requisition:{p.id}", REQUISITION_PATH,
+                        {"site": self.site, "requisition_id": p.id, "sku": p.sku, "gtin": item.gtin if item else None,
+                         "supplier": p.supplier, "qty": qty, "unit_price": p.unit_price, "requested_ms": now}, now)
+        choice = supplier_rule.choose(self.options(p.sku), self.standings(p.sku))
         instead = self._instead(p.sku, choice) if choice and choice.option.supplier == p.supplier else ""
         self._log(Decision(now, "ordered", p.sku,
-                           f"Ordered {qty} of {self._label(p.sku)} from {self._supplier_name(p.sku, p.supplier)}"
+                           f"Ordered {qty} of {self.label(p.sku)} from {self.supplier_name(p.sku, p.supplier)}"
                            f"{instead}" + ("" if instead else f" (approved by {by})") + ".",
                            supplier=p.supplier, proposal_id=p.id,
                            inputs={"approved_by": by, "desired_qty": p.desired_qty, "cash_qty": p.qty,
@@ -705,7 +633,7 @@ class RulesCore:
             p = replace(p, qty_override=qty, decided_by=by, updated_ms=now)
             self._save_proposal(p)
             self._log(Decision(now, "proposal_edited", p.sku,
-                               f"{by} changed the order of {self._label(p.sku)} from {p.qty} to {qty}.",
+                               f"{by} changed the order of {self.label(p.sku)} from {p.qty} to {qty}.",
                                supplier=p.supplier, proposal_id=p.id, inputs={"qty_before": p.qty, "by": by},
                                result={"qty": qty}))
             return p
@@ -714,10 +642,10 @@ class RulesCore:
         with self._tx():
             p = self._get_pending(proposal_id)
             now = self.clock()
-            p = replace(p, status="rejected", decided_by=by, note=note or None, updated_ms=now)
+            p = replace(p, status=REJECTED, decided_by=by, note=note or None, updated_ms=now)
             self._save_proposal(p)
             self._log(Decision(now, "proposal_rejected", p.sku,
-                               f"{by} rejected the order of {p.final_qty} of {self._label(p.sku)}"
+                               f"{by} rejected the order of {p.final_qty} of {self.label(p.sku)}"
                                + (f": {note}" if note else "") + ".",
                                supplier=p.supplier, proposal_id=p.id, inputs={"by": by, "note": note}))
             return p
@@ -728,11 +656,11 @@ class RulesCore:
             (self.auto_send.add if enabled else self.auto_send.discard)(sku)
             self.db.put_kv("auto_send", json.dumps(sorted(self.auto_send)))
             self._log(Decision(self.clock(), "auto_send", sku,
-                               f"{by} {'let' if enabled else 'stopped'} proposals for {self._label(sku)} "
+                               f"{by} {'let' if enabled else 'stopped'} proposals for {self.label(sku)} "
                                f"{'go out automatically' if enabled else 'going out automatically'}.",
                                inputs={"by": by}, result={"enabled": enabled}))
             if enabled:
-                for p in [p for p in self.proposals.values() if p.sku == sku and p.status == "pending"]:
+                for p in [p for p in self.proposals.values() if p.sku == sku and p.status == PENDING]:
                     if p.final_qty > 0:
                         self._approve(p, "auto-send")
             return enabled
@@ -747,54 +675,10 @@ class RulesCore:
             self.standing[key] = supplier_rule.restore(st)
             self._dirty.add(f"standing:{supplier}|{sku}")
             self._log(Decision(self.clock(), "supplier_restored", sku,
-                               f"{by} put {self._supplier_name(sku, supplier)} back first in line for "
-                               f"{self._label(sku)}.", supplier=supplier, inputs={"by": by}))
+                               f"{by} put {self.supplier_name(sku, supplier)} back first in line for "
+                               f"{self.label(sku)}.", supplier=supplier, inputs={"by": by}))
 
     # ================================================================ reads
-
-    def proposal_rows(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        if status:
-            rows = self.db.conn.execute("SELECT body FROM proposals WHERE status = ? ORDER BY created_ms DESC LIMIT ?",
-                                        (status, limit))
-        else:
-            rows = self.db.conn.execute("SELECT body FROM proposals ORDER BY created_ms DESC LIMIT ?", (limit,))
-        out = []
-        for row in rows:
-            body = json.loads(row["body"])
-            body["final_qty"] = body["qty"] if body["qty_override"] is None else body["qty_override"]
-            body["supplier_name"] = self._supplier_name(body["sku"], body["supplier"])
-            why = self.db.conn.execute("SELECT sentence FROM decisions WHERE proposal_id = ? AND rule = 'reorder'"
-                                       " ORDER BY id DESC LIMIT 1", (body["id"],)).fetchone()
-            body["sentence"] = why["sentence"] if why else None  # why it was proposed, from the decision log
-            out.append(body)
-        return out
-
-    def decision_rows(self, sku: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        q = "SELECT * FROM decisions" + (" WHERE sku = ?" if sku else "") + " ORDER BY id DESC LIMIT ?"
-        rows = self.db.conn.execute(q, ((sku, limit) if sku else (limit,)))
-        return [{"id": r["id"], "ts_ms": r["ts_ms"], "rule": r["rule"], "sku": r["sku"], "supplier": r["supplier"],
-                 "proposal_id": r["proposal_id"], "sentence": r["sentence"], "inputs": json.loads(r["inputs"]),
-                 "result": json.loads(r["result"])} for r in rows]
-
-    def scorecards(self) -> list[dict[str, Any]]:
-        """Per supplier x SKU: on-time rate, lead time and spread, trend, fill rate, standing."""
-        params = self.config.lead_time
-        now = self.clock()
-        window_start = now - self.config.supplier.window_days * 86_400_000
-        out = []
-        keys = set(self.lead) | set(self.standing) | {(o.supplier, sku) for sku, it in self.catalog.items()
-                                                      for o in it.suppliers}
-        for supplier, sku in sorted(keys):
-            st = self.lead.get((supplier, sku), leadtime_rule.LeadTimeState())
-            standing = self.standing.get((supplier, sku), supplier_rule.SupplierStanding())
-            out.append({"supplier": supplier, "name": self._supplier_name(sku, supplier), "sku": sku,
-                        "deliveries": st.n, "on_time_rate": st.on_time_rate,
-                        "lead_time_days": st.mean_days if st.n else None,
-                        "lead_time_sigma_days": st.sigma_days if st.n else None,
-                        "trend": st.trend(params), "fill_rate": st.fill_rate, "demoted": standing.demoted,
-                        "late_in_window": sum(1 for t in standing.late_ms if t >= window_start),
-                        "on_time_streak": standing.on_time_streak})
-        return out
 
     def _discrepancies_by_sku(self, discrepancies: Iterable[DiscrepancyRow]) -> dict[str, list[DiscrepancyRow]]:
         """SKU -> its open discrepancies: its own, and those of a bin it is in that name no SKU."""
@@ -809,13 +693,13 @@ class RulesCore:
                       discrepancies: Iterable[DiscrepancyRow] = ()) -> Constraint:
         """The one thing that limits the SKU now; `discrepancies` are the ledger's open ones (any SKU)."""
         plan = self.plan(sku)
-        options = self._options(sku)
-        standings = self._standings(sku)
+        options = self.options(sku)
+        standings = self.standings(sku)
         demoted = tuple(o.supplier for o in options if standings.get(o.supplier, supplier_rule.SupplierStanding())
                         .demoted)
         chosen = plan.choice.option.supplier if plan.choice else None
         lt = self.lead.get((chosen, sku), leadtime_rule.LeadTimeState()) if chosen else leadtime_rule.LeadTimeState()
-        short = sum(p.desired_qty - p.qty for p in self.proposals.values() if p.sku == sku and p.status == "pending")
+        short = sum(p.desired_qty - p.qty for p in self.proposals.values() if p.sku == sku and p.status == PENDING)
         return classify(ConstraintInputs(
             sku=sku, demand_days_observed=plan.demand.days_closed, offline_nodes=offline, stale_nodes=stale,
             disagreements=tuple(f"#{d.id} {d.kind.replace('_', ' ')} at {d.bin}" for d in sorted(
@@ -831,144 +715,29 @@ class RulesCore:
         """Every SKU's constraint; node_health maps SKU -> (offline nodes, silent nodes)."""
         mine = self._discrepancies_by_sku(discrepancies)  # grouped once, not scanned again for every SKU
         return [self.constraint_of(sku, *node_health.get(sku, ((), ())), discrepancies=mine.get(sku, ()))
-                for sku in sorted(self._all_skus())]
+                for sku in sorted(self.all_skus())]
 
-    def reorder_view(self, sku: str, history_limit: int = 50) -> dict[str, Any]:
-        """The reorder parameters of one SKU now, and the decisions that moved them (newest first)."""
-        plan = self.plan(sku)
-        lv, d, lt = plan.levels, plan.demand, plan.lead_time
-        history = [{"ts_ms": r["ts_ms"], "rule": r["rule"], "sentence": r["sentence"],
-                    "reorder_point": r["result"].get("reorder_point_after", r["result"].get("reorder_point"))}
-                   for r in self.decision_rows(sku, history_limit) if r["rule"] in LEVEL_RULES]
-        return {"sku": sku, "on_hand": plan.on_hand, "not_counted": self.sku_stock(sku).not_counted,
-                "on_order": plan.on_order, "position": plan.position,
-                "demand_per_day": d.rate_per_day, "demand_sigma_per_day": d.sigma_per_day,
-                "demand_days_observed": d.days_closed,
-                "supplier": plan.choice.option.supplier if plan.choice else None,
-                "lead_time_days": lt.mean_days if lt else None, "lead_time_sigma_days": lt.sigma_days if lt else None,
-                "lead_time_source": lt.source if lt else None, "service_level": self.config.service_level,
-                "rop_factor": plan.factor, "safety_stock": lv.safety_stock if lv else None,
-                "reorder_point": lv.reorder_point if lv else None, "order_up_to": lv.order_up_to if lv else None,
-                "days_of_cover": _to_json(reorder.days_of_cover(plan.position, d.rate_per_day)),
-                "auto_send": sku in self.auto_send, "history": history}
+    # ================================================================ views, for callers that hold a core
 
-    def sku_suppliers(self, sku: str) -> list[dict[str, Any]]:
-        """The SKU's suppliers in catalog priority, with their record and which one gets orders now."""
-        standings = self._standings(sku)
-        choice = supplier_rule.choose(self._options(sku), standings)
-        out = []
-        for opt in sorted(self._options(sku), key=lambda o: (o.priority, o.supplier)):
-            st = self.lead.get((opt.supplier, sku), leadtime_rule.LeadTimeState())
-            standing = standings.get(opt.supplier, supplier_rule.SupplierStanding())
-            out.append({"supplier": opt.supplier, "name": opt.name or opt.supplier, "priority": opt.priority,
-                        "catalog_lead_time_days": opt.lead_time_days, "unit_price": opt.unit_price, "moq": opt.moq,
-                        "pack_multiple": opt.pack_multiple, "deliveries": st.n, "on_time_rate": st.on_time_rate,
-                        "lead_time_days": st.mean_days if st.n else None, "demoted": standing.demoted,
-                        "chosen": bool(choice and choice.option.supplier == opt.supplier)})
-        return out
+    # The pages and the API read hub/rules/views.py; these few stay here so that a test or a
+    # simulation driving a core directly reads the same views without another import.
 
-    def constraint_view(self, sku: str, offline: tuple[str, ...] = (), stale: tuple[str, ...] = (),
-                        discrepancies: Sequence[DiscrepancyRow] = ()) -> dict[str, Any]:
-        """What limits one SKU now, with a sentence for the page."""
-        c = self.constraint_of(sku, offline, stale, discrepancies)
-        kind = str(c.kind)
-        sentence = (f"Nothing limits {self._label(sku)} now." if kind == "none"
-                    else f"{kind.capitalize()}: {c.figure} ({c.detail}).")
-        return {"sku": sku, "constraint": kind, "figure": c.figure, "detail": c.detail, "sentence": sentence}
+    def proposal_rows(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """views.proposal_rows."""
+        return views.proposal_rows(self, status, limit)
 
-    def supplier_trends(self, weeks: int = 12) -> list[dict[str, Any]]:
-        """Per supplier, deliveries and on-time rate per ISO week (UTC), oldest first, for charts."""
-        since = self.clock() - weeks * 7 * 86_400_000
-        counts: dict[tuple[str, str], list[int]] = {}  # (supplier, week) -> [deliveries, on time]
-        for r in self.db.conn.execute("SELECT supplier, received_ms, late_days FROM deliveries WHERE received_ms >= ?"
-                                      " ORDER BY received_ms", (since,)):
-            year, week, _ = datetime.fromtimestamp(r["received_ms"] / 1000, UTC).isocalendar()
-            n = counts.setdefault((str(r["supplier"]), f"{year}-W{week:02d}"), [0, 0])
-            n[0] += 1
-            n[1] += r["late_days"] <= 0
-        out: dict[str, dict[str, Any]] = {}
-        for (sup, period), (n_all, on_time) in sorted(counts.items()):
-            entry = out.setdefault(sup, {"supplier": sup, "name": self._any_supplier_name(sup), "trend": []})
-            entry["trend"].append({"period": period, "deliveries": n_all, "on_time_rate": on_time / n_all})
-        return list(out.values())
-
-    def _any_supplier_name(self, supplier: str) -> str:
-        for item in self.catalog.values():
-            for o in item.suppliers:
-                if o.supplier == supplier and o.name:
-                    return o.name
-        return supplier
+    def decision_rows(self, sku: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """views.decision_rows."""
+        return views.decision_rows(self, sku, limit)
 
     def purchase_order_rows(self, status: str | None = None) -> list[dict[str, Any]]:
-        """Purchase orders: `open`, `late` (open past the promised day plus grace), or all we hold."""
-        now = self.clock()
-        grace_days = self.config.lead_time.grace_days
-        if status in ("open", "late"):
-            pos = sorted(self.pos.values(), key=lambda p: p.ordered_ms, reverse=True)
-        else:
-            pos = [PurchaseOrder(**json.loads(r["body"])) for r in self.db.conn.execute(
-                "SELECT body FROM purchase_orders ORDER BY updated_ms DESC LIMIT 500")]
-        out = []
-        for po in pos:
-            # Late by the on-time rule's own measure: today is past the promised day (plus grace).
-            late = po.status == "open" and po.promised_ms is not None and day_of(now) > day_of(po.promised_ms) + grace_days
-            if status == "late" and not late:
-                continue
-            out.append({**_to_json(po), "open_qty": po.open_qty, "late": late,
-                        "supplier_name": self._supplier_name(po.sku, po.supplier),
-                        "late_by_days": (now - po.promised_ms) / 86_400_000 if late and po.promised_ms else 0.0})
-        return out
-
-    def stock_state(self, sku: str) -> dict[str, Any]:
-        """One SKU judged across the site: ok, low (position at or below the reorder point) or
-        stockout (no location holds any), with its figures and a sentence; low_stock and the
-        MQTT consumer feed (hub/consumer_feed.py) both read this."""
-        stock = self.sku_stock(sku)
-        plan = self.plan(sku)
-        rate = plan.demand.rate_per_day
-        stockout = stock.out_of_stock
-        low = plan.levels is not None and plan.position <= plan.levels.reorder_point
-        waiting = f", demand {rate:.1f}/day waiting" if rate > 0 else ""
-        sentence = (f"{self._label(sku)} is out of stock at every location{stock.not_counted}{waiting}."
-                    if stockout else
-                    f"{self._label(sku)} is low: position {plan.position} (on hand {plan.on_hand}"
-                    f"{stock.not_counted}, on order {plan.on_order}) at or below the reorder point "
-                    f"{units(plan.levels.reorder_point) if plan.levels else '?'}." if low else
-                    f"{self._label(sku)}: {plan.on_hand} on hand{stock.not_counted}.")
-        return {"sku": sku, "state": "stockout" if stockout else "low" if low else "ok", "qty": plan.on_hand,
-                "on_order": plan.on_order, "position": plan.position,
-                "reorder_point": plan.levels.reorder_point if plan.levels else None,
-                "demand_per_day": rate,
-                "days_of_cover": _to_json(reorder.days_of_cover(plan.on_hand, rate)),
-                "negative": [{"location": loc, "qty": q} for loc, q in stock.negative],
-                "sentence": sentence}
+        """views.purchase_order_rows."""
+        return views.purchase_order_rows(self, status)
 
     def low_stock(self) -> list[dict[str, Any]]:
-        """SKUs out of stock at every location, then those at or below their reorder point, fewest days first.
-
-        Judged per SKU across the site (hub/rules/stock.py): a bin at zero while the SKU sits
-        elsewhere is a replenishment task (`replenishments`), not a stockout; a negative
-        balance counts as zero and is listed in `negative`.
-        """
-        out = [row for row in (self.stock_state(sku) for sku in sorted(self._all_skus())) if row["state"] != "ok"]
-        out.sort(key=lambda r: (r["state"] != "stockout", r["days_of_cover"] if r["days_of_cover"] is not None
-                                else math.inf, r["sku"]))
-        return out
+        """views.low_stock."""
+        return views.low_stock(self)
 
     def replenishments(self) -> list[dict[str, Any]]:
-        """Pick faces at zero (or below) while their SKU sits elsewhere on the site: what to bring from where."""
-        out = []
-        for sku in sorted(self._by_sku):
-            for task in self.sku_stock(sku).replenish:
-                out.append({"sku": sku, "location": task.location, "qty": task.qty,
-                            "from_location": task.sources[0][0], "from_qty": task.sources[0][1],
-                            "sources": [{"location": loc, "qty": q} for loc, q in task.sources],
-                            "sentence": task.sentence(self._label(sku))})
-        return out
-
-    def outbox_status(self) -> dict[str, Any]:
-        pending = outbox.items(self.db.conn, outbox.PENDING)
-        failed = outbox.items(self.db.conn, outbox.FAILED, 50)
-        return {"counts": outbox.counts(self.db.conn),
-                "pending": [_to_json(i) for i in pending], "failed": [_to_json(i) for i in failed],
-                "oldest_pending_ms": pending[0].created_ms if pending else None}
+        """views.replenishments."""
+        return views.replenishments(self)

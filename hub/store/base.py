@@ -360,6 +360,10 @@ class Store(Protocol):
         """Every active shelf fault, by bin then start time."""
         ...
 
+    def sku_nodes(self) -> list[tuple[str, str]]:
+        """Every (sku, node) pair where the node's events moved that SKU's stock, in no set order."""
+        ...
+
     def aged_stock(self, locations: tuple[str, ...], received_before_ms: int) -> list[AgedStock]:
         """Stock at these locations received (first in, first out) before the cut-off and still there."""
         ...

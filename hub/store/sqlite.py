@@ -520,6 +520,11 @@ class SqliteStore:
                                       " ORDER BY bin, since_ms, fault").fetchall()
         return [ShelfFaultRow(*r) for r in rows]
 
+    def sku_nodes(self) -> list[tuple[str, str]]:
+        rows = self._reader().execute(
+            "SELECT DISTINCT m.sku, e.node FROM movements m JOIN events e ON e.id = m.event_id").fetchall()
+        return [(sku, node) for sku, node in rows]
+
     def aged_stock(self, locations: tuple[str, ...], received_before_ms: int) -> list[AgedStock]:
         db = self._reader()
         out = []

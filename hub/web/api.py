@@ -15,14 +15,11 @@ from aiohttp import web
 
 from contract._fields import NAME_RE
 from contract.messages import LOCATION_RE, SKU_RE
-from hub.faults import fault_words
-from hub.lag import STAGES
-from hub.service import HubService
 from hub.store.base import RECOUNT_REQUESTED, SCAN_OUTCOMES
+from hub.web import data
 from hub.web.auth import identity_of, requires
 from hub.web.body import read_json
-
-SERVICE = web.AppKey("service", HubService)
+from hub.web.keys import SERVICE as SERVICE  # re-exported: scripts and tests import it from here
 
 
 def _int_arg(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -58,9 +55,7 @@ async def json_object(request: web.Request, example: str = "", optional: bool = 
 
 
 def _page(rows: list[Any], limit: int) -> dict[str, Any]:
-    """A keyset page: items newest first, and the `before_id` that fetches the next page."""
-    items = [dataclasses.asdict(r) for r in rows]
-    return {"ok": True, "items": items, "next_before_id": items[-1]["id"] if len(items) == limit else None}
+    return {"ok": True, **data.keyset_page(rows, limit)}
 
 
 async def stock(request: web.Request) -> web.Response:
@@ -129,10 +124,7 @@ async def discrepancies(request: web.Request) -> web.Response:
     bin_name = _name_arg(request.query.get("bin"), "bin", LOCATION_RE)
     limit = _int_arg(request, "limit", 100, 1, 1000)
     before = _int_arg(request, "before_id", 0, 0, 2**62) or None
-    rows = await asyncio.to_thread(service.store.discrepancies, status, bin_name, limit, before)
-    body = _page(rows, limit)
-    body["outcomes"] = dict(service.ingest.reconciler.outcomes)  # since the hub started
-    return web.json_response(body)
+    return web.json_response({"ok": True, **await data.discrepancies(service, status, bin_name, limit, before)})
 
 
 @requires("supervisor")
@@ -196,9 +188,7 @@ async def apply_discrepancy_fix(request: web.Request) -> web.Response:
 
 async def shelf_faults(request: web.Request) -> web.Response:
     """Every shelf fault active now, per bin: kind, since when, the edge's detail, and a short meaning."""
-    rows = await asyncio.to_thread(request.app[SERVICE].store.shelf_faults)
-    return web.json_response({"ok": True, "items": [{**dataclasses.asdict(r), "meaning": fault_words(r.fault)}
-                                                    for r in rows]})
+    return web.json_response({"ok": True, **await data.shelf_faults(request.app[SERVICE])})
 
 
 def _int_arg_path(request: web.Request, name: str) -> int:
@@ -219,11 +209,7 @@ async def node_health(request: web.Request) -> web.Response:
 
 async def lag(request: web.Request) -> web.Response:
     """Rolling signal-lag percentiles per node and stage (ms), over the last samples of each."""
-    by_node: dict[str, dict[str, Any]] = {}
-    for s in request.app[SERVICE].ingest.lag.snapshot():
-        row = by_node.setdefault(s.node, {"node": s.node})
-        row[s.stage] = {"samples": s.samples, "p50": s.p50_ms, "p90": s.p90_ms, "p99": s.p99_ms, "max": s.max_ms}
-    return web.json_response({"ok": True, "stages": list(STAGES), "items": list(by_node.values())})
+    return web.json_response({"ok": True, **data.lag(request.app[SERVICE])})
 
 
 async def catalog(request: web.Request) -> web.Response:

@@ -1,6 +1,6 @@
 """JSON API of the rules and purchasing sync, under /api/v1/rules (docs/openapi.yaml, tag `rules`).
 
-Reads are open to viewers. Changing endpoints are POST and declare the supervisor role with
+Reads are open to viewers; their data is built in hub.web.rules_data, which the pages share. Changing endpoints are POST and declare the supervisor role with
 `hub.web.auth.requires("supervisor")` (admins pass too). Besides the rules' own paths, the
 pages' read endpoints live here: per-SKU reorder parameters, suppliers and constraint,
 supplier trends, purchase orders, and `/api/v1/stock/low` (what is low or out, by the rules'
@@ -9,7 +9,6 @@ reorder points).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -18,19 +17,15 @@ from typing import Any
 from aiohttp import web
 
 from contract.messages import SKU_RE
-from hub.rules.core import RulesCore, RulesError
-from hub.web.api import SERVICE, json_object
+from hub.rules.core import RulesCore
+from hub.web import rules_data
+from hub.web.api import json_object
 from hub.web.auth import identity_of, requires
+from hub.web.keys import SERVICE
 
 log = logging.getLogger(__name__)
-OPEN_DISCREPANCIES_READ = 5000  # enough for any site's open list; each names a SKU or a bin
 
-
-def _engine(request: web.Request) -> Any:
-    engine = request.app[SERVICE].rules
-    if engine is None:
-        raise web.HTTPServiceUnavailable(reason="the rules engine is switched off (rules.enabled = false)")
-    return engine
+PO_STATUSES = frozenset({"open", "late"})
 
 
 def _who(request: web.Request) -> str:
@@ -39,22 +34,22 @@ def _who(request: web.Request) -> str:
 
 
 async def _run(request: web.Request, fn: Callable[[RulesCore], Any]) -> Any:
-    try:
-        return await _engine(request).call(fn)
-    except RulesError as err:
-        raise _http(err.status, str(err)) from None
+    return await rules_data.run(request.app[SERVICE], fn)
 
 
-def _http(status: int, reason: str) -> web.HTTPException:
-    cls = {404: web.HTTPNotFound, 409: web.HTTPConflict}.get(status, web.HTTPBadRequest)
-    # A reason is a header line: path parts quoted into it must not break it (or the response).
-    return cls(reason=" ".join(reason.splitlines())[:500])
+def _sku(request: web.Request) -> str:
+    sku = request.match_info["sku"]
+    if not SKU_RE.fullmatch(sku):
+        raise web.HTTPBadRequest(reason=f"sku {sku[:64]!r} is not valid")
+    return sku
+
+
+def _ok(body: dict[str, Any]) -> web.Response:
+    return web.json_response({"ok": True, **body})
 
 
 async def proposals(request: web.Request) -> web.Response:
-    status = request.query.get("status") or None
-    rows = await _run(request, lambda core: core.proposal_rows(status))
-    return web.json_response({"ok": True, "items": rows})
+    return _ok(await rules_data.proposals(request.app[SERVICE], request.query.get("status") or None))
 
 
 @requires("supervisor")
@@ -108,72 +103,39 @@ async def decisions(request: web.Request) -> web.Response:
         limit = max(1, min(1000, int(request.query.get("limit", "100"))))
     except ValueError:
         raise web.HTTPBadRequest(reason="query parameter 'limit' must be a whole number") from None
-    rows = await _run(request, lambda core: core.decision_rows(sku, limit))
-    return web.json_response({"ok": True, "items": rows})
+    return _ok(await rules_data.decisions(request.app[SERVICE], sku, limit))
 
 
 async def suppliers(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.scorecards())})
-
-
-async def _open_discrepancies(request: web.Request) -> list[Any]:
-    """The ledger's open discrepancies (its read API, off the loop): disagreements the constraint weighs."""
-    return await asyncio.to_thread(request.app[SERVICE].store.discrepancies, "open", None, OPEN_DISCREPANCIES_READ)
+    return _ok(await rules_data.scorecards(request.app[SERVICE]))
 
 
 async def constraints(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    health = await asyncio.to_thread(service.sku_node_health)
-    open_now = await _open_discrepancies(request)
-    rows = await _run(request, lambda core: core.constraints(health, open_now))
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for c in rows:
-        grouped.setdefault(str(c.kind), []).append({"sku": c.sku, "figure": c.figure, "detail": c.detail})
-    return web.json_response({"ok": True, "by_constraint": grouped})
+    return _ok(await rules_data.constraints(request.app[SERVICE]))
 
 
 async def sync_status(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    box = await _run(request, lambda core: core.outbox_status())
-    link = service.purchasing.snapshot() if service.purchasing is not None else {"central_url": ""}
-    return web.json_response({"ok": True, "central": link, "outbox": box})
-
-
-PO_STATUSES = frozenset({"open", "late"})
-
-
-def _sku(request: web.Request) -> str:
-    sku = request.match_info["sku"]
-    if not SKU_RE.fullmatch(sku):
-        raise web.HTTPBadRequest(reason=f"sku {sku[:64]!r} is not valid")
-    return sku
+    return _ok(await rules_data.sync_status(request.app[SERVICE]))
 
 
 async def sku_reorder(request: web.Request) -> web.Response:
     """One SKU's reorder parameters now (ROP, safety stock, order-up-to, inputs) and their history."""
-    sku = _sku(request)
-    return web.json_response({"ok": True, **await _run(request, lambda core: core.reorder_view(sku))})
+    return _ok(await rules_data.sku_reorder(request.app[SERVICE], _sku(request)))
 
 
 async def sku_suppliers(request: web.Request) -> web.Response:
     """One SKU's suppliers in priority order, with their record and the one that gets orders now."""
-    sku = _sku(request)
-    return web.json_response({"ok": True, "sku": sku, "items": await _run(request, lambda core: core.sku_suppliers(sku))})
+    return _ok(await rules_data.sku_suppliers(request.app[SERVICE], _sku(request)))
 
 
 async def sku_constraint(request: web.Request) -> web.Response:
     """What limits one SKU now: information, supplier, cash or none."""
-    sku = _sku(request)
-    health = await asyncio.to_thread(request.app[SERVICE].sku_node_health)
-    offline, stale = health.get(sku, ((), ()))
-    open_now = await _open_discrepancies(request)
-    view = await _run(request, lambda core: core.constraint_view(sku, offline, stale, open_now))
-    return web.json_response({"ok": True, **view})
+    return _ok(await rules_data.sku_constraint(request.app[SERVICE], _sku(request)))
 
 
 async def supplier_trends(request: web.Request) -> web.Response:
     """Per supplier: deliveries and on-time rate per ISO week, oldest first (for charts)."""
-    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.supplier_trends())})
+    return _ok(await rules_data.supplier_trends(request.app[SERVICE]))
 
 
 async def purchase_orders(request: web.Request) -> web.Response:
@@ -181,17 +143,17 @@ async def purchase_orders(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     if status is not None and status not in PO_STATUSES:
         raise web.HTTPBadRequest(reason="query parameter 'status' must be 'open' or 'late'")
-    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.purchase_order_rows(status))})
+    return _ok(await rules_data.purchase_orders(request.app[SERVICE], status))
 
 
 async def low_stock(request: web.Request) -> web.Response:
     """SKUs out of stock at every location (stockout) or at/below their reorder point (low)."""
-    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.low_stock())})
+    return _ok(await rules_data.low_stock(request.app[SERVICE]))
 
 
 async def replenishment(request: web.Request) -> web.Response:
     """Pick faces at zero while their SKU sits elsewhere on the site: bring it from there."""
-    return web.json_response({"ok": True, "items": await _run(request, lambda core: core.replenishments())})
+    return _ok(await rules_data.replenishment(request.app[SERVICE]))
 
 
 def add_routes(app: web.Application) -> None:

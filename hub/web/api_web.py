@@ -16,8 +16,9 @@ import time
 from aiohttp import web
 
 from contract import Command, ContractError
-from hub.web.api import SERVICE, json_object
+from hub.web.api import json_object
 from hub.web.auth import identity_of, requires
+from hub.web.keys import SERVICE
 from hub.web.overview import build_overview
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,8 @@ PAGE_COMMANDS = frozenset({"tare", "calibrate", "identify"})  # what the nodes p
 
 
 async def overview(request: web.Request) -> web.Response:
-    nodes = await request.app[SERVICE].node_rows()
-    return web.json_response({"ok": True, **await build_overview(request, nodes)})
+    service = request.app[SERVICE]
+    return web.json_response({"ok": True, **await build_overview(service, await service.node_rows())})
 
 
 @requires("admin")

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hub.live import sse_frame
 from hub.service import HubService
 from hub.web import account, api, api_rules, api_web, pages, users
 from hub.web.auth import (
@@ -29,13 +30,12 @@ from hub.web.auth import (
 )
 from hub.web.body import json_body_middleware
 from hub.web.headers import add_security_headers, same_origin_middleware
-from hub.web.live import sse_frame
+from hub.web.keys import SERVICE
 from hub.web.metrics import METRICS, HubMetrics, metrics
 from hub.web.render import render
 
 log = logging.getLogger(__name__)
 
-SERVICE = api.SERVICE
 STATIC_DIR = Path(__file__).parent / "static"
 SSE_KEEPALIVE_S = 15  # proxies drop idle streams; a comment line keeps them open
 LIVE_RECHECK_S = 1.0  # how often an open stream re-checks its login (at the next message or keepalive)

@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from contract import SHELF_FAULTS
 from hub.health import NodeHealth
 from hub.ingest import CommitResult
+from hub.rules import views
 from hub.service import HubService
 from hub.web.auth import public
 
@@ -227,7 +228,7 @@ class HubMetrics:
             snap.shelf_faults[fault.fault] = snap.shelf_faults.get(fault.fault, 0) + 1
         if service.purchasing is not None and service.rules is not None:
             snap.purchasing = service.purchasing.snapshot()
-            box = await service.rules.call(lambda core: core.outbox_status())
+            box = await service.rules.call(lambda core: views.outbox_status(core))
             snap.purchasing_counts = dict(box.get("counts", {}))
             snap.oldest_pending_purchasing_ms = box.get("oldest_pending_ms")
         self.collector.snapshot = snap

@@ -1,8 +1,8 @@
-"""The overview's counters and alert list, built from the API and the node table.
+"""The overview's counters and alert list, built from the same data functions as the API, and the node table.
 
-Each alert says what is wrong in a sentence and links to the thing it is about. Sources that
-another part of the hub has not registered yet count as unknown (None), never as zero: the
-page must not claim "no discrepancies" when it cannot know.
+Each alert says what is wrong in a sentence and links to the thing it is about. A source that
+is not available (the rules engine switched off) counts as unknown (None), never as zero: the
+page must not claim "no stockouts" when it cannot know.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import web
-
-from hub.web.subrequest import api_get, items
+from hub.service import HubService
+from hub.web import data, rules_data
+from hub.web.data import items, or_none
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def node_alerts(nodes: list[dict[str, Any]], now_ms: int) -> list[Alert]:
     return out
 
 
-async def build_overview(request: web.Request, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+async def build_overview(service: HubService, nodes: list[dict[str, Any]]) -> dict[str, Any]:
     """Counters (None = source not available yet) and alerts."""
     now_ms = int(time.time() * 1000)
     alerts = node_alerts(nodes, now_ms)
@@ -57,21 +57,21 @@ async def build_overview(request: web.Request, nodes: list[dict[str, Any]]) -> d
         "nodes_offline": sum(1 for a in alerts if a.kind == "node_offline"),
         "nodes_stale": sum(1 for a in alerts if a.kind == "node_stale"),
     }
-    faults = items(await api_get(request, "/api/v1/shelf-faults"))
+    faults = items(await or_none(data.shelf_faults(service), "shelf faults"))
     counters["shelf_faults"] = None if faults is None else len(faults)
     for f in (faults or [])[:ALERTS_PER_KIND]:
         alerts.append(Alert("shelf_fault", "bad",
                             f"Shelf fault at bin {f.get('bin')} ({f.get('meaning') or f.get('fault')}): "
                             f"its weight cannot be trusted until it clears. {f.get('detail') or ''}".strip(),
                             f"/nodes#node-{quote(str(f.get('node')))}"))
-    discrepancies = items(await api_get(request, "/api/v1/discrepancies?status=open"))
+    discrepancies = items(await or_none(data.discrepancies(service, "open"), "open discrepancies"))
     counters["discrepancies_open"] = None if discrepancies is None else len(discrepancies)
     for d in (discrepancies or [])[:ALERTS_PER_KIND]:
         alerts.append(Alert("discrepancy", "bad", str(d.get("sentence") or f"Discrepancy at {d.get('bin')}"),
                             f"/discrepancies#d-{d.get('id')}"))
     # Stock signals are per SKU across the site's locations (hub/rules/stock.py): a SKU is out
     # of stock only when no location holds any; a bin at zero with stock elsewhere is a refill.
-    low = items(await api_get(request, "/api/v1/stock/low"))
+    low = items(await or_none(rules_data.low_stock(service), "low stock"))
     counters["stockouts"] = None if low is None else sum(1 for r in low if r.get("state") == "stockout")
     counters["low_stock"] = None if low is None else sum(1 for r in low if r.get("state") == "low")
     for r in (low or [])[:ALERTS_PER_KIND]:
@@ -79,12 +79,12 @@ async def build_overview(request: web.Request, nodes: list[dict[str, Any]]) -> d
         alerts.append(Alert("stockout" if out else "low_stock", "bad" if out else "warn",
                             str(r.get("sentence") or f"{r.get('sku')} {'is out of stock' if out else 'is low'}."),
                             f"/stock/{quote(str(r.get('sku')), safe='')}"))
-    refills = items(await api_get(request, "/api/v1/stock/replenishment"))
+    refills = items(await or_none(rules_data.replenishment(service), "replenishment"))
     counters["replenishments"] = None if refills is None else len(refills)
     for r in (refills or [])[:ALERTS_PER_KIND]:
         alerts.append(Alert("replenish", "warn", str(r.get("sentence")),
                             f"/stock?location={quote(str(r.get('location')), safe='')}"))
-    late = items(await api_get(request, "/api/v1/rules/purchase-orders?status=late"))
+    late = items(await or_none(rules_data.purchase_orders(service, "late"), "late purchase orders"))
     counters["po_late"] = None if late is None else len(late)
     for po in (late or [])[:ALERTS_PER_KIND]:
         alerts.append(Alert("po_late", "warn",
@@ -92,7 +92,7 @@ async def build_overview(request: web.Request, nodes: list[dict[str, Any]]) -> d
                             f"{po.get('supplier_name') or po.get('supplier')} is "
                             f"{float(po.get('late_by_days') or 0):.0f} day(s) late.",
                             f"/suppliers#s-{quote(str(po.get('supplier')))}"))
-    proposals = items(await api_get(request, "/api/v1/rules/proposals?status=pending"))
+    proposals = items(await or_none(rules_data.proposals(service, "pending"), "pending proposals"))
     counters["proposals_pending"] = None if proposals is None else len(proposals)
     for p in (proposals or [])[:ALERTS_PER_KIND]:
         alerts.append(Alert("proposal", "warn", str(p.get("sentence") or f"Proposal {p.get('id')} waits for you."),

@@ -1,9 +1,10 @@
 """Server-rendered pages: overview, stock, SKU, discrepancies, proposals, suppliers, nodes, lag.
 
 Pages are plain HTML that work without JavaScript; /static/live.js patches them from the one
-SSE stream. Data comes from the store (stock, movements, nodes) or, for sections owned by
-other parts of the hub, through their JSON API in process (hub.web.subrequest), so every page's
-data is also in the API.
+SSE stream. Data comes from the store (stock, movements, nodes) or, for sections the API also
+serves, from the same data functions as its JSON handlers (hub.web.data, hub.web.rules_data),
+so every page's data is also in the API. A section whose source answers an error (the rules
+engine switched off) shows "not available yet".
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import asyncio
 import dataclasses
 import logging
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from aiohttp import web
 
-from hub.web.api import SERVICE
+from contract.messages import SKU_RE
+from hub.service import HubService
+from hub.web import data, rules_data
 from hub.web.auth import identity_of
 from hub.web.charts import bar_chart, step_chart
+from hub.web.data import items, or_none
+from hub.web.keys import SERVICE
 from hub.web.overview import build_overview
 from hub.web.render import render
-from hub.web.subrequest import api_get, items
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ PAGE_ROWS = 50  # a tablet screen and a bit; more is what paging is for
 MAX_OFFSET = 10_000_000
 SKU_MOVEMENTS = 500  # enough history for the chart; older movements stay in the API
 LAG_STAGES = ("device_to_accepted", "accepted_to_received", "received_to_committed", "committed_to_pushed")
-RECENT_SCANS = 30  # the overview's "Recent scans" (live.js SCANS_SHOWN and hub.web.live.SCANS_PER_PUSH match)
+RECENT_SCANS = 30  # the overview's "Recent scans" (live.js SCANS_SHOWN and hub.live.SCANS_PER_PUSH match)
 RECENT_REFUSED = 10  # payloads the hub refused, newest first (all of them: GET /api/v1/quarantine)
 # The product promise is "visible within a second": a stage whose p99 alone is over this is slow,
 # however many nodes there are.
@@ -46,10 +50,10 @@ def _page_arg(request: web.Request) -> int:
 async def overview_page(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     nodes = await service.node_rows()
-    data = await build_overview(request, nodes)
+    overview = await build_overview(service, nodes)
     recent = await asyncio.to_thread(service.store.scans, None, None, RECENT_SCANS, None)
     refused = await asyncio.to_thread(service.store.quarantine_rows, RECENT_REFUSED)
-    return render(request, "overview.html", counters=data["counters"], alerts=data["alerts"], nodes=nodes,
+    return render(request, "overview.html", counters=overview["counters"], alerts=overview["alerts"], nodes=nodes,
                   scans=[dataclasses.asdict(r) for r in recent], refused=[dataclasses.asdict(r) for r in refused])
 
 
@@ -113,14 +117,22 @@ async def sku_page(request: web.Request) -> web.Response:
     if movements:
         series.append((movements[-1]["hub_ms"] - 1, level))
     series.reverse()
-    base = f"/api/v1/rules/skus/{quote(sku, safe='')}"
-    reorder = await api_get(request, f"{base}/reorder")
-    suppliers = items(await api_get(request, f"{base}/suppliers"))
-    constraint = await api_get(request, f"{base}/constraint")
+    reorder, suppliers, constraint = await _sku_rules(service, sku)
     floor = reorder.get("reorder_point") if reorder else None
     chart = step_chart(series, f"Stock of {sku} over time", floor=float(floor) if isinstance(floor, (int, float)) else None)
     return render(request, "sku.html", sku=sku, balances=balances, total=total, movements=movements[:100],
                   chart=chart, reorder=reorder, suppliers=suppliers, constraint=constraint)
+
+
+async def _sku_rules(service: HubService, sku: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None,
+                                                       dict[str, Any] | None]:
+    """The rules' view of one SKU: reorder parameters, suppliers, constraint (each None if not available)."""
+    if not SKU_RE.fullmatch(sku):
+        return None, None, None  # the rules API refuses it too (400): nothing to show
+    reorder = await or_none(rules_data.sku_reorder(service, sku), "reorder parameters")
+    suppliers = items(await or_none(rules_data.sku_suppliers(service, sku), "SKU suppliers"))
+    constraint = await or_none(rules_data.sku_constraint(service, sku), "SKU constraint")
+    return reorder, suppliers, constraint
 
 
 def _sku_data(store: Any, sku: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -138,7 +150,7 @@ def _sku_data(store: Any, sku: str) -> tuple[list[dict[str, Any]], list[dict[str
 
 async def discrepancies_page(request: web.Request) -> web.Response:
     status = "closed" if request.query.get("status") == "closed" else "open"
-    rows = items(await api_get(request, f"/api/v1/discrepancies?status={status}"))
+    rows = items(await or_none(data.discrepancies(request.app[SERVICE], status), "discrepancies"))
     routes = {r.canonical for r in request.app.router.resources()}
     # Offer only the actions whose endpoints exist: a button that can only fail helps no one.
     return render(request, "discrepancies.html", rows=rows, state=status,
@@ -148,15 +160,17 @@ async def discrepancies_page(request: web.Request) -> web.Response:
 
 
 async def proposals_page(request: web.Request) -> web.Response:
-    rows = items(await api_get(request, "/api/v1/rules/proposals?status=pending"))
-    decisions = items(await api_get(request, "/api/v1/rules/decisions?limit=50"))
+    service = request.app[SERVICE]
+    rows = items(await or_none(rules_data.proposals(service, "pending"), "pending proposals"))
+    decisions = items(await or_none(rules_data.decisions(service, None, 50), "decisions"))
     return render(request, "proposals.html", rows=rows, decisions=decisions)
 
 
 async def suppliers_page(request: web.Request) -> web.Response:
     """One card per supplier: its SKUs' scorecards and a chart of on-time deliveries per week."""
-    scorecards = items(await api_get(request, "/api/v1/rules/suppliers"))
-    trends = items(await api_get(request, "/api/v1/rules/supplier-trends")) or []
+    service = request.app[SERVICE]
+    scorecards = items(await or_none(rules_data.scorecards(service), "supplier scorecards"))
+    trends = items(await or_none(rules_data.supplier_trends(service), "supplier trends")) or []
     suppliers: dict[str, dict[str, Any]] = {}
     for row in scorecards or []:
         sid = str(row.get("supplier"))
@@ -181,7 +195,7 @@ async def nodes_page(request: web.Request) -> web.Response:
     for b in catalog.bins:
         if b.node and b.sensored:
             bins_by_node.setdefault(b.node, []).append(b.bin)
-    faults = items(await api_get(request, "/api/v1/shelf-faults")) or []
+    faults = items(await or_none(data.shelf_faults(service), "shelf faults")) or []
     return render(request, "nodes.html", nodes=await service.node_rows(), replies=list(reversed(service.replies[-20:])),
                   can_command=bool(identity and identity.can("admin")), bins_by_node=bins_by_node, faults=faults)
 
@@ -203,8 +217,7 @@ def lag_highlights(rows: list[dict[str, Any]]) -> dict[str, set[str]]:
 
 
 async def lag_page(request: web.Request) -> web.Response:
-    data = await api_get(request, "/api/v1/lag")
-    rows = items(data)
+    rows = data.lag(request.app[SERVICE])["items"]
     hot = lag_highlights(rows or [])
     charts: dict[str, str] = {}
     for stage in LAG_STAGES:

@@ -1,0 +1,113 @@
+"""The rules' value types: a catalog item, a purchase order, a proposal and its life, a SKU's plan.
+
+Shared by the core (which decides), the store (which keeps them) and the views (which
+shape them for pages), so none of those has to import another for its types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from hub.rules import demand as demand_rule
+from hub.rules import leadtime as leadtime_rule
+from hub.rules import reorder
+from hub.rules import supplier as supplier_rule
+
+# A proposal's life: pending (a supervisor may approve, edit or reject it) → queued (approved,
+# in the outbox) → ordered (central made it a PO) → received; or rejected while pending.
+PENDING, QUEUED, ORDERED, RECEIVED, REJECTED = "pending", "queued", "ordered", "received", "rejected"
+# Open: not yet received or rejected. The core holds these in memory; nothing else is "open".
+OPEN_PROPOSAL_STATUSES = frozenset({PENDING, QUEUED, ORDERED})
+# Open and not yet a purchase order: while a SKU has one of these it gets no second proposal.
+AWAITING_PO_STATUSES = OPEN_PROPOSAL_STATUSES - {ORDERED}
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogItem:
+    """A SKU as central purchasing describes it."""
+
+    sku: str
+    gtin: str | None
+    description: str
+    unit_weight_g: float | None
+    suppliers: tuple[supplier_rule.SupplierOption, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseOrder:
+    """An order central placed for one of our requisitions."""
+
+    po_id: str
+    proposal_id: str | None
+    sku: str
+    supplier: str
+    qty_ordered: int
+    qty_received: int
+    ordered_ms: int
+    promised_ms: int | None
+    status: str  # open, received, closed, cancelled
+
+    @property
+    def open_qty(self) -> int:
+        return max(0, self.qty_ordered - self.qty_received) if self.status == "open" else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A requisition line the rules propose (or a supervisor edited)."""
+
+    id: str
+    sku: str
+    supplier: str
+    status: str  # pending, queued (approved, in the outbox), ordered, received, rejected
+    desired_qty: int
+    essential_qty: int
+    qty: int  # after the cash rule
+    qty_override: int | None
+    unit_price: float
+    moq: int
+    pack_multiple: int
+    days_of_cover: float
+    position: float
+    reorder_point: float
+    order_up_to: float
+    cash_outcome: str
+    created_ms: int
+    updated_ms: int
+    decided_by: str | None = None
+    note: str | None = None
+    po_id: str | None = None
+    auto: bool = False
+
+    @property
+    def final_qty(self) -> int:
+        return self.qty if self.qty_override is None else self.qty_override
+
+
+@dataclass(frozen=True, slots=True)
+class SkuPlan:
+    """The formula's view of one SKU now."""
+
+    sku: str
+    on_hand: int
+    on_order: int
+    position: int
+    demand: demand_rule.DemandState
+    lead_time: leadtime_rule.LeadTimeEstimate | None
+    choice: supplier_rule.SupplierChoice | None
+    levels: reorder.ReorderLevels | None
+    factor: float
+
+
+def to_json(obj: Any) -> Any:
+    """Dataclasses (nested) as plain JSON values; an infinite float (no demand: cover forever) as None."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_json(x) for x in obj]
+    if isinstance(obj, float) and math.isinf(obj):
+        return None
+    return obj

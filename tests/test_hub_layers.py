@@ -1,0 +1,32 @@
+"""The hub's import directions: the web layer sits on top; the composition root reads the ledger only through the Store."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+HUB = Path(__file__).resolve().parent.parent / "hub"
+ENTRY_POINTS = {HUB / "cli.py"}  # starts the web app: above everything, by design
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_nothing_below_the_web_layer_imports_it() -> None:
+    below = [p for p in HUB.rglob("*.py") if HUB / "web" not in p.parents and p not in ENTRY_POINTS]
+    assert HUB / "service.py" in below and HUB / "live.py" in below
+    offenders = {str(p.relative_to(HUB)): sorted(m for m in _imports(p) if m == "hub.web" or m.startswith("hub.web."))
+                 for p in below}
+    assert {p: mods for p, mods in offenders.items() if mods} == {}
+
+
+def test_the_composition_root_reads_the_ledger_through_the_store() -> None:
+    assert "sqlite3" not in _imports(HUB / "service.py")
