@@ -122,6 +122,7 @@ class BinState:
 
     baseline: int | None = None
     baseline_weight_g: float | None = None
+    baseline_t: int = 0  # when the shelf last settled with a certain count
     scans: list[dict[str, Any]] = field(default_factory=list)  # scan movements with no step yet
     steps: list[dict[str, Any]] = field(default_factory=list)  # weight steps with no scan yet
     uncertain: list[dict[str, Any]] = field(default_factory=list)  # the latest uncertain readings
@@ -136,6 +137,7 @@ class BinState:
 
     def to_json(self) -> str:
         return json.dumps({"baseline": self.baseline, "baseline_weight_g": self.baseline_weight_g,
+                           "baseline_t": self.baseline_t,
                            "scans": self.scans, "steps": self.steps, "uncertain": self.uncertain,
                            "matched": self.matched,
                            "horizon_t": self.horizon_t, "last_hub_ms": self.last_hub_ms},
@@ -152,7 +154,8 @@ class BinState:
                        steps=[{**i, "hub_ms": hub_ms} for i in items if i["type"] == "count"],
                        uncertain=[i for i in items if i["type"] == "uncertain"][-MAX_UNCERTAIN:],
                        horizon_t=raw.get("last_t", 0), last_hub_ms=hub_ms)
-        return cls(baseline=raw["baseline"], baseline_weight_g=raw["baseline_weight_g"], scans=raw["scans"],
+        return cls(baseline=raw["baseline"], baseline_weight_g=raw["baseline_weight_g"],
+                   baseline_t=raw.get("baseline_t", 0), scans=raw["scans"],
                    steps=raw["steps"], uncertain=raw["uncertain"], matched=raw.get("matched", []),
                    horizon_t=raw["horizon_t"],
                    last_hub_ms=raw["last_hub_ms"])
@@ -238,7 +241,7 @@ class Reconciler:
             self._seen(bin_name, state, t_ms, hub_ms)
             return self._judge(bin_name, state, hub_ms)
         if state.baseline is None:
-            state.baseline, state.baseline_weight_g = count, weight_g
+            state.baseline, state.baseline_weight_g, state.baseline_t = count, weight_g, t_ms
             self._seen(bin_name, state, t_ms, hub_ms)
             return []
         delta = count - state.baseline
@@ -247,10 +250,11 @@ class Reconciler:
             unit_g, cv = self.unit_weight_of(bin_name, sku)
             item = {**evidence, "type": "count", "t": t_ms, "hub_ms": hub_ms, "qty_delta": delta, "sku": sku,
                     "count": count, "prev_count": state.baseline, "weight_g": weight_g,
-                    "prev_weight_g": state.baseline_weight_g, "unit_g": unit_g, "cv": cv}
+                    "prev_weight_g": state.baseline_weight_g, "prev_t": state.baseline_t, "unit_g": unit_g,
+                    "cv": cv}
             self._pair(state, item)
         # A restatement (delta 0) adds no evidence, but its time shows how far the bin has got.
-        state.baseline, state.baseline_weight_g = count, weight_g
+        state.baseline, state.baseline_weight_g, state.baseline_t = count, weight_g, t_ms
         return self._judge(bin_name, state, hub_ms)
 
     def fault_seen(self, bin_name: str, reason: str) -> None:
@@ -409,6 +413,16 @@ class Reconciler:
             scans, steps = (mine, theirs) if is_scan else (theirs, mine)
             return _Verdict(kind, sorted(scans, key=lambda i: i["t"]), sorted(steps, key=lambda i: i["t"]))
 
+        covering = item if not is_scan else self._covering_step(state, item)
+        if covering is not None:
+            covered = self._covered_scans(state, covering)
+            if {_sign(s["qty_delta"]) for s in covered} == {-1, 1}:
+                # The fallback: the shelf did not settle between movements both ways, so its one step
+                # is their net change; only the sum of the scans in between can be judged against it.
+                kind = CONFIRMED if fits([covering], covered) else QUANTITY_MISMATCH
+                window = _Verdict(kind, covered, [covering])
+                ready_all = self._ripe(covering, state.horizon_t, now_hub_ms) or overdue
+                return window if ready_all else DEFER
         group = self._adding_up(item, own, near_other, is_scan)
         if group is not None:
             mine, theirs = group
@@ -437,6 +451,16 @@ class Reconciler:
                  and not self._near(s, other, sign)
                  and self._neighbour_match(bin_name, state, s, now_hub_ms, True)[0] is None]
         return _Verdict(SCAN_WITHOUT_MOVEMENT, sorted([item, *alone], key=lambda i: i["t"]), [], note=note)
+
+    def _covered_scans(self, state: BinState, step: dict[str, Any]) -> list[dict[str, Any]]:
+        """The pending scans between the shelf's previous settled count and this step (plus T after it)."""
+        return sorted((s for s in state.scans if step.get("prev_t", step["t"]) <= s["t"] <= step["t"] + self.window_ms),
+                      key=lambda s: s["t"])
+
+    def _covering_step(self, state: BinState, scan: dict[str, Any]) -> dict[str, Any] | None:
+        """A pending step whose span (previous settled count to step) holds this scan, if any."""
+        return next((st for st in sorted(state.steps, key=lambda i: i["t"])
+                     if st.get("prev_t", st["t"]) <= scan["t"] <= st["t"] + self.window_ms), None)
 
     def _near(self, item: dict[str, Any], candidates: list[dict[str, Any]], sign: int) -> list[dict[str, Any]]:
         """The candidates in the same direction within the time tolerance of item, oldest first."""

@@ -142,6 +142,20 @@ def test_picks_that_settle_together_with_one_miscount_are_one_quantity_mismatch(
     assert "cannot be matched one by one" in d.found[0].sentence
 
 
+def test_movements_both_ways_with_no_settled_count_between_are_judged_on_their_sum() -> None:
+    """The shelf never settled between two put-aways and three picks: its one step of +3 is their net
+    change, so (the fallback) the scans in between are judged together, confirmed when they add up."""
+    for step_count, expected in ((START + 3, []), (START + 2, [("quantity_mismatch", "A-1", 3, 2)])):
+        d = Driver()
+        for i, qty in enumerate((6, 6, -3, -3, -3)):
+            d.scan("A-1", T0 + i * 3000, qty)
+        d.move("A-1", T0 + 13_000, step_count - START)
+        d.scan("A-1", T0 + 14_000, -3)
+        d.move("A-1", T0 + 15_000, -3)
+        d.finish(T0 + 15_000)
+        assert d.kinds() == expected
+
+
 def test_a_wrong_quantity_is_one_discrepancy_with_both_sides() -> None:
     d = Driver()
     d.scan("A-1", T0, -2)
