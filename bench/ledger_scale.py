@@ -1,10 +1,11 @@
 """Does ingest cost per event grow with the ledger? Replay the same traffic at 0 rows and at N rows.
 
 Drives the real `hub.ingest.Ingest` (validate, dedupe, ledger, balances, reconciliation,
-group commit) on a real SQLite file with batched contract JSON, as a node replaying its
-outbox would send it; the MQTT leg is measured elsewhere. History is generated in bulk
-through the store (`SqliteStore.bulk_history`), not through ingest, so 5 M rows take
-seconds, not minutes. Prints a table; the baseline is the 0-row run in the same process.
+group commit) on real SQLite files with batched contract JSON, as a node replaying its
+outbox would send it; the MQTT leg is measured elsewhere. Two ledgers in the same process:
+the baseline starts empty, the other gets N rows of history in bulk through the store
+(`SqliteStore.bulk_history`, not through ingest, so 5 M rows take seconds, not minutes).
+Rounds replay a fresh stream into each, alternating which goes first (bench/harness.py).
 
     .venv/bin/python bench/ledger_scale.py                 # 5,000,000 rows of history
     .venv/bin/python bench/ledger_scale.py --rows 500000   # quicker
@@ -14,16 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from contract import Channel, EventBatch, ScanEvent, ShelfCount, node_topic
-from hub.catalog import parse_catalog_csv
-from hub.ingest import CommitResult, Ingest
-from hub.store import SqliteStore
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import Comparison, Metrics, report, run_rounds  # noqa: E402
+from contract import Channel, EventBatch, ScanEvent, ShelfCount, node_topic  # noqa: E402
+from hub.catalog import parse_catalog_csv  # noqa: E402
+from hub.ingest import CommitResult, Ingest  # noqa: E402
+from hub.store import SqliteStore  # noqa: E402
 
 SITE = "bench"
 T0_MS = 1_750_000_000_000
@@ -105,61 +110,52 @@ def history(rows: int, bins: int) -> Iterator[tuple[str, str, int, int, str, str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=5_000_000, help="ledger rows before the second run")
-    parser.add_argument("--events", type=int, default=40_000, help="events replayed in each run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is shown)")
+    parser.add_argument("--rows", type=int, default=5_000_000, help="history in the second ledger")
+    parser.add_argument("--events", type=int, default=20_000, help="events replayed in each trial")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=500, help="events per MQTT message (the edge's replay batch)")
     parser.add_argument("--bins", type=int, default=400)
     parser.add_argument("--sensored-every", type=int, default=2, help="every Nth bin has a shelf sensor")
     parser.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL"))
-    parser.add_argument("--dir", default=None, help="where the SQLite file goes (default: a temp dir)")
+    parser.add_argument("--dir", default=None, help="where the SQLite files go (default: a temp dir)")
     args = parser.parse_args()
 
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="ledger-scale-"))
-    store = SqliteStore(workdir / "ledger.sqlite3", args.synchronous)
     parsed = parse_catalog_csv(catalog_lines(args.bins, args.sensored_every))
-    store.import_catalog(list(parsed.skus.values()), list(parsed.bins.values()), T0_MS)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"SQLite {__import__('sqlite3').sqlite_version}, synchronous={args.synchronous}; file {workdir}")
-    counts = {b: 90_000 for b in range(0, args.bins, args.sensored_every)}  # 900 kg at 10 g: the contract's limit
-    streams = iter(f"{i:016x}" for i in range(1, 1000))
-    rows_out = []
-
-    def measure(label: str) -> None:
-        """Median of --repeats replays, each a fresh stream of --events events."""
-        runs = []
-        rss_before = rss_mib()
-        for _ in range(args.repeats):
-            runs.append(replay(store, traffic(next(streams), args.events, args.batch, args.bins, counts), 30_000))
-        runs.sort()
-        rate, n, d = runs[len(runs) // 2]
-        rows_out.append((label, rate, n, d, rss_before, rss_mib()))
-
-    # Warm-up (not reported): the first replay pays for imports, caches and file growth.
-    replay(store, traffic(next(streams), args.events // 4, args.batch, args.bins, counts), 30_000)
-    measure("0 (baseline)")
-    rate0 = rows_out[0][1]
-
+    stores = {}
+    for name in ("empty", "history"):
+        store = SqliteStore(workdir / f"ledger-{name}.sqlite3", args.synchronous)
+        store.import_catalog(list(parsed.skus.values()), list(parsed.bins.values()), T0_MS)
+        stores[name] = store
+    print(f"SQLite {__import__('sqlite3').sqlite_version}, synchronous={args.synchronous}; files in {workdir}")
     started = time.perf_counter()
-    made = store.bulk_history(history(args.rows, args.bins))
+    made = stores["history"].bulk_history(history(args.rows, args.bins))
     bulk_s = time.perf_counter() - started
-    print(f"bulk history: {made:,} rows in {bulk_s:.1f} s ({made / bulk_s:,.0f} rows/s); "
-          f"ledger now {store.movement_count():,} movements, file {os.path.getsize(workdir / 'ledger.sqlite3') / 2**20:,.0f} MiB")
+    print(f"bulk history: {made:,} rows in {bulk_s:.1f} s ({made / bulk_s:,.0f} rows/s); file "
+          f"{os.path.getsize(workdir / 'ledger-history.sqlite3') / 2**20:,.0f} MiB")
+    streams = iter(f"{i:016x}" for i in range(1, 10_000))
+    # 900 kg at 10 g, the contract's limit; each ledger's shelves carry on from one trial to the next.
+    counts = {name: {b: 90_000 for b in range(0, args.bins, args.sensored_every)} for name in stores}
 
-    measure(f"{store.movement_count():,}")
-    rate1 = rows_out[1][1]
+    def arm(name: str) -> Metrics:
+        store = stores[name]
+        rate, n, discrepancies = replay(store, traffic(next(streams), args.events, args.batch, args.bins, counts[name]),
+                                        30_000)
+        return {"events_per_s": rate, "ledger_rows": float(store.movement_count()), "discrepancies": float(discrepancies)}
 
-    print()
-    print(f"{'ledger rows':>20} | {'events/s':>10} | {'events':>8} | {'discrepancies':>13} | "
-          f"{'RSS before MiB':>14} | {'RSS after MiB':>13}")
-    print("-" * 96)
-    for label, rate, n, d, before, after in rows_out:
-        print(f"{label:>20} | {rate:>10,.0f} | {n:>8,} | {d:>13,} | {before:>14,.1f} | {after:>13,.1f}")
-    change = (rate1 - rate0) / rate0 * 100
-    print(f"\nrate at {args.rows:,} rows vs baseline: {change:+.1f} % "
-          f"({'within' if abs(change) <= 20 else 'OUTSIDE'} the 20 % budget); "
-          f"RSS change across the runs at {args.rows:,} rows: {rows_out[1][5] - rows_out[1][4]:+.1f} MiB")
-    store.close()
+    rss_before = rss_mib()
+    history_arm = f"{args.rows:,} rows of history"
+    rounds = run_rounds({"empty ledger": lambda: arm("empty"), history_arm: lambda: arm("history")}, args.rounds)
+    print(report(rounds, [Comparison(f"{history_arm} / empty", (history_arm, "events_per_s"),
+                                     ("empty ledger", "events_per_s"))],
+                 units={"events_per_s": "events/s"},
+                 title=f"batched replay into the ledger, reconciliation on, {args.events:,} events per trial"))
+    print(f"\nRSS {rss_before:,.0f} MiB before the rounds, {rss_mib():,.0f} MiB after; target: within 20 % of the "
+          "empty ledger, >= 20,000 events/s")
+    for store in stores.values():
+        store.close()
+    if not args.dir:
+        shutil.rmtree(workdir)  # hundreds of MiB at 5 M rows
 
 
 if __name__ == "__main__":

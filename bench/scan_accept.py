@@ -1,10 +1,10 @@
 """Benchmark: key events in -> scan event durable in a real outbox file, against a bare append.
 
-Run: .venv/bin/python bench/scan_accept.py [--scans N]. Prints a table of p50/p99/max per
+Run: .venv/bin/python bench/scan_accept.py [--scans N] [--rounds 5]. Prints p50/p99/max per
 scan for (1) the baseline: one prebuilt event appended through the outbox sink, and (2) the
 full path: evdev key events -> KeyDecoder -> decode (biip) -> workflow -> sink -> outbox.
-Both use the same SQLite settings (WAL, synchronous=FULL) on the same disk, in one run.
-Target from the issue: full path under 5 ms p99.
+Both use the same SQLite settings (WAL, synchronous=FULL) on the same disk, in rounds that
+alternate their order (bench/harness.py), --scans per trial. Target: full path under 5 ms p99.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import Comparison, Metrics, pct, report, run_rounds_async  # noqa: E402
 from contract import ScanEvent  # noqa: E402
 from edge.outbox import Outbox  # noqa: E402
 from edge.scan.decode import decode  # noqa: E402
@@ -59,33 +60,37 @@ async def full_path(sink: OutboxSink, n: int) -> list[float]:
     return out
 
 
-def row(name: str, samples: list[float]) -> str:
-    ms = sorted(s * 1000 for s in samples)
-    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-    return f"| {name:<38} | {len(ms):>6} | {statistics.median(ms):>8.3f} | {p99:>8.3f} | {ms[-1]:>8.3f} |"
+def latency(samples: list[float]) -> Metrics:
+    ms = [s * 1000 for s in samples]
+    return {"p50_ms": statistics.median(ms), "p99_ms": pct(ms, 99), "max_ms": max(ms)}
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scans", type=int, default=2000)
+    parser.add_argument("--scans", type=int, default=1000, help="scans per trial")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dir", default=None, help="directory for the outbox files (default: a temp dir)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base_sink = OutboxSink(Outbox(Path(tmp) / "baseline.sqlite3"))
         full_sink = OutboxSink(Outbox(Path(tmp) / "full.sqlite3"))
-        await baseline(base_sink, 50)  # warm up both (page cache, biip tables)
-        await full_path(full_sink, 50)
-        base = await baseline(base_sink, args.scans)
-        full = await full_path(full_sink, args.scans)
+
+        async def base_arm() -> Metrics:
+            return latency(await baseline(base_sink, args.scans))
+
+        async def full_arm() -> Metrics:
+            return latency(await full_path(full_sink, args.scans))
+
+        rounds = await run_rounds_async({"bare outbox append": base_arm, "key events -> decode -> outbox": full_arm},
+                                        args.rounds)
         base_sink.close()
         full_sink.close()
     print(f"outbox in {args.dir or tempfile.gettempdir()}; barcode {BARCODE!r}")
-    print("| path                                   |  scans | p50 (ms) | p99 (ms) | max (ms) |")
-    print("| -------------------------------------- | -----: | -------: | -------: | -------: |")
-    print(row("baseline: bare outbox append (sink)", base))
-    print(row("key events -> decode -> outbox", full))
-    over = statistics.median(full) - statistics.median(base)
-    print(f"decode + workflow overhead at p50: {over * 1000:.3f} ms; target: full path p99 < 5 ms")
+    print(report(rounds, [Comparison("full path p99 / bare append p99", ("key events -> decode -> outbox", "p99_ms"),
+                                     ("bare outbox append", "p99_ms"))],
+                 units={"p50_ms": "ms", "p99_ms": "ms", "max_ms": "ms"},
+                 title=f"scan accepted: key events in, event durable in the outbox; {args.scans} scans per trial"))
+    print("target: full path p99 < 5 ms")
 
 
 if __name__ == "__main__":

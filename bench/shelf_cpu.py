@@ -3,10 +3,11 @@
 Feeds pre-generated HX711-bridge lines (4 channels per controller, noise, spikes, and a
 pick with hand motion every few seconds) through the real reader's line handling, the
 decoder and the per-bin pipelines, and compares with a baseline measured in the same run:
-bare line parsing (split + int). Prints CPU seconds per million samples and the share of
-one core that 32 bins x 80 samples/s would take. Not a test: timings never pass or fail.
+bare line parsing (split + int), in rounds that alternate their order (bench/harness.py).
+Prints CPU seconds per million samples and the share of one core that 32 bins x 80
+samples/s would take. Not a test: timings never pass or fail.
 
-    .venv/bin/python bench/shelf_cpu.py [--seconds 60]
+    .venv/bin/python bench/shelf_cpu.py [--seconds 20] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from edge.shelf.calibration import Calibration
-from edge.shelf.pipeline import BinPipeline, PipelineParams
-from edge.shelf.protocols import Hx711Bridge
-from edge.shelf.protocols.hx711_bridge import encode_line
-from edge.shelf.reader import ControllerReader
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import Comparison, Metrics, report, run_rounds  # noqa: E402
+from edge.shelf.calibration import Calibration  # noqa: E402
+from edge.shelf.pipeline import BinPipeline, PipelineParams  # noqa: E402
+from edge.shelf.protocols import Hx711Bridge  # noqa: E402
+from edge.shelf.protocols.hx711_bridge import encode_line  # noqa: E402
+from edge.shelf.reader import ControllerReader  # noqa: E402
 
 CHANNELS = 4
 BINS = 32
@@ -55,7 +61,8 @@ def cpu_seconds(fn: Callable[[], None]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=60.0, help="simulated seconds per controller")
+    parser.add_argument("--seconds", type=float, default=20.0, help="simulated seconds per controller, per trial")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     stream = make_lines(args.seconds)
     chunks = [stream[i:i + 4096] for i in range(0, len(stream), 4096)]  # like serial reads
@@ -89,17 +96,21 @@ def main() -> None:
 
     total = samples * controllers
     need_per_s = BINS * RATE_HZ
-    print(f"{BINS} bins ({controllers} controllers x {CHANNELS}), {args.seconds:g} s at {RATE_HZ:g} samples/s: "
-          f"{total:,} samples\n")
-    print(f"{'stage':<34} {'CPU s':>8} {'CPU s / 1M samples':>20} {'x baseline':>11} {'% of a core':>12}")
-    base = None
-    for name, fn in (("baseline: split + int", baseline), ("decode (checksum, frame)", decode_only),
-                     ("full: reader + decode + pipelines", full_path)):
-        sec = cpu_seconds(fn)
-        base = base or sec
-        per_million = sec / total * 1e6
-        core_pct = per_million * need_per_s / 1e6 * 100
-        print(f"{name:<34} {sec:>8.3f} {per_million:>20.2f} {sec / base:>11.1f} {core_pct:>11.2f}%")
+
+    def arm(fn: Callable[[], None]) -> Callable[[], Metrics]:
+        def trial() -> Metrics:
+            per_million = cpu_seconds(fn) / total * 1e6
+            return {"cpu_s_per_m_samples": per_million, "core_pct_32_bins": per_million * need_per_s / 1e6 * 100}
+        return trial
+
+    rounds = run_rounds({"baseline: split + int": arm(baseline), "decode (checksum, frame)": arm(decode_only),
+                         "full: reader + decode + pipelines": arm(full_path)}, args.rounds)
+    print(report(rounds, [Comparison(f"{name} / baseline", (name, "cpu_s_per_m_samples"),
+                                     ("baseline: split + int", "cpu_s_per_m_samples"))
+                          for name in ("decode (checksum, frame)", "full: reader + decode + pipelines")],
+                 units={"cpu_s_per_m_samples": "CPU s", "core_pct_32_bins": "%"},
+                 title=f"{BINS} bins ({controllers} controllers x {CHANNELS}), {args.seconds:g} s at {RATE_HZ:g} "
+                       f"samples/s per trial: {total:,} samples"))
     print("\n% of a core = CPU s per sample x 32 bins x 80 samples/s; the target is under 5 %.")
 
 

@@ -1,21 +1,20 @@
 """From "the shelf settled" to "the hub committed it": latency of a settled count change.
 
-    .venv/bin/python bench/shelf_latency.py [--seconds 40]
+    .venv/bin/python bench/shelf_latency.py [--seconds 12] [--rounds 5]
 
 An edge agent reads a virtual HX711 controller (a pty; picks and restocks with realistic
 settling) and publishes to a `stock-hub serve` process through a private Mosquitto. A
 ShelfCount's `ts_ms` is stamped when the pipeline declares the weight settled; the ledger's
 `committed_ms` is when the hub committed it (same clock, same machine). Baseline in the
-same run: events handed straight to the same agent's outbox (no shelf), same path onwards.
-Prints a table of percentiles.
+same run: events handed straight to the same agent's outbox (no shelf), same path onwards,
+twice a second throughout. Each round is a window of --seconds (the scenario picks or
+restocks every 2 s) whose two sets of latencies are compared (bench/harness.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import secrets
 import sqlite3
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import Comparison, Metrics, Rounds, pct, report, run_rounds_async  # noqa: E402
 from contract import DeviceChange  # noqa: E402
 from edge.agent import EdgeAgent  # noqa: E402
 from edge.config import ARRAY_TABLES, EDGE_SETTINGS, edge_config_from  # noqa: E402
@@ -37,7 +37,24 @@ SITE, NODE = "bench", "pi-shelf"
 SCENARIO = "wait 2; pick 0 3 1.0; wait 2; restock 0 5 1.0; wait 2; pick 1 2 1.0; wait 2; restock 1 2 1.0; loop"
 
 
-async def run(seconds: float, work: Path) -> tuple[list[int], list[int]]:
+def window(db: Path, from_ms: int, to_ms: int) -> Metrics:
+    """Percentiles of both kinds of event committed in [from_ms, to_ms)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        shelf_ms = [float(r[0]) for r in conn.execute(
+            "SELECT committed_ms - device_ms FROM events WHERE kind='shelf_count' AND body NOT LIKE '%heartbeat%' "
+            "AND committed_ms >= ? AND committed_ms < ?", (from_ms, to_ms))]
+        base_ms = [float(r[0]) for r in conn.execute(
+            "SELECT committed_ms - device_ms FROM events WHERE kind='device' AND body LIKE '%bench-baseline%' "
+            "AND committed_ms >= ? AND committed_ms < ?", (from_ms, to_ms))]
+    finally:
+        conn.close()
+    return {"baseline_p50_ms": pct(base_ms, 50), "baseline_p99_ms": pct(base_ms, 99),
+            "shelf_p50_ms": pct(shelf_ms, 50), "shelf_p99_ms": pct(shelf_ms, 99),
+            "shelf_max_ms": max(shelf_ms, default=float("nan")), "shelf_counts": float(len(shelf_ms))}
+
+
+async def run(seconds: float, rounds: int, work: Path) -> Rounds:
     broker = PrivateBroker(work / "mosquitto")
     broker.add_user(HUB_USER, secrets.token_hex(8))
     node_password = secrets.token_hex(8)
@@ -68,46 +85,46 @@ async def run(seconds: float, work: Path) -> tuple[list[int], list[int]]:
         await agent.start()
         while not (agent.link.status.connected and agent.link.status.hub_online):
             await asyncio.sleep(0.05)  # measure the steady state, not the start-up
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            now = int(time.time() * 1000)
-            await agent.sink.submit(DeviceChange(seq=0, ts_ms=now, accepted_ms=0, device="bench-baseline",
-                                                 device_kind="scanner", present=True))
-            await asyncio.sleep(0.5)
-        deadline = time.monotonic() + 10
-        while agent.sink.outbox.depth() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+
+        async def baseline_events() -> None:
+            while True:
+                now = int(time.time() * 1000)
+                await agent.sink.submit(DeviceChange(seq=0, ts_ms=now, accepted_ms=0, device="bench-baseline",
+                                                     device_kind="scanner", present=True))
+                await asyncio.sleep(0.5)
+
+        async def one_window() -> Metrics:
+            from_ms = int(time.time() * 1000)
+            await asyncio.sleep(seconds)
+            to_ms = int(time.time() * 1000)
+            await asyncio.sleep(1.0)  # events of the window that are still on their way
+            return window(db, from_ms, to_ms)
+
+        feeder = asyncio.create_task(baseline_events())
+        try:
+            return await run_rounds_async({"window": one_window}, rounds)
+        finally:
+            feeder.cancel()
     finally:
         await agent.stop()
         hub.terminate()
         hub.wait(10)
         sim.stop()
         broker.stop()
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    shelf_ms = [r[0] for r in conn.execute(
-        "SELECT committed_ms - device_ms FROM events WHERE kind='shelf_count' AND body NOT LIKE '%heartbeat%'")]
-    base_ms = [r[0] for r in conn.execute(
-        "SELECT committed_ms - device_ms FROM events WHERE kind='device' AND body LIKE '%bench-baseline%'")]
-    conn.close()
-    return sorted(shelf_ms), sorted(base_ms)
-
-
-def pct(values: list[int], p: float) -> str:
-    return f"{values[min(len(values) - 1, int(p / 100 * len(values)))]}" if values else "-"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--seconds", type=float, default=12.0, help="length of each window (round): the scenario changes a count about every 3 s")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        shelf, base = asyncio.run(run(args.seconds, Path(tmp)))
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print("\n| ms from event to hub commit | n | p50 | p90 | p99 | max |\n| --- | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| baseline: event handed to the outbox | {len(base)} | {pct(base, 50)} | {pct(base, 90)} | "
-          f"{pct(base, 99)} | {base[-1] if base else '-'} |")
-    print(f"| shelf count, from the pipeline declaring it settled | {len(shelf)} | {pct(shelf, 50)} | "
-          f"{pct(shelf, 90)} | {pct(shelf, 99)} | {shelf[-1] if shelf else '-'} |")
+        rounds = asyncio.run(run(args.seconds, args.rounds, Path(tmp)))
+    print(report(rounds, [Comparison("shelf p99 / baseline p99", ("window", "shelf_p99_ms"), ("window", "baseline_p99_ms"))],
+                 units={k: "ms" for k in ("baseline_p50_ms", "baseline_p99_ms", "shelf_p50_ms", "shelf_p99_ms",
+                                          "shelf_max_ms")},
+                 title=f"ms from event to hub commit, {args.seconds:g} s windows: baseline = event handed to the outbox, "
+                       "shelf = from the pipeline declaring the count settled"))
 
 
 if __name__ == "__main__":

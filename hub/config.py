@@ -50,7 +50,7 @@ HUB_SETTINGS: list[Setting] = [
     Setting("db.path", str, "/var/lib/stock-hub/ledger.sqlite3", "SQLite ledger file"),
     Setting("db.synchronous", str, "FULL", "SQLite synchronous mode: FULL survives power loss after an ack",
             choices=("FULL", "NORMAL")),
-    Setting("live.flush_ms", int, 100, "how often pages get batched live updates", check=positive),
+    Setting("live.flush_ms", int, 25, "live page updates: a change is sent at once when the feed is idle; while changes keep coming, at most one message per this window", check=positive),
     Setting("scan.require_location", bool, True,
             "item scans need a location scanned first; false: an item goes to the one bin the catalog gives it"),
     Setting("log.level", str, "INFO", "least severe log lines written to stdout (journald)", choices=("DEBUG", "INFO", "WARNING", "ERROR")),

@@ -1,11 +1,17 @@
-"""Live push to open pages over server-sent events, batched so bursts stay cheap.
+"""Live push to open pages over server-sent events: at once when quiet, coalesced while busy.
 
-Commits arrive from the ingest thread (hopped onto the loop); changed balances and nodes
-are merged and flushed to every subscriber every `flush_ms`. A burst of thousands of
-events a second becomes a few messages a second per page, each carrying the latest
-value per row. Every message has an id and the last REPLAY_BUFFER of them are kept: a page
-that reconnects sends Last-Event-ID and gets exactly what it missed; one that was away
-longer (or across a hub restart) gets a fresh snapshot, so it cannot miss a change.
+Commits arrive from the ingest thread (hopped onto the loop); changed balances and nodes are
+merged until the next message. Leading-edge batching: when no message went out in the last
+`flush_ms` (the feed is idle), a change is sent at once, so a lone scan reaches every page
+without waiting for a timer. Only while changes keep arriving does the feed coalesce: at most
+one message per `flush_ms` window, carrying the latest value per row, so a burst of thousands
+of events a second becomes a few messages a second per page. Node rows (last seen, outbox
+depth: they change with every commit) need a database read, so they go in a message of their
+own after the one with the scans and balances, at most once per NODES_EVERY_S: a scan's row
+never waits for that read. Every message has an id and the
+last REPLAY_BUFFER of them are kept: a page that reconnects sends Last-Event-ID and gets
+exactly what it missed; one that was away longer (or across a hub restart) gets a fresh
+snapshot, so it cannot miss a change. Each message is encoded once, however many pages listen.
 
 Message keys: `stock` (changed balances), `nodes` (changed node rows), `quarantined` (count),
 `replies` (device command replies), `scans` (scans and rejected scans committed since the last
@@ -21,7 +27,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hub.ingest import CommitResult
@@ -30,18 +36,28 @@ from hub.store.base import ScanRow
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE_MAX = 100  # a page this far behind is sent a snapshot instead
-REPLAY_BUFFER = 600  # about a minute of busy 100 ms flushes: covers a Wi-Fi blip or a tablet waking up
+REPLAY_BUFFER = 600  # 15 s of a feed sending every 25 ms window, far longer at usual rates: a Wi-Fi blip, a tablet waking
 # The overview's "Recent scans" shows the last 30; a burst between two flushes sends only its newest
 # 30 (the page drops older rows anyway), so a message stays small at any scan rate.
 SCANS_PER_PUSH = 30
+# Node rows say when a node was last heard and how deep its outbox is: a supervisor reads them at a
+# glance, so once a second is live enough, and it keeps their read off the scans' messages.
+NODES_EVERY_S = 1.0
 
 
 class LiveFeed:
     """Fan-out of batched updates to page subscribers."""
 
     def __init__(self, flush_ms: int,
-                 on_push: Callable[[list[tuple[str, int]], int], None] | None = None) -> None:
-        self.flush_s = flush_ms / 1000
+                 on_push: Callable[[list[tuple[str, int]], int], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.flush_s = flush_ms / 1000  # the coalescing window
+        self._clock = clock  # clock and sleep are parameters so a test can hold a window open
+        self._sleep = sleep
+        self._last_flush = float("-inf")  # clock() of the last message: idle until a window after it
+        self._last_nodes = float("-inf")  # clock() of the last node rows sent
+        self._nodes_due: asyncio.TimerHandle | None = None
         # For the signal-lag map: told which (node, committed_ms) commits each push carried.
         self._on_push = on_push
         self._pending_commits: list[tuple[str, int]] = []
@@ -51,6 +67,7 @@ class LiveFeed:
         self._pending_replies: list[dict[str, Any]] = []
         self._pending_scans: deque[ScanRow] = deque(maxlen=SCANS_PER_PUSH)
         self._recent: deque[dict[str, Any]] = deque(maxlen=REPLAY_BUFFER)
+        self._frames: dict[int, bytes] = {}  # id(message) -> its SSE frame, for the messages in _recent
         self.commit_listeners: list[Callable[[CommitResult], None]] = []  # e.g. metrics
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._wake = asyncio.Event()
@@ -100,26 +117,41 @@ class LiveFeed:
                 q.get_nowait()
             q.put_nowait(None)
 
+    def frame(self, message: dict[str, Any]) -> bytes:
+        """The SSE frame of a message: encoded once when published, not once per page."""
+        # Every key in _frames is a message still held in _recent, so an id() cannot be reused.
+        cached = self._frames.get(id(message))
+        return cached if cached is not None else sse_frame(message)
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
     async def run(self, node_rows: Any) -> None:
-        """Flush pending changes every flush_s while there are any."""
+        """Send pending changes: at once when idle, else when the current window closes."""
         while True:
             await self._wake.wait()
-            self._wake.clear()
-            stock = [{"sku": sku, "location": loc, "qty": qty} for (sku, loc), qty in self._pending_stock.items()]
-            nodes = sorted(self._pending_nodes)
-            quarantined = self._pending_quarantine
-            replies = self._pending_replies
-            self._pending_stock, self._pending_nodes, self._pending_quarantine = {}, set(), 0
-            self._pending_replies = []
-            scans = [dataclasses.asdict(s) for s in self._pending_scans]
-            self._pending_scans.clear()
+            wait_s = self._last_flush + self.flush_s - self._clock()
+            if wait_s > 0:  # a message went out less than a window ago: changes keep coming, so coalesce
+                await self._sleep(wait_s)
+            self._wake.clear()  # before taking the pending changes: one arriving from here on wakes us again
+            sent_before, window_before = self.message_id, self._last_flush
+            self._last_flush = self._clock()
+            await self._flush(node_rows)
+            if self.message_id == sent_before:  # only node rows, not yet due: nothing went out, no window
+                self._last_flush = window_before
+
+    async def _flush(self, node_rows: Any) -> None:
+        stock = [{"sku": sku, "location": loc, "qty": qty} for (sku, loc), qty in self._pending_stock.items()]
+        quarantined = self._pending_quarantine
+        replies = self._pending_replies
+        self._pending_stock, self._pending_quarantine = {}, 0
+        self._pending_replies = []
+        scans = [dataclasses.asdict(s) for s in self._pending_scans]
+        self._pending_scans.clear()
+        commits, self._pending_commits = self._pending_commits, []
+        if stock or quarantined or replies or scans:
             message: dict[str, Any] = {"stock": stock}
-            if nodes:
-                message["nodes"] = await node_rows(nodes)
             if quarantined:
                 message["quarantined"] = quarantined
             if replies:
@@ -127,16 +159,42 @@ class LiveFeed:
             if scans:
                 message["scans"] = scans
             self.publish(message)
-            if self._on_push is not None:
-                commits, self._pending_commits = self._pending_commits, []
-                self._on_push(commits, self.last_push_ms)
-            await asyncio.sleep(self.flush_s)  # the batching window
+            self._pushed(commits)
+        else:  # commits that changed only node rows reach pages with them
+            self._pending_commits = commits + self._pending_commits
+        if self._pending_nodes:
+            await self._flush_nodes(node_rows)
+
+    def _pushed(self, commits: list[tuple[str, int]]) -> None:
+        if self._on_push is not None and commits:
+            self._on_push(commits, self.last_push_ms)
+
+    async def _flush_nodes(self, node_rows: Any) -> None:
+        """Send the changed node rows if a second has passed since the last ones, else wake up when it has."""
+        wait_s = self._last_nodes + NODES_EVERY_S - self._clock()
+        if wait_s > 0:
+            if self._nodes_due is None:
+                self._nodes_due = asyncio.get_running_loop().call_later(wait_s, self._nodes_now)
+            return
+        nodes = sorted(self._pending_nodes)
+        self._pending_nodes = set()
+        self._last_nodes = self._clock()
+        commits, self._pending_commits = self._pending_commits, []
+        self.publish({"stock": [], "nodes": await node_rows(nodes)})
+        self._pushed(commits)
+
+    def _nodes_now(self) -> None:
+        self._nodes_due = None
+        self._wake.set()
 
     def publish(self, message: dict[str, Any]) -> None:
         self.message_id += 1
         message["id"] = self.message_id
         message["sent_ms"] = self.last_push_ms = int(time.time() * 1000)
+        if len(self._recent) == self._recent.maxlen:
+            self._frames.pop(id(self._recent[0]), None)
         self._recent.append(message)
+        self._frames[id(message)] = sse_frame(message)
         for q in list(self._subscribers):
             try:
                 q.put_nowait(message)

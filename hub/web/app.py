@@ -90,7 +90,7 @@ async def live(request: web.Request) -> web.StreamResponse:
             sent_id = first["id"]
         else:
             for replayed in missed:
-                await resp.write(sse_frame(replayed))
+                await resp.write(service.live.frame(replayed))
             sent_id = missed[-1]["id"] if missed else (last_id or 0)
         recheck_at = time.monotonic() + LIVE_RECHECK_S
         while True:
@@ -117,7 +117,7 @@ async def live(request: web.Request) -> web.StreamResponse:
             elif message["id"] <= sent_id:
                 continue  # already sent from the replay buffer
             sent_id = message["id"]
-            await resp.write(sse_frame(message))
+            await resp.write(service.live.frame(message))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
