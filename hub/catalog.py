@@ -209,6 +209,16 @@ class CatalogIndex:
         self.rev = catalog.rev
         self.sku_by_gtin = {g: s.sku for s in catalog.skus for g in s.gtins}
         self.bins = {b.bin: b for b in catalog.bins}
+        # Reconciled bins on one node are neighbours: a scan meant for one may have moved another.
+        on_node: dict[str, list[str]] = {}
+        for b in catalog.bins:
+            if b.node is not None and b.sensored and not b.weight_only:
+                on_node.setdefault(b.node, []).append(b.bin)
+        self._neighbours = {name: tuple(n for n in names if n != name) for names in on_node.values() for name in names}
+        self._unit_by_sku: dict[str, tuple[float, float | None]] = {}
+        for b in catalog.bins:
+            if b.sku is not None and b.unit_weight_g is not None:
+                self._unit_by_sku.setdefault(b.sku, (b.unit_weight_g, b.unit_weight_cv))
 
     def resolve_sku(self, gtin: str) -> str:
         """The SKU of a GTIN; a GTIN the catalog does not know stands for itself."""
@@ -216,6 +226,18 @@ class CatalogIndex:
 
     def bin(self, name: str) -> CatalogBin | None:
         return self.bins.get(name)
+
+    def neighbours(self, name: str) -> tuple[str, ...]:
+        """The other reconciled (sensored, not weight-only) bins on the node that serves this one."""
+        return self._neighbours.get(name, ())
+
+    def unit_weight(self, name: str, sku: str | None) -> tuple[float | None, float | None]:
+        """Unit weight (g) and its piece-to-piece variation of a SKU in a bin: the bin's own when it
+        holds that SKU, else the SKU's from any bin; (None, None) when the catalog gives none."""
+        where = self.bins.get(name)
+        if where is not None and where.unit_weight_g is not None and (sku is None or where.sku in (None, sku)):
+            return where.unit_weight_g, where.unit_weight_cv
+        return self._unit_by_sku.get(sku or "", (None, None))
 
 
 def node_configs(catalog: Catalog, ts_ms: int, require_location: bool = True) -> list[NodeConfig]:

@@ -55,8 +55,8 @@ HUB_SETTINGS: list[Setting] = [
             "item scans need a location scanned first; false: an item goes to the one bin the catalog gives it"),
     Setting("log.level", str, "INFO", "least severe log lines written to stdout (journald)", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Setting("reconcile.window_s", float, 30.0,
-            "reconciliation window: scans and shelf changes at a bin within this much (skew-corrected) time are"
-            " judged together; covers clock skew left after correction and the shelf's settling delay",
+            "reconciliation time tolerance: a scan and a shelf weight step at a bin this close in (skew-corrected)"
+            " time may explain each other; covers clock skew left after correction and the shelf's settling delay",
             check=positive),
     Setting("stock.dock_locations", list, ["DOCK"],
             "receiving locations (list every scanner's dock_location): stock received here should be put away; a"

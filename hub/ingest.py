@@ -13,7 +13,7 @@ reconciliation) in seq order per stream: one that arrives above a gap is held un
 gap closes. A count scan sets an absolute quantity, so applying in any other order would
 make the balance depend on delivery order. The ack watermark is exactly the applied prefix.
 Reconciliation (hub.reconcile) runs here, inside the same transaction, on skew-corrected
-device time; its windows are saved with the commit and reloaded at start.
+device time; its per-bin state is saved with the commit and reloaded at start.
 """
 
 from __future__ import annotations
@@ -153,7 +153,10 @@ class Ingest:
         self.commands = CommandLog()  # replies are taken only for commands sent through it
         self.catalog = CatalogIndex(Catalog(0))
         self.faults = ActiveFaults()  # hub.faults: reconciliation asks it whether a bin's weight can be trusted
-        self.reconciler = Reconciler(window_ms)
+        # The lookups read self.catalog when called, so a reloaded catalog applies at once.
+        self.reconciler = Reconciler(window_ms, unit_weight_of=lambda b, sku: self.catalog.unit_weight(b, sku),
+                                     neighbours_of=lambda b: self.catalog.neighbours(b),
+                                     fault_of=self.faults.is_faulted)
         self.plausibility = plausibility or PlausibilitySettings()
         self._dock_checked = 0.0
         # Last certain shelf count per bin (memory only: heartbeats restate it after a restart).
@@ -180,7 +183,7 @@ class Ingest:
         self._thread.start()
 
     def _load_state(self) -> None:
-        """Memory from disk: stream positions, held events, skews, devices, catalog, reconcile windows."""
+        """Memory from disk: stream positions, held events, skews, devices, catalog, reconciliation state."""
         self.book = StreamBook()
         self._held = {}
         for pos in self.store.stream_positions():
@@ -384,7 +387,7 @@ class Ingest:
             job.future.set_result(value)
 
     def _save_windows(self, tx: WriteTx) -> None:
-        """Persist the reconcile windows this commit changed, with the evidence that changed them."""
+        """Persist the reconciliation state of the bins this commit changed, with the evidence that changed them."""
         for bin_name in self.reconciler.dirty:
             tx.save_reconcile_state(bin_name, self.reconciler.bins[bin_name].to_json())
         self.reconciler.dirty.clear()
@@ -558,6 +561,10 @@ class Ingest:
                             "qty": event.qty, "device_ms": event.ts_ms}), result)
         elif isinstance(event, ShelfFault):
             result.faults_changed.extend(self.faults.apply(tx, node, event_id, event, t_ms, hub_ms))
+            reason = self.faults.is_faulted(event.bin)
+            if reason is not None:
+                # What the bin weighed while the fault lasts is not evidence; neither is what was pending.
+                rec.fault_seen(event.bin, reason)
         elif isinstance(event, ShelfCount):
             # A certain count first clears the range faults it disproves (hub.faults), so
             # reconciliation sees the bin as trusted again from this count on.
@@ -647,7 +654,7 @@ class Ingest:
             log.exception("could not reload the catalog; keeping rev %d", self.catalog.rev)
 
     def _expire_windows(self) -> None:
-        """Judge reconcile windows whose bins went quiet (by the hub's clock)."""
+        """Judge reconciliation evidence at bins that went quiet (by the hub's clock)."""
         skus = {b: (c.sku if (c := self.catalog.bin(b)) else None) for b in self.reconciler.bins}
         found = self.reconciler.expire(now_ms(), skus)
         if not found and not self.reconciler.dirty:

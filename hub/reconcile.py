@@ -1,30 +1,38 @@
-"""Reconciliation: do the scans at a sensored bin explain what its shelf weighed?
+"""Reconciliation: does each weight step on a sensored bin have the scan that explains it?
 
 A shelf reports absolute settled counts; the difference between two successive *certain*
-counts is the sensed change. Scan movements at the bin are the claimed change. Both are
-gathered per bin into a window: a cluster of activity on skew-corrected device time that
-closes once the bin has been quiet for `window_ms` (a later event at the bin shows it, or
-the hub's clock does when nothing more arrives); evidence more than a window before the
-open window's start also starts a new one. A window whose scans and sensed changes add up
-(S == W, both present) is confirmed at once, and a window on a bin that is never quiet is
-judged after MAX_SPAN_WINDOWS windows, so a busy bin still gets timely verdicts.
-Clustering rather than pairing tolerates clock skew, the shelf's settling delay, and
-several picks settling as one weight change.
+counts is a weight step (a sensed movement, with its weight change in grams). Scan
+movements at the bin are claimed movements. Each is matched on its own, on skew-corrected
+device time, within `window_ms` (the tolerance T) of the other:
 
-When a window closes, with S = sum of scanned changes and W = sum of sensed changes:
+- a step and a scan of the same quantity (or, by weight, a quantity the unit weight and its
+  piece-to-piece variation allow) are **confirmed** as soon as the second arrives; the
+  closest in time wins;
+- several scans that add up to one step (picks settling as one weight change), or one scan
+  that adds up to several steps (a put-away in two handfuls), are confirmed too;
+- what is left is judged once it is *ripe*: evidence at the bin more than T later has
+  arrived, or the hub's clock has run T past its arrival. Then, in order:
+  a step with no same-direction scan near it is an unscanned removal or addition; a scan
+  with no same-direction step is a scan without movement (several such scans close
+  together make one discrepancy), unless a neighbouring sensored bin (same node) has an
+  unexplained step that fits it: then it is a wrong bin; one scan and one step in the same
+  direction that do not fit are a wrong quantity; several that cannot be paired one to one
+  (a step that cannot be split) fall back to a sum over just those: quantity mismatch.
 
-- S == W: confirmed (no record, only a counter);
-- W == 0, S != 0: scan_without_movement;
-- S == 0, W < 0: unscanned_removal; S == 0, W > 0: unscanned_addition;
-- otherwise: quantity_mismatch.
+A judgement that needs evidence that is not ripe yet waits for it, at most OVERDUE_WINDOWS
+windows, so that a scan is never taken by a group while its own step is still on the way.
+Removals and additions are never summed together, so two errors cannot hide each other.
 
-Each discrepancy carries its evidence (events, weights, confidences), a sentence and a
-suggested action. Uncertain counts are evidence only: they never move the baseline, so
-they can neither create nor hide a change. A count scan at a bin explains everything
-before it: the open window is dropped and the bin's open discrepancies are closed.
+While a bin's shelf has an active fault (`fault_of`), its evidence is excluded: pending
+scans and steps are dropped (counted as `excluded`), and the baseline is forgotten so the
+first certain count after the fault starts afresh. A discrepancy that a faulted neighbour
+might explain carries the fault's reason. A count scan at a bin explains everything before
+it: its pending evidence is dropped and its open discrepancies are closed. Uncertain counts
+are evidence only (kept, bounded, and attached to discrepancies near them in time).
 
-All state is per bin and bounded (MAX_WINDOW_ITEMS); it is saved in the same transaction
-as the events it came from and reloaded at start, so the work per event stays O(1).
+All state is per bin and bounded (MAX_PENDING); it is saved in the same transaction as the
+events it came from and reloaded at start. Work per event is bounded by the evidence
+pending at the bin and its neighbours, not by history.
 Bins without a shelf sensor are not reconciled: their scans and counts are the ledger.
 """
 
@@ -32,7 +40,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,112 +50,224 @@ from hub.store.base import NewDiscrepancy
 
 log = logging.getLogger(__name__)
 
-MAX_SPAN_WINDOWS = 4  # a window on a never-quiet bin is judged after 4 x window_ms of device time
-MAX_WINDOW_ITEMS = 64  # a bin busier than this in one window is judged in slices, to bound memory and state rows
 CONFIRMED = "confirmed"
+EXCLUDED = "excluded"  # evidence not judged because the bin's shelf had an active fault
 SCAN_WITHOUT_MOVEMENT = "scan_without_movement"
 UNSCANNED_REMOVAL = "unscanned_removal"
 UNSCANNED_ADDITION = "unscanned_addition"
-QUANTITY_MISMATCH = "quantity_mismatch"
-KINDS = (SCAN_WITHOUT_MOVEMENT, UNSCANNED_REMOVAL, UNSCANNED_ADDITION, QUANTITY_MISMATCH)
+WRONG_QUANTITY = "wrong_quantity"
+WRONG_BIN = "wrong_bin"
+QUANTITY_MISMATCH = "quantity_mismatch"  # the fallback: several scans and steps that cannot be paired
+KINDS = (SCAN_WITHOUT_MOVEMENT, UNSCANNED_REMOVAL, UNSCANNED_ADDITION, WRONG_QUANTITY, WRONG_BIN, QUANTITY_MISMATCH)
+
+SIGMAS = 3.0  # a step within 3 standard deviations of n pieces' weight may be n pieces
+DEFAULT_UNIT_WEIGHT_CV = 0.01  # what the edge assumes when the catalog gives none (shelf setting unit_weight_cv)
+MAX_RUN = 6  # at most this many picks settle as one step (or handfuls make one put-away)
+MAX_PENDING = 64  # a bin with more unexplained evidence than this is judged oldest first, to bound state
+MAX_UNCERTAIN = 8  # uncertain readings kept per bin as evidence
+REORDER_MS = 1000  # how far out of device-time order evidence at one bin is assumed to arrive
+MAX_REPAIRS = 4  # a partner set free by a closer match looks for another this many times over
+OVERDUE_WINDOWS = 2  # a judgement waits at most this many windows for related evidence to ripen
+
+UnitWeightOf = Callable[[str, "str | None"], "tuple[float | None, float | None]"]  # (bin, sku) -> (g, cv)
 
 
-def classify(scan_sum: int, sensed_sum: int) -> str:
-    """The outcome of one closed window (module docstring)."""
-    if scan_sum == sensed_sum:
-        return CONFIRMED
-    if sensed_sum == 0:
-        return SCAN_WITHOUT_MOVEMENT
-    if scan_sum == 0:
-        return UNSCANNED_REMOVAL if sensed_sum < 0 else UNSCANNED_ADDITION
-    return QUANTITY_MISMATCH
+def _no_unit(bin_name: str, sku: str | None) -> tuple[float | None, float | None]:
+    return None, None
+
+
+def _no_neighbours(bin_name: str) -> Sequence[str]:
+    return ()
+
+
+def _no_fault(bin_name: str) -> str | None:
+    return None
+
+
+def _sign(n: int) -> int:
+    return (n > 0) - (n < 0)
+
+
+def fits(steps: Sequence[dict[str, Any]], scans: Sequence[dict[str, Any]]) -> bool:
+    """Could these weight steps together be the movement these scans together claim?
+
+    Same unit (the step's bin holds the scanned SKU): the sensed count change equals the
+    scanned quantity, or the weight change is within SIGMAS of that many pieces given the
+    piece-to-piece variation (cv * sqrt(n) pieces). Another unit (a neighbour holding
+    another SKU): the weight change in the scanned SKU's pieces rounds to the quantity, or
+    is within SIGMAS of it.
+    """
+    n = sum(int(s["qty_delta"]) for s in scans)
+    sensed = sum(int(s["qty_delta"]) for s in steps)
+    if n == 0 or _sign(n) != _sign(sensed):
+        return False
+    unit_g, cv = scans[0].get("unit_g"), scans[0].get("cv")
+    if any(s.get("unit_g") != unit_g for s in scans):
+        unit_g = None  # scans of different units: only the counts can be compared
+    step_units = {s.get("unit_g") for s in steps}
+    same_unit = unit_g is None or step_units == {None} or step_units == {unit_g}
+    if same_unit and n == sensed:
+        return True
+    if unit_g is None or any(s.get("weight_g") is None or s.get("prev_weight_g") is None for s in steps):
+        return False
+    pieces = sum(float(s["weight_g"]) - float(s["prev_weight_g"]) for s in steps) / float(unit_g)
+    if not same_unit and n == round(pieces):
+        return True
+    return abs(pieces - n) <= SIGMAS * float(cv or DEFAULT_UNIT_WEIGHT_CV) * math.sqrt(abs(n))
 
 
 @dataclass
-class BinWindow:
-    """One sensored bin: its last certain count and the open window of evidence."""
+class BinState:
+    """One sensored bin: its last certain count and its evidence not yet explained."""
 
     baseline: int | None = None
     baseline_weight_g: float | None = None
-    items: list[dict[str, Any]] = field(default_factory=list)
-    last_t: int = 0  # latest skew-corrected device time in the window
-    first_t: int = 0  # earliest
-    last_hub_ms: int = 0  # hub time of the latest item, for closing idle windows
+    baseline_t: int = 0  # when the shelf last settled with a certain count
+    scans: list[dict[str, Any]] = field(default_factory=list)  # scan movements with no step yet
+    steps: list[dict[str, Any]] = field(default_factory=list)  # weight steps with no scan yet
+    uncertain: list[dict[str, Any]] = field(default_factory=list)  # the latest uncertain readings
+    # Scan-step pairs confirmed one to one while a closer partner may still arrive (until ripe).
+    matched: list[dict[str, dict[str, Any]]] = field(default_factory=list)
+    horizon_t: int = 0  # latest skew-corrected device time seen at the bin
+    last_hub_ms: int = 0  # hub time of the latest evidence
+
+    @property
+    def pending(self) -> int:
+        return len(self.scans) + len(self.steps)
 
     def to_json(self) -> str:
         return json.dumps({"baseline": self.baseline, "baseline_weight_g": self.baseline_weight_g,
-                           "items": self.items, "last_t": self.last_t, "last_hub_ms": self.last_hub_ms,
-                           "first_t": self.first_t},
+                           "baseline_t": self.baseline_t,
+                           "scans": self.scans, "steps": self.steps, "uncertain": self.uncertain,
+                           "matched": self.matched,
+                           "horizon_t": self.horizon_t, "last_hub_ms": self.last_hub_ms},
                           separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> BinWindow:
+    def from_json(cls, text: str) -> BinState:
         raw = json.loads(text)
-        return cls(baseline=raw["baseline"], baseline_weight_g=raw["baseline_weight_g"], items=raw["items"],
-                   last_t=raw["last_t"], first_t=raw.get("first_t", raw["last_t"]), last_hub_ms=raw["last_hub_ms"])
+        if "items" in raw:  # saved by a hub that still judged windows: the same evidence, sorted by kind
+            items = raw["items"]
+            hub_ms = raw.get("last_hub_ms", 0)
+            return cls(baseline=raw["baseline"], baseline_weight_g=raw["baseline_weight_g"],
+                       scans=[{**i, "hub_ms": hub_ms} for i in items if i["type"] == "scan"],
+                       steps=[{**i, "hub_ms": hub_ms} for i in items if i["type"] == "count"],
+                       uncertain=[i for i in items if i["type"] == "uncertain"][-MAX_UNCERTAIN:],
+                       horizon_t=raw.get("last_t", 0), last_hub_ms=hub_ms)
+        return cls(baseline=raw["baseline"], baseline_weight_g=raw["baseline_weight_g"],
+                   baseline_t=raw.get("baseline_t", 0), scans=raw["scans"],
+                   steps=raw["steps"], uncertain=raw["uncertain"], matched=raw.get("matched", []),
+                   horizon_t=raw["horizon_t"],
+                   last_hub_ms=raw["last_hub_ms"])
+
+
+@dataclass
+class _Verdict:
+    """What one judgement found: a kind, the evidence it used (removed from pending), at which bins."""
+
+    kind: str
+    scans: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    neighbour: str | None = None  # wrong bin: the bin whose shelf moved
+    note: str = ""  # a fault that may explain it
+
+
+DEFER = _Verdict("defer", [], [])  # related evidence is not ripe yet: judge later
 
 
 class Reconciler:
-    """Per-bin windows, owned by the ingest writer thread (not thread-safe by design)."""
+    """Per-bin evidence and matching, owned by the ingest writer thread (not thread-safe by design).
 
-    def __init__(self, window_ms: int) -> None:
+    `unit_weight_of(bin, sku)` gives a scanned SKU's unit weight and its variation;
+    `neighbours_of(bin)` the other sensored bins a wrong-bin scan may have meant;
+    `fault_of(bin)` why the bin's shelf is not trusted now (None: it is).
+    """
+
+    def __init__(self, window_ms: int, unit_weight_of: UnitWeightOf = _no_unit,
+                 neighbours_of: Callable[[str], Sequence[str]] = _no_neighbours,
+                 fault_of: Callable[[str], str | None] = _no_fault) -> None:
         self.window_ms = window_ms
-        self.bins: dict[str, BinWindow] = {}
+        self.unit_weight_of = unit_weight_of
+        self.neighbours_of = neighbours_of
+        self.fault_of = fault_of
+        self.bins: dict[str, BinState] = {}
         self.open_ids: dict[str, list[int]] = {}
         self.dirty: set[str] = set()
-        self.outcomes: dict[str, int] = dict.fromkeys((CONFIRMED, *KINDS), 0)
+        self.outcomes: dict[str, int] = dict.fromkeys((CONFIRMED, EXCLUDED, *KINDS), 0)
 
     def load(self, states: dict[str, str], open_ids: list[tuple[int, str]]) -> None:
-        """Restore windows and the index of open discrepancies saved by earlier commits."""
-        self.bins = {b: BinWindow.from_json(s) for b, s in states.items()}
+        """Restore bin states and the index of open discrepancies saved by earlier commits."""
+        self.bins = {b: BinState.from_json(s) for b, s in states.items()}
         self.open_ids = {}
         for ident, bin_name in open_ids:
             self.open_ids.setdefault(bin_name, []).append(ident)
 
-    def _window(self, bin_name: str) -> BinWindow:
-        win = self.bins.get(bin_name)
-        if win is None:
-            win = self.bins[bin_name] = BinWindow()
-        return win
+    def _state(self, bin_name: str) -> BinState:
+        state = self.bins.get(bin_name)
+        if state is None:
+            state = self.bins[bin_name] = BinState()
+        return state
 
     # ----------------------------------------------------------------- evidence in
 
     def scan(self, bin_name: str, sku: str | None, t_ms: int, hub_ms: int, qty_delta: int,
              evidence: dict[str, Any]) -> list[NewDiscrepancy]:
-        """A scan movement at a sensored bin; returns discrepancies of any window it closed."""
-        win = self._window(bin_name)
-        if win.baseline is None:
-            return []  # no shelf reading yet: nothing to compare with
-        return self._add(bin_name, sku, win, t_ms, hub_ms, {**evidence, "type": "scan", "t": t_ms,
-                                                             "qty_delta": qty_delta})
+        """A scan movement at a sensored bin; returns any discrepancies now due."""
+        state = self._state(bin_name)
+        if state.baseline is None or qty_delta == 0:
+            return []  # no shelf reading yet (or none since a fault): nothing to compare with
+        if self._exclude_if_faulted(bin_name, state):
+            self.outcomes[EXCLUDED] += 1
+            return []
+        unit_g, cv = self.unit_weight_of(bin_name, sku)
+        item = {**evidence, "type": "scan", "t": t_ms, "hub_ms": hub_ms, "qty_delta": qty_delta, "sku": sku,
+                "unit_g": unit_g, "cv": cv}
+        self._seen(bin_name, state, t_ms, hub_ms)
+        self._pair(state, item)
+        return self._judge(bin_name, state, hub_ms)
 
     def shelf_count(self, bin_name: str, sku: str | None, t_ms: int, hub_ms: int, count: int, weight_g: float,
                     uncertain: bool, evidence: dict[str, Any]) -> list[NewDiscrepancy]:
-        """A settled shelf count; a certain one different from the baseline is a sensed change."""
-        win = self._window(bin_name)
+        """A settled shelf count; a certain one different from the baseline is a weight step."""
+        state = self._state(bin_name)
         self.dirty.add(bin_name)
-        if uncertain:
-            if win.baseline is None:
-                return []
-            item = {**evidence, "type": "uncertain", "t": t_ms, "count": count, "weight_g": weight_g}
-            return self._add(bin_name, sku, win, t_ms, hub_ms, item)
-        if win.baseline is None:
-            win.baseline, win.baseline_weight_g = count, weight_g
+        if self._exclude_if_faulted(bin_name, state):
             return []
-        delta = count - win.baseline
-        item = {**evidence, "type": "count", "t": t_ms, "count": count, "prev_count": win.baseline,
-                "qty_delta": delta, "weight_g": weight_g, "prev_weight_g": win.baseline_weight_g}
-        win.baseline, win.baseline_weight_g = count, weight_g
-        if delta == 0:
-            # A restatement: no evidence to keep, but its time shows the bin has been quiet.
-            return self._advance(bin_name, sku, win, t_ms)
-        return self._add(bin_name, sku, win, t_ms, hub_ms, item)
+        if uncertain:
+            if state.baseline is None:
+                return []
+            state.uncertain = [*state.uncertain, {**evidence, "type": "uncertain", "t": t_ms, "count": count,
+                                                  "weight_g": weight_g}][-MAX_UNCERTAIN:]
+            self._seen(bin_name, state, t_ms, hub_ms)
+            return self._judge(bin_name, state, hub_ms)
+        if state.baseline is None:
+            state.baseline, state.baseline_weight_g, state.baseline_t = count, weight_g, t_ms
+            self._seen(bin_name, state, t_ms, hub_ms)
+            return []
+        delta = count - state.baseline
+        self._seen(bin_name, state, t_ms, hub_ms)
+        if delta:
+            unit_g, cv = self.unit_weight_of(bin_name, sku)
+            item = {**evidence, "type": "count", "t": t_ms, "hub_ms": hub_ms, "qty_delta": delta, "sku": sku,
+                    "count": count, "prev_count": state.baseline, "weight_g": weight_g,
+                    "prev_weight_g": state.baseline_weight_g, "prev_t": state.baseline_t, "unit_g": unit_g,
+                    "cv": cv}
+            self._pair(state, item)
+        # A restatement (delta 0) adds no evidence, but its time shows how far the bin has got.
+        state.baseline, state.baseline_weight_g, state.baseline_t = count, weight_g, t_ms
+        return self._judge(bin_name, state, hub_ms)
+
+    def fault_seen(self, bin_name: str, reason: str) -> None:
+        """A shelf fault was raised at the bin: drop its unexplained evidence and its baseline."""
+        state = self.bins.get(bin_name)
+        if state is not None:
+            self._exclude(bin_name, state, reason)
 
     def count_scan(self, bin_name: str) -> list[int]:
-        """A person counted the bin: drop its open window; return its open discrepancy ids to close."""
-        win = self.bins.get(bin_name)
-        if win is not None and win.items:
-            win.items = []
+        """A person counted the bin: drop its pending evidence; return its open discrepancy ids to close."""
+        state = self.bins.get(bin_name)
+        if state is not None and (state.pending or state.uncertain):
+            state.scans, state.steps, state.uncertain, state.matched = [], [], [], []
             self.dirty.add(bin_name)
         return self.open_ids.pop(bin_name, [])
 
@@ -153,60 +275,317 @@ class Reconciler:
         """Remember a discrepancy the writer recorded, so a count scan can close it."""
         self.open_ids.setdefault(bin_name, []).append(ident)
 
-    def expire(self, now_hub_ms: int, skus: dict[str, str | None]) -> list[NewDiscrepancy]:
-        """Close windows that got nothing new for window_ms of hub time (the bin went quiet)."""
+    def expire(self, now_hub_ms: int, skus: dict[str, str | None] | None = None) -> list[NewDiscrepancy]:
+        """Judge evidence that got nothing new for window_ms of hub time (the bin went quiet)."""
         out: list[NewDiscrepancy] = []
-        for bin_name, win in self.bins.items():
-            if win.items and now_hub_ms - win.last_hub_ms > self.window_ms:
-                out.extend(self._close(bin_name, skus.get(bin_name), win))
+        for bin_name, state in list(self.bins.items()):
+            if state.pending and now_hub_ms - state.last_hub_ms > self.window_ms:
+                out.extend(self._judge(bin_name, state, now_hub_ms))
         return out
 
-    # ----------------------------------------------------------------- windows
+    # ----------------------------------------------------------------- bookkeeping
 
-    def _advance(self, bin_name: str, sku: str | None, win: BinWindow, t_ms: int) -> list[NewDiscrepancy]:
-        # Evidence further than a window from everything in the open one (later, or much
-        # earlier: another node's delayed event) belongs to a different window; and a window
-        # on a bin that is never quiet is judged after MAX_SPAN_WINDOWS, not left open forever.
-        if win.items and (t_ms > win.last_t + self.window_ms or t_ms < win.first_t - self.window_ms
-                          or t_ms > win.first_t + MAX_SPAN_WINDOWS * self.window_ms):
-            return self._close(bin_name, sku, win)
-        return []
-
-    def _add(self, bin_name: str, sku: str | None, win: BinWindow, t_ms: int, hub_ms: int,
-             item: dict[str, Any]) -> list[NewDiscrepancy]:
-        out = self._advance(bin_name, sku, win, t_ms)
-        win.items.append(item)
-        win.last_t = max(win.last_t, t_ms) if len(win.items) > 1 else t_ms
-        win.first_t = min(win.first_t, t_ms) if len(win.items) > 1 else t_ms
-        win.last_hub_ms = hub_ms
+    def _seen(self, bin_name: str, state: BinState, t_ms: int, hub_ms: int) -> None:
+        if t_ms + self.window_ms < state.horizon_t:
+            # Much earlier than anything seen here (a clock set back, a replayed or long-delayed
+            # stream): the bin's time starts again from it, so its partner, right behind it, is
+            # not judged missing before it arrives. What was pending ripens by the hub's clock;
+            # pairs confirmed on the other timeline are final.
+            state.horizon_t = t_ms
+            state.matched = []
+        state.horizon_t = max(state.horizon_t, t_ms)
+        state.last_hub_ms = max(state.last_hub_ms, hub_ms)
         self.dirty.add(bin_name)
-        if len(win.items) >= MAX_WINDOW_ITEMS or _balanced(win.items):
-            # Scans and weight agree: confirmed now, so the next activity starts a fresh window
-            # (on a busy bin, waiting for quiet would delay every judgement indefinitely).
-            out.extend(self._close(bin_name, sku, win))
+
+    def _exclude_if_faulted(self, bin_name: str, state: BinState) -> bool:
+        reason = self.fault_of(bin_name)
+        if reason is None:
+            return False
+        self._exclude(bin_name, state, reason)
+        return True
+
+    def _exclude(self, bin_name: str, state: BinState, reason: str) -> None:
+        if state.pending:
+            log.info("bin %s: %d scan(s) and weight step(s) not judged: %s", bin_name, state.pending, reason)
+        self.outcomes[EXCLUDED] += state.pending
+        state.scans, state.steps, state.matched = [], [], []
+        state.baseline = state.baseline_weight_g = None  # the first certain count after the fault starts afresh
+        self.dirty.add(bin_name)
+
+    def _pair(self, state: BinState, item: dict[str, Any], depth: int = 0) -> None:
+        """Confirm a new scan or step with the closest one of the other kind that fits it, else keep it.
+
+        A pair confirmed earlier is taken apart when the new item fits one of its two much
+        closer in time (its partner goes back to pending, to be judged on its own): the first
+        fitting match is not always the right one when movements follow each other closely.
+        """
+        is_scan = item["type"] == "scan"
+        other_kind = "step" if is_scan else "scan"
+
+        def explains(cand: dict[str, Any]) -> bool:
+            return fits([cand], [item]) if is_scan else fits([item], [cand])
+
+        options: list[tuple[int, dict[str, Any] | None, dict[str, Any]]] = [  # (gap, pair taken apart, partner)
+            (abs(c["t"] - item["t"]), None, c) for c in (state.steps if is_scan else state.scans)
+            if abs(c["t"] - item["t"]) <= self.window_ms and explains(c)]
+        options += [(abs(p[other_kind]["t"] - item["t"]), p, p[other_kind]) for p in state.matched
+                    if abs(p[other_kind]["t"] - item["t"]) < abs(p["scan"]["t"] - p["step"]["t"])
+                    and explains(p[other_kind])]
+        best = min(options, key=lambda o: o[0], default=None)
+        if best is None:
+            (state.scans if is_scan else state.steps).append(item)
+            return
+        _, old_pair, partner = best
+        if old_pair is None:
+            _remove(state.steps if is_scan else state.scans, partner)
+            self.outcomes[CONFIRMED] += 1
+        else:
+            _remove(state.matched, old_pair)
+            left = old_pair["scan" if is_scan else "step"]
+            if depth < MAX_REPAIRS:
+                self._pair(state, left, depth + 1)  # a new pair is counted there; this one replaced the old
+            else:
+                (state.scans if is_scan else state.steps).append(left)
+        # Bounded like the pending evidence: the oldest pair is the least likely to be taken apart.
+        state.matched = [*state.matched, {"scan": item, "step": partner} if is_scan
+                         else {"scan": partner, "step": item}][-MAX_PENDING:]
+
+    def _settled(self, pair: dict[str, dict[str, Any]], horizon_t: int, now_hub_ms: int | None) -> bool:
+        """No later evidence can take this pair apart any more.
+
+        Only an item closer to one of the two than they are to each other can; evidence
+        arrives at most a little out of order, so once the bin's time is past the pair by
+        twice their gap plus REORDER_MS (or both are ripe), the pair is final and forgotten.
+        """
+        scan, step = pair["scan"], pair["step"]
+        gap = abs(scan["t"] - step["t"])
+        return (horizon_t > max(scan["t"], step["t"]) + 2 * gap + REORDER_MS
+                or (self._ripe(scan, horizon_t, now_hub_ms) and self._ripe(step, horizon_t, now_hub_ms)))
+
+    def _ripe(self, item: dict[str, Any], horizon_t: int, now_hub_ms: int | None, windows: int = 1) -> bool:
+        """Evidence T (windows x T) later, or that much hub time, has passed: nothing closer can still come."""
+        wait = windows * self.window_ms
+        return item["t"] + wait < horizon_t or (now_hub_ms is not None and now_hub_ms - item["hub_ms"] > wait)
+
+    # ----------------------------------------------------------------- judgement
+
+    def _judge(self, bin_name: str, state: BinState, now_hub_ms: int | None) -> list[NewDiscrepancy]:
+        """Judge the bin's ripe evidence, oldest first, until nothing more can be decided now."""
+        out: list[NewDiscrepancy] = []
+        if state.matched:
+            kept = [p for p in state.matched if not self._settled(p, state.horizon_t, now_hub_ms)]
+            if len(kept) != len(state.matched):
+                state.matched = kept
+                self.dirty.add(bin_name)
+        if state.pending and self._exclude_if_faulted(bin_name, state):
+            return out
+        while state.pending:
+            everything = sorted(state.scans + state.steps, key=lambda i: i["t"])
+            crowded = len(everything) > MAX_PENDING
+            verdict = None
+            for item in everything:
+                forced = crowded and item is everything[0]
+                if not forced and not self._ripe(item, state.horizon_t, now_hub_ms):
+                    continue
+                verdict = self._explain(bin_name, state, item, now_hub_ms, forced)
+                if verdict is not DEFER:
+                    break
+            if verdict is None or verdict is DEFER:
+                return out
+            found = self._settle(bin_name, state, verdict)
+            if found is not None:
+                out.append(found)
         return out
 
-    def _close(self, bin_name: str, sku: str | None, win: BinWindow) -> list[NewDiscrepancy]:
-        items, win.items = win.items, []
-        self.dirty.add(bin_name)
-        scans = [i for i in items if i["type"] == "scan"]
-        counts = [i for i in items if i["type"] == "count"]
-        uncertain = [i for i in items if i["type"] == "uncertain"]
-        if not scans and not counts:
-            return []
-        scan_sum = sum(i["qty_delta"] for i in scans)
-        sensed_sum = sum(i["qty_delta"] for i in counts)
-        kind = classify(scan_sum, sensed_sum)
-        self.outcomes[kind] += 1
-        if kind == CONFIRMED:
-            return []
-        t_from, t_to = min(i["t"] for i in items), max(i["t"] for i in items)
-        sentence, action = describe(kind, bin_name, sku, scan_sum, sensed_sum, counts, t_from, t_to, len(uncertain))
+    def _explain(self, bin_name: str, state: BinState, item: dict[str, Any], now_hub_ms: int | None,
+                 forced: bool) -> _Verdict:
+        """The explanation of one ripe piece of evidence, or DEFER while what it needs is not ripe."""
+        is_scan = item["type"] == "scan"
+        own, other = (state.scans, state.steps) if is_scan else (state.steps, state.scans)
+        sign = _sign(item["qty_delta"])
+        near_other = self._near(item, other, sign)
+        overdue = forced or self._ripe(item, state.horizon_t, now_hub_ms, OVERDUE_WINDOWS)
+
+        def ready(items: list[dict[str, Any]]) -> bool:
+            return overdue or all(self._ripe(i, state.horizon_t, now_hub_ms) for i in items)
+
+        def verdict(kind: str, mine: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> _Verdict:
+            scans, steps = (mine, theirs) if is_scan else (theirs, mine)
+            return _Verdict(kind, sorted(scans, key=lambda i: i["t"]), sorted(steps, key=lambda i: i["t"]))
+
+        covering = item if not is_scan else self._covering_step(state, item)
+        if covering is not None:
+            covered = self._covered_scans(state, covering)
+            if {_sign(s["qty_delta"]) for s in covered} == {-1, 1}:
+                # The fallback: the shelf did not settle between movements both ways, so its one step
+                # is their net change; only the sum of the scans in between can be judged against it.
+                kind = CONFIRMED if fits([covering], covered) else QUANTITY_MISMATCH
+                window = _Verdict(kind, covered, [covering])
+                ready_all = self._ripe(covering, state.horizon_t, now_hub_ms) or overdue
+                return window if ready_all else DEFER
+        group = self._adding_up(item, own, near_other, is_scan)
+        if group is not None:
+            mine, theirs = group
+            return verdict(CONFIRMED, mine, theirs) if ready(mine + theirs) else DEFER
+        if near_other:
+            closest = min(near_other, key=lambda o: abs(o["t"] - item["t"]))
+            rivals = [o for o in self._near(closest, own, sign) if o is not item]
+            partner = next((r for r in rivals if (fits([closest], [r]) if is_scan else fits([r], [closest]))), None)
+            if partner is not None:  # the closest belongs to another: confirm them, and judge item after
+                return verdict(CONFIRMED, [partner], [closest]) if ready([partner, closest]) else DEFER
+            if len(near_other) == 1 and not rivals:
+                return verdict(WRONG_QUANTITY, [item], near_other) if ready([item, closest]) else DEFER
+            mine = [item, *rivals]
+            return verdict(QUANTITY_MISMATCH, mine, near_other) if ready(mine + near_other) else DEFER
+        found, faulted = self._neighbour_match(bin_name, state, item, now_hub_ms, overdue)
+        if found is DEFER:
+            return DEFER
+        if found is not None:
+            return found
+        note = "".join(f"; a neighbouring bin could explain this but is not judged now ({reason})"
+                       for reason in faulted)
+        if not is_scan:
+            return _Verdict(UNSCANNED_REMOVAL if sign < 0 else UNSCANNED_ADDITION, [], [item], note=note)
+        # Scans close together with no movement anywhere make one discrepancy, not one per scan.
+        alone = [s for s in self._near(item, own, sign) if s is not item and self._ripe(s, state.horizon_t, now_hub_ms)
+                 and not self._near(s, other, sign)
+                 and self._neighbour_match(bin_name, state, s, now_hub_ms, True)[0] is None]
+        return _Verdict(SCAN_WITHOUT_MOVEMENT, sorted([item, *alone], key=lambda i: i["t"]), [], note=note)
+
+    def _covered_scans(self, state: BinState, step: dict[str, Any]) -> list[dict[str, Any]]:
+        """The pending scans between the shelf's previous settled count and this step (plus T after it)."""
+        return sorted((s for s in state.scans if step.get("prev_t", step["t"]) <= s["t"] <= step["t"] + self.window_ms),
+                      key=lambda s: s["t"])
+
+    def _covering_step(self, state: BinState, scan: dict[str, Any]) -> dict[str, Any] | None:
+        """A pending step whose span (previous settled count to step) holds this scan, if any."""
+        return next((st for st in sorted(state.steps, key=lambda i: i["t"])
+                     if st.get("prev_t", st["t"]) <= scan["t"] <= st["t"] + self.window_ms), None)
+
+    def _near(self, item: dict[str, Any], candidates: list[dict[str, Any]], sign: int) -> list[dict[str, Any]]:
+        """The candidates in the same direction within the time tolerance of item, oldest first."""
+        return sorted((c for c in candidates if _sign(c["qty_delta"]) == sign
+                       and abs(c["t"] - item["t"]) <= self.window_ms), key=lambda c: c["t"])
+
+    def _adding_up(self, item: dict[str, Any], own: list[dict[str, Any]], near_other: list[dict[str, Any]],
+                   is_scan: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        """The smallest, tightest group with item that adds up: item and a run of the other side,
+        or a run of item's side (item included) and one of the other side."""
+        def adds_up(mine: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> bool:
+            return fits(mine, theirs) if not is_scan else fits(theirs, mine)
+
+        options: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+        for run in _runs(near_other):
+            if adds_up([item], run):
+                options.append(([item], run))
+        sign = _sign(item["qty_delta"])
+        for other in near_other:
+            for run in _runs(self._near(other, own, sign)):
+                if len(run) > 1 and any(r is item for r in run) and adds_up(run, [other]):
+                    options.append((run, [other]))
+
+        def cost(option: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> tuple[int, int]:
+            times = [i["t"] for i in option[0] + option[1]]
+            return len(times), max(times) - min(times)
+        return min(options, key=cost, default=None)
+
+    def _neighbour_match(self, bin_name: str, state: BinState, item: dict[str, Any], now_hub_ms: int | None,
+                         overdue: bool) -> tuple[_Verdict | None, list[str]]:
+        """A wrong bin: an unexplained step at a neighbour that fits this scan (or a scan there that
+        this step fits). Also the fault reasons of neighbours that could not be looked at."""
+        is_scan = item["type"] == "scan"
+        sign = _sign(item["qty_delta"])
+        faulted: list[str] = []
+        best: tuple[int, str, dict[str, Any]] | None = None
+        for neighbour in self.neighbours_of(bin_name):
+            theirs = self.bins.get(neighbour)
+            if neighbour == bin_name or theirs is None:
+                continue
+            reason = self.fault_of(neighbour)
+            if reason is not None:
+                faulted.append(reason)
+                continue
+            pool = theirs.steps if is_scan else theirs.scans
+            unexplained_there = theirs.scans if is_scan else theirs.steps
+            for cand in self._near(item, pool, sign):
+                if self._near(cand, unexplained_there, sign):
+                    continue  # it has its own explanation to find at its bin
+                if not (fits([cand], [item]) if is_scan else fits([item], [cand])):
+                    continue
+                gap = abs(cand["t"] - item["t"])
+                if best is None or gap < best[0]:
+                    best = (gap, neighbour, cand)
+        if best is None:
+            return None, faulted
+        _, neighbour, cand = best
+        horizon = max(state.horizon_t, self.bins[neighbour].horizon_t)
+        if not overdue and not self._ripe(cand, horizon, now_hub_ms):
+            return DEFER, faulted
+        if is_scan:
+            return _Verdict(WRONG_BIN, [item], [cand], neighbour=neighbour), faulted
+        return _Verdict(WRONG_BIN, [cand], [item], neighbour=bin_name), faulted
+
+    def _settle(self, bin_name: str, state: BinState, verdict: _Verdict) -> NewDiscrepancy | None:
+        """Remove the evidence a verdict used; the discrepancy it means, if any."""
+        scan_bin = bin_name
+        if verdict.kind == WRONG_BIN and verdict.neighbour == bin_name:
+            # Judged from the step's side: the scan (and so the record) is at the neighbour.
+            scan_bin = next(b for b in self.neighbours_of(bin_name) if b in self.bins
+                            and any(s is verdict.scans[0] for s in self.bins[b].scans))
+        for scan in verdict.scans:
+            _remove(self.bins[scan_bin].scans, scan)
+        step_bin = verdict.neighbour or bin_name
+        for step in verdict.steps:
+            _remove(self.bins[step_bin].steps, step)
+        self.dirty.update({scan_bin, step_bin, bin_name})
+        self.outcomes[verdict.kind] += 1
+        if verdict.kind == CONFIRMED:
+            return None
+        return self._finding(scan_bin, verdict)
+
+    def _finding(self, bin_name: str, verdict: _Verdict) -> NewDiscrepancy:
+        scans, steps = verdict.scans, verdict.steps
+        everything = scans + steps
+        t_from, t_to = min(i["t"] for i in everything), max(i["t"] for i in everything)
+        state = self.bins[bin_name]
+        uncertain = [u for u in state.uncertain if t_from - self.window_ms <= u["t"] <= t_to + self.window_ms]
+        scan_sum = sum(int(i["qty_delta"]) for i in scans)
+        sensed_sum = sum(int(i["qty_delta"]) for i in steps)
+        sku = next((i.get("sku") for i in everything if i.get("sku")), None)
+        neighbour = verdict.neighbour if verdict.kind == WRONG_BIN else None
+        if neighbour is not None and steps and steps[0].get("sku") != sku and scans[0].get("unit_g"):
+            # The neighbour holds another SKU: say how many of the scanned pieces its weight change is.
+            grams = sum(float(s["weight_g"]) - float(s["prev_weight_g"]) for s in steps)
+            sensed_sum = round(grams / float(scans[0]["unit_g"]))
+        sentence, action = describe(verdict.kind, bin_name, sku, scan_sum, sensed_sum, steps, t_from, t_to,
+                                    len(uncertain), neighbour=neighbour, note=verdict.note)
         log.info("discrepancy at bin %s: %s", bin_name, sentence)
-        evidence = json.dumps({"scans": scans, "counts": counts, "uncertain": uncertain}, separators=(",", ":"))
-        return [NewDiscrepancy(bin=bin_name, sku=sku, kind=kind, opened_ms=int(time.time() * 1000),
-                               device_from_ms=t_from, device_to_ms=t_to, scan_qty=scan_sum, sensed_qty=sensed_sum,
-                               sentence=sentence, action=action, evidence=evidence)]
+        evidence: dict[str, Any] = {"scans": scans, "counts": steps, "uncertain": uncertain}
+        if neighbour is not None and sku is not None:
+            evidence["neighbour"] = neighbour
+            # A one-click correction: the goods moved at the neighbour, so book them there instead.
+            into = f"into {neighbour}" if scan_sum > 0 else f"from {neighbour}"
+            evidence["fix"] = {"sku": sku, "moves": [{"location": bin_name, "qty_delta": -scan_sum},
+                                                     {"location": neighbour, "qty_delta": scan_sum}],
+                               "label": f"Book {abs(scan_sum)} {into} instead of {bin_name}",
+                               "note": f"the scan of {_pieces(scan_sum)} of {sku} at {bin_name} "
+                                       f"was for {neighbour} (its shelf moved; {bin_name}'s did not)"}
+        return NewDiscrepancy(bin=bin_name, sku=sku, kind=verdict.kind, opened_ms=int(time.time() * 1000),
+                              device_from_ms=t_from, device_to_ms=t_to, scan_qty=scan_sum, sensed_qty=sensed_sum,
+                              sentence=sentence, action=action,
+                              evidence=json.dumps(evidence, separators=(",", ":")))
+
+
+def _runs(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Every run of consecutive items (in time order), one to MAX_RUN long."""
+    return [items[i:j] for i in range(len(items)) for j in range(i + 1, min(len(items), i + MAX_RUN) + 1)]
+
+
+def _remove(items: list[dict[str, Any]], item: dict[str, Any]) -> None:
+    for i, candidate in enumerate(items):
+        if candidate is item:
+            del items[i]
+            return
 
 
 def _clock(ms: int) -> str:
@@ -218,7 +597,8 @@ def _pieces(n: int) -> str:
 
 
 def describe(kind: str, bin_name: str, sku: str | None, scan_sum: int, sensed_sum: int,
-             counts: list[dict[str, Any]], t_from: int, t_to: int, uncertain: int) -> tuple[str, str]:
+             counts: list[dict[str, Any]], t_from: int, t_to: int, uncertain: int,
+             neighbour: str | None = None, note: str = "") -> tuple[str, str]:
     """A plain-language sentence and a suggested action for one discrepancy."""
     what = f"Bin {bin_name}" + (f" ({sku})" if sku else "")
     span = f"between {_clock(t_from)} and {_clock(t_to)}" if t_to != t_from else f"at {_clock(t_from)}"
@@ -227,7 +607,7 @@ def describe(kind: str, bin_name: str, sku: str | None, scan_sum: int, sensed_su
         before, after = counts[0].get("prev_weight_g"), counts[-1].get("weight_g")
         if before is not None and after is not None:
             weights = f" ({before:.0f} g to {after:.0f} g, confidence {min(c['confidence'] for c in counts):.2f})"
-    note = f"; {uncertain} uncertain shelf reading(s) were not used" if uncertain else ""
+    note = note + (f"; {uncertain} uncertain shelf reading(s) were not used" if uncertain else "")
     if kind == SCAN_WITHOUT_MOVEMENT:
         verb = "removing" if scan_sum < 0 else "adding"
         sentence = f"{what}: scans say {verb} {_pieces(scan_sum)} {span}, but the shelf weight did not change{note}."
@@ -239,15 +619,21 @@ def describe(kind: str, bin_name: str, sku: str | None, scan_sum: int, sensed_su
     elif kind == UNSCANNED_ADDITION:
         sentence = f"{what}: the shelf gained {_pieces(sensed_sum)}{weights} {span} with no scan{note}."
         action = f"Recount bin {bin_name}; scan receipts and put-aways into this bin."
+    elif kind == WRONG_BIN and neighbour is not None:
+        verb, moved = ("removing", "lost") if scan_sum < 0 else ("adding", "gained")
+        went = "came from" if scan_sum < 0 else "went to"
+        sentence = (f"{what}: scans say {verb} {_pieces(scan_sum)}, but this shelf did not change; neighbouring "
+                    f"bin {neighbour} {moved} {_pieces(sensed_sum)}{weights} {span}: the goods probably {went} "
+                    f"{neighbour}{note}.")
+        action = (f"Look in bin {neighbour}: if the goods are there, book the scan to {neighbour} instead of "
+                  f"{bin_name} (one correction) or put them where they were booked; otherwise recount both bins.")
+    elif kind == WRONG_QUANTITY:
+        sentence = (f"{what}: scans say {scan_sum:+d} but the shelf says {sensed_sum:+d}{weights} {span}: "
+                    f"the quantity scanned was probably wrong{note}.")
+        action = (f"Recount bin {bin_name} (scan a count) to set the right quantity, and check the quantity "
+                  f"entered for that scan.")
     else:
         sentence = (f"{what}: scans say {scan_sum:+d} but the shelf says {sensed_sum:+d}{weights} "
-                    f"{span}{note}.")
+                    f"{span}, and they cannot be matched one by one{note}.")
         action = f"Recount bin {bin_name} (scan a count) to set the right quantity."
     return sentence, action
-
-
-def _balanced(items: list[dict[str, Any]]) -> bool:
-    """The window holds scans and sensed changes, and they add up to the same change."""
-    scans = [i["qty_delta"] for i in items if i["type"] == "scan"]
-    counts = [i["qty_delta"] for i in items if i["type"] == "count"]
-    return bool(scans) and bool(counts) and sum(scans) == sum(counts)

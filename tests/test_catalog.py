@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from contract import Channel, NodeConfig, node_topic
-from hub.catalog import CatalogError, node_configs, parse_catalog_csv
+from hub.catalog import CatalogError, CatalogIndex, node_configs, parse_catalog_csv
 from hub.cli import main as hub_cli
 from hub.mosquitto import PrivateBroker
 from hub.store import SqliteStore
+from hub.store.base import Catalog
 from tests.conftest import add_node
 from tests.support import SITE, NodeClient, RunningHub, wait_for
 
@@ -45,6 +46,24 @@ def test_bad_rows_are_reported_by_line_and_column_and_good_rows_still_count() ->
     assert "wrong check digit" in str(parsed.bad_rows[1]) and "belongs to SKU 'OK-1'" in str(parsed.bad_rows[2])
     assert str(parsed.bad_rows[4]) == "line 7, column 'unit_weight_g': bin B-01-2 has a shelf sensor but no unit weight"
     assert set(parsed.skus) == {"OK-1"} and set(parsed.bins) == {"A-01-1"}
+
+
+def test_reconciliation_lookups_neighbours_and_unit_weights() -> None:
+    """Neighbours: the other reconciled bins on the same node; a SKU's unit weight also outside its bin."""
+    parsed = parse_catalog_csv([
+        "sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv\n",
+        "BOLT,Bolt,,A-01,Z,n1,yes,no,12.5,0.02\n",
+        "NUT,Nut,,A-02,Z,n1,yes,no,4,\n",
+        "WASHER,Washer,,A-03,Z,n1,yes,yes,1,\n",  # weight-only: the sensor is the ledger, not reconciled
+        "PIN,Pin,,A-04,Z,n1,no,no,,\n",  # no sensor
+        "CLIP,Clip,,B-01,Z,n2,yes,no,3,\n",
+    ])
+    assert not parsed.bad_rows
+    index = CatalogIndex(Catalog(1, tuple(parsed.skus.values()), tuple(parsed.bins.values())))
+    assert index.neighbours("A-01") == ("A-02",) and index.neighbours("B-01") == () and index.neighbours("X") == ()
+    assert index.unit_weight("A-01", "BOLT") == (12.5, 0.02)
+    assert index.unit_weight("A-02", "BOLT") == (12.5, 0.02)  # a bolt scanned into the nut bin weighs as a bolt
+    assert index.unit_weight("A-04", "PIN") == (None, None)
 
 
 def test_a_file_without_the_sku_column_is_refused() -> None:

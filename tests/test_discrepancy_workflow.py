@@ -1,7 +1,8 @@
 """The discrepancy workflow over real HTTP: recount requested (who, when), then a count scan closes it.
 
 A real broker, edge agent and hub: the discrepancy comes from real shelf counts, the recount
-request is a new row beside it (the ledger is untouched), and viewers cannot ask.
+request is a new row beside it (the ledger is untouched), and viewers cannot ask. A wrong-bin
+put-away found by reconciliation is corrected from its card in one click.
 """
 
 from __future__ import annotations
@@ -70,6 +71,48 @@ async def test_recount_requested_then_a_count_scan_closes_it(broker: PrivateBrok
             assert closed[0].state == "closed" and closed[0].recount_requested_by == "sue"
             async with sup.post(url, headers={"X-CSRF-Token": sup_csrf}) as resp:
                 assert resp.status == 409
+    finally:
+        await agent.stop()
+        await runner.cleanup()
+
+
+async def test_a_wrong_bin_putaway_is_corrected_in_one_click(broker: PrivateBroker, tmp_path: Path) -> None:
+    """Scanned into W-01-1, put on W-01-2 (same node): one wrong_bin, and its button books it there."""
+    import time
+
+    from hub.store.base import CatalogBin
+    from tests.support import shelf
+    service, runner, base = await start_web_hub(broker, tmp_path, reconcile=QUICK_WINDOW)
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    await agent.start()
+    sup, sup_csrf = await login_session(base, service.config, role="supervisor", username="sue")
+    gtin = "09506000134352"  # not in the catalog: it stands for itself as the SKU
+    try:
+        bins = [CatalogBin(name, "W", None, node, True, False, 10.0, 0.01) for name in ("W-01-1", "W-01-2")]
+        service.store.import_catalog([], bins, int(time.time() * 1000))
+        await wait_for(lambda: service.ingest.catalog.neighbours("W-01-1") == ("W-01-2",), what="the catalog")
+        await agent.sink.submit(shelf("W-01-1", 10))
+        await agent.sink.submit(shelf("W-01-2", 4))
+        await agent.sink.submit(scan(gtin=gtin, location="W-01-1", qty=6, mode="putaway"))
+        await agent.sink.submit(shelf("W-01-2", 10))
+
+        def found() -> list[object]:
+            return service.store.discrepancies("open", None, 10)
+        [d] = await wait_for(found, what="the wrong-bin discrepancy")
+        assert (d.kind, d.bin, d.scan_qty, d.sensed_qty) == ("wrong_bin", "W-01-1", 6, 6)
+        async with sup:
+            async with sup.get(f"{base}/discrepancies") as resp:
+                html = await resp.text()
+            card = html[html.index(f'id="d-{d.id}"'):]
+            card = card[:card.index("</li>")]
+            assert "wrong bin at W-01-1" in card and ">Book 6 into W-01-2 instead of W-01-1</button>" in card
+            async with sup.post(f"{base}/api/v1/discrepancies/{d.id}/apply-fix",
+                                headers={"X-CSRF-Token": sup_csrf}) as resp:
+                assert resp.status == 200, await resp.text()
+        stock = {b.location: b.qty for b in service.store.stock("", 10, 0) if b.sku == gtin}
+        assert stock == {"W-01-1": 0, "W-01-2": 6}
+        assert not service.store.discrepancies("open", None, 10)
     finally:
         await agent.stop()
         await runner.cleanup()
