@@ -45,8 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Comparison, Metrics, pct, report, run_rounds  # noqa: E402
 from contract import Ack, Channel, EventBatch, ScanEvent, node_topic, subscription  # noqa: E402
+from hub import gmqtt_rx, mqtt_rx  # noqa: E402
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port, wait_for_port  # noqa: E402
-from hub.mqtt_rx import SessionSettings, run_session  # noqa: E402
+from hub.mqtt_rx import SessionSettings  # noqa: E402
+from hub.receiver import SESSION_ENV  # noqa: E402
 
 SITE = "bench"
 NODE = "pi-bench"
@@ -106,8 +108,9 @@ def child_paho(port: int, password: str, expected: int) -> None:
     print(json.dumps({"got": got, "first": first, "last": last, "latencies_ms": latencies_ms}), flush=True)
 
 
-def child_mqtt_rx(port: int, password: str, expected: int) -> None:
-    """Child process: a bare hub/mqtt_rx.py session that only counts; prints READY on SUBACK."""
+def child_session(role: str, port: int, password: str, expected: int) -> None:
+    """Child process: a bare receive session (hub/mqtt_rx.py or hub/gmqtt_rx.py) that only counts;
+    prints READY on SUBACK."""
     got = 0
     first = last = 0.0
     stop = threading.Event()
@@ -123,6 +126,7 @@ def child_mqtt_rx(port: int, password: str, expected: int) -> None:
 
     settings = SessionSettings(host="127.0.0.1", port=port, client_id=f"bench-rx-{os.getpid()}", username=HUB_USER,
                                password=password, keepalive_s=30, topics=(subscription(SITE, Channel.EVENTS),))
+    run_session = {"mqtt_rx": mqtt_rx.run_session, "gmqtt": gmqtt_rx.run_session}[role]
     run_session(settings, deliver, lambda: print("READY", flush=True), stop=stop)
     print(json.dumps({"got": got, "first": first, "last": last}), flush=True)
 
@@ -240,8 +244,8 @@ class Bench:
         proc.wait(10)
         return {"events_per_s": self.events / (seen["last"] - start)}
 
-    def hub(self) -> Metrics:
-        proc, _ = self.start_hub()
+    def hub(self, session: str = "mqtt_rx") -> Metrics:
+        proc, _ = self.start_hub(session)
         try:
             stream = secrets.token_hex(8)
             when = self.acks.expect(stream, self.events)
@@ -282,8 +286,9 @@ class Bench:
             proc.terminate()
             proc.wait(10)
 
-    def start_hub(self) -> tuple[subprocess.Popen[bytes], Path]:
-        """A fresh `stock-hub serve` on a fresh ledger; returns once it acks a probe event."""
+    def start_hub(self, session: str = "mqtt_rx") -> tuple[subprocess.Popen[bytes], Path]:
+        """A fresh `stock-hub serve` on a fresh ledger, receiving through `session` (hub/receiver.py's
+        SESSIONS); returns once it acks a probe event."""
         self.round += 1
         work = self.work / f"hub{self.round}"
         work.mkdir(parents=True)
@@ -293,7 +298,8 @@ class Bench:
         cfg.write_text(f'[site]\nname = "{SITE}"\n[mqtt]\nport = {self.broker.port}\n'
                        f'password = "{self.broker.users[HUB_USER]}"\n[http]\nport = {http_port}\n[db]\npath = "{db}"\n')
         proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "--log-level", "WARNING", "serve", "--config",
-                                 str(cfg)], stdout=open(work / "hub.log", "ab"), stderr=subprocess.STDOUT)
+                                 str(cfg)], stdout=open(work / "hub.log", "ab"), stderr=subprocess.STDOUT,
+                                env={**os.environ, SESSION_ENV: session})
         wait_for_port("127.0.0.1", http_port, READY_TIMEOUT_S)
         probe_stream = secrets.token_hex(8)
         acked = self.acks.expect(probe_stream, 1)
@@ -336,6 +342,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500, help="offered rate for the latency trials, events/s")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each latency trial")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (pairs) per measurement, at least 5")
+    parser.add_argument("--rate-only", action="store_true",
+                        help="only the receive sessions and the hub on each, no latency trials")
     parser.add_argument("--role", default="main", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--password", default="", help=argparse.SUPPRESS)
@@ -343,8 +351,8 @@ def main() -> None:
     if args.role == "paho":
         child_paho(args.port, args.password, args.events)
         return
-    if args.role == "mqtt_rx":
-        child_mqtt_rx(args.port, args.password, args.events)
+    if args.role in ("mqtt_rx", "gmqtt"):
+        child_session(args.role, args.port, args.password, args.events)
         return
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp), args.events)
@@ -353,24 +361,33 @@ def main() -> None:
                 "mosquitto_sub": bench.mosquitto_sub,
                 "paho": lambda: bench.bare("paho"),
                 "mqtt_rx": lambda: bench.bare("mqtt_rx"),
+                "gmqtt": lambda: bench.bare("gmqtt"),
                 "hub": bench.hub,
+                "hub on gmqtt": lambda: bench.hub("gmqtt"),
             }
+            if args.rate_only:
+                del rate_arms["mosquitto_sub"], rate_arms["paho"]
             rates = run_rounds(rate_arms, args.rounds)
-            latency = run_rounds({"broker hop": lambda: bench.hop_latency(args.rate, args.seconds),
-                                  "hub commit": lambda: bench.commit_latency(args.rate, args.seconds)}, args.rounds)
+            latency = None if args.rate_only else run_rounds(
+                {"broker hop": lambda: bench.hop_latency(args.rate, args.seconds),
+                 "hub commit": lambda: bench.commit_latency(args.rate, args.seconds)}, args.rounds)
         finally:
             bench.close()
+    baselines = [name for name in ("mosquitto_sub", "paho", "mqtt_rx") if name in rate_arms]
     print(report(rates, [Comparison(f"hub / {name}", ("hub", "events_per_s"), (name, "events_per_s"))
-                         for name in ("mosquitto_sub", "paho", "mqtt_rx")],
+                         for name in baselines]
+                 + [Comparison("bare gmqtt / bare mqtt_rx", ("gmqtt", "events_per_s"), ("mqtt_rx", "events_per_s")),
+                    Comparison("hub on gmqtt / hub on mqtt_rx", ("hub on gmqtt", "events_per_s"),
+                               ("hub", "events_per_s"))],
                  units={"events_per_s": "events/s"},
                  title=f"single-event ingest, {args.events:,} messages per trial, events/s"))
-    print()
-    print(report(latency, [Comparison("hub commit p99 / broker hop p99", ("hub commit", "p99_ms"),
-                                      ("broker hop", "p99_ms"))],
-                 units={"p50_ms": "ms", "p99_ms": "ms", "max_ms": "ms"},
-                 title=f"publish to commit at {args.rate} events/s for {args.seconds:g} s (broker hop: publish to "
-                       "receipt by a bare paho subscriber)"))
-
+    if latency is not None:
+        print()
+        print(report(latency, [Comparison("hub commit p99 / broker hop p99", ("hub commit", "p99_ms"),
+                                          ("broker hop", "p99_ms"))],
+                     units={"p50_ms": "ms", "p99_ms": "ms", "max_ms": "ms"},
+                     title=f"publish to commit at {args.rate} events/s for {args.seconds:g} s (broker hop: publish "
+                           "to receipt by a bare paho subscriber)"))
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from hub.mqtt_rx import ProtocolError, SessionSettings, run_session
+from hub import gmqtt_rx, mqtt_rx
+from hub.mqtt_rx import ProtocolError, SessionSettings
 
 FRAME = struct.Struct("<QHI")
 RECONNECT_MIN_S = 1.0
@@ -36,6 +37,10 @@ SUBSCRIBED = b"subscribed"
 UNSUBSCRIBED = b"unsubscribed"
 
 log = logging.getLogger("hub.receiver")
+# Which receive session the worker runs; bench/ingest.py sets it to compare the two.
+SESSION_ENV = "SHELFSIGNAL_RX_SESSION"
+SESSIONS = {"gmqtt": gmqtt_rx.run_session, "mqtt_rx": mqtt_rx.run_session}
+DEFAULT_SESSION = "mqtt_rx"
 
 
 def encode_frame(received_ms: int, topic: bytes, payload: bytes) -> bytes:
@@ -87,6 +92,8 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
 
     def control(what: bytes) -> None:
         write(encode_frame(int(time.time() * 1000), b"", what))
+
+    run_session = SESSIONS[os.environ.get(SESSION_ENV, DEFAULT_SESSION)]
 
     def forever() -> None:
         delay_s = RECONNECT_MIN_S
