@@ -10,7 +10,8 @@ from round to round (bench/harness.py); each one is a fresh process on a fresh s
 - `mosquitto_sub` (the broker's own C client, QoS 1, TCP_NODELAY): the broker's delivery rate
   to a fast client, the practical ceiling; rate = N / (last payload out of it - first publish).
 - bare paho subscriber: what a plain Python MQTT v5 client manages, counting and nothing else.
-- bare `hub/mqtt_rx.py` session: the receive library the hub uses, counting and nothing else.
+- bare gmqtt subscriber (`hub/rx_session.py`): the receive session the hub's worker runs,
+  counting and nothing else.
 - the hub (`stock-hub serve`): committed to the ledger *and* acknowledged;
   rate = N / (ack of seq N - first publish).
 
@@ -45,10 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Comparison, Metrics, pct, report, run_rounds  # noqa: E402
 from contract import Ack, Channel, EventBatch, ScanEvent, node_topic, subscription  # noqa: E402
-from hub import gmqtt_rx, mqtt_rx  # noqa: E402
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port, wait_for_port  # noqa: E402
-from hub.mqtt_rx import SessionSettings  # noqa: E402
-from hub.receiver import SESSION_ENV  # noqa: E402
+from hub.rx_session import SessionSettings, run_session  # noqa: E402
 
 SITE = "bench"
 NODE = "pi-bench"
@@ -108,9 +107,8 @@ def child_paho(port: int, password: str, expected: int) -> None:
     print(json.dumps({"got": got, "first": first, "last": last, "latencies_ms": latencies_ms}), flush=True)
 
 
-def child_session(role: str, port: int, password: str, expected: int) -> None:
-    """Child process: a bare receive session (hub/mqtt_rx.py or hub/gmqtt_rx.py) that only counts;
-    prints READY on SUBACK."""
+def child_session(port: int, password: str, expected: int) -> None:
+    """Child process: a bare hub/rx_session.py session (gmqtt) that only counts; prints READY on SUBACK."""
     got = 0
     first = last = 0.0
     stop = threading.Event()
@@ -126,7 +124,6 @@ def child_session(role: str, port: int, password: str, expected: int) -> None:
 
     settings = SessionSettings(host="127.0.0.1", port=port, client_id=f"bench-rx-{os.getpid()}", username=HUB_USER,
                                password=password, keepalive_s=30, topics=(subscription(SITE, Channel.EVENTS),))
-    run_session = {"mqtt_rx": mqtt_rx.run_session, "gmqtt": gmqtt_rx.run_session}[role]
     run_session(settings, deliver, lambda: print("READY", flush=True), stop=stop)
     print(json.dumps({"got": got, "first": first, "last": last}), flush=True)
 
@@ -244,8 +241,8 @@ class Bench:
         proc.wait(10)
         return {"events_per_s": self.events / (seen["last"] - start)}
 
-    def hub(self, session: str = "mqtt_rx") -> Metrics:
-        proc, _ = self.start_hub(session)
+    def hub(self) -> Metrics:
+        proc, _ = self.start_hub()
         try:
             stream = secrets.token_hex(8)
             when = self.acks.expect(stream, self.events)
@@ -286,9 +283,8 @@ class Bench:
             proc.terminate()
             proc.wait(10)
 
-    def start_hub(self, session: str = "mqtt_rx") -> tuple[subprocess.Popen[bytes], Path]:
-        """A fresh `stock-hub serve` on a fresh ledger, receiving through `session` (hub/receiver.py's
-        SESSIONS); returns once it acks a probe event."""
+    def start_hub(self) -> tuple[subprocess.Popen[bytes], Path]:
+        """A fresh `stock-hub serve` on a fresh ledger; returns once it acks a probe event."""
         self.round += 1
         work = self.work / f"hub{self.round}"
         work.mkdir(parents=True)
@@ -298,8 +294,7 @@ class Bench:
         cfg.write_text(f'[site]\nname = "{SITE}"\n[mqtt]\nport = {self.broker.port}\n'
                        f'password = "{self.broker.users[HUB_USER]}"\n[http]\nport = {http_port}\n[db]\npath = "{db}"\n')
         proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "--log-level", "WARNING", "serve", "--config",
-                                 str(cfg)], stdout=open(work / "hub.log", "ab"), stderr=subprocess.STDOUT,
-                                env={**os.environ, SESSION_ENV: session})
+                                 str(cfg)], stdout=open(work / "hub.log", "ab"), stderr=subprocess.STDOUT)
         wait_for_port("127.0.0.1", http_port, READY_TIMEOUT_S)
         probe_stream = secrets.token_hex(8)
         acked = self.acks.expect(probe_stream, 1)
@@ -343,7 +338,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each latency trial")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (pairs) per measurement, at least 5")
     parser.add_argument("--rate-only", action="store_true",
-                        help="only the receive sessions and the hub on each, no latency trials")
+                        help="only the bare gmqtt session and the hub, no latency trials")
     parser.add_argument("--role", default="main", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--password", default="", help=argparse.SUPPRESS)
@@ -351,8 +346,8 @@ def main() -> None:
     if args.role == "paho":
         child_paho(args.port, args.password, args.events)
         return
-    if args.role in ("mqtt_rx", "gmqtt"):
-        child_session(args.role, args.port, args.password, args.events)
+    if args.role == "gmqtt":
+        child_session(args.port, args.password, args.events)
         return
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp), args.events)
@@ -360,10 +355,8 @@ def main() -> None:
             rate_arms: dict[str, Callable[[], Metrics]] = {
                 "mosquitto_sub": bench.mosquitto_sub,
                 "paho": lambda: bench.bare("paho"),
-                "mqtt_rx": lambda: bench.bare("mqtt_rx"),
                 "gmqtt": lambda: bench.bare("gmqtt"),
                 "hub": bench.hub,
-                "hub on gmqtt": lambda: bench.hub("gmqtt"),
             }
             if args.rate_only:
                 del rate_arms["mosquitto_sub"], rate_arms["paho"]
@@ -373,12 +366,9 @@ def main() -> None:
                  "hub commit": lambda: bench.commit_latency(args.rate, args.seconds)}, args.rounds)
         finally:
             bench.close()
-    baselines = [name for name in ("mosquitto_sub", "paho", "mqtt_rx") if name in rate_arms]
+    baselines = [name for name in ("mosquitto_sub", "paho", "gmqtt") if name in rate_arms]
     print(report(rates, [Comparison(f"hub / {name}", ("hub", "events_per_s"), (name, "events_per_s"))
-                         for name in baselines]
-                 + [Comparison("bare gmqtt / bare mqtt_rx", ("gmqtt", "events_per_s"), ("mqtt_rx", "events_per_s")),
-                    Comparison("hub on gmqtt / hub on mqtt_rx", ("hub on gmqtt", "events_per_s"),
-                               ("hub", "events_per_s"))],
+                         for name in baselines],
                  units={"events_per_s": "events/s"},
                  title=f"single-event ingest, {args.events:,} messages per trial, events/s"))
     if latency is not None:

@@ -2,9 +2,9 @@
 
 Why a process: receiving (socket reads, packet parsing, PUBACKs) and the ledger writer's work
 (validation, SQLite) both need the GIL. In one process they take turns on one core; split,
-they run on two. The worker does nothing but receive, through the lean session in
-hub/mqtt_rx.py: it stamps each socket read's messages with the receive time and streams them
-to the parent over a pipe, one write per read.
+they run on two. The worker does nothing but receive, through the gmqtt session in
+hub/rx_session.py: it stamps each event-loop turn's messages (every packet of a socket read)
+with the receive time and streams them to the parent over a pipe, one write per turn.
 
 Frames on stdout: `<QHI` (received_ms, topic length, payload length), topic, payload.
 A frame with an empty topic is a control frame; its payload says `subscribed` once the
@@ -27,8 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from hub import gmqtt_rx, mqtt_rx
-from hub.mqtt_rx import ProtocolError, SessionSettings
+from hub.rx_session import SessionSettings, run_session
 
 FRAME = struct.Struct("<QHI")
 RECONNECT_MIN_S = 1.0
@@ -37,10 +36,6 @@ SUBSCRIBED = b"subscribed"
 UNSUBSCRIBED = b"unsubscribed"
 
 log = logging.getLogger("hub.receiver")
-# Which receive session the worker runs; bench/ingest.py sets it to compare the two.
-SESSION_ENV = "SHELFSIGNAL_RX_SESSION"
-SESSIONS = {"gmqtt": gmqtt_rx.run_session, "mqtt_rx": mqtt_rx.run_session}
-DEFAULT_SESSION = "mqtt_rx"
 
 
 def encode_frame(received_ms: int, topic: bytes, payload: bytes) -> bytes:
@@ -87,13 +82,12 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
             raise HubGone(str(err)) from err
 
     def deliver(received_ms: int, messages: list[tuple[bytes, bytes]]) -> None:
-        # One pipe write per socket read: a burst reaches the hub as one batch.
+        # One pipe write per loop turn: a burst reaches the hub as one batch. A full pipe blocks
+        # the worker's loop on purpose: the broker then holds the backlog, not our memory.
         write(b"".join([encode_frame(received_ms, topic, payload) for topic, payload in messages]))
 
     def control(what: bytes) -> None:
         write(encode_frame(int(time.time() * 1000), b"", what))
-
-    run_session = SESSIONS[os.environ.get(SESSION_ENV, DEFAULT_SESSION)]
 
     def forever() -> None:
         delay_s = RECONNECT_MIN_S
@@ -103,7 +97,7 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
                 why = run_session(session, deliver, lambda: control(SUBSCRIBED))
             except HubGone:
                 raise
-            except (OSError, ProtocolError) as err:
+            except OSError as err:
                 why = f"{type(err).__name__}: {err}"
             except Exception as err:  # a bug of ours must cost one connection, not the receiver
                 log.exception("receiver: session failed")

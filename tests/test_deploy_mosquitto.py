@@ -25,8 +25,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from contract import Channel, node_topic, subscription
 from edge.config import load_edge_config
 from hub.mosquitto import HUB_USER, free_port, mosquitto_binary, set_password, wait_for_port
-from hub.mqtt_rx import SessionSettings, run_session
 from hub.provision import ensure_acl, provision_node
+from hub.rx_session import SessionSettings, run_session
 from tests.conftest import SITE
 from tests.support import wait_for_sync
 
@@ -149,7 +149,7 @@ def test_site_config_refuses_anonymous_and_serves_provisioned_nodes(site_broker:
 
 
 def test_hub_receives_over_tls_with_the_site_certificates(site_broker: SiteBroker, tmp_path: Path) -> None:
-    """The hub's receive session (hub/mqtt_rx.py) speaks TLS itself: checked against the site's CA."""
+    """The hub's receive session (hub/rx_session.py, gmqtt) speaks TLS itself: checked against the site's CA."""
     hub_password = secrets.token_hex(8)
     set_password(site_broker.password_file, HUB_USER, hub_password)
     node = provision_node("pi-site-2", password_file=site_broker.password_file, acl_file=site_broker.acl_file,

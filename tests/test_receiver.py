@@ -1,0 +1,245 @@
+"""The hub's receive worker (hub/receiver.py) and its gmqtt session (hub/rx_session.py) against a real Mosquitto:
+every message intact and in order, keepalive, the broker's refusals in words, the frame
+protocol over the worker's pipe, and the worker ending when the hub closes its stdin."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from contract import Channel, node_topic, subscription
+from hub.mosquitto import HUB_USER, PrivateBroker
+from hub.receiver import SUBSCRIBED, FrameReader
+from hub.rx_session import SessionSettings, SessionStats, reason_text, run_session
+from tests.conftest import SITE, add_node
+from tests.support import wait_for_sync
+
+WAIT_S = 10.0
+
+
+@dataclass
+class Received:
+    messages: list[tuple[bytes, bytes]] = field(default_factory=list)
+    subscribed: threading.Event = field(default_factory=threading.Event)
+    subscriptions: int = 0
+    ended: list[str] = field(default_factory=list)
+    stats: SessionStats = field(default_factory=SessionStats)
+
+
+def hub_settings(broker: PrivateBroker, password: str | None = None, keepalive_s: int = 15,
+                 topics: tuple[str, ...] = (subscription(SITE, Channel.EVENTS),)) -> SessionSettings:
+    return SessionSettings(host="127.0.0.1", port=broker.port, client_id=f"rx-test-{secrets.token_hex(3)}",
+                           username=HUB_USER, password=broker.users[HUB_USER] if password is None else password,
+                           keepalive_s=keepalive_s, topics=topics)
+
+
+class Session:
+    """A session in a thread, as the receive worker runs it."""
+
+    def __init__(self) -> None:
+        self.got = Received()
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def start(self, s: SessionSettings) -> Received:
+        got = self.got
+
+        def on_subscribed() -> None:
+            got.subscriptions += 1
+            got.subscribed.set()
+
+        def run() -> None:
+            got.ended.append(run_session(s, lambda _ms, msgs: got.messages.extend(msgs), on_subscribed, self.stop,
+                                      got.stats))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        return got
+
+
+@pytest.fixture
+def session() -> Iterator[Session]:
+    s = Session()
+    yield s
+    s.stop.set()
+    for thread in s.threads:
+        thread.join(WAIT_S)
+        assert not thread.is_alive(), "the session did not stop"
+
+
+def node_client(broker: PrivateBroker) -> tuple[mqtt.Client, str]:
+    name, password = add_node(broker)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
+    client.username_pw_set(name, password)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client, node_topic(SITE, name, Channel.EVENTS)
+
+
+def test_every_message_arrives_intact_and_in_order_and_is_acked(broker: PrivateBroker, session: Session) -> None:
+    got = session.start(hub_settings(broker))
+    assert got.subscribed.wait(WAIT_S)
+    client, topic = node_client(broker)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("trace", "x" * 300)]  # properties the session must step over
+    props.MessageExpiryInterval = 60
+    props.ContentType = "application/json"
+    sent = [b"", b"{}", bytes(range(256)) * 800]  # empty, tiny, and 200 KB: one message over many reads
+    sent += [f'{{"n":{i}}}'.encode() for i in range(600)]
+    try:
+        for i, body in enumerate(sent):
+            # QoS 1 mostly: Mosquitto keeps at most 20 unacknowledged, so 600 arrive only if
+            # the session's PUBACKs reach the broker; every 7th at QoS 0, which needs none.
+            client.publish(topic, body, qos=0 if i % 7 == 3 else 1, properties=props if i % 2 else None)
+        wait_for_sync(lambda: len(got.messages) >= len(sent), WAIT_S, "every message")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    received = [payload for _topic, payload in got.messages]
+    # MQTT orders messages within one QoS level: a QoS 0 message may overtake queued QoS 1 ones.
+    qos1 = [body for i, body in enumerate(sent) if i % 7 != 3]
+    assert [body for body in received if body in set(qos1)] == qos1
+    assert sorted(received) == sorted(sent)
+    assert {t for t, _p in got.messages} == {topic.encode()}
+    assert got.stats.messages == len(sent)
+
+
+def test_a_quiet_session_stays_connected_by_pinging(broker: PrivateBroker, session: Session) -> None:
+    got = session.start(hub_settings(broker, keepalive_s=1))
+    assert got.subscribed.wait(WAIT_S)
+    # Mosquitto drops a client silent for 1.5 keepalives; three answered pings span more than that.
+    wait_for_sync(lambda: got.stats.pingresps >= 3, WAIT_S, "three PINGRESPs")
+    client, topic = node_client(broker)
+    try:
+        client.publish(topic, b"after a quiet while", qos=1)
+        wait_for_sync(lambda: got.messages, WAIT_S, "a message after the quiet while")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert got.subscriptions == 1 and not got.ended, "the session reconnected instead of keeping alive"
+
+
+def test_the_session_keeps_the_keepalive_the_broker_sets(tmp_path: Path, session: Session) -> None:
+    # A broker may lower the keepalive a client asks for (Mosquitto: max_keepalive) and says
+    # so in its CONNACK; pinging at the asked-for pace would get the hub dropped.
+    brk = PrivateBroker(tmp_path / "mosquitto", max_keepalive_s=10)  # Mosquitto's lowest
+    brk.add_user(HUB_USER, secrets.token_hex(8))
+    brk.start()
+    try:
+        got = session.start(hub_settings(brk, keepalive_s=120))
+        # Asked for 120 s, the first ping would come after a minute (gmqtt checks every half
+        # keepalive and pings after 0.8 keepalive of silence); at the broker's 10 s, within about 10 s.
+        wait_for_sync(lambda: got.stats.pingresps >= 1, 20.0, "a PINGRESP at the broker's pace")
+        assert got.stats.keepalive_s == 10
+        assert got.subscriptions == 1 and not got.ended, "the broker dropped the hub for pinging too slowly"
+    finally:
+        session.stop.set()
+        for thread in session.threads:
+            thread.join(WAIT_S)
+        brk.stop()
+
+
+def test_a_wrong_password_ends_the_session_with_the_brokers_reason(broker: PrivateBroker) -> None:
+    why = run_session(hub_settings(broker, password="wrong"), lambda _ms, _m: None, lambda: None)
+    assert why == f"broker refused the hub (user {HUB_USER}): Not authorized (135)"
+
+
+def test_stop_ends_the_session_with_a_disconnect(broker: PrivateBroker, session: Session) -> None:
+    got = session.start(hub_settings(broker))
+    assert got.subscribed.wait(WAIT_S)
+    session.stop.set()
+    wait_for_sync(lambda: got.ended, WAIT_S, "the session to end")
+    assert got.ended == ["stopped"]
+
+
+# --------------------------------------------------------------------------- the worker process
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    frames: list[tuple[int, str, bytes]] = field(default_factory=list)
+    reads: int = 0
+
+
+def start_worker(broker: PrivateBroker, tmp_path: Path, password: str | None = None) -> Worker:
+    """`python -m hub.receiver` as the hub runs it, its frames collected by a reader thread."""
+    s = hub_settings(broker, password=password)
+    settings = {"host": s.host, "port": s.port, "client_id": s.client_id, "username": s.username,
+                "password": s.password, "keepalive_s": s.keepalive_s, "topics": list(s.topics), "tls": False,
+                "ca_file": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "hub.receiver"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=open(tmp_path / "receiver.log", "wb"))
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(settings).encode() + b"\n")
+    proc.stdin.flush()
+    worker = Worker(proc)
+
+    def read(stream: IO[bytes]) -> None:
+        frames = FrameReader()
+        while chunk := os.read(stream.fileno(), 1 << 16):
+            worker.reads += 1
+            worker.frames.extend(frames.feed(chunk))
+
+    threading.Thread(target=read, args=(proc.stdout,), daemon=True).start()
+    return worker
+
+
+def test_the_worker_forwards_frames_and_ends_when_the_hub_closes_its_stdin(broker: PrivateBroker,
+                                                                          tmp_path: Path) -> None:
+    worker = start_worker(broker, tmp_path)
+    try:
+        wait_for_sync(lambda: ("", SUBSCRIBED) in [(t, p) for _ms, t, p in worker.frames], WAIT_S, "subscribed")
+        client, topic = node_client(broker)
+        try:
+            sent = [f"m{i}".encode() for i in range(500)]
+            for body in sent:
+                client.publish(topic, body, qos=1)
+            wait_for_sync(lambda: len([f for f in worker.frames if f[1]]) >= len(sent), WAIT_S, "every message")
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        messages = [(t, p) for _ms, t, p in worker.frames if t]
+        assert messages == [(topic, body) for body in sent]
+        assert all(ms > 1_600_000_000_000 for ms, _t, _p in worker.frames)  # wall-clock receive times
+        assert worker.proc.stdin is not None
+        worker.proc.stdin.close()  # as the hub does when it stops, or the kernel when it dies
+        assert worker.proc.wait(WAIT_S) == 0
+    finally:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait()
+
+
+def test_the_worker_logs_the_brokers_refusal_and_says_unsubscribed(broker: PrivateBroker, tmp_path: Path) -> None:
+    worker = start_worker(broker, tmp_path, password="wrong")
+    try:
+        wait_for_sync(lambda: [p for _ms, t, p in worker.frames if not t], WAIT_S, "a control frame")
+        assert [p for _ms, t, p in worker.frames] == [b"unsubscribed"]
+        wait_for_sync(lambda: "Not authorized (135)" in (tmp_path / "receiver.log").read_text(), WAIT_S,
+                      "the refusal in the worker's log")
+        assert f"broker refused the hub (user {HUB_USER}): Not authorized (135)" in (
+            tmp_path / "receiver.log").read_text()
+    finally:
+        worker.proc.kill()
+        worker.proc.wait()
+
+
+def test_a_reason_code_paho_cannot_name_is_still_reported() -> None:
+    assert reason_text(PacketTypes.DISCONNECT, 5) == "reason code 5"
+    assert reason_text(PacketTypes.CONNACK, 135) == "Not authorized (135)"
