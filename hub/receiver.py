@@ -129,6 +129,8 @@ def _guard(fn: Callable[[], None], on_exit: Callable[[int], None]) -> Callable[[
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # gmqtt logs every connection, subscription and SUBACK at INFO; our own lines say what matters.
+    logging.getLogger("gmqtt").setLevel(logging.WARNING)
     # Ctrl+C in the hub's terminal reaches this worker too; the hub ends it by closing stdin.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = json.loads(sys.stdin.readline())

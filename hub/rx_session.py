@@ -112,10 +112,11 @@ async def _session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable
             if not ended.done():
                 ended.set_exception(err)
 
-    def on_message(_c: Any, topic: str, payload: bytes, _qos: int, _props: Any) -> int:
+    def on_message(_c: Any, topic: str | bytes, payload: bytes, _qos: int, _props: Any) -> int:
         if not pending:
             loop.call_soon(flush)  # after every packet of this read is parsed
-        pending.append((topic.encode(), payload))
+        # gmqtt decodes the topic, and passes the raw bytes when they are not UTF-8.
+        pending.append((topic.encode() if isinstance(topic, str) else topic, payload))
         stats.messages += 1
         return 0
 
