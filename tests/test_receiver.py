@@ -4,9 +4,11 @@ protocol over the worker's pipe, and the worker ending when the hub closes its s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -157,6 +159,63 @@ def test_the_session_keeps_the_keepalive_the_broker_sets(tmp_path: Path, session
 def test_a_wrong_password_ends_the_session_with_the_brokers_reason(broker: PrivateBroker) -> None:
     why = run_session(hub_settings(broker, password="wrong"), lambda _ms, _m: None, lambda: None)
     assert why == f"broker refused the hub (user {HUB_USER}): Not authorized (135)"
+
+
+def _read_packet(conn: socket.socket) -> tuple[int, bytes]:
+    """One whole MQTT packet from a blocking socket: (first byte, body)."""
+
+    def take(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            assert chunk, "the client closed the connection mid-packet"
+            data += chunk
+        return data
+
+    first = take(1)[0]
+    length, shift = 0, 0
+    while True:
+        byte = take(1)[0]
+        length += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return first, take(length)
+
+
+def test_a_refused_subscription_ends_the_session_with_the_brokers_reason() -> None:
+    # Mosquitto grants a subscription its ACL denies (it then delivers nothing), so it cannot
+    # show a refusal: a one-connection broker that refuses the second filter stands in for one.
+    # A hub that carried on would wait, online, for events that never come.
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    saw: list[int] = []
+
+    def broker() -> None:
+        conn, _ = server.accept()
+        with conn:
+            saw.append(_read_packet(conn)[0])  # CONNECT
+            conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: success, no properties
+            first, body = _read_packet(conn)  # SUBSCRIBE
+            saw.append(first)
+            conn.sendall(b"\x90\x05" + body[:2] + b"\x00\x01\x87")  # SUBACK: QoS 1, Not authorized
+            conn.settimeout(WAIT_S)  # a client that carries on is hung up on, and the test fails
+            with contextlib.suppress(TimeoutError):
+                conn.recv(1024)  # until the client hangs up
+
+    thread = threading.Thread(target=broker, daemon=True)
+    thread.start()
+    subscribed: list[int] = []
+    try:
+        why = run_session(SessionSettings(host="127.0.0.1", port=port, client_id="rx-refused", username=HUB_USER,
+                                          password="x", keepalive_s=15, topics=("wh/v1/a/#", "elsewhere/#")),
+                          lambda _ms, _m: None, lambda: subscribed.append(1))
+    finally:
+        thread.join(WAIT_S)
+        server.close()
+    assert saw == [0x10, 0x82]
+    assert why == f"the broker refused the subscriptions: {reason_text(PacketTypes.SUBACK, 0x87)}"
+    assert why.endswith("Not authorized (135)")
+    assert not subscribed
 
 
 def test_stop_ends_the_session_with_a_disconnect(broker: PrivateBroker, session: Session) -> None:
