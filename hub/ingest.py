@@ -594,8 +594,12 @@ class Ingest:
             tx.update_node(node, devices=list(devices.values()))
         result.lag.append(LagSample(node, event.ts_ms, event.accepted_ms, received_ms, hub_ms, skew))
 
-    def _shelf_holds(self, location: str, qty: int) -> bool:
-        """A shelf weighs this location and its last certain count says it holds at least qty."""
+    def _shelf_holds(self, location: str, sku: str, qty: int) -> bool:
+        """A shelf weighs this location, the catalog says it holds this SKU (or names none), and its
+        last certain count says it holds at least qty."""
+        where = self.catalog.bin(location)
+        if where is not None and where.sku is not None and where.sku != sku:
+            return False
         return self._shelf_count.get(location, 0) >= qty
 
     def _unsensored(self, location: str) -> bool:

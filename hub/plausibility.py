@@ -59,18 +59,19 @@ def _hours(ms: int) -> str:
 
 def negative_balances(tx: WriteTx, event_id: int, node: str, event: ScanEvent, changes: list[BalanceChange],
                       t_ms: int, hub_ms: int, settings: PlausibilitySettings,
-                      shelf_holds: Callable[[str, int], bool] = lambda location, qty: False) -> list[NewDiscrepancy]:
+                      shelf_holds: Callable[[str, str, int], bool] = lambda location, sku, qty: False) -> list[NewDiscrepancy]:
     """A discrepancy for each movement of this scan that took a balance from zero or more to below zero.
 
-    Not where a shelf's last certain count says the bin holds at least the quantity taken:
-    there the scan is plausible and the book was never set (no opening count);
-    reconciliation judges it by weight.
+    Not where a shelf's last certain count says the bin holds at least the quantity taken of
+    the SKU the catalog puts there: the scan is plausible and the book was never set (no
+    opening count); reconciliation judges it by weight. A scan of another SKU (a misread
+    label) is flagged: the shelf's weight says nothing about a SKU the bin does not hold.
     """
     out = []
     for change in changes:
         if change.qty_delta >= 0 or change.qty >= 0 or change.qty - change.qty_delta < 0:
             continue  # not a removal, not negative, or already negative before (its discrepancy says so)
-        if shelf_holds(change.location, -change.qty_delta):
+        if shelf_holds(change.location, change.sku, -change.qty_delta):
             continue
         out.append(_negative(tx, event_id, node, event, change, t_ms, hub_ms, settings))
     return out

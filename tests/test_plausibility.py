@@ -213,8 +213,14 @@ async def test_on_a_sensored_bin_the_shelf_decides_whether_a_negative_book_is_ne
     await agent.start()
     try:
         bins = [CatalogBin(name, "S", None, node, True, False, 10.0, 0.01) for name in ("S-01-1", "S-01-2")]
+        bins.append(CatalogBin("S-01-3", "S", "BOLT-M8", node, True, False, 10.0, 0.01))
         service.store.import_catalog([], bins, int(time.time() * 1000))
-        await wait_for(lambda: service.ingest.catalog.bin("S-01-2") is not None, what="the catalog")
+        await wait_for(lambda: service.ingest.catalog.bin("S-01-3") is not None, what="the catalog")
+        # S-01-3 holds BOLT-M8 and its shelf weighs 10 of them: a pick of another SKU there (a
+        # misread label) is not made plausible by that weight.
+        await agent.sink.submit(shelf("S-01-3", 10))
+        await agent.sink.submit(scan(location="S-01-3", qty=1, mode="pick"))
+        await wait_for(lambda: _open(service, "negative_balance", "S-01-3"), what="the misread pick")
         # S-01-1: the shelf weighs 10 but no one ever counted it in; a pick of 2 is plausible there.
         await agent.sink.submit(shelf("S-01-1", 10))
         # S-01-2: counted in at 5, the shelf agrees; a pick of 6 cannot have come from it.
