@@ -2,7 +2,7 @@
 
 Rules that hold for all of them: UTF-8 JSON objects, a schema version `v`, no unknown
 fields, times in epoch milliseconds (`*_ms`), weights in grams (`*_g`). Optional fields
-are omitted when empty, which keeps the bytes written per event small (DESIGN §7).
+are omitted when empty, which keeps the bytes written per event small (docs/architecture.md, "Storage").
 """
 
 from __future__ import annotations

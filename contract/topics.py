@@ -1,4 +1,4 @@
-"""The MQTT topic tree (DESIGN §3): `wh/v1/{site}/{node}/{channel}`."""
+"""The MQTT topic tree (docs/asyncapi.yaml): `wh/v1/{site}/{node}/{channel}`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The node's MQTT v5 session: state and Will, birth, event batches, acks, commands, config.
 
-Delivery (DESIGN §4): events leave the outbox only when the hub's `ack` watermark covers
+Delivery (docs/architecture.md, "Nothing lost"): events leave the outbox only when the hub's `ack` watermark covers
 them. Until then they are re-sent: on every (re)connect, when the hub's retained state
 turns online, when no ack has advanced for `ack_timeout_s`, and on a `resend_from`
 command. Re-sends go through a paced replay so that live events are still published at

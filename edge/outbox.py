@@ -1,7 +1,7 @@
 """The edge outbox: every event is durable here before anyone is told it was accepted.
 
 SQLite in WAL mode with synchronous=FULL, so an accepted event survives a power cut
-(DESIGN §4 and §7). `seq` comes from an AUTOINCREMENT key, which SQLite never reuses even
+(docs/architecture.md: delivery and storage). `seq` comes from an AUTOINCREMENT key, which SQLite never reuses even
 after rows are deleted, so seqs stay unique for the life of the stream. The stream id is a
 random id created with the database: a wiped or replaced SD card starts a new stream at
 seq 1, and the hub can tell it apart from the old one.

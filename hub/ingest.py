@@ -1,6 +1,6 @@
 """Ingest: validate -> dedupe -> append to the ledger -> commit -> ack -> notify pages.
 
-One writer thread owns the write side of the store (DESIGN §6). It drains whatever has
+One writer thread owns the write side of the store (docs/architecture.md, hop 9). It drains whatever has
 arrived since its last commit and writes it in one transaction (group commit): at low
 load every message commits on its own with no added wait, under load many messages share
 one fsync. Acks are published only after the commit, so an ack is a promise kept.

@@ -1,6 +1,6 @@
 """Mosquitto as the site broker: its ACL, password file, and a private instance for demo and tests.
 
-The ACL is the security half of the wire contract (DESIGN §3, §8): a node may publish only
+The ACL is the security half of the wire contract (docs/architecture.md; docs/deployment.md): a node may publish only
 under its own name (`%u`) and read only its own acks, commands and config; the hub user may
 do everything under the site root.
 """

@@ -65,6 +65,14 @@ def test_location_and_quantity_labels() -> None:
     assert decode(scan_keys("MODE:PUTAWAY")) == ModeScan("putaway")
 
 
+def test_a_location_with_a_trailing_newline_is_refused_at_the_edge() -> None:
+    """Matched whole, as the hub matches it: `$` alone would let "DOCK\n" through the config check."""
+    assert decode("]C0LOC:A-03-2\n") == LocationScan("A-03-2")  # a terminator left on a scan is stripped
+    assert isinstance(decode("]C0LOC:A-03\n-2"), BadScan)
+    from edge.scan.config import _location
+    assert _location("DOCK\n") is not None and _location("DOCK") is None
+
+
 def test_shift_state_and_key_repeat() -> None:
     events = text_to_events("LOC:B-01")
     # A kernel autorepeat (value 2) of the 'B' key must not add a second B.

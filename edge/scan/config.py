@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from contract.messages import LOCATION_RE
 from settings import Setting, positive
 
 MODES = ("receive", "putaway", "pick", "move", "count")
@@ -21,7 +22,7 @@ def _terminator(value: Any) -> str | None:
 
 
 def _location(value: Any) -> str | None:
-    if value == "" or re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", value):
+    if value == "" or LOCATION_RE.fullmatch(value):  # the contract's pattern, matched whole
         return None
     return f"must be a location name (letters, digits, . _ -; up to 32), got {value!r}"
 

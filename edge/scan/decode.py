@@ -18,12 +18,12 @@ from typing import TypeAlias
 import biip
 from biip.checksums import gs1_standard_check_digit
 
+from contract.messages import LOCATION_RE
 from edge.scan.config import MODES
 from edge.scan.keys import UNMAPPED
 
 log = logging.getLogger(__name__)
 
-LOCATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")  # as contract.messages.LOCATION_RE
 MAX_QTY = 1_000_000
 MAX_BARCODE_CHARS = 512  # contract: ScanEvent.raw holds at most 512 characters
 # AIM symbology letters we know how to read (ISO/IEC 15424); anything else is rejected so a
@@ -189,7 +189,7 @@ def _control(data: str, location_regex: re.Pattern[str] | None) -> Decoded | Non
 
 
 def _location(value: str) -> Decoded:
-    if not LOCATION_RE.match(value):
+    if not LOCATION_RE.fullmatch(value):  # fullmatch: `$` would let a trailing newline through
         return BadScan(f"location label {value!r} is not a valid bin name (letters, digits, . _ -; up to 32); "
                        "reprint the label")
     return LocationScan(value)

@@ -1,4 +1,4 @@
-"""The hub's one narrow storage interface (DESIGN §9).
+"""The hub's one narrow storage interface (docs/architecture.md, "Storage").
 
 Everything the hub keeps goes through `Store`: a write transaction (`Store.write()`,
 used only by the single ingest writer thread) with a handful of primitives, and read
