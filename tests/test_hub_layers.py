@@ -30,3 +30,11 @@ def test_nothing_below_the_web_layer_imports_it() -> None:
 
 def test_the_composition_root_reads_the_ledger_through_the_store() -> None:
     assert "sqlite3" not in _imports(HUB / "service.py")
+
+
+def test_code_points_at_the_projects_own_design_document() -> None:
+    """Comments cite docs/architecture.md, never a design brief that is not in the repository."""
+    root = Path(__file__).resolve().parent.parent
+    citing = [str(p.relative_to(root)) for package in ("contract", "settings", "service", "edge", "hub")
+              for p in (root / package).rglob("*.py") if "DESIGN §" in p.read_text()]
+    assert citing == []
