@@ -37,6 +37,7 @@ from contract.messages import (
     ShelfFault,
     event_from_dict,
     load_payload,
+    notice_is_all_clear,
     salvage_batch,
     stored_event,
 )
@@ -56,6 +57,6 @@ __all__ = [
     "BIRTH_NOTICE_MAX_CHARS", "BIRTH_NOTICES_MAX", "SCAN_MODES", "SCHEMA_VERSION", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
     "CommandReply", "ContractError", "DeviceChange", "DeviceInfo", "Event", "EventBase", "EventBatch",
     "HubState", "NodeConfig", "NodeState", "RefusedEvent", "SalvagedBatch", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",
-    "TopicAddress", "UnknownToThisVersion", "check_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "parse_topic",
+    "TopicAddress", "UnknownToThisVersion", "check_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "notice_is_all_clear", "parse_topic",
     "salvage_batch", "stored_event", "subscription",
 ]

@@ -458,6 +458,14 @@ class DeviceInfo:
 
 BIRTH_NOTICES_MAX = 16  # notices on one birth; the node keeps the first ones
 BIRTH_NOTICE_MAX_CHARS = 500
+# The one kind of notice that asks nothing of anyone: the last bring-up check, all green
+# (edge.doctor.report_notice writes it). Every other notice says something to fix.
+_ALL_CLEAR_NOTICE_RE = re.compile(r"edge-agent doctor .+: all \d+ checks ok")
+
+
+def notice_is_all_clear(text: str) -> bool:
+    """True for a birth notice that reports nothing to fix (the last bring-up check all green)."""
+    return _ALL_CLEAR_NOTICE_RE.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

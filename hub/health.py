@@ -7,7 +7,10 @@
 - behind: seqs the node has written that the ledger does not hold (last_seq - acked), and
   `missing`: seqs in gaps the hub is asking for again;
 - outbox depth and attached devices as of the last birth;
-- shelf faults active now on the node's bins (hub.faults): each is a problem until it clears.
+- shelf faults active now on the node's bins (hub.faults): each is a problem until it clears;
+- the last birth's notices (device state restored from its previous copy, the last
+  `edge-agent doctor` result): each is a problem unless it reports all clear, until a birth
+  without it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract import notice_is_all_clear
 from hub.faults import fault_words
 from hub.store.base import NodeRow, ShelfFaultRow
 
@@ -54,6 +58,7 @@ class NodeHealth:
     devices: list[dict[str, Any]]
     problems: list[str]  # sentences, empty when healthy
     shelf_faults: list[dict[str, Any]] = field(default_factory=list)  # active now on this node's bins
+    notices: list[str] = field(default_factory=list)  # as the node's last birth said them
 
 
 def node_health(row: NodeRow, now_ms: int, settings: HealthSettings, missing: int = 0,
@@ -84,10 +89,12 @@ def node_health(row: NodeRow, now_ms: int, settings: HealthSettings, missing: in
         detail = f" ({f.detail})" if f.detail else ""
         problems.append(f"bin {f.bin}: {fault_words(f.fault)} since {since} UTC; its weight cannot be trusted until it "
                         f"clears{detail}")
+    problems.extend(f"node {row.node} said when it connected: {n}" for n in row.notices if not notice_is_all_clear(n))
     return NodeHealth(node=row.node, status="offline" if not row.online else "stale" if stale else "online",
                       online=row.online, stale=stale, last_seen_ms=row.last_seen_ms, silent_for_s=silent_s,
                       clock_skew_ms=row.clock_skew_ms, skew_flagged=skew_flagged, stream=row.stream,
                       last_seq=row.last_seq, acked=row.acked, behind=behind, missing=missing,
                       outbox_depth=row.outbox_depth, boot_id=row.boot_id, sw_version=row.sw_version,
                       birth_ms=row.birth_ms, devices=row.devices, problems=problems,
-                      shelf_faults=[{**dataclasses.asdict(f), "meaning": fault_words(f.fault)} for f in faults])
+                      shelf_faults=[{**dataclasses.asdict(f), "meaning": fault_words(f.fault)} for f in faults],
+                      notices=row.notices)

@@ -693,7 +693,7 @@ class Ingest:
         tx.update_node(node, online=1, boot_id=birth.boot_id, sw_version=birth.sw_version, stream=birth.stream,
                        last_seq=birth.last_seq, outbox_depth=birth.outbox_depth,
                        clock_skew_ms=skew, birth_ms=msg.received_ms,
-                       last_seen_ms=msg.received_ms, devices=devices)
+                       last_seen_ms=msg.received_ms, devices=devices, notices=list(birth.notices))
         result.nodes_changed.add(node)
         log.info("birth of node %s: boot %s, stream %s, last seq %d, outbox depth %d, clock skew %d ms",
                  node, birth.boot_id, birth.stream, birth.last_seq, birth.outbox_depth,

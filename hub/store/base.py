@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -212,6 +212,7 @@ class NodeRow:
     clock_skew_ms: int | None
     birth_ms: int | None
     devices: list[dict[str, Any]]
+    notices: list[str] = field(default_factory=list)  # the last birth's sentences (state restored, doctor result)
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     outbox_depth INTEGER,
     clock_skew_ms INTEGER,
     birth_ms INTEGER,
-    devices TEXT NOT NULL DEFAULT '[]'
+    devices TEXT NOT NULL DEFAULT '[]',
+    notices TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY,
@@ -183,7 +184,8 @@ BUSY_TIMEOUT_S = 10.0  # a CLI import or correction waits this long for the hub'
 CACHE_KIB = 32 * 1024
 QUARANTINE_KEEP_BYTES = 16 * 1024  # enough to see what was wrong; oversize payloads are cut
 NODE_COLUMNS = frozenset({"online", "state_ms", "last_seen_ms", "boot_id", "sw_version", "stream", "last_seq",
-                          "outbox_depth", "clock_skew_ms", "birth_ms", "devices"})
+                          "outbox_depth", "clock_skew_ms", "birth_ms", "devices", "notices"})
+NODE_JSON_COLUMNS = frozenset({"devices", "notices"})
 
 
 class _SqliteTx:
@@ -341,7 +343,7 @@ class _SqliteTx:
         self.db.execute("INSERT OR IGNORE INTO nodes (node) VALUES (?)", (node,))
         if fields:
             assignments = ", ".join(f"{col}=?" for col in fields)
-            values = [json.dumps(v) if col == "devices" else v for col, v in fields.items()]
+            values = [json.dumps(v) if col in NODE_JSON_COLUMNS else v for col, v in fields.items()]
             self.db.execute(f"UPDATE nodes SET {assignments} WHERE node=?", (*values, node))
 
     def quarantine(self, received_ms: int, topic: str, node: str | None, reason: str, payload: bytes) -> None:
@@ -387,6 +389,8 @@ class SqliteStore:
             if column not in have:
                 self._writer.execute(f"ALTER TABLE quarantine ADD COLUMN {column} {decl}")
         self._writer.execute("CREATE INDEX IF NOT EXISTS quarantine_fingerprint ON quarantine (fingerprint)")
+        if "notices" not in {row[1] for row in self._writer.execute("PRAGMA table_info(nodes)")}:
+            self._writer.execute("ALTER TABLE nodes ADD COLUMN notices TEXT NOT NULL DEFAULT '[]'")
 
     @contextmanager
     def write(self, batched: bool = False) -> Iterator[_SqliteTx]:
@@ -509,11 +513,13 @@ class SqliteStore:
     def nodes(self) -> list[NodeRow]:
         rows = self._reader().execute(
             "SELECT n.node, n.online, n.last_seen_ms, n.boot_id, n.sw_version, n.stream, n.last_seq,"
-            " COALESCE(s.watermark, 0), n.outbox_depth, n.clock_skew_ms, n.birth_ms, n.devices, s.max_seq"
+            " COALESCE(s.watermark, 0), n.outbox_depth, n.clock_skew_ms, n.birth_ms, n.devices, s.max_seq,"
+            " n.notices"
             " FROM nodes n LEFT JOIN streams s ON s.node = n.node AND s.stream = n.stream ORDER BY n.node").fetchall()
         return [NodeRow(node=r[0], online=bool(r[1]), last_seen_ms=r[2], boot_id=r[3], sw_version=r[4], stream=r[5],
                         last_seq=max(x for x in (r[6], r[12], 0) if x is not None), acked=r[7], outbox_depth=r[8],
-                        clock_skew_ms=r[9], birth_ms=r[10], devices=json.loads(r[11])) for r in rows]
+                        clock_skew_ms=r[9], birth_ms=r[10], devices=json.loads(r[11]),
+                        notices=json.loads(r[13])) for r in rows]
 
     def shelf_faults(self) -> list[ShelfFaultRow]:
         rows = self._reader().execute("SELECT bin, fault, node, detail, since_ms, hub_ms, event_id FROM shelf_faults"

@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from contract import notice_is_all_clear
 from hub.web.auth import identity_of
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoesca
                          lstrip_blocks=True, undefined=jinja2.StrictUndefined)
 ENV.filters["time_ms"] = _time_ms
 ENV.filters["age_ms"] = _age_ms
+ENV.tests["all_clear_notice"] = notice_is_all_clear
 
 
 def render(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
