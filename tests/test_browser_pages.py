@@ -127,7 +127,8 @@ async def test_node_goes_offline_and_viewer_cannot_command(broker: PrivateBroker
                                                            browser: Browser) -> None:
     service, runner, base = await start_web_hub(broker, tmp_path)
     node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    config = edge_config(broker, tmp_path, node, password)
+    agent = EdgeAgent(config)
     await agent.start()
     try:
         await wait_for(lambda: any(r.node == node and r.online for r in service.store.nodes()), what="node online")
@@ -145,6 +146,16 @@ async def test_node_goes_offline_and_viewer_cannot_command(broker: PrivateBroker
         assert status == 403
         await agent.stop()
         await expect(state).to_have_text("offline")
+        # It comes back after a power cut mid-write of its state: the open page shows what it said, in red.
+        await expect(page.locator(f'tr[data-node="{node}"] .notices li')).to_have_text("none")
+        await page.evaluate("window.sameDocument = true")
+        config.state_path.write_bytes(b'{"_default": {"1": {"na')
+        agent = EdgeAgent(config)
+        await agent.start()
+        notice = page.locator(f'tr[data-node="{node}"] .notices li.bad')
+        await expect(notice).to_contain_text(f"device state {config.state_path}")
+        await expect(state).to_have_text("online")
+        assert await page.evaluate("window.sameDocument === true")
     finally:
         await agent.stop()
         await runner.cleanup()

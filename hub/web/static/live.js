@@ -113,9 +113,12 @@
   }
 
   function paintNodes(changes) {
+    let reload = false;
     for (const [name, n] of changes) {
       const row = document.querySelector(`tr[data-node="${CSS.escape(name)}"]`);
-      if (!row) { if (page === "nodes") reloadMain(); continue; }
+      if (!row) { if (page === "nodes") reload = true; continue; }
+      // New notices (a birth): the server renders them, with which ones are red.
+      if (row.dataset.notices && JSON.stringify(JSON.parse(row.dataset.notices)) !== JSON.stringify(n.notices || [])) reload = true;
       const state = row.querySelector(".state");
       state.textContent = n.online ? "online" : "offline";
       state.className = `state ${n.online ? "ok" : "bad"}`;
@@ -125,6 +128,7 @@
       set(".skew", n.clock_skew_ms == null ? "—" : `${n.clock_skew_ms >= 0 ? "+" : ""}${n.clock_skew_ms} ms`);
       set(".acked", `${n.acked} / ${n.last_seq}`);
     }
+    if (reload) reloadMain();
   }
 
   function paintReplies(replies) {
