@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from contract.clock import now_ms
 from contract.outbound import (
     MAX_BIN_ITEMS,
     BinItem,
@@ -89,12 +89,12 @@ class ConsumerFeed:
         for fault in result.faults_changed:
             pending.bins.add(fault.bin)
             if fault.active:
-                pending.alerts.append(HubAlert(kind="shelf_fault", subject=fault.bin, ts_ms=_now_ms(),
+                pending.alerts.append(HubAlert(kind="shelf_fault", subject=fault.bin, ts_ms=now_ms(),
                                                text=f"shelf {fault.bin} on {fault.node}: {fault.fault}"
                                                     f"{': ' + fault.detail if fault.detail else ''}"[:500]))
         if result.discrepancies_opened or result.discrepancies_closed:
             pending.discrepancies = True
-        now = _now_ms()
+        now = now_ms()
         for new in result.discrepancies_opened:
             pending.alerts.append(HubAlert(kind="discrepancy", subject=new.bin, text=new.sentence[:500], ts_ms=now))
         pending.nodes |= result.nodes_changed
@@ -120,7 +120,7 @@ class ConsumerFeed:
     # ----------------------------------------------------------------- one round
 
     async def _publish_round(self, pending: _Pending) -> None:
-        now = _now_ms()
+        now = now_ms()
         self._confidence.update(pending.readings)
         faults: dict[str, str] = {}
         if pending.bins:
@@ -204,7 +204,3 @@ class ConsumerFeed:
         }
         topic = f"{self.config.home_assistant_prefix}/sensor/{object_id}/config"
         self._send(topic, json.dumps(config, separators=(",", ":")).encode(), retain=True)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
