@@ -7,16 +7,35 @@ persists it in the edge state and puts it into effect; the reply says what happe
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import contract
 from contract.messages import ReplyValue
+from edge.shelf.calibration import Calibration
 from edge.shelf.pipeline import BinPipeline
-
-if TYPE_CHECKING:
-    from edge.shelf.source import ShelfSource
+from edge.shelf.protocols import LineProtocol
+from edge.shelf.reader import ControllerReader
 
 Outcome = tuple[bool, str, dict[str, ReplyValue]]
+
+
+class ShelfSource(Protocol):
+    """What a command needs from the shelf it runs on (edge.shelf.source.ShelfSource provides it).
+
+    Declared here so that the source imports the commands and not the other way round.
+    """
+
+    name: str
+    port: str
+    protocol: LineProtocol
+    command_timeout_s: float
+    reader: ControllerReader | None
+
+    async def settled_raw(self, pipe: BinPipeline) -> float | None:
+        """The bin's raw reading once it has settled after the call; None after the command timeout."""
+
+    async def store(self, pipe: BinPipeline, calibration: Calibration) -> None:
+        """Persist a bin's new calibration, then put it into effect."""
 
 
 async def run_command(source: ShelfSource, pipe: BinPipeline, cmd: contract.Command) -> Outcome:

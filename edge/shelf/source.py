@@ -14,6 +14,7 @@ import contract
 from contract import DeviceChange, DeviceInfo, Event, ShelfCount, ShelfFault
 from contract.clock import now_ms
 from edge.shelf.calibration import Calibration, load_calibration, save_calibration
+from edge.shelf.commands import run_command
 from edge.shelf.pipeline import BinPipeline, CountOutcome, FaultOutcome, PipelineParams
 from edge.shelf.protocols import LineProtocol
 from edge.shelf.reader import ControllerReader, PortChange
@@ -82,8 +83,6 @@ class ShelfSource:
         pipe = self.pipelines.get(cmd.target or "")
         if pipe is None:
             return None
-        from edge.shelf.commands import run_command  # local import keeps the module graph one-way
-
         async with self._command_lock:
             try:
                 ok, message, data = await run_command(self, pipe, cmd)
