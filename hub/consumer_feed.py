@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from contract import hub_state_topic
 from contract.clock import now_ms
 from contract.outbound import (
     MAX_BIN_ITEMS,
@@ -197,7 +198,7 @@ class ConsumerFeed:
             "object_id": object_id, "state_topic": state_topic, "value_template": value,
             "unit_of_measurement": unit, "state_class": "measurement",
             "json_attributes_topic": state_topic,
-            "availability_topic": f"wh/v1/{self.site}/hub/state",
+            "availability_topic": hub_state_topic(self.site),
             "availability_template": "{{ 'online' if value_json.online else 'offline' }}",
             "device": {"identifiers": [f"shelfsignal_{self.site}"], "name": f"shelfsignal {self.site}",
                        "manufacturer": "shelfsignal"},
