@@ -336,6 +336,30 @@ async def start_web_hub(broker: PrivateBroker, tmp_path: Path, **extra: Any) -> 
     return service, runner, f"http://{cfg.http_host}:{cfg.http_port}"
 
 
+@contextlib.asynccontextmanager
+async def web_app_only(broker: PrivateBroker, tmp_path: Path, routes: Sequence[tuple[str, Any]] = (),
+                       **extra: Any) -> AsyncIterator[tuple[str, Any]]:
+    """The hub's web app on real loopback HTTP with the service not started (no broker session);
+    yields (base url, service). `routes` adds (path, handler) POST routes for the test."""
+    from aiohttp import web
+
+    from hub.service import HubService
+    from hub.web.app import make_app
+    cfg = hub_config(broker, tmp_path, **extra)
+    service = HubService(cfg)
+    app = make_app(service, manage_service=False)
+    for path, handler in routes:
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
+    try:
+        yield f"http://{cfg.http_host}:{cfg.http_port}", service
+    finally:
+        await runner.cleanup()
+        service.store.close()
+
+
 def shelf(bin_name: str, count: int, unit_weight_g: float = 10.0, **kw: Any) -> Any:
     """A confident shelf count of `count` pieces, as an edge node reports it."""
     from contract import ShelfCount
