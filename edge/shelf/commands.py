@@ -19,7 +19,7 @@ from edge.shelf.reader import ControllerReader
 Outcome = tuple[bool, str, dict[str, ReplyValue]]
 
 
-class ShelfSource(Protocol):
+class CommandShelf(Protocol):
     """What a command needs from the shelf it runs on (edge.shelf.source.ShelfSource provides it).
 
     Declared here so that the source imports the commands and not the other way round.
@@ -38,7 +38,7 @@ class ShelfSource(Protocol):
         """Persist a bin's new calibration, then put it into effect."""
 
 
-async def run_command(source: ShelfSource, pipe: BinPipeline, cmd: contract.Command) -> Outcome:
+async def run_command(source: CommandShelf, pipe: BinPipeline, cmd: contract.Command) -> Outcome:
     """Carry out one command on one bin."""
     if cmd.cmd == "identify":
         return True, f"bin {pipe.bin} on shelf {source.name} ({source.protocol.name}, {source.port})", _info(source, pipe)
@@ -76,7 +76,7 @@ async def run_command(source: ShelfSource, pipe: BinPipeline, cmd: contract.Comm
     return await _set_unit_weight(source, pipe, net_g / pieces, pieces)
 
 
-async def _set_unit_weight(source: ShelfSource, pipe: BinPipeline, unit_g: float, pieces: int | None) -> Outcome:
+async def _set_unit_weight(source: CommandShelf, pipe: BinPipeline, unit_g: float, pieces: int | None) -> Outcome:
     await source.store(pipe, replace(pipe.cal, local_unit_weight_g=unit_g, local_sample_pieces=pieces))
     how = f" from {pieces} pieces" if pieces else ""
     message = f"bin {pipe.bin}: unit weight set to {unit_g:.3f} g{how}"
@@ -85,7 +85,7 @@ async def _set_unit_weight(source: ShelfSource, pipe: BinPipeline, unit_g: float
     return True, message, {"unit_weight_g": round(unit_g, 4), "in_effect_g": round(pipe.unit_weight_g or 0.0, 4)}
 
 
-def _info(source: ShelfSource, pipe: BinPipeline) -> dict[str, ReplyValue]:
+def _info(source: CommandShelf, pipe: BinPipeline) -> dict[str, ReplyValue]:
     reader = source.reader
     return {"shelf": source.name, "protocol": source.protocol.name, "port": source.port,
             "present": bool(reader and reader.present), "settled": pipe.settled, "calibrated": pipe.cal.calibrated,
