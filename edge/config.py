@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract import check_name
+from contract import HUB_NODE, check_name
 from edge.scan.config import SCANNER_SETTINGS
 from edge.shelf.config import SHELF_SETTINGS
 from settings import REQUIRED, Setting, keepalive_seconds, load_file, port_number, positive, read_secret
@@ -19,7 +19,7 @@ def _name(value: Any) -> str | None:
         check_name("node", value)
     except ValueError as err:
         return str(err)
-    return "'hub' is reserved for the hub" if value == "hub" else None
+    return f"{HUB_NODE!r} is reserved for the hub" if value == HUB_NODE else None
 
 
 EDGE_SETTINGS: list[Setting] = [

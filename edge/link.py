@@ -46,6 +46,7 @@ from contract import (
     hub_state_topic,
     node_topic,
 )
+from contract.clock import now_ms
 from edge.config import EdgeConfig
 from edge.sink import OutboxSink
 
@@ -57,10 +58,6 @@ RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 # How often the sender re-checks timeouts when nothing else wakes it.
 TICK_S = 0.5
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass

@@ -16,11 +16,11 @@ import json
 import logging
 import secrets
 import sqlite3
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from contract import Event, event_from_dict
+from contract.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,13 @@ class Outbox:
 
     def append(self, events: Sequence[Event]) -> list[Event]:
         """Make events durable in one transaction; return them with seq and accepted_ms set."""
-        now_ms = int(time.time() * 1000)
+        accepted_ms = now_ms()
         stored: list[Event] = []
         with self._transaction():
             seq = self.last_seq()
             for event in events:
                 seq += 1
-                final = event.with_seq(seq, now_ms)
+                final = event.with_seq(seq, accepted_ms)
                 # An explicit seq above sqlite_sequence advances it, so one row write per event.
                 self._db.execute("INSERT INTO outbox (seq, body) VALUES (?, ?)",
                                  (seq, json.dumps(final.to_dict(), separators=(",", ":"))))

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from contract import hub_state_topic
+from contract.clock import now_ms
 from contract.outbound import (
     MAX_BIN_ITEMS,
     BinItem,
@@ -89,12 +90,12 @@ class ConsumerFeed:
         for fault in result.faults_changed:
             pending.bins.add(fault.bin)
             if fault.active:
-                pending.alerts.append(HubAlert(kind="shelf_fault", subject=fault.bin, ts_ms=_now_ms(),
+                pending.alerts.append(HubAlert(kind="shelf_fault", subject=fault.bin, ts_ms=now_ms(),
                                                text=f"shelf {fault.bin} on {fault.node}: {fault.fault}"
                                                     f"{': ' + fault.detail if fault.detail else ''}"[:500]))
         if result.discrepancies_opened or result.discrepancies_closed:
             pending.discrepancies = True
-        now = _now_ms()
+        now = now_ms()
         for new in result.discrepancies_opened:
             pending.alerts.append(HubAlert(kind="discrepancy", subject=new.bin, text=new.sentence[:500], ts_ms=now))
         pending.nodes |= result.nodes_changed
@@ -120,7 +121,7 @@ class ConsumerFeed:
     # ----------------------------------------------------------------- one round
 
     async def _publish_round(self, pending: _Pending) -> None:
-        now = _now_ms()
+        now = now_ms()
         self._confidence.update(pending.readings)
         faults: dict[str, str] = {}
         if pending.bins:
@@ -197,14 +198,10 @@ class ConsumerFeed:
             "object_id": object_id, "state_topic": state_topic, "value_template": value,
             "unit_of_measurement": unit, "state_class": "measurement",
             "json_attributes_topic": state_topic,
-            "availability_topic": f"wh/v1/{self.site}/hub/state",
+            "availability_topic": hub_state_topic(self.site),
             "availability_template": "{{ 'online' if value_json.online else 'offline' }}",
             "device": {"identifiers": [f"shelfsignal_{self.site}"], "name": f"shelfsignal {self.site}",
                        "manufacturer": "shelfsignal"},
         }
         topic = f"{self.config.home_assistant_prefix}/sensor/{object_id}/config"
         self._send(topic, json.dumps(config, separators=(",", ":")).encode(), retain=True)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

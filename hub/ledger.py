@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from contract import Event, ScanEvent, ShelfCount
+from contract import HUB_NODE, Event, ScanEvent, ShelfCount
 from hub.store.base import CatalogBin, WriteTx
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ SENSOR_CHANGE = "sensor_change"
 CORRECTION = "correction"
 REASONS = (RECEIVE, PUTAWAY, PICK, MOVE, COUNT_ADJUSTMENT, SENSOR_CHANGE, CORRECTION)
 
-HUB_EVENTS_NODE = "hub"  # the reserved node name: events the hub itself makes
 CORRECTIONS_STREAM = "00000000000000cc"  # contract stream ids are hex
 
 
@@ -119,10 +118,10 @@ def apply_correction(tx: WriteTx, sku: str, location: str, qty_delta: int, note:
         raise ValueError("a correction must change the quantity (qty_delta is 0)")
     if not note.strip():
         raise ValueError("a correction needs a note saying why")
-    seq = tx.next_seq(HUB_EVENTS_NODE, CORRECTIONS_STREAM)
+    seq = tx.next_seq(HUB_NODE, CORRECTIONS_STREAM)  # the reserved node name: events the hub itself makes
     body = json.dumps({"kind": "correction", "sku": sku, "location": location, "qty_delta": qty_delta,
                        "note": note, "operator": operator}, separators=(",", ":"))
-    event_id = tx.insert_event(HUB_EVENTS_NODE, CORRECTIONS_STREAM, seq, "correction", now_ms, now_ms, now_ms,
+    event_id = tx.insert_event(HUB_NODE, CORRECTIONS_STREAM, seq, "correction", now_ms, now_ms, now_ms,
                                now_ms, body)
     if event_id is None:
         raise RuntimeError(f"correction seq {seq} already taken; retry")

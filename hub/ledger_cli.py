@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-import time
 
+from contract.clock import now_ms
 from hub.store import SqliteStore
 from settings import exits_on_config_error
 
@@ -32,7 +32,7 @@ def cmd_import_catalog(args: argparse.Namespace) -> int:
         else:
             store = _store(args.config)
             try:
-                parsed, rev = import_catalog_file(store, args.csv, int(time.time() * 1000),
+                parsed, rev = import_catalog_file(store, args.csv, now_ms(),
                                                   progress=not args.no_progress, strict=args.strict)
             finally:
                 store.close()
@@ -56,7 +56,7 @@ def cmd_correct(args: argparse.Namespace) -> int:
     try:
         with store.write() as tx:
             change = apply_correction(tx, args.sku, args.location, args.delta, args.note, args.operator,
-                                      int(time.time() * 1000))
+                                      now_ms())
     except ValueError as err:
         print(f"stock-hub correct: {err}", file=sys.stderr)
         return 2

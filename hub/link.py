@@ -26,8 +26,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract import Ack, Channel, Command, HubState, NodeConfig, hub_state_topic, node_topic, subscription
+from contract.clock import now_ms
 from hub.config import HubConfig
-from hub.ingest import Ingest, now_ms
+from hub.ingest import Ingest
 from hub.receiver import SUBSCRIBED as SUBSCRIBED_FRAME
 from hub.receiver import UNSUBSCRIBED as UNSUBSCRIBED_FRAME
 from hub.receiver import FrameReader

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from contract.clock import now_ms
 from hub.ingest import CommitResult
 from hub.store.base import ScanRow
 
@@ -190,7 +191,7 @@ class LiveFeed:
     def publish(self, message: dict[str, Any]) -> None:
         self.message_id += 1
         message["id"] = self.message_id
-        message["sent_ms"] = self.last_push_ms = int(time.time() * 1000)
+        message["sent_ms"] = self.last_push_ms = now_ms()
         if len(self._recent) == self._recent.maxlen:
             self._frames.pop(id(self._recent[0]), None)
         self._recent.append(message)

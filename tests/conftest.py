@@ -1,4 +1,4 @@
-"""Shared fixtures: a private Mosquitto with passwords and the site ACL, and a site name."""
+"""Shared fixtures: a private Mosquitto with passwords and the site ACL, the demo, a Chromium."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from hub.mosquitto import HUB_USER, PrivateBroker
-from tests.support import DemoShift
+from tests.support import Browser, DemoShift, chromium
 
-SITE = "test-site"
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 
 
@@ -36,14 +35,6 @@ def own_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     brk.start()
     yield brk
     brk.stop()
-
-
-def add_node(broker: PrivateBroker, prefix: str = "pi") -> tuple[str, str]:
-    """Create a node user with a unique name on the broker; returns (name, password)."""
-    name = f"{prefix}-{secrets.token_hex(3)}"
-    password = secrets.token_hex(8)
-    broker.add_user(name, password)
-    return name, password
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +68,10 @@ def hx711_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
         subprocess.run(["sh", str(script)], env={**os.environ, "BUILD_DIR": str(build)}, check=True,
                        capture_output=True, timeout=300)
     return build
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """A headless Chromium for one test (the browser tests carry support.BROWSER_MARKS)."""
+    async with chromium() as launched:
+        yield launched

@@ -1,26 +1,60 @@
-"""Helpers for tests: configs that point at a private broker, and waiting on conditions."""
+"""Helpers for tests: configs that point at a private broker, waiting on conditions, a ledger fed
+directly, a shelf rig on a simulated controller, and a Chromium for the page tests.
+
+No tests here: a test file imports its helpers from this module (fixtures live in conftest.py),
+never from another test file (tests/test_layout.py checks).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import math
+import random
+import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from contract import ScanEvent
+from contract import (
+    BinConfig,
+    Birth,
+    Channel,
+    Command,
+    Event,
+    EventBatch,
+    NodeConfig,
+    ScanEvent,
+    ShelfCount,
+    ShelfFault,
+    node_topic,
+)
 from edge.config import ARRAY_TABLES, EDGE_SETTINGS, EdgeConfig, edge_config_from
+from edge.outbox import Outbox
+from edge.shelf import ShelfSource, build_shelf
+from edge.shelf.sim import SimBin, VirtualController
+from edge.sink import OutboxSink
+from edge.state import EdgeState
+from hub.catalog import parse_catalog_csv
 from hub.config import HUB_SETTINGS, HubConfig, hub_config_from
+from hub.ingest import CommitResult, Ingest
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
+from hub.store import SqliteStore
 from settings import resolve
+
+try:
+    from playwright.async_api import Browser, Page, async_playwright, expect
+except ImportError:  # pragma: no cover - reported by BROWSER_MARKS
+    async_playwright = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -29,6 +63,14 @@ if TYPE_CHECKING:
 
 SITE = "test-site"
 T = TypeVar("T")
+
+
+def add_node(broker: PrivateBroker, prefix: str = "pi") -> tuple[str, str]:
+    """Create a node user with a unique name on the broker; returns (name, password)."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    password = secrets.token_hex(8)
+    broker.add_user(name, password)
+    return name, password
 
 
 def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra: Any) -> HubConfig:
@@ -292,6 +334,30 @@ async def start_web_hub(broker: PrivateBroker, tmp_path: Path, **extra: Any) -> 
     await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
     await wait_for(service.link.connected.is_set, what="hub connected to the broker")
     return service, runner, f"http://{cfg.http_host}:{cfg.http_port}"
+
+
+@contextlib.asynccontextmanager
+async def web_app_only(broker: PrivateBroker, tmp_path: Path, routes: Sequence[tuple[str, Any]] = (),
+                       **extra: Any) -> AsyncIterator[tuple[str, Any]]:
+    """The hub's web app on real loopback HTTP with the service not started (no broker session);
+    yields (base url, service). `routes` adds (path, handler) POST routes for the test."""
+    from aiohttp import web
+
+    from hub.service import HubService
+    from hub.web.app import make_app
+    cfg = hub_config(broker, tmp_path, **extra)
+    service = HubService(cfg)
+    app = make_app(service, manage_service=False)
+    for path, handler in routes:
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
+    try:
+        yield f"http://{cfg.http_host}:{cfg.http_port}", service
+    finally:
+        await runner.cleanup()
+        service.store.close()
 
 
 def shelf(bin_name: str, count: int, unit_weight_g: float = 10.0, **kw: Any) -> Any:
@@ -635,3 +701,222 @@ class FirmwareShelf:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+
+# --- The ledger fed directly: the real Ingest on a real SQLite file ------------------------------
+# Payloads are built with the contract's own dataclasses and `to_json`, and go in through
+# `Ingest.submit(topic, payload)`, the same call the MQTT link makes.
+
+T0_MS = 1_750_000_000_000  # a fixed device epoch: tests choose every event time
+GTINS = ("09506000134352", "09506000134376", "04006381333931", "00012345600012", "05012345678900",
+         "04012345678901", "00614141999996", "09501101530003")
+
+
+def scan_ev(seq: int, t_ms: int, mode: str, location: str, qty: int, gtin: str = GTINS[0],
+            from_location: str | None = None) -> ScanEvent:
+    return ScanEvent(seq=seq, ts_ms=t_ms, accepted_ms=t_ms, scanner="s1", mode=mode, gtin=gtin, location=location,
+                     qty=qty, from_location=from_location)
+
+
+def shelf_ev(seq: int, t_ms: int, bin_name: str, count: int, unit_weight_g: float = 10.0,
+             uncertain: bool = False, heartbeat: bool = False) -> ShelfCount:
+    return ShelfCount(seq=seq, ts_ms=t_ms, accepted_ms=t_ms, bin=bin_name, count=count,
+                      quotient=float(count), weight_g=count * unit_weight_g,
+                      confidence=0.4 if uncertain else 0.97, uncertain=uncertain, heartbeat=heartbeat)
+
+
+def random_events(rng: random.Random, n: int, first_seq: int = 1) -> list[Event]:
+    """n seeded scans (receive, pick, move, count) and shelf counts over four bins, one second apart."""
+    bins = ["A-01-1", "C-01-1", "D-01-1", "D-01-2"]
+    out: list[Event] = []
+    for i in range(n):
+        seq, t = first_seq + i, T0_MS + (first_seq + i) * 1000
+        roll = rng.random()
+        loc = rng.choice(bins)
+        gtin = GTINS[bins.index(loc) % 3]
+        if roll < 0.4:
+            out.append(scan_ev(seq, t, "receive", loc, rng.randint(1, 9), gtin))
+        elif roll < 0.7:
+            out.append(scan_ev(seq, t, "pick", loc, rng.randint(1, 5), gtin))
+        elif roll < 0.8:
+            out.append(scan_ev(seq, t, "move", rng.choice(bins), rng.randint(1, 3), gtin, from_location=loc))
+        elif roll < 0.9:
+            out.append(scan_ev(seq, t, "count", loc, rng.randint(0, 20), gtin))
+        else:
+            out.append(shelf_ev(seq, t, "A-01-1", rng.randint(0, 30), uncertain=rng.random() < 0.3))
+    return out
+
+
+def catalog_csv(rows: Sequence[tuple[str, str, str, str, bool, bool]]) -> list[str]:
+    """CSV lines for (sku, gtin, bin, node, sensored, weight_only) rows."""
+    lines = ["sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv\n"]
+    for sku, gtin, bin_name, node, sensored, weight_only in rows:
+        lines.append(f"{sku},{sku} name,{gtin},{bin_name},Z,{node},{'yes' if sensored else 'no'},"
+                     f"{'yes' if weight_only else 'no'},{'10' if sensored else ''},\n")
+    return lines
+
+
+class Feeder:
+    """A real Ingest on a real SQLite file, fed contract JSON, drained deterministically."""
+
+    def __init__(self, path: Path, window_ms: int = 30_000, catalog: list[str] | None = None) -> None:
+        self.path = path
+        self.store = SqliteStore(path, "NORMAL")
+        if catalog is not None:
+            parsed = parse_catalog_csv(catalog)
+            assert not parsed.bad_rows, parsed.bad_rows
+            self.store.import_catalog(list(parsed.skus.values()), list(parsed.bins.values()), T0_MS)
+        self.acks: list[Any] = []
+        self.commands: list[Any] = []
+        self.commits: list[CommitResult] = []
+        self.ingest = Ingest(self.store, SITE, self.acks.append, lambda n, c: self.commands.append((n, c)),
+                             self.commits.append, window_ms=window_ms)
+        self.ingest.start()
+
+    def send(self, node: str, stream: str, events: Sequence[Event], sent_ms: int = T0_MS) -> None:
+        payload = EventBatch(node=node, stream=stream, events=tuple(events), sent_ms=sent_ms).to_json()
+        self.ingest.submit(node_topic(SITE, node, Channel.EVENTS), payload)
+
+    def birth(self, node: str, stream: str, clock_ms: int, received_ms: int, last_seq: int = 0) -> None:
+        payload = Birth(node=node, boot_id="b1", sw_version="t", clock_ms=clock_ms, stream=stream,
+                        last_seq=last_seq, outbox_depth=0).to_json()
+        self.ingest.submit(node_topic(SITE, node, Channel.BIRTH), payload, received_ms=received_ms)
+
+    def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait until everything submitted so far is committed (a no-op job queued behind it)."""
+        self.ingest.run_in_writer(lambda tx: None).result(timeout_s)
+
+    def balances(self) -> dict[tuple[str, str], int]:
+        return {(b.sku, b.location): b.qty for b in self.store.stock("", 10_000_000, 0) if b.qty != 0}
+
+    def rebuilt(self) -> dict[tuple[str, str], int]:
+        return {(b.sku, b.location): b.qty for b in self.store.rebuild_balances() if b.qty != 0}
+
+    def close(self) -> None:
+        self.ingest.stop()
+        self.store.close()
+
+
+# --- A shelf rig: simulator -> pty -> pyserial -> decoder -> pipeline -> SQLite outbox ------------
+# Only the load cell is simulated (edge.shelf.sim); the state is a real TinyDB file and the sink a
+# real SQLite outbox.
+
+BIN = "A-01"  # the rig's one bin unless a test names others
+TS = 1_700_000_000_000  # the time stamp of the rig's commands and configs
+CALIBRATED = {"scale_per_g": 100.0, "offset_raw": 5000.0}
+
+
+@dataclass
+class Rig:
+    """A running simulator and shelf source, with every event the outbox accepted."""
+
+    sim: VirtualController
+    source: ShelfSource
+    state: EdgeState
+    outbox: Outbox
+    events: list[Event] = field(default_factory=list)
+    hand_on_at_submit: list[bool] = field(default_factory=list)
+
+    def counts(self, heartbeat: bool = False) -> list[ShelfCount]:
+        return [e for e in self.events if isinstance(e, ShelfCount) and e.heartbeat == heartbeat]
+
+    def faults(self, fault: str) -> list[ShelfFault]:
+        return [e for e in self.events if isinstance(e, ShelfFault) and e.fault == fault]
+
+    async def settled_count(self, after: int, timeout_s: float = 10.0) -> ShelfCount:
+        """The first non-heartbeat count published after `after` events."""
+        def new() -> list[ShelfCount]:
+            return [e for e in self.events[after:] if isinstance(e, ShelfCount) and not e.heartbeat]
+        await wait_for(lambda: bool(new()), timeout_s, "a settled count")
+        return new()[0]
+
+    async def command(self, cmd: str, **kw: Any) -> Any:
+        reply = await self.source.handle_command(Command(id=f"c-{cmd}", cmd=cmd, ts_ms=TS, target=BIN, **kw), "pi-1")
+        assert reply is not None
+        return reply
+
+
+class RecordingSink:
+    """The real outbox sink, remembering what it made durable (and whether a hand was on the shelf)."""
+
+    def __init__(self, inner: OutboxSink, rig: Rig) -> None:
+        self.inner, self.rig = inner, rig
+
+    async def submit(self, event: Event) -> Event:
+        stored = await self.inner.submit(event)
+        self.rig.hand_on_at_submit.append(any(b.hand_g for b in self.rig.sim.bins))
+        self.rig.events.append(stored)
+        return stored
+
+
+@contextlib.asynccontextmanager
+async def rig(tmp_path: Path, sim_bins: list[SimBin], shelf: dict[str, Any], protocol: str = "hx711-bridge",
+              time_scale: float = 30.0, seed: int = 1, link: bool = False) -> AsyncIterator[Rig]:
+    """Start a simulator and a shelf source reading it; stop both afterwards."""
+    sim = VirtualController(sim_bins, protocol, time_scale=time_scale, seed=seed,
+                            link_path=str(tmp_path / "ttyShelf") if link else None)
+    port = sim.start()
+    state = EdgeState(tmp_path / "state.json")
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    sink = OutboxSink(outbox)
+    table = {"name": "shelf-1", "protocol": protocol, "port": port, "heartbeat_s": 1000.0, **shelf}
+    table.setdefault("bins", [BIN])
+    source = build_shelf(table, state)
+    r = Rig(sim, source, state, outbox)
+    task = asyncio.create_task(source.run(RecordingSink(sink, r)))
+    try:
+        yield r
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sim.stop()
+        sink.close()
+        state.close()
+
+
+def piece_bin(**kw: Any) -> SimBin:
+    return SimBin(**{"unit_weight_g": 25.0, "unit_cv": 0.01, "pieces": 20, "container_g": 0.0,
+                     "counts_per_g": 100.0, "offset_counts": 5000, **kw})
+
+
+def with_unit_weight(source: ShelfSource, unit_g: float, cv: float) -> None:
+    source.apply_config(NodeConfig(node="pi-1", rev=1, ts_ms=TS,
+                                   bins=(BinConfig(bin=BIN, unit_weight_g=unit_g, unit_weight_cv=cv),)))
+
+
+# --- Chromium for the page tests (Playwright) ---------------------------------------------------
+# Skipped only when /usr/bin/chromium or the playwright package is missing (Debian:
+# `apt-get install -y chromium`; never `playwright install`: browser downloads are blocked).
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+BROWSER_MARKS = [
+    pytest.mark.browser, pytest.mark.slow,
+    pytest.mark.skipif(async_playwright is None, reason="the playwright package is not installed (pip install playwright)"),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install -y chromium)"),
+]
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """A headless Chromium from /usr/bin, closed afterwards."""
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def log_in(browser: Browser, base: str, username: str, password: str) -> Page:
+    """A new 1280x800 browser context logged in through the form; waits for the live feed."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    await page.goto(f"{base}/login")
+    await page.get_by_label("User name").fill(username)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#live")).to_have_text("live")
+    return page

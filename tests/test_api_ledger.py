@@ -9,8 +9,7 @@ from typing import Any
 
 from contract import Channel, EventBatch, node_topic
 from hub.mosquitto import PrivateBroker
-from tests.support import SITE, RunningHub, api_token, token_session, wait_for
-from tests.test_ledger_support import GTINS, T0_MS, scan_ev, shelf_ev
+from tests.support import GTINS, SITE, T0_MS, RunningHub, api_token, scan_ev, shelf_ev, token_session, wait_for
 
 STREAM = "00000000000000a1"
 

@@ -18,7 +18,7 @@ from hub.mosquitto import PrivateBroker, free_port
 from hub.service import HubService
 from hub.web.app import make_app
 from hub.web.auth import SESSION_COOKIE, requires
-from tests.support import add_web_user, api_token, form_login, hub_config, hub_toml, login_session
+from tests.support import add_web_user, api_token, form_login, hub_config, hub_toml, login_session, web_app_only
 
 
 @requires("admin")
@@ -33,19 +33,9 @@ async def _default_post(request: web.Request) -> web.Response:
 @pytest.fixture
 async def hub(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[tuple[str, HubService]]:
     """The hub app on real loopback HTTP (no broker session needed for these checks)."""
-    cfg = hub_config(broker, tmp_path, auth={"lockout_after": 2, "lockout_base_s": 60.0})
-    service = HubService(cfg)
-    app = make_app(service, manage_service=False)
-    app.router.add_post("/api/v1/test/admin-only", _admin_only)
-    app.router.add_post("/api/v1/test/default-post", _default_post)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
-    try:
-        yield f"http://{cfg.http_host}:{cfg.http_port}", service
-    finally:
-        await runner.cleanup()
-        service.store.close()
+    routes = [("/api/v1/test/admin-only", _admin_only), ("/api/v1/test/default-post", _default_post)]
+    async with web_app_only(broker, tmp_path, routes, auth={"lockout_after": 2, "lockout_base_s": 60.0}) as served:
+        yield served
 
 
 async def _login_form(session: aiohttp.ClientSession, base: str) -> str:

@@ -10,59 +10,36 @@ import asyncio
 import dataclasses
 import secrets
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from contract import Channel, EventBatch, ScanRejected, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.conftest import SITE, add_node
-from tests.support import add_web_user, edge_config, scan, start_web_hub, teach_rules, wait_for
+from tests.support import (
+    BROWSER_MARKS,
+    SITE,
+    Browser,
+    add_node,
+    add_web_user,
+    edge_config,
+    expect,
+    log_in,
+    scan,
+    start_web_hub,
+    teach_rules,
+    wait_for,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-try:
-    from playwright.async_api import Browser, Page, async_playwright, expect
-except ImportError:  # pragma: no cover - reported by the skip below
-    async_playwright = None  # type: ignore[assignment]
-
-pytestmark = [
-    pytest.mark.browser, pytest.mark.slow,
-    pytest.mark.skipif(async_playwright is None, reason="the playwright package is not installed (pip install playwright)"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install -y chromium)"),
-]
+pytestmark = BROWSER_MARKS
 
 BURST_EVENTS_PER_S = 1000
 BURST_SECONDS = 3
 BURST_ROWS = 200  # distinct SKU x location rows the burst keeps changing
 HEAP_GROWTH_MAX_BYTES = 8 * 1024 * 1024  # after GC, a burst may leave caches, not a growing backlog
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-async def log_in(browser: Browser, base: str, username: str, password: str) -> Page:
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    page = await context.new_page()
-    await page.goto(f"{base}/login")
-    await page.get_by_label("User name").fill(username)
-    await page.get_by_label("Password").fill(password)
-    await page.get_by_role("button", name="Log in").click()
-    await expect(page.locator("#live")).to_have_text("live")
-    return page
 
 
 async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: Path, browser: Browser) -> None:

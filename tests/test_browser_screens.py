@@ -24,18 +24,23 @@ from hub.mosquitto import PrivateBroker
 from hub.rules.core import PurchaseOrder, RulesCore
 from hub.rules.leadtime import Delivery
 from hub.rules.supplier import SupplierOption
-from tests.conftest import add_node
 from tests.support import (
+    BROWSER_MARKS,
     DAY_MS,
+    Browser,
+    add_node,
     add_web_user,
     edge_config,
+    expect,
+    log_in,
     open_discrepancy,
     scan,
     start_web_hub,
     teach_rules,
     wait_for,
 )
-from tests.test_browser_pages import Browser, browser, expect, log_in, pytestmark  # noqa: F401
+
+pytestmark = BROWSER_MARKS
 
 PAGES = (("overview", "/"), ("stock", "/stock"), ("sku", "/stock/BOLT-M8"), ("discrepancies", "/discrepancies"),
          ("proposals", "/proposals"), ("suppliers", "/suppliers"), ("nodes", "/nodes"), ("lag", "/lag"),

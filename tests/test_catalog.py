@@ -12,8 +12,7 @@ from hub.cli import main as hub_cli
 from hub.mosquitto import PrivateBroker
 from hub.store import SqliteStore
 from hub.store.base import Catalog
-from tests.conftest import add_node
-from tests.support import SITE, NodeClient, RunningHub, wait_for
+from tests.support import SITE, NodeClient, RunningHub, add_node, wait_for
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "firmware_config" / "catalog-example.csv"
 HEADER = "sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv\n"

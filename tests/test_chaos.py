@@ -16,8 +16,7 @@ import pytest
 
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker, free_port, wait_for_port
-from tests.conftest import add_node
-from tests.support import RunningHub, edge_config, edge_doc, hub_toml, scan, toml_text, wait_for
+from tests.support import RunningHub, add_node, edge_config, edge_doc, hub_toml, scan, toml_text, wait_for
 
 pytestmark = pytest.mark.slow
 

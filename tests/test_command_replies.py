@@ -7,8 +7,7 @@ from pathlib import Path
 
 from contract import Channel, Command, CommandReply, node_topic
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import SITE, NodeClient, RunningHub, api_token, token_session, wait_for
+from tests.support import SITE, NodeClient, RunningHub, add_node, api_token, token_session, wait_for
 
 FLOOD_REPLIES = 300
 

@@ -16,8 +16,7 @@ import pytest
 from contract import Ack, Channel, Command, HubState, hub_state_topic, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import SITE, NodeClient, RunningHub, edge_config, scan, scan_batch, wait_for
+from tests.support import SITE, NodeClient, RunningHub, add_node, edge_config, scan, scan_batch, wait_for
 
 NOW = int(time.time() * 1000)
 

@@ -27,8 +27,7 @@ from edge.config import load_edge_config
 from hub.mosquitto import HUB_USER, free_port, mosquitto_binary, set_password, wait_for_port
 from hub.provision import ensure_acl, provision_node
 from hub.rx_session import SessionSettings, run_session
-from tests.conftest import SITE
-from tests.support import wait_for_sync
+from tests.support import SITE, wait_for_sync
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware_config"
 WAIT_S = 5.0

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import edge_config, login_session, open_discrepancy, scan, start_web_hub, wait_for
+from tests.support import add_node, edge_config, login_session, open_discrepancy, scan, start_web_hub, wait_for
 
 QUICK_WINDOW = {"window_s": 0.5}  # judge a bin after half a second of quiet
 

@@ -20,8 +20,7 @@ from edge.shelf.calibration import Calibration
 from edge.shelf.sim import SimBin, VirtualController
 from edge.state import EdgeState
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import SITE, NodeClient, RunningHub, edge_doc, scan, toml_text, wait_for
+from tests.support import SITE, NodeClient, RunningHub, add_node, edge_doc, scan, toml_text, wait_for
 
 
 def SYNCED() -> tuple[bool, str]:  # noqa: N802 - a constant-like stand-in for the system clock's state

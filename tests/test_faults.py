@@ -15,8 +15,7 @@ from pathlib import Path
 from contract import ShelfFault
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import api_token, edge_config, login_session, shelf, start_web_hub, token_session, wait_for
+from tests.support import add_node, api_token, edge_config, login_session, shelf, start_web_hub, token_session, wait_for
 
 DETAIL = "bin H-01-2: 20012 g is above the capacity of 15000 g; unload the bin"
 

@@ -16,11 +16,12 @@ from contract.outbound import BinStock, DiscrepancyCounts, HubAlert, SkuStock
 from edge.agent import EdgeAgent
 from hub.mosquitto import ACL_BEGIN, HUB_USER, LEGACY_ACL_HEADER, PrivateBroker, acl_text, set_password
 from hub.provision import add_integration, provision_node, remove_integration
-from tests.conftest import SITE, add_node
 from tests.support import (
     NOT_AUTHORIZED,
+    SITE,
     Peer,
     RunningHub,
+    add_node,
     connect_when_accepted,
     edge_config,
     open_discrepancy,

@@ -14,37 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from contract import Event
 from hub.cli import main as hub_cli
 from hub.store import SqliteStore
-from tests.support import wait_for_sync
-from tests.test_ledger_support import GTINS, T0_MS, Feeder, catalog_csv, scan_ev, shelf_ev
+from tests.support import GTINS, T0_MS, Feeder, catalog_csv, random_events, scan_ev, shelf_ev, wait_for_sync
 
 STREAM = "00000000000000a1"
 CATALOG = catalog_csv([("SKU-A", GTINS[0], "A-01-1", "n1", True, False),
                        ("SKU-B", GTINS[1], "W-01-1", "n1", True, True),
                        ("SKU-C", GTINS[2], "C-01-1", "n1", False, False)])
-
-
-def random_events(rng: random.Random, n: int, first_seq: int = 1) -> list[Event]:
-    bins = ["A-01-1", "C-01-1", "D-01-1", "D-01-2"]
-    out: list[Event] = []
-    for i in range(n):
-        seq, t = first_seq + i, T0_MS + (first_seq + i) * 1000
-        roll = rng.random()
-        loc = rng.choice(bins)
-        gtin = GTINS[bins.index(loc) % 3]
-        if roll < 0.4:
-            out.append(scan_ev(seq, t, "receive", loc, rng.randint(1, 9), gtin))
-        elif roll < 0.7:
-            out.append(scan_ev(seq, t, "pick", loc, rng.randint(1, 5), gtin))
-        elif roll < 0.8:
-            out.append(scan_ev(seq, t, "move", rng.choice(bins), rng.randint(1, 3), gtin, from_location=loc))
-        elif roll < 0.9:
-            out.append(scan_ev(seq, t, "count", loc, rng.randint(0, 20), gtin))
-        else:
-            out.append(shelf_ev(seq, t, "A-01-1", rng.randint(0, 30), uncertain=rng.random() < 0.3))
-    return out
 
 
 def test_each_reason_points_at_its_event(tmp_path: Path) -> None:
@@ -185,8 +162,7 @@ def test_rebuild_equals_live_after_a_long_random_run(tmp_path: Path) -> None:
 FEEDER_SCRIPT = """
 import random, sys
 sys.path.insert(0, {root!r})
-from tests.test_ledger import random_events
-from tests.test_ledger_support import Feeder
+from tests.support import Feeder, random_events
 f = Feeder(__import__("pathlib").Path({db!r}))
 rng = random.Random(3)
 seq = 1

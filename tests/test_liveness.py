@@ -15,8 +15,7 @@ from edge.sink import OutboxSink
 from hub.dedupe import StreamBook
 from hub.mosquitto import PrivateBroker
 from hub.store import SqliteStore
-from tests.conftest import add_node
-from tests.support import SITE, NodeClient, RunningHub, edge_config, scan, wait_for, wait_for_sync
+from tests.support import SITE, NodeClient, RunningHub, add_node, edge_config, scan, wait_for, wait_for_sync
 
 NOW = int(time.time() * 1000)
 

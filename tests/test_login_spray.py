@@ -7,12 +7,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from hub.mosquitto import PrivateBroker
 from hub.service import HubService
-from hub.web.app import make_app
-from tests.support import add_web_user, form_login, hub_config
+from tests.support import add_web_user, form_login, web_app_only
 
 PER_ADDRESS = 5
 TOTAL = 8
@@ -21,16 +19,9 @@ TOTAL = 8
 @pytest.fixture
 async def hub(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[tuple[str, HubService]]:
     """The hub app on real loopback HTTP with small failure budgets."""
-    cfg = hub_config(broker, tmp_path, auth={"failures_per_address": PER_ADDRESS, "failures_total": TOTAL})
-    service = HubService(cfg)
-    runner = web.AppRunner(make_app(service, manage_service=False))
-    await runner.setup()
-    await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
-    try:
-        yield f"http://{cfg.http_host}:{cfg.http_port}", service
-    finally:
-        await runner.cleanup()
-        service.store.close()
+    async with web_app_only(broker, tmp_path, auth={"failures_per_address": PER_ADDRESS,
+                                                     "failures_total": TOTAL}) as served:
+        yield served
 
 
 async def login_from(address: str, base: str, username: str, password: str) -> tuple[int, str]:

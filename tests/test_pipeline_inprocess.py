@@ -13,8 +13,7 @@ from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from hub.service import HubService
 from hub.web.app import make_app
-from tests.conftest import add_node
-from tests.support import api_token, edge_config, hub_config, scan, wait_for
+from tests.support import add_node, api_token, edge_config, hub_config, scan, wait_for
 
 TOKEN: dict[str, str] = {}  # base url -> API token of that hub
 

@@ -14,8 +14,7 @@ from pathlib import Path
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from hub.store.base import CatalogBin, CatalogSku
-from tests.conftest import add_node
-from tests.support import edge_config, login_session, scan, shelf, start_web_hub, wait_for
+from tests.support import add_node, edge_config, login_session, scan, shelf, start_web_hub, wait_for
 
 TIES_GTIN = "09506000134352"
 

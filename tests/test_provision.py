@@ -11,8 +11,7 @@ import pytest
 from edge.config import load_edge_config
 from hub.mosquitto import HUB_USER, PrivateBroker, acl_text
 from hub.provision import ProvisionError, add_subcommands, provision_node, revoke_node
-from tests.conftest import SITE
-from tests.support import ACCEPTED, NOT_AUTHORIZED, WAIT_S, connect_when_accepted, refused_when_revoked
+from tests.support import ACCEPTED, NOT_AUTHORIZED, SITE, WAIT_S, connect_when_accepted, refused_when_revoked
 
 
 def provision(broker: PrivateBroker, pid_file: Path, out_dir: Path, name: str) -> Path:

@@ -30,9 +30,8 @@ from hub.rules.core import RulesCore
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
 from hub.store import SqliteStore
-from tests.support import Central, scan, wait_for
+from tests.support import SITE, Central, scan, wait_for
 
-SITE = "site-a"
 T0 = 1_727_769_600_000
 
 
@@ -146,14 +145,14 @@ async def test_reference_replays_a_key_and_refuses_a_changed_body(central: Centr
     body = {"site": SITE, "requisition_id": "r1", "sku": "BOLT-M8-40", "supplier": "acme", "qty": 10,
             "requested_ms": T0}
     async with aiohttp.ClientSession() as s:
-        async with s.post(url, json=body, headers={"Idempotency-Key": "site-a:requisition:r1"}) as r1:
+        async with s.post(url, json=body, headers={"Idempotency-Key": f"{SITE}:requisition:r1"}) as r1:
             first = await r1.json()
             assert r1.status == 201 and first["replayed"] is False
-        async with s.post(url, json=body, headers={"Idempotency-Key": "site-a:requisition:r1"}) as r2:
+        async with s.post(url, json=body, headers={"Idempotency-Key": f"{SITE}:requisition:r1"}) as r2:
             again = await r2.json()
             assert r2.status == 200 and again["replayed"] is True
             assert again["purchase_order"] == first["purchase_order"]
-        async with s.post(url, json={**body, "qty": 11}, headers={"Idempotency-Key": "site-a:requisition:r1"}) as r3:
+        async with s.post(url, json={**body, "qty": 11}, headers={"Idempotency-Key": f"{SITE}:requisition:r1"}) as r3:
             assert r3.status == 422 and (await r3.json())["ok"] is False
         async with s.post(url, json=body) as r4:
             assert r4.status == 400

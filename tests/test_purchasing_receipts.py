@@ -34,9 +34,8 @@ from hub.rules.engine import RulesEngine
 from hub.rules.receipts import is_sscc, match
 from hub.rules.store import RulesDb
 from hub.store import SqliteStore
-from tests.support import Central, scan, wait_for
+from tests.support import SITE, Central, scan, wait_for
 
-SITE = "site-a"
 T0 = 1_727_769_600_000
 TIES = demo_catalog()[1]  # one supplier order at a time keeps the arithmetic plain
 DOC = Path(__file__).resolve().parents[1] / "docs" / "central-openapi.yaml"

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from contract import Channel, node_topic
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import SITE, NodeClient, login_session, start_web_hub, wait_for
+from tests.support import SITE, NodeClient, add_node, login_session, start_web_hub, wait_for
 
 
 async def test_repeats_of_a_refused_payload_are_counted_not_stored_again(broker: PrivateBroker,

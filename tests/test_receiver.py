@@ -27,8 +27,7 @@ from contract import Channel, node_topic, subscription
 from hub.mosquitto import HUB_USER, PrivateBroker
 from hub.receiver import SUBSCRIBED, FrameReader
 from hub.rx_session import SessionSettings, SessionStats, reason_text, run_session
-from tests.conftest import SITE, add_node
-from tests.support import wait_for_sync
+from tests.support import SITE, add_node, wait_for_sync
 
 WAIT_S = 10.0
 

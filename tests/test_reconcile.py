@@ -15,7 +15,7 @@ from contract import Event
 from hub.catalog import CatalogIndex, parse_catalog_csv
 from hub.reconcile import Reconciler
 from hub.store.base import Catalog, NewDiscrepancy
-from tests.test_ledger_support import GTINS, T0_MS, Feeder, catalog_csv, scan_ev, shelf_ev
+from tests.support import GTINS, T0_MS, Feeder, catalog_csv, scan_ev, shelf_ev
 
 WINDOW_MS = 30_000
 STREAM = "00000000000000a1"

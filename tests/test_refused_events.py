@@ -14,8 +14,7 @@ import pytest
 
 from contract import Channel, UnknownToThisVersion, node_topic, salvage_batch
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import SITE, NodeClient, RunningHub, scan_batch, wait_for
+from tests.support import SITE, NodeClient, RunningHub, add_node, scan_batch, wait_for
 
 
 def batch_obj(node: str, stream: str, seqs: list[int], location: str) -> dict[str, object]:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import RunningHub, edge_config, scan, wait_for
+from tests.support import RunningHub, add_node, edge_config, scan, wait_for
 
 
 async def test_a_restored_hub_records_the_events_it_lost_and_the_stream_goes_on(broker: PrivateBroker,

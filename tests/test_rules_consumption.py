@@ -14,7 +14,7 @@ from hub.rules.clock import ManualClock
 from hub.rules.config import RulesConfig
 from hub.rules.core import CONSUMPTION_REASONS, RulesCore
 from hub.rules.store import RulesDb
-from tests.test_ledger_support import GTINS, T0_MS, Feeder, catalog_csv, scan_ev, shelf_ev
+from tests.support import GTINS, T0_MS, Feeder, catalog_csv, scan_ev, shelf_ev
 
 STREAM = "00000000000000a1"
 

@@ -15,8 +15,7 @@ from pathlib import Path
 from edge.agent import EdgeAgent
 from edge.scan.sim import gs1_128
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import RunningHub, edge_config, wait_for
+from tests.support import RunningHub, add_node, edge_config, wait_for
 
 GTIN13 = "4006381333931"
 SKU = "0" + GTIN13  # no catalog here: the hub uses the 14-digit GTIN as the SKU

@@ -13,10 +13,10 @@ from pathlib import Path
 from contract import Channel, EventBatch, ScanRejected, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
 from tests.support import (
     SITE,
     NodeClient,
+    add_node,
     api_token,
     edge_config,
     login_session,

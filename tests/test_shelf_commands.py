@@ -20,9 +20,7 @@ from edge.shelf.sim import SimBin, VirtualController
 from edge.sink import OutboxSink
 from edge.state import EdgeState
 from hub.mosquitto import HUB_USER, PrivateBroker
-from tests.conftest import SITE, add_node
-from tests.support import edge_config
-from tests.test_shelf_pty import BIN, CALIBRATED, TS, piece_bin, rig, wait_for, with_unit_weight
+from tests.support import BIN, CALIBRATED, SITE, TS, add_node, edge_config, piece_bin, rig, wait_for, with_unit_weight
 
 
 async def test_tare_command_replies_persists_and_nets_later_counts(tmp_path: Path) -> None:

@@ -7,118 +7,17 @@ RNG; every wait is on a condition with a timeout.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from contract import BinConfig, Command, DeviceChange, Event, NodeConfig, ShelfCount, ShelfFault
-from edge.outbox import Outbox
-from edge.shelf import ShelfSource, build_shelf
+from contract import DeviceChange, ShelfFault
 from edge.shelf.calibration import Calibration, save_calibration
-from edge.shelf.sim import SimBin, VirtualController
-from edge.sink import OutboxSink
+from edge.shelf.sim import SimBin
 from edge.state import EdgeState
-
-BIN = "A-01"
-TS = 1_700_000_000_000
-
-
-async def wait_for(cond: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    """Poll a condition until it holds; fail naming it after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-@dataclass
-class Rig:
-    """A running simulator and shelf source, with every event the outbox accepted."""
-
-    sim: VirtualController
-    source: ShelfSource
-    state: EdgeState
-    outbox: Outbox
-    events: list[Event] = field(default_factory=list)
-    hand_on_at_submit: list[bool] = field(default_factory=list)
-
-    def counts(self, heartbeat: bool = False) -> list[ShelfCount]:
-        return [e for e in self.events if isinstance(e, ShelfCount) and e.heartbeat == heartbeat]
-
-    def faults(self, fault: str) -> list[ShelfFault]:
-        return [e for e in self.events if isinstance(e, ShelfFault) and e.fault == fault]
-
-    async def settled_count(self, after: int, timeout_s: float = 10.0) -> ShelfCount:
-        """The first non-heartbeat count published after `after` events."""
-        def new() -> list[ShelfCount]:
-            return [e for e in self.events[after:] if isinstance(e, ShelfCount) and not e.heartbeat]
-        await wait_for(lambda: bool(new()), timeout_s, "a settled count")
-        return new()[0]
-
-    async def command(self, cmd: str, **kw: Any) -> Any:
-        reply = await self.source.handle_command(Command(id=f"c-{cmd}", cmd=cmd, ts_ms=TS, target=BIN, **kw), "pi-1")
-        assert reply is not None
-        return reply
-
-
-class RecordingSink:
-    """The real outbox sink, remembering what it made durable (and whether a hand was on the shelf)."""
-
-    def __init__(self, inner: OutboxSink, rig: Rig) -> None:
-        self.inner, self.rig = inner, rig
-
-    async def submit(self, event: Event) -> Event:
-        stored = await self.inner.submit(event)
-        self.rig.hand_on_at_submit.append(any(b.hand_g for b in self.rig.sim.bins))
-        self.rig.events.append(stored)
-        return stored
-
-
-@contextlib.asynccontextmanager
-async def rig(tmp_path: Path, sim_bins: list[SimBin], shelf: dict[str, Any], protocol: str = "hx711-bridge",
-              time_scale: float = 30.0, seed: int = 1, link: bool = False) -> AsyncIterator[Rig]:
-    """Start a simulator and a shelf source reading it; stop both afterwards."""
-    sim = VirtualController(sim_bins, protocol, time_scale=time_scale, seed=seed,
-                            link_path=str(tmp_path / "ttyShelf") if link else None)
-    port = sim.start()
-    state = EdgeState(tmp_path / "state.json")
-    outbox = Outbox(tmp_path / "outbox.sqlite3")
-    sink = OutboxSink(outbox)
-    table = {"name": "shelf-1", "protocol": protocol, "port": port, "heartbeat_s": 1000.0, **shelf}
-    table.setdefault("bins", [BIN])
-    source = build_shelf(table, state)
-    r = Rig(sim, source, state, outbox)
-    task = asyncio.create_task(source.run(RecordingSink(sink, r)))
-    try:
-        yield r
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        sim.stop()
-        sink.close()
-        state.close()
-
-
-CALIBRATED = {"scale_per_g": 100.0, "offset_raw": 5000.0}
-
-
-def piece_bin(**kw: Any) -> SimBin:
-    return SimBin(**{"unit_weight_g": 25.0, "unit_cv": 0.01, "pieces": 20, "container_g": 0.0,
-                     "counts_per_g": 100.0, "offset_counts": 5000, **kw})
-
-
-def with_unit_weight(source: ShelfSource, unit_g: float, cv: float) -> None:
-    source.apply_config(NodeConfig(node="pi-1", rev=1, ts_ms=TS,
-                                   bins=(BinConfig(bin=BIN, unit_weight_g=unit_g, unit_weight_cv=cv),)))
+from tests.support import BIN, CALIBRATED, piece_bin, rig, wait_for, with_unit_weight
 
 
 async def test_pick_three_gives_one_sure_event_after_the_hand_leaves(tmp_path: Path) -> None:

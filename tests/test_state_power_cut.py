@@ -13,8 +13,7 @@ from edge.config import EdgeConfig
 from edge.shelf.calibration import Calibration
 from edge.state import CORRUPT_SUFFIX, PREVIOUS_SUFFIX, EdgeState
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import SITE, NodeClient, edge_config, wait_for
+from tests.support import SITE, NodeClient, add_node, edge_config, wait_for
 
 BIN = "A-01"
 OLD = Calibration(offset_raw=5000.0, scale_per_g=100.0, tare_raw=120.0, calibrated=True, changed_ms=1)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import api_token, edge_config, login_session, scan, start_web_hub, token_session, wait_for
+from tests.support import add_node, api_token, edge_config, login_session, scan, start_web_hub, token_session, wait_for
 
 BOLT, TIES, GLOVES = "09506000134352", "04012345678901", "04006381333931"
 

@@ -13,8 +13,7 @@ import pytest
 from contract import Channel, node_topic
 from hub.dedupe import MAX_RETIRED_KEPT, NEW_STREAM_BURST, StreamBook, StreamRefused
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import SITE, NodeClient, RunningHub, scan_batch, wait_for
+from tests.support import SITE, NodeClient, RunningHub, add_node, scan_batch, wait_for
 
 FLOOD_STREAMS = 60
 

@@ -9,8 +9,7 @@ from edge.agent import EdgeAgent
 from edge.shelf.sim import SimBin, start_simulator
 from hub.catalog import parse_catalog_csv
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import edge_config, login_session, start_web_hub, wait_for
+from tests.support import add_node, edge_config, login_session, start_web_hub, wait_for
 
 
 async def test_tare_a_bin_from_the_nodes_page(broker: PrivateBroker, tmp_path: Path) -> None:

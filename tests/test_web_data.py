@@ -12,8 +12,8 @@ from typing import Any
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from hub.web import data, rules_data
-from tests.conftest import add_node
 from tests.support import (
+    add_node,
     api_token,
     edge_config,
     login_session,

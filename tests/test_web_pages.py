@@ -9,8 +9,7 @@ from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from hub.web.charts import bar_chart, step_chart
 from hub.web.pages import LAG_SLOW_P99_MS, LAG_STAGES, lag_highlights
-from tests.conftest import add_node
-from tests.support import api_token, edge_config, login_session, scan, start_web_hub, token_session, wait_for
+from tests.support import add_node, api_token, edge_config, login_session, scan, start_web_hub, token_session, wait_for
 
 PAGES = ("/", "/stock", "/discrepancies", "/proposals", "/suppliers", "/nodes", "/lag")
 

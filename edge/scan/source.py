@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from contract import DeviceChange, DeviceInfo, Event, NodeConfig
+from contract.clock import now_ms
 from edge.scan.decode import BadScan, decode
 from edge.scan.feedback import Feedback, LogFeedback
 from edge.scan.workflow import ScanWorkflow, Step
@@ -171,7 +172,7 @@ class ScannerSource:
 
     async def _process(self, raw: str, sink: EventSink, cut_off: bool = False) -> None:
         """One scan: decode, workflow, make durable, then (and only then) tell the worker."""
-        ts_ms = int(time.time() * 1000)
+        ts_ms = now_ms()
         decoded = (BadScan(f"scan cut off when the scanner went away ({raw[:40]!r}); rescan") if cut_off
                    else decode(raw, self._location_regex))
         step = self.workflow.handle(decoded, raw, ts_ms)
@@ -189,7 +190,7 @@ class ScannerSource:
 
     async def _report(self, sink: EventSink, present: bool, detail: str | None) -> None:
         self._present = present
-        event = DeviceChange(seq=0, ts_ms=int(time.time() * 1000), accepted_ms=0, device=self.name,
+        event = DeviceChange(seq=0, ts_ms=now_ms(), accepted_ms=0, device=self.name,
                              device_kind="scanner", present=present, path=self.path[:256] or None,
                              detail=detail[:300] if detail else None)
         try:

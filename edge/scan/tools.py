@@ -12,12 +12,12 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from contract import Event
+from contract.clock import now_ms
 from edge.scan import build_scanner
 from edge.scan.config import SCANNER_SETTINGS
 from edge.scan.source import Observer, ScannerSource
@@ -125,7 +125,7 @@ class _WatchSink:
 
     async def submit(self, event: Event) -> Event:
         self._seq += 1
-        return event.with_seq(self._seq, int(time.time() * 1000))
+        return event.with_seq(self._seq, now_ms())
 
 
 def describe_step(scanner: str, raw: str, step: Step) -> str:

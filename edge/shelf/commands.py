@@ -7,19 +7,38 @@ persists it in the edge state and puts it into effect; the reply says what happe
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import contract
 from contract.messages import ReplyValue
+from edge.shelf.calibration import Calibration
 from edge.shelf.pipeline import BinPipeline
-
-if TYPE_CHECKING:
-    from edge.shelf.source import ShelfSource
+from edge.shelf.protocols import LineProtocol
+from edge.shelf.reader import ControllerReader
 
 Outcome = tuple[bool, str, dict[str, ReplyValue]]
 
 
-async def run_command(source: ShelfSource, pipe: BinPipeline, cmd: contract.Command) -> Outcome:
+class CommandShelf(Protocol):
+    """What a command needs from the shelf it runs on (edge.shelf.source.ShelfSource provides it).
+
+    Declared here so that the source imports the commands and not the other way round.
+    """
+
+    name: str
+    port: str
+    protocol: LineProtocol
+    command_timeout_s: float
+    reader: ControllerReader | None
+
+    async def settled_raw(self, pipe: BinPipeline) -> float | None:
+        """The bin's raw reading once it has settled after the call; None after the command timeout."""
+
+    async def store(self, pipe: BinPipeline, calibration: Calibration) -> None:
+        """Persist a bin's new calibration, then put it into effect."""
+
+
+async def run_command(source: CommandShelf, pipe: BinPipeline, cmd: contract.Command) -> Outcome:
     """Carry out one command on one bin."""
     if cmd.cmd == "identify":
         return True, f"bin {pipe.bin} on shelf {source.name} ({source.protocol.name}, {source.port})", _info(source, pipe)
@@ -57,7 +76,7 @@ async def run_command(source: ShelfSource, pipe: BinPipeline, cmd: contract.Comm
     return await _set_unit_weight(source, pipe, net_g / pieces, pieces)
 
 
-async def _set_unit_weight(source: ShelfSource, pipe: BinPipeline, unit_g: float, pieces: int | None) -> Outcome:
+async def _set_unit_weight(source: CommandShelf, pipe: BinPipeline, unit_g: float, pieces: int | None) -> Outcome:
     await source.store(pipe, replace(pipe.cal, local_unit_weight_g=unit_g, local_sample_pieces=pieces))
     how = f" from {pieces} pieces" if pieces else ""
     message = f"bin {pipe.bin}: unit weight set to {unit_g:.3f} g{how}"
@@ -66,7 +85,7 @@ async def _set_unit_weight(source: ShelfSource, pipe: BinPipeline, unit_g: float
     return True, message, {"unit_weight_g": round(unit_g, 4), "in_effect_g": round(pipe.unit_weight_g or 0.0, 4)}
 
 
-def _info(source: ShelfSource, pipe: BinPipeline) -> dict[str, ReplyValue]:
+def _info(source: CommandShelf, pipe: BinPipeline) -> dict[str, ReplyValue]:
     reader = source.reader
     return {"shelf": source.name, "protocol": source.protocol.name, "port": source.port,
             "present": bool(reader and reader.present), "settled": pipe.settled, "calibrated": pipe.cal.calibrated,

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from contract.clock import now_ms
 from edge.shelf.calibration import Calibration
 from edge.shelf.counting import CountResult, count_pieces
 from edge.shelf.protocols.base import BUSY, DISCONNECTED, OVERLOAD, UNDERLOAD, Sample
@@ -339,7 +339,7 @@ class BinPipeline:
             due = False
             age_days = 0.0
         else:
-            age_days = (time.time() * 1000 - cal.changed_ms) / 86_400_000
+            age_days = (now_ms() - cal.changed_ms) / 86_400_000
             due = age_days > max_days
         self._fault("calibration_due", due, f"bin {self.bin}: calibrated {age_days:.0f} days ago, more than "
                                            f"{max_days:.0f}; calibrate it with a known weight" if due else

@@ -12,7 +12,9 @@ from typing import Any
 
 import contract
 from contract import DeviceChange, DeviceInfo, Event, ShelfCount, ShelfFault
+from contract.clock import now_ms
 from edge.shelf.calibration import Calibration, load_calibration, save_calibration
+from edge.shelf.commands import run_command
 from edge.shelf.pipeline import BinPipeline, CountOutcome, FaultOutcome, PipelineParams
 from edge.shelf.protocols import LineProtocol
 from edge.shelf.reader import ControllerReader, PortChange
@@ -22,10 +24,6 @@ from edge.state import EdgeState
 log = logging.getLogger(__name__)
 
 SETTLE_POLL_S = 0.02  # how often a waiting command looks at the pipeline's settle counter
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class ShelfSource:
@@ -85,8 +83,6 @@ class ShelfSource:
         pipe = self.pipelines.get(cmd.target or "")
         if pipe is None:
             return None
-        from edge.shelf.commands import run_command  # local import keeps the module graph one-way
-
         async with self._command_lock:
             try:
                 ok, message, data = await run_command(self, pipe, cmd)
@@ -94,7 +90,7 @@ class ShelfSource:
                 log.exception("bin %s: command %s failed", pipe.bin, cmd.cmd)
                 ok, message, data = False, f"bin {pipe.bin}: {cmd.cmd} failed ({err})", {}
         log.info("bin %s: command %s (%s): %s", pipe.bin, cmd.cmd, cmd.id, message)
-        return contract.CommandReply(node=node, id=cmd.id, ok=ok, message=message[:500], ts_ms=_now_ms(), data=data)
+        return contract.CommandReply(node=node, id=cmd.id, ok=ok, message=message[:500], ts_ms=now_ms(), data=data)
 
     async def run(self, sink: EventSink) -> None:
         """Read the controller and submit its events until cancelled; device errors become events."""
@@ -139,7 +135,7 @@ class ShelfSource:
             # Should not happen (counts are bounded); if it does, say so as a fault, never silently.
             log.error("shelf %s: event not recorded, it breaks the contract: %s", self.name, err)
             bin_name = getattr(event, "bin", None) or self.bins()[0]
-            await sink.submit(ShelfFault(seq=0, ts_ms=_now_ms(), accepted_ms=0, bin=bin_name, fault="out_of_range",
+            await sink.submit(ShelfFault(seq=0, ts_ms=now_ms(), accepted_ms=0, bin=bin_name, fault="out_of_range",
                                          detail=f"reading not reportable: {err}"[:300]))
 
     # ------------------------------------------------------------------ internals
@@ -154,7 +150,7 @@ class ShelfSource:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
     def _event(self, item: object) -> Event | None:
-        ts = _now_ms()
+        ts = now_ms()
         if isinstance(item, CountOutcome):
             r = item.result
             return ShelfCount(seq=0, ts_ms=ts, accepted_ms=0, bin=item.bin, count=r.count, quotient=r.quotient,
@@ -182,7 +178,7 @@ class ShelfSource:
 
     async def store(self, pipe: BinPipeline, calibration: Calibration) -> None:
         """Persist a bin's new calibration (off the loop), then put it into effect."""
-        calibration = replace(calibration, changed_ms=_now_ms())
+        calibration = replace(calibration, changed_ms=now_ms())
         await asyncio.to_thread(save_calibration, self.state, pipe.bin, calibration)
         pipe.set_calibration(calibration)
 

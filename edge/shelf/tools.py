@@ -14,10 +14,10 @@ import logging
 import secrets
 import signal
 import threading
-import time
 from typing import Any
 
 from contract import Command, Event, ShelfCount
+from contract.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace) -> Command | None:
-    ts = int(time.time() * 1000)
+    ts = now_ms()
     cid = f"cli-{secrets.token_hex(4)}"
     if args.action == "calibrate":
         if not args.known_weight_g or args.known_weight_g <= 0:

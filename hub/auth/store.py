@@ -26,6 +26,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from contract.clock import now_ms
 from hub.auth.roles import Role
 
 log = logging.getLogger(__name__)
@@ -106,10 +107,6 @@ def auth_paths(db_path: Path, auth_db_path: Path | None, secret_file: Path | Non
     return (auth_db_path or state_dir / "auth.sqlite3", secret_file or state_dir / "session.key")
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -150,7 +147,7 @@ class AuthStore:
         digest = self._hasher.hash(password)
         self._execute("INSERT INTO users (username, role, password_hash, created_ms) VALUES (?,?,?,?)"
                       " ON CONFLICT (username) DO UPDATE SET role=excluded.role, password_hash=excluded.password_hash,"
-                      " disabled=0, session_gen=session_gen+1", (username, role.label, digest, _now_ms()))
+                      " disabled=0, session_gen=session_gen+1", (username, role.label, digest, now_ms()))
         log.info("user %s set with role %s", username, role.label)
         return User(username, role)
 
@@ -160,7 +157,7 @@ class AuthStore:
         digest = self._hasher.hash(password)
         try:
             self._execute("INSERT INTO users (username, role, password_hash, created_ms) VALUES (?,?,?,?)",
-                          (username, role.label, digest, _now_ms()))
+                          (username, role.label, digest, now_ms()))
         except sqlite3.IntegrityError:
             raise AuthError(f"{username!r} already exists: set a new password on their row instead") from None
         log.info("user %s created with role %s", username, role.label)
@@ -235,7 +232,7 @@ class AuthStore:
             raise AuthError("token name must be 1-64 characters (say what script uses it)")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         self._execute("INSERT INTO api_tokens (name, role, token_sha256, created_ms) VALUES (?,?,?,?)",
-                      (name, role.label, _token_hash(token), _now_ms()))
+                      (name, role.label, _token_hash(token), now_ms()))
         log.info("API token %r created with role %s", name, role.label)
         return token
 
@@ -251,7 +248,7 @@ class AuthStore:
         now = time.monotonic()
         if now - self._token_touched.get(info.id, -TOKEN_TOUCH_S) >= TOKEN_TOUCH_S:
             self._token_touched[info.id] = now
-            self._execute("UPDATE api_tokens SET last_used_ms=? WHERE id=?", (_now_ms(), info.id))
+            self._execute("UPDATE api_tokens SET last_used_ms=? WHERE id=?", (now_ms(), info.id))
         return info
 
     def token_rows(self) -> list[TokenRow]:

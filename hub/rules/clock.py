@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
+
+from contract.clock import now_ms
 
 Clock = Callable[[], int]  # returns epoch milliseconds
 
@@ -12,9 +13,7 @@ DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 
 
-def system_clock() -> int:
-    """Wall-clock epoch milliseconds."""
-    return int(time.time() * 1000)
+system_clock: Clock = now_ms  # wall-clock epoch milliseconds
 
 
 def day_of(epoch_ms: int) -> int:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 
 from aiohttp import web
 
 from contract import Command, ContractError
+from contract.clock import now_ms
 from hub.web.api import json_object
 from hub.web.auth import identity_of, requires
 from hub.web.keys import SERVICE
@@ -43,7 +43,7 @@ async def send_command(request: web.Request) -> web.Response:
     if node not in {n["node"] for n in await service.node_rows()}:
         raise web.HTTPNotFound(reason=f"no node called {node!r} has ever connected")
     try:
-        command = Command(id=secrets.token_hex(6), cmd=cmd, ts_ms=int(time.time() * 1000),
+        command = Command(id=secrets.token_hex(6), cmd=cmd, ts_ms=now_ms(),
                           target=_opt_str(body.get("target")), known_weight_g=_opt_float(body.get("known_weight_g")))
         Command.from_json(command.to_json())  # the contract's own checks, before anything leaves the hub
     except (ContractError, ValueError) as err:

@@ -8,11 +8,11 @@ page must not claim "no stockouts" when it cannot know.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote
 
+from contract import clock
 from hub.service import HubService
 from hub.web import data, rules_data
 from hub.web.data import items, or_none
@@ -51,7 +51,7 @@ def node_alerts(nodes: list[dict[str, Any]], now_ms: int) -> list[Alert]:
 
 async def build_overview(service: HubService, nodes: list[dict[str, Any]]) -> dict[str, Any]:
     """Counters (None = source not available yet) and alerts."""
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.now_ms()
     alerts = node_alerts(nodes, now_ms)
     counters: dict[str, int | None] = {
         "nodes_offline": sum(1 for a in alerts if a.kind == "node_offline"),

@@ -10,7 +10,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from contract import notice_is_all_clear
+from contract import clock, notice_is_all_clear
 from hub.web.auth import identity_of
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,7 @@ def _time_ms(value: Any) -> str:
 def _age_ms(value: Any, now_ms: int | None = None) -> str:
     if value in (None, ""):
         return "never"
-    import time
-    seconds = max(0, ((now_ms or int(time.time() * 1000)) - int(value)) // 1000)
+    seconds = max(0, ((now_ms or clock.now_ms()) - int(value)) // 1000)
     if seconds < 90:
         return f"{seconds} s ago"
     if seconds < 5400:
