@@ -15,8 +15,16 @@ from edge.agent import EdgeAgent
 from edge.config import load_edge_config
 from edge.doctor import REPORT_NAME, run_doctor
 from hub.mosquitto import PrivateBroker
-from tests.conftest import add_node
-from tests.support import api_token, edge_doc, login_session, start_web_hub, token_session, toml_text, wait_for
+from tests.support import (
+    add_node,
+    api_token,
+    edge_doc,
+    login_session,
+    start_web_hub,
+    token_session,
+    toml_text,
+    wait_for,
+)
 
 USER = os.environ.get("USER") or "root"
 
