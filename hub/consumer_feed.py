@@ -145,11 +145,8 @@ class ConsumerFeed:
                 pending.alerts.append(HubAlert(kind="stockout" if stock.state == "stockout" else "low_stock",
                                                subject=sku, text=sentence[:500], ts_ms=now))
         if pending.discrepancies:
-            open_rows = await asyncio.to_thread(self.store.discrepancies, "open", None, 10_000)
-            by_kind: dict[str, int] = {}
-            for row in open_rows:
-                by_kind[row.kind] = by_kind.get(row.kind, 0) + 1
-            counts = DiscrepancyCounts(open=len(open_rows), by_kind=by_kind, ts_ms=now)
+            by_kind, _ = await asyncio.to_thread(self.store.open_discrepancy_summary)
+            counts = DiscrepancyCounts(open=sum(by_kind.values()), by_kind=by_kind, ts_ms=now)
             self._send(discrepancies_topic(self.site), counts.to_json(), retain=True)
         if pending.nodes:
             await self._node_alerts(pending, now)

@@ -27,13 +27,15 @@ import signal
 import socket
 import subprocess
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from contract import HUB_NODE, check_name
 from hub.mosquitto import HUB_USER, delete_user, integration_user, merged_acl, set_password, split_acl
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Paths that scripts/install-hub.sh creates; the CLI defaults to them.
 DEFAULT_PASSWORD_FILE = Path("/etc/mosquitto/shelfsignal/passwd")
@@ -332,25 +334,29 @@ def _broker_file_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_add_integration(args: argparse.Namespace) -> int:
-    try:
-        user, password = add_integration(args.name, password_file=args.password_file, acl_file=args.acl_file,
-                                         reload=not args.no_reload, mosquitto_pid_file=args.mosquitto_pid_file)
-    except (ValueError, ProvisionError, OSError, subprocess.CalledProcessError) as err:
-        print(f"stock-hub add-integration {args.name}: {err}")
-        return 1
-    print(f"integration {args.name}: MQTT username {user}\npassword (shown once; store it in the integration's "
-          f"settings): {password}\nit may subscribe to wh/v1/<site>/hub/# state topics (docs/asyncapi.yaml)")
-    return 0
+    return _cli("add-integration", args.name, lambda: add_integration(
+        args.name, password_file=args.password_file, acl_file=args.acl_file, reload=not args.no_reload,
+        mosquitto_pid_file=args.mosquitto_pid_file),
+        lambda made: f"integration {args.name}: MQTT username {made[0]}\npassword (shown once; store it in the "
+                     f"integration's settings): {made[1]}\nit may subscribe to wh/v1/<site>/hub/# state topics "
+                     "(docs/asyncapi.yaml)")
 
 
 def _cmd_remove_integration(args: argparse.Namespace) -> int:
+    return _cli("remove-integration", args.name, lambda: remove_integration(
+        args.name, password_file=args.password_file, acl_file=args.acl_file, reload=not args.no_reload,
+        mosquitto_pid_file=args.mosquitto_pid_file),
+        lambda removed: f"integration {args.name} removed" if removed else f"integration {args.name} did not exist")
+
+
+def _cli(command: str, name: str, action: Callable[[], T], success: Callable[[T], str]) -> int:
+    """Run one provisioning command: its result as a sentence, or the error as one line and exit 1."""
     try:
-        removed = remove_integration(args.name, password_file=args.password_file, acl_file=args.acl_file,
-                                     reload=not args.no_reload, mosquitto_pid_file=args.mosquitto_pid_file)
-    except (ValueError, ProvisionError, OSError) as err:
-        print(f"stock-hub remove-integration {args.name}: {err}")
+        result = action()
+    except (ValueError, ProvisionError, OSError, subprocess.CalledProcessError) as err:
+        print(f"stock-hub {command} {name}: {err}")
         return 1
-    print(f"integration {args.name} removed" if removed else f"integration {args.name} did not exist")
+    print(success(result))
     return 0
 
 
@@ -361,25 +367,17 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_provision(args: argparse.Namespace) -> int:
-    try:
-        path = provision_node(args.name, password_file=args.password_file, acl_file=args.acl_file,
-                              out_dir=args.out_dir, site=args.site, broker_host=args.broker_host,
-                              broker_port=args.broker_port, reload=not args.no_reload, tls=args.tls,
-                              ca_file=args.ca_file, mosquitto_pid_file=args.mosquitto_pid_file)
-    except (ValueError, ProvisionError, OSError, subprocess.CalledProcessError) as err:
-        print(f"stock-hub provision-node {args.name}: {err}")
-        return 1
-    print(f"node {args.name} provisioned; copy {path} to the Pi and run: "
-          f"sudo scripts/install-edge.sh --config {path.name}")
-    return 0
+    return _cli("provision-node", args.name, lambda: provision_node(
+        args.name, password_file=args.password_file, acl_file=args.acl_file, out_dir=args.out_dir, site=args.site,
+        broker_host=args.broker_host, broker_port=args.broker_port, reload=not args.no_reload, tls=args.tls,
+        ca_file=args.ca_file, mosquitto_pid_file=args.mosquitto_pid_file),
+        lambda path: f"node {args.name} provisioned; copy {path} to the Pi and run: "
+                     f"sudo scripts/install-edge.sh --config {path.name}")
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    try:
-        removed = revoke_node(args.name, password_file=args.password_file, out_dir=args.out_dir,
-                              reload=not args.no_reload, mosquitto_pid_file=args.mosquitto_pid_file)
-    except (ValueError, ProvisionError, OSError) as err:
-        print(f"stock-hub revoke-node {args.name}: {err}")
-        return 1
-    print(f"node {args.name} revoked" if removed else f"node {args.name} was not provisioned; nothing to do")
-    return 0
+    return _cli("revoke-node", args.name, lambda: revoke_node(
+        args.name, password_file=args.password_file, out_dir=args.out_dir, reload=not args.no_reload,
+        mosquitto_pid_file=args.mosquitto_pid_file),
+        lambda removed: f"node {args.name} revoked" if removed
+        else f"node {args.name} was not provisioned; nothing to do")

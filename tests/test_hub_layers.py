@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 HUB = Path(__file__).resolve().parent.parent / "hub"
@@ -32,9 +33,13 @@ def test_the_composition_root_reads_the_ledger_through_the_store() -> None:
     assert "sqlite3" not in _imports(HUB / "service.py")
 
 
+# "DESIGN" followed by a section sign: how the old docstrings cited the brief.
+BRIEF_CITATION = re.compile("DESIGN \N{SECTION SIGN}")
+
+
 def test_code_points_at_the_projects_own_design_document() -> None:
     """Comments cite docs/architecture.md, never a design brief that is not in the repository."""
     root = Path(__file__).resolve().parent.parent
     citing = [str(p.relative_to(root)) for package in ("contract", "settings", "service", "edge", "hub")
-              for p in (root / package).rglob("*.py") if "DESIGN §" in p.read_text()]
+              for p in (root / package).rglob("*.py") if BRIEF_CITATION.search(p.read_text())]
     assert citing == []

@@ -195,3 +195,27 @@ async def test_a_shelf_fault_shows_in_the_bin_state_and_is_an_alert(
         finally:
             peer.close()
             await agent.stop()
+
+
+def test_the_integration_commands_print_the_account_once_and_end_it(
+        site_broker: tuple[PrivateBroker, Path], capsys: Any) -> None:
+    import argparse
+
+    from hub.provision import add_subcommands
+
+    broker, pid_file = site_broker
+    parser = argparse.ArgumentParser()
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    files = ["--password-file", str(broker.password_file), "--acl-file", str(broker.acl_file),
+             "--mosquitto-pid-file", str(pid_file)]
+    args = parser.parse_args(["add-integration", "wall", *files])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    password = printed.split("settings): ", 1)[1].split("\n", 1)[0]
+    assert "MQTT username integration.wall" in printed
+    connect_when_accepted(broker, "integration.wall", password).close()
+    args = parser.parse_args(["add-integration", "Not Valid", *files])
+    assert args.func(args) == 1 and "stock-hub add-integration Not Valid:" in capsys.readouterr().out
+    args = parser.parse_args(["remove-integration", "wall", *files])
+    assert args.func(args) == 0 and capsys.readouterr().out == "integration wall removed\n"
+    assert args.func(args) == 0 and capsys.readouterr().out == "integration wall did not exist\n"

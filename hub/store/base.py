@@ -342,8 +342,8 @@ class Store(Protocol):
                       before_id: int | None = None) -> list[DiscrepancyRow]:
         ...
 
-    def open_discrepancy_summary(self) -> tuple[int, int | None]:
-        """How many discrepancies are open, and when the oldest of them was opened (ms; None if none)."""
+    def open_discrepancy_summary(self) -> tuple[dict[str, int], int | None]:
+        """Open discrepancies counted by kind, and when the oldest of them was opened (ms; None if none)."""
         ...
 
     def open_discrepancy_ids(self) -> list[tuple[int, str]]:

@@ -498,10 +498,11 @@ class SqliteStore:
                                close_note=r[15], recount_requested_by=r[16], recount_requested_ms=r[17],
                                state=discrepancy_state(r[4], r[16])) for r in rows]
 
-    def open_discrepancy_summary(self) -> tuple[int, int | None]:
-        count, oldest = self._reader().execute(
-            "SELECT count(*), min(opened_ms) FROM discrepancies WHERE status='open'").fetchone()
-        return int(count), None if oldest is None else int(oldest)
+    def open_discrepancy_summary(self) -> tuple[dict[str, int], int | None]:
+        rows = self._reader().execute(
+            "SELECT kind, count(*), min(opened_ms) FROM discrepancies WHERE status='open' GROUP BY kind").fetchall()
+        oldest = min((int(r[2]) for r in rows), default=None)
+        return {str(kind): int(n) for kind, n, _ in rows}, oldest
 
     def open_discrepancy_ids(self) -> list[tuple[int, str]]:
         return [(int(i), str(b)) for i, b in self._reader().execute(

@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 from contract import SHELF_FAULTS
 from hub.health import NodeHealth
 from hub.ingest import CommitResult
-from hub.rules import views
+from hub.rules import outbox
 from hub.service import HubService
 from hub.web.auth import public
 
@@ -222,15 +222,17 @@ class HubMetrics:
         """Read what the collector needs from storage, off the event loop."""
         service = self.service
         snap = ScrapeSnapshot(nodes=await service.node_health())
-        summary = await asyncio.to_thread(service.store.open_discrepancy_summary)
-        snap.discrepancies_open, snap.oldest_open_discrepancy_ms = summary
+        by_kind, snap.oldest_open_discrepancy_ms = await asyncio.to_thread(service.store.open_discrepancy_summary)
+        snap.discrepancies_open = sum(by_kind.values())
         for fault in await asyncio.to_thread(service.store.shelf_faults):
             snap.shelf_faults[fault.fault] = snap.shelf_faults.get(fault.fault, 0) + 1
         if service.purchasing is not None and service.rules is not None:
             snap.purchasing = service.purchasing.snapshot()
-            box = await service.rules.call(lambda core: views.outbox_status(core))
-            snap.purchasing_counts = dict(box.get("counts", {}))
-            snap.oldest_pending_purchasing_ms = box.get("oldest_pending_ms")
+            # Counts and the oldest waiting item only: a scrape must not serialise the whole outbox.
+            counts, oldest = await service.rules.call(
+                lambda core: (core.outbox.counts(), core.outbox.items(outbox.PENDING, 1)))
+            snap.purchasing_counts = dict(counts)
+            snap.oldest_pending_purchasing_ms = oldest[0].created_ms if oldest else None
         self.collector.snapshot = snap
 
 
