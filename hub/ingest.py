@@ -1,19 +1,17 @@
-"""Ingest: validate -> dedupe -> append to the ledger -> commit -> ack -> notify pages.
+"""Ingest: message -> ledger. Validate, dedupe, append, then ack after the commit.
 
-One writer thread owns the write side of the store (docs/architecture.md, hop 9). It drains whatever has
-arrived since its last commit and writes it in one transaction (group commit): at low
-load every message commits on its own with no added wait, under load many messages share
-one fsync. Acks are published only after the commit, so an ack is a promise kept.
+The single writer (`hub.writer`, docs/architecture.md hop 9) owns the write side of the
+store and hands this module each group of drained messages as one transaction. Acks are
+published only after the commit, so an ack is a promise kept.
 
 A payload that breaks the contract is quarantined with its reason in the same
 transaction as the good traffic around it; nothing a node sends can stop the thread.
 
-Events are stored as they arrive but applied to the ledger (movements, balances,
-reconciliation) in seq order per stream: one that arrives above a gap is held until the
-gap closes. A count scan sets an absolute quantity, so applying in any other order would
-make the balance depend on delivery order. The ack watermark is exactly the applied prefix.
-Reconciliation (hub.reconcile) runs here, inside the same transaction, on skew-corrected
-device time; its per-bin state is saved with the commit and reloaded at start.
+Each channel (events, state, birth, command reply) and each event kind has one small
+function here. Events are applied in seq order per stream; the held events above a gap are
+kept by `hub.dedupe`. The ack watermark is exactly the applied prefix. Reconciliation
+(hub.reconcile) runs here, inside the same transaction, on skew-corrected device time; its
+per-bin state is saved with the commit and reloaded at start.
 """
 
 from __future__ import annotations
@@ -21,13 +19,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import queue
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from contract import (
@@ -54,9 +50,11 @@ from contract import (
     salvage_batch,
     stored_event,
 )
+from contract.clock import now_ms
 from hub.catalog import CatalogIndex
 from hub.commands import CommandLog
-from hub.dedupe import StreamBook, StreamTrack
+from hub.commit import CommitResult, Inbound
+from hub.dedupe import Held, StreamBook, StreamTrack
 from hub.faults import ActiveFaults
 from hub.lag import LagTracker, StageTimes
 from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_event
@@ -69,7 +67,8 @@ from hub.plausibility import (
     stuck_at_dock,
 )
 from hub.reconcile import Reconciler
-from hub.store.base import Catalog, EventsAlreadyStored, NewDiscrepancy, ScanRow, ShelfFaultRow, Store, WriteTx
+from hub.store.base import Catalog, EventsAlreadyStored, NewDiscrepancy, ScanRow, Store, WriteTx
+from hub.writer import MessageFailed, SingleWriter
 
 log = logging.getLogger(__name__)
 
@@ -80,62 +79,22 @@ GAP_REPEAT_S = 5.0
 CATALOG_POLL_S = 2.0  # how soon a `stock-hub import-catalog` from another process is picked up
 DEFAULT_WINDOW_MS = 30_000
 
-# The stage times of one committed event (kept under its old name for the web layer).
-LagSample = StageTimes
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
-class Inbound:
-    """A message as it came off the broker."""
+class _Applying:
+    """One event being applied: where it is written and when it happened on the hub's clock."""
 
-    topic: str
-    payload: bytes
-    received_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class _WriterJob:
-    """Work from another thread that must run in the writer's transaction (API writes)."""
-
-    fn: Callable[[WriteTx], Any]
-    future: Future[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """An event stored above a gap, applied when the gap closes."""
-
+    tx: WriteTx
+    node: str
     event_id: int
-    event: Event | RefusedEvent
-    received_ms: int
-
-
-@dataclass
-class CommitResult:
-    """What one group commit did, handed to the web layer on the event loop."""
-
-    committed_ms: int = 0
-    events_new: int = 0
-    events_duplicate: int = 0
-    quarantined: list[str] = field(default_factory=list)
-    balances: list[BalanceChange] = field(default_factory=list)
-    nodes_changed: set[str] = field(default_factory=set)
-    replies: list[CommandReply] = field(default_factory=list)
-    lag: list[LagSample] = field(default_factory=list)
-    discrepancies_opened: list[NewDiscrepancy] = field(default_factory=list)
-    discrepancies_closed: list[int] = field(default_factory=list)
-    events_held: int = 0  # stored above a gap, applied once it closes
-    faults_changed: list[ShelfFaultRow] = field(default_factory=list)  # set (active) or cleared, in order
-    scans: list[ScanRow] = field(default_factory=list)  # scans and rejected scans applied, in order
-    shelf_confidence: dict[str, float] = field(default_factory=dict)  # bin -> confidence of its last certain count
+    hub_ms: int  # the commit's time
+    t_ms: int  # the device's time of the event, corrected by the node's clock skew
+    result: CommitResult
 
 
 class Ingest:
-    """The single writer: a thread fed by a queue."""
+    """Message -> ledger, on the single writer's thread."""
 
     def __init__(self, store: Store, site: str, publish_ack: Callable[[Ack], None],
                  send_command: Callable[[str, Command], None],
@@ -148,7 +107,6 @@ class Ingest:
         self._send_command = send_command
         self._on_commit = on_commit
         self._fixed_resolver = resolve_sku  # None: the catalog's GTIN -> SKU map
-        self._queue: queue.SimpleQueue[Inbound | _WriterJob | None] = queue.SimpleQueue()
         self.book = StreamBook()
         self.commands = CommandLog()  # replies are taken only for commands sent through it
         self.catalog = CatalogIndex(Catalog(0))
@@ -162,15 +120,18 @@ class Ingest:
         # Last certain shelf count per bin (memory only: heartbeats restate it after a restart).
         self._shelf_count: dict[str, int] = {}
         self.lag = LagTracker()
-        self._held: dict[tuple[str, str], dict[int, _Held]] = {}
         self._skew_ms: dict[str, int] = {}  # node clock minus hub clock, from the last birth
         self._devices: dict[str, dict[str, dict[str, Any]]] = {}
         self._catalog_checked = 0.0
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
-        self.last_tick = time.monotonic()  # for the watchdog: the writer loop is alive
-        # Called by the writer thread on every pass (at least every IDLE_TICK_S): a writer stuck
-        # in the store stops the beats and, under systemd, the watchdog pings.
-        self.heartbeat: Callable[[], None] = lambda: None
+        # Its heartbeat is called on every pass (at least every IDLE_TICK_S): a writer stuck in
+        # the store stops the beats and, under systemd, the watchdog pings.
+        self.writer: SingleWriter[Inbound, WriteTx] = SingleWriter(
+            "ingest-writer", commit=self._commit, run_job=self._in_transaction, set_aside=self._quarantine_alone,
+            recover=self._load_state, on_tick=self._tick, tick_s=IDLE_TICK_S, max_batch=MAX_MESSAGES_PER_COMMIT,
+            failure_note="nothing acknowledged: the nodes keep their copies and re-send; memory reloaded from disk")
+        self._event_appliers: dict[type, Callable[[_Applying, Any], None]] = {
+            ScanEvent: self._apply_scan, ShelfFault: self._apply_shelf_fault, ShelfCount: self._apply_shelf_count,
+            ScanRejected: self._apply_scan_rejected, DeviceChange: self._apply_device_change}
         self.committed_total = 0
         self.duplicates_total = 0
         self.quarantined_total = 0
@@ -180,18 +141,15 @@ class Ingest:
 
     def start(self) -> None:
         self._load_state()
-        self._thread.start()
+        self.writer.start()
 
     def _load_state(self) -> None:
         """Memory from disk: stream positions, held events, skews, devices, catalog, reconciliation state."""
         self.book = StreamBook()
-        self._held = {}
         for pos in self.store.stream_positions():
-            self.book.load(pos.node, pos.stream, pos.watermark, set(pos.above), pos.max_seq)
-            if pos.above:
-                self._held[(pos.node, pos.stream)] = {
-                    h.seq: _Held(h.event_id, stored_event(json.loads(h.body)), h.received_ms)
-                    for h in self.store.held_events(pos.node, pos.stream, pos.watermark)}
+            held = {h.seq: Held(h.event_id, stored_event(json.loads(h.body)), h.received_ms)
+                    for h in self.store.held_events(pos.node, pos.stream, pos.watermark)} if pos.above else {}
+            self.book.load(pos.node, pos.stream, pos.watermark, set(pos.above), pos.max_seq, held)
         for row in self.store.nodes():
             if row.clock_skew_ms is not None:
                 self._skew_ms[row.node] = row.clock_skew_ms
@@ -207,13 +165,15 @@ class Ingest:
 
     def submit(self, topic: str, payload: bytes, received_ms: int | None = None) -> None:
         """Queue a message (any thread; called from paho's network thread)."""
-        self._queue.put(Inbound(topic, payload, now_ms() if received_ms is None else received_ms))
+        self.writer.put(Inbound(topic, payload, now_ms() if received_ms is None else received_ms))
 
     def run_in_writer(self, fn: Callable[[WriteTx], Any]) -> Future[Any]:
         """Run fn(tx) on the writer thread in its own transaction, after what is queued (any thread)."""
-        future: Future[Any] = Future()
-        self._queue.put(_WriterJob(fn, future))
-        return future
+        return self.writer.run_in_writer(fn)
+
+    def _in_transaction(self, fn: Callable[[WriteTx], Any]) -> Any:
+        with self.store.write() as tx:
+            return fn(tx)
 
     def close_discrepancy(self, ident: int, note: str) -> Future[Any]:
         """Close one open discrepancy with a person's note (API: resolved)."""
@@ -251,94 +211,44 @@ class Ingest:
                 self._forget_open([ident])
                 changes = done.result()
                 self._on_commit(CommitResult(committed_ms=now_ms(), balances=changes, discrepancies_closed=[ident]))
-        # Attached before the job is queued, so it runs on the writer thread that owns the reconciler.
-        future: Future[Any] = Future()
-        future.add_done_callback(committed)
-        self._queue.put(_WriterJob(fix, future))
-        return future
+        # Runs on the writer thread, which owns the reconciler.
+        return self.writer.run_in_writer(fix, then=committed)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued, then stop the thread."""
-        self._queue.put(None)
-        self._thread.join(timeout_s)
+        self.writer.stop(timeout_s)
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return self.writer.queue_depth
+
+    @property
+    def last_tick(self) -> float:
+        """Monotonic time of the writer loop's last pass (the health check's "alive")."""
+        return self.writer.last_tick
 
     # ----------------------------------------------------------------- the writer thread
 
-    def _run(self) -> None:
-        last_gap_check = time.monotonic()
-        while True:
-            self.last_tick = time.monotonic()
-            self.heartbeat()
-            if self.last_tick - last_gap_check >= IDLE_TICK_S:
-                last_gap_check = self.last_tick
-                self._request_gaps()
-                self._maybe_reload_catalog()
-                self._expire_windows()
-                self._check_dock()
-            try:
-                first = self._queue.get(timeout=IDLE_TICK_S)
-            except queue.Empty:
-                continue
-            batch: list[Inbound] = []
-            stopping = first is None
-            job = first if isinstance(first, _WriterJob) else None
-            if isinstance(first, Inbound):
-                batch.append(first)
-            while job is None and len(batch) < MAX_MESSAGES_PER_COMMIT:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                if isinstance(item, _WriterJob):
-                    job = item
-                    break
-                batch.append(item)
-            if batch:
-                self._commit(batch)
-            if job is not None:
-                self._run_job(job)
-            if stopping:
-                return
+    def _tick(self) -> None:
+        """Between commits, at least every IDLE_TICK_S."""
+        self._request_gaps()
+        self._maybe_reload_catalog()
+        self._expire_windows()
+        self._check_dock()
 
     def _commit(self, batch: list[Inbound]) -> None:
-        """Commit a drained batch; a message that breaks the code (not the contract) is set aside.
+        """Commit a drained batch in one transaction; MessageFailed names a message that broke the code."""
+        try:
+            self._commit_once(batch)
+        except EventsAlreadyStored as err:
+            # Memory missed events the disk holds; nothing was written. Redo it one insert at a time.
+            log.warning("ingest: %s; redoing the commit of %d message(s) unbatched", err, len(batch))
+            self._load_state()
+            self._commit_once(batch, batched=False)
 
-        A bug triggered by one odd message must not hold back every other node's traffic in
-        the same group commit, again at each re-send: the batch is retried without it, and
-        it is quarantined with the error so a person sees it.
-        """
-        batched = True
-        while batch:
-            try:
-                self._commit_once(batch, batched)
-                return
-            except EventsAlreadyStored as err:
-                # Memory missed events the disk holds; nothing was written. Redo it one insert at a time.
-                log.warning("ingest: %s; redoing the commit of %d message(s) unbatched", err, len(batch))
-                self._load_state()
-                batched = False
-            except _MessageFailed as failed:
-                log.error("ingest: a message on %s failed with %r; quarantining it and committing the rest",
-                          failed.msg.topic, failed.error, exc_info=failed.error)
-                self._load_state()  # memory may hold half of the failed message: match the disk again
-                batch = [m for m in batch if m is not failed.msg]
-                self._quarantine_alone(failed.msg, f"hub could not process this message ({failed.error!r}); "
-                                                   "report it with the hub log")
-            except Exception:
-                # Storage failed (disk full, I/O error): nothing was acknowledged, so the edges
-                # keep their copies and re-send. Reload everything so memory matches the disk.
-                log.exception("ingest commit of %d message(s) failed; nothing acknowledged", len(batch))
-                self._load_state()
-                return
-
-    def _quarantine_alone(self, msg: Inbound, reason: str) -> None:
+    def _quarantine_alone(self, msg: Inbound, error: Exception) -> None:
+        """Set aside a message that broke the code (not the contract), so a person sees it."""
+        reason = f"hub could not process this message ({error!r}); report it with the hub log"
         try:
             with self.store.write() as tx:
                 tx.quarantine(msg.received_ms, msg.topic, _topic_node(msg.topic), reason[:500], msg.payload)
@@ -357,7 +267,7 @@ class Ingest:
                 except self.store.storage_errors:
                     raise  # the store's fault (disk full, I/O), not the message's
                 except Exception as err:
-                    raise _MessageFailed(msg, err) from err
+                    raise MessageFailed(msg, err) from err
             for (node, stream), received_ms in touched.items():
                 track = self.book.get(node, stream)
                 tx.set_stream(node, stream, track.watermark, track.max_seq, result.committed_ms)
@@ -374,17 +284,6 @@ class Ingest:
         for node, stream in touched:
             self._publish_ack(Ack(node=node, stream=stream, watermark=self.book.get(node, stream).watermark, ts_ms=ts))
         self._on_commit(result)
-
-    def _run_job(self, job: _WriterJob) -> None:
-        if not job.future.set_running_or_notify_cancel():
-            return
-        try:
-            with self.store.write() as tx:
-                value = job.fn(tx)
-        except BaseException as err:
-            job.future.set_exception(err)
-        else:
-            job.future.set_result(value)
 
     def _save_windows(self, tx: WriteTx) -> None:
         """Persist the reconciliation state of the bins this commit changed, with the evidence that changed them."""
@@ -485,114 +384,101 @@ class Ingest:
     def _sequence(self, tx: WriteTx, track: StreamTrack, event_id: int, event: Event | RefusedEvent,
                   received_ms: int, result: CommitResult) -> None:
         """Apply the event if it is next in its stream (then any held run after it), else hold it."""
-        before = track.watermark
-        track.add(event.seq)
-        if track.watermark == before:  # above a gap
-            self._held.setdefault((track.node, track.stream), {})[event.seq] = _Held(event_id, event, received_ms)
+        ready = track.arrive(event.seq, Held(event_id, event, received_ms))
+        if not ready:
             result.events_held += 1
-            return
-        self._apply_one(tx, track.node, event_id, event, received_ms, result)
-        self._apply_held(tx, track, event.seq, result)
+        self._apply_in_order(tx, track.node, ready, result)
 
-    def _apply_held(self, tx: WriteTx, track: StreamTrack, after_seq: int, result: CommitResult,
-                    received_below_skip: set[int] | None = None) -> None:
-        """Apply, in seq order, the held events the watermark has just moved over.
-
-        After a skip over lost seqs (`received_below_skip`: the stored seqs up to the skip
-        point) the range may be long and mostly empty: only those and the run after are held.
-        """
-        if track.watermark <= after_seq:
-            return
-        held = self._held.get((track.node, track.stream), {})
-        if received_below_skip is None:
-            expected: list[int] | range = range(after_seq + 1, track.watermark + 1)
-        else:
-            skip_end = max(received_below_skip, default=after_seq)
-            expected = sorted(received_below_skip | {k for k in held if skip_end < k <= track.watermark})
-        for seq in expected:
-            item = held.pop(seq, None)
-            if item is None:  # cannot happen while memory matches the disk; say so loudly
-                log.error("node %s stream %s: seq %d was held but is not in memory", track.node, track.stream, seq)
-                continue
-            self._apply_one(tx, track.node, item.event_id, item.event, item.received_ms, result)
-        if not held:
-            self._held.pop((track.node, track.stream), None)
+    def _apply_in_order(self, tx: WriteTx, node: str, ready: list[Held], result: CommitResult) -> None:
+        for item in ready:
+            self._apply_one(tx, node, item.event_id, item.event, item.received_ms, result)
 
     def _apply_one(self, tx: WriteTx, node: str, event_id: int, event: Event | RefusedEvent, received_ms: int,
                    result: CommitResult) -> None:
-        """Ledger movements, then reconciliation, then device and lag bookkeeping for one event."""
+        """The event's own effects (one function per kind, below), then its lag sample."""
         if isinstance(event, RefusedEvent):
             return  # its seq is settled; it moves no stock (the quarantine row says why)
-        hub_ms = result.committed_ms
+        skew = self._skew_ms.get(node, 0)
+        self._event_appliers[type(event)](_Applying(tx, node, event_id, result.committed_ms, event.ts_ms - skew,
+                                                    result), event)
+        result.lag.append(StageTimes(node, event.ts_ms, event.accepted_ms, received_ms, result.committed_ms, skew))
+
+    def _apply_scan(self, at: _Applying, event: ScanEvent) -> None:
+        """Movements, then plausibility (a pick that would go negative) or, for a count, what it closes or shows."""
+        tx, node, event_id, hub_ms, result = at.tx, at.node, at.event_id, at.hub_ms, at.result
+        sku = self._resolve_sku(event.gtin)
         book_before: int | None = None  # a count scan: the book before it, when the bin had one
-        if isinstance(event, ScanEvent) and event.mode == "count":
-            sku = self._resolve_sku(event.gtin)
-            if tx.has_balance(sku, event.location):
-                book_before = tx.balance(sku, event.location)
+        if event.mode == "count" and tx.has_balance(sku, event.location):
+            book_before = tx.balance(sku, event.location)
         changes = apply_event(tx, event_id, event, hub_ms, self._resolve_sku, self.catalog.bin)
         result.balances.extend(changes)
-        skew = self._skew_ms.get(node, 0)
-        t_ms = event.ts_ms - skew
+        result.scans.append(ScanRow(event_id, node, event.seq, "accepted", event.ts_ms, hub_ms, event.scanner,
+                                    event.mode, event.gtin, sku, event.qty, event.location, event.from_location,
+                                    None, event.raw, event.operator))
         rec = self.reconciler
-        if isinstance(event, ScanEvent):
-            result.scans.append(ScanRow(event_id, node, event.seq, "accepted", event.ts_ms, hub_ms, event.scanner,
-                                        event.mode, event.gtin, self._resolve_sku(event.gtin), event.qty,
-                                        event.location, event.from_location, None, event.raw, event.operator))
-            if event.mode == "count":
-                closed = rec.count_scan(event.location)
-                if closed:
-                    adjusted = sum(c.qty_delta for c in changes if c.reason == COUNT_ADJUSTMENT)
-                    note = (f"count scan by {event.operator or event.scanner} on node {node} set bin "
-                            f"{event.location} to {event.qty} (adjustment {adjusted:+d})")
-                    tx.close_discrepancies(closed, hub_ms, event_id, note)
-                    result.discrepancies_closed.extend(closed)
-                elif book_before is not None and self._unsensored(event.location):
-                    # Nothing open explains the difference: it is news (a bin's first count is not).
-                    found = count_difference(event_id, node, event, self._resolve_sku(event.gtin), book_before,
-                                             t_ms, hub_ms)
-                    self._record(tx, [found] if found else [], result)
-            else:
-                self._record(tx, negative_balances(tx, event_id, node, event, changes, t_ms, hub_ms,
-                                                   self.plausibility, self._shelf_holds), result)
-                for change in changes:
-                    if change.location in rec.bins:
-                        self._record(tx, rec.scan(change.location, change.sku, t_ms, hub_ms, change.qty_delta, {
-                            "event_id": event_id, "node": node, "seq": event.seq, "mode": event.mode,
-                            "qty": event.qty, "device_ms": event.ts_ms}), result)
-        elif isinstance(event, ShelfFault):
-            result.faults_changed.extend(self.faults.apply(tx, node, event_id, event, t_ms, hub_ms))
-            reason = self.faults.is_faulted(event.bin)
-            if reason is not None:
-                # What the bin weighed while the fault lasts is not evidence; neither is what was pending.
-                rec.fault_seen(event.bin, reason)
-        elif isinstance(event, ShelfCount):
-            # A certain count first clears the range faults it disproves (hub.faults), so
-            # reconciliation sees the bin as trusted again from this count on.
-            result.faults_changed.extend(self.faults.apply(tx, node, event_id, event, t_ms, hub_ms))
-            if not event.uncertain:
-                result.shelf_confidence[event.bin] = event.confidence
-            where = self.catalog.bin(event.bin)
-            if not event.uncertain and (where is None or where.sensored):
-                self._shelf_count[event.bin] = event.count
-            # Reconciled: bins the catalog marks sensored, and bins it does not know yet. Not:
-            # weight-only bins (the sensor is the ledger there) and bins the catalog says have
-            # no sensor (a misconfigured controller must not invent discrepancies).
-            if where is None or (where.sensored and not where.weight_only):
-                self._record(tx, rec.shelf_count(
-                    event.bin, where.sku if where else None, t_ms, hub_ms, event.count, event.weight_g,
-                    event.uncertain, {"event_id": event_id, "node": node, "seq": event.seq,
-                                      "confidence": event.confidence, "quotient": event.quotient,
-                                      "device_ms": event.ts_ms}), result)
-        elif isinstance(event, ScanRejected):
-            result.scans.append(ScanRow(event_id, node, event.seq, "rejected", event.ts_ms, hub_ms, event.scanner,
-                                        event.mode, None, None, None, event.location, None, event.reason, event.raw,
-                                        None))
-        elif isinstance(event, DeviceChange):
-            devices = self._devices.setdefault(node, {})
-            devices[event.device] = {"device": event.device, "device_kind": event.device_kind,
-                                     "present": event.present, "path": event.path}
-            tx.update_node(node, devices=list(devices.values()))
-        result.lag.append(LagSample(node, event.ts_ms, event.accepted_ms, received_ms, hub_ms, skew))
+        if event.mode == "count":
+            closed = rec.count_scan(event.location)
+            if closed:
+                adjusted = sum(c.qty_delta for c in changes if c.reason == COUNT_ADJUSTMENT)
+                note = (f"count scan by {event.operator or event.scanner} on node {node} set bin "
+                        f"{event.location} to {event.qty} (adjustment {adjusted:+d})")
+                tx.close_discrepancies(closed, hub_ms, event_id, note)
+                result.discrepancies_closed.extend(closed)
+            elif book_before is not None and self._unsensored(event.location):
+                # Nothing open explains the difference: it is news (a bin's first count is not).
+                found = count_difference(event_id, node, event, sku, book_before, at.t_ms, hub_ms)
+                self._record(tx, [found] if found else [], result)
+            return
+        self._record(tx, negative_balances(tx, event_id, node, event, changes, at.t_ms, hub_ms,
+                                           self.plausibility, self._shelf_holds), result)
+        for change in changes:
+            if change.location in rec.bins:
+                self._record(tx, rec.scan(change.location, change.sku, at.t_ms, hub_ms, change.qty_delta, {
+                    "event_id": event_id, "node": node, "seq": event.seq, "mode": event.mode,
+                    "qty": event.qty, "device_ms": event.ts_ms}), result)
+
+    def _apply_shelf_fault(self, at: _Applying, event: ShelfFault) -> None:
+        """Set or clear the fault; while it lasts, what the bin weighs is not evidence."""
+        at.result.faults_changed.extend(self.faults.apply(at.tx, at.node, at.event_id, event, at.t_ms, at.hub_ms))
+        reason = self.faults.is_faulted(event.bin)
+        if reason is not None:
+            # What the bin weighed while the fault lasts is not evidence; neither is what was pending.
+            self.reconciler.fault_seen(event.bin, reason)
+
+    def _apply_shelf_count(self, at: _Applying, event: ShelfCount) -> None:
+        """Weight-only bins book it; sensored bins reconcile it against the scans."""
+        tx, result = at.tx, at.result
+        result.balances.extend(apply_event(tx, at.event_id, event, at.hub_ms, self._resolve_sku, self.catalog.bin))
+        # A certain count first clears the range faults it disproves (hub.faults), so
+        # reconciliation sees the bin as trusted again from this count on.
+        result.faults_changed.extend(self.faults.apply(tx, at.node, at.event_id, event, at.t_ms, at.hub_ms))
+        if not event.uncertain:
+            result.shelf_confidence[event.bin] = event.confidence
+        where = self.catalog.bin(event.bin)
+        if not event.uncertain and (where is None or where.sensored):
+            self._shelf_count[event.bin] = event.count
+        # Reconciled: bins the catalog marks sensored, and bins it does not know yet. Not:
+        # weight-only bins (the sensor is the ledger there) and bins the catalog says have
+        # no sensor (a misconfigured controller must not invent discrepancies).
+        if where is None or (where.sensored and not where.weight_only):
+            self._record(tx, self.reconciler.shelf_count(
+                event.bin, where.sku if where else None, at.t_ms, at.hub_ms, event.count, event.weight_g,
+                event.uncertain, {"event_id": at.event_id, "node": at.node, "seq": event.seq,
+                                  "confidence": event.confidence, "quotient": event.quotient,
+                                  "device_ms": event.ts_ms}), result)
+
+    def _apply_scan_rejected(self, at: _Applying, event: ScanRejected) -> None:
+        """No stock moves; the scans page shows what the worker heard and why."""
+        at.result.scans.append(ScanRow(at.event_id, at.node, event.seq, "rejected", event.ts_ms, at.hub_ms,
+                                       event.scanner, event.mode, None, None, None, event.location, None,
+                                       event.reason, event.raw, None))
+
+    def _apply_device_change(self, at: _Applying, event: DeviceChange) -> None:
+        """A scanner or shelf controller plugged in or out: the node's device list."""
+        devices = self._devices.setdefault(at.node, {})
+        devices[event.device] = {"device": event.device, "device_kind": event.device_kind,
+                                 "present": event.present, "path": event.path}
+        at.tx.update_node(at.node, devices=list(devices.values()))
 
     def _shelf_holds(self, location: str, sku: str, qty: int) -> bool:
         """A shelf weighs this location, the catalog says it holds this SKU (or names none), and its
@@ -713,9 +599,8 @@ class Ingest:
         if gone_through <= track.watermark:
             return
         before = track.watermark
-        received = {s for s in track.above if s <= gone_through}  # stored, held: applied below
-        lost = gone_through - before - len(received)
-        track.skip_through(gone_through)
+        lost = gone_through - before - sum(1 for s in track.above if s <= gone_through)  # those held are not lost
+        ready = track.skip_through(gone_through)
         if lost:
             reason = (f"node {birth.node} stream {birth.stream}: {lost} event(s) between seq {before + 1} and "
                       f"{gone_through} were acknowledged earlier but are not in the ledger, and the node no longer "
@@ -724,7 +609,7 @@ class Ingest:
             log.error("%s", reason)
             tx.quarantine(msg.received_ms, msg.topic, birth.node, reason, msg.payload)
             result.quarantined.append(reason)
-        self._apply_held(tx, track, before, result, received_below_skip=received)
+        self._apply_in_order(tx, track.node, ready, result)
         touched.setdefault((track.node, track.stream), msg.received_ms)
 
     def _request_gaps(self) -> None:
@@ -745,15 +630,6 @@ _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 # A node publishes on a handful of topics: parse each once (a bad topic raises every time).
 _parse_topic = functools.lru_cache(maxsize=4096)(parse_topic)
-
-
-class _MessageFailed(Exception):
-    """One message raised something other than a ContractError while being applied."""
-
-    def __init__(self, msg: Inbound, error: Exception) -> None:
-        super().__init__(repr(error))
-        self.msg = msg
-        self.error = error
 
 
 def _topic_node(topic: str) -> str | None:
