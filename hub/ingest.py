@@ -55,19 +55,13 @@ from hub.catalog import CatalogIndex
 from hub.commands import CommandLog
 from hub.commit import CommitResult, Inbound
 from hub.dedupe import Held, StreamBook, StreamTrack
+from hub.discrepancies import Discrepancies
 from hub.faults import ActiveFaults
 from hub.lag import LagTracker, StageTimes
-from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_event
-from hub.plausibility import (
-    STUCK_AT_DOCK,
-    PlausibilitySettings,
-    apply_fix,
-    count_difference,
-    negative_balances,
-    stuck_at_dock,
-)
+from hub.ledger import COUNT_ADJUSTMENT, SkuResolver, apply_event
+from hub.plausibility import PlausibilitySettings, count_difference, negative_balances
 from hub.reconcile import Reconciler
-from hub.store.base import Catalog, EventsAlreadyStored, NewDiscrepancy, ScanRow, Store, WriteTx
+from hub.store.base import Catalog, EventsAlreadyStored, ScanRow, Store, WriteTx
 from hub.writer import MessageFailed, SingleWriter
 
 log = logging.getLogger(__name__)
@@ -79,6 +73,8 @@ GAP_REPEAT_S = 5.0
 CATALOG_POLL_S = 2.0  # how soon a `stock-hub import-catalog` from another process is picked up
 DEFAULT_WINDOW_MS = 30_000
 
+# (node, stream) -> receive time of its latest message in this commit: the streams to ack after it.
+Touched = dict[tuple[str, str], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +112,6 @@ class Ingest:
                                      neighbours_of=lambda b: self.catalog.neighbours(b),
                                      fault_of=self.faults.is_faulted)
         self.plausibility = plausibility or PlausibilitySettings()
-        self._dock_checked = 0.0
         # Last certain shelf count per bin (memory only: heartbeats restate it after a restart).
         self._shelf_count: dict[str, int] = {}
         self.lag = LagTracker()
@@ -129,6 +124,12 @@ class Ingest:
             "ingest-writer", commit=self._commit, run_job=self._in_transaction, set_aside=self._quarantine_alone,
             recover=self._load_state, on_tick=self._tick, tick_s=IDLE_TICK_S, max_batch=MAX_MESSAGES_PER_COMMIT,
             failure_note="nothing acknowledged: the nodes keep their copies and re-send; memory reloaded from disk")
+        # Opened in commits here; closed by people and by the periodic checks (hub.discrepancies).
+        self.discrepancies = Discrepancies(store, self.reconciler, self.plausibility, lambda b: self.catalog.bin(b),
+                                           self.writer, on_commit, self._load_state)
+        self._channel_appliers: dict[Channel, Callable[[WriteTx, str, Inbound, CommitResult, Touched], None]] = {
+            Channel.EVENTS: self._apply_events_message, Channel.STATE: self._apply_state,
+            Channel.BIRTH: self._apply_birth, Channel.CMD_REPLY: self._apply_command_reply}
         self._event_appliers: dict[type, Callable[[_Applying, Any], None]] = {
             ScanEvent: self._apply_scan, ShelfFault: self._apply_shelf_fault, ShelfCount: self._apply_shelf_count,
             ScanRejected: self._apply_scan_rejected, DeviceChange: self._apply_device_change}
@@ -175,45 +176,6 @@ class Ingest:
         with self.store.write() as tx:
             return fn(tx)
 
-    def close_discrepancy(self, ident: int, note: str) -> Future[Any]:
-        """Close one open discrepancy with a person's note (API: resolved)."""
-        def close(tx: WriteTx) -> None:
-            tx.close_discrepancies([ident], now_ms(), None, note)
-            for ids in self.reconciler.open_ids.values():
-                if ident in ids:
-                    ids.remove(ident)
-        return self.run_in_writer(close)
-
-    def request_recount(self, ident: int, requested_by: str) -> Future[Any]:
-        """Record a person's recount request for one discrepancy (API: recount); it stays open.
-
-        A count scan at the bin closes it (and so answers the request), or a person resolves it.
-        """
-        def request(tx: WriteTx) -> int:
-            requested_ms = now_ms()
-            tx.request_recount(ident, requested_by, requested_ms)
-            return requested_ms
-        return self.run_in_writer(request)
-
-    def apply_fix(self, ident: int, operator: str, reason: str = "") -> Future[Any]:
-        """Book an open discrepancy's suggested correction and close it (API: apply-fix).
-
-        The future's result is the balance changes; a ValueError says why nothing was booked.
-        """
-        def fix(tx: WriteTx) -> list[BalanceChange]:
-            found = self.store.discrepancies(None, None, 1, ident + 1)  # the writer's thread: nothing uncommitted
-            if not found or found[0].id != ident:
-                raise LookupError(f"no discrepancy {ident}")
-            return apply_fix(tx, found[0], operator, reason, now_ms())
-
-        def committed(done: Future[Any]) -> None:
-            if done.exception() is None:
-                self._forget_open([ident])
-                changes = done.result()
-                self._on_commit(CommitResult(committed_ms=now_ms(), balances=changes, discrepancies_closed=[ident]))
-        # Runs on the writer thread, which owns the reconciler.
-        return self.writer.run_in_writer(fix, then=committed)
-
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued, then stop the thread."""
         self.writer.stop(timeout_s)
@@ -233,8 +195,8 @@ class Ingest:
         """Between commits, at least every IDLE_TICK_S."""
         self._request_gaps()
         self._maybe_reload_catalog()
-        self._expire_windows()
-        self._check_dock()
+        self.discrepancies.expire_windows()
+        self.discrepancies.check_dock()
 
     def _commit(self, batch: list[Inbound]) -> None:
         """Commit a drained batch in one transaction; MessageFailed names a message that broke the code."""
@@ -259,7 +221,7 @@ class Ingest:
 
     def _commit_once(self, batch: list[Inbound], batched: bool = True) -> None:
         result = CommitResult(committed_ms=now_ms())
-        touched: dict[tuple[str, str], int] = {}  # (node, stream) -> last receive time, latest last
+        touched: Touched = {}  # latest last
         with self.store.write(batched) as tx:
             for msg in batch:
                 try:
@@ -274,7 +236,7 @@ class Ingest:
                 # Once per commit, not per message: the stream of the latest events is the
                 # node's current one (a wiped SD card starts a new one).
                 tx.update_node(node, last_seen_ms=received_ms, stream=stream)
-            self._save_windows(tx)
+            self.discrepancies.save_windows(tx)
         self.batches_total += 1
         self.committed_total += result.events_new
         self.duplicates_total += result.events_duplicate
@@ -285,52 +247,17 @@ class Ingest:
             self._publish_ack(Ack(node=node, stream=stream, watermark=self.book.get(node, stream).watermark, ts_ms=ts))
         self._on_commit(result)
 
-    def _save_windows(self, tx: WriteTx) -> None:
-        """Persist the reconciliation state of the bins this commit changed, with the evidence that changed them."""
-        for bin_name in self.reconciler.dirty:
-            tx.save_reconcile_state(bin_name, self.reconciler.bins[bin_name].to_json())
-        self.reconciler.dirty.clear()
-
-    def _record(self, tx: WriteTx, found: list[NewDiscrepancy], result: CommitResult) -> None:
-        for new in found:
-            self.reconciler.opened(new.bin, tx.open_discrepancy(new))
-            result.discrepancies_opened.append(new)
-
-    def _apply(self, tx: WriteTx, msg: Inbound, result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
+    def _apply(self, tx: WriteTx, msg: Inbound, result: CommitResult, touched: Touched) -> None:
+        """One message, by its channel; a payload that breaks the contract is quarantined with the reason."""
         node: str | None = None
         try:
             address = _parse_topic(msg.topic)
             node = address.node
             if node == HUB_NODE or address.site != self.site:
                 return
-            if address.channel is Channel.EVENTS:
-                obj = load_payload(msg.payload, "events")  # decoded once: validated below, stored raw
-                batch: EventBatch | SalvagedBatch
-                try:
-                    batch = EventBatch.from_obj(obj)
-                except ContractError:
-                    # Some events broke the contract: settle those seqs as refused rather than
-                    # hold back every later event of the stream (contract.RefusedEvent).
-                    salvaged = salvage_batch(obj)
-                    if salvaged is None:
-                        raise
-                    batch = salvaged
-                self._apply_events(tx, batch, obj["events"], node, msg, result, touched)
-            elif address.channel is Channel.STATE:
-                if msg.payload:  # an empty retained message only clears the topic
-                    state = NodeState.from_json(msg.payload)
-                    _check_node(state.node, node)
-                    tx.update_node(node, online=int(state.online), state_ms=msg.received_ms,
-                                   last_seen_ms=msg.received_ms)
-                    result.nodes_changed.add(node)
-            elif address.channel is Channel.BIRTH:
-                self._apply_birth(tx, Birth.from_json(msg.payload), node, msg, result, touched)
-            elif address.channel is Channel.CMD_REPLY:
-                reply = CommandReply.from_json(msg.payload)
-                _check_node(reply.node, node)
-                self.commands.check(reply)  # UnsolicitedReply (a ContractError): quarantined
-                result.replies.append(reply)
-                tx.update_node(node, last_seen_ms=msg.received_ms)
+            apply = self._channel_appliers.get(address.channel)  # the hub's own channels are not read back
+            if apply is not None:
+                apply(tx, node, msg, result, touched)
         except ContractError as err:
             reason = str(err)
             if isinstance(err, UnknownToThisVersion):
@@ -340,9 +267,43 @@ class Ingest:
             tx.quarantine(msg.received_ms, msg.topic, node, reason, msg.payload)
             result.quarantined.append(reason)
 
+    def _apply_events_message(self, tx: WriteTx, node: str, msg: Inbound, result: CommitResult,
+                              touched: Touched) -> None:
+        """A batch of events; those that break the contract are refused one by one, the rest applied."""
+        obj = load_payload(msg.payload, "events")  # decoded once: validated below, stored raw
+        batch: EventBatch | SalvagedBatch
+        try:
+            batch = EventBatch.from_obj(obj)
+        except ContractError:
+            # Some events broke the contract: settle those seqs as refused rather than
+            # hold back every later event of the stream (contract.RefusedEvent).
+            salvaged = salvage_batch(obj)
+            if salvaged is None:
+                raise
+            batch = salvaged
+        self._apply_events(tx, batch, obj["events"], node, msg, result, touched)
+
+    def _apply_state(self, tx: WriteTx, node: str, msg: Inbound, result: CommitResult,
+                     touched: Touched) -> None:
+        """The node's online state (its Will says offline)."""
+        if msg.payload:  # an empty retained message only clears the topic
+            state = NodeState.from_json(msg.payload)
+            _check_node(state.node, node)
+            tx.update_node(node, online=int(state.online), state_ms=msg.received_ms, last_seen_ms=msg.received_ms)
+            result.nodes_changed.add(node)
+
+    def _apply_command_reply(self, tx: WriteTx, node: str, msg: Inbound, result: CommitResult,
+                             touched: Touched) -> None:
+        """A node's answer to a command the hub sent it."""
+        reply = CommandReply.from_json(msg.payload)
+        _check_node(reply.node, node)
+        self.commands.check(reply)  # UnsolicitedReply (a ContractError): quarantined
+        result.replies.append(reply)
+        tx.update_node(node, last_seen_ms=msg.received_ms)
+
     def _apply_events(self, tx: WriteTx, batch: EventBatch | SalvagedBatch, raw_events: list[Any], node: str,
                       msg: Inbound,
-                      result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
+                      result: CommitResult, touched: Touched) -> None:
         _check_node(batch.node, node)
         track = self.book.admit(node, batch.stream)  # StreamRefused (a ContractError): quarantined
         touched.pop((node, batch.stream), None)
@@ -427,13 +388,13 @@ class Ingest:
             elif book_before is not None and self._unsensored(event.location):
                 # Nothing open explains the difference: it is news (a bin's first count is not).
                 found = count_difference(event_id, node, event, sku, book_before, at.t_ms, hub_ms)
-                self._record(tx, [found] if found else [], result)
+                self.discrepancies.record(tx, [found] if found else [], result)
             return
-        self._record(tx, negative_balances(tx, event_id, node, event, changes, at.t_ms, hub_ms,
+        self.discrepancies.record(tx, negative_balances(tx, event_id, node, event, changes, at.t_ms, hub_ms,
                                            self.plausibility, self._shelf_holds), result)
         for change in changes:
             if change.location in rec.bins:
-                self._record(tx, rec.scan(change.location, change.sku, at.t_ms, hub_ms, change.qty_delta, {
+                self.discrepancies.record(tx, rec.scan(change.location, change.sku, at.t_ms, hub_ms, change.qty_delta, {
                     "event_id": event_id, "node": node, "seq": event.seq, "mode": event.mode,
                     "qty": event.qty, "device_ms": event.ts_ms}), result)
 
@@ -461,7 +422,7 @@ class Ingest:
         # weight-only bins (the sensor is the ledger there) and bins the catalog says have
         # no sensor (a misconfigured controller must not invent discrepancies).
         if where is None or (where.sensored and not where.weight_only):
-            self._record(tx, self.reconciler.shelf_count(
+            self.discrepancies.record(tx, self.reconciler.shelf_count(
                 event.bin, where.sku if where else None, at.t_ms, at.hub_ms, event.count, event.weight_g,
                 event.uncertain, {"event_id": at.event_id, "node": at.node, "seq": event.seq,
                                   "confidence": event.confidence, "quotient": event.quotient,
@@ -493,43 +454,6 @@ class Ingest:
         where = self.catalog.bin(location)
         return where is None or not where.sensored
 
-    def _check_dock(self) -> None:
-        """Open a "put away or check" task for stock left at a dock too long; close those put away since."""
-        settings = self.plausibility
-        now = time.monotonic()
-        if not settings.dock_locations or now - self._dock_checked < settings.dock_check_s:
-            return
-        self._dock_checked = now
-        at_ms = now_ms()
-        try:
-            aged = {(a.location, a.sku): a for a in
-                    self.store.aged_stock(settings.dock_locations, at_ms - settings.dock_max_age_ms)}
-            # Per dock: open discrepancies elsewhere, however many, cannot hide an open task here.
-            open_tasks = {(d.bin, d.sku): d.id for dock in settings.dock_locations
-                          for d in self.store.discrepancies("open", dock, 1000, None) if d.kind == STUCK_AT_DOCK}
-            new = [stuck_at_dock(a, settings, at_ms) for key, a in aged.items() if key not in open_tasks]
-            done = [ident for key, ident in open_tasks.items() if key not in aged]
-            if not new and not done:
-                return
-            result = CommitResult(committed_ms=at_ms)
-            with self.store.write() as tx:
-                self._record(tx, new, result)
-                if done:
-                    tx.close_discrepancies(done, at_ms, None, "put away (nothing older than the limit left there)")
-                    self._forget_open(done)
-                    result.discrepancies_closed.extend(done)
-        except Exception:
-            log.exception("could not check the stock left at %s; will retry", ", ".join(settings.dock_locations))
-            self._load_state()
-            return
-        self._on_commit(result)
-
-    def _forget_open(self, ids: list[int]) -> None:
-        """Drop closed discrepancies from the reconciler's index of open ones."""
-        gone = set(ids)
-        for bin_ids in self.reconciler.open_ids.values():
-            bin_ids[:] = [i for i in bin_ids if i not in gone]
-
     def _maybe_reload_catalog(self) -> None:
         now = time.monotonic()
         if now - self._catalog_checked < CATALOG_POLL_S:
@@ -543,25 +467,10 @@ class Ingest:
         except Exception:
             log.exception("could not reload the catalog; keeping rev %d", self.catalog.rev)
 
-    def _expire_windows(self) -> None:
-        """Judge reconciliation evidence at bins that went quiet (by the hub's clock)."""
-        skus = {b: (c.sku if (c := self.catalog.bin(b)) else None) for b in self.reconciler.bins}
-        found = self.reconciler.expire(now_ms(), skus)
-        if not found and not self.reconciler.dirty:
-            return
-        result = CommitResult(committed_ms=now_ms())
-        try:
-            with self.store.write() as tx:
-                self._record(tx, found, result)
-                self._save_windows(tx)
-        except Exception:
-            log.exception("could not record %d discrepancy(ies); reloading state", len(found))
-            self._load_state()
-            return
-        self._on_commit(result)
-
-    def _apply_birth(self, tx: WriteTx, birth: Birth, node: str, msg: Inbound, result: CommitResult,
-                     touched: dict[tuple[str, str], int]) -> None:
+    def _apply_birth(self, tx: WriteTx, node: str, msg: Inbound, result: CommitResult,
+                     touched: Touched) -> None:
+        """A node (re)started: its stream, what it no longer holds, clock skew and devices."""
+        birth = Birth.from_json(msg.payload)
         _check_node(birth.node, node)
         track = self.book.admit(node, birth.stream, by_birth=True)
         track.max_seq = max(track.max_seq, birth.last_seq)
@@ -586,7 +495,7 @@ class Ingest:
                  birth.clock_ms - msg.received_ms)
 
     def _settle_deleted(self, tx: WriteTx, track: StreamTrack, birth: Birth, msg: Inbound, result: CommitResult,
-                        touched: dict[tuple[str, str], int]) -> None:
+                        touched: Touched) -> None:
         """Seqs the node no longer holds can never be re-sent: settle those the ledger lacks.
 
         A node deletes an event only on the hub's ack, and its outbox is the unacknowledged
