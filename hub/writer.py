@@ -79,6 +79,7 @@ class SingleWriter(Generic[M, R]):
     # ----------------------------------------------------------------- any thread
 
     def start(self) -> None:
+        """Start the thread (once)."""
         self._thread.start()
 
     def put(self, message: M) -> None:
@@ -99,10 +100,12 @@ class SingleWriter(Generic[M, R]):
         self._thread.join(timeout_s)
 
     def is_alive(self) -> bool:
+        """The thread runs (it ends only on stop)."""
         return self._thread.is_alive()
 
     @property
     def queue_depth(self) -> int:
+        """Messages and jobs waiting (approximate while the thread drains)."""
         return self._queue.qsize()
 
     # ----------------------------------------------------------------- the writer thread
