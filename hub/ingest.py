@@ -211,6 +211,8 @@ class Ingest:
     def _quarantine_alone(self, msg: Inbound, error: Exception) -> None:
         """Set aside a message that broke the code (not the contract), so a person sees it."""
         reason = f"hub could not process this message ({error!r}); report it with the hub log"
+        log.error("ingest: quarantining the message on %s that failed with %r; the rest of its commit goes on",
+                  msg.topic, error)
         try:
             with self.store.write() as tx:
                 tx.quarantine(msg.received_ms, msg.topic, _topic_node(msg.topic), reason[:500], msg.payload)
