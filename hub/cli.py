@@ -1,4 +1,4 @@
-"""`stock-hub`: serve the hub, and the tools to run it (backup, balance checks, provisioning)."""
+"""`stock-hub`: serve the hub, and the tools to run it (migrations, backup, balance checks, provisioning)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,7 +78,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from hub.config import load_hub_config
     cfg = load_hub_config(args.config)
-    print(f"{args.config}: ok (site {cfg.site}, ledger {cfg.db_path})")
+    from hub.db import LEDGER
+    print(f"{args.config}: ok (site {cfg.site}, ledger {cfg.db_target(LEDGER).describe()})")
+    return 0
+
+
+@_with_config
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring every store's schema up to date (the hub also does this at start), or list what is due."""
+    from hub.config import load_hub_config
+    from hub.db import AUTH, LEDGER, RULES
+    from hub.db.migrate import migrate, pending
+    cfg = load_hub_config(args.config)
+    for store in (LEDGER, RULES, AUTH):
+        target = cfg.db_target(store)
+        try:
+            if args.dry_run:
+                due = pending(target)
+                print(f"{store} ({target.describe()}): {len(due)} migration(s) due" + (": " + ", ".join(due) if due else ""))
+                continue
+            report = migrate(target)
+        except Exception as err:  # any driver's error: say which store and where, then stop
+            print(f"stock-hub migrate: {store} database {target.describe()}: {err}", file=sys.stderr)
+            return 2
+        done = ", ".join(report.applied) if report.applied else "nothing to do"
+        print(f"{store} ({target.describe()}): {len(report.applied)} migration(s) applied, {report.already} already"
+              f" there; {done}")
     return 0
 
 
@@ -87,7 +111,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     """Online backup of the ledger with SQLite's backup API (safe while the hub runs)."""
     from hub.config import load_hub_config
-    from hub.store import SqliteStore
+    from hub.db import LEDGER
+    from hub.store import BackupUnsupported, SqlStore
     cfg = load_hub_config(args.config)
     _require_ledger(cfg)
     target = Path(args.path)
@@ -95,10 +120,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"stock-hub backup: {target.parent} is not a directory; create it or choose another path",
               file=sys.stderr)
         return 2
-    store = SqliteStore(cfg.db_path, cfg.db_synchronous)
+    store = SqlStore(cfg.db_target(LEDGER))
     try:
         store.backup(str(target))
-    except sqlite3.Error as err:
+    except BackupUnsupported as err:
+        print(f"stock-hub backup: {err}", file=sys.stderr)
+        return 2
+    except store.storage_errors as err:
         print(f"stock-hub backup: cannot write {target} ({err})", file=sys.stderr)
         return 2
     finally:
@@ -109,7 +137,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def _require_ledger(cfg: HubConfig) -> None:
     """Tools that read the ledger must not create an empty one from a wrong --config."""
-    if not cfg.db_path.exists():
+    from hub.db import LEDGER
+    if not cfg.db_target(LEDGER).exists():
         raise ConfigError(f"{cfg.source}: key 'db.path': no ledger at {cfg.db_path}; is this the hub's config file?")
 
 
@@ -117,10 +146,11 @@ def _require_ledger(cfg: HubConfig) -> None:
 def cmd_rebuild_balances(args: argparse.Namespace) -> int:
     """Recompute balances from the ledger and compare with the live ones."""
     from hub.config import load_hub_config
-    from hub.store import SqliteStore
+    from hub.db import LEDGER
+    from hub.store import SqlStore
     cfg = load_hub_config(args.config)
     _require_ledger(cfg)
-    store = SqliteStore(cfg.db_path, cfg.db_synchronous)
+    store = SqlStore(cfg.db_target(LEDGER))
     try:
         rebuilt = {(b.sku, b.location): b.qty for b in store.rebuild_balances()}
         live = {(b.sku, b.location): b.qty for b in store.stock("", 10_000_000, 0)}
@@ -149,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
     check.set_defaults(func=cmd_check_config)
+    migrate = sub.add_parser("migrate", help="bring the ledger, rules and users databases up to date")
+    migrate.add_argument("--config", required=True)
+    migrate.add_argument("--dry-run", action="store_true", help="list the migrations due; change nothing")
+    migrate.set_defaults(func=cmd_migrate)
     backup = sub.add_parser("backup", help="online backup of the ledger to PATH")
     backup.add_argument("path")
     backup.add_argument("--config", required=True)

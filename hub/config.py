@@ -8,6 +8,7 @@ from typing import Any
 
 from contract import check_name
 from contract.messages import LOCATION_RE
+from hub.db import AUTH, LEDGER, RULES, DbTarget
 from hub.rules.config import (
     CentralConfig,
     RulesConfig,
@@ -29,6 +30,12 @@ def _site(value: Any) -> str | None:
     return None
 
 
+def _store_url(value: Any) -> str | None:
+    if value and not str(value).startswith(("postgresql://", "postgres://")):
+        return "use a PostgreSQL URL (postgresql://user@host:5432/database) or leave it empty for SQLite files"
+    return None
+
+
 def _locations(value: Any) -> str | None:
     bad = [v for v in value if not isinstance(v, str) or not LOCATION_RE.match(v)]
     return f"not location names: {bad!r}" if bad else None
@@ -47,7 +54,11 @@ HUB_SETTINGS: list[Setting] = [
             check=keepalive_seconds),
     Setting("http.host", str, "127.0.0.1", "address the web page and API listen on (0.0.0.0 for the LAN)"),
     Setting("http.port", int, 8080, "port of the web page and API", check=port_number),
-    Setting("db.path", str, "/var/lib/stock-hub/ledger.sqlite3", "SQLite ledger file"),
+    Setting("db.path", str, "/var/lib/stock-hub/ledger.sqlite3", "SQLite ledger file (when store.url is empty)"),
+    Setting("store.url", str, "",
+            "PostgreSQL database for the ledger, rules and users (postgresql://user@host:5432/db; a password is"
+            " better in ~/.pgpass or PGPASSWORD); empty: SQLite files (db.path, rules.db_path, auth.db_path)",
+            check=_store_url),
     Setting("db.synchronous", str, "FULL", "SQLite synchronous mode: FULL survives power loss after an ack",
             choices=("FULL", "NORMAL")),
     Setting("live.flush_ms", int, 25, "live page updates: a change is sent at once when the feed is idle; while changes keep coming, at most one message per this window", check=positive),
@@ -171,6 +182,20 @@ class HubConfig:
     rules: RulesConfig = RulesConfig()
     central: CentralConfig = CentralConfig()
     integrations: IntegrationsConfig = IntegrationsConfig()
+    store_url: str = ""  # "": SQLite files; else the PostgreSQL database of every store
+
+    def db_target(self, store: str) -> DbTarget:
+        """Where one store (hub.db.LEDGER, RULES, AUTH) lives under this configuration."""
+        if self.store_url:
+            return DbTarget.postgresql(store, self.store_url)
+        if store == LEDGER:
+            return DbTarget.sqlite(LEDGER, self.db_path, self.db_synchronous)
+        if store == RULES:
+            # NORMAL: what a power cut may lose is rebuilt from the ledger (hub/rules/store.py)
+            return DbTarget.sqlite(RULES, self.rules.db_path or self.db_path.with_name("rules.sqlite3"), "NORMAL")
+        if store == AUTH:
+            return DbTarget.sqlite(AUTH, self.auth_db_path or self.db_path.parent / "auth.sqlite3")
+        raise ValueError(f"no store {store!r}")
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
@@ -200,7 +225,7 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      auth_lockout_max_s=raw["auth.lockout_max_s"],
                      auth_failures_per_address=raw["auth.failures_per_address"],
                      auth_failures_total=raw["auth.failures_total"],
-                     rules=rules_config_from(raw), central=central_config_from(raw),
+                     rules=rules_config_from(raw), central=central_config_from(raw), store_url=raw["store.url"],
                      integrations=IntegrationsConfig(
                          publish_state=raw["integrations.publish_state"],
                          min_interval_ms=raw["integrations.min_interval_ms"],

@@ -1,7 +1,7 @@
 """`stock-hub` subcommands for the ledger: import the catalog, record a correction.
 
-Both write through the store in their own short transaction; SQLite serialises them with
-the running hub's writer (busy timeout), and the hub picks up a new catalog within seconds
+Both write through the store in their own short transaction; the store serialises them with
+the running hub's writer (SQLite's busy timeout, PostgreSQL's advisory write lock), and the hub picks up a new catalog within seconds
 and pushes it to the nodes as their retained config.
 """
 
@@ -12,14 +12,14 @@ import getpass
 import sys
 
 from contract.clock import now_ms
-from hub.store import SqliteStore
+from hub.db import LEDGER
+from hub.store import SqlStore
 from settings import exits_on_config_error
 
 
-def _store(config_path: str) -> SqliteStore:
+def _store(config_path: str) -> SqlStore:
     from hub.config import load_hub_config
-    cfg = load_hub_config(config_path)
-    return SqliteStore(cfg.db_path, cfg.db_synchronous)
+    return SqlStore(load_hub_config(config_path).db_target(LEDGER))
 
 
 def cmd_import_catalog(args: argparse.Namespace) -> int:

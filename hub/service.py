@@ -12,6 +12,7 @@ from hub.catalog import node_configs
 from hub.commit import CommitResult
 from hub.config import HubConfig
 from hub.consumer_feed import ConsumerFeed
+from hub.db import LEDGER, RULES
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import Ingest
 from hub.link import HubLink
@@ -22,7 +23,7 @@ from hub.rules.clock import system_clock
 from hub.rules.core import RulesCore
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
-from hub.store import SqliteStore, Store
+from hub.store import SqlStore, Store
 from hub.store.base import ShelfFaultRow
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class HubService:
 
     def __init__(self, config: HubConfig) -> None:
         self.config = config
-        self.store: Store = SqliteStore(config.db_path, config.db_synchronous)
+        self.store: Store = SqlStore(config.db_target(LEDGER))
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ingest = Ingest(self.store, config.site, publish_ack=self._publish_ack, send_command=self._send_command,
                              on_commit=self._on_commit_thread, window_ms=int(config.reconcile_window_s * 1000),
@@ -45,11 +46,11 @@ class HubService:
         self.health_settings = HealthSettings(config.health_stale_after_s, config.health_skew_flag_ms)
         self.pushed_catalog_rev = 0
         self.link = HubLink(config, self.ingest)
-        # rules: own thread and SQLite file, fed by commits; purchasing sync: a task (docs/rules.md)
+        # rules: own thread and store, fed by commits; purchasing sync: a task (docs/rules.md)
         self.rules: RulesEngine | None = None
         self.purchasing: PurchasingSync | None = None
         if config.rules.enabled:
-            rules_db = RulesDb(config.rules.db_path or config.db_path.with_name("rules.sqlite3"))
+            rules_db = RulesDb(config.db_target(RULES))
             self.rules = RulesEngine(RulesCore(rules_db, config.rules, system_clock, config.site))
             if config.central.base_url:
                 self.purchasing = PurchasingSync(self.rules, config.central, config.site, system_clock)
@@ -156,7 +157,7 @@ class HubService:
         self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
         self.link.start()
-        log.info("hub for site %s started: ledger %s", self.config.site, self.config.db_path)
+        log.info("hub for site %s started: ledger %s", self.config.site, self.config.db_target(LEDGER).describe())
 
     async def stop(self) -> None:
         for task in self._tasks:

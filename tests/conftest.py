@@ -1,4 +1,5 @@
-"""Shared fixtures: a private Mosquitto with passwords and the site ACL, the demo, a Chromium."""
+"""Shared fixtures: the store backend of each test, a private Mosquitto with passwords and the site ACL, the demo,
+a Chromium."""
 
 from __future__ import annotations
 
@@ -12,9 +13,61 @@ from pathlib import Path
 import pytest
 
 from hub.mosquitto import HUB_USER, PrivateBroker
-from tests.support import Browser, DemoShift, chromium
+from tests.support import PG_ADMIN_URL, Browser, DemoShift, chromium, use_store_url
 
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store", choices=("sqlite", "postgresql"), default=os.environ.get("TEST_STORE", "sqlite"),
+                     help="backend of the hub's stores in these tests: SQLite files (default) or a new PostgreSQL"
+                          f" database per test (admin URL from TEST_PG_ADMIN_URL, default {PG_ADMIN_URL})")
+
+
+def _postgres_unreachable(admin_url: str) -> str | None:
+    import psycopg
+    try:
+        psycopg.connect(admin_url, connect_timeout=3).close()
+    except psycopg.Error as err:
+        return f"no PostgreSQL reachable at {admin_url} ({str(err).strip().splitlines()[0]})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_admin(request: pytest.FixtureRequest) -> str | None:
+    """The admin URL when the suite runs with --store=postgresql (None on SQLite); skips when none answers."""
+    if request.config.getoption("--store") != "postgresql":
+        return None
+    admin_url = os.environ.get("TEST_PG_ADMIN_URL", PG_ADMIN_URL)
+    reason = _postgres_unreachable(admin_url)
+    if reason:
+        print(f"\nskipping the PostgreSQL run: {reason}")
+        pytest.skip(reason)
+    return admin_url
+
+
+@pytest.fixture(autouse=True)
+def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test's stores: SQLite files in its tmp_path, or (--store=postgresql) a database of its own,
+    created before and dropped after the test. Tests marked sqlite_only (SQLite's files, backup API or
+    the previous release's files) are skipped on PostgreSQL."""
+    if request.config.getoption("--store") != "postgresql":
+        yield "sqlite"
+        return
+    if request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("about SQLite files: runs in the SQLite pass")
+    import psycopg
+    admin_url = request.getfixturevalue("postgres_admin")
+    name = f"shelfsignal_test_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    use_store_url(admin_url.rsplit("/", 1)[0] + "/" + name)
+    try:
+        yield "postgresql"
+    finally:
+        use_store_url("")
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

@@ -47,9 +47,11 @@ from edge.state import EdgeState
 from hub.catalog import parse_catalog_csv
 from hub.commit import CommitResult
 from hub.config import HUB_SETTINGS, HubConfig, hub_config_from
+from hub.db import LEDGER, RULES, DbTarget
 from hub.ingest import Ingest
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
-from hub.store import SqliteStore
+from hub.rules.store import RulesDb
+from hub.store import SqliteStore, SqlStore
 from settings import resolve
 
 try:
@@ -65,6 +67,34 @@ if TYPE_CHECKING:
 SITE = "test-site"
 T = TypeVar("T")
 
+# The PostgreSQL database of the running test when the suite runs with --store=postgresql
+# (set by conftest's per-test fixture); "" runs every store on SQLite files in tmp_path.
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+_store_url = ""
+
+
+def use_store_url(url: str) -> None:
+    """Run the stores of the current test in this PostgreSQL database ("" for SQLite)."""
+    global _store_url
+    _store_url = url
+
+
+def store_url() -> str:
+    """The current test's PostgreSQL URL, or "" when it runs on SQLite."""
+    return _store_url
+
+
+def open_ledger(path: Path) -> SqlStore:
+    """The ledger store of the current test's backend (a SQLite file at `path`, or its PostgreSQL database)."""
+    if _store_url:
+        return SqlStore(DbTarget.postgresql(LEDGER, _store_url))
+    return SqliteStore(path, "NORMAL")
+
+
+def open_rules_db(path: Path) -> RulesDb:
+    """The rules' store of the current test's backend (a SQLite file at `path`, or its PostgreSQL database)."""
+    return RulesDb(DbTarget.postgresql(RULES, _store_url) if _store_url else path)
+
 
 def add_node(broker: PrivateBroker, prefix: str = "pi") -> tuple[str, str]:
     """Create a node user with a unique name on the broker; returns (name, password)."""
@@ -79,6 +109,8 @@ def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra:
                                               "password": broker.users[HUB_USER]},
            "http": {"host": "127.0.0.1", "port": extra.pop("http_port", free_port())},
            "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}, **extra}
+    if _store_url:
+        doc["store"] = {"url": _store_url}
     return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}))
 
 
@@ -95,7 +127,7 @@ password = "{broker.users[HUB_USER]}"
 port = {http_port}
 [db]
 path = "{tmp_path / 'hub' / 'ledger.sqlite3'}"
-""")
+""" + (f'[store]\nurl = "{_store_url}"\n' if _store_url else ""))
     return path
 
 
@@ -758,11 +790,11 @@ def catalog_csv(rows: Sequence[tuple[str, str, str, str, bool, bool]]) -> list[s
 
 
 class Feeder:
-    """A real Ingest on a real SQLite file, fed contract JSON, drained deterministically."""
+    """A real Ingest on a real store (the test's backend), fed contract JSON, drained deterministically."""
 
     def __init__(self, path: Path, window_ms: int = 30_000, catalog: list[str] | None = None) -> None:
         self.path = path
-        self.store = SqliteStore(path, "NORMAL")
+        self.store = open_ledger(path)
         if catalog is not None:
             parsed = parse_catalog_csv(catalog)
             assert not parsed.bad_rows, parsed.bad_rows

@@ -33,6 +33,14 @@ def test_the_composition_root_reads_the_ledger_through_the_store() -> None:
     assert "sqlite3" not in _imports(HUB / "service.py")
 
 
+def test_only_the_backend_modules_import_a_database_driver() -> None:
+    drivers = {"sqlite3": HUB / "db" / "sqlite.py", "psycopg": HUB / "db" / "postgresql.py"}
+    importers = {driver: sorted(str(p.relative_to(HUB)) for p in HUB.rglob("*.py")
+                                if any(m == driver or m.startswith(driver + ".") for m in _imports(p)))
+                 for driver in drivers}
+    assert importers == {driver: [str(path.relative_to(HUB))] for driver, path in drivers.items()}
+
+
 # "DESIGN" followed by a section sign: how the old docstrings cited the brief.
 BRIEF_CITATION = re.compile("DESIGN \N{SECTION SIGN}")
 

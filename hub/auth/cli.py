@@ -8,14 +8,13 @@ import sys
 from typing import Any
 
 from hub.auth.roles import ROLES, Role
-from hub.auth.store import AuthError, AuthStore, auth_paths
+from hub.auth.store import AuthError, AuthStore
+from hub.db import AUTH
 
 
 def _store(config_path: str) -> AuthStore:
     from hub.config import load_hub_config
-    cfg = load_hub_config(config_path)
-    db, _ = auth_paths(cfg.db_path, cfg.auth_db_path, cfg.auth_session_secret_file)
-    return AuthStore(db)
+    return AuthStore(load_hub_config(config_path).db_target(AUTH))
 
 
 def _read_password(args: argparse.Namespace) -> str:

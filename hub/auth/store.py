@@ -1,9 +1,10 @@
-"""Users and API tokens in their own SQLite file.
+"""Users and API tokens in their own store (hub.db: a SQLite file, or tables of the site's PostgreSQL).
 
-Why not the ledger database: the ledger is append-only with a single writer thread and is
+Why not the ledger file: the ledger is append-only with a single writer thread and is
 shipped around for backups and audits; logins write (rehash, token last-use) from web
-requests, and password hashes have no business in a stock ledger's backup. A separate small
-file keeps both simple and lets the ledger move to PostgreSQL without touching auth.
+requests, and password hashes have no business in a stock ledger's backup. On SQLite a
+separate small file keeps both simple; on PostgreSQL the tables share the site's database
+(one thing to replicate to the standby) and keep their own migrations (hub/migrations/auth/).
 
 Passwords: argon2id (argon2-cffi's defaults: 64 MiB, t=3), verified off the event loop by
 the caller. API tokens are 256-bit random strings, so a fast SHA-256 at rest is enough: no
@@ -16,7 +17,6 @@ import hashlib
 import logging
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -28,27 +28,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from contract.clock import now_ms
 from hub.auth.roles import Role
+from hub.db import AUTH, DbTarget
+from hub.db.migrate import migrate
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    username TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS api_tokens (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    token_sha256 TEXT NOT NULL UNIQUE,
-    created_ms INTEGER NOT NULL,
-    last_used_ms INTEGER,
-    revoked INTEGER NOT NULL DEFAULT 0
-);
-"""
 
 TOKEN_PREFIX = "sst_"  # recognisable in logs and secret scanners
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # use with fullmatch
@@ -102,7 +85,7 @@ class TokenInfo:
 
 
 def auth_paths(db_path: Path, auth_db_path: Path | None, secret_file: Path | None) -> tuple[Path, Path]:
-    """(auth database, session key file): explicit settings, else next to the ledger."""
+    """(auth database file when on SQLite, session key file): explicit settings, else next to the ledger."""
     state_dir = Path(db_path).parent
     return (auth_db_path or state_dir / "auth.sqlite3", secret_file or state_dir / "session.key")
 
@@ -114,14 +97,10 @@ def _token_hash(token: str) -> str:
 class AuthStore:
     """The users and tokens tables; every method is blocking (call through asyncio.to_thread)."""
 
-    def __init__(self, path: str | Path, hasher: PasswordHasher | None = None) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        if "session_gen" not in {row[1] for row in self._db.execute("PRAGMA table_info(users)")}:
-            self._db.execute("ALTER TABLE users ADD COLUMN session_gen INTEGER NOT NULL DEFAULT 0")
+    def __init__(self, where: str | Path | DbTarget, hasher: PasswordHasher | None = None) -> None:
+        self.target = where if isinstance(where, DbTarget) else DbTarget.sqlite(AUTH, where)
+        migrate(self.target)
+        self._db = self.target.connect()
         self._lock = threading.Lock()
         self._hasher = hasher or PasswordHasher()  # argon2id by default
         # Verifying a name that does not exist still costs one hash: no timing oracle for names.
@@ -147,7 +126,7 @@ class AuthStore:
         digest = self._hasher.hash(password)
         self._execute("INSERT INTO users (username, role, password_hash, created_ms) VALUES (?,?,?,?)"
                       " ON CONFLICT (username) DO UPDATE SET role=excluded.role, password_hash=excluded.password_hash,"
-                      " disabled=0, session_gen=session_gen+1", (username, role.label, digest, now_ms()))
+                      " disabled=0, session_gen=users.session_gen+1", (username, role.label, digest, now_ms()))
         log.info("user %s set with role %s", username, role.label)
         return User(username, role)
 
@@ -158,7 +137,7 @@ class AuthStore:
         try:
             self._execute("INSERT INTO users (username, role, password_hash, created_ms) VALUES (?,?,?,?)",
                           (username, role.label, digest, now_ms()))
-        except sqlite3.IntegrityError:
+        except self._db.integrity_errors:
             raise AuthError(f"{username!r} already exists: set a new password on their row instead") from None
         log.info("user %s created with role %s", username, role.label)
         return User(username, role)

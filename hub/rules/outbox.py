@@ -1,7 +1,7 @@
 """The durable outbox to central purchasing: one row per request, keyed for idempotency.
 
 The outbox is a table in the rules' own database, not in a store of purchasing's: its rows
-are written in the same SQLite transaction as the rules state that caused them (a proposal
+are written in the same transaction as the rules state that caused them (a proposal
 approved, a receipt matched), so nothing is sent that was not decided and nothing decided
 is lost. A separate file could not give that (SQLite commits across attached WAL databases
 are not atomic). So the rules own the table and purchasing (hub/purchasing/sync.py) only
@@ -14,29 +14,12 @@ applies each key once, so a retry after a lost response cannot order twice.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-OUTBOX_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    path TEXT NOT NULL,
-    body TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_ms INTEGER NOT NULL,
-    last_error TEXT,
-    status TEXT NOT NULL DEFAULT 'pending',
-    done_ms INTEGER,
-    response TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_ms);
-"""
+from hub.db.base import Connection
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 REQUISITION, RECEIPT = "requisition", "receipt"  # the kinds of request
@@ -58,50 +41,50 @@ class OutboxItem:
     status: str
 
 
-def _item(row: sqlite3.Row) -> OutboxItem:
+def _item(row: Any) -> OutboxItem:
     return OutboxItem(row["id"], row["kind"], row["idempotency_key"], row["path"], json.loads(row["body"]),
                       row["created_ms"], row["attempts"], row["next_attempt_ms"], row["last_error"], row["status"])
 
 
-def enqueue(conn: sqlite3.Connection, kind: str, key: str, path: str, body: dict[str, Any], now_ms: int) -> bool:
+def enqueue(conn: Connection, kind: str, key: str, path: str, body: dict[str, Any], now_ms: int) -> bool:
     """Add a request (inside the caller's transaction); False if that key is already queued."""
-    cur = conn.execute("INSERT OR IGNORE INTO outbox (kind, idempotency_key, path, body, created_ms, next_attempt_ms)"
-                       " VALUES (?, ?, ?, ?, ?, ?)", (kind, key, path, json.dumps(body, sort_keys=True), now_ms, now_ms))
+    cur = conn.execute("INSERT INTO outbox (kind, idempotency_key, path, body, created_ms, next_attempt_ms)"
+                       " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", (kind, key, path, json.dumps(body, sort_keys=True), now_ms, now_ms))
     return cur.rowcount == 1
 
 
-def enqueue_many(conn: sqlite3.Connection, rows: list[tuple[str, str, str, dict[str, Any], int]]) -> None:
+def enqueue_many(conn: Connection, rows: list[tuple[str, str, str, dict[str, Any], int]]) -> None:
     """Add many requests at once, in order: (kind, key, path, body, now_ms) each, as `enqueue` would."""
-    conn.executemany("INSERT OR IGNORE INTO outbox (kind, idempotency_key, path, body, created_ms, next_attempt_ms)"
-                     " VALUES (?, ?, ?, ?, ?, ?)",
+    conn.executemany("INSERT INTO outbox (kind, idempotency_key, path, body, created_ms, next_attempt_ms)"
+                     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                      [(kind, key, path, json.dumps(body, sort_keys=True), now_ms, now_ms)
                       for kind, key, path, body, now_ms in rows])
 
 
-def due(conn: sqlite3.Connection, now_ms: int, limit: int = 50) -> list[OutboxItem]:
+def due(conn: Connection, now_ms: int, limit: int = 50) -> list[OutboxItem]:
     """Pending requests whose next attempt is due, oldest first."""
     rows = conn.execute("SELECT * FROM outbox WHERE status = ? AND next_attempt_ms <= ? ORDER BY id LIMIT ?",
                         (PENDING, now_ms, limit)).fetchall()
     return [_item(r) for r in rows]
 
 
-def mark_sent(conn: sqlite3.Connection, item_id: int, now_ms: int, response: dict[str, Any]) -> None:
+def mark_sent(conn: Connection, item_id: int, now_ms: int, response: dict[str, Any]) -> None:
     conn.execute("UPDATE outbox SET status = ?, done_ms = ?, attempts = attempts + 1, response = ?, last_error = NULL"
                  " WHERE id = ?", (SENT, now_ms, json.dumps(response), item_id))
 
 
-def mark_retry(conn: sqlite3.Connection, item_id: int, next_attempt_ms: int, error: str) -> None:
+def mark_retry(conn: Connection, item_id: int, next_attempt_ms: int, error: str) -> None:
     conn.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ? WHERE id = ?",
                  (next_attempt_ms, error[:500], item_id))
 
 
-def mark_failed(conn: sqlite3.Connection, item_id: int, now_ms: int, error: str) -> None:
+def mark_failed(conn: Connection, item_id: int, now_ms: int, error: str) -> None:
     """Central refused the request as invalid: retrying cannot help; a person must look."""
     conn.execute("UPDATE outbox SET status = ?, done_ms = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
                  (FAILED, now_ms, error[:500], item_id))
 
 
-def items(conn: sqlite3.Connection, status: str | None = PENDING, limit: int = 200) -> list[OutboxItem]:
+def items(conn: Connection, status: str | None = PENDING, limit: int = 200) -> list[OutboxItem]:
     """Requests by status (None: all), oldest first."""
     if status is None:
         rows = conn.execute("SELECT * FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
@@ -110,7 +93,7 @@ def items(conn: sqlite3.Connection, status: str | None = PENDING, limit: int = 2
     return [_item(r) for r in rows]
 
 
-def counts(conn: sqlite3.Connection) -> dict[str, int]:
+def counts(conn: Connection) -> dict[str, int]:
     """How many requests are pending, sent and failed."""
     out = {PENDING: 0, SENT: 0, FAILED: 0}
     for status, n in conn.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status"):
@@ -126,7 +109,7 @@ class Outbox:
     of that connection.
     """
 
-    def __init__(self, conn: sqlite3.Connection, tx: Callable[[], AbstractContextManager[Any]]) -> None:
+    def __init__(self, conn: Connection, tx: Callable[[], AbstractContextManager[Any]]) -> None:
         self._conn = conn
         self._tx = tx
 

@@ -1,101 +1,46 @@
-"""The rules' own SQLite file: learned parameters, proposals, decision log, POs, outbox.
+"""The rules' own database: learned parameters, proposals, decision log, POs, outbox.
 
 Every statement the rules run is here; the core (core.py) decides and calls these.
 Kept apart from the ledger (docs/rules.md) so the ledger writer's transactions stay short;
 the ledger is the source of truth and everything learned here can be rebuilt from it.
-One connection, used only by the rules engine thread.
+One connection (hub.db: a SQLite file of its own, or the site's PostgreSQL database), used
+only by the rules engine thread; the schema is hub/migrations/rules/.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hub.db import RULES, DbTarget
+from hub.db.base import Connection
+from hub.db.migrate import migrate
 from hub.rules import outbox
 from hub.rules.decisions import Decision
 from hub.rules.leadtime import Delivery
 from hub.rules.model import Proposal, PurchaseOrder, to_json
-from hub.rules.outbox import OUTBOX_SCHEMA, Outbox
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS learned (
-    key TEXT PRIMARY KEY,
-    body TEXT NOT NULL,
-    updated_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS proposals (
-    id TEXT PRIMARY KEY,
-    sku TEXT NOT NULL,
-    supplier TEXT NOT NULL,
-    status TEXT NOT NULL,
-    body TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS proposals_status ON proposals (status, created_ms);
-CREATE TABLE IF NOT EXISTS decisions (
-    id INTEGER PRIMARY KEY,
-    ts_ms INTEGER NOT NULL,
-    rule TEXT NOT NULL,
-    sku TEXT NOT NULL,
-    supplier TEXT,
-    proposal_id TEXT,
-    sentence TEXT NOT NULL,
-    inputs TEXT NOT NULL,
-    result TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS decisions_sku ON decisions (sku, id);
-CREATE INDEX IF NOT EXISTS decisions_proposal ON decisions (proposal_id, id);
-CREATE TABLE IF NOT EXISTS purchase_orders (
-    po_id TEXT PRIMARY KEY,
-    sku TEXT NOT NULL,
-    status TEXT NOT NULL,
-    body TEXT NOT NULL,
-    updated_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY,
-    supplier TEXT NOT NULL,
-    sku TEXT NOT NULL,
-    po_id TEXT NOT NULL,
-    ordered_ms INTEGER NOT NULL,
-    promised_ms INTEGER,
-    received_ms INTEGER NOT NULL,
-    qty_ordered INTEGER NOT NULL,
-    qty_received INTEGER NOT NULL,
-    late_days INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings_kv (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-"""
+from hub.rules.outbox import Outbox
 
 
 class RulesDb:
-    """A single connection to the rules file, with nested-safe transactions."""
+    """A single connection to the rules' database, with nested-safe transactions."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        # check_same_thread off: opened by the service, then used only by the engine thread
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a power cut may lose the last rules commit, which is rebuilt from the ledger;
-        # the outbox rows ride in the same commit, so they are lost or kept together with it.
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=5000")
-        self.conn.executescript(SCHEMA + OUTBOX_SCHEMA)
+    def __init__(self, where: Path | DbTarget) -> None:
+        # A path: the rules' own SQLite file. NORMAL there: a power cut may lose the last rules
+        # commit, which is rebuilt from the ledger; the outbox rows ride in the same commit, so
+        # they are lost or kept together with it.
+        self.target = where if isinstance(where, DbTarget) else DbTarget.sqlite(RULES, where, "NORMAL")
+        migrate(self.target)
+        # opened by the service, then used only by the engine thread
+        self.conn: Connection = self.target.connect()
         self._depth = 0
         self.outbox = Outbox(self.conn, self.tx)  # the table purchasing's sync works through
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> Iterator[Connection]:
         """A write transaction; inner uses join the outer one."""
         if self._depth:
             self._depth += 1
@@ -104,16 +49,12 @@ class RulesDb:
             finally:
                 self._depth -= 1
             return
-        self.conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
-            yield self.conn
-        except BaseException:
+            with self.conn.transaction():
+                yield self.conn
+        finally:
             self._depth = 0
-            self.conn.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        self.conn.execute("COMMIT")
 
     # ------------------------------------------------------------- learned state (JSON blobs)
 

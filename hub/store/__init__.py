@@ -1,4 +1,4 @@
-"""Hub storage behind one narrow interface (`Store`); SQLite today."""
+"""Hub storage behind one narrow interface (`Store`), on SQLite or PostgreSQL (hub.db)."""
 
 from hub.store.base import (
     Balance,
@@ -15,7 +15,7 @@ from hub.store.base import (
     StreamPosition,
     WriteTx,
 )
-from hub.store.sqlite import SqliteStore
+from hub.store.sqlite import BackupUnsupported, SqliteStore, SqlStore
 
-__all__ = ["Balance", "Catalog", "CatalogBin", "CatalogSku", "DiscrepancyRow", "HeldEvent", "Movement",
-           "NewDiscrepancy", "NodeRow", "QuarantineRow", "SqliteStore", "Store", "StreamPosition", "WriteTx"]
+__all__ = ["BackupUnsupported", "Balance", "Catalog", "CatalogBin", "CatalogSku", "DiscrepancyRow", "HeldEvent", "Movement",
+           "NewDiscrepancy", "NodeRow", "QuarantineRow", "SqliteStore", "SqlStore", "Store", "StreamPosition", "WriteTx"]

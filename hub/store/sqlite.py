@@ -1,22 +1,26 @@
-"""SQLite implementation of the hub store: WAL, one write connection, read-only readers.
+"""The hub store in SQL, on SQLite or PostgreSQL (hub.db): one write connection, per-thread readers.
 
 The ledger tables (`events`, `movements`) refuse UPDATE and DELETE by trigger: corrections
-are new rows. `synchronous=FULL` because the hub acknowledges right after a commit and
-the edge then deletes its copy: a commit must survive a power cut. Group commit (one
-transaction per drained ingest batch) keeps that to one fsync per batch, not per event.
+are new rows. On SQLite `synchronous=FULL` because the hub acknowledges right after a
+commit and the edge then deletes its copy: a commit must survive a power cut (PostgreSQL's
+default `synchronous_commit=on` gives the same). Group commit (one transaction per drained
+ingest batch) keeps that to one flush per batch, not per event. The schema is made and
+moved forward by the migrations in hub/migrations/ledger/ (hub.db.migrate).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hub.db import LEDGER, DbTarget
+from hub.db.base import Connection
+from hub.db.migrate import migrate
 from hub.store.base import (
     SCAN_OUTCOMES,
     AgedStock,
@@ -37,158 +41,13 @@ from hub.store.base import (
     discrepancy_state,
 )
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    node TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    device_ms INTEGER NOT NULL,
-    accepted_ms INTEGER NOT NULL,
-    received_ms INTEGER NOT NULL,
-    committed_ms INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    UNIQUE (node, stream, seq)
-);
--- Recent scans (accepted or rejected) newest first without walking every shelf count.
-CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
-CREATE TABLE IF NOT EXISTS movements (
-    id INTEGER PRIMARY KEY,
-    event_id INTEGER NOT NULL REFERENCES events(id),
-    sku TEXT NOT NULL,
-    location TEXT NOT NULL,
-    qty_delta INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    device_ms INTEGER NOT NULL,
-    hub_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS movements_sku ON movements (sku, id);
-CREATE INDEX IF NOT EXISTS movements_location ON movements (location, id);
-CREATE TABLE IF NOT EXISTS balances (
-    sku TEXT NOT NULL,
-    location TEXT NOT NULL,
-    qty INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL,
-    PRIMARY KEY (sku, location)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS streams (
-    node TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    watermark INTEGER NOT NULL,
-    max_seq INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL,
-    PRIMARY KEY (node, stream)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nodes (
-    node TEXT PRIMARY KEY,
-    online INTEGER NOT NULL DEFAULT 0,
-    state_ms INTEGER,
-    last_seen_ms INTEGER,
-    boot_id TEXT,
-    sw_version TEXT,
-    stream TEXT,
-    last_seq INTEGER,
-    outbox_depth INTEGER,
-    clock_skew_ms INTEGER,
-    birth_ms INTEGER,
-    devices TEXT NOT NULL DEFAULT '[]',
-    notices TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY,
-    received_ms INTEGER NOT NULL,
-    topic TEXT NOT NULL,
-    node TEXT,
-    reason TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    size_bytes INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS skus (
-    sku TEXT PRIMARY KEY,
-    name TEXT NOT NULL DEFAULT '',
-    updated_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS gtins (
-    gtin TEXT PRIMARY KEY,
-    sku TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS bins (
-    bin TEXT PRIMARY KEY,
-    zone TEXT NOT NULL DEFAULT '',
-    sku TEXT,
-    node TEXT,
-    sensored INTEGER NOT NULL DEFAULT 0,
-    weight_only INTEGER NOT NULL DEFAULT 0,
-    unit_weight_g REAL,
-    unit_weight_cv REAL,
-    updated_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS discrepancies (
-    id INTEGER PRIMARY KEY,
-    bin TEXT NOT NULL,
-    sku TEXT,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'open',
-    opened_ms INTEGER NOT NULL,
-    device_from_ms INTEGER NOT NULL,
-    device_to_ms INTEGER NOT NULL,
-    scan_qty INTEGER NOT NULL,
-    sensed_qty INTEGER NOT NULL,
-    sentence TEXT NOT NULL,
-    action TEXT NOT NULL,
-    evidence TEXT NOT NULL,
-    closed_ms INTEGER,
-    closed_by_event_id INTEGER,
-    close_note TEXT
-);
-CREATE INDEX IF NOT EXISTS discrepancies_status ON discrepancies (status, id);
-CREATE INDEX IF NOT EXISTS discrepancies_bin ON discrepancies (bin, id);
-CREATE TABLE IF NOT EXISTS recount_requests (
-    id INTEGER PRIMARY KEY,
-    discrepancy_id INTEGER NOT NULL REFERENCES discrepancies (id),
-    requested_by TEXT NOT NULL,
-    requested_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS recount_requests_discrepancy ON recount_requests (discrepancy_id, id);
-CREATE TABLE IF NOT EXISTS reconcile_state (
-    bin TEXT PRIMARY KEY,
-    state TEXT NOT NULL
-) WITHOUT ROWID;
--- Derived state like balances: the history is in the events table (kind 'shelf_fault').
-CREATE TABLE IF NOT EXISTS shelf_faults (
-    bin TEXT NOT NULL,
-    fault TEXT NOT NULL,
-    node TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    since_ms INTEGER NOT NULL,
-    hub_ms INTEGER NOT NULL,
-    event_id INTEGER NOT NULL,
-    PRIMARY KEY (bin, fault)
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
-    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: add a correction instead'); END;
-CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
-    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: add a correction instead'); END;
-CREATE TRIGGER IF NOT EXISTS movements_append_only_u BEFORE UPDATE ON movements
-    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: add a correction instead'); END;
-CREATE TRIGGER IF NOT EXISTS movements_append_only_d BEFORE DELETE ON movements
-    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: add a correction instead'); END;
-"""
-
-BUSY_TIMEOUT_S = 10.0  # a CLI import or correction waits this long for the hub's writer to commit
-CACHE_KIB = 32 * 1024
 QUARANTINE_KEEP_BYTES = 16 * 1024  # enough to see what was wrong; oversize payloads are cut
 NODE_COLUMNS = frozenset({"online", "state_ms", "last_seen_ms", "boot_id", "sw_version", "stream", "last_seq",
                           "outbox_depth", "clock_skew_ms", "birth_ms", "devices", "notices"})
 NODE_JSON_COLUMNS = frozenset({"devices", "notices"})
 
 
-class _SqliteTx:
+class _SqlTx:
     """The writer's transaction primitives (see hub.store.base.WriteTx).
 
     Batched (the ingest writer's group commits): event rows get their ids up front
@@ -199,7 +58,7 @@ class _SqliteTx:
     one statement per primitive.
     """
 
-    def __init__(self, db: sqlite3.Connection, batched: bool = False) -> None:
+    def __init__(self, db: Connection, batched: bool = False) -> None:
         self.db = db
         self.batched = batched
         self._next_event_id = 0  # 0: not read yet in this transaction
@@ -219,11 +78,11 @@ class _SqliteTx:
                                  body))
             return ident
         self.flush()
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO events (node, stream, seq, kind, device_ms, accepted_ms, received_ms,"
-            " committed_ms, body) VALUES (?,?,?,?,?,?,?,?,?)",
-            (node, stream, seq, kind, device_ms, accepted_ms, received_ms, committed_ms, body))
-        return cur.lastrowid if cur.rowcount == 1 else None
+        row = self.db.execute(
+            "INSERT INTO events (node, stream, seq, kind, device_ms, accepted_ms, received_ms,"
+            " committed_ms, body) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING id",
+            (node, stream, seq, kind, device_ms, accepted_ms, received_ms, committed_ms, body)).fetchone()
+        return None if row is None else int(row[0])
 
     def _cached_balance(self, sku: str, location: str) -> list[int]:
         key = (sku, location)
@@ -269,7 +128,7 @@ class _SqliteTx:
                         " VALUES (?,?,?,?,?,?,?)", (event_id, sku, location, qty_delta, reason, device_ms, hub_ms))
         # RETURNING saves a second lookup per movement (SQLite >= 3.35).
         row = self.db.execute("INSERT INTO balances (sku, location, qty, updated_ms) VALUES (?,?,?,?)"
-                              " ON CONFLICT (sku, location) DO UPDATE SET qty = qty + excluded.qty,"
+                              " ON CONFLICT (sku, location) DO UPDATE SET qty = balances.qty + excluded.qty,"
                               " updated_ms = excluded.updated_ms RETURNING qty",
                               (sku, location, qty_delta, hub_ms)).fetchone()
         return int(row[0])
@@ -279,10 +138,11 @@ class _SqliteTx:
         if self._events:
             rows, self._events = self._events, []
             cur = self.db.executemany(
-                "INSERT OR IGNORE INTO events (id, node, stream, seq, kind, device_ms, accepted_ms, received_ms,"
-                " committed_ms, body) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+                "INSERT INTO events (id, node, stream, seq, kind, device_ms, accepted_ms, received_ms,"
+                " committed_ms, body) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", rows)
             if cur.rowcount != len(rows):
                 raise EventsAlreadyStored(f"{len(rows) - cur.rowcount} of {len(rows)} event(s) already stored")
+            self.db.ids_assigned("events", int(rows[-1][0]))
         if self._movements:
             rows, self._movements = self._movements, []
             self.db.executemany("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
@@ -301,12 +161,12 @@ class _SqliteTx:
         return int(row[0] or 0) + 1
 
     def open_discrepancy(self, new: NewDiscrepancy) -> int:
-        cur = self.db.execute(
+        row = self.db.execute(
             "INSERT INTO discrepancies (bin, sku, kind, opened_ms, device_from_ms, device_to_ms, scan_qty, sensed_qty,"
-            " sentence, action, evidence) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " sentence, action, evidence) VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
             (new.bin, new.sku, new.kind, new.opened_ms, new.device_from_ms, new.device_to_ms, new.scan_qty,
-             new.sensed_qty, new.sentence, new.action, new.evidence))
-        return int(cur.lastrowid or 0)
+             new.sensed_qty, new.sentence, new.action, new.evidence)).fetchone()
+        return int(row[0])
 
     def close_discrepancies(self, ids: list[int], closed_ms: int, event_id: int | None, note: str) -> None:
         self.db.executemany("UPDATE discrepancies SET status='closed', closed_ms=?, closed_by_event_id=?, close_note=?"
@@ -340,7 +200,7 @@ class _SqliteTx:
         bad = set(fields) - NODE_COLUMNS
         if bad:
             raise ValueError(f"unknown node columns {sorted(bad)}")
-        self.db.execute("INSERT OR IGNORE INTO nodes (node) VALUES (?)", (node,))
+        self.db.execute("INSERT INTO nodes (node) VALUES (?) ON CONFLICT DO NOTHING", (node,))
         if fields:
             assignments = ", ".join(f"{col}=?" for col in fields)
             values = [json.dumps(v) if col in NODE_JSON_COLUMNS else v for col, v in fields.items()]
@@ -359,61 +219,34 @@ class _SqliteTx:
                              fingerprint, received_ms))
 
 
-class SqliteStore:
-    """Hub storage in one SQLite file (WAL): a write connection and per-thread readers."""
+class SqlStore:
+    """Hub storage in one database (hub.db.DbTarget): a write connection and per-thread readers."""
 
-    storage_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
-
-    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                       timeout=BUSY_TIMEOUT_S)
-        self._writer.execute("PRAGMA journal_mode=WAL")
-        # A bigger page cache keeps the hot index pages (balances, recent movements) in memory
-        # as the ledger grows; the cost per event then stays flat (bench/ledger_scale.py).
-        self._writer.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._writer.execute(f"PRAGMA synchronous={synchronous}")
-        self._writer.executescript(SCHEMA)
-        self._add_missing_columns()
+    def __init__(self, target: DbTarget) -> None:
+        self.target = target
+        migrate(target)
+        self._writer = target.connect()
+        self.storage_errors: tuple[type[Exception], ...] = self._writer.storage_errors
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[Connection] = []
         self._readers_lock = threading.Lock()
 
     # ----------------------------------------------------------------- writing
 
-    def _add_missing_columns(self) -> None:
-        """Columns added after a ledger file was created (CREATE TABLE IF NOT EXISTS keeps old tables)."""
-        have = {row[1] for row in self._writer.execute("PRAGMA table_info(quarantine)")}
-        for column, decl in (("times", "INTEGER NOT NULL DEFAULT 1"), ("last_ms", "INTEGER"), ("fingerprint", "TEXT")):
-            if column not in have:
-                self._writer.execute(f"ALTER TABLE quarantine ADD COLUMN {column} {decl}")
-        self._writer.execute("CREATE INDEX IF NOT EXISTS quarantine_fingerprint ON quarantine (fingerprint)")
-        if "notices" not in {row[1] for row in self._writer.execute("PRAGMA table_info(nodes)")}:
-            self._writer.execute("ALTER TABLE nodes ADD COLUMN notices TEXT NOT NULL DEFAULT '[]'")
-
     @contextmanager
-    def write(self, batched: bool = False) -> Iterator[_SqliteTx]:
-        """A write transaction; batched=True defers event, movement and balance rows to COMMIT (see _SqliteTx)."""
-        self._writer.execute("BEGIN IMMEDIATE")
-        try:
-            tx = _SqliteTx(self._writer, batched)
+    def write(self, batched: bool = False) -> Iterator[_SqlTx]:
+        """A write transaction; batched=True defers event, movement and balance rows to COMMIT (see _SqlTx)."""
+        with self._writer.transaction():
+            tx = _SqlTx(self._writer, batched)
             yield tx
             tx.flush()
-            self._writer.execute("COMMIT")
-        except BaseException:
-            # Also when COMMIT itself fails (disk full): leave no transaction open, or every
-            # later BEGIN would fail until a restart.
-            if self._writer.in_transaction:
-                self._writer.execute("ROLLBACK")
-            raise
 
     # ----------------------------------------------------------------- reading
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _reader(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            conn = self.target.connect(readonly=True)
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
@@ -429,7 +262,7 @@ class SqliteStore:
 
     def stock(self, search: str = "", limit: int = 500, offset: int = 0, sku: str | None = None,
               location: str | None = None) -> list[Balance]:
-        where, args = _where(("(sku LIKE ? OR location LIKE ?)", (f"%{search}%", f"%{search}%")),
+        where, args = _where(("(LOWER(sku) LIKE LOWER(?) OR LOWER(location) LIKE LOWER(?))", (f"%{search}%", f"%{search}%")),
                              ("sku = ?", sku), ("location = ?", location))
         rows = self._reader().execute(
             f"SELECT sku, location, qty, updated_ms FROM balances WHERE {where}"
@@ -447,8 +280,7 @@ class SqliteStore:
 
     def catalog(self) -> Catalog:
         db = self._reader()
-        db.execute("BEGIN")  # one snapshot for the three tables
-        try:
+        with db.snapshot():  # one snapshot for the three tables
             rev_row = db.execute("SELECT value FROM meta WHERE key='catalog_rev'").fetchone()
             gtins: dict[str, list[str]] = {}
             for gtin, sku in db.execute("SELECT gtin, sku FROM gtins ORDER BY gtin"):
@@ -458,8 +290,6 @@ class SqliteStore:
             bins = tuple(CatalogBin(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6], r[7]) for r in db.execute(
                 "SELECT bin, zone, sku, node, sensored, weight_only, unit_weight_g, unit_weight_cv FROM bins"
                 " ORDER BY bin"))
-        finally:
-            db.execute("COMMIT")
         return Catalog(0 if rev_row is None else int(rev_row[0]), skus, bins)
 
     def import_catalog(self, skus: list[CatalogSku], bins: list[CatalogBin], now_ms: int) -> int:
@@ -479,7 +309,7 @@ class SqliteStore:
                 [(b.bin, b.zone, b.sku, b.node, int(b.sensored), int(b.weight_only), b.unit_weight_g,
                   b.unit_weight_cv, now_ms) for b in bins])
             row = db.execute("INSERT INTO meta (key, value) VALUES ('catalog_rev', 1) ON CONFLICT (key)"
-                             " DO UPDATE SET value = value + 1 RETURNING value").fetchone()
+                             " DO UPDATE SET value = meta.value + 1 RETURNING value").fetchone()
         return int(row[0])
 
     def discrepancies(self, status: str | None = None, bin: str | None = None, limit: int = 100,
@@ -576,17 +406,14 @@ class SqliteStore:
         where, args = _where(("e.kind = ?", ()), ("e.node = ?", node), ("e.id < ?", before_id))  # kind bound per query
         db = self._reader()
         found: list[tuple[Any, ...]] = []
-        db.execute("BEGIN")  # one snapshot for both kinds
-        try:
+        with db.snapshot():  # one snapshot for both kinds
             # One query per kind walks the (kind, id) index backwards and stops after `limit`;
             # an IN (...) over both kinds would sort every scan ever made.
             for kind in kinds:
                 found += db.execute(
                     "SELECT e.id, e.node, e.seq, e.kind, e.device_ms, e.committed_ms, e.body, g.sku FROM events e"
-                    " LEFT JOIN gtins g ON g.gtin = json_extract(e.body, '$.gtin')"
+                    f" LEFT JOIN gtins g ON g.gtin = {db.json_text('e.body', 'gtin')}"
                     f" WHERE {where} ORDER BY e.id DESC LIMIT ?", (kind, *args, limit)).fetchall()
-        finally:
-            db.execute("COMMIT")
         found.sort(key=lambda r: -int(r[0]))
         out = []
         for ident, node_name, seq, kind, device_ms, hub_ms, body, sku in found[:limit]:
@@ -635,6 +462,7 @@ class SqliteStore:
                 db.executemany("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
                                " VALUES (?,?,?,?,?,?,?)",
                                [(first + i, r[4], r[5], r[6], r[7], r[3], r[3]) for i, r in enumerate(batch)])
+                db.ids_assigned("events", first + len(batch) - 1)
             total += len(batch)
         with self.write() as tx:
             tx.db.execute("DELETE FROM balances")
@@ -643,16 +471,13 @@ class SqliteStore:
         return total
 
     def backup(self, path: str) -> None:
-        """Online backup with SQLite's backup API: consistent while ingest goes on."""
-        target = sqlite3.connect(path)
-        try:
-            source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            try:
-                source.backup(target)
-            finally:
-                source.close()
-        finally:
-            target.close()
+        """Online backup (SQLite's backup API: consistent while ingest goes on). A PostgreSQL ledger is
+        backed up by PostgreSQL's own tools (pg_dump, pg_basebackup: docs/deployment.md)."""
+        backup_to = getattr(self._writer, "backup_to", None)
+        if backup_to is None:
+            raise BackupUnsupported(f"the ledger is in PostgreSQL ({self.target.describe()}): back it up with pg_dump"
+                                    " or pg_basebackup (docs/deployment.md), not stock-hub backup")
+        backup_to(path)
 
     def close(self) -> None:
         with self._readers_lock:
@@ -660,6 +485,18 @@ class SqliteStore:
                 conn.close()
             self._readers.clear()
         self._writer.close()
+
+
+class BackupUnsupported(Exception):
+    """This backend is backed up by its own tools; the message says which."""
+
+
+class SqliteStore(SqlStore):
+    """The store in one SQLite file (WAL)."""
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        super().__init__(DbTarget.sqlite(LEDGER, path, synchronous))
+        self.path = Path(path)
 
 
 def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:

@@ -34,6 +34,7 @@ from yarl import URL
 
 from hub.auth import AuthStore, LoginThrottle, Role, SessionSigner, User, auth_paths, load_or_create_secret
 from hub.config import HubConfig
+from hub.db import AUTH as AUTH_STORE
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,8 @@ class WebAuth:
 
     @classmethod
     def from_config(cls, config: HubConfig) -> WebAuth:
-        db_path, secret_path = auth_paths(config.db_path, config.auth_db_path, config.auth_session_secret_file)
-        return cls(AuthStore(db_path), SessionSigner(load_or_create_secret(secret_path), config.auth_session_max_age_s),
+        _, secret_path = auth_paths(config.db_path, config.auth_db_path, config.auth_session_secret_file)
+        return cls(AuthStore(config.db_target(AUTH_STORE)), SessionSigner(load_or_create_secret(secret_path), config.auth_session_max_age_s),
                    LoginThrottle(config.auth_lockout_after, config.auth_lockout_base_s, config.auth_lockout_max_s,
                                  config.auth_failures_per_address, config.auth_failures_total),
                    config.auth_cookie_secure)

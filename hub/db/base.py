@@ -1,0 +1,69 @@
+"""One database connection behind a small interface, for every store of the hub.
+
+The hub's stores (the ledger in hub/store, the rules in hub/rules/store.py, users in
+hub/auth/store.py, ...) write their SQL once, in the dialect both backends share: `?`
+placeholders, `INSERT ... ON CONFLICT`, `RETURNING`. A backend module (hub/db/sqlite.py,
+hub/db/postgresql.py) is the only place that knows its driver; it translates what little
+differs (placeholders, how a write transaction takes the write lock, JSON field access).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+SQLITE, POSTGRESQL = "sqlite", "postgresql"  # the dialects
+
+
+class Cursor(Protocol):
+    """What a statement returns: rows (indexable by position and by column name) and a row count."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """One connection to one database; used by one thread at a time."""
+
+    dialect: str  # SQLITE or POSTGRESQL
+    # "The storage failed" (disk full, I/O, connection lost) as opposed to a bug in one statement.
+    storage_errors: tuple[type[Exception], ...]
+    # A row broke a UNIQUE or other constraint.
+    integrity_errors: tuple[type[Exception], ...]
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
+        """Run one statement (`?` placeholders) and return its cursor."""
+        ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Cursor:
+        """Run one statement per row; the cursor's rowcount is the total over all rows."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A write transaction that holds the database's write lock from its start (one writer at a
+        time, across processes); commits on normal exit, rolls back on an exception."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[Connection]:
+        """A read-only transaction: every statement inside sees the same state."""
+        ...
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def json_text(self, column: str, key: str) -> str:
+        """SQL for the text of one top-level key of a JSON column."""
+        ...
+
+    def ids_assigned(self, table: str, max_id: int) -> None:
+        """Rows were inserted into `table` with explicit ids up to max_id: later generated ids go above."""
+        ...
+
+    def close(self) -> None: ...

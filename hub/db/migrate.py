@@ -1,0 +1,71 @@
+"""Versioned, forward-only schema migrations for every store, with yoyo-migrations.
+
+Each store has numbered migrations per backend in hub/migrations/<store>/<dialect>/
+(`<store>_NNNN_<what>.sql`, or `.py` where a step needs to look before it changes);
+yoyo records what was applied in the database itself, so a database made by any earlier
+release is brought forward step by step and a new one gets every step. Nothing is ever
+rolled back: a fix is a new migration. docs/architecture.md ("Storage") says how to add one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub.db import DbTarget
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationReport:
+    """What one run did to one store: the ids applied (oldest first), and how many were there already."""
+
+    target: DbTarget
+    applied: tuple[str, ...]
+    already: int
+
+
+def _yoyo_url(target: DbTarget) -> str:
+    if target.url is not None:
+        scheme, rest = target.url.split("://", 1)
+        return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else target.url
+    assert target.path is not None
+    return f"sqlite:///{target.path.resolve()}"
+
+
+def migrations_dir(target: DbTarget) -> Path:
+    return MIGRATIONS_DIR / target.store / target.dialect
+
+
+def pending(target: DbTarget) -> list[str]:
+    """Ids of the migrations this database has not had yet, in the order they would run."""
+    from yoyo import get_backend, read_migrations
+    backend = get_backend(_yoyo_url(target))
+    try:
+        return [m.id for m in backend.to_apply(read_migrations(str(migrations_dir(target))))]
+    finally:
+        backend.connection.close()
+
+
+def migrate(target: DbTarget) -> MigrationReport:
+    """Apply every migration the database lacks (under yoyo's lock: two hubs starting at once
+    do not both apply one); log what was done in a sentence."""
+    from yoyo import get_backend, read_migrations
+    if target.path is not None:
+        target.path.parent.mkdir(parents=True, exist_ok=True)
+    backend = get_backend(_yoyo_url(target))
+    try:
+        migrations = read_migrations(str(migrations_dir(target)))
+        with backend.lock():
+            todo = backend.to_apply(migrations)
+            if todo:
+                log.info("%s database %s: applying %d schema migration(s): %s", target.store, target.describe(),
+                         len(todo), ", ".join(m.id for m in todo))
+                backend.apply_migrations(todo)
+        return MigrationReport(target, tuple(m.id for m in todo), len(migrations) - len(todo))
+    finally:
+        backend.connection.close()

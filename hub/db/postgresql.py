@@ -1,0 +1,150 @@
+"""PostgreSQL backend of hub.db (psycopg 3): the only module of the hub that imports psycopg.
+
+Statements arrive in the hub's shared dialect and are translated once each (cached): `?`
+placeholders become `%s`, a literal `%` is doubled. A write transaction first takes a
+transaction-scoped advisory lock, the same one for every writer of a store, so writers
+queue as they do on SQLite's `BEGIN IMMEDIATE` (ids taken as max + 1 by the single writer
+stay unique). A connection that was lost (server restart, failover) is opened again at
+the next statement; the statement that found it lost fails with a storage error, so the
+writer keeps its batch and retries.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg.pq import TransactionStatus
+
+from hub.db.base import POSTGRESQL
+
+CONNECT_TIMEOUT_S = 5
+
+
+@functools.lru_cache(maxsize=4096)
+def translate(sql: str) -> str:
+    """`?` placeholders to `%s` and `%` to `%%`, outside quoted strings."""
+    out: list[str] = []
+    quoted = False
+    for ch in sql:
+        if ch == "'":
+            quoted = not quoted
+        if not quoted and ch == "?":
+            out.append("%s")
+        elif ch == "%":
+            out.append("%%")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class Row(Sequence[Any]):
+    """A result row by position and by column name, like sqlite3.Row."""
+
+    __slots__ = ("_values", "_index")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self._values[self._index[key]]
+        return self._values[key]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+def _row_factory(cursor: Any) -> Any:
+    index = {col.name: i for i, col in enumerate(cursor.description or ())}
+    return lambda values: Row(values, index)
+
+
+def _args(args: Sequence[Any]) -> tuple[Any, ...]:
+    # The schema keeps flags as integers (as SQLite does): a Python bool would be sent as boolean.
+    return tuple(int(a) if isinstance(a, bool) else a for a in args)
+
+
+class PostgresConnection:
+    """hub.db.base.Connection over one psycopg connection (autocommit outside `transaction()`)."""
+
+    dialect = POSTGRESQL
+    storage_errors: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError,
+                                                   psycopg.errors.ReadOnlySqlTransaction)
+    integrity_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
+
+    def __init__(self, url: str, lock_key: int = 0, readonly: bool = False) -> None:
+        self.url = url
+        self.lock_key = lock_key  # the advisory lock every writer of this store takes
+        self.readonly = readonly
+        self.raw = self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                               row_factory=_row_factory)
+        if self.readonly:
+            conn.execute("SET default_transaction_read_only = on")
+        return conn
+
+    def _live(self) -> psycopg.Connection[Any]:
+        if self.raw.closed or self.raw.broken:
+            self.raw = self._connect()
+        return self.raw
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        if not args:
+            return self._live().execute(sql.replace("?", "%s") if "?" in sql else sql)
+        return self._live().execute(translate(sql), _args(args))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        cur = self._live().cursor()
+        cur.executemany(translate(sql), [_args(r) for r in rows])
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresConnection]:
+        conn = self._live()
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_key,))
+            yield self
+            conn.execute("COMMIT")
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def snapshot(self) -> Iterator[PostgresConnection]:
+        conn = self._live()
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield self
+        finally:
+            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute("COMMIT")
+
+    @property
+    def in_transaction(self) -> bool:
+        return not self.raw.closed and self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def json_text(self, column: str, key: str) -> str:
+        return f"({column}::jsonb ->> '{key}')"
+
+    def ids_assigned(self, table: str, max_id: int) -> None:
+        # Explicit ids do not move the identity sequence: move it, or the next generated id collides.
+        self.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), ?)", (max_id,))
+
+    def close(self) -> None:
+        self.raw.close()
