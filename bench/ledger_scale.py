@@ -1,20 +1,23 @@
-"""Does ingest cost per event grow with the ledger? Replay the same traffic at 0 rows and at N rows.
+"""Does ingest cost per event grow with the ledger, on SQLite and on PostgreSQL? Replay the same
+traffic at 0 rows and at N rows, on both backends side by side.
 
 Drives the real `hub.ingest.Ingest` (validate, dedupe, ledger, balances, reconciliation,
-group commit) on real SQLite files with batched contract JSON, as a node replaying its
-outbox would send it; the MQTT leg is measured elsewhere. Two ledgers in the same process:
-the baseline starts empty, the other gets N rows of history in bulk through the store
-(`SqliteStore.bulk_history`, not through ingest, so 5 M rows take seconds, not minutes).
-Rounds replay a fresh stream into each, alternating which goes first (bench/harness.py).
+group commit) on real SQLite files and real PostgreSQL databases with batched contract JSON,
+as a node replaying its outbox would send it; the MQTT leg is measured elsewhere. Two
+ledgers per backend in the same process: the baseline starts empty, the other gets N rows
+of history in bulk through the store (`SqlStore.bulk_history`, not through ingest, so 5 M
+rows take seconds to minutes, not hours). Rounds replay a fresh stream into each,
+alternating the order (bench/harness.py); comparisons are history / empty per backend and
+PostgreSQL / SQLite at each size.
 
-    .venv/bin/python bench/ledger_scale.py                 # 5,000,000 rows of history
+    .venv/bin/python bench/ledger_scale.py                 # 5,000,000 rows of history, both backends
     .venv/bin/python bench/ledger_scale.py --rows 500000   # quicker
+    .venv/bin/python bench/ledger_scale.py --backends sqlite
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -28,8 +31,9 @@ from bench.harness import Comparison, Metrics, report, run_rounds  # noqa: E402
 from contract import Channel, EventBatch, ScanEvent, ShelfCount, node_topic  # noqa: E402
 from hub.catalog import parse_catalog_csv  # noqa: E402
 from hub.commit import CommitResult  # noqa: E402
+from hub.db import LEDGER, DbTarget  # noqa: E402
 from hub.ingest import Ingest  # noqa: E402
-from hub.store import SqliteStore  # noqa: E402
+from hub.store import SqliteStore, SqlStore  # noqa: E402
 
 SITE = "bench"
 T0_MS = 1_750_000_000_000
@@ -82,7 +86,7 @@ def traffic(stream: str, events: int, batch: int, bins: int, counts: dict[int, i
     return out
 
 
-def replay(store: SqliteStore, payloads: list[bytes], window_ms: int) -> tuple[float, int, int]:
+def replay(store: SqlStore, payloads: list[bytes], window_ms: int) -> tuple[float, int, int]:
     """Events/s through Ingest for these payloads; also (events, discrepancies opened)."""
     committed = [0, 0]
 
@@ -109,6 +113,21 @@ def history(rows: int, bins: int) -> Iterator[tuple[str, str, int, int, str, str
                1 if i % 3 else -1, "receive" if i % 3 else "pick")
 
 
+def postgres_database(admin_url: str, name: str) -> str:
+    """A new, empty database of that name (an old one is dropped); returns its URL."""
+    import psycopg
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    import psycopg
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000, help="history in the second ledger")
@@ -119,21 +138,38 @@ def main() -> None:
     parser.add_argument("--sensored-every", type=int, default=2, help="every Nth bin has a shelf sensor")
     parser.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL"))
     parser.add_argument("--dir", default=None, help="where the SQLite files go (default: a temp dir)")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="a PostgreSQL role that may create the bench's two databases (dropped at the end)")
     args = parser.parse_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
 
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="ledger-scale-"))
     parsed = parse_catalog_csv(catalog_lines(args.bins, args.sensored_every))
-    stores = {}
-    for name in ("empty", "history"):
-        store = SqliteStore(workdir / f"ledger-{name}.sqlite3", args.synchronous)
-        store.import_catalog(list(parsed.skus.values()), list(parsed.bins.values()), T0_MS)
-        stores[name] = store
-    print(f"SQLite {__import__('sqlite3').sqlite_version}, synchronous={args.synchronous}; files in {workdir}")
-    started = time.perf_counter()
-    made = stores["history"].bulk_history(history(args.rows, args.bins))
-    bulk_s = time.perf_counter() - started
-    print(f"bulk history: {made:,} rows in {bulk_s:.1f} s ({made / bulk_s:,.0f} rows/s); file "
-          f"{os.path.getsize(workdir / 'ledger-history.sqlite3') / 2**20:,.0f} MiB")
+    stores: dict[str, SqlStore] = {}
+    for backend in backends:
+        for size in ("empty", "history"):
+            name = f"{backend} {size}"
+            if backend == "sqlite":
+                stores[name] = SqliteStore(workdir / f"ledger-{size}.sqlite3", args.synchronous)
+            else:
+                url = postgres_database(args.pg_admin_url, f"ledger_scale_{size}")
+                stores[name] = SqlStore(DbTarget.postgresql(LEDGER, url))
+            stores[name].import_catalog(list(parsed.skus.values()), list(parsed.bins.values()), T0_MS)
+    if "sqlite" in backends:
+        print(f"SQLite {__import__('sqlite3').sqlite_version}, synchronous={args.synchronous}; files in {workdir}")
+    if "postgresql" in backends:
+        import psycopg
+        with psycopg.connect(args.pg_admin_url) as admin:
+            row = admin.execute("SELECT version(), current_setting('synchronous_commit'),"
+                                " current_setting('shared_buffers')").fetchone()
+        assert row is not None
+        print(f"{row[0].split(' on ')[0]}, synchronous_commit={row[1]}, shared_buffers={row[2]}, on this machine")
+    for backend in backends:
+        started = time.perf_counter()
+        made = stores[f"{backend} history"].bulk_history(history(args.rows, args.bins))
+        bulk_s = time.perf_counter() - started
+        print(f"{backend} bulk history: {made:,} rows in {bulk_s:.1f} s ({made / bulk_s:,.0f} rows/s)")
     streams = iter(f"{i:016x}" for i in range(1, 10_000))
     # 900 kg at 10 g, the contract's limit; each ledger's shelves carry on from one trial to the next.
     counts = {name: {b: 90_000 for b in range(0, args.bins, args.sensored_every)} for name in stores}
@@ -145,16 +181,23 @@ def main() -> None:
         return {"events_per_s": rate, "ledger_rows": float(store.movement_count()), "discrepancies": float(discrepancies)}
 
     rss_before = rss_mib()
-    history_arm = f"{args.rows:,} rows of history"
-    rounds = run_rounds({"empty ledger": lambda: arm("empty"), history_arm: lambda: arm("history")}, args.rounds)
-    print(report(rounds, [Comparison(f"{history_arm} / empty", (history_arm, "events_per_s"),
-                                     ("empty ledger", "events_per_s"))],
-                 units={"events_per_s": "events/s"},
+    label = {f"{b} {size}": f"{b}, {args.rows:,} rows of history" if size == "history" else f"{b}, empty ledger"
+             for b in backends for size in ("empty", "history")}
+    rounds = run_rounds({label[name]: (lambda name=name: arm(name)) for name in stores}, args.rounds)  # type: ignore[misc]
+    comparisons = [Comparison(f"{b}: history / empty", (label[f"{b} history"], "events_per_s"),
+                              (label[f"{b} empty"], "events_per_s")) for b in backends]
+    if len(backends) == 2:
+        comparisons += [Comparison(f"PostgreSQL / SQLite, {size}", (label[f"postgresql {size}"], "events_per_s"),
+                                   (label[f"sqlite {size}"], "events_per_s")) for size in ("empty", "history")]
+    print(report(rounds, comparisons, units={"events_per_s": "events/s"},
                  title=f"batched replay into the ledger, reconciliation on, {args.events:,} events per trial"))
     print(f"\nRSS {rss_before:,.0f} MiB before the rounds, {rss_mib():,.0f} MiB after; target: within 20 % of the "
           "empty ledger, >= 20,000 events/s")
     for store in stores.values():
         store.close()
+    if "postgresql" in backends:
+        for size in ("empty", "history"):
+            drop_database(args.pg_admin_url, f"ledger_scale_{size}")
     if not args.dir:
         shutil.rmtree(workdir)  # hundreds of MiB at 5 M rows
 

@@ -25,6 +25,9 @@ if [ "$PURPOSE" = test ]; then
     command -v shellcheck >/dev/null || missing+=(shellcheck)        # lint of the install scripts
     command -v promtool >/dev/null || missing+=(prometheus)          # promtool: alert rule unit tests
     command -v npm >/dev/null || missing+=(nodejs npm)               # the AsyncAPI parser validates docs/asyncapi.yaml
+    # PostgreSQL: the store tests' second pass (a server on 127.0.0.1:5432, which the package starts)
+    # and initdb / pg_ctl / pg_basebackup for the standby tests' temporary clusters
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -47,7 +47,7 @@ from edge.state import EdgeState
 from hub.catalog import parse_catalog_csv
 from hub.commit import CommitResult
 from hub.config import HUB_SETTINGS, HubConfig, hub_config_from
-from hub.db import LEDGER, RULES, DbTarget
+from hub.db import AUTH, LEDGER, RULES, DbTarget
 from hub.ingest import Ingest
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
 from hub.rules.store import RulesDb
@@ -82,6 +82,11 @@ def use_store_url(url: str) -> None:
 def store_url() -> str:
     """The current test's PostgreSQL URL, or "" when it runs on SQLite."""
     return _store_url
+
+
+def store_toml() -> str:
+    """The [store] table of a hub config file for the current test's backend ("" on SQLite)."""
+    return f'[store]\nurl = "{_store_url}"\n' if _store_url else ""
 
 
 def open_ledger(path: Path) -> SqlStore:
@@ -127,7 +132,7 @@ password = "{broker.users[HUB_USER]}"
 port = {http_port}
 [db]
 path = "{tmp_path / 'hub' / 'ledger.sqlite3'}"
-""" + (f'[store]\nurl = "{_store_url}"\n' if _store_url else ""))
+""" + store_toml())
     return path
 
 
@@ -286,8 +291,8 @@ TEST_PASSWORD_CHARS = 16
 
 def api_token(config: HubConfig, role: str = "admin", name: str = "tests") -> str:
     """Create an API token in the hub's auth database; send it as `Authorization: Bearer <token>`."""
-    from hub.auth import AuthStore, Role, auth_paths
-    store = AuthStore(auth_paths(config.db_path, config.auth_db_path, config.auth_session_secret_file)[0])
+    from hub.auth import AuthStore, Role
+    store = AuthStore(config.db_target(AUTH))
     try:
         return store.add_token(name, Role.parse(role))
     finally:
@@ -298,9 +303,9 @@ def add_web_user(config: HubConfig, username: str, role: str = "supervisor", pas
     """Create (or reset) a page user in the hub's auth database; returns the password."""
     import secrets
 
-    from hub.auth import AuthStore, Role, auth_paths
+    from hub.auth import AuthStore, Role
     password = password or secrets.token_urlsafe(TEST_PASSWORD_CHARS)
-    store = AuthStore(auth_paths(config.db_path, config.auth_db_path, config.auth_session_secret_file)[0])
+    store = AuthStore(config.db_target(AUTH))
     try:
         store.set_user(username, Role.parse(role), password)
     finally:

@@ -10,9 +10,8 @@ from contract import Channel, NodeConfig, node_topic
 from hub.catalog import CatalogError, CatalogIndex, node_configs, parse_catalog_csv
 from hub.cli import main as hub_cli
 from hub.mosquitto import PrivateBroker
-from hub.store import SqliteStore
 from hub.store.base import Catalog
-from tests.support import SITE, NodeClient, RunningHub, add_node, wait_for
+from tests.support import SITE, NodeClient, RunningHub, add_node, open_ledger, store_toml, wait_for
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "firmware_config" / "catalog-example.csv"
 HEADER = "sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv\n"
@@ -74,7 +73,7 @@ def test_a_file_without_the_sku_column_is_refused() -> None:
 
 def test_cli_import_reports_and_node_configs_follow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "hub.toml"
-    config.write_text(f'[site]\nname = "{SITE}"\n[db]\npath = "{tmp_path / "l.db"}"\n')
+    config.write_text(f'[site]\nname = "{SITE}"\n[db]\npath = "{tmp_path / "l.db"}"\n{store_toml()}')
     assert hub_cli(["import-catalog", str(EXAMPLE), "--config", str(config), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "5 row(s) read, 5 good, 0 bad; 4 SKU(s), 4 bin(s), 3 with shelf sensors; imported as catalog rev 1" in out
@@ -83,7 +82,7 @@ def test_cli_import_reports_and_node_configs_follow(tmp_path: Path, capsys: pyte
     assert hub_cli(["import-catalog", str(bad), "--config", str(config), "--no-progress", "--strict"]) == 1
     captured = capsys.readouterr()
     assert "line 2, column 'gtin'" in captured.err and "nothing imported" in captured.out
-    store = SqliteStore(tmp_path / "l.db")
+    store = open_ledger(tmp_path / "l.db")
     try:
         catalog = store.catalog()
     finally:
@@ -107,7 +106,7 @@ async def test_the_running_hub_pushes_a_new_catalog_to_its_nodes(broker: Private
             raw.subscribe(node_topic(SITE, node, Channel.CONFIG))
             csv_file = tmp_path / "cat.csv"
             csv_file.write_text(HEADER + f"SKU-1,One,09506000134352,Q-01-1,Q,{node},yes,no,25,0.02\n")
-            store = SqliteStore(hub.config.db_path)  # as `stock-hub import-catalog` does, from outside the hub
+            store = open_ledger(hub.config.db_path)  # as `stock-hub import-catalog` does, from outside the hub
             try:
                 from hub.catalog import import_catalog_file
                 _, rev = import_catalog_file(store, csv_file, 1_750_000_000_000, progress=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hub.cli import main
+from tests.support import store_toml, store_url
 
 
 def hub_toml(tmp_path: Path) -> Path:
@@ -37,3 +38,14 @@ def test_backup_into_a_missing_directory_is_one_line(tmp_path: Path, capsys: pyt
     assert "is not a directory" in capsys.readouterr().err
     assert main(["backup", str(tmp_path / "b.sqlite3"), "--config", str(config)]) == 0
     assert (tmp_path / "b.sqlite3").stat().st_size > 0
+
+
+def test_backup_of_a_postgresql_ledger_points_at_postgresql_tools(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    if not store_url():
+        pytest.skip("a PostgreSQL ledger: runs in the --store=postgresql pass")
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[site]\nname = "s1"\n[db]\npath = "{tmp_path / "unused.sqlite3"}"\n{store_toml()}')
+    assert main(["backup", str(tmp_path / "b.sqlite3"), "--config", str(config)]) == 2
+    assert "back it up with pg_dump or pg_basebackup" in capsys.readouterr().err
+    assert not (tmp_path / "b.sqlite3").exists()

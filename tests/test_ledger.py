@@ -24,6 +24,7 @@ from tests.support import (
     random_events,
     scan_ev,
     shelf_ev,
+    store_toml,
     store_url,
     wait_for_sync,
 )
@@ -118,8 +119,7 @@ def test_the_ledger_refuses_edits(tmp_path: Path) -> None:
 
 def hub_toml(tmp_path: Path, db: Path) -> Path:
     path = tmp_path / "hub.toml"
-    store = f'[store]\nurl = "{store_url()}"\n' if store_url() else ""
-    path.write_text(f'[site]\nname = "test-site"\n[db]\npath = "{db}"\n{store}')
+    path.write_text(f'[site]\nname = "test-site"\n[db]\npath = "{db}"\n{store_toml()}')
     return path
 
 

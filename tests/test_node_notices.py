@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from contract import notice_is_all_clear
 from edge.agent import EdgeAgent
 from edge.config import load_edge_config
@@ -105,6 +107,7 @@ async def test_the_last_births_notices_are_kept_shown_and_cleared(broker: Privat
         await runner.cleanup()
 
 
+@pytest.mark.sqlite_only  # a SQLite file of an old release
 def test_an_old_ledger_gains_the_notices_column(tmp_path: Path) -> None:
     """A ledger created before the column: opening it adds the column, old rows read as no notices."""
     import sqlite3

@@ -28,9 +28,7 @@ from hub.rules.clock import DAY_MS, ManualClock
 from hub.rules.config import CentralConfig, RulesConfig
 from hub.rules.core import RulesCore
 from hub.rules.engine import RulesEngine
-from hub.rules.store import RulesDb
-from hub.store import SqliteStore
-from tests.support import SITE, Central, scan, wait_for
+from tests.support import SITE, Central, open_ledger, open_rules_db, scan, wait_for
 
 T0 = 1_727_769_600_000
 
@@ -51,13 +49,13 @@ async def central(tmp_path: Path) -> AsyncIterator[Central]:
 async def test_central_down_for_an_hour_then_each_requisition_goes_out_once(tmp_path: Path,
                                                                              central: Central) -> None:
     clock = ManualClock(T0)
-    engine = RulesEngine(RulesCore(RulesDb(tmp_path / "hub" / "rules.sqlite3"), RulesConfig(), clock, SITE))
+    engine = RulesEngine(RulesCore(open_rules_db(tmp_path / "hub" / "rules.sqlite3"), RulesConfig(), clock, SITE))
     engine.start()
     cfg = CentralConfig(base_url=f"http://127.0.0.1:{central.port}", poll_interval_s=600, timeout_s=2.0,
                         retry_base_s=2.0, retry_cap_s=300.0)
     sync = PurchasingSync(engine, cfg, SITE, clock, random.Random(5), tick_s=0.05)
     task = asyncio.create_task(sync.run())
-    store = SqliteStore(tmp_path / "hub" / "ledger.sqlite3", "NORMAL")
+    store = open_ledger(tmp_path / "hub" / "ledger.sqlite3")
     acks: list[object] = []
     ingest = Ingest(store, SITE, publish_ack=acks.append, send_command=lambda n, c: None, on_commit=engine.submit)
     ingest.start()

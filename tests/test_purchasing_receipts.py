@@ -32,9 +32,7 @@ from hub.rules.config import CentralConfig, RulesConfig
 from hub.rules.core import RulesCore
 from hub.rules.engine import RulesEngine
 from hub.rules.receipts import is_sscc, match
-from hub.rules.store import RulesDb
-from hub.store import SqliteStore
-from tests.support import SITE, Central, scan, wait_for
+from tests.support import SITE, Central, open_ledger, open_rules_db, scan, wait_for
 
 T0 = 1_727_769_600_000
 TIES = demo_catalog()[1]  # one supplier order at a time keeps the arithmetic plain
@@ -61,12 +59,12 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
                                                                                 central: Central) -> None:
     assert central.store is not None
     clock = ManualClock(T0)
-    engine = RulesEngine(RulesCore(RulesDb(tmp_path / "hub" / "rules.sqlite3"), RulesConfig(), clock, SITE))
+    engine = RulesEngine(RulesCore(open_rules_db(tmp_path / "hub" / "rules.sqlite3"), RulesConfig(), clock, SITE))
     engine.start()
     cfg = CentralConfig(base_url=f"http://127.0.0.1:{central.port}", poll_interval_s=600, timeout_s=2.0)
     sync = PurchasingSync(engine, cfg, SITE, clock, random.Random(1), tick_s=0.05)
     task = asyncio.create_task(sync.run())
-    store = SqliteStore(tmp_path / "hub" / "ledger.sqlite3", "NORMAL")
+    store = open_ledger(tmp_path / "hub" / "ledger.sqlite3")
     ingest = Ingest(store, SITE, publish_ack=lambda a: None, send_command=lambda n, c: None, on_commit=engine.submit)
     ingest.start()
     sku = TIES["gtin"]  # the ledger knows the SKU by its GTIN until the hub's catalog names it

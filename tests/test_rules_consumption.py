@@ -13,8 +13,7 @@ from hub.ledger import apply_correction
 from hub.rules.clock import ManualClock
 from hub.rules.config import RulesConfig
 from hub.rules.core import CONSUMPTION_REASONS, RulesCore
-from hub.rules.store import RulesDb
-from tests.support import GTINS, T0_MS, Feeder, catalog_csv, scan_ev, shelf_ev
+from tests.support import GTINS, T0_MS, Feeder, catalog_csv, open_rules_db, scan_ev, shelf_ev
 
 STREAM = "00000000000000a1"
 
@@ -45,7 +44,7 @@ def test_picks_and_weight_only_drops_are_demand_counts_and_corrections_are_not(t
         assert {"pick", "sensor_change"} == set(CONSUMPTION_REASONS)
 
         clock = ManualClock(int(time.time() * 1000))
-        core = RulesCore(RulesDb(tmp_path / "rules.sqlite3"), RulesConfig(), clock, "site-a")
+        core = RulesCore(open_rules_db(tmp_path / "rules.sqlite3"), RulesConfig(), clock, "site-a")
         for commit in f.commits:
             core.on_commit(commit.balances)
         core.on_commit([fixed])

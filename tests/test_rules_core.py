@@ -17,8 +17,8 @@ from hub.rules.config import RulesConfig
 from hub.rules.core import CatalogItem, PurchaseOrder, RulesCore
 from hub.rules.feedback import FeedbackParams
 from hub.rules.leadtime import Delivery
-from hub.rules.store import RulesDb
 from hub.rules.supplier import SupplierOption, SupplierParams
+from tests.support import open_rules_db
 
 T0 = 1_727_769_600_000  # 2024-10-01 00:00 UTC
 SKU = "09506000134352"
@@ -28,7 +28,7 @@ BOLT = SupplierOption("bolt", "Bolt", 2, 7.0, 2.2)
 
 def make_core(tmp_path: Path, clock: ManualClock, **cfg: object) -> RulesCore:
     config = RulesConfig(**cfg)  # type: ignore[arg-type]
-    core = RulesCore(RulesDb(tmp_path / "rules.sqlite3"), config, clock, "site-a")
+    core = RulesCore(open_rules_db(tmp_path / "rules.sqlite3"), config, clock, "site-a")
     core.set_catalog([CatalogItem(SKU, SKU, "widget", 12.5, (ACME, BOLT))])
     return core
 
@@ -308,7 +308,7 @@ def test_state_survives_restart(tmp_path: Path) -> None:
     consume_to_reorder(core, clock)
     before = core.plan(SKU)
     core.db.close()
-    again = RulesCore(RulesDb(tmp_path / "rules.sqlite3"), core.config, clock, "site-a")
+    again = RulesCore(open_rules_db(tmp_path / "rules.sqlite3"), core.config, clock, "site-a")
     after = again.plan(SKU)
     assert after.demand == before.demand and after.on_hand == before.on_hand
     assert len(again.proposals) == 1

@@ -15,16 +15,16 @@ from hub.rules.clock import DAY_MS, HOUR_MS, ManualClock
 from hub.rules.config import RulesConfig
 from hub.rules.core import CatalogItem, RulesCore
 from hub.rules.stock import judge
-from hub.rules.store import RulesDb
 from hub.rules.supplier import SupplierOption
 from hub.store.base import DiscrepancyRow
+from tests.support import open_rules_db
 
 T0 = 1_727_769_600_000
 SKU = "TIES-200"
 
 
 def make_core(tmp_path: Path, clock: ManualClock) -> RulesCore:
-    core = RulesCore(RulesDb(tmp_path / "rules.sqlite3"), RulesConfig(), clock, "site-a")
+    core = RulesCore(open_rules_db(tmp_path / "rules.sqlite3"), RulesConfig(), clock, "site-a")
     core.set_catalog([CatalogItem(SKU, None, "cable ties", None, (SupplierOption("acme", "Acme", 1, 5.0, 2.0),))])
     return core
 
@@ -130,7 +130,7 @@ def test_pick_faces_and_balances_survive_a_restart(tmp_path: Path) -> None:
     before = core.replenishments()
     assert before and before[0]["location"] == "A-01-2"
     core.db.close()
-    again = RulesCore(RulesDb(tmp_path / "rules.sqlite3"), core.config, clock, "site-a")
+    again = RulesCore(open_rules_db(tmp_path / "rules.sqlite3"), core.config, clock, "site-a")
     assert again.replenishments() == before and again.sku_stock(SKU) == core.sku_stock(SKU)
 
 

@@ -212,9 +212,9 @@ async def test_two_admins_demoting_each_other_at_once_leave_one_admin(web_hub: t
 
 
 def service_users(service: HubService) -> list[Any]:
-    from hub.auth import AuthStore, auth_paths
-    store = AuthStore(auth_paths(service.config.db_path, service.config.auth_db_path,
-                                 service.config.auth_session_secret_file)[0])
+    from hub.auth import AuthStore
+    from hub.db import AUTH
+    store = AuthStore(service.config.db_target(AUTH))
     try:
         return store.user_rows()
     finally:

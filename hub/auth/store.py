@@ -109,7 +109,8 @@ class AuthStore:
 
     def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            cur = self._db.execute(sql, args)
+            return cur.fetchall() if cur.description is not None else []  # rows only where the statement has them
 
     # ----------------------------------------------------------------- users
 
