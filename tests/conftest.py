@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hub.mosquitto import HUB_USER, PrivateBroker
-from tests.support import PG_ADMIN_URL, Browser, DemoShift, chromium, use_store_url
+from tests.support import PG_ADMIN_URL, Browser, DemoShift, chromium, extra_databases, use_store_url
 
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 
@@ -61,13 +61,15 @@ def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"shelfsignal_test_{secrets.token_hex(6)}"
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
-    use_store_url(admin_url.rsplit("/", 1)[0] + "/" + name)
+    use_store_url(admin_url.rsplit("/", 1)[0] + "/" + name, admin_url)
     try:
         yield "postgresql"
     finally:
+        made = [name, *extra_databases()]
         use_store_url("")
         with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            for db in made:
+                admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

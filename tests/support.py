@@ -69,14 +69,24 @@ T = TypeVar("T")
 
 # The PostgreSQL database of the running test when the suite runs with --store=postgresql
 # (set by conftest's per-test fixture); "" runs every store on SQLite files in tmp_path.
+# Where a test opens stores in several directories (several hubs, one per seed, ...), each
+# directory gets a database of its own, as each would have its own SQLite files.
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _store_url = ""
+_admin_url = ""
+_dir_urls: dict[Path, str] = {}
 
 
-def use_store_url(url: str) -> None:
+def use_store_url(url: str, admin_url: str = "") -> None:
     """Run the stores of the current test in this PostgreSQL database ("" for SQLite)."""
-    global _store_url
-    _store_url = url
+    global _store_url, _admin_url
+    _store_url, _admin_url = url, admin_url
+    _dir_urls.clear()
+
+
+def extra_databases() -> list[str]:
+    """Names of the databases made for a test's further store directories (conftest drops them)."""
+    return [url.rsplit("/", 1)[1] for url in _dir_urls.values() if url != _store_url]
 
 
 def store_url() -> str:
@@ -84,21 +94,39 @@ def store_url() -> str:
     return _store_url
 
 
-def store_toml() -> str:
-    """The [store] table of a hub config file for the current test's backend ("" on SQLite)."""
-    return f'[store]\nurl = "{_store_url}"\n' if _store_url else ""
+def _url_for(directory: Path) -> str:
+    """The PostgreSQL database of the stores in this directory: the test's own for the first one."""
+    if directory not in _dir_urls:
+        if not _dir_urls:
+            _dir_urls[directory] = _store_url
+        else:
+            import psycopg
+            name = f"{_store_url.rsplit('/', 1)[1]}_{len(_dir_urls)}"
+            with psycopg.connect(_admin_url, autocommit=True) as admin:
+                admin.execute(f"CREATE DATABASE {name}")
+            _dir_urls[directory] = _store_url.rsplit("/", 1)[0] + "/" + name
+    return _dir_urls[directory]
+
+
+def store_toml(directory: Path | None = None) -> str:
+    """The [store] table of a hub config file for the current test's backend ("" on SQLite): the
+    database of the stores in `directory` (default: the test's own)."""
+    if not _store_url:
+        return ""
+    return f'[store]\nurl = "{_url_for(directory) if directory is not None else _store_url}"\n'
+
 
 
 def open_ledger(path: Path) -> SqlStore:
     """The ledger store of the current test's backend (a SQLite file at `path`, or its PostgreSQL database)."""
     if _store_url:
-        return SqlStore(DbTarget.postgresql(LEDGER, _store_url))
+        return SqlStore(DbTarget.postgresql(LEDGER, _url_for(Path(path).parent)))
     return SqliteStore(path, "NORMAL")
 
 
 def open_rules_db(path: Path) -> RulesDb:
     """The rules' store of the current test's backend (a SQLite file at `path`, or its PostgreSQL database)."""
-    return RulesDb(DbTarget.postgresql(RULES, _store_url) if _store_url else path)
+    return RulesDb(DbTarget.postgresql(RULES, _url_for(Path(path).parent)) if _store_url else path)
 
 
 def add_node(broker: PrivateBroker, prefix: str = "pi") -> tuple[str, str]:
@@ -115,7 +143,7 @@ def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra:
            "http": {"host": "127.0.0.1", "port": extra.pop("http_port", free_port())},
            "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}, **extra}
     if _store_url:
-        doc["store"] = {"url": _store_url}
+        doc["store"] = {"url": _url_for(tmp_path / "hub")}
     return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}))
 
 
@@ -132,7 +160,7 @@ password = "{broker.users[HUB_USER]}"
 port = {http_port}
 [db]
 path = "{tmp_path / 'hub' / 'ledger.sqlite3'}"
-""" + store_toml())
+""" + store_toml(tmp_path / "hub"))
     return path
 
 

@@ -12,8 +12,10 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from hub.auth import AuthStore, LoginThrottle, Role, SessionSigner, auth_paths
+from hub.auth import AuthStore, LoginThrottle, Role, SessionSigner
 from hub.cli import main as hub_main
+from hub.config import load_hub_config
+from hub.db import AUTH
 from hub.mosquitto import PrivateBroker, free_port
 from hub.service import HubService
 from hub.web.app import make_app
@@ -156,8 +158,14 @@ async def test_api_tokens(hub: tuple[str, HubService]) -> None:
         # Tokens are for the API, not the pages.
         async with s.get(f"{base}/stock", headers=auth, allow_redirects=False) as resp:
             assert resp.status == 303 and URL(resp.headers["Location"]).path == "/login"
-    db, _ = auth_paths(service.config.db_path, None, None)
-    assert token not in db.read_bytes().decode("latin-1")  # stored only as a hash
+    target = service.config.db_target(AUTH)  # stored only as a hash: not in the file, nor in any row
+    if target.path is not None:
+        assert token not in target.path.read_bytes().decode("latin-1")
+    conn = target.connect(readonly=True)
+    try:
+        assert token not in repr(conn.execute("SELECT * FROM api_tokens").fetchall())
+    finally:
+        conn.close()
 
 
 async def test_forged_or_foreign_cookie_is_refused(hub: tuple[str, HubService]) -> None:
@@ -252,7 +260,7 @@ def test_cli_add_user_and_token(broker: PrivateBroker, tmp_path: Path, monkeypat
     assert hub_main(["add-token", "erp", "--role", "viewer", "--config", str(config)]) == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
     assert hub_main(["add-user", "x", "--role", "supervisor", "--password-stdin", "--config", str(config)]) == 2
-    store = AuthStore(tmp_path / "hub" / "auth.sqlite3")
+    store = AuthStore(load_hub_config(config).db_target(AUTH))
     try:
         assert store.verify_password("lee", "a long enough password") is not None
         info = store.verify_token(token)
