@@ -49,14 +49,19 @@ async def _serve(config_path: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping on signal")
+    stopped, lease_lost = asyncio.create_task(stop.wait()), asyncio.create_task(service.lease_lost.wait())
+    await asyncio.wait({stopped, lease_lost}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    lease_lost.cancel()
+    # A hub that lost the writer lease exits non-zero: systemd starts it again, as a standby.
+    status = 1 if service.lease_lost.is_set() else 0
+    log.info("stopping: %s", "the writer lease was lost" if status else "on signal")
     notifier.stopping()
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     await runner.cleanup()
-    return 0
+    return status
 
 
 async def _beat_event_loop(watchdog: Watchdog) -> None:

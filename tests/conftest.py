@@ -72,6 +72,30 @@ def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
                 admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest, store_backend: str) -> Iterator[str]:
+    """A PostgreSQL database for a test that needs one on either pass: the test's own on the
+    PostgreSQL pass, else one made for it here (skipped with the reason when none answers)."""
+    from tests.support import store_url
+    if store_backend == "postgresql":
+        yield store_url()
+        return
+    import psycopg
+    admin_url = os.environ.get("TEST_PG_ADMIN_URL", PG_ADMIN_URL)
+    reason = _postgres_unreachable(admin_url)
+    if reason:
+        print(f"\nskipping: {reason}")
+        pytest.skip(reason)
+    name = f"shelfsignal_test_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
     """One broker for the whole run: tests that stop or restart a broker use `own_broker`."""

@@ -59,12 +59,29 @@ async def error_middleware(request: web.Request,
         return error_json(500, "internal error; see the hub log")
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+STANDBY_WRITES = frozenset({"/login", "/logout"})  # the users store takes writes from either hub
+
+
+@web.middleware
+async def standby_middleware(request: web.Request,
+                             handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """A standby hub (another holds the writer lease) serves what it reads and refuses changes, with why."""
+    service = request.app[SERVICE]
+    if (service.lease is not None and not service.active.is_set() and request.method not in READ_METHODS
+            and request.path not in STANDBY_WRITES):
+        return error_json(503, "this hub is the standby: another hub holds the writer lease and takes changes;"
+                               " use the active hub (GET /healthz says which is which), nothing was changed")
+    return await handler(request)
+
+
 @public
 async def healthz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     ok = service.ingest.last_tick > 0 and service.link.connected.is_set()
     body = {"ok": ok, "broker_connected": service.link.connected.is_set(), "ingest_queue": service.ingest.queue_depth,
-            "committed_events": service.ingest.committed_total}
+            "committed_events": service.ingest.committed_total,
+            "role": "active" if service.active.is_set() or service.lease is None else "standby"}
     return web.json_response(body, status=200 if ok else 503)
 
 
@@ -158,7 +175,7 @@ def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | N
     """The web application; with manage_service it starts and stops the hub with itself."""
     # The body check runs after the login check: nobody anonymous makes the hub parse anything.
     app = web.Application(middlewares=[error_middleware, same_origin_middleware, auth_middleware,
-                                       json_body_middleware])
+                                       standby_middleware, json_body_middleware])
     app.on_response_prepare.append(add_security_headers)
     app[SERVICE] = service
     app[AUTH] = auth or WebAuth.from_config(service.config)
