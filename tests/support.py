@@ -986,3 +986,74 @@ async def log_in(browser: Browser, base: str, username: str, password: str) -> P
     await page.get_by_role("button", name="Log in").click()
     await expect(page.locator("#live")).to_have_text("live")
     return page
+
+
+# --------------------------------------------------------------------------- PostgreSQL clusters of a test's own
+
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup), if installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+class PgCluster:
+    """A PostgreSQL server in a temporary directory on its own port, run as the `postgres` user
+    when the tests run as root (the server refuses root), stopped and removed by `destroy`."""
+
+    def __init__(self, root: Path, name: str, port: int) -> None:
+        import os
+        import pwd
+        self.bin = postgres_bin()
+        assert self.bin is not None
+        self.datadir = root / name
+        self.port = port
+        self.log = root / f"{name}.log"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            self._as = ["runuser", "-u", "postgres", "--"]
+            owner = pwd.getpwnam("postgres")
+            os.chown(root, owner.pw_uid, owner.pw_gid)
+
+    def _run(self, program: str, *args: str) -> None:
+        assert self.bin is not None
+        subprocess.run([*self._as, str(self.bin / program), *args], check=True, capture_output=True, timeout=120)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def init_primary(self, sync_standby: str) -> None:
+        """initdb with trust for local connections and replication, and one synchronous standby."""
+        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "--no-sync")
+        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
+                       f"wal_level = replica\nmax_wal_senders = 4\nsynchronous_standby_names = '{sync_standby}'\n"
+                       "fsync = off\n")  # the test kills processes, not the machine: fsync would only slow it
+
+    def init_standby(self, primary: PgCluster, name: str) -> None:
+        """A streaming standby copied from the primary with pg_basebackup (its connection settings written by -R)."""
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D",
+                  str(self.datadir), "-R", "-X", "stream")
+        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"port = {self.port}\ncluster_name = '{name}'\n")  # the walreceiver's application_name
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.log), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-w", "promote")
+
+    def sql(self, *statements: str) -> None:
+        """Run statements as the superuser, each on its own (ALTER SYSTEM cannot be in a transaction)."""
+        import psycopg
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    def running(self) -> bool:
+        assert self.bin is not None
+        return subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.datadir), "status"],
+                              capture_output=True).returncode == 0
