@@ -379,7 +379,7 @@ scale_per_g = 100.0
         log.info("%s", ready)
         threading.Thread(target=shift.run, name="shift", daemon=True).start()
         print(f"\n  Hub page:  http://127.0.0.1:{http_port}/   (login: admin / {admin_password})\n"
-              f"  Central:   http://127.0.0.1:{central_port}/v1  (the REFERENCE central purchasing service)\n"
+              f"  Central:   http://127.0.0.1:{central_port}/v2  (the REFERENCE central purchasing service)\n"
               f"  Logs:      {work}/hub.log, edge.log, central.log\n"
               f"  The shift: receive and put away cable ties (shelf A-01-2), pick bolts (shelf A-01-1) and gloves\n"
               f"             (B-01-1, no sensor), restock what runs low; a cycle count every {CYCLE_ROUNDS} rounds.\n"

@@ -415,6 +415,20 @@ async def teach_rules(service: Any, sku: str, location: str, per_day: int = 19, 
     await service.rules.call(teach)
 
 
+def central_schema(name: str, closed: bool = False) -> dict[str, Any]:
+    """A schema of docs/central-openapi.yaml (with the document's components, so its $refs resolve).
+
+    `closed`: no properties beyond the documented ones (the contract describes every field sent).
+    """
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "central-openapi.yaml").read_text())
+    schema = dict(doc["components"]["schemas"][name])
+    if closed:
+        schema["additionalProperties"] = False
+    return {**schema, "components": doc["components"]}
+
+
 class Central:
     """The reference central purchasing over real HTTP on a fixed port, stoppable and restartable."""
 
