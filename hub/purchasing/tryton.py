@@ -11,7 +11,8 @@ of its own (groups Purchase and Stock). The mapping, worked through in docs/purc
     order (one per supplier)  purchase.purchase with a purchase.line per requisition, quoted
                               and confirmed; the requisition's idempotency key is the line's note
     PO number / line id       purchase.number / purchase.line id
-    expected date             purchase.line delivery date (delivery_date_store)
+    expected date             purchase.line delivery_date: its incoming moves' planned date (the
+                              supplier's confirmed date), else the date ordered for (delivery_date_store)
     receipt per PO line       stock.shipment.in (reference = the receipt's key) over the line's
                               incoming stock.move, split to the quantity received, with its
                               stock.lot (expiry: expiration_date); received and done; the
@@ -185,7 +186,7 @@ class TrytonConnector(Connector):
         lines = await self._search_read("purchase.line", [("purchase", "in", [p["id"] for p in purchases]),
                                                           ("type", "=", "line")],
                                         ["purchase", "product.code", "quantity", "unit.symbol", "unit_price",
-                                         "delivery_date", "note"])
+                                         "delivery_date", "delivery_date_store", "note"])
         moves = await self._search_read("stock.move", [("origin", "in", [f"purchase.line,{x['id']}" for x in lines]),
                                                        ("state", "=", "done")],
                                         ["origin", "quantity", "from_location.type", "to_location.type"])
@@ -206,7 +207,10 @@ class TrytonConnector(Connector):
                 po_lines.append({"line_id": str(x["id"]), "sku": (x.get("product.") or {}).get("code"),
                                  "requisition_id": note.rsplit(":", 1)[-1] if ":requisition:" in note else None,
                                  "qty": int(x["quantity"]), "unit": (x.get("unit.") or {}).get("symbol") or "unit",
-                                 "unit_price": x["unit_price"], "expected_ms": to_ms(x.get("delivery_date")),
+                                 "unit_price": x["unit_price"],
+                                 # the incoming moves' planned date (what the supplier confirmed), else
+                                 # the date the line was ordered for
+                                 "expected_ms": to_ms(x.get("delivery_date") or x.get("delivery_date_store")),
                                  "qty_received": got, "status": status})
             out.append({"tryton_id": p["id"], "po_id": p["number"] or str(p["id"]),
                         "supplier": (p.get("party.") or {}).get("code") or "",
