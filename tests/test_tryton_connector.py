@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import random
 import re
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +71,15 @@ class Loop:
 
 
 @pytest.fixture
-async def loop(tryton: TrytonServer, tmp_path: Path) -> AsyncIterator[Loop]:
+async def loop(tryton: TrytonServer, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Loop]:
+    timeout_s = getattr(request, "param", {}).get("timeout_s", 20.0)  # how long one call to Tryton may take
     clock = ManualClock(T0)
     # One late delivery moves the next order (the default waits for three; the rule is the same).
     rules = RulesConfig(supplier=SupplierParams(late_threshold=1))
     engine = RulesEngine(RulesCore(RulesDb(tmp_path / "hub" / "rules.sqlite3"), rules, clock, SITE))
     engine.start()
     cfg = CentralConfig(base_url=tryton.url, connector=TRYTON, tryton_database=DATABASE, tryton_user=HUB_USER,
-                        token=HUB_PASSWORD, poll_interval_s=600, timeout_s=20.0, retry_base_s=2.0,
+                        token=HUB_PASSWORD, poll_interval_s=600, timeout_s=timeout_s, retry_base_s=2.0,
                         retry_cap_s=300.0)
     sync = PurchasingSync(engine, cfg, SITE, clock, random.Random(3), tick_s=0.05)
     task = asyncio.create_task(sync.run())
@@ -231,6 +234,28 @@ async def test_tryton_down_then_up_loses_nothing_and_a_refused_line_says_why(loo
     assert f"product '{BOLTS}' is not purchasable in Tryton" in str(failed[0].last_error)
     counts = await loop.core(lambda core: outbox.counts(core.db.conn))
     assert counts[outbox.PENDING] == 0
+
+
+@pytest.mark.parametrize("loop", [{"timeout_s": 3.0}], indirect=True)
+async def test_tryton_too_slow_to_answer_is_retried_and_the_order_still_goes_once(loop: Loop,
+                                                                               tryton: TrytonServer) -> None:
+    assert tryton.process is not None
+    os.kill(tryton.process.pid, signal.SIGSTOP)  # Tryton hangs: connections open, no answer
+    try:
+        proposal_ids = await loop.core(lambda core: demand(core, loop.clock, [GLOVES, BOLTS]))
+        await loop.settle("the attempt that timed out rescheduled")
+        pending = await loop.core(lambda core: outbox.items(core.db.conn))
+        requisitions = [i for i in pending if i.kind == "requisition"]
+        assert len(requisitions) == 2 and all(i.attempts >= 1 for i in requisitions)
+        assert all("TimeoutError" in str(i.last_error) and "will retry" in str(i.last_error) for i in requisitions)
+    finally:
+        os.kill(tryton.process.pid, signal.SIGCONT)
+    loop.clock.set(loop.clock() + 301_000)
+    await loop.settle("the order placed once Tryton answered again")
+    (purchase,) = loop.purchases("acme")
+    lines = loop.lines(purchase["id"])
+    assert sorted(x["note"] for x in lines) == sorted(f"{SITE}:requisition:{p}" for p in proposal_ids)
+    assert purchase["state"] == "processing"
 
 
 async def test_the_proposals_page_says_why_tryton_has_not_got_the_order_then_that_it_has(
