@@ -365,7 +365,7 @@ scale_per_g = 100.0
     try:
         if args.central == "tryton":
             tryton = start_tryton(work, central_port)
-            central_what = f"Tryton at http://127.0.0.1:{central_port} (database shelf; log {work}/tryton/trytond.log)"
+            central_what = f"Tryton at http://127.0.0.1:{central_port} (database shelf, user shelfsignal)"
         else:
             procs["central"] = subprocess.Popen(
                 [sys.executable, "-m", "central_reference.cli", "--db", str(work / "central.sqlite3"),
@@ -394,7 +394,7 @@ scale_per_g = 100.0
         threading.Thread(target=shift.run, name="shift", daemon=True).start()
         print(f"\n  Hub page:  http://127.0.0.1:{http_port}/   (login: admin / {admin_password})\n"
               f"  Central:   {central_what}\n"
-              f"  Logs:      {work}/hub.log, edge.log, central.log\n"
+              f"  Logs:      {work}/hub.log, edge.log, {'tryton/trytond.log' if tryton else 'central.log'}\n"
               f"  The shift: receive and put away cable ties (shelf A-01-2), pick bolts (shelf A-01-1) and gloves\n"
               f"             (B-01-1, no sensor), restock what runs low; a cycle count every {CYCLE_ROUNDS} rounds.\n"
               f"  Staged mistakes, once per cycle (everything else on the page would be a real finding):\n"
