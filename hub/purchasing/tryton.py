@@ -44,10 +44,12 @@ RECENT_ORDERS = 300  # the most recent purchases read per poll
 
 
 def to_date(epoch_ms: int) -> dt.date:
+    """The UTC day of an epoch-milliseconds time (Tryton's dates are days)."""
     return dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC).date()
 
 
 def to_ms(day: dt.date | None) -> int | None:
+    """A Tryton day as epoch milliseconds at its UTC midnight (None stays None)."""
     return None if day is None else int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
 
 
