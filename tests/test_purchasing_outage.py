@@ -181,3 +181,18 @@ async def test_reference_replays_a_key_places_a_requisition_once_and_refuses_a_c
     assert po["lines"][0]["expected_ms"] == T0 + 5 * DAY_MS
     for answer in (first, again, regrouped):  # the reference answers as the contract says
         jsonschema_rs.validate(central_schema("OrderAnswer"), answer)
+
+    # A return to supplier against that line; one against a line central never placed is refused.
+    ret = {"site": SITE, "return_id": "t1", "po_id": po["po_id"], "line_id": "1", "sku": "BOLT-M8-40",
+           "supplier": "acme", "qty": 2, "reason": "damaged", "returned_ms": T0}
+    returns = f"http://127.0.0.1:{central.port}/v2/returns"
+    async with aiohttp.ClientSession() as s:
+        async with s.post(returns, json=ret, headers={"Idempotency-Key": f"{SITE}:return:t1"}) as r6:
+            answer = await r6.json()
+            assert r6.status == 201
+        async with s.post(returns, json={**ret, "return_id": "t2", "line_id": "9"},
+                          headers={"Idempotency-Key": f"{SITE}:return:t2"}) as r7:
+            assert r7.status == 404 and "no line 9" in (await r7.json())["error"]
+    jsonschema_rs.validate(central_schema("ReturnAnswer"), answer)
+    jsonschema_rs.validate(central_schema("Return", closed=True), ret)
+    assert [x["return_id"] for x in central.store.returns(SITE)] == ["t1"]

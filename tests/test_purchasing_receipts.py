@@ -9,8 +9,10 @@ is simulated (a manual clock).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,11 +26,12 @@ from hub.ingest import Ingest
 from hub.ledger import BalanceChange
 from hub.mosquitto import free_port
 from hub.purchasing import outbox
-from hub.purchasing.sync import PurchasingSync
+from hub.purchasing.sync import PurchasingSync, order_request, receipt_request
 from hub.rules.clock import DAY_MS, ManualClock
 from hub.rules.config import CentralConfig, RulesConfig
 from hub.rules.core import RulesCore
 from hub.rules.engine import RulesEngine
+from hub.rules.outbox import OutboxItem
 from hub.rules.receipts import is_sscc, match
 from hub.rules.store import RulesDb
 from hub.store import SqliteStore
@@ -170,3 +173,35 @@ def test_matching_names_the_po_or_falls_back_to_fifo_and_says_why() -> None:
     m = match("S", 3, "340123450000000017", pos)
     assert (m.how, m.sscc, m.po_ref, m.lines) == (FIFO, "340123450000000017", None, (("PO-1", "1", 3),))
     assert is_sscc("340123450000000017") and not is_sscc("340123450000000018") and not is_sscc("4500012001")
+
+
+def test_a_hub_from_before_multi_line_orders_keeps_its_orders_and_outbox(tmp_path: Path) -> None:
+    """Single-line POs kept by contract 1.x become line 1 of theirs; queued 1.x rows go out as 2.0."""
+    path = tmp_path / "rules.sqlite3"
+    RulesDb(path).close()
+    old = {"po_id": "PO-1", "proposal_id": "p1", "sku": "S", "supplier": "acme", "qty_ordered": 10,
+           "qty_received": 4, "ordered_ms": T0, "promised_ms": T0 + DAY_MS, "status": "open"}
+    with sqlite3.connect(path) as conn:  # as a 1.x hub left it
+        conn.execute("INSERT INTO purchase_orders (po_id, sku, status, body, updated_ms) VALUES (?,?,?,?,?)",
+                     ("PO-1", "S", "open", json.dumps(old), T0))
+    db = RulesDb(path)
+    try:
+        (po,) = db.purchase_orders("open")
+        assert (po.po_id, po.line_id, po.qty_ordered, po.qty_received, po.unit) == ("PO-1", "1", 10, 4, "unit")
+        assert db.conn.execute("SELECT COUNT(*) FROM purchase_orders").fetchone()[0] == 0  # moved, once
+    finally:
+        db.close()
+
+    def item(kind: str, body: dict[str, object]) -> OutboxItem:
+        return OutboxItem(1, kind, f"{SITE}:{kind}:x", f"/v1/{kind}s", body, T0, 0, T0, None, "pending")
+
+    v1_requisition = {"site": SITE, "requisition_id": "r1", "sku": "S", "gtin": None, "supplier": "acme", "qty": 6,
+                      "unit_price": 2.0, "requested_ms": T0}
+    order = order_request(SITE, "acme", [item("requisition", v1_requisition)], T0 + 5)
+    jsonschema_rs.validate(central_schema("OrderRequest", closed=True), order)
+    assert order["lines"] == [{"requisition_id": "r1", "sku": "S", "qty": 6, "unit": "unit", "unit_price": 2.0}]
+    v1_receipt = {"site": SITE, "receipt_id": "x", "sku": "S", "qty": 3, "location": "DOCK", "received_ms": T0,
+                  "po_ids": ["PO-1"], "match": "fifo", "po_lines": [{"po_id": "PO-1", "qty": 3}]}
+    receipt = receipt_request(v1_receipt)
+    jsonschema_rs.validate(central_schema("Receipt", closed=True), receipt)
+    assert receipt["po_lines"] == [{"line_id": "1", "po_id": "PO-1", "qty": 3}]
