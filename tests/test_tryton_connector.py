@@ -235,6 +235,26 @@ async def test_tryton_down_then_up_loses_nothing_and_a_refused_line_says_why(loo
     counts = await loop.core(lambda core: outbox.counts(core.db.conn))
     assert counts[outbox.PENDING] == 0
 
+    # The gloves are booked in at another door, in Tryton itself: the hub's next poll closes its line.
+    (line,) = loop.lines(purchase["id"])
+    (wh,) = loop.admin.model("stock.location", "search_read", [("code", "=", "WH")], 0, None, None,
+                             ["input_location", "storage_location"])
+    (shipment,) = loop.admin.model("stock.shipment.in", "create", [{
+        "supplier": loop.admin.one("party.party", [("code", "=", "acme")]), "warehouse": wh["id"],
+        "warehouse_input": wh["input_location"], "warehouse_storage": wh["storage_location"],
+        "incoming_moves": [("add", line["moves"])]}])
+    loop.admin.model("stock.shipment.in", "receive", [shipment])
+    loop.admin.model("stock.shipment.in", "do", [shipment])
+    loop.clock.set(loop.clock() + 601_000)  # the poll is due
+    loop.sync.wake()
+
+    def line_closed(core: RulesCore) -> bool:
+        return not any(po.sku == GLOVES for po in core.pos.values())
+
+    await wait_for(lambda: loop.engine.call(line_closed), timeout_s=30, what="the line received in Tryton closed")
+    (row,) = await loop.core(lambda core: [r for r in core.purchase_order_rows() if r["sku"] == GLOVES])
+    assert (row["status"], row["qty_received"]) == ("received", row["qty_ordered"])
+
 
 @pytest.mark.parametrize("loop", [{"timeout_s": 3.0}], indirect=True)
 async def test_tryton_too_slow_to_answer_is_retried_and_the_order_still_goes_once(loop: Loop,

@@ -354,16 +354,17 @@ class RulesCore:
             self._apply_cash()
 
     def update_orders(self, orders: Iterable[PurchaseOrder]) -> None:
-        """Central's PO status: promised dates move, orders close or are cancelled."""
+        """Central's PO lines: promised dates move, lines are received there, close or are cancelled."""
         with self._tx():
             for po in orders:
                 mine = self.pos.get(po.line_key)
                 if mine is None:
                     continue
                 mine = replace(mine, promised_ms=po.promised_ms)
-                if po.status in ("closed", "cancelled") and mine.status == "open":
-                    mine = replace(mine, status=po.status)
-                    if po.status == "closed" and mine.qty_received > 0:
+                if po.status in ("received", "closed", "cancelled") and mine.status == "open":
+                    # goods booked in the ERP without a scan here (a receipt at another door) count
+                    mine = replace(mine, status=po.status, qty_received=max(mine.qty_received, po.qty_received))
+                    if po.status != "cancelled" and mine.qty_received > 0:
                         self._delivered(mine, self.clock())
                 self._save_po(mine)
 
