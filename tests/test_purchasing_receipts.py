@@ -197,8 +197,9 @@ def test_a_hub_from_before_multi_line_orders_keeps_its_orders_and_outbox(tmp_pat
 
     v1_requisition = {"site": SITE, "requisition_id": "r1", "sku": "S", "gtin": None, "supplier": "acme", "qty": 6,
                       "unit_price": 2.0, "requested_ms": T0}
-    order = order_request(SITE, "acme", [item("requisition", v1_requisition)], T0 + 5)
+    order = order_request(SITE, "acme", [item("requisition", v1_requisition)])
     jsonschema_rs.validate(central_schema("OrderRequest", closed=True), order)
+    assert order["requested_ms"] == T0  # from the row, never the attempt: a resend is the same body
     assert order["lines"] == [{"requisition_id": "r1", "sku": "S", "qty": 6, "unit": "unit", "unit_price": 2.0}]
     v1_receipt = {"site": SITE, "receipt_id": "x", "sku": "S", "qty": 3, "location": "DOCK", "received_ms": T0,
                   "po_ids": ["PO-1"], "match": "fifo", "po_lines": [{"po_id": "PO-1", "qty": 3}]}

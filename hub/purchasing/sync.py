@@ -88,14 +88,19 @@ def order_key(site: str, items: list[OutboxItem]) -> str:
     return f"{site}:order:{digest}"
 
 
-def order_request(site: str, supplier: str, items: list[OutboxItem], now_ms: int) -> dict[str, Any]:
-    """The contract's OrderRequest for requisition lines of one supplier."""
+def order_request(site: str, supplier: str, items: list[OutboxItem]) -> dict[str, Any]:
+    """The contract's OrderRequest for requisition lines of one supplier.
+
+    Built from the rows alone (no time of the attempt): a resend under the same key must carry
+    the same body, or central rightly refuses it as a different request.
+    """
     line_fields = ("requisition_id", "sku", "gtin", "qty", "unit", "unit_price", "expected_ms")
     lines = []
     for item in items:
         body = {"unit": "unit", **item.body}  # outbox rows from before contract v2 name no unit
         lines.append({k: body[k] for k in line_fields if body.get(k) is not None})
-    return {"site": site, "supplier": supplier, "requested_ms": now_ms, "lines": lines}
+    requested_ms = min(int(i.body.get("requested_ms", i.created_ms)) for i in items)
+    return {"site": site, "supplier": supplier, "requested_ms": requested_ms, "lines": lines}
 
 
 def receipt_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +204,7 @@ class PurchasingSync:
     async def _send_order(self, connector: Connector, items: list[OutboxItem]) -> int:
         supplier = str(items[0].body["supplier"])
         answer = await connector.place_order(order_key(self.site, items),
-                                             order_request(self.site, supplier, items, self.clock()))
+                                             order_request(self.site, supplier, items))
         lines = {str(x.get("requisition_id")): x for x in answer.get("lines", []) if isinstance(x, dict)}
         orders: dict[str, list[PurchaseOrder]] = {}
         for raw in answer.get("purchase_orders", []):
