@@ -45,7 +45,7 @@ from edge.shelf.sim import SimBin, VirtualController
 from edge.sink import OutboxSink
 from edge.state import EdgeState
 from hub.catalog import parse_catalog_csv
-from hub.config import HUB_SETTINGS, HubConfig, hub_config_from
+from hub.config import HUB_ARRAY_TABLES, HUB_SETTINGS, HubConfig, hub_config_from
 from hub.ingest import CommitResult, Ingest
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
 from hub.store import SqliteStore
@@ -78,7 +78,7 @@ def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra:
                                               "password": broker.users[HUB_USER]},
            "http": {"host": "127.0.0.1", "port": extra.pop("http_port", free_port())},
            "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}, **extra}
-    return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}))
+    return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}, array_tables=HUB_ARRAY_TABLES))
 
 
 def hub_toml(broker: PrivateBroker, tmp_path: Path, http_port: int, site: str = SITE) -> Path:
