@@ -165,9 +165,9 @@ class AlertsService:
     def set_enabled(self, rule_id: int, enabled: bool) -> Rule:
         return self.db.set_enabled(rule_id, enabled)
 
-    def send_test(self, rule_id: int) -> None:
+    def send_test(self, rule_id: int) -> Rule:
         """Queue a test message to the rule (blocking); call wake() after."""
-        self.db.enqueue_test(rule_id, self.clock(), self.messages)
+        return self.db.enqueue_test(rule_id, self.clock(), self.messages)
 
     def status(self) -> dict[str, Any]:
         """Rules with their delivery status, recent messages, the e-mail server (never its password)."""

@@ -251,13 +251,14 @@ class AlertsDb:
                                     " (SELECT rule_id FROM alert_held)").fetchone()
         return None if row[0] is None else int(row[0]) + window_ms
 
-    def enqueue_test(self, rule_id: int, now_ms: int, render: Render) -> None:
+    def enqueue_test(self, rule_id: int, now_ms: int, render: Render) -> Rule:
         """Queue a test message to one rule (whatever its kinds), outside the grouping."""
         rule = self.rule(rule_id)
         if rule is None:
             raise AlertsError(f"there is no alert rule {rule_id}")
         with self._tx() as conn:
             self._enqueue(conn, rule, render("test", rule, []), now_ms)
+        return rule
 
     def _enqueue(self, conn: sqlite3.Connection, rule: Rule, message: dict[str, Any], now_ms: int) -> None:
         # The key is the Standard Webhooks message id (and the e-mail's Message-ID): the same on
