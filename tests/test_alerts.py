@@ -32,6 +32,7 @@ from tests.support import (
     edge_config,
     hub_config,
     open_discrepancy,
+    scan,
     start_web_hub,
     teach_rules,
     token_session,
@@ -297,4 +298,44 @@ async def test_proposals_and_demotions_from_the_real_rules_engine(broker: Privat
         waiting = next(h for h in webhook_receiver.received if h.payload["type"] == "alert.proposal_waiting")
         assert "Approve or reject it" in waiting.payload["data"]["text"]
     finally:
+        await runner.cleanup()
+
+
+async def test_stockouts_faults_and_offline_nodes_reach_people_without_mqtt_state(
+        broker: PrivateBroker, tmp_path: Path, webhook_receiver: WebhookReceiver) -> None:
+    """The integration feed judges for the alerts even when it publishes nothing on MQTT."""
+    import time
+
+    from contract import ShelfFault
+
+    await webhook_receiver.start()
+    service, runner, _ = await start_web_hub(broker, tmp_path, integrations={"publish_state": False,
+                                                                             "min_interval_ms": 50})
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
+    try:
+        await asyncio.to_thread(service.alerts.add_rule, {
+            "name": "floor", "kinds": ["stockout", "shelf_fault", "node_offline"],
+            "webhook_url": webhook_receiver.url, "secret": webhook_receiver.secret})
+        await agent.start()
+        await wait_for(lambda: any(r.node == node and r.online for r in service.store.nodes()), what="node online")
+        await agent.sink.submit(scan(qty=5, location="E-01-1"))
+        await wait_for(lambda: service.store.stock("", 10, 0, None, "E-01-1"), what="the receipt")
+        await agent.sink.submit(scan(qty=5, location="E-01-1", mode="pick"))
+        now = int(time.time() * 1000)
+        await agent.sink.submit(ShelfFault(seq=0, ts_ms=now, accepted_ms=now, bin="E-01-1", fault="overload",
+                                           detail="load above the cell's range"))
+
+        def kinds() -> set[str]:
+            return {h.payload["type"] for h in webhook_receiver.received}
+
+        await wait_for(lambda: kinds() >= {"alert.stockout", "alert.shelf_fault"}, timeout_s=20,
+                       what="the stockout and the fault")
+        await agent.stop()
+        await wait_for(lambda: "alert.node_offline" in kinds(), timeout_s=20, what="the node offline")
+        offline = next(h for h in webhook_receiver.received if h.payload["type"] == "alert.node_offline")
+        assert offline.payload["data"]["events"][0]["subject"] == node
+        assert service.consumer_feed.published_total == 0  # publish_state off: nothing on MQTT
+    finally:
+        await agent.stop()
         await runner.cleanup()
