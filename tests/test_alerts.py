@@ -31,6 +31,7 @@ from tests.support import (
     api_token,
     edge_config,
     hub_config,
+    login_session,
     open_discrepancy,
     scan,
     start_web_hub,
@@ -338,4 +339,56 @@ async def test_stockouts_faults_and_offline_nodes_reach_people_without_mqtt_stat
         assert service.consumer_feed.published_total == 0  # publish_state off: nothing on MQTT
     finally:
         await agent.stop()
+        await runner.cleanup()
+
+
+async def test_the_admin_page_adds_rules_shows_secrets_once_and_keeps_bad_input_out(
+        broker: PrivateBroker, tmp_path: Path, webhook_receiver: WebhookReceiver, smtp_server: SmtpServer) -> None:
+    import re
+
+    await webhook_receiver.start()
+    service, runner, base = await start_web_hub(broker, tmp_path, alerts=smtp_server.settings())
+    admin, csrf = await login_session(base, service.config, "admin")
+    sup, sup_csrf = await login_session(base, service.config, "supervisor")
+    try:
+        form = {"csrf_token": csrf, "name": "night shift", "kinds": "discrepancy", "channel": "webhook",
+                "target": webhook_receiver.url}
+        async with admin.post(f"{base}/alerts/rules", data=form) as resp:
+            page = await resp.text()
+            assert resp.status == 201 and "Rule night shift sends discrepancy by webhook" in page
+        secret = re.search(r'<code class="secret">([^<]+)</code>', page)
+        assert secret and secret.group(1).startswith("whsec_")
+        async with admin.get(f"{base}/alerts") as resp:
+            listing = await resp.text()
+        assert "night shift" in listing and secret.group(1) not in listing and "secret set" in listing
+        assert smtp_server.password not in listing and "password set" in listing
+        # A bad address: 400, the form comes back filled in (never with a secret), no rule added.
+        bad = {"csrf_token": csrf, "name": "mail", "kinds": ["stockout", "discrepancy"], "channel": "email",
+               "target": "stores at example", "secret": "whsec_not-shown-back"}
+        async with admin.post(f"{base}/alerts/rules", data=bad) as resp:
+            page = await resp.text()
+            assert resp.status == 400 and "e-mail address &#39;stores at example&#39; is not one" in page
+        assert 'value="stores at example"' in page and "whsec_not-shown-back" not in page
+        assert [r.name for r in service.alerts.db.rules()] == ["night shift"]
+        # The test message, signed with the secret shown once, reaches the receiver.
+        webhook_receiver.secret = secret.group(1)
+        rule_id = service.alerts.db.rules()[0].id
+        async with admin.post(f"{base}/alerts/rules/{rule_id}/test", data={"csrf_token": csrf}) as resp:
+            assert resp.status == 200 and "A test message is queued" in await resp.text()
+        await wait_for(lambda: webhook_receiver.received, what="the test message")
+        assert webhook_receiver.received[0].payload["type"] == "alert.test"
+        # No CSRF token, or not an admin: refused, nothing changes.
+        async with admin.post(f"{base}/alerts/rules/{rule_id}/delete") as resp:
+            assert resp.status == 403
+        async with sup.get(f"{base}/alerts") as resp:
+            assert resp.status == 403
+        async with sup.post(f"{base}/alerts/rules/{rule_id}/delete", data={"csrf_token": sup_csrf}) as resp:
+            assert resp.status == 403
+        assert len(service.alerts.db.rules()) == 1
+        async with admin.post(f"{base}/alerts/rules/{rule_id}/delete", data={"csrf_token": csrf}) as resp:
+            assert resp.status == 200 and "The rule is deleted" in await resp.text()
+        assert service.alerts.db.rules() == []
+    finally:
+        await admin.close()
+        await sup.close()
         await runner.cleanup()

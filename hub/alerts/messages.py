@@ -20,7 +20,8 @@ def _count(kind: str, n: int) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _span(window_s: float) -> str:
+def span_words(window_s: float) -> str:
+    """'15 min' or '40 s': a window as a digest names it."""
     return f"{window_s / 60:.0f} min" if window_s >= 60 else f"{window_s:.0f} s"
 
 
@@ -46,12 +47,12 @@ class Messages:
                    "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                    "data": {"site": self.site, "rule": rule.name, "summary": subject, "text": text,
                             "count": len(events), "events": [e.as_json() for e in events]}}
-        return {"type": message_type, "subject": f"[shelfsignal {self.site}] {subject}", "text": text,
-                "payload": payload}
+        return {"type": message_type, "subject": f"[shelfsignal {self.site}] {subject}", "summary": subject,
+                "text": text, "payload": payload}
 
     def _digest(self, events: list[AlertEvent]) -> tuple[str, str]:
         by_kind = Counter(e.kind for e in events)
-        span = _span(self.window_s)
+        span = span_words(self.window_s)
         heads = [_count(kind, n) for kind, n in by_kind.most_common()]
         subject = f"{', '.join(heads)} in the last {span}"
         sections = []

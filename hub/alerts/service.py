@@ -23,7 +23,7 @@ import aiohttp
 from contract.clock import now_ms
 from hub.alerts import mailer, webhook
 from hub.alerts.config import AlertsConfig
-from hub.alerts.messages import Messages
+from hub.alerts.messages import Messages, span_words
 from hub.alerts.model import EMAIL, WEBHOOK, AlertEvent, AlertsError, Rule, check_rule
 from hub.alerts.outcome import REFUSED, SENT, Attempt
 from hub.alerts.signing import new_secret
@@ -176,4 +176,5 @@ class AlertsService:
                 "counts": self.db.counts(),
                 "smtp": {"host": smtp.host, "port": smtp.port, "security": smtp.security, "username": smtp.username,
                          "sender": smtp.sender, "password_set": bool(smtp.password)},
-                "grouping": {"window_s": self.config.digest_window_s, "burst": self.config.burst}}
+                "grouping": {"window_s": self.config.digest_window_s, "burst": self.config.burst,
+                             "window_text": span_words(self.config.digest_window_s)}}

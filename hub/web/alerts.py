@@ -31,6 +31,9 @@ DONE = {  # ?done= codes after a redirect: fixed sentences, so a crafted link ca
 }
 
 
+EMPTY_FORM: dict[str, Any] = {"name": "", "target": "", "channel": "", "kinds": []}
+
+
 def _actor(request: web.Request) -> str:
     identity = identity_of(request)
     return identity.name if identity else "?"
@@ -48,7 +51,7 @@ async def _page(request: web.Request, status: int = 200, **shown: Any) -> web.Re
     message = DONE.get(request.query.get("done", ""))
     return render(request, "alerts.html", status=status, state=state, kinds=EVENT_KINDS, words=EVENT_WORDS,
                   message=shown.pop("message", message), error=shown.pop("error", None),
-                  form=shown.pop("form", {}), **shown)
+                  form=shown.pop("form", EMPTY_FORM), **shown)
 
 
 def _rule_from_form(form: Any) -> dict[str, Any]:
