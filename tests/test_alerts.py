@@ -255,6 +255,8 @@ def test_rules_from_the_config_file(broker: PrivateBroker, tmp_path: Path) -> No
         assert rule.source == "config" and rule.secret_set
         with pytest.raises(AlertsError, match="comes from the config file"):
             service.delete_rule(rule.id)
+        with pytest.raises(AlertsError, match="comes from the config file"):
+            service.set_enabled(rule.id, False)
     finally:
         service.close()
     problems = (({**good, "webhook_url": "mailto:ops@example.com"}, "#1: webhook URL 'mailto:ops@example.com' is not"),
@@ -392,3 +394,20 @@ async def test_the_admin_page_adds_rules_shows_secrets_once_and_keeps_bad_input_
         await admin.close()
         await sup.close()
         await runner.cleanup()
+
+
+def test_check_config_reads_alert_rules_from_the_toml_file(broker: PrivateBroker, tmp_path: Path) -> None:
+    from hub.config import load_hub_config
+    from hub.mosquitto import free_port
+    from tests.support import hub_toml
+
+    path = hub_toml(broker, tmp_path, free_port())
+    base = path.read_text()
+    path.write_text(base + '[alerts]\nburst = 5\n\n[[alert_rule]]\nname = "ops"\nkinds = ["node_offline"]\n'
+                    'webhook_url = "https://ops.example.com/h"\nsecret = "' + WebhookReceiver().secret + '"\n')
+    config = load_hub_config(path)
+    assert config.alerts.burst == 5 and [r.name for r, _ in config.alerts.rules] == ["ops"]
+    path.write_text(base + '[[alert_rule]]\nname = "ops"\nkinds = ["node_offline"]\nwebhook_url = "ftp://x"\n')
+    with pytest.raises(ConfigError) as err:
+        load_hub_config(path)
+    assert str(err.value).startswith(f"{path}: [[alert_rule]] #1: webhook URL 'ftp://x' is not http(s)")

@@ -159,8 +159,13 @@ class AlertsDb:
     def set_enabled(self, rule_id: int, enabled: bool) -> Rule:
         """Pause a rule (events for it are no longer taken) or resume it."""
         with self._tx() as conn:
-            if conn.execute("UPDATE alert_rules SET enabled = ? WHERE id = ?", (int(enabled), rule_id)).rowcount != 1:
+            row = conn.execute("SELECT name, source FROM alert_rules WHERE id = ?", (rule_id,)).fetchone()
+            if row is None:
                 raise AlertsError(f"there is no alert rule {rule_id}")
+            if row["source"] == "config":
+                raise AlertsError(f"rule {row['name']!r} comes from the config file ([[alert_rule]]): "
+                                  "change it there and restart the hub")
+            conn.execute("UPDATE alert_rules SET enabled = ? WHERE id = ?", (int(enabled), rule_id))
         found = self.rule(rule_id)
         assert found is not None
         return found
