@@ -162,6 +162,10 @@ async def test_a_receiver_that_was_down_gets_everything_after_a_restart(tmp_path
         await wait_for(lambda: again.db.counts()["failed"] == 1, what="a refusal marked failed")
         failed = [d for d in again.db.deliveries() if d["status"] == "failed"]
         assert "HTTP 410" in failed[0]["last_error"] and "refuses this message" in failed[0]["last_error"]
+        webhook_receiver.answer = 302  # a redirect is not followed: a signed body must not go elsewhere
+        again.on_event(event(6, "shelf_fault"))
+        await wait_for(lambda: again.db.counts()["failed"] == 2, what="a redirect marked failed")
+        assert "do not follow redirects" in (rule_status(again, "ops")["last_failure"] or "")
 
 
 async def test_email_needs_the_right_login_and_a_real_address(tmp_path: Path, smtp_server: SmtpServer) -> None:
@@ -411,3 +415,15 @@ def test_check_config_reads_alert_rules_from_the_toml_file(broker: PrivateBroker
     with pytest.raises(ConfigError) as err:
         load_hub_config(path)
     assert str(err.value).startswith(f"{path}: [[alert_rule]] #1: webhook URL 'ftp://x' is not http(s)")
+
+
+def test_a_huge_digest_keeps_its_count_but_not_every_event_in_the_body() -> None:
+    from hub.alerts.messages import PAYLOAD_EVENTS_MAX, Messages
+    from hub.alerts.model import Rule
+
+    rule = Rule(1, "ops", ("discrepancy",), "webhook", "https://e.com/h")
+    body = Messages("site-a", 900)("digest", rule, [event(i) for i in range(PAYLOAD_EVENTS_MAX + 500)])
+    data = body["payload"]["data"]
+    assert data["count"] == PAYLOAD_EVENTS_MAX + 500 and len(data["events"]) == PAYLOAD_EVENTS_MAX
+    assert data["events_truncated"] is True
+    assert body["summary"] == f"{PAYLOAD_EVENTS_MAX + 500} discrepancies opened in the last 15 min"

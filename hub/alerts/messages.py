@@ -9,6 +9,9 @@ from typing import Any
 from hub.alerts.model import EVENT_WORDS, AlertEvent, Rule
 
 DIGEST_LINES_PER_KIND = 20  # a digest lists this many of each kind, then says how many more
+# A digest's webhook payload carries its events up to this many (and `count`, the true number):
+# a storm of 50,000 must not become a body no receiver accepts.
+PAYLOAD_EVENTS_MAX = 1000
 
 
 def _when(ts_ms: int) -> str:
@@ -46,7 +49,8 @@ class Messages:
         payload = {"type": f"alert.{events[0].kind}" if message_type == "alert" else f"alert.{message_type}",
                    "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                    "data": {"site": self.site, "rule": rule.name, "summary": subject, "text": text,
-                            "count": len(events), "events": [e.as_json() for e in events]}}
+                            "count": len(events), "events": [e.as_json() for e in events[:PAYLOAD_EVENTS_MAX]],
+                            "events_truncated": len(events) > PAYLOAD_EVENTS_MAX}}
         return {"type": message_type, "subject": f"[shelfsignal {self.site}] {subject}", "summary": subject,
                 "text": text, "payload": payload}
 

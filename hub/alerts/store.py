@@ -321,6 +321,13 @@ class AlertsDb:
                         "next_attempt_ms": row["next_attempt_ms"], "last_error": row["last_error"]})
         return out
 
+    def oldest_pending_ms(self) -> int | None:
+        """When the oldest message still waiting was queued (None: nothing waits)."""
+        with self._lock:
+            row = self.conn.execute("SELECT MIN(created_ms) FROM outbox WHERE status = ?",
+                                    (outbox.PENDING,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
     def counts(self) -> dict[str, int]:
         """How many messages are pending, sent and failed."""
         with self._lock:

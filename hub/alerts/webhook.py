@@ -25,6 +25,10 @@ async def post(session: aiohttp.ClientSession, url: str, secret: str, msg_id: st
             if 200 <= resp.status < 300:
                 return Attempt(SENT, response={"status": resp.status})
             said = f"{url} answered HTTP {resp.status}" + (f": {text.strip()}" if text.strip() else "")
+            if 300 <= resp.status < 400:
+                return Attempt(REFUSED, f"{url} answered HTTP {resp.status} (a redirect to "
+                                        f"{resp.headers.get('Location', '?')}); alerts do not follow redirects: "
+                                        "give the rule the final URL")
             if 400 <= resp.status < 500 and resp.status not in RETRYABLE_4XX:
                 return Attempt(REFUSED, f"{said}; the receiver refuses this message, check its URL and secret")
             return Attempt(RETRY, said)
