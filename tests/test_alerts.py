@@ -223,6 +223,9 @@ async def test_bad_rules_are_refused_with_a_reason_and_change_nothing(broker: Pr
                     assert resp.status == 400 and words in answer["error"], (body, answer)
             async with api.post(f"{base}/api/v1/alerts/rules/999/delete") as resp:
                 assert resp.status == 404 and "no alert rule 999" in (await resp.json())["error"]
+            for odd in ("99999999999999999999999", "%C2%B2", "-1"):
+                async with api.post(f"{base}/api/v1/alerts/rules/{odd}/test") as resp:
+                    assert resp.status == 404, odd
             async with api.post(f"{base}/api/v1/alerts/rules/{made['rule']['id']}/enabled", json={"on": 1}) as resp:
                 assert resp.status == 400
             async with api.get(f"{base}/api/v1/alerts") as resp:

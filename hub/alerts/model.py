@@ -33,6 +33,10 @@ class AlertsError(ValueError):
     """A rule or request that cannot be accepted; the text says what is wrong and what to do."""
 
 
+class NoSuchRule(AlertsError):
+    """The rule asked for does not exist (any more)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
     """Something a person should hear of: its kind, what it is about, a sentence, when."""

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hub.alerts.model import WEBHOOK, AlertEvent, AlertsError, Rule, RuleInput
+from hub.alerts.model import WEBHOOK, AlertEvent, AlertsError, NoSuchRule, Rule, RuleInput
 from hub.rules import outbox
 from hub.rules.outbox import OUTBOX_SCHEMA, OutboxItem
 
@@ -149,7 +149,7 @@ class AlertsDb:
         with self._tx() as conn:
             row = conn.execute("SELECT * FROM alert_rules WHERE id = ?", (rule_id,)).fetchone()
             if row is None:
-                raise AlertsError(f"there is no alert rule {rule_id}")
+                raise NoSuchRule(f"there is no alert rule {rule_id}")
             if row["source"] == "config":
                 raise AlertsError(f"rule {row['name']!r} comes from the config file ([[alert_rule]]): "
                                   "change it there and restart the hub")
@@ -161,7 +161,7 @@ class AlertsDb:
         with self._tx() as conn:
             row = conn.execute("SELECT name, source FROM alert_rules WHERE id = ?", (rule_id,)).fetchone()
             if row is None:
-                raise AlertsError(f"there is no alert rule {rule_id}")
+                raise NoSuchRule(f"there is no alert rule {rule_id}")
             if row["source"] == "config":
                 raise AlertsError(f"rule {row['name']!r} comes from the config file ([[alert_rule]]): "
                                   "change it there and restart the hub")
@@ -260,7 +260,7 @@ class AlertsDb:
         """Queue a test message to one rule (whatever its kinds), outside the grouping."""
         rule = self.rule(rule_id)
         if rule is None:
-            raise AlertsError(f"there is no alert rule {rule_id}")
+            raise NoSuchRule(f"there is no alert rule {rule_id}")
         with self._tx() as conn:
             self._enqueue(conn, rule, render("test", rule, []), now_ms)
         return rule

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hub.alerts.model import EVENT_KINDS, EVENT_WORDS, AlertsError, Rule
+from hub.alerts.model import EVENT_KINDS, EVENT_WORDS, AlertsError, NoSuchRule, Rule
 from hub.web.api import json_object
 from hub.web.auth import identity_of, requires
 from hub.web.keys import SERVICE
@@ -40,10 +40,10 @@ def _actor(request: web.Request) -> str:
 
 
 def _rule_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["rule_id"])
-    except ValueError:
-        raise web.HTTPNotFound(reason="no such alert rule") from None
+    raw = request.match_info["rule_id"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # SQLite integers end at 2**63
+        raise web.HTTPNotFound(reason=f"there is no alert rule {raw[:20]!r}")
+    return int(raw)
 
 
 async def _page(request: web.Request, status: int = 200, **shown: Any) -> web.Response:
@@ -103,7 +103,7 @@ async def _change(request: web.Request, action: str) -> Rule:
 
 
 def _status_of(err: AlertsError) -> int:
-    return 404 if str(err).startswith("there is no") else 409
+    return 404 if isinstance(err, NoSuchRule) else 409
 
 
 def _form_action(action: str) -> Any:
