@@ -930,7 +930,7 @@ class ReceivedMail:
     mail_from: str
     rcpt_tos: list[str]
     content: bytes
-    tls: bool  # the session had upgraded with STARTTLS
+    tls: bool  # the session ran over TLS (STARTTLS, or implicit TLS)
     login: str | None  # the AUTH user, None without AUTH
 
 
@@ -938,10 +938,13 @@ class SmtpServer:
     """A real SMTP server (aiosmtpd, its own thread) that requires STARTTLS and AUTH.
 
     Its certificate is issued in the test by a throwaway CA (trustme); `ca_file` is that CA
-    for the client to trust. `refuse_rcpt` makes it refuse every recipient (550).
+    for the client to trust. `refuse_rcpt` makes it refuse every recipient (550). `security`
+    "tls" serves implicit TLS (port 465 style) instead; "plain" offers no TLS at all (a server
+    a careful client must refuse).
     """
 
-    def __init__(self, tmp_path: Path, username: str = "alerts", password: str | None = None) -> None:
+    def __init__(self, tmp_path: Path, username: str = "alerts", password: str | None = None,
+                 security: str = "starttls") -> None:
         import ssl
 
         import trustme
@@ -952,6 +955,7 @@ class SmtpServer:
         self.received: list[ReceivedMail] = []
         self.refuse_rcpt = False
         ca = trustme.CA()
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.ca_file = tmp_path / "smtp-ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_file))
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -972,16 +976,24 @@ class SmtpServer:
                 envelope.rcpt_tos.append(address)
                 return "250 OK"
 
-            async def handle_DATA(self, _smtp: Any, session: Any, envelope: Any) -> str:
+            async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
+                # TLS as the socket has it (after STARTTLS, or from the start with implicit TLS)
+                tls = smtp.transport.get_extra_info("ssl_object") is not None
                 server.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
-                                                    session.ssl is not None,
+                                                    tls,
                                                     session.auth_data.login.decode() if session.auth_data else None))
                 return "250 Message accepted"
 
         self.port = free_port()
-        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, tls_context=tls,
-                                      require_starttls=True, authenticator=authenticate, auth_require_tls=True,
-                                      auth_required=True)
+        self.security = security
+        modes: dict[str, dict[str, Any]] = {
+            "starttls": {"tls_context": tls, "require_starttls": True, "auth_require_tls": True},
+            # aiosmtpd counts only STARTTLS as TLS for AUTH; with implicit TLS the socket is TLS throughout.
+            "tls": {"ssl_context": tls, "auth_require_tls": False},
+            "plain": {"auth_require_tls": False},
+        }
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, authenticator=authenticate,
+                                      auth_required=True, **modes[security])
 
     def start(self) -> None:
         self._controller.start()
@@ -991,7 +1003,8 @@ class SmtpServer:
 
     def settings(self, sender: str = "stock-hub@example.com") -> dict[str, Any]:
         """The hub's [alerts] settings that send through this server."""
-        return {"smtp_host": "127.0.0.1", "smtp_port": self.port, "smtp_security": "starttls",
+        return {"smtp_host": "127.0.0.1", "smtp_port": self.port,
+                "smtp_security": "tls" if self.security == "tls" else "starttls",
                 "smtp_username": self.username, "smtp_password": self.password, "smtp_from": sender,
                 "smtp_ca_file": str(self.ca_file)}
 

@@ -43,7 +43,7 @@ from tests.support import (
 
 def smtp_of(server: SmtpServer, password: str | None = None) -> SmtpConfig:
     s = server.settings()
-    return SmtpConfig(s["smtp_host"], s["smtp_port"], "starttls", s["smtp_username"],
+    return SmtpConfig(s["smtp_host"], s["smtp_port"], s["smtp_security"], s["smtp_username"],
                       password if password is not None else s["smtp_password"], s["smtp_from"], s["smtp_ca_file"])
 
 
@@ -430,3 +430,31 @@ def test_a_huge_digest_keeps_its_count_but_not_every_event_in_the_body() -> None
     assert data["count"] == PAYLOAD_EVENTS_MAX + 500 and len(data["events"]) == PAYLOAD_EVENTS_MAX
     assert data["events_truncated"] is True
     assert body["summary"] == f"{PAYLOAD_EVENTS_MAX + 500} discrepancies opened in the last 15 min"
+
+
+async def test_implicit_tls_sends_and_a_server_without_starttls_is_refused(tmp_path: Path) -> None:
+    tls_server = SmtpServer(tmp_path / "tls", security="tls")
+    plain_server = SmtpServer(tmp_path / "plain", security="plain")
+    tls_server.start()
+    plain_server.start()
+    try:
+        config = AlertsConfig(burst=10, retry_base_s=0.2, retry_cap_s=0.5, smtp=smtp_of(tls_server))
+        service = AlertsService(config, "site-a", tmp_path / "a" / "ledger.sqlite3")
+        service.add_rule({"name": "stores", "kinds": ["stockout"], "email": "stores@example.com"})
+        async with running(service):
+            service.on_event(event(1, "stockout"))
+            await wait_for(lambda: tls_server.received, what="the mail over implicit TLS")
+            assert tls_server.received[0].tls and tls_server.received[0].login == tls_server.username
+        # smtp_security = "starttls" must not fall back to plain text, where the password would travel.
+        config = AlertsConfig(burst=10, retry_base_s=0.2, retry_cap_s=0.5, smtp=smtp_of(plain_server))
+        assert config.smtp.security == "starttls"
+        service = AlertsService(config, "site-a", tmp_path / "b" / "ledger.sqlite3")
+        service.add_rule({"name": "stores", "kinds": ["stockout"], "email": "stores@example.com"})
+        async with running(service):
+            service.on_event(event(1, "stockout"))
+            await wait_for(lambda: "STARTTLS" in (rule_status(service, "stores")["last_failure"] or ""),
+                           what="the plain server refused")
+        assert plain_server.received == []
+    finally:
+        tls_server.stop()
+        plain_server.stop()
