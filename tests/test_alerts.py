@@ -153,6 +153,7 @@ async def test_a_receiver_that_was_down_gets_everything_after_a_restart(tmp_path
         subjects = sorted(h.payload["data"]["events"][0]["subject"] for h in webhook_receiver.received)
         assert subjects == [f"A-01-{i}" for i in range(5)]  # nothing lost
         assert len({h.msg_id for h in webhook_receiver.received}) == 5
+        assert again.db.prune(0) == 0  # nothing is that old
         # A receiver that answers 503 is retried; one that refuses (410) is not, and the page says why.
         webhook_receiver.answer = 503
         again.on_event(event(5, "shelf_fault"))
@@ -166,6 +167,14 @@ async def test_a_receiver_that_was_down_gets_everything_after_a_restart(tmp_path
         again.on_event(event(6, "shelf_fault"))
         await wait_for(lambda: again.db.counts()["failed"] == 2, what="a redirect marked failed")
         assert "do not follow redirects" in (rule_status(again, "ops")["last_failure"] or "")
+    # Done messages are forgotten after KEEP_DONE_DAYS; pending ones never.
+    kept = AlertsService(config, "site-a", tmp_path / "ledger.sqlite3")
+    try:
+        counts = kept.db.counts()
+        assert kept.db.prune(kept.clock() + 1) == counts["sent"] + counts["failed"]
+        assert kept.db.counts() == {"pending": counts["pending"], "sent": 0, "failed": 0}
+    finally:
+        kept.close()
 
 
 async def test_email_needs_the_right_login_and_a_real_address(tmp_path: Path, smtp_server: SmtpServer) -> None:

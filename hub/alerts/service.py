@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 MAX_RULES = 200
 IDLE_WAKE_S = 60.0  # even with nothing due the task looks again this often (a clock jump, a missed wake)
 SEND_BATCH = 50  # messages attempted per round, concurrently
+KEEP_DONE_DAYS = 30  # sent and failed messages are kept this long for the page, then forgotten
+PRUNE_EVERY_MS = 3_600_000
 
 
 class AlertsService:
@@ -51,6 +53,7 @@ class AlertsService:
         self._incoming: list[AlertEvent] = []
         self._wake = asyncio.Event()
         self._rng = random.Random()
+        self._pruned_ms = 0
         self.events_total = 0
 
     def load_config_rules(self) -> None:
@@ -110,6 +113,9 @@ class AlertsService:
                 raise
         due = await asyncio.to_thread(self.db.due, now, SEND_BATCH)
         await asyncio.gather(*(self._deliver(session, item) for item in due))
+        if now - self._pruned_ms >= PRUNE_EVERY_MS:
+            self._pruned_ms = now
+            await asyncio.to_thread(self.db.prune, now - KEEP_DONE_DAYS * 86_400_000)
 
     async def _deliver(self, session: aiohttp.ClientSession, item: OutboxItem) -> None:
         now = self.clock()

@@ -328,6 +328,12 @@ class AlertsDb:
                                     (outbox.PENDING,)).fetchone()
         return None if row[0] is None else int(row[0])
 
+    def prune(self, before_ms: int) -> int:
+        """Forget messages sent or failed before `before_ms` (the page shows recent ones); returns how many."""
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM outbox WHERE status != ? AND done_ms < ?",
+                                (outbox.PENDING, before_ms)).rowcount
+
     def counts(self) -> dict[str, int]:
         """How many messages are pending, sent and failed."""
         with self._lock:
