@@ -34,6 +34,7 @@ from hub.rules.outbox import OutboxItem
 log = logging.getLogger(__name__)
 
 MAX_RULES = 200
+FAILED_ROUND_PAUSE_S = 5.0
 IDLE_WAKE_S = 60.0  # even with nothing due the task looks again this often (a clock jump, a missed wake)
 SEND_BATCH = 50  # messages attempted per round, concurrently
 KEEP_DONE_DAYS = 30  # sent and failed messages are kept this long for the page, then forgotten
@@ -84,7 +85,8 @@ class AlertsService:
                 try:
                     await self._round(session)
                 except Exception:  # a broken round must not end alerting; the next one retries
-                    log.exception("alerts round failed; retrying")
+                    log.exception("alerts round failed; retrying in %.0f s", FAILED_ROUND_PAUSE_S)
+                    await asyncio.sleep(FAILED_ROUND_PAUSE_S)  # not a tight loop over a broken database
                 await self._sleep()
 
     async def _sleep(self) -> None:
