@@ -467,3 +467,24 @@ async def test_implicit_tls_sends_and_a_server_without_starttls_is_refused(tmp_p
     finally:
         tls_server.stop()
         plain_server.stop()
+
+
+def test_the_rules_tell_decisions_only_after_their_transaction_commits(tmp_path: Path) -> None:
+    from hub.rules.config import RulesConfig
+    from hub.rules.core import RulesCore
+    from hub.rules.store import RulesDb
+
+    core = RulesCore(RulesDb(tmp_path / "rules.sqlite3"), RulesConfig(), lambda: 1_727_769_600_000, "site-a")
+    told: list[list[Decision]] = []
+    core.decision_listeners.append(told.append)
+    try:
+        core.set_auto_send("BOLT", True, "sue")  # one transaction, one decision
+        assert [[d.rule for d in batch] for batch in told] == [["auto_send"]]
+        with pytest.raises(RuntimeError), core._tx():
+            core._log(Decision(1, "supplier_demoted", "BOLT", "never happened", supplier="acme"))
+            raise RuntimeError("the transaction fails after the decision was logged")
+        core.set_auto_send("BOLT", False, "sue")
+        assert [[d.rule for d in batch] for batch in told] == [["auto_send"], ["auto_send"]]  # the rollback's: never
+        assert [d["rule"] for d in core.db.decisions()] == ["auto_send", "auto_send"]
+    finally:
+        core.db.close()
