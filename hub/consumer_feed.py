@@ -10,8 +10,8 @@ bin per round, not one per scan. Optional Home Assistant MQTT discovery announce
 per bin and per SKU (off by default: it adds retained config topics a site may not want).
 
 The alerts are also handed to `alert_listeners` (the hub's e-mail and webhook alerts,
-hub/alerts/): with listeners the feed judges SKUs and nodes even when `publish_state` is
-off, and then only skips the MQTT messages.
+hub/alerts/): while `alerts_wanted()` says someone listens, the feed judges SKUs and nodes
+even when `publish_state` is off, and then only skips the MQTT messages.
 """
 
 from __future__ import annotations
@@ -79,10 +79,11 @@ class ConsumerFeed:
         self._confidence: dict[str, float] = {}
         self.published_total = 0
         self.alert_listeners: list[Callable[[HubAlert], None]] = []  # called on the loop, must not block
+        self.alerts_wanted: Callable[[], bool] = lambda: False  # a listener has rules to feed now
 
     @property
     def _active(self) -> bool:
-        return self.config.publish_state or bool(self.alert_listeners)
+        return self.config.publish_state or (bool(self.alert_listeners) and self.alerts_wanted())
 
     # ----------------------------------------------------------------- fed on the loop
 
@@ -113,8 +114,8 @@ class ConsumerFeed:
 
     async def run(self) -> None:
         """Publish each round of changes, at most one round per `min_interval_ms`."""
-        if not self._active:
-            return
+        if not self.config.publish_state and not self.alert_listeners:
+            return  # nothing could ever be wanted of this feed
         self._pending.discrepancies = True  # the counts are published once at start, even if zero
         self._wake.set()
         while True:

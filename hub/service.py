@@ -63,6 +63,7 @@ class HubService:
         # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions
         self.alerts = AlertsService(config.alerts, config.site, config.db_path)
         self.consumer_feed.alert_listeners.append(self._on_hub_alert)
+        self.consumer_feed.alerts_wanted = lambda: self.alerts.has_rules
         if self.rules is not None:
             self.rules.core.decision_listeners.append(self._on_decisions_thread)
         self._tasks: list[asyncio.Task[Any]] = []

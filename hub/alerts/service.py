@@ -56,10 +56,15 @@ class AlertsService:
         self._rng = random.Random()
         self._pruned_ms = 0
         self.events_total = 0
+        self.has_rules = False  # an enabled rule exists: sources need to judge for us
+
+    def _rules_changed(self) -> None:
+        self.has_rules = any(r.enabled for r in self.db.rules())
 
     def load_config_rules(self) -> None:
         """Store the config file's [[alert_rule]] tables (blocking: at start, off the loop)."""
         self.db.sync_config_rules(self.config.rules, self.clock())
+        self._rules_changed()
 
     def close(self) -> None:
         self.db.close()
@@ -165,13 +170,18 @@ class AlertsService:
             raise AlertsError(f"there are already {MAX_RULES} rules; delete one first")
         made = new_secret() if rule.channel == WEBHOOK and rule.secret is None else None
         stored = self.db.add_rule(rule, rule.secret or made, self.clock())
+        self._rules_changed()
         return stored, made
 
     def delete_rule(self, rule_id: int) -> Rule:
-        return self.db.delete_rule(rule_id, self.clock())
+        deleted = self.db.delete_rule(rule_id, self.clock())
+        self._rules_changed()
+        return deleted
 
     def set_enabled(self, rule_id: int, enabled: bool) -> Rule:
-        return self.db.set_enabled(rule_id, enabled)
+        rule = self.db.set_enabled(rule_id, enabled)
+        self._rules_changed()
+        return rule
 
     def send_test(self, rule_id: int) -> Rule:
         """Queue a test message to the rule (blocking); call wake() after."""
