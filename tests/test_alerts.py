@@ -283,6 +283,11 @@ def test_rules_from_the_config_file(broker: PrivateBroker, tmp_path: Path) -> No
         with pytest.raises(ConfigError, match="alert_rule") as err:
             hub_config(broker, tmp_path, alert_rule=[table])
         assert words in str(err.value)
+    with pytest.raises(ConfigError, match="password in plain text"):
+        hub_config(broker, tmp_path, alerts={"smtp_host": "mail.example.com", "smtp_security": "none",
+                                             "smtp_username": "hub", "smtp_from": "hub@example.com"})
+    with pytest.raises(ConfigError, match="alerts.smtp_from"):
+        hub_config(broker, tmp_path, alerts={"smtp_host": "mail.example.com", "smtp_from": "hub"})
 
 
 def test_decisions_that_wait_for_people_become_events() -> None:

@@ -28,7 +28,7 @@ ALERT_SETTINGS: list[Setting] = [
             check=port_number),
     Setting("alerts.smtp_security", str, "starttls",
             "starttls: upgrade with STARTTLS and refuse a server without it; tls: implicit TLS (port 465); none: "
-            "plain (a relay on localhost only)", choices=("starttls", "tls", "none")),
+            "plain (a relay on localhost only; no login allowed)", choices=("starttls", "tls", "none")),
     Setting("alerts.smtp_username", str, "", "SMTP AUTH user name (empty: no AUTH)"),
     Setting("alerts.smtp_password", str, "", "SMTP AUTH password (or set HUB_ALERTS_SMTP_PASSWORD); never shown"),
     Setting("alerts.smtp_password_file", str, "", "file holding the SMTP password, instead of alerts.smtp_password"),
@@ -88,6 +88,9 @@ def alerts_config_from(raw: dict[str, Any], where: str) -> AlertsConfig:
         except AlertsError:
             raise ConfigError(f"{where}: key 'alerts.smtp_from': e-mail needs a sender address like "
                               f"stock-hub@example.com, got {smtp.sender!r}") from None
+    if smtp.security == "none" and smtp.username:
+        raise ConfigError(f"{where}: key 'alerts.smtp_security': 'none' with alerts.smtp_username would send the "
+                          "SMTP password in plain text; use starttls or tls (or a local relay without a login)")
     rules: list[tuple[RuleInput, str | None]] = []
     for i, table in enumerate(raw.get("alert_rule", [])):
         origin = f"{where}: [[alert_rule]] #{i + 1}"
