@@ -109,13 +109,14 @@ async def test_a_discrepancy_reaches_a_signed_webhook_and_an_email(
         await runner.cleanup()
 
 
-async def test_a_flood_of_events_sends_a_few_alerts_then_one_digest(tmp_path: Path,
-                                                                   webhook_receiver: WebhookReceiver) -> None:
+async def test_a_flood_of_events_sends_a_few_alerts_then_one_digest(
+        tmp_path: Path, webhook_receiver: WebhookReceiver, smtp_server: SmtpServer) -> None:
     await webhook_receiver.start()
-    config = AlertsConfig(digest_window_s=2.0, burst=3, retry_base_s=0.2, retry_cap_s=1.0)
+    config = AlertsConfig(digest_window_s=2.0, burst=3, retry_base_s=0.2, retry_cap_s=1.0, smtp=smtp_of(smtp_server))
     service = AlertsService(config, "site-a", tmp_path / "ledger.sqlite3")
     service.add_rule({"name": "ops", "kinds": ["discrepancy"], "webhook_url": webhook_receiver.url,
                       "secret": webhook_receiver.secret})
+    service.add_rule({"name": "stores", "kinds": ["discrepancy"], "email": "stores@example.com"})
     async with running(service):
         for i in range(200):
             service.on_event(event(i))
@@ -131,6 +132,14 @@ async def test_a_flood_of_events_sends_a_few_alerts_then_one_digest(tmp_path: Pa
         assert digest["summary"] == "197 discrepancies opened in the last 2 s"
         assert "and 177 more" in digest["text"]  # the text lists 20, the payload carries all
         assert {e["subject"] for e in digest["events"]} == {f"A-01-{i}" for i in range(3, 200)}
+        # The same flood by e-mail: four mails, not two hundred.
+        subjects = [str(email.message_from_bytes(m.content, policy=email.policy.default)["Subject"])
+                    for m in smtp_server.received]
+        assert len(subjects) == 4 and sorted(subjects[:3]) == [f"[shelfsignal site-a] discrepancy opened: A-01-{i}"
+                                                               for i in range(3)]  # sent side by side
+        assert subjects[3] == "[shelfsignal site-a] 197 discrepancies opened in the last 2 s"
+        body = email.message_from_bytes(smtp_server.received[3].content, policy=email.policy.default)
+        assert "and 177 more" in body.get_body().get_content()  # type: ignore[union-attr]
 
 
 async def test_a_receiver_that_was_down_gets_everything_after_a_restart(tmp_path: Path,
