@@ -40,6 +40,8 @@ from tests.support import (
     wait_for,
 )
 
+WAIT_S = 20.0  # generous: these tests share two cores with others; a pass is usually well under a second
+
 
 def smtp_of(server: SmtpServer, password: str | None = None) -> SmtpConfig:
     s = server.settings()
@@ -60,7 +62,8 @@ async def running(service: AlertsService) -> AsyncIterator[AlertsService]:
 
 
 def event(i: int, kind: str = "discrepancy") -> AlertEvent:
-    return AlertEvent(kind, f"A-01-{i}", f"#{i} unscanned removal at A-01-{i}: 3 pieces left the shelf", 1_700_000_000_000 + i)
+    return AlertEvent(kind, f"A-01-{i}", f"#{i} unscanned removal at A-01-{i}: 3 pieces left the shelf",
+                      1_700_000_000_000 + i)
 
 
 def rule_status(service: AlertsService, name: str) -> dict[str, Any]:
@@ -85,7 +88,7 @@ async def test_a_discrepancy_reaches_a_signed_webhook_and_an_email(
                     assert resp.status == 201, answer
                     assert "secret" not in answer, "a secret the admin gave is never echoed"
             found = await open_discrepancy(service, agent.sink, "A-01-7")
-            await wait_for(lambda: webhook_receiver.received and smtp_server.received, timeout_s=20,
+            await wait_for(lambda: webhook_receiver.received and smtp_server.received, timeout_s=WAIT_S,
                            what="the webhook and the e-mail")
             hook = webhook_receiver.received[0]
             assert hook.payload["type"] == "alert.discrepancy" and hook.msg_id.startswith("msg_")
@@ -121,10 +124,10 @@ async def test_a_flood_of_events_sends_a_few_alerts_then_one_digest(
         for i in range(200):
             service.on_event(event(i))
         service.on_event(event(999, kind="stockout"))  # a kind the rule did not ask for: not sent at all
-        await wait_for(lambda: len(webhook_receiver.received) >= 4, timeout_s=15, what="3 alerts and a digest")
+        await wait_for(lambda: len(webhook_receiver.received) >= 4, timeout_s=WAIT_S, what="3 alerts and a digest")
         # Nothing is held or pending any more, so nothing else can come for this flood.
         await wait_for(lambda: service.db.next_digest_ms(service.window_ms) is None
-                       and service.db.counts()["pending"] == 0, what="the flood fully sent")
+                       and service.db.counts()["pending"] == 0, timeout_s=WAIT_S, what="the flood fully sent")
         types = [h.payload["type"] for h in webhook_receiver.received]
         assert types == ["alert.discrepancy"] * 3 + ["alert.digest"], types
         digest = webhook_receiver.received[3].payload["data"]
@@ -151,14 +154,15 @@ async def test_a_receiver_that_was_down_gets_everything_after_a_restart(tmp_path
     async with running(service):
         for i in range(5):
             service.on_event(event(i, "shelf_fault"))
-        await wait_for(lambda: rule_status(service, "ops")["failed_attempts"] >= 5, what="failed attempts")
+        await wait_for(lambda: rule_status(service, "ops")["failed_attempts"] >= 5, timeout_s=WAIT_S,
+                       what="failed attempts")
         status = rule_status(service, "ops")
         assert "cannot reach" in status["last_failure"] and status["pending"] == 5 and status["last_sent_ms"] is None
     # The hub restarts with the messages still queued; the receiver comes back.
     await webhook_receiver.start()
     again = AlertsService(config, "site-a", tmp_path / "ledger.sqlite3")
     async with running(again):
-        await wait_for(lambda: again.db.counts()["sent"] == 5, timeout_s=15, what="all five delivered")
+        await wait_for(lambda: again.db.counts()["sent"] == 5, timeout_s=WAIT_S, what="all five delivered")
         subjects = sorted(h.payload["data"]["events"][0]["subject"] for h in webhook_receiver.received)
         assert subjects == [f"A-01-{i}" for i in range(5)]  # nothing lost
         assert len({h.msg_id for h in webhook_receiver.received}) == 5
@@ -167,14 +171,14 @@ async def test_a_receiver_that_was_down_gets_everything_after_a_restart(tmp_path
         webhook_receiver.answer = 503
         again.on_event(event(5, "shelf_fault"))
         await wait_for(lambda: "answered HTTP 503" in (rule_status(again, "ops")["last_failure"] or ""),
-                       what="a 503")
+                       timeout_s=WAIT_S, what="a 503")
         webhook_receiver.answer = 410
-        await wait_for(lambda: again.db.counts()["failed"] == 1, what="a refusal marked failed")
+        await wait_for(lambda: again.db.counts()["failed"] == 1, timeout_s=WAIT_S, what="a refusal marked failed")
         failed = [d for d in again.db.deliveries() if d["status"] == "failed"]
         assert "HTTP 410" in failed[0]["last_error"] and "refuses this message" in failed[0]["last_error"]
         webhook_receiver.answer = 302  # a redirect is not followed: a signed body must not go elsewhere
         again.on_event(event(6, "shelf_fault"))
-        await wait_for(lambda: again.db.counts()["failed"] == 2, what="a redirect marked failed")
+        await wait_for(lambda: again.db.counts()["failed"] == 2, timeout_s=WAIT_S, what="a redirect marked failed")
         assert "do not follow redirects" in (rule_status(again, "ops")["last_failure"] or "")
     # Done messages are forgotten after KEEP_DONE_DAYS; pending ones never.
     kept = AlertsService(config, "site-a", tmp_path / "ledger.sqlite3")
@@ -193,16 +197,17 @@ async def test_email_needs_the_right_login_and_a_real_address(tmp_path: Path, sm
     async with running(service):
         service.on_event(event(1, "stockout"))
         await wait_for(lambda: "refused the login" in (rule_status(service, "stores")["last_failure"] or ""),
-                       what="the login refused")
+                       timeout_s=WAIT_S, what="the login refused")
         assert smtp_server.received == [] and service.db.counts()["pending"] == 1  # kept, retried
     fixed = AlertsConfig(burst=10, retry_base_s=0.2, retry_cap_s=0.5, smtp=smtp_of(smtp_server))
     again = AlertsService(fixed, "site-a", tmp_path / "ledger.sqlite3")
     async with running(again):
-        await wait_for(lambda: smtp_server.received, what="the mail after the password was fixed")
+        await wait_for(lambda: smtp_server.received, timeout_s=WAIT_S, what="the mail after the password was fixed")
         assert smtp_server.received[0].tls
         smtp_server.refuse_rcpt = True
         again.on_event(event(2, "stockout"))
-        await wait_for(lambda: again.db.counts()["failed"] == 1, what="the refused address marked failed")
+        await wait_for(lambda: again.db.counts()["failed"] == 1, timeout_s=WAIT_S,
+                       what="the refused address marked failed")
         assert "refused the address stores@example.com" in (rule_status(again, "stores")["last_failure"] or "")
 
 
@@ -327,7 +332,8 @@ async def test_proposals_and_demotions_from_the_real_rules_engine(broker: Privat
         assert service.rules is not None
         await service.rules.call(late)
         await wait_for(lambda: {h.payload["type"] for h in webhook_receiver.received}
-                       >= {"alert.proposal_waiting", "alert.supplier_demoted"}, what="both rules events")
+                       >= {"alert.proposal_waiting", "alert.supplier_demoted"}, timeout_s=WAIT_S,
+                       what="both rules events")
         waiting = next(h for h in webhook_receiver.received if h.payload["type"] == "alert.proposal_waiting")
         assert "Approve or reject it" in waiting.payload["data"]["text"]
     finally:
@@ -351,9 +357,10 @@ async def test_stockouts_faults_and_offline_nodes_reach_people_without_mqtt_stat
             "name": "floor", "kinds": ["stockout", "shelf_fault", "node_offline"],
             "webhook_url": webhook_receiver.url, "secret": webhook_receiver.secret})
         await agent.start()
-        await wait_for(lambda: any(r.node == node and r.online for r in service.store.nodes()), what="node online")
+        await wait_for(lambda: any(r.node == node and r.online for r in service.store.nodes()), timeout_s=WAIT_S,
+                       what="node online")
         await agent.sink.submit(scan(qty=5, location="E-01-1"))
-        await wait_for(lambda: service.store.stock("", 10, 0, None, "E-01-1"), what="the receipt")
+        await wait_for(lambda: service.store.stock("", 10, 0, None, "E-01-1"), timeout_s=WAIT_S, what="the receipt")
         await agent.sink.submit(scan(qty=5, location="E-01-1", mode="pick"))
         now = int(time.time() * 1000)
         await agent.sink.submit(ShelfFault(seq=0, ts_ms=now, accepted_ms=now, bin="E-01-1", fault="overload",
@@ -362,10 +369,10 @@ async def test_stockouts_faults_and_offline_nodes_reach_people_without_mqtt_stat
         def kinds() -> set[str]:
             return {h.payload["type"] for h in webhook_receiver.received}
 
-        await wait_for(lambda: kinds() >= {"alert.stockout", "alert.shelf_fault"}, timeout_s=20,
+        await wait_for(lambda: kinds() >= {"alert.stockout", "alert.shelf_fault"}, timeout_s=WAIT_S,
                        what="the stockout and the fault")
         await agent.stop()
-        await wait_for(lambda: "alert.node_offline" in kinds(), timeout_s=20, what="the node offline")
+        await wait_for(lambda: "alert.node_offline" in kinds(), timeout_s=WAIT_S, what="the node offline")
         offline = next(h for h in webhook_receiver.received if h.payload["type"] == "alert.node_offline")
         assert offline.payload["data"]["events"][0]["subject"] == node
         assert service.consumer_feed.published_total == 0  # publish_state off: nothing on MQTT
@@ -407,7 +414,7 @@ async def test_the_admin_page_adds_rules_shows_secrets_once_and_keeps_bad_input_
         rule_id = service.alerts.db.rules()[0].id
         async with admin.post(f"{base}/alerts/rules/{rule_id}/test", data={"csrf_token": csrf}) as resp:
             assert resp.status == 200 and "A test message is queued" in await resp.text()
-        await wait_for(lambda: webhook_receiver.received, what="the test message")
+        await wait_for(lambda: webhook_receiver.received, timeout_s=WAIT_S, what="the test message")
         assert webhook_receiver.received[0].payload["type"] == "alert.test"
         # No CSRF token, or not an admin: refused, nothing changes.
         async with admin.post(f"{base}/alerts/rules/{rule_id}/delete") as resp:
@@ -466,7 +473,7 @@ async def test_implicit_tls_sends_and_a_server_without_starttls_is_refused(tmp_p
         service.add_rule({"name": "stores", "kinds": ["stockout"], "email": "stores@example.com"})
         async with running(service):
             service.on_event(event(1, "stockout"))
-            await wait_for(lambda: tls_server.received, what="the mail over implicit TLS")
+            await wait_for(lambda: tls_server.received, timeout_s=WAIT_S, what="the mail over implicit TLS")
             assert tls_server.received[0].tls and tls_server.received[0].login == tls_server.username
         # smtp_security = "starttls" must not fall back to plain text, where the password would travel.
         config = AlertsConfig(burst=10, retry_base_s=0.2, retry_cap_s=0.5, smtp=smtp_of(plain_server))
@@ -476,7 +483,7 @@ async def test_implicit_tls_sends_and_a_server_without_starttls_is_refused(tmp_p
         async with running(service):
             service.on_event(event(1, "stockout"))
             await wait_for(lambda: "STARTTLS" in (rule_status(service, "stores")["last_failure"] or ""),
-                           what="the plain server refused")
+                           timeout_s=WAIT_S, what="the plain server refused")
         assert plain_server.received == []
     finally:
         tls_server.stop()

@@ -316,7 +316,8 @@ class AlertsDb:
             body = json.loads(row["body"])
             out.append({"id": row["id"], "message_id": row["idempotency_key"], "channel": row["kind"],
                         "target": row["path"], "rule": row["rule_name"], "type": body.get("type"),
-                        "subject": body.get("subject"), "summary": body.get("summary"), "status": row["status"], "attempts": row["attempts"],
+                        "subject": body.get("subject"), "summary": body.get("summary"), "status": row["status"],
+                        "attempts": row["attempts"],
                         "created_ms": row["created_ms"], "done_ms": row["done_ms"],
                         "next_attempt_ms": row["next_attempt_ms"], "last_error": row["last_error"]})
         return out
