@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
-from tests.support import Browser, DemoShift, chromium
+from tests.support import Browser, DemoShift, SmtpServer, WebhookReceiver, chromium
 
 if TYPE_CHECKING:
     from central_reference.tryton_local import TrytonServer
@@ -102,3 +102,20 @@ def tryton(tryton_template: Path, tmp_path: Path) -> Iterator[TrytonServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path) -> Iterator[SmtpServer]:
+    """A real SMTP server requiring STARTTLS (a test CA's certificate) and AUTH."""
+    server = SmtpServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    """A real HTTP webhook receiver, not yet started (a test may start it late to show retries)."""
+    receiver = WebhookReceiver()
+    yield receiver
+    await receiver.stop()
