@@ -33,7 +33,7 @@ from hub.rules.core import RulesCore
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
 from hub.rules.supplier import SupplierOption, SupplierParams
-from tests.support import SITE, login_session, start_web_hub, teach_rules, wait_for
+from tests.support import SITE, AnswerLosingProxy, login_session, start_web_hub, teach_rules, wait_for
 
 T0 = 1_727_769_600_000  # 2024-10-01
 GLOVES, BOLTS = "GLOVES-L", "BOLT-M8-40"  # acme is first in line for both, bolt second (demo_catalog)
@@ -311,3 +311,44 @@ async def test_the_proposals_page_says_why_tryton_has_not_got_the_order_then_tha
             assert 'id="central-error"' not in html
     finally:
         await runner.cleanup()
+
+
+async def test_an_order_applied_in_tryton_whose_answer_is_lost_is_not_placed_twice(
+        tryton: TrytonServer, tmp_path: Path) -> None:
+    proxy = AnswerLosingProxy(tryton.url, "model.purchase.purchase.create")
+    await proxy.start()
+    clock = ManualClock(T0)
+    engine = RulesEngine(RulesCore(RulesDb(tmp_path / "hub" / "rules.sqlite3"), RulesConfig(), clock, SITE))
+    engine.start()
+    cfg = CentralConfig(base_url=proxy.url, connector=TRYTON, tryton_database=DATABASE, tryton_user=HUB_USER,
+                        token=HUB_PASSWORD, poll_interval_s=600, timeout_s=20.0)
+    sync = PurchasingSync(engine, cfg, SITE, clock, random.Random(4), tick_s=0.05)
+    task = asyncio.create_task(sync.run())
+    admin = Rpc(tryton.url, "admin", ADMIN_PASSWORD)
+    try:
+        await wait_for(lambda: engine.call(lambda core: {GLOVES, BOLTS} <= set(core.catalog)), timeout_s=60,
+                       what="the supplier catalog read from Tryton")
+        proposal_ids = await engine.call(lambda core: demand(core, clock, [GLOVES, BOLTS]))
+        sync.wake()
+        await wait_for(lambda: proxy.lost, timeout_s=60, what="the answer to the purchase's creation lost")
+        # The purchase exists in Tryton (a draft: the hub never heard back), the hub will send again.
+        drafts = admin.model("purchase.purchase", "search_read", [("party.code", "=", "acme")], 0, None, None,
+                             ["state"])
+        assert [d["state"] for d in drafts] == ["draft"]
+        clock.set(clock() + 301_000)
+        sync.wake()
+
+        def ordered(core: RulesCore) -> bool:
+            return len(core.proposal_rows("ordered")) == 2
+
+        await wait_for(lambda: engine.call(ordered), timeout_s=60, what="both lines placed after the resend")
+        (purchase,) = admin.model("purchase.purchase", "search_read", [("party.code", "=", "acme")], 0, None,
+                                  None, ["state", "lines"])
+        assert purchase["state"] == "processing" and len(purchase["lines"]) == 2  # the same purchase, once
+        notes = admin.model("purchase.line", "read", purchase["lines"], ["note"])
+        assert sorted(n["note"] for n in notes) == sorted(f"{SITE}:requisition:{p}" for p in proposal_ids)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(engine.stop)
+        await proxy.stop()
