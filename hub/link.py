@@ -59,7 +59,7 @@ class HubLink:
         self._stopping = threading.Event()
         self._worker: subprocess.Popen[bytes] | None = None
         self._reader = threading.Thread(target=self._read_worker, name="hub-receiver-reader", daemon=True)
-        self.resend_lane = ResendLane(ingest.submit, lambda: ingest.queue_depth)
+        self.resend_lane = ResendLane(ingest.submit, lambda: ingest.queue_depth, lambda: ingest.last_tick)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"stock-hub-{config.site}",
                                   protocol=mqtt.MQTTv5)
         self.client.username_pw_set(config.mqtt_username, config.mqtt_password or None)

@@ -5,10 +5,11 @@ as its replay pace allows: a dozen edges back from a partition offer tens of tho
 events a second for a few seconds. Queued in arrival order with the live batches of every
 other node, each live event waited behind them (README, Measured figures: live p99 330 ms
 during a drain). Here re-sent messages wait in their own queue and a feeder thread hands
-the writer one at a time, only when the writer's queue is empty. A live batch then waits
-for at most the commit in progress and one re-sent message; and since the next re-sent
-message is handed over while the writer commits the last, the writer never idles while a
-backlog waits, so the drain is as fast as before.
+the writer one at a time: the next only once the writer has committed the last and its
+queue is empty. A live batch then waits for at most one re-sent message's commit (up to
+`outbox.batch_max` events, 100 by default), never for a backlog. The price is a few
+milliseconds between re-sent commits, so a drain takes seconds longer than at full speed
+(README, Measured figures).
 
 A node's own live events that overtake its backlog are held by the ledger until the backlog
 fills the gap (hub/dedupe.py): order per stream is the ledger's job, not this queue's.
@@ -38,10 +39,12 @@ Submit = Callable[[str, bytes, int], None]
 class ResendLane:
     """A bounded queue of re-sent messages and the thread that feeds them to an idle writer."""
 
-    def __init__(self, submit: Submit, writer_queue_depth: Callable[[], int], held_max: int = HELD_MAX,
-                 poll_s: float = POLL_S) -> None:
+    def __init__(self, submit: Submit, writer_queue_depth: Callable[[], int], writer_pass: Callable[[], float],
+                 held_max: int = HELD_MAX, poll_s: float = POLL_S) -> None:
+        """`writer_pass()` changes each time the writer starts a pass of its loop (Ingest.last_tick)."""
         self._submit = submit
         self._writer_queue_depth = writer_queue_depth
+        self._writer_pass = writer_pass
         self._held_max = held_max
         self._poll_s = poll_s
         self._held: collections.deque[tuple[str, bytes, int]] = collections.deque()
@@ -81,11 +84,23 @@ class ResendLane:
                     self._changed.wait()
                 if self._stopping.is_set():
                     return
-            while self._writer_queue_depth() > 0:  # live messages (or the last re-sent one) go first
-                if self._stopping.wait(self._poll_s):
-                    return
+            if not self._wait(lambda: self._writer_queue_depth() == 0):  # live messages go first
+                return
             with self._changed:
                 topic, payload, received_ms = self._held.popleft()
                 self._changed.notify_all()  # a pump waiting for room
             self._submit(topic, payload, received_ms)
             self.fed_total += 1
+            # Taken by the writer once its queue is empty; committed once the writer starts its next pass.
+            if not self._wait(lambda: self._writer_queue_depth() == 0):
+                return
+            taken_in = self._writer_pass()
+            if not self._wait(lambda taken_in=taken_in: self._writer_pass() != taken_in):
+                return
+
+    def _wait(self, condition: Callable[[], bool]) -> bool:
+        """Look every poll_s until condition() holds (True) or the lane stops (False)."""
+        while not condition():
+            if self._stopping.wait(self._poll_s):
+                return False
+        return True

@@ -18,7 +18,7 @@ WAIT_S = 20.0
 def test_a_live_batch_is_committed_before_the_backlog_queued_ahead_of_it(tmp_path: Path) -> None:
     feeder = Feeder(tmp_path / "ledger.sqlite3")
     ingest = feeder.ingest
-    lane = ResendLane(ingest.submit, lambda: ingest.queue_depth)
+    lane = ResendLane(ingest.submit, lambda: ingest.queue_depth, lambda: ingest.last_tick)
     lane.start()
     gate = threading.Event()
     busy = ingest.run_in_writer(lambda tx: gate.wait(WAIT_S))  # the writer is in a long commit
@@ -36,6 +36,8 @@ def test_a_live_batch_is_committed_before_the_backlog_queued_ahead_of_it(tmp_pat
         # At most the one re-sent message handed over during the long commit goes with or before
         # it; in arrival order all five would have been committed first.
         assert len(set(behind) & set(backlog)) >= len(backlog) - 1, order
+        # Then one re-sent message per commit: a later live batch would wait for one, not for all.
+        assert all(len(nodes) == 1 for nodes in order[first_live + 1:]), order
         assert lane.depth == 0 and lane.fed_total == len(backlog)
     finally:
         gate.set()
