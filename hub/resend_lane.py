@@ -94,9 +94,12 @@ class ResendLane:
             # Taken by the writer once its queue is empty; committed once the writer starts its next pass.
             if not self._wait(lambda: self._writer_queue_depth() == 0):
                 return
-            taken_in = self._writer_pass()
-            if not self._wait(lambda taken_in=taken_in: self._writer_pass() != taken_in):
+            if not self._wait(self._passed(self._writer_pass())):
                 return
+
+    def _passed(self, taken_in: float) -> Callable[[], bool]:
+        """Whether the writer has started a pass after `taken_in` (so finished that one's commit)."""
+        return lambda: self._writer_pass() != taken_in
 
     def _wait(self, condition: Callable[[], bool]) -> bool:
         """Look every poll_s until condition() holds (True) or the lane stops (False)."""
