@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+from contract.clock import now_ms
 from hub.rx_session import SessionSettings, run_session
 
 FRAME = struct.Struct("<QHIB")
@@ -101,7 +102,7 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
         write(b"".join([encode_frame(received_ms, topic, payload, True) for topic, payload in messages]))
 
     def control(what: bytes) -> None:
-        write(encode_frame(int(time.time() * 1000), b"", what))
+        write(encode_frame(now_ms(), b"", what))
 
     def forever() -> None:
         delay_s = RECONNECT_MIN_S

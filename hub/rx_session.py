@@ -48,6 +48,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract import RESEND_PROPERTY
+from contract.clock import now_ms
 
 log = logging.getLogger("hub.receiver")
 
@@ -115,11 +116,11 @@ async def _session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable
         pending.clear()
         resent.clear()
         try:
-            now_ms = int(time.time() * 1000)
+            received_ms = now_ms()
             if batch:
-                deliver(now_ms, batch)
+                deliver(received_ms, batch)
             if again and deliver_resent is not None:
-                deliver_resent(now_ms, again)
+                deliver_resent(received_ms, again)
         except BaseException as err:  # a loop callback's error would only be logged: end the session with it
             if not ended.done():
                 ended.set_exception(err)
