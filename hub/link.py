@@ -3,9 +3,10 @@
 Receiving runs in a child process (`hub.receiver`): it subscribes to every node of the
 site and streams messages to us over a pipe, and a reader thread here hands them to the
 ingest queue; re-sent batches (an edge's backlog) go through hub/resend_lane.py, which
-hands them over only while the writer has nothing live to do. The publisher connection here carries the hub's retained state and Will,
-acks, commands and configs. The hub says "online" only when the publisher is connected
-and the worker's subscriptions are granted, because nodes re-send on seeing it online.
+hands them over only while the writer has nothing live to do. The publisher connection
+here carries the hub's retained state and Will, acks, commands and configs. The hub says
+"online" only when the publisher is connected and the worker's subscriptions are granted,
+because nodes re-send on seeing it online.
 """
 
 from __future__ import annotations
