@@ -207,6 +207,7 @@ class CatalogIndex:
 
     def __init__(self, catalog: Catalog) -> None:
         self.rev = catalog.rev
+        self.skus = frozenset(s.sku for s in catalog.skus)
         self.sku_by_gtin = {g: s.sku for s in catalog.skus for g in s.gtins}
         self.bins = {b.bin: b for b in catalog.bins}
         # Reconciled bins on one node are neighbours: a scan meant for one may have moved another.

@@ -59,7 +59,7 @@ from hub.commands import CommandLog
 from hub.dedupe import StreamBook, StreamTrack
 from hub.faults import ActiveFaults
 from hub.lag import LagTracker, StageTimes
-from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_event
+from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_adjustment, apply_event
 from hub.plausibility import (
     STUCK_AT_DOCK,
     PlausibilitySettings,
@@ -255,6 +255,30 @@ class Ingest:
         future: Future[Any] = Future()
         future.add_done_callback(committed)
         self._queue.put(_WriterJob(fix, future))
+        return future
+
+    def adjust(self, sku: str, location: str, qty_delta: int, reason: str, note: str, operator: str) -> Future[Any]:
+        """Book a supervisor's adjustment (hub.ledger.apply_adjustment) as a correction movement.
+
+        The future's result is the balance change; a ValueError (bad reason, quantity or note, or
+        more than the location holds) or LookupError (a SKU or location the hub does not know)
+        says why nothing was booked.
+        """
+        def book(tx: WriteTx) -> list[BalanceChange]:
+            if sku not in self.catalog.skus and not tx.sku_balances(sku):
+                raise LookupError(f"unknown SKU {sku!r}: it is not in the catalog and has never had stock here")
+            if (self.catalog.bin(location) is None and location not in self.plausibility.dock_locations
+                    and not self.store.stock("", 1, 0, None, location)):  # the writer's thread: all committed
+                raise LookupError(f"unknown location {location!r}: it is not a catalog bin or dock and has never "
+                                  "held stock")
+            return [apply_adjustment(tx, sku, location, qty_delta, reason, note, operator, now_ms())]
+
+        def committed(done: Future[Any]) -> None:
+            if done.exception() is None:
+                self._on_commit(CommitResult(committed_ms=now_ms(), balances=done.result()))
+        future: Future[Any] = Future()
+        future.add_done_callback(committed)  # before queueing: runs on the writer thread
+        self._queue.put(_WriterJob(book, future))
         return future
 
     def stop(self, timeout_s: float = 10.0) -> None:

@@ -39,6 +39,11 @@ class Movement:
     hub_ms: int
     node: str
     seq: int
+    # Who and why, from the event: the scan's operator, or a correction's person, reason code
+    # (an adjustment's: found, damaged, ...) and note. None where the event does not say.
+    operator: str | None = None
+    adjustment: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

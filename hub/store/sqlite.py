@@ -186,6 +186,10 @@ QUARANTINE_KEEP_BYTES = 16 * 1024  # enough to see what was wrong; oversize payl
 NODE_COLUMNS = frozenset({"online", "state_ms", "last_seen_ms", "boot_id", "sw_version", "stream", "last_seq",
                           "outbox_depth", "clock_skew_ms", "birth_ms", "devices", "notices"})
 NODE_JSON_COLUMNS = frozenset({"devices", "notices"})
+# A Movement row: the movement, its event's node and seq, and who and why from the event's body.
+MOVEMENT_COLUMNS = ("m.id, m.event_id, m.sku, m.location, m.qty_delta, m.reason, m.device_ms, m.hub_ms, e.node, e.seq,"
+                    " json_extract(e.body, '$.operator'), json_extract(e.body, '$.reason'),"
+                    " json_extract(e.body, '$.note')")
 
 
 class _SqliteTx:
@@ -565,8 +569,7 @@ class SqliteStore:
                   before_id: int | None = None) -> list[Movement]:
         where, args = _where(("m.sku = ?", sku), ("m.location = ?", location), ("m.id < ?", before_id))
         rows = self._reader().execute(
-            "SELECT m.id, m.event_id, m.sku, m.location, m.qty_delta, m.reason, m.device_ms, m.hub_ms, e.node, e.seq"
-            f" FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
+            f"SELECT {MOVEMENT_COLUMNS} FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
             " ORDER BY m.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [Movement(*row) for row in rows]
 
