@@ -201,6 +201,21 @@ class RulesDb:
                  "proposal_id": r["proposal_id"], "sentence": r["sentence"], "inputs": json.loads(r["inputs"]),
                  "result": json.loads(r["result"])} for r in rows]
 
+    def decisions_before(self, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """Logged decisions newest first, the `limit` below id `before_id` (exports read in chunks)."""
+        rows = self.conn.execute("SELECT * FROM decisions WHERE id < ? ORDER BY id DESC LIMIT ?",
+                                 (2**63 - 1 if before_id is None else before_id, limit))
+        return [{"id": r["id"], "ts_ms": r["ts_ms"], "rule": r["rule"], "sku": r["sku"], "supplier": r["supplier"],
+                 "proposal_id": r["proposal_id"], "sentence": r["sentence"], "inputs": json.loads(r["inputs"]),
+                 "result": json.loads(r["result"])} for r in rows]
+
+    def proposals_before(self, before: tuple[int, str] | None, limit: int) -> list[dict[str, Any]]:
+        """Proposals as stored, newest first, the `limit` after the key (created_ms, id) `before`."""
+        created_ms, ident = before if before is not None else (2**63 - 1, "")
+        rows = self.conn.execute("SELECT body FROM proposals WHERE (created_ms, id) < (?, ?)"
+                                 " ORDER BY created_ms DESC, id DESC LIMIT ?", (created_ms, ident, limit))
+        return [json.loads(row["body"]) for row in rows]
+
     def latest_sentence(self, proposal_id: str, rule: str) -> str | None:
         """The sentence of the newest `rule` decision about that proposal, if any."""
         row = self.conn.execute("SELECT sentence FROM decisions WHERE proposal_id = ? AND rule = ?"

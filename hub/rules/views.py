@@ -127,18 +127,29 @@ def constraint_view(core: RulesCore, sku: str, offline: tuple[str, ...] = (), st
 
 def proposal_rows(core: RulesCore, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     """Proposals (one status, or all), newest first, with the final quantity, supplier name and why."""
-    out = []
-    for body in core.db.proposal_bodies(status, limit):
-        body["final_qty"] = body["qty"] if body["qty_override"] is None else body["qty_override"]
-        body["supplier_name"] = core.supplier_name(body["sku"], body["supplier"])
-        body["sentence"] = core.db.latest_sentence(body["id"], "reorder")  # why it was proposed
-        out.append(body)
-    return out
+    return [_proposal_row(core, body) for body in core.db.proposal_bodies(status, limit)]
+
+
+def proposals_before(core: RulesCore, before: tuple[int, str] | None, limit: int) -> list[dict[str, Any]]:
+    """Every proposal, newest first, the `limit` after the key (created_ms, id) `before` (exports)."""
+    return [_proposal_row(core, body) for body in core.db.proposals_before(before, limit)]
+
+
+def _proposal_row(core: RulesCore, body: dict[str, Any]) -> dict[str, Any]:
+    body["final_qty"] = body["qty"] if body["qty_override"] is None else body["qty_override"]
+    body["supplier_name"] = core.supplier_name(body["sku"], body["supplier"])
+    body["sentence"] = core.db.latest_sentence(body["id"], "reorder")  # why it was proposed
+    return body
 
 
 def decision_rows(core: RulesCore, sku: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """The decision log (one SKU, or all), newest first."""
     return core.db.decisions(sku, limit)
+
+
+def decisions_before(core: RulesCore, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+    """The whole decision log, newest first, the `limit` below id `before_id` (exports)."""
+    return core.db.decisions_before(before_id, limit)
 
 
 def scorecards(core: RulesCore) -> list[dict[str, Any]]:

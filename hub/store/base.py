@@ -381,6 +381,15 @@ class Store(Protocol):
                   before_id: int | None = None) -> list[Movement]:
         ...
 
+    def balances_after(self, after: tuple[str, str] | None, limit: int) -> list[Balance]:
+        """Balances in (sku, location) order, the `limit` after the key `after` (exports read in chunks)."""
+        ...
+
+    def movements_between(self, from_ms: int | None, to_ms: int | None, after_id: int, limit: int,
+                          sku: str | None = None, location: str | None = None) -> list[Movement]:
+        """Movements with hub time in [from_ms, to_ms), oldest first, the `limit` after id `after_id`."""
+        ...
+
     def scans(self, node: str | None = None, outcome: str | None = None, limit: int = 100,
               before_id: int | None = None) -> list[ScanRow]:
         """Scans (events of kind 'scan' and 'scan_rejected'), newest first; outcome 'accepted' or 'rejected'."""

@@ -573,6 +573,23 @@ class SqliteStore:
             " ORDER BY m.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [Movement(*row) for row in rows]
 
+    def balances_after(self, after: tuple[str, str] | None, limit: int) -> list[Balance]:
+        where, args = _where(("(sku, location) > (?, ?)", after))
+        rows = self._reader().execute(f"SELECT sku, location, qty, updated_ms FROM balances WHERE {where}"
+                                      " ORDER BY sku, location LIMIT ?", (*args, limit)).fetchall()
+        return [Balance(*row) for row in rows]
+
+    def movements_between(self, from_ms: int | None, to_ms: int | None, after_id: int, limit: int,
+                          sku: str | None = None, location: str | None = None) -> list[Movement]:
+        # Keyset on the primary key: each chunk starts where the last ended, so a year's export
+        # reads the table once, a chunk at a time. hub_ms follows id closely (one writer, its clock).
+        where, args = _where(("m.id > ?", after_id), ("m.hub_ms >= ?", from_ms), ("m.hub_ms < ?", to_ms),
+                             ("m.sku = ?", sku), ("m.location = ?", location))
+        rows = self._reader().execute(
+            f"SELECT {MOVEMENT_COLUMNS} FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
+            " ORDER BY m.id LIMIT ?", (*args, limit)).fetchall()
+        return [Movement(*row) for row in rows]
+
     def scans(self, node: str | None = None, outcome: str | None = None, limit: int = 100,
               before_id: int | None = None) -> list[ScanRow]:
         kinds = list(SCAN_OUTCOMES.values()) if outcome is None else [SCAN_OUTCOMES[outcome]]
