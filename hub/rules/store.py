@@ -18,7 +18,7 @@ from typing import Any
 from hub.rules import outbox
 from hub.rules.decisions import Decision
 from hub.rules.leadtime import Delivery
-from hub.rules.model import Proposal, PurchaseOrder, to_json
+from hub.rules.model import ManualLevels, Proposal, PurchaseOrder, to_json
 from hub.rules.outbox import OUTBOX_SCHEMA, Outbox
 
 SCHEMA = """
@@ -69,6 +69,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     qty_received INTEGER NOT NULL,
     late_days INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS manual_levels (
+    sku TEXT PRIMARY KEY,
+    reorder_min INTEGER NOT NULL,
+    reorder_max INTEGER NOT NULL,
+    set_by TEXT NOT NULL,
+    set_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS settings_kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -133,6 +140,21 @@ class RulesDb:
     def put_kv(self, key: str, value: str) -> None:
         self.conn.execute("INSERT INTO settings_kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
                           " SET value = excluded.value", (key, value))
+
+    # ------------------------------------------------------------- manual min/max (people and the catalog)
+
+    def manual_levels(self) -> list[ManualLevels]:
+        return [ManualLevels(r["sku"], r["reorder_min"], r["reorder_max"], r["set_by"], r["set_ms"])
+                for r in self.conn.execute("SELECT * FROM manual_levels")]
+
+    def save_manual_levels(self, m: ManualLevels) -> None:
+        self.conn.execute("INSERT INTO manual_levels (sku, reorder_min, reorder_max, set_by, set_ms) VALUES (?,?,?,?,?)"
+                          " ON CONFLICT(sku) DO UPDATE SET reorder_min=excluded.reorder_min,"
+                          " reorder_max=excluded.reorder_max, set_by=excluded.set_by, set_ms=excluded.set_ms",
+                          (m.sku, m.reorder_min, m.reorder_max, m.set_by, m.set_ms))
+
+    def delete_manual_levels(self, sku: str) -> None:
+        self.conn.execute("DELETE FROM manual_levels WHERE sku = ?", (sku,))
 
     # ------------------------------------------------------------- proposals, POs, deliveries
 

@@ -24,7 +24,7 @@ from hub.store.base import DiscrepancyRow
 if TYPE_CHECKING:
     from hub.rules.core import RulesCore
 
-LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower"})  # decisions that set or move a ROP
+LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower", "manual_levels"})  # set or move a ROP
 
 
 def stock_state(core: RulesCore, sku: str) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def replenishments(core: RulesCore) -> list[dict[str, Any]]:
 def reorder_view(core: RulesCore, sku: str, history_limit: int = 50) -> dict[str, Any]:
     """The reorder parameters of one SKU now, and the decisions that moved them (newest first)."""
     plan = core.plan(sku)
-    lv, d, lt = plan.levels, plan.demand, plan.lead_time
+    lv, d, lt, learned, m = plan.levels, plan.demand, plan.lead_time, plan.learned, plan.manual
     history = [{"ts_ms": r["ts_ms"], "rule": r["rule"], "sentence": r["sentence"],
                 "reorder_point": r["result"].get("reorder_point_after", r["result"].get("reorder_point"))}
                for r in decision_rows(core, sku, history_limit) if r["rule"] in LEVEL_RULES]
@@ -96,7 +96,15 @@ def reorder_view(core: RulesCore, sku: str, history_limit: int = 50) -> dict[str
             "rop_factor": plan.factor, "safety_stock": lv.safety_stock if lv else None,
             "reorder_point": lv.reorder_point if lv else None, "order_up_to": lv.order_up_to if lv else None,
             "days_of_cover": to_json(reorder.days_of_cover(plan.position, d.rate_per_day)),
-            "auto_send": sku in core.auto_send, "history": history}
+            "auto_send": sku in core.auto_send, "history": history,
+            # Which levels are in force, and both side by side: a person's min/max until demand is learned.
+            "levels_source": plan.source, "levels_why": plan.why,
+            "manual": None if m is None else {"reorder_min": m.reorder_min, "reorder_max": m.reorder_max,
+                                              "set_by": m.set_by, "set_ms": m.set_ms},
+            "learned": None if learned is None else {"reorder_point": learned.reorder_point,
+                                                     "order_up_to": learned.order_up_to,
+                                                     "safety_stock": learned.safety_stock},
+            "min_demand_days": core.config.constraint.min_demand_days}
 
 
 def sku_suppliers(core: RulesCore, sku: str) -> list[dict[str, Any]]:

@@ -63,6 +63,10 @@ class CatalogSku:
     sku: str
     name: str
     gtins: tuple[str, ...]
+    # A person's reorder min/max from the catalog file (both or neither): the rules use them until
+    # demand is learned (docs/rules.md).
+    reorder_min: int | None = None
+    reorder_max: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

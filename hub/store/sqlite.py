@@ -107,7 +107,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS skus (
     sku TEXT PRIMARY KEY,
     name TEXT NOT NULL DEFAULT '',
-    updated_ms INTEGER NOT NULL
+    updated_ms INTEGER NOT NULL,
+    reorder_min INTEGER,
+    reorder_max INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gtins (
     gtin TEXT PRIMARY KEY,
@@ -395,6 +397,10 @@ class SqliteStore:
         self._writer.execute("CREATE INDEX IF NOT EXISTS quarantine_fingerprint ON quarantine (fingerprint)")
         if "notices" not in {row[1] for row in self._writer.execute("PRAGMA table_info(nodes)")}:
             self._writer.execute("ALTER TABLE nodes ADD COLUMN notices TEXT NOT NULL DEFAULT '[]'")
+        sku_columns = {row[1] for row in self._writer.execute("PRAGMA table_info(skus)")}
+        for column in ("reorder_min", "reorder_max"):
+            if column not in sku_columns:
+                self._writer.execute(f"ALTER TABLE skus ADD COLUMN {column} INTEGER")
 
     @contextmanager
     def write(self, batched: bool = False) -> Iterator[_SqliteTx]:
@@ -457,8 +463,8 @@ class SqliteStore:
             gtins: dict[str, list[str]] = {}
             for gtin, sku in db.execute("SELECT gtin, sku FROM gtins ORDER BY gtin"):
                 gtins.setdefault(sku, []).append(gtin)
-            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())))
-                         for sku, name in db.execute("SELECT sku, name FROM skus ORDER BY sku"))
+            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())), lo, hi) for sku, name, lo, hi in db.execute(
+                "SELECT sku, name, reorder_min, reorder_max FROM skus ORDER BY sku"))
             bins = tuple(CatalogBin(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6], r[7]) for r in db.execute(
                 "SELECT bin, zone, sku, node, sensored, weight_only, unit_weight_g, unit_weight_cv FROM bins"
                 " ORDER BY bin"))
@@ -469,9 +475,10 @@ class SqliteStore:
     def import_catalog(self, skus: list[CatalogSku], bins: list[CatalogBin], now_ms: int) -> int:
         with self.write() as tx:
             db = tx.db
-            db.executemany("INSERT INTO skus (sku, name, updated_ms) VALUES (?,?,?) ON CONFLICT (sku) DO UPDATE"
-                           " SET name=excluded.name, updated_ms=excluded.updated_ms",
-                           [(s.sku, s.name, now_ms) for s in skus])
+            db.executemany("INSERT INTO skus (sku, name, updated_ms, reorder_min, reorder_max) VALUES (?,?,?,?,?)"
+                           " ON CONFLICT (sku) DO UPDATE SET name=excluded.name, updated_ms=excluded.updated_ms,"
+                           " reorder_min=excluded.reorder_min, reorder_max=excluded.reorder_max",
+                           [(s.sku, s.name, now_ms, s.reorder_min, s.reorder_max) for s in skus])
             db.executemany("INSERT INTO gtins (gtin, sku) VALUES (?,?) ON CONFLICT (gtin) DO UPDATE SET sku=excluded.sku",
                            [(g, s.sku) for s in skus for g in s.gtins])
             db.executemany(
