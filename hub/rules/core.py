@@ -481,7 +481,11 @@ class RulesCore:
         levels, source, why = lv, LEARNED, ""
         min_days = self.config.constraint.min_demand_days
         if manual is not None:
-            if lv is None or dem.days_closed < min_days:
+            if sku not in self._by_sku:
+                # Nothing of it booked yet: a catalog imported before the opening count must not
+                # order every SKU's max at once. Its first receipt or count starts the min/max.
+                levels, source, why = None, MANUAL, "waiting for its first receipt or count on this site"
+            elif lv is None or dem.days_closed < min_days:
                 levels, source = reorder.manual_levels(manual.reorder_min, manual.reorder_max), MANUAL
                 why = (f"learned levels need {min_days} days of demand, {dem.days_closed} seen" if est is not None
                        else "no supplier lead time to learn levels from yet")

@@ -124,7 +124,7 @@ async def sku_page(request: web.Request) -> web.Response:
 
 
 async def render_sku_page(request: web.Request, sku: str, status: int = 200,
-                          adjust: dict[str, Any] | None = None) -> web.Response:
+                          adjust: dict[str, Any] | None = None, levels: dict[str, Any] | None = None) -> web.Response:
     """One SKU: stock over time, by location, reorder parameters, suppliers, movements with who and why."""
     service = request.app[SERVICE]
     balances, movements = await asyncio.to_thread(_sku_data, service.store, sku)
@@ -142,7 +142,9 @@ async def render_sku_page(request: web.Request, sku: str, status: int = 200,
     chart = step_chart(series, f"Stock of {sku} over time", floor=float(floor) if isinstance(floor, (int, float)) else None)
     return render(request, "sku.html", status=status, sku=sku, balances=balances, total=total,
                   movements=movements[:100], chart=chart, reorder=reorder, suppliers=suppliers, constraint=constraint,
-                  adjust=adjust_form(request, adjust), sku_ok=bool(SKU_RE.fullmatch(sku)))
+                  adjust=adjust_form(request, adjust), sku_ok=bool(SKU_RE.fullmatch(sku)),
+                  levels={"error": (levels or {}).get("error"), "form": (levels or {}).get("form"),
+                          "done": request.query.get("levels") == "1" and not levels})
 
 
 async def _sku_rules(service: HubService, sku: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None,

@@ -88,6 +88,14 @@ async def sku_reorder(service: HubService, sku: str) -> dict[str, Any]:
     return view
 
 
+async def set_manual_levels(service: HubService, sku: str, reorder_min: int | None, reorder_max: int | None,
+                            by: str) -> dict[str, Any]:
+    """Set (both None: clear) a SKU's manual min/max; the SKU's reorder view after it."""
+    view: dict[str, Any] = await run(service, lambda core: (core.set_manual_levels(sku, reorder_min, reorder_max, by),
+                                                            views.reorder_view(core, sku))[1])
+    return view
+
+
 async def sku_suppliers(service: HubService, sku: str) -> dict[str, Any]:
     """One SKU's suppliers in priority order, with their record and the one that gets orders now."""
     return {"sku": sku, "items": await run(service, lambda core: views.sku_suppliers(core, sku))}
