@@ -65,7 +65,9 @@ async def test_a_fresh_site_gets_a_proposal_on_its_first_day(broker: PrivateBrok
         (fired,) = [d for d in log if d["rule"] == "reorder"]
         assert fired["inputs"]["levels_source"] == "manual" and fired["inputs"]["manual_set_by"] == "catalog rev 1"
         assert "reached the manual minimum 40 (set by catalog rev 1" in fired["sentence"]
-        assert [d["rule"] for d in log].count("manual_levels") == 1
+        (from_catalog,) = [d["sentence"] for d in log if d["rule"] == "manual_levels"]
+        assert from_catalog == ("catalog rev 1 set the min/max of TIES-200 (GTIN 04012345678901) to 40 / 150: they "
+                                "propose orders from its first receipt or count on this site.")
 
         # The SKU page shows the manual levels in force beside the (not yet) learned ones.
         async with sup.get(f"{base}/stock/TIES-200") as resp:

@@ -738,10 +738,12 @@ class RulesCore:
         self.manual[sku] = m
         self.db.save_manual_levels(m)
         plan = self.plan(sku)
+        effect = ("shown beside the learned levels" if plan.source == LEARNED else
+                  "they propose orders from its first receipt or count on this site" if plan.levels is None else
+                  "they propose orders")
         self._log(Decision(m.set_ms, "manual_levels", sku,
-                           f"{by} set the min/max of {self.label(sku)} to {reorder_min} / {reorder_max}: "
-                           f"{'they propose orders' if plan.source == MANUAL else 'shown beside the learned levels'}"
-                           f" ({plan.why}).",
+                           f"{by} set the min/max of {self.label(sku)} to {reorder_min} / {reorder_max}: {effect}"
+                           + (f" ({plan.why})." if plan.levels is not None else "."),
                            inputs={"by": by, "demand_days_observed": plan.demand.days_closed,
                                    "min_demand_days": self.config.constraint.min_demand_days},
                            result={"reorder_min": reorder_min, "reorder_max": reorder_max, "source": plan.source}))
