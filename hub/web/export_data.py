@@ -30,7 +30,14 @@ def iso_utc(epoch_ms: int | None) -> str | None:
     """Epoch ms as ISO 8601 UTC with milliseconds ('2026-12-03T06:40:00.123Z'); None stays None."""
     if epoch_ms is None:
         return None
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds, ms = divmod(int(epoch_ms), 1000)
+    return f"{_utc_second(seconds)}.{ms:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_second(seconds: int) -> str:
+    # Rows come in time order, many in the same second: format each second once (the hot path of an export).
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @dataclass(frozen=True, slots=True)
