@@ -69,6 +69,11 @@ async def test_a_fresh_site_gets_a_proposal_on_its_first_day(broker: PrivateBrok
         assert from_catalog == ("catalog rev 1 set the min/max of TIES-200 (GTIN 04012345678901) to 40 / 150: they "
                                 "propose orders from its first receipt or count on this site.")
 
+        async with sup.get(f"{base}/api/v1/stock/low") as resp:
+            (low,) = (await resp.json())["items"]  # the overview's "low stock" counts it too
+        assert (low["sku"], low["state"], low["levels_source"], low["reorder_point"]) == ("TIES-200", "low", "manual", 40)
+        assert "at or below the manual minimum 40" in low["sentence"]
+
         # The SKU page shows the manual levels in force beside the (not yet) learned ones.
         async with sup.get(f"{base}/stock/TIES-200") as resp:
             page = await resp.text()

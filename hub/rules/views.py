@@ -18,7 +18,7 @@ from hub.rules import outbox, reorder
 from hub.rules import supplier as supplier_rule
 from hub.rules.clock import DAY_MS, day_of
 from hub.rules.decisions import units
-from hub.rules.model import to_json
+from hub.rules.model import MANUAL, to_json
 from hub.store.base import DiscrepancyRow
 
 if TYPE_CHECKING:
@@ -42,12 +42,13 @@ def stock_state(core: RulesCore, sku: str) -> dict[str, Any]:
     sentence = (f"{core.label(sku)} is out of stock at every location{stock.not_counted}{waiting}."
                 if stockout else
                 f"{core.label(sku)} is low: position {plan.position} (on hand {plan.on_hand}"
-                f"{stock.not_counted}, on order {plan.on_order}) at or below the reorder point "
+                f"{stock.not_counted}, on order {plan.on_order}) at or below the "
+                f"{'manual minimum' if plan.source == MANUAL else 'reorder point'} "
                 f"{units(plan.levels.reorder_point) if plan.levels else '?'}." if low else
                 f"{core.label(sku)}: {plan.on_hand} on hand{stock.not_counted}.")
     return {"sku": sku, "state": "stockout" if stockout else "low" if low else "ok", "qty": plan.on_hand,
             "on_order": plan.on_order, "position": plan.position,
-            "reorder_point": plan.levels.reorder_point if plan.levels else None,
+            "reorder_point": plan.levels.reorder_point if plan.levels else None, "levels_source": plan.source,
             "demand_per_day": rate,
             "days_of_cover": to_json(reorder.days_of_cover(plan.on_hand, rate)),
             "negative": [{"location": loc, "qty": q} for loc, q in stock.negative],
