@@ -187,7 +187,7 @@ def _take_row(row: dict[str, str], out: CatalogImport, gtin_owner: dict[str, str
         gtins = (*gtins, gtin)
         gtin_owner[gtin] = sku
     name = row.get("name") or (current.name if current is not None else "")
-    out.skus[sku] = CatalogSku(sku, name, gtins, *levels)
+    out.skus[sku] = CatalogSku(sku, name, gtins, reorder_min=levels[0], reorder_max=levels[1])
     if new_bin is not None:
         out.bins[new_bin.bin] = new_bin
 

@@ -188,10 +188,16 @@ QUARANTINE_KEEP_BYTES = 16 * 1024  # enough to see what was wrong; oversize payl
 NODE_COLUMNS = frozenset({"online", "state_ms", "last_seen_ms", "boot_id", "sw_version", "stream", "last_seq",
                           "outbox_depth", "clock_skew_ms", "birth_ms", "devices", "notices"})
 NODE_JSON_COLUMNS = frozenset({"devices", "notices"})
-# A Movement row: the movement, its event's node and seq, and who and why from the event's body.
+# A Movement row (read by _movement): the movement, its event's node and seq, and who and why from the event's body.
 MOVEMENT_COLUMNS = ("m.id, m.event_id, m.sku, m.location, m.qty_delta, m.reason, m.device_ms, m.hub_ms, e.node, e.seq,"
                     " json_extract(e.body, '$.operator'), json_extract(e.body, '$.reason'),"
                     " json_extract(e.body, '$.note')")
+
+
+def _movement(row: tuple[Any, ...]) -> Movement:
+    ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq, operator, adjustment, note = row
+    return Movement(ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq,
+                    operator=operator, adjustment=adjustment, note=note)
 
 
 class _SqliteTx:
@@ -463,8 +469,9 @@ class SqliteStore:
             gtins: dict[str, list[str]] = {}
             for gtin, sku in db.execute("SELECT gtin, sku FROM gtins ORDER BY gtin"):
                 gtins.setdefault(sku, []).append(gtin)
-            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())), lo, hi) for sku, name, lo, hi in db.execute(
-                "SELECT sku, name, reorder_min, reorder_max FROM skus ORDER BY sku"))
+            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())), reorder_min=lo, reorder_max=hi)
+                         for sku, name, lo, hi in db.execute(
+                             "SELECT sku, name, reorder_min, reorder_max FROM skus ORDER BY sku"))
             bins = tuple(CatalogBin(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6], r[7]) for r in db.execute(
                 "SELECT bin, zone, sku, node, sensored, weight_only, unit_weight_g, unit_weight_cv FROM bins"
                 " ORDER BY bin"))
@@ -578,7 +585,7 @@ class SqliteStore:
         rows = self._reader().execute(
             f"SELECT {MOVEMENT_COLUMNS} FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
             " ORDER BY m.id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [Movement(*row) for row in rows]
+        return [_movement(row) for row in rows]
 
     def balances_after(self, after: tuple[str, str] | None, limit: int) -> list[Balance]:
         where, args = _where(("(sku, location) > (?, ?)", after))
@@ -595,7 +602,7 @@ class SqliteStore:
         rows = self._reader().execute(
             f"SELECT {MOVEMENT_COLUMNS} FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
             " ORDER BY m.id LIMIT ?", (*args, limit)).fetchall()
-        return [Movement(*row) for row in rows]
+        return [_movement(row) for row in rows]
 
     def scans(self, node: str | None = None, outcome: str | None = None, limit: int = 100,
               before_id: int | None = None) -> list[ScanRow]:
