@@ -18,6 +18,7 @@ from central_reference.store import demo_catalog
 from edge.agent import EdgeAgent
 from hub.catalog import import_catalog_file
 from hub.mosquitto import PrivateBroker, free_port
+from hub.rules import views
 from hub.store import SqliteStore
 from tests.support import SITE, Central, add_node, edge_config, login_session, scan, start_web_hub, wait_for
 
@@ -56,7 +57,7 @@ async def test_a_fresh_site_gets_a_proposal_on_its_first_day(broker: PrivateBrok
         await agent.sink.submit(scan(gtin=TIES["gtin"], qty=25, location="A-01-2"))
 
         async def pending() -> list[dict[str, Any]]:
-            return await service.rules.call(lambda core: core.proposal_rows("pending"))
+            return await service.rules.call(lambda core: views.proposal_rows(core, "pending"))
 
         (proposal,) = await wait_for(pending, timeout_s=20, what="a proposal from the catalog's min/max")
         assert (proposal["sku"], proposal["supplier"], proposal["final_qty"]) == ("TIES-200", "bolt", 125)

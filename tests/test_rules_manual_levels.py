@@ -15,7 +15,7 @@ from hub.rules.config import RulesConfig
 from hub.rules.core import CatalogItem, RulesCore, RulesError
 from hub.rules.store import RulesDb
 from hub.rules.supplier import SupplierOption
-from hub.rules.views import reorder_view
+from hub.rules.views import decision_rows, proposal_rows, reorder_view
 
 T0 = 1_727_769_600_000  # 2024-10-01 00:00 UTC
 SKU = "BOLT-M8"
@@ -29,19 +29,19 @@ def make_core(tmp_path: Path, clock: ManualClock) -> RulesCore:
 
 
 def decisions(core: RulesCore, rule: str) -> list[dict]:  # type: ignore[type-arg]
-    return [d for d in core.decision_rows(SKU, 100) if d["rule"] == rule]
+    return [d for d in decision_rows(core, SKU, 100) if d["rule"] == rule]
 
 
 def test_manual_min_max_propose_on_day_one_then_learned_levels_take_over(tmp_path: Path) -> None:
     clock = ManualClock(T0)
     core = make_core(tmp_path, clock)
     core.on_commit([BalanceChange(SKU, "A-01-1", 12, 12, "receive", clock(), clock())])
-    assert core.proposal_rows("pending") == []  # nothing learned, no levels: nothing to go by
+    assert proposal_rows(core, "pending") == []  # nothing learned, no levels: nothing to go by
     # Day one: stock 12 is at or below the min set now: a proposal up to the max, at once.
     core.set_manual_levels(SKU, 20, 60, "sue")
     (set_it,) = decisions(core, "manual_levels")
     assert "sue set the min/max of BOLT-M8 to 20 / 60: they propose orders" in set_it["sentence"]
-    (p,) = core.proposal_rows("pending")
+    (p,) = proposal_rows(core, "pending")
     assert (p["desired_qty"], p["reorder_point"], p["order_up_to"]) == (50, 20.0, 60.0)  # 60 - 12 = 48, packs of 5
     (fired,) = decisions(core, "reorder")
     assert fired["inputs"]["levels_source"] == "manual" and fired["inputs"]["manual_set_by"] == "sue"
@@ -65,7 +65,7 @@ def test_manual_min_max_propose_on_day_one_then_learned_levels_take_over(tmp_pat
     assert view["manual"] == {"reorder_min": 20, "reorder_max": 60, "set_by": "sue", "set_ms": T0}
     assert view["learned"]["reorder_point"] == view["reorder_point"] > 100  # 30 a day over a 5-day lead time
     assert "the manual min 20 / max 60 stand aside" in view["levels_why"]
-    for waiting in core.proposal_rows("pending"):  # made on the manual levels meanwhile
+    for waiting in proposal_rows(core, "pending"):  # made on the manual levels meanwhile
         core.reject(waiting["id"], "sue")
     core.on_commit([BalanceChange(SKU, "A-01-1", qty - 1, -1, "pick", clock(), clock())])
     learned = [d for d in decisions(core, "reorder") if d["inputs"]["levels_source"] == "learned"]
