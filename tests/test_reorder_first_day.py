@@ -75,6 +75,10 @@ async def test_a_fresh_site_gets_a_proposal_on_its_first_day(broker: PrivateBrok
         assert (low["sku"], low["state"], low["levels_source"], low["reorder_point"]) == ("TIES-200", "low", "manual", 40)
         assert "at or below the manual minimum 40" in low["sentence"]
 
+        async with sup.get(f"{base}/api/v1/exports/decisions?format=json") as resp:
+            exported = await resp.json()  # the decision log's download says the same, with its inputs
+        assert [d for d in exported if d["rule"] == "reorder"][0]["inputs"]["levels_source"] == "manual"
+
         # The SKU page shows the manual levels in force beside the (not yet) learned ones.
         async with sup.get(f"{base}/stock/TIES-200") as resp:
             page = await resp.text()
