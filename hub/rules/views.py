@@ -72,12 +72,13 @@ def low_stock(core: RulesCore) -> list[dict[str, Any]]:
 def _may_be_short(core: RulesCore, sku: str) -> bool:
     """Whether stock_state could call the SKU anything but ok, from the cheap parts only (exact).
 
-    Low needs reorder levels, and RulesCore.plan has levels only with demand seen and a
-    supplier to order from; without them only a stockout is possible. The overview asks for
-    low_stock every second while stock moves, and most SKUs of a site are neither, so the
-    full judgement (plan, sentence) runs only for those that might be.
+    Low needs reorder levels, and RulesCore.plan has them only from manual min/max or, learned,
+    with demand seen and a supplier to order from; without any, only a stockout is possible.
+    The overview asks for low_stock every second while stock moves, and most SKUs of a site
+    are neither, so the full judgement (plan, sentence) runs only for those that might be.
     """
-    return core.sku_stock(sku).out_of_stock or (sku in core.demand and bool(core.options(sku)))
+    return (core.sku_stock(sku).out_of_stock or sku in core.manual
+            or (sku in core.demand and bool(core.options(sku))))
 
 
 def replenishments(core: RulesCore) -> list[dict[str, Any]]:
