@@ -85,9 +85,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 @_with_config
 def cmd_backup(args: argparse.Namespace) -> int:
-    """Online backup of the ledger with SQLite's backup API (safe while the hub runs)."""
+    """Online backup of every store the hub keeps (ledger, rules, auth, alerts) into a new directory."""
+    from hub.backup import backup_all
     from hub.config import load_hub_config
-    from hub.store import SqliteStore
     cfg = load_hub_config(args.config)
     _require_ledger(cfg)
     target = Path(args.path)
@@ -95,15 +95,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"stock-hub backup: {target.parent} is not a directory; create it or choose another path",
               file=sys.stderr)
         return 2
-    store = SqliteStore(cfg.db_path, cfg.db_synchronous)
     try:
-        store.backup(str(target))
-    except sqlite3.Error as err:
-        print(f"stock-hub backup: cannot write {target} ({err})", file=sys.stderr)
+        written, absent = backup_all(cfg, target)
+    except (OSError, sqlite3.Error) as err:
+        print(f"stock-hub backup: cannot back up into {target} ({err})", file=sys.stderr)
         return 2
-    finally:
-        store.close()
-    print(f"backed up {cfg.db_path} to {target}")
+    for path in written:
+        print(f"backed up {path.name} to {path}")
+    for name in absent:
+        print(f"no {name} to back up (that part of the hub has not been used)")
     return 0
 
 
@@ -151,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
     check.set_defaults(func=cmd_check_config)
-    backup = sub.add_parser("backup", help="online backup of the ledger to PATH")
-    backup.add_argument("path")
+    backup = sub.add_parser("backup", help="online backup of every store (ledger, rules, auth, alerts) into "
+                                            "the new directory PATH")
+    backup.add_argument("path", help="a new (or empty) directory; its parent must exist")
     backup.add_argument("--config", required=True)
     backup.set_defaults(func=cmd_backup)
     rebuild = sub.add_parser("rebuild-balances", help="check live balances against the ledger")
