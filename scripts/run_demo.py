@@ -444,11 +444,10 @@ def central_settings(central: str) -> str:
 
 def start_tryton(work: Path, port: int) -> TrytonServer:
     """A local Tryton over a copy of the seeded database (built the first time: a minute or two)."""
-    from central_reference.tryton_local import TrytonServer, build_template
+    from central_reference.tryton_local import CACHE_DIR, TrytonServer, build_template
 
-    root = Path(__file__).resolve().parent.parent
     log.info("preparing the local Tryton (the first run activates its modules, a minute or two)")
-    template = build_template(root / "build" / "tryton", free_port())
+    template = build_template(CACHE_DIR, free_port())
     data = work / "tryton"
     data.mkdir()
     shutil.copy(template, data / template.name)
