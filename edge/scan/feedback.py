@@ -22,9 +22,10 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Feedback(Protocol):
@@ -38,6 +39,15 @@ class Feedback(Protocol):
     async def aclose(self) -> None:
         """Stop anything still running (a pulse in progress)."""
         ...
+
+
+def _which(accepted: bool, notice: bool, warning: bool, ok: T, error: T, notice_out: T, warning_out: T) -> T:
+    """The output for an outcome: a warning first (it was recorded, but look), then OK, notice or error."""
+    if warning:
+        return warning_out
+    if not accepted:
+        return error
+    return notice_out if notice else ok
 
 
 class LogFeedback:
@@ -71,10 +81,7 @@ class SerialFeedback(LogFeedback):
 
     async def signal(self, accepted: bool, message: str, notice: bool = False, warning: bool = False) -> None:
         await super().signal(accepted, message, notice, warning)
-        if warning:
-            data = self._warning
-        else:
-            data = (self._notice if notice else self._ok) if accepted else self._error
+        data = _which(accepted, notice, warning, self._ok, self._error, self._notice, self._warning)
         if not data:
             return
         try:
@@ -123,10 +130,7 @@ class GpioFeedback(LogFeedback):
 
     async def signal(self, accepted: bool, message: str, notice: bool = False, warning: bool = False) -> None:
         await super().signal(accepted, message, notice, warning)
-        if warning:
-            path = self._warning
-        else:
-            path = (self._notice if notice else self._ok) if accepted else self._error
+        path = _which(accepted, notice, warning, self._ok, self._error, self._notice, self._warning)
         if path is None:
             return
         await self._set(path, "1")
