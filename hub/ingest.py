@@ -54,6 +54,7 @@ from contract import (
     salvage_batch,
     stored_event,
 )
+from hub import lots
 from hub.catalog import CatalogIndex
 from hub.commands import CommandLog
 from hub.dedupe import StreamBook, StreamTrack
@@ -529,7 +530,7 @@ class Ingest:
             sku = self._resolve_sku(event.gtin)
             if tx.has_balance(sku, event.location):
                 book_before = tx.balance(sku, event.location)
-        changes = apply_event(tx, event_id, event, hub_ms, self._resolve_sku, self.catalog.bin)
+        changes = apply_event(tx, event_id, event, hub_ms, self._resolve_sku, self.catalog.bin, self.catalog.tracking)
         result.balances.extend(changes)
         skew = self._skew_ms.get(node, 0)
         t_ms = event.ts_ms - skew
@@ -554,6 +555,9 @@ class Ingest:
             else:
                 self._record(tx, negative_balances(tx, event_id, node, event, changes, t_ms, hub_ms,
                                                    self.plausibility, self._shelf_holds), result)
+                sku = self._resolve_sku(event.gtin)
+                self._record(tx, lots.check_scan(tx, event_id, node, event, sku, self.catalog.tracking(sku), t_ms,
+                                                 hub_ms), result)
                 for change in changes:
                     if change.location in rec.bins:
                         self._record(tx, rec.scan(change.location, change.sku, t_ms, hub_ms, change.qty_delta, {
