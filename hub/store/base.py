@@ -440,6 +440,10 @@ class Store(Protocol):
         """Balances recomputed from the movements alone (for checks)."""
         ...
 
+    def rebuild_lot_balances(self) -> list[LotBalance]:
+        """Lot balances recomputed from the movements that carry a lot or serial (for checks)."""
+        ...
+
     def backup(self, path: str) -> None:
         ...
 

@@ -719,6 +719,13 @@ class SqliteStore:
             " ORDER BY sku, location").fetchall()
         return [Balance(*row) for row in rows]
 
+    def rebuild_lot_balances(self) -> list[LotBalance]:
+        rows = self._reader().execute(
+            "SELECT sku, location, COALESCE(lot, ''), COALESCE(serial, ''), SUM(qty_delta), MAX(expiry), MAX(hub_ms)"
+            " FROM movements WHERE lot IS NOT NULL OR serial IS NOT NULL"
+            " GROUP BY sku, location, COALESCE(lot, ''), COALESCE(serial, '') ORDER BY 1, 2, 3, 4").fetchall()
+        return [_lot_balance(row) for row in rows]
+
     def bulk_history(self, rows: Iterator[tuple[str, str, int, int, str, str, int, str]], chunk: int = 50_000) -> int:
         """Append synthetic history fast (benchmarks): (node, stream, seq, device_ms, sku, location, qty_delta, reason).
 
