@@ -538,7 +538,8 @@ class Ingest:
         if isinstance(event, ScanEvent):
             result.scans.append(ScanRow(event_id, node, event.seq, "accepted", event.ts_ms, hub_ms, event.scanner,
                                         event.mode, event.gtin, self._resolve_sku(event.gtin), event.qty,
-                                        event.location, event.from_location, None, event.raw, event.operator))
+                                        event.location, event.from_location, None, event.raw, event.operator,
+                                        event.lot, event.return_reason))
             if event.mode == "count":
                 closed = rec.count_scan(event.location)
                 if closed:

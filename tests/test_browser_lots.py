@@ -125,6 +125,10 @@ async def test_a_shift_of_lots_and_returns_shows_on_the_pages(broker: PrivateBro
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         page.on("pageerror", lambda exc: errors.append(str(exc)))
 
+        await page.goto(base + "/")  # the overview's recent scans say the lot and the return's reason
+        returned = page.locator("#scans tr", has_text="return")
+        await expect(returned).to_contain_text("1 × GLUE-50 at QUARANTINE, lot L653 (DAMAGED)")
+
         await page.goto(f"{base}/stock/GLUE-50")
         lots = page.locator("#sku-lots tbody tr")
         await expect(lots).to_have_count(4)

@@ -208,6 +208,8 @@ class ScanRow:
     reason: str | None  # rejected: what the worker was told
     raw: str | None  # the scanned text, when the edge kept it
     operator: str | None
+    lot: str | None = None  # what the label said (whether or not the catalog tracks the SKU by lot)
+    return_reason: str | None = None  # mode return: the reason card's code
 
 
 SCAN_OUTCOMES = {"accepted": "scan", "rejected": "scan_rejected"}  # outcome -> events.kind

@@ -704,7 +704,8 @@ class SqliteStore:
                                device_ms=device_ms, hub_ms=hub_ms, scanner=str(b.get("scanner", "")),
                                mode=b.get("mode"), gtin=gtin, sku=sku or gtin, qty=b.get("qty"),
                                location=b.get("location"), from_location=b.get("from_location"),
-                               reason=b.get("reason"), raw=b.get("raw"), operator=b.get("operator")))
+                               reason=b.get("reason"), raw=b.get("raw"), operator=b.get("operator"),
+                               lot=b.get("lot"), return_reason=b.get("return_reason")))
         return out
 
     def movement_count(self) -> int:
