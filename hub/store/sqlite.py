@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS balances (
     PRIMARY KEY (sku, location)
 ) WITHOUT ROWID;
 -- Derived like balances, for lot-tracked and serialised SKUs (hub.lots): '' for no lot or no serial.
+-- A rowid table: with the key as a WITHOUT ROWID primary key, SQLite answered "where is serial S"
+-- by walking every row of the SKU (its planner preferred the key's sku prefix to the serial index).
 CREATE TABLE IF NOT EXISTS lot_balances (
     sku TEXT NOT NULL,
     location TEXT NOT NULL,
@@ -85,8 +87,8 @@ CREATE TABLE IF NOT EXISTS lot_balances (
     qty INTEGER NOT NULL,
     expiry TEXT,
     updated_ms INTEGER NOT NULL,
-    PRIMARY KEY (sku, location, lot, serial)
-) WITHOUT ROWID;
+    UNIQUE (sku, location, lot, serial)
+);
 CREATE INDEX IF NOT EXISTS lot_balances_lot ON lot_balances (sku, lot);
 CREATE INDEX IF NOT EXISTS lot_balances_serial ON lot_balances (sku, serial);
 CREATE INDEX IF NOT EXISTS lot_balances_expiry ON lot_balances (expiry);
@@ -258,8 +260,11 @@ class _SqliteTx:
         # (sku, location) -> [qty, updated_ms, dirty, exists (a row is stored or about to be)]
         self._balances: dict[tuple[str, str], list[int]] = {}
         # (sku, location, lot, serial) -> [qty, expiry, updated_ms]: every lot balance this transaction
-        # touched, written at flush (both modes; few rows, and reads below see them first).
+        # touched, written at flush (both modes), and reads below see them first. A group commit
+        # touches thousands (one per serial), so they are also found by (sku, what, value):
+        # what is "serial", "lot" or "location".
         self._lots: dict[tuple[str, str, str, str], list[Any]] = {}
+        self._lots_by: dict[tuple[str, str, str], list[tuple[str, str, str, str]]] = {}
 
     def insert_event(self, node: str, stream: str, seq: int, kind: str, device_ms: int, accepted_ms: int,
                      received_ms: int, committed_ms: int, body: str) -> int | None:
@@ -314,6 +319,9 @@ class _SqliteTx:
                                   " AND lot=? AND serial=?", key).fetchone()
             entry = [0, None, 0] if row is None else [int(row[0]), row[1], int(row[2])]
             self._lots[key] = entry
+            sku, location, lot, serial = key
+            for by in ((sku, "serial", serial), (sku, "lot", lot), (sku, "location", location)):
+                self._lots_by.setdefault(by, []).append(key)
         return entry
 
     def lot_balances(self, sku: str, location: str | None = None, lot: str | None = None,
@@ -322,8 +330,16 @@ class _SqliteTx:
         found = {(r[0], r[1], r[2], r[3]): [r[4], r[5], r[6]] for r in self.db.execute(
             f"SELECT sku, location, lot, serial, qty, expiry, updated_ms FROM lot_balances WHERE {where}", args)}
         # What this transaction changed and has not written yet wins.
-        found.update({key: e for key, e in self._lots.items() if key[0] == sku and location in (None, key[1])
-                      and lot in (None, key[2]) and serial in (None, key[3])})
+        if serial is not None:
+            touched = self._lots_by.get((sku, "serial", serial), [])
+        elif lot is not None:
+            touched = self._lots_by.get((sku, "lot", lot), [])
+        elif location is not None:
+            touched = self._lots_by.get((sku, "location", location), [])
+        else:
+            touched = [key for key in self._lots if key[0] == sku]
+        found.update({key: self._lots[key] for key in touched if location in (None, key[1]) and lot in (None, key[2])
+                      and serial in (None, key[3])})
         return [_lot_balance((*key, *e)) for key, e in sorted(found.items())]
 
     def add_movement(self, event_id: int, sku: str, location: str, qty_delta: int, reason: str,
@@ -374,7 +390,7 @@ class _SqliteTx:
                                 " updated_ms = excluded.updated_ms",
                                 [(sku, loc, e[0], e[1]) for (sku, loc), e in balances.items() if e[2]])
         if self._lots:
-            lots, self._lots = self._lots, {}
+            lots, self._lots, self._lots_by = self._lots, {}, {}
             self.db.executemany("INSERT INTO lot_balances (sku, location, lot, serial, qty, expiry, updated_ms)"
                                 " VALUES (?,?,?,?,?,?,?) ON CONFLICT (sku, location, lot, serial) DO UPDATE SET"
                                 " qty = excluded.qty, expiry = excluded.expiry, updated_ms = excluded.updated_ms",
