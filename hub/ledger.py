@@ -78,8 +78,7 @@ def movement_unit(tx: WriteTx, sku: str, event: ScanEvent, tracking: str) -> tup
         return None, None, None
     expiry = event.expiry
     if expiry is None:
-        known = tx.lot_balances(sku, lot=lot, serial=serial) if serial else tx.lot_balances(sku, lot=lot)
-        expiry = next((b.expiry for b in known if b.expiry), None)
+        expiry = next((b.expiry for b in tx.lot_balances(sku, lot=lot, serial=serial) if b.expiry), None)
     return lot, expiry, serial
 
 

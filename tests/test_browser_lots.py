@@ -111,11 +111,18 @@ async def test_a_shift_of_lots_and_returns_shows_on_the_pages(broker: PrivateBro
                 ("receive", "DOCK", 12, None), ("putaway", "DOCK", -8, None), ("putaway", "A-01-1", 8, None),
                 ("return", "QUARANTINE", 1, "DAMAGED")]
             assert trace["expiry"] == iso(12)
+            async with http.get(f"{base}/api/v1/lots?lot=L653") as resp:  # where is lot L653?
+                assert [(i["location"], i["qty"]) for i in (await resp.json())["items"]] == [
+                    ("A-01-1", 8), ("DOCK", 4), ("QUARANTINE", 1)]
+            async with http.get(f"{base}/api/v1/lots?location=DOCK") as resp:  # what lots are at the dock?
+                assert [(i["sku"], i["lot"], i["serial"], i["qty"]) for i in (await resp.json())["items"]] == [
+                    ("DRILL-X", None, "SN-0042", 1), ("GLUE-50", "L653", None, 4), ("GLUE-50", "L700", None, 5)]
             async with http.get(f"{base}/api/v1/skus/DRILL-X/serials/SN-0042") as resp:
                 assert [w["location"] for w in (await resp.json())["where_now"]] == ["DOCK"]
             for path, reason in (("/api/v1/lots/expiring?days=-1", "query parameter 'days' must be between 0 and 3650"),
                                  ("/api/v1/skus/GLUE-50/lots/L%23653", "lot 'L#653' is not a lot number"),
-                                 ("/api/v1/skus/GLUE-50/lots/" + "L" * 21, "is not a lot number")):
+                                 ("/api/v1/skus/GLUE-50/lots/" + "L" * 21, "is not a lot number"),
+                                 ("/api/v1/lots?lot=L%7E1", "lot 'L~1' is not a lot number")):
                 async with http.get(base + path) as resp:
                     assert resp.status == 400 and reason in (await resp.json())["error"], path
         assert [(b.location, b.lot, b.qty) for b in service.store.lots("GLUE-50")] == glue_lots()  # nothing changed

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from contract.messages import LOT_RE, SERIAL_RE, SKU_RE
+from contract.messages import LOCATION_RE, LOT_RE, SERIAL_RE, SKU_RE
 from hub.web import lots_data
 from hub.web.api import _int_arg, _name_arg
 from hub.web.keys import SERVICE
@@ -37,6 +37,18 @@ async def sku_lots(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, **await lots_data.sku_lots(request.app[SERVICE], sku)})
 
 
+async def lots(request: web.Request) -> web.Response:
+    """Stock per SKU x location x lot (or serial) across the site, filtered by sku, location, lot or serial."""
+    query = request.query
+    sku = _name_arg(query.get("sku"), "sku", SKU_RE)
+    location = _name_arg(query.get("location"), "location", LOCATION_RE)
+    lot = lot_arg(query["lot"]) if "lot" in query else None
+    serial = lot_arg(query["serial"], "serial") if "serial" in query else None
+    limit = _int_arg(request, "limit", 1000, 1, 5000)
+    return web.json_response({"ok": True, **await lots_data.lots(request.app[SERVICE], sku, location, lot, serial,
+                                                                 limit)})
+
+
 async def expiring(request: web.Request) -> web.Response:
     """Lots in stock expiring within `days` days (expired ones included), soonest first."""
     days = expiring_days(request)
@@ -63,6 +75,7 @@ async def serial_trace(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the lots API's routes."""
     app.router.add_get("/api/v1/skus/{sku}/lots", sku_lots)
+    app.router.add_get("/api/v1/lots", lots)
     app.router.add_get("/api/v1/lots/expiring", expiring)
     # A lot may hold a '/' (it is in GS1's set): the last segment takes the rest of the path.
     app.router.add_get("/api/v1/skus/{sku}/lots/{lot:.+}", lot_trace)

@@ -50,6 +50,14 @@ async def sku_lots(service: HubService, sku: str) -> dict[str, Any]:
             "items": [_lot_row(b, on) for b in rows], "without_lot": without if rows else []}
 
 
+async def lots(service: HubService, sku: str | None, location: str | None, lot: str | None, serial: str | None,
+               limit: int) -> dict[str, Any]:
+    """Lot balances that are not zero, filtered: where is lot L653, what lots does bin A-01-1 hold."""
+    rows = await asyncio.to_thread(service.store.lots, sku, location, lot, serial, limit)
+    on = today()
+    return {"today": on.isoformat(), "items": [_lot_row(b, on) for b in rows]}
+
+
 async def expiring(service: HubService, days: int, limit: int = 1000) -> dict[str, Any]:
     """Lots in stock that expire within `days` days from today (expired ones first), soonest first."""
     on = today()
