@@ -234,3 +234,16 @@ async def test_expired_pick_sends_the_warning_signal_to_a_serial_scanner() -> No
         os.close(slave)
     assert [s.warning for s in steps] == [False, True, False]
     assert got == b"NWK"  # notice for the location label, warning for the expired lot, OK for the fresh one
+
+
+def test_pick_of_a_lot_received_with_a_date_that_has_passed_warns_without_a_date_on_its_label() -> None:
+    received = ScanWorkflow("dock", mode="receive").received
+    dock = ScanWorkflow("dock", mode="receive", received=received)
+    picker = ScanWorkflow("pick", mode="pick", received=received)  # another scanner of the same node
+    receipt = dock.handle(decode(f"]C101{GTIN}\x1d10L653\x1d17231231"), "r", TODAY_MS - 60 * 86_400_000)
+    assert isinstance(receipt.event, ScanEvent)  # received in September, good until the end of December
+    picker.handle(decode("LOC:A-01"), "LOC:A-01", TODAY_MS)
+    late = picker.handle(decode(f"https://id.gs1.org/01/{GTIN}/10/L653"), "p", TODAY_MS + 60 * 86_400_000)
+    other = picker.handle(decode(f"https://id.gs1.org/01/{GTIN}/10/L654"), "p", TODAY_MS + 60 * 86_400_000)
+    assert late.warning and "expired on 2023-12-31" in late.message
+    assert not other.warning  # a lot this node never received: nothing to judge by

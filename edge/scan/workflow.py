@@ -30,7 +30,8 @@ becomes a `ScanRejected` with the reason. The rules (docs/scanning.md says the s
   from the last `RET:` card; both are required, and stay for the next returns until a mode
   label or CLEAR.
 - Expiry: a receipt of goods whose label says they expired before today is refused (they
-  are not received); a pick of them is recorded, with a warning the worker hears.
+  are not received); a pick of them is recorded, with a warning the worker hears. A pick
+  label with a lot but no date is judged by the date that lot was received with on this node.
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ class ScanWorkflow:
         elif s.mode == "receive" and item.po:
             ref = item.po
         if s.mode == "receive":
-            self.received.record(item.gtin, location, qty, lot=item.lot, ref=ref)
+            self.received.record(item.gtin, location, qty, lot=item.lot, ref=ref, expiry=item.expiry)
         elif s.mode == "putaway" and from_location is not None:
             self.received.take(item.gtin, from_location, qty, lot=item.lot, ref=s.ref or item.po or item.sscc)
         s.qty = None
@@ -307,9 +308,11 @@ class ScanWorkflow:
         if s.mode == "return":
             why = f" (reason {s.return_reason})"
         message = f"{s.mode} {qty} x {item.gtin} at {where}{why}"
-        if s.mode == "pick" and item.expiry is not None and expired_on(item.expiry, ts_ms):
+        # The label's date, else the one this lot was received with on this node.
+        expiry = item.expiry or self.received.expiry(item.gtin, item.lot)
+        if s.mode == "pick" and expiry is not None and expired_on(expiry, ts_ms):
             lot = f"lot {item.lot} of " if item.lot else ""
-            return Step(True, f"EXPIRED: {lot}GTIN {item.gtin} expired on {item.expiry}; the pick is recorded, but "
+            return Step(True, f"EXPIRED: {lot}GTIN {item.gtin} expired on {expiry}; the pick is recorded, but "
                               f"do not ship it: put it aside and tell the supervisor ({message})", event, warning=True)
         return Step(True, message, event)
 
