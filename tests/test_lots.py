@@ -8,12 +8,13 @@ stay as they were; returns are `return` movements with their reason; an old ledg
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from contract import ScanEvent
+from contract import ContractError, ScanEvent, UnknownToThisVersion, event_from_dict, salvage_batch
 from hub.catalog import parse_catalog_csv
 from hub.cli import main as hub_cli
 from hub.store import SqliteStore
@@ -246,3 +247,17 @@ def test_rebuild_balances_checks_the_lot_balances_too(tmp_path: Path, capsys: py
     db.close()
     assert hub_cli(["rebuild-balances", "--config", str(config)]) == 1
     assert "differs: GLUE-50 lot L1 serial - @ DOCK: live 6, from ledger 7" in capsys.readouterr().out
+
+
+def test_a_mode_unknown_to_a_hub_is_held_back_for_an_upgrade_not_refused() -> None:
+    """How a hub older than returns reads a return: as this hub reads a mode newer than itself."""
+    scan = json.loads(json.dumps(ev(1, "return", "QUARANTINE", return_reason="DAMAGED").to_dict()))
+    assert event_from_dict(scan).return_reason == "DAMAGED"  # this hub knows returns
+    newer = {**scan, "mode": "cross_dock"}
+    with pytest.raises(UnknownToThisVersion, match="field 'mode' must be one of .*return.*, got 'cross_dock'"):
+        event_from_dict(newer)
+    with pytest.raises(UnknownToThisVersion):  # so the batch is held back whole, never settled as refused
+        salvage_batch({"v": 1, "node": "n1", "stream": STREAM, "sent_ms": T0_MS, "events": [newer]})
+    without_reason = {k: v for k, v in scan.items() if k != "return_reason"}
+    with pytest.raises(ContractError, match="a return needs 'return_reason'"):
+        event_from_dict(without_reason)
