@@ -94,10 +94,16 @@ def _check_serial(tx: WriteTx, event_id: int, node: str, event: ScanEvent, sku: 
             return []
         earlier = {loc: n for loc, n in held.items() if loc != event.location} or held
         what = ARRIVING_MODES[event.mode]
-        sentence = (f"{sku} serial {serial} was booked in by a {what} at {event.location}, but it is already in "
-                    f"stock at {_places(earlier)}: a serialised item exists in one place at a time.")
-        action = (f"Compare the serial label with the unit at {next(iter(earlier))}: one of the two labels is "
-                  f"wrong, or that unit left without a scan (a pick or move not scanned); recount both places.")
+        if event.qty > 1 and sum(held.values()) == event.qty:
+            sentence = (f"{event.qty} units of {sku} were booked in by a {what} at {event.location} under one serial "
+                        f"number, {serial}: a serial number is one unit.")
+            action = (f"Check the units at {event.location}: scan each one's own serial label (without a QTY: "
+                      f"label) and recount {event.location}.")
+        else:
+            sentence = (f"{sku} serial {serial} was booked in by a {what} at {event.location}, but it is already in "
+                        f"stock at {_places(earlier)}: a serialised item exists in one place at a time.")
+            action = (f"Compare the serial label with the unit at {next(iter(earlier))}: one of the two labels is "
+                      f"wrong, or that unit left without a scan (a pick or move not scanned); recount both places.")
         return [_discrepancy(SERIAL_DUPLICATE, event.location, sku, event_id, node, event, t_ms, hub_ms, sentence,
                              action, {"serial": serial, "in_stock_at": held})]
     source = source_of(event)

@@ -159,6 +159,11 @@ def test_a_serial_number_is_in_one_place_at_a_time(tmp_path: Path) -> None:
                               ev(7, "move", "B-01-1", 1, gtin=DRILL, serial="SN-0042", from_location="A-09-9")])
         f.drain()
         assert len(opened(f, "serial_duplicate")) == 2  # returned while one still sits at DOCK
+        f.send("n1", STREAM, [ev(8, "receive", "DOCK-2", 3, gtin=DRILL, serial="SN-0100")])
+        f.drain()
+        assert opened(f, "serial_duplicate")[0].sentence == (
+            "3 units of DRILL-X were booked in by a receipt at DOCK-2 under one serial number, SN-0100: a serial "
+            "number is one unit.")
         assert [d.bin for d in opened(f, "serial_not_at_source")] == ["A-09-9", "B-02-1"]
     finally:
         f.close()
