@@ -160,6 +160,11 @@ async def test_a_shift_of_lots_and_returns_shows_on_the_pages(broker: PrivateBro
         await expect(page.locator("#trace tbody tr")).to_have_count(4)
         await expect(page.locator("#where-now tbody tr")).to_have_count(3)
         await page.screenshot(path=str(out / "lot-trace.png"), full_page=True)
+        await page.goto(f"{base}/stock/DRILL-X")  # serialised: the serial numbers, each linking its trace
+        await page.locator("#sku-lots a", has_text="SN-0042").click()
+        await expect(page).to_have_url(f"{base}/stock/DRILL-X/serials/SN-0042")
+        await expect(page.locator("h1")).to_contain_text("Serial number SN-0042")
+        await expect(page.locator("#trace tbody tr")).to_have_count(2)  # received twice: see its discrepancy
         assert not errors, f"console errors: {errors}"
         # A horizon that is not a number: the page says why (a 400, which the browser logs).
         await page.goto(f"{base}/expiring?days=soon")
