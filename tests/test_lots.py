@@ -266,3 +266,24 @@ def test_a_mode_unknown_to_a_hub_is_held_back_for_an_upgrade_not_refused() -> No
     without_reason = {k: v for k, v in scan.items() if k != "return_reason"}
     with pytest.raises(ContractError, match="a return needs 'return_reason'"):
         event_from_dict(without_reason)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_transaction_reads_the_lot_balances_it_has_not_written_yet(tmp_path: Path, batched: bool) -> None:
+    store = SqliteStore(tmp_path / f"ledger-{batched}.sqlite3", "NORMAL")
+    try:
+        with store.write() as tx:  # committed before: the reads below combine it with what is pending
+            tx.add_movement(1, "GLUE-50", "DOCK", 10, "receive", 1, 1, lot="L1", expiry="2030-01-31")
+        with store.write(batched=batched) as tx:
+            tx.add_movement(2, "GLUE-50", "DOCK", -4, "putaway", 2, 2, lot="L1")
+            tx.add_movement(2, "GLUE-50", "A-01-1", 4, "putaway", 2, 2, lot="L1")
+            tx.add_movement(3, "DRILL-X", "DOCK", 1, "receive", 3, 3, serial="SN-1")
+            seen = {(b.location, b.qty, b.expiry) for b in tx.lot_balances("GLUE-50", lot="L1")}
+            assert seen == {("DOCK", 6, "2030-01-31"), ("A-01-1", 4, None)}
+            assert [(b.location, b.qty) for b in tx.lot_balances("GLUE-50", location="A-01-1")] == [("A-01-1", 4)]
+            assert [(b.location, b.serial) for b in tx.lot_balances("DRILL-X", serial="SN-1")] == [("DOCK", "SN-1")]
+            assert tx.lot_balances("DRILL-X", serial="SN-2") == [] and tx.lot_balances("GLUE-50", lot="L2") == []
+        assert {(b.location, b.qty) for b in store.lots("GLUE-50")} == {("DOCK", 6), ("A-01-1", 4)}
+        assert {(b.location, b.qty) for b in store.rebuild_lot_balances()} == {("DOCK", 6), ("A-01-1", 4), ("DOCK", 1)}
+    finally:
+        store.close()
