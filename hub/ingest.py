@@ -151,6 +151,10 @@ class Ingest:
         for pos in self.store.stream_positions():
             held = {h.seq: Held(h.event_id, stored_event(json.loads(h.body)), h.received_ms)
                     for h in self.store.held_events(pos.node, pos.stream, pos.watermark)} if pos.above else {}
+            for item in held.values():
+                if isinstance(item.event, RefusedEvent) and item.event.reason.startswith("stored by an earlier hub"):
+                    log.warning("node %s stream %s seq %d, held above a gap: %s; it will move no stock", pos.node,
+                                pos.stream, item.event.seq, item.event.reason)
             self.book.load(pos.node, pos.stream, pos.watermark, set(pos.above), pos.max_seq, held)
         for row in self.store.nodes():
             if row.clock_skew_ms is not None:

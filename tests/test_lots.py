@@ -287,3 +287,26 @@ def test_a_transaction_reads_the_lot_balances_it_has_not_written_yet(tmp_path: P
         assert {(b.location, b.qty) for b in store.rebuild_lot_balances()} == {("DOCK", 6), ("A-01-1", 4), ("DOCK", 1)}
     finally:
         store.close()
+
+
+def test_an_expired_receipt_an_earlier_hub_held_above_a_gap_does_not_stop_the_hub(tmp_path: Path,
+                                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    store = SqliteStore(path, "NORMAL")
+    try:  # what an earlier hub left: seq 2 stored, seq 1 not yet arrived
+        held = ev(2, "receive", "DOCK", 3, lot="L1", expiry="2025-06-01")
+        with store.write() as tx:
+            tx.insert_event("n1", STREAM, 2, "scan", held.ts_ms, held.ts_ms, held.ts_ms, held.ts_ms,
+                            json.dumps(held.to_dict()))
+            tx.set_stream("n1", STREAM, 0, 2, held.ts_ms)
+    finally:
+        store.close()
+    f = Feeder(path, catalog=CATALOG)
+    try:
+        assert "seq 2, held above a gap: stored by an earlier hub, refused by this one" in caplog.text
+        f.send("n1", STREAM, [ev(1, "receive", "DOCK", 5, lot="L0", expiry="2026-01-31")])
+        f.drain()
+        assert lots(f, "GLUE-50") == [("DOCK", "L0", None, 5, "2026-01-31")]  # the expired receipt moved nothing
+        assert f.acks[-1].watermark == 2
+    finally:
+        f.close()
