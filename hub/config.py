@@ -11,6 +11,8 @@ from contract.messages import LOCATION_RE
 from hub.alerts.config import ALERT_SETTINGS, AlertsConfig, alerts_config_from
 from hub.alerts.config import ARRAY_TABLES as ALERT_ARRAY_TABLES
 from hub.rules.config import (
+    CONTRACT,
+    TRYTON,
     CentralConfig,
     RulesConfig,
     central_config_from,
@@ -107,8 +109,17 @@ HUB_SETTINGS: list[Setting] = [
             check=positive),
     Setting("rules.stale_node_s", int, 900, "a node silent this long makes its SKUs' information constraint",
             check=positive),
-    Setting("central.base_url", str, "", "central purchasing API, e.g. http://central:8090 (empty: no sync)"),
-    Setting("central.token", str, "", "bearer token for central purchasing (or set HUB_CENTRAL_TOKEN)"),
+    Setting("central.base_url", str, "", "central purchasing, e.g. http://central:8090 for the contract, "
+            "http://tryton:8000 for Tryton (empty: no sync; requisitions and receipts wait in the outbox)"),
+    Setting("central.connector", str, CONTRACT, "how the hub talks to central: 'contract' (docs/central-openapi.yaml, "
+            "e.g. the reference service) or 'tryton' (Tryton's JSON-RPC; docs/purchasing.md)",
+            choices=(CONTRACT, TRYTON)),
+    Setting("central.token", str, "", "bearer token for central purchasing; with the Tryton connector, the password "
+            "of central.tryton_user (or set HUB_CENTRAL_TOKEN)"),
+    Setting("central.tryton_database", str, "", "Tryton connector: the Tryton database name"),
+    Setting("central.tryton_user", str, "", "Tryton connector: the login of the hub's Tryton user (groups Purchase "
+            "and Stock)"),
+    Setting("central.tryton_warehouse", str, "WH", "Tryton connector: the code of this site's warehouse location"),
     Setting("central.poll_interval_s", float, 60.0, "how often catalog, cash and PO status are pulled",
             check=positive),
     Setting("central.timeout_s", float, 10.0, "timeout of one call to central", check=positive),

@@ -416,6 +416,20 @@ async def teach_rules(service: Any, sku: str, location: str, per_day: int = 19, 
     await service.rules.call(teach)
 
 
+def central_schema(name: str, closed: bool = False) -> dict[str, Any]:
+    """A schema of docs/central-openapi.yaml (with the document's components, so its $refs resolve).
+
+    `closed`: no properties beyond the documented ones (the contract describes every field sent).
+    """
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "central-openapi.yaml").read_text())
+    schema = dict(doc["components"]["schemas"][name])
+    if closed:
+        schema["additionalProperties"] = False
+    return {**schema, "components": doc["components"]}
+
+
 class Central:
     """The reference central purchasing over real HTTP on a fixed port, stoppable and restartable."""
 
@@ -1064,3 +1078,45 @@ class WebhookReceiver:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class AnswerLosingProxy:
+    """A real HTTP proxy in front of a server that loses the answer to the first request naming `method`.
+
+    The request reaches the server and is applied there; the caller sees the connection drop
+    (as when a link fails after the request went out): what an idempotency key is for.
+    """
+
+    def __init__(self, upstream: str, method: str) -> None:
+        self.upstream, self.method = upstream.rstrip("/"), method
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lost: list[str] = []  # the requests whose answers were lost
+        self._runner: Any = None
+
+    async def start(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+            async with aiohttp.ClientSession() as session, session.request(
+                    request.method, self.upstream + request.path_qs, data=body, headers=headers) as upstream:
+                answer = await upstream.read()
+                status, content_type = upstream.status, upstream.content_type
+            if not self.lost and f'"{self.method}"'.encode() in body:
+                self.lost.append(body.decode())
+                assert request.transport is not None
+                request.transport.close()  # applied upstream; the answer never comes back
+            return web.Response(body=answer, status=status, content_type=content_type)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -57,6 +57,16 @@ CREATE TABLE IF NOT EXISTS purchase_orders (
     body TEXT NOT NULL,
     updated_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS po_lines (
+    po_id TEXT NOT NULL,
+    line_id TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (po_id, line_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS po_lines_status ON po_lines (status);
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY,
     supplier TEXT NOT NULL,
@@ -92,6 +102,7 @@ class RulesDb:
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.executescript(SCHEMA + OUTBOX_SCHEMA)
         self._depth = 0
+        self._single_line_orders_to_lines()
         self.outbox = Outbox(self.conn, self.tx)  # the table purchasing's sync works through
 
     @property
@@ -163,19 +174,32 @@ class RulesDb:
             rows = self.conn.execute("SELECT body FROM proposals ORDER BY created_ms DESC LIMIT ?", (limit,))
         return [json.loads(row["body"]) for row in rows]
 
+    def _single_line_orders_to_lines(self) -> None:
+        """Orders kept before multi-line orders (table purchase_orders) become line 1 of theirs, once."""
+        with self.tx():
+            self.conn.execute("INSERT OR IGNORE INTO po_lines (po_id, line_id, sku, status, body, updated_ms)"
+                              " SELECT po_id, '1', sku, status, body, updated_ms FROM purchase_orders")
+            self.conn.execute("DELETE FROM purchase_orders")
+
     def purchase_orders(self, status: str | None = None, limit: int = 500) -> list[PurchaseOrder]:
-        """Purchase orders with that status (None: any), the last updated first."""
+        """Purchase-order lines with that status (None: any), the last updated first."""
         if status:
-            rows = self.conn.execute("SELECT body FROM purchase_orders WHERE status = ?", (status,))
+            rows = self.conn.execute("SELECT body FROM po_lines WHERE status = ?", (status,))
         else:
-            rows = self.conn.execute("SELECT body FROM purchase_orders ORDER BY updated_ms DESC LIMIT ?", (limit,))
+            rows = self.conn.execute("SELECT body FROM po_lines ORDER BY updated_ms DESC LIMIT ?", (limit,))
         return [PurchaseOrder(**json.loads(r["body"])) for r in rows]
 
+    def purchase_order_line(self, po_id: str, line_id: str) -> PurchaseOrder | None:
+        """One purchase-order line, open or not."""
+        row = self.conn.execute("SELECT body FROM po_lines WHERE po_id = ? AND line_id = ?", (po_id, line_id)).fetchone()
+        return None if row is None else PurchaseOrder(**json.loads(row["body"]))
+
     def save_purchase_order(self, po: PurchaseOrder, now_ms: int) -> None:
-        self.conn.execute("INSERT INTO purchase_orders (po_id, sku, status, body, updated_ms) VALUES (?,?,?,?,?)"
-                          " ON CONFLICT(po_id) DO UPDATE SET status=excluded.status, body=excluded.body,"
+        """Insert or update one purchase-order line."""
+        self.conn.execute("INSERT INTO po_lines (po_id, line_id, sku, status, body, updated_ms) VALUES (?,?,?,?,?,?)"
+                          " ON CONFLICT(po_id, line_id) DO UPDATE SET status=excluded.status, body=excluded.body,"
                           " updated_ms=excluded.updated_ms",
-                          (po.po_id, po.sku, po.status, json.dumps(to_json(po)), now_ms))
+                          (po.po_id, po.line_id, po.sku, po.status, json.dumps(to_json(po)), now_ms))
 
     def add_delivery(self, delivery: Delivery, late_days: int) -> None:
         self.conn.execute(
