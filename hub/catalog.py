@@ -4,12 +4,14 @@ each node as its retained `config` (contract.NodeConfig).
 
 CSV columns (header required; one row per SKU x GTIN x bin, blanks allowed):
 
-    sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv,tracking
+    sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv,reorder_min,reorder_max,tracking
 
 A row with only `sku` (and `name`) declares a SKU; a `gtin` adds a barcode for it; a `bin`
-assigns the SKU to that bin. `tracking` is `lot` (stock kept per lot, with its expiry),
-`serial` (per serial number: each unit in one place) or empty (a plain SKU, as simple as
-ever; see hub.lots), said on any of the SKU's rows. `sensored` bins need `unit_weight_g`; `weight_only` bins are
+assigns the SKU to that bin; `reorder_min` and `reorder_max` (both, whole pieces, min below
+max) are the SKU's manual reorder levels, which the rules use until they have learned its
+demand (docs/rules.md); blank keeps what an earlier row of the file said. `tracking` is `lot`
+(stock kept per lot, with its expiry), `serial` (per serial number: each unit in one place) or
+empty (a plain SKU, as simple as ever; see hub.lots), said on any of the SKU's rows. `sensored` bins need `unit_weight_g`; `weight_only` bins are
 counted by weight alone (docs/ledger.md says what that changes). Bad rows are reported with
 their line number, column and problem; the good rows still import unless `strict`.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +28,17 @@ from pathlib import Path
 from contract import BinConfig, NodeConfig
 from contract._fields import NAME_RE
 from contract.messages import GTIN_RE, LOCATION_RE, MAX_WEIGHT_G, SKU_RE
+from hub.rules.reorder import check_manual_levels
 from hub.store.base import TRACKING_NONE, TRACKINGS, Catalog, CatalogBin, CatalogSku, Store
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("sku", "name", "gtin", "bin", "zone", "node", "sensored", "weight_only", "unit_weight_g", "unit_weight_cv",
-           "tracking")
+           "reorder_min", "reorder_max", "tracking")
 REQUIRED_COLUMNS = frozenset({"sku"})
 TRUE_WORDS = frozenset({"1", "yes", "y", "true", "t", "x"})
 FALSE_WORDS = frozenset({"", "0", "no", "n", "false", "f"})
+WHOLE_RE = re.compile(r"\d{1,9}")
 
 
 class CatalogError(Exception):
@@ -185,14 +190,39 @@ def _take_row(row: dict[str, str], out: CatalogImport, gtin_owner: dict[str, str
             raise _RowProblem("bin", f"bin {bin_name} already holds SKU {earlier.sku!r} in this file")
         new_bin = CatalogBin(bin=bin_name, zone=row.get("zone", ""), sku=sku, node=node, sensored=sensored,
                              weight_only=weight_only, unit_weight_g=unit_weight_g, unit_weight_cv=unit_weight_cv)
+    levels = _levels(row, current)
     gtins = current.gtins if current is not None else ()
     if gtin is not None and gtin not in gtins:
         gtins = (*gtins, gtin)
         gtin_owner[gtin] = sku
     name = row.get("name") or (current.name if current is not None else "")
-    out.skus[sku] = CatalogSku(sku, name, gtins, tracking or (current.tracking if current is not None else ""))
+    out.skus[sku] = CatalogSku(sku, name, gtins, tracking or (current.tracking if current is not None else ""),
+                               reorder_min=levels[0], reorder_max=levels[1])
     if new_bin is not None:
         out.bins[new_bin.bin] = new_bin
+
+
+def _levels(row: dict[str, str], current: CatalogSku | None) -> tuple[int | None, int | None]:
+    """The row's reorder min/max (both or neither), else what an earlier row of the file gave."""
+    raw_min, raw_max = row.get("reorder_min", ""), row.get("reorder_max", "")
+    if not raw_min and not raw_max:
+        return (current.reorder_min, current.reorder_max) if current is not None else (None, None)
+    if not raw_min or not raw_max:
+        raise _RowProblem("reorder_min" if not raw_min else "reorder_max",
+                          "give both reorder_min and reorder_max, or neither")
+    values = []
+    for column, raw in (("reorder_min", raw_min), ("reorder_max", raw_max)):
+        if not WHOLE_RE.fullmatch(raw):
+            raise _RowProblem(column, f"{raw!r} is not a whole number of pieces")
+        values.append(int(raw))
+    problem = check_manual_levels(values[0], values[1])
+    if problem:
+        raise _RowProblem("reorder_max", problem)
+    if current is not None and current.reorder_min is not None and (current.reorder_min, current.reorder_max) != (
+            values[0], values[1]):
+        raise _RowProblem("reorder_min", f"SKU {current.sku} already has min/max {current.reorder_min} / "
+                                         f"{current.reorder_max} in this file")
+    return values[0], values[1]
 
 
 def import_catalog_file(store: Store, path: str | Path, now_ms: int, progress: bool = True,
@@ -217,6 +247,7 @@ class CatalogIndex:
 
     def __init__(self, catalog: Catalog) -> None:
         self.rev = catalog.rev
+        self.skus = frozenset(s.sku for s in catalog.skus)
         self.sku_by_gtin = {g: s.sku for s in catalog.skus for g in s.gtins}
         self._tracking = {s.sku: s.tracking for s in catalog.skus if s.tracking}
         self.bins = {b.bin: b for b in catalog.bins}

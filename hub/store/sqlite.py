@@ -128,6 +128,8 @@ CREATE TABLE IF NOT EXISTS skus (
     sku TEXT PRIMARY KEY,
     name TEXT NOT NULL DEFAULT '',
     updated_ms INTEGER NOT NULL,
+    reorder_min INTEGER,
+    reorder_max INTEGER,
     tracking TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gtins (
@@ -212,6 +214,7 @@ NODE_JSON_COLUMNS = frozenset({"devices", "notices"})
 ADDED_COLUMNS = (
     ("quarantine", "times", "INTEGER NOT NULL DEFAULT 1"), ("quarantine", "last_ms", "INTEGER"),
     ("quarantine", "fingerprint", "TEXT"), ("nodes", "notices", "TEXT NOT NULL DEFAULT '[]'"),
+    ("skus", "reorder_min", "INTEGER"), ("skus", "reorder_max", "INTEGER"),
     ("movements", "lot", "TEXT"), ("movements", "expiry", "TEXT"), ("movements", "serial", "TEXT"),
     ("skus", "tracking", "TEXT NOT NULL DEFAULT ''"),
 )
@@ -221,18 +224,21 @@ CREATE INDEX IF NOT EXISTS quarantine_fingerprint ON quarantine (fingerprint);
 CREATE INDEX IF NOT EXISTS movements_lot ON movements (sku, lot, id) WHERE lot IS NOT NULL;
 CREATE INDEX IF NOT EXISTS movements_serial ON movements (sku, serial, id) WHERE serial IS NOT NULL;
 """
+# A Movement row (read by _movement): the movement, its event's node and seq, who and why from the
+# event's body, the lot, expiry and serial it moved, and what the scan said (PO, a return's reason).
 MOVEMENT_COLUMNS = ("m.id, m.event_id, m.sku, m.location, m.qty_delta, m.reason, m.device_ms, m.hub_ms, e.node, e.seq,"
-                    " m.lot, m.expiry, m.serial,"
-                    # The scan's body only where it says something the movement row does not (PO, return reason).
-                    " CASE WHEN m.reason IN ('receive', 'return') THEN e.body END")
+                    " json_extract(e.body, '$.operator'), json_extract(e.body, '$.reason'),"
+                    " json_extract(e.body, '$.note'), m.lot, m.expiry, m.serial, json_extract(e.body, '$.ref'),"
+                    " json_extract(e.body, '$.return_reason')")
 LOT_ORDER = "sku, expiry IS NULL, expiry, lot, serial, location"
 
 
 def _movement(row: tuple[Any, ...]) -> Movement:
-    ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq, lot, expiry, serial, body = row
-    said = json.loads(body) if body else {}
-    return Movement(ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq, lot, expiry,
-                    serial, said.get("ref"), said.get("return_reason"))
+    (ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq, operator, adjustment, note,
+     lot, expiry, serial, ref, return_reason) = row
+    return Movement(ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq,
+                    operator=operator, adjustment=adjustment, note=note, lot=lot, expiry=expiry, serial=serial,
+                    ref=ref, return_reason=return_reason)
 
 
 def _lot_balance(row: tuple[Any, ...]) -> LotBalance:
@@ -555,8 +561,9 @@ class SqliteStore:
             gtins: dict[str, list[str]] = {}
             for gtin, sku in db.execute("SELECT gtin, sku FROM gtins ORDER BY gtin"):
                 gtins.setdefault(sku, []).append(gtin)
-            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())), tracking)
-                         for sku, name, tracking in db.execute("SELECT sku, name, tracking FROM skus ORDER BY sku"))
+            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())), tracking, reorder_min=lo, reorder_max=hi)
+                         for sku, name, tracking, lo, hi in db.execute(
+                             "SELECT sku, name, tracking, reorder_min, reorder_max FROM skus ORDER BY sku"))
             bins = tuple(CatalogBin(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6], r[7]) for r in db.execute(
                 "SELECT bin, zone, sku, node, sensored, weight_only, unit_weight_g, unit_weight_cv FROM bins"
                 " ORDER BY bin"))
@@ -567,9 +574,11 @@ class SqliteStore:
     def import_catalog(self, skus: list[CatalogSku], bins: list[CatalogBin], now_ms: int) -> int:
         with self.write() as tx:
             db = tx.db
-            db.executemany("INSERT INTO skus (sku, name, updated_ms, tracking) VALUES (?,?,?,?) ON CONFLICT (sku)"
-                           " DO UPDATE SET name=excluded.name, updated_ms=excluded.updated_ms,"
-                           " tracking=excluded.tracking", [(s.sku, s.name, now_ms, s.tracking) for s in skus])
+            db.executemany("INSERT INTO skus (sku, name, updated_ms, tracking, reorder_min, reorder_max)"
+                           " VALUES (?,?,?,?,?,?) ON CONFLICT (sku) DO UPDATE SET name=excluded.name,"
+                           " updated_ms=excluded.updated_ms, tracking=excluded.tracking,"
+                           " reorder_min=excluded.reorder_min, reorder_max=excluded.reorder_max",
+                           [(s.sku, s.name, now_ms, s.tracking, s.reorder_min, s.reorder_max) for s in skus])
             db.executemany("INSERT INTO gtins (gtin, sku) VALUES (?,?) ON CONFLICT (gtin) DO UPDATE SET sku=excluded.sku",
                            [(g, s.sku) for s in skus for g in s.gtins])
             db.executemany(
@@ -693,6 +702,23 @@ class SqliteStore:
             " WHERE qty > 0 AND expiry IS NOT NULL AND expiry <= ? ORDER BY expiry, sku, lot, serial, location"
             " LIMIT ?", (through, limit)).fetchall()
         return [_lot_balance(r) for r in rows]
+
+    def balances_after(self, after: tuple[str, str] | None, limit: int) -> list[Balance]:
+        where, args = _where(("(sku, location) > (?, ?)", after))
+        rows = self._reader().execute(f"SELECT sku, location, qty, updated_ms FROM balances WHERE {where}"
+                                      " ORDER BY sku, location LIMIT ?", (*args, limit)).fetchall()
+        return [Balance(*row) for row in rows]
+
+    def movements_between(self, from_ms: int | None, to_ms: int | None, after_id: int, limit: int,
+                          sku: str | None = None, location: str | None = None) -> list[Movement]:
+        # Keyset on the primary key: each chunk starts where the last ended, so a year's export
+        # reads the table once, a chunk at a time. hub_ms follows id closely (one writer, its clock).
+        where, args = _where(("m.id > ?", after_id), ("m.hub_ms >= ?", from_ms), ("m.hub_ms < ?", to_ms),
+                             ("m.sku = ?", sku), ("m.location = ?", location))
+        rows = self._reader().execute(
+            f"SELECT {MOVEMENT_COLUMNS} FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
+            " ORDER BY m.id LIMIT ?", (*args, limit)).fetchall()
+        return [_movement(row) for row in rows]
 
     def scans(self, node: str | None = None, outcome: str | None = None, limit: int = 100,
               before_id: int | None = None) -> list[ScanRow]:
