@@ -12,7 +12,9 @@ when set, else to the test's temporary directory.
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import os
 import time
 import tty
@@ -118,6 +120,18 @@ async def test_a_shift_of_lots_and_returns_shows_on_the_pages(broker: PrivateBro
                 assert [(i["sku"], i["lot"], i["serial"], i["qty"]) for i in (await resp.json())["items"]] == [
                     ("DRILL-X", None, "SN-0042", 2), ("GLUE-50", "L653", None, 4), ("GLUE-50", "L700", None, 5)]
                 # SN-0042 twice: booked as scanned, and its serial_duplicate discrepancy says what is wrong.
+            async with http.get(f"{base}/api/v1/exports/lots?format=csv") as resp:  # the download, streamed
+                rows = list(csv.DictReader(io.StringIO((await resp.read()).decode("utf-8-sig"))))
+            assert [(r["sku"], r["location"], r["lot"], r["serial"], r["qty"], r["expiry"]) for r in rows] == [
+                ("DRILL-X", "DOCK", "", "SN-0042", "2", ""), ("GLUE-50", "A-01-1", "L653", "", "8", iso(12)),
+                ("GLUE-50", "DOCK", "L653", "", "4", iso(12)), ("GLUE-50", "DOCK", "L700", "", "5", iso(200)),
+                ("GLUE-50", "QUARANTINE", "L653", "", "1", iso(12))]
+            async with http.get(f"{base}/api/v1/exports/movements?format=json&sku=GLUE-50") as resp:
+                audit = await resp.json()
+            assert [(m["movement"], m["lot"], m["po_ref"], m["return_reason"]) for m in audit] == [
+                ("receive", "L653", "4500012345", None), ("receive", "L700", "4500012345", None),
+                ("putaway", "L653", None, None), ("putaway", "L653", None, None),
+                ("return", "L653", None, "DAMAGED")]
             async with http.get(f"{base}/api/v1/skus/DRILL-X/serials/SN-0042") as resp:
                 assert [w["location"] for w in (await resp.json())["where_now"]] == ["DOCK"]
             for path, reason in (("/api/v1/lots/expiring?days=-1", "query parameter 'days' must be between 0 and 3650"),

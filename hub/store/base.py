@@ -377,6 +377,10 @@ class Store(Protocol):
         """Lot balances that are not zero, by SKU, expiry (none last), lot, serial and location."""
         ...
 
+    def lot_balances_after(self, after: tuple[str, str, str, str] | None, limit: int) -> list[LotBalance]:
+        """Lot balances that are not zero, by (sku, location, lot, serial) after the given one: an export's keyset page."""
+        ...
+
     def expiring(self, through: str, limit: int = 1000) -> list[LotBalance]:
         """Lots in stock (qty > 0) whose expiry is on or before `through` (YYYY-MM-DD), soonest first."""
         ...

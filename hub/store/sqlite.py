@@ -696,6 +696,13 @@ class SqliteStore:
             f" WHERE qty <> 0 AND {where} ORDER BY {LOT_ORDER} LIMIT ?", (*args, limit)).fetchall()
         return [_lot_balance(r) for r in rows]
 
+    def lot_balances_after(self, after: tuple[str, str, str, str] | None, limit: int) -> list[LotBalance]:
+        where, args = _where(("(sku, location, lot, serial) > (?, ?, ?, ?)", after))
+        rows = self._reader().execute(
+            "SELECT sku, location, lot, serial, qty, expiry, updated_ms FROM lot_balances"
+            f" WHERE qty <> 0 AND {where} ORDER BY sku, location, lot, serial LIMIT ?", (*args, limit)).fetchall()
+        return [_lot_balance(r) for r in rows]
+
     def expiring(self, through: str, limit: int = 1000) -> list[LotBalance]:
         rows = self._reader().execute(
             "SELECT sku, location, lot, serial, qty, expiry, updated_ms FROM lot_balances"
