@@ -124,13 +124,22 @@ def cmd_rebuild_balances(args: argparse.Namespace) -> int:
     try:
         rebuilt = {(b.sku, b.location): b.qty for b in store.rebuild_balances()}
         live = {(b.sku, b.location): b.qty for b in store.stock("", 10_000_000, 0)}
+        lots_rebuilt = {(b.sku, b.location, b.lot, b.serial): b.qty for b in store.rebuild_lot_balances()}
+        lots_live = {(b.sku, b.location, b.lot, b.serial): b.qty for b in store.lots(limit=10_000_000)}
     finally:
         store.close()
     differ = sorted(k for k in set(rebuilt) | set(live) if rebuilt.get(k, 0) != live.get(k, 0))
     for sku, loc in differ:
         print(f"differs: {sku} @ {loc}: live {live.get((sku, loc), 0)}, from ledger {rebuilt.get((sku, loc), 0)}")
-    print(f"{len(rebuilt)} balance(s) rebuilt from the ledger; {len(differ)} differ from the live balances")
-    return 1 if differ else 0
+    lots_differ = sorted((k for k in set(lots_rebuilt) | set(lots_live)
+                          if lots_rebuilt.get(k, 0) != lots_live.get(k, 0)), key=str)
+    for sku, loc, lot, serial in lots_differ:
+        key = (sku, loc, lot, serial)
+        print(f"differs: {sku} lot {lot or '-'} serial {serial or '-'} @ {loc}: live {lots_live.get(key, 0)}, "
+              f"from ledger {lots_rebuilt.get(key, 0)}")
+    print(f"{len(rebuilt)} balance(s) and {len(lots_rebuilt)} lot balance(s) rebuilt from the ledger; "
+          f"{len(differ) + len(lots_differ)} differ from the live balances")
+    return 1 if differ or lots_differ else 0
 
 
 def cmd_config_help(args: argparse.Namespace) -> int:

@@ -214,7 +214,7 @@ class Shift:
     def receive_ties(self, cartons: int, lot: str, scanned_bin: str) -> bool:
         """A delivery of ties against a PO, put away carton by carton onto shelf A-01-2."""
         self.po += 1
-        carton = gs1_128(TIES, lot, "271231", 6)
+        carton = gs1_128(TIES, lot, "491231", 6)
         if not self.scan("MODE:RECEIVE", f"PO:{self.po}", *[carton] * cartons, "MODE:PUTAWAY", f"LOC:{scanned_bin}"):
             return False
         for _ in range(cartons):

@@ -124,6 +124,12 @@ async def stock(request: web.Request) -> web.StreamResponse:
                         export_data.stock_chunks(request.app[SERVICE]))
 
 
+async def lots(request: web.Request) -> web.StreamResponse:
+    """Stock per SKU x location x lot (or serial) now, with expiry: the lot-tracked and serialised SKUs."""
+    fmt = _format(request)
+    return await stream(request, "lots", fmt, export_data.LOT_COLUMNS, export_data.lot_chunks(request.app[SERVICE]))
+
+
 async def movements(request: web.Request) -> web.StreamResponse:
     """The ledger's movements for a range of UTC days (both included), oldest first: the audit file."""
     fmt = _format(request)
@@ -170,6 +176,7 @@ async def decisions(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     """Register the export endpoints (GET: any logged-in user)."""
     app.router.add_get("/api/v1/exports/stock", stock)
+    app.router.add_get("/api/v1/exports/lots", lots)
     app.router.add_get("/api/v1/exports/movements", movements)
     app.router.add_get("/api/v1/exports/discrepancies", discrepancies)
     app.router.add_get("/api/v1/exports/proposals", proposals)
