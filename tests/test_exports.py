@@ -134,6 +134,10 @@ async def test_exports_carry_who_and_why_and_refuse_bad_requests(broker: Private
             async with sup.get(f"{base}/api/v1/exports/movements?{query}") as resp:
                 body = await resp.json()
                 assert resp.status == 400 and why in body["error"], (query, body)
+        # The calendar's first and last days are days like any other: "to the end of time" is everything.
+        async with sup.get(f"{base}/api/v1/exports/movements?from=0001-01-01&to=9999-12-31&format=json") as resp:
+            assert resp.status == 200, await resp.text()
+            assert [m["why"] for m in await resp.json()] == [moved["why"]]
         async with anonymous.get(f"{base}/api/v1/exports/stock") as resp:
             assert resp.status == 401  # exports need a logged-in user (or a token)
 

@@ -61,6 +61,11 @@ def _ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
+def _end_ms(last: date | None) -> int | None:
+    """Where a range ending on `last` (included) stops; None: no end (also for the calendar's last day)."""
+    return _ms(last + DAY) if last is not None and last < date.max else None
+
+
 def _cell(value: Any) -> Any:
     """A CSV cell: None empty, JSON for nested values, formula-like text defused (the hot path: type checks only)."""
     kind = type(value)
@@ -144,7 +149,7 @@ async def movements(request: web.Request) -> web.StreamResponse:
     span = f"{first or 'start'}_{last or 'now'}"
     return await stream(request, f"movements-{span}", fmt, export_data.MOVEMENT_COLUMNS,
                         export_data.movement_chunks(request.app[SERVICE], _ms(first) if first else None,
-                                                    _ms(last + DAY) if last else None, sku, location))
+                                                    _end_ms(last), sku, location))
 
 
 async def discrepancies(request: web.Request) -> web.StreamResponse:
