@@ -105,11 +105,11 @@ async def test_central_down_for_an_hour_then_each_requisition_goes_out_once(tmp_
             # ingest is unaffected: a scan commits and is acknowledged at once while central is down
             seq = minute // 5 + 1
             event = dataclasses.replace(scan(qty=1, location="C-01-1"), seq=seq)
-            started = time.monotonic()
             ingest.submit(node_topic(SITE, node, Channel.EVENTS),
                           EventBatch(node, stream, (event,), int(time.time() * 1000)).to_json())
-            await wait_for(lambda s=seq: ingest.committed_total >= s, timeout_s=2.0, what="ingest commit")
-            assert time.monotonic() - started < 2.0
+            await wait_for(lambda s=seq: ingest.committed_total >= s, what="ingest commit while central is down")
+            # committed during the outage, not once central came back: ingest never waits on central
+            assert sync.status.reachable is False
         assert sync.status.reachable is False and sync.status.consecutive_failures >= 5
         pending = await engine.call(lambda core: outbox.items(core.db.conn))
         # the scans ingested during the outage were dock receipts: they queued too
