@@ -93,6 +93,16 @@ def items(conn: Connection, status: str | None = PENDING, limit: int = 200) -> l
     return [_item(r) for r in rows]
 
 
+def returned_qty(conn: Connection, po_id: str, line_id: str) -> int:
+    """Pieces of one PO line already going back to the supplier (returns queued or sent; not refused ones)."""
+    def field(key: str) -> str:
+        return conn.json_text("body", key)
+    row = conn.execute(f"SELECT COALESCE(SUM(CAST({field('qty')} AS INTEGER)), 0) FROM outbox WHERE kind = ?"
+                       f" AND status != ? AND {field('po_id')} = ? AND {field('line_id')} = ?",
+                       (RETURN, FAILED, po_id, line_id)).fetchone()
+    return int(row[0])
+
+
 def counts(conn: Connection) -> dict[str, int]:
     """How many requests are pending, sent and failed."""
     out = {PENDING: 0, SENT: 0, FAILED: 0}
