@@ -44,6 +44,7 @@ def test_backup_into_a_missing_directory_is_one_line(tmp_path: Path, capsys: pyt
     assert (tmp_path / "b" / "ledger.sqlite3").stat().st_size > 0
 
 
+@pytest.mark.sqlite_only  # copies the SQLite files; PostgreSQL is backed up with its own tools
 async def test_backup_copies_every_store_the_running_hub_keeps(broker: PrivateBroker, tmp_path: Path) -> None:
     async with RunningHub(broker, tmp_path) as hub:
         api_token(hub.config, role="viewer", name="erp-export")
