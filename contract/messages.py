@@ -20,6 +20,7 @@ SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024  # a full batch of 500 scans is about 100 KiB
 MAX_EVENTS_PER_BATCH = 500
 MAX_WEIGHT_G = 1_000_000.0  # 1 t: no shelf bin holds more
+SEQ_MAX = INT64_MAX  # an event's seq is 1 to this: what a signed 64-bit column holds
 # Used with fullmatch() only (see contract._fields).
 GTIN_RE = re.compile(r"^[0-9]{14}$")
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -90,7 +91,7 @@ class EventBase:
 
 
 def _base(f: Fields) -> dict[str, Any]:
-    return {"seq": f.int("seq", 1, INT64_MAX), "ts_ms": f.ts_ms("ts_ms"),
+    return {"seq": f.int("seq", 1, SEQ_MAX), "ts_ms": f.ts_ms("ts_ms"),
             "accepted_ms": f.ts_ms("accepted_ms")}
 
 
@@ -235,7 +236,7 @@ _SHELF_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "bin", "count", 
 
 def _ok_base(obj: dict[str, Any]) -> bool:
     seq, ts_ms, accepted_ms = obj.get("seq"), obj.get("ts_ms"), obj.get("accepted_ms")
-    return (type(seq) is int and 1 <= seq <= INT64_MAX and type(ts_ms) is int and TS_MIN_MS <= ts_ms <= TS_MAX_MS
+    return (type(seq) is int and 1 <= seq <= SEQ_MAX and type(ts_ms) is int and TS_MIN_MS <= ts_ms <= TS_MAX_MS
             and type(accepted_ms) is int and TS_MIN_MS <= accepted_ms <= TS_MAX_MS)
 
 
@@ -344,83 +345,22 @@ class EventBatch:
                     and 1 <= len(raw) <= MAX_EVENTS_PER_BATCH):
                 events = tuple(event_from_dict(e, f"events[{i}]") for i, e in enumerate(raw))
                 return cls(node=node, stream=stream, events=events, sent_ms=sent_ms)
-        f = Fields(obj, "events")
-        f.version(SCHEMA_VERSION)
-        node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
-        raw_events = f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)
-        f.done()
+        node, stream, sent_ms, raw_events = read_batch_envelope(obj)
         events = tuple(event_from_dict(e, f"events[{i}]") for i, e in enumerate(raw_events))
         return cls(node=node, stream=stream, events=events, sent_ms=sent_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class RefusedEvent:
-    """A malformed event inside a batch whose envelope is valid.
+def read_batch_envelope(obj: Any) -> tuple[str, str, int, list[Any]]:
+    """An events batch's envelope, strictly: (node, stream, sent_ms, the events still unread).
 
-    Not a wire message: the hub's record of it. A node re-sends an event until it is
-    acknowledged, so one no version could read (a value out of range, a broken string) would
-    hold back every later event of its stream. Settling its seq as refused (stored with the
-    reason, quarantined for a person, acknowledged, never applied to stock) lets the rest
-    flow. What is merely unknown to this version is not settled (see salvage_batch).
+    ContractError (UnknownToThisVersion for what a newer edge may send) names the problem.
     """
-
-    seq: int
-    reason: str
-    raw: Any
-    KIND: ClassVar[str] = "refused"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.KIND, "seq": self.seq, "reason": self.reason, "event": self.raw}
-
-
-@dataclass(frozen=True, slots=True)
-class SalvagedBatch:
-    """An events batch with a valid envelope in which some events were refused."""
-
-    node: str
-    stream: str
-    events: tuple[Event | RefusedEvent, ...]
-    sent_ms: int
-
-
-def salvage_batch(obj: Any) -> SalvagedBatch | None:
-    """Read a batch that the strict reader refused, event by event.
-
-    None unless the envelope (version, node, stream, sent_ms, events list) is valid and every
-    event carries a usable `seq`. Raises UnknownToThisVersion when an event is merely unknown
-    to this version (a kind, a field or a choice a newer edge may send): it must wait on the
-    node until the hub is upgraded, not be settled for good. Either way the batch is then
-    quarantined whole.
-    """
-    try:
-        f = Fields(obj, "events")
-        f.version(SCHEMA_VERSION)
-        node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
-        raw_events = f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)
-        f.done()
-    except UnknownToThisVersion:
-        raise
-    except ContractError:
-        return None
-    events: list[Event | RefusedEvent] = []
-    for i, raw in enumerate(raw_events):
-        try:
-            events.append(event_from_dict(raw, f"events[{i}]"))
-        except UnknownToThisVersion:
-            raise  # not ours to settle: the caller quarantines the batch and the node keeps it
-        except ContractError as err:
-            seq = raw.get("seq") if type(raw) is dict else None
-            if type(seq) is not int or not 1 <= seq <= INT64_MAX:
-                return None
-            events.append(RefusedEvent(seq=seq, reason=str(err), raw=raw))
-    return SalvagedBatch(node=node, stream=stream, events=tuple(events), sent_ms=sent_ms)
-
-
-def stored_event(obj: Any) -> Event | RefusedEvent:
-    """An event as the hub stored it: a contract event, or the record of a refused one."""
-    if type(obj) is dict and obj.get("kind") == RefusedEvent.KIND:
-        return RefusedEvent(seq=obj["seq"], reason=obj["reason"], raw=obj["event"])
-    return event_from_dict(obj)
+    f = Fields(obj, "events")
+    f.version(SCHEMA_VERSION)
+    node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
+    raw_events = f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)
+    f.done()
+    return node, stream, sent_ms, raw_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,7 +514,7 @@ class Command:
                   sample_pieces=f.int("sample_pieces", 1, 100_000, required=False),
                   unit_weight_g=f.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
                   stream=f.str("stream", pattern=STREAM_RE, required=False),
-                  from_seq=f.int("from_seq", 1, INT64_MAX, required=False))
+                  from_seq=f.int("from_seq", 1, SEQ_MAX, required=False))
         f.done()
         if msg.cmd == "resend_from" and msg.from_seq is None:
             raise ContractError("cmd: resend_from needs 'from_seq'")

@@ -42,8 +42,6 @@ from contract import (
     Event,
     EventBatch,
     NodeState,
-    RefusedEvent,
-    SalvagedBatch,
     ScanEvent,
     ScanRejected,
     ShelfCount,
@@ -51,8 +49,6 @@ from contract import (
     UnknownToThisVersion,
     load_payload,
     parse_topic,
-    salvage_batch,
-    stored_event,
 )
 from hub.catalog import CatalogIndex
 from hub.commands import CommandLog
@@ -69,6 +65,7 @@ from hub.plausibility import (
     stuck_at_dock,
 )
 from hub.reconcile import Reconciler
+from hub.refused_events import RefusedEvent, SalvagedBatch, salvage_batch, stored_event
 from hub.store.base import Catalog, EventsAlreadyStored, NewDiscrepancy, ScanRow, ShelfFaultRow, Store, WriteTx
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from contract import Channel, UnknownToThisVersion, node_topic, salvage_batch
+from contract import Channel, UnknownToThisVersion, node_topic
 from hub.mosquitto import PrivateBroker
+from hub.refused_events import salvage_batch
 from tests.support import SITE, NodeClient, RunningHub, add_node, scan_batch, wait_for
 
 
