@@ -13,7 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Self, TypeAlias
 
-from contract._fields import INT64_MAX, NAME_RE, STREAM_RE, TS_MAX_MS, TS_MIN_MS, Fields
+from contract._fields import (
+    INT64_MAX,
+    NAME_MAX_CHARS,
+    NAME_RE,
+    STREAM_RE,
+    TEXT_MAX_CHARS,
+    TS_MAX_MS,
+    TS_MIN_MS,
+    Fields,
+)
 from contract.errors import ContractError, UnknownToThisVersion
 
 SCHEMA_VERSION = 1
@@ -21,6 +30,20 @@ MAX_PAYLOAD_BYTES = 256 * 1024  # a full batch of 500 scans is about 100 KiB
 MAX_EVENTS_PER_BATCH = 500
 MAX_WEIGHT_G = 1_000_000.0  # 1 t: no shelf bin holds more
 SEQ_MAX = INT64_MAX  # an event's seq is 1 to this: what a signed 64-bit column holds
+# The limits of the event fields, each declared once: the strict readers and the fast paths
+# below both read them, and the edge makes its events to fit them.
+QTY_MAX = 1_000_000  # pieces in one scan or one shelf count
+QUOTIENT_RANGE = (-float(QTY_MAX), float(QTY_MAX))  # a shelf's net weight / unit weight, before rounding
+WEIGHT_RANGE_G = (-MAX_WEIGHT_G, MAX_WEIGHT_G)  # a shelf's settled net weight
+CONFIDENCE_RANGE = (0.0, 1.0)
+DEVICE_NAME_MAX_CHARS = 64  # a scanner's or shelf controller's configured name
+OPERATOR_MAX_CHARS = 64
+LOT_MAX_CHARS = 20  # GS1 AI (10)
+SERIAL_MAX_CHARS = 20  # GS1 AI (21)
+REF_MAX_CHARS = 35  # a purchase order number, GS1 AI (400) or an SSCC, AI (00)
+SYMBOLOGY_MAX_CHARS = 3  # an AIM identifier such as "]C1"
+RAW_MAX_CHARS = 512  # the barcode's text as scanned
+DETAIL_MAX_CHARS = 300  # a sentence: a rejection's reason, a fault's or a device's detail
 # Used with fullmatch() only (see contract._fields).
 GTIN_RE = re.compile(r"^[0-9]{14}$")
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -123,16 +146,24 @@ class ScanEvent(EventBase):
     @classmethod
     def read(cls, f: Fields) -> ScanEvent:
         mode = f.str("mode", choices=SCAN_MODES)
-        return cls(**_base(f), scanner=f.str("scanner", 64), mode=mode,
+        return cls(**_base(f), scanner=f.str("scanner", DEVICE_NAME_MAX_CHARS), mode=mode,
                    gtin=f.str("gtin", pattern=GTIN_RE),
                    location=f.str("location", pattern=LOCATION_RE),
-                   qty=f.int("qty", 0 if mode == "count" else 1, 1_000_000),
+                   qty=f.int("qty", _qty_min(mode), QTY_MAX),
                    from_location=f.str("from_location", pattern=LOCATION_RE, required=False),
-                   lot=f.str("lot", 20, required=False), expiry=f.str("expiry", pattern=DATE_RE, required=False),
-                   serial=f.str("serial", 20, required=False), ref=f.str("ref", 35, required=False),
-                   operator=f.str("operator", 64, required=False),
-                   symbology=f.str("symbology", 3, required=False), raw=f.str("raw", 512, required=False),
+                   lot=f.str("lot", LOT_MAX_CHARS, required=False),
+                   expiry=f.str("expiry", pattern=DATE_RE, required=False),
+                   serial=f.str("serial", SERIAL_MAX_CHARS, required=False),
+                   ref=f.str("ref", REF_MAX_CHARS, required=False),
+                   operator=f.str("operator", OPERATOR_MAX_CHARS, required=False),
+                   symbology=f.str("symbology", SYMBOLOGY_MAX_CHARS, required=False),
+                   raw=f.str("raw", RAW_MAX_CHARS, required=False),
                    net_weight_g=f.float("net_weight_g", 0.0, MAX_WEIGHT_G, required=False))
+
+
+def _qty_min(mode: str) -> int:
+    """A count scan may find a bin empty; every other movement moves at least one piece."""
+    return 0 if mode == "count" else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +181,10 @@ class ScanRejected(EventBase):
 
     @classmethod
     def read(cls, f: Fields) -> ScanRejected:
-        return cls(**_base(f), scanner=f.str("scanner", 64), reason=f.str("reason", 300),
-                   raw=f.str("raw", 512), mode=f.str("mode", choices=SCAN_MODES, required=False),
+        return cls(**_base(f), scanner=f.str("scanner", DEVICE_NAME_MAX_CHARS), reason=f.str("reason", DETAIL_MAX_CHARS),
+                   raw=f.str("raw", RAW_MAX_CHARS), mode=f.str("mode", choices=SCAN_MODES, required=False),
                    location=f.str("location", pattern=LOCATION_RE, required=False),
-                   symbology=f.str("symbology", 3, required=False))
+                   symbology=f.str("symbology", SYMBOLOGY_MAX_CHARS, required=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +203,9 @@ class ShelfCount(EventBase):
 
     @classmethod
     def read(cls, f: Fields) -> ShelfCount:
-        return cls(**_base(f), bin=f.str("bin", pattern=LOCATION_RE), count=f.int("count", 0, 1_000_000),
-                   quotient=f.float("quotient", -1e6, 1e6), weight_g=f.float("weight_g", -MAX_WEIGHT_G, MAX_WEIGHT_G),
-                   confidence=f.float("confidence", 0.0, 1.0), uncertain=f.bool("uncertain"),
+        return cls(**_base(f), bin=f.str("bin", pattern=LOCATION_RE), count=f.int("count", 0, QTY_MAX),
+                   quotient=f.float("quotient", *QUOTIENT_RANGE), weight_g=f.float("weight_g", *WEIGHT_RANGE_G),
+                   confidence=f.float("confidence", *CONFIDENCE_RANGE), uncertain=f.bool("uncertain"),
                    heartbeat=bool(f.bool("heartbeat", required=False)))
 
 
@@ -193,7 +224,7 @@ class ShelfFault(EventBase):
     def read(cls, f: Fields) -> ShelfFault:
         active = f.bool("active", required=False)
         return cls(**_base(f), bin=f.str("bin", pattern=LOCATION_RE), fault=f.str("fault", choices=SHELF_FAULTS),
-                   detail=f.str("detail", 300), active=True if active is None else active)
+                   detail=f.str("detail", DETAIL_MAX_CHARS), active=True if active is None else active)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +241,10 @@ class DeviceChange(EventBase):
 
     @classmethod
     def read(cls, f: Fields) -> DeviceChange:
-        return cls(**_base(f), device=f.str("device", 64), device_kind=f.str("device_kind", choices=DEVICE_KINDS),
-                   present=f.bool("present"), path=f.str("path", 256, required=False),
-                   detail=f.str("detail", 300, required=False))
+        return cls(**_base(f), device=f.str("device", DEVICE_NAME_MAX_CHARS),
+                   device_kind=f.str("device_kind", choices=DEVICE_KINDS), present=f.bool("present"),
+                   path=f.str("path", TEXT_MAX_CHARS, required=False),
+                   detail=f.str("detail", DETAIL_MAX_CHARS, required=False))
 
 
 Event: TypeAlias = ScanEvent | ScanRejected | ShelfCount | ShelfFault | DeviceChange
@@ -226,7 +258,9 @@ EVENT_TYPES: dict[str, Any] = {c.KIND: c for c in (ScanEvent, ScanRejected, Shel
 # sure about, a non-ASCII string) returns None and the strict reader decides, with its
 # exact error. So they can make reading faster, never looser.
 
-_SCAN_STR_MAX = {"scanner": 64, "lot": 20, "serial": 20, "ref": 35, "operator": 64, "symbology": 3, "raw": 512}
+_SCAN_STR_MAX = {"scanner": DEVICE_NAME_MAX_CHARS, "lot": LOT_MAX_CHARS, "serial": SERIAL_MAX_CHARS,
+                 "ref": REF_MAX_CHARS, "operator": OPERATOR_MAX_CHARS, "symbology": SYMBOLOGY_MAX_CHARS,
+                 "raw": RAW_MAX_CHARS}
 _SCAN_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "scanner", "mode", "gtin", "location", "qty",
                         "from_location", "expiry", *_SCAN_STR_MAX})
 _SCAN_OPTIONAL = ("from_location", "lot", "expiry", "serial", "ref", "operator", "symbology", "raw")
@@ -246,9 +280,9 @@ def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
     mode, scanner, gtin, location, qty = (obj.get("mode"), obj.get("scanner"), obj.get("gtin"), obj.get("location"),
                                           obj.get("qty"))
     if (type(mode) is not str or mode not in SCAN_MODES or type(scanner) is not str or not scanner.isascii()
-            or len(scanner) > 64 or type(gtin) is not str or len(gtin) > 256 or not GTIN_RE.fullmatch(gtin)
-            or type(location) is not str or len(location) > 256 or not LOCATION_RE.fullmatch(location)
-            or type(qty) is not int or not (0 if mode == "count" else 1) <= qty <= 1_000_000):
+            or len(scanner) > DEVICE_NAME_MAX_CHARS or type(gtin) is not str or len(gtin) > TEXT_MAX_CHARS
+            or not GTIN_RE.fullmatch(gtin) or type(location) is not str or len(location) > TEXT_MAX_CHARS
+            or not LOCATION_RE.fullmatch(location) or type(qty) is not int or not _qty_min(mode) <= qty <= QTY_MAX):
         return None
     opt: dict[str, Any] = {}
     for key in _SCAN_OPTIONAL:
@@ -258,7 +292,7 @@ def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
         if type(val) is not str or not val.isascii():
             return None
         if key == "from_location" or key == "expiry":
-            if len(val) > 256 or not (LOCATION_RE if key == "from_location" else DATE_RE).fullmatch(val):
+            if len(val) > TEXT_MAX_CHARS or not (LOCATION_RE if key == "from_location" else DATE_RE).fullmatch(val):
                 return None
         elif len(val) > _SCAN_STR_MAX[key]:
             return None
@@ -279,11 +313,11 @@ def _fast_shelf(obj: dict[str, Any]) -> ShelfCount | None:
     if not _SHELF_KEYS.issuperset(obj) or not _ok_base(obj):
         return None
     bin_, count, uncertain, heartbeat = obj.get("bin"), obj.get("count"), obj.get("uncertain"), obj.get("heartbeat")
-    quotient = _fast_float(obj.get("quotient"), -1e6, 1e6)
-    weight_g = _fast_float(obj.get("weight_g"), -MAX_WEIGHT_G, MAX_WEIGHT_G)
-    confidence = _fast_float(obj.get("confidence"), 0.0, 1.0)
-    if (type(bin_) is not str or len(bin_) > 256 or not LOCATION_RE.fullmatch(bin_) or type(count) is not int
-            or not 0 <= count <= 1_000_000 or quotient is None or weight_g is None or confidence is None
+    quotient = _fast_float(obj.get("quotient"), *QUOTIENT_RANGE)
+    weight_g = _fast_float(obj.get("weight_g"), *WEIGHT_RANGE_G)
+    confidence = _fast_float(obj.get("confidence"), *CONFIDENCE_RANGE)
+    if (type(bin_) is not str or len(bin_) > TEXT_MAX_CHARS or not LOCATION_RE.fullmatch(bin_) or type(count) is not int
+            or not 0 <= count <= QTY_MAX or quotient is None or weight_g is None or confidence is None
             or type(uncertain) is not bool or (heartbeat is not None and type(heartbeat) is not bool)):
         return None
     return ShelfCount(seq=obj["seq"], ts_ms=obj["ts_ms"], accepted_ms=obj["accepted_ms"], bin=bin_, count=count,
@@ -339,8 +373,8 @@ class EventBatch:
         if type(obj) is dict and len(obj) == 5:  # fast path: only what the strict reader below certainly accepts
             v, node, stream, sent_ms, raw = (obj.get("v"), obj.get("node"), obj.get("stream"), obj.get("sent_ms"),
                                              obj.get("events"))
-            if (type(v) is int and v == SCHEMA_VERSION and type(node) is str and len(node) <= 32
-                    and NAME_RE.fullmatch(node) and type(stream) is str and len(stream) <= 256 and STREAM_RE.fullmatch(stream)
+            if (type(v) is int and v == SCHEMA_VERSION and type(node) is str and len(node) <= NAME_MAX_CHARS
+                    and NAME_RE.fullmatch(node) and type(stream) is str and len(stream) <= TEXT_MAX_CHARS and STREAM_RE.fullmatch(stream)
                     and type(sent_ms) is int and TS_MIN_MS <= sent_ms <= TS_MAX_MS and type(raw) is list
                     and 1 <= len(raw) <= MAX_EVENTS_PER_BATCH):
                 events = tuple(event_from_dict(e, f"events[{i}]") for i, e in enumerate(raw))
@@ -445,8 +479,9 @@ class Birth:
         devices = []
         for i, raw in enumerate(f.list("devices", 256)):
             d = Fields(raw, f"birth.devices[{i}]")
-            devices.append(DeviceInfo(device=d.str("device", 64), device_kind=d.str("device_kind", choices=DEVICE_KINDS),
-                                      present=d.bool("present"), path=d.str("path", 256, required=False)))
+            devices.append(DeviceInfo(device=d.str("device", DEVICE_NAME_MAX_CHARS),
+                                      device_kind=d.str("device_kind", choices=DEVICE_KINDS),
+                                      present=d.bool("present"), path=d.str("path", TEXT_MAX_CHARS, required=False)))
             d.done()
         notices = []
         for i, text in enumerate(f.list("notices", BIRTH_NOTICES_MAX, required=False)):
