@@ -16,7 +16,7 @@ from hub.rules.config import (
     rules_config_from,
     service_level_check,
 )
-from settings import REQUIRED, Setting, keepalive_seconds, load_file, port_number, positive
+from settings import REQUIRED, Setting, keepalive_seconds, load_file, port_number, positive, read_secret
 
 ENV_PREFIX = "HUB"
 
@@ -181,7 +181,7 @@ def load_hub_config(path: str | Path) -> HubConfig:
 def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
     password = raw["mqtt.password"]
     if raw["mqtt.password_file"]:
-        password = Path(raw["mqtt.password_file"]).read_text().strip()
+        password = read_secret(raw["mqtt.password_file"], "mqtt.password_file", source)
     return HubConfig(site=raw["site.name"], mqtt_host=raw["mqtt.host"], mqtt_port=raw["mqtt.port"],
                      mqtt_username=raw["mqtt.username"], mqtt_password=password, mqtt_tls=raw["mqtt.tls"],
                      mqtt_ca_file=raw["mqtt.ca_file"], mqtt_keepalive_s=raw["mqtt.keepalive_s"],

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ARRAY_TABLES, EDGE_SETTINGS
+from edge.config import ARRAY_TABLES, EDGE_SETTINGS, EdgeConfig, load_edge_config
 from edge.config import ENV_PREFIX as EDGE_ENV
 from hub.config import ENV_PREFIX as HUB_ENV
-from hub.config import HUB_SETTINGS
+from hub.config import HUB_SETTINGS, load_hub_config
 from settings import REQUIRED, ConfigError, Setting, resolve
 from tests.config_docs import render
 
@@ -40,3 +40,19 @@ def test_environment_overrides_and_typos() -> None:
     with pytest.raises(ConfigError, match=r"\$EDGE_MQTT_PORT: cannot read 'x' as a whole number"):
         resolve({"node": {"name": "pi-1", "site": "s1"}}, EDGE_SETTINGS, "edge.toml", EDGE_ENV, {"EDGE_MQTT_PORT": "x"},
                 ARRAY_TABLES)
+
+
+@pytest.mark.parametrize("program", ["edge", "hub"])
+def test_the_mqtt_password_file_is_read_or_named_in_one_line(program: str, tmp_path: Path) -> None:
+    head = '[node]\nname = "pi-1"\nsite = "s1"\n' if program == "edge" else '[site]\nname = "s1"\n'
+    load = load_edge_config if program == "edge" else load_hub_config
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret\n")
+    config = tmp_path / f"{program}.toml"
+    config.write_text(f'{head}[mqtt]\npassword_file = "{secret}"\n')
+    loaded = load(config)
+    assert (loaded.mqtt.password if isinstance(loaded, EdgeConfig) else loaded.mqtt_password) == "s3cret"
+    secret.unlink()
+    with pytest.raises(ConfigError, match=rf"{program}.toml: key 'mqtt.password_file': cannot read {secret} "
+                                          r"\(No such file or directory\)"):
+        load(config)
