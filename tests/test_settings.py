@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ARRAY_TABLES, EDGE_SETTINGS, EdgeConfig, load_edge_config
+from edge.config import ARRAY_TABLES, EDGE_SETTINGS, load_edge_config
 from edge.config import ENV_PREFIX as EDGE_ENV
 from hub.config import ENV_PREFIX as HUB_ENV
 from hub.config import HUB_SETTINGS, load_hub_config
@@ -51,7 +51,7 @@ def test_the_mqtt_password_file_is_read_or_named_in_one_line(program: str, tmp_p
     config = tmp_path / f"{program}.toml"
     config.write_text(f'{head}[mqtt]\npassword_file = "{secret}"\n')
     loaded = load(config)
-    assert (loaded.mqtt.password if isinstance(loaded, EdgeConfig) else loaded.mqtt_password) == "s3cret"
+    assert loaded.mqtt.password == "s3cret"
     secret.unlink()
     with pytest.raises(ConfigError, match=rf"{program}.toml: key 'mqtt.password_file': cannot read {secret} "
                                           r"\(No such file or directory\)"):
