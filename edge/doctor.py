@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from contract import Channel, HubState, NodeState, hub_state_topic, node_topic
+from contract import Channel, HubState, NodeState, clock, hub_state_topic, node_topic
 from edge.config import EdgeConfig, load_edge_config
 from settings import ConfigError
 
@@ -293,7 +293,7 @@ class _BrokerProbe:
         """Publish this node's true state, not retained; the PUBACK reason code is the write ACL's answer."""
         topic = node_topic(self.config.site, self.config.node, Channel.STATE)
         state = NodeState(node=self.config.node, online=agent_running, boot_id=f"doctor-{secrets.token_hex(4)}",
-                          ts_ms=int(time.time() * 1000))
+                          ts_ms=clock.now_ms())
         info = self.client.publish(topic, state.to_json(), qos=1, retain=False)
         with self.acked:
             self.acked.wait_for(lambda: info.mid in self.puback, BROKER_TIMEOUT_S)
@@ -383,7 +383,7 @@ def check_outbox(path: Path, now_ms: int | None = None) -> Check:
     """How many events wait for the hub's ack, and since when (read-only: the agent may run)."""
     if not path.exists():
         return Check("outbox", True, f"{path}: not created yet (the agent creates it on first start)")
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    now_ms = now_ms if now_ms is not None else clock.now_ms()
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
@@ -497,7 +497,7 @@ def save_report(state_dir: Path, checks: list[Check]) -> Path:
     """Keep the result where the agent finds it (durably: a power cut leaves the old or the new)."""
     from edge.state import write_file_durably
     red = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
-    doc = {"ts_ms": int(time.time() * 1000), "checks": len(checks), "red": red}
+    doc = {"ts_ms": clock.now_ms(), "checks": len(checks), "red": red}
     path = state_dir / REPORT_NAME
     state_dir.mkdir(parents=True, exist_ok=True)
     write_file_durably(path, json.dumps(doc, indent=1).encode())
