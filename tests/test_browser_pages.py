@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from contract import Channel, EventBatch, ScanRejected, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
+from hub.rules import views
 from tests.support import (
     BROWSER_MARKS,
     SITE,
@@ -157,9 +158,9 @@ async def test_approve_a_proposal(broker: PrivateBroker, tmp_path: Path, browser
         await agent.sink.submit(scan(qty=400, location="A-01-1"))
         await wait_for(lambda: _eq(rules_on_hand(), 400), what="the rules engine seeing the receipt")
         await teach_rules(service, sku, "A-01-1")
-        assert await service.rules.call(lambda core: core.proposal_rows("pending")) == []  # above the ROP
+        assert await service.rules.call(lambda core: views.proposal_rows(core, "pending")) == []  # above the ROP
         await agent.sink.submit(scan(qty=300, location="A-01-1", mode="pick"))
-        pending = await wait_for(lambda: service.rules.call(lambda core: core.proposal_rows("pending")),
+        pending = await wait_for(lambda: service.rules.call(lambda core: views.proposal_rows(core, "pending")),
                                  what="a pending proposal from the pick")
         pid = pending[0]["id"]
 
@@ -176,7 +177,7 @@ async def test_approve_a_proposal(broker: PrivateBroker, tmp_path: Path, browser
         ordered = page.locator('#decisions li[data-rule="ordered"]')
         await expect(ordered).to_have_count(1)
         await expect(ordered).to_contain_text("approved by sup")
-        queued = await service.rules.call(lambda core: core.proposal_rows("queued"))
+        queued = await service.rules.call(lambda core: views.proposal_rows(core, "queued"))
         assert [(p["id"], p["decided_by"]) for p in queued] == [(pid, "sup")]
     finally:
         await agent.stop()

@@ -22,8 +22,8 @@ from contract import Channel, EventBatch, node_topic
 from hub.ingest import Ingest
 from hub.ledger import BalanceChange
 from hub.mosquitto import free_port
-from hub.purchasing import outbox
 from hub.purchasing.sync import PurchasingSync
+from hub.rules import outbox, views
 from hub.rules.clock import DAY_MS, ManualClock
 from hub.rules.config import CentralConfig, RulesConfig
 from hub.rules.core import RulesCore
@@ -76,7 +76,7 @@ async def test_central_down_for_an_hour_then_each_requisition_goes_out_once(tmp_
                 clock.set(T0 + day * DAY_MS)
                 core.on_commit([BalanceChange(sku, "A-01-1", 200 - 19 * day, -19, "pick", clock(), clock())
                                 for sku in skus])
-            ids = [p["id"] for p in core.proposal_rows("pending")]
+            ids = [p["id"] for p in views.proposal_rows(core, "pending")]
             for pid in ids:
                 core.approve(pid, "sam")
             return ids
@@ -128,7 +128,7 @@ async def test_central_down_for_an_hour_then_each_requisition_goes_out_once(tmp_
         counts = central.store.key_counts()
         assert counts == {k: 1 for k in keys}  # every key reached central exactly once
         assert len(central.store.purchase_orders(SITE)) == 2
-        ordered = await engine.call(lambda core: core.proposal_rows("ordered"))
+        ordered = await engine.call(lambda core: views.proposal_rows(core, "ordered"))
         assert {p["id"] for p in ordered} == set(proposal_ids) and all(p["po_id"] for p in ordered)
     finally:
         task.cancel()

@@ -13,6 +13,7 @@ from hub.auth import Role
 from hub.config import HUB_SETTINGS, hub_config_from
 from hub.ledger import BalanceChange
 from hub.mosquitto import free_port
+from hub.rules import views
 from hub.rules.clock import DAY_MS
 from hub.rules.core import CatalogItem, PurchaseOrder, RulesCore
 from hub.rules.leadtime import Delivery
@@ -107,7 +108,7 @@ async def test_proposals_approve_edit_reject_and_reads(served: tuple[HubService,
 def late_order_and_deliveries(core: RulesCore) -> str:
     """Accept the pending proposal as a PO promised two days ago; record two deliveries, one late."""
     t = core.clock()
-    pid = core.proposal_rows("pending")[0]["id"]
+    pid = views.proposal_rows(core, "pending")[0]["id"]
     core.approve(pid, "sam")
     core.on_requisition_accepted(pid, PurchaseOrder("PO-7", None, SKU, "acme", 150, 0, t - 5 * DAY_MS,
                                                     t - 2 * DAY_MS, "open"))
