@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import Any, TypeAlias, TypeVar
 
 from contract.errors import ContractError, UnknownToThisVersion
 
@@ -31,6 +32,7 @@ _Int: TypeAlias = int
 _Float: TypeAlias = float
 _Bool: TypeAlias = bool
 _List: TypeAlias = list
+T = TypeVar("T")
 
 
 class Fields:
@@ -116,6 +118,15 @@ class Fields:
         if not min_items <= len(val) <= max_items:
             raise self._bad(key, f"a list of {min_items} to {max_items} items", f"{len(val)} items")
         return val
+
+    def objects(self, key: _Str, max_items: _Int, read: Callable[[Fields], T]) -> _List[T]:
+        """A list of JSON objects, each read by `read` and then checked for unknown keys."""
+        out: _List[T] = []
+        for i, raw in enumerate(self.list(key, max_items)):
+            item = Fields(raw, f"{self._where}.{key}[{i}]")
+            out.append(read(item))
+            item.done()
+        return out
 
     def obj(self, key: _Str, required: _Bool = True) -> Any:
         val = self._get(key, required)

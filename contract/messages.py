@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, Self, TypeAlias
+from typing import Any, ClassVar, Self, TypeAlias, TypeVar
 
 from contract._fields import (
     INT64_MAX,
@@ -65,6 +65,18 @@ COMMANDS = frozenset({"tare", "zero", "calibrate", "set_unit_weight", "identify"
 def _dump(obj: Mapping[str, Any]) -> bytes:
     return json.dumps({k: v for k, v in obj.items() if v is not None},
                       separators=(",", ":"), ensure_ascii=False).encode()
+
+
+M = TypeVar("M")
+
+
+def _read_message(obj: Any, what: str, read: Callable[[Fields], M]) -> M:
+    """Read a whole message: its schema version first, then its fields with `read`, then no key left unread."""
+    f = Fields(obj, what)
+    f.version(SCHEMA_VERSION)
+    msg = read(f)
+    f.done()
+    return msg
 
 
 def load_payload(payload: bytes, what: str) -> Any:
@@ -181,8 +193,8 @@ class ScanRejected(EventBase):
 
     @classmethod
     def read(cls, f: Fields) -> ScanRejected:
-        return cls(**_base(f), scanner=f.str("scanner", DEVICE_NAME_MAX_CHARS), reason=f.str("reason", DETAIL_MAX_CHARS),
-                   raw=f.str("raw", RAW_MAX_CHARS), mode=f.str("mode", choices=SCAN_MODES, required=False),
+        return cls(**_base(f), scanner=f.str("scanner", DEVICE_NAME_MAX_CHARS),
+                   reason=f.str("reason", DETAIL_MAX_CHARS), raw=f.str("raw", RAW_MAX_CHARS), mode=f.str("mode", choices=SCAN_MODES, required=False),
                    location=f.str("location", pattern=LOCATION_RE, required=False),
                    symbology=f.str("symbology", SYMBOLOGY_MAX_CHARS, required=False))
 
@@ -374,7 +386,8 @@ class EventBatch:
             v, node, stream, sent_ms, raw = (obj.get("v"), obj.get("node"), obj.get("stream"), obj.get("sent_ms"),
                                              obj.get("events"))
             if (type(v) is int and v == SCHEMA_VERSION and type(node) is str and len(node) <= NAME_MAX_CHARS
-                    and NAME_RE.fullmatch(node) and type(stream) is str and len(stream) <= TEXT_MAX_CHARS and STREAM_RE.fullmatch(stream)
+                    and NAME_RE.fullmatch(node) and type(stream) is str and len(stream) <= TEXT_MAX_CHARS
+                    and STREAM_RE.fullmatch(stream)
                     and type(sent_ms) is int and TS_MIN_MS <= sent_ms <= TS_MAX_MS and type(raw) is list
                     and 1 <= len(raw) <= MAX_EVENTS_PER_BATCH):
                 events = tuple(event_from_dict(e, f"events[{i}]") for i, e in enumerate(raw))
@@ -389,12 +402,9 @@ def read_batch_envelope(obj: Any) -> tuple[str, str, int, list[Any]]:
 
     ContractError (UnknownToThisVersion for what a newer edge may send) names the problem.
     """
-    f = Fields(obj, "events")
-    f.version(SCHEMA_VERSION)
-    node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
-    raw_events = f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)
-    f.done()
-    return node, stream, sent_ms, raw_events
+    return _read_message(obj, "events", lambda f: (
+        f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms"),
+        f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,11 +423,8 @@ class NodeState:
 
     @classmethod
     def from_json(cls, payload: bytes) -> NodeState:
-        f = Fields(_load(payload, "state"), "state")
-        f.version(SCHEMA_VERSION)
-        msg = cls(node=f.name("node"), online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms"))
-        f.done()
-        return msg
+        return _read_message(_load(payload, "state"), "state", lambda f: cls(
+            node=f.name("node"), online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,27 +481,23 @@ class Birth:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Birth:
-        f = Fields(_load(payload, "birth"), "birth")
-        f.version(SCHEMA_VERSION)
-        devices = []
-        for i, raw in enumerate(f.list("devices", 256)):
-            d = Fields(raw, f"birth.devices[{i}]")
-            devices.append(DeviceInfo(device=d.str("device", DEVICE_NAME_MAX_CHARS),
-                                      device_kind=d.str("device_kind", choices=DEVICE_KINDS),
-                                      present=d.bool("present"), path=d.str("path", TEXT_MAX_CHARS, required=False)))
-            d.done()
+        return _read_message(_load(payload, "birth"), "birth", cls._read)
+
+    @classmethod
+    def _read(cls, f: Fields) -> Birth:
+        devices = f.objects("devices", 256, lambda d: DeviceInfo(
+            device=d.str("device", DEVICE_NAME_MAX_CHARS), device_kind=d.str("device_kind", choices=DEVICE_KINDS),
+            present=d.bool("present"), path=d.str("path", TEXT_MAX_CHARS, required=False)))
         notices = []
         for i, text in enumerate(f.list("notices", BIRTH_NOTICES_MAX, required=False)):
             if not isinstance(text, str) or not 0 < len(text) <= BIRTH_NOTICE_MAX_CHARS:
                 raise ContractError(f"birth.notices[{i}]: expected a string of 1 to {BIRTH_NOTICE_MAX_CHARS} "
                                     f"characters")
             notices.append(text)
-        msg = cls(node=f.name("node"), boot_id=f.str("boot_id", 64), sw_version=f.str("sw_version", 64),
-                  clock_ms=f.ts_ms("clock_ms"), stream=f.str("stream", pattern=STREAM_RE),
-                  last_seq=f.int("last_seq"), outbox_depth=f.int("outbox_depth"), devices=tuple(devices),
-                  notices=tuple(notices))
-        f.done()
-        return msg
+        return cls(node=f.name("node"), boot_id=f.str("boot_id", 64), sw_version=f.str("sw_version", 64),
+                   clock_ms=f.ts_ms("clock_ms"), stream=f.str("stream", pattern=STREAM_RE),
+                   last_seq=f.int("last_seq"), outbox_depth=f.int("outbox_depth"), devices=tuple(devices),
+                   notices=tuple(notices))
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,12 +516,9 @@ class Ack:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Ack:
-        f = Fields(_load(payload, "ack"), "ack")
-        f.version(SCHEMA_VERSION)
-        msg = cls(node=f.name("node"), stream=f.str("stream", pattern=STREAM_RE), watermark=f.int("watermark"),
-                  ts_ms=f.ts_ms("ts_ms"))
-        f.done()
-        return msg
+        return _read_message(_load(payload, "ack"), "ack", lambda f: cls(
+            node=f.name("node"), stream=f.str("stream", pattern=STREAM_RE), watermark=f.int("watermark"),
+            ts_ms=f.ts_ms("ts_ms")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,16 +541,14 @@ class Command:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Command:
-        f = Fields(_load(payload, "cmd"), "cmd")
-        f.version(SCHEMA_VERSION)
-        msg = cls(id=f.str("id", 64), cmd=f.str("cmd", choices=COMMANDS), ts_ms=f.ts_ms("ts_ms"),
-                  target=f.str("target", 64, required=False),
-                  known_weight_g=f.float("known_weight_g", 0.001, MAX_WEIGHT_G, required=False),
-                  sample_pieces=f.int("sample_pieces", 1, 100_000, required=False),
-                  unit_weight_g=f.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
-                  stream=f.str("stream", pattern=STREAM_RE, required=False),
-                  from_seq=f.int("from_seq", 1, SEQ_MAX, required=False))
-        f.done()
+        msg = _read_message(_load(payload, "cmd"), "cmd", lambda f: cls(
+            id=f.str("id", 64), cmd=f.str("cmd", choices=COMMANDS), ts_ms=f.ts_ms("ts_ms"),
+            target=f.str("target", 64, required=False),
+            known_weight_g=f.float("known_weight_g", 0.001, MAX_WEIGHT_G, required=False),
+            sample_pieces=f.int("sample_pieces", 1, 100_000, required=False),
+            unit_weight_g=f.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
+            stream=f.str("stream", pattern=STREAM_RE, required=False),
+            from_seq=f.int("from_seq", 1, SEQ_MAX, required=False)))
         if msg.cmd == "resend_from" and msg.from_seq is None:
             raise ContractError("cmd: resend_from needs 'from_seq'")
         if msg.cmd == "calibrate" and msg.known_weight_g is None:
@@ -581,8 +579,10 @@ class CommandReply:
 
     @classmethod
     def from_json(cls, payload: bytes) -> CommandReply:
-        f = Fields(_load(payload, "cmd/reply"), "cmd/reply")
-        f.version(SCHEMA_VERSION)
+        return _read_message(_load(payload, "cmd/reply"), "cmd/reply", cls._read)
+
+    @classmethod
+    def _read(cls, f: Fields) -> CommandReply:
         data_f = f.obj("data", required=False)
         data: dict[str, ReplyValue] = {}
         if data_f is not None:
@@ -591,10 +591,8 @@ class CommandReply:
                 if not isinstance(val, (str, int, float, bool)) or len(key) > 64:
                     raise ContractError(f"cmd/reply.data: field {key!r} must be a string, number or boolean")
                 data[key] = val
-        msg = cls(node=f.name("node"), id=f.str("id", 64), ok=f.bool("ok"), message=f.str("message", 500),
-                  ts_ms=f.ts_ms("ts_ms"), data=data)
-        f.done()
-        return msg
+        return cls(node=f.name("node"), id=f.str("id", 64), ok=f.bool("ok"), message=f.str("message", 500),
+                   ts_ms=f.ts_ms("ts_ms"), data=data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -626,20 +624,17 @@ class NodeConfig:
 
     @classmethod
     def from_json(cls, payload: bytes) -> NodeConfig:
-        f = Fields(_load(payload, "config"), "config")
-        f.version(SCHEMA_VERSION)
-        bins = []
-        for i, raw in enumerate(f.list("bins", 4096)):
-            b = Fields(raw, f"config.bins[{i}]")
-            bins.append(BinConfig(bin=b.str("bin", pattern=LOCATION_RE), gtin=b.str("gtin", pattern=GTIN_RE, required=False),
-                                  unit_weight_g=b.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
-                                  unit_weight_cv=b.float("unit_weight_cv", 0.0, 1.0, required=False)))
-            b.done()
+        return _read_message(_load(payload, "config"), "config", cls._read)
+
+    @classmethod
+    def _read(cls, f: Fields) -> NodeConfig:
+        bins = f.objects("bins", 4096, lambda b: BinConfig(
+            bin=b.str("bin", pattern=LOCATION_RE), gtin=b.str("gtin", pattern=GTIN_RE, required=False),
+            unit_weight_g=b.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
+            unit_weight_cv=b.float("unit_weight_cv", 0.0, 1.0, required=False)))
         req = f.bool("require_location", required=False)
-        msg = cls(node=f.name("node"), rev=f.int("rev"), ts_ms=f.ts_ms("ts_ms"), bins=tuple(bins),
-                  require_location=True if req is None else req)
-        f.done()
-        return msg
+        return cls(node=f.name("node"), rev=f.int("rev"), ts_ms=f.ts_ms("ts_ms"), bins=tuple(bins),
+                   require_location=True if req is None else req)
 
 
 @dataclass(frozen=True, slots=True)
@@ -656,11 +651,8 @@ class HubState:
 
     @classmethod
     def from_json(cls, payload: bytes) -> HubState:
-        f = Fields(_load(payload, "hub state"), "hub state")
-        f.version(SCHEMA_VERSION)
-        msg = cls(online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms"))
-        f.done()
-        return msg
+        return _read_message(_load(payload, "hub state"), "hub state", lambda f: cls(
+            online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms")))
 
 
 # The message classes by AsyncAPI message name; the contract test keeps docs/asyncapi.yaml in step.
