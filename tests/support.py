@@ -321,19 +321,32 @@ async def login_session(base_url: str, config: HubConfig, role: str = "superviso
 async def start_web_hub(broker: PrivateBroker, tmp_path: Path, **extra: Any) -> tuple[Any, Any, str]:
     """A whole hub (service + web app) on real loopback HTTP; returns (service, runner, base url).
 
-    The caller ends it with `await runner.cleanup()`.
+    The caller ends it with `await runner.cleanup()`; `async with RunningHub(...)` ends it by itself.
     """
-    from aiohttp import web
+    hub = await RunningHub(broker, tmp_path, **extra).__aenter__()
+    return hub.service, hub.runner, hub.base_url
 
-    from hub.service import HubService
-    from hub.web.app import make_app
-    cfg = hub_config(broker, tmp_path, **extra)
-    service = HubService(cfg)
-    runner = web.AppRunner(make_app(service))
-    await runner.setup()
-    await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
-    await wait_for(service.link.connected.is_set, what="hub connected to the broker")
-    return service, runner, f"http://{cfg.http_host}:{cfg.http_port}"
+
+@contextlib.asynccontextmanager
+async def running_agent(broker: PrivateBroker, tmp_path: Path, **sections: Any) -> AsyncIterator[Any]:
+    """A new node on the broker and a real edge agent for it (config `sections` as in edge_config), started;
+    stopped afterwards. Its name is `agent.config.node`."""
+    from edge.agent import EdgeAgent
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password, **sections))
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+
+
+@contextlib.asynccontextmanager
+async def hub_and_agent(broker: PrivateBroker, tmp_path: Path, **hub_extra: Any) -> AsyncIterator[tuple[Any, str, Any]]:
+    """A whole hub on loopback HTTP (config `hub_extra`) and one real edge agent connected to it;
+    yields (service, base url, agent) and stops both, the agent first."""
+    async with RunningHub(broker, tmp_path, **hub_extra) as hub, running_agent(broker, tmp_path) as agent:
+        yield hub.service, hub.base_url, agent
 
 
 @contextlib.asynccontextmanager

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.support import add_node, api_token, edge_config, login_session, scan, start_web_hub, token_session, wait_for
+from tests.support import api_token, hub_and_agent, login_session, scan, token_session, wait_for
 
 BOLT, TIES, GLOVES = "09506000134352", "04012345678901", "04006381333931"
 
 
 async def test_overview_counts_agree_with_the_stock_table(broker: PrivateBroker, tmp_path: Path) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
         shift = [
             # TIES: received at DOCK, 10 put away to A-01-2, and picked: the bin is empty, 68 at DOCK.
             scan(TIES, "DOCK", 78), scan(TIES, "A-01-2", 10, "putaway", from_location="DOCK"),
@@ -83,6 +78,3 @@ async def test_overview_counts_agree_with_the_stock_table(broker: PrivateBroker,
             async with viewer.get(f"{base}/stock/{BOLT}") as resp:
                 html = await resp.text()
             assert 'on hand 0<span class="bad">, not counting B-01-1 at -37</span>, on order 0' in html
-    finally:
-        await agent.stop()
-        await runner.cleanup()
