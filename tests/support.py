@@ -221,6 +221,7 @@ class NodeClient:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
+        self.node = user
         self.messages: list[tuple[str, bytes]] = []
         self.refused: list[int] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-raw", protocol=mqtt.MQTTv5)
@@ -244,6 +245,22 @@ class NodeClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def playing_node(broker: PrivateBroker, *listen: Channel) -> NodeClient:
+    """A new node on the broker, played by a bare client subscribed to its own `listen` channels
+    (its ack, its commands); use it as `with playing_node(...) as raw:`, its name is `raw.node`."""
+    node, password = add_node(broker)
+    raw = NodeClient(broker, node, password)
+    for channel in listen:
+        raw.subscribe(node_topic(SITE, node, channel))
+    return raw
 
 
 # --------------------------------------------------------------------------- web auth (hub.auth)

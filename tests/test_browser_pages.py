@@ -28,6 +28,7 @@ from tests.support import (
     add_web_user,
     edge_config,
     expect,
+    hub_and_agent,
     log_in,
     scan,
     start_web_hub,
@@ -44,11 +45,8 @@ HEAP_GROWTH_MAX_BYTES = 8 * 1024 * 1024  # after GC, a burst may leave caches, n
 
 
 async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: Path, browser: Browser) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        node = agent.config.node
         secret = add_web_user(service.config, "sue", "supervisor")
         # A wrong password is refused with a message, and no session is made.
         context = await browser.new_context()
@@ -96,9 +94,6 @@ async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: P
             {method: "POST", headers: {"Content-Type": "application/json"}, body: '{"cmd":"identify"}'})).status""",
                                      node)
         assert status == 403
-    finally:
-        await agent.stop()
-        await runner.cleanup()
 
 
 async def test_node_goes_offline_and_viewer_cannot_command(broker: PrivateBroker, tmp_path: Path,
