@@ -87,19 +87,18 @@ async def location_stock(request: web.Request) -> web.Response:
 
 async def sku_movements(request: web.Request) -> web.Response:
     """A SKU's movements, newest first, paged with before_id."""
-    sku = _name_arg(request.match_info["sku"], "sku", SKU_RE)
-    limit = _int_arg(request, "limit", 100, 1, 1000)
-    before = _int_arg(request, "before_id", 0, 0, 2**62) or None
-    rows = await asyncio.to_thread(request.app[SERVICE].store.movements, sku, None, limit, before)
-    return web.json_response(_page(rows, limit))
+    return await _movements(request, sku=_name_arg(request.match_info["sku"], "sku", SKU_RE))
 
 
 async def location_movements(request: web.Request) -> web.Response:
     """A bin's movements, newest first, paged with before_id."""
-    location = _name_arg(request.match_info["location"], "location", LOCATION_RE)
+    return await _movements(request, location=_name_arg(request.match_info["location"], "location", LOCATION_RE))
+
+
+async def _movements(request: web.Request, sku: str | None = None, location: str | None = None) -> web.Response:
     limit = _int_arg(request, "limit", 100, 1, 1000)
     before = _int_arg(request, "before_id", 0, 0, 2**62) or None
-    rows = await asyncio.to_thread(request.app[SERVICE].store.movements, None, location, limit, before)
+    rows = await asyncio.to_thread(request.app[SERVICE].store.movements, sku, location, limit, before)
     return web.json_response(_page(rows, limit))
 
 
