@@ -167,6 +167,13 @@ async def wait_for(predicate: Callable[[], Awaitable[T] | T], timeout_s: float =
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last value {last!r})")
 
 
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel a task and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def wait_for_sync(predicate: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout_s
     last: Any = None
@@ -897,9 +904,7 @@ async def rig(tmp_path: Path, sim_bins: list[SimBin], shelf: dict[str, Any], pro
     try:
         yield r
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         sim.stop()
         sink.close()
         state.close()
