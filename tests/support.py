@@ -617,23 +617,18 @@ class Peer:
 
 def connect_when_accepted(broker: PrivateBroker, user: str, password: str) -> Peer:
     """Connect, retrying while the broker has not yet applied a reload (it is asynchronous)."""
-    deadline = threading.Event()
-    timer = threading.Timer(WAIT_S, deadline.set)
-    timer.start()
-    try:
-        while True:
-            peer = Peer(broker, user, password)
-            if not peer.wait_connack().is_failure:
-                return peer
-            peer.close()
-            assert not deadline.is_set(), f"{user} still refused {WAIT_S} s after provisioning"
-            deadline.wait(0.05)  # back-off between attempts, not a wait for the outcome
-    finally:
-        timer.cancel()
+    return _connect_until(broker, user, password, accepted=True)[0]
 
 
 def refused_when_revoked(broker: PrivateBroker, user: str, password: str) -> ReasonCode:
     """Connect until the broker refuses (after its reload); returns the refusal reason."""
+    peer, rc = _connect_until(broker, user, password, accepted=False)
+    peer.close()
+    return rc
+
+
+def _connect_until(broker: PrivateBroker, user: str, password: str, accepted: bool) -> tuple[Peer, ReasonCode]:
+    """Connect again until the broker's CONNACK accepts (or refuses) `user`; the peer and its CONNACK."""
     deadline = threading.Event()
     timer = threading.Timer(WAIT_S, deadline.set)
     timer.start()
@@ -641,11 +636,12 @@ def refused_when_revoked(broker: PrivateBroker, user: str, password: str) -> Rea
         while True:
             peer = Peer(broker, user, password)
             rc = peer.wait_connack()
+            if rc.is_failure != accepted:
+                return peer, rc
             peer.close()
-            if rc.is_failure:
-                return rc
-            assert not deadline.is_set(), f"{user} still accepted {WAIT_S} s after revoking"
-            deadline.wait(0.05)
+            assert not deadline.is_set(), (f"{user} still refused {WAIT_S} s after provisioning" if accepted
+                                           else f"{user} still accepted {WAIT_S} s after revoking")
+            deadline.wait(0.05)  # back-off between attempts, not a wait for the outcome
     finally:
         timer.cancel()
 
