@@ -614,6 +614,12 @@ class Peer:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def connect_when_accepted(broker: PrivateBroker, user: str, password: str) -> Peer:
     """Connect, retrying while the broker has not yet applied a reload (it is asynchronous)."""
