@@ -270,6 +270,30 @@ def playing_node(broker: PrivateBroker, *listen: Channel) -> NodeClient:
     return raw
 
 
+def playing_hub(broker: PrivateBroker, *topics: str) -> NodeClient:
+    """The hub, played by a bare client logged in as it and subscribed to `topics`; a context manager."""
+    hub = NodeClient(broker, HUB_USER, broker.users[HUB_USER])
+    for topic in topics:
+        hub.subscribe(topic)
+    return hub
+
+
+@contextlib.asynccontextmanager
+async def agent_and_its_birth(broker: PrivateBroker, config: EdgeConfig) -> AsyncIterator[tuple[Any, bytes]]:
+    """A real edge agent started with `config` while the hub, played by a bare client, listens for
+    its births; yields (agent, the first birth's payload) and stops the agent afterwards."""
+    from edge.agent import EdgeAgent
+    with playing_hub(broker, node_topic(config.site, config.node, Channel.BIRTH)) as hub:
+        agent = EdgeAgent(config)
+        try:
+            await agent.start()
+            births = await wait_for(lambda: [p for t, p in hub.messages if t.endswith("/birth")],
+                                    what="the node's birth")
+            yield agent, births[0]
+        finally:
+            await agent.stop()
+
+
 # --------------------------------------------------------------------------- web auth (hub.auth)
 
 TEST_PASSWORD_CHARS = 16
