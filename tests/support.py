@@ -294,6 +294,25 @@ async def agent_and_its_birth(broker: PrivateBroker, config: EdgeConfig) -> Asyn
             await agent.stop()
 
 
+@contextlib.asynccontextmanager
+async def agent_with_an_unacked_scan(broker: PrivateBroker, tmp_path: Path, hub_says_online: bool, location: str,
+                                     qty: int) -> AsyncIterator[Any]:
+    """A real edge agent (ack timeout an hour) that published one scan nobody acknowledged, while the hub,
+    played by a bare client, said it was online or not; yields the agent. Only a real hub's
+    announcement can then make the agent send the scan again."""
+    from contract import HubState, hub_state_topic
+    async with running_agent(broker, tmp_path, outbox={"ack_timeout_s": 3600.0}) as agent:
+        with playing_hub(broker) as hub:
+            await wait_for(lambda: agent.link.status.connected, what="edge connected")
+            state = HubState(online=hub_says_online, boot_id="played-hub", ts_ms=int(time.time() * 1000))
+            hub.publish(hub_state_topic(agent.config.site), state.to_json())
+            await wait_for(lambda: agent.link.status.hub_online is hub_says_online,
+                           what=f"edge sees the hub {'online' if hub_says_online else 'offline'}")
+            await agent.sink.submit(scan(location=location, qty=qty))
+            await wait_for(lambda: agent.link.status.last_sent == 1, what="published, and nobody acknowledged it")
+            yield agent
+
+
 # --------------------------------------------------------------------------- web auth (hub.auth)
 
 TEST_PASSWORD_CHARS = 16

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from contract import Ack, Channel, Command, HubState, hub_state_topic, node_topic
+from contract import Ack, Channel, Command, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from tests.support import (
@@ -21,8 +21,8 @@ from tests.support import (
     NodeClient,
     RunningHub,
     add_node,
+    agent_with_an_unacked_scan,
     edge_config,
-    playing_hub,
     playing_node,
     running_agent,
     scan,
@@ -155,18 +155,12 @@ async def test_a_node_cannot_publish_as_another(broker: PrivateBroker, tmp_path:
 
 
 async def test_edge_resends_when_the_hub_comes_back_online(broker: PrivateBroker, tmp_path: Path) -> None:
-    async with running_agent(broker, tmp_path, outbox={"ack_timeout_s": 3600.0}) as agent:
-        with playing_hub(broker) as hub_client:
-            await wait_for(lambda: agent.link.status.connected, what="edge connected")
-            # The hub is offline: events are published but nobody acks them.
-            hub_client.publish(hub_state_topic(SITE), HubState(online=False, boot_id="x", ts_ms=NOW).to_json())
-            await wait_for(lambda: agent.link.status.hub_online is False, what="edge sees hub offline")
-            await agent.sink.submit(scan(location="H-01-1", qty=4))
-            await wait_for(lambda: agent.link.status.last_sent == 1, what="live publish")
-            async with RunningHub(broker, tmp_path) as hub:
-                # The retained state turning online makes the edge replay (ack timeout is an hour).
-                await wait_for(lambda: hub.balance("H-01-1") == 4, what="replayed event in the ledger")
-                await wait_for(lambda: agent.sink.outbox.depth() == 0, what="outbox emptied by the ack")
+    # The hub is offline: the event is published but nobody acks it.
+    async with agent_with_an_unacked_scan(broker, tmp_path, False, "H-01-1", 4) as agent, \
+            RunningHub(broker, tmp_path) as hub:
+        # The retained state turning online makes the edge replay (ack timeout is an hour).
+        await wait_for(lambda: hub.balance("H-01-1") == 4, what="replayed event in the ledger")
+        await wait_for(lambda: agent.sink.outbox.depth() == 0, what="outbox emptied by the ack")
 
 
 async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_commit(broker: PrivateBroker,
