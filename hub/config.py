@@ -31,7 +31,7 @@ def _site(value: Any) -> str | None:
 
 
 def _locations(value: Any) -> str | None:
-    bad = [v for v in value if not isinstance(v, str) or not LOCATION_RE.match(v)]
+    bad = [v for v in value if not isinstance(v, str) or not LOCATION_RE.fullmatch(v)]
     return f"not location names: {bad!r}" if bad else None
 
 

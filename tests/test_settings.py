@@ -56,3 +56,12 @@ def test_the_mqtt_password_file_is_read_or_named_in_one_line(program: str, tmp_p
     with pytest.raises(ConfigError, match=rf"{program}.toml: key 'mqtt.password_file': cannot read {secret} "
                                           r"\(No such file or directory\)"):
         load(config)
+
+
+def test_a_dock_location_is_matched_whole() -> None:
+    """`$` alone would let "DOCK\n" through: a location the contract refuses in every event."""
+    doc = {"site": {"name": "s1"}, "stock": {"dock_locations": ["DOCK\n"]}}
+    with pytest.raises(ConfigError, match=r"hub.toml: key 'stock.dock_locations': not location names"):
+        resolve(doc, HUB_SETTINGS, "hub.toml", HUB_ENV, {})
+    assert resolve({**doc, "stock": {"dock_locations": ["DOCK"]}}, HUB_SETTINGS, "hub.toml", HUB_ENV, {})[
+        "stock.dock_locations"] == ["DOCK"]
