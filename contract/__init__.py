@@ -44,6 +44,8 @@ from contract.topics import (
     Channel,
     TopicAddress,
     check_name,
+    check_node_name,
+    check_site_name,
     hub_state_topic,
     node_topic,
     parse_topic,
@@ -55,6 +57,6 @@ __all__ = [
     "BIRTH_NOTICE_MAX_CHARS", "BIRTH_NOTICES_MAX", "SCAN_MODES", "SCHEMA_VERSION", "SEQ_MAX", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
     "CommandReply", "ContractError", "DeviceChange", "DeviceInfo", "Event", "EventBase", "EventBatch",
     "HubState", "NodeConfig", "NodeState", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",
-    "TopicAddress", "UnknownToThisVersion", "check_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "notice_is_all_clear", "parse_topic",
+    "TopicAddress", "UnknownToThisVersion", "check_name", "check_node_name", "check_site_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "notice_is_all_clear", "parse_topic",
     "read_batch_envelope", "subscription",
 ]

@@ -6,26 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract import HUB_NODE, check_name
+from contract import check_node_name, check_site_name
 from edge.scan.config import SCANNER_SETTINGS
 from edge.shelf.config import SHELF_SETTINGS
-from settings import REQUIRED, Setting, load_file, positive
+from settings import REQUIRED, Setting, load_file, positive, raises_value_error
 from settings.mqtt import MqttConfig, mqtt_config_from, mqtt_settings
 
 ENV_PREFIX = "EDGE"
 
 
-def _name(value: Any) -> str | None:
-    try:
-        check_name("node", value)
-    except ValueError as err:
-        return str(err)
-    return f"{HUB_NODE!r} is reserved for the hub" if value == HUB_NODE else None
-
-
 EDGE_SETTINGS: list[Setting] = [
-    Setting("node.name", str, REQUIRED, "this node's name; equals its MQTT username", check=_name),
-    Setting("node.site", str, REQUIRED, "the site (one hub per site)", check=_name),
+    Setting("node.name", str, REQUIRED, "this node's name; equals its MQTT username",
+            check=raises_value_error(check_node_name)),
+    Setting("node.site", str, REQUIRED, "the site (one hub per site)", check=raises_value_error(check_site_name)),
     *mqtt_settings(ENV_PREFIX, "node", "", "MQTT username; defaults to node.name"),
     Setting("outbox.path", str, "/var/lib/edge-agent/outbox.sqlite3", "SQLite outbox file"),
     Setting("outbox.batch_max", int, 100, "most events in one published batch", check=positive),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract import HUB_NODE, check_name
+from contract import HUB_NODE, check_site_name
 from contract.messages import LOCATION_RE
 from hub.rules.config import (
     CentralConfig,
@@ -16,18 +16,10 @@ from hub.rules.config import (
     rules_config_from,
     service_level_check,
 )
-from settings import REQUIRED, Setting, load_file, port_number, positive
+from settings import REQUIRED, Setting, load_file, port_number, positive, raises_value_error
 from settings.mqtt import MqttConfig, mqtt_config_from, mqtt_settings
 
 ENV_PREFIX = "HUB"
-
-
-def _site(value: Any) -> str | None:
-    try:
-        check_name("site", value)
-    except ValueError as err:
-        return str(err)
-    return None
 
 
 def _locations(value: Any) -> str | None:
@@ -36,7 +28,8 @@ def _locations(value: Any) -> str | None:
 
 
 HUB_SETTINGS: list[Setting] = [
-    Setting("site.name", str, REQUIRED, "the site this hub serves (topic wh/v1/{site}/...)", check=_site),
+    Setting("site.name", str, REQUIRED, "the site this hub serves (topic wh/v1/{site}/...)",
+            check=raises_value_error(check_site_name)),
     *mqtt_settings(ENV_PREFIX, "hub", HUB_NODE, "the hub's MQTT username"),
     Setting("http.host", str, "127.0.0.1", "address the web page and API listen on (0.0.0.0 for the LAN)"),
     Setting("http.port", int, 8080, "port of the web page and API", check=port_number),

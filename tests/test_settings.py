@@ -65,3 +65,18 @@ def test_a_dock_location_is_matched_whole() -> None:
         resolve(doc, HUB_SETTINGS, "hub.toml", HUB_ENV, {})
     assert resolve({**doc, "stock": {"dock_locations": ["DOCK"]}}, HUB_SETTINGS, "hub.toml", HUB_ENV, {})[
         "stock.dock_locations"] == ["DOCK"]
+
+
+def test_the_edge_checks_its_site_as_the_hub_does() -> None:
+    """A site name is a site name on both sides: the hub's rule, and the error says which name is wrong."""
+    edge = {"node": {"name": "pi-1", "site": "Site_A"}}
+    with pytest.raises(ConfigError, match=r"key 'node.site': site name 'Site_A' must be 1-32 lowercase"):
+        resolve(edge, EDGE_SETTINGS, "edge.toml", EDGE_ENV, {}, ARRAY_TABLES)
+    with pytest.raises(ConfigError, match=r"key 'site.name': site name 'Site_A' must be 1-32 lowercase"):
+        resolve({"site": {"name": "Site_A"}}, HUB_SETTINGS, "hub.toml", HUB_ENV, {})
+    # Only node names reserve the hub's name: a hub serving site "hub" can have nodes.
+    assert resolve({"site": {"name": "hub"}}, HUB_SETTINGS, "hub.toml", HUB_ENV, {})["site.name"] == "hub"
+    assert resolve({"node": {"name": "pi-1", "site": "hub"}}, EDGE_SETTINGS, "edge.toml", EDGE_ENV, {},
+                   ARRAY_TABLES)["node.site"] == "hub"
+    with pytest.raises(ConfigError, match=r"key 'node.name': node name 'hub' is reserved for the hub"):
+        resolve({"node": {"name": "hub", "site": "s1"}}, EDGE_SETTINGS, "edge.toml", EDGE_ENV, {}, ARRAY_TABLES)
