@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -222,18 +222,32 @@ def scan_batch(node: str, stream: str, seqs: list[int], location: str = "Q-01-1"
     return EventBatch(node=node, stream=stream, events=events, sent_ms=now).to_json()
 
 
-class NodeClient:
+class BareClient:
+    """A paho MQTT v5 client logged in as `user`, not connected yet; closes as a context manager."""
+
+    def __init__(self, user: str, password: str, client_id: str) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(user, password)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class NodeClient(BareClient):
     """A bare MQTT v5 client logged in as a node, for tests that play a misbehaving edge."""
 
     def __init__(self, broker: PrivateBroker, user: str, password: str) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
+        super().__init__(user, password, f"{user}-raw")
         self.node = user
         self.messages: list[tuple[str, bytes]] = []
         self.refused: list[int] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-raw", protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(user, password)
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client.on_publish = lambda c, u, mid, rc, p: self.refused.append(rc.value) if rc.is_failure else None
         self.client.connect(broker.host, broker.port)
@@ -249,16 +263,6 @@ class NodeClient:
         """The highest ack watermark received so far (subscribe to the ack topic first); 0 for none."""
         from contract import Ack
         return max((Ack.from_json(p).watermark for t, p in self.messages if t.endswith("/ack")), default=0)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def __enter__(self) -> NodeClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def playing_node(broker: PrivateBroker, *listen: Channel) -> NodeClient:
@@ -595,12 +599,11 @@ NOT_AUTHORIZED = 135
 ACCEPTED = (0, 16)  # success, and "no matching subscribers" (accepted, nobody listening)
 
 
-class Peer:
+class Peer(BareClient):
     """A real MQTT v5 client that records its CONNACK, PUBACK reason codes, messages and disconnects."""
 
     def __init__(self, broker: PrivateBroker, user: str, password: str) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{user}", protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(user, password)
+        super().__init__(user, password, f"test-{user}")
         self.connack: ReasonCode | None = None
         self.pubacks: dict[int, int] = {}
         self.messages: list[mqtt.MQTTMessage] = []
@@ -653,16 +656,6 @@ class Peer:
         with self.cond:
             assert self.cond.wait_for(lambda: info.mid in self.pubacks, WAIT_S), f"no PUBACK for {topic}"
             return self.pubacks[info.mid]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def __enter__(self) -> Peer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def connect_when_accepted(broker: PrivateBroker, user: str, password: str) -> Peer:
