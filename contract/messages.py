@@ -70,7 +70,7 @@ def _dump(obj: Mapping[str, Any]) -> bytes:
 M = TypeVar("M")
 
 
-def _read_message(obj: Any, what: str, read: Callable[[Fields], M]) -> M:
+def read_message(obj: Any, what: str, read: Callable[[Fields], M]) -> M:
     """Read a whole message: its schema version first, then its fields with `read`, then no key left unread."""
     f = Fields(obj, what)
     f.version(SCHEMA_VERSION)
@@ -402,7 +402,7 @@ def read_batch_envelope(obj: Any) -> tuple[str, str, int, list[Any]]:
 
     ContractError (UnknownToThisVersion for what a newer edge may send) names the problem.
     """
-    return _read_message(obj, "events", lambda f: (
+    return read_message(obj, "events", lambda f: (
         f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms"),
         f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)))
 
@@ -423,7 +423,7 @@ class NodeState:
 
     @classmethod
     def from_json(cls, payload: bytes) -> NodeState:
-        return _read_message(_load(payload, "state"), "state", lambda f: cls(
+        return read_message(_load(payload, "state"), "state", lambda f: cls(
             node=f.name("node"), online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms")))
 
 
@@ -481,7 +481,7 @@ class Birth:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Birth:
-        return _read_message(_load(payload, "birth"), "birth", cls._read)
+        return read_message(_load(payload, "birth"), "birth", cls._read)
 
     @classmethod
     def _read(cls, f: Fields) -> Birth:
@@ -516,7 +516,7 @@ class Ack:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Ack:
-        return _read_message(_load(payload, "ack"), "ack", lambda f: cls(
+        return read_message(_load(payload, "ack"), "ack", lambda f: cls(
             node=f.name("node"), stream=f.str("stream", pattern=STREAM_RE), watermark=f.int("watermark"),
             ts_ms=f.ts_ms("ts_ms")))
 
@@ -541,7 +541,7 @@ class Command:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Command:
-        msg = _read_message(_load(payload, "cmd"), "cmd", lambda f: cls(
+        msg = read_message(_load(payload, "cmd"), "cmd", lambda f: cls(
             id=f.str("id", 64), cmd=f.str("cmd", choices=COMMANDS), ts_ms=f.ts_ms("ts_ms"),
             target=f.str("target", 64, required=False),
             known_weight_g=f.float("known_weight_g", 0.001, MAX_WEIGHT_G, required=False),
@@ -579,7 +579,7 @@ class CommandReply:
 
     @classmethod
     def from_json(cls, payload: bytes) -> CommandReply:
-        return _read_message(_load(payload, "cmd/reply"), "cmd/reply", cls._read)
+        return read_message(_load(payload, "cmd/reply"), "cmd/reply", cls._read)
 
     @classmethod
     def _read(cls, f: Fields) -> CommandReply:
@@ -624,7 +624,7 @@ class NodeConfig:
 
     @classmethod
     def from_json(cls, payload: bytes) -> NodeConfig:
-        return _read_message(_load(payload, "config"), "config", cls._read)
+        return read_message(_load(payload, "config"), "config", cls._read)
 
     @classmethod
     def _read(cls, f: Fields) -> NodeConfig:
@@ -651,7 +651,7 @@ class HubState:
 
     @classmethod
     def from_json(cls, payload: bytes) -> HubState:
-        return _read_message(_load(payload, "hub state"), "hub state", lambda f: cls(
+        return read_message(_load(payload, "hub state"), "hub state", lambda f: cls(
             online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms")))
 
 
