@@ -313,7 +313,8 @@ def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
                      gtin=gtin, location=location, qty=qty, **opt)
 
 
-def _fast_float(val: Any, lo: float, hi: float) -> float | None:
+def _fast_float(val: Any, bounds: tuple[float, float]) -> float | None:
+    lo, hi = bounds
     if type(val) is float:
         return val if lo <= val <= hi else None  # NaN fails the comparison; infinities are out of range
     if type(val) is int and lo <= val <= hi:
@@ -325,9 +326,9 @@ def _fast_shelf(obj: dict[str, Any]) -> ShelfCount | None:
     if not _SHELF_KEYS.issuperset(obj) or not _ok_base(obj):
         return None
     bin_, count, uncertain, heartbeat = obj.get("bin"), obj.get("count"), obj.get("uncertain"), obj.get("heartbeat")
-    quotient = _fast_float(obj.get("quotient"), *QUOTIENT_RANGE)
-    weight_g = _fast_float(obj.get("weight_g"), *WEIGHT_RANGE_G)
-    confidence = _fast_float(obj.get("confidence"), *CONFIDENCE_RANGE)
+    quotient = _fast_float(obj.get("quotient"), QUOTIENT_RANGE)
+    weight_g = _fast_float(obj.get("weight_g"), WEIGHT_RANGE_G)
+    confidence = _fast_float(obj.get("confidence"), CONFIDENCE_RANGE)
     if (type(bin_) is not str or len(bin_) > TEXT_MAX_CHARS or not LOCATION_RE.fullmatch(bin_) or type(count) is not int
             or not 0 <= count <= QTY_MAX or quotient is None or weight_g is None or confidence is None
             or type(uncertain) is not bool or (heartbeat is not None and type(heartbeat) is not bool)):
