@@ -1104,7 +1104,30 @@ class ReceivedHook:
     payload: dict[str, Any]
 
 
-class WebhookReceiver:
+class LoopbackServer:
+    """An aiohttp app of the test's own on a free loopback port (on the test's loop); stops and starts again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._runner: Any = None
+
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        self._runner = web.AppRunner(self.app())
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class WebhookReceiver(LoopbackServer):
     """A real HTTP receiver (aiohttp, on the test's loop) that checks Standard Webhooks signatures
     with the reference library and can be stopped and started again on the same port.
 
@@ -1115,13 +1138,12 @@ class WebhookReceiver:
     def __init__(self, secret: str | None = None) -> None:
         from hub.alerts.signing import new_secret
 
+        super().__init__()
         self.secret = secret or new_secret()
-        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.received: list[ReceivedHook] = []
         self.bad: list[str] = []
         self.answer = 200
-        self._runner: web.AppRunner | None = None
 
     async def _hook(self, request: web.Request) -> web.Response:
         from aiohttp import web
@@ -1138,22 +1160,15 @@ class WebhookReceiver:
         self.received.append(ReceivedHook(request.headers["webhook-id"], payload))
         return web.Response(status=204)
 
-    async def start(self) -> None:
+    def app(self) -> web.Application:
         from aiohttp import web
 
         app = web.Application()
         app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
 
-class AnswerLosingProxy:
+class AnswerLosingProxy(LoopbackServer):
     """A real HTTP proxy in front of a server that loses the answer to the first request naming `method`.
 
     The request reaches the server and is applied there; the caller sees the connection drop
@@ -1161,13 +1176,12 @@ class AnswerLosingProxy:
     """
 
     def __init__(self, upstream: str, method: str) -> None:
+        super().__init__()
         self.upstream, self.method = upstream.rstrip("/"), method
-        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.lost: list[str] = []  # the requests whose answers were lost
-        self._runner: Any = None
 
-    async def start(self) -> None:
+    def app(self) -> web.Application:
         import aiohttp
         from aiohttp import web
 
@@ -1186,10 +1200,4 @@ class AnswerLosingProxy:
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", forward)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
