@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Self, TypeAlias, TypeVar
@@ -49,8 +50,16 @@ GTIN_RE = re.compile(r"^[0-9]{14}$")
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 LOCATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# GS1 AI 10 (lot) and AI 21 (serial): 1-20 characters of GS1's "character set 82".
+LOT_RE = re.compile(r'^[!"%-?A-Z_a-z]{1,20}$')
+SERIAL_RE = LOT_RE
+# A return's reason code, from a `RET:` card: DAMAGED, WRONG_ITEM, UNWANTED, ...
+RETURN_REASON_RE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 
-SCAN_MODES = frozenset({"receive", "putaway", "pick", "move", "count"})
+# "return" (a customer return into a quarantine or restock location) was added in schema 1
+# without a version bump, like the newer shelf faults: an older hub holds such events back
+# ("upgrade the hub", the node keeps them), so upgrade the hub before the nodes.
+SCAN_MODES = frozenset({"receive", "putaway", "pick", "move", "count", "return"})
 # Added kinds go at the end and never away: a hub must read every kind an older node sends.
 # "unstable" (the weight never settles) and "calibration_due" (calibration out of date) were
 # added in schema 1 without a version bump: an older hub quarantines them with a reason and
@@ -125,6 +134,11 @@ class EventBase:
         return replace(self, seq=seq, accepted_ms=accepted_ms)
 
 
+def expired_on(expiry: str, ts_ms: int) -> bool:
+    """True when an expiry date (YYYY-MM-DD) is before the UTC day of ts_ms: the goods are out of date then."""
+    return expiry < time.strftime("%Y-%m-%d", time.gmtime(ts_ms / 1000))
+
+
 def _base(f: Fields) -> dict[str, Any]:
     return {"seq": f.int("seq", 1, SEQ_MAX), "ts_ms": f.ts_ms("ts_ms"),
             "accepted_ms": f.ts_ms("accepted_ms")}
@@ -135,7 +149,9 @@ class ScanEvent(EventBase):
     """An accepted scan: a stock movement the worker made, as the workflow understood it.
 
     receive: +qty at location. putaway/move: qty from from_location to location.
-    pick: -qty at location. count: location now holds exactly qty.
+    pick: -qty at location. count: location now holds exactly qty. return: +qty at location
+    (a quarantine or restock location), with the `return_reason` scanned from a card.
+    A receipt of goods already out of date (expiry before the scan's UTC day) breaks the contract.
     """
 
     scanner: str
@@ -152,25 +168,37 @@ class ScanEvent(EventBase):
     symbology: str | None = None  # AIM identifier such as "]C1"
     raw: str | None = None
     net_weight_g: float | None = None  # GS1 AI 310n on variable-measure items
+    return_reason: str | None = None  # required by mode return; means nothing on the others
 
     KIND: ClassVar[str] = "scan"
 
     @classmethod
     def read(cls, f: Fields) -> ScanEvent:
         mode = f.str("mode", choices=SCAN_MODES)
-        return cls(**_base(f), scanner=f.str("scanner", DEVICE_NAME_MAX_CHARS), mode=mode,
-                   gtin=f.str("gtin", pattern=GTIN_RE),
-                   location=f.str("location", pattern=LOCATION_RE),
-                   qty=f.int("qty", _qty_min(mode), QTY_MAX),
-                   from_location=f.str("from_location", pattern=LOCATION_RE, required=False),
-                   lot=f.str("lot", LOT_MAX_CHARS, required=False),
-                   expiry=f.str("expiry", pattern=DATE_RE, required=False),
-                   serial=f.str("serial", SERIAL_MAX_CHARS, required=False),
-                   ref=f.str("ref", REF_MAX_CHARS, required=False),
-                   operator=f.str("operator", OPERATOR_MAX_CHARS, required=False),
-                   symbology=f.str("symbology", SYMBOLOGY_MAX_CHARS, required=False),
-                   raw=f.str("raw", RAW_MAX_CHARS, required=False),
-                   net_weight_g=f.float("net_weight_g", 0.0, MAX_WEIGHT_G, required=False))
+        event = cls(**_base(f), scanner=f.str("scanner", DEVICE_NAME_MAX_CHARS), mode=mode,
+                    gtin=f.str("gtin", pattern=GTIN_RE),
+                    location=f.str("location", pattern=LOCATION_RE),
+                    qty=f.int("qty", _qty_min(mode), QTY_MAX),
+                    from_location=f.str("from_location", pattern=LOCATION_RE, required=False),
+                    lot=f.str("lot", LOT_MAX_CHARS, required=False, pattern=LOT_RE),
+                    expiry=f.str("expiry", pattern=DATE_RE, required=False),
+                    serial=f.str("serial", SERIAL_MAX_CHARS, required=False, pattern=SERIAL_RE),
+                    ref=f.str("ref", REF_MAX_CHARS, required=False),
+                    operator=f.str("operator", OPERATOR_MAX_CHARS, required=False),
+                    symbology=f.str("symbology", SYMBOLOGY_MAX_CHARS, required=False),
+                    raw=f.str("raw", RAW_MAX_CHARS, required=False),
+                    net_weight_g=f.float("net_weight_g", 0.0, MAX_WEIGHT_G, required=False),
+                    return_reason=f.str("return_reason", 32, required=False, pattern=RETURN_REASON_RE))
+        event.check()
+        return event
+
+    def check(self) -> None:
+        """The rules between fields; ContractError naming the problem."""
+        if self.mode == "return" and self.return_reason is None:
+            raise ContractError("scan: a return needs 'return_reason' (the code on the reason card)")
+        if self.mode == "receive" and self.expiry is not None and expired_on(self.expiry, self.ts_ms):
+            raise ContractError(f"scan: receipt of goods that expired on {self.expiry}, before the day of the scan; "
+                                "expired goods are not received into stock")
 
 
 def _qty_min(mode: str) -> int:
@@ -275,6 +303,7 @@ _SCAN_STR_MAX = {"scanner": DEVICE_NAME_MAX_CHARS, "lot": LOT_MAX_CHARS, "serial
                  "raw": RAW_MAX_CHARS}
 _SCAN_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "scanner", "mode", "gtin", "location", "qty",
                         "from_location", "expiry", *_SCAN_STR_MAX})
+_SCAN_PATTERNS = {"from_location": LOCATION_RE, "expiry": DATE_RE, "lot": LOT_RE, "serial": SERIAL_RE}
 _SCAN_OPTIONAL = ("from_location", "lot", "expiry", "serial", "ref", "operator", "symbology", "raw")
 _SHELF_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "bin", "count", "quotient", "weight_g",
                          "confidence", "uncertain", "heartbeat"})
@@ -303,12 +332,12 @@ def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
             continue
         if type(val) is not str or not val.isascii():
             return None
-        if key == "from_location" or key == "expiry":
-            if len(val) > TEXT_MAX_CHARS or not (LOCATION_RE if key == "from_location" else DATE_RE).fullmatch(val):
-                return None
-        elif len(val) > _SCAN_STR_MAX[key]:
+        pattern = _SCAN_PATTERNS.get(key)
+        if len(val) > _SCAN_STR_MAX.get(key, TEXT_MAX_CHARS) or (pattern is not None and not pattern.fullmatch(val)):
             return None
         opt[key] = val
+    if mode == "return" or (mode == "receive" and "expiry" in opt and expired_on(opt["expiry"], obj["ts_ms"])):
+        return None  # the rules between fields: the strict reader decides, with its reason
     return ScanEvent(seq=obj["seq"], ts_ms=obj["ts_ms"], accepted_ms=obj["accepted_ms"], scanner=scanner, mode=mode,
                      gtin=gtin, location=location, qty=qty, **opt)
 

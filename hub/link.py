@@ -2,9 +2,11 @@
 
 Receiving runs in a child process (`hub.receiver`): it subscribes to every node of the
 site and streams messages to us over a pipe, and a reader thread here hands them to the
-ingest queue. The publisher connection here carries the hub's retained state and Will,
-acks, commands and configs. The hub says "online" only when the publisher is connected
-and the worker's subscriptions are granted, because nodes re-send on seeing it online.
+ingest queue; re-sent batches (an edge's backlog) go through hub/resend_lane.py, which
+hands them over only while the writer has nothing live to do. The publisher connection
+here carries the hub's retained state and Will, acks, commands and configs. The hub says
+"online" only when the publisher is connected and the worker's subscriptions are granted,
+because nodes re-send on seeing it online.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from hub.ingest import Ingest
 from hub.receiver import SUBSCRIBED as SUBSCRIBED_FRAME
 from hub.receiver import UNSUBSCRIBED as UNSUBSCRIBED_FRAME
 from hub.receiver import FrameReader
+from hub.resend_lane import ResendLane
 from mqtt_client import connect_in_background, make_client
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class HubLink:
         self._stopping = threading.Event()
         self._worker: subprocess.Popen[bytes] | None = None
         self._reader = threading.Thread(target=self._read_worker, name="hub-receiver-reader", daemon=True)
+        self.resend_lane = ResendLane(ingest.submit, lambda: ingest.queue_depth, lambda: ingest.last_tick)
         self.client = make_client(config.mqtt, client_id=f"stock-hub-{config.site}")
         self.client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self.client.max_queued_messages_set(0)
@@ -69,6 +73,7 @@ class HubLink:
 
     def start(self) -> None:
         """Start the receive worker and connect the publisher (both reconnect by themselves)."""
+        self.resend_lane.start()
         self._reader.start()
         connect_in_background(self.client, self.config.mqtt)
 
@@ -83,6 +88,7 @@ class HubLink:
         worker = self._worker
         if worker is not None and worker.stdin is not None:
             worker.stdin.close()  # the worker exits when its stdin closes
+        self.resend_lane.stop()  # before joining the reader: a pump waiting for room in the lane returns
         if self._reader.is_alive():
             self._reader.join(10)
         self.client.disconnect()
@@ -165,15 +171,15 @@ class HubLink:
 
     def _pump(self, stream: IO[bytes]) -> None:
         frames = FrameReader()
-        submit = self.ingest.submit
+        submit, resend = self.ingest.submit, self.resend_lane.put
         fd = stream.fileno()
         while True:
             data = os.read(fd, READ_CHUNK)
             if not data:
                 return
-            for received_ms, topic, payload in frames.feed(data):
+            for received_ms, topic, payload, resent in frames.feed(data):
                 if topic:
-                    submit(topic, payload, received_ms)
+                    (resend if resent else submit)(topic, payload, received_ms)
                 elif payload == SUBSCRIBED_FRAME:
                     self._subscribed.set()
                     self._update_online()

@@ -68,7 +68,19 @@ def salvage_batch(obj: Any) -> SalvagedBatch | None:
 
 
 def stored_event(obj: Any) -> Event | RefusedEvent:
-    """An event as the hub stored it: a contract event, or the record of a refused one."""
+    """An event as the hub stored it: a contract event, or the record of a refused one.
+
+    One that an earlier hub stored and a rule added since refuses (a receipt of expired
+    goods, held above a gap while the hub was upgraded) comes back refused, with the reason:
+    it must not stop the hub from starting, and it moves no stock, as if it came now.
+    """
     if type(obj) is dict and obj.get("kind") == RefusedEvent.KIND:
         return RefusedEvent(seq=obj["seq"], reason=obj["reason"], raw=obj["event"])
-    return event_from_dict(obj)
+    try:
+        return event_from_dict(obj)
+    except UnknownToThisVersion:
+        raise
+    except ContractError as err:
+        if type(obj) is not dict or type(obj.get("seq")) is not int:
+            raise
+        return RefusedEvent(seq=obj["seq"], reason=f"stored by an earlier hub, refused by this one: {err}", raw=obj)

@@ -15,7 +15,7 @@ from hub.rules.config import RulesConfig
 from hub.rules.core import CatalogItem, RulesCore, RulesError
 from hub.rules.store import RulesDb
 from hub.rules.supplier import SupplierOption
-from hub.rules.views import decision_rows, proposal_rows, reorder_view
+from hub.rules.views import decision_rows, low_stock, proposal_rows, reorder_view
 
 T0 = 1_727_769_600_000  # 2024-10-01 00:00 UTC
 SKU = "BOLT-M8"
@@ -99,3 +99,12 @@ def test_catalog_levels_apply_once_per_change_and_survive_a_restart(tmp_path: Pa
     again = RulesCore(RulesDb(tmp_path / "rules.sqlite3"), RulesConfig(), clock, "site-a")
     assert (again.manual[SKU].reorder_min, again.manual[SKU].set_by) == (15, "sue")
     assert again.apply_catalog_levels(4, {SKU: (10, 40)}) == 0
+
+
+def test_a_sku_at_its_manual_minimum_is_low_stock_with_no_supplier_and_no_demand(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    core = RulesCore(RulesDb(tmp_path / "rules.sqlite3"), RulesConfig(), clock, "site-a")
+    core.on_commit([BalanceChange("NUT-M8", "A-01-2", 3, 3, "receive", clock(), clock())])
+    assert low_stock(core) == []
+    core.set_manual_levels("NUT-M8", 5, 20, "sue")
+    assert [(r["sku"], r["state"]) for r in low_stock(core)] == [("NUT-M8", "low")]

@@ -62,10 +62,23 @@ def low_stock(core: RulesCore) -> list[dict[str, Any]]:
     elsewhere is a replenishment task (`replenishments`), not a stockout; a negative
     balance counts as zero and is listed in `negative`.
     """
-    out = [row for row in (stock_state(core, sku) for sku in sorted(core.all_skus())) if row["state"] != "ok"]
+    out = [row for row in (stock_state(core, sku) for sku in sorted(core.all_skus()) if _may_be_short(core, sku))
+           if row["state"] != "ok"]
     out.sort(key=lambda r: (r["state"] != "stockout", r["days_of_cover"] if r["days_of_cover"] is not None
                             else math.inf, r["sku"]))
     return out
+
+
+def _may_be_short(core: RulesCore, sku: str) -> bool:
+    """Whether stock_state could call the SKU anything but ok, from the cheap parts only (exact).
+
+    Low needs reorder levels, and RulesCore.plan has them only from manual min/max or, learned,
+    with demand seen and a supplier to order from; without any, only a stockout is possible.
+    The overview asks for low_stock every second while stock moves, and most SKUs of a site
+    are neither, so the full judgement (plan, sentence) runs only for those that might be.
+    """
+    return (core.sku_stock(sku).out_of_stock or sku in core.manual
+            or (sku in core.demand and bool(core.options(sku))))
 
 
 def replenishments(core: RulesCore) -> list[dict[str, Any]]:
