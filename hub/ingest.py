@@ -582,7 +582,7 @@ class Ingest:
                     event.bin, where.sku if where else None, t_ms, hub_ms, event.count, event.weight_g,
                     event.uncertain, {"event_id": event_id, "node": node, "seq": event.seq,
                                       "confidence": event.confidence, "quotient": event.quotient,
-                                      "device_ms": event.ts_ms}), result)
+                                      "device_ms": event.ts_ms}, moving_ms=event.moving_ms), result)
         elif isinstance(event, ScanRejected):
             result.scans.append(ScanRow(event_id, node, event.seq, "rejected", event.ts_ms, hub_ms, event.scanner,
                                         event.mode, None, None, None, event.location, None, event.reason, event.raw,

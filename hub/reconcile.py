@@ -88,6 +88,26 @@ def _sign(n: int) -> int:
     return (n > 0) - (n < 0)
 
 
+def gap_ms(a: dict[str, Any], b: dict[str, Any]) -> int:
+    """How far apart two pieces of evidence are in (skew-corrected device) time.
+
+    A scan and a weight step: from the scan to the step's movement, the span from the shelf's
+    first moving sample (`from_t`, when the edge measured it) to its settle (`t`); 0 when the
+    scan fell while the shelf moved. The settle alone lags the hand by the hand's time, the
+    ring-down and the settle window, which is as long as the gap between two movements at a
+    busy bin: matched on it, a scan would be paired with the next movement's step. Anything
+    else (two scans, two steps): the difference of their times.
+    """
+    kinds = {a["type"], b["type"]}
+    if kinds != {"scan", "count"}:
+        return abs(int(a["t"]) - int(b["t"]))
+    scan, step = (a, b) if a["type"] == "scan" else (b, a)
+    start = int(step.get("from_t", step["t"]))
+    if scan["t"] < start:
+        return start - int(scan["t"])
+    return max(0, int(scan["t"]) - int(step["t"]))
+
+
 def fits(steps: Sequence[dict[str, Any]], scans: Sequence[dict[str, Any]]) -> bool:
     """Could these weight steps together be the movement these scans together claim?
 
@@ -123,6 +143,7 @@ class BinState:
     baseline: int | None = None
     baseline_weight_g: float | None = None
     baseline_t: int = 0  # when the shelf last settled with a certain count
+    moving_from_t: int | None = None  # when the shelf began to move after it (known from the edge), if it did
     scans: list[dict[str, Any]] = field(default_factory=list)  # scan movements with no step yet
     steps: list[dict[str, Any]] = field(default_factory=list)  # weight steps with no scan yet
     uncertain: list[dict[str, Any]] = field(default_factory=list)  # the latest uncertain readings
@@ -137,7 +158,7 @@ class BinState:
 
     def to_json(self) -> str:
         return json.dumps({"baseline": self.baseline, "baseline_weight_g": self.baseline_weight_g,
-                           "baseline_t": self.baseline_t,
+                           "baseline_t": self.baseline_t, "moving_from_t": self.moving_from_t,
                            "scans": self.scans, "steps": self.steps, "uncertain": self.uncertain,
                            "matched": self.matched,
                            "horizon_t": self.horizon_t, "last_hub_ms": self.last_hub_ms},
@@ -155,7 +176,7 @@ class BinState:
                        uncertain=[i for i in items if i["type"] == "uncertain"][-MAX_UNCERTAIN:],
                        horizon_t=raw.get("last_t", 0), last_hub_ms=hub_ms)
         return cls(baseline=raw["baseline"], baseline_weight_g=raw["baseline_weight_g"],
-                   baseline_t=raw.get("baseline_t", 0), scans=raw["scans"],
+                   baseline_t=raw.get("baseline_t", 0), moving_from_t=raw.get("moving_from_t"), scans=raw["scans"],
                    steps=raw["steps"], uncertain=raw["uncertain"], matched=raw.get("matched", []),
                    horizon_t=raw["horizon_t"],
                    last_hub_ms=raw["last_hub_ms"])
@@ -227,12 +248,20 @@ class Reconciler:
         return self._judge(bin_name, state, hub_ms)
 
     def shelf_count(self, bin_name: str, sku: str | None, t_ms: int, hub_ms: int, count: int, weight_g: float,
-                    uncertain: bool, evidence: dict[str, Any]) -> list[NewDiscrepancy]:
-        """A settled shelf count; a certain one different from the baseline is a weight step."""
+                    uncertain: bool, evidence: dict[str, Any], moving_ms: int = 0) -> list[NewDiscrepancy]:
+        """A settled shelf count; a certain one different from the baseline is a weight step.
+
+        moving_ms: how long the shelf moved before it settled at this count (the edge measures
+        it; 0 when it did not): the step's movement spans from then to t_ms.
+        """
         state = self._state(bin_name)
         self.dirty.add(bin_name)
         if self._exclude_if_faulted(bin_name, state):
             return []
+        if moving_ms > 0 and state.baseline is not None:
+            # The movement since the last certain count began at the first of these motions.
+            began = max(t_ms - moving_ms, state.baseline_t)
+            state.moving_from_t = began if state.moving_from_t is None else min(state.moving_from_t, began)
         if uncertain:
             if state.baseline is None:
                 return []
@@ -252,9 +281,12 @@ class Reconciler:
                     "count": count, "prev_count": state.baseline, "weight_g": weight_g,
                     "prev_weight_g": state.baseline_weight_g, "prev_t": state.baseline_t, "unit_g": unit_g,
                     "cv": cv}
+            if state.moving_from_t is not None and state.moving_from_t <= t_ms:
+                item["from_t"] = state.moving_from_t
             self._pair(state, item)
         # A restatement (delta 0) adds no evidence, but its time shows how far the bin has got.
         state.baseline, state.baseline_weight_g, state.baseline_t = count, weight_g, t_ms
+        state.moving_from_t = None
         return self._judge(bin_name, state, hub_ms)
 
     def fault_seen(self, bin_name: str, reason: str) -> None:
@@ -309,7 +341,7 @@ class Reconciler:
             log.info("bin %s: %d scan(s) and weight step(s) not judged: %s", bin_name, state.pending, reason)
         self.outcomes[EXCLUDED] += state.pending
         state.scans, state.steps, state.matched = [], [], []
-        state.baseline = state.baseline_weight_g = None  # the first certain count after the fault starts afresh
+        state.baseline = state.baseline_weight_g = state.moving_from_t = None  # the first certain count after the fault starts afresh
         self.dirty.add(bin_name)
 
     def _pair(self, state: BinState, item: dict[str, Any], depth: int = 0) -> None:
@@ -326,10 +358,10 @@ class Reconciler:
             return fits([cand], [item]) if is_scan else fits([item], [cand])
 
         options: list[tuple[int, dict[str, Any] | None, dict[str, Any]]] = [  # (gap, pair taken apart, partner)
-            (abs(c["t"] - item["t"]), None, c) for c in (state.steps if is_scan else state.scans)
-            if abs(c["t"] - item["t"]) <= self.window_ms and explains(c)]
-        options += [(abs(p[other_kind]["t"] - item["t"]), p, p[other_kind]) for p in state.matched
-                    if abs(p[other_kind]["t"] - item["t"]) < abs(p["scan"]["t"] - p["step"]["t"])
+            (gap_ms(c, item), None, c) for c in (state.steps if is_scan else state.scans)
+            if gap_ms(c, item) <= self.window_ms and explains(c)]
+        options += [(gap_ms(p[other_kind], item), p, p[other_kind]) for p in state.matched
+                    if gap_ms(p[other_kind], item) < gap_ms(p["scan"], p["step"])
                     and explains(p[other_kind])]
         best = min(options, key=lambda o: o[0], default=None)
         if best is None:
@@ -358,7 +390,7 @@ class Reconciler:
         twice their gap plus REORDER_MS (or both are ripe), the pair is final and forgotten.
         """
         scan, step = pair["scan"], pair["step"]
-        gap = abs(scan["t"] - step["t"])
+        gap = gap_ms(scan, step)
         return (horizon_t > max(scan["t"], step["t"]) + 2 * gap + REORDER_MS
                 or (self._ripe(scan, horizon_t, now_hub_ms) and self._ripe(step, horizon_t, now_hub_ms)))
 
@@ -421,14 +453,16 @@ class Reconciler:
                 # is their net change; only the sum of the scans in between can be judged against it.
                 kind = CONFIRMED if fits([covering], covered) else QUANTITY_MISMATCH
                 window = _Verdict(kind, covered, [covering])
-                ready_all = self._ripe(covering, state.horizon_t, now_hub_ms) or overdue
+                # Every scan in it ripe too: one made after the settle may be the next movement's,
+                # whose step (up to T after that scan) has not arrived yet.
+                ready_all = forced or all(self._ripe(i, state.horizon_t, now_hub_ms) for i in [covering, *covered])
                 return window if ready_all else DEFER
         group = self._adding_up(item, own, near_other, is_scan)
         if group is not None:
             mine, theirs = group
             return verdict(CONFIRMED, mine, theirs) if ready(mine + theirs) else DEFER
         if near_other:
-            closest = min(near_other, key=lambda o: abs(o["t"] - item["t"]))
+            closest = min(near_other, key=lambda o: gap_ms(o, item))
             rivals = [o for o in self._near(closest, own, sign) if o is not item]
             partner = next((r for r in rivals if (fits([closest], [r]) if is_scan else fits([r], [closest]))), None)
             if partner is not None:  # the closest belongs to another: confirm them, and judge item after
@@ -453,19 +487,24 @@ class Reconciler:
         return _Verdict(SCAN_WITHOUT_MOVEMENT, sorted([item, *alone], key=lambda i: i["t"]), [], note=note)
 
     def _covered_scans(self, state: BinState, step: dict[str, Any]) -> list[dict[str, Any]]:
-        """The pending scans between the shelf's previous settled count and this step (plus T after it)."""
-        return sorted((s for s in state.scans if step.get("prev_t", step["t"]) <= s["t"] <= step["t"] + self.window_ms),
-                      key=lambda s: s["t"])
+        """The pending scans between the shelf's previous settled count and this step (plus T after it)
+        that are no closer to another pending step (a scan right after a settle may be the next one's)."""
+        return sorted((s for s in state.scans if self._covers(step, s)
+                       and self._covering_step(state, s) is step), key=lambda s: s["t"])
+
+    def _covers(self, step: dict[str, Any], scan: dict[str, Any]) -> bool:
+        return step.get("prev_t", step["t"]) <= scan["t"] <= step["t"] + self.window_ms
 
     def _covering_step(self, state: BinState, scan: dict[str, Any]) -> dict[str, Any] | None:
-        """A pending step whose span (previous settled count to step) holds this scan, if any."""
-        return next((st for st in sorted(state.steps, key=lambda i: i["t"])
-                     if st.get("prev_t", st["t"]) <= scan["t"] <= st["t"] + self.window_ms), None)
+        """The pending step whose span (previous settled count to step) holds this scan and whose
+        movement is closest to it (the earliest of equals), if any."""
+        return min((st for st in state.steps if self._covers(st, scan)),
+                   key=lambda st: (gap_ms(scan, st), st["t"]), default=None)
 
     def _near(self, item: dict[str, Any], candidates: list[dict[str, Any]], sign: int) -> list[dict[str, Any]]:
         """The candidates in the same direction within the time tolerance of item, oldest first."""
         return sorted((c for c in candidates if _sign(c["qty_delta"]) == sign
-                       and abs(c["t"] - item["t"]) <= self.window_ms), key=lambda c: c["t"])
+                       and gap_ms(c, item) <= self.window_ms), key=lambda c: c["t"])
 
     def _adding_up(self, item: dict[str, Any], own: list[dict[str, Any]], near_other: list[dict[str, Any]],
                    is_scan: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
@@ -512,7 +551,7 @@ class Reconciler:
                     continue  # it has its own explanation to find at its bin
                 if not (fits([cand], [item]) if is_scan else fits([item], [cand])):
                     continue
-                gap = abs(cand["t"] - item["t"])
+                gap = gap_ms(cand, item)
                 if best is None or gap < best[0]:
                     best = (gap, neighbour, cand)
         if best is None:
