@@ -65,6 +65,8 @@ DEFAULT_UNIT_WEIGHT_CV = 0.01  # what the edge assumes when the catalog gives no
 MAX_RUN = 6  # at most this many picks settle as one step (or handfuls make one put-away)
 MAX_PENDING = 64  # a bin with more unexplained evidence than this is judged oldest first, to bound state
 MAX_UNCERTAIN = 8  # uncertain readings kept per bin as evidence
+SCAN_LAG_MS = 5000  # a worker scans within about this long of the movement (before or after)
+MAX_CONFIRMED = 8  # confirmed scans remembered per bin, to tell a double scan from a wrong bin
 REORDER_MS = 1000  # how far out of device-time order evidence at one bin is assumed to arrive
 MAX_REPAIRS = 4  # a partner set free by a closer match looks for another this many times over
 OVERDUE_WINDOWS = 2  # a judgement waits at most this many windows for related evidence to ripen
@@ -147,6 +149,7 @@ class BinState:
     scans: list[dict[str, Any]] = field(default_factory=list)  # scan movements with no step yet
     steps: list[dict[str, Any]] = field(default_factory=list)  # weight steps with no scan yet
     uncertain: list[dict[str, Any]] = field(default_factory=list)  # the latest uncertain readings
+    confirmed: list[dict[str, Any]] = field(default_factory=list)  # the latest confirmed scans (t, qty, sku)
     # Scan-step pairs confirmed one to one while a closer partner may still arrive (until ripe).
     matched: list[dict[str, dict[str, Any]]] = field(default_factory=list)
     horizon_t: int = 0  # latest skew-corrected device time seen at the bin
@@ -160,7 +163,7 @@ class BinState:
         return json.dumps({"baseline": self.baseline, "baseline_weight_g": self.baseline_weight_g,
                            "baseline_t": self.baseline_t, "moving_from_t": self.moving_from_t,
                            "scans": self.scans, "steps": self.steps, "uncertain": self.uncertain,
-                           "matched": self.matched,
+                           "matched": self.matched, "confirmed": self.confirmed,
                            "horizon_t": self.horizon_t, "last_hub_ms": self.last_hub_ms},
                           separators=(",", ":"))
 
@@ -178,6 +181,7 @@ class BinState:
         return cls(baseline=raw["baseline"], baseline_weight_g=raw["baseline_weight_g"],
                    baseline_t=raw.get("baseline_t", 0), moving_from_t=raw.get("moving_from_t"), scans=raw["scans"],
                    steps=raw["steps"], uncertain=raw["uncertain"], matched=raw.get("matched", []),
+                   confirmed=raw.get("confirmed", []),
                    horizon_t=raw["horizon_t"],
                    last_hub_ms=raw["last_hub_ms"])
 
@@ -407,6 +411,8 @@ class Reconciler:
         if state.matched:
             kept = [p for p in state.matched if not self._settled(p, state.horizon_t, now_hub_ms)]
             if len(kept) != len(state.matched):
+                for done in (p for p in state.matched if not any(p is k for k in kept)):
+                    _remember(state, [done["scan"]], [done["step"]])
                 state.matched = kept
                 self.dirty.add(bin_name)
         if state.pending and self._exclude_if_faulted(bin_name, state):
@@ -552,6 +558,12 @@ class Reconciler:
                 if not (fits([cand], [item]) if is_scan else fits([item], [cand])):
                     continue
                 gap = gap_ms(cand, item)
+                scan, scan_state = (item, state) if is_scan else (cand, theirs)
+                twin_gap = _double_scan_gap(scan, scan_state)
+                if twin_gap is not None and twin_gap < gap and gap > SCAN_LAG_MS:
+                    # It repeats a scan confirmed by a movement closer to it, and the neighbour moved
+                    # longer before or after it than a worker scans: a double scan, not a wrong bin.
+                    continue
                 if best is None or gap < best[0]:
                     best = (gap, neighbour, cand)
         if best is None:
@@ -579,6 +591,7 @@ class Reconciler:
         self.dirty.update({scan_bin, step_bin, bin_name})
         self.outcomes[verdict.kind] += 1
         if verdict.kind == CONFIRMED:
+            _remember(self.bins[scan_bin], verdict.scans, verdict.steps)
             return None
         return self._finding(scan_bin, verdict)
 
@@ -618,6 +631,26 @@ class Reconciler:
 def _runs(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Every run of consecutive items (in time order), one to MAX_RUN long."""
     return [items[i:j] for i in range(len(items)) for j in range(i + 1, min(len(items), i + MAX_RUN) + 1)]
+
+
+def _remember(state: BinState, scans: list[dict[str, Any]], steps: list[dict[str, Any]]) -> None:
+    """Keep the latest confirmed scans at a bin with the movement each was confirmed by (bounded)."""
+    if scans and steps:
+        kept = []
+        for scan in scans:
+            step = min(steps, key=lambda st: gap_ms(scan, st))
+            kept.append({"type": "scan", "t": scan["t"], "qty_delta": scan["qty_delta"], "sku": scan.get("sku"),
+                         "step": {"type": "count", "t": step["t"], "from_t": step.get("from_t", step["t"])}})
+        state.confirmed = [*state.confirmed, *kept][-MAX_CONFIRMED:]
+
+
+def _double_scan_gap(scan: dict[str, Any], state: BinState) -> int | None:
+    """A scan repeating a confirmed scan at its bin (same SKU and quantity): how far it is from the
+    movement that one was confirmed by (the closest such). None if it repeats none."""
+    twins = [*state.confirmed, *({**p["scan"], "step": p["step"]} for p in state.matched)]
+    gaps = [gap_ms(scan, twin["step"]) for twin in twins
+            if twin["t"] != scan["t"] and twin["qty_delta"] == scan["qty_delta"] and twin.get("sku") == scan.get("sku")]
+    return min(gaps, default=None)
 
 
 def _remove(items: list[dict[str, Any]], item: dict[str, Any]) -> None:

@@ -255,6 +255,30 @@ def test_a_wrong_bin_holding_another_sku_is_matched_by_weight() -> None:
     assert d.kinds() == [("wrong_bin", "A-1", 6, 6)]
 
 
+def test_a_double_scan_is_not_taken_for_a_wrong_bin_by_an_older_unscanned_step_next_door() -> None:
+    """The bench's seed 1: a piece stolen from A-2, then 20 s later a pick of one at A-1 scanned twice.
+    The extra scan repeats a confirmed one 0.8 s before; the neighbour moved 20 s before it: a double
+    scan (scan without movement) and a theft (unscanned removal), not a pick from the wrong bin."""
+    d = Driver()
+    d.move("A-2", T0 + 2500, -1, moving_ms=2000)  # the theft
+    d.move("A-1", T0 + 22_500, -1, moving_ms=2500)  # the pick, from T0 + 20_000
+    d.scan("A-1", T0 + 22_000, -1)
+    d.scan("A-1", T0 + 22_800, -1)  # the label scanned again
+    d.finish(T0 + 23_000)
+    assert d.kinds() == [("scan_without_movement", "A-1", -1, 0), ("unscanned_removal", "A-2", 0, -1)]
+
+
+def test_a_pick_from_the_wrong_bin_right_after_a_scanned_pick_is_still_a_wrong_bin() -> None:
+    """The scan repeats the one before, but the neighbour moved while it was made: the wrong bin."""
+    d = Driver()
+    d.move("A-1", T0 + 2500, -1, moving_ms=2500)
+    d.scan("A-1", T0 + 2000, -1)
+    d.move("A-2", T0 + 6000, -1, moving_ms=2500)  # from T0 + 3500
+    d.scan("A-1", T0 + 5000, -1)
+    d.finish(T0 + 6000)
+    assert d.kinds() == [("wrong_bin", "A-1", -1, -1)]
+
+
 def test_a_bin_on_another_node_is_not_a_neighbour() -> None:
     d = Driver()
     d.scan("A-1", T0, +6)
