@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import Comparison, Metrics, report, run_rounds  # noqa: E402
 from contract import Channel, EventBatch, ScanEvent, ShelfCount, node_topic  # noqa: E402
 from hub.catalog import parse_catalog_csv  # noqa: E402
-from hub.ingest import CommitResult, Ingest  # noqa: E402
+from hub.commit import CommitResult  # noqa: E402
+from hub.ingest import Ingest  # noqa: E402
 from hub.store import SqliteStore  # noqa: E402
 
 SITE = "bench"

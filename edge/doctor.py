@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from contract import Channel, HubState, NodeState, hub_state_topic, node_topic
+from contract.clock import now_ms
 from edge.config import EdgeConfig, load_edge_config
 from settings import ConfigError
 
@@ -300,7 +301,7 @@ class _BrokerProbe:
         """Publish this node's true state, not retained; the PUBACK reason code is the write ACL's answer."""
         topic = node_topic(self.config.site, self.config.node, Channel.STATE)
         state = NodeState(node=self.config.node, online=agent_running, boot_id=f"doctor-{secrets.token_hex(4)}",
-                          ts_ms=int(time.time() * 1000))
+                          ts_ms=now_ms())
         info = self.client.publish(topic, state.to_json(), qos=1, retain=False)
         with self.acked:
             self.acked.wait_for(lambda: info.mid in self.puback, BROKER_TIMEOUT_S)
@@ -386,11 +387,11 @@ def check_storage(state_dir: Path) -> list[Check]:
     return checks
 
 
-def check_outbox(path: Path, now_ms: int | None = None) -> Check:
+def check_outbox(path: Path, at_ms: int | None = None) -> Check:
     """How many events wait for the hub's ack, and since when (read-only: the agent may run)."""
     if not path.exists():
         return Check("outbox", True, f"{path}: not created yet (the agent creates it on first start)")
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    at_ms = at_ms if at_ms is not None else now_ms()
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
@@ -402,8 +403,8 @@ def check_outbox(path: Path, now_ms: int | None = None) -> Check:
         return Check("outbox", False, f"{path}: unreadable ({err})", "run as root (sudo edge-agent doctor)")
     if depth == 0:
         return Check("outbox", True, "empty: the hub has acknowledged every event")
-    oldest_ms = int(json.loads(row[0]).get("accepted_ms", now_ms))
-    age_s = (now_ms - oldest_ms) / 1000
+    oldest_ms = int(json.loads(row[0]).get("accepted_ms", at_ms))
+    age_s = (at_ms - oldest_ms) / 1000
     detail = f"{depth} event(s) waiting for the hub's ack, oldest accepted {age_s:.0f} s ago"
     return Check("outbox", age_s <= OUTBOX_STALE_S, detail,
                  "events are safe here but the hub has not acknowledged them: see the broker lines above; "
@@ -504,7 +505,7 @@ def save_report(state_dir: Path, checks: list[Check]) -> Path:
     """Keep the result where the agent finds it (durably: a power cut leaves the old or the new)."""
     from edge.state import write_file_durably
     red = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
-    doc = {"ts_ms": int(time.time() * 1000), "checks": len(checks), "red": red}
+    doc = {"ts_ms": now_ms(), "checks": len(checks), "red": red}
     path = state_dir / REPORT_NAME
     state_dir.mkdir(parents=True, exist_ok=True)
     write_file_durably(path, json.dumps(doc, indent=1).encode())

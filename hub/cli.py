@@ -36,7 +36,7 @@ async def _serve(config_path: str) -> int:
     watchdog = Watchdog(notifier)
     watchdog.register("ingest")
     watchdog.register("event-loop")
-    service.ingest.heartbeat = lambda: watchdog.beat("ingest")
+    service.ingest.writer.heartbeat = lambda: watchdog.beat("ingest")
     runner = web.AppRunner(make_app(service), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http_host, config.http_port)

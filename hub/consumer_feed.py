@@ -33,8 +33,8 @@ from contract.outbound import (
     discrepancies_topic,
     sku_topic,
 )
+from hub.commit import CommitResult
 from hub.config import IntegrationsConfig
-from hub.ingest import CommitResult
 from hub.rules import views
 
 if TYPE_CHECKING:

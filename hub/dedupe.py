@@ -6,6 +6,11 @@ recorded in the quarantine with the reason. Seqs that arrive above W + 1
 (out of order, or after a loss in the broker) are remembered in `above` until the gap
 closes. A gap that stays open is asked for again with a `resend_from` command.
 
+Events are stored as they arrive but applied to the ledger in seq order: the events stored
+above a gap are held here, beside the seqs they fill (`StreamTrack.held`), and released in
+order as the watermark passes them. A count scan sets an absolute quantity, so applying in
+any other order would make the balance depend on delivery order.
+
 A node writes one stream at a time (a new one only when its storage is replaced), so the
 book keeps memory bounded per node: one live stream, retired ones only until they hold
 nothing (then just their id is remembered, in a short list), and a budget of new streams
@@ -14,11 +19,14 @@ per node; a stream beyond it is refused with a reason the hub quarantines.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from contract import ContractError
+from contract import ContractError, Event, RefusedEvent
+
+log = logging.getLogger(__name__)
 
 # A real node starts a new stream only when its SD card is wiped or replaced: a few a year.
 # Four at once, then one per quarter hour, leaves room for a technician swapping cards
@@ -37,9 +45,18 @@ class StreamRefused(ContractError):
     """A stream the book will not track; the text is the quarantine reason."""
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An event stored above a gap, applied when the gap closes."""
+
+    event_id: int
+    event: Event | RefusedEvent
+    received_ms: int
+
+
 @dataclass
 class StreamTrack:
-    """Progress of one (node, stream)."""
+    """Progress of one (node, stream), and the events stored above its gap."""
 
     node: str
     stream: str
@@ -52,6 +69,7 @@ class StreamTrack:
     # lacks can never come, so stop asking for it and stop counting it as "behind".
     retired: bool = False
     retired_at: float = 0.0  # monotonic time it was retired, to drop the oldest first
+    held: dict[int, Held] = field(default_factory=dict)  # seq -> event stored above the gap
 
     def is_duplicate(self, seq: int) -> bool:
         return seq <= self.watermark or seq in self.above
@@ -67,16 +85,46 @@ class StreamTrack:
         elif seq > self.watermark:
             self.above.add(seq)
 
-    def skip_through(self, seq: int) -> None:
-        """Settle every seq up to `seq` (those never received are lost), then advance over any run."""
+    def arrive(self, seq: int, event: Held) -> list[Held]:
+        """Record a newly stored event; returns what to apply now, in seq order.
+
+        That is the event and the held run after it, or nothing when it lands above a gap
+        (then it is held until the gap closes).
+        """
+        before = self.watermark
+        self.add(seq)
+        if self.watermark == before:
+            self.held[seq] = event
+            return []
+        return [event, *self._release(range(seq + 1, self.watermark + 1))]
+
+    def skip_through(self, seq: int) -> list[Held]:
+        """Settle every seq up to `seq` (those never received are lost), then advance over any run.
+
+        Returns the held events the watermark moved over, to apply now in seq order.
+        """
         if seq <= self.watermark:
-            return
+            return []
+        received = {s for s in self.above if s <= seq}  # stored and held: applied, not lost
         self.above = {s for s in self.above if s > seq}
         self.watermark = seq
         self.max_seq = max(self.max_seq, seq)
         while self.watermark + 1 in self.above:
             self.watermark += 1
             self.above.discard(self.watermark)
+        # The skipped range may be long and mostly empty: only the received seqs and the run after are held.
+        return self._release(sorted(received | {k for k in self.held if seq < k <= self.watermark}))
+
+    def _release(self, seqs: range | list[int]) -> list[Held]:
+        """Take the held events at these seqs, in order."""
+        out = []
+        for seq in seqs:
+            item = self.held.pop(seq, None)
+            if item is None:  # cannot happen while memory matches the disk; say so loudly
+                log.error("node %s stream %s: seq %d was held but is not in memory", self.node, self.stream, seq)
+                continue
+            out.append(item)
+        return out
 
     def unreceived(self) -> int:
         """Seqs below max_seq not in the ledger, counted even for a retired stream."""
@@ -202,8 +250,10 @@ class StreamBook:
         """How many trackers the book holds for one node."""
         return sum(1 for n, _ in self.tracks if n == node)
 
-    def load(self, node: str, stream: str, watermark: int, above: set[int], max_seq: int) -> None:
-        self.tracks[(node, stream)] = StreamTrack(node, stream, watermark, set(above), max_seq)
+    def load(self, node: str, stream: str, watermark: int, above: set[int], max_seq: int,
+             held: dict[int, Held] | None = None) -> None:
+        """A stream's progress as saved with the ledger, with its events stored above the gap."""
+        self.tracks[(node, stream)] = StreamTrack(node, stream, watermark, set(above), max_seq, held=held or {})
 
     def gaps(self, settle_s: float = 2.0, repeat_s: float = 5.0) -> list[tuple[StreamTrack, int]]:
         """Gaps to ask for again now; first prunes retired trackers (this runs between commits)."""

@@ -1,19 +1,17 @@
-"""Ingest: validate -> dedupe -> append to the ledger -> commit -> ack -> notify pages.
+"""Ingest: message -> ledger. Validate, dedupe, append, then ack after the commit.
 
-One writer thread owns the write side of the store (docs/architecture.md, hop 9). It drains whatever has
-arrived since its last commit and writes it in one transaction (group commit): at low
-load every message commits on its own with no added wait, under load many messages share
-one fsync. Acks are published only after the commit, so an ack is a promise kept.
+The single writer (`hub.writer`, docs/architecture.md hop 9) owns the write side of the
+store and hands this module each group of drained messages as one transaction. Acks are
+published only after the commit, so an ack is a promise kept.
 
 A payload that breaks the contract is quarantined with its reason in the same
 transaction as the good traffic around it; nothing a node sends can stop the thread.
 
-Events are stored as they arrive but applied to the ledger (movements, balances,
-reconciliation) in seq order per stream: one that arrives above a gap is held until the
-gap closes. A count scan sets an absolute quantity, so applying in any other order would
-make the balance depend on delivery order. The ack watermark is exactly the applied prefix.
-Reconciliation (hub.reconcile) runs here, inside the same transaction, on skew-corrected
-device time; its per-bin state is saved with the commit and reloaded at start.
+Each channel (events, state, birth, command reply) and each event kind has one small
+function here. Events are applied in seq order per stream; the held events above a gap are
+kept by `hub.dedupe`. The ack watermark is exactly the applied prefix. Reconciliation
+(hub.reconcile) runs here, inside the same transaction, on skew-corrected device time; its
+per-bin state is saved with the commit and reloaded at start.
 """
 
 from __future__ import annotations
@@ -21,13 +19,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import queue
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from contract import (
@@ -54,22 +50,19 @@ from contract import (
     salvage_batch,
     stored_event,
 )
+from contract.clock import now_ms
 from hub.catalog import CatalogIndex
 from hub.commands import CommandLog
-from hub.dedupe import StreamBook, StreamTrack
+from hub.commit import CommitResult, Inbound
+from hub.dedupe import Held, StreamBook, StreamTrack
+from hub.discrepancies import Discrepancies
 from hub.faults import ActiveFaults
 from hub.lag import LagTracker, StageTimes
-from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_event
-from hub.plausibility import (
-    STUCK_AT_DOCK,
-    PlausibilitySettings,
-    apply_fix,
-    count_difference,
-    negative_balances,
-    stuck_at_dock,
-)
+from hub.ledger import COUNT_ADJUSTMENT, SkuResolver, apply_event
+from hub.plausibility import PlausibilitySettings, count_difference, negative_balances
 from hub.reconcile import Reconciler
-from hub.store.base import Catalog, EventsAlreadyStored, NewDiscrepancy, ScanRow, ShelfFaultRow, Store, WriteTx
+from hub.store.base import Catalog, EventsAlreadyStored, ScanRow, Store, WriteTx
+from hub.writer import MessageFailed, SingleWriter
 
 log = logging.getLogger(__name__)
 
@@ -80,62 +73,24 @@ GAP_REPEAT_S = 5.0
 CATALOG_POLL_S = 2.0  # how soon a `stock-hub import-catalog` from another process is picked up
 DEFAULT_WINDOW_MS = 30_000
 
-# The stage times of one committed event (kept under its old name for the web layer).
-LagSample = StageTimes
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+# (node, stream) -> receive time of its latest message in this commit: the streams to ack after it.
+Touched = dict[tuple[str, str], int]
 
 
 @dataclass(frozen=True, slots=True)
-class Inbound:
-    """A message as it came off the broker."""
+class _Applying:
+    """One event being applied: where it is written and when it happened on the hub's clock."""
 
-    topic: str
-    payload: bytes
-    received_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class _WriterJob:
-    """Work from another thread that must run in the writer's transaction (API writes)."""
-
-    fn: Callable[[WriteTx], Any]
-    future: Future[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """An event stored above a gap, applied when the gap closes."""
-
+    tx: WriteTx
+    node: str
     event_id: int
-    event: Event | RefusedEvent
-    received_ms: int
-
-
-@dataclass
-class CommitResult:
-    """What one group commit did, handed to the web layer on the event loop."""
-
-    committed_ms: int = 0
-    events_new: int = 0
-    events_duplicate: int = 0
-    quarantined: list[str] = field(default_factory=list)
-    balances: list[BalanceChange] = field(default_factory=list)
-    nodes_changed: set[str] = field(default_factory=set)
-    replies: list[CommandReply] = field(default_factory=list)
-    lag: list[LagSample] = field(default_factory=list)
-    discrepancies_opened: list[NewDiscrepancy] = field(default_factory=list)
-    discrepancies_closed: list[int] = field(default_factory=list)
-    events_held: int = 0  # stored above a gap, applied once it closes
-    faults_changed: list[ShelfFaultRow] = field(default_factory=list)  # set (active) or cleared, in order
-    scans: list[ScanRow] = field(default_factory=list)  # scans and rejected scans applied, in order
-    shelf_confidence: dict[str, float] = field(default_factory=dict)  # bin -> confidence of its last certain count
+    hub_ms: int  # the commit's time
+    t_ms: int  # the device's time of the event, corrected by the node's clock skew
+    result: CommitResult
 
 
 class Ingest:
-    """The single writer: a thread fed by a queue."""
+    """Message -> ledger, on the single writer's thread."""
 
     def __init__(self, store: Store, site: str, publish_ack: Callable[[Ack], None],
                  send_command: Callable[[str, Command], None],
@@ -148,7 +103,6 @@ class Ingest:
         self._send_command = send_command
         self._on_commit = on_commit
         self._fixed_resolver = resolve_sku  # None: the catalog's GTIN -> SKU map
-        self._queue: queue.SimpleQueue[Inbound | _WriterJob | None] = queue.SimpleQueue()
         self.book = StreamBook()
         self.commands = CommandLog()  # replies are taken only for commands sent through it
         self.catalog = CatalogIndex(Catalog(0))
@@ -158,19 +112,27 @@ class Ingest:
                                      neighbours_of=lambda b: self.catalog.neighbours(b),
                                      fault_of=self.faults.is_faulted)
         self.plausibility = plausibility or PlausibilitySettings()
-        self._dock_checked = 0.0
         # Last certain shelf count per bin (memory only: heartbeats restate it after a restart).
         self._shelf_count: dict[str, int] = {}
         self.lag = LagTracker()
-        self._held: dict[tuple[str, str], dict[int, _Held]] = {}
         self._skew_ms: dict[str, int] = {}  # node clock minus hub clock, from the last birth
         self._devices: dict[str, dict[str, dict[str, Any]]] = {}
         self._catalog_checked = 0.0
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
-        self.last_tick = time.monotonic()  # for the watchdog: the writer loop is alive
-        # Called by the writer thread on every pass (at least every IDLE_TICK_S): a writer stuck
-        # in the store stops the beats and, under systemd, the watchdog pings.
-        self.heartbeat: Callable[[], None] = lambda: None
+        # Its heartbeat is called on every pass (at least every IDLE_TICK_S): a writer stuck in
+        # the store stops the beats and, under systemd, the watchdog pings.
+        self.writer: SingleWriter[Inbound, WriteTx] = SingleWriter(
+            "ingest-writer", commit=self._commit, run_job=self._in_transaction, set_aside=self._quarantine_alone,
+            recover=self._load_state, on_tick=self._tick, tick_s=IDLE_TICK_S, max_batch=MAX_MESSAGES_PER_COMMIT,
+            failure_note="nothing acknowledged: the nodes keep their copies and re-send; memory reloaded from disk")
+        # Opened in commits here; closed by people and by the periodic checks (hub.discrepancies).
+        self.discrepancies = Discrepancies(store, self.reconciler, self.plausibility, lambda b: self.catalog.bin(b),
+                                           self.writer, on_commit, self._load_state)
+        self._channel_appliers: dict[Channel, Callable[[WriteTx, str, Inbound, CommitResult, Touched], None]] = {
+            Channel.EVENTS: self._apply_events_message, Channel.STATE: self._apply_state,
+            Channel.BIRTH: self._apply_birth, Channel.CMD_REPLY: self._apply_command_reply}
+        self._event_appliers: dict[type, Callable[[_Applying, Any], None]] = {
+            ScanEvent: self._apply_scan, ShelfFault: self._apply_shelf_fault, ShelfCount: self._apply_shelf_count,
+            ScanRejected: self._apply_scan_rejected, DeviceChange: self._apply_device_change}
         self.committed_total = 0
         self.duplicates_total = 0
         self.quarantined_total = 0
@@ -180,18 +142,15 @@ class Ingest:
 
     def start(self) -> None:
         self._load_state()
-        self._thread.start()
+        self.writer.start()
 
     def _load_state(self) -> None:
         """Memory from disk: stream positions, held events, skews, devices, catalog, reconciliation state."""
         self.book = StreamBook()
-        self._held = {}
         for pos in self.store.stream_positions():
-            self.book.load(pos.node, pos.stream, pos.watermark, set(pos.above), pos.max_seq)
-            if pos.above:
-                self._held[(pos.node, pos.stream)] = {
-                    h.seq: _Held(h.event_id, stored_event(json.loads(h.body)), h.received_ms)
-                    for h in self.store.held_events(pos.node, pos.stream, pos.watermark)}
+            held = {h.seq: Held(h.event_id, stored_event(json.loads(h.body)), h.received_ms)
+                    for h in self.store.held_events(pos.node, pos.stream, pos.watermark)} if pos.above else {}
+            self.book.load(pos.node, pos.stream, pos.watermark, set(pos.above), pos.max_seq, held)
         for row in self.store.nodes():
             if row.clock_skew_ms is not None:
                 self._skew_ms[row.node] = row.clock_skew_ms
@@ -207,138 +166,53 @@ class Ingest:
 
     def submit(self, topic: str, payload: bytes, received_ms: int | None = None) -> None:
         """Queue a message (any thread; called from paho's network thread)."""
-        self._queue.put(Inbound(topic, payload, now_ms() if received_ms is None else received_ms))
+        self.writer.put(Inbound(topic, payload, now_ms() if received_ms is None else received_ms))
 
     def run_in_writer(self, fn: Callable[[WriteTx], Any]) -> Future[Any]:
         """Run fn(tx) on the writer thread in its own transaction, after what is queued (any thread)."""
-        future: Future[Any] = Future()
-        self._queue.put(_WriterJob(fn, future))
-        return future
+        return self.writer.run_in_writer(fn)
 
-    def close_discrepancy(self, ident: int, note: str) -> Future[Any]:
-        """Close one open discrepancy with a person's note (API: resolved)."""
-        def close(tx: WriteTx) -> None:
-            tx.close_discrepancies([ident], now_ms(), None, note)
-            for ids in self.reconciler.open_ids.values():
-                if ident in ids:
-                    ids.remove(ident)
-        return self.run_in_writer(close)
-
-    def request_recount(self, ident: int, requested_by: str) -> Future[Any]:
-        """Record a person's recount request for one discrepancy (API: recount); it stays open.
-
-        A count scan at the bin closes it (and so answers the request), or a person resolves it.
-        """
-        def request(tx: WriteTx) -> int:
-            requested_ms = now_ms()
-            tx.request_recount(ident, requested_by, requested_ms)
-            return requested_ms
-        return self.run_in_writer(request)
-
-    def apply_fix(self, ident: int, operator: str, reason: str = "") -> Future[Any]:
-        """Book an open discrepancy's suggested correction and close it (API: apply-fix).
-
-        The future's result is the balance changes; a ValueError says why nothing was booked.
-        """
-        def fix(tx: WriteTx) -> list[BalanceChange]:
-            found = self.store.discrepancies(None, None, 1, ident + 1)  # the writer's thread: nothing uncommitted
-            if not found or found[0].id != ident:
-                raise LookupError(f"no discrepancy {ident}")
-            return apply_fix(tx, found[0], operator, reason, now_ms())
-
-        def committed(done: Future[Any]) -> None:
-            if done.exception() is None:
-                self._forget_open([ident])
-                changes = done.result()
-                self._on_commit(CommitResult(committed_ms=now_ms(), balances=changes, discrepancies_closed=[ident]))
-        # Attached before the job is queued, so it runs on the writer thread that owns the reconciler.
-        future: Future[Any] = Future()
-        future.add_done_callback(committed)
-        self._queue.put(_WriterJob(fix, future))
-        return future
+    def _in_transaction(self, fn: Callable[[WriteTx], Any]) -> Any:
+        with self.store.write() as tx:
+            return fn(tx)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued, then stop the thread."""
-        self._queue.put(None)
-        self._thread.join(timeout_s)
+        self.writer.stop(timeout_s)
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return self.writer.queue_depth
+
+    @property
+    def last_tick(self) -> float:
+        """Monotonic time of the writer loop's last pass (the health check's "alive")."""
+        return self.writer.last_tick
 
     # ----------------------------------------------------------------- the writer thread
 
-    def _run(self) -> None:
-        last_gap_check = time.monotonic()
-        while True:
-            self.last_tick = time.monotonic()
-            self.heartbeat()
-            if self.last_tick - last_gap_check >= IDLE_TICK_S:
-                last_gap_check = self.last_tick
-                self._request_gaps()
-                self._maybe_reload_catalog()
-                self._expire_windows()
-                self._check_dock()
-            try:
-                first = self._queue.get(timeout=IDLE_TICK_S)
-            except queue.Empty:
-                continue
-            batch: list[Inbound] = []
-            stopping = first is None
-            job = first if isinstance(first, _WriterJob) else None
-            if isinstance(first, Inbound):
-                batch.append(first)
-            while job is None and len(batch) < MAX_MESSAGES_PER_COMMIT:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                if isinstance(item, _WriterJob):
-                    job = item
-                    break
-                batch.append(item)
-            if batch:
-                self._commit(batch)
-            if job is not None:
-                self._run_job(job)
-            if stopping:
-                return
+    def _tick(self) -> None:
+        """Between commits, at least every IDLE_TICK_S."""
+        self._request_gaps()
+        self._maybe_reload_catalog()
+        self.discrepancies.expire_windows()
+        self.discrepancies.check_dock()
 
     def _commit(self, batch: list[Inbound]) -> None:
-        """Commit a drained batch; a message that breaks the code (not the contract) is set aside.
+        """Commit a drained batch in one transaction; MessageFailed names a message that broke the code."""
+        try:
+            self._commit_once(batch)
+        except EventsAlreadyStored as err:
+            # Memory missed events the disk holds; nothing was written. Redo it one insert at a time.
+            log.warning("ingest: %s; redoing the commit of %d message(s) unbatched", err, len(batch))
+            self._load_state()
+            self._commit_once(batch, batched=False)
 
-        A bug triggered by one odd message must not hold back every other node's traffic in
-        the same group commit, again at each re-send: the batch is retried without it, and
-        it is quarantined with the error so a person sees it.
-        """
-        batched = True
-        while batch:
-            try:
-                self._commit_once(batch, batched)
-                return
-            except EventsAlreadyStored as err:
-                # Memory missed events the disk holds; nothing was written. Redo it one insert at a time.
-                log.warning("ingest: %s; redoing the commit of %d message(s) unbatched", err, len(batch))
-                self._load_state()
-                batched = False
-            except _MessageFailed as failed:
-                log.error("ingest: a message on %s failed with %r; quarantining it and committing the rest",
-                          failed.msg.topic, failed.error, exc_info=failed.error)
-                self._load_state()  # memory may hold half of the failed message: match the disk again
-                batch = [m for m in batch if m is not failed.msg]
-                self._quarantine_alone(failed.msg, f"hub could not process this message ({failed.error!r}); "
-                                                   "report it with the hub log")
-            except Exception:
-                # Storage failed (disk full, I/O error): nothing was acknowledged, so the edges
-                # keep their copies and re-send. Reload everything so memory matches the disk.
-                log.exception("ingest commit of %d message(s) failed; nothing acknowledged", len(batch))
-                self._load_state()
-                return
-
-    def _quarantine_alone(self, msg: Inbound, reason: str) -> None:
+    def _quarantine_alone(self, msg: Inbound, error: Exception) -> None:
+        """Set aside a message that broke the code (not the contract), so a person sees it."""
+        reason = f"hub could not process this message ({error!r}); report it with the hub log"
+        log.error("ingest: quarantining the message on %s that failed with %r; the rest of its commit goes on",
+                  msg.topic, error)
         try:
             with self.store.write() as tx:
                 tx.quarantine(msg.received_ms, msg.topic, _topic_node(msg.topic), reason[:500], msg.payload)
@@ -349,7 +223,7 @@ class Ingest:
 
     def _commit_once(self, batch: list[Inbound], batched: bool = True) -> None:
         result = CommitResult(committed_ms=now_ms())
-        touched: dict[tuple[str, str], int] = {}  # (node, stream) -> last receive time, latest last
+        touched: Touched = {}  # latest last
         with self.store.write(batched) as tx:
             for msg in batch:
                 try:
@@ -357,14 +231,14 @@ class Ingest:
                 except self.store.storage_errors:
                     raise  # the store's fault (disk full, I/O), not the message's
                 except Exception as err:
-                    raise _MessageFailed(msg, err) from err
+                    raise MessageFailed(msg, err) from err
             for (node, stream), received_ms in touched.items():
                 track = self.book.get(node, stream)
                 tx.set_stream(node, stream, track.watermark, track.max_seq, result.committed_ms)
                 # Once per commit, not per message: the stream of the latest events is the
                 # node's current one (a wiped SD card starts a new one).
                 tx.update_node(node, last_seen_ms=received_ms, stream=stream)
-            self._save_windows(tx)
+            self.discrepancies.save_windows(tx)
         self.batches_total += 1
         self.committed_total += result.events_new
         self.duplicates_total += result.events_duplicate
@@ -375,63 +249,17 @@ class Ingest:
             self._publish_ack(Ack(node=node, stream=stream, watermark=self.book.get(node, stream).watermark, ts_ms=ts))
         self._on_commit(result)
 
-    def _run_job(self, job: _WriterJob) -> None:
-        if not job.future.set_running_or_notify_cancel():
-            return
-        try:
-            with self.store.write() as tx:
-                value = job.fn(tx)
-        except BaseException as err:
-            job.future.set_exception(err)
-        else:
-            job.future.set_result(value)
-
-    def _save_windows(self, tx: WriteTx) -> None:
-        """Persist the reconciliation state of the bins this commit changed, with the evidence that changed them."""
-        for bin_name in self.reconciler.dirty:
-            tx.save_reconcile_state(bin_name, self.reconciler.bins[bin_name].to_json())
-        self.reconciler.dirty.clear()
-
-    def _record(self, tx: WriteTx, found: list[NewDiscrepancy], result: CommitResult) -> None:
-        for new in found:
-            self.reconciler.opened(new.bin, tx.open_discrepancy(new))
-            result.discrepancies_opened.append(new)
-
-    def _apply(self, tx: WriteTx, msg: Inbound, result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
+    def _apply(self, tx: WriteTx, msg: Inbound, result: CommitResult, touched: Touched) -> None:
+        """One message, by its channel; a payload that breaks the contract is quarantined with the reason."""
         node: str | None = None
         try:
             address = _parse_topic(msg.topic)
             node = address.node
             if node == HUB_NODE or address.site != self.site:
                 return
-            if address.channel is Channel.EVENTS:
-                obj = load_payload(msg.payload, "events")  # decoded once: validated below, stored raw
-                batch: EventBatch | SalvagedBatch
-                try:
-                    batch = EventBatch.from_obj(obj)
-                except ContractError:
-                    # Some events broke the contract: settle those seqs as refused rather than
-                    # hold back every later event of the stream (contract.RefusedEvent).
-                    salvaged = salvage_batch(obj)
-                    if salvaged is None:
-                        raise
-                    batch = salvaged
-                self._apply_events(tx, batch, obj["events"], node, msg, result, touched)
-            elif address.channel is Channel.STATE:
-                if msg.payload:  # an empty retained message only clears the topic
-                    state = NodeState.from_json(msg.payload)
-                    _check_node(state.node, node)
-                    tx.update_node(node, online=int(state.online), state_ms=msg.received_ms,
-                                   last_seen_ms=msg.received_ms)
-                    result.nodes_changed.add(node)
-            elif address.channel is Channel.BIRTH:
-                self._apply_birth(tx, Birth.from_json(msg.payload), node, msg, result, touched)
-            elif address.channel is Channel.CMD_REPLY:
-                reply = CommandReply.from_json(msg.payload)
-                _check_node(reply.node, node)
-                self.commands.check(reply)  # UnsolicitedReply (a ContractError): quarantined
-                result.replies.append(reply)
-                tx.update_node(node, last_seen_ms=msg.received_ms)
+            apply = self._channel_appliers.get(address.channel)  # the hub's own channels are not read back
+            if apply is not None:
+                apply(tx, node, msg, result, touched)
         except ContractError as err:
             reason = str(err)
             if isinstance(err, UnknownToThisVersion):
@@ -441,9 +269,43 @@ class Ingest:
             tx.quarantine(msg.received_ms, msg.topic, node, reason, msg.payload)
             result.quarantined.append(reason)
 
+    def _apply_events_message(self, tx: WriteTx, node: str, msg: Inbound, result: CommitResult,
+                              touched: Touched) -> None:
+        """A batch of events; those that break the contract are refused one by one, the rest applied."""
+        obj = load_payload(msg.payload, "events")  # decoded once: validated below, stored raw
+        batch: EventBatch | SalvagedBatch
+        try:
+            batch = EventBatch.from_obj(obj)
+        except ContractError:
+            # Some events broke the contract: settle those seqs as refused rather than
+            # hold back every later event of the stream (contract.RefusedEvent).
+            salvaged = salvage_batch(obj)
+            if salvaged is None:
+                raise
+            batch = salvaged
+        self._apply_events(tx, batch, obj["events"], node, msg, result, touched)
+
+    def _apply_state(self, tx: WriteTx, node: str, msg: Inbound, result: CommitResult,
+                     touched: Touched) -> None:
+        """The node's online state (its Will says offline)."""
+        if msg.payload:  # an empty retained message only clears the topic
+            state = NodeState.from_json(msg.payload)
+            _check_node(state.node, node)
+            tx.update_node(node, online=int(state.online), state_ms=msg.received_ms, last_seen_ms=msg.received_ms)
+            result.nodes_changed.add(node)
+
+    def _apply_command_reply(self, tx: WriteTx, node: str, msg: Inbound, result: CommitResult,
+                             touched: Touched) -> None:
+        """A node's answer to a command the hub sent it."""
+        reply = CommandReply.from_json(msg.payload)
+        _check_node(reply.node, node)
+        self.commands.check(reply)  # UnsolicitedReply (a ContractError): quarantined
+        result.replies.append(reply)
+        tx.update_node(node, last_seen_ms=msg.received_ms)
+
     def _apply_events(self, tx: WriteTx, batch: EventBatch | SalvagedBatch, raw_events: list[Any], node: str,
                       msg: Inbound,
-                      result: CommitResult, touched: dict[tuple[str, str], int]) -> None:
+                      result: CommitResult, touched: Touched) -> None:
         _check_node(batch.node, node)
         track = self.book.admit(node, batch.stream)  # StreamRefused (a ContractError): quarantined
         touched.pop((node, batch.stream), None)
@@ -485,114 +347,101 @@ class Ingest:
     def _sequence(self, tx: WriteTx, track: StreamTrack, event_id: int, event: Event | RefusedEvent,
                   received_ms: int, result: CommitResult) -> None:
         """Apply the event if it is next in its stream (then any held run after it), else hold it."""
-        before = track.watermark
-        track.add(event.seq)
-        if track.watermark == before:  # above a gap
-            self._held.setdefault((track.node, track.stream), {})[event.seq] = _Held(event_id, event, received_ms)
+        ready = track.arrive(event.seq, Held(event_id, event, received_ms))
+        if not ready:
             result.events_held += 1
-            return
-        self._apply_one(tx, track.node, event_id, event, received_ms, result)
-        self._apply_held(tx, track, event.seq, result)
+        self._apply_in_order(tx, track.node, ready, result)
 
-    def _apply_held(self, tx: WriteTx, track: StreamTrack, after_seq: int, result: CommitResult,
-                    received_below_skip: set[int] | None = None) -> None:
-        """Apply, in seq order, the held events the watermark has just moved over.
-
-        After a skip over lost seqs (`received_below_skip`: the stored seqs up to the skip
-        point) the range may be long and mostly empty: only those and the run after are held.
-        """
-        if track.watermark <= after_seq:
-            return
-        held = self._held.get((track.node, track.stream), {})
-        if received_below_skip is None:
-            expected: list[int] | range = range(after_seq + 1, track.watermark + 1)
-        else:
-            skip_end = max(received_below_skip, default=after_seq)
-            expected = sorted(received_below_skip | {k for k in held if skip_end < k <= track.watermark})
-        for seq in expected:
-            item = held.pop(seq, None)
-            if item is None:  # cannot happen while memory matches the disk; say so loudly
-                log.error("node %s stream %s: seq %d was held but is not in memory", track.node, track.stream, seq)
-                continue
-            self._apply_one(tx, track.node, item.event_id, item.event, item.received_ms, result)
-        if not held:
-            self._held.pop((track.node, track.stream), None)
+    def _apply_in_order(self, tx: WriteTx, node: str, ready: list[Held], result: CommitResult) -> None:
+        for item in ready:
+            self._apply_one(tx, node, item.event_id, item.event, item.received_ms, result)
 
     def _apply_one(self, tx: WriteTx, node: str, event_id: int, event: Event | RefusedEvent, received_ms: int,
                    result: CommitResult) -> None:
-        """Ledger movements, then reconciliation, then device and lag bookkeeping for one event."""
+        """The event's own effects (one function per kind, below), then its lag sample."""
         if isinstance(event, RefusedEvent):
             return  # its seq is settled; it moves no stock (the quarantine row says why)
-        hub_ms = result.committed_ms
+        skew = self._skew_ms.get(node, 0)
+        self._event_appliers[type(event)](_Applying(tx, node, event_id, result.committed_ms, event.ts_ms - skew,
+                                                    result), event)
+        result.lag.append(StageTimes(node, event.ts_ms, event.accepted_ms, received_ms, result.committed_ms, skew))
+
+    def _apply_scan(self, at: _Applying, event: ScanEvent) -> None:
+        """Movements, then plausibility (a pick that would go negative) or, for a count, what it closes or shows."""
+        tx, node, event_id, hub_ms, result = at.tx, at.node, at.event_id, at.hub_ms, at.result
+        sku = self._resolve_sku(event.gtin)
         book_before: int | None = None  # a count scan: the book before it, when the bin had one
-        if isinstance(event, ScanEvent) and event.mode == "count":
-            sku = self._resolve_sku(event.gtin)
-            if tx.has_balance(sku, event.location):
-                book_before = tx.balance(sku, event.location)
+        if event.mode == "count" and tx.has_balance(sku, event.location):
+            book_before = tx.balance(sku, event.location)
         changes = apply_event(tx, event_id, event, hub_ms, self._resolve_sku, self.catalog.bin)
         result.balances.extend(changes)
-        skew = self._skew_ms.get(node, 0)
-        t_ms = event.ts_ms - skew
+        result.scans.append(ScanRow(event_id, node, event.seq, "accepted", event.ts_ms, hub_ms, event.scanner,
+                                    event.mode, event.gtin, sku, event.qty, event.location, event.from_location,
+                                    None, event.raw, event.operator))
         rec = self.reconciler
-        if isinstance(event, ScanEvent):
-            result.scans.append(ScanRow(event_id, node, event.seq, "accepted", event.ts_ms, hub_ms, event.scanner,
-                                        event.mode, event.gtin, self._resolve_sku(event.gtin), event.qty,
-                                        event.location, event.from_location, None, event.raw, event.operator))
-            if event.mode == "count":
-                closed = rec.count_scan(event.location)
-                if closed:
-                    adjusted = sum(c.qty_delta for c in changes if c.reason == COUNT_ADJUSTMENT)
-                    note = (f"count scan by {event.operator or event.scanner} on node {node} set bin "
-                            f"{event.location} to {event.qty} (adjustment {adjusted:+d})")
-                    tx.close_discrepancies(closed, hub_ms, event_id, note)
-                    result.discrepancies_closed.extend(closed)
-                elif book_before is not None and self._unsensored(event.location):
-                    # Nothing open explains the difference: it is news (a bin's first count is not).
-                    found = count_difference(event_id, node, event, self._resolve_sku(event.gtin), book_before,
-                                             t_ms, hub_ms)
-                    self._record(tx, [found] if found else [], result)
-            else:
-                self._record(tx, negative_balances(tx, event_id, node, event, changes, t_ms, hub_ms,
-                                                   self.plausibility, self._shelf_holds), result)
-                for change in changes:
-                    if change.location in rec.bins:
-                        self._record(tx, rec.scan(change.location, change.sku, t_ms, hub_ms, change.qty_delta, {
-                            "event_id": event_id, "node": node, "seq": event.seq, "mode": event.mode,
-                            "qty": event.qty, "device_ms": event.ts_ms}), result)
-        elif isinstance(event, ShelfFault):
-            result.faults_changed.extend(self.faults.apply(tx, node, event_id, event, t_ms, hub_ms))
-            reason = self.faults.is_faulted(event.bin)
-            if reason is not None:
-                # What the bin weighed while the fault lasts is not evidence; neither is what was pending.
-                rec.fault_seen(event.bin, reason)
-        elif isinstance(event, ShelfCount):
-            # A certain count first clears the range faults it disproves (hub.faults), so
-            # reconciliation sees the bin as trusted again from this count on.
-            result.faults_changed.extend(self.faults.apply(tx, node, event_id, event, t_ms, hub_ms))
-            if not event.uncertain:
-                result.shelf_confidence[event.bin] = event.confidence
-            where = self.catalog.bin(event.bin)
-            if not event.uncertain and (where is None or where.sensored):
-                self._shelf_count[event.bin] = event.count
-            # Reconciled: bins the catalog marks sensored, and bins it does not know yet. Not:
-            # weight-only bins (the sensor is the ledger there) and bins the catalog says have
-            # no sensor (a misconfigured controller must not invent discrepancies).
-            if where is None or (where.sensored and not where.weight_only):
-                self._record(tx, rec.shelf_count(
-                    event.bin, where.sku if where else None, t_ms, hub_ms, event.count, event.weight_g,
-                    event.uncertain, {"event_id": event_id, "node": node, "seq": event.seq,
-                                      "confidence": event.confidence, "quotient": event.quotient,
-                                      "device_ms": event.ts_ms}, moving_ms=event.moving_ms), result)
-        elif isinstance(event, ScanRejected):
-            result.scans.append(ScanRow(event_id, node, event.seq, "rejected", event.ts_ms, hub_ms, event.scanner,
-                                        event.mode, None, None, None, event.location, None, event.reason, event.raw,
-                                        None))
-        elif isinstance(event, DeviceChange):
-            devices = self._devices.setdefault(node, {})
-            devices[event.device] = {"device": event.device, "device_kind": event.device_kind,
-                                     "present": event.present, "path": event.path}
-            tx.update_node(node, devices=list(devices.values()))
-        result.lag.append(LagSample(node, event.ts_ms, event.accepted_ms, received_ms, hub_ms, skew))
+        if event.mode == "count":
+            closed = rec.count_scan(event.location)
+            if closed:
+                adjusted = sum(c.qty_delta for c in changes if c.reason == COUNT_ADJUSTMENT)
+                note = (f"count scan by {event.operator or event.scanner} on node {node} set bin "
+                        f"{event.location} to {event.qty} (adjustment {adjusted:+d})")
+                tx.close_discrepancies(closed, hub_ms, event_id, note)
+                result.discrepancies_closed.extend(closed)
+            elif book_before is not None and self._unsensored(event.location):
+                # Nothing open explains the difference: it is news (a bin's first count is not).
+                found = count_difference(event_id, node, event, sku, book_before, at.t_ms, hub_ms)
+                self.discrepancies.record(tx, [found] if found else [], result)
+            return
+        self.discrepancies.record(tx, negative_balances(tx, event_id, node, event, changes, at.t_ms, hub_ms,
+                                           self.plausibility, self._shelf_holds), result)
+        for change in changes:
+            if change.location in rec.bins:
+                self.discrepancies.record(tx, rec.scan(change.location, change.sku, at.t_ms, hub_ms, change.qty_delta, {
+                    "event_id": event_id, "node": node, "seq": event.seq, "mode": event.mode,
+                    "qty": event.qty, "device_ms": event.ts_ms}), result)
+
+    def _apply_shelf_fault(self, at: _Applying, event: ShelfFault) -> None:
+        """Set or clear the fault; while it lasts, what the bin weighs is not evidence."""
+        at.result.faults_changed.extend(self.faults.apply(at.tx, at.node, at.event_id, event, at.t_ms, at.hub_ms))
+        reason = self.faults.is_faulted(event.bin)
+        if reason is not None:
+            # What the bin weighed while the fault lasts is not evidence; neither is what was pending.
+            self.reconciler.fault_seen(event.bin, reason)
+
+    def _apply_shelf_count(self, at: _Applying, event: ShelfCount) -> None:
+        """Weight-only bins book it; sensored bins reconcile it against the scans."""
+        tx, result = at.tx, at.result
+        result.balances.extend(apply_event(tx, at.event_id, event, at.hub_ms, self._resolve_sku, self.catalog.bin))
+        # A certain count first clears the range faults it disproves (hub.faults), so
+        # reconciliation sees the bin as trusted again from this count on.
+        result.faults_changed.extend(self.faults.apply(tx, at.node, at.event_id, event, at.t_ms, at.hub_ms))
+        if not event.uncertain:
+            result.shelf_confidence[event.bin] = event.confidence
+        where = self.catalog.bin(event.bin)
+        if not event.uncertain and (where is None or where.sensored):
+            self._shelf_count[event.bin] = event.count
+        # Reconciled: bins the catalog marks sensored, and bins it does not know yet. Not:
+        # weight-only bins (the sensor is the ledger there) and bins the catalog says have
+        # no sensor (a misconfigured controller must not invent discrepancies).
+        if where is None or (where.sensored and not where.weight_only):
+            self.discrepancies.record(tx, self.reconciler.shelf_count(
+                event.bin, where.sku if where else None, at.t_ms, at.hub_ms, event.count, event.weight_g,
+                event.uncertain, {"event_id": at.event_id, "node": at.node, "seq": event.seq,
+                                  "confidence": event.confidence, "quotient": event.quotient,
+                                  "device_ms": event.ts_ms}, moving_ms=event.moving_ms), result)
+
+    def _apply_scan_rejected(self, at: _Applying, event: ScanRejected) -> None:
+        """No stock moves; the scans page shows what the worker heard and why."""
+        at.result.scans.append(ScanRow(at.event_id, at.node, event.seq, "rejected", event.ts_ms, at.hub_ms,
+                                       event.scanner, event.mode, None, None, None, event.location, None,
+                                       event.reason, event.raw, None))
+
+    def _apply_device_change(self, at: _Applying, event: DeviceChange) -> None:
+        """A scanner or shelf controller plugged in or out: the node's device list."""
+        devices = self._devices.setdefault(at.node, {})
+        devices[event.device] = {"device": event.device, "device_kind": event.device_kind,
+                                 "present": event.present, "path": event.path}
+        at.tx.update_node(at.node, devices=list(devices.values()))
 
     def _shelf_holds(self, location: str, sku: str, qty: int) -> bool:
         """A shelf weighs this location, the catalog says it holds this SKU (or names none), and its
@@ -607,43 +456,6 @@ class Ingest:
         where = self.catalog.bin(location)
         return where is None or not where.sensored
 
-    def _check_dock(self) -> None:
-        """Open a "put away or check" task for stock left at a dock too long; close those put away since."""
-        settings = self.plausibility
-        now = time.monotonic()
-        if not settings.dock_locations or now - self._dock_checked < settings.dock_check_s:
-            return
-        self._dock_checked = now
-        at_ms = now_ms()
-        try:
-            aged = {(a.location, a.sku): a for a in
-                    self.store.aged_stock(settings.dock_locations, at_ms - settings.dock_max_age_ms)}
-            # Per dock: open discrepancies elsewhere, however many, cannot hide an open task here.
-            open_tasks = {(d.bin, d.sku): d.id for dock in settings.dock_locations
-                          for d in self.store.discrepancies("open", dock, 1000, None) if d.kind == STUCK_AT_DOCK}
-            new = [stuck_at_dock(a, settings, at_ms) for key, a in aged.items() if key not in open_tasks]
-            done = [ident for key, ident in open_tasks.items() if key not in aged]
-            if not new and not done:
-                return
-            result = CommitResult(committed_ms=at_ms)
-            with self.store.write() as tx:
-                self._record(tx, new, result)
-                if done:
-                    tx.close_discrepancies(done, at_ms, None, "put away (nothing older than the limit left there)")
-                    self._forget_open(done)
-                    result.discrepancies_closed.extend(done)
-        except Exception:
-            log.exception("could not check the stock left at %s; will retry", ", ".join(settings.dock_locations))
-            self._load_state()
-            return
-        self._on_commit(result)
-
-    def _forget_open(self, ids: list[int]) -> None:
-        """Drop closed discrepancies from the reconciler's index of open ones."""
-        gone = set(ids)
-        for bin_ids in self.reconciler.open_ids.values():
-            bin_ids[:] = [i for i in bin_ids if i not in gone]
-
     def _maybe_reload_catalog(self) -> None:
         now = time.monotonic()
         if now - self._catalog_checked < CATALOG_POLL_S:
@@ -657,25 +469,10 @@ class Ingest:
         except Exception:
             log.exception("could not reload the catalog; keeping rev %d", self.catalog.rev)
 
-    def _expire_windows(self) -> None:
-        """Judge reconciliation evidence at bins that went quiet (by the hub's clock)."""
-        skus = {b: (c.sku if (c := self.catalog.bin(b)) else None) for b in self.reconciler.bins}
-        found = self.reconciler.expire(now_ms(), skus)
-        if not found and not self.reconciler.dirty:
-            return
-        result = CommitResult(committed_ms=now_ms())
-        try:
-            with self.store.write() as tx:
-                self._record(tx, found, result)
-                self._save_windows(tx)
-        except Exception:
-            log.exception("could not record %d discrepancy(ies); reloading state", len(found))
-            self._load_state()
-            return
-        self._on_commit(result)
-
-    def _apply_birth(self, tx: WriteTx, birth: Birth, node: str, msg: Inbound, result: CommitResult,
-                     touched: dict[tuple[str, str], int]) -> None:
+    def _apply_birth(self, tx: WriteTx, node: str, msg: Inbound, result: CommitResult,
+                     touched: Touched) -> None:
+        """A node (re)started: its stream, what it no longer holds, clock skew and devices."""
+        birth = Birth.from_json(msg.payload)
         _check_node(birth.node, node)
         track = self.book.admit(node, birth.stream, by_birth=True)
         track.max_seq = max(track.max_seq, birth.last_seq)
@@ -700,7 +497,7 @@ class Ingest:
                  birth.clock_ms - msg.received_ms)
 
     def _settle_deleted(self, tx: WriteTx, track: StreamTrack, birth: Birth, msg: Inbound, result: CommitResult,
-                        touched: dict[tuple[str, str], int]) -> None:
+                        touched: Touched) -> None:
         """Seqs the node no longer holds can never be re-sent: settle those the ledger lacks.
 
         A node deletes an event only on the hub's ack, and its outbox is the unacknowledged
@@ -713,9 +510,8 @@ class Ingest:
         if gone_through <= track.watermark:
             return
         before = track.watermark
-        received = {s for s in track.above if s <= gone_through}  # stored, held: applied below
-        lost = gone_through - before - len(received)
-        track.skip_through(gone_through)
+        lost = gone_through - before - sum(1 for s in track.above if s <= gone_through)  # those held are not lost
+        ready = track.skip_through(gone_through)
         if lost:
             reason = (f"node {birth.node} stream {birth.stream}: {lost} event(s) between seq {before + 1} and "
                       f"{gone_through} were acknowledged earlier but are not in the ledger, and the node no longer "
@@ -724,7 +520,7 @@ class Ingest:
             log.error("%s", reason)
             tx.quarantine(msg.received_ms, msg.topic, birth.node, reason, msg.payload)
             result.quarantined.append(reason)
-        self._apply_held(tx, track, before, result, received_below_skip=received)
+        self._apply_in_order(tx, track.node, ready, result)
         touched.setdefault((track.node, track.stream), msg.received_ms)
 
     def _request_gaps(self) -> None:
@@ -745,15 +541,6 @@ _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 # A node publishes on a handful of topics: parse each once (a bad topic raises every time).
 _parse_topic = functools.lru_cache(maxsize=4096)(parse_topic)
-
-
-class _MessageFailed(Exception):
-    """One message raised something other than a ContractError while being applied."""
-
-    def __init__(self, msg: Inbound, error: Exception) -> None:
-        super().__init__(repr(error))
-        self.msg = msg
-        self.error = error
 
 
 def _topic_node(topic: str) -> str | None:

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from contract.clock import now_ms
-from hub.ingest import CommitResult
+from hub.commit import CommitResult
 from hub.store.base import ScanRow
 
 log = logging.getLogger(__name__)

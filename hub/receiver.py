@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from contract.clock import now_ms
 from hub.rx_session import SessionSettings, run_session
 
 FRAME = struct.Struct("<QHI")
@@ -87,7 +88,7 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
         write(b"".join([encode_frame(received_ms, topic, payload) for topic, payload in messages]))
 
     def control(what: bytes) -> None:
-        write(encode_frame(int(time.time() * 1000), b"", what))
+        write(encode_frame(now_ms(), b"", what))
 
     def forever() -> None:
         delay_s = RECONNECT_MIN_S

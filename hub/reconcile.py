@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.clock import now_ms
 from hub.store.base import NewDiscrepancy
 
 log = logging.getLogger(__name__)
@@ -622,7 +623,7 @@ class Reconciler:
                                "label": f"Book {abs(scan_sum)} {into} instead of {bin_name}",
                                "note": f"the scan of {_pieces(scan_sum)} of {sku} at {bin_name} "
                                        f"was for {neighbour} (its shelf moved; {bin_name}'s did not)"}
-        return NewDiscrepancy(bin=bin_name, sku=sku, kind=verdict.kind, opened_ms=int(time.time() * 1000),
+        return NewDiscrepancy(bin=bin_name, sku=sku, kind=verdict.kind, opened_ms=now_ms(),
                               device_from_ms=t_from, device_to_ms=t_to, scan_qty=scan_sum, sensed_qty=sensed_sum,
                               sentence=sentence, action=action,
                               evidence=json.dumps(evidence, separators=(",", ":")))

@@ -45,6 +45,8 @@ from gmqtt.mqtt.handler import MQTTConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from contract.clock import now_ms
+
 log = logging.getLogger("hub.receiver")
 
 CONNECT_TIMEOUT_S = 10.0
@@ -107,7 +109,7 @@ async def _session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable
         batch = pending[:]
         pending.clear()
         try:
-            deliver(int(time.time() * 1000), batch)
+            deliver(now_ms(), batch)
         except BaseException as err:  # a loop callback's error would only be logged: end the session with it
             if not ended.done():
                 ended.set_exception(err)

@@ -9,10 +9,11 @@ from typing import Any
 
 from contract.clock import now_ms
 from hub.catalog import node_configs
+from hub.commit import CommitResult
 from hub.config import HubConfig
 from hub.consumer_feed import ConsumerFeed
 from hub.health import HealthSettings, NodeHealth, node_health
-from hub.ingest import CommitResult, Ingest
+from hub.ingest import Ingest
 from hub.link import HubLink
 from hub.live import LiveFeed
 from hub.plausibility import PlausibilitySettings

@@ -45,8 +45,9 @@ from edge.shelf.sim import SimBin, VirtualController
 from edge.sink import OutboxSink
 from edge.state import EdgeState
 from hub.catalog import parse_catalog_csv
+from hub.commit import CommitResult
 from hub.config import HUB_SETTINGS, HubConfig, hub_config_from
-from hub.ingest import CommitResult, Ingest
+from hub.ingest import Ingest
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
 from hub.store import SqliteStore
 from settings import resolve

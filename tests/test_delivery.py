@@ -129,7 +129,7 @@ async def test_bad_payloads_are_quarantined_and_valid_traffic_flows(broker: Priv
                 assert any(expected in r for r in reasons), f"no quarantine reason mentions {expected!r}: {reasons}"
             oversize = next(q for q in hub.service.store.quarantine_rows(50) if "exceeds" in q.reason)
             assert oversize.size_bytes == 300_000  # the size is kept even though the stored copy is cut
-            assert hub.service.ingest._thread.is_alive()
+            assert hub.service.ingest.writer.is_alive()
         finally:
             raw.close()
 
@@ -200,7 +200,7 @@ async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_comm
             raw.publish(topic, scan_batch(node, stream, [1, 2], "U-01-1"))
             await wait_for(lambda: raw.acked() == 2, what="ack of the valid batch")
             assert hub.balance("U-01-1") == 1  # seq 1 was the refused one
-            assert hub.service.ingest._thread.is_alive()
+            assert hub.service.ingest.writer.is_alive()
         finally:
             raw.close()
 

@@ -170,6 +170,6 @@ def test_the_outbox_check_never_writes(tmp_path: Path) -> None:
     stored = outbox.append([scan(), scan()])
     outbox.close()
     before = path.read_bytes()
-    check = check_outbox(path, now_ms=stored[0].accepted_ms + 10_000)
+    check = check_outbox(path, at_ms=stored[0].accepted_ms + 10_000)
     assert check.ok and check.detail == "2 event(s) waiting for the hub's ack, oldest accepted 10 s ago"
     assert path.read_bytes() == before

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hub.ingest import CommitResult
+from hub.commit import CommitResult
 from hub.ledger import BalanceChange
 from hub.live import LiveFeed, sse_frame
 from tests.support import wait_for

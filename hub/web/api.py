@@ -143,7 +143,7 @@ async def resolve_discrepancy(request: web.Request) -> web.Response:
         raise web.HTTPConflict(reason=f"discrepancy {ident} is already closed")
     who = identity_of(request)
     text = f"resolved by {who.name if who else 'a user'}" + (f": {note[:300]}" if note else "")
-    await asyncio.wrap_future(service.ingest.close_discrepancy(ident, text))
+    await asyncio.wrap_future(service.ingest.discrepancies.close(ident, text))
     return web.json_response({"ok": True, "id": ident, "status": "closed", "close_note": text})
 
 
@@ -159,7 +159,7 @@ async def recount_discrepancy(request: web.Request) -> web.Response:
         raise web.HTTPConflict(reason=f"discrepancy {ident} is already closed")
     who = identity_of(request)
     name = who.name if who else "a user"
-    requested_ms = await asyncio.wrap_future(service.ingest.request_recount(ident, name))
+    requested_ms = await asyncio.wrap_future(service.ingest.discrepancies.request_recount(ident, name))
     return web.json_response({"ok": True, "id": ident, "status": "open", "state": RECOUNT_REQUESTED,
                               "recount_requested_by": name, "recount_requested_ms": requested_ms})
 
@@ -176,7 +176,7 @@ async def apply_discrepancy_fix(request: web.Request) -> web.Response:
     who = identity_of(request)
     name = who.name if who else "a user"
     try:
-        changes = await asyncio.wrap_future(service.ingest.apply_fix(ident, name, note.strip()[:300]))
+        changes = await asyncio.wrap_future(service.ingest.discrepancies.apply_fix(ident, name, note.strip()[:300]))
     except LookupError:
         raise web.HTTPNotFound(reason=f"no discrepancy {ident}") from None
     except ValueError as err:

@@ -36,8 +36,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from contract import SHELF_FAULTS
+from hub.commit import CommitResult
 from hub.health import NodeHealth
-from hub.ingest import CommitResult
 from hub.rules import outbox
 from hub.service import HubService
 from hub.web.auth import public
