@@ -380,7 +380,11 @@ class Ingest:
                                     None, event.raw, event.operator))
         rec = self.reconciler
         if event.mode == "count":
-            closed = rec.count_scan(event.location)
+            if book_before is not None and book_before != event.qty and event.location in rec.bins:
+                # The count disagrees with the book: what is pending at the bin says why. Judged now,
+                # since the count ends it (and closes what it finds, with the rest).
+                self.discrepancies.record(tx, rec.judge_now(event.location, hub_ms), result)
+            closed = rec.count_scan(event.location, sku)
             if closed:
                 adjusted = sum(c.qty_delta for c in changes if c.reason == COUNT_ADJUSTMENT)
                 note = (f"count scan by {event.operator or event.scanner} on node {node} set bin "

@@ -3,7 +3,8 @@
 A shelf reports absolute settled counts; the difference between two successive *certain*
 counts is a weight step (a sensed movement, with its weight change in grams). Scan
 movements at the bin are claimed movements. Each is matched on its own, on skew-corrected
-device time, within `window_ms` (the tolerance T) of the other:
+device time, within `window_ms` (the tolerance T) of the other, measured from the scan to the
+step's movement (`gap_ms`: the edge says how long the shelf moved before it settled):
 
 - a step and a scan of the same quantity (or, by weight, a quantity the unit weight and its
   piece-to-piece variation allow) are **confirmed** as soon as the second arrives; the
@@ -27,7 +28,8 @@ While a bin's shelf has an active fault (`fault_of`), its evidence is excluded: 
 scans and steps are dropped (counted as `excluded`), and the baseline is forgotten so the
 first certain count after the fault starts afresh. A discrepancy that a faulted neighbour
 might explain carries the fault's reason. A count scan at a bin explains everything before
-it: its pending evidence is dropped and its open discrepancies are closed. Uncertain counts
+it: its pending evidence is dropped (judged first when the count disagrees with the book) and
+its open discrepancies about the counted SKU are closed. Uncertain counts
 are evidence only (kept, bounded, and attached to discrepancies near them in time).
 
 All state is per bin and bounded (MAX_PENDING); it is saved in the same transaction as the
@@ -218,15 +220,16 @@ class Reconciler:
         self.fault_of = fault_of
         self.bins: dict[str, BinState] = {}
         self.open_ids: dict[str, list[int]] = {}
+        self.open_sku: dict[int, str | None] = {}  # what each open discrepancy is about
         self.dirty: set[str] = set()
         self.outcomes: dict[str, int] = dict.fromkeys((CONFIRMED, EXCLUDED, *KINDS), 0)
 
-    def load(self, states: dict[str, str], open_ids: list[tuple[int, str]]) -> None:
-        """Restore bin states and the index of open discrepancies saved by earlier commits."""
+    def load(self, states: dict[str, str], open_ids: Sequence[tuple[int, str] | tuple[int, str, str | None]]) -> None:
+        """Restore bin states and the index of open discrepancies (id, bin[, SKU]) saved by earlier commits."""
         self.bins = {b: BinState.from_json(s) for b, s in states.items()}
-        self.open_ids = {}
-        for ident, bin_name in open_ids:
-            self.open_ids.setdefault(bin_name, []).append(ident)
+        self.open_ids, self.open_sku = {}, {}
+        for ident, bin_name, *sku in open_ids:
+            self.opened(bin_name, ident, sku[0] if sku else None)
 
     def _state(self, bin_name: str) -> BinState:
         state = self.bins.get(bin_name)
@@ -300,17 +303,41 @@ class Reconciler:
         if state is not None:
             self._exclude(bin_name, state, reason)
 
-    def count_scan(self, bin_name: str) -> list[int]:
-        """A person counted the bin: drop its pending evidence; return its open discrepancy ids to close."""
+    def judge_now(self, bin_name: str, now_hub_ms: int) -> list[NewDiscrepancy]:
+        """Judge all evidence pending at the bin now, ripe or not: a count that disagrees with the
+        book is about to end it, and what is pending says what went wrong."""
+        state = self.bins.get(bin_name)
+        if state is None or not state.pending:
+            return []
+        return self._judge(bin_name, state, now_hub_ms, now=True)
+
+    def count_scan(self, bin_name: str, sku: str | None = None) -> list[int]:
+        """A person counted the bin (a SKU in it): drop its pending evidence; return the ids of its
+        open discrepancies to close, those about that SKU or none (any, when sku is None)."""
         state = self.bins.get(bin_name)
         if state is not None and (state.pending or state.uncertain):
             state.scans, state.steps, state.uncertain, state.matched = [], [], [], []
             self.dirty.add(bin_name)
-        return self.open_ids.pop(bin_name, [])
+        ids = self.open_ids.pop(bin_name, [])
+        closing = [i for i in ids if sku is None or self.open_sku.get(i) in (None, sku)]
+        kept = [i for i in ids if i not in closing]
+        if kept:
+            self.open_ids[bin_name] = kept  # another SKU's (a misread booked here): its own count closes it
+        self.forget(closing)
+        return closing
 
-    def opened(self, bin_name: str, ident: int) -> None:
-        """Remember a discrepancy the writer recorded, so a count scan can close it."""
+    def opened(self, bin_name: str, ident: int, sku: str | None = None) -> None:
+        """Remember a discrepancy the writer recorded (at a bin, about a SKU), so a count scan can close it."""
         self.open_ids.setdefault(bin_name, []).append(ident)
+        self.open_sku[ident] = sku
+
+    def forget(self, ids: list[int]) -> None:
+        """Drop closed discrepancies from the index of open ones."""
+        gone = set(ids)
+        for bin_ids in self.open_ids.values():
+            bin_ids[:] = [i for i in bin_ids if i not in gone]
+        for ident in gone:
+            self.open_sku.pop(ident, None)
 
     def expire(self, now_hub_ms: int, skus: dict[str, str | None] | None = None) -> list[NewDiscrepancy]:
         """Judge evidence that got nothing new for window_ms of hub time (the bin went quiet)."""
@@ -406,8 +433,9 @@ class Reconciler:
 
     # ----------------------------------------------------------------- judgement
 
-    def _judge(self, bin_name: str, state: BinState, now_hub_ms: int | None) -> list[NewDiscrepancy]:
-        """Judge the bin's ripe evidence, oldest first, until nothing more can be decided now."""
+    def _judge(self, bin_name: str, state: BinState, now_hub_ms: int | None, now: bool = False
+               ) -> list[NewDiscrepancy]:
+        """Judge the bin's ripe evidence (all of it if `now`), oldest first, until nothing more can be decided."""
         out: list[NewDiscrepancy] = []
         if state.matched:
             kept = [p for p in state.matched if not self._settled(p, state.horizon_t, now_hub_ms)]
@@ -423,7 +451,7 @@ class Reconciler:
             crowded = len(everything) > MAX_PENDING
             verdict = None
             for item in everything:
-                forced = crowded and item is everything[0]
+                forced = now or (crowded and item is everything[0])
                 if not forced and not self._ripe(item, state.horizon_t, now_hub_ms):
                     continue
                 verdict = self._explain(bin_name, state, item, now_hub_ms, forced)
