@@ -6,6 +6,9 @@ outbox would send it; the MQTT leg is measured elsewhere. Two ledgers in the sam
 the baseline starts empty, the other gets N rows of history in bulk through the store
 (`SqliteStore.bulk_history`, not through ingest, so 5 M rows take seconds, not minutes).
 Rounds replay a fresh stream into each, alternating which goes first (bench/harness.py).
+Beside events/s (wall time, at the mercy of a shared machine's load) each trial reports the
+writer thread's CPU per event and the bytes written to storage per event (/proc/self/io,
+WAL and checkpoints): what would grow with the ledger shows there even when wall time is noise.
 
     .venv/bin/python bench/ledger_scale.py                 # 5,000,000 rows of history
     .venv/bin/python bench/ledger_scale.py --rows 500000   # quicker
@@ -34,6 +37,15 @@ from hub.store import SqliteStore  # noqa: E402
 SITE = "bench"
 T0_MS = 1_750_000_000_000
 GTIN = "09506000134352"
+
+
+def written_bytes() -> int:
+    """Bytes this process has caused to be written to storage so far (/proc/self/io write_bytes)."""
+    with open("/proc/self/io") as fh:
+        for line in fh:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
 
 
 def rss_mib() -> float:
@@ -82,8 +94,14 @@ def traffic(stream: str, events: int, batch: int, bins: int, counts: dict[int, i
     return out
 
 
-def replay(store: SqliteStore, payloads: list[bytes], window_ms: int) -> tuple[float, int, int]:
-    """Events/s through Ingest for these payloads; also (events, discrepancies opened)."""
+def replay(store: SqliteStore, payloads: list[bytes], window_ms: int) -> tuple[float, int, int, float]:
+    """Events/s through Ingest for these payloads; also (events, discrepancies opened, the writer
+    thread's CPU seconds).
+
+    The writer's CPU time is read on the writer thread itself (time.thread_time) before and
+    after: on a shared machine wall time swings by tens of percent from one trial to the next,
+    while the CPU the writer spent on the same work barely does, so it shows what grows with
+    the ledger even when events/s cannot."""
     committed = [0, 0]
 
     def on_commit(result: CommitResult) -> None:
@@ -93,13 +111,14 @@ def replay(store: SqliteStore, payloads: list[bytes], window_ms: int) -> tuple[f
     ingest = Ingest(store, SITE, lambda ack: None, lambda node, cmd: None, on_commit, window_ms=window_ms)
     ingest.start()
     topic = node_topic(SITE, "n1", Channel.EVENTS)
+    cpu_before = ingest.run_in_writer(lambda tx: time.thread_time()).result(600)
     started = time.perf_counter()
     for payload in payloads:
         ingest.submit(topic, payload)
-    ingest.run_in_writer(lambda tx: None).result(600)  # everything before it is committed
+    cpu_after = ingest.run_in_writer(lambda tx: time.thread_time()).result(600)  # everything before it is committed
     elapsed = time.perf_counter() - started
     ingest.stop()
-    return committed[0] / elapsed, committed[0], committed[1]
+    return committed[0] / elapsed, committed[0], committed[1], cpu_after - cpu_before
 
 
 def history(rows: int, bins: int) -> Iterator[tuple[str, str, int, int, str, str, int, str]]:
@@ -140,16 +159,23 @@ def main() -> None:
 
     def arm(name: str) -> Metrics:
         store = stores[name]
-        rate, n, discrepancies = replay(store, traffic(next(streams), args.events, args.batch, args.bins, counts[name]),
-                                        30_000)
-        return {"events_per_s": rate, "ledger_rows": float(store.movement_count()), "discrepancies": float(discrepancies)}
+        written = written_bytes()
+        rate, n, discrepancies, cpu_s = replay(store, traffic(next(streams), args.events, args.batch, args.bins,
+                                                             counts[name]), 30_000)
+        return {"events_per_s": rate, "writer_cpu_us_per_event": 1e6 * cpu_s / max(1, n),
+                "written_b_per_event": (written_bytes() - written) / max(1, n),
+                "ledger_rows": float(store.movement_count()), "discrepancies": float(discrepancies)}
 
     rss_before = rss_mib()
     history_arm = f"{args.rows:,} rows of history"
     rounds = run_rounds({"empty ledger": lambda: arm("empty"), history_arm: lambda: arm("history")}, args.rounds)
-    print(report(rounds, [Comparison(f"{history_arm} / empty", (history_arm, "events_per_s"),
-                                     ("empty ledger", "events_per_s"))],
-                 units={"events_per_s": "events/s"},
+    print(report(rounds, [Comparison(f"{history_arm} / empty: events/s", (history_arm, "events_per_s"),
+                                     ("empty ledger", "events_per_s")),
+                          Comparison(f"{history_arm} / empty: writer CPU per event", (history_arm, "writer_cpu_us_per_event"),
+                                     ("empty ledger", "writer_cpu_us_per_event")),
+                          Comparison(f"{history_arm} / empty: bytes written per event",
+                                     (history_arm, "written_b_per_event"), ("empty ledger", "written_b_per_event"))],
+                 units={"events_per_s": "events/s", "writer_cpu_us_per_event": "µs", "written_b_per_event": "B"},
                  title=f"batched replay into the ledger, reconciliation on, {args.events:,} events per trial"))
     print(f"\nRSS {rss_before:,.0f} MiB before the rounds, {rss_mib():,.0f} MiB after; target: within 20 % of the "
           "empty ledger, >= 20,000 events/s")

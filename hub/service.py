@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from typing import Any
 
 from contract.clock import now_ms
+from contract.outbound import HubAlert
+from hub.alerts import sources as alert_sources
+from hub.alerts.service import AlertsService
 from hub.catalog import node_configs
 from hub.commit import CommitResult
 from hub.config import HubConfig
@@ -20,6 +24,7 @@ from hub.plausibility import PlausibilitySettings
 from hub.purchasing.sync import PurchasingSync
 from hub.rules.clock import system_clock
 from hub.rules.core import RulesCore
+from hub.rules.decisions import Decision
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
 from hub.store import SqliteStore, Store
@@ -44,6 +49,7 @@ class HubService:
         self.live = LiveFeed(config.live_flush_ms, on_push=self.ingest.lag.record_push)
         self.health_settings = HealthSettings(config.health_stale_after_s, config.health_skew_flag_ms)
         self.pushed_catalog_rev = 0
+        self.levels_catalog_rev = 0  # the catalog revision whose reorder min/max the rules have
         self.link = HubLink(config, self.ingest)
         # rules: own thread and SQLite file, fed by commits; purchasing sync: a task (docs/rules.md)
         self.rules: RulesEngine | None = None
@@ -56,6 +62,12 @@ class HubService:
         # stock state on MQTT for other consumers (dashboards, Node-RED, andon lights)
         self.consumer_feed = ConsumerFeed(config.site, config.integrations, self.store, self.rules,
                                           self.link.publish, self._nodes_online)
+        # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions
+        self.alerts = AlertsService(config.alerts, config.site, config.db_path)
+        self.consumer_feed.alert_listeners.append(self._on_hub_alert)
+        self.consumer_feed.alerts_wanted = lambda: self.alerts.has_rules
+        if self.rules is not None:
+            self.rules.core.decision_listeners.append(self._on_decisions_thread)
         self._tasks: list[asyncio.Task[Any]] = []
 
     def _publish_ack(self, ack: Any) -> None:
@@ -68,6 +80,18 @@ class HubService:
         # Runs on the writer thread: hop to the loop, never touch loop objects here.
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_commit, result)
+
+    def _on_hub_alert(self, alert: HubAlert) -> None:
+        event = alert_sources.from_hub_alert(alert)
+        if event is not None:
+            self.alerts.on_event(event)
+
+    def _on_decisions_thread(self, decisions: list[Decision]) -> None:
+        # Runs on the rules engine thread after its transaction committed: hop to the loop.
+        events = alert_sources.from_decisions(decisions)
+        if events and self._loop is not None and not self._loop.is_closed():
+            for event in events:
+                self._loop.call_soon_threadsafe(self.alerts.on_event, event)
 
     def _nodes_online(self) -> dict[str, bool]:
         return {row.node: row.online for row in self.store.nodes()}
@@ -145,16 +169,38 @@ class HubService:
                 log.exception("could not push node configs; will retry")
             await asyncio.sleep(CONFIG_POLL_S)
 
+    async def _catalog_levels(self) -> None:
+        """Hand the catalog's reorder min/max to the rules whenever the catalog changes (an import)."""
+        while self.rules is not None:
+            try:
+                rev = await asyncio.to_thread(self.store.catalog_rev)
+                if rev and rev != self.levels_catalog_rev:
+                    catalog = await asyncio.to_thread(self.store.catalog)
+                    levels = {s.sku: (s.reorder_min, s.reorder_max) for s in catalog.skus
+                              if s.reorder_min is not None and s.reorder_max is not None}
+                    apply = functools.partial(RulesCore.apply_catalog_levels, rev=catalog.rev, levels=levels)
+                    applied = await self.rules.call(apply)
+                    self.levels_catalog_rev = catalog.rev
+                    if applied:
+                        log.info("catalog rev %d: reorder min/max of %d SKU(s) handed to the rules", catalog.rev,
+                                 applied)
+            except Exception:
+                log.exception("could not hand the catalog's reorder min/max to the rules; will retry")
+            await asyncio.sleep(CONFIG_POLL_S)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.rules is not None:
             self.rules.start()
         if self.purchasing is not None:
             self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
+        await asyncio.to_thread(self.alerts.load_config_rules)
+        self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
         self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
+        self._tasks.append(asyncio.create_task(self._catalog_levels(), name="catalog-levels"))
         self.link.start()
         log.info("hub for site %s started: ledger %s", self.config.site, self.config.db_path)
 
@@ -166,5 +212,6 @@ class HubService:
         await asyncio.to_thread(self.ingest.stop)
         if self.rules is not None:
             await asyncio.to_thread(self.rules.stop)
+        self.alerts.close()
         self.store.close()
         log.info("hub stopped")

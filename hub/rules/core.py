@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -28,12 +28,14 @@ from hub.rules import outbox, reorder, views
 from hub.rules import receipts as receipts_rule
 from hub.rules import stock as stock_rule
 from hub.rules import supplier as supplier_rule
-from hub.rules.clock import Clock, day_of
+from hub.rules.clock import DAY_MS, Clock, day_of
 from hub.rules.config import RulesConfig
 from hub.rules.constraint import Constraint, ConstraintInputs, classify
 from hub.rules.decisions import Decision, day_label, sku_label, units
 from hub.rules.model import (
     AWAITING_PO_STATUSES,
+    LEARNED,
+    MANUAL,
     OPEN_PROPOSAL_STATUSES,
     ORDERED,
     PENDING,
@@ -41,9 +43,11 @@ from hub.rules.model import (
     RECEIVED,
     REJECTED,
     CatalogItem,
+    ManualLevels,
     Proposal,
     PurchaseOrder,
     SkuPlan,
+    line_key,
     to_json,
 )
 from hub.rules.store import RulesDb
@@ -56,8 +60,11 @@ log = logging.getLogger(__name__)
 # corrections fix the record, moves and putaways shift stock inside the site: none is demand.
 CONSUMPTION_REASONS = frozenset({PICK, SENSOR_CHANGE})
 RECEIPT_REASONS = frozenset({RECEIVE})
-REQUISITION_PATH = "/v1/requisitions"
-RECEIPT_PATH = "/v1/receipts"
+# The contract operation each outbox body follows (docs/central-openapi.yaml); the connector
+# that sends it is chosen by the item's kind (hub/purchasing/sync.py).
+REQUISITION_PATH = "/v2/orders"
+RECEIPT_PATH = "/v2/receipts"
+RETURN_PATH = "/v2/returns"
 
 
 class RulesError(Exception):
@@ -86,13 +93,18 @@ class RulesCore:
         self.catalog: dict[str, CatalogItem] = {}
         self.gtin_to_sku: dict[str, str] = {}
         self.auto_send: set[str] = set()
+        self.manual: dict[str, ManualLevels] = {}  # min/max a person or the catalog set, per SKU
         self.cash_available: float | None = None
-        self.pos: dict[str, PurchaseOrder] = {}
+        self.pos: dict[str, PurchaseOrder] = {}  # open purchase-order lines by line_key
         self.proposals: dict[str, Proposal] = {}  # the open ones (OPEN_PROPOSAL_STATUSES)
         self.last_day: int | None = None
         self._dirty: set[str] = set()
         self._receipts: list[tuple[str, str, str, dict[str, Any], int]] = []  # for the outbox, this commit
         self.outbox = db.outbox  # purchasing's sync reads and marks it through here (engine thread)
+        # Told of each transaction's decisions after it commits (on the engine thread; must not block):
+        # the alerts take demotions and waiting proposals from here (hub/alerts/sources.py).
+        self.decision_listeners: list[Callable[[list[Decision]], None]] = []
+        self._logged: list[Decision] = []
         self._load()
 
     # ================================================================ persistence
@@ -118,19 +130,33 @@ class RulesCore:
                 sups = tuple(supplier_rule.SupplierOption(**s) for s in body.pop("suppliers"))
                 self._put_catalog(CatalogItem(**body, suppliers=sups))
         self.auto_send = set(json.loads(self.db.get_kv("auto_send") or "[]"))
+        self.manual = {m.sku: m for m in self.db.manual_levels()}
         cash = self.db.get_kv("cash_available")
         self.cash_available = None if cash is None else float(cash)
-        self.pos = {po.po_id: po for po in self.db.purchase_orders("open")}
+        self.pos = {po.line_key: po for po in self.db.purchase_orders("open")}
         self.proposals = {p.id: p for p in self.db.proposals_in(OPEN_PROPOSAL_STATUSES)}
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        with self.db.tx():
-            yield
-            now = self.clock()
-            for key in self._dirty:  # learned state is written once per transaction (batch)
-                self.db.put_learned(key, self._learned_body(key), now)
-            self._dirty.clear()
+        outer = not self.db.in_tx
+        try:
+            with self.db.tx():
+                yield
+                now = self.clock()
+                for key in self._dirty:  # learned state is written once per transaction (batch)
+                    self.db.put_learned(key, self._learned_body(key), now)
+                self._dirty.clear()
+        except BaseException:
+            if outer:
+                self._logged.clear()  # rolled back: those decisions never happened
+            raise
+        if outer and self._logged:
+            logged, self._logged = self._logged, []
+            for listener in self.decision_listeners:
+                try:
+                    listener(logged)
+                except Exception:  # a listener's failure must not undo or stop the rules
+                    log.exception("decision listener %r failed", listener)
 
     def _learned_body(self, key: str) -> dict[str, Any]:
         kind, _, rest = key.partition(":")
@@ -151,12 +177,13 @@ class RulesCore:
     def _save_po(self, po: PurchaseOrder) -> None:
         self.db.save_purchase_order(po, self.clock())
         if po.status == "open":
-            self.pos[po.po_id] = po
+            self.pos[po.line_key] = po
         else:
-            self.pos.pop(po.po_id, None)
+            self.pos.pop(po.line_key, None)
 
     def _log(self, d: Decision) -> None:
         self.db.log_decision(d)
+        self._logged.append(d)
         log.info("rule %s for %s: %s", d.rule, d.sku, d.sentence)
 
     # ================================================================ inputs: the ledger stream
@@ -221,7 +248,7 @@ class RulesCore:
         if change is None:
             return
         plan = self.plan(sku)
-        rop_before = plan.levels.reorder_point if plan.levels else None
+        rop_before = plan.learned.reorder_point if plan.learned else None
         rop_after = None if rop_before is None else rop_before / change.factor_before * change.factor_after
         bound = " (at its upper bound)" if change.at_bound else ""
         rop_words = (f"reorder point raised from {units(rop_before)} to {units(rop_after)}"
@@ -246,12 +273,12 @@ class RulesCore:
                            result={"sources": [list(s) for s in task.sources] if task else []}))
 
     def _receive(self, ch: BalanceChange) -> None:
-        """A dock receipt: match it to the scanned PO (else first in, first out), queue it for central."""
+        """A dock receipt: match it to the scanned PO's lines (else first in, first out), queue it for central."""
         found = receipts_rule.match(ch.sku, ch.qty_delta, ch.ref,
-                                    [receipts_rule.OpenPo(p.po_id, p.sku, p.open_qty, p.ordered_ms)
+                                    [receipts_rule.OpenPo(p.po_id, p.line_id, p.sku, p.open_qty, p.ordered_ms)
                                      for p in self.pos.values()])
-        for po_id, take in found.lines:
-            po = self.pos[po_id]
+        for po_id, line_id, take in found.lines:
+            po = self.pos[line_key(po_id, line_id)]
             po = replace(po, qty_received=po.qty_received + take)
             if po.qty_received >= po.qty_ordered:
                 po = replace(po, status="received")
@@ -259,9 +286,9 @@ class RulesCore:
             self._save_po(po)
         receipt_id = uuid.uuid4().hex
         body: dict[str, Any] = {"site": self.site, "receipt_id": receipt_id, "sku": ch.sku, "qty": ch.qty_delta,
-                                "location": ch.location, "received_ms": ch.hub_ms,
-                                "po_ids": [po_id for po_id, _ in found.lines], "match": found.how,
-                                "po_lines": [{"po_id": po_id, "qty": n} for po_id, n in found.lines]}
+                                "location": ch.location, "received_ms": ch.hub_ms, "match": found.how,
+                                "po_lines": [{"po_id": po_id, "line_id": line_id, "qty": n}
+                                             for po_id, line_id, n in found.lines]}
         scanned = {"po_ref": found.po_ref, "sscc": found.sscc, "lot": ch.lot, "expiry": ch.expiry}
         body.update({k: v for k, v in scanned.items() if v is not None})
         # Queued for the outbox by on_commit, in one statement per commit.
@@ -350,21 +377,22 @@ class RulesCore:
             self._apply_cash()
 
     def update_orders(self, orders: Iterable[PurchaseOrder]) -> None:
-        """Central's PO status: promised dates move, orders close or are cancelled."""
+        """Central's PO lines: promised dates move, lines are received there, close or are cancelled."""
         with self._tx():
             for po in orders:
-                mine = self.pos.get(po.po_id)
+                mine = self.pos.get(po.line_key)
                 if mine is None:
                     continue
                 mine = replace(mine, promised_ms=po.promised_ms)
-                if po.status in ("closed", "cancelled") and mine.status == "open":
-                    mine = replace(mine, status=po.status)
-                    if po.status == "closed" and mine.qty_received > 0:
+                if po.status in ("received", "closed", "cancelled") and mine.status == "open":
+                    # goods booked in the ERP without a scan here (a receipt at another door) count
+                    mine = replace(mine, status=po.status, qty_received=max(mine.qty_received, po.qty_received))
+                    if po.status != "cancelled" and mine.qty_received > 0:
                         self._delivered(mine, self.clock())
                 self._save_po(mine)
 
     def on_requisition_accepted(self, proposal_id: str, po: PurchaseOrder) -> None:
-        """Central turned our requisition into a PO: it is now on order."""
+        """Central turned our requisition into a line of a PO: it is now on order."""
         with self._tx():
             p = self.proposals.get(proposal_id)
             if p is None or p.status != QUEUED:
@@ -376,7 +404,7 @@ class RulesCore:
                        now_ms: int) -> None:
         """Central accepted an outbox request: mark it sent and take in its answer, in one transaction.
 
-        `po` is the purchase order central placed for a requisition (None when it did not say).
+        `po` is the purchase-order line central placed for a requisition (None when it did not say).
         """
         with self._tx():
             self.outbox.mark_sent(item.id, now_ms, response)
@@ -384,6 +412,13 @@ class RulesCore:
                 self.on_requisition_accepted(item.body["requisition_id"], po)
             elif item.kind == outbox.RECEIPT:
                 self.on_receipt_booked(item.body, response)
+            elif item.kind == outbox.RETURN:
+                body = item.body
+                self._log(Decision(now_ms, "return_booked", str(body["sku"]),
+                                   f"Central booked the return of {body['qty']} of {self.label(body['sku'])} to "
+                                   f"{self.supplier_name(body['sku'], body['supplier'])} on PO {body['po_id']}.",
+                                   supplier=body["supplier"], inputs={"return_id": body["return_id"]},
+                                   result=response))
 
     def on_receipt_booked(self, receipt: dict[str, Any], answer: dict[str, Any]) -> None:
         """Central answered a receipt: say so when it booked less than expected, or matched a PO for us."""
@@ -395,7 +430,8 @@ class RulesCore:
         expected = qty if how == receipts_rule.UNMATCHED else sum(int(x["qty"]) for x in receipt.get("po_lines", []))
         what = (f"{qty} of {self.label(receipt['sku'])} received at {receipt.get('location')}"
                 + (f" against PO {receipt['po_ref']}" if receipt.get("po_ref") else ""))
-        orders = ", ".join(f"{m.get('po_id')} ({m.get('qty')})" for m in matched if isinstance(m, dict))
+        orders = ", ".join(f"{m.get('po_id')}" + (f" line {m['line_id']}" if m.get("line_id") else "")
+                           + f" ({m.get('qty')})" for m in matched if isinstance(m, dict))
         if booked < expected:
             rule, sentence = "receipt_unbooked", (
                 f"Central booked {booked} of the {what} to a purchase order{f' ({orders})' if orders else ''}: "
@@ -418,7 +454,7 @@ class RulesCore:
 
     def all_skus(self) -> set[str]:
         """Every SKU the rules know of: stocked, with demand, or in the catalog."""
-        return {s for s, _ in self.on_hand} | set(self.demand) | set(self.catalog)
+        return {s for s, _ in self.on_hand} | set(self.demand) | set(self.catalog) | set(self.manual)
 
     def located_skus(self) -> list[str]:
         """The SKUs with a balance at some location, in order."""
@@ -472,7 +508,23 @@ class RulesCore:
                                                       est.sigma_days, self.config.service_level,
                                                       self.config.order_cycle_days, factor,
                                                       demand_rule.rate_standard_error(dem, self.config.demand)))
-        return SkuPlan(sku, on_hand, on_order, on_hand + on_order, dem, est, choice, lv, factor)
+        manual = self.manual.get(sku)
+        levels, source, why = lv, LEARNED, ""
+        min_days = self.config.constraint.min_demand_days
+        if manual is not None:
+            if sku not in self._by_sku:
+                # Nothing of it booked yet: a catalog imported before the opening count must not
+                # order every SKU's max at once. Its first receipt or count starts the min/max.
+                levels, source, why = None, MANUAL, "waiting for its first receipt or count on this site"
+            elif lv is None or dem.days_closed < min_days:
+                levels, source = reorder.manual_levels(manual.reorder_min, manual.reorder_max), MANUAL
+                why = (f"learned levels need {min_days} days of demand, {dem.days_closed} seen" if est is not None
+                       else "no supplier lead time to learn levels from yet")
+            else:
+                why = (f"learned from {dem.days_closed} days of demand; the manual min {manual.reorder_min} / "
+                       f"max {manual.reorder_max} stand aside")
+        return SkuPlan(sku, on_hand, on_order, on_hand + on_order, dem, est, choice, levels, factor,
+                       learned=lv, manual=manual, source=source, why=why)
 
     def _plan_and_act(self, sku: str) -> None:
         now = self.clock()
@@ -481,25 +533,26 @@ class RulesCore:
         if plan.on_hand <= 0 and plan.demand.rate_per_day > 0 and plan.demand.days_closed > 0:
             self._stockout(sku, now, f"stock at zero with demand {plan.demand.rate_per_day:.1f}/day waiting")
         fb = self.feedback.get(sku, feedback_rule.FeedbackState())
+        # The feedback factor scales the learned levels only: a person's min/max stays as set.
         fb_after, change = feedback_rule.on_stock_level(fb, self.config.feedback, now, plan.on_hand,
-                                                        plan.levels.order_up_to if plan.levels else None)
+                                                        plan.learned.order_up_to if plan.learned else None)
         if fb_after != fb:
             self.feedback[sku] = fb_after
             self._dirty.add(f"feedback:{sku}")
-        if change is not None and plan.levels is not None:
-            rop_after = plan.levels.reorder_point / change.factor_before * change.factor_after
+        if change is not None and plan.learned is not None:
+            rop_after = plan.learned.reorder_point / change.factor_before * change.factor_after
             bound = " (at its lower bound)" if change.at_bound else ""
             self._log(Decision(now, "feedback_lower", sku,
                                f"{self.label(sku)} stayed above its order-up-to level "
-                               f"{units(plan.levels.order_up_to)} for {self.config.feedback.excess_days} days "
+                               f"{units(plan.learned.order_up_to)} for {self.config.feedback.excess_days} days "
                                f"(on hand {plan.on_hand}): reorder point lowered from "
-                               f"{units(plan.levels.reorder_point)} to {units(rop_after)}{bound}.",
-                               inputs={"on_hand": plan.on_hand, "order_up_to": plan.levels.order_up_to,
+                               f"{units(plan.learned.reorder_point)} to {units(rop_after)}{bound}.",
+                               inputs={"on_hand": plan.on_hand, "order_up_to": plan.learned.order_up_to,
                                        "excess_days": self.config.feedback.excess_days,
                                        "factor_before": change.factor_before,
                                        "min_factor": self.config.feedback.min_factor},
                                result={"factor_after": change.factor_after,
-                                       "reorder_point_before": plan.levels.reorder_point,
+                                       "reorder_point_before": plan.learned.reorder_point,
                                        "reorder_point_after": rop_after}))
             plan = self.plan(sku)
         self._maybe_propose(plan)
@@ -523,16 +576,25 @@ class RulesCore:
                      days_of_cover=cover, position=plan.position, reorder_point=lv.reorder_point,
                      order_up_to=lv.order_up_to, cash_outcome="full", created_ms=now, updated_ms=now)
         self._save_proposal(p)
-        d, lt = plan.demand, plan.lead_time
+        d, lt, m = plan.demand, plan.lead_time, plan.manual
+        if plan.source == MANUAL and m is not None:
+            levels_words = (f"reached the manual minimum {m.reorder_min} (set by {m.set_by} on "
+                            f"{day_label(m.set_ms)}; {plan.why}); orders up to the manual maximum {m.reorder_max}.")
+        else:
+            levels_words = (f"reached the reorder point {units(lv.reorder_point)} (demand {d.rate_per_day:.1f}/day ± "
+                            f"{d.sigma_per_day:.1f}, lead time {lt.mean_days:.1f} ± {lt.sigma_days:.1f} days, "
+                            f"{self.config.service_level:.0%} service); orders up to {units(lv.order_up_to)}"
+                            + (f"; {plan.why}." if plan.why else "."))
         self._log(Decision(now, "reorder", plan.sku,
                            f"Proposed {desired} of {self.label(plan.sku)} from {opt.name or opt.supplier}"
                            f"{self._instead(plan.sku, choice)}; stock position {plan.position} (on hand "
-                           f"{plan.on_hand}, on order {plan.on_order}) reached the reorder point "
-                           f"{units(lv.reorder_point)} (demand {d.rate_per_day:.1f}/day ± {d.sigma_per_day:.1f}, "
-                           f"lead time {lt.mean_days:.1f} ± {lt.sigma_days:.1f} days, "
-                           f"{self.config.service_level:.0%} service); orders up to {units(lv.order_up_to)}.",
+                           f"{plan.on_hand}, on order {plan.on_order}) {levels_words}",
                            supplier=opt.supplier, proposal_id=p.id,
-                           inputs={"on_hand": plan.on_hand, "on_order": plan.on_order, "position": plan.position,
+                           inputs={"levels_source": plan.source, "levels_why": plan.why,
+                                   "manual_min": m.reorder_min if m else None,
+                                   "manual_max": m.reorder_max if m else None,
+                                   "manual_set_by": m.set_by if m else None,
+                                   "on_hand": plan.on_hand, "on_order": plan.on_order, "position": plan.position,
                                    "demand_per_day": d.rate_per_day, "demand_sigma_per_day": d.sigma_per_day,
                                    "lead_time_days": lt.mean_days, "lead_time_sigma_days": lt.sigma_days,
                                    "lead_time_source": lt.source, "service_level": self.config.service_level,
@@ -609,9 +671,13 @@ class RulesCore:
         p = replace(p, status=QUEUED, decided_by=by, updated_ms=now)
         self._save_proposal(p)
         item = self.catalog.get(self.resolve(p.sku))
+        option = next((o for o in self.options(p.sku) if o.supplier == p.supplier), None)
+        expected_ms = now + int((option.lead_time_days if option else 0) * DAY_MS)
+        # One line of the order central places per supplier (hub/purchasing/sync.py merges them).
         self.db.enqueue(outbox.REQUISITION, f"{self.site}:requisition:{p.id}", REQUISITION_PATH,
                         {"site": self.site, "requisition_id": p.id, "sku": p.sku, "gtin": item.gtin if item else None,
-                         "supplier": p.supplier, "qty": qty, "unit_price": p.unit_price, "requested_ms": now}, now)
+                         "supplier": p.supplier, "qty": qty, "unit": "unit", "unit_price": p.unit_price,
+                         "expected_ms": expected_ms, "requested_ms": now}, now)
         choice = supplier_rule.choose(self.options(p.sku), self.standings(p.sku))
         instead = self._instead(p.sku, choice) if choice and choice.option.supplier == p.supplier else ""
         self._log(Decision(now, "ordered", p.sku,
@@ -664,6 +730,89 @@ class RulesCore:
                     if p.final_qty > 0:
                         self._approve(p, "auto-send")
             return enabled
+
+    def set_manual_levels(self, sku: str, reorder_min: int | None, reorder_max: int | None,
+                          by: str) -> ManualLevels | None:
+        """A person sets a SKU's min/max (both None: clears them); the SKU is re-planned at once."""
+        if (reorder_min is None) != (reorder_max is None):
+            raise RulesError("give both the min and the max, or neither to clear them")
+        if reorder_min is not None and reorder_max is not None:
+            problem = reorder.check_manual_levels(reorder_min, reorder_max)
+            if problem:
+                raise RulesError(problem)
+        with self._tx():
+            if reorder_min is None or reorder_max is None:
+                if self.manual.pop(sku, None) is None:
+                    return None
+                self.db.delete_manual_levels(sku)
+                self._log(Decision(self.clock(), "manual_levels", sku,
+                                   f"{by} cleared the manual min/max of {self.label(sku)}: only learned levels "
+                                   "propose orders for it now.", inputs={"by": by}, result={"cleared": True}))
+            else:
+                self._set_manual(sku, reorder_min, reorder_max, by)
+            self._plan_and_act(sku)
+            return self.manual.get(sku)
+
+    def apply_catalog_levels(self, rev: int, levels: dict[str, tuple[int, int]]) -> int:
+        """The catalog's min/max at revision `rev`; those that changed since the last revision apply
+        (a person's later setting of an unchanged row stays). Returns how many applied."""
+        with self._tx():
+            if self.db.get_kv("catalog_levels_rev") == str(rev):
+                return 0
+            before = json.loads(self.db.get_kv("catalog_levels") or "{}")
+            changed = sorted(sku for sku, pair in levels.items() if before.get(sku) != list(pair))
+            for sku in changed:
+                self._set_manual(sku, *levels[sku], f"catalog rev {rev}")
+            self.db.put_kv("catalog_levels", json.dumps({sku: list(pair) for sku, pair in levels.items()}))
+            self.db.put_kv("catalog_levels_rev", str(rev))
+            self._tick_locked(set(changed))
+            return len(changed)
+
+    def _set_manual(self, sku: str, reorder_min: int, reorder_max: int, by: str) -> None:
+        m = ManualLevels(sku, reorder_min, reorder_max, by, self.clock())
+        self.manual[sku] = m
+        self.db.save_manual_levels(m)
+        plan = self.plan(sku)
+        effect = ("shown beside the learned levels" if plan.source == LEARNED else
+                  "they propose orders from its first receipt or count on this site" if plan.levels is None else
+                  "they propose orders")
+        self._log(Decision(m.set_ms, "manual_levels", sku,
+                           f"{by} set the min/max of {self.label(sku)} to {reorder_min} / {reorder_max}: {effect}"
+                           + (f" ({plan.why})." if plan.levels is not None else "."),
+                           inputs={"by": by, "demand_days_observed": plan.demand.days_closed,
+                                   "min_demand_days": self.config.constraint.min_demand_days},
+                           result={"reorder_min": reorder_min, "reorder_max": reorder_max, "source": plan.source}))
+
+    def return_to_supplier(self, po_id: str, line_id: str, qty: int, reason: str, by: str,
+                           lot: str | None = None) -> dict[str, Any]:
+        """Goods received on a PO line go back to its supplier: queued for central, said in the log."""
+        if qty <= 0:
+            raise RulesError("a return needs a quantity above 0")
+        if not reason.strip():
+            raise RulesError("say why the goods go back (damaged, wrong item, ...): the supplier will ask")
+        with self._tx():
+            po = self.pos.get(line_key(po_id, line_id)) or self.db.purchase_order_line(po_id, line_id)
+            if po is None:
+                raise RulesError(f"PO {po_id} line {line_id} is not an order this hub holds", 404)
+            if qty > po.qty_received:
+                raise RulesError(f"PO {po_id} line {line_id} has {po.qty_received} received; {qty} cannot go back",
+                                 409)
+            now = self.clock()
+            return_id = uuid.uuid4().hex
+            body: dict[str, Any] = {"site": self.site, "return_id": return_id, "po_id": po_id, "line_id": line_id,
+                                    "sku": po.sku, "supplier": po.supplier, "qty": qty, "unit": po.unit,
+                                    "reason": reason.strip(), "returned_ms": now}
+            if lot:
+                body["lot"] = lot
+            key = f"{self.site}:return:{return_id}"
+            self.db.enqueue(outbox.RETURN, key, RETURN_PATH, body, now)
+            self._log(Decision(now, "return", po.sku,
+                               f"{by} sent {qty} of {self.label(po.sku)} back to "
+                               f"{self.supplier_name(po.sku, po.supplier)} (PO {po_id} line {line_id}): "
+                               f"{reason.strip()}.", supplier=po.supplier,
+                               inputs={"by": by, "po_id": po_id, "line_id": line_id, "lot": lot},
+                               result={"return_id": return_id, "idempotency_key": key}))
+            return body
 
     def restore_supplier(self, sku: str, supplier: str, by: str) -> None:
         """A supervisor moves a demoted supplier back to its place for this SKU."""

@@ -38,7 +38,12 @@ class CatalogItem:
 
 @dataclass(frozen=True, slots=True)
 class PurchaseOrder:
-    """An order central placed for one of our requisitions."""
+    """One line of a purchase order central placed for one of our requisitions.
+
+    A purchase order may carry many lines (one per SKU, requisitions merged per supplier); the
+    hub keeps each line as its own record, named by `po_id` (the number people print and scan)
+    and `line_id` (central's id of the line within it).
+    """
 
     po_id: str
     proposal_id: str | None
@@ -49,10 +54,23 @@ class PurchaseOrder:
     ordered_ms: int
     promised_ms: int | None
     status: str  # open, received, closed, cancelled
+    line_id: str = "1"  # orders placed before multi-line orders had one line
+    unit: str = "unit"
+    unit_price: float | None = None
 
     @property
     def open_qty(self) -> int:
         return max(0, self.qty_ordered - self.qty_received) if self.status == "open" else 0
+
+    @property
+    def line_key(self) -> str:
+        """The line's name in the hub: PO number and line id."""
+        return line_key(self.po_id, self.line_id)
+
+
+def line_key(po_id: str, line_id: str) -> str:
+    """How the hub names one PO line (PO number, then line id)."""
+    return f"{po_id}/{line_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +106,20 @@ class Proposal:
 
 
 @dataclass(frozen=True, slots=True)
+class ManualLevels:
+    """A SKU's min/max set by a person (the SKU page, the API) or the catalog, used until demand is learned."""
+
+    sku: str
+    reorder_min: int
+    reorder_max: int
+    set_by: str  # a user name, or "catalog rev N"
+    set_ms: int
+
+
+MANUAL, LEARNED = "manual", "learned"  # which levels a plan uses (SkuPlan.source)
+
+
+@dataclass(frozen=True, slots=True)
 class SkuPlan:
     """The formula's view of one SKU now."""
 
@@ -98,8 +130,12 @@ class SkuPlan:
     demand: demand_rule.DemandState
     lead_time: leadtime_rule.LeadTimeEstimate | None
     choice: supplier_rule.SupplierChoice | None
-    levels: reorder.ReorderLevels | None
+    levels: reorder.ReorderLevels | None  # the levels in force: the learned ones, or the manual min/max
     factor: float
+    learned: reorder.ReorderLevels | None = None  # what the formula gives from demand and lead time
+    manual: ManualLevels | None = None
+    source: str = LEARNED  # MANUAL or LEARNED: which of the two `levels` are
+    why: str = ""  # why that one, in words (for the decision log)
 
 
 def to_json(obj: Any) -> Any:

@@ -39,7 +39,7 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_ms);
 """
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
-REQUISITION, RECEIPT = "requisition", "receipt"  # the kinds of request
+REQUISITION, RECEIPT, RETURN = "requisition", "receipt", "return"  # the kinds of request
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +47,9 @@ class OutboxItem:
     """One request waiting for (or done with) central."""
 
     id: int
-    kind: str  # REQUISITION or RECEIPT
+    kind: str  # REQUISITION, RECEIPT or RETURN: which connector call sends it (hub/purchasing/sync.py)
     idempotency_key: str
-    path: str  # e.g. /v1/requisitions
+    path: str  # the contract operation the body follows, e.g. /v2/receipts (docs/central-openapi.yaml)
     body: dict[str, Any]
     created_ms: int
     attempts: int

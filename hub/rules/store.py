@@ -18,7 +18,7 @@ from typing import Any
 from hub.rules import outbox
 from hub.rules.decisions import Decision
 from hub.rules.leadtime import Delivery
-from hub.rules.model import Proposal, PurchaseOrder, to_json
+from hub.rules.model import ManualLevels, Proposal, PurchaseOrder, to_json
 from hub.rules.outbox import OUTBOX_SCHEMA, Outbox
 
 SCHEMA = """
@@ -57,6 +57,16 @@ CREATE TABLE IF NOT EXISTS purchase_orders (
     body TEXT NOT NULL,
     updated_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS po_lines (
+    po_id TEXT NOT NULL,
+    line_id TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (po_id, line_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS po_lines_status ON po_lines (status);
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY,
     supplier TEXT NOT NULL,
@@ -69,6 +79,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     qty_received INTEGER NOT NULL,
     late_days INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS manual_levels (
+    sku TEXT PRIMARY KEY,
+    reorder_min INTEGER NOT NULL,
+    reorder_max INTEGER NOT NULL,
+    set_by TEXT NOT NULL,
+    set_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS settings_kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -92,7 +109,13 @@ class RulesDb:
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.executescript(SCHEMA + OUTBOX_SCHEMA)
         self._depth = 0
+        self._single_line_orders_to_lines()
         self.outbox = Outbox(self.conn, self.tx)  # the table purchasing's sync works through
+
+    @property
+    def in_tx(self) -> bool:
+        """Inside a write transaction (an inner `tx()` would join it)."""
+        return self._depth > 0
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -134,6 +157,21 @@ class RulesDb:
         self.conn.execute("INSERT INTO settings_kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
                           " SET value = excluded.value", (key, value))
 
+    # ------------------------------------------------------------- manual min/max (people and the catalog)
+
+    def manual_levels(self) -> list[ManualLevels]:
+        return [ManualLevels(r["sku"], r["reorder_min"], r["reorder_max"], r["set_by"], r["set_ms"])
+                for r in self.conn.execute("SELECT * FROM manual_levels")]
+
+    def save_manual_levels(self, m: ManualLevels) -> None:
+        self.conn.execute("INSERT INTO manual_levels (sku, reorder_min, reorder_max, set_by, set_ms) VALUES (?,?,?,?,?)"
+                          " ON CONFLICT(sku) DO UPDATE SET reorder_min=excluded.reorder_min,"
+                          " reorder_max=excluded.reorder_max, set_by=excluded.set_by, set_ms=excluded.set_ms",
+                          (m.sku, m.reorder_min, m.reorder_max, m.set_by, m.set_ms))
+
+    def delete_manual_levels(self, sku: str) -> None:
+        self.conn.execute("DELETE FROM manual_levels WHERE sku = ?", (sku,))
+
     # ------------------------------------------------------------- proposals, POs, deliveries
 
     def proposals_in(self, statuses: Collection[str]) -> list[Proposal]:
@@ -158,19 +196,32 @@ class RulesDb:
             rows = self.conn.execute("SELECT body FROM proposals ORDER BY created_ms DESC LIMIT ?", (limit,))
         return [json.loads(row["body"]) for row in rows]
 
+    def _single_line_orders_to_lines(self) -> None:
+        """Orders kept before multi-line orders (table purchase_orders) become line 1 of theirs, once."""
+        with self.tx():
+            self.conn.execute("INSERT OR IGNORE INTO po_lines (po_id, line_id, sku, status, body, updated_ms)"
+                              " SELECT po_id, '1', sku, status, body, updated_ms FROM purchase_orders")
+            self.conn.execute("DELETE FROM purchase_orders")
+
     def purchase_orders(self, status: str | None = None, limit: int = 500) -> list[PurchaseOrder]:
-        """Purchase orders with that status (None: any), the last updated first."""
+        """Purchase-order lines with that status (None: any), the last updated first."""
         if status:
-            rows = self.conn.execute("SELECT body FROM purchase_orders WHERE status = ?", (status,))
+            rows = self.conn.execute("SELECT body FROM po_lines WHERE status = ?", (status,))
         else:
-            rows = self.conn.execute("SELECT body FROM purchase_orders ORDER BY updated_ms DESC LIMIT ?", (limit,))
+            rows = self.conn.execute("SELECT body FROM po_lines ORDER BY updated_ms DESC LIMIT ?", (limit,))
         return [PurchaseOrder(**json.loads(r["body"])) for r in rows]
 
+    def purchase_order_line(self, po_id: str, line_id: str) -> PurchaseOrder | None:
+        """One purchase-order line, open or not."""
+        row = self.conn.execute("SELECT body FROM po_lines WHERE po_id = ? AND line_id = ?", (po_id, line_id)).fetchone()
+        return None if row is None else PurchaseOrder(**json.loads(row["body"]))
+
     def save_purchase_order(self, po: PurchaseOrder, now_ms: int) -> None:
-        self.conn.execute("INSERT INTO purchase_orders (po_id, sku, status, body, updated_ms) VALUES (?,?,?,?,?)"
-                          " ON CONFLICT(po_id) DO UPDATE SET status=excluded.status, body=excluded.body,"
+        """Insert or update one purchase-order line."""
+        self.conn.execute("INSERT INTO po_lines (po_id, line_id, sku, status, body, updated_ms) VALUES (?,?,?,?,?,?)"
+                          " ON CONFLICT(po_id, line_id) DO UPDATE SET status=excluded.status, body=excluded.body,"
                           " updated_ms=excluded.updated_ms",
-                          (po.po_id, po.sku, po.status, json.dumps(to_json(po)), now_ms))
+                          (po.po_id, po.line_id, po.sku, po.status, json.dumps(to_json(po)), now_ms))
 
     def add_delivery(self, delivery: Delivery, late_days: int) -> None:
         self.conn.execute(
@@ -200,6 +251,21 @@ class RulesDb:
         return [{"id": r["id"], "ts_ms": r["ts_ms"], "rule": r["rule"], "sku": r["sku"], "supplier": r["supplier"],
                  "proposal_id": r["proposal_id"], "sentence": r["sentence"], "inputs": json.loads(r["inputs"]),
                  "result": json.loads(r["result"])} for r in rows]
+
+    def decisions_before(self, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """Logged decisions newest first, the `limit` below id `before_id` (exports read in chunks)."""
+        rows = self.conn.execute("SELECT * FROM decisions WHERE id < ? ORDER BY id DESC LIMIT ?",
+                                 (2**63 - 1 if before_id is None else before_id, limit))
+        return [{"id": r["id"], "ts_ms": r["ts_ms"], "rule": r["rule"], "sku": r["sku"], "supplier": r["supplier"],
+                 "proposal_id": r["proposal_id"], "sentence": r["sentence"], "inputs": json.loads(r["inputs"]),
+                 "result": json.loads(r["result"])} for r in rows]
+
+    def proposals_before(self, before: tuple[int, str] | None, limit: int) -> list[dict[str, Any]]:
+        """Proposals as stored, newest first, the `limit` after the key (created_ms, id) `before`."""
+        created_ms, ident = before if before is not None else (2**63 - 1, "")
+        rows = self.conn.execute("SELECT body FROM proposals WHERE (created_ms, id) < (?, ?)"
+                                 " ORDER BY created_ms DESC, id DESC LIMIT ?", (created_ms, ident, limit))
+        return [json.loads(row["body"]) for row in rows]
 
     def latest_sentence(self, proposal_id: str, rule: str) -> str | None:
         """The sentence of the newest `rule` decision about that proposal, if any."""
