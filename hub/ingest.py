@@ -419,7 +419,7 @@ class Ingest:
                 self.discrepancies.record(tx, [found] if found else [], result)
             return
         self.discrepancies.record(tx, negative_balances(tx, event_id, node, event, changes, at.t_ms, hub_ms,
-                                           self.plausibility, self._shelf_holds), result)
+                                           self.plausibility, self._shelf_holds, self._foreign), result)
         for change in changes:
             if change.location in rec.bins:
                 self.discrepancies.record(tx, rec.scan(change.location, change.sku, at.t_ms, hub_ms, change.qty_delta, {
@@ -476,6 +476,11 @@ class Ingest:
         if where is not None and where.sku is not None and where.sku != sku:
             return False
         return self._shelf_count.get(location, 0) >= qty
+
+    def _foreign(self, location: str, sku: str) -> bool:
+        """The catalog puts another SKU in this location (a scan of this one there is a misread)."""
+        where = self.catalog.bin(location)
+        return where is not None and where.sku is not None and where.sku != sku
 
     def _unsensored(self, location: str) -> bool:
         """No shelf weighs this location (the catalog says so, or it is not a catalog bin)."""

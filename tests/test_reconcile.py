@@ -130,7 +130,8 @@ def test_a_count_that_disagrees_with_the_book_names_the_pending_mistake_and_clos
 
 def test_a_count_closes_what_is_open_about_the_counted_sku_only(tmp_path: Path) -> None:
     """A misread books another SKU's label to A-01-1 (its book goes negative). Counting A-01-1's own
-    SKU does not close that: the misread SKU's -1 there is still wrong until it is counted (as 0)."""
+    SKU does not close that: the misread SKU's -1 there is still wrong until it is counted (as 0).
+    A second misread of that label is flagged too, though the book there is already negative."""
     catalog = catalog_csv([("SKU-A", GTINS[0], "A-01-1", "n1", False, False),
                            ("SKU-B", GTINS[1], "A-01-2", "n1", False, False)])
     f = Feeder(tmp_path / "l.db", WINDOW_MS, catalog)
@@ -142,7 +143,13 @@ def test_a_count_closes_what_is_open_about_the_counted_sku_only(tmp_path: Path) 
         f.send("n1", STREAM, [scan_ev(3, T0_MS + 2000, "count", "A-01-1", 10)])
         f.drain()
         assert [(d.kind, d.sku) for d in f.store.discrepancies("open", None, 10)] == [("negative_balance", "SKU-B")]
-        f.send("n1", STREAM, [scan_ev(4, T0_MS + 3000, "count", "A-01-1", 0, gtin=GTINS[1])])
+        # The same wrong label misread again: a mistake of its own, though the book is already negative.
+        f.send("n1", STREAM, [scan_ev(4, T0_MS + 2500, "pick", "A-01-1", 1, gtin=GTINS[1])])
+        f.drain()
+        assert [(d.kind, d.sku, d.sentence.split(":")[0]) for d in f.store.discrepancies("open", None, 10)] == [
+            ("negative_balance", "SKU-B", "A-01-1 would hold -2 SKU-B"),
+            ("negative_balance", "SKU-B", "A-01-1 would hold -1 SKU-B")]
+        f.send("n1", STREAM, [scan_ev(5, T0_MS + 3000, "count", "A-01-1", 0, gtin=GTINS[1])])
         f.drain()
         assert f.store.discrepancies("open", None, 10) == []
         assert f.balances().get(("SKU-B", "A-01-1"), 0) == 0 and f.balances()[("SKU-A", "A-01-1")] == 10
