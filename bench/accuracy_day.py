@@ -140,7 +140,7 @@ class Day:
         with self._lock:
             self._po += 1
             po = self._po
-        label = gs1_128(b.gtin13, f"L{po % 1000}", "281231", a.qty)
+        label = gs1_128(b.gtin13, f"L{po % 1000}", "491231", a.qty)
         self._scan(w, "MODE:RECEIVE")
         self._scan(w, f"PO:{po}")
         self.truth.receive(b.sku, a.qty)

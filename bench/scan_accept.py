@@ -27,7 +27,7 @@ from edge.scan.keys import KeyDecoder, text_to_events  # noqa: E402
 from edge.scan.workflow import ScanWorkflow  # noqa: E402
 from edge.sink import OutboxSink  # noqa: E402
 
-BARCODE = "]C10104006381333931\x1d10LOT42\x1d17260630\x1d3024"
+BARCODE = "]C10104006381333931\x1d10LOT42\x1d17491231\x1d3024"
 
 
 async def baseline(sink: OutboxSink, n: int) -> list[float]:

@@ -37,6 +37,7 @@ HUB_USER, HUB_PASSWORD = "shelfsignal", "shelfsignal-hub-1"  # a demo's and a te
 ADMIN_PASSWORD = "admin-password-1"
 MODULES = ("purchase", "stock_lot", "stock_lot_sled")
 SEED_VERSION = 1  # bump when the seed below changes: the cached template is rebuilt
+CACHE_DIR = Path(__file__).resolve().parent.parent / "build" / "tryton"  # the checkout's; tests and demo share it
 BINS = ("DOCK", "A-01-1", "A-01-2", "B-02-1")  # storage locations the hub's bins map to (put-away)
 
 
@@ -233,3 +234,22 @@ def seed(rpc: Rpc) -> None:
     rpc.model("res.user", "create", [{"name": "shelfsignal hub", "login": HUB_USER, "password": HUB_PASSWORD,
                                       "companies": [("add", [company])], "company": company,
                                       "groups": [("add", [groups["Purchase"], groups["Stock"]])]}])
+
+
+def main() -> int:
+    """`python -m central_reference.tryton_local`: build the seeded template into CACHE_DIR now.
+
+    scripts/test runs this before pytest, so the minutes of a first build are not charged to
+    whichever Tryton test happens to run first (pytest-timeout counts fixture set-up).
+    """
+    import socket
+
+    with socket.socket() as sock:  # a free port for the seeding trytond
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    print(build_template(CACHE_DIR, port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

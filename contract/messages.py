@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Self, TypeAlias
@@ -26,8 +27,16 @@ GTIN_RE = re.compile(r"^[0-9]{14}$")
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 LOCATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# GS1 AI 10 (lot) and AI 21 (serial): 1-20 characters of GS1's "character set 82".
+LOT_RE = re.compile(r'^[!"%-?A-Z_a-z]{1,20}$')
+SERIAL_RE = LOT_RE
+# A return's reason code, from a `RET:` card: DAMAGED, WRONG_ITEM, UNWANTED, ...
+RETURN_REASON_RE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 
-SCAN_MODES = frozenset({"receive", "putaway", "pick", "move", "count"})
+# "return" (a customer return into a quarantine or restock location) was added in schema 1
+# without a version bump, like the newer shelf faults: an older hub holds such events back
+# ("upgrade the hub", the node keeps them), so upgrade the hub before the nodes.
+SCAN_MODES = frozenset({"receive", "putaway", "pick", "move", "count", "return"})
 # Added kinds go at the end and never away: a hub must read every kind an older node sends.
 # "unstable" (the weight never settles) and "calibration_due" (calibration out of date) were
 # added in schema 1 without a version bump: an older hub quarantines them with a reason and
@@ -90,6 +99,11 @@ class EventBase:
         return replace(self, seq=seq, accepted_ms=accepted_ms)
 
 
+def expired_on(expiry: str, ts_ms: int) -> bool:
+    """True when an expiry date (YYYY-MM-DD) is before the UTC day of ts_ms: the goods are out of date then."""
+    return expiry < time.strftime("%Y-%m-%d", time.gmtime(ts_ms / 1000))
+
+
 def _base(f: Fields) -> dict[str, Any]:
     return {"seq": f.int("seq", 1, INT64_MAX), "ts_ms": f.ts_ms("ts_ms"),
             "accepted_ms": f.ts_ms("accepted_ms")}
@@ -100,7 +114,9 @@ class ScanEvent(EventBase):
     """An accepted scan: a stock movement the worker made, as the workflow understood it.
 
     receive: +qty at location. putaway/move: qty from from_location to location.
-    pick: -qty at location. count: location now holds exactly qty.
+    pick: -qty at location. count: location now holds exactly qty. return: +qty at location
+    (a quarantine or restock location), with the `return_reason` scanned from a card.
+    A receipt of goods already out of date (expiry before the scan's UTC day) breaks the contract.
     """
 
     scanner: str
@@ -117,22 +133,35 @@ class ScanEvent(EventBase):
     symbology: str | None = None  # AIM identifier such as "]C1"
     raw: str | None = None
     net_weight_g: float | None = None  # GS1 AI 310n on variable-measure items
+    return_reason: str | None = None  # required by mode return; means nothing on the others
 
     KIND: ClassVar[str] = "scan"
 
     @classmethod
     def read(cls, f: Fields) -> ScanEvent:
         mode = f.str("mode", choices=SCAN_MODES)
-        return cls(**_base(f), scanner=f.str("scanner", 64), mode=mode,
-                   gtin=f.str("gtin", pattern=GTIN_RE),
-                   location=f.str("location", pattern=LOCATION_RE),
-                   qty=f.int("qty", 0 if mode == "count" else 1, 1_000_000),
-                   from_location=f.str("from_location", pattern=LOCATION_RE, required=False),
-                   lot=f.str("lot", 20, required=False), expiry=f.str("expiry", pattern=DATE_RE, required=False),
-                   serial=f.str("serial", 20, required=False), ref=f.str("ref", 35, required=False),
-                   operator=f.str("operator", 64, required=False),
-                   symbology=f.str("symbology", 3, required=False), raw=f.str("raw", 512, required=False),
-                   net_weight_g=f.float("net_weight_g", 0.0, MAX_WEIGHT_G, required=False))
+        event = cls(**_base(f), scanner=f.str("scanner", 64), mode=mode,
+                    gtin=f.str("gtin", pattern=GTIN_RE),
+                    location=f.str("location", pattern=LOCATION_RE),
+                    qty=f.int("qty", 0 if mode == "count" else 1, 1_000_000),
+                    from_location=f.str("from_location", pattern=LOCATION_RE, required=False),
+                    lot=f.str("lot", 20, required=False, pattern=LOT_RE),
+                    expiry=f.str("expiry", pattern=DATE_RE, required=False),
+                    serial=f.str("serial", 20, required=False, pattern=SERIAL_RE), ref=f.str("ref", 35, required=False),
+                    operator=f.str("operator", 64, required=False),
+                    symbology=f.str("symbology", 3, required=False), raw=f.str("raw", 512, required=False),
+                    net_weight_g=f.float("net_weight_g", 0.0, MAX_WEIGHT_G, required=False),
+                    return_reason=f.str("return_reason", 32, required=False, pattern=RETURN_REASON_RE))
+        event.check()
+        return event
+
+    def check(self) -> None:
+        """The rules between fields; ContractError naming the problem."""
+        if self.mode == "return" and self.return_reason is None:
+            raise ContractError("scan: a return needs 'return_reason' (the code on the reason card)")
+        if self.mode == "receive" and self.expiry is not None and expired_on(self.expiry, self.ts_ms):
+            raise ContractError(f"scan: receipt of goods that expired on {self.expiry}, before the day of the scan; "
+                                "expired goods are not received into stock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +262,7 @@ EVENT_TYPES: dict[str, Any] = {c.KIND: c for c in (ScanEvent, ScanRejected, Shel
 _SCAN_STR_MAX = {"scanner": 64, "lot": 20, "serial": 20, "ref": 35, "operator": 64, "symbology": 3, "raw": 512}
 _SCAN_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "scanner", "mode", "gtin", "location", "qty",
                         "from_location", "expiry", *_SCAN_STR_MAX})
+_SCAN_PATTERNS = {"from_location": LOCATION_RE, "expiry": DATE_RE, "lot": LOT_RE, "serial": SERIAL_RE}
 _SCAN_OPTIONAL = ("from_location", "lot", "expiry", "serial", "ref", "operator", "symbology", "raw")
 _SHELF_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "bin", "count", "quotient", "weight_g",
                          "confidence", "uncertain", "heartbeat", "moving_ms"})
@@ -261,12 +291,12 @@ def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
             continue
         if type(val) is not str or not val.isascii():
             return None
-        if key == "from_location" or key == "expiry":
-            if len(val) > 256 or not (LOCATION_RE if key == "from_location" else DATE_RE).fullmatch(val):
-                return None
-        elif len(val) > _SCAN_STR_MAX[key]:
+        pattern = _SCAN_PATTERNS.get(key)
+        if len(val) > _SCAN_STR_MAX.get(key, 256) or (pattern is not None and not pattern.fullmatch(val)):
             return None
         opt[key] = val
+    if mode == "return" or (mode == "receive" and "expiry" in opt and expired_on(opt["expiry"], obj["ts_ms"])):
+        return None  # the rules between fields: the strict reader decides, with its reason
     return ScanEvent(seq=obj["seq"], ts_ms=obj["ts_ms"], accepted_ms=obj["accepted_ms"], scanner=scanner, mode=mode,
                      gtin=gtin, location=location, qty=qty, **opt)
 
@@ -424,10 +454,22 @@ def salvage_batch(obj: Any) -> SalvagedBatch | None:
 
 
 def stored_event(obj: Any) -> Event | RefusedEvent:
-    """An event as the hub stored it: a contract event, or the record of a refused one."""
+    """An event as the hub stored it: a contract event, or the record of a refused one.
+
+    One that an earlier hub stored and a rule added since refuses (a receipt of expired
+    goods, held above a gap while the hub was upgraded) comes back refused, with the reason:
+    it must not stop the hub from starting, and it moves no stock, as if it came now.
+    """
     if type(obj) is dict and obj.get("kind") == RefusedEvent.KIND:
         return RefusedEvent(seq=obj["seq"], reason=obj["reason"], raw=obj["event"])
-    return event_from_dict(obj)
+    try:
+        return event_from_dict(obj)
+    except UnknownToThisVersion:
+        raise
+    except ContractError as err:
+        if type(obj) is not dict or type(obj.get("seq")) is not int:
+            raise
+        return RefusedEvent(seq=obj["seq"], reason=f"stored by an earlier hub, refused by this one: {err}", raw=obj)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,14 @@ each node as its retained `config` (contract.NodeConfig).
 
 CSV columns (header required; one row per SKU x GTIN x bin, blanks allowed):
 
-    sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv,reorder_min,reorder_max
+    sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv,reorder_min,reorder_max,tracking
 
 A row with only `sku` (and `name`) declares a SKU; a `gtin` adds a barcode for it; a `bin`
 assigns the SKU to that bin; `reorder_min` and `reorder_max` (both, whole pieces, min below
 max) are the SKU's manual reorder levels, which the rules use until they have learned its
-demand (docs/rules.md); blank keeps what an earlier row of the file said. `sensored` bins need `unit_weight_g`; `weight_only` bins are
+demand (docs/rules.md); blank keeps what an earlier row of the file said. `tracking` is `lot`
+(stock kept per lot, with its expiry), `serial` (per serial number: each unit in one place) or
+empty (a plain SKU, as simple as ever; see hub.lots), said on any of the SKU's rows. `sensored` bins need `unit_weight_g`; `weight_only` bins are
 counted by weight alone (docs/ledger.md says what that changes). Bad rows are reported with
 their line number, column and problem; the good rows still import unless `strict`.
 """
@@ -27,12 +29,12 @@ from contract import BinConfig, NodeConfig
 from contract._fields import NAME_RE
 from contract.messages import GTIN_RE, LOCATION_RE, MAX_WEIGHT_G, SKU_RE
 from hub.rules.reorder import check_manual_levels
-from hub.store.base import Catalog, CatalogBin, CatalogSku, Store
+from hub.store.base import TRACKING_NONE, TRACKINGS, Catalog, CatalogBin, CatalogSku, Store
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("sku", "name", "gtin", "bin", "zone", "node", "sensored", "weight_only", "unit_weight_g", "unit_weight_cv",
-           "reorder_min", "reorder_max")
+           "reorder_min", "reorder_max", "tracking")
 REQUIRED_COLUMNS = frozenset({"sku"})
 TRUE_WORDS = frozenset({"1", "yes", "y", "true", "t", "x"})
 FALSE_WORDS = frozenset({"", "0", "no", "n", "false", "f"})
@@ -147,6 +149,14 @@ def _take_row(row: dict[str, str], out: CatalogImport, gtin_owner: dict[str, str
         owner = gtin_owner.get(gtin)
         if owner is not None and owner != sku:
             raise _RowProblem("gtin", f"GTIN {gtin} already belongs to SKU {owner!r} in this file")
+    tracking = row.get("tracking", "").lower()
+    if tracking == "none":
+        tracking = TRACKING_NONE
+    if tracking not in TRACKINGS:
+        raise _RowProblem("tracking", f"{row['tracking']!r} is not a tracking: 'lot', 'serial', or empty for a plain SKU")
+    current = out.skus.get(sku)
+    if tracking and current is not None and current.tracking and current.tracking != tracking:
+        raise _RowProblem("tracking", f"SKU {sku!r} is tracked by {current.tracking} on an earlier line, not {tracking}")
     new_bin = None
     bin_name = row.get("bin", "")
     if bin_name:
@@ -180,14 +190,14 @@ def _take_row(row: dict[str, str], out: CatalogImport, gtin_owner: dict[str, str
             raise _RowProblem("bin", f"bin {bin_name} already holds SKU {earlier.sku!r} in this file")
         new_bin = CatalogBin(bin=bin_name, zone=row.get("zone", ""), sku=sku, node=node, sensored=sensored,
                              weight_only=weight_only, unit_weight_g=unit_weight_g, unit_weight_cv=unit_weight_cv)
-    current = out.skus.get(sku)
     levels = _levels(row, current)
     gtins = current.gtins if current is not None else ()
     if gtin is not None and gtin not in gtins:
         gtins = (*gtins, gtin)
         gtin_owner[gtin] = sku
     name = row.get("name") or (current.name if current is not None else "")
-    out.skus[sku] = CatalogSku(sku, name, gtins, reorder_min=levels[0], reorder_max=levels[1])
+    out.skus[sku] = CatalogSku(sku, name, gtins, tracking or (current.tracking if current is not None else ""),
+                               reorder_min=levels[0], reorder_max=levels[1])
     if new_bin is not None:
         out.bins[new_bin.bin] = new_bin
 
@@ -239,6 +249,7 @@ class CatalogIndex:
         self.rev = catalog.rev
         self.skus = frozenset(s.sku for s in catalog.skus)
         self.sku_by_gtin = {g: s.sku for s in catalog.skus for g in s.gtins}
+        self._tracking = {s.sku: s.tracking for s in catalog.skus if s.tracking}
         self.bins = {b.bin: b for b in catalog.bins}
         # Reconciled bins on one node are neighbours: a scan meant for one may have moved another.
         on_node: dict[str, list[str]] = {}
@@ -257,6 +268,10 @@ class CatalogIndex:
 
     def bin(self, name: str) -> CatalogBin | None:
         return self.bins.get(name)
+
+    def tracking(self, sku: str) -> str:
+        """How the catalog tracks a SKU's units: "lot", "serial", or "" (plain; also an unknown SKU)."""
+        return self._tracking.get(sku, TRACKING_NONE)
 
     def neighbours(self, name: str) -> tuple[str, ...]:
         """The other reconciled (sensored, not weight-only) bins on the node that serves this one."""

@@ -85,9 +85,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 @_with_config
 def cmd_backup(args: argparse.Namespace) -> int:
-    """Online backup of the ledger with SQLite's backup API (safe while the hub runs)."""
+    """Online backup of every store the hub keeps (ledger, rules, auth, alerts) into a new directory."""
+    from hub.backup import backup_all
     from hub.config import load_hub_config
-    from hub.store import SqliteStore
     cfg = load_hub_config(args.config)
     _require_ledger(cfg)
     target = Path(args.path)
@@ -95,15 +95,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"stock-hub backup: {target.parent} is not a directory; create it or choose another path",
               file=sys.stderr)
         return 2
-    store = SqliteStore(cfg.db_path, cfg.db_synchronous)
     try:
-        store.backup(str(target))
-    except sqlite3.Error as err:
-        print(f"stock-hub backup: cannot write {target} ({err})", file=sys.stderr)
+        written, absent = backup_all(cfg, target)
+    except (OSError, sqlite3.Error) as err:
+        print(f"stock-hub backup: cannot back up into {target} ({err})", file=sys.stderr)
         return 2
-    finally:
-        store.close()
-    print(f"backed up {cfg.db_path} to {target}")
+    for path in written:
+        print(f"backed up {path.name} to {path}")
+    for name in absent:
+        print(f"no {name} to back up (that part of the hub has not been used)")
     return 0
 
 
@@ -124,13 +124,22 @@ def cmd_rebuild_balances(args: argparse.Namespace) -> int:
     try:
         rebuilt = {(b.sku, b.location): b.qty for b in store.rebuild_balances()}
         live = {(b.sku, b.location): b.qty for b in store.stock("", 10_000_000, 0)}
+        lots_rebuilt = {(b.sku, b.location, b.lot, b.serial): b.qty for b in store.rebuild_lot_balances()}
+        lots_live = {(b.sku, b.location, b.lot, b.serial): b.qty for b in store.lots(limit=10_000_000)}
     finally:
         store.close()
     differ = sorted(k for k in set(rebuilt) | set(live) if rebuilt.get(k, 0) != live.get(k, 0))
     for sku, loc in differ:
         print(f"differs: {sku} @ {loc}: live {live.get((sku, loc), 0)}, from ledger {rebuilt.get((sku, loc), 0)}")
-    print(f"{len(rebuilt)} balance(s) rebuilt from the ledger; {len(differ)} differ from the live balances")
-    return 1 if differ else 0
+    lots_differ = sorted((k for k in set(lots_rebuilt) | set(lots_live)
+                          if lots_rebuilt.get(k, 0) != lots_live.get(k, 0)), key=str)
+    for sku, loc, lot, serial in lots_differ:
+        key = (sku, loc, lot, serial)
+        print(f"differs: {sku} lot {lot or '-'} serial {serial or '-'} @ {loc}: live {lots_live.get(key, 0)}, "
+              f"from ledger {lots_rebuilt.get(key, 0)}")
+    print(f"{len(rebuilt)} balance(s) and {len(lots_rebuilt)} lot balance(s) rebuilt from the ledger; "
+          f"{len(differ) + len(lots_differ)} differ from the live balances")
+    return 1 if differ or lots_differ else 0
 
 
 def cmd_config_help(args: argparse.Namespace) -> int:
@@ -151,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
     check.set_defaults(func=cmd_check_config)
-    backup = sub.add_parser("backup", help="online backup of the ledger to PATH")
-    backup.add_argument("path")
+    backup = sub.add_parser("backup", help="online backup of every store (ledger, rules, auth, alerts) into "
+                                            "the new directory PATH")
+    backup.add_argument("path", help="a new (or empty) directory; its parent must exist")
     backup.add_argument("--config", required=True)
     backup.set_defaults(func=cmd_backup)
     rebuild = sub.add_parser("rebuild-balances", help="check live balances against the ledger")

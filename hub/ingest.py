@@ -51,6 +51,7 @@ from contract import (
     stored_event,
 )
 from contract.clock import now_ms
+from hub import lots
 from hub.catalog import CatalogIndex
 from hub.commands import CommandLog
 from hub.commit import CommitResult, Inbound
@@ -150,6 +151,10 @@ class Ingest:
         for pos in self.store.stream_positions():
             held = {h.seq: Held(h.event_id, stored_event(json.loads(h.body)), h.received_ms)
                     for h in self.store.held_events(pos.node, pos.stream, pos.watermark)} if pos.above else {}
+            for item in held.values():
+                if isinstance(item.event, RefusedEvent) and item.event.reason.startswith("stored by an earlier hub"):
+                    log.warning("node %s stream %s seq %d, held above a gap: %s; it will move no stock", pos.node,
+                                pos.stream, item.event.seq, item.event.reason)
             self.book.load(pos.node, pos.stream, pos.watermark, set(pos.above), pos.max_seq, held)
         for row in self.store.nodes():
             if row.clock_skew_ms is not None:
@@ -395,11 +400,11 @@ class Ingest:
         book_before: int | None = None  # a count scan: the book before it, when the bin had one
         if event.mode == "count" and tx.has_balance(sku, event.location):
             book_before = tx.balance(sku, event.location)
-        changes = apply_event(tx, event_id, event, hub_ms, self._resolve_sku, self.catalog.bin)
+        changes = apply_event(tx, event_id, event, hub_ms, self._resolve_sku, self.catalog.bin, self.catalog.tracking)
         result.balances.extend(changes)
         result.scans.append(ScanRow(event_id, node, event.seq, "accepted", event.ts_ms, hub_ms, event.scanner,
                                     event.mode, event.gtin, sku, event.qty, event.location, event.from_location,
-                                    None, event.raw, event.operator))
+                                    None, event.raw, event.operator, event.lot, event.return_reason))
         rec = self.reconciler
         if event.mode == "count":
             if book_before is not None and book_before != event.qty and event.location in rec.bins:
@@ -420,6 +425,9 @@ class Ingest:
             return
         self.discrepancies.record(tx, negative_balances(tx, event_id, node, event, changes, at.t_ms, hub_ms,
                                            self.plausibility, self._shelf_holds, self._foreign), result)
+        # Lot-tracked and serialised SKUs: the lot or serial taken was at the source, a serial is in one place.
+        self.discrepancies.record(tx, lots.check_scan(tx, event_id, node, event, sku, self.catalog.tracking(sku),
+                                                      at.t_ms, hub_ms), result)
         for change in changes:
             if change.location in rec.bins:
                 self.discrepancies.record(tx, rec.scan(change.location, change.sku, at.t_ms, hub_ms, change.qty_delta, {

@@ -12,6 +12,12 @@ Movement reasons (docs/ledger.md):
 - correction: a person's correction (`stock-hub correct`, a one-click fix of a discrepancy, or an
   adjustment from the page or API with its reason code: found, damaged, expired, theft,
   count_correction), recorded as a hub-made event naming who and why.
+- return: a customer return, +qty at the (quarantine or restock) location; its reason code
+  is in the scan.
+
+Movements of lot-tracked and serialised SKUs (the catalog's `tracking`) carry the lot, its
+expiry and the serial number the label gave (`movement_unit`), and move that lot's balance
+too; a plain SKU's movements carry none, whatever its label says (docs/ledger.md, "Lots").
 
 Every movement points at the event that caused it; nothing is ever updated or deleted.
 """
@@ -24,12 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from contract import HUB_NODE, Event, ScanEvent, ShelfCount
-from hub.store.base import CatalogBin, WriteTx
+from hub.store.base import TRACKING_NONE, TRACKING_SERIAL, CatalogBin, WriteTx
 
 log = logging.getLogger(__name__)
 
 SkuResolver = Callable[[str], str]
 BinLookup = Callable[[str], CatalogBin | None]
+TrackingLookup = Callable[[str], str]  # SKU -> hub.store.base.TRACKINGS
 
 RECEIVE = "receive"
 PUTAWAY = "putaway"
@@ -38,7 +45,8 @@ MOVE = "move"
 COUNT_ADJUSTMENT = "count_adjustment"
 SENSOR_CHANGE = "sensor_change"
 CORRECTION = "correction"
-REASONS = (RECEIVE, PUTAWAY, PICK, MOVE, COUNT_ADJUSTMENT, SENSOR_CHANGE, CORRECTION)
+RETURN = "return"
+REASONS = (RECEIVE, PUTAWAY, PICK, MOVE, COUNT_ADJUSTMENT, SENSOR_CHANGE, CORRECTION, RETURN)
 
 CORRECTIONS_STREAM = "00000000000000cc"  # contract stream ids are hex
 
@@ -57,6 +65,29 @@ def gtin_as_sku(gtin: str) -> str:
 def no_bins(name: str) -> CatalogBin | None:
     """A catalog with no bins: every bin is unsensored."""
     return None
+
+
+def untracked(sku: str) -> str:
+    """A catalog that tracks no SKU by lot or serial."""
+    return TRACKING_NONE
+
+
+def movement_unit(tx: WriteTx, sku: str, event: ScanEvent, tracking: str) -> tuple[str | None, str | None, str | None]:
+    """The (lot, expiry, serial) a scan's movements carry: only for tracked SKUs, never for a count.
+
+    A count sets the SKU's quantity at the bin, not one lot's. A label without an expiry
+    takes the one the lot was received with, so every movement of a lot says when it expires.
+    """
+    if tracking == TRACKING_NONE or event.mode == "count":
+        return None, None, None
+    lot = event.lot
+    serial = event.serial if tracking == TRACKING_SERIAL else None
+    if lot is None and serial is None:
+        return None, None, None
+    expiry = event.expiry
+    if expiry is None:
+        expiry = next((b.expiry for b in tx.lot_balances(sku, lot=lot, serial=serial) if b.expiry), None)
+    return lot, expiry, serial
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +114,8 @@ def scan_moves(event: ScanEvent) -> list[tuple[str, int, str]]:
         return [(event.location, event.qty, RECEIVE)]
     if event.mode == "pick":
         return [(event.location, -event.qty, PICK)]
+    if event.mode == "return":
+        return [(event.location, event.qty, RETURN)]
     if event.mode in ("putaway", "move"):
         reason = PUTAWAY if event.mode == "putaway" else MOVE
         moves = []
@@ -94,7 +127,8 @@ def scan_moves(event: ScanEvent) -> list[tuple[str, int, str]]:
 
 
 def apply_event(tx: WriteTx, event_id: int, event: Event, hub_ms: int,
-                resolve_sku: SkuResolver = gtin_as_sku, bin_of: BinLookup = no_bins) -> list[BalanceChange]:
+                resolve_sku: SkuResolver = gtin_as_sku, bin_of: BinLookup = no_bins,
+                tracking_of: TrackingLookup = untracked) -> list[BalanceChange]:
     """Append the movements this event implies; return the balances it changed."""
     changes: list[BalanceChange] = []
     if isinstance(event, ScanEvent):
@@ -104,8 +138,9 @@ def apply_event(tx: WriteTx, event_id: int, event: Event, hub_ms: int,
             moves = [(event.location, delta, COUNT_ADJUSTMENT)] if delta else []
         else:
             moves = scan_moves(event)
+        lot, expiry, serial = movement_unit(tx, sku, event, tracking_of(sku)) if moves else (None, None, None)
         for location, delta, reason in moves:
-            qty = tx.add_movement(event_id, sku, location, delta, reason, event.ts_ms, hub_ms)
+            qty = tx.add_movement(event_id, sku, location, delta, reason, event.ts_ms, hub_ms, lot, expiry, serial)
             changes.append(BalanceChange(sku, location, qty, delta, reason, event.ts_ms, hub_ms, event_id,
                                          event.ref, event.lot, event.expiry))
     elif isinstance(event, ShelfCount) and not event.uncertain:

@@ -222,7 +222,7 @@ class Shift:
     def receive_ties(self, cartons: int, lot: str, scanned_bin: str) -> bool:
         """A delivery of ties against a PO, put away carton by carton onto shelf A-01-2."""
         self.po += 1
-        carton = gs1_128(TIES, lot, "271231", 6)
+        carton = gs1_128(TIES, lot, "491231", 6)
         if not self.scan("MODE:RECEIVE", f"PO:{self.po}", *[carton] * cartons, "MODE:PUTAWAY", f"LOC:{scanned_bin}"):
             return False
         for _ in range(cartons):
@@ -452,11 +452,10 @@ def central_settings(central: str) -> str:
 
 def start_tryton(work: Path, port: int) -> TrytonServer:
     """A local Tryton over a copy of the seeded database (built the first time: a minute or two)."""
-    from central_reference.tryton_local import TrytonServer, build_template
+    from central_reference.tryton_local import CACHE_DIR, TrytonServer, build_template
 
-    root = Path(__file__).resolve().parent.parent
     log.info("preparing the local Tryton (the first run activates its modules, a minute or two)")
-    template = build_template(root / "build" / "tryton", free_port())
+    template = build_template(CACHE_DIR, free_port())
     data = work / "tryton"
     data.mkdir()
     shutil.copy(template, data / template.name)

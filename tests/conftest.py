@@ -85,9 +85,11 @@ async def browser() -> AsyncIterator[Browser]:
 def tryton_template() -> Path:
     """The seeded Tryton database, built once and cached under build/ (keyed by the trytond version)."""
     pytest.importorskip("trytond", reason="the 'tryton' extra is not installed (scripts/setup.sh test installs it)")
-    from central_reference.tryton_local import build_template
+    from central_reference.tryton_local import CACHE_DIR, build_template
 
-    return build_template(Path(__file__).resolve().parent.parent / "build" / "tryton", free_port())
+    # A first build takes minutes and counts against the first Tryton test's timeout:
+    # scripts/test builds it before pytest (python -m central_reference.tryton_local).
+    return build_template(CACHE_DIR, free_port())
 
 
 @pytest.fixture

@@ -153,6 +153,15 @@ def scan(gtin: str = "09506000134352", location: str = "A-01-1", qty: int = 1, m
                      qty=qty, **kw)
 
 
+OPENAPI_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+def openapi_operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, path, operation) for every operation of an OpenAPI document."""
+    return [(method, path, op) for path, item in doc["paths"].items()
+            for method, op in item.items() if method in OPENAPI_METHODS]
+
+
 async def wait_for(predicate: Callable[[], Awaitable[T] | T], timeout_s: float = 10.0, what: str = "condition",
                    interval_s: float = 0.02) -> T:
     """Poll predicate until it returns something truthy; fail with `what` after timeout_s."""

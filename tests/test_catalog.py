@@ -23,6 +23,7 @@ def test_the_example_catalog_is_clean() -> None:
     assert parsed.bad_rows == []
     assert parsed.skus["SCREW-M4-20"].gtins == ("09506000134352",)  # 13 and 14 digits are one GTIN
     assert parsed.bins["A-01-2"].weight_only and parsed.bins["A-01-2"].unit_weight_g == 0.8
+    assert {s.sku: s.tracking for s in parsed.skus.values() if s.tracking} == {"GLUE-50": "lot", "DRILL-X": "serial"}
 
 
 def test_bad_rows_are_reported_by_line_and_column_and_good_rows_still_count() -> None:
@@ -77,7 +78,7 @@ def test_cli_import_reports_and_node_configs_follow(tmp_path: Path, capsys: pyte
     config.write_text(f'[site]\nname = "{SITE}"\n[db]\npath = "{tmp_path / "l.db"}"\n')
     assert hub_cli(["import-catalog", str(EXAMPLE), "--config", str(config), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "5 row(s) read, 5 good, 0 bad; 4 SKU(s), 4 bin(s), 3 with shelf sensors; imported as catalog rev 1" in out
+    assert "7 row(s) read, 7 good, 0 bad; 6 SKU(s), 6 bin(s), 3 with shelf sensors; imported as catalog rev 1" in out
     bad = tmp_path / "bad.csv"
     bad.write_text(HEADER + "X,,123,,,,,,,\n")
     assert hub_cli(["import-catalog", str(bad), "--config", str(config), "--no-progress", "--strict"]) == 1

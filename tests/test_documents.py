@@ -15,22 +15,18 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
+from tests.support import openapi_operations
+
 ROOT = Path(__file__).resolve().parent.parent
 ASYNCAPI = ROOT / "docs" / "asyncapi.yaml"
 OPENAPI_DOCUMENTS = (ROOT / "docs" / "openapi.yaml", ROOT / "docs" / "central-openapi.yaml")
 PARSER = ROOT / ".venv" / "asyncapi" / "validate.mjs"
-HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 # Channels whose last message a new subscriber needs: the broker keeps it (retained).
 RETAINED_CHANNELS = {"nodeState", "nodeConfig", "hubState", "hubBins", "hubSkus", "hubDiscrepancies"}
 
 
 def _load(path: Path) -> dict[str, Any]:
     return dict(yaml.safe_load(path.read_text()))
-
-
-def _operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    return [(method, path, op) for path, item in doc["paths"].items()
-            for method, op in item.items() if method in HTTP_METHODS]
 
 
 @pytest.mark.parametrize("path", OPENAPI_DOCUMENTS, ids=lambda p: p.name)
@@ -41,7 +37,7 @@ def test_openapi_document_validates(path: Path) -> None:
 @pytest.mark.parametrize("path", OPENAPI_DOCUMENTS, ids=lambda p: p.name)
 def test_every_operation_has_a_unique_operation_id_and_a_security_scheme(path: Path) -> None:
     doc = _load(path)
-    operations = _operations(doc)
+    operations = openapi_operations(doc)
     ids = [op.get("operationId") for _, _, op in operations]
     assert [f"{m.upper()} {p}" for (m, p, _), i in zip(operations, ids, strict=True) if not i] == []
     assert len(ids) == len(set(ids)), "operationIds must be unique"
@@ -73,3 +69,10 @@ def test_asyncapi_is_the_current_version_with_mqtt_bindings() -> None:
         binding = op["bindings"]["mqtt"]
         assert binding["qos"] == 1, f"{name}: every channel is QoS 1 (the exactly-once effect is ours)"
         assert binding["retain"] is (channel in RETAINED_CHANNELS), f"{name}: retain flag"
+
+
+def test_the_alert_kinds_in_openapi_are_the_hubs() -> None:
+    from hub.alerts.model import EVENT_KINDS
+
+    schema = _load(OPENAPI_DOCUMENTS[0])["components"]["schemas"]["AlertKind"]
+    assert schema["enum"] == list(EVENT_KINDS)

@@ -69,8 +69,8 @@ async def test_a_big_movement_export_streams_in_bounded_memory(broker: PrivateBr
         assert peak < PEAK_BYTES_MAX, f"peak {peak / 2**20:.1f} MiB while exporting {size / 2**20:.1f} MiB"
         assert size > 3 * PEAK_BYTES_MAX, size  # holding it all would have shown in the peak
         header = head.decode("utf-8-sig").splitlines()[0]
-        assert header == ("movement_id,time_utc,sku,location,qty_change,movement,adjustment_reason,who,why,node,"
-                          "node_seq,event_id,device_time_utc")
+        assert header == ("movement_id,time_utc,sku,location,qty_change,movement,adjustment_reason,who,why,lot,"
+                          "expiry,serial,po_ref,return_reason,node,node_seq,event_id,device_time_utc")
         assert head.decode("utf-8-sig").splitlines()[1].startswith("1,2026-01-01T00:00:00.000Z,SKU-0,H-00,-1,pick,")
         last = tail.decode().splitlines()[-1].split(",")
         assert last[0] == str(HISTORY_ROWS) and last[1] == "2026-04-15T03:59:00.000Z", last
@@ -134,6 +134,10 @@ async def test_exports_carry_who_and_why_and_refuse_bad_requests(broker: Private
             async with sup.get(f"{base}/api/v1/exports/movements?{query}") as resp:
                 body = await resp.json()
                 assert resp.status == 400 and why in body["error"], (query, body)
+        # The calendar's first and last days are days like any other: "to the end of time" is everything.
+        async with sup.get(f"{base}/api/v1/exports/movements?from=0001-01-01&to=9999-12-31&format=json") as resp:
+            assert resp.status == 200, await resp.text()
+            assert [m["why"] for m in await resp.json()] == [moved["why"]]
         async with anonymous.get(f"{base}/api/v1/exports/stock") as resp:
             assert resp.status == 401  # exports need a logged-in user (or a token)
 
@@ -154,7 +158,8 @@ async def test_exports_carry_who_and_why_and_refuse_bad_requests(broker: Private
 def test_json_export_rows_are_the_csv_rows(tmp_path: Path) -> None:
     """The two formats come from one column list: the same keys in the same order."""
     from hub.web import export_data
-    for columns in (export_data.STOCK_COLUMNS, export_data.MOVEMENT_COLUMNS, export_data.DISCREPANCY_COLUMNS,
+    for columns in (export_data.STOCK_COLUMNS, export_data.LOT_COLUMNS, export_data.MOVEMENT_COLUMNS,
+                    export_data.DISCREPANCY_COLUMNS,
                     export_data.PROPOSAL_COLUMNS, export_data.DECISION_COLUMNS):
         names = [c.name for c in columns]
         assert len(names) == len(set(names)) and all(n == n.lower() and " " not in n for n in names)

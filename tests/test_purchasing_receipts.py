@@ -94,7 +94,7 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
 
         # Three deliveries scanned at the dock, as the edge publishes them (PO: label -> ref).
         node, stream = "pi-1", secrets.token_hex(8)
-        scans = [scan(gtin=sku, location="DOCK", qty=20, ref="4500012002", lot="L7", expiry="2027-12-31"),
+        scans = [scan(gtin=sku, location="DOCK", qty=20, ref="4500012002", lot="L7", expiry="2049-12-31"),
                  scan(gtin=sku, location="DOCK", qty=10, ref=hub_po.lower(), lot="L8"),
                  scan(gtin=sku, location="DOCK", qty=5, ref="340123450000000017"),  # a pallet SSCC, no PO
                  scan(gtin=sku, location="DOCK", qty=7, ref="4599999999")]  # a PO number nobody knows
@@ -118,7 +118,7 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
             ("po", hub_po.lower(), [{"po_id": hub_po, "line_id": "1", "qty": 10}]),
             ("fifo", None, [{"po_id": hub_po, "line_id": "1", "qty": 5}]),
             ("none", "4599999999", [])]
-        assert (sent[0]["lot"], sent[0]["expiry"]) == ("L7", "2027-12-31")
+        assert (sent[0]["lot"], sent[0]["expiry"]) == ("L7", "2049-12-31")
         assert sent[1]["lot"] == "L8" and "expiry" not in sent[1]
         assert sent[2]["sscc"] == "340123450000000017" and "po_ref" not in sent[2]
         schema = central_schema("Receipt", closed=True)
@@ -130,7 +130,7 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
         assert po_row["qty_received"] == 15
         logged = await engine.call(lambda core: [d["sentence"] for d in core.decision_rows(sku)
                                                  if d["rule"] == "receipt"])
-        assert any("against PO 4500012002, lot L7, expiry 2027-12-31; PO 4500012002 is not an open order of "
+        assert any("against PO 4500012002, lot L7, expiry 2049-12-31; PO 4500012002 is not an open order of "
                    "this hub: central matches it by number" in s for s in logged), logged
         assert any(f"against PO {hub_po.lower()}, lot L8; PO {hub_po} had" in s for s in logged), logged
         assert any(f"no PO was scanned: matched first in, first out to {hub_po} (5)" in s for s in logged), logged

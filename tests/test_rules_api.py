@@ -263,3 +263,30 @@ async def test_a_supervisor_sends_received_goods_back_and_the_return_is_queued_f
     logged = await service.rules.call(lambda core: [d["sentence"] for d in core.decision_rows(SKU)
                                                     if d["rule"] == "return"])
     assert logged == [f"sam sent 5 of GTIN {SKU} back to Acme (PO PO-7 line 1): damaged in transit."], logged
+
+
+async def test_returns_of_one_line_together_cannot_exceed_what_was_received(served: tuple[HubService, str]) -> None:
+    from hub.purchasing import outbox
+
+    service, base = served
+    assert service.rules is not None
+    await service.rules.call(seed)
+    await service.rules.call(late_order_and_deliveries)  # PO-7, line 1: 150 ordered, none received yet
+
+    def receive(core: RulesCore) -> None:
+        t = core.clock()
+        core.on_commit([BalanceChange(SKU, "DOCK", 20, 20, "receive", t, t, ref="PO-7", lot="L9")])
+
+    await service.rules.call(receive)
+    body = {"po_id": "PO-7", "line_id": "1", "qty": 15, "reason": "damaged in transit"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{base}/returns", json=body) as r:
+            assert r.status == 200
+        async with s.post(f"{base}/returns", json=body) as r:  # 15 + 15 of the 20 received
+            error = (await r.json())["error"]
+            assert r.status == 409 and "20 received" in error and "15 already" in error, error
+        async with s.post(f"{base}/returns", json={**body, "qty": 5}) as r:  # the last 5 may go
+            assert r.status == 200
+    queued = await service.rules.call(lambda core: [i.body["qty"] for i in outbox.items(core.db.conn)
+                                                    if i.kind == "return"])
+    assert queued == [15, 5]

@@ -187,3 +187,60 @@ def test_random_bytes_never_raise(data: bytes, terminator: bytes) -> None:
        st.text(alphabet="0123456789" + GS + "ABC", max_size=60))
 def test_random_gs1_like_text_never_raises(prefix: str, body: str) -> None:
     _outcome_of(prefix + body)
+
+
+# GS1 Digital Link URIs, as QR codes and DataMatrix codes print them (GS1 Digital Link standard 1.x).
+@pytest.mark.parametrize("raw, expected", [
+    ("https://id.gs1.org/01/09506000134352/10/ABC123",
+     ItemScan(gtin="09506000134352", lot="ABC123")),
+    ("]Q1https://id.gs1.org/01/09506000134352/10/ABC123?17=261231",
+     ItemScan(gtin="09506000134352", lot="ABC123", expiry="2026-12-31", symbology="]Q1")),
+    # A brand's own domain and path prefix, serial in the path, expiry and net weight in the query string.
+    ("https://brand.example.com/products/01/09506000134352/21/SN0042?17=270100&3103=000195",
+     ItemScan(gtin="09506000134352", serial="SN0042", expiry="2027-01-31", net_weight_g=195.0)),
+    # A GTIN-13 in its 14-digit form, and the scheme in capitals (a scanner in caps-lock mode).
+    ("HTTPS://id.gs1.org/01/04006381333931?10=L653&17=270630",
+     ItemScan(gtin="04006381333931", lot="L653", expiry="2027-06-30")),
+    # The DataMatrix form with its AIM identifier.
+    ("]d1https://id.gs1.org/01/04006381333931/10/L%2F7",
+     ItemScan(gtin="04006381333931", lot="L/7", symbology="]d1")),
+])
+def test_gs1_digital_link_uris_decode_like_element_strings(raw: str, expected: ItemScan) -> None:
+    assert decode(raw) == expected
+
+
+def test_digital_link_and_element_string_of_one_label_are_the_same_scan() -> None:
+    uri = decode("https://id.gs1.org/01/04006381333931/10/ABC-123?17=260630")
+    element_string = decode(f"]C10104006381333931{GS}10ABC-123{GS}17260630")
+    assert isinstance(uri, ItemScan) and isinstance(element_string, ItemScan)
+    assert (uri.gtin, uri.lot, uri.expiry) == (element_string.gtin, element_string.lot, element_string.expiry)
+
+
+def test_digital_link_through_a_keyboard_wedge_scanner() -> None:
+    raw = scan_keys("]Q1https://id.gs1.org/01/09506000134352/10/ABC123?17=261231")
+    assert decode(raw) == ItemScan(gtin="09506000134352", lot="ABC123", expiry="2026-12-31", symbology="]Q1")
+
+
+def test_digital_link_sscc_is_a_pallet() -> None:
+    assert decode("https://id.gs1.org/00/106141412345678908") == PalletScan("106141412345678908")
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ("https://id.gs1.org/01/09506000134353/10/ABC",
+     "bad check digit in GTIN 09506000134353: expected 2; rescan, or key the item in at the hub if the label is damaged"),
+    ("https://www.example.com/about",
+     "web address 'https://www.example.com/about' is not a GS1 Digital Link (Expected a primary identifier in the "
+     "path, got '/about'.); scan the item's GS1 barcode or its Digital Link QR code"),
+    ("https://id.gs1.org/01/09506000134352?17=261399", "is not a GS1 Digital Link"),
+])
+def test_bad_digital_links_are_rejected_with_the_reason(raw: str, reason: str) -> None:
+    decoded = decode(raw)
+    assert isinstance(decoded, BadScan) and reason in decoded.reason
+
+
+def test_lot_outside_gs1_character_set_is_rejected() -> None:
+    # biip checks each AI's value against GS1's pattern: '#' is not in character set 82, and
+    # the contract's lot pattern (contract.messages.LOT_RE) is the same set.
+    for raw in ("https://id.gs1.org/01/09506000134352/10/L%23653", f"]C10109506000134352{GS}10L#653"):
+        decoded = decode(raw)
+        assert isinstance(decoded, BadScan) and "#653'" in decoded.reason, decoded

@@ -40,8 +40,8 @@ def test_the_issue_sequence_puts_away_from_the_dock_not_from_a_bin_scanned_while
     # the worker scanned the shelf bins; then a delivery was received without a location scan.
     wf = configured(ScanWorkflow("s", mode="receive"))
     steps = run(wf, "LOC:A-01-1", "QTY:20", BOLT, "LOC:B-01-1", "QTY:40", TIES,
-                "MODE:RECEIVE", "PO:4500012001", gs1_128(TIES, "L1", "271231", 6),
-                "MODE:PUTAWAY", "LOC:A-01-2", gs1_128(TIES, "L1", "271231", 6))
+                "MODE:RECEIVE", "PO:4500012001", gs1_128(TIES, "L1", "491231", 6),
+                "MODE:PUTAWAY", "LOC:A-01-2", gs1_128(TIES, "L1", "491231", 6))
     assert isinstance(steps[0].event, ScanRejected)
     assert steps[0].message.startswith("A-01-1 is a storage bin in the hub's catalog, not a receiving location")
     assert "To fill A-01-1, scan MODE:PUTAWAY" in steps[0].message
@@ -66,9 +66,9 @@ def test_a_receipt_without_a_location_scan_is_remembered_at_the_default_dock() -
 
 def test_putaway_follows_the_lot_and_the_po_to_their_dock() -> None:
     wf = configured(ScanWorkflow("s", mode="receive", receiving_locations=["DOCK-2"]))
-    steps = run(wf, "PO:4500000001", gs1_128(TIES, "LA", "271231", 6),
-                "LOC:DOCK-2", "PO:4500000002", gs1_128(TIES, "LB", "271231", 6),
-                "MODE:PUTAWAY", "LOC:A-01-2", gs1_128(TIES, "LB", "271231", 6), gs1_128(TIES, "LA", "271231", 6),
+    steps = run(wf, "PO:4500000001", gs1_128(TIES, "LA", "491231", 6),
+                "LOC:DOCK-2", "PO:4500000002", gs1_128(TIES, "LB", "491231", 6),
+                "MODE:PUTAWAY", "LOC:A-01-2", gs1_128(TIES, "LB", "491231", 6), gs1_128(TIES, "LA", "491231", 6),
                 "]E0" + TIES,  # no lot on this label: received at two docks, so the worker is asked
                 "PO:4500000002", "]E0" + TIES)
     putaways = [e for e in events(steps) if e.mode == "putaway"]
@@ -161,7 +161,7 @@ LOCATIONS = ("DOCK", "DOCK-2", "GOODS-IN", "A-01-1", "A-01-2", "B-01-1", "GATE")
 LABELS = (["MODE:RECEIVE", "MODE:PUTAWAY", "MODE:PICK", "MODE:MOVE", "MODE:COUNT", "CLEAR", "QTY:2", "QTY:5",
            "PO:4500000001", "PO:4500000002", "]E0" + TIES, "]E0" + BOLT]
           + [f"LOC:{loc}" for loc in LOCATIONS]
-          + [gs1_128(gtin, lot, "271231", 6) for gtin in (TIES, BOLT) for lot in ("L1", "L2")])
+          + [gs1_128(gtin, lot, "491231", 6) for gtin in (TIES, BOLT) for lot in ("L1", "L2")])
 
 
 @dataclass

@@ -100,7 +100,7 @@ async def test_receive_putaway_pick_count_through_a_pty(tmp_path: Path, sink: Re
         await sink.wait_for(lambda evs: any(isinstance(e, DeviceChange) and e.present for e in evs), "scanner up")
         assert source.device_info().present
         scanner.scan("OP:alice", "MODE:RECEIVE", "PO:4500012345",
-                     f"]C10104006381333931{GS}10LOT42{GS}17260630{GS}3024",
+                     f"]C10104006381333931{GS}10LOT42{GS}17491231{GS}3024",
                      "MODE:PUTAWAY", "LOC:A-03-2", "QTY:24", "]E04006381333931",
                      "MODE:PICK", "LOC:A-03-2", "]E04006381333931", "QTY:2", "]E04006381333931",
                      "]E04006381333932",
@@ -123,8 +123,8 @@ async def test_receive_putaway_pick_count_through_a_pty(tmp_path: Path, sink: Re
     ]
     receive = durable[0]
     assert isinstance(receive, ScanEvent)
-    assert (receive.lot, receive.expiry, receive.ref, receive.symbology) == ("LOT42", "2026-06-30", "4500012345", "]C1")
-    assert receive.raw == f"]C10104006381333931{GS}10LOT42{GS}17260630{GS}3024"  # 0x1D intact
+    assert (receive.lot, receive.expiry, receive.ref, receive.symbology) == ("LOT42", "2049-12-31", "4500012345", "]C1")
+    assert receive.raw == f"]C10104006381333931{GS}10LOT42{GS}17491231{GS}3024"  # 0x1D intact
     assert all(e.scanner == base["scanner"] and e.seq > 0 for e in durable)
     assert all(e.operator == "alice" for e in durable if isinstance(e, ScanEvent))
     rejected = [e for e in durable if isinstance(e, ScanRejected)]

@@ -34,7 +34,7 @@ async def test_a_full_shift_from_one_scanner_ends_in_the_right_balances(broker: 
             await agent.start()
             try:
                 await wait_for(lambda: agent.sink.outbox.last_seq() >= 1, what="scanner port open")
-                carton = gs1_128(GTIN13, "LOT42", "271231", 24)  # ]C1 01 GTIN 17 expiry 10 lot <GS> 37 count
+                carton = gs1_128(GTIN13, "LOT42", "491231", 24)  # ]C1 01 GTIN 17 expiry 10 lot <GS> 37 count
                 shift = ["MODE:RECEIVE", "PO:4500012345", carton,
                          "MODE:PUTAWAY", "LOC:A-03-2", carton,
                          "MODE:PICK", "LOC:A-03-2", GTIN13, GTIN13, GTIN13,
@@ -60,7 +60,7 @@ async def test_a_full_shift_from_one_scanner_ends_in_the_right_balances(broker: 
                 db.close()
                 receipt = next(b for b in bodies if b["mode"] == "receive")
                 assert (receipt["ref"], receipt["lot"], receipt["expiry"], receipt["symbology"]) == \
-                    ("4500012345", "LOT42", "2027-12-31", "]C1")
+                    ("4500012345", "LOT42", "2049-12-31", "]C1")
                 await wait_for(lambda: agent.sink.outbox.depth() == 0, what="every event acknowledged")
             finally:
                 await agent.stop()

@@ -154,3 +154,96 @@ async def test_gpio_feedback_says_at_start_why_it_cannot_work(tmp_path: Path,
     await feedback.aclose()
     # Under the unit without the drop-in, sysfs is read-only: the hint names the fix.
     assert "edge-agent-gpio.conf" in gpio_write_hint(OSError(errno.EROFS, "Read-only file system"))
+
+
+# ---- returns, expiry (docs/scanning.md "Returns", "Expiry")
+
+TODAY_MS = 1_700_000_000_000  # 2023-11-14 UTC: what run() scans at
+EXPIRED_LABEL = f"]C101{GTIN}\x1d10L653\x1d17231031"  # lot L653, expired on 2023-10-31
+FRESH_LABEL = f"]C101{GTIN}\x1d10L700\x1d17251231"
+
+
+def test_return_needs_a_location_and_a_reason_card_then_both_stay() -> None:
+    steps = run(ScanWorkflow("s", mode="pick"), "MODE:RETURN", EAN, "LOC:QUARANTINE", EAN, "RET:damaged", EAN,
+                "QTY:2", FRESH_LABEL, "CLEAR", "LOC:QUARANTINE", EAN)
+    assert isinstance(steps[1].event, ScanRejected) and "scan the quarantine or restock location" in steps[1].message
+    assert isinstance(steps[3].event, ScanRejected) and "scan the reason card (RET:DAMAGED, ...) first" in steps[3].message
+    assert steps[4].event is None and steps[4].message == "returns for reason DAMAGED into QUARANTINE"
+    returns = [s.event for s in steps if isinstance(s.event, ScanEvent)]
+    assert [(r.mode, r.location, r.qty, r.return_reason, r.lot) for r in returns] == [
+        ("return", "QUARANTINE", 1, "DAMAGED", None), ("return", "QUARANTINE", 2, "DAMAGED", "L700")]
+    assert steps[5].message == f"return 1 x {GTIN} at QUARANTINE (reason DAMAGED)"
+    # CLEAR forgot the reason: the worker must scan the card again.
+    assert isinstance(steps[10].event, ScanRejected) and "scan the reason card" in steps[10].message
+
+
+def test_reason_card_outside_return_mode_is_refused() -> None:
+    step = run(ScanWorkflow("s", mode="receive"), "RET:DAMAGED")[0]
+    assert isinstance(step.event, ScanRejected)
+    assert step.event.reason == "return reason card DAMAGED only applies to returns; scan MODE:RETURN first"
+
+
+def test_receipt_of_expired_goods_is_refused_and_nothing_is_remembered() -> None:
+    wf = ScanWorkflow("s", mode="receive")
+    steps = run(wf, EXPIRED_LABEL, "MODE:PUTAWAY", "LOC:A-01", EXPIRED_LABEL)
+    assert isinstance(steps[0].event, ScanRejected)
+    assert steps[0].event.reason == (f"receive of GTIN {GTIN} lot L653: expired on 2023-10-31, so it is not received; "
+                                     "set it aside for the supervisor (or check the label's date)")
+    assert wf.received.source(GTIN, lot="L653").location is None  # the refused receipt was not remembered
+    fresh = run(wf, "MODE:RECEIVE", FRESH_LABEL)[1].event
+    assert isinstance(fresh, ScanEvent) and (fresh.lot, fresh.expiry) == ("L700", "2025-12-31")
+
+
+def test_pick_of_expired_goods_is_recorded_with_a_warning() -> None:
+    steps = run(ScanWorkflow("s", mode="pick"), "LOC:A-01", EXPIRED_LABEL, FRESH_LABEL)
+    expired, fresh = steps[1], steps[2]
+    assert expired.accepted and expired.warning and isinstance(expired.event, ScanEvent)
+    assert expired.message.startswith(f"EXPIRED: lot L653 of GTIN {GTIN} expired on 2023-10-31; the pick is recorded")
+    assert fresh.accepted and not fresh.warning
+    assert describe_step("s", EXPIRED_LABEL, expired).startswith("s          WRN EXPIRED: lot L653")
+
+
+async def test_expired_pick_sends_the_warning_signal_to_a_serial_scanner() -> None:
+    """Through a pty: the scanner gets `feedback_warning`'s bytes back for the expired pick."""
+    master, slave = os.openpty()
+    done = asyncio.Event()
+    steps: list[Step] = []
+
+    def observer(raw: str, step: Step, _stored: object) -> None:
+        steps.append(step)
+        if len(steps) == 3:
+            done.set()
+
+    source = build_scanner({"name": "pick-1", "port": os.ttyname(slave), "terminator": "cr", "mode": "pick",
+                            "feedback": "serial", "feedback_ok": "K", "feedback_error": "E",
+                            "feedback_notice": "N", "feedback_warning": "W"}, observer=observer)
+    task = asyncio.create_task(watch([source]))
+    try:
+        await asyncio.wait_for(_until_present(source), 5)
+        expired = f"]C101{GTIN}\x1d10L653\x1d17200131"  # expired on 2020-01-31, long before any clock this runs on
+        fresh = f"]C101{GTIN}\x1d10L700\x1d17491231"  # 2049-12-31 (GS1 reads YY within -49..+50 years)
+        os.write(master, f"LOC:A-01\r{expired}\r{fresh}\r".encode())
+        await asyncio.wait_for(done.wait(), 5)
+        got = b""
+        while len(got) < 3:
+            got += await asyncio.wait_for(asyncio.to_thread(os.read, master, 16), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        os.close(master)
+        os.close(slave)
+    assert [s.warning for s in steps] == [False, True, False]
+    assert got == b"NWK"  # notice for the location label, warning for the expired lot, OK for the fresh one
+
+
+def test_pick_of_a_lot_received_with_a_date_that_has_passed_warns_without_a_date_on_its_label() -> None:
+    received = ScanWorkflow("dock", mode="receive").received
+    dock = ScanWorkflow("dock", mode="receive", received=received)
+    picker = ScanWorkflow("pick", mode="pick", received=received)  # another scanner of the same node
+    receipt = dock.handle(decode(f"]C101{GTIN}\x1d10L653\x1d17231231"), "r", TODAY_MS - 60 * 86_400_000)
+    assert isinstance(receipt.event, ScanEvent)  # received in September, good until the end of December
+    picker.handle(decode("LOC:A-01"), "LOC:A-01", TODAY_MS)
+    late = picker.handle(decode(f"https://id.gs1.org/01/{GTIN}/10/L653"), "p", TODAY_MS + 60 * 86_400_000)
+    other = picker.handle(decode(f"https://id.gs1.org/01/{GTIN}/10/L654"), "p", TODAY_MS + 60 * 86_400_000)
+    assert late.warning and "expired on 2023-12-31" in late.message
+    assert not other.warning  # a lot this node never received: nothing to judge by

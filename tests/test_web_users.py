@@ -141,6 +141,19 @@ async def test_tokens_are_shown_once_and_revoked_from_the_page(web_hub: tuple[Hu
         await admin.close()
 
 
+async def test_revoking_a_token_id_that_cannot_exist_is_a_404_not_a_server_error(
+        web_hub: tuple[HubService, str]) -> None:
+    service, base = web_hub
+    admin, csrf = await login_session(base, service.config, "admin")
+    try:
+        for token_id in ("99999999999999999999999", "-99999999999999999999999", "0", "abc"):
+            status, page = await post(admin, f"{base}/tokens/{token_id}/revoke", csrf)
+            assert status == 404, (token_id, page[:300])
+            assert "does not exist" in page or "no such token" in page
+    finally:
+        await admin.close()
+
+
 async def test_only_admins_see_or_use_the_users_page(web_hub: tuple[HubService, str]) -> None:
     service, base = web_hub
     lead, csrf = await login_session(base, service.config, "supervisor")

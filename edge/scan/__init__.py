@@ -64,11 +64,12 @@ def _feedback(table: dict[str, Any], source: ScannerSource, where: str) -> Feedb
     kind = table["feedback"]
     if kind == "serial":
         return SerialFeedback(source.name, source.write, table["feedback_ok"].encode("latin-1"),
-                              table["feedback_error"].encode("latin-1"), table["feedback_notice"].encode("latin-1"))
+                              table["feedback_error"].encode("latin-1"), table["feedback_notice"].encode("latin-1"),
+                              table["feedback_warning"].encode("latin-1"))
     if kind == "gpio":
         if not table["feedback_ok"] and not table["feedback_error"]:
             raise ConfigError(f"{where}: feedback = \"gpio\" needs feedback_ok and/or feedback_error "
                               "(e.g. /sys/class/gpio/gpio529/value; see docs/scanning.md, 'GPIO feedback')")
         return GpioFeedback(source.name, table["feedback_ok"], table["feedback_error"], table["feedback_pulse_ms"],
-                            table["feedback_notice"])
+                            table["feedback_notice"], table["feedback_warning"])
     return LogFeedback(source.name)

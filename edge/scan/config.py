@@ -12,7 +12,7 @@ from typing import Any
 from contract.messages import LOCATION_RE
 from settings import Setting, positive
 
-MODES = ("receive", "putaway", "pick", "move", "count")
+MODES = ("receive", "putaway", "pick", "move", "count", "return")
 TERMINATOR_NAMES = {"cr": "\r", "lf": "\n", "crlf": "\r\n", "tab": "\t"}
 
 
@@ -68,6 +68,8 @@ SCANNER_SETTINGS: list[Setting] = [
     Setting("feedback_error", str, "", "as feedback_ok, for a rejected scan"),
     Setting("feedback_notice", str, "", "as feedback_ok, for a label that changed the mode or the location (e.g. "
             "the scanner's double beep), so the worker hears it apart from a recorded item; empty: feedback_ok"),
+    Setting("feedback_warning", str, "", "as feedback_ok, for a scan recorded with a warning the worker must "
+            "act on (a pick of goods past their expiry date); empty: feedback_error"),
     Setting("feedback_pulse_ms", int, 150, "feedback=gpio: how long the line stays high", check=positive),
     Setting("reconnect_max_s", float, 5.0, "longest wait between attempts to reopen an unplugged scanner",
             check=positive),

@@ -1,9 +1,12 @@
 """Barcode text to meaning: an item, a location, a control label, or a reason it is unusable.
 
-GS1 element strings, GTINs, UPCs and SSCCs are parsed by biip (a maintained GS1 parser);
-this module only decides what a parsed barcode means to the warehouse and words the
-reasons a worker hears. Control labels (our own format, see firmware_config/labels/) are
-plain Code 128 text with a prefix: `LOC:`, `MODE:`, `QTY:`, `OP:`, `PO:`, `CLEAR`.
+GS1 element strings, GS1 Digital Link URIs (QR/DataMatrix codes holding
+`https://id.gs1.org/01/<gtin>/10/<lot>?17=<expiry>`, on any domain), GTINs, UPCs and SSCCs
+are parsed by biip (a maintained GS1 parser); this module only decides what a parsed
+barcode means to the warehouse and words the reasons a worker hears. Both GS1 forms give
+the same element strings and so the same scan. Control labels (our own format, see
+firmware_config/labels/) are plain Code 128 text with a prefix: `LOC:`, `MODE:`, `QTY:`,
+`OP:`, `PO:`, `RET:` (a return's reason card), `CLEAR`.
 `decode` never raises: anything it cannot use comes back as a `BadScan` with a reason.
 """
 
@@ -17,8 +20,9 @@ from typing import TypeAlias
 
 import biip
 from biip.checksums import gs1_standard_check_digit
+from biip.gs1_element_strings import GS1ElementString
 
-from contract.messages import LOCATION_RE
+from contract.messages import LOCATION_RE, RETURN_REASON_RE
 from edge.scan.config import MODES
 from edge.scan.keys import UNMAPPED
 
@@ -93,6 +97,13 @@ class RefScan:
 
 
 @dataclass(frozen=True, slots=True)
+class ReturnReasonScan:
+    """A return's reason card (`RET:DAMAGED`): the reason for the returns that follow."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ClearScan:
     """Forget location, quantity and reference (start over)."""
 
@@ -105,8 +116,8 @@ class BadScan:
     symbology: str | None = None
 
 
-Decoded: TypeAlias = (ItemScan | PalletScan | LocationScan | ModeScan | QtyScan | BadgeScan | RefScan | ClearScan
-                      | BadScan)
+Decoded: TypeAlias = (ItemScan | PalletScan | LocationScan | ModeScan | QtyScan | BadgeScan | RefScan
+                      | ReturnReasonScan | ClearScan | BadScan)
 
 
 def decode(raw: str, location_regex: re.Pattern[str] | None = None) -> Decoded:
@@ -130,10 +141,12 @@ def _decode(raw: str, location_regex: re.Pattern[str] | None) -> Decoded:
     if symbology is not None and symbology[1] not in KNOWN_AIM:
         return BadScan(f"unknown symbology {_show(symbology)} in {_show(raw)}; enable only GS1-128, GS1 DataMatrix, "
                        "GS1 QR, EAN/UPC, DataBar and Code 128 on the scanner", symbology)
+    stripped = data.strip()
+    if stripped[:8].lower().startswith(("https://", "http://")):
+        return _digital_link(raw, stripped, symbology)
     control = _control(data, location_regex)
     if control is not None:
         return control
-    stripped = data.strip()
     if not stripped:
         return BadScan("empty barcode; rescan", symbology)
     if not stripped.isprintable() and "\x1d" not in stripped:
@@ -147,7 +160,7 @@ def _decode(raw: str, location_regex: re.Pattern[str] | None) -> Decoded:
     if stripped.isdigit() and len(stripped) in (6, 7):
         return _upc_e(raw, stripped, symbology)
     return BadScan(f"barcode {_show(raw)} is neither a GTIN, a GS1 label nor one of our labels "
-                   "(LOC:, MODE:, QTY:, OP:, PO:); scan the item's EAN/GS1 barcode", symbology)
+                   "(LOC:, MODE:, QTY:, OP:, PO:, RET:); scan the item's EAN/GS1 barcode", symbology)
 
 
 def _split_aim(raw: str) -> tuple[str | None, str]:
@@ -181,6 +194,12 @@ def _control(data: str, location_regex: re.Pattern[str] | None) -> Decoded | Non
         if not value or len(value) > 64 or not value.isprintable():
             return BadScan(f"badge {data!r} is not 1-64 printable characters; reprint the badge")
         return BadgeScan(value)
+    if key == "RET":
+        reason = value.upper()
+        if not RETURN_REASON_RE.fullmatch(reason):
+            return BadScan(f"return reason card {data!r} is not a reason code (1-32 letters, digits, _ or -, "
+                           "e.g. RET:DAMAGED); reprint the card")
+        return ReturnReasonScan(reason)
     if key == "PO":
         if not value or len(value) > 35 or not value.isprintable():
             return BadScan(f"purchase-order label {data!r} is not 1-35 printable characters; reprint it")
@@ -217,11 +236,28 @@ def _gs1(raw: str, symbology: str | None) -> Decoded:
     if message is None:
         return BadScan(f"GS1 barcode {_show(raw)} does not parse: {result.gs1_message_error}; "
                        "check the label or the scanner's GS (Ctrl+]) setting", symbology)
+    return _item(message.element_strings, raw, symbology)
+
+
+def _digital_link(raw: str, uri: str, symbology: str | None) -> Decoded:
+    """A GS1 Digital Link URI: its path and query carry the same AIs as an element string."""
+    scheme, sep, rest = uri.partition("://")
+    result = biip.parse(scheme.lower() + sep + rest, config=_BIIP_CONFIG)  # a scheme is case-insensitive
+    link = result.gs1_digital_link_uri
+    if link is None:
+        return BadScan(f"web address {_show(raw)} is not a GS1 Digital Link "
+                       f"({result.gs1_digital_link_uri_error or 'no GS1 identifier in it'}); "
+                       "scan the item's GS1 barcode or its Digital Link QR code", symbology)
+    return _item(link.element_strings, raw, symbology)
+
+
+def _item(elements: list[GS1ElementString], raw: str, symbology: str | None) -> Decoded:
+    """What a label's GS1 element strings say: an item, a pallet, or why neither."""
     fields: dict[str, str] = {}
     gtin_problem: str | None = None
     weight_g: float | None = None
     expiry = best_before = None
-    for element in message.element_strings:
+    for element in elements:
         ai = element.ai.ai
         if element.gtin_error:
             gtin_problem = f"{element.value} ({element.gtin_error})"

@@ -30,18 +30,29 @@ class Source:
 
 
 class ReceivedGoods:
-    """(GTIN[, lot | ref]) -> {receiving location: pieces received there and not yet put away}."""
+    """(GTIN[, lot | ref]) -> {receiving location: pieces received there and not yet put away}.
+
+    Also the expiry each lot was received with, so that a pick whose label gives the lot but
+    no date can still be told that the lot is out of date.
+    """
 
     def __init__(self, max_keys: int = MAX_REMEMBERED) -> None:
         self._where: OrderedDict[_Key, dict[str, int]] = OrderedDict()
+        self._expiry: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._max_keys = max_keys
 
     @staticmethod
     def _keys(gtin: str, lot: str | None, ref: str | None) -> list[_Key]:
         return [(gtin, "", "")] + ([(gtin, "lot", lot)] if lot else []) + ([(gtin, "ref", ref)] if ref else [])
 
-    def record(self, gtin: str, location: str, qty: int, lot: str | None = None, ref: str | None = None) -> None:
-        """A receipt of `qty` x `gtin` was booked to `location`."""
+    def record(self, gtin: str, location: str, qty: int, lot: str | None = None, ref: str | None = None,
+               expiry: str | None = None) -> None:
+        """A receipt of `qty` x `gtin` was booked to `location` (with its lot's expiry, when the label gave it)."""
+        if lot and expiry:
+            self._expiry.pop((gtin, lot), None)
+            self._expiry[(gtin, lot)] = expiry
+            while len(self._expiry) > self._max_keys:
+                self._expiry.popitem(last=False)
         for key in self._keys(gtin, lot, ref):
             places = self._where.pop(key, {})
             places[location] = places.pop(location, 0) + qty  # re-inserted: most recent last
@@ -72,6 +83,11 @@ class ReceivedGoods:
                 return Source(None, "", tuple(waiting or places))
         return Source(None, "")
 
+    def expiry(self, gtin: str, lot: str | None) -> str | None:
+        """The expiry a lot of this GTIN was received with on this node, if remembered."""
+        return self._expiry.get((gtin, lot)) if lot else None
+
     def clear(self) -> None:
         """Forget everything (tests, or a site that restarts its day)."""
         self._where.clear()
+        self._expiry.clear()

@@ -184,7 +184,8 @@ class ScannerSource:
                 log.exception("scanner %s: could not store scan %r", self.name, raw)
                 step = Step(False, f"NOT RECORDED: the outbox failed ({err}); tell IT and rescan later")
         # A label taken (no event) changed where stock goes: the worker hears it apart from a recorded item.
-        await self.feedback.signal(step.accepted, step.message, notice=step.accepted and step.event is None)
+        await self.feedback.signal(step.accepted, step.message, notice=step.accepted and step.event is None,
+                                   warning=step.warning)
         if self.observer is not None:
             self.observer(raw, step, stored)
 

@@ -131,7 +131,7 @@ class _WatchSink:
 def describe_step(scanner: str, raw: str, step: Step) -> str:
     """One line per scan for watch-scans."""
     shown = raw.replace("\x1d", "<GS>")
-    verdict = "OK " if step.accepted else "REJ"
+    verdict = ("WRN" if step.warning else "OK ") if step.accepted else "REJ"
     return f"{scanner:<10} {verdict} {step.message}    [{shown}]"
 
 

@@ -26,6 +26,12 @@ becomes a `ScanRejected` with the reason. The rules (docs/scanning.md says the s
   mode change and location is told to the worker with where stock will now go.
 - NodeConfig.require_location=False: an item scanned with no bin goes to the bin the hub's
   config maps its GTIN to (if exactly one), else to `dock_location`.
+- return: +qty at the scanned location (a quarantine or restock location), with the reason
+  from the last `RET:` card; both are required, and stay for the next returns until a mode
+  label or CLEAR.
+- Expiry: a receipt of goods whose label says they expired before today is refused (they
+  are not received); a pick of them is recorded, with a warning the worker hears. A pick
+  label with a lot but no date is judged by the date that lot was received with on this node.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import logging
 from dataclasses import dataclass, field
 
 from contract import NodeConfig, ScanEvent, ScanRejected
+from contract.messages import expired_on
 from edge.scan.decode import (
     BadgeScan,
     BadScan,
@@ -45,6 +52,7 @@ from edge.scan.decode import (
     PalletScan,
     QtyScan,
     RefScan,
+    ReturnReasonScan,
 )
 from edge.scan.received import ReceivedGoods
 
@@ -60,6 +68,7 @@ class Step:
     accepted: bool
     message: str
     event: ScanEvent | ScanRejected | None = None
+    warning: bool = False  # accepted, but the worker must look (a pick of expired goods)
 
 
 @dataclass
@@ -71,6 +80,7 @@ class _State:
     qty: int | None = None
     ref: str | None = None
     operator: str | None = None
+    return_reason: str | None = None  # return mode: the code of the last RET: card
     tally: dict[tuple[str, str], int] = field(default_factory=dict)  # count mode: (bin, gtin) -> pieces
 
 
@@ -131,6 +141,13 @@ class ScanWorkflow:
                 return Step(True, f"operator {operator}")
             case RefScan(ref=ref):
                 return self._ref(ref, raw, ts_ms)
+            case ReturnReasonScan(reason=reason):
+                if s.mode != "return":
+                    return self._reject(f"return reason card {reason} only applies to returns; scan MODE:RETURN "
+                                        "first", raw, ts_ms)
+                s.return_reason = reason
+                where = f" into {s.location}" if s.location else "; scan the return location's LOC: label"
+                return Step(True, f"returns for reason {reason}{where}")
             case PalletScan(sscc=sscc, symbology=symbology):
                 if s.mode not in ("receive", "putaway"):
                     return self._reject(f"pallet label SSCC {sscc} only means something when receiving or putting "
@@ -146,6 +163,7 @@ class ScanWorkflow:
     def _forget(self) -> None:
         s = self.state
         s.location, s.move_from, s.putaway_from, s.qty, s.ref = None, None, None, None, None
+        s.return_reason = None
         s.tally.clear()
 
     def _mode_hint(self) -> str:
@@ -162,6 +180,9 @@ class ScanWorkflow:
             return f"put away {source}; scan the destination bin's LOC: label"
         if s.mode == "move":
             return "scan the source location's LOC: label, then the destination's"
+        if s.mode == "return":
+            return ("scan the quarantine or restock location's LOC: label and the reason card (RET:...), "
+                    "then the returned items")
         return "scan the bin's LOC: label"
 
     def _location(self, location: str, raw: str, ts_ms: int) -> Step:
@@ -187,6 +208,9 @@ class ScanWorkflow:
         if s.mode == "putaway":
             source = f"from {s.putaway_from}" if s.putaway_from else "from the dock each item was received at"
             return Step(True, f"put away into {location} {source}")
+        if s.mode == "return":
+            reason = f"reason {s.return_reason}" if s.return_reason else "scan the reason card (RET:...) next"
+            return Step(True, f"returns into {location}; {reason}")
         return Step(True, f"{s.mode} at {location}")
 
     def _not_a_dock(self, location: str) -> str:
@@ -222,6 +246,19 @@ class ScanWorkflow:
             if not self.is_receiving_location(location):
                 return self._reject(f"receive of GTIN {item.gtin}: the default dock {location} is "
                                     f"{self._not_a_dock(location)}; tell IT to fix dock_location", raw, ts_ms)
+            if item.expiry is not None and expired_on(item.expiry, ts_ms):
+                lot = f" lot {item.lot}" if item.lot else ""
+                return self._reject(f"receive of GTIN {item.gtin}{lot}: expired on {item.expiry}, so it is not "
+                                    "received; set it aside for the supervisor (or check the label's date)",
+                                    raw, ts_ms)
+        elif s.mode == "return":
+            if s.location is None:
+                return self._reject(f"return of GTIN {item.gtin}: scan the quarantine or restock location's LOC: "
+                                    "label first", raw, ts_ms)
+            if s.return_reason is None:
+                return self._reject(f"return of GTIN {item.gtin}: scan the reason card (RET:DAMAGED, ...) first, "
+                                    "then the item again", raw, ts_ms)
+            location = s.location
         elif s.mode == "move":
             if s.move_from is None:
                 return self._reject(f"move of GTIN {item.gtin}: scan the source location first", raw, ts_ms)
@@ -258,16 +295,26 @@ class ScanWorkflow:
         elif s.mode == "receive" and item.po:
             ref = item.po
         if s.mode == "receive":
-            self.received.record(item.gtin, location, qty, lot=item.lot, ref=ref)
+            self.received.record(item.gtin, location, qty, lot=item.lot, ref=ref, expiry=item.expiry)
         elif s.mode == "putaway" and from_location is not None:
             self.received.take(item.gtin, from_location, qty, lot=item.lot, ref=s.ref or item.po or item.sscc)
         s.qty = None
         event = ScanEvent(seq=0, ts_ms=ts_ms, accepted_ms=0, scanner=self.scanner, mode=s.mode, gtin=item.gtin,
                           location=location, qty=qty, from_location=from_location, lot=item.lot, expiry=item.expiry,
                           serial=item.serial, ref=ref, operator=s.operator, symbology=_symbology(item.symbology),
-                          raw=raw[:MAX_RAW_CHARS], net_weight_g=item.net_weight_g)
+                          raw=raw[:MAX_RAW_CHARS], net_weight_g=item.net_weight_g,
+                          return_reason=s.return_reason if s.mode == "return" else None)
         where = f"{from_location} -> {location}" if from_location else location
-        return Step(True, f"{s.mode} {qty} x {item.gtin} at {where}{why}", event)
+        if s.mode == "return":
+            why = f" (reason {s.return_reason})"
+        message = f"{s.mode} {qty} x {item.gtin} at {where}{why}"
+        # The label's date, else the one this lot was received with on this node.
+        expiry = item.expiry or self.received.expiry(item.gtin, item.lot)
+        if s.mode == "pick" and expiry is not None and expired_on(expiry, ts_ms):
+            lot = f"lot {item.lot} of " if item.lot else ""
+            return Step(True, f"EXPIRED: {lot}GTIN {item.gtin} expired on {expiry}; the pick is recorded, but "
+                              f"do not ship it: put it aside and tell the supervisor ({message})", event, warning=True)
+        return Step(True, message, event)
 
     def _putaway_source(self, item: ItemScan) -> tuple[str | None, str]:
         """Where this put-away takes from, with the reason shown to the worker; (None, refusal) if unknown."""

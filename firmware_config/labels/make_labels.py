@@ -1,4 +1,4 @@
-"""Print control labels (mode, quantity, location, clear) as an HTML sheet of Code 128 barcodes.
+"""Print control labels (mode, quantity, location, return reason, clear) as an HTML sheet of Code 128 barcodes.
 
 Usage: python firmware_config/labels/make_labels.py [--locations A-01-1,A-01-2] [--out sheet.html]
 Needs python-barcode (`pip install -e ".[labels]"`); the format is in README.md next to this file.
@@ -14,7 +14,8 @@ from pathlib import Path
 from barcode import Code128
 from barcode.writer import SVGWriter
 
-MODES = ("RECEIVE", "PUTAWAY", "PICK", "MOVE", "COUNT")
+MODES = ("RECEIVE", "PUTAWAY", "PICK", "MOVE", "COUNT", "RETURN")
+RETURN_REASONS = ("DAMAGED", "DEFECTIVE", "WRONG_ITEM", "UNWANTED", "EXPIRED")
 QUANTITIES = (0, 1, 2, 3, 4, 5, 6, 10, 12, 20, 24, 50, 100)
 
 
@@ -29,7 +30,8 @@ def svg(text: str) -> str:
 def sheet(locations: list[str], title: str) -> str:
     """The label sheet as a standalone HTML page (print at 100 %, A4 or Letter)."""
     groups = [("Modes", [f"MODE:{m}" for m in MODES] + ["CLEAR"]),
-              ("Quantities (for the next item)", [f"QTY:{q}" for q in QUANTITIES])]
+              ("Quantities (for the next item)", [f"QTY:{q}" for q in QUANTITIES]),
+              ("Return reasons (return mode)", [f"RET:{r}" for r in RETURN_REASONS])]
     if locations:
         groups.append(("Locations", [f"LOC:{loc}" for loc in locations]))
     parts = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",

@@ -797,6 +797,10 @@ class RulesCore:
             if qty > po.qty_received:
                 raise RulesError(f"PO {po_id} line {line_id} has {po.qty_received} received; {qty} cannot go back",
                                  409)
+            already = outbox.returned_qty(self.db.conn, po_id, line_id)
+            if already + qty > po.qty_received:
+                raise RulesError(f"PO {po_id} line {line_id} has {po.qty_received} received and {already} already "
+                                 f"going back; at most {po.qty_received - already} more can go back, not {qty}", 409)
             now = self.clock()
             return_id = uuid.uuid4().hex
             body: dict[str, Any] = {"site": self.site, "return_id": return_id, "po_id": po_id, "line_id": line_id,

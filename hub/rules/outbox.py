@@ -110,6 +110,14 @@ def items(conn: sqlite3.Connection, status: str | None = PENDING, limit: int = 2
     return [_item(r) for r in rows]
 
 
+def returned_qty(conn: sqlite3.Connection, po_id: str, line_id: str) -> int:
+    """Pieces of one PO line already going back to the supplier (returns queued or sent; not refused ones)."""
+    row = conn.execute("SELECT COALESCE(SUM(json_extract(body, '$.qty')), 0) FROM outbox WHERE kind = ? AND status != ?"
+                       " AND json_extract(body, '$.po_id') = ? AND json_extract(body, '$.line_id') = ?",
+                       (RETURN, FAILED, po_id, line_id)).fetchone()
+    return int(row[0])
+
+
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     """How many requests are pending, sent and failed."""
     out = {PENDING: 0, SENT: 0, FAILED: 0}

@@ -44,6 +44,33 @@ class Movement:
     operator: str | None = None
     adjustment: str | None = None
     note: str | None = None
+    # Lot-tracked and serialised SKUs only (hub.lots): what the movement moved.
+    lot: str | None = None
+    expiry: str | None = None  # YYYY-MM-DD
+    serial: str | None = None
+    # From the scan that made it: the purchase order or SSCC of a receipt, the reason code of a return.
+    ref: str | None = None
+    return_reason: str | None = None
+
+
+# What a catalog SKU says about its units (hub.lots): plain (today's simple stock), by lot, or by serial number.
+TRACKING_NONE = ""
+TRACKING_LOT = "lot"
+TRACKING_SERIAL = "serial"
+TRACKINGS = (TRACKING_NONE, TRACKING_LOT, TRACKING_SERIAL)
+
+
+@dataclass(frozen=True, slots=True)
+class LotBalance:
+    """Quantity of one lot (or serial number) of a lot-tracked or serialised SKU at one location."""
+
+    sku: str
+    location: str
+    lot: str | None  # None: a serialised unit whose label gave no lot
+    serial: str | None  # serialised SKUs only
+    qty: int
+    expiry: str | None  # YYYY-MM-DD, when a label said
+    updated_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +90,7 @@ class CatalogSku:
     sku: str
     name: str
     gtins: tuple[str, ...]
+    tracking: str = TRACKING_NONE  # TRACKINGS: "", "lot" or "serial"
     # A person's reorder min/max from the catalog file (both or neither): the rules use them until
     # demand is learned (docs/rules.md).
     reorder_min: int | None = None
@@ -189,6 +217,8 @@ class ScanRow:
     reason: str | None  # rejected: what the worker was told
     raw: str | None  # the scanned text, when the edge kept it
     operator: str | None
+    lot: str | None = None  # what the label said (whether or not the catalog tracks the SKU by lot)
+    return_reason: str | None = None  # mode return: the reason card's code
 
 
 SCAN_OUTCOMES = {"accepted": "scan", "rejected": "scan_rejected"}  # outcome -> events.kind
@@ -261,8 +291,18 @@ class WriteTx(Protocol):
         ...
 
     def add_movement(self, event_id: int, sku: str, location: str, qty_delta: int, reason: str,
-                     device_ms: int, hub_ms: int) -> int:
-        """Append a movement and apply it to the balance; return the balance after it."""
+                     device_ms: int, hub_ms: int, lot: str | None = None, expiry: str | None = None,
+                     serial: str | None = None) -> int:
+        """Append a movement and apply it to the balance; return the balance after it.
+
+        With a lot or serial (lot-tracked and serialised SKUs, hub.lots) it also moves that
+        lot's balance at the location; the expiry given is kept on it.
+        """
+        ...
+
+    def lot_balances(self, sku: str, location: str | None = None, lot: str | None = None,
+                     serial: str | None = None) -> list[LotBalance]:
+        """A SKU's lot balances (every one ever booked, zero included), filtered, as of this transaction."""
         ...
 
     def has_balance(self, sku: str, location: str) -> bool:
@@ -330,6 +370,24 @@ class Store(Protocol):
     def stock(self, search: str = "", limit: int = 500, offset: int = 0, sku: str | None = None,
               location: str | None = None) -> list[Balance]:
         """Balances, optionally searched (substring) or filtered by exact SKU or location."""
+        ...
+
+    def lots(self, sku: str | None = None, location: str | None = None, lot: str | None = None,
+             serial: str | None = None, limit: int = 1000) -> list[LotBalance]:
+        """Lot balances that are not zero, by SKU, expiry (none last), lot, serial and location."""
+        ...
+
+    def lot_balances_after(self, after: tuple[str, str, str, str] | None, limit: int) -> list[LotBalance]:
+        """Lot balances that are not zero, by (sku, location, lot, serial) after the given one: an export's keyset page."""
+        ...
+
+    def expiring(self, through: str, limit: int = 1000) -> list[LotBalance]:
+        """Lots in stock (qty > 0) whose expiry is on or before `through` (YYYY-MM-DD), soonest first."""
+        ...
+
+    def lot_movements(self, sku: str, lot: str | None = None, serial: str | None = None,
+                      limit: int = 1000) -> list[Movement]:
+        """The movements of one lot or serial number of a SKU, oldest first (a lot's trace)."""
         ...
 
     def held_events(self, node: str, stream: str, watermark: int) -> list[HeldEvent]:
@@ -404,6 +462,10 @@ class Store(Protocol):
 
     def rebuild_balances(self) -> list[Balance]:
         """Balances recomputed from the movements alone (for checks)."""
+        ...
+
+    def rebuild_lot_balances(self) -> list[LotBalance]:
+        """Lot balances recomputed from the movements that carry a lot or serial (for checks)."""
         ...
 
     def backup(self, path: str) -> None:

@@ -27,6 +27,7 @@ from hub.store.base import (
     DiscrepancyRow,
     EventsAlreadyStored,
     HeldEvent,
+    LotBalance,
     Movement,
     NewDiscrepancy,
     NodeRow,
@@ -61,7 +62,10 @@ CREATE TABLE IF NOT EXISTS movements (
     qty_delta INTEGER NOT NULL,
     reason TEXT NOT NULL,
     device_ms INTEGER NOT NULL,
-    hub_ms INTEGER NOT NULL
+    hub_ms INTEGER NOT NULL,
+    lot TEXT,
+    expiry TEXT,
+    serial TEXT
 );
 CREATE INDEX IF NOT EXISTS movements_sku ON movements (sku, id);
 CREATE INDEX IF NOT EXISTS movements_location ON movements (location, id);
@@ -72,6 +76,22 @@ CREATE TABLE IF NOT EXISTS balances (
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (sku, location)
 ) WITHOUT ROWID;
+-- Derived like balances, for lot-tracked and serialised SKUs (hub.lots): '' for no lot or no serial.
+-- A rowid table: with the key as a WITHOUT ROWID primary key, SQLite answered "where is serial S"
+-- by walking every row of the SKU (its planner preferred the key's sku prefix to the serial index).
+CREATE TABLE IF NOT EXISTS lot_balances (
+    sku TEXT NOT NULL,
+    location TEXT NOT NULL,
+    lot TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    qty INTEGER NOT NULL,
+    expiry TEXT,
+    updated_ms INTEGER NOT NULL,
+    UNIQUE (sku, location, lot, serial)
+);
+CREATE INDEX IF NOT EXISTS lot_balances_lot ON lot_balances (sku, lot);
+CREATE INDEX IF NOT EXISTS lot_balances_serial ON lot_balances (sku, serial);
+CREATE INDEX IF NOT EXISTS lot_balances_expiry ON lot_balances (expiry);
 CREATE TABLE IF NOT EXISTS streams (
     node TEXT NOT NULL,
     stream TEXT NOT NULL,
@@ -109,7 +129,8 @@ CREATE TABLE IF NOT EXISTS skus (
     name TEXT NOT NULL DEFAULT '',
     updated_ms INTEGER NOT NULL,
     reorder_min INTEGER,
-    reorder_max INTEGER
+    reorder_max INTEGER,
+    tracking TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gtins (
     gtin TEXT PRIMARY KEY,
@@ -188,16 +209,41 @@ QUARANTINE_KEEP_BYTES = 16 * 1024  # enough to see what was wrong; oversize payl
 NODE_COLUMNS = frozenset({"online", "state_ms", "last_seen_ms", "boot_id", "sw_version", "stream", "last_seq",
                           "outbox_depth", "clock_skew_ms", "birth_ms", "devices", "notices"})
 NODE_JSON_COLUMNS = frozenset({"devices", "notices"})
-# A Movement row (read by _movement): the movement, its event's node and seq, and who and why from the event's body.
+# Columns added to tables after ledgers were created: (table, column, declaration). An old
+# ledger file gets them when it is opened (CREATE TABLE IF NOT EXISTS keeps old tables as they were).
+ADDED_COLUMNS = (
+    ("quarantine", "times", "INTEGER NOT NULL DEFAULT 1"), ("quarantine", "last_ms", "INTEGER"),
+    ("quarantine", "fingerprint", "TEXT"), ("nodes", "notices", "TEXT NOT NULL DEFAULT '[]'"),
+    ("skus", "reorder_min", "INTEGER"), ("skus", "reorder_max", "INTEGER"),
+    ("movements", "lot", "TEXT"), ("movements", "expiry", "TEXT"), ("movements", "serial", "TEXT"),
+    ("skus", "tracking", "TEXT NOT NULL DEFAULT ''"),
+)
+# Indexes on added columns: made after the columns exist. Partial, so plain SKUs' movements cost nothing.
+ADDED_INDEXES = """
+CREATE INDEX IF NOT EXISTS quarantine_fingerprint ON quarantine (fingerprint);
+CREATE INDEX IF NOT EXISTS movements_lot ON movements (sku, lot, id) WHERE lot IS NOT NULL;
+CREATE INDEX IF NOT EXISTS movements_serial ON movements (sku, serial, id) WHERE serial IS NOT NULL;
+"""
+# A Movement row (read by _movement): the movement, its event's node and seq, who and why from the
+# event's body, the lot, expiry and serial it moved, and what the scan said (PO, a return's reason).
 MOVEMENT_COLUMNS = ("m.id, m.event_id, m.sku, m.location, m.qty_delta, m.reason, m.device_ms, m.hub_ms, e.node, e.seq,"
                     " json_extract(e.body, '$.operator'), json_extract(e.body, '$.reason'),"
-                    " json_extract(e.body, '$.note')")
+                    " json_extract(e.body, '$.note'), m.lot, m.expiry, m.serial, json_extract(e.body, '$.ref'),"
+                    " json_extract(e.body, '$.return_reason')")
+LOT_ORDER = "sku, expiry IS NULL, expiry, lot, serial, location"
 
 
 def _movement(row: tuple[Any, ...]) -> Movement:
-    ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq, operator, adjustment, note = row
+    (ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq, operator, adjustment, note,
+     lot, expiry, serial, ref, return_reason) = row
     return Movement(ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq,
-                    operator=operator, adjustment=adjustment, note=note)
+                    operator=operator, adjustment=adjustment, note=note, lot=lot, expiry=expiry, serial=serial,
+                    ref=ref, return_reason=return_reason)
+
+
+def _lot_balance(row: tuple[Any, ...]) -> LotBalance:
+    sku, location, lot, serial, qty, expiry, updated_ms = row
+    return LotBalance(sku, location, lot or None, serial or None, int(qty), expiry, int(updated_ms))
 
 
 class _SqliteTx:
@@ -219,6 +265,12 @@ class _SqliteTx:
         self._movements: list[tuple[Any, ...]] = []
         # (sku, location) -> [qty, updated_ms, dirty, exists (a row is stored or about to be)]
         self._balances: dict[tuple[str, str], list[int]] = {}
+        # (sku, location, lot, serial) -> [qty, expiry, updated_ms]: every lot balance this transaction
+        # touched, written at flush (both modes), and reads below see them first. A group commit
+        # touches thousands (one per serial), so they are also found by (sku, what, value):
+        # what is "serial", "lot" or "location".
+        self._lots: dict[tuple[str, str, str, str], list[Any]] = {}
+        self._lots_by: dict[tuple[str, str, str], list[tuple[str, str, str, str]]] = {}
 
     def insert_event(self, node: str, stream: str, seq: int, kind: str, device_ms: int, accepted_ms: int,
                      received_ms: int, committed_ms: int, body: str) -> int | None:
@@ -266,10 +318,47 @@ class _SqliteTx:
         found.update({loc: e[0] for (s, loc), e in self._balances.items() if s == sku and e[3]})
         return found
 
+    def _cached_lot(self, key: tuple[str, str, str, str]) -> list[Any]:
+        entry = self._lots.get(key)
+        if entry is None:
+            row = self.db.execute("SELECT qty, expiry, updated_ms FROM lot_balances WHERE sku=? AND location=?"
+                                  " AND lot=? AND serial=?", key).fetchone()
+            entry = [0, None, 0] if row is None else [int(row[0]), row[1], int(row[2])]
+            self._lots[key] = entry
+            sku, location, lot, serial = key
+            for by in ((sku, "serial", serial), (sku, "lot", lot), (sku, "location", location)):
+                self._lots_by.setdefault(by, []).append(key)
+        return entry
+
+    def lot_balances(self, sku: str, location: str | None = None, lot: str | None = None,
+                     serial: str | None = None) -> list[LotBalance]:
+        where, args = _where(("sku = ?", sku), ("location = ?", location), ("lot = ?", lot), ("serial = ?", serial))
+        found = {(r[0], r[1], r[2], r[3]): [r[4], r[5], r[6]] for r in self.db.execute(
+            f"SELECT sku, location, lot, serial, qty, expiry, updated_ms FROM lot_balances WHERE {where}", args)}
+        # What this transaction changed and has not written yet wins.
+        if serial is not None:
+            touched = self._lots_by.get((sku, "serial", serial), [])
+        elif lot is not None:
+            touched = self._lots_by.get((sku, "lot", lot), [])
+        elif location is not None:
+            touched = self._lots_by.get((sku, "location", location), [])
+        else:
+            touched = [key for key in self._lots if key[0] == sku]
+        found.update({key: self._lots[key] for key in touched if location in (None, key[1]) and lot in (None, key[2])
+                      and serial in (None, key[3])})
+        return [_lot_balance((*key, *e)) for key, e in sorted(found.items())]
+
     def add_movement(self, event_id: int, sku: str, location: str, qty_delta: int, reason: str,
-                     device_ms: int, hub_ms: int) -> int:
+                     device_ms: int, hub_ms: int, lot: str | None = None, expiry: str | None = None,
+                     serial: str | None = None) -> int:
+        if lot is not None or serial is not None:
+            entry = self._cached_lot((sku, location, lot or "", serial or ""))
+            entry[0] += qty_delta
+            entry[1] = expiry or entry[1]
+            entry[2] = hub_ms
         if self.batched:
-            self._movements.append((event_id, sku, location, qty_delta, reason, device_ms, hub_ms))
+            self._movements.append((event_id, sku, location, qty_delta, reason, device_ms, hub_ms, lot, expiry,
+                                    serial))
             entry = self._cached_balance(sku, location)
             entry[0] += qty_delta
             entry[1] = hub_ms
@@ -277,8 +366,9 @@ class _SqliteTx:
             entry[3] = 1
             return entry[0]
         self.flush()
-        self.db.execute("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
-                        " VALUES (?,?,?,?,?,?,?)", (event_id, sku, location, qty_delta, reason, device_ms, hub_ms))
+        self.db.execute("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms, lot,"
+                        " expiry, serial) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (event_id, sku, location, qty_delta, reason, device_ms, hub_ms, lot, expiry, serial))
         # RETURNING saves a second lookup per movement (SQLite >= 3.35).
         row = self.db.execute("INSERT INTO balances (sku, location, qty, updated_ms) VALUES (?,?,?,?)"
                               " ON CONFLICT (sku, location) DO UPDATE SET qty = qty + excluded.qty,"
@@ -297,14 +387,20 @@ class _SqliteTx:
                 raise EventsAlreadyStored(f"{len(rows) - cur.rowcount} of {len(rows)} event(s) already stored")
         if self._movements:
             rows, self._movements = self._movements, []
-            self.db.executemany("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
-                                " VALUES (?,?,?,?,?,?,?)", rows)
+            self.db.executemany("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms,"
+                                " lot, expiry, serial) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
         if self._balances:
             balances, self._balances = self._balances, {}
             self.db.executemany("INSERT INTO balances (sku, location, qty, updated_ms) VALUES (?,?,?,?)"
                                 " ON CONFLICT (sku, location) DO UPDATE SET qty = excluded.qty,"
                                 " updated_ms = excluded.updated_ms",
                                 [(sku, loc, e[0], e[1]) for (sku, loc), e in balances.items() if e[2]])
+        if self._lots:
+            lots, self._lots, self._lots_by = self._lots, {}, {}
+            self.db.executemany("INSERT INTO lot_balances (sku, location, lot, serial, qty, expiry, updated_ms)"
+                                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (sku, location, lot, serial) DO UPDATE SET"
+                                " qty = excluded.qty, expiry = excluded.expiry, updated_ms = excluded.updated_ms",
+                                [(*key, *e) for key, e in lots.items() if e[2]])
         self._next_event_id = 0
 
     def next_seq(self, node: str, stream: str) -> int:
@@ -396,17 +492,13 @@ class SqliteStore:
 
     def _add_missing_columns(self) -> None:
         """Columns added after a ledger file was created (CREATE TABLE IF NOT EXISTS keeps old tables)."""
-        have = {row[1] for row in self._writer.execute("PRAGMA table_info(quarantine)")}
-        for column, decl in (("times", "INTEGER NOT NULL DEFAULT 1"), ("last_ms", "INTEGER"), ("fingerprint", "TEXT")):
-            if column not in have:
-                self._writer.execute(f"ALTER TABLE quarantine ADD COLUMN {column} {decl}")
-        self._writer.execute("CREATE INDEX IF NOT EXISTS quarantine_fingerprint ON quarantine (fingerprint)")
-        if "notices" not in {row[1] for row in self._writer.execute("PRAGMA table_info(nodes)")}:
-            self._writer.execute("ALTER TABLE nodes ADD COLUMN notices TEXT NOT NULL DEFAULT '[]'")
-        sku_columns = {row[1] for row in self._writer.execute("PRAGMA table_info(skus)")}
-        for column in ("reorder_min", "reorder_max"):
-            if column not in sku_columns:
-                self._writer.execute(f"ALTER TABLE skus ADD COLUMN {column} INTEGER")
+        have: dict[str, set[str]] = {}
+        for table, column, decl in ADDED_COLUMNS:
+            if table not in have:
+                have[table] = {row[1] for row in self._writer.execute(f"PRAGMA table_info({table})")}
+            if column not in have[table]:
+                self._writer.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        self._writer.executescript(ADDED_INDEXES)
 
     @contextmanager
     def write(self, batched: bool = False) -> Iterator[_SqliteTx]:
@@ -469,9 +561,9 @@ class SqliteStore:
             gtins: dict[str, list[str]] = {}
             for gtin, sku in db.execute("SELECT gtin, sku FROM gtins ORDER BY gtin"):
                 gtins.setdefault(sku, []).append(gtin)
-            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())), reorder_min=lo, reorder_max=hi)
-                         for sku, name, lo, hi in db.execute(
-                             "SELECT sku, name, reorder_min, reorder_max FROM skus ORDER BY sku"))
+            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())), tracking, reorder_min=lo, reorder_max=hi)
+                         for sku, name, tracking, lo, hi in db.execute(
+                             "SELECT sku, name, tracking, reorder_min, reorder_max FROM skus ORDER BY sku"))
             bins = tuple(CatalogBin(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6], r[7]) for r in db.execute(
                 "SELECT bin, zone, sku, node, sensored, weight_only, unit_weight_g, unit_weight_cv FROM bins"
                 " ORDER BY bin"))
@@ -482,10 +574,11 @@ class SqliteStore:
     def import_catalog(self, skus: list[CatalogSku], bins: list[CatalogBin], now_ms: int) -> int:
         with self.write() as tx:
             db = tx.db
-            db.executemany("INSERT INTO skus (sku, name, updated_ms, reorder_min, reorder_max) VALUES (?,?,?,?,?)"
-                           " ON CONFLICT (sku) DO UPDATE SET name=excluded.name, updated_ms=excluded.updated_ms,"
+            db.executemany("INSERT INTO skus (sku, name, updated_ms, tracking, reorder_min, reorder_max)"
+                           " VALUES (?,?,?,?,?,?) ON CONFLICT (sku) DO UPDATE SET name=excluded.name,"
+                           " updated_ms=excluded.updated_ms, tracking=excluded.tracking,"
                            " reorder_min=excluded.reorder_min, reorder_max=excluded.reorder_max",
-                           [(s.sku, s.name, now_ms, s.reorder_min, s.reorder_max) for s in skus])
+                           [(s.sku, s.name, now_ms, s.tracking, s.reorder_min, s.reorder_max) for s in skus])
             db.executemany("INSERT INTO gtins (gtin, sku) VALUES (?,?) ON CONFLICT (gtin) DO UPDATE SET sku=excluded.sku",
                            [(g, s.sku) for s in skus for g in s.gtins])
             db.executemany(
@@ -587,6 +680,36 @@ class SqliteStore:
             " ORDER BY m.id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_movement(row) for row in rows]
 
+    def lot_movements(self, sku: str, lot: str | None = None, serial: str | None = None,
+                      limit: int = 1000) -> list[Movement]:
+        where, args = _where(("m.sku = ?", sku), ("m.lot = ?", lot), ("m.serial = ?", serial))
+        rows = self._reader().execute(
+            f"SELECT {MOVEMENT_COLUMNS} FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
+            " AND (m.lot IS NOT NULL OR m.serial IS NOT NULL) ORDER BY m.id LIMIT ?", (*args, limit)).fetchall()
+        return [_movement(row) for row in rows]
+
+    def lots(self, sku: str | None = None, location: str | None = None, lot: str | None = None,
+             serial: str | None = None, limit: int = 1000) -> list[LotBalance]:
+        where, args = _where(("sku = ?", sku), ("location = ?", location), ("lot = ?", lot), ("serial = ?", serial))
+        rows = self._reader().execute(
+            "SELECT sku, location, lot, serial, qty, expiry, updated_ms FROM lot_balances"
+            f" WHERE qty <> 0 AND {where} ORDER BY {LOT_ORDER} LIMIT ?", (*args, limit)).fetchall()
+        return [_lot_balance(r) for r in rows]
+
+    def lot_balances_after(self, after: tuple[str, str, str, str] | None, limit: int) -> list[LotBalance]:
+        where, args = _where(("(sku, location, lot, serial) > (?, ?, ?, ?)", after))
+        rows = self._reader().execute(
+            "SELECT sku, location, lot, serial, qty, expiry, updated_ms FROM lot_balances"
+            f" WHERE qty <> 0 AND {where} ORDER BY sku, location, lot, serial LIMIT ?", (*args, limit)).fetchall()
+        return [_lot_balance(r) for r in rows]
+
+    def expiring(self, through: str, limit: int = 1000) -> list[LotBalance]:
+        rows = self._reader().execute(
+            "SELECT sku, location, lot, serial, qty, expiry, updated_ms FROM lot_balances"
+            " WHERE qty > 0 AND expiry IS NOT NULL AND expiry <= ? ORDER BY expiry, sku, lot, serial, location"
+            " LIMIT ?", (through, limit)).fetchall()
+        return [_lot_balance(r) for r in rows]
+
     def balances_after(self, after: tuple[str, str] | None, limit: int) -> list[Balance]:
         where, args = _where(("(sku, location) > (?, ?)", after))
         rows = self._reader().execute(f"SELECT sku, location, qty, updated_ms FROM balances WHERE {where}"
@@ -630,7 +753,8 @@ class SqliteStore:
                                device_ms=device_ms, hub_ms=hub_ms, scanner=str(b.get("scanner", "")),
                                mode=b.get("mode"), gtin=gtin, sku=sku or gtin, qty=b.get("qty"),
                                location=b.get("location"), from_location=b.get("from_location"),
-                               reason=b.get("reason"), raw=b.get("raw"), operator=b.get("operator")))
+                               reason=b.get("reason"), raw=b.get("raw"), operator=b.get("operator"),
+                               lot=b.get("lot"), return_reason=b.get("return_reason")))
         return out
 
     def movement_count(self) -> int:
@@ -644,6 +768,13 @@ class SqliteStore:
             "SELECT sku, location, SUM(qty_delta), MAX(hub_ms) FROM movements GROUP BY sku, location"
             " ORDER BY sku, location").fetchall()
         return [Balance(*row) for row in rows]
+
+    def rebuild_lot_balances(self) -> list[LotBalance]:
+        rows = self._reader().execute(
+            "SELECT sku, location, COALESCE(lot, ''), COALESCE(serial, ''), SUM(qty_delta), MAX(expiry), MAX(hub_ms)"
+            " FROM movements WHERE lot IS NOT NULL OR serial IS NOT NULL"
+            " GROUP BY sku, location, COALESCE(lot, ''), COALESCE(serial, '') ORDER BY 1, 2, 3, 4").fetchall()
+        return [_lot_balance(row) for row in rows]
 
     def bulk_history(self, rows: Iterator[tuple[str, str, int, int, str, str, int, str]], chunk: int = 50_000) -> int:
         """Append synthetic history fast (benchmarks): (node, stream, seq, device_ms, sku, location, qty_delta, reason).

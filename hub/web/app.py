@@ -16,7 +16,19 @@ from aiohttp import web
 
 from hub.live import sse_frame
 from hub.service import HubService
-from hub.web import account, adjustments, alerts, api, api_rules, api_web, exports, pages, reorder_levels, users
+from hub.web import (
+    account,
+    adjustments,
+    alerts,
+    api,
+    api_lots,
+    api_rules,
+    api_web,
+    exports,
+    pages,
+    reorder_levels,
+    users,
+)
 from hub.web.auth import (
     AUTH,
     WebAuth,
@@ -192,6 +204,7 @@ def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | N
     app.router.add_get("/metrics", metrics)
     pages.add_routes(app)
     api.add_routes(app)
+    api_lots.add_routes(app)
     api_web.add_routes(app)
     api_rules.add_routes(app)
     adjustments.add_routes(app)

@@ -20,7 +20,7 @@ from typing import Any
 
 from hub.rules import views
 from hub.service import HubService
-from hub.store.base import Balance, DiscrepancyRow, Movement
+from hub.store.base import Balance, DiscrepancyRow, LotBalance, Movement
 from hub.web.rules_data import run
 
 CHUNK_ROWS = 2000  # rows read (and held) at a time: a few hundred KiB, whatever the export's size
@@ -61,6 +61,12 @@ STOCK_COLUMNS = (
     Column("updated_utc", lambda b: iso_utc(b.updated_ms)),
 )
 
+# Stock of lot-tracked and serialised SKUs per SKU x location x lot (x serial), with expiry (docs/ledger.md, "Lots").
+LOT_COLUMNS = (
+    _attr("sku"), _attr("location"), _attr("lot"), _attr("serial"), _attr("qty"), _attr("expiry"),
+    Column("updated_utc", lambda b: iso_utc(b.updated_ms)),
+)
+
 # The ledger's audit file: one row per movement, oldest first, with who and why.
 MOVEMENT_COLUMNS = (
     Column("movement_id", lambda m: m.id),
@@ -71,6 +77,9 @@ MOVEMENT_COLUMNS = (
     Column("adjustment_reason", lambda m: m.adjustment),
     Column("who", lambda m: m.operator),
     Column("why", lambda m: m.note),
+    _attr("lot"), _attr("expiry"), _attr("serial"),
+    Column("po_ref", lambda m: m.ref),
+    _attr("return_reason"),
     Column("node", lambda m: m.node),
     Column("node_seq", lambda m: m.seq),
     Column("event_id", lambda m: m.event_id),
@@ -105,6 +114,15 @@ async def stock_chunks(service: HubService) -> AsyncIterator[list[Balance]]:
     while rows := await asyncio.to_thread(service.store.balances_after, after, CHUNK_ROWS):
         yield rows
         after = (rows[-1].sku, rows[-1].location)
+
+
+async def lot_chunks(service: HubService) -> AsyncIterator[list[LotBalance]]:
+    """Every lot balance that is not zero, by SKU, location, lot and serial."""
+    after: tuple[str, str, str, str] | None = None
+    while rows := await asyncio.to_thread(service.store.lot_balances_after, after, CHUNK_ROWS):
+        yield rows
+        last = rows[-1]
+        after = (last.sku, last.location, last.lot or "", last.serial or "")
 
 
 async def movement_chunks(service: HubService, from_ms: int | None, to_ms: int | None, sku: str | None = None,

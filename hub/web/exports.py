@@ -61,6 +61,11 @@ def _ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
+def _end_ms(last: date | None) -> int | None:
+    """Where a range ending on `last` (included) stops; None: no end (also for the calendar's last day)."""
+    return _ms(last + DAY) if last is not None and last < date.max else None
+
+
 def _cell(value: Any) -> Any:
     """A CSV cell: None empty, JSON for nested values, formula-like text defused (the hot path: type checks only)."""
     kind = type(value)
@@ -124,6 +129,12 @@ async def stock(request: web.Request) -> web.StreamResponse:
                         export_data.stock_chunks(request.app[SERVICE]))
 
 
+async def lots(request: web.Request) -> web.StreamResponse:
+    """Stock per SKU x location x lot (or serial) now, with expiry: the lot-tracked and serialised SKUs."""
+    fmt = _format(request)
+    return await stream(request, "lots", fmt, export_data.LOT_COLUMNS, export_data.lot_chunks(request.app[SERVICE]))
+
+
 async def movements(request: web.Request) -> web.StreamResponse:
     """The ledger's movements for a range of UTC days (both included), oldest first: the audit file."""
     fmt = _format(request)
@@ -138,7 +149,7 @@ async def movements(request: web.Request) -> web.StreamResponse:
     span = f"{first or 'start'}_{last or 'now'}"
     return await stream(request, f"movements-{span}", fmt, export_data.MOVEMENT_COLUMNS,
                         export_data.movement_chunks(request.app[SERVICE], _ms(first) if first else None,
-                                                    _ms(last + DAY) if last else None, sku, location))
+                                                    _end_ms(last), sku, location))
 
 
 async def discrepancies(request: web.Request) -> web.StreamResponse:
@@ -170,6 +181,7 @@ async def decisions(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     """Register the export endpoints (GET: any logged-in user)."""
     app.router.add_get("/api/v1/exports/stock", stock)
+    app.router.add_get("/api/v1/exports/lots", lots)
     app.router.add_get("/api/v1/exports/movements", movements)
     app.router.add_get("/api/v1/exports/discrepancies", discrepancies)
     app.router.add_get("/api/v1/exports/proposals", proposals)

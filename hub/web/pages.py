@@ -20,7 +20,8 @@ from aiohttp import web
 from contract.messages import LOCATION_RE, SKU_RE
 from hub.ledger import ADJUSTMENT_REASONS
 from hub.service import HubService
-from hub.web import data, rules_data
+from hub.web import data, lots_data, rules_data
+from hub.web.api_lots import expiring_days, lot_arg
 from hub.web.auth import identity_of
 from hub.web.charts import bar_chart, step_chart
 from hub.web.data import items, or_none
@@ -138,13 +139,14 @@ async def render_sku_page(request: web.Request, sku: str, status: int = 200,
         series.append((movements[-1]["hub_ms"] - 1, level))
     series.reverse()
     reorder, suppliers, constraint = await _sku_rules(service, sku)
+    lots = await lots_data.sku_lots(service, sku) if SKU_RE.fullmatch(sku) else None
     floor = reorder.get("reorder_point") if reorder else None
     chart = step_chart(series, f"Stock of {sku} over time", floor=float(floor) if isinstance(floor, (int, float)) else None)
     return render(request, "sku.html", status=status, sku=sku, balances=balances, total=total,
                   movements=movements[:100], chart=chart, reorder=reorder, suppliers=suppliers, constraint=constraint,
                   adjust=adjust_form(request, adjust), sku_ok=bool(SKU_RE.fullmatch(sku)),
                   levels={"error": (levels or {}).get("error"), "form": (levels or {}).get("form"),
-                          "done": request.query.get("levels") == "1" and not levels})
+                          "done": request.query.get("levels") == "1" and not levels}, lots=lots)
 
 
 async def _sku_rules(service: HubService, sku: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None,
@@ -167,9 +169,35 @@ def _sku_data(store: Any, sku: str) -> tuple[list[dict[str, Any]], list[dict[str
                                        for b in found], sku)
     movements = [{"id": m.id, "location": m.location, "qty_delta": m.qty_delta, "reason": m.reason,
                   "hub_ms": m.hub_ms, "device_ms": m.device_ms, "node": m.node, "seq": m.seq,
-                  "operator": m.operator, "adjustment": m.adjustment, "note": m.note}
+                  "operator": m.operator, "adjustment": m.adjustment, "note": m.note, "lot": m.lot,
+                  "serial": m.serial, "return_reason": m.return_reason}
                  for m in store.movements(sku=sku, limit=SKU_MOVEMENTS)]
     return balances, movements
+
+
+async def expiring_page(request: web.Request) -> web.Response:
+    """Lots in stock that expire within a horizon (days, from the query; 30 by default), expired ones first."""
+    try:
+        days = expiring_days(request)
+    except web.HTTPBadRequest as bad:
+        return render(request, "expiring.html", status=400, error=bad.reason, view=None, days=request.query["days"])
+    view = await lots_data.expiring(request.app[SERVICE], days)
+    return render(request, "expiring.html", view=view, days=days, error="")
+
+
+async def lot_page(request: web.Request) -> web.Response:
+    """A lot's or a serial number's trace: received when and from which PO, where it went, where it is now."""
+    sku = request.match_info["sku"]
+    what = "serial" if "serial" in request.match_info else "lot"
+    value = request.match_info[what]
+    try:
+        if not SKU_RE.fullmatch(sku):
+            raise web.HTTPBadRequest(reason=f"sku {sku[:64]!r} is not valid")
+        lot_arg(value, what)
+    except web.HTTPBadRequest as bad:
+        return render(request, "lot.html", status=400, error=bad.reason, trace=None, sku=sku, what=what, value=value)
+    trace = await lots_data.lot_trace(request.app[SERVICE], sku, **{what: value})
+    return render(request, "lot.html", trace=trace, sku=sku, what=what, value=value, error="")
 
 
 async def discrepancies_page(request: web.Request) -> web.Response:
@@ -258,6 +286,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/", overview_page)
     app.router.add_get("/stock", stock_page)
     app.router.add_get("/stock/{sku}", sku_page)
+    app.router.add_get("/stock/{sku}/lots/{lot:.+}", lot_page)
+    app.router.add_get("/stock/{sku}/serials/{serial:.+}", lot_page)
+    app.router.add_get("/expiring", expiring_page)
     app.router.add_get("/discrepancies", discrepancies_page)
     app.router.add_get("/proposals", proposals_page)
     app.router.add_get("/suppliers", suppliers_page)

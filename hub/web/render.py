@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
-NAV = (("/", "Overview"), ("/stock", "Stock"), ("/discrepancies", "Discrepancies"), ("/proposals", "Proposals"),
+NAV = (("/", "Overview"), ("/stock", "Stock"), ("/expiring", "Expiring"), ("/discrepancies", "Discrepancies"),
+       ("/proposals", "Proposals"),
        ("/suppliers", "Suppliers"), ("/nodes", "Nodes"), ("/lag", "Signal lag"))
 ADMIN_NAV = (("/users", "Users"), ("/alerts", "Alerts"))
 

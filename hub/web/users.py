@@ -167,12 +167,17 @@ async def add_token(request: web.Request) -> web.Response:
                        secret_label=f"Token {name} (send it as 'Authorization: Bearer …')", secret=token)
 
 
+SQLITE_MAX_ROWID = 2**63 - 1
+
+
 @requires("admin")
 async def revoke_token(request: web.Request) -> web.Response:
-    try:
-        token_id = int(request.match_info["token_id"])
-    except ValueError:
-        raise web.HTTPNotFound(reason="no such token") from None
+    raw = request.match_info["token_id"]
+    # Token ids are SQLite rowids: a number outside 1..2**63-1 is no token (and SQLite would refuse it).
+    token_id = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if not 0 < token_id <= SQLITE_MAX_ROWID:
+        return await _page(request, status=404, error=f"token {raw[:40]!r} does not exist; "
+                                                       "pick one from the list of tokens")
     if not await asyncio.to_thread(request.app[AUTH].store.revoke_token_id, token_id):
         return await _page(request, status=404, error=f"token {token_id} does not exist or is already revoked")
     log.info("API token %d revoked by %s", token_id, _actor(request))

@@ -165,7 +165,11 @@
       const mode = Object.assign(document.createElement("span"), { className: "mode ok", textContent: s.mode });
       const what = s.sku || s.gtin;
       const link = Object.assign(document.createElement("a"), { href: `/stock/${encodeURIComponent(what)}`, textContent: what });
-      out.append(mode, ` ${s.qty} × `, link, ` at ${s.location}${s.from_location ? `, from ${s.from_location}` : ""}`);
+      out.append(mode, ` ${s.qty} × `, link, ` at ${s.location}${s.from_location ? `, from ${s.from_location}` : ""}`
+                 + `${s.lot ? `, lot ${s.lot}` : ""}`);
+      if (s.return_reason) {
+        out.append(" ", Object.assign(document.createElement("span"), { className: "return-reason", textContent: `(${s.return_reason})` }));
+      }
     } else {
       out.append(Object.assign(document.createElement("span"), { className: "reason bad", textContent: `rejected: ${s.reason}` }));
       if (s.raw) out.append(" ", Object.assign(document.createElement("code"), { className: "raw", textContent: s.raw }));
