@@ -45,6 +45,7 @@ REF_MAX_CHARS = 35  # a purchase order number, GS1 AI (400) or an SSCC, AI (00)
 SYMBOLOGY_MAX_CHARS = 3  # an AIM identifier such as "]C1"
 RAW_MAX_CHARS = 512  # the barcode's text as scanned
 DETAIL_MAX_CHARS = 300  # a sentence: a rejection's reason, a fault's or a device's detail
+MAX_MOVING_MS = 86_400_000  # a shelf that moved for longer than a day reports a day
 # Used with fullmatch() only (see contract._fields).
 GTIN_RE = re.compile(r"^[0-9]{14}$")
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -238,6 +239,9 @@ class ShelfCount(EventBase):
     confidence: float  # 0..1
     uncertain: bool  # True: do not treat `count` as a fact
     heartbeat: bool = False  # periodic re-statement, not a change
+    # How long the load was moving before it settled at this count: the movement that made the
+    # step happened between ts_ms - moving_ms and ts_ms. 0: not measured (a heartbeat, an older node).
+    moving_ms: int = 0
 
     KIND: ClassVar[str] = "shelf_count"
 
@@ -246,7 +250,8 @@ class ShelfCount(EventBase):
         return cls(**_base(f), bin=f.str("bin", pattern=LOCATION_RE), count=f.int("count", 0, QTY_MAX),
                    quotient=f.float("quotient", *QUOTIENT_RANGE), weight_g=f.float("weight_g", *WEIGHT_RANGE_G),
                    confidence=f.float("confidence", *CONFIDENCE_RANGE), uncertain=f.bool("uncertain"),
-                   heartbeat=bool(f.bool("heartbeat", required=False)))
+                   heartbeat=bool(f.bool("heartbeat", required=False)),
+                   moving_ms=f.int("moving_ms", 0, MAX_MOVING_MS, required=False) or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +311,7 @@ _SCAN_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "scanner", "mode"
 _SCAN_PATTERNS = {"from_location": LOCATION_RE, "expiry": DATE_RE, "lot": LOT_RE, "serial": SERIAL_RE}
 _SCAN_OPTIONAL = ("from_location", "lot", "expiry", "serial", "ref", "operator", "symbology", "raw")
 _SHELF_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "bin", "count", "quotient", "weight_g",
-                         "confidence", "uncertain", "heartbeat"})
+                         "confidence", "uncertain", "heartbeat", "moving_ms"})
 
 
 def _ok_base(obj: dict[str, Any]) -> bool:
@@ -355,16 +360,18 @@ def _fast_shelf(obj: dict[str, Any]) -> ShelfCount | None:
     if not _SHELF_KEYS.issuperset(obj) or not _ok_base(obj):
         return None
     bin_, count, uncertain, heartbeat = obj.get("bin"), obj.get("count"), obj.get("uncertain"), obj.get("heartbeat")
+    moving_ms = obj.get("moving_ms", 0)
     quotient = _fast_float(obj.get("quotient"), QUOTIENT_RANGE)
     weight_g = _fast_float(obj.get("weight_g"), WEIGHT_RANGE_G)
     confidence = _fast_float(obj.get("confidence"), CONFIDENCE_RANGE)
     if (type(bin_) is not str or len(bin_) > TEXT_MAX_CHARS or not LOCATION_RE.fullmatch(bin_) or type(count) is not int
             or not 0 <= count <= QTY_MAX or quotient is None or weight_g is None or confidence is None
-            or type(uncertain) is not bool or (heartbeat is not None and type(heartbeat) is not bool)):
+            or type(uncertain) is not bool or (heartbeat is not None and type(heartbeat) is not bool)
+            or type(moving_ms) is not int or not 0 <= moving_ms <= MAX_MOVING_MS):
         return None
     return ShelfCount(seq=obj["seq"], ts_ms=obj["ts_ms"], accepted_ms=obj["accepted_ms"], bin=bin_, count=count,
                       quotient=quotient, weight_g=weight_g, confidence=confidence, uncertain=uncertain,
-                      heartbeat=bool(heartbeat))
+                      heartbeat=bool(heartbeat), moving_ms=moving_ms)
 
 
 _FAST_READERS: dict[str, Any] = {"scan": _fast_scan, "shelf_count": _fast_shelf}

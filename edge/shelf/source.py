@@ -13,7 +13,7 @@ from typing import Any
 import contract
 from contract import DeviceChange, DeviceInfo, Event, ShelfCount, ShelfFault
 from contract.clock import now_ms
-from contract.messages import DETAIL_MAX_CHARS
+from contract.messages import DETAIL_MAX_CHARS, MAX_MOVING_MS
 from edge.shelf.calibration import Calibration, load_calibration, save_calibration
 from edge.shelf.commands import run_command
 from edge.shelf.pipeline import BinPipeline, CountOutcome, FaultOutcome, PipelineParams
@@ -156,7 +156,7 @@ class ShelfSource:
             r = item.result
             return ShelfCount(seq=0, ts_ms=ts, accepted_ms=0, bin=item.bin, count=r.count, quotient=r.quotient,
                               weight_g=r.weight_g, confidence=r.confidence, uncertain=r.uncertain,
-                              heartbeat=item.heartbeat)
+                              heartbeat=item.heartbeat, moving_ms=min(MAX_MOVING_MS, round(item.moving_s * 1000)))
         if isinstance(item, FaultOutcome):
             return ShelfFault(seq=0, ts_ms=ts, accepted_ms=0, bin=item.bin, fault=item.fault, detail=item.detail[:DETAIL_MAX_CHARS],
                               active=item.active)
