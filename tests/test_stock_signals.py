@@ -107,17 +107,16 @@ async def test_a_return_into_quarantine_is_shown_but_does_not_end_a_stockout(bro
 
         await wait_for(lambda: service.ingest.committed_total >= len(shift), what="the shift committed")
         await wait_for(rules_saw_the_return, what="the rules folded the return in")
-        async with token_session(api_token(service.config, role="viewer")) as s:
-            async with s.get(f"{base}/api/v1/overview") as resp:
-                overview = await resp.json()
+        async with token_session(api_token(service.config, role="viewer")) as s, \
+                s.get(f"{base}/api/v1/overview") as resp:
+            overview = await resp.json()
         assert overview["counters"]["stockouts"] == 1
         (alert,) = [a for a in overview["alerts"] if a["kind"] == "stockout"]
         assert alert["text"] == (f"GTIN {GLOVES} is out of stock at every location, not counting QUARANTINE "
                                  "(3, not available).")
         viewer, _ = await login_session(base, service.config, role="viewer")
-        async with viewer:
-            async with viewer.get(f"{base}/stock?location=QUARANTINE") as resp:
-                html = await resp.text()
+        async with viewer, viewer.get(f"{base}/stock?location=QUARANTINE") as resp:
+            html = await resp.text()
         row = html[html.index(f'data-key="{GLOVES}|QUARANTINE"'):]
         row = row[:row.index("</tr>")]
         assert '<span class="qty">3</span>' in row and ">not available</span>" in row
