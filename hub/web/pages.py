@@ -90,6 +90,7 @@ async def render_stock_page(request: web.Request, status: int = 200, location: s
     return render(request, "stock.html", status=status, rows=rows[:PAGE_ROWS], q=q, location=location, page=page,
                   prev_href=link(page - 1) if page > 1 else "", next_href=link(page + 1) if has_next else "",
                   live_insert=page == 1 and not q and not location, adjust=adjust_form(request, adjust),
+                  unavailable=list(service.config.rules.unavailable_locations),
                   location_ok=bool(location) and bool(LOCATION_RE.fullmatch(location)))
 
 
