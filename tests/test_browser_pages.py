@@ -68,6 +68,7 @@ async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: P
         await expect(row.locator(".qty")).to_have_text("6")  # no reload: pushed over SSE
         await agent.sink.submit(scan(qty=2, location="E-01-1", mode="pick"))
         await expect(row.locator(".qty")).to_have_text("4")
+        await expect(row.locator(".unavailable")).to_have_count(0)
         # The filter boxes line up: Search and Location are the same height.
         boxes = [await page.locator(sel).bounding_box() for sel in ("#q", "#location")]
         assert boxes[0] and boxes[1] and boxes[0]["height"] == boxes[1]["height"], boxes
@@ -94,6 +95,15 @@ async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: P
             {method: "POST", headers: {"Content-Type": "application/json"}, body: '{"cmd":"identify"}'})).status""",
                                      node)
         assert status == 403
+
+        # A return into quarantine appears live on the stock page too, marked as stock nobody can pick.
+        await page.goto(f"{base}/stock")
+        await expect(page.locator("#live")).to_have_text("live")
+        held = page.locator('tr[data-key="09506000134352|QUARANTINE"]')
+        await expect(held).to_have_count(0)
+        await agent.sink.submit(scan(qty=1, location="QUARANTINE", mode="return", return_reason="DAMAGED"))
+        await expect(held.locator(".qty")).to_have_text("1")
+        await expect(held.locator(".unavailable")).to_have_text("not available")
 
 
 async def test_node_goes_offline_and_viewer_cannot_command(broker: PrivateBroker, tmp_path: Path,

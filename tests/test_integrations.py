@@ -92,6 +92,32 @@ async def test_integration_reads_the_published_state_and_nothing_else(
     assert "integration.andon" not in broker.acl_file.read_text()
 
 
+async def test_without_the_rules_the_sku_state_does_not_count_quarantine(
+        site_broker: tuple[PrivateBroker, Path], tmp_path: Path) -> None:
+    broker, pid_file = site_broker
+    user, password = add_integration("andon", password_file=broker.password_file, acl_file=broker.acl_file,
+                                     mosquitto_pid_file=pid_file)
+    async with RunningHub(broker, tmp_path, integrations=FAST, rules={"enabled": False}) as hub, \
+            running_agent(broker, tmp_path) as agent:
+        assert hub.service.rules is None
+        peer = connect_when_accepted(broker, user, password)
+        try:
+            sku_topic = f"wh/v1/{SITE}/hub/skus/{GTIN}"
+            peer.subscribe(sku_topic)
+            # 2 returned into quarantine wait for inspection; the 5 on the shelf are all picked.
+            for event in (scan(gtin=GTIN, location="A-01-2", qty=5, mode="receive"),
+                          scan(gtin=GTIN, location="QUARANTINE", qty=2, mode="return", return_reason="DAMAGED"),
+                          scan(gtin=GTIN, location="A-01-2", qty=5, mode="pick")):
+                await agent.sink.submit(event)
+            sku = await wait_for(lambda: next((s for s in (_latest(peer, sku_topic, SkuStock.from_json),)
+                                               if s is not None and s.state == "stockout"), None),
+                                 what="the SKU out of stock with 2 in quarantine")
+            assert sku.on_hand == 0
+            assert hub.balance("QUARANTINE") == 2  # on the ledger all the same
+        finally:
+            peer.close()
+
+
 async def test_a_discrepancy_is_an_alert_and_changes_the_retained_counts(
         site_broker: tuple[PrivateBroker, Path], tmp_path: Path) -> None:
     broker, pid_file = site_broker

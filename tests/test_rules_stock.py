@@ -154,3 +154,35 @@ def test_open_discrepancies_are_the_constraint_of_their_sku(tmp_path: Path) -> N
     assert "#8 unscanned removal at C-01-1" in by_sku["BOLT"].detail and "#7" not in by_sku["BOLT"].detail
     # Offline nodes still come first: without the data, the disagreement cannot be judged either.
     assert "pi-1" in core.constraint_of(SKU, ("pi-1",), (), open_now).detail
+
+
+def test_quarantine_is_not_available_stock() -> None:
+    s = judge(SKU, {"QUARANTINE": 40, "A-01-2": 0, "DOCK": 5}, {"A-01-2"}, ("QUARANTINE",))
+    assert s.available == 5 and s.held == (("QUARANTINE", 40),)
+    assert s.not_counted == ", not counting QUARANTINE (40, not available)"
+    # A pick face is refilled from the dock, never from quarantine.
+    assert [t.sources for t in s.replenish] == [(("DOCK", 5),)]
+    only_held = judge(SKU, {"QUARANTINE": 40, "A-01-2": 0}, {"A-01-2"}, ("QUARANTINE",))
+    assert only_held.out_of_stock and only_held.replenish == ()
+    assert not judge(SKU, {"QUARANTINE": 40, "A-01-2": 0}, {"A-01-2"}).out_of_stock  # the setting emptied
+
+
+def test_a_return_into_quarantine_stops_neither_a_reorder_proposal_nor_a_stockout(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    core = make_core(tmp_path, clock)
+    site = Site(core, clock)
+    core.set_manual_levels(SKU, 20, 100, "tester")
+    site.commit((SKU, "A-01-2", 50, "receive"))
+    site.commit((SKU, "QUARANTINE", 100, "return"))  # customer returns waiting for inspection
+    assert not core.proposals
+    site.commit((SKU, "A-01-2", -35, "pick"))  # 15 left to pick: at or below the minimum of 20
+    (p,) = core.proposals.values()
+    assert p.sku == SKU and p.position == 15 and p.qty == 85  # up to the max of 100, quarantine not counted
+    site.commit((SKU, "A-01-2", -15, "pick"))
+    (row,) = [r for r in views.low_stock(core) if r["sku"] == SKU]
+    assert row["state"] == "stockout" and row["qty"] == 0
+    assert row["sentence"] == ("TIES-200 is out of stock at every location, not counting QUARANTINE "
+                               "(100, not available).")
+    # Released from quarantine (moved to a pick face): available again, no longer out.
+    site.commit((SKU, "QUARANTINE", -100, "move"), (SKU, "A-01-2", 100, "move"))
+    assert not [r for r in views.low_stock(core) if r["sku"] == SKU and r["state"] == "stockout"]

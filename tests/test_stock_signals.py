@@ -78,3 +78,33 @@ async def test_overview_counts_agree_with_the_stock_table(broker: PrivateBroker,
             async with viewer.get(f"{base}/stock/{BOLT}") as resp:
                 html = await resp.text()
             assert 'on hand 0<span class="bad">, not counting B-01-1 at -37</span>, on order 0' in html
+
+
+async def test_a_return_into_quarantine_is_shown_but_does_not_end_a_stockout(broker: PrivateBroker,
+                                                                            tmp_path: Path) -> None:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        shift = [scan(GLOVES, "C-01-1", 5), scan(GLOVES, "C-01-1", 5, "pick"),
+                 # A customer sends 3 back: they wait in quarantine for inspection, nobody can pick them.
+                 scan(GLOVES, "QUARANTINE", 3, "return", return_reason="DAMAGED")]
+        for event in shift:
+            await agent.sink.submit(event)
+        assert service.rules is not None
+
+        def rules_saw_the_return() -> bool:
+            return bool(service.rules.call_sync(lambda core: core.on_hand.get((GLOVES, "QUARANTINE")) == 3).result())
+
+        await wait_for(lambda: service.ingest.committed_total >= len(shift), what="the shift committed")
+        await wait_for(rules_saw_the_return, what="the rules folded the return in")
+        async with token_session(api_token(service.config, role="viewer")) as s, \
+                s.get(f"{base}/api/v1/overview") as resp:
+            overview = await resp.json()
+        assert overview["counters"]["stockouts"] == 1
+        (alert,) = [a for a in overview["alerts"] if a["kind"] == "stockout"]
+        assert alert["text"] == (f"GTIN {GLOVES} is out of stock at every location, not counting QUARANTINE "
+                                 "(3, not available).")
+        viewer, _ = await login_session(base, service.config, role="viewer")
+        async with viewer, viewer.get(f"{base}/stock?location=QUARANTINE") as resp:
+            html = await resp.text()
+        row = html[html.index(f'data-key="{GLOVES}|QUARANTINE"'):]
+        row = row[:row.index("</tr>")]
+        assert '<span class="qty">3</span>' in row and ">not available</span>" in row

@@ -488,7 +488,8 @@ class RulesCore:
 
     def sku_stock(self, sku: str) -> stock_rule.SkuStock:
         """The SKU across the site's locations: available stock, negative balances, bins to refill."""
-        return stock_rule.judge(sku, self._by_sku.get(sku, {}), self.pick_faces.get(sku, set()))
+        return stock_rule.judge(sku, self._by_sku.get(sku, {}), self.pick_faces.get(sku, set()),
+                                self.config.unavailable_locations)
 
     def plan(self, sku: str) -> SkuPlan:
         """The formula's view of a SKU now (pure read of the state)."""
