@@ -15,6 +15,7 @@ from contract.messages import (
     MESSAGE_TYPES,
     SCAN_MODES,
     SCHEMA_VERSION,
+    SEQ_MAX,
     SHELF_FAULTS,
     Ack,
     BinConfig,
@@ -29,8 +30,6 @@ from contract.messages import (
     HubState,
     NodeConfig,
     NodeState,
-    RefusedEvent,
-    SalvagedBatch,
     ScanEvent,
     ScanRejected,
     ShelfCount,
@@ -38,8 +37,7 @@ from contract.messages import (
     event_from_dict,
     load_payload,
     notice_is_all_clear,
-    salvage_batch,
-    stored_event,
+    read_batch_envelope,
 )
 from contract.topics import (
     HUB_NODE,
@@ -47,6 +45,8 @@ from contract.topics import (
     Channel,
     TopicAddress,
     check_name,
+    check_node_name,
+    check_site_name,
     hub_state_topic,
     node_topic,
     parse_topic,
@@ -55,9 +55,9 @@ from contract.topics import (
 
 __all__ = [
     "COMMANDS", "EVENT_TYPES", "HUB_NODE", "RESEND_PROPERTY", "MAX_EVENTS_PER_BATCH", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES",
-    "BIRTH_NOTICE_MAX_CHARS", "BIRTH_NOTICES_MAX", "SCAN_MODES", "SCHEMA_VERSION", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
+    "BIRTH_NOTICE_MAX_CHARS", "BIRTH_NOTICES_MAX", "SCAN_MODES", "SCHEMA_VERSION", "SEQ_MAX", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
     "CommandReply", "ContractError", "DeviceChange", "DeviceInfo", "Event", "EventBase", "EventBatch",
-    "HubState", "NodeConfig", "NodeState", "RefusedEvent", "SalvagedBatch", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",
-    "TopicAddress", "UnknownToThisVersion", "check_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "notice_is_all_clear", "parse_topic",
-    "salvage_batch", "stored_event", "subscription",
+    "HubState", "NodeConfig", "NodeState", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",
+    "TopicAddress", "UnknownToThisVersion", "check_name", "check_node_name", "check_site_name", "event_from_dict", "hub_state_topic", "load_payload", "node_topic", "notice_is_all_clear", "parse_topic",
+    "read_batch_envelope", "subscription",
 ]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import Any, TypeAlias, TypeVar
 
 from contract.errors import ContractError, UnknownToThisVersion
 
@@ -16,6 +17,8 @@ INT64_MAX = 2**63 - 1
 # Patterns are written as docs/asyncapi.yaml states them and always used with fullmatch():
 # Python's `$` also matches before a final newline, so `.match()` would let "A-01\n" through.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+NAME_MAX_CHARS = 32  # NAME_RE's own bound, checked first so the error says "too long"
+TEXT_MAX_CHARS = 256  # a string field without a limit of its own
 STREAM_RE = re.compile(r"^[0-9a-f]{8,32}$")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # Epoch milliseconds from 2001 to 2286: anything outside is a broken clock or a unit mistake.
@@ -29,6 +32,7 @@ _Int: TypeAlias = int
 _Float: TypeAlias = float
 _Bool: TypeAlias = bool
 _List: TypeAlias = list
+T = TypeVar("T")
 
 
 class Fields:
@@ -83,7 +87,7 @@ class Fields:
             raise self._bad(key, "true or false", val)
         return val
 
-    def str(self, key: _Str, max_len: _Int = 256, required: _Bool = True,
+    def str(self, key: _Str, max_len: _Int = TEXT_MAX_CHARS, required: _Bool = True,
             pattern: re.Pattern[_Str] | None = None, choices: frozenset[_Str] | None = None) -> Any:
         val = self._get(key, required)
         if val is None:
@@ -103,7 +107,7 @@ class Fields:
         return val
 
     def name(self, key: _Str, required: _Bool = True) -> Any:
-        return self.str(key, 32, required, pattern=NAME_RE)
+        return self.str(key, NAME_MAX_CHARS, required, pattern=NAME_RE)
 
     def list(self, key: _Str, max_items: _Int, min_items: _Int = 0, required: _Bool = True) -> _List[Any]:
         val = self._get(key, required)
@@ -114,6 +118,15 @@ class Fields:
         if not min_items <= len(val) <= max_items:
             raise self._bad(key, f"a list of {min_items} to {max_items} items", f"{len(val)} items")
         return val
+
+    def objects(self, key: _Str, max_items: _Int, read: Callable[[Fields], T]) -> _List[T]:
+        """A list of JSON objects, each read by `read` and then checked for unknown keys."""
+        out: _List[T] = []
+        for i, raw in enumerate(self.list(key, max_items)):
+            item = Fields(raw, f"{self._where}.{key}[{i}]")
+            out.append(read(item))
+            item.done()
+        return out
 
     def obj(self, key: _Str, required: _Bool = True) -> Any:
         val = self._get(key, required)

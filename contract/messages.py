@@ -10,17 +10,42 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, Self, TypeAlias
+from typing import Any, ClassVar, Self, TypeAlias, TypeVar
 
-from contract._fields import INT64_MAX, NAME_RE, STREAM_RE, TS_MAX_MS, TS_MIN_MS, Fields
+from contract._fields import (
+    INT64_MAX,
+    NAME_MAX_CHARS,
+    NAME_RE,
+    STREAM_RE,
+    TEXT_MAX_CHARS,
+    TS_MAX_MS,
+    TS_MIN_MS,
+    Fields,
+)
 from contract.errors import ContractError, UnknownToThisVersion
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024  # a full batch of 500 scans is about 100 KiB
 MAX_EVENTS_PER_BATCH = 500
 MAX_WEIGHT_G = 1_000_000.0  # 1 t: no shelf bin holds more
+SEQ_MAX = INT64_MAX  # an event's seq is 1 to this: what a signed 64-bit column holds
+# The limits of the event fields, each declared once: the strict readers and the fast paths
+# below both read them, and the edge makes its events to fit them.
+QTY_MAX = 1_000_000  # pieces in one scan or one shelf count
+QUOTIENT_RANGE = (-float(QTY_MAX), float(QTY_MAX))  # a shelf's net weight / unit weight, before rounding
+WEIGHT_RANGE_G = (-MAX_WEIGHT_G, MAX_WEIGHT_G)  # a shelf's settled net weight
+CONFIDENCE_RANGE = (0.0, 1.0)
+DEVICE_NAME_MAX_CHARS = 64  # a scanner's or shelf controller's configured name
+OPERATOR_MAX_CHARS = 64
+LOT_MAX_CHARS = 20  # GS1 AI (10)
+SERIAL_MAX_CHARS = 20  # GS1 AI (21)
+REF_MAX_CHARS = 35  # a purchase order number, GS1 AI (400) or an SSCC, AI (00)
+SYMBOLOGY_MAX_CHARS = 3  # an AIM identifier such as "]C1"
+RAW_MAX_CHARS = 512  # the barcode's text as scanned
+DETAIL_MAX_CHARS = 300  # a sentence: a rejection's reason, a fault's or a device's detail
+MAX_MOVING_MS = 86_400_000  # a shelf that moved for longer than a day reports a day
 # Used with fullmatch() only (see contract._fields).
 GTIN_RE = re.compile(r"^[0-9]{14}$")
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -50,6 +75,18 @@ COMMANDS = frozenset({"tare", "zero", "calibrate", "set_unit_weight", "identify"
 def _dump(obj: Mapping[str, Any]) -> bytes:
     return json.dumps({k: v for k, v in obj.items() if v is not None},
                       separators=(",", ":"), ensure_ascii=False).encode()
+
+
+M = TypeVar("M")
+
+
+def read_message(obj: Any, what: str, read: Callable[[Fields], M]) -> M:
+    """Read a whole message: its schema version first, then its fields with `read`, then no key left unread."""
+    f = Fields(obj, what)
+    f.version(SCHEMA_VERSION)
+    msg = read(f)
+    f.done()
+    return msg
 
 
 def load_payload(payload: bytes, what: str) -> Any:
@@ -104,7 +141,7 @@ def expired_on(expiry: str, ts_ms: int) -> bool:
 
 
 def _base(f: Fields) -> dict[str, Any]:
-    return {"seq": f.int("seq", 1, INT64_MAX), "ts_ms": f.ts_ms("ts_ms"),
+    return {"seq": f.int("seq", 1, SEQ_MAX), "ts_ms": f.ts_ms("ts_ms"),
             "accepted_ms": f.ts_ms("accepted_ms")}
 
 
@@ -139,16 +176,18 @@ class ScanEvent(EventBase):
     @classmethod
     def read(cls, f: Fields) -> ScanEvent:
         mode = f.str("mode", choices=SCAN_MODES)
-        event = cls(**_base(f), scanner=f.str("scanner", 64), mode=mode,
+        event = cls(**_base(f), scanner=f.str("scanner", DEVICE_NAME_MAX_CHARS), mode=mode,
                     gtin=f.str("gtin", pattern=GTIN_RE),
                     location=f.str("location", pattern=LOCATION_RE),
-                    qty=f.int("qty", 0 if mode == "count" else 1, 1_000_000),
+                    qty=f.int("qty", _qty_min(mode), QTY_MAX),
                     from_location=f.str("from_location", pattern=LOCATION_RE, required=False),
-                    lot=f.str("lot", 20, required=False, pattern=LOT_RE),
+                    lot=f.str("lot", LOT_MAX_CHARS, required=False, pattern=LOT_RE),
                     expiry=f.str("expiry", pattern=DATE_RE, required=False),
-                    serial=f.str("serial", 20, required=False, pattern=SERIAL_RE), ref=f.str("ref", 35, required=False),
-                    operator=f.str("operator", 64, required=False),
-                    symbology=f.str("symbology", 3, required=False), raw=f.str("raw", 512, required=False),
+                    serial=f.str("serial", SERIAL_MAX_CHARS, required=False, pattern=SERIAL_RE),
+                    ref=f.str("ref", REF_MAX_CHARS, required=False),
+                    operator=f.str("operator", OPERATOR_MAX_CHARS, required=False),
+                    symbology=f.str("symbology", SYMBOLOGY_MAX_CHARS, required=False),
+                    raw=f.str("raw", RAW_MAX_CHARS, required=False),
                     net_weight_g=f.float("net_weight_g", 0.0, MAX_WEIGHT_G, required=False),
                     return_reason=f.str("return_reason", 32, required=False, pattern=RETURN_REASON_RE))
         event.check()
@@ -161,6 +200,11 @@ class ScanEvent(EventBase):
         if self.mode == "receive" and self.expiry is not None and expired_on(self.expiry, self.ts_ms):
             raise ContractError(f"scan: receipt of goods that expired on {self.expiry}, before the day of the scan; "
                                 "expired goods are not received into stock")
+
+
+def _qty_min(mode: str) -> int:
+    """A count scan may find a bin empty; every other movement moves at least one piece."""
+    return 0 if mode == "count" else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +222,10 @@ class ScanRejected(EventBase):
 
     @classmethod
     def read(cls, f: Fields) -> ScanRejected:
-        return cls(**_base(f), scanner=f.str("scanner", 64), reason=f.str("reason", 300),
-                   raw=f.str("raw", 512), mode=f.str("mode", choices=SCAN_MODES, required=False),
+        return cls(**_base(f), scanner=f.str("scanner", DEVICE_NAME_MAX_CHARS),
+                   reason=f.str("reason", DETAIL_MAX_CHARS), raw=f.str("raw", RAW_MAX_CHARS), mode=f.str("mode", choices=SCAN_MODES, required=False),
                    location=f.str("location", pattern=LOCATION_RE, required=False),
-                   symbology=f.str("symbology", 3, required=False))
+                   symbology=f.str("symbology", SYMBOLOGY_MAX_CHARS, required=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,15 +239,19 @@ class ShelfCount(EventBase):
     confidence: float  # 0..1
     uncertain: bool  # True: do not treat `count` as a fact
     heartbeat: bool = False  # periodic re-statement, not a change
+    # How long the load was moving before it settled at this count: the movement that made the
+    # step happened between ts_ms - moving_ms and ts_ms. 0: not measured (a heartbeat, an older node).
+    moving_ms: int = 0
 
     KIND: ClassVar[str] = "shelf_count"
 
     @classmethod
     def read(cls, f: Fields) -> ShelfCount:
-        return cls(**_base(f), bin=f.str("bin", pattern=LOCATION_RE), count=f.int("count", 0, 1_000_000),
-                   quotient=f.float("quotient", -1e6, 1e6), weight_g=f.float("weight_g", -MAX_WEIGHT_G, MAX_WEIGHT_G),
-                   confidence=f.float("confidence", 0.0, 1.0), uncertain=f.bool("uncertain"),
-                   heartbeat=bool(f.bool("heartbeat", required=False)))
+        return cls(**_base(f), bin=f.str("bin", pattern=LOCATION_RE), count=f.int("count", 0, QTY_MAX),
+                   quotient=f.float("quotient", *QUOTIENT_RANGE), weight_g=f.float("weight_g", *WEIGHT_RANGE_G),
+                   confidence=f.float("confidence", *CONFIDENCE_RANGE), uncertain=f.bool("uncertain"),
+                   heartbeat=bool(f.bool("heartbeat", required=False)),
+                   moving_ms=f.int("moving_ms", 0, MAX_MOVING_MS, required=False) or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +269,7 @@ class ShelfFault(EventBase):
     def read(cls, f: Fields) -> ShelfFault:
         active = f.bool("active", required=False)
         return cls(**_base(f), bin=f.str("bin", pattern=LOCATION_RE), fault=f.str("fault", choices=SHELF_FAULTS),
-                   detail=f.str("detail", 300), active=True if active is None else active)
+                   detail=f.str("detail", DETAIL_MAX_CHARS), active=True if active is None else active)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +286,10 @@ class DeviceChange(EventBase):
 
     @classmethod
     def read(cls, f: Fields) -> DeviceChange:
-        return cls(**_base(f), device=f.str("device", 64), device_kind=f.str("device_kind", choices=DEVICE_KINDS),
-                   present=f.bool("present"), path=f.str("path", 256, required=False),
-                   detail=f.str("detail", 300, required=False))
+        return cls(**_base(f), device=f.str("device", DEVICE_NAME_MAX_CHARS),
+                   device_kind=f.str("device_kind", choices=DEVICE_KINDS), present=f.bool("present"),
+                   path=f.str("path", TEXT_MAX_CHARS, required=False),
+                   detail=f.str("detail", DETAIL_MAX_CHARS, required=False))
 
 
 Event: TypeAlias = ScanEvent | ScanRejected | ShelfCount | ShelfFault | DeviceChange
@@ -254,18 +303,20 @@ EVENT_TYPES: dict[str, Any] = {c.KIND: c for c in (ScanEvent, ScanRejected, Shel
 # sure about, a non-ASCII string) returns None and the strict reader decides, with its
 # exact error. So they can make reading faster, never looser.
 
-_SCAN_STR_MAX = {"scanner": 64, "lot": 20, "serial": 20, "ref": 35, "operator": 64, "symbology": 3, "raw": 512}
+_SCAN_STR_MAX = {"scanner": DEVICE_NAME_MAX_CHARS, "lot": LOT_MAX_CHARS, "serial": SERIAL_MAX_CHARS,
+                 "ref": REF_MAX_CHARS, "operator": OPERATOR_MAX_CHARS, "symbology": SYMBOLOGY_MAX_CHARS,
+                 "raw": RAW_MAX_CHARS}
 _SCAN_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "scanner", "mode", "gtin", "location", "qty",
                         "from_location", "expiry", *_SCAN_STR_MAX})
 _SCAN_PATTERNS = {"from_location": LOCATION_RE, "expiry": DATE_RE, "lot": LOT_RE, "serial": SERIAL_RE}
 _SCAN_OPTIONAL = ("from_location", "lot", "expiry", "serial", "ref", "operator", "symbology", "raw")
 _SHELF_KEYS = frozenset({"kind", "seq", "ts_ms", "accepted_ms", "bin", "count", "quotient", "weight_g",
-                         "confidence", "uncertain", "heartbeat"})
+                         "confidence", "uncertain", "heartbeat", "moving_ms"})
 
 
 def _ok_base(obj: dict[str, Any]) -> bool:
     seq, ts_ms, accepted_ms = obj.get("seq"), obj.get("ts_ms"), obj.get("accepted_ms")
-    return (type(seq) is int and 1 <= seq <= INT64_MAX and type(ts_ms) is int and TS_MIN_MS <= ts_ms <= TS_MAX_MS
+    return (type(seq) is int and 1 <= seq <= SEQ_MAX and type(ts_ms) is int and TS_MIN_MS <= ts_ms <= TS_MAX_MS
             and type(accepted_ms) is int and TS_MIN_MS <= accepted_ms <= TS_MAX_MS)
 
 
@@ -275,9 +326,9 @@ def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
     mode, scanner, gtin, location, qty = (obj.get("mode"), obj.get("scanner"), obj.get("gtin"), obj.get("location"),
                                           obj.get("qty"))
     if (type(mode) is not str or mode not in SCAN_MODES or type(scanner) is not str or not scanner.isascii()
-            or len(scanner) > 64 or type(gtin) is not str or len(gtin) > 256 or not GTIN_RE.fullmatch(gtin)
-            or type(location) is not str or len(location) > 256 or not LOCATION_RE.fullmatch(location)
-            or type(qty) is not int or not (0 if mode == "count" else 1) <= qty <= 1_000_000):
+            or len(scanner) > DEVICE_NAME_MAX_CHARS or type(gtin) is not str or len(gtin) > TEXT_MAX_CHARS
+            or not GTIN_RE.fullmatch(gtin) or type(location) is not str or len(location) > TEXT_MAX_CHARS
+            or not LOCATION_RE.fullmatch(location) or type(qty) is not int or not _qty_min(mode) <= qty <= QTY_MAX):
         return None
     opt: dict[str, Any] = {}
     for key in _SCAN_OPTIONAL:
@@ -287,7 +338,7 @@ def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
         if type(val) is not str or not val.isascii():
             return None
         pattern = _SCAN_PATTERNS.get(key)
-        if len(val) > _SCAN_STR_MAX.get(key, 256) or (pattern is not None and not pattern.fullmatch(val)):
+        if len(val) > _SCAN_STR_MAX.get(key, TEXT_MAX_CHARS) or (pattern is not None and not pattern.fullmatch(val)):
             return None
         opt[key] = val
     if mode == "return" or (mode == "receive" and "expiry" in opt and expired_on(opt["expiry"], obj["ts_ms"])):
@@ -296,7 +347,8 @@ def _fast_scan(obj: dict[str, Any]) -> ScanEvent | None:
                      gtin=gtin, location=location, qty=qty, **opt)
 
 
-def _fast_float(val: Any, lo: float, hi: float) -> float | None:
+def _fast_float(val: Any, bounds: tuple[float, float]) -> float | None:
+    lo, hi = bounds
     if type(val) is float:
         return val if lo <= val <= hi else None  # NaN fails the comparison; infinities are out of range
     if type(val) is int and lo <= val <= hi:
@@ -308,16 +360,18 @@ def _fast_shelf(obj: dict[str, Any]) -> ShelfCount | None:
     if not _SHELF_KEYS.issuperset(obj) or not _ok_base(obj):
         return None
     bin_, count, uncertain, heartbeat = obj.get("bin"), obj.get("count"), obj.get("uncertain"), obj.get("heartbeat")
-    quotient = _fast_float(obj.get("quotient"), -1e6, 1e6)
-    weight_g = _fast_float(obj.get("weight_g"), -MAX_WEIGHT_G, MAX_WEIGHT_G)
-    confidence = _fast_float(obj.get("confidence"), 0.0, 1.0)
-    if (type(bin_) is not str or len(bin_) > 256 or not LOCATION_RE.fullmatch(bin_) or type(count) is not int
-            or not 0 <= count <= 1_000_000 or quotient is None or weight_g is None or confidence is None
-            or type(uncertain) is not bool or (heartbeat is not None and type(heartbeat) is not bool)):
+    moving_ms = obj.get("moving_ms", 0)
+    quotient = _fast_float(obj.get("quotient"), QUOTIENT_RANGE)
+    weight_g = _fast_float(obj.get("weight_g"), WEIGHT_RANGE_G)
+    confidence = _fast_float(obj.get("confidence"), CONFIDENCE_RANGE)
+    if (type(bin_) is not str or len(bin_) > TEXT_MAX_CHARS or not LOCATION_RE.fullmatch(bin_) or type(count) is not int
+            or not 0 <= count <= QTY_MAX or quotient is None or weight_g is None or confidence is None
+            or type(uncertain) is not bool or (heartbeat is not None and type(heartbeat) is not bool)
+            or type(moving_ms) is not int or not 0 <= moving_ms <= MAX_MOVING_MS):
         return None
     return ShelfCount(seq=obj["seq"], ts_ms=obj["ts_ms"], accepted_ms=obj["accepted_ms"], bin=bin_, count=count,
                       quotient=quotient, weight_g=weight_g, confidence=confidence, uncertain=uncertain,
-                      heartbeat=bool(heartbeat))
+                      heartbeat=bool(heartbeat), moving_ms=moving_ms)
 
 
 _FAST_READERS: dict[str, Any] = {"scan": _fast_scan, "shelf_count": _fast_shelf}
@@ -368,101 +422,26 @@ class EventBatch:
         if type(obj) is dict and len(obj) == 5:  # fast path: only what the strict reader below certainly accepts
             v, node, stream, sent_ms, raw = (obj.get("v"), obj.get("node"), obj.get("stream"), obj.get("sent_ms"),
                                              obj.get("events"))
-            if (type(v) is int and v == SCHEMA_VERSION and type(node) is str and len(node) <= 32
-                    and NAME_RE.fullmatch(node) and type(stream) is str and len(stream) <= 256 and STREAM_RE.fullmatch(stream)
+            if (type(v) is int and v == SCHEMA_VERSION and type(node) is str and len(node) <= NAME_MAX_CHARS
+                    and NAME_RE.fullmatch(node) and type(stream) is str and len(stream) <= TEXT_MAX_CHARS
+                    and STREAM_RE.fullmatch(stream)
                     and type(sent_ms) is int and TS_MIN_MS <= sent_ms <= TS_MAX_MS and type(raw) is list
                     and 1 <= len(raw) <= MAX_EVENTS_PER_BATCH):
                 events = tuple(event_from_dict(e, f"events[{i}]") for i, e in enumerate(raw))
                 return cls(node=node, stream=stream, events=events, sent_ms=sent_ms)
-        f = Fields(obj, "events")
-        f.version(SCHEMA_VERSION)
-        node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
-        raw_events = f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)
-        f.done()
+        node, stream, sent_ms, raw_events = read_batch_envelope(obj)
         events = tuple(event_from_dict(e, f"events[{i}]") for i, e in enumerate(raw_events))
         return cls(node=node, stream=stream, events=events, sent_ms=sent_ms)
 
 
-@dataclass(frozen=True, slots=True)
-class RefusedEvent:
-    """A malformed event inside a batch whose envelope is valid.
+def read_batch_envelope(obj: Any) -> tuple[str, str, int, list[Any]]:
+    """An events batch's envelope, strictly: (node, stream, sent_ms, the events still unread).
 
-    Not a wire message: the hub's record of it. A node re-sends an event until it is
-    acknowledged, so one no version could read (a value out of range, a broken string) would
-    hold back every later event of its stream. Settling its seq as refused (stored with the
-    reason, quarantined for a person, acknowledged, never applied to stock) lets the rest
-    flow. What is merely unknown to this version is not settled (see salvage_batch).
+    ContractError (UnknownToThisVersion for what a newer edge may send) names the problem.
     """
-
-    seq: int
-    reason: str
-    raw: Any
-    KIND: ClassVar[str] = "refused"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.KIND, "seq": self.seq, "reason": self.reason, "event": self.raw}
-
-
-@dataclass(frozen=True, slots=True)
-class SalvagedBatch:
-    """An events batch with a valid envelope in which some events were refused."""
-
-    node: str
-    stream: str
-    events: tuple[Event | RefusedEvent, ...]
-    sent_ms: int
-
-
-def salvage_batch(obj: Any) -> SalvagedBatch | None:
-    """Read a batch that the strict reader refused, event by event.
-
-    None unless the envelope (version, node, stream, sent_ms, events list) is valid and every
-    event carries a usable `seq`. Raises UnknownToThisVersion when an event is merely unknown
-    to this version (a kind, a field or a choice a newer edge may send): it must wait on the
-    node until the hub is upgraded, not be settled for good. Either way the batch is then
-    quarantined whole.
-    """
-    try:
-        f = Fields(obj, "events")
-        f.version(SCHEMA_VERSION)
-        node, stream, sent_ms = f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms")
-        raw_events = f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)
-        f.done()
-    except UnknownToThisVersion:
-        raise
-    except ContractError:
-        return None
-    events: list[Event | RefusedEvent] = []
-    for i, raw in enumerate(raw_events):
-        try:
-            events.append(event_from_dict(raw, f"events[{i}]"))
-        except UnknownToThisVersion:
-            raise  # not ours to settle: the caller quarantines the batch and the node keeps it
-        except ContractError as err:
-            seq = raw.get("seq") if type(raw) is dict else None
-            if type(seq) is not int or not 1 <= seq <= INT64_MAX:
-                return None
-            events.append(RefusedEvent(seq=seq, reason=str(err), raw=raw))
-    return SalvagedBatch(node=node, stream=stream, events=tuple(events), sent_ms=sent_ms)
-
-
-def stored_event(obj: Any) -> Event | RefusedEvent:
-    """An event as the hub stored it: a contract event, or the record of a refused one.
-
-    One that an earlier hub stored and a rule added since refuses (a receipt of expired
-    goods, held above a gap while the hub was upgraded) comes back refused, with the reason:
-    it must not stop the hub from starting, and it moves no stock, as if it came now.
-    """
-    if type(obj) is dict and obj.get("kind") == RefusedEvent.KIND:
-        return RefusedEvent(seq=obj["seq"], reason=obj["reason"], raw=obj["event"])
-    try:
-        return event_from_dict(obj)
-    except UnknownToThisVersion:
-        raise
-    except ContractError as err:
-        if type(obj) is not dict or type(obj.get("seq")) is not int:
-            raise
-        return RefusedEvent(seq=obj["seq"], reason=f"stored by an earlier hub, refused by this one: {err}", raw=obj)
+    return read_message(obj, "events", lambda f: (
+        f.name("node"), f.str("stream", pattern=STREAM_RE), f.ts_ms("sent_ms"),
+        f.list("events", MAX_EVENTS_PER_BATCH, min_items=1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,11 +460,8 @@ class NodeState:
 
     @classmethod
     def from_json(cls, payload: bytes) -> NodeState:
-        f = Fields(_load(payload, "state"), "state")
-        f.version(SCHEMA_VERSION)
-        msg = cls(node=f.name("node"), online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms"))
-        f.done()
-        return msg
+        return read_message(_load(payload, "state"), "state", lambda f: cls(
+            node=f.name("node"), online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,26 +518,23 @@ class Birth:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Birth:
-        f = Fields(_load(payload, "birth"), "birth")
-        f.version(SCHEMA_VERSION)
-        devices = []
-        for i, raw in enumerate(f.list("devices", 256)):
-            d = Fields(raw, f"birth.devices[{i}]")
-            devices.append(DeviceInfo(device=d.str("device", 64), device_kind=d.str("device_kind", choices=DEVICE_KINDS),
-                                      present=d.bool("present"), path=d.str("path", 256, required=False)))
-            d.done()
+        return read_message(_load(payload, "birth"), "birth", cls._read)
+
+    @classmethod
+    def _read(cls, f: Fields) -> Birth:
+        devices = f.objects("devices", 256, lambda d: DeviceInfo(
+            device=d.str("device", DEVICE_NAME_MAX_CHARS), device_kind=d.str("device_kind", choices=DEVICE_KINDS),
+            present=d.bool("present"), path=d.str("path", TEXT_MAX_CHARS, required=False)))
         notices = []
         for i, text in enumerate(f.list("notices", BIRTH_NOTICES_MAX, required=False)):
             if not isinstance(text, str) or not 0 < len(text) <= BIRTH_NOTICE_MAX_CHARS:
                 raise ContractError(f"birth.notices[{i}]: expected a string of 1 to {BIRTH_NOTICE_MAX_CHARS} "
                                     f"characters")
             notices.append(text)
-        msg = cls(node=f.name("node"), boot_id=f.str("boot_id", 64), sw_version=f.str("sw_version", 64),
-                  clock_ms=f.ts_ms("clock_ms"), stream=f.str("stream", pattern=STREAM_RE),
-                  last_seq=f.int("last_seq"), outbox_depth=f.int("outbox_depth"), devices=tuple(devices),
-                  notices=tuple(notices))
-        f.done()
-        return msg
+        return cls(node=f.name("node"), boot_id=f.str("boot_id", 64), sw_version=f.str("sw_version", 64),
+                   clock_ms=f.ts_ms("clock_ms"), stream=f.str("stream", pattern=STREAM_RE),
+                   last_seq=f.int("last_seq"), outbox_depth=f.int("outbox_depth"), devices=tuple(devices),
+                   notices=tuple(notices))
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,12 +553,9 @@ class Ack:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Ack:
-        f = Fields(_load(payload, "ack"), "ack")
-        f.version(SCHEMA_VERSION)
-        msg = cls(node=f.name("node"), stream=f.str("stream", pattern=STREAM_RE), watermark=f.int("watermark"),
-                  ts_ms=f.ts_ms("ts_ms"))
-        f.done()
-        return msg
+        return read_message(_load(payload, "ack"), "ack", lambda f: cls(
+            node=f.name("node"), stream=f.str("stream", pattern=STREAM_RE), watermark=f.int("watermark"),
+            ts_ms=f.ts_ms("ts_ms")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -608,16 +578,14 @@ class Command:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Command:
-        f = Fields(_load(payload, "cmd"), "cmd")
-        f.version(SCHEMA_VERSION)
-        msg = cls(id=f.str("id", 64), cmd=f.str("cmd", choices=COMMANDS), ts_ms=f.ts_ms("ts_ms"),
-                  target=f.str("target", 64, required=False),
-                  known_weight_g=f.float("known_weight_g", 0.001, MAX_WEIGHT_G, required=False),
-                  sample_pieces=f.int("sample_pieces", 1, 100_000, required=False),
-                  unit_weight_g=f.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
-                  stream=f.str("stream", pattern=STREAM_RE, required=False),
-                  from_seq=f.int("from_seq", 1, INT64_MAX, required=False))
-        f.done()
+        msg = read_message(_load(payload, "cmd"), "cmd", lambda f: cls(
+            id=f.str("id", 64), cmd=f.str("cmd", choices=COMMANDS), ts_ms=f.ts_ms("ts_ms"),
+            target=f.str("target", 64, required=False),
+            known_weight_g=f.float("known_weight_g", 0.001, MAX_WEIGHT_G, required=False),
+            sample_pieces=f.int("sample_pieces", 1, 100_000, required=False),
+            unit_weight_g=f.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
+            stream=f.str("stream", pattern=STREAM_RE, required=False),
+            from_seq=f.int("from_seq", 1, SEQ_MAX, required=False)))
         if msg.cmd == "resend_from" and msg.from_seq is None:
             raise ContractError("cmd: resend_from needs 'from_seq'")
         if msg.cmd == "calibrate" and msg.known_weight_g is None:
@@ -648,8 +616,10 @@ class CommandReply:
 
     @classmethod
     def from_json(cls, payload: bytes) -> CommandReply:
-        f = Fields(_load(payload, "cmd/reply"), "cmd/reply")
-        f.version(SCHEMA_VERSION)
+        return read_message(_load(payload, "cmd/reply"), "cmd/reply", cls._read)
+
+    @classmethod
+    def _read(cls, f: Fields) -> CommandReply:
         data_f = f.obj("data", required=False)
         data: dict[str, ReplyValue] = {}
         if data_f is not None:
@@ -658,10 +628,8 @@ class CommandReply:
                 if not isinstance(val, (str, int, float, bool)) or len(key) > 64:
                     raise ContractError(f"cmd/reply.data: field {key!r} must be a string, number or boolean")
                 data[key] = val
-        msg = cls(node=f.name("node"), id=f.str("id", 64), ok=f.bool("ok"), message=f.str("message", 500),
-                  ts_ms=f.ts_ms("ts_ms"), data=data)
-        f.done()
-        return msg
+        return cls(node=f.name("node"), id=f.str("id", 64), ok=f.bool("ok"), message=f.str("message", 500),
+                   ts_ms=f.ts_ms("ts_ms"), data=data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -693,20 +661,17 @@ class NodeConfig:
 
     @classmethod
     def from_json(cls, payload: bytes) -> NodeConfig:
-        f = Fields(_load(payload, "config"), "config")
-        f.version(SCHEMA_VERSION)
-        bins = []
-        for i, raw in enumerate(f.list("bins", 4096)):
-            b = Fields(raw, f"config.bins[{i}]")
-            bins.append(BinConfig(bin=b.str("bin", pattern=LOCATION_RE), gtin=b.str("gtin", pattern=GTIN_RE, required=False),
-                                  unit_weight_g=b.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
-                                  unit_weight_cv=b.float("unit_weight_cv", 0.0, 1.0, required=False)))
-            b.done()
+        return read_message(_load(payload, "config"), "config", cls._read)
+
+    @classmethod
+    def _read(cls, f: Fields) -> NodeConfig:
+        bins = f.objects("bins", 4096, lambda b: BinConfig(
+            bin=b.str("bin", pattern=LOCATION_RE), gtin=b.str("gtin", pattern=GTIN_RE, required=False),
+            unit_weight_g=b.float("unit_weight_g", 0.001, MAX_WEIGHT_G, required=False),
+            unit_weight_cv=b.float("unit_weight_cv", 0.0, 1.0, required=False)))
         req = f.bool("require_location", required=False)
-        msg = cls(node=f.name("node"), rev=f.int("rev"), ts_ms=f.ts_ms("ts_ms"), bins=tuple(bins),
-                  require_location=True if req is None else req)
-        f.done()
-        return msg
+        return cls(node=f.name("node"), rev=f.int("rev"), ts_ms=f.ts_ms("ts_ms"), bins=tuple(bins),
+                   require_location=True if req is None else req)
 
 
 @dataclass(frozen=True, slots=True)
@@ -723,11 +688,8 @@ class HubState:
 
     @classmethod
     def from_json(cls, payload: bytes) -> HubState:
-        f = Fields(_load(payload, "hub state"), "hub state")
-        f.version(SCHEMA_VERSION)
-        msg = cls(online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms"))
-        f.done()
-        return msg
+        return read_message(_load(payload, "hub state"), "hub state", lambda f: cls(
+            online=f.bool("online"), boot_id=f.str("boot_id", 64), ts_ms=f.ts_ms("ts_ms")))
 
 
 # The message classes by AsyncAPI message name; the contract test keeps docs/asyncapi.yaml in step.

@@ -12,11 +12,12 @@ Integration accounts (`stock-hub add-integration`) may subscribe to these and no
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from contract._fields import Fields
-from contract.messages import LOCATION_RE, SCHEMA_VERSION, SKU_RE
+from contract.messages import LOCATION_RE, SCHEMA_VERSION, SKU_RE, load_payload, read_message
 from contract.topics import HUB_NODE, ROOT, check_name
 
 SKU_STATES = frozenset({"ok", "low", "stockout"})
@@ -28,12 +29,12 @@ def _dump(obj: dict[str, Any]) -> bytes:
     return json.dumps({k: v for k, v in obj.items() if v is not None}, separators=(",", ":")).encode()
 
 
-def _fields(payload: bytes, what: str) -> Fields:
-    from contract.messages import load_payload
+M = TypeVar("M")
 
-    f = Fields(load_payload(payload, what), what)
-    f.version(SCHEMA_VERSION)
-    return f
+
+def _read(payload: bytes, what: str, read: Callable[[Fields], M]) -> M:
+    """Read a whole message as the inbound ones are read: version, fields, nothing left unread."""
+    return read_message(load_payload(payload, what), what, read)
 
 
 def bin_topic(site: str, bin_name: str) -> str:
@@ -96,17 +97,18 @@ class BinStock:
 
     @classmethod
     def from_json(cls, payload: bytes) -> BinStock:
-        f = _fields(payload, "bin stock")
+        return _read(payload, "bin stock", cls._read)
+
+    @classmethod
+    def _read(cls, f: Fields) -> BinStock:
         items = []
         for i, raw in enumerate(f.list("items", MAX_BIN_ITEMS)):
             item = Fields(raw, f"bin stock items[{i}]")
             items.append(BinItem(sku=item.str("sku", pattern=SKU_RE), qty=item.int("qty", -10**9, 10**9)))
             item.done()
-        msg = cls(bin=f.str("bin", pattern=LOCATION_RE), qty=f.int("qty", -10**12, 10**12), items=tuple(items),
-                  ts_ms=f.ts_ms("ts_ms"), confidence=f.float("confidence", 0.0, 1.0, required=False),
-                  fault=f.str("fault", 64, required=False), truncated=bool(f.bool("truncated", required=False)))
-        f.done()
-        return msg
+        return cls(bin=f.str("bin", pattern=LOCATION_RE), qty=f.int("qty", -10**12, 10**12), items=tuple(items),
+                   ts_ms=f.ts_ms("ts_ms"), confidence=f.float("confidence", 0.0, 1.0, required=False),
+                   fault=f.str("fault", 64, required=False), truncated=bool(f.bool("truncated", required=False)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +128,10 @@ class SkuStock:
 
     @classmethod
     def from_json(cls, payload: bytes) -> SkuStock:
-        f = _fields(payload, "sku stock")
-        msg = cls(sku=f.str("sku", pattern=SKU_RE), on_hand=f.int("on_hand", 0, 10**12),
-                  state=f.str("state", choices=SKU_STATES), ts_ms=f.ts_ms("ts_ms"),
-                  reorder_point=f.int("reorder_point", 0, 10**12, required=False))
-        f.done()
-        return msg
+        return _read(payload, "sku stock", lambda f: cls(
+            sku=f.str("sku", pattern=SKU_RE), on_hand=f.int("on_hand", 0, 10**12),
+            state=f.str("state", choices=SKU_STATES), ts_ms=f.ts_ms("ts_ms"),
+            reorder_point=f.int("reorder_point", 0, 10**12, required=False)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,15 +150,16 @@ class DiscrepancyCounts:
 
     @classmethod
     def from_json(cls, payload: bytes) -> DiscrepancyCounts:
-        f = _fields(payload, "discrepancy counts")
+        return _read(payload, "discrepancy counts", cls._read)
+
+    @classmethod
+    def _read(cls, f: Fields) -> DiscrepancyCounts:
         counts: dict[str, int] = {}
         for i, raw in enumerate(f.list("by_kind", 100)):
             entry = Fields(raw, f"discrepancy counts by_kind[{i}]")
             counts[entry.str("kind", 64)] = entry.int("open", 0, 10**9)
             entry.done()
-        msg = cls(open=f.int("open", 0, 10**9), by_kind=counts, ts_ms=f.ts_ms("ts_ms"))
-        f.done()
-        return msg
+        return cls(open=f.int("open", 0, 10**9), by_kind=counts, ts_ms=f.ts_ms("ts_ms"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +178,9 @@ class HubAlert:
 
     @classmethod
     def from_json(cls, payload: bytes) -> HubAlert:
-        f = _fields(payload, "alert")
-        msg = cls(kind=f.str("kind", choices=ALERT_KINDS), subject=f.str("subject", 64), text=f.str("text", 500),
-                  ts_ms=f.ts_ms("ts_ms"))
-        f.done()
-        return msg
+        return _read(payload, "alert", lambda f: cls(
+            kind=f.str("kind", choices=ALERT_KINDS), subject=f.str("subject", 64), text=f.str("text", 500),
+            ts_ms=f.ts_ms("ts_ms")))
 
 
 # The outbound message classes by AsyncAPI message name (the contract test keeps the document in step).

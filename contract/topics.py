@@ -48,12 +48,23 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+def check_site_name(value: str) -> str:
+    """Validate a site name; ValueError with the rule."""
+    return check_name("site", value)
+
+
+def check_node_name(value: str) -> str:
+    """Validate an edge node's name: a name, and not the one reserved for the hub; ValueError with the rule."""
+    check_name("node", value)
+    if value == HUB_NODE:
+        raise ValueError(f"node name {HUB_NODE!r} is reserved for the hub")
+    return value
+
+
 def node_topic(site: str, node: str, channel: Channel) -> str:
     """The topic for one node's channel."""
     check_name("site", site)
-    check_name("node", node)
-    if node == HUB_NODE:
-        raise ValueError("node name 'hub' is reserved for the hub")
+    check_node_name(node)
     return f"{ROOT}/{site}/{node}/{channel.value}"
 
 

@@ -6,34 +6,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract import HUB_NODE, check_name
+from contract import check_node_name, check_site_name
 from edge.scan.config import SCANNER_SETTINGS
 from edge.shelf.config import SHELF_SETTINGS
-from settings import REQUIRED, Setting, keepalive_seconds, load_file, port_number, positive, read_secret
+from settings import REQUIRED, Setting, load_file, positive, raises_value_error
+from settings.mqtt import MqttConfig, mqtt_config_from, mqtt_settings
 
 ENV_PREFIX = "EDGE"
 
 
-def _name(value: Any) -> str | None:
-    try:
-        check_name("node", value)
-    except ValueError as err:
-        return str(err)
-    return f"{HUB_NODE!r} is reserved for the hub" if value == HUB_NODE else None
-
-
 EDGE_SETTINGS: list[Setting] = [
-    Setting("node.name", str, REQUIRED, "this node's name; equals its MQTT username", check=_name),
-    Setting("node.site", str, REQUIRED, "the site (one hub per site)", check=_name),
-    Setting("mqtt.host", str, "127.0.0.1", "broker host name or address"),
-    Setting("mqtt.port", int, 1883, "broker port (8883 for TLS)", check=port_number),
-    Setting("mqtt.username", str, "", "MQTT username; defaults to node.name"),
-    Setting("mqtt.password", str, "", "MQTT password (or set EDGE_MQTT_PASSWORD)"),
-    Setting("mqtt.password_file", str, "", "file holding the MQTT password, instead of mqtt.password"),
-    Setting("mqtt.tls", bool, False, "connect with TLS"),
-    Setting("mqtt.ca_file", str, "", "CA certificate for TLS (empty: system store)"),
-    Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive (1-65535); the node is declared offline after 1.5x this",
-            check=keepalive_seconds),
+    Setting("node.name", str, REQUIRED, "this node's name; equals its MQTT username",
+            check=raises_value_error(check_node_name)),
+    Setting("node.site", str, REQUIRED, "the site (one hub per site)", check=raises_value_error(check_site_name)),
+    *mqtt_settings(ENV_PREFIX, "node", "", "MQTT username; defaults to node.name"),
     Setting("outbox.path", str, "/var/lib/edge-agent/outbox.sqlite3", "SQLite outbox file"),
     Setting("outbox.batch_max", int, 100, "most events in one published batch", check=positive),
     Setting("outbox.ack_timeout_s", float, 5.0, "re-send unacknowledged events after this long without an ack",
@@ -45,19 +31,6 @@ EDGE_SETTINGS: list[Setting] = [
 ]
 
 ARRAY_TABLES = {"scanner": SCANNER_SETTINGS, "shelf": SHELF_SETTINGS}
-
-
-@dataclass(frozen=True, slots=True)
-class MqttConfig:
-    """How to reach the broker."""
-
-    host: str
-    port: int
-    username: str
-    password: str
-    tls: bool
-    ca_file: str
-    keepalive_s: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +59,8 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
 
 def edge_config_from(raw: dict[str, Any], source: str) -> EdgeConfig:
     """Build the typed config from resolved settings."""
-    password = raw["mqtt.password"]
-    if raw["mqtt.password_file"]:
-        password = read_secret(raw["mqtt.password_file"], "mqtt.password_file", source)
     return EdgeConfig(
-        node=raw["node.name"], site=raw["node.site"],
-        mqtt=MqttConfig(host=raw["mqtt.host"], port=raw["mqtt.port"],
-                        username=raw["mqtt.username"] or raw["node.name"], password=password,
-                        tls=raw["mqtt.tls"], ca_file=raw["mqtt.ca_file"], keepalive_s=raw["mqtt.keepalive_s"]),
+        node=raw["node.name"], site=raw["node.site"], mqtt=mqtt_config_from(raw, source, raw["node.name"]),
         outbox_path=Path(raw["outbox.path"]), batch_max=raw["outbox.batch_max"],
         ack_timeout_s=raw["outbox.ack_timeout_s"], replay_batches_per_s=raw["outbox.replay_batches_per_s"],
         state_path=Path(raw["state.path"]), log_level=raw["log.level"],

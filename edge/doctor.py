@@ -232,21 +232,14 @@ class _BrokerProbe:
     """A short MQTT v5 session as this node (another client id, so the agent is not kicked off)."""
 
     def __init__(self, config: EdgeConfig) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
+        from mqtt_client import make_client
         self.config = config
         self.connected = threading.Event()
         self.connack: Any = None
         self.retained: dict[str, bytes] = {}
         self.puback: dict[int, Any] = {}
         self.acked = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{config.node}-doctor-{secrets.token_hex(2)}",
-                                  protocol=mqtt.MQTTv5)
-        cfg = config.mqtt
-        self.client.username_pw_set(cfg.username, cfg.password or None)
-        if cfg.tls:
-            import ssl
-            self.client.tls_set(ca_certs=cfg.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        self.client = make_client(config.mqtt, client_id=f"{config.node}-doctor-{secrets.token_hex(2)}")
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda c, u, m: self.retained.__setitem__(m.topic, bytes(m.payload))
         self.client.on_publish = self._on_publish

@@ -16,15 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -51,6 +48,7 @@ from contract import (
 from contract.clock import now_ms
 from edge.config import EdgeConfig
 from edge.sink import OutboxSink
+from mqtt_client import connect_in_background, make_client
 
 log = logging.getLogger(__name__)
 
@@ -115,16 +113,11 @@ class EdgeLink:
     # ------------------------------------------------------------------ setup
 
     def _make_client(self) -> mqtt.Client:
-        cfg = self.config.mqtt
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.config.node, protocol=mqtt.MQTTv5)
-        client.username_pw_set(cfg.username, cfg.password or None)
-        if cfg.tls:
-            client.tls_set(ca_certs=cfg.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        client = make_client(self.config.mqtt, client_id=self.config.node)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.max_queued_messages_set(0)
         offline = NodeState(node=self.config.node, online=False, boot_id=self.boot_id, ts_ms=now_ms())
         client.will_set(self._t_state, offline.to_json(), qos=1, retain=True)
-        client.on_socket_open = _disable_nagle
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
@@ -137,9 +130,7 @@ class EdgeLink:
         self.status.acked = await self.sink.call(lambda: self.sink.outbox.acked)
         self._replay_from = self.status.acked
         self.sink.set_listener(self._on_appended)
-        cfg = self.config.mqtt
-        self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
-        self.client.loop_start()
+        connect_in_background(self.client, self.config.mqtt)
         self._tasks.append(asyncio.create_task(self._sender(), name="edge-sender"))
 
     async def stop(self) -> None:
@@ -375,10 +366,3 @@ def fit_notices(notices: list[str]) -> tuple[str, ...]:
     """Notices cut to what the birth carries: the first BIRTH_NOTICES_MAX, each shortened to fit."""
     cut = BIRTH_NOTICE_MAX_CHARS - 1
     return tuple(n if len(n) <= BIRTH_NOTICE_MAX_CHARS else n[:cut] + "…" for n in notices if n)[:BIRTH_NOTICES_MAX]
-
-
-def _disable_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """TCP_NODELAY: a PUBACK followed by a small PUBLISH would otherwise wait for the peer's
-    delayed TCP ACK (Nagle's algorithm), adding 20-40 ms to every event (measured in bench/ingest.py)."""
-    if hasattr(sock, "setsockopt"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract import check_name
+from contract import HUB_NODE, check_site_name
 from contract.messages import LOCATION_RE
 from hub.alerts.config import ALERT_SETTINGS, AlertsConfig, alerts_config_from
 from hub.alerts.config import ARRAY_TABLES as ALERT_ARRAY_TABLES
@@ -21,17 +21,10 @@ from hub.rules.config import (
     rules_config_from,
     service_level_check,
 )
-from settings import REQUIRED, Setting, keepalive_seconds, load_file, port_number, positive
+from settings import REQUIRED, Setting, load_file, port_number, positive, raises_value_error
+from settings.mqtt import MqttConfig, mqtt_config_from, mqtt_settings
 
 ENV_PREFIX = "HUB"
-
-
-def _site(value: Any) -> str | None:
-    try:
-        check_name("site", value)
-    except ValueError as err:
-        return str(err)
-    return None
 
 
 def _store_url(value: Any) -> str | None:
@@ -41,21 +34,14 @@ def _store_url(value: Any) -> str | None:
 
 
 def _locations(value: Any) -> str | None:
-    bad = [v for v in value if not isinstance(v, str) or not LOCATION_RE.match(v)]
+    bad = [v for v in value if not isinstance(v, str) or not LOCATION_RE.fullmatch(v)]
     return f"not location names: {bad!r}" if bad else None
 
 
 HUB_SETTINGS: list[Setting] = [
-    Setting("site.name", str, REQUIRED, "the site this hub serves (topic wh/v1/{site}/...)", check=_site),
-    Setting("mqtt.host", str, "127.0.0.1", "broker host name or address"),
-    Setting("mqtt.port", int, 1883, "broker port (8883 for TLS)", check=port_number),
-    Setting("mqtt.username", str, "hub", "the hub's MQTT username"),
-    Setting("mqtt.password", str, "", "MQTT password (or set HUB_MQTT_PASSWORD)"),
-    Setting("mqtt.password_file", str, "", "file holding the MQTT password, instead of mqtt.password"),
-    Setting("mqtt.tls", bool, False, "connect with TLS"),
-    Setting("mqtt.ca_file", str, "", "CA certificate for TLS (empty: system store)"),
-    Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive (1-65535; the broker may lower it); the broker drops a silent hub after 1.5x this",
-            check=keepalive_seconds),
+    Setting("site.name", str, REQUIRED, "the site this hub serves (topic wh/v1/{site}/...)",
+            check=raises_value_error(check_site_name)),
+    *mqtt_settings(ENV_PREFIX, "hub", HUB_NODE, "the hub's MQTT username"),
     Setting("http.host", str, "127.0.0.1", "address the web page and API listen on (0.0.0.0 for the LAN)"),
     Setting("http.port", int, 8080, "port of the web page and API", check=port_number),
     Setting("db.path", str, "/var/lib/stock-hub/ledger.sqlite3", "SQLite ledger file (when store.url is empty)"),
@@ -84,6 +70,10 @@ HUB_SETTINGS: list[Setting] = [
             "receiving locations (list every scanner's dock_location): stock received here should be put away; a"
             " put-away whose scanned source runs short is offered a correction from here first (empty: no dock"
             " checks)", check=_locations),
+    Setting("stock.unavailable_locations", list, ["QUARANTINE"],
+            "locations whose stock cannot be picked or sold (returns waiting for inspection): shown on the stock"
+            " page but not counted as available for reorder, low-stock and stockout signals (empty: all stock"
+            " counts)", check=_locations),
     Setting("stock.dock_max_age_h", float, 24.0,
             "stock received at a dock location and not put away after this many hours opens a"
             " 'put away or check' discrepancy (it closes itself once put away)", check=positive),
@@ -172,13 +162,7 @@ class HubConfig:
     """The whole hub configuration, validated."""
 
     site: str
-    mqtt_host: str
-    mqtt_port: int
-    mqtt_username: str
-    mqtt_password: str
-    mqtt_tls: bool
-    mqtt_ca_file: str
-    mqtt_keepalive_s: int
+    mqtt: MqttConfig
     http_host: str
     http_port: int
     db_path: Path
@@ -232,12 +216,8 @@ def load_hub_config(path: str | Path) -> HubConfig:
 
 
 def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
-    password = raw["mqtt.password"]
-    if raw["mqtt.password_file"]:
-        password = Path(raw["mqtt.password_file"]).read_text().strip()
-    return HubConfig(site=raw["site.name"], mqtt_host=raw["mqtt.host"], mqtt_port=raw["mqtt.port"],
-                     mqtt_username=raw["mqtt.username"], mqtt_password=password, mqtt_tls=raw["mqtt.tls"],
-                     mqtt_ca_file=raw["mqtt.ca_file"], mqtt_keepalive_s=raw["mqtt.keepalive_s"],
+    """Build the typed config from resolved settings."""
+    return HubConfig(site=raw["site.name"], mqtt=mqtt_config_from(raw, source),
                      http_host=raw["http.host"], http_port=raw["http.port"], db_path=Path(raw["db.path"]),
                      db_synchronous=raw["db.synchronous"], live_flush_ms=raw["live.flush_ms"],
                      log_level=raw["log.level"], source=source,

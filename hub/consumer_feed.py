@@ -39,6 +39,7 @@ from contract.outbound import (
 )
 from hub.commit import CommitResult
 from hub.config import IntegrationsConfig
+from hub.rules import stock as stock_rule
 from hub.rules import views
 
 if TYPE_CHECKING:
@@ -64,8 +65,10 @@ class ConsumerFeed:
     """Publishes bins, SKUs, discrepancy counts and alerts for integrations; fed by commits on the loop."""
 
     def __init__(self, site: str, config: IntegrationsConfig, store: Store, rules: RulesEngine | None,
-                 publish: Publish, node_online: Callable[[], dict[str, bool]]) -> None:
+                 publish: Publish, node_online: Callable[[], dict[str, bool]],
+                 unavailable_locations: tuple[str, ...] = ("QUARANTINE",)) -> None:
         self.site = site
+        self.unavailable_locations = unavailable_locations  # stock there is not available (hub/rules/stock.py)
         self.config = config
         self.store = store
         self.rules = rules
@@ -173,7 +176,8 @@ class ConsumerFeed:
         """The SKU's state across the site (the rules' judgement when they run) and a sentence."""
         if self.rules is None:
             rows = await asyncio.to_thread(self.store.stock, "", 10_000, 0, sku, None)
-            on_hand = sum(max(0, r.qty) for r in rows)  # a negative balance is a flagged error, not stock
+            # A negative balance is a flagged error, and quarantine held stock: neither is available.
+            on_hand = stock_rule.judge(sku, {r.location: r.qty for r in rows}, (), self.unavailable_locations).available
             state = "stockout" if on_hand <= 0 else "ok"
             return SkuStock(sku=sku, on_hand=on_hand, state=state, ts_ms=now), f"{sku}: {on_hand} on hand"
         judged = await self.rules.call(lambda core: views.stock_state(core, sku))

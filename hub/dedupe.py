@@ -24,7 +24,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from contract import ContractError, Event, RefusedEvent
+from contract import ContractError, Event
+from hub.refused_events import RefusedEvent
 
 log = logging.getLogger(__name__)
 

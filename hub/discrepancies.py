@@ -48,14 +48,12 @@ class Discrepancies:
     def record(self, tx: WriteTx, found: list[NewDiscrepancy], result: CommitResult) -> None:
         """Open these discrepancies and index them under their bin."""
         for new in found:
-            self.reconciler.opened(new.bin, tx.open_discrepancy(new))
+            self.reconciler.opened(new.bin, tx.open_discrepancy(new), new.sku)
             result.discrepancies_opened.append(new)
 
     def forget_open(self, ids: list[int]) -> None:
         """Drop closed discrepancies from the reconciler's index of open ones."""
-        gone = set(ids)
-        for bin_ids in self.reconciler.open_ids.values():
-            bin_ids[:] = [i for i in bin_ids if i not in gone]
+        self.reconciler.forget(ids)
 
     def save_windows(self, tx: WriteTx) -> None:
         """Persist the reconciliation state of the bins this commit changed, with the evidence that changed them."""

@@ -38,8 +38,6 @@ from contract import (
     Event,
     EventBatch,
     NodeState,
-    RefusedEvent,
-    SalvagedBatch,
     ScanEvent,
     ScanRejected,
     ShelfCount,
@@ -47,8 +45,6 @@ from contract import (
     UnknownToThisVersion,
     load_payload,
     parse_topic,
-    salvage_batch,
-    stored_event,
 )
 from contract.clock import now_ms
 from hub import lots
@@ -62,6 +58,7 @@ from hub.lag import LagTracker, StageTimes
 from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_adjustment, apply_event
 from hub.plausibility import PlausibilitySettings, count_difference, negative_balances
 from hub.reconcile import Reconciler
+from hub.refused_events import RefusedEvent, SalvagedBatch, salvage_batch, stored_event
 from hub.store.base import Catalog, EventsAlreadyStored, ScanRow, Store, WriteTx
 from hub.writer import MessageFailed, SingleWriter
 
@@ -407,7 +404,11 @@ class Ingest:
                                     None, event.raw, event.operator, event.lot, event.return_reason))
         rec = self.reconciler
         if event.mode == "count":
-            closed = rec.count_scan(event.location)
+            if book_before is not None and book_before != event.qty and event.location in rec.bins:
+                # The count disagrees with the book: what is pending at the bin says why. Judged now,
+                # since the count ends it (and closes what it finds, with the rest).
+                self.discrepancies.record(tx, rec.judge_now(event.location, hub_ms), result)
+            closed = rec.count_scan(event.location, sku)
             if closed:
                 adjusted = sum(c.qty_delta for c in changes if c.reason == COUNT_ADJUSTMENT)
                 note = (f"count scan by {event.operator or event.scanner} on node {node} set bin "
@@ -420,7 +421,7 @@ class Ingest:
                 self.discrepancies.record(tx, [found] if found else [], result)
             return
         self.discrepancies.record(tx, negative_balances(tx, event_id, node, event, changes, at.t_ms, hub_ms,
-                                           self.plausibility, self._shelf_holds), result)
+                                           self.plausibility, self._shelf_holds, self._foreign), result)
         # Lot-tracked and serialised SKUs: the lot or serial taken was at the source, a serial is in one place.
         self.discrepancies.record(tx, lots.check_scan(tx, event_id, node, event, sku, self.catalog.tracking(sku),
                                                       at.t_ms, hub_ms), result)
@@ -458,7 +459,7 @@ class Ingest:
                 event.bin, where.sku if where else None, at.t_ms, at.hub_ms, event.count, event.weight_g,
                 event.uncertain, {"event_id": at.event_id, "node": at.node, "seq": event.seq,
                                   "confidence": event.confidence, "quotient": event.quotient,
-                                  "device_ms": event.ts_ms}), result)
+                                  "device_ms": event.ts_ms}, moving_ms=event.moving_ms), result)
 
     def _apply_scan_rejected(self, at: _Applying, event: ScanRejected) -> None:
         """No stock moves; the scans page shows what the worker heard and why."""
@@ -480,6 +481,11 @@ class Ingest:
         if where is not None and where.sku is not None and where.sku != sku:
             return False
         return self._shelf_count.get(location, 0) >= qty
+
+    def _foreign(self, location: str, sku: str) -> bool:
+        """The catalog puts another SKU in this location (a scan of this one there is a misread)."""
+        where = self.catalog.bin(location)
+        return where is not None and where.sku is not None and where.sku != sku
 
     def _unsensored(self, location: str) -> bool:
         """No shelf weighs this location (the catalog says so, or it is not a catalog bin)."""

@@ -4,7 +4,8 @@ Movement reasons (docs/ledger.md):
 
 - receive: +qty at location. pick: -qty at location.
 - putaway and move: -qty at from_location, +qty at location.
-- count_adjustment: a count scan; the difference that brings the balance to the counted qty.
+- count_adjustment: a count scan; the difference that brings the balance to the counted qty
+  (for a lot-tracked SKU counted with a lot on the label: that lot's balance, hub.lots).
 - sensor_change: a confident shelf count in a *weight-only* bin (a bin the catalog says is
   counted by weight alone); the difference that brings the balance to the sensed count.
   In every other bin a shelf count is evidence for reconciliation, never a movement, so an
@@ -18,6 +19,8 @@ Movement reasons (docs/ledger.md):
 Movements of lot-tracked and serialised SKUs (the catalog's `tracking`) carry the lot, its
 expiry and the serial number the label gave (`movement_unit`), and move that lot's balance
 too; a plain SKU's movements carry none, whatever its label says (docs/ledger.md, "Lots").
+A pick of a lot-tracked SKU without a lot on the label is booked per lot, first expiry first
+out (hub.lots.fefo_parts).
 
 Every movement points at the event that caused it; nothing is ever updated or deleted.
 """
@@ -30,7 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from contract import HUB_NODE, Event, ScanEvent, ShelfCount
-from hub.store.base import TRACKING_NONE, TRACKING_SERIAL, CatalogBin, WriteTx
+from hub import lots
+from hub.store.base import TRACKING_LOT, TRACKING_NONE, TRACKING_SERIAL, CatalogBin, WriteTx
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +77,13 @@ def untracked(sku: str) -> str:
 
 
 def movement_unit(tx: WriteTx, sku: str, event: ScanEvent, tracking: str) -> tuple[str | None, str | None, str | None]:
-    """The (lot, expiry, serial) a scan's movements carry: only for tracked SKUs, never for a count.
+    """The (lot, expiry, serial) a scan's movements carry: only for tracked SKUs.
 
-    A count sets the SKU's quantity at the bin, not one lot's. A label without an expiry
-    takes the one the lot was received with, so every movement of a lot says when it expires.
+    A count sets the SKU's quantity at the bin, carrying nothing, unless it counts one lot of
+    a lot-tracked SKU (it sets that lot's balance). A label without an expiry takes the one
+    the lot was received with, so every movement of a lot says when it expires.
     """
-    if tracking == TRACKING_NONE or event.mode == "count":
+    if tracking == TRACKING_NONE or (event.mode == "count" and not lots.counts_a_lot(event, tracking)):
         return None, None, None
     lot = event.lot
     serial = event.serial if tracking == TRACKING_SERIAL else None
@@ -133,14 +138,25 @@ def apply_event(tx: WriteTx, event_id: int, event: Event, hub_ms: int,
     changes: list[BalanceChange] = []
     if isinstance(event, ScanEvent):
         sku = resolve_sku(event.gtin)
+        tracking = tracking_of(sku)
+        lot, expiry, serial = movement_unit(tx, sku, event, tracking)
+        units: list[tuple[str | None, str | None, str | None]] | None = None  # per movement, when they differ
         if event.mode == "count":
-            delta = event.qty - tx.balance(sku, event.location)
+            have = (lots.counted_lot_qty(tx, sku, event.location, event.lot)
+                    if lots.counts_a_lot(event, tracking) and event.lot is not None
+                    else tx.balance(sku, event.location))
+            delta = event.qty - have
             moves = [(event.location, delta, COUNT_ADJUSTMENT)] if delta else []
+        elif event.mode == "pick" and tracking == TRACKING_LOT and event.lot is None:
+            parts = lots.fefo_parts(tx, sku, event.location, event.qty)
+            moves = [(event.location, -n, PICK) for _, _, n in parts]
+            units = [(part_lot, part_expiry, None) for part_lot, part_expiry, _ in parts]
         else:
             moves = scan_moves(event)
-        lot, expiry, serial = movement_unit(tx, sku, event, tracking_of(sku)) if moves else (None, None, None)
-        for location, delta, reason in moves:
-            qty = tx.add_movement(event_id, sku, location, delta, reason, event.ts_ms, hub_ms, lot, expiry, serial)
+        for i, (location, delta, reason) in enumerate(moves):
+            m_lot, m_expiry, m_serial = units[i] if units is not None else (lot, expiry, serial)
+            qty = tx.add_movement(event_id, sku, location, delta, reason, event.ts_ms, hub_ms, m_lot, m_expiry,
+                                  m_serial)
             changes.append(BalanceChange(sku, location, qty, delta, reason, event.ts_ms, hub_ms, event_id,
                                          event.ref, event.lot, event.expiry))
     elif isinstance(event, ShelfCount) and not event.uncertain:

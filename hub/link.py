@@ -11,11 +11,11 @@ because nodes re-send on seeing it online.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import secrets
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,7 +23,6 @@ import threading
 from typing import IO, Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -35,6 +34,7 @@ from hub.receiver import SUBSCRIBED as SUBSCRIBED_FRAME
 from hub.receiver import UNSUBSCRIBED as UNSUBSCRIBED_FRAME
 from hub.receiver import FrameReader
 from hub.resend_lane import ResendLane
+from mqtt_client import connect_in_background, make_client
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +61,13 @@ class HubLink:
         self._worker: subprocess.Popen[bytes] | None = None
         self._reader = threading.Thread(target=self._read_worker, name="hub-receiver-reader", daemon=True)
         self.resend_lane = ResendLane(ingest.submit, lambda: ingest.queue_depth, lambda: ingest.last_tick)
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"stock-hub-{config.site}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(config.mqtt_username, config.mqtt_password or None)
-        if config.mqtt_tls:
-            self.client.tls_set(ca_certs=config.mqtt_ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        self.client = make_client(config.mqtt, client_id=f"stock-hub-{config.site}")
         self.client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(1000)  # acks are small; do not let them queue behind 20
         self._state_topic = hub_state_topic(config.site)
         self.client.will_set(self._state_topic, HubState(online=False, boot_id=self.boot_id, ts_ms=now_ms()).to_json(),
                              qos=1, retain=True)
-        self.client.on_socket_open = disable_nagle
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
 
@@ -80,8 +75,7 @@ class HubLink:
         """Start the receive worker and connect the publisher (both reconnect by themselves)."""
         self.resend_lane.start()
         self._reader.start()
-        self.client.connect_async(self.config.mqtt_host, self.config.mqtt_port, keepalive=self.config.mqtt_keepalive_s)
-        self.client.loop_start()
+        connect_in_background(self.client, self.config.mqtt)
 
     def stop(self) -> None:
         """Publish offline (retained), stop the worker, disconnect."""
@@ -109,7 +103,7 @@ class HubLink:
                 self.client.publish(self._state_topic, HubState(online=True, boot_id=self.boot_id,
                                                                 ts_ms=now_ms()).to_json(), qos=1, retain=True)
                 self.connected.set()
-                log.info("hub online at broker %s:%s", self.config.mqtt_host, self.config.mqtt_port)
+                log.info("hub online at broker %s:%s", self.config.mqtt.host, self.config.mqtt.port)
             elif not up and self.connected.is_set():
                 self.connected.clear()
                 if self._publisher_up.is_set() and not self._stopping.is_set():
@@ -120,8 +114,8 @@ class HubLink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                     props: Properties | None = None) -> None:
         if rc.is_failure:
-            log.error("broker %s:%s refused the hub (user %s): %s (%d)", self.config.mqtt_host, self.config.mqtt_port,
-                      self.config.mqtt_username, rc, rc.value)
+            log.error("broker %s:%s refused the hub (user %s): %s (%d)", self.config.mqtt.host, self.config.mqtt.port,
+                      self.config.mqtt.username, rc, rc.value)
             return
         self._note_broker_certificate(client)
         self._publisher_up.set()
@@ -148,9 +142,7 @@ class HubLink:
 
     def _worker_settings(self) -> dict[str, Any]:
         cfg = self.config
-        return {"host": cfg.mqtt_host, "port": cfg.mqtt_port, "username": cfg.mqtt_username,
-                "password": cfg.mqtt_password, "tls": cfg.mqtt_tls, "ca_file": cfg.mqtt_ca_file,
-                "keepalive_s": cfg.mqtt_keepalive_s, "client_id": f"stock-hub-{cfg.site}-rx",
+        return {**dataclasses.asdict(cfg.mqtt), "client_id": f"stock-hub-{cfg.site}-rx",
                 "topics": [subscription(cfg.site, channel) for channel in SUBSCRIBED]}
 
     def _read_worker(self) -> None:
@@ -212,10 +204,3 @@ class HubLink:
     def publish_config(self, config: NodeConfig) -> None:
         self.client.publish(node_topic(self.config.site, config.node, Channel.CONFIG), config.to_json(), qos=1,
                             retain=True)
-
-
-def disable_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """TCP_NODELAY: a PUBACK followed by a small PUBLISH would otherwise wait for the peer's
-    delayed TCP ACK (Nagle's algorithm), adding 20-40 ms to every event (bench/ingest.py)."""
-    if hasattr(sock, "setsockopt"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

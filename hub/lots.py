@@ -16,6 +16,11 @@ module looks at those balances and opens a discrepancy when the scan cannot be t
 As with negative balances, the scan is committed as scanned (it is evidence of what the
 worker did) and the discrepancy says what is wrong, where the lot or unit does sit, and
 what to do. A count scan at the location closes them, like every discrepancy there.
+
+Two scans of a lot-tracked SKU are booked per lot here so its lot balances stay true:
+a count that names a lot sets that lot's balance at the location (`counted_lot_qty`), and a
+pick without a lot on the label takes the location's lots first-expiry-first-out
+(`fefo_parts`), what the lots there do not cover being booked without a lot.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import json
 from typing import Any
 
 from contract import ScanEvent
-from hub.store.base import TRACKING_NONE, TRACKING_SERIAL, LotBalance, NewDiscrepancy, WriteTx
+from hub.store.base import TRACKING_LOT, TRACKING_NONE, TRACKING_SERIAL, LotBalance, NewDiscrepancy, WriteTx
 
 LOT_NOT_AT_SOURCE = "lot_not_at_source"
 SERIAL_DUPLICATE = "serial_duplicate"
@@ -47,6 +52,35 @@ def check_scan(tx: WriteTx, event_id: int, node: str, event: ScanEvent, sku: str
     if event.lot is not None and event.mode in TAKING_MODES:
         return _check_lot(tx, event_id, node, event, sku, event.lot, t_ms, hub_ms)
     return []
+
+
+def counts_a_lot(event: ScanEvent, tracking: str) -> bool:
+    """Whether a scan is a count of one lot of a lot-tracked SKU (it sets that lot's balance)."""
+    return event.mode == "count" and tracking == TRACKING_LOT and event.lot is not None
+
+
+def counted_lot_qty(tx: WriteTx, sku: str, location: str, lot: str) -> int:
+    """The lot's balance at the location now: what a count of that lot corrects."""
+    return sum(b.qty for b in tx.lot_balances(sku, location=location, lot=lot))
+
+
+def fefo_parts(tx: WriteTx, sku: str, location: str, qty: int) -> list[tuple[str | None, str | None, int]]:
+    """A pick of qty at a location without a lot, as (lot, expiry, qty) parts: the lots held there,
+    earliest expiry first (lots without an expiry last, then by lot), and what they do not
+    cover as (None, None, rest) (picked from stock booked without a lot, or more than is there)."""
+    held = [b for b in tx.lot_balances(sku, location=location) if b.lot is not None and b.qty > 0]
+    held.sort(key=lambda b: (b.expiry is None, b.expiry or "", b.lot or ""))
+    parts: list[tuple[str | None, str | None, int]] = []
+    left = qty
+    for b in held:
+        if left <= 0:
+            break
+        take = min(left, b.qty)
+        parts.append((b.lot, b.expiry, take))
+        left -= take
+    if left > 0:
+        parts.append((None, None, left))
+    return parts
 
 
 def source_of(event: ScanEvent) -> str | None:

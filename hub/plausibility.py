@@ -59,8 +59,11 @@ def _hours(ms: int) -> str:
 
 def negative_balances(tx: WriteTx, event_id: int, node: str, event: ScanEvent, changes: list[BalanceChange],
                       t_ms: int, hub_ms: int, settings: PlausibilitySettings,
-                      shelf_holds: Callable[[str, str, int], bool] = lambda location, sku, qty: False) -> list[NewDiscrepancy]:
-    """A discrepancy for each movement of this scan that took a balance from zero or more to below zero.
+                      shelf_holds: Callable[[str, str, int], bool] = lambda location, sku, qty: False,
+                      foreign: Callable[[str, str], bool] = lambda location, sku: False) -> list[NewDiscrepancy]:
+    """A discrepancy for each movement of this scan that took a balance from zero or more to below zero,
+    or took one already below zero further down for a SKU the catalog puts elsewhere (`foreign`:
+    each such scan is a mistake of its own, e.g. the same wrong label misread twice).
 
     Not where a shelf's last certain count says the bin holds at least the quantity taken of
     the SKU the catalog puts there: the scan is plausible and the book was never set (no
@@ -69,8 +72,10 @@ def negative_balances(tx: WriteTx, event_id: int, node: str, event: ScanEvent, c
     """
     out = []
     for change in changes:
-        if change.qty_delta >= 0 or change.qty >= 0 or change.qty - change.qty_delta < 0:
-            continue  # not a removal, not negative, or already negative before (its discrepancy says so)
+        if change.qty_delta >= 0 or change.qty >= 0:
+            continue  # not a removal, or not negative
+        if change.qty - change.qty_delta < 0 and not foreign(change.location, change.sku):
+            continue  # already negative before: its discrepancy says so (the bin's own SKU: one root cause)
         if shelf_holds(change.location, change.sku, -change.qty_delta):
             continue
         out.append(_negative(tx, event_id, node, event, change, t_ms, hub_ms, settings))

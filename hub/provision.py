@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from contract import HUB_NODE, check_name
+from contract import check_name, check_node_name
 from hub.mosquitto import HUB_USER, delete_user, integration_user, merged_acl, set_password, split_acl
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def provision_node(name: str, *, password_file: Path, acl_file: Path, out_dir: P
                    ca_file: str = "", mosquitto_pid_file: Path | None = None,
                    reload_command: Sequence[str] = DEFAULT_RELOAD_COMMAND) -> Path:
     """Create or confirm a node's credentials, ACL and config file; returns the config file's path."""
-    _check_node_name(name)
+    check_node_name(name)
     check_name("site", site)
     config_path = node_config_path(out_dir, name)
     with _locked(password_file):
@@ -87,7 +87,7 @@ def revoke_node(name: str, *, password_file: Path, out_dir: Path, reload: bool =
                 mosquitto_pid_file: Path | None = None,
                 reload_command: Sequence[str] = DEFAULT_RELOAD_COMMAND) -> bool:
     """Remove a node's credentials and its config file; True if there was anything to remove."""
-    _check_node_name(name)
+    check_node_name(name)
     config_path = node_config_path(out_dir, name)
     with _locked(password_file):
         had_user = _has_user(password_file, name)
@@ -220,12 +220,6 @@ path = "/var/lib/edge-agent/state.json"
 
 def _toml_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _check_node_name(name: str) -> None:
-    check_name("node", name)
-    if name == HUB_NODE:
-        raise ValueError(f"node name {HUB_NODE!r} is reserved for the hub")
 
 
 def _existing_password(config_path: Path, name: str) -> str | None:

@@ -3,7 +3,8 @@
 A shelf reports absolute settled counts; the difference between two successive *certain*
 counts is a weight step (a sensed movement, with its weight change in grams). Scan
 movements at the bin are claimed movements. Each is matched on its own, on skew-corrected
-device time, within `window_ms` (the tolerance T) of the other:
+device time, within `window_ms` (the tolerance T) of the other, measured from the scan to the
+step's movement (`gap_ms`: the edge says how long the shelf moved before it settled):
 
 - a step and a scan of the same quantity (or, by weight, a quantity the unit weight and its
   piece-to-piece variation allow) are **confirmed** as soon as the second arrives; the
@@ -27,7 +28,8 @@ While a bin's shelf has an active fault (`fault_of`), its evidence is excluded: 
 scans and steps are dropped (counted as `excluded`), and the baseline is forgotten so the
 first certain count after the fault starts afresh. A discrepancy that a faulted neighbour
 might explain carries the fault's reason. A count scan at a bin explains everything before
-it: its pending evidence is dropped and its open discrepancies are closed. Uncertain counts
+it: its pending evidence is dropped (judged first when the count disagrees with the book) and
+its open discrepancies about the counted SKU are closed. Uncertain counts
 are evidence only (kept, bounded, and attached to discrepancies near them in time).
 
 All state is per bin and bounded (MAX_PENDING); it is saved in the same transaction as the
@@ -66,6 +68,8 @@ DEFAULT_UNIT_WEIGHT_CV = 0.01  # what the edge assumes when the catalog gives no
 MAX_RUN = 6  # at most this many picks settle as one step (or handfuls make one put-away)
 MAX_PENDING = 64  # a bin with more unexplained evidence than this is judged oldest first, to bound state
 MAX_UNCERTAIN = 8  # uncertain readings kept per bin as evidence
+SCAN_LAG_MS = 5000  # a worker scans within about this long of the movement (before or after)
+MAX_CONFIRMED = 8  # confirmed scans remembered per bin, to tell a double scan from a wrong bin
 REORDER_MS = 1000  # how far out of device-time order evidence at one bin is assumed to arrive
 MAX_REPAIRS = 4  # a partner set free by a closer match looks for another this many times over
 OVERDUE_WINDOWS = 2  # a judgement waits at most this many windows for related evidence to ripen
@@ -87,6 +91,26 @@ def _no_fault(bin_name: str) -> str | None:
 
 def _sign(n: int) -> int:
     return (n > 0) - (n < 0)
+
+
+def gap_ms(a: dict[str, Any], b: dict[str, Any]) -> int:
+    """How far apart two pieces of evidence are in (skew-corrected device) time.
+
+    A scan and a weight step: from the scan to the step's movement, the span from the shelf's
+    first moving sample (`from_t`, when the edge measured it) to its settle (`t`); 0 when the
+    scan fell while the shelf moved. The settle alone lags the hand by the hand's time, the
+    ring-down and the settle window, which is as long as the gap between two movements at a
+    busy bin: matched on it, a scan would be paired with the next movement's step. Anything
+    else (two scans, two steps): the difference of their times.
+    """
+    kinds = {a["type"], b["type"]}
+    if kinds != {"scan", "count"}:
+        return abs(int(a["t"]) - int(b["t"]))
+    scan, step = (a, b) if a["type"] == "scan" else (b, a)
+    start = int(step.get("from_t", step["t"]))
+    if scan["t"] < start:
+        return start - int(scan["t"])
+    return max(0, int(scan["t"]) - int(step["t"]))
 
 
 def fits(steps: Sequence[dict[str, Any]], scans: Sequence[dict[str, Any]]) -> bool:
@@ -124,9 +148,11 @@ class BinState:
     baseline: int | None = None
     baseline_weight_g: float | None = None
     baseline_t: int = 0  # when the shelf last settled with a certain count
+    moving_from_t: int | None = None  # when the shelf began to move after it (known from the edge), if it did
     scans: list[dict[str, Any]] = field(default_factory=list)  # scan movements with no step yet
     steps: list[dict[str, Any]] = field(default_factory=list)  # weight steps with no scan yet
     uncertain: list[dict[str, Any]] = field(default_factory=list)  # the latest uncertain readings
+    confirmed: list[dict[str, Any]] = field(default_factory=list)  # the latest confirmed scans (t, qty, sku)
     # Scan-step pairs confirmed one to one while a closer partner may still arrive (until ripe).
     matched: list[dict[str, dict[str, Any]]] = field(default_factory=list)
     horizon_t: int = 0  # latest skew-corrected device time seen at the bin
@@ -138,9 +164,9 @@ class BinState:
 
     def to_json(self) -> str:
         return json.dumps({"baseline": self.baseline, "baseline_weight_g": self.baseline_weight_g,
-                           "baseline_t": self.baseline_t,
+                           "baseline_t": self.baseline_t, "moving_from_t": self.moving_from_t,
                            "scans": self.scans, "steps": self.steps, "uncertain": self.uncertain,
-                           "matched": self.matched,
+                           "matched": self.matched, "confirmed": self.confirmed,
                            "horizon_t": self.horizon_t, "last_hub_ms": self.last_hub_ms},
                           separators=(",", ":"))
 
@@ -156,8 +182,9 @@ class BinState:
                        uncertain=[i for i in items if i["type"] == "uncertain"][-MAX_UNCERTAIN:],
                        horizon_t=raw.get("last_t", 0), last_hub_ms=hub_ms)
         return cls(baseline=raw["baseline"], baseline_weight_g=raw["baseline_weight_g"],
-                   baseline_t=raw.get("baseline_t", 0), scans=raw["scans"],
+                   baseline_t=raw.get("baseline_t", 0), moving_from_t=raw.get("moving_from_t"), scans=raw["scans"],
                    steps=raw["steps"], uncertain=raw["uncertain"], matched=raw.get("matched", []),
+                   confirmed=raw.get("confirmed", []),
                    horizon_t=raw["horizon_t"],
                    last_hub_ms=raw["last_hub_ms"])
 
@@ -193,15 +220,16 @@ class Reconciler:
         self.fault_of = fault_of
         self.bins: dict[str, BinState] = {}
         self.open_ids: dict[str, list[int]] = {}
+        self.open_sku: dict[int, str | None] = {}  # what each open discrepancy is about
         self.dirty: set[str] = set()
         self.outcomes: dict[str, int] = dict.fromkeys((CONFIRMED, EXCLUDED, *KINDS), 0)
 
-    def load(self, states: dict[str, str], open_ids: list[tuple[int, str]]) -> None:
-        """Restore bin states and the index of open discrepancies saved by earlier commits."""
+    def load(self, states: dict[str, str], open_ids: Sequence[tuple[int, str] | tuple[int, str, str | None]]) -> None:
+        """Restore bin states and the index of open discrepancies (id, bin[, SKU]) saved by earlier commits."""
         self.bins = {b: BinState.from_json(s) for b, s in states.items()}
-        self.open_ids = {}
-        for ident, bin_name in open_ids:
-            self.open_ids.setdefault(bin_name, []).append(ident)
+        self.open_ids, self.open_sku = {}, {}
+        for ident, bin_name, *sku in open_ids:
+            self.opened(bin_name, ident, sku[0] if sku else None)
 
     def _state(self, bin_name: str) -> BinState:
         state = self.bins.get(bin_name)
@@ -228,12 +256,20 @@ class Reconciler:
         return self._judge(bin_name, state, hub_ms)
 
     def shelf_count(self, bin_name: str, sku: str | None, t_ms: int, hub_ms: int, count: int, weight_g: float,
-                    uncertain: bool, evidence: dict[str, Any]) -> list[NewDiscrepancy]:
-        """A settled shelf count; a certain one different from the baseline is a weight step."""
+                    uncertain: bool, evidence: dict[str, Any], moving_ms: int = 0) -> list[NewDiscrepancy]:
+        """A settled shelf count; a certain one different from the baseline is a weight step.
+
+        moving_ms: how long the shelf moved before it settled at this count (the edge measures
+        it; 0 when it did not): the step's movement spans from then to t_ms.
+        """
         state = self._state(bin_name)
         self.dirty.add(bin_name)
         if self._exclude_if_faulted(bin_name, state):
             return []
+        if moving_ms > 0 and state.baseline is not None:
+            # The movement since the last certain count began at the first of these motions.
+            began = max(t_ms - moving_ms, state.baseline_t)
+            state.moving_from_t = began if state.moving_from_t is None else min(state.moving_from_t, began)
         if uncertain:
             if state.baseline is None:
                 return []
@@ -253,9 +289,12 @@ class Reconciler:
                     "count": count, "prev_count": state.baseline, "weight_g": weight_g,
                     "prev_weight_g": state.baseline_weight_g, "prev_t": state.baseline_t, "unit_g": unit_g,
                     "cv": cv}
+            if state.moving_from_t is not None and state.moving_from_t <= t_ms:
+                item["from_t"] = state.moving_from_t
             self._pair(state, item)
         # A restatement (delta 0) adds no evidence, but its time shows how far the bin has got.
         state.baseline, state.baseline_weight_g, state.baseline_t = count, weight_g, t_ms
+        state.moving_from_t = None
         return self._judge(bin_name, state, hub_ms)
 
     def fault_seen(self, bin_name: str, reason: str) -> None:
@@ -264,17 +303,41 @@ class Reconciler:
         if state is not None:
             self._exclude(bin_name, state, reason)
 
-    def count_scan(self, bin_name: str) -> list[int]:
-        """A person counted the bin: drop its pending evidence; return its open discrepancy ids to close."""
+    def judge_now(self, bin_name: str, now_hub_ms: int) -> list[NewDiscrepancy]:
+        """Judge all evidence pending at the bin now, ripe or not: a count that disagrees with the
+        book is about to end it, and what is pending says what went wrong."""
+        state = self.bins.get(bin_name)
+        if state is None or not state.pending:
+            return []
+        return self._judge(bin_name, state, now_hub_ms, now=True)
+
+    def count_scan(self, bin_name: str, sku: str | None = None) -> list[int]:
+        """A person counted the bin (a SKU in it): drop its pending evidence; return the ids of its
+        open discrepancies to close, those about that SKU or none (any, when sku is None)."""
         state = self.bins.get(bin_name)
         if state is not None and (state.pending or state.uncertain):
             state.scans, state.steps, state.uncertain, state.matched = [], [], [], []
             self.dirty.add(bin_name)
-        return self.open_ids.pop(bin_name, [])
+        ids = self.open_ids.pop(bin_name, [])
+        closing = [i for i in ids if sku is None or self.open_sku.get(i) in (None, sku)]
+        kept = [i for i in ids if i not in closing]
+        if kept:
+            self.open_ids[bin_name] = kept  # another SKU's (a misread booked here): its own count closes it
+        self.forget(closing)
+        return closing
 
-    def opened(self, bin_name: str, ident: int) -> None:
-        """Remember a discrepancy the writer recorded, so a count scan can close it."""
+    def opened(self, bin_name: str, ident: int, sku: str | None = None) -> None:
+        """Remember a discrepancy the writer recorded (at a bin, about a SKU), so a count scan can close it."""
         self.open_ids.setdefault(bin_name, []).append(ident)
+        self.open_sku[ident] = sku
+
+    def forget(self, ids: list[int]) -> None:
+        """Drop closed discrepancies from the index of open ones."""
+        gone = set(ids)
+        for bin_ids in self.open_ids.values():
+            bin_ids[:] = [i for i in bin_ids if i not in gone]
+        for ident in gone:
+            self.open_sku.pop(ident, None)
 
     def expire(self, now_hub_ms: int, skus: dict[str, str | None] | None = None) -> list[NewDiscrepancy]:
         """Judge evidence that got nothing new for window_ms of hub time (the bin went quiet)."""
@@ -310,7 +373,7 @@ class Reconciler:
             log.info("bin %s: %d scan(s) and weight step(s) not judged: %s", bin_name, state.pending, reason)
         self.outcomes[EXCLUDED] += state.pending
         state.scans, state.steps, state.matched = [], [], []
-        state.baseline = state.baseline_weight_g = None  # the first certain count after the fault starts afresh
+        state.baseline = state.baseline_weight_g = state.moving_from_t = None  # the first certain count after the fault starts afresh
         self.dirty.add(bin_name)
 
     def _pair(self, state: BinState, item: dict[str, Any], depth: int = 0) -> None:
@@ -327,10 +390,10 @@ class Reconciler:
             return fits([cand], [item]) if is_scan else fits([item], [cand])
 
         options: list[tuple[int, dict[str, Any] | None, dict[str, Any]]] = [  # (gap, pair taken apart, partner)
-            (abs(c["t"] - item["t"]), None, c) for c in (state.steps if is_scan else state.scans)
-            if abs(c["t"] - item["t"]) <= self.window_ms and explains(c)]
-        options += [(abs(p[other_kind]["t"] - item["t"]), p, p[other_kind]) for p in state.matched
-                    if abs(p[other_kind]["t"] - item["t"]) < abs(p["scan"]["t"] - p["step"]["t"])
+            (gap_ms(c, item), None, c) for c in (state.steps if is_scan else state.scans)
+            if gap_ms(c, item) <= self.window_ms and explains(c)]
+        options += [(gap_ms(p[other_kind], item), p, p[other_kind]) for p in state.matched
+                    if gap_ms(p[other_kind], item) < gap_ms(p["scan"], p["step"])
                     and explains(p[other_kind])]
         best = min(options, key=lambda o: o[0], default=None)
         if best is None:
@@ -359,7 +422,7 @@ class Reconciler:
         twice their gap plus REORDER_MS (or both are ripe), the pair is final and forgotten.
         """
         scan, step = pair["scan"], pair["step"]
-        gap = abs(scan["t"] - step["t"])
+        gap = gap_ms(scan, step)
         return (horizon_t > max(scan["t"], step["t"]) + 2 * gap + REORDER_MS
                 or (self._ripe(scan, horizon_t, now_hub_ms) and self._ripe(step, horizon_t, now_hub_ms)))
 
@@ -370,12 +433,15 @@ class Reconciler:
 
     # ----------------------------------------------------------------- judgement
 
-    def _judge(self, bin_name: str, state: BinState, now_hub_ms: int | None) -> list[NewDiscrepancy]:
-        """Judge the bin's ripe evidence, oldest first, until nothing more can be decided now."""
+    def _judge(self, bin_name: str, state: BinState, now_hub_ms: int | None, now: bool = False
+               ) -> list[NewDiscrepancy]:
+        """Judge the bin's ripe evidence (all of it if `now`), oldest first, until nothing more can be decided."""
         out: list[NewDiscrepancy] = []
         if state.matched:
             kept = [p for p in state.matched if not self._settled(p, state.horizon_t, now_hub_ms)]
             if len(kept) != len(state.matched):
+                for done in (p for p in state.matched if not any(p is k for k in kept)):
+                    _remember(state, [done["scan"]], [done["step"]])
                 state.matched = kept
                 self.dirty.add(bin_name)
         if state.pending and self._exclude_if_faulted(bin_name, state):
@@ -385,7 +451,7 @@ class Reconciler:
             crowded = len(everything) > MAX_PENDING
             verdict = None
             for item in everything:
-                forced = crowded and item is everything[0]
+                forced = now or (crowded and item is everything[0])
                 if not forced and not self._ripe(item, state.horizon_t, now_hub_ms):
                     continue
                 verdict = self._explain(bin_name, state, item, now_hub_ms, forced)
@@ -422,14 +488,16 @@ class Reconciler:
                 # is their net change; only the sum of the scans in between can be judged against it.
                 kind = CONFIRMED if fits([covering], covered) else QUANTITY_MISMATCH
                 window = _Verdict(kind, covered, [covering])
-                ready_all = self._ripe(covering, state.horizon_t, now_hub_ms) or overdue
+                # Every scan in it ripe too: one made after the settle may be the next movement's,
+                # whose step (up to T after that scan) has not arrived yet.
+                ready_all = forced or all(self._ripe(i, state.horizon_t, now_hub_ms) for i in [covering, *covered])
                 return window if ready_all else DEFER
         group = self._adding_up(item, own, near_other, is_scan)
         if group is not None:
             mine, theirs = group
             return verdict(CONFIRMED, mine, theirs) if ready(mine + theirs) else DEFER
         if near_other:
-            closest = min(near_other, key=lambda o: abs(o["t"] - item["t"]))
+            closest = min(near_other, key=lambda o: gap_ms(o, item))
             rivals = [o for o in self._near(closest, own, sign) if o is not item]
             partner = next((r for r in rivals if (fits([closest], [r]) if is_scan else fits([r], [closest]))), None)
             if partner is not None:  # the closest belongs to another: confirm them, and judge item after
@@ -454,19 +522,24 @@ class Reconciler:
         return _Verdict(SCAN_WITHOUT_MOVEMENT, sorted([item, *alone], key=lambda i: i["t"]), [], note=note)
 
     def _covered_scans(self, state: BinState, step: dict[str, Any]) -> list[dict[str, Any]]:
-        """The pending scans between the shelf's previous settled count and this step (plus T after it)."""
-        return sorted((s for s in state.scans if step.get("prev_t", step["t"]) <= s["t"] <= step["t"] + self.window_ms),
-                      key=lambda s: s["t"])
+        """The pending scans between the shelf's previous settled count and this step (plus T after it)
+        that are no closer to another pending step (a scan right after a settle may be the next one's)."""
+        return sorted((s for s in state.scans if self._covers(step, s)
+                       and self._covering_step(state, s) is step), key=lambda s: s["t"])
+
+    def _covers(self, step: dict[str, Any], scan: dict[str, Any]) -> bool:
+        return step.get("prev_t", step["t"]) <= scan["t"] <= step["t"] + self.window_ms
 
     def _covering_step(self, state: BinState, scan: dict[str, Any]) -> dict[str, Any] | None:
-        """A pending step whose span (previous settled count to step) holds this scan, if any."""
-        return next((st for st in sorted(state.steps, key=lambda i: i["t"])
-                     if st.get("prev_t", st["t"]) <= scan["t"] <= st["t"] + self.window_ms), None)
+        """The pending step whose span (previous settled count to step) holds this scan and whose
+        movement is closest to it (the earliest of equals), if any."""
+        return min((st for st in state.steps if self._covers(st, scan)),
+                   key=lambda st: (gap_ms(scan, st), st["t"]), default=None)
 
     def _near(self, item: dict[str, Any], candidates: list[dict[str, Any]], sign: int) -> list[dict[str, Any]]:
         """The candidates in the same direction within the time tolerance of item, oldest first."""
         return sorted((c for c in candidates if _sign(c["qty_delta"]) == sign
-                       and abs(c["t"] - item["t"]) <= self.window_ms), key=lambda c: c["t"])
+                       and gap_ms(c, item) <= self.window_ms), key=lambda c: c["t"])
 
     def _adding_up(self, item: dict[str, Any], own: list[dict[str, Any]], near_other: list[dict[str, Any]],
                    is_scan: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
@@ -513,7 +586,13 @@ class Reconciler:
                     continue  # it has its own explanation to find at its bin
                 if not (fits([cand], [item]) if is_scan else fits([item], [cand])):
                     continue
-                gap = abs(cand["t"] - item["t"])
+                gap = gap_ms(cand, item)
+                scan, scan_state = (item, state) if is_scan else (cand, theirs)
+                twin_gap = _double_scan_gap(scan, scan_state)
+                if twin_gap is not None and twin_gap < gap and gap > SCAN_LAG_MS:
+                    # It repeats a scan confirmed by a movement closer to it, and the neighbour moved
+                    # longer before or after it than a worker scans: a double scan, not a wrong bin.
+                    continue
                 if best is None or gap < best[0]:
                     best = (gap, neighbour, cand)
         if best is None:
@@ -541,6 +620,7 @@ class Reconciler:
         self.dirty.update({scan_bin, step_bin, bin_name})
         self.outcomes[verdict.kind] += 1
         if verdict.kind == CONFIRMED:
+            _remember(self.bins[scan_bin], verdict.scans, verdict.steps)
             return None
         return self._finding(scan_bin, verdict)
 
@@ -580,6 +660,26 @@ class Reconciler:
 def _runs(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Every run of consecutive items (in time order), one to MAX_RUN long."""
     return [items[i:j] for i in range(len(items)) for j in range(i + 1, min(len(items), i + MAX_RUN) + 1)]
+
+
+def _remember(state: BinState, scans: list[dict[str, Any]], steps: list[dict[str, Any]]) -> None:
+    """Keep the latest confirmed scans at a bin with the movement each was confirmed by (bounded)."""
+    if scans and steps:
+        kept = []
+        for scan in scans:
+            step = min(steps, key=lambda st: gap_ms(scan, st))
+            kept.append({"type": "scan", "t": scan["t"], "qty_delta": scan["qty_delta"], "sku": scan.get("sku"),
+                         "step": {"type": "count", "t": step["t"], "from_t": step.get("from_t", step["t"])}})
+        state.confirmed = [*state.confirmed, *kept][-MAX_CONFIRMED:]
+
+
+def _double_scan_gap(scan: dict[str, Any], state: BinState) -> int | None:
+    """A scan repeating a confirmed scan at its bin (same SKU and quantity): how far it is from the
+    movement that one was confirmed by (the closest such). None if it repeats none."""
+    twins = [*state.confirmed, *({**p["scan"], "step": p["step"]} for p in state.matched)]
+    gaps = [gap_ms(scan, twin["step"]) for twin in twins
+            if twin["t"] != scan["t"] and twin["qty_delta"] == scan["qty_delta"] and twin.get("sku") == scan.get("sku")]
+    return min(gaps, default=None)
 
 
 def _remove(items: list[dict[str, Any]], item: dict[str, Any]) -> None:

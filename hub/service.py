@@ -85,7 +85,7 @@ class HubService:
                 self.purchasing = PurchasingSync(self.rules, config.central, config.site, system_clock)
         # stock state on MQTT for other consumers (dashboards, Node-RED, andon lights)
         self.consumer_feed = ConsumerFeed(config.site, config.integrations, self.store, self.rules,
-                                          self.link.publish, self._nodes_online)
+                                          self.link.publish, self._nodes_online, config.rules.unavailable_locations)
         self.consumer_feed.alert_listeners.append(self._on_hub_alert)
         self.consumer_feed.alerts_wanted = lambda: self.alerts.has_rules
         if self.rules is not None:

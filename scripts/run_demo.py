@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.scan.sim import VirtualScanner, gs1_128
+from edge.shelf.pipeline import PipelineParams
 from edge.shelf.sim import SimBin, VirtualController, start_simulator
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port, wait_for_port
 from service.testing import NotifyListener
@@ -52,6 +53,8 @@ GLOVES-L,"Work gloves size L, pair",0{GLOVES},B-01-1,B,{NODE},no,no,,
 """
 
 
+RUNG_DOWN_G = 0.2  # the shelf's ring-down below this is at rest for the edge (its settle spread is 1.5 g)
+SETTLE_MARGIN_S = 0.5  # after a settle window at rest: the edge's count is published by then
 CAPACITY_G = 20000.0  # the edge's default shelf capacity_g: the shift keeps every bin well below it
 LABEL_PREFIXES = ("MODE:", "LOC:", "QTY:", "PO:", "OP:", "CLEAR")  # control labels: no event of their own
 CYCLE_ROUNDS = 6  # the shift repeats a cycle of this many rounds; each cycle stages its mistakes once
@@ -128,11 +131,16 @@ class Shift:
         return True
 
     def settle(self) -> bool:
-        """Wait until the hands are off the shelf and it has rung down."""
-        while not self.shelf.idle:
+        """Wait until the hands are off the shelf, it has rung down, and the edge has seen it at rest.
+
+        The edge calls a shelf settled once a whole settle window of samples lies within a few
+        divisions; a hand arriving sooner makes two movements one (their net change, judged on
+        the sum), which is not what the shift means to show.
+        """
+        while not self.shelf.still(RUNG_DOWN_G):
             if self.stop.wait(0.05):
                 return False
-        return not self.stop.wait(1.0)
+        return not self.stop.wait(PipelineParams().settle_window_s + SETTLE_MARGIN_S)
 
     def quiet(self) -> bool:
         """Leave the shelf alone for a reconciliation window, so a staged mistake is judged on its own."""

@@ -85,6 +85,17 @@ def _from_env_text(text: str, want: type, origin: str) -> Any:
         raise ConfigError(f"{origin}: cannot read {text!r} as {_TYPE_WORDS.get(want, want.__name__)}") from None
 
 
+def raises_value_error(check: Callable[[Any], object]) -> Callable[[Any], str | None]:
+    """A Setting check made from a function that raises ValueError naming the problem (contract.check_name...)."""
+    def problem(value: Any) -> str | None:
+        try:
+            check(value)
+        except ValueError as err:
+            return str(err)
+        return None
+    return problem
+
+
 def positive(value: Any) -> str | None:
     """Check helper: value must be > 0."""
     return None if value > 0 else f"must be greater than 0, got {value!r}"

@@ -15,7 +15,8 @@ def render() -> str:
     return f"""# Configuration reference
 
 Generated from the declarations in `edge/config.py`, `edge/scan/config.py`,
-`edge/shelf/config.py` and `hub/config.py` (a test keeps this file in step; rewrite it with
+`edge/shelf/config.py`, `hub/config.py` and `settings/mqtt.py` (the `[mqtt]` block both
+read; a test keeps this file in step; rewrite it with
 `python -m tests.config_docs`). Both programs read one TOML file; a key `a.b` is `b` in the
 table `[a]`. Environment variables override the file (for systemd `EnvironmentFile=`). A bad
 key or value stops the program with one line naming the file, the key and the problem;

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -256,6 +256,13 @@ async def wait_for(predicate: Callable[[], Awaitable[T] | T], timeout_s: float =
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last value {last!r})")
 
 
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel a task and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def wait_for_sync(predicate: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout_s
     last: Any = None
@@ -303,17 +310,32 @@ def scan_batch(node: str, stream: str, seqs: list[int], location: str = "Q-01-1"
     return EventBatch(node=node, stream=stream, events=events, sent_ms=now).to_json()
 
 
-class NodeClient:
+class BareClient:
+    """A paho MQTT v5 client logged in as `user`, not connected yet; closes as a context manager."""
+
+    def __init__(self, user: str, password: str, client_id: str) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(user, password)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class NodeClient(BareClient):
     """A bare MQTT v5 client logged in as a node, for tests that play a misbehaving edge."""
 
     def __init__(self, broker: PrivateBroker, user: str, password: str) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
+        super().__init__(user, password, f"{user}-raw")
+        self.node = user
         self.messages: list[tuple[str, bytes]] = []
         self.refused: list[int] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-raw", protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(user, password)
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client.on_publish = lambda c, u, mid, rc, p: self.refused.append(rc.value) if rc.is_failure else None
         self.client.connect(broker.host, broker.port)
@@ -330,9 +352,58 @@ class NodeClient:
         from contract import Ack
         return max((Ack.from_json(p).watermark for t, p in self.messages if t.endswith("/ack")), default=0)
 
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+
+def playing_node(broker: PrivateBroker, *listen: Channel) -> NodeClient:
+    """A new node on the broker, played by a bare client subscribed to its own `listen` channels
+    (its ack, its commands); use it as `with playing_node(...) as raw:`, its name is `raw.node`."""
+    node, password = add_node(broker)
+    raw = NodeClient(broker, node, password)
+    for channel in listen:
+        raw.subscribe(node_topic(SITE, node, channel))
+    return raw
+
+
+def playing_hub(broker: PrivateBroker, *topics: str) -> NodeClient:
+    """The hub, played by a bare client logged in as it and subscribed to `topics`; a context manager."""
+    hub = NodeClient(broker, HUB_USER, broker.users[HUB_USER])
+    for topic in topics:
+        hub.subscribe(topic)
+    return hub
+
+
+@contextlib.asynccontextmanager
+async def agent_and_its_birth(broker: PrivateBroker, config: EdgeConfig) -> AsyncIterator[tuple[Any, bytes]]:
+    """A real edge agent started with `config` while the hub, played by a bare client, listens for
+    its births; yields (agent, the first birth's payload) and stops the agent afterwards."""
+    from edge.agent import EdgeAgent
+    with playing_hub(broker, node_topic(config.site, config.node, Channel.BIRTH)) as hub:
+        agent = EdgeAgent(config)
+        try:
+            await agent.start()
+            births = await wait_for(lambda: [p for t, p in hub.messages if t.endswith("/birth")],
+                                    what="the node's birth")
+            yield agent, births[0]
+        finally:
+            await agent.stop()
+
+
+@contextlib.asynccontextmanager
+async def agent_with_an_unacked_scan(broker: PrivateBroker, tmp_path: Path, hub_says_online: bool, location: str,
+                                     qty: int) -> AsyncIterator[Any]:
+    """A real edge agent (ack timeout an hour) that published one scan nobody acknowledged, while the hub,
+    played by a bare client, said it was online or not; yields the agent. Only a real hub's
+    announcement can then make the agent send the scan again."""
+    from contract import HubState, hub_state_topic
+    async with running_agent(broker, tmp_path, outbox={"ack_timeout_s": 3600.0}) as agent:
+        with playing_hub(broker) as hub:
+            await wait_for(lambda: agent.link.status.connected, what="edge connected")
+            state = HubState(online=hub_says_online, boot_id="played-hub", ts_ms=int(time.time() * 1000))
+            hub.publish(hub_state_topic(agent.config.site), state.to_json())
+            await wait_for(lambda: agent.link.status.hub_online is hub_says_online,
+                           what=f"edge sees the hub {'online' if hub_says_online else 'offline'}")
+            await agent.sink.submit(scan(location=location, qty=qty))
+            await wait_for(lambda: agent.link.status.last_sent == 1, what="published, and nobody acknowledged it")
+            yield agent
 
 
 # --------------------------------------------------------------------------- web auth (hub.auth)
@@ -410,19 +481,32 @@ async def login_session(base_url: str, config: HubConfig, role: str = "superviso
 async def start_web_hub(broker: PrivateBroker, tmp_path: Path, **extra: Any) -> tuple[Any, Any, str]:
     """A whole hub (service + web app) on real loopback HTTP; returns (service, runner, base url).
 
-    The caller ends it with `await runner.cleanup()`.
+    The caller ends it with `await runner.cleanup()`; `async with RunningHub(...)` ends it by itself.
     """
-    from aiohttp import web
+    hub = await RunningHub(broker, tmp_path, **extra).__aenter__()
+    return hub.service, hub.runner, hub.base_url
 
-    from hub.service import HubService
-    from hub.web.app import make_app
-    cfg = hub_config(broker, tmp_path, **extra)
-    service = HubService(cfg)
-    runner = web.AppRunner(make_app(service))
-    await runner.setup()
-    await web.TCPSite(runner, cfg.http_host, cfg.http_port).start()
-    await wait_for(service.link.connected.is_set, what="hub connected to the broker")
-    return service, runner, f"http://{cfg.http_host}:{cfg.http_port}"
+
+@contextlib.asynccontextmanager
+async def running_agent(broker: PrivateBroker, tmp_path: Path, **sections: Any) -> AsyncIterator[Any]:
+    """A new node on the broker and a real edge agent for it (config `sections` as in edge_config), started;
+    stopped afterwards. Its name is `agent.config.node`."""
+    from edge.agent import EdgeAgent
+    node, password = add_node(broker)
+    agent = EdgeAgent(edge_config(broker, tmp_path, node, password, **sections))
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+
+
+@contextlib.asynccontextmanager
+async def hub_and_agent(broker: PrivateBroker, tmp_path: Path, **hub_extra: Any) -> AsyncIterator[tuple[Any, str, Any]]:
+    """A whole hub on loopback HTTP (config `hub_extra`) and one real edge agent connected to it;
+    yields (service, base url, agent) and stops both, the agent first."""
+    async with RunningHub(broker, tmp_path, **hub_extra) as hub, running_agent(broker, tmp_path) as agent:
+        yield hub.service, hub.base_url, agent
 
 
 @contextlib.asynccontextmanager
@@ -617,12 +701,11 @@ NOT_AUTHORIZED = 135
 ACCEPTED = (0, 16)  # success, and "no matching subscribers" (accepted, nobody listening)
 
 
-class Peer:
+class Peer(BareClient):
     """A real MQTT v5 client that records its CONNACK, PUBACK reason codes, messages and disconnects."""
 
     def __init__(self, broker: PrivateBroker, user: str, password: str) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{user}", protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(user, password)
+        super().__init__(user, password, f"test-{user}")
         self.connack: ReasonCode | None = None
         self.pubacks: dict[int, int] = {}
         self.messages: list[mqtt.MQTTMessage] = []
@@ -676,30 +759,21 @@ class Peer:
             assert self.cond.wait_for(lambda: info.mid in self.pubacks, WAIT_S), f"no PUBACK for {topic}"
             return self.pubacks[info.mid]
 
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
 
 def connect_when_accepted(broker: PrivateBroker, user: str, password: str) -> Peer:
     """Connect, retrying while the broker has not yet applied a reload (it is asynchronous)."""
-    deadline = threading.Event()
-    timer = threading.Timer(WAIT_S, deadline.set)
-    timer.start()
-    try:
-        while True:
-            peer = Peer(broker, user, password)
-            if not peer.wait_connack().is_failure:
-                return peer
-            peer.close()
-            assert not deadline.is_set(), f"{user} still refused {WAIT_S} s after provisioning"
-            deadline.wait(0.05)  # back-off between attempts, not a wait for the outcome
-    finally:
-        timer.cancel()
+    return _connect_until(broker, user, password, accepted=True)[0]
 
 
 def refused_when_revoked(broker: PrivateBroker, user: str, password: str) -> ReasonCode:
     """Connect until the broker refuses (after its reload); returns the refusal reason."""
+    peer, rc = _connect_until(broker, user, password, accepted=False)
+    peer.close()
+    return rc
+
+
+def _connect_until(broker: PrivateBroker, user: str, password: str, accepted: bool) -> tuple[Peer, ReasonCode]:
+    """Connect again until the broker's CONNACK accepts (or refuses) `user`; the peer and its CONNACK."""
     deadline = threading.Event()
     timer = threading.Timer(WAIT_S, deadline.set)
     timer.start()
@@ -707,11 +781,12 @@ def refused_when_revoked(broker: PrivateBroker, user: str, password: str) -> Rea
         while True:
             peer = Peer(broker, user, password)
             rc = peer.wait_connack()
+            if rc.is_failure != accepted:
+                return peer, rc
             peer.close()
-            if rc.is_failure:
-                return rc
-            assert not deadline.is_set(), f"{user} still accepted {WAIT_S} s after revoking"
-            deadline.wait(0.05)
+            assert not deadline.is_set(), (f"{user} still refused {WAIT_S} s after provisioning" if accepted
+                                           else f"{user} still accepted {WAIT_S} s after revoking")
+            deadline.wait(0.05)  # back-off between attempts, not a wait for the outcome
     finally:
         timer.cancel()
 
@@ -970,9 +1045,7 @@ async def rig(tmp_path: Path, sim_bins: list[SimBin], shelf: dict[str, Any], pro
     try:
         yield r
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         sim.stop()
         sink.close()
         state.close()
@@ -1188,7 +1261,30 @@ class ReceivedHook:
     payload: dict[str, Any]
 
 
-class WebhookReceiver:
+class LoopbackServer:
+    """An aiohttp app of the test's own on a free loopback port (on the test's loop); stops and starts again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._runner: Any = None
+
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        self._runner = web.AppRunner(self.app())
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class WebhookReceiver(LoopbackServer):
     """A real HTTP receiver (aiohttp, on the test's loop) that checks Standard Webhooks signatures
     with the reference library and can be stopped and started again on the same port.
 
@@ -1199,13 +1295,12 @@ class WebhookReceiver:
     def __init__(self, secret: str | None = None) -> None:
         from hub.alerts.signing import new_secret
 
+        super().__init__()
         self.secret = secret or new_secret()
-        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.received: list[ReceivedHook] = []
         self.bad: list[str] = []
         self.answer = 200
-        self._runner: web.AppRunner | None = None
 
     async def _hook(self, request: web.Request) -> web.Response:
         from aiohttp import web
@@ -1222,22 +1317,15 @@ class WebhookReceiver:
         self.received.append(ReceivedHook(request.headers["webhook-id"], payload))
         return web.Response(status=204)
 
-    async def start(self) -> None:
+    def app(self) -> web.Application:
         from aiohttp import web
 
         app = web.Application()
         app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        return app
 
 
-class AnswerLosingProxy:
+class AnswerLosingProxy(LoopbackServer):
     """A real HTTP proxy in front of a server that loses the answer to the first request naming `method`.
 
     The request reaches the server and is applied there; the caller sees the connection drop
@@ -1245,13 +1333,12 @@ class AnswerLosingProxy:
     """
 
     def __init__(self, upstream: str, method: str) -> None:
+        super().__init__()
         self.upstream, self.method = upstream.rstrip("/"), method
-        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.lost: list[str] = []  # the requests whose answers were lost
-        self._runner: Any = None
 
-    async def start(self) -> None:
+    def app(self) -> web.Application:
         import aiohttp
         from aiohttp import web
 
@@ -1270,10 +1357,4 @@ class AnswerLosingProxy:
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", forward)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app

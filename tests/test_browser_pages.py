@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from contract import Channel, EventBatch, ScanRejected, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
+from hub.rules import views
 from tests.support import (
     BROWSER_MARKS,
     SITE,
@@ -27,6 +28,7 @@ from tests.support import (
     add_web_user,
     edge_config,
     expect,
+    hub_and_agent,
     log_in,
     scan,
     start_web_hub,
@@ -43,11 +45,8 @@ HEAP_GROWTH_MAX_BYTES = 8 * 1024 * 1024  # after GC, a burst may leave caches, n
 
 
 async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: Path, browser: Browser) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        node = agent.config.node
         secret = add_web_user(service.config, "sue", "supervisor")
         # A wrong password is refused with a message, and no session is made.
         context = await browser.new_context()
@@ -69,6 +68,7 @@ async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: P
         await expect(row.locator(".qty")).to_have_text("6")  # no reload: pushed over SSE
         await agent.sink.submit(scan(qty=2, location="E-01-1", mode="pick"))
         await expect(row.locator(".qty")).to_have_text("4")
+        await expect(row.locator(".unavailable")).to_have_count(0)
         # The filter boxes line up: Search and Location are the same height.
         boxes = [await page.locator(sel).bounding_box() for sel in ("#q", "#location")]
         assert boxes[0] and boxes[1] and boxes[0]["height"] == boxes[1]["height"], boxes
@@ -95,9 +95,15 @@ async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: P
             {method: "POST", headers: {"Content-Type": "application/json"}, body: '{"cmd":"identify"}'})).status""",
                                      node)
         assert status == 403
-    finally:
-        await agent.stop()
-        await runner.cleanup()
+
+        # A return into quarantine appears live on the stock page too, marked as stock nobody can pick.
+        await page.goto(f"{base}/stock")
+        await expect(page.locator("#live")).to_have_text("live")
+        held = page.locator('tr[data-key="09506000134352|QUARANTINE"]')
+        await expect(held).to_have_count(0)
+        await agent.sink.submit(scan(qty=1, location="QUARANTINE", mode="return", return_reason="DAMAGED"))
+        await expect(held.locator(".qty")).to_have_text("1")
+        await expect(held.locator(".unavailable")).to_have_text("not available")
 
 
 async def test_node_goes_offline_and_viewer_cannot_command(broker: PrivateBroker, tmp_path: Path,
@@ -157,9 +163,9 @@ async def test_approve_a_proposal(broker: PrivateBroker, tmp_path: Path, browser
         await agent.sink.submit(scan(qty=400, location="A-01-1"))
         await wait_for(lambda: _eq(rules_on_hand(), 400), what="the rules engine seeing the receipt")
         await teach_rules(service, sku, "A-01-1")
-        assert await service.rules.call(lambda core: core.proposal_rows("pending")) == []  # above the ROP
+        assert await service.rules.call(lambda core: views.proposal_rows(core, "pending")) == []  # above the ROP
         await agent.sink.submit(scan(qty=300, location="A-01-1", mode="pick"))
-        pending = await wait_for(lambda: service.rules.call(lambda core: core.proposal_rows("pending")),
+        pending = await wait_for(lambda: service.rules.call(lambda core: views.proposal_rows(core, "pending")),
                                  what="a pending proposal from the pick")
         pid = pending[0]["id"]
 
@@ -176,7 +182,7 @@ async def test_approve_a_proposal(broker: PrivateBroker, tmp_path: Path, browser
         ordered = page.locator('#decisions li[data-rule="ordered"]')
         await expect(ordered).to_have_count(1)
         await expect(ordered).to_contain_text("approved by sup")
-        queued = await service.rules.call(lambda core: core.proposal_rows("queued"))
+        queued = await service.rules.call(lambda core: views.proposal_rows(core, "queued"))
         assert [(p["id"], p["decided_by"]) for p in queued] == [(pid, "sup")]
     finally:
         await agent.stop()

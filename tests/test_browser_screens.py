@@ -21,6 +21,7 @@ from contract import ScanRejected, ShelfFault
 from edge.agent import EdgeAgent
 from hub.catalog import parse_catalog_csv
 from hub.mosquitto import PrivateBroker
+from hub.rules import views
 from hub.rules.core import PurchaseOrder, RulesCore
 from hub.rules.leadtime import Delivery
 from hub.rules.supplier import SupplierOption
@@ -74,7 +75,7 @@ def supplier_history(core: RulesCore) -> None:
         nord_late = week % 2 == 0
         core.record_delivery(Delivery("nord", "NUT-M8", f"PO-N{week}", ordered, ordered + 8 * DAY_MS,
                                       ordered + (11 if nord_late else 8) * DAY_MS, 400, 380))
-    pending = [p for p in core.proposal_rows("pending") if p["sku"] == "GLOVE-L"]
+    pending = [p for p in views.proposal_rows(core, "pending") if p["sku"] == "GLOVE-L"]
     if pending:
         core.approve(pending[0]["id"], "sam")
         core.on_requisition_accepted(pending[0]["id"], PurchaseOrder(
@@ -107,7 +108,7 @@ async def seed(service: Any, agent: EdgeAgent, node: str) -> None:
                                          reason="Scan a location before the item.", raw="]C10109506000134352"))
 
     async def proposals() -> set[str]:
-        rows = await service.rules.call(lambda core: core.proposal_rows("pending"))
+        rows = await service.rules.call(lambda core: views.proposal_rows(core, "pending"))
         return {p["sku"] for p in rows} >= {"BOLT-M8", "GLOVE-L"}
 
     await wait_for(proposals, what="proposals for bolts and gloves")

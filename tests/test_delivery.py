@@ -13,22 +13,33 @@ from typing import Any
 
 import pytest
 
-from contract import Ack, Channel, Command, HubState, hub_state_topic, node_topic
+from contract import Ack, Channel, Command, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.support import SITE, NodeClient, RunningHub, add_node, edge_config, scan, scan_batch, wait_for
+from tests.support import (
+    SITE,
+    NodeClient,
+    RunningHub,
+    add_node,
+    agent_with_an_unacked_scan,
+    edge_config,
+    playing_node,
+    running_agent,
+    scan,
+    scan_batch,
+    wait_for,
+)
 
 NOW = int(time.time() * 1000)
 
 
 async def test_a_message_delivered_twice_is_counted_once(broker: PrivateBroker, tmp_path: Path) -> None:
     async with RunningHub(broker, tmp_path) as hub:
-        node, password = add_node(broker)
-        raw = NodeClient(broker, node, password)
-        acks: list[Ack] = []
-        raw.subscribe(node_topic(SITE, node, Channel.ACK))
-        stream = secrets.token_hex(8)
-        try:
+        with playing_node(broker) as raw:
+            node = raw.node
+            acks: list[Ack] = []
+            raw.subscribe(node_topic(SITE, node, Channel.ACK))
+            stream = secrets.token_hex(8)
             payload = scan_batch(node, stream, [1, 2, 3], location="D-01-1", qty=2)
             raw.publish(node_topic(SITE, node, Channel.EVENTS), payload)
             raw.publish(node_topic(SITE, node, Channel.EVENTS), payload)  # the broker re-delivers, say
@@ -41,18 +52,13 @@ async def test_a_message_delivered_twice_is_counted_once(broker: PrivateBroker, 
             await wait_for(lambda: watermark() == 4, what="ack watermark 4")
             assert hub.balance("D-01-1") == 8  # 4 events x 2, not 14
             assert hub.service.ingest.duplicates_total >= 5
-        finally:
-            raw.close()
 
 
 async def test_a_gap_is_detected_and_asked_for_again(broker: PrivateBroker, tmp_path: Path) -> None:
     async with RunningHub(broker, tmp_path) as hub:
-        node, password = add_node(broker)
-        raw = NodeClient(broker, node, password)
-        raw.subscribe(node_topic(SITE, node, Channel.ACK))
-        raw.subscribe(node_topic(SITE, node, Channel.CMD))
-        stream = secrets.token_hex(8)
-        try:
+        with playing_node(broker, Channel.ACK, Channel.CMD) as raw:
+            node = raw.node
+            stream = secrets.token_hex(8)
             topic = node_topic(SITE, node, Channel.EVENTS)
             raw.publish(topic, scan_batch(node, stream, [1, 2], "G-01-1"))
             raw.publish(topic, scan_batch(node, stream, [5, 6], "G-01-1"))  # 3 and 4 were lost
@@ -72,29 +78,21 @@ async def test_a_gap_is_detected_and_asked_for_again(broker: PrivateBroker, tmp_
             raw.publish(topic, scan_batch(node, stream, [3, 4], "G-01-1"))
             await wait_for(lambda: raw.acked() == 6, what="watermark 6 once the gap is filled")
             assert hub.balance("G-01-1") == 6
-        finally:
-            raw.close()
 
 
 async def test_a_real_edge_answers_resend_from(broker: PrivateBroker, tmp_path: Path) -> None:
-    async with RunningHub(broker, tmp_path) as hub:
-        node, password = add_node(broker)
-        agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-        await agent.start()
-        try:
-            for _ in range(3):
-                await agent.sink.submit(scan(location="R-01-1"))
-            await wait_for(lambda: agent.link.status.acked == 3, what="first delivery acked")
-            before = hub.service.ingest.duplicates_total
-            # The hub asks again from seq 1: the edge holds nothing unacked, so nothing is re-sent...
-            hub.service.link.send_command(node, Command(id="r1", cmd="resend_from", ts_ms=NOW, from_seq=1))
-            await wait_for(lambda: any(r["id"] == "r1" for r in hub.service.replies), what="reply to resend_from")
-            reply = next(r for r in hub.service.replies if r["id"] == "r1")
-            assert reply["ok"] and "from seq 4" in reply["message"]
-            assert hub.service.ingest.duplicates_total == before
-            assert hub.balance("R-01-1") == 3
-        finally:
-            await agent.stop()
+    async with RunningHub(broker, tmp_path) as hub, running_agent(broker, tmp_path) as agent:
+        for _ in range(3):
+            await agent.sink.submit(scan(location="R-01-1"))
+        await wait_for(lambda: agent.link.status.acked == 3, what="first delivery acked")
+        before = hub.service.ingest.duplicates_total
+        # The hub asks again from seq 1: the edge holds nothing unacked, so nothing is re-sent...
+        hub.service.link.send_command(agent.config.node, Command(id="r1", cmd="resend_from", ts_ms=NOW, from_seq=1))
+        await wait_for(lambda: any(r["id"] == "r1" for r in hub.service.replies), what="reply to resend_from")
+        reply = next(r for r in hub.service.replies if r["id"] == "r1")
+        assert reply["ok"] and "from seq 4" in reply["message"]
+        assert hub.service.ingest.duplicates_total == before
+        assert hub.balance("R-01-1") == 3
 
 
 async def test_bad_payloads_are_quarantined_and_valid_traffic_flows(broker: PrivateBroker, tmp_path: Path) -> None:
@@ -157,24 +155,12 @@ async def test_a_node_cannot_publish_as_another(broker: PrivateBroker, tmp_path:
 
 
 async def test_edge_resends_when_the_hub_comes_back_online(broker: PrivateBroker, tmp_path: Path) -> None:
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password, outbox={"ack_timeout_s": 3600.0}))
-    await agent.start()
-    hub_client = NodeClient(broker, "hub", broker.users["hub"])
-    try:
-        await wait_for(lambda: agent.link.status.connected, what="edge connected")
-        # The hub is offline: events are published but nobody acks them.
-        hub_client.publish(hub_state_topic(SITE), HubState(online=False, boot_id="x", ts_ms=NOW).to_json())
-        await wait_for(lambda: agent.link.status.hub_online is False, what="edge sees hub offline")
-        await agent.sink.submit(scan(location="H-01-1", qty=4))
-        await wait_for(lambda: agent.link.status.last_sent == 1, what="live publish")
-        async with RunningHub(broker, tmp_path) as hub:
-            # The retained state turning online makes the edge replay (ack timeout is an hour).
-            await wait_for(lambda: hub.balance("H-01-1") == 4, what="replayed event in the ledger")
-            await wait_for(lambda: agent.sink.outbox.depth() == 0, what="outbox emptied by the ack")
-    finally:
-        hub_client.close()
-        await agent.stop()
+    # The hub is offline: the event is published but nobody acks it.
+    async with agent_with_an_unacked_scan(broker, tmp_path, False, "H-01-1", 4) as agent, \
+            RunningHub(broker, tmp_path) as hub:
+        # The retained state turning online makes the edge replay (ack timeout is an hour).
+        await wait_for(lambda: hub.balance("H-01-1") == 4, what="replayed event in the ledger")
+        await wait_for(lambda: agent.sink.outbox.depth() == 0, what="outbox emptied by the ack")
 
 
 async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_commit(broker: PrivateBroker,
@@ -183,15 +169,13 @@ async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_comm
     # It must be quarantined like any other contract breach, not fail the group commit it lands in;
     # inside a valid batch, the event's seq is settled as refused so the stream goes on.
     async with RunningHub(broker, tmp_path) as hub:
-        node, password = add_node(broker)
-        raw = NodeClient(broker, node, password)
-        raw.subscribe(node_topic(SITE, node, Channel.ACK))
-        stream = secrets.token_hex(8)
-        topic = node_topic(SITE, node, Channel.EVENTS)
-        poison = json.loads(scan_batch(node, stream, [1], "U-01-1"))
-        poison["events"][0]["raw"] = "\ud800"
-        state = {"v": 1, "node": node, "online": True, "boot_id": "\udfff", "ts_ms": NOW}
-        try:
+        with playing_node(broker, Channel.ACK) as raw:
+            node = raw.node
+            stream = secrets.token_hex(8)
+            topic = node_topic(SITE, node, Channel.EVENTS)
+            poison = json.loads(scan_batch(node, stream, [1], "U-01-1"))
+            poison["events"][0]["raw"] = "\ud800"
+            state = {"v": 1, "node": node, "online": True, "boot_id": "\udfff", "ts_ms": NOW}
             raw.publish(topic, json.dumps(poison).encode())  # ensure_ascii: the bytes are valid UTF-8
             raw.publish(node_topic(SITE, node, Channel.STATE), json.dumps(state).encode())
             await wait_for(lambda: hub.service.ingest.quarantined_total >= 2, what="both payloads quarantined")
@@ -201,8 +185,6 @@ async def test_a_string_that_is_not_unicode_is_quarantined_not_fatal_to_the_comm
             await wait_for(lambda: raw.acked() == 2, what="ack of the valid batch")
             assert hub.balance("U-01-1") == 1  # seq 1 was the refused one
             assert hub.service.ingest.writer.is_alive()
-        finally:
-            raw.close()
 
 
 async def test_the_edge_keeps_re_sending_after_a_transient_outbox_read_error(broker: PrivateBroker,

@@ -199,8 +199,6 @@ async def test_the_shelves_raised_exactly_the_staged_faults(demo_shift: DemoShif
 
 @pytest.mark.slow
 @pytest.mark.timeout(DEMO_TIMEOUT_S)
-@pytest.mark.xfail(strict=False, reason="needs the hub's movement-level reconciliation (issue 12, item 3): today a "
-                                        "wrong-bin put-away shows as a scan without movement plus an unscanned addition")
 async def test_the_page_shows_exactly_the_staged_discrepancies(demo_shift: DemoShift) -> None:
     await demo_shift.wait_for_shift(SHIFT_S)
     async with await _logged_in(demo_shift) as page:

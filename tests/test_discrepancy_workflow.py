@@ -9,21 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.support import add_node, edge_config, login_session, open_discrepancy, scan, start_web_hub, wait_for
+from tests.support import hub_and_agent, login_session, open_discrepancy, scan, wait_for
 
 QUICK_WINDOW = {"window_s": 0.5}  # judge a bin after half a second of quiet
 
 
 async def test_recount_requested_then_a_count_scan_closes_it(broker: PrivateBroker, tmp_path: Path) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path, reconcile=QUICK_WINDOW)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    sup, sup_csrf = await login_session(base, service.config, role="supervisor", username="sue")
-    viewer, viewer_csrf = await login_session(base, service.config, role="viewer", username="vic")
-    try:
+    async with hub_and_agent(broker, tmp_path, reconcile=QUICK_WINDOW) as (service, base, agent):
+        sup, sup_csrf = await login_session(base, service.config, role="supervisor", username="sue")
+        viewer, viewer_csrf = await login_session(base, service.config, role="viewer", username="vic")
         found = await open_discrepancy(service, agent.sink, "R-01-1")
         movements_before = service.store.movements(location="R-01-1", limit=100)
         url = f"{base}/api/v1/discrepancies/{found.id}/recount"
@@ -70,9 +65,6 @@ async def test_recount_requested_then_a_count_scan_closes_it(broker: PrivateBrok
             assert closed[0].state == "closed" and closed[0].recount_requested_by == "sue"
             async with sup.post(url, headers={"X-CSRF-Token": sup_csrf}) as resp:
                 assert resp.status == 409
-    finally:
-        await agent.stop()
-        await runner.cleanup()
 
 
 async def test_a_wrong_bin_putaway_is_corrected_in_one_click(broker: PrivateBroker, tmp_path: Path) -> None:
@@ -81,13 +73,10 @@ async def test_a_wrong_bin_putaway_is_corrected_in_one_click(broker: PrivateBrok
 
     from hub.store.base import CatalogBin
     from tests.support import shelf
-    service, runner, base = await start_web_hub(broker, tmp_path, reconcile=QUICK_WINDOW)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    sup, sup_csrf = await login_session(base, service.config, role="supervisor", username="sue")
-    gtin = "09506000134352"  # not in the catalog: it stands for itself as the SKU
-    try:
+    async with hub_and_agent(broker, tmp_path, reconcile=QUICK_WINDOW) as (service, base, agent):
+        node = agent.config.node
+        sup, sup_csrf = await login_session(base, service.config, role="supervisor", username="sue")
+        gtin = "09506000134352"  # not in the catalog: it stands for itself as the SKU
         bins = [CatalogBin(name, "W", None, node, True, False, 10.0, 0.01) for name in ("W-01-1", "W-01-2")]
         service.store.import_catalog([], bins, int(time.time() * 1000))
         await wait_for(lambda: service.ingest.catalog.neighbours("W-01-1") == ("W-01-2",), what="the catalog")
@@ -112,6 +101,3 @@ async def test_a_wrong_bin_putaway_is_corrected_in_one_click(broker: PrivateBrok
         stock = {b.location: b.qty for b in service.store.stock("", 10, 0) if b.sku == gtin}
         assert stock == {"W-01-1": 0, "W-01-2": 6}
         assert not service.store.discrepancies("open", None, 10)
-    finally:
-        await agent.stop()
-        await runner.cleanup()

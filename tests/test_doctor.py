@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from contract import Birth, Channel, node_topic
-from edge.agent import EdgeAgent
+from contract import Birth
 from edge.config import load_edge_config
 from edge.doctor import check_outbox, run_doctor
 from edge.outbox import Outbox
@@ -20,7 +19,7 @@ from edge.shelf.calibration import Calibration
 from edge.shelf.sim import SimBin, VirtualController
 from edge.state import EdgeState
 from hub.mosquitto import PrivateBroker
-from tests.support import SITE, NodeClient, RunningHub, add_node, edge_doc, scan, toml_text, wait_for
+from tests.support import RunningHub, add_node, agent_and_its_birth, edge_doc, scan, toml_text, wait_for
 
 
 def SYNCED() -> tuple[bool, str]:  # noqa: N802 - a constant-like stand-in for the system clock's state
@@ -82,18 +81,9 @@ async def test_a_healthy_node_is_all_green_and_the_report_reaches_the_hub(broker
             await wait_for(lambda: any(n.node == node and not n.online for n in hub.service.store.nodes()),
                            what="the hub told by the write check: this node's agent is not running")
         # The agent's next birth carries the result to the hub.
-        config = load_edge_config(config_path)
-        listener = NodeClient(broker, "hub", broker.users["hub"])
-        listener.subscribe(node_topic(SITE, node, Channel.BIRTH))
-        agent = EdgeAgent(config)
-        try:
-            await agent.start()
-            births = await wait_for(lambda: [Birth.from_json(p) for t, p in listener.messages if t.endswith("/birth")],
-                                    what="the agent's birth")
-            assert any(n.startswith("edge-agent doctor ") and n.endswith(" checks ok") for n in births[0].notices)
-        finally:
-            listener.close()
-            await agent.stop()
+        async with agent_and_its_birth(broker, load_edge_config(config_path)) as (_, birth):
+            notices = Birth.from_json(birth).notices
+            assert any(n.startswith("edge-agent doctor ") and n.endswith(" checks ok") for n in notices)
     finally:
         sim.stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from edge.shelf import build_shelf
 from edge.shelf.pipeline import FaultOutcome
 from edge.sink import OutboxSink
 from edge.state import EdgeState
-from tests.support import wait_for
+from tests.support import stop_task, wait_for
 
 
 class TransactionCountingSink(OutboxSink):
@@ -43,8 +42,6 @@ async def test_shelf_events_that_arrive_together_share_one_transaction(tmp_path:
         assert ["A-01", "A-02", "A-03"] in faults  # one transaction, in arrival order
         assert [e.seq for e in sink.transactions[0]] == list(range(1, len(sink.transactions[0]) + 1))
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         sink.close()
         state.close()

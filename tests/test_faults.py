@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 from contract import ShelfFault
-from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.support import add_node, api_token, edge_config, login_session, shelf, start_web_hub, token_session, wait_for
+from tests.support import api_token, hub_and_agent, login_session, shelf, start_web_hub, token_session, wait_for
 
 DETAIL = "bin H-01-2: 20012 g is above the capacity of 15000 g; unload the bin"
 
@@ -27,11 +26,8 @@ def fault(bin_name: str, kind: str, active: bool = True, detail: str = DETAIL) -
 
 
 async def test_a_fault_is_shown_everywhere_until_the_edge_clears_it(broker: PrivateBroker, tmp_path: Path) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        node = agent.config.node
         assert service.ingest.faults.is_faulted("H-01-2") is None
         await agent.sink.submit(fault("H-01-2", "overload"))
         await agent.sink.submit(fault("H-01-3", "calibration_due", detail="bin H-01-3: calibrated 400 days ago"))
@@ -78,18 +74,11 @@ async def test_a_fault_is_shown_everywhere_until_the_edge_clears_it(broker: Priv
             assert not [p for p in ours["problems"] if "H-01-2" in p]
         # The fault's history stays in the ledger's events.
         assert service.store.event_count() >= 3
-    finally:
-        await agent.stop()
-        await runner.cleanup()
 
 
 async def test_a_certain_count_clears_range_faults_only_and_state_survives_a_restart(
         broker: PrivateBroker, tmp_path: Path) -> None:
-    node, password = add_node(broker)
-    service, runner, _ = await start_web_hub(broker, tmp_path)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, _, agent):
         await agent.sink.submit(fault("J-01-1", "overload"))
         await agent.sink.submit(fault("J-01-1", "drift", detail="bin J-01-1: weight moved +4.0 g at rest"))
         await agent.sink.submit(fault("J-01-2", "disconnected", detail="bin J-01-2: the controller reads nothing"))
@@ -99,9 +88,6 @@ async def test_a_certain_count_clears_range_faults_only_and_state_survives_a_res
         await agent.sink.submit(dataclasses.replace(shelf("J-01-2", 3), uncertain=True, confidence=0.4))
         await wait_for(lambda: [(f.bin, f.fault) for f in service.store.shelf_faults()] ==
                        [("J-01-1", "drift"), ("J-01-2", "disconnected")], what="the overload cleared by the count")
-    finally:
-        await agent.stop()
-        await runner.cleanup()
     # A new hub process on the same ledger knows what is still faulted.
     service, runner, _ = await start_web_hub(broker, tmp_path)
     try:

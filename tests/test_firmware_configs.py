@@ -61,7 +61,7 @@ def _broken_copy(tmp_path: Path, old: str, new: str) -> Path:
     ("keepalive_s = 15", "keepalive_sec = 15", "unknown key 'mqtt.keepalive_sec' (did you mean 'mqtt.keepalive_s'?)"),
     ("port = 1883", 'port = "1883"', "key 'mqtt.port': must be a whole number, got '1883'"),
     ('level = "INFO"', 'level = "CHATTY"', "key 'log.level': must be one of DEBUG, INFO, WARNING, ERROR"),
-    ('name = "pi-bench-1"', 'name = "hub"', "key 'node.name': 'hub' is reserved for the hub"),
+    ('name = "pi-bench-1"', 'name = "hub"', "key 'node.name': node name 'hub' is reserved for the hub"),
     ('type = "evdev"', 'typ = "evdev"', "[[scanner]] #1: unknown key 'typ' (did you mean 'type'?)"),
     ("baud = 115200", "baud = -1", "[[shelf]] #1: key 'baud': must be greater than 0"),
 ])

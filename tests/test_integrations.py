@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from contract.outbound import BinStock, DiscrepancyCounts, HubAlert, SkuStock
-from edge.agent import EdgeAgent
 from hub.mosquitto import ACL_BEGIN, HUB_USER, LEGACY_ACL_HEADER, PrivateBroker, acl_text, set_password
 from hub.provision import add_integration, provision_node, remove_integration
 from tests.support import (
@@ -21,11 +20,10 @@ from tests.support import (
     SITE,
     Peer,
     RunningHub,
-    add_node,
     connect_when_accepted,
-    edge_config,
     open_discrepancy,
     refused_when_revoked,
+    running_agent,
     scan,
     wait_for,
 )
@@ -50,13 +48,9 @@ async def test_integration_reads_the_published_state_and_nothing_else(
     user, password = add_integration("andon", password_file=broker.password_file, acl_file=broker.acl_file,
                                      mosquitto_pid_file=pid_file)
     assert user == "integration.andon"
-    node, node_password = add_node(broker)
     integrations = {**FAST, "home_assistant": True}
-    async with RunningHub(broker, tmp_path, integrations=integrations):
-        agent = EdgeAgent(edge_config(broker, tmp_path, node, node_password))
-        await agent.start()
-        peer = connect_when_accepted(broker, user, password)
-        try:
+    async with RunningHub(broker, tmp_path, integrations=integrations), running_agent(broker, tmp_path) as agent:
+        with connect_when_accepted(broker, user, password) as peer:
             peer.subscribe(f"wh/v1/{SITE}/hub/#")
             peer.subscribe(f"wh/v1/{SITE}/+/events")  # granted by the broker, but nothing may be delivered
             peer.subscribe("homeassistant/#")
@@ -85,9 +79,6 @@ async def test_integration_reads_the_published_state_and_nothing_else(
             assert peer.publish(bin_topic, b"{}") == NOT_AUTHORIZED
             assert peer.publish(f"wh/v1/{SITE}/{user}/events", b"{}") == NOT_AUTHORIZED
             assert peer.publish(f"wh/v1/{SITE}/{user}/state", b"{}") == NOT_AUTHORIZED
-        finally:
-            peer.close()
-            await agent.stop()
     # A new subscriber gets the current values at once: they are retained.
     late = connect_when_accepted(broker, user, password)
     try:
@@ -101,17 +92,40 @@ async def test_integration_reads_the_published_state_and_nothing_else(
     assert "integration.andon" not in broker.acl_file.read_text()
 
 
+async def test_without_the_rules_the_sku_state_does_not_count_quarantine(
+        site_broker: tuple[PrivateBroker, Path], tmp_path: Path) -> None:
+    broker, pid_file = site_broker
+    user, password = add_integration("andon", password_file=broker.password_file, acl_file=broker.acl_file,
+                                     mosquitto_pid_file=pid_file)
+    async with RunningHub(broker, tmp_path, integrations=FAST, rules={"enabled": False}) as hub, \
+            running_agent(broker, tmp_path) as agent:
+        assert hub.service.rules is None
+        peer = connect_when_accepted(broker, user, password)
+        try:
+            sku_topic = f"wh/v1/{SITE}/hub/skus/{GTIN}"
+            peer.subscribe(sku_topic)
+            # 2 returned into quarantine wait for inspection; the 5 on the shelf are all picked.
+            for event in (scan(gtin=GTIN, location="A-01-2", qty=5, mode="receive"),
+                          scan(gtin=GTIN, location="QUARANTINE", qty=2, mode="return", return_reason="DAMAGED"),
+                          scan(gtin=GTIN, location="A-01-2", qty=5, mode="pick")):
+                await agent.sink.submit(event)
+            sku = await wait_for(lambda: next((s for s in (_latest(peer, sku_topic, SkuStock.from_json),)
+                                               if s is not None and s.state == "stockout"), None),
+                                 what="the SKU out of stock with 2 in quarantine")
+            assert sku.on_hand == 0
+            assert hub.balance("QUARANTINE") == 2  # on the ledger all the same
+        finally:
+            peer.close()
+
+
 async def test_a_discrepancy_is_an_alert_and_changes_the_retained_counts(
         site_broker: tuple[PrivateBroker, Path], tmp_path: Path) -> None:
     broker, pid_file = site_broker
     user, password = add_integration("floor", password_file=broker.password_file, acl_file=broker.acl_file,
                                      mosquitto_pid_file=pid_file)
-    node, node_password = add_node(broker)
-    async with RunningHub(broker, tmp_path, integrations=FAST, reconcile={"window_s": 0.5}) as hub:
-        agent = EdgeAgent(edge_config(broker, tmp_path, node, node_password))
-        await agent.start()
-        peer = connect_when_accepted(broker, user, password)
-        try:
+    async with RunningHub(broker, tmp_path, integrations=FAST, reconcile={"window_s": 0.5}) as hub, \
+            running_agent(broker, tmp_path) as agent:
+        with connect_when_accepted(broker, user, password) as peer:
             peer.subscribe(f"wh/v1/{SITE}/hub/#")
             row = await open_discrepancy(hub.service, agent.sink, "R-01-1")
             alerts_topic = f"wh/v1/{SITE}/hub/alerts"
@@ -123,9 +137,6 @@ async def test_a_discrepancy_is_an_alert_and_changes_the_retained_counts(
                                                           DiscrepancyCounts.from_json)) and c.open == 1 and c,
                                     what="one open discrepancy")
             assert counts.by_kind == {row.kind: 1}
-        finally:
-            peer.close()
-            await agent.stop()
 
 
 def test_provisioning_keeps_acl_lines_it_did_not_write(site_broker: tuple[PrivateBroker, Path],
@@ -171,12 +182,8 @@ async def test_a_shelf_fault_shows_in_the_bin_state_and_is_an_alert(
     broker, pid_file = site_broker
     user, password = add_integration("faults", password_file=broker.password_file, acl_file=broker.acl_file,
                                      mosquitto_pid_file=pid_file)
-    node, node_password = add_node(broker)
-    async with RunningHub(broker, tmp_path, integrations=FAST):
-        agent = EdgeAgent(edge_config(broker, tmp_path, node, node_password))
-        await agent.start()
-        peer = connect_when_accepted(broker, user, password)
-        try:
+    async with RunningHub(broker, tmp_path, integrations=FAST), running_agent(broker, tmp_path) as agent:
+        with connect_when_accepted(broker, user, password) as peer:
             peer.subscribe(f"wh/v1/{SITE}/hub/#")
             now = int(time.time() * 1000)
             await agent.sink.submit(ShelfFault(seq=0, ts_ms=now, accepted_ms=now, bin="S-01-1", fault="overload",
@@ -192,9 +199,6 @@ async def test_a_shelf_fault_shows_in_the_bin_state_and_is_an_alert(
             cleared = await wait_for(lambda: (s := _latest(peer, bin_topic, BinStock.from_json)) and s.fault is None
                                      and s, what="the fault cleared in the bin's state")
             assert cleared.fault is None
-        finally:
-            peer.close()
-            await agent.stop()
 
 
 def test_the_integration_commands_print_the_account_once_and_end_it(

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from contract import ContractError, HubState, ScanEvent, ShelfCount, event_from_dict, hub_state_topic
-from edge.agent import EdgeAgent
+from contract import ContractError, ScanEvent, ShelfCount, event_from_dict
 from edge.outbox import Outbox
 from edge.shelf.counting import count_pieces
 from edge.sink import OutboxSink
@@ -17,10 +16,8 @@ from hub.mosquitto import PrivateBroker
 from hub.store import SqliteStore
 from tests.support import (
     SITE,
-    NodeClient,
     RunningHub,
-    add_node,
-    edge_config,
+    agent_with_an_unacked_scan,
     open_ledger,
     scan,
     wait_for,
@@ -86,23 +83,12 @@ def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> None:
 async def test_the_edge_replays_when_the_hub_announces_itself_again(broker: PrivateBroker, tmp_path: Path) -> None:
     """After a broker restart the retained state still says online; the hub's fresh announcement
     must still make the edge re-send what the hub may have missed."""
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password, outbox={"ack_timeout_s": 3600.0}))
-    fake_hub = NodeClient(broker, "hub", broker.users["hub"])
-    try:
-        await agent.start()
-        await wait_for(lambda: agent.link.status.connected, what="edge connected")
-        fake_hub.publish(hub_state_topic(SITE), HubState(online=True, boot_id="stale-boot", ts_ms=NOW).to_json())
-        await wait_for(lambda: agent.link.status.hub_online is True, what="edge sees the (stale) hub online")
-        await agent.sink.submit(scan(location="F-01-1", qty=3))
-        await wait_for(lambda: agent.link.status.last_sent == 1, what="published, but nobody received it")
-        async with RunningHub(broker, tmp_path) as hub:
-            await wait_for(lambda: agent.sink.outbox.depth() == 0, timeout_s=15,
-                           what="the event re-sent on the hub's new announcement and acknowledged")
-            assert sum(b.qty for b in hub.service.store.stock("F-01-1", 10, 0)) == 3
-    finally:
-        fake_hub.close()
-        await agent.stop()
+    # The (stale) hub says online, but nobody receives the event.
+    async with agent_with_an_unacked_scan(broker, tmp_path, True, "F-01-1", 3) as agent, \
+            RunningHub(broker, tmp_path) as hub:
+        await wait_for(lambda: agent.sink.outbox.depth() == 0, timeout_s=15,
+                       what="the event re-sent on the hub's new announcement and acknowledged")
+        assert sum(b.qty for b in hub.service.store.stock("F-01-1", 10, 0)) == 3
 
 
 def test_a_message_that_trips_a_bug_is_set_aside_and_the_rest_of_the_commit_goes_through(

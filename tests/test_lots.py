@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from contract import ContractError, ScanEvent, UnknownToThisVersion, event_from_dict, salvage_batch
+from contract import ContractError, ScanEvent, UnknownToThisVersion, event_from_dict
 from hub.catalog import parse_catalog_csv
 from hub.cli import main as hub_cli
+from hub.refused_events import salvage_batch
 from hub.store import SqliteStore
 from hub.store.base import LotBalance
 from tests.support import GTINS, T0_MS, Feeder
@@ -66,25 +67,84 @@ def test_stock_per_lot_follows_receipt_putaway_pick_and_return(tmp_path: Path) -
             ev(3, "putaway", "A-01-1", 6, lot="L653", from_location="DOCK"),  # this label has no expiry
             ev(4, "pick", "A-01-1", 2, lot="L653"),
             ev(5, "return", "QUARANTINE", 1, lot="L653", return_reason="DAMAGED"),
-            ev(6, "pick", "A-01-1", 1),  # the plain EAN: no lot known, the SKU's balance still moves
+            ev(6, "pick", "A-01-1", 1),  # the plain EAN: no lot on the label, taken from the lot A-01-1 holds
         ])
         f.drain()
-        assert lots(f, "GLUE-50") == [("A-01-1", "L653", None, 4, "2025-07-31"),
+        assert lots(f, "GLUE-50") == [("A-01-1", "L653", None, 3, "2025-07-31"),
                                       ("DOCK", "L653", None, 4, "2025-07-31"),
                                       ("QUARANTINE", "L653", None, 1, "2025-07-31"),
                                       ("DOCK", "L700", None, 5, "2026-01-31")]
-        assert f.balances()[("GLUE-50", "A-01-1")] == 3  # 4 of lot L653 and one picked without a lot
+        assert f.balances()[("GLUE-50", "A-01-1")] == 3  # all of it lot L653
         trace = f.store.lot_movements("GLUE-50", "L653")
         assert [(m.seq, m.location, m.qty_delta, m.reason, m.expiry, m.ref, m.return_reason) for m in trace] == [
             (1, "DOCK", 10, "receive", "2025-07-31", "PO-4711", None),
             (3, "DOCK", -6, "putaway", "2025-07-31", None, None),
             (3, "A-01-1", 6, "putaway", "2025-07-31", None, None),
             (4, "A-01-1", -2, "pick", "2025-07-31", None, None),
-            (5, "QUARANTINE", 1, "return", "2025-07-31", None, "DAMAGED")]
+            (5, "QUARANTINE", 1, "return", "2025-07-31", None, "DAMAGED"),
+            (6, "A-01-1", -1, "pick", "2025-07-31", None, None)]
         assert not f.store.discrepancies("open", None, 100)  # all of it was possible
         # Expiring within 60 days of T0: lot L653 wherever it is; L700 (next year) is not.
         assert {(b.location, b.lot) for b in f.store.expiring("2025-08-14")} == {
             ("A-01-1", "L653"), ("DOCK", "L653"), ("QUARANTINE", "L653")}
+    finally:
+        f.close()
+
+
+def test_a_count_of_one_lot_sets_that_lots_balance_at_the_location(tmp_path: Path) -> None:
+    f = feeder(tmp_path)
+    try:
+        f.send("n1", STREAM, [
+            ev(1, "receive", "A-01-1", 10, lot="L653", expiry="2025-07-31"),
+            ev(2, "receive", "A-01-1", 5, lot="L700", expiry="2026-01-31"),
+            ev(3, "count", "A-01-1", 7, lot="L653"),  # 7 of lot L653 on the shelf: 3 are missing
+            ev(4, "count", "A-01-1", 5, lot="L700"),  # as booked: no movement
+            ev(5, "count", "A-01-1", 2, lot="L900"),  # a lot the bin was not known to hold
+        ])
+        f.drain()
+        assert lots(f, "GLUE-50") == [("A-01-1", "L653", None, 7, "2025-07-31"),
+                                      ("A-01-1", "L700", None, 5, "2026-01-31"),
+                                      ("A-01-1", "L900", None, 2, None)]
+        assert f.balances()[("GLUE-50", "A-01-1")] == 14  # the lots, nothing "without a lot"
+        counted = [(m.seq, m.qty_delta, m.reason, m.lot) for m in f.store.movements(sku="GLUE-50")
+                   if m.reason == "count_adjustment"]
+        assert sorted(counted) == [(3, -3, "count_adjustment", "L653"), (5, 2, "count_adjustment", "L900")]
+        # A count without a lot still sets the SKU's quantity at the bin (the difference has no lot).
+        f.send("n1", STREAM, [ev(6, "count", "A-01-1", 15)])
+        f.drain()
+        assert f.balances()[("GLUE-50", "A-01-1")] == 15
+        assert sum(b.qty for b in f.store.lots("GLUE-50")) == 14
+    finally:
+        f.close()
+
+
+def test_a_pick_without_a_lot_takes_the_first_expiring_lot_first(tmp_path: Path) -> None:
+    f = feeder(tmp_path)
+    try:
+        f.send("n1", STREAM, [
+            ev(1, "receive", "A-01-1", 5, lot="L700", expiry="2026-01-31"),
+            ev(2, "receive", "A-01-1", 4, lot="L653", expiry="2025-07-31"),
+            ev(3, "receive", "A-01-1", 3, lot="LNOEXP"),  # no expiry: taken last
+            ev(4, "receive", "DOCK", 9, lot="L100", expiry="2025-06-20"),  # another location: never taken
+            ev(5, "pick", "A-01-1", 6),  # the 4 of L653 (expires first), then 2 of L700
+        ])
+        f.drain()
+        assert lots(f, "GLUE-50") == [("DOCK", "L100", None, 9, "2025-06-20"),  # L653 at A-01-1 is used up
+                                      ("A-01-1", "L700", None, 3, "2026-01-31"),
+                                      ("A-01-1", "LNOEXP", None, 3, None)]
+        picked = [(m.lot, m.qty_delta, m.expiry) for m in f.store.movements(sku="GLUE-50") if m.seq == 5]
+        assert sorted(picked, key=str) == [("L653", -4, "2025-07-31"), ("L700", -2, "2026-01-31")]
+        # More than the lots hold: they are emptied and the rest is booked without a lot (the bin goes below zero).
+        f.send("n1", STREAM, [ev(6, "pick", "A-01-1", 8)])
+        f.drain()
+        assert [(b.location, b.lot, b.qty) for b in f.store.lots("GLUE-50") if b.location == "A-01-1" and b.qty] == []
+        assert f.balances()[("GLUE-50", "A-01-1")] == -2
+        assert sorted(((m.lot, m.qty_delta) for m in f.store.movements(sku="GLUE-50") if m.seq == 6), key=str) == [
+            ("L700", -3), ("LNOEXP", -3), (None, -2)]
+        assert [d.kind for d in f.store.discrepancies("open", None, 100)] == ["negative_balance"]
+        # Each part is a movement of its lot: the lot balances rebuilt from the ledger are the live ones.
+        assert {(b.location, b.lot, b.qty) for b in f.store.rebuild_lot_balances() if b.qty} == {
+            (b.location, b.lot, b.qty) for b in f.store.lots("GLUE-50")}
     finally:
         f.close()
 

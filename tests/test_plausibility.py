@@ -14,7 +14,7 @@ from pathlib import Path
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from hub.store.base import CatalogBin, CatalogSku
-from tests.support import add_node, edge_config, login_session, scan, shelf, start_web_hub, wait_for
+from tests.support import add_node, edge_config, hub_and_agent, login_session, scan, shelf, start_web_hub, wait_for
 
 TIES_GTIN = "09506000134352"
 
@@ -34,13 +34,9 @@ def _open(service: object, kind: str, bin_name: str | None = None) -> list:
 
 async def test_put_away_from_the_wrong_source_is_flagged_and_corrected_in_one_click(
         broker: PrivateBroker, tmp_path: Path) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    sup, sup_csrf = await login_session(base, service.config, role="supervisor", username="sue")
-    viewer, viewer_csrf = await login_session(base, service.config, role="viewer", username="vic")
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        sup, sup_csrf = await login_session(base, service.config, role="supervisor", username="sue")
+        viewer, viewer_csrf = await login_session(base, service.config, role="viewer", username="vic")
         await _with_catalog(service)
         await agent.sink.submit(scan(gtin=TIES_GTIN, location="DOCK", qty=78, mode="receive"))
         await agent.sink.submit(scan(gtin=TIES_GTIN, location="A-01-2", from_location="B-01-1", qty=6,
@@ -103,19 +99,12 @@ async def test_put_away_from_the_wrong_source_is_flagged_and_corrected_in_one_cl
             async with sup.post(f"{base}/api/v1/discrepancies/999999/apply-fix",
                                 headers={"X-CSRF-Token": sup_csrf}) as resp:
                 assert resp.status == 404
-    finally:
-        await agent.stop()
-        await runner.cleanup()
 
 
 async def test_a_fix_whose_source_ran_short_is_refused_and_books_nothing(broker: PrivateBroker,
                                                                        tmp_path: Path) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    sup, sup_csrf = await login_session(base, service.config, role="supervisor", username="sue")
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        sup, sup_csrf = await login_session(base, service.config, role="supervisor", username="sue")
         await agent.sink.submit(scan(location="DOCK", qty=10, mode="receive"))
         await agent.sink.submit(scan(location="C-01-1", from_location="C-02-2", qty=8, mode="putaway"))
         found = (await wait_for(lambda: _open(service, "negative_balance", "C-02-2"), what="the discrepancy"))[0]
@@ -129,18 +118,11 @@ async def test_a_fix_whose_source_ran_short_is_refused_and_books_nothing(broker:
             assert "DOCK now holds 5" in body["error"]
         assert not [m for m in service.store.movements(location="DOCK", limit=100) if m.reason == "correction"]
         assert _open(service, "negative_balance", "C-02-2")  # still open: someone must look
-    finally:
-        await agent.stop()
-        await runner.cleanup()
 
 
 async def test_a_pick_that_runs_a_bin_negative_says_where_the_stock_is(broker: PrivateBroker,
                                                                       tmp_path: Path) -> None:
-    service, runner, _ = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, _, agent):
         await agent.sink.submit(scan(location="D-01-1", qty=4, mode="receive"))
         await agent.sink.submit(scan(location="D-01-1", qty=3, mode="pick"))  # 1 left: fine
         await agent.sink.submit(scan(location="D-01-1", qty=2, mode="pick"))  # -1: flagged
@@ -152,17 +134,10 @@ async def test_a_pick_that_runs_a_bin_negative_says_where_the_stock_is(broker: P
         assert "the pick was probably from another location, or a receipt was not scanned" in d01.sentence
         assert "fix" not in d01.evidence  # no other location holds any: recount, not a one-click move
         assert d01.action.startswith("Recount D-01-1")
-    finally:
-        await agent.stop()
-        await runner.cleanup()
 
 
 async def test_counts_against_the_book(broker: PrivateBroker, tmp_path: Path) -> None:
-    service, runner, _ = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, _, agent):
         await agent.sink.submit(scan(location="F-01-1", qty=10, mode="count"))  # opening count: sets the book
         await agent.sink.submit(scan(location="F-01-1", qty=2, mode="pick"))
         await agent.sink.submit(scan(location="F-01-1", qty=8, mode="count"))  # confirms the book
@@ -176,9 +151,6 @@ async def test_counts_against_the_book(broker: PrivateBroker, tmp_path: Path) ->
         await agent.sink.submit(scan(location="F-01-1", qty=5, mode="count"))
         await wait_for(lambda: not _open(service, "count_difference", "F-01-1"), what="the recount closing it")
         assert [d.kind for d in service.store.discrepancies(None, "F-01-1", 10)] == ["count_difference"]
-    finally:
-        await agent.stop()
-        await runner.cleanup()
 
 
 async def test_stock_left_at_the_dock_becomes_a_task_that_closes_when_put_away(broker: PrivateBroker,
@@ -206,11 +178,8 @@ async def test_stock_left_at_the_dock_becomes_a_task_that_closes_when_put_away(b
 
 async def test_on_a_sensored_bin_the_shelf_decides_whether_a_negative_book_is_news(broker: PrivateBroker,
                                                                                   tmp_path: Path) -> None:
-    service, runner, _ = await start_web_hub(broker, tmp_path, reconcile={"window_s": 0.5})
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path, reconcile={"window_s": 0.5}) as (service, _, agent):
+        node = agent.config.node
         bins = [CatalogBin(name, "S", None, node, True, False, 10.0, 0.01) for name in ("S-01-1", "S-01-2")]
         bins.append(CatalogBin("S-01-3", "S", "BOLT-M8", node, True, False, 10.0, 0.01))
         service.store.import_catalog([], bins, int(time.time() * 1000))
@@ -231,6 +200,3 @@ async def test_on_a_sensored_bin_the_shelf_decides_whether_a_negative_book_is_ne
         assert found.sentence.startswith("S-01-2 would hold -1 ")
         assert not _open(service, "negative_balance", "S-01-1")
         assert service.store.stock("", 10, 0, location="S-01-1")[0].qty == -2  # flagged on the page all the same
-    finally:
-        await agent.stop()
-        await runner.cleanup()

@@ -23,8 +23,8 @@ from contract import Channel, EventBatch, node_topic
 from hub.ingest import Ingest
 from hub.ledger import BalanceChange
 from hub.mosquitto import free_port
-from hub.purchasing import outbox
 from hub.purchasing.sync import PurchasingSync
+from hub.rules import outbox, views
 from hub.rules.clock import DAY_MS, ManualClock
 from hub.rules.config import CentralConfig, RulesConfig
 from hub.rules.core import RulesCore
@@ -79,7 +79,7 @@ async def test_central_down_for_an_hour_then_each_requisition_goes_out_once(tmp_
                 clock.set(T0 + day * DAY_MS)
                 core.on_commit([BalanceChange(sku, "A-01-1", 200 - 19 * day, -19, "pick", clock(), clock())
                                 for sku in skus])
-            ids = [p["id"] for p in core.proposal_rows("pending")]
+            ids = [p["id"] for p in views.proposal_rows(core, "pending")]
             for pid in ids:
                 core.approve(pid, "sam")
             return ids
@@ -137,7 +137,7 @@ async def test_central_down_for_an_hour_then_each_requisition_goes_out_once(tmp_
         pos = central.store.purchase_orders(SITE)
         assert len(pos) == 2 and sorted(line["requisition_id"] for po in pos for line in po["lines"]) == \
             sorted(proposal_ids)
-        ordered = await engine.call(lambda core: core.proposal_rows("ordered"))
+        ordered = await engine.call(lambda core: views.proposal_rows(core, "ordered"))
         assert {p["id"] for p in ordered} == set(proposal_ids) and all(p["po_id"] for p in ordered)
     finally:
         task.cancel()

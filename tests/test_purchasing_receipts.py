@@ -25,8 +25,8 @@ from contract import Channel, EventBatch, node_topic
 from hub.ingest import Ingest
 from hub.ledger import BalanceChange
 from hub.mosquitto import free_port
-from hub.purchasing import outbox
 from hub.purchasing.sync import PurchasingSync, order_request, receipt_request
+from hub.rules import outbox, views
 from hub.rules.clock import DAY_MS, ManualClock
 from hub.rules.config import CentralConfig, RulesConfig
 from hub.rules.core import RulesCore
@@ -74,13 +74,13 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
             for day in range(1, 11):
                 clock.set(T0 + day * DAY_MS)
                 core.on_commit([BalanceChange(sku, "A-01-1", 200 - 19 * day, -19, "pick", clock(), clock())])
-            (p,) = core.proposal_rows("pending")
+            (p,) = views.proposal_rows(core, "pending")
             core.approve(p["id"], "sam")
             return str(p["id"])
 
         pid = await engine.call(history)
         sync.wake()
-        ordered = await wait_for(lambda: engine.call(lambda core: core.proposal_rows("ordered")),
+        ordered = await wait_for(lambda: engine.call(lambda core: views.proposal_rows(core, "ordered")),
                                  what="central placed the PO")
         hub_po = ordered[0]["po_id"]
         assert ordered[0]["id"] == pid and hub_po
@@ -125,9 +125,9 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
             jsonschema_rs.validate(schema, body)  # the contract describes every field the hub sends
 
         # The hub's own record: the PO's received quantity, and a sentence per receipt saying how.
-        po_row = await engine.call(lambda core: [p for p in core.purchase_order_rows() if p["po_id"] == hub_po][0])
+        po_row = await engine.call(lambda core: [p for p in views.purchase_order_rows(core) if p["po_id"] == hub_po][0])
         assert po_row["qty_received"] == 15
-        logged = await engine.call(lambda core: [d["sentence"] for d in core.decision_rows(sku)
+        logged = await engine.call(lambda core: [d["sentence"] for d in views.decision_rows(core, sku)
                                                  if d["rule"] == "receipt"])
         assert any("against PO 4500012002, lot L7, expiry 2049-12-31; PO 4500012002 is not an open order of "
                    "this hub: central matches it by number" in s for s in logged), logged
@@ -135,7 +135,7 @@ async def test_receipts_are_booked_to_the_scanned_po_and_fifo_only_without_one(t
         assert any(f"no PO was scanned: matched first in, first out to {hub_po} (5)" in s for s in logged), logged
         # Central's answer is checked: what it booked for the hub, and what it could not book at all.
         label = f"GTIN {sku}"
-        answers = await engine.call(lambda core: {d["rule"]: d["sentence"] for d in core.decision_rows(sku)
+        answers = await engine.call(lambda core: {d["rule"]: d["sentence"] for d in views.decision_rows(core, sku)
                                                   if d["rule"].startswith("receipt_")})
         assert answers == {
             "receipt_booked": f"Central booked the 20 of {label} received at DOCK against PO 4500012002 to "

@@ -105,6 +105,58 @@ def test_count_scan_resets_the_bin_and_closes_what_it_explains(tmp_path: Path) -
         f.close()
 
 
+def test_a_count_that_disagrees_with_the_book_names_the_pending_mistake_and_closes_it(tmp_path: Path) -> None:
+    """The bench's seed 2: a pick of 3 scanned as 4, and the bin counted 20 s later, before its window
+    closed. The count ends the evidence; since it disagrees with the book, the evidence is judged
+    first: a wrong quantity, opened and closed by the count (a count that agrees drops it unjudged)."""
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
+    try:
+        f.send("n1", STREAM, [scan_ev(1, T0_MS, "receive", "A-01-1", 16), shelf_ev(2, T0_MS + 1, "A-01-1", 16),
+                              scan_ev(3, T0_MS + 10_000, "pick", "A-01-1", 4), shelf_ev(4, T0_MS + 12_000, "A-01-1", 13),
+                              scan_ev(5, T0_MS + 30_000, "count", "A-01-1", 13)])
+        f.drain()
+        assert kinds(f, "open") == [] and kinds(f, "closed") == [("wrong_quantity", -4, -3)]
+        closed = f.store.discrepancies("closed", None, 10)[0]
+        assert "set bin A-01-1 to 13 (adjustment +1)" in (closed.close_note or "")
+        # A count that agrees with the book explains nothing new: what was pending is dropped.
+        f.send("n1", STREAM, [scan_ev(6, T0_MS + 40_000, "pick", "A-01-1", 2),
+                              scan_ev(7, T0_MS + 45_000, "count", "A-01-1", 11),
+                              shelf_ev(8, T0_MS + 200_000, "A-01-1", 13, heartbeat=True)])
+        f.drain()
+        assert kinds(f) == [("wrong_quantity", -4, -3)]
+    finally:
+        f.close()
+
+
+def test_a_count_closes_what_is_open_about_the_counted_sku_only(tmp_path: Path) -> None:
+    """A misread books another SKU's label to A-01-1 (its book goes negative). Counting A-01-1's own
+    SKU does not close that: the misread SKU's -1 there is still wrong until it is counted (as 0).
+    A second misread of that label is flagged too, though the book there is already negative."""
+    catalog = catalog_csv([("SKU-A", GTINS[0], "A-01-1", "n1", False, False),
+                           ("SKU-B", GTINS[1], "A-01-2", "n1", False, False)])
+    f = Feeder(tmp_path / "l.db", WINDOW_MS, catalog)
+    try:
+        f.send("n1", STREAM, [scan_ev(1, T0_MS, "receive", "A-01-1", 10),
+                              scan_ev(2, T0_MS + 1000, "pick", "A-01-1", 1, gtin=GTINS[1])])
+        f.drain()
+        assert [(d.kind, d.sku) for d in f.store.discrepancies("open", None, 10)] == [("negative_balance", "SKU-B")]
+        f.send("n1", STREAM, [scan_ev(3, T0_MS + 2000, "count", "A-01-1", 10)])
+        f.drain()
+        assert [(d.kind, d.sku) for d in f.store.discrepancies("open", None, 10)] == [("negative_balance", "SKU-B")]
+        # The same wrong label misread again: a mistake of its own, though the book is already negative.
+        f.send("n1", STREAM, [scan_ev(4, T0_MS + 2500, "pick", "A-01-1", 1, gtin=GTINS[1])])
+        f.drain()
+        assert [(d.kind, d.sku, d.sentence.split(":")[0]) for d in f.store.discrepancies("open", None, 10)] == [
+            ("negative_balance", "SKU-B", "A-01-1 would hold -2 SKU-B"),
+            ("negative_balance", "SKU-B", "A-01-1 would hold -1 SKU-B")]
+        f.send("n1", STREAM, [scan_ev(5, T0_MS + 3000, "count", "A-01-1", 0, gtin=GTINS[1])])
+        f.drain()
+        assert f.store.discrepancies("open", None, 10) == []
+        assert f.balances().get(("SKU-B", "A-01-1"), 0) == 0 and f.balances()[("SKU-A", "A-01-1")] == 10
+    finally:
+        f.close()
+
+
 def test_a_node_two_hours_off_still_reconciles_and_is_flagged(tmp_path: Path) -> None:
     """Scanner on n1 (clock 2 h fast), shelf on n2 (right): matched on skew-corrected time."""
     from hub.health import HealthSettings, node_health
@@ -277,6 +329,7 @@ class ModelBin:
     open: list[tuple[str, int, int]] = field(default_factory=list)  # plausibility findings (kind, scan, sensed)
     closed: list[tuple[str, int, int]] = field(default_factory=list)
     booked: bool = False  # a movement was ever booked here (a first count is an opening count)
+    has_row: bool = False  # the book has a balance here (any scan booked or counted)
     last_certain: int = 0  # the shelf's last certain count (hub.plausibility: stock the shelf sees)
 
 
@@ -297,7 +350,7 @@ class Oracle:
             self.found[ident] = (d.bin, d.kind, d.scan_qty, d.sensed_qty)
             self.rec.opened(d.bin, ident)
 
-    def apply(self, op: tuple[str, str, int, int]) -> None:
+    def apply(self, op: tuple[str, str, int, int], book_before: int | None = None) -> None:
         kind, bin_name, qty, t = op
         sku = f"SKU-{bin_name}"
         where = self.catalog.bin(bin_name)
@@ -305,7 +358,9 @@ class Oracle:
             if bin_name in self.rec.bins:
                 self.record(self.rec.scan(bin_name, sku, t, 0, qty if kind == "receive" else -qty, {}))
         elif kind == "count":
-            self.closed.update(self.rec.count_scan(bin_name))
+            if book_before is not None and book_before != qty and bin_name in self.rec.bins:
+                self.record(self.rec.judge_now(bin_name, 0))  # the count disagrees: what was pending says why
+            self.closed.update(self.rec.count_scan(bin_name, sku))
         elif where is not None and where.sensored:
             self.record(self.rec.shelf_count(bin_name, sku, t, 0, qty, qty * 10.0, kind == "uncertain",
                                              {"confidence": 0.4 if kind == "uncertain" else 0.97}))
@@ -317,6 +372,8 @@ class Oracle:
 def model_apply(bins: dict[str, ModelBin], oracle: Oracle, op: tuple[str, str, int, int]) -> None:
     kind, bin_name, qty, _ = op
     b = bins[bin_name]
+    book_before = b.balance if b.has_row else None
+    b.has_row = b.has_row or kind in ("receive", "pick", "count")
     if kind in ("receive", "pick"):
         delta = qty if kind == "receive" else -qty
         before, b.balance, b.booked = b.balance, b.balance + delta, True
@@ -335,7 +392,7 @@ def model_apply(bins: dict[str, ModelBin], oracle: Oracle, op: tuple[str, str, i
             b.open.append(("count_difference", before, qty))
     elif kind == "shelf" and b.sensored:
         b.last_certain = qty
-    oracle.apply(op)  # reconciliation (its count scan closes the bin's findings: after the check above)
+    oracle.apply(op, book_before)  # reconciliation (its count scan closes the bin's findings: after the check above)
 
 
 NODES = {"n1": ("A-01-1", "A-01-2", "A-01-3"), "n2": ("B-01-1", "B-01-2", "B-01-3")}

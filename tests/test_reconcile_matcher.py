@@ -61,16 +61,17 @@ class Driver:
         self.found += self.rec.scan(bin_name, f"SKU-{bin_name}", t, hub_ms, qty_delta, {**self._ev(), "mode": "pick"})
 
     def shelf(self, bin_name: str, t: int, count: int, weight_g: float | None = None, uncertain: bool = False,
-              hub_ms: int = 0) -> None:
+              hub_ms: int = 0, moving_ms: int = 0) -> None:
         unit = self.site.units[bin_name][0]
         grams = count * unit if weight_g is None else weight_g
         self.found += self.rec.shelf_count(bin_name, f"SKU-{bin_name}", t, hub_ms, count, grams, uncertain,
-                                           {**self._ev(), "confidence": 0.97, "quotient": grams / unit})
+                                           {**self._ev(), "confidence": 0.97, "quotient": grams / unit},
+                                           moving_ms=moving_ms)
 
-    def move(self, bin_name: str, t: int, delta: int) -> None:
-        """The shelf settles `delta` pieces away from its last count."""
+    def move(self, bin_name: str, t: int, delta: int, moving_ms: int = 0) -> None:
+        """The shelf settles `delta` pieces away from its last count (after moving for moving_ms)."""
         self.count[bin_name] += delta
-        self.shelf(bin_name, t, self.count[bin_name])
+        self.shelf(bin_name, t, self.count[bin_name], moving_ms=moving_ms)
 
     def finish(self, t: int) -> None:
         """Heartbeats far later: everything pending becomes ripe and is judged."""
@@ -156,6 +157,47 @@ def test_movements_both_ways_with_no_settled_count_between_are_judged_on_their_s
         assert d.kinds() == expected
 
 
+# The demo's cable ties at --pace-s 0.2 (a 4 s tolerance), as its ledger recorded them: the worker
+# scans while the hand is in the bin, and the shelf settles about 2.5 s after the hand arrived
+# (1.5 s of hand, the ring-down, the settle window), so a step's settle lies closer to the *next*
+# movement's scan than to its own. (ms from the put-away's scan, quantity; ms, quantity, moving ms)
+DEMO_SCANS = [(0, +6), (2582, +6), (5417, -3), (7922, -3), (10595, -3), (13099, -3)]
+DEMO_STEPS = [(2454, +6, 2500), (7542, +3, 5050), (10103, -3, 2520), (12658, -3, 2540), (15204, -3, 2560)]
+
+
+def test_a_step_is_matched_to_the_scan_made_while_the_shelf_moved_not_the_next_one() -> None:
+    """The mis-split the demo showed: a step settling 2.5 s after its scan and 0.1-0.4 s before the
+    next movement's scan was paired with the later scan, leaving two findings per movement (a scan
+    without movement, an unscanned step). The edge says how long the shelf moved before it settled;
+    the scan that fell inside that movement is its scan. The second carton and the first pick did
+    not settle apart (their one step of +3 is the net change, confirmed on the sum)."""
+    window_ms = 4000
+    d = Driver()
+    d.rec.window_ms = window_ms
+    events = [(t, 1, "scan", q, 0) for t, q in DEMO_SCANS] + [(t, 0, "step", q, m) for t, q, m in DEMO_STEPS]
+    for t, _, what, qty, moving_ms in sorted(events):
+        if what == "scan":
+            d.scan("A-1", T0 + t, qty)
+        else:
+            d.move("A-1", T0 + t, qty, moving_ms=moving_ms)
+    d.finish(T0 + 16_000)
+    assert d.kinds() == [], [f.sentence for f in d.found]
+    assert d.rec.outcomes["confirmed"] == len(DEMO_STEPS)
+
+
+def test_a_scan_just_after_a_settle_still_belongs_to_that_movement_when_the_next_one_starts_later() -> None:
+    """Picked, settled, then scanned: the scan lies after the first movement and before the next one
+    began, so it is the first movement's (matching on spans must not hand it to the next step)."""
+    d = Driver()
+    d.rec.window_ms = 4000
+    d.move("A-1", T0 + 2500, -2, moving_ms=2000)  # moved from T0 + 500
+    d.scan("A-1", T0 + 2800, -2)
+    d.scan("A-1", T0 + 3200, -2)  # the second pick's scan, as its hand arrives
+    d.move("A-1", T0 + 5600, -2, moving_ms=2500)  # moved from T0 + 3100
+    d.finish(T0 + 6000)
+    assert d.kinds() == [] and d.rec.outcomes["confirmed"] == 2
+
+
 def test_a_wrong_quantity_is_one_discrepancy_with_both_sides() -> None:
     d = Driver()
     d.scan("A-1", T0, -2)
@@ -211,6 +253,30 @@ def test_a_wrong_bin_holding_another_sku_is_matched_by_weight() -> None:
     d.count["A-3"] = START + 2
     d.finish(T0 + 3000)
     assert d.kinds() == [("wrong_bin", "A-1", 6, 6)]
+
+
+def test_a_double_scan_is_not_taken_for_a_wrong_bin_by_an_older_unscanned_step_next_door() -> None:
+    """The bench's seed 1: a piece stolen from A-2, then 20 s later a pick of one at A-1 scanned twice.
+    The extra scan repeats a confirmed one 0.8 s before; the neighbour moved 20 s before it: a double
+    scan (scan without movement) and a theft (unscanned removal), not a pick from the wrong bin."""
+    d = Driver()
+    d.move("A-2", T0 + 2500, -1, moving_ms=2000)  # the theft
+    d.move("A-1", T0 + 22_500, -1, moving_ms=2500)  # the pick, from T0 + 20_000
+    d.scan("A-1", T0 + 22_000, -1)
+    d.scan("A-1", T0 + 22_800, -1)  # the label scanned again
+    d.finish(T0 + 23_000)
+    assert d.kinds() == [("scan_without_movement", "A-1", -1, 0), ("unscanned_removal", "A-2", 0, -1)]
+
+
+def test_a_pick_from_the_wrong_bin_right_after_a_scanned_pick_is_still_a_wrong_bin() -> None:
+    """The scan repeats the one before, but the neighbour moved while it was made: the wrong bin."""
+    d = Driver()
+    d.move("A-1", T0 + 2500, -1, moving_ms=2500)
+    d.scan("A-1", T0 + 2000, -1)
+    d.move("A-2", T0 + 6000, -1, moving_ms=2500)  # from T0 + 3500
+    d.scan("A-1", T0 + 5000, -1)
+    d.finish(T0 + 6000)
+    assert d.kinds() == [("wrong_bin", "A-1", -1, -1)]
 
 
 def test_a_bin_on_another_node_is_not_a_neighbour() -> None:

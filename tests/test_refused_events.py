@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from contract import Channel, UnknownToThisVersion, node_topic, salvage_batch
+from contract import Channel, UnknownToThisVersion, node_topic
 from hub.mosquitto import PrivateBroker
-from tests.support import SITE, NodeClient, RunningHub, add_node, scan_batch, wait_for
+from hub.refused_events import salvage_batch
+from tests.support import SITE, NodeClient, RunningHub, add_node, playing_node, scan_batch, wait_for
 
 
 def batch_obj(node: str, stream: str, seqs: list[int], location: str) -> dict[str, object]:
@@ -24,14 +25,12 @@ def batch_obj(node: str, stream: str, seqs: list[int], location: str) -> dict[st
 
 async def test_a_refused_event_does_not_hold_back_its_stream(broker: PrivateBroker, tmp_path: Path) -> None:
     async with RunningHub(broker, tmp_path) as hub:
-        node, password = add_node(broker)
-        raw = NodeClient(broker, node, password)
-        raw.subscribe(node_topic(SITE, node, Channel.ACK))
-        stream = secrets.token_hex(8)
-        topic = node_topic(SITE, node, Channel.EVENTS)
-        broken = batch_obj(node, stream, [1, 2, 3, 4, 5], "R-01-1")
-        broken["events"][2]["qty"] = 0  # type: ignore[index]  # no version accepts a scan of nothing
-        try:
+        with playing_node(broker, Channel.ACK) as raw:
+            node = raw.node
+            stream = secrets.token_hex(8)
+            topic = node_topic(SITE, node, Channel.EVENTS)
+            broken = batch_obj(node, stream, [1, 2, 3, 4, 5], "R-01-1")
+            broken["events"][2]["qty"] = 0  # type: ignore[index]  # no version accepts a scan of nothing
             raw.publish(topic, json.dumps(broken).encode())
             await wait_for(lambda: raw.acked() == 5, what="the whole batch acknowledged")
             assert hub.balance("R-01-1") == 4
@@ -44,8 +43,6 @@ async def test_a_refused_event_does_not_hold_back_its_stream(broker: PrivateBrok
             await wait_for(lambda: raw.acked() == 6, what="the next batch acknowledged")
             assert hub.balance("R-01-1") == 5
             assert len([q for q in hub.service.store.quarantine_rows(10) if q.node == node]) == 1
-        finally:
-            raw.close()
 
 
 async def test_a_refused_event_held_above_a_gap_survives_a_hub_restart(broker: PrivateBroker,
@@ -71,14 +68,12 @@ async def test_a_refused_event_held_above_a_gap_survives_a_hub_restart(broker: P
 
 async def test_an_event_only_a_newer_hub_knows_waits_on_the_node(broker: PrivateBroker, tmp_path: Path) -> None:
     async with RunningHub(broker, tmp_path) as hub:
-        node, password = add_node(broker)
-        raw = NodeClient(broker, node, password)
-        raw.subscribe(node_topic(SITE, node, Channel.ACK))
-        stream = secrets.token_hex(8)
-        topic = node_topic(SITE, node, Channel.EVENTS)
-        newer = batch_obj(node, stream, [1, 2, 3], "R-04-1")
-        newer["events"][1]["kind"] = "pallet_wrap"  # type: ignore[index]  # a kind from a newer edge
-        try:
+        with playing_node(broker, Channel.ACK) as raw:
+            node = raw.node
+            stream = secrets.token_hex(8)
+            topic = node_topic(SITE, node, Channel.EVENTS)
+            newer = batch_obj(node, stream, [1, 2, 3], "R-04-1")
+            newer["events"][1]["kind"] = "pallet_wrap"  # type: ignore[index]  # a kind from a newer edge
             raw.publish(topic, json.dumps(newer).encode())
             raw.publish(topic, json.dumps(batch_obj(node, stream, [4], "R-04-1")).encode())
             await wait_for(lambda: [q for q in hub.service.store.quarantine_rows(10) if q.node == node],
@@ -88,8 +83,6 @@ async def test_an_event_only_a_newer_hub_knows_waits_on_the_node(broker: Private
             await wait_for(lambda: hub.service.ingest.book.get(node, stream).above == {4}, what="seq 4 held")
             assert raw.acked() == 0  # nothing settled: the node keeps seq 1..3 and re-sends them
             assert hub.balance("R-04-1") == 0
-        finally:
-            raw.close()
 
 
 def test_salvage_needs_a_valid_envelope_and_every_seq() -> None:

@@ -13,6 +13,7 @@ from hub.auth import Role
 from hub.config import HUB_SETTINGS, hub_config_from
 from hub.ledger import BalanceChange
 from hub.mosquitto import free_port
+from hub.rules import views
 from hub.rules.clock import DAY_MS
 from hub.rules.core import CatalogItem, PurchaseOrder, RulesCore
 from hub.rules.leadtime import Delivery
@@ -107,7 +108,7 @@ async def test_proposals_approve_edit_reject_and_reads(served: tuple[HubService,
 def late_order_and_deliveries(core: RulesCore) -> str:
     """Accept the pending proposal as a PO promised two days ago; record two deliveries, one late."""
     t = core.clock()
-    pid = core.proposal_rows("pending")[0]["id"]
+    pid = views.proposal_rows(core, "pending")[0]["id"]
     core.approve(pid, "sam")
     core.on_requisition_accepted(pid, PurchaseOrder("PO-7", None, SKU, "acme", 150, 0, t - 5 * DAY_MS,
                                                     t - 2 * DAY_MS, "open"))
@@ -231,7 +232,7 @@ def test_changing_routes_declare_the_supervisor_role() -> None:
 
 async def test_a_supervisor_sends_received_goods_back_and_the_return_is_queued_for_central(
         served: tuple[HubService, str]) -> None:
-    from hub.purchasing import outbox
+    from hub.rules import outbox
 
     service, base = served
     assert service.rules is not None
@@ -260,13 +261,13 @@ async def test_a_supervisor_sends_received_goods_back_and_the_return_is_queued_f
     assert (sent["po_id"], sent["line_id"], sent["qty"], sent["lot"], sent["supplier"]) == ("PO-7", "1", 5, "L9", "acme")
     queued = await service.rules.call(lambda core: [i for i in outbox.items(core.db.conn) if i.kind == "return"])
     assert [(i.idempotency_key, i.body) for i in queued] == [(f"site-a:return:{sent['return_id']}", sent)]
-    logged = await service.rules.call(lambda core: [d["sentence"] for d in core.decision_rows(SKU)
+    logged = await service.rules.call(lambda core: [d["sentence"] for d in views.decision_rows(core, SKU)
                                                     if d["rule"] == "return"])
     assert logged == [f"sam sent 5 of GTIN {SKU} back to Acme (PO PO-7 line 1): damaged in transit."], logged
 
 
 async def test_returns_of_one_line_together_cannot_exceed_what_was_received(served: tuple[HubService, str]) -> None:
-    from hub.purchasing import outbox
+    from hub.rules import outbox
 
     service, base = served
     assert service.rules is not None

@@ -11,7 +11,7 @@ from statistics import NormalDist
 import pytest
 
 from hub.ledger import BalanceChange
-from hub.purchasing import outbox
+from hub.rules import outbox, views
 from hub.rules.clock import DAY_MS, HOUR_MS, ManualClock, day_of
 from hub.rules.config import RulesConfig
 from hub.rules.core import CatalogItem, PurchaseOrder, RulesCore
@@ -203,18 +203,18 @@ def test_third_late_delivery_moves_next_order_to_next_supplier(tmp_path: Path) -
     core = make_core(tmp_path, clock, supplier=SupplierParams(late_threshold=3, window_days=90))
     deliver(core, "acme", 0, late_days=2)
     deliver(core, "acme", 1, late_days=1)
-    assert not [d for d in core.decision_rows() if d["rule"] == "supplier_demoted"]
+    assert not [d for d in views.decision_rows(core) if d["rule"] == "supplier_demoted"]
     plan = core.plan(SKU)
     assert plan.choice is not None and plan.choice.option.supplier == "acme"  # two lates do not move it
     deliver(core, "acme", 2, late_days=3)
-    demoted = [d for d in core.decision_rows() if d["rule"] == "supplier_demoted"]
+    demoted = [d for d in views.decision_rows(core) if d["rule"] == "supplier_demoted"]
     assert len(demoted) == 1
     assert "Bolt instead of Acme: Acme was late 3 times since 8 Oct" in demoted[0]["sentence"]
     consume_to_reorder(core, clock)
-    (p,) = core.proposal_rows("pending")
+    (p,) = views.proposal_rows(core, "pending")
     assert p["supplier"] == "bolt"
     core.approve(p["id"], "sam")
-    ordered = [d for d in core.decision_rows() if d["rule"] == "ordered"][0]
+    ordered = [d for d in views.decision_rows(core) if d["rule"] == "ordered"][0]
     assert ordered["sentence"].startswith(f"Ordered {p['final_qty']} of GTIN {SKU} from Bolt instead of Acme: "
                                           "Acme was late 3 times since 8 Oct")
     (item,) = [i for i in outbox.due(core.db.conn, clock()) if i.kind == "requisition"]
@@ -230,13 +230,13 @@ def test_proposal_is_made_once_not_on_every_event(tmp_path: Path) -> None:
         clock.set(clock() + HOUR_MS)
         qty -= 1
         core.on_commit([BalanceChange(SKU, "A-01-1", qty, -1, "pick", clock(), clock())])
-    assert len(core.proposal_rows()) == 1
-    assert len([d for d in core.decision_rows() if d["rule"] == "reorder"]) == 1
+    assert len(views.proposal_rows(core)) == 1
+    assert len([d for d in views.decision_rows(core) if d["rule"] == "reorder"]) == 1
     # approved, it is on order: the position counts it, so still no second proposal
-    core.approve(core.proposal_rows()[0]["id"], "sam")
+    core.approve(views.proposal_rows(core)[0]["id"], "sam")
     assert core.on_order(SKU) > 0
     core.on_commit([BalanceChange(SKU, "A-01-1", qty - 1, -1, "pick", clock(), clock())])
-    assert len(core.proposal_rows()) == 1
+    assert len(views.proposal_rows(core)) == 1
 
 
 def test_cash_below_floor_scales_pending_down_by_urgency_and_back_up(tmp_path: Path) -> None:
@@ -251,7 +251,7 @@ def test_cash_below_floor_scales_pending_down_by_urgency_and_back_up(tmp_path: P
                         for s, _ in skus])
     # now drop each SKU to its test level with a count correction (not demand)
     core.on_commit([BalanceChange(s, "B-01-1", q, q - 400, "count_adjustment", clock(), clock()) for s, q in skus])
-    rows = {p["sku"]: p for p in core.proposal_rows("pending")}
+    rows = {p["sku"]: p for p in views.proposal_rows(core, "pending")}
     assert set(rows) == {s for s, _ in skus}
     assert all(p["qty"] == p["desired_qty"] for p in rows.values())
     full = {s: rows[s]["desired_qty"] for s, _ in skus}
@@ -259,18 +259,18 @@ def test_cash_below_floor_scales_pending_down_by_urgency_and_back_up(tmp_path: P
     # cash for the essentials of the two most urgent and a little more: the least urgent loses most
     cash_now = (essential[skus[0][0]] + essential[skus[1][0]]) * ACME.unit_price + 10
     core.set_cash(cash_now)
-    cut = {p["sku"]: p for p in core.proposal_rows("pending")}
+    cut = {p["sku"]: p for p in views.proposal_rows(core, "pending")}
     most, mid, least = (cut[s] for s, _ in skus)
     assert most["qty"] >= most["essential_qty"] and mid["qty"] >= mid["essential_qty"]
     assert least["qty"] < least["desired_qty"]
     assert sum(p["qty"] * ACME.unit_price for p in cut.values()) <= cash_now
     assert [p["days_of_cover"] for p in (most, mid, least)] == sorted(p["days_of_cover"] for p in (most, mid, least))
-    logged = [d for d in core.decision_rows() if d["rule"] == "cash_scaled"]
+    logged = [d for d in views.decision_rows(core) if d["rule"] == "cash_scaled"]
     assert logged and all("below the floor" in d["sentence"] for d in logged)
     core.set_cash(50_000.0)
-    back = {p["sku"]: p["qty"] for p in core.proposal_rows("pending")}
+    back = {p["sku"]: p["qty"] for p in views.proposal_rows(core, "pending")}
     assert back == full
-    assert any("back above the floor" in d["sentence"] for d in core.decision_rows())
+    assert any("back above the floor" in d["sentence"] for d in views.decision_rows(core))
 
 
 def test_stockout_raises_and_excess_lowers_reorder_point_within_bounds(tmp_path: Path) -> None:
@@ -285,7 +285,7 @@ def test_stockout_raises_and_excess_lowers_reorder_point_within_bounds(tmp_path:
     raised = core.plan(SKU)
     assert raised.factor == pytest.approx(1.25)
     assert raised.levels is not None and raised.levels.reorder_point > rop0
-    (d,) = [d for d in core.decision_rows() if d["rule"] == "feedback_raise"]
+    (d,) = [d for d in views.decision_rows(core) if d["rule"] == "feedback_raise"]
     assert "found" in d["sentence"] and d["result"]["factor_after"] == pytest.approx(1.25)
     # more stockout episodes: capped at the upper bound
     for _ in range(4):
@@ -297,7 +297,7 @@ def test_stockout_raises_and_excess_lowers_reorder_point_within_bounds(tmp_path:
     for _ in range(120):
         clock.set(clock() + DAY_MS)
         core.tick()
-    lowered = [d for d in core.decision_rows() if d["rule"] == "feedback_lower"]
+    lowered = [d for d in views.decision_rows(core) if d["rule"] == "feedback_lower"]
     assert len(lowered) >= 3
     assert core.plan(SKU).factor == pytest.approx(0.75)
     assert all(d["result"]["factor_after"] >= 0.75 for d in lowered)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hub.ledger import BalanceChange
+from hub.rules import views
 from hub.rules.clock import DAY_MS, HOUR_MS, ManualClock
 from hub.rules.config import RulesConfig
 from hub.rules.core import CatalogItem, RulesCore
@@ -79,17 +80,17 @@ def test_a_short_pick_with_stock_at_the_dock_is_a_replenishment_not_a_stockout(t
     clock.set(clock() + HOUR_MS)
     site.commit((SKU, "A-01-2", -10, "pick"))  # a pick of 10 finds 6: the bin shows -4, 204 sit at DOCK
     assert core.plan(SKU).factor == factor  # the reorder point is not raised
-    assert not [d for d in core.decision_rows(SKU) if d["rule"] == "feedback_raise"]
-    (d,) = [d for d in core.decision_rows(SKU) if d["rule"] == "replenish"]
+    assert not [d for d in views.decision_rows(core, SKU) if d["rule"] == "feedback_raise"]
+    (d,) = [d for d in views.decision_rows(core, SKU) if d["rule"] == "replenish"]
     assert d["sentence"] == ("A pick of 10 at A-01-2 found 6 while 204 of TIES-200 sat elsewhere on the site: "
                              "a replenishment task (bring it from DOCK (204 there)), not a stockout; "
                              "the reorder point stays.")
-    assert [(r["location"], r["from_location"], r["from_qty"]) for r in core.replenishments()] == [
+    assert [(r["location"], r["from_location"], r["from_qty"]) for r in views.replenishments(core)] == [
         ("A-01-2", "DOCK", 204)]
-    assert not [r for r in core.low_stock() if r["state"] == "stockout"]
+    assert not [r for r in views.low_stock(core) if r["state"] == "stockout"]
     # Refilled: the task is gone.
     site.commit((SKU, "DOCK", -20, "putaway"), (SKU, "A-01-2", 20, "putaway"))
-    assert core.replenishments() == []
+    assert views.replenishments(core) == []
 
 
 def test_a_short_pick_with_nothing_elsewhere_is_a_stockout_and_raises_the_factor(tmp_path: Path) -> None:
@@ -100,9 +101,9 @@ def test_a_short_pick_with_nothing_elsewhere_is_a_stockout_and_raises_the_factor
     clock.set(clock() + HOUR_MS)
     site.commit((SKU, "A-01-2", -(dock + 3), "pick"))
     assert core.plan(SKU).factor == pytest.approx(factor * 1.15)
-    (d,) = [d for d in core.decision_rows(SKU) if d["rule"] == "feedback_raise"]
+    (d,) = [d for d in views.decision_rows(core, SKU) if d["rule"] == "feedback_raise"]
     assert f"a pick of {dock + 3} at A-01-2 found {dock}" in d["sentence"]
-    (row,) = core.low_stock()
+    (row,) = views.low_stock(core)
     assert row["state"] == "stockout" and row["qty"] == 0
     assert row["negative"] == [{"location": "A-01-2", "qty": -3}]
     assert "out of stock at every location, not counting A-01-2 at -3, demand" in row["sentence"]
@@ -116,22 +117,22 @@ def test_negative_balance_is_not_stock_and_not_negative_stock(tmp_path: Path) ->
     site.commit(("BOLT", "DOCK", 20, "receive"), ("BOLT", "DOCK", -20, "putaway"), ("BOLT", "B-01-1", 20, "putaway"))
     site.commit(("BOLT", "B-01-1", -57, "pick"))
     assert core.plan("BOLT").on_hand == 0  # not -37
-    (row,) = [r for r in core.low_stock() if r["sku"] == "BOLT"]
+    (row,) = [r for r in views.low_stock(core) if r["sku"] == "BOLT"]
     assert row["state"] == "stockout" and row["negative"] == [{"location": "B-01-1", "qty": -37}]
     # Stock put away from the wrong place: B-01-1 goes to -78, DOCK keeps 78 it no longer holds.
     site.commit((SKU, "DOCK", 78, "receive"), (SKU, "B-01-1", -78, "putaway"), (SKU, "A-01-2", 78, "putaway"))
-    assert core.plan(SKU).on_hand == 156 and not [r for r in core.low_stock() if r["sku"] == SKU]
+    assert core.plan(SKU).on_hand == 156 and not [r for r in views.low_stock(core) if r["sku"] == SKU]
     assert core.sku_stock(SKU).not_counted == ", not counting B-01-1 at -78"
 
 
 def test_pick_faces_and_balances_survive_a_restart(tmp_path: Path) -> None:
     core, clock, site = with_demand(tmp_path)
     site.commit((SKU, "A-01-2", -1, "pick"))
-    before = core.replenishments()
+    before = views.replenishments(core)
     assert before and before[0]["location"] == "A-01-2"
     core.db.close()
     again = RulesCore(open_rules_db(tmp_path / "rules.sqlite3"), core.config, clock, "site-a")
-    assert again.replenishments() == before and again.sku_stock(SKU) == core.sku_stock(SKU)
+    assert views.replenishments(again) == before and again.sku_stock(SKU) == core.sku_stock(SKU)
 
 
 def discrepancy(id_: int, bin_: str, sku: str | None, kind: str = "unscanned_removal") -> DiscrepancyRow:
@@ -153,3 +154,35 @@ def test_open_discrepancies_are_the_constraint_of_their_sku(tmp_path: Path) -> N
     assert "#8 unscanned removal at C-01-1" in by_sku["BOLT"].detail and "#7" not in by_sku["BOLT"].detail
     # Offline nodes still come first: without the data, the disagreement cannot be judged either.
     assert "pi-1" in core.constraint_of(SKU, ("pi-1",), (), open_now).detail
+
+
+def test_quarantine_is_not_available_stock() -> None:
+    s = judge(SKU, {"QUARANTINE": 40, "A-01-2": 0, "DOCK": 5}, {"A-01-2"}, ("QUARANTINE",))
+    assert s.available == 5 and s.held == (("QUARANTINE", 40),)
+    assert s.not_counted == ", not counting QUARANTINE (40, not available)"
+    # A pick face is refilled from the dock, never from quarantine.
+    assert [t.sources for t in s.replenish] == [(("DOCK", 5),)]
+    only_held = judge(SKU, {"QUARANTINE": 40, "A-01-2": 0}, {"A-01-2"}, ("QUARANTINE",))
+    assert only_held.out_of_stock and only_held.replenish == ()
+    assert not judge(SKU, {"QUARANTINE": 40, "A-01-2": 0}, {"A-01-2"}).out_of_stock  # the setting emptied
+
+
+def test_a_return_into_quarantine_stops_neither_a_reorder_proposal_nor_a_stockout(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    core = make_core(tmp_path, clock)
+    site = Site(core, clock)
+    core.set_manual_levels(SKU, 20, 100, "tester")
+    site.commit((SKU, "A-01-2", 50, "receive"))
+    site.commit((SKU, "QUARANTINE", 100, "return"))  # customer returns waiting for inspection
+    assert not core.proposals
+    site.commit((SKU, "A-01-2", -35, "pick"))  # 15 left to pick: at or below the minimum of 20
+    (p,) = core.proposals.values()
+    assert p.sku == SKU and p.position == 15 and p.qty == 85  # up to the max of 100, quarantine not counted
+    site.commit((SKU, "A-01-2", -15, "pick"))
+    (row,) = [r for r in views.low_stock(core) if r["sku"] == SKU]
+    assert row["state"] == "stockout" and row["qty"] == 0
+    assert row["sentence"] == ("TIES-200 is out of stock at every location, not counting QUARANTINE "
+                               "(100, not available).")
+    # Released from quarantine (moved to a pick face): available again, no longer out.
+    site.commit((SKU, "QUARANTINE", -100, "move"), (SKU, "A-01-2", 100, "move"))
+    assert not [r for r in views.low_stock(core) if r["sku"] == SKU and r["state"] == "stockout"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import threading
@@ -20,7 +19,19 @@ from edge.shelf.sim import SimBin, VirtualController
 from edge.sink import OutboxSink
 from edge.state import EdgeState
 from hub.mosquitto import HUB_USER, PrivateBroker
-from tests.support import BIN, CALIBRATED, SITE, TS, add_node, edge_config, piece_bin, rig, wait_for, with_unit_weight
+from tests.support import (
+    BIN,
+    CALIBRATED,
+    SITE,
+    TS,
+    add_node,
+    edge_config,
+    piece_bin,
+    rig,
+    stop_task,
+    wait_for,
+    with_unit_weight,
+)
 
 
 async def test_tare_command_replies_persists_and_nets_later_counts(tmp_path: Path) -> None:
@@ -82,9 +93,7 @@ async def test_calibration_with_a_known_weight_survives_a_restart(tmp_path: Path
                     await wait_for(lambda: len(counts) > n, what="a count after calibration")
                 return counts[-1]
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)
                 sink.close()
                 state.close()
 

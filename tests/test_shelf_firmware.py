@@ -23,7 +23,7 @@ from edge.shelf import ShelfSource, build_shelf
 from edge.shelf.sim import SimBin, VirtualController
 from edge.sink import OutboxSink
 from edge.state import EdgeState
-from tests.support import FirmwareShelf, wait_for
+from tests.support import FirmwareShelf, stop_task, wait_for
 
 UNIT_G = 25.0
 COUNTS_PER_G = 100.0
@@ -180,9 +180,7 @@ async def rig(request: pytest.FixtureRequest, backend: str, tmp_path: Path, piec
     try:
         yield r
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         board.stop()
         sink.close()
         state.close()

@@ -33,6 +33,10 @@ async def test_pick_three_gives_one_sure_event_after_the_hand_leaves(tmp_path: P
         await wait_for(lambda: r.sim.idle, what="5 s at rest")
         assert picked.count - first.count == -3
         assert picked.confidence >= 0.95 and not picked.uncertain
+        # How long the shelf moved before it settled: the hand's 3 s, its ring-down and the settle
+        # window (0.5 s), in samples; the hub matches the pick's scan to this span.
+        assert 3500 <= picked.moving_ms <= 4500, picked.moving_ms
+        assert first.moving_ms == 0, "the first reading after start is no movement"
         assert r.counts()[1:] == [picked], "exactly one count event for the pick"
         assert not any(r.hand_on_at_submit), "an event was published while a hand was on the shelf"
 

@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from contract import BinConfig, Birth, Channel, NodeConfig, node_topic
+from contract import BinConfig, Birth, NodeConfig
 from edge.agent import EdgeAgent
 from edge.config import EdgeConfig
 from edge.shelf.calibration import Calibration
 from edge.state import CORRUPT_SUFFIX, PREVIOUS_SUFFIX, EdgeState
 from hub.mosquitto import PrivateBroker
-from tests.support import SITE, NodeClient, add_node, edge_config, wait_for
+from tests.support import add_node, agent_and_its_birth, edge_config
 
 BIN = "A-01"
 OLD = Calibration(offset_raw=5000.0, scale_per_g=100.0, tare_raw=120.0, calibrated=True, changed_ms=1)
@@ -142,34 +142,17 @@ async def test_the_birth_tells_the_hub_the_state_was_restored(broker: PrivateBro
     config = shelf_config(broker, tmp_path, node, password)
     write_two_generations(config.state_path)
     config.state_path.write_bytes(config.state_path.read_bytes()[:123])
-    hub = NodeClient(broker, "hub", broker.users["hub"])
-    hub.subscribe(node_topic(SITE, node, Channel.BIRTH))
-    agent = EdgeAgent(config)
-    try:
-        await agent.start()
-        births = await wait_for(lambda: [Birth.from_json(p) for t, p in hub.messages if t.endswith("/birth")],
-                                what="the node's birth")
-        [notice] = births[0].notices
+    async with agent_and_its_birth(broker, config) as (agent, birth):
+        [notice] = Birth.from_json(birth).notices
         assert "started from the previous good copy" in notice and str(config.state_path) in notice
         assert agent_calibration(agent) == OLD
-    finally:
-        hub.close()
-        await agent.stop()
 
 
 async def test_a_clean_birth_carries_no_notices_field(broker: PrivateBroker, tmp_path: Path) -> None:
     """Hubs older than the field refuse unknown keys: a node with nothing to say must not send it."""
     node, password = add_node(broker)
-    hub = NodeClient(broker, "hub", broker.users["hub"])
-    hub.subscribe(node_topic(SITE, node, Channel.BIRTH))
-    agent = EdgeAgent(shelf_config(broker, tmp_path, node, password))
-    try:
-        await agent.start()
-        raw = await wait_for(lambda: [p for t, p in hub.messages if t.endswith("/birth")], what="the node's birth")
-        assert "notices" not in json.loads(raw[0])
-    finally:
-        hub.close()
-        await agent.stop()
+    async with agent_and_its_birth(broker, shelf_config(broker, tmp_path, node, password)) as (_, birth):
+        assert "notices" not in json.loads(birth)
 
 
 def test_when_the_corrupt_file_cannot_be_moved_the_agent_still_starts(tmp_path: Path) -> None:

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
-from tests.support import add_node, api_token, edge_config, login_session, scan, start_web_hub, token_session, wait_for
+from tests.support import api_token, hub_and_agent, login_session, scan, token_session, wait_for
 
 BOLT, TIES, GLOVES = "09506000134352", "04012345678901", "04006381333931"
 
 
 async def test_overview_counts_agree_with_the_stock_table(broker: PrivateBroker, tmp_path: Path) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
         shift = [
             # TIES: received at DOCK, 10 put away to A-01-2, and picked: the bin is empty, 68 at DOCK.
             scan(TIES, "DOCK", 78), scan(TIES, "A-01-2", 10, "putaway", from_location="DOCK"),
@@ -83,6 +78,33 @@ async def test_overview_counts_agree_with_the_stock_table(broker: PrivateBroker,
             async with viewer.get(f"{base}/stock/{BOLT}") as resp:
                 html = await resp.text()
             assert 'on hand 0<span class="bad">, not counting B-01-1 at -37</span>, on order 0' in html
-    finally:
-        await agent.stop()
-        await runner.cleanup()
+
+
+async def test_a_return_into_quarantine_is_shown_but_does_not_end_a_stockout(broker: PrivateBroker,
+                                                                            tmp_path: Path) -> None:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        shift = [scan(GLOVES, "C-01-1", 5), scan(GLOVES, "C-01-1", 5, "pick"),
+                 # A customer sends 3 back: they wait in quarantine for inspection, nobody can pick them.
+                 scan(GLOVES, "QUARANTINE", 3, "return", return_reason="DAMAGED")]
+        for event in shift:
+            await agent.sink.submit(event)
+        assert service.rules is not None
+
+        def rules_saw_the_return() -> bool:
+            return bool(service.rules.call_sync(lambda core: core.on_hand.get((GLOVES, "QUARANTINE")) == 3).result())
+
+        await wait_for(lambda: service.ingest.committed_total >= len(shift), what="the shift committed")
+        await wait_for(rules_saw_the_return, what="the rules folded the return in")
+        async with token_session(api_token(service.config, role="viewer")) as s, \
+                s.get(f"{base}/api/v1/overview") as resp:
+            overview = await resp.json()
+        assert overview["counters"]["stockouts"] == 1
+        (alert,) = [a for a in overview["alerts"] if a["kind"] == "stockout"]
+        assert alert["text"] == (f"GTIN {GLOVES} is out of stock at every location, not counting QUARANTINE "
+                                 "(3, not available).")
+        viewer, _ = await login_session(base, service.config, role="viewer")
+        async with viewer, viewer.get(f"{base}/stock?location=QUARANTINE") as resp:
+            html = await resp.text()
+        row = html[html.index(f'data-key="{GLOVES}|QUARANTINE"'):]
+        row = row[:row.index("</tr>")]
+        assert '<span class="qty">3</span>' in row and ">not available</span>" in row

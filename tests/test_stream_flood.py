@@ -13,7 +13,7 @@ import pytest
 from contract import Channel, node_topic
 from hub.dedupe import MAX_RETIRED_KEPT, NEW_STREAM_BURST, StreamBook, StreamRefused
 from hub.mosquitto import PrivateBroker
-from tests.support import SITE, NodeClient, RunningHub, add_node, scan_batch, wait_for
+from tests.support import SITE, RunningHub, playing_node, scan_batch, wait_for
 
 FLOOD_STREAMS = 60
 
@@ -21,10 +21,9 @@ FLOOD_STREAMS = 60
 async def test_a_flood_of_new_stream_ids_is_quarantined_and_memory_stays_bounded(
         broker: PrivateBroker, tmp_path: Path) -> None:
     async with RunningHub(broker, tmp_path) as hub:
-        node, password = add_node(broker)
-        raw = NodeClient(broker, node, password)
-        book = hub.service.ingest.book
-        try:
+        with playing_node(broker) as raw:
+            node = raw.node
+            book = hub.service.ingest.book
             topic = node_topic(SITE, node, Channel.EVENTS)
             for _ in range(FLOOD_STREAMS):
                 raw.publish(topic, scan_batch(node, secrets.token_hex(8), [1], "F-01-1"))
@@ -37,8 +36,6 @@ async def test_a_flood_of_new_stream_ids_is_quarantined_and_memory_stays_bounded
             assert hub.balance("F-01-1") == NEW_STREAM_BURST  # the refused batches changed no stock
             reasons = [r.reason for r in hub.service.store.quarantine_rows(FLOOD_STREAMS) if r.node == node]
             assert reasons and all("new streams in a short time" in r and "check the node" in r for r in reasons)
-        finally:
-            raw.close()
 
 
 def test_events_of_a_new_stream_wait_while_the_live_one_has_a_gap() -> None:

@@ -25,8 +25,8 @@ import pytest
 from central_reference.tryton_local import ADMIN_PASSWORD, DATABASE, HUB_PASSWORD, HUB_USER, Rpc, TrytonServer
 from hub.ledger import BalanceChange
 from hub.mosquitto import PrivateBroker
-from hub.purchasing import outbox
 from hub.purchasing.sync import PurchasingSync
+from hub.rules import outbox, views
 from hub.rules.clock import DAY_MS, ManualClock
 from hub.rules.config import TRYTON, CentralConfig, RulesConfig
 from hub.rules.core import RulesCore
@@ -102,7 +102,7 @@ def demand(core: RulesCore, clock: ManualClock, skus: list[str], days: int = 10,
         clock.set(start + day * DAY_MS)
         core.on_commit([BalanceChange(sku, "A-01-1", 200 - per_day * day, -per_day, "pick", clock(), clock())
                         for sku in skus])
-    ids = [str(p["id"]) for p in core.proposal_rows("pending") if p["sku"] in skus]
+    ids = [str(p["id"]) for p in views.proposal_rows(core, "pending") if p["sku"] in skus]
     for pid in ids:
         core.approve(pid, "sam")
     return ids
@@ -126,7 +126,7 @@ async def test_proposals_become_one_confirmed_tryton_purchase_receipts_close_its
     lines = loop.lines(purchase["id"])
     assert sorted(x["product."]["code"] for x in lines) == [BOLTS, GLOVES]
     assert sorted(x["note"] for x in lines) == sorted(f"{SITE}:requisition:{p}" for p in proposal_ids)
-    ordered = await loop.core(lambda core: core.proposal_rows("ordered"))
+    ordered = await loop.core(lambda core: views.proposal_rows(core, "ordered"))
     assert {p["id"] for p in ordered} == set(proposal_ids) and {p["po_id"] for p in ordered} == {purchase["number"]}
     hub_lines = await loop.core(lambda core: {po.sku: po for po in core.pos.values()})
     gloves_line = next(x for x in lines if x["product."]["code"] == GLOVES)
@@ -188,7 +188,7 @@ async def test_proposals_become_one_confirmed_tryton_purchase_receipts_close_its
     assert [p["moves_progress"] for p in progress] == [1.0, 1.0]
 
     # 4. The ties came a day after the date Tryton held: late. The next order goes to bolt.
-    decided = await loop.core(lambda core: [d["sentence"] for d in core.decision_rows(GLOVES)
+    decided = await loop.core(lambda core: [d["sentence"] for d in views.decision_rows(core, GLOVES)
                                             if d["rule"] == "supplier_demoted"])
     assert decided and "go to Bolt instead of Acme" in decided[0], decided
     more = await loop.core(lambda core: demand(core, loop.clock, [GLOVES], days=12, per_day=60))
@@ -252,7 +252,7 @@ async def test_tryton_down_then_up_loses_nothing_and_a_refused_line_says_why(loo
         return not any(po.sku == GLOVES for po in core.pos.values())
 
     await wait_for(lambda: loop.engine.call(line_closed), timeout_s=30, what="the line received in Tryton closed")
-    (row,) = await loop.core(lambda core: [r for r in core.purchase_order_rows() if r["sku"] == GLOVES])
+    (row,) = await loop.core(lambda core: [r for r in views.purchase_order_rows(core) if r["sku"] == GLOVES])
     assert (row["status"], row["qty_received"]) == ("received", row["qty_ordered"])
 
 
@@ -288,7 +288,7 @@ async def test_the_proposals_page_says_why_tryton_has_not_got_the_order_then_tha
     try:
         acme = SupplierOption("acme", "Acme", 1, 3.0, 1.9, 12, 1)
         await teach_rules(service, GLOVES, "A-01-1", suppliers=(acme,))
-        (proposal,) = await service.rules.call(lambda core: core.proposal_rows("pending"))
+        (proposal,) = await service.rules.call(lambda core: views.proposal_rows(core, "pending"))
         await service.rules.call(lambda core: core.approve(proposal["id"], "sam"))
         service.wake_purchasing()
         await wait_for(lambda: service.purchasing.status.consecutive_failures >= 2, timeout_s=30,
@@ -303,7 +303,7 @@ async def test_the_proposals_page_says_why_tryton_has_not_got_the_order_then_tha
                              r"\d+ attempt\(s\): Tryton at .* unreachable", html), html
 
             await asyncio.to_thread(tryton.start)
-            await wait_for(lambda: service.rules.call(lambda core: core.proposal_rows("ordered")), timeout_s=60,
+            await wait_for(lambda: service.rules.call(lambda core: views.proposal_rows(core, "ordered")), timeout_s=60,
                            what="the order placed in Tryton once it was back")
             async with viewer.get(f"{base}/proposals") as resp:
                 html = await resp.text()
@@ -339,7 +339,7 @@ async def test_an_order_applied_in_tryton_whose_answer_is_lost_is_not_placed_twi
         sync.wake()
 
         def ordered(core: RulesCore) -> bool:
-            return len(core.proposal_rows("ordered")) == 2
+            return len(views.proposal_rows(core, "ordered")) == 2
 
         await wait_for(lambda: engine.call(ordered), timeout_s=60, what="both lines placed after the resend")
         (purchase,) = admin.model("purchase.purchase", "search_read", [("party.code", "=", "acme")], 0, None,

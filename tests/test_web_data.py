@@ -9,13 +9,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from hub.web import data, rules_data
 from tests.support import (
-    add_node,
     api_token,
-    edge_config,
+    hub_and_agent,
     login_session,
     scan,
     start_web_hub,
@@ -28,11 +26,8 @@ SKU = "09506000134352"
 
 
 async def test_every_section_is_the_body_its_endpoint_serves(broker: PrivateBroker, tmp_path: Path) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        node = agent.config.node
         await teach_rules(service, SKU, "C-01-1")
         await agent.sink.submit(scan(qty=4, location="C-01-1", gtin=SKU))
         await wait_for(lambda: service.ingest.committed_total >= 1, what="scan committed")
@@ -68,9 +63,6 @@ async def test_every_section_is_the_body_its_endpoint_serves(broker: PrivateBrok
         assert [r["node"] for r in data.lag(service)["items"]] == [node]
         assert [r["supplier"] for r in (await rules_data.sku_suppliers(service, SKU))["items"]] == ["acme"]
         assert (await rules_data.sku_reorder(service, SKU))["on_hand"] == 4
-    finally:
-        await agent.stop()
-        await runner.cleanup()
 
 
 async def test_with_the_rules_off_their_sections_are_not_available_and_pages_still_render(

@@ -5,23 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from hub.web.charts import bar_chart, step_chart
 from hub.web.pages import LAG_SLOW_P99_MS, LAG_STAGES, lag_highlights
-from tests.support import add_node, api_token, edge_config, login_session, scan, start_web_hub, token_session, wait_for
+from tests.support import api_token, hub_and_agent, login_session, scan, token_session, wait_for
 
 PAGES = ("/", "/stock", "/discrepancies", "/proposals", "/suppliers", "/nodes", "/lag")
 
 
 async def test_pages_render_and_commands_are_for_admins(broker: PrivateBroker, tmp_path: Path) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    viewer, viewer_csrf = await login_session(base, service.config, role="viewer")
-    admin, admin_csrf = await login_session(base, service.config, role="admin")
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        node = agent.config.node
+        viewer, viewer_csrf = await login_session(base, service.config, role="viewer")
+        admin, admin_csrf = await login_session(base, service.config, role="admin")
         await agent.sink.submit(scan(qty=4, location="C-01-1", gtin="09506000134352"))
         await wait_for(lambda: service.ingest.committed_total >= 1, what="scan committed")
         async with viewer:
@@ -71,17 +67,11 @@ async def test_pages_render_and_commands_are_for_admins(broker: PrivateBroker, t
 
             answer = await wait_for(reply, what="the node's reply to identify")
             assert answer["node"] == node and answer["ok"] is True
-    finally:
-        await agent.stop()
-        await runner.cleanup()
 
 
 async def test_overview_api_and_metrics(broker: PrivateBroker, tmp_path: Path) -> None:
-    service, runner, base = await start_web_hub(broker, tmp_path)
-    node, password = add_node(broker)
-    agent = EdgeAgent(edge_config(broker, tmp_path, node, password))
-    await agent.start()
-    try:
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        node = agent.config.node
         await agent.sink.submit(scan(qty=2, location="D-01-1"))
         await wait_for(lambda: service.ingest.committed_total >= 1, what="scan committed")
         await agent.stop()
@@ -103,9 +93,6 @@ async def test_overview_api_and_metrics(broker: PrivateBroker, tmp_path: Path) -
         assert re.search(r'^shelfsignal_nodes\{state="offline"\} [1-9]', text, re.M)
         assert 'shelfsignal_lag_seconds_count{stage="received_to_committed"} 1.0' in text
         assert f'shelfsignal_node_online{{node="{node}"}} 0.0' in text
-    finally:
-        await agent.stop()
-        await runner.cleanup()
 
 
 def test_charts_are_plain_svg_with_escaped_text() -> None:

@@ -22,14 +22,12 @@ import biip
 from biip.checksums import gs1_standard_check_digit
 from biip.gs1_element_strings import GS1ElementString
 
-from contract.messages import LOCATION_RE, RETURN_REASON_RE
+from contract.messages import LOCATION_RE, QTY_MAX, RAW_MAX_CHARS, REF_MAX_CHARS, RETURN_REASON_RE
 from edge.scan.config import MODES
 from edge.scan.keys import UNMAPPED
 
 log = logging.getLogger(__name__)
 
-MAX_QTY = 1_000_000
-MAX_BARCODE_CHARS = 512  # contract: ScanEvent.raw holds at most 512 characters
 # AIM symbology letters we know how to read (ISO/IEC 15424); anything else is rejected so a
 # scanner with an unexpected symbology enabled is noticed at once.
 KNOWN_AIM = {"A": "Code 39", "C": "Code 128", "d": "Data Matrix", "E": "EAN/UPC", "e": "GS1 DataBar",
@@ -130,8 +128,8 @@ def decode(raw: str, location_regex: re.Pattern[str] | None = None) -> Decoded:
 
 
 def _decode(raw: str, location_regex: re.Pattern[str] | None) -> Decoded:
-    if len(raw) > MAX_BARCODE_CHARS:
-        return BadScan(f"barcode of {len(raw)} characters is too long (over {MAX_BARCODE_CHARS}); "
+    if len(raw) > RAW_MAX_CHARS:
+        return BadScan(f"barcode of {len(raw)} characters is too long (over {RAW_MAX_CHARS}); "
                        "check the scanner's suffix/terminator setting")
     if UNMAPPED in raw:
         return BadScan(f"barcode {_show(raw)} has keys outside the US layout; set the scanner's keyboard to US")
@@ -187,8 +185,8 @@ def _control(data: str, location_regex: re.Pattern[str] | None) -> Decoded | Non
             return BadScan(f"mode label {data!r} names no mode; print one of: {', '.join(MODES)}")
         return ModeScan(mode)
     if key == "QTY":
-        if not value.isdigit() or int(value) > MAX_QTY:
-            return BadScan(f"quantity label {data!r} is not a whole number 0-{MAX_QTY}; reprint the label")
+        if not value.isdigit() or int(value) > QTY_MAX:
+            return BadScan(f"quantity label {data!r} is not a whole number 0-{QTY_MAX}; reprint the label")
         return QtyScan(int(value))
     if key == "OP":
         if not value or len(value) > 64 or not value.isprintable():
@@ -287,11 +285,11 @@ def _item(elements: list[GS1ElementString], raw: str, symbology: str | None) -> 
                        "scan the item's own barcode", symbology)
     qty_text = fields.get("30") or fields.get("37")
     qty = int(qty_text) if qty_text is not None else None
-    if qty is not None and qty > MAX_QTY:
-        return BadScan(f"quantity {qty} in {_show(raw)} is over {MAX_QTY}; check the label", symbology)
+    if qty is not None and qty > QTY_MAX:
+        return BadScan(f"quantity {qty} in {_show(raw)} is over {QTY_MAX}; check the label", symbology)
     po = fields.get("400")
     return ItemScan(gtin=gtin, qty=qty, lot=fields.get("10"), expiry=expiry or best_before, serial=fields.get("21"),
-                    sscc=sscc, po=po[:35] if po else None, net_weight_g=weight_g, symbology=symbology)
+                    sscc=sscc, po=po[:REF_MAX_CHARS] if po else None, net_weight_g=weight_g, symbology=symbology)
 
 
 def _show(raw: str) -> str:

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from contract import DeviceChange, DeviceInfo, Event, NodeConfig
 from contract.clock import now_ms
+from contract.messages import DETAIL_MAX_CHARS
 from edge.scan.decode import BadScan, decode
 from edge.scan.feedback import Feedback, LogFeedback
 from edge.scan.workflow import ScanWorkflow, Step
@@ -193,7 +194,7 @@ class ScannerSource:
         self._present = present
         event = DeviceChange(seq=0, ts_ms=now_ms(), accepted_ms=0, device=self.name,
                              device_kind="scanner", present=present, path=self.path[:256] or None,
-                             detail=detail[:300] if detail else None)
+                             detail=detail[:DETAIL_MAX_CHARS] if detail else None)
         try:
             await sink.submit(event)
         except Exception:

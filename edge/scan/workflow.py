@@ -40,7 +40,7 @@ import logging
 from dataclasses import dataclass, field
 
 from contract import NodeConfig, ScanEvent, ScanRejected
-from contract.messages import expired_on
+from contract.messages import DETAIL_MAX_CHARS, RAW_MAX_CHARS, expired_on
 from edge.scan.decode import (
     BadgeScan,
     BadScan,
@@ -57,8 +57,6 @@ from edge.scan.decode import (
 from edge.scan.received import ReceivedGoods
 
 log = logging.getLogger(__name__)
-
-MAX_RAW_CHARS = 512  # contract limit on `raw`
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +300,7 @@ class ScanWorkflow:
         event = ScanEvent(seq=0, ts_ms=ts_ms, accepted_ms=0, scanner=self.scanner, mode=s.mode, gtin=item.gtin,
                           location=location, qty=qty, from_location=from_location, lot=item.lot, expiry=item.expiry,
                           serial=item.serial, ref=ref, operator=s.operator, symbology=_symbology(item.symbology),
-                          raw=raw[:MAX_RAW_CHARS], net_weight_g=item.net_weight_g,
+                          raw=raw[:RAW_MAX_CHARS], net_weight_g=item.net_weight_g,
                           return_reason=s.return_reason if s.mode == "return" else None)
         where = f"{from_location} -> {location}" if from_location else location
         if s.mode == "return":
@@ -339,8 +337,8 @@ class ScanWorkflow:
 
     def _reject(self, reason: str, raw: str, ts_ms: int, symbology: str | None = None) -> Step:
         s = self.state
-        event = ScanRejected(seq=0, ts_ms=ts_ms, accepted_ms=0, scanner=self.scanner, reason=reason[:300],
-                             raw=raw[:MAX_RAW_CHARS], mode=s.mode,
+        event = ScanRejected(seq=0, ts_ms=ts_ms, accepted_ms=0, scanner=self.scanner, reason=reason[:DETAIL_MAX_CHARS],
+                             raw=raw[:RAW_MAX_CHARS], mode=s.mode,
                              location=s.location, symbology=_symbology(symbology))
         return Step(False, reason, event)
 

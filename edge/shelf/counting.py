@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from contract.messages import QUOTIENT_RANGE
+
 NEIGHBOURS = 3  # counts either side considered; beyond 3 sigma-widths their weight is negligible
 
 
@@ -31,18 +33,16 @@ class CountResult:
     uncertain: bool
 
 
-MAX_QUOTIENT = 1_000_000.0  # the wire contract's bound on a count and its quotient
-
-
 def count_pieces(net_g: float, unit_weight_g: float | None, unit_cv: float, weight_sigma_g: float,
                  min_confidence: float, sample_pieces: int | None = None) -> CountResult:
     """Count the pieces in `net_g`; without a unit weight the count is 0 and uncertain."""
     if unit_weight_g is None or unit_weight_g <= 0:
         return CountResult(0, 0.0, round(net_g, 3), 0.0, True)
     q = net_g / unit_weight_g
-    if not -MAX_QUOTIENT <= q <= MAX_QUOTIENT:
+    lo, hi = QUOTIENT_RANGE  # the wire contract's bound on a count's quotient
+    if not lo <= q <= hi:
         # A unit weight far too small for the load (a mis-typed 0.01 g): no count is believable.
-        return CountResult(0, math.copysign(MAX_QUOTIENT, q), round(net_g, 3), 0.0, True)
+        return CountResult(0, math.copysign(hi, q), round(net_g, 3), 0.0, True)
     n = max(0, round(q))
     estimate_cv = unit_cv / math.sqrt(sample_pieces) if sample_pieces else 0.0
     scale_var = (weight_sigma_g / unit_weight_g) ** 2

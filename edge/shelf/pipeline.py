@@ -61,6 +61,7 @@ class CountOutcome:
     bin: str
     result: CountResult
     heartbeat: bool
+    moving_s: float = 0.0  # how long the load moved before it settled at this count (0: not a settle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class BinPipeline:
         self._last: CountResult | None = None
         self._last_rest_net_g: float | None = None  # net weight of the latest settled window
         self._premotion_net_g: float | None = None  # net weight before the current motion began
+        self._motion_start_n: int | None = None  # sample number at which the current motion began
         self._force_publish = False
         self.zero_track_g = 0.0
         self._zero_logged_g = 0.0
@@ -215,8 +217,7 @@ class BinPipeline:
                 if self._rest_n % self.window_n == 0:
                     self._on_rest()
         elif self.settled:
-            self.settled = False
-            self._premotion_net_g = self._last_rest_net_g
+            self._start_motion()
 
     def _status(self, status: str) -> None:
         self._reset_window()
@@ -240,9 +241,15 @@ class BinPipeline:
         else:
             self._fault(UNDERLOAD, True, f"bin {self.bin}: {gross_g:.0f} g is below zero; is the platform lifted?")
 
+    def _start_motion(self) -> None:
+        """The load was at rest and is not any more: remember its weight and when it began to move."""
+        self._premotion_net_g = self._last_rest_net_g
+        self._motion_start_n = self.samples
+        self.settled = False
+
     def _reset_window(self) -> None:
         if self.settled:
-            self._premotion_net_g = self._last_rest_net_g
+            self._start_motion()
         self.settled = False
         self._window.clear()
         self._window_sum = 0.0
@@ -268,8 +275,13 @@ class BinPipeline:
         before = self._premotion_net_g
         moved_g = math.inf if before is None else abs(net_g - before)
         self._premotion_net_g = None
+        # The span of the movement, from its first moving sample to this settle: the hub matches
+        # scans to it, not to the settle alone, which lags the hand by the ring-down and the window.
+        started = self._motion_start_n
+        moving_s = 0.0 if started is None else (self.samples - started) / self.p.rate_hz
+        self._motion_start_n = None
         if self._should_publish(result, moved_g):
-            self._publish(result)
+            self._publish(result, moving_s)
 
     def _on_rest(self) -> None:
         mean_raw = self._window_sum / len(self._window)
@@ -308,13 +320,13 @@ class BinPipeline:
             return False
         return abs(result.count - last.count) >= self.p.deadband_pieces or result.uncertain != last.uncertain
 
-    def _publish(self, result: CountResult) -> None:
+    def _publish(self, result: CountResult, moving_s: float = 0.0) -> None:
         self._force_publish = False
         self._last = result
         self._since_publish_n = 0
         self._drift_g = 0.0
         self._drift_n = 0
-        self._emit(CountOutcome(self.bin, result, False))
+        self._emit(CountOutcome(self.bin, result, False, moving_s))
 
     def _track_zero(self, net_g: float) -> None:
         p = self.p

@@ -177,6 +177,13 @@ class VirtualController:
         with self._lock:
             return not self._steps and all(b.hand_g == 0 for b in self.bins)
 
+    def still(self, within_g: float) -> bool:
+        """Idle, and every bin's ring-down after the last hand has decayed below within_g."""
+        with self._lock:
+            return (not self._steps and all(b.hand_g == 0 for b in self.bins)
+                    and all(b.release_g * math.exp(-(self.t - b.release_t) / SETTLE_TAU_S) < within_g
+                            for b in self.bins))
+
     def count(self, bin_index: int) -> int:
         """How many pieces really lie in a bin."""
         return len(self.bins[bin_index].weights_g)

@@ -13,6 +13,7 @@ from typing import Any
 import contract
 from contract import DeviceChange, DeviceInfo, Event, ShelfCount, ShelfFault
 from contract.clock import now_ms
+from contract.messages import DETAIL_MAX_CHARS, MAX_MOVING_MS
 from edge.shelf.calibration import Calibration, load_calibration, save_calibration
 from edge.shelf.commands import run_command
 from edge.shelf.pipeline import BinPipeline, CountOutcome, FaultOutcome, PipelineParams
@@ -136,7 +137,7 @@ class ShelfSource:
             log.error("shelf %s: event not recorded, it breaks the contract: %s", self.name, err)
             bin_name = getattr(event, "bin", None) or self.bins()[0]
             await sink.submit(ShelfFault(seq=0, ts_ms=now_ms(), accepted_ms=0, bin=bin_name, fault="out_of_range",
-                                         detail=f"reading not reportable: {err}"[:300]))
+                                         detail=f"reading not reportable: {err}"[:DETAIL_MAX_CHARS]))
 
     # ------------------------------------------------------------------ internals
 
@@ -155,14 +156,14 @@ class ShelfSource:
             r = item.result
             return ShelfCount(seq=0, ts_ms=ts, accepted_ms=0, bin=item.bin, count=r.count, quotient=r.quotient,
                               weight_g=r.weight_g, confidence=r.confidence, uncertain=r.uncertain,
-                              heartbeat=item.heartbeat)
+                              heartbeat=item.heartbeat, moving_ms=min(MAX_MOVING_MS, round(item.moving_s * 1000)))
         if isinstance(item, FaultOutcome):
-            return ShelfFault(seq=0, ts_ms=ts, accepted_ms=0, bin=item.bin, fault=item.fault, detail=item.detail[:300],
+            return ShelfFault(seq=0, ts_ms=ts, accepted_ms=0, bin=item.bin, fault=item.fault, detail=item.detail[:DETAIL_MAX_CHARS],
                               active=item.active)
         if isinstance(item, PortChange):
             self.tried_open.set()
             return DeviceChange(seq=0, ts_ms=ts, accepted_ms=0, device=self.name, device_kind="shelf_controller",
-                                present=item.present, path=self.port, detail=item.detail[:300])
+                                present=item.present, path=self.port, detail=item.detail[:DETAIL_MAX_CHARS])
         return None
 
     async def settled_raw(self, pipe: BinPipeline) -> float | None:

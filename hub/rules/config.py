@@ -23,6 +23,8 @@ class RulesConfig:
     order_cycle_days: float = 14.0
     cash_floor: float = 0.0
     stale_node_s: int = 900
+    # Locations whose stock cannot be picked (stock.unavailable_locations): not available stock.
+    unavailable_locations: tuple[str, ...] = ("QUARANTINE",)
     demand: DemandParams = field(default_factory=DemandParams)
     lead_time: LeadTimeParams = field(default_factory=LeadTimeParams)
     feedback: FeedbackParams = field(default_factory=FeedbackParams)
@@ -50,12 +52,12 @@ class CentralConfig:
 
 
 def rules_config_from(raw: dict[str, Any]) -> RulesConfig:
-    """Build from resolved hub settings (keys `rules.*`)."""
+    """Build from resolved hub settings (keys `rules.*`, and `stock.unavailable_locations`)."""
     return RulesConfig(
         db_path=Path(raw["rules.db_path"]) if raw["rules.db_path"] else None,
         enabled=raw["rules.enabled"], service_level=raw["rules.service_level"],
         order_cycle_days=raw["rules.order_cycle_days"], cash_floor=raw["rules.cash_floor"],
-        stale_node_s=raw["rules.stale_node_s"],
+        stale_node_s=raw["rules.stale_node_s"], unavailable_locations=tuple(raw["stock.unavailable_locations"]),
         demand=DemandParams(alpha_size=raw["rules.demand_alpha"], alpha_prob=raw["rules.demand_alpha"],
                             alpha_error=raw["rules.demand_alpha"]),
         feedback=FeedbackParams(step=raw["rules.feedback_step"], min_factor=raw["rules.feedback_min_factor"],

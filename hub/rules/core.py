@@ -24,7 +24,7 @@ from hub.rules import cash as cash_rule
 from hub.rules import demand as demand_rule
 from hub.rules import feedback as feedback_rule
 from hub.rules import leadtime as leadtime_rule
-from hub.rules import outbox, reorder, views
+from hub.rules import outbox, reorder
 from hub.rules import receipts as receipts_rule
 from hub.rules import stock as stock_rule
 from hub.rules import supplier as supplier_rule
@@ -488,7 +488,8 @@ class RulesCore:
 
     def sku_stock(self, sku: str) -> stock_rule.SkuStock:
         """The SKU across the site's locations: available stock, negative balances, bins to refill."""
-        return stock_rule.judge(sku, self._by_sku.get(sku, {}), self.pick_faces.get(sku, set()))
+        return stock_rule.judge(sku, self._by_sku.get(sku, {}), self.pick_faces.get(sku, set()),
+                                self.config.unavailable_locations)
 
     def plan(self, sku: str) -> SkuPlan:
         """The formula's view of a SKU now (pure read of the state)."""
@@ -869,28 +870,3 @@ class RulesCore:
         mine = self._discrepancies_by_sku(discrepancies)  # grouped once, not scanned again for every SKU
         return [self.constraint_of(sku, *node_health.get(sku, ((), ())), discrepancies=mine.get(sku, ()))
                 for sku in sorted(self.all_skus())]
-
-    # ================================================================ views, for callers that hold a core
-
-    # The pages and the API read hub/rules/views.py; these few stay here so that a test or a
-    # simulation driving a core directly reads the same views without another import.
-
-    def proposal_rows(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """views.proposal_rows."""
-        return views.proposal_rows(self, status, limit)
-
-    def decision_rows(self, sku: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """views.decision_rows."""
-        return views.decision_rows(self, sku, limit)
-
-    def purchase_order_rows(self, status: str | None = None) -> list[dict[str, Any]]:
-        """views.purchase_order_rows."""
-        return views.purchase_order_rows(self, status)
-
-    def low_stock(self) -> list[dict[str, Any]]:
-        """views.low_stock."""
-        return views.low_stock(self)
-
-    def replenishments(self) -> list[dict[str, Any]]:
-        """views.replenishments."""
-        return views.replenishments(self)

@@ -6,6 +6,11 @@ picked from) at zero while the SKU sits at DOCK or in reserve is a *replenishmen
 any. A negative balance is not stock: the ledger's record at that location is wrong (the
 hub raises a discrepancy for it), so it counts as zero for availability, neither hiding
 stock held elsewhere nor adding to it, and it is listed beside the figure so the page says so.
+
+Stock at an *unavailable* location (`stock.unavailable_locations`, QUARANTINE by default:
+customer returns waiting for inspection) is on the ledger but cannot be picked or sold: it
+is not available stock, so it neither stops a stockout nor a reorder, nor is it a source to
+refill a pick face from. It is listed (`held`) so the page can say where it sits.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ class SkuStock:
     """A SKU across the site's locations, from the ledger's balances."""
 
     sku: str
-    available: int  # the sum of the positive balances: stock a worker can find somewhere
+    available: int  # the sum of the positive balances at available locations: stock a worker can pick
     negative: tuple[tuple[str, int], ...]  # (location, qty) below zero: not counted, flagged as discrepancies
     replenish: tuple[Replenishment, ...]
     stocked: bool  # the ledger has a balance for it at some location (the stock table lists it)
+    held: tuple[tuple[str, int], ...] = ()  # (location, qty) in stock at unavailable locations: not counted
 
     @property
     def out_of_stock(self) -> bool:
@@ -48,19 +54,23 @@ class SkuStock:
 
     @property
     def not_counted(self) -> str:
-        """', not counting B-01-1 at -37' when a balance is negative, else ''."""
-        if not self.negative:
-            return ""
-        return ", not counting " + ", ".join(f"{loc} at {qty}" for loc, qty in self.negative)
+        """', not counting B-01-1 at -37, QUARANTINE (12, not available)' when some stock is not counted, else ''."""
+        parts = [f"{loc} at {qty}" for loc, qty in self.negative]
+        parts += [f"{loc} ({qty}, not available)" for loc, qty in self.held]
+        return ", not counting " + ", ".join(parts) if parts else ""
 
 
-def judge(sku: str, balances: Mapping[str, int], pick_faces: Collection[str]) -> SkuStock:
-    """The SKU's stock from its balance per location and the locations it is picked from."""
-    available = sum(q for q in balances.values() if q > 0)
+def judge(sku: str, balances: Mapping[str, int], pick_faces: Collection[str],
+          unavailable: Collection[str] = ()) -> SkuStock:
+    """The SKU's stock from its balance per location, the locations it is picked from and those
+    whose stock cannot be picked (quarantine)."""
+    usable = {loc: q for loc, q in balances.items() if loc not in unavailable}
+    available = sum(q for q in usable.values() if q > 0)
     negative = tuple(sorted((loc, q) for loc, q in balances.items() if q < 0))
+    held = tuple(sorted((loc, q) for loc, q in balances.items() if q > 0 and loc in unavailable))
     # Refill from reserve or the dock before robbing another pick face; the fullest first.
-    sources = tuple(sorted(((loc, q) for loc, q in balances.items() if q > 0),
+    sources = tuple(sorted(((loc, q) for loc, q in usable.items() if q > 0),
                            key=lambda lq: (lq[0] in pick_faces, -lq[1], lq[0])))
-    replenish = tuple(Replenishment(sku, loc, q, sources) for loc, q in sorted(balances.items())
+    replenish = tuple(Replenishment(sku, loc, q, sources) for loc, q in sorted(usable.items())
                       if q <= 0 and loc in pick_faces and sources)
-    return SkuStock(sku, available, negative, replenish, bool(balances))
+    return SkuStock(sku, available, negative, replenish, bool(balances), held)

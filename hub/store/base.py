@@ -413,8 +413,8 @@ class Store(Protocol):
         """Open discrepancies counted by kind, and when the oldest of them was opened (ms; None if none)."""
         ...
 
-    def open_discrepancy_ids(self) -> list[tuple[int, str]]:
-        """(id, bin) of every open discrepancy, for the writer's in-memory index."""
+    def open_discrepancy_ids(self) -> list[tuple[int, str, str | None]]:
+        """(id, bin, SKU) of every open discrepancy, for the writer's in-memory index."""
         ...
 
     def reconcile_states(self) -> dict[str, str]:

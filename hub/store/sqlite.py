@@ -413,9 +413,9 @@ class SqlStore:
         oldest = min((int(r[2]) for r in rows), default=None)
         return {str(kind): int(n) for kind, n, _ in rows}, oldest
 
-    def open_discrepancy_ids(self) -> list[tuple[int, str]]:
-        return [(int(i), str(b)) for i, b in self._reader().execute(
-            "SELECT id, bin FROM discrepancies WHERE status='open' ORDER BY id")]
+    def open_discrepancy_ids(self) -> list[tuple[int, str, str | None]]:
+        return [(int(i), str(b), s) for i, b, s in self._reader().execute(
+            "SELECT id, bin, sku FROM discrepancies WHERE status='open' ORDER BY id")]
 
     def reconcile_states(self) -> dict[str, str]:
         return dict(self._reader().execute("SELECT bin, state FROM reconcile_state").fetchall())

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from contract._fields import NAME_RE
 from contract.messages import LOCATION_RE, SKU_RE
+from hub.service import HubService
 from hub.store.base import RECOUNT_REQUESTED, SCAN_OUTCOMES
 from hub.web import data
 from hub.web.auth import identity_of, requires
@@ -87,19 +88,18 @@ async def location_stock(request: web.Request) -> web.Response:
 
 async def sku_movements(request: web.Request) -> web.Response:
     """A SKU's movements, newest first, paged with before_id."""
-    sku = _name_arg(request.match_info["sku"], "sku", SKU_RE)
-    limit = _int_arg(request, "limit", 100, 1, 1000)
-    before = _int_arg(request, "before_id", 0, 0, 2**62) or None
-    rows = await asyncio.to_thread(request.app[SERVICE].store.movements, sku, None, limit, before)
-    return web.json_response(_page(rows, limit))
+    return await _movements(request, sku=_name_arg(request.match_info["sku"], "sku", SKU_RE))
 
 
 async def location_movements(request: web.Request) -> web.Response:
     """A bin's movements, newest first, paged with before_id."""
-    location = _name_arg(request.match_info["location"], "location", LOCATION_RE)
+    return await _movements(request, location=_name_arg(request.match_info["location"], "location", LOCATION_RE))
+
+
+async def _movements(request: web.Request, sku: str | None = None, location: str | None = None) -> web.Response:
     limit = _int_arg(request, "limit", 100, 1, 1000)
     before = _int_arg(request, "before_id", 0, 0, 2**62) or None
-    rows = await asyncio.to_thread(request.app[SERVICE].store.movements, None, location, limit, before)
+    rows = await asyncio.to_thread(request.app[SERVICE].store.movements, sku, location, limit, before)
     return web.json_response(_page(rows, limit))
 
 
@@ -136,13 +136,8 @@ async def resolve_discrepancy(request: web.Request) -> web.Response:
     note = body.get("note") if isinstance(body, dict) else None
     if note is not None and not isinstance(note, str):
         raise web.HTTPBadRequest(reason="'note' must be a string")
-    found = await asyncio.to_thread(service.store.discrepancies, None, None, 1, ident + 1)
-    if not found or found[0].id != ident:
-        raise web.HTTPNotFound(reason=f"no discrepancy {ident}")
-    if found[0].status != "open":
-        raise web.HTTPConflict(reason=f"discrepancy {ident} is already closed")
-    who = identity_of(request)
-    text = f"resolved by {who.name if who else 'a user'}" + (f": {note[:300]}" if note else "")
+    await _require_open(service, ident)
+    text = f"resolved by {_actor_name(request)}" + (f": {note[:300]}" if note else "")
     await asyncio.wrap_future(service.ingest.discrepancies.close(ident, text))
     return web.json_response({"ok": True, "id": ident, "status": "closed", "close_note": text})
 
@@ -152,13 +147,8 @@ async def recount_discrepancy(request: web.Request) -> web.Response:
     """Ask for a recount of an open discrepancy: records who asked and when; a count scan closes it."""
     service = request.app[SERVICE]
     ident = _int_arg_path(request, "id")
-    found = await asyncio.to_thread(service.store.discrepancies, None, None, 1, ident + 1)
-    if not found or found[0].id != ident:
-        raise web.HTTPNotFound(reason=f"no discrepancy {ident}")
-    if found[0].status != "open":
-        raise web.HTTPConflict(reason=f"discrepancy {ident} is already closed")
-    who = identity_of(request)
-    name = who.name if who else "a user"
+    await _require_open(service, ident)
+    name = _actor_name(request)
     requested_ms = await asyncio.wrap_future(service.ingest.discrepancies.request_recount(ident, name))
     return web.json_response({"ok": True, "id": ident, "status": "open", "state": RECOUNT_REQUESTED,
                               "recount_requested_by": name, "recount_requested_ms": requested_ms})
@@ -173,8 +163,7 @@ async def apply_discrepancy_fix(request: web.Request) -> web.Response:
     note = body.get("note", "")
     if not isinstance(note, str):
         raise web.HTTPBadRequest(reason="'note' must be a string")
-    who = identity_of(request)
-    name = who.name if who else "a user"
+    name = _actor_name(request)
     try:
         changes = await asyncio.wrap_future(service.ingest.discrepancies.apply_fix(ident, name, note.strip()[:300]))
     except LookupError:
@@ -189,6 +178,21 @@ async def apply_discrepancy_fix(request: web.Request) -> web.Response:
 async def shelf_faults(request: web.Request) -> web.Response:
     """Every shelf fault active now, per bin: kind, since when, the edge's detail, and a short meaning."""
     return web.json_response({"ok": True, **await data.shelf_faults(request.app[SERVICE])})
+
+
+async def _require_open(service: HubService, ident: int) -> None:
+    """404 unless discrepancy `ident` exists, 409 unless it is still open."""
+    found = await asyncio.to_thread(service.store.discrepancies, None, None, 1, ident + 1)
+    if not found or found[0].id != ident:
+        raise web.HTTPNotFound(reason=f"no discrepancy {ident}")
+    if found[0].status != "open":
+        raise web.HTTPConflict(reason=f"discrepancy {ident} is already closed")
+
+
+def _actor_name(request: web.Request) -> str:
+    """Who is asking, as a decision records it."""
+    who = identity_of(request)
+    return who.name if who else "a user"
 
 
 def _int_arg_path(request: web.Request, name: str) -> int:

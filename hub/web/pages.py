@@ -80,6 +80,7 @@ async def render_stock_page(request: web.Request, status: int = 200, location: s
     page = _page_arg(request)
     # Ask for one row more than shown: tells us whether there is a next page without COUNT(*).
     rows = await asyncio.to_thread(_stock_rows, service.store, q, location, PAGE_ROWS + 1, (page - 1) * PAGE_ROWS)
+    _mark_unavailable(service, rows)
     has_next = len(rows) > PAGE_ROWS
     params = {k: v for k, v in (("q", q), ("location", location)) if v}
 
@@ -89,6 +90,7 @@ async def render_stock_page(request: web.Request, status: int = 200, location: s
     return render(request, "stock.html", status=status, rows=rows[:PAGE_ROWS], q=q, location=location, page=page,
                   prev_href=link(page - 1) if page > 1 else "", next_href=link(page + 1) if has_next else "",
                   live_insert=page == 1 and not q and not location, adjust=adjust_form(request, adjust),
+                  unavailable=list(service.config.rules.unavailable_locations),
                   location_ok=bool(location) and bool(LOCATION_RE.fullmatch(location)))
 
 
@@ -103,6 +105,14 @@ def _stock_rows(store: Any, q: str, location: str, limit: int, offset: int) -> l
         found = store.stock(q, limit, offset)
     rows = [{"sku": b.sku, "location": b.location, "qty": b.qty, "updated_ms": b.updated_ms} for b in found]
     return _flag_negatives(store, rows)
+
+
+def _mark_unavailable(service: Any, rows: list[dict[str, Any]]) -> None:
+    """Mark rows at a location whose stock cannot be picked (stock.unavailable_locations): the
+    page shows that stock, but the stock signals do not count it (hub/rules/stock.py)."""
+    unavailable = service.config.rules.unavailable_locations
+    for r in rows:
+        r["unavailable"] = r["location"] in unavailable
 
 
 def _flag_negatives(store: Any, rows: list[dict[str, Any]], sku: str | None = None) -> list[dict[str, Any]]:
@@ -129,6 +139,7 @@ async def render_sku_page(request: web.Request, sku: str, status: int = 200,
     """One SKU: stock over time, by location, reorder parameters, suppliers, movements with who and why."""
     service = request.app[SERVICE]
     balances, movements = await asyncio.to_thread(_sku_data, service.store, sku)
+    _mark_unavailable(service, balances)
     total = sum(b["qty"] for b in balances)
     series: list[tuple[int, float]] = []
     level = total

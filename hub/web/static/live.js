@@ -107,6 +107,11 @@
     const q = document.createElement("td"); q.className = "num";
     const n = document.createElement("span"); n.className = `qty${qty <= 0 ? " bad" : ""}`; n.textContent = String(qty);
     q.append(n); markNegative(n, qty);
+    // Stock at a location the hub does not count as available (quarantine) says so, as the server renders it.
+    if (JSON.parse(body.parentElement.dataset.unavailable || "[]").includes(location)) {
+      const na = document.createElement("span"); na.className = "warn unavailable"; na.textContent = "not available";
+      na.title = "stock.unavailable_locations: not counted as available stock"; q.append(" ", na);
+    }
     const u = document.createElement("td"); u.className = "upd"; u.textContent = new Date().toISOString().slice(0, 19).replace("T", " ");
     tr.append(q, u);
     tr.classList.add("flash");
