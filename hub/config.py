@@ -8,6 +8,8 @@ from typing import Any
 
 from contract import check_name
 from contract.messages import LOCATION_RE
+from hub.alerts.config import ALERT_SETTINGS, AlertsConfig, alerts_config_from
+from hub.alerts.config import ARRAY_TABLES as ALERT_ARRAY_TABLES
 from hub.db import AUTH, LEDGER, RULES, DbTarget
 from hub.rules.config import (
     CentralConfig,
@@ -132,7 +134,9 @@ HUB_SETTINGS: list[Setting] = [
     Setting("integrations.home_assistant", bool, False,
             "announce a Home Assistant MQTT discovery sensor per bin and SKU (retained config topics)"),
     Setting("integrations.home_assistant_prefix", str, "homeassistant", "Home Assistant's discovery prefix"),
+    *ALERT_SETTINGS,  # alerts.* (hub/alerts/config.py)
 ]
+HUB_ARRAY_TABLES = {**ALERT_ARRAY_TABLES}  # [[alert_rule]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +186,7 @@ class HubConfig:
     rules: RulesConfig = RulesConfig()
     central: CentralConfig = CentralConfig()
     integrations: IntegrationsConfig = IntegrationsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     store_url: str = ""  # "": SQLite files; else the PostgreSQL database of every store
 
     def db_target(self, store: str) -> DbTarget:
@@ -200,7 +205,7 @@ class HubConfig:
 
 def load_hub_config(path: str | Path) -> HubConfig:
     """Load and validate a hub config file; raises settings.ConfigError with one line."""
-    return hub_config_from(load_file(path, HUB_SETTINGS, ENV_PREFIX), str(path))
+    return hub_config_from(load_file(path, HUB_SETTINGS, ENV_PREFIX, HUB_ARRAY_TABLES), str(path))
 
 
 def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
@@ -230,4 +235,5 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                          publish_state=raw["integrations.publish_state"],
                          min_interval_ms=raw["integrations.min_interval_ms"],
                          home_assistant=raw["integrations.home_assistant"],
-                         home_assistant_prefix=raw["integrations.home_assistant_prefix"]))
+                         home_assistant_prefix=raw["integrations.home_assistant_prefix"]),
+                     alerts=alerts_config_from(raw, source or "hub config"))

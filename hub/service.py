@@ -8,6 +8,9 @@ import logging
 from typing import Any
 
 from contract.clock import now_ms
+from contract.outbound import HubAlert
+from hub.alerts import sources as alert_sources
+from hub.alerts.service import AlertsService
 from hub.catalog import node_configs
 from hub.commit import CommitResult
 from hub.config import HubConfig
@@ -21,6 +24,7 @@ from hub.plausibility import PlausibilitySettings
 from hub.purchasing.sync import PurchasingSync
 from hub.rules.clock import system_clock
 from hub.rules.core import RulesCore
+from hub.rules.decisions import Decision
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
 from hub.store import SqlStore, Store
@@ -57,6 +61,12 @@ class HubService:
         # stock state on MQTT for other consumers (dashboards, Node-RED, andon lights)
         self.consumer_feed = ConsumerFeed(config.site, config.integrations, self.store, self.rules,
                                           self.link.publish, self._nodes_online)
+        # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions
+        self.alerts = AlertsService(config.alerts, config.site, config.db_path)
+        self.consumer_feed.alert_listeners.append(self._on_hub_alert)
+        self.consumer_feed.alerts_wanted = lambda: self.alerts.has_rules
+        if self.rules is not None:
+            self.rules.core.decision_listeners.append(self._on_decisions_thread)
         self._tasks: list[asyncio.Task[Any]] = []
 
     def _publish_ack(self, ack: Any) -> None:
@@ -69,6 +79,18 @@ class HubService:
         # Runs on the writer thread: hop to the loop, never touch loop objects here.
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_commit, result)
+
+    def _on_hub_alert(self, alert: HubAlert) -> None:
+        event = alert_sources.from_hub_alert(alert)
+        if event is not None:
+            self.alerts.on_event(event)
+
+    def _on_decisions_thread(self, decisions: list[Decision]) -> None:
+        # Runs on the rules engine thread after its transaction committed: hop to the loop.
+        events = alert_sources.from_decisions(decisions)
+        if events and self._loop is not None and not self._loop.is_closed():
+            for event in events:
+                self._loop.call_soon_threadsafe(self.alerts.on_event, event)
 
     def _nodes_online(self) -> dict[str, bool]:
         return {row.node: row.online for row in self.store.nodes()}
@@ -152,6 +174,8 @@ class HubService:
             self.rules.start()
         if self.purchasing is not None:
             self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
+        await asyncio.to_thread(self.alerts.load_config_rules)
+        self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
         self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
@@ -167,5 +191,6 @@ class HubService:
         await asyncio.to_thread(self.ingest.stop)
         if self.rules is not None:
             await asyncio.to_thread(self.rules.stop)
+        self.alerts.close()
         self.store.close()
         log.info("hub stopped")

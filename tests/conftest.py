@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from hub.mosquitto import HUB_USER, PrivateBroker
-from tests.support import PG_ADMIN_URL, Browser, DemoShift, chromium, extra_databases, use_store_url
+from tests.support import (PG_ADMIN_URL, Browser, DemoShift, SmtpServer, WebhookReceiver, chromium, extra_databases,
+                           use_store_url)
 
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 
@@ -130,3 +131,20 @@ async def browser() -> AsyncIterator[Browser]:
     """A headless Chromium for one test (the browser tests carry support.BROWSER_MARKS)."""
     async with chromium() as launched:
         yield launched
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path) -> Iterator[SmtpServer]:
+    """A real SMTP server requiring STARTTLS (a test CA's certificate) and AUTH."""
+    server = SmtpServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    """A real HTTP webhook receiver, not yet started (a test may start it late to show retries)."""
+    receiver = WebhookReceiver()
+    yield receiver
+    await receiver.stop()

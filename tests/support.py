@@ -46,7 +46,7 @@ from edge.sink import OutboxSink
 from edge.state import EdgeState
 from hub.catalog import parse_catalog_csv
 from hub.commit import CommitResult
-from hub.config import HUB_SETTINGS, HubConfig, hub_config_from
+from hub.config import HUB_ARRAY_TABLES, HUB_SETTINGS, HubConfig, hub_config_from
 from hub.db import AUTH, LEDGER, RULES, DbTarget
 from hub.ingest import Ingest
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
@@ -144,7 +144,7 @@ def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra:
            "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}, **extra}
     if _store_url:
         doc["store"] = {"url": _url_for(tmp_path / "hub")}
-    return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}))
+    return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}, array_tables=HUB_ARRAY_TABLES))
 
 
 def hub_toml(broker: PrivateBroker, tmp_path: Path, http_port: int, site: str = SITE) -> Path:
@@ -986,3 +986,146 @@ async def log_in(browser: Browser, base: str, username: str, password: str) -> P
     await page.get_by_role("button", name="Log in").click()
     await expect(page.locator("#live")).to_have_text("live")
     return page
+
+
+@dataclass
+class ReceivedMail:
+    """One message the test SMTP server accepted, with how the session was made."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    tls: bool  # the session ran over TLS (STARTTLS, or implicit TLS)
+    login: str | None  # the AUTH user, None without AUTH
+
+
+class SmtpServer:
+    """A real SMTP server (aiosmtpd, its own thread) that requires STARTTLS and AUTH.
+
+    Its certificate is issued in the test by a throwaway CA (trustme); `ca_file` is that CA
+    for the client to trust. `refuse_rcpt` makes it refuse every recipient (550). `security`
+    "tls" serves implicit TLS (port 465 style) instead; "plain" offers no TLS at all (a server
+    a careful client must refuse).
+    """
+
+    def __init__(self, tmp_path: Path, username: str = "alerts", password: str | None = None,
+                 security: str = "starttls") -> None:
+        import ssl
+
+        import trustme
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        self.username, self.password = username, password or secrets.token_hex(8)
+        self.received: list[ReceivedMail] = []
+        self.refuse_rcpt = False
+        ca = trustme.CA()
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.ca_file = tmp_path / "smtp-ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
+        server = self
+
+        def authenticate(_smtp: Any, session: Any, _envelope: Any, _mechanism: str, data: Any) -> Any:
+            ok = (isinstance(data, LoginPassword) and data.login.decode() == server.username
+                  and data.password.decode() == server.password)
+            # handled=False: aiosmtpd itself answers 535 to a wrong login
+            return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+
+        class Handler:
+            async def handle_RCPT(self, _smtp: Any, _session: Any, envelope: Any, address: str,
+                                  _options: Any) -> str:
+                if server.refuse_rcpt:
+                    return f"550 5.1.1 <{address}>: mailbox unavailable"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
+                # TLS as the socket has it (after STARTTLS, or from the start with implicit TLS)
+                tls = smtp.transport.get_extra_info("ssl_object") is not None
+                server.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
+                                                    tls,
+                                                    session.auth_data.login.decode() if session.auth_data else None))
+                return "250 Message accepted"
+
+        self.port = free_port()
+        self.security = security
+        modes: dict[str, dict[str, Any]] = {
+            "starttls": {"tls_context": tls, "require_starttls": True, "auth_require_tls": True},
+            # aiosmtpd counts only STARTTLS as TLS for AUTH; with implicit TLS the socket is TLS throughout.
+            "tls": {"ssl_context": tls, "auth_require_tls": False},
+            "plain": {"auth_require_tls": False},
+        }
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, authenticator=authenticate,
+                                      auth_required=True, **modes[security])
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def settings(self, sender: str = "stock-hub@example.com") -> dict[str, Any]:
+        """The hub's [alerts] settings that send through this server."""
+        return {"smtp_host": "127.0.0.1", "smtp_port": self.port,
+                "smtp_security": "tls" if self.security == "tls" else "starttls",
+                "smtp_username": self.username, "smtp_password": self.password, "smtp_from": sender,
+                "smtp_ca_file": str(self.ca_file)}
+
+
+@dataclass
+class ReceivedHook:
+    """One webhook POST the receiver accepted after checking its signature."""
+
+    msg_id: str
+    payload: dict[str, Any]
+
+
+class WebhookReceiver:
+    """A real HTTP receiver (aiohttp, on the test's loop) that checks Standard Webhooks signatures
+    with the reference library and can be stopped and started again on the same port.
+
+    A bad signature is answered 401 and recorded in `bad`; `answer` sets the status of the next
+    answers (e.g. 503) without accepting.
+    """
+
+    def __init__(self, secret: str | None = None) -> None:
+        from hub.alerts.signing import new_secret
+
+        self.secret = secret or new_secret()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.received: list[ReceivedHook] = []
+        self.bad: list[str] = []
+        self.answer = 200
+        self._runner: web.AppRunner | None = None
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+        from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+        body = await request.read()
+        try:
+            payload = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError as err:
+            self.bad.append(str(err))
+            return web.Response(status=401, text=f"bad signature: {err}")
+        if self.answer != 200:
+            return web.Response(status=self.answer, text="not now")
+        self.received.append(ReceivedHook(request.headers["webhook-id"], payload))
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

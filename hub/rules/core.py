@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -93,6 +93,10 @@ class RulesCore:
         self._dirty: set[str] = set()
         self._receipts: list[tuple[str, str, str, dict[str, Any], int]] = []  # for the outbox, this commit
         self.outbox = db.outbox  # purchasing's sync reads and marks it through here (engine thread)
+        # Told of each transaction's decisions after it commits (on the engine thread; must not block):
+        # the alerts take demotions and waiting proposals from here (hub/alerts/sources.py).
+        self.decision_listeners: list[Callable[[list[Decision]], None]] = []
+        self._logged: list[Decision] = []
         self._load()
 
     # ================================================================ persistence
@@ -125,12 +129,25 @@ class RulesCore:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        with self.db.tx():
-            yield
-            now = self.clock()
-            for key in self._dirty:  # learned state is written once per transaction (batch)
-                self.db.put_learned(key, self._learned_body(key), now)
-            self._dirty.clear()
+        outer = not self.db.in_tx
+        try:
+            with self.db.tx():
+                yield
+                now = self.clock()
+                for key in self._dirty:  # learned state is written once per transaction (batch)
+                    self.db.put_learned(key, self._learned_body(key), now)
+                self._dirty.clear()
+        except BaseException:
+            if outer:
+                self._logged.clear()  # rolled back: those decisions never happened
+            raise
+        if outer and self._logged:
+            logged, self._logged = self._logged, []
+            for listener in self.decision_listeners:
+                try:
+                    listener(logged)
+                except Exception:  # a listener's failure must not undo or stop the rules
+                    log.exception("decision listener %r failed", listener)
 
     def _learned_body(self, key: str) -> dict[str, Any]:
         kind, _, rest = key.partition(":")
@@ -157,6 +174,7 @@ class RulesCore:
 
     def _log(self, d: Decision) -> None:
         self.db.log_decision(d)
+        self._logged.append(d)
         log.info("rule %s for %s: %s", d.rule, d.sku, d.sentence)
 
     # ================================================================ inputs: the ledger stream

@@ -39,6 +39,11 @@ class RulesDb:
         self._depth = 0
         self.outbox = Outbox(self.conn, self.tx)  # the table purchasing's sync works through
 
+    @property
+    def in_tx(self) -> bool:
+        """Inside a write transaction (an inner `tx()` would join it)."""
+        return self._depth > 0
+
     @contextmanager
     def tx(self) -> Iterator[Connection]:
         """A write transaction; inner uses join the outer one."""
