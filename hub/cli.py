@@ -36,6 +36,8 @@ async def _serve(config_path: str) -> int:
     watchdog.register("ingest")
     watchdog.register("event-loop")
     service.ingest.writer.heartbeat = lambda: watchdog.beat("ingest")
+    # A standby hub's ingest does not run: its wait for the active-hub lock beats in its place.
+    service.leadership.heartbeat = lambda: watchdog.beat("ingest")
     runner = web.AppRunner(make_app(service), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http_host, config.http_port)
@@ -49,14 +51,18 @@ async def _serve(config_path: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping on signal")
+    stopped, lost = asyncio.create_task(stop.wait()), asyncio.create_task(service.lost_leadership.wait())
+    await asyncio.wait((stopped, lost), return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    lost.cancel()
+    log.info("stopping: %s", "lost the active-hub lock" if service.lost_leadership.is_set() else "on signal")
     notifier.stopping()
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     await runner.cleanup()
-    return 0
+    # non-zero after a lost lock: systemd (Restart=on-failure) starts this hub again, as a standby
+    return 1 if service.lost_leadership.is_set() else 0
 
 
 async def _beat_event_loop(watchdog: Watchdog) -> None:

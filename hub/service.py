@@ -18,6 +18,7 @@ from hub.consumer_feed import ConsumerFeed
 from hub.db import LEDGER, RULES
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import Ingest
+from hub.leadership import Leadership
 from hub.link import HubLink
 from hub.live import LiveFeed
 from hub.plausibility import PlausibilitySettings
@@ -68,6 +69,10 @@ class HubService:
         if self.rules is not None:
             self.rules.core.decision_listeners.append(self._on_decisions_thread)
         self._tasks: list[asyncio.Task[Any]] = []
+        # Two hubs on one PostgreSQL database: only the lock holder ingests (hub/leadership.py)
+        self.leadership = Leadership(config.store_url)
+        self.lost_leadership = asyncio.Event()  # set when this hub was active and lost the lock: exit
+        self._active_started = False
 
     def _publish_ack(self, ack: Any) -> None:
         self.link.publish_ack(ack)
@@ -169,28 +174,50 @@ class HubService:
             await asyncio.sleep(CONFIG_POLL_S)
 
     async def start(self) -> None:
+        """Start the pages' feed, then everything else once this hub is the active one (at once on SQLite)."""
         self._loop = asyncio.get_running_loop()
+        self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
+        if not self.leadership.shared:
+            await self._start_active()
+        else:
+            self._tasks.append(asyncio.create_task(self._lead(), name="leadership"))
+        log.info("hub for site %s started (%s): ledger %s", self.config.site, self.leadership.role,
+                 self.config.db_target(LEDGER).describe())
+
+    async def _lead(self) -> None:
+        """Standby until the lock is ours; then active until it is lost, which ends this process."""
+        await self.leadership.wait_active()
+        await self._start_active()
+        await self.leadership.hold()
+        # Stop acting at once (no more acks, commands or orders); the process then exits and its
+        # supervisor starts it again as a standby.
+        await asyncio.to_thread(self.link.stop)
+        self.lost_leadership.set()
+
+    async def _start_active(self) -> None:
+        """Ingest, acks, rules, purchasing sync, alerts and the MQTT link: only on the active hub."""
+        self._active_started = True
         if self.rules is not None:
             self.rules.start()
         if self.purchasing is not None:
             self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
         await asyncio.to_thread(self.alerts.load_config_rules)
         self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
-        self.ingest.start()
-        self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
+        await asyncio.to_thread(self.ingest.start)
         self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
         self.link.start()
-        log.info("hub for site %s started: ledger %s", self.config.site, self.config.db_target(LEDGER).describe())
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(self.link.stop)
-        await asyncio.to_thread(self.ingest.stop)
-        if self.rules is not None:
-            await asyncio.to_thread(self.rules.stop)
+        if self._active_started:
+            await asyncio.to_thread(self.link.stop)
+            await asyncio.to_thread(self.ingest.stop)
+            if self.rules is not None:
+                await asyncio.to_thread(self.rules.stop)
         self.alerts.close()
+        await asyncio.to_thread(self.leadership.close)
         self.store.close()
         log.info("hub stopped")

@@ -59,11 +59,32 @@ async def error_middleware(request: web.Request,
         return error_json(500, "internal error; see the hub log")
 
 
+# Changes a standby hub still takes: signing in and out (sessions live in the shared database).
+STANDBY_ALLOWED = frozenset({"/login", "/logout", "/account/password"})
+
+
+@web.middleware
+async def standby_middleware(request: web.Request,
+                             handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """A standby hub serves pages and reads; it refuses changes with a reason (docs/deployment.md)."""
+    if (request.method not in ("GET", "HEAD", "OPTIONS") and request.path not in STANDBY_ALLOWED
+            and not request.app[SERVICE].leadership.active):
+        return error_json(503, "this hub is the standby (read-only): make the change on the active hub; "
+                               "this one takes over by itself if the active hub stops")
+    return await handler(request)
+
+
 @public
 async def healthz(request: web.Request) -> web.Response:
+    """200 when this hub does its job: the active one ingests and reaches the broker; a standby waits."""
     service = request.app[SERVICE]
-    ok = service.ingest.last_tick > 0 and service.link.connected.is_set()
-    body = {"ok": ok, "broker_connected": service.link.connected.is_set(), "ingest_queue": service.ingest.queue_depth,
+    role = service.leadership.role
+    if service.leadership.active:
+        ok = service.ingest.last_tick > 0 and service.link.connected.is_set()
+    else:
+        ok = True  # waiting is a standby's job; /metrics says since when
+    body = {"ok": ok, "role": role, "role_since_s": service.leadership.since_s,
+            "broker_connected": service.link.connected.is_set(), "ingest_queue": service.ingest.queue_depth,
             "committed_events": service.ingest.committed_total}
     return web.json_response(body, status=200 if ok else 503)
 
@@ -158,7 +179,7 @@ def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | N
     """The web application; with manage_service it starts and stops the hub with itself."""
     # The body check runs after the login check: nobody anonymous makes the hub parse anything.
     app = web.Application(middlewares=[error_middleware, same_origin_middleware, auth_middleware,
-                                       json_body_middleware])
+                                       standby_middleware, json_body_middleware])
     app.on_response_prepare.append(add_security_headers)
     app[SERVICE] = service
     app[AUTH] = auth or WebAuth.from_config(service.config)

@@ -91,11 +91,19 @@ class _ServiceCollector(Collector):
         self.snapshot = ScrapeSnapshot()
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._role()
         yield from self._ingest()
         yield from self._nodes(self.snapshot.nodes)
         yield from self._discrepancies()
         yield from self._purchasing()
         yield from self._alerts()
+
+    def _role(self) -> Iterator[Metric]:
+        leadership = self.service.leadership
+        yield _gauge("hub_active", "1: this hub is the active one and ingests; 0: standby (read-only, waiting)",
+                     1 if leadership.active else 0)
+        yield _gauge("hub_role_since_timestamp_seconds", "when this hub took its current role (active or standby)",
+                     leadership.since_s)
 
     def _ingest(self) -> Iterator[Metric]:
         ingest = self.service.ingest
