@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 
 from hub.mosquitto import HUB_USER, PrivateBroker
-from tests.support import (PG_ADMIN_URL, Browser, DemoShift, SmtpServer, WebhookReceiver, chromium, extra_databases,
-                           use_store_url)
+from tests.support import (
+    PG_ADMIN_URL,
+    Browser,
+    DemoShift,
+    SmtpServer,
+    WebhookReceiver,
+    chromium,
+    extra_databases,
+    use_store_url,
+)
 
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 

@@ -79,10 +79,8 @@ async def healthz(request: web.Request) -> web.Response:
     """200 when this hub does its job: the active one ingests and reaches the broker; a standby waits."""
     service = request.app[SERVICE]
     role = service.leadership.role
-    if service.leadership.active:
-        ok = service.ingest.last_tick > 0 and service.link.connected.is_set()
-    else:
-        ok = True  # waiting is a standby's job; /metrics says since when
+    # a standby's job is to wait: healthy while it does
+    ok = not service.leadership.active or (service.ingest.last_tick > 0 and service.link.connected.is_set())
     body = {"ok": ok, "role": role, "role_since_s": service.leadership.since_s,
             "broker_connected": service.link.connected.is_set(), "ingest_queue": service.ingest.queue_depth,
             "committed_events": service.ingest.committed_total}
