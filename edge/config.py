@@ -9,6 +9,7 @@ from typing import Any
 from contract import HUB_NODE, check_name
 from edge.scan.config import SCANNER_SETTINGS
 from edge.shelf.config import SHELF_SETTINGS
+from service.brokers import Broker, broker_list_problem, parse_brokers
 from settings import REQUIRED, Setting, keepalive_seconds, load_file, port_number, positive, read_secret
 
 ENV_PREFIX = "EDGE"
@@ -32,6 +33,10 @@ EDGE_SETTINGS: list[Setting] = [
     Setting("mqtt.password_file", str, "", "file holding the MQTT password, instead of mqtt.password"),
     Setting("mqtt.tls", bool, False, "connect with TLS"),
     Setting("mqtt.ca_file", str, "", "CA certificate for TLS (empty: system store)"),
+    Setting("mqtt.more_hosts", list, [],
+            "other brokers, tried in turn after mqtt.host when the one in use is gone (host or host:port, port"
+            " defaults to mqtt.port); for two servers with a broker each (docs/deployment.md)",
+            check=broker_list_problem),
     Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive (1-65535); the node is declared offline after 1.5x this",
             check=keepalive_seconds),
     Setting("outbox.path", str, "/var/lib/edge-agent/outbox.sqlite3", "SQLite outbox file"),
@@ -58,6 +63,12 @@ class MqttConfig:
     tls: bool
     ca_file: str
     keepalive_s: int
+    more_hosts: tuple[Broker, ...] = ()  # other brokers, tried in turn after host
+
+    @property
+    def brokers(self) -> tuple[Broker, ...]:
+        """Every broker, in the order tried: host first."""
+        return ((self.host, self.port), *self.more_hosts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +104,8 @@ def edge_config_from(raw: dict[str, Any], source: str) -> EdgeConfig:
         node=raw["node.name"], site=raw["node.site"],
         mqtt=MqttConfig(host=raw["mqtt.host"], port=raw["mqtt.port"],
                         username=raw["mqtt.username"] or raw["node.name"], password=password,
-                        tls=raw["mqtt.tls"], ca_file=raw["mqtt.ca_file"], keepalive_s=raw["mqtt.keepalive_s"]),
+                        tls=raw["mqtt.tls"], ca_file=raw["mqtt.ca_file"], keepalive_s=raw["mqtt.keepalive_s"],
+                        more_hosts=parse_brokers(raw["mqtt.more_hosts"], raw["mqtt.port"])),
         outbox_path=Path(raw["outbox.path"]), batch_max=raw["outbox.batch_max"],
         ack_timeout_s=raw["outbox.ack_timeout_s"], replay_batches_per_s=raw["outbox.replay_batches_per_s"],
         state_path=Path(raw["state.path"]), log_level=raw["log.level"],

@@ -49,6 +49,7 @@ from contract import (
 from contract.clock import now_ms
 from edge.config import EdgeConfig
 from edge.sink import OutboxSink
+from service.brokers import BrokerRotation
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class EdgeLink:
         self._t_reply = node_topic(site, node, Channel.CMD_REPLY)
         self._subscriptions = [node_topic(site, node, Channel.ACK), node_topic(site, node, Channel.CMD),
                                node_topic(site, node, Channel.CONFIG), hub_state_topic(site)]
+        self.brokers = BrokerRotation(config.mqtt.brokers)  # several on a two-server site
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -123,6 +125,7 @@ class EdgeLink:
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
+        self.brokers.attach(client)
         client.on_publish = self._paho_publish
         return client
 
@@ -132,8 +135,8 @@ class EdgeLink:
         self.status.acked = await self.sink.call(lambda: self.sink.outbox.acked)
         self._replay_from = self.status.acked
         self.sink.set_listener(self._on_appended)
-        cfg = self.config.mqtt
-        self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        host, port = self.brokers.current
+        self.client.connect_async(host, port, keepalive=self.config.mqtt.keepalive_s)
         self.client.loop_start()
         self._tasks.append(asyncio.create_task(self._sender(), name="edge-sender"))
 
@@ -161,10 +164,13 @@ class EdgeLink:
 
     def _paho_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                       props: Properties | None = None) -> None:
+        if rc.is_failure:
+            self.brokers.gone()
         self._hop(self._connected, rc)
 
     def _paho_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                          props: Properties | None = None) -> None:
+        self.brokers.gone()  # the next attempt goes to the next broker (when there are several)
         self._hop(self._disconnected, rc)
 
     def _paho_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -179,10 +185,10 @@ class EdgeLink:
     def _connected(self, rc: ReasonCode) -> None:
         if rc.is_failure:
             hint = " (check mqtt.username and the password)" if rc.value in (134, 135) else ""
-            log.error("broker %s:%s refused node %s: %s (%d)%s; retrying", self.config.mqtt.host,
-                      self.config.mqtt.port, self.config.node, rc, rc.value, hint)
+            log.error("broker %s refused node %s: %s (%d)%s; retrying", self.brokers.describe(),
+                      self.config.node, rc, rc.value, hint)
             return
-        log.info("connected to broker %s:%s as %s", self.config.mqtt.host, self.config.mqtt.port, self.config.node)
+        log.info("connected to broker %s as %s", self.brokers.describe(), self.config.node)
         self.status.connected = True
         self._inflight.clear()
         for topic in self._subscriptions:

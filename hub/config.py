@@ -19,6 +19,7 @@ from hub.rules.config import (
     rules_config_from,
     service_level_check,
 )
+from service.brokers import Broker, broker_list_problem, parse_brokers
 from settings import REQUIRED, Setting, keepalive_seconds, load_file, port_number, positive
 
 ENV_PREFIX = "HUB"
@@ -52,6 +53,10 @@ HUB_SETTINGS: list[Setting] = [
     Setting("mqtt.password_file", str, "", "file holding the MQTT password, instead of mqtt.password"),
     Setting("mqtt.tls", bool, False, "connect with TLS"),
     Setting("mqtt.ca_file", str, "", "CA certificate for TLS (empty: system store)"),
+    Setting("mqtt.more_hosts", list, [],
+            "other brokers, tried in turn after mqtt.host when the one in use is gone (host or host:port, port"
+            " defaults to mqtt.port); for two servers with a broker each (docs/deployment.md)",
+            check=broker_list_problem),
     Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive (1-65535; the broker may lower it); the broker drops a silent hub after 1.5x this",
             check=keepalive_seconds),
     Setting("http.host", str, "127.0.0.1", "address the web page and API listen on (0.0.0.0 for the LAN)"),
@@ -188,6 +193,12 @@ class HubConfig:
     integrations: IntegrationsConfig = IntegrationsConfig()
     alerts: AlertsConfig = AlertsConfig()
     store_url: str = ""  # "": SQLite files; else the PostgreSQL database of every store
+    mqtt_more_hosts: tuple[Broker, ...] = ()  # other brokers, tried in turn after mqtt_host
+
+    @property
+    def mqtt_brokers(self) -> tuple[Broker, ...]:
+        """Every broker, in the order tried: mqtt.host first."""
+        return ((self.mqtt_host, self.mqtt_port), *self.mqtt_more_hosts)
 
     def db_target(self, store: str) -> DbTarget:
         """Where one store (hub.db.LEDGER, RULES, AUTH) lives under this configuration."""
@@ -231,6 +242,7 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      auth_failures_per_address=raw["auth.failures_per_address"],
                      auth_failures_total=raw["auth.failures_total"],
                      rules=rules_config_from(raw), central=central_config_from(raw), store_url=raw["store.url"],
+                     mqtt_more_hosts=parse_brokers(raw["mqtt.more_hosts"], raw["mqtt.port"]),
                      integrations=IntegrationsConfig(
                          publish_state=raw["integrations.publish_state"],
                          min_interval_ms=raw["integrations.min_interval_ms"],
