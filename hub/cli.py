@@ -36,8 +36,6 @@ async def _serve(config_path: str) -> int:
     watchdog.register("ingest")
     watchdog.register("event-loop")
     service.ingest.writer.heartbeat = lambda: watchdog.beat("ingest")
-    # A standby hub's ingest does not run: its wait for the active-hub lock beats in its place.
-    service.leadership.heartbeat = lambda: watchdog.beat("ingest")
     runner = web.AppRunner(make_app(service), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http_host, config.http_port)
@@ -51,18 +49,19 @@ async def _serve(config_path: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    stopped, lost = asyncio.create_task(stop.wait()), asyncio.create_task(service.lost_leadership.wait())
-    await asyncio.wait((stopped, lost), return_when=asyncio.FIRST_COMPLETED)
+    stopped, lease_lost = asyncio.create_task(stop.wait()), asyncio.create_task(service.lease_lost.wait())
+    await asyncio.wait({stopped, lease_lost}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
-    lost.cancel()
-    log.info("stopping: %s", "lost the active-hub lock" if service.lost_leadership.is_set() else "on signal")
+    lease_lost.cancel()
+    # A hub that lost the writer lease exits non-zero: systemd starts it again, as a standby.
+    status = 1 if service.lease_lost.is_set() else 0
+    log.info("stopping: %s", "the writer lease was lost" if status else "on signal")
     notifier.stopping()
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     await runner.cleanup()
-    # non-zero after a lost lock: systemd (Restart=on-failure) starts this hub again, as a standby
-    return 1 if service.lost_leadership.is_set() else 0
+    return status
 
 
 async def _beat_event_loop(watchdog: Watchdog) -> None:
@@ -170,10 +169,8 @@ def cmd_rebuild_balances(args: argparse.Namespace) -> int:
 
 
 def cmd_config_help(args: argparse.Namespace) -> int:
-    from hub.config import ENV_PREFIX, HUB_ARRAY_TABLES, HUB_SETTINGS
+    from hub.config import ENV_PREFIX, HUB_SETTINGS
     print(describe(HUB_SETTINGS, ENV_PREFIX))
-    for table, table_settings in HUB_ARRAY_TABLES.items():
-        print(f"\nEach [[{table}]]:\n\n{describe(table_settings)}")
     return 0
 
 

@@ -66,6 +66,13 @@ HUB_SETTINGS: list[Setting] = [
             "PostgreSQL database for the ledger, rules and users (postgresql://user@host:5432/db; a password is"
             " better in ~/.pgpass or PGPASSWORD); empty: SQLite files (db.path, rules.db_path, auth.db_path)",
             check=_store_url),
+    Setting("store.writer_lease", bool, False,
+            "with store.url: this hub shares the database with another (active/standby); only the holder of the"
+            " writer lease ingests, the other serves pages and takes over when the lease is free"
+            " (docs/deployment.md, section 8)"),
+    Setting("store.lease_poll_s", float, 1.0,
+            "with store.writer_lease: how often a standby asks for the lease and the active hub checks it still"
+            " holds it (the takeover time after the active hub's server dies)", check=positive),
     Setting("db.synchronous", str, "FULL", "SQLite synchronous mode: FULL survives power loss after an ack",
             choices=("FULL", "NORMAL")),
     Setting("live.flush_ms", int, 25, "live page updates: a change is sent at once when the feed is idle; while changes keep coming, at most one message per this window", check=positive),
@@ -193,6 +200,8 @@ class HubConfig:
     integrations: IntegrationsConfig = IntegrationsConfig()
     alerts: AlertsConfig = AlertsConfig()
     store_url: str = ""  # "": SQLite files; else the PostgreSQL database of every store
+    store_writer_lease: bool = False  # active/standby hubs on one database (hub/lease.py)
+    store_lease_poll_s: float = 1.0
     mqtt_more_hosts: tuple[Broker, ...] = ()  # other brokers, tried in turn after mqtt_host
 
     @property
@@ -243,6 +252,7 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      auth_failures_total=raw["auth.failures_total"],
                      rules=rules_config_from(raw), central=central_config_from(raw), store_url=raw["store.url"],
                      mqtt_more_hosts=parse_brokers(raw["mqtt.more_hosts"], raw["mqtt.port"]),
+                     store_writer_lease=raw["store.writer_lease"], store_lease_poll_s=raw["store.lease_poll_s"],
                      integrations=IntegrationsConfig(
                          publish_state=raw["integrations.publish_state"],
                          min_interval_ms=raw["integrations.min_interval_ms"],

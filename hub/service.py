@@ -1,4 +1,9 @@
-"""The hub's composition root: store, ingest writer, MQTT link and live feed, started in order."""
+"""The hub's composition root: store, ingest writer, MQTT link and live feed, started in order.
+
+With the stores on PostgreSQL two hubs may share one database: each starts as a standby
+(pages from the database, no ingest, no MQTT session, no rules) and becomes the active hub
+once it holds the writer lease (hub/lease.py).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from hub.consumer_feed import ConsumerFeed
 from hub.db import LEDGER, RULES
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import Ingest
-from hub.leadership import Leadership
+from hub.lease import WriterLease
 from hub.link import HubLink
 from hub.live import LiveFeed
 from hub.plausibility import PlausibilitySettings
@@ -51,28 +56,37 @@ class HubService:
         self.health_settings = HealthSettings(config.health_stale_after_s, config.health_skew_flag_ms)
         self.pushed_catalog_rev = 0
         self.link = HubLink(config, self.ingest)
-        # rules: own thread and store, fed by commits; purchasing sync: a task (docs/rules.md)
+        # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions
+        self.alerts = AlertsService(config.alerts, config.site, config.db_path)
+        # rules: own thread and store, fed by commits; purchasing sync: a task (docs/rules.md).
+        # Made when this hub becomes the active one: a standby's would run on stale memory.
         self.rules: RulesEngine | None = None
         self.purchasing: PurchasingSync | None = None
+        # Two hubs sharing one PostgreSQL database: only the holder of the writer lease ingests.
+        self.lease = WriterLease(config.db_target(LEDGER)) if config.store_writer_lease else None
+        self.active = asyncio.Event()  # set once this hub ingests
+        self.lease_lost = asyncio.Event()  # set when an active hub can no longer show it holds the lease
+        self.consumer_feed: ConsumerFeed | None = None
+        if self.lease is None:
+            self._make_writing_parts()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _make_writing_parts(self) -> None:
+        """The rules engine, purchasing sync and consumer feed (a standby makes them when it takes over:
+        made earlier, their memory would be stale)."""
+        config = self.config
         if config.rules.enabled:
-            rules_db = RulesDb(config.db_target(RULES))
-            self.rules = RulesEngine(RulesCore(rules_db, config.rules, system_clock, config.site))
+            self.rules = RulesEngine(RulesCore(RulesDb(config.db_target(RULES)), config.rules, system_clock,
+                                               config.site))
             if config.central.base_url:
                 self.purchasing = PurchasingSync(self.rules, config.central, config.site, system_clock)
         # stock state on MQTT for other consumers (dashboards, Node-RED, andon lights)
         self.consumer_feed = ConsumerFeed(config.site, config.integrations, self.store, self.rules,
                                           self.link.publish, self._nodes_online)
-        # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions
-        self.alerts = AlertsService(config.alerts, config.site, config.db_path)
         self.consumer_feed.alert_listeners.append(self._on_hub_alert)
         self.consumer_feed.alerts_wanted = lambda: self.alerts.has_rules
         if self.rules is not None:
             self.rules.core.decision_listeners.append(self._on_decisions_thread)
-        self._tasks: list[asyncio.Task[Any]] = []
-        # Two hubs on one PostgreSQL database: only the lock holder ingests (hub/leadership.py)
-        self.leadership = Leadership(config.store_url)
-        self.lost_leadership = asyncio.Event()  # set when this hub was active and lost the lock: exit
-        self._active_started = False
 
     def _publish_ack(self, ack: Any) -> None:
         self.link.publish_ack(ack)
@@ -102,7 +116,8 @@ class HubService:
 
     def _on_commit(self, result: CommitResult) -> None:
         self.live.on_commit(result)
-        self.consumer_feed.on_commit(result)
+        if self.consumer_feed is not None:
+            self.consumer_feed.on_commit(result)
         if self.rules is not None:
             self.rules.submit(result)  # a queue put: the rules run on their own thread
         for reply in result.replies:
@@ -173,51 +188,70 @@ class HubService:
                 log.exception("could not push node configs; will retry")
             await asyncio.sleep(CONFIG_POLL_S)
 
+    async def _run_alerts(self) -> None:
+        await asyncio.to_thread(self.alerts.load_config_rules)
+        await self.alerts.run()
+
     async def start(self) -> None:
-        """Start the pages' feed, then everything else once this hub is the active one (at once on SQLite)."""
         self._loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
-        if not self.leadership.shared:
-            await self._start_active()
+        if self.lease is None:
+            self._become_active()
         else:
-            self._tasks.append(asyncio.create_task(self._lead(), name="leadership"))
-        log.info("hub for site %s started (%s): ledger %s", self.config.site, self.leadership.role,
-                 self.config.db_target(LEDGER).describe())
+            log.info("hub for site %s started as a standby on %s: pages only until it holds the writer lease",
+                     self.config.site, self.config.db_target(LEDGER).describe())
+            self._tasks.append(asyncio.create_task(self._hold_lease(), name="writer-lease"))
 
-    async def _lead(self) -> None:
-        """Standby until the lock is ours; then active until it is lost, which ends this process."""
-        await self.leadership.wait_active()
-        await self._start_active()
-        await self.leadership.hold()
-        # Stop acting at once (no more acks, commands or orders); the process then exits and its
-        # supervisor starts it again as a standby.
-        await asyncio.to_thread(self.link.stop)
-        self.lost_leadership.set()
-
-    async def _start_active(self) -> None:
-        """Ingest, acks, rules, purchasing sync, alerts and the MQTT link: only on the active hub."""
-        self._active_started = True
+    def _become_active(self) -> None:
+        """Start everything that writes: rules, purchasing sync, ingest, the MQTT link and what publishes."""
+        config = self.config
+        if self.consumer_feed is None:
+            self._make_writing_parts()
+        assert self.consumer_feed is not None
         if self.rules is not None:
             self.rules.start()
         if self.purchasing is not None:
             self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
-        await asyncio.to_thread(self.alerts.load_config_rules)
-        self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
-        await asyncio.to_thread(self.ingest.start)
+        self._tasks.append(asyncio.create_task(self._run_alerts(), name="alerts"))
+        self.ingest.start()
         self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
         self.link.start()
+        self.active.set()
+        log.info("hub for site %s ingesting: ledger %s", config.site, config.db_target(LEDGER).describe())
+
+    async def _hold_lease(self) -> None:
+        """Standby: ask for the writer lease every poll; active: check every poll that it is still held."""
+        assert self.lease is not None
+        poll_s = self.config.store_lease_poll_s
+        while not self.lease.held:
+            try:
+                taken = await asyncio.to_thread(self.lease.try_take)
+            except self.store.storage_errors as err:
+                log.warning("standby: cannot ask for the writer lease (%s); asking again in %.1f s", err, poll_s)
+                taken = False
+            if taken:
+                self._become_active()
+                break
+            await asyncio.sleep(poll_s)
+        while await asyncio.to_thread(self.lease.still_held):
+            await asyncio.sleep(poll_s)
+        # Another hub may be taking over now: write nothing more (the process exits; see hub/cli.py).
+        log.critical("the writer lease is lost: this hub stops so that only one hub writes; it starts again as a"
+                     " standby")
+        self.lease_lost.set()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._active_started:
+        if self.active.is_set():
             await asyncio.to_thread(self.link.stop)
             await asyncio.to_thread(self.ingest.stop)
             if self.rules is not None:
                 await asyncio.to_thread(self.rules.stop)
+        if self.lease is not None:
+            await asyncio.to_thread(self.lease.release)
         self.alerts.close()
-        await asyncio.to_thread(self.leadership.close)
         self.store.close()
         log.info("hub stopped")

@@ -7,21 +7,27 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from hub.mosquitto import HUB_USER, PrivateBroker
+from hub.db import LEDGER, DbTarget
+from hub.mosquitto import HUB_USER, PrivateBroker, free_port
 from tests.support import (
     PG_ADMIN_URL,
     Browser,
     DemoShift,
+    PgCluster,
     SmtpServer,
+    StreamingPair,
     WebhookReceiver,
     chromium,
     extra_databases,
+    postgres_bin,
     use_store_url,
+    wait_for_sync,
 )
 
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
@@ -79,6 +85,30 @@ def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             for db in made:
                 admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest, store_backend: str) -> Iterator[str]:
+    """A PostgreSQL database for a test that needs one on either pass: the test's own on the
+    PostgreSQL pass, else one made for it here (skipped with the reason when none answers)."""
+    from tests.support import store_url
+    if store_backend == "postgresql":
+        yield store_url()
+        return
+    import psycopg
+    admin_url = os.environ.get("TEST_PG_ADMIN_URL", PG_ADMIN_URL)
+    reason = _postgres_unreachable(admin_url)
+    if reason:
+        print(f"\nskipping: {reason}")
+        pytest.skip(reason)
+    name = f"shelfsignal_test_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")
@@ -156,3 +186,47 @@ async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     yield receiver
     await receiver.stop()
+
+
+@pytest.fixture
+def pg_pair() -> Iterator[StreamingPair]:
+    """A primary and a synchronous streaming standby PostgreSQL (Debian's initdb, pg_basebackup -R,
+    pg_ctl) in a temporary directory on free ports, with one database `site`."""
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL server binaries (Debian package postgresql) are not installed")
+    root = Path(tempfile.mkdtemp(prefix="pg-pair-"))  # not under tmp_path: the postgres user must reach it
+    primary, standby = PgCluster(root, "primary", free_port()), PgCluster(root, "standby", free_port())
+    try:
+        primary.init_primary(sync_standby="standby1")
+        primary.start()
+        standby.init_standby(primary, "standby1")
+        standby.start()
+        conn = DbTarget.postgresql(LEDGER, primary.url).connect()
+        try:
+            wait_for_sync(lambda: [tuple(r) for r in conn.execute("SELECT sync_state FROM pg_stat_replication")]
+                          == [("sync",)], timeout_s=30, what="the standby streaming synchronously")
+            conn.execute("CREATE DATABASE site")
+        finally:
+            conn.close()
+        yield StreamingPair(primary, standby,
+                            f"postgresql://postgres@/site?host=127.0.0.1,127.0.0.1&port={primary.port},{standby.port}"
+                            "&target_session_attrs=read-write&connect_timeout=2")
+    finally:
+        for cluster in (standby, primary):
+            if (cluster.datadir / "postmaster.pid").exists() and cluster.running():
+                cluster.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def two_brokers(tmp_path: Path) -> Iterator[tuple[PrivateBroker, PrivateBroker]]:
+    """Two brokers (one per hub server) with the same hub user, for tests free to kill either."""
+    password = secrets.token_hex(8)
+    pair = (PrivateBroker(tmp_path / "broker-a", max_queued_messages=20000),
+            PrivateBroker(tmp_path / "broker-b", max_queued_messages=20000))
+    for brk in pair:
+        brk.add_user(HUB_USER, password)
+        brk.start()
+    yield pair
+    for brk in pair:
+        brk.stop()

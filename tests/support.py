@@ -13,10 +13,8 @@ import math
 import os
 import random
 import secrets
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -1135,97 +1133,22 @@ class WebhookReceiver:
             self._runner = None
 
 
-# --------------------------------------------------------------------------- PostgreSQL primary + standby
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")  # Debian's postgresql-15
-PG_DATABASE = "shelfsignal"
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: run its tools as the postgres user when we are root."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
+@dataclass
 class StreamingPair:
-    """A primary and a synchronous streaming standby PostgreSQL from Debian's binaries, in a temporary
-    directory on free ports: what two hub servers share (docs/deployment.md)."""
+    """A primary and its synchronous streaming standby, and the URL that finds whichever takes writes."""
 
-    def __init__(self) -> None:
-        # Not under pytest's tmp_path: the postgres user must be able to reach the directory.
-        self.base = Path(tempfile.mkdtemp(prefix="shelfsignal-pg-"))
-        self.primary_dir, self.standby_dir = self.base / "primary", self.base / "standby"
-        self.primary_port, self.standby_port = free_port(), free_port()
-        if os.geteuid() == 0:
-            shutil.chown(self.base, "postgres", "postgres")
+    primary: PgCluster
+    standby: PgCluster
+    url: str
 
-    @property
-    def url(self) -> str:
-        """Both servers in one URL: libpq connects to whichever is writable (the primary, or the
-        standby once promoted)."""
-        return (f"postgresql://postgres@/{PG_DATABASE}?host=127.0.0.1,127.0.0.1"
-                f"&port={self.primary_port},{self.standby_port}&target_session_attrs=read-write")
 
-    def _run(self, *cmd: str) -> None:
-        # Output to a file, not a pipe: the server pg_ctl starts would hold a pipe open for good.
-        with open(self.base / "tools.log", "ab") as log:
-            subprocess.run(_as_postgres([str(PG_BIN / cmd[0]), *cmd[1:]]), check=True, stdout=log, stderr=log,
-                           cwd=self.base)
-
-    def _conf(self, data: Path, port: int, extra: str) -> None:
-        with open(data / "postgresql.auto.conf", "a") as conf:
-            # fsync off: this test kills processes, not the machine, so the OS keeps what was written.
-            conf.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.base}'\n"
-                       f"fsync = off\n{extra}")
-
-    def _start(self, data: Path) -> None:
-        self._run("pg_ctl", "-D", str(data), "-l", str(self.base / f"{data.name}.log"), "-w", "-t", "30", "start")
-
-    def start(self) -> None:
-        """initdb the primary, start it, clone the standby with pg_basebackup -R, start it, wait for sync."""
-        self._run("initdb", "-D", str(self.primary_dir), "-U", "postgres", "--auth=trust", "--no-sync")
-        self._conf(self.primary_dir, self.primary_port, "wal_level = replica\nmax_wal_senders = 4\n")
-        self._start(self.primary_dir)
-        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres",
-                  "-D", str(self.standby_dir), "-R", "-X", "stream", "--no-sync")
-        self._conf(self.standby_dir, self.standby_port,
-                   f"primary_conninfo = 'host=127.0.0.1 port={self.primary_port} user=postgres"
-                   f" application_name=standby1'\n")
-        self._start(self.standby_dir)
-        # Synchronous from now on: a commit returns once the standby has it (until now there was
-        # no standby, and every commit would have waited for one).
-        self._psql("ALTER SYSTEM SET synchronous_standby_names = 'standby1'")
-        self._psql("SELECT pg_reload_conf()")
-        wait_for_sync(lambda: self._primary_sees_sync_standby(), 30, "the standby streaming synchronously")
-        self._psql(f"CREATE DATABASE {PG_DATABASE}")
-
-    def _psql(self, sql: str) -> None:
-        self._run("psql", "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres", "-q", "-c", sql)
-
-    def _primary_sees_sync_standby(self) -> bool:
-        out = subprocess.run(_as_postgres([str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.primary_port),
-                                           "-U", "postgres", "-At", "-c",
-                                           "SELECT sync_state FROM pg_stat_replication"]),
-                             capture_output=True, text=True, cwd=self.base)
-        return out.stdout.strip() == "sync"
-
-    def kill_primary(self) -> None:
-        """SIGKILL the primary's postmaster and every process it started, as when its server dies."""
-        pid = int((self.primary_dir / "postmaster.pid").read_text().split()[0])
-        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == pid]
-        for victim in (pid, *children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(victim, signal.SIGKILL)
-
-    def promote_standby(self) -> None:
-        """What Patroni or pg_auto_failover do by themselves: make the standby the primary."""
-        self._run("pg_ctl", "-D", str(self.standby_dir), "-w", "-t", "30", "promote")
-
-    def stop(self) -> None:
-        for data in (self.standby_dir, self.primary_dir):
-            if (data / "postmaster.pid").exists():
-                subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.base)
-        shutil.rmtree(self.base, ignore_errors=True)
+def sigkill_postgres(cluster: PgCluster) -> None:
+    """SIGKILL a PgCluster's postmaster and every process it started, as when its server dies."""
+    pid = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == pid]
+    for victim in (pid, *children):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
 
 
 def _ppid(proc_dir: Path) -> int:
@@ -1233,3 +1156,72 @@ def _ppid(proc_dir: Path) -> int:
         return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
+# --------------------------------------------------------------------------- PostgreSQL clusters of a test's own
+
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup), if installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+class PgCluster:
+    """A PostgreSQL server in a temporary directory on its own port, run as the `postgres` user
+    when the tests run as root (the server refuses root), stopped and removed by `destroy`."""
+
+    def __init__(self, root: Path, name: str, port: int) -> None:
+        import os
+        import pwd
+        self.bin = postgres_bin()
+        assert self.bin is not None
+        self.datadir = root / name
+        self.port = port
+        self.log = root / f"{name}.log"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            self._as = ["runuser", "-u", "postgres", "--"]
+            owner = pwd.getpwnam("postgres")
+            os.chown(root, owner.pw_uid, owner.pw_gid)
+
+    def _run(self, program: str, *args: str) -> None:
+        assert self.bin is not None
+        subprocess.run([*self._as, str(self.bin / program), *args], check=True, capture_output=True, timeout=120)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def init_primary(self, sync_standby: str) -> None:
+        """initdb with trust for local connections and replication, and one synchronous standby."""
+        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "--no-sync")
+        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
+                       f"wal_level = replica\nmax_wal_senders = 4\nsynchronous_standby_names = '{sync_standby}'\n"
+                       "fsync = off\n")  # the test kills processes, not the machine: fsync would only slow it
+
+    def init_standby(self, primary: PgCluster, name: str) -> None:
+        """A streaming standby copied from the primary with pg_basebackup (its connection settings written by -R)."""
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D",
+                  str(self.datadir), "-R", "-X", "stream")
+        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"port = {self.port}\ncluster_name = '{name}'\n")  # the walreceiver's application_name
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.log), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-w", "promote")
+
+    def sql(self, *statements: str) -> None:
+        """Run statements as the superuser, each on its own (ALTER SYSTEM cannot be in a transaction)."""
+        import psycopg
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    def running(self) -> bool:
+        assert self.bin is not None
+        return subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.datadir), "status"],
+                              capture_output=True).returncode == 0

@@ -67,6 +67,15 @@ class Connection(Protocol):
         """SQL for the text of one top-level key of a JSON column."""
         ...
 
+    def try_session_lock(self, key: int) -> bool:
+        """Take a lock held for as long as this connection lives (the hubs' writer lease); False when
+        another session holds it. A SQLite file belongs to one server: always True there."""
+        ...
+
+    def holds_session_lock(self, key: int) -> bool:
+        """This connection still holds that lock (False once the connection was lost, even if reopened)."""
+        ...
+
     def ids_assigned(self, table: str, max_id: int) -> None:
         """Rows were inserted into `table` with explicit ids up to max_id: later generated ids go above."""
         ...

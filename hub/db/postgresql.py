@@ -142,6 +142,17 @@ class PostgresConnection:
     def json_text(self, column: str, key: str) -> str:
         return f"({column}::jsonb ->> '{key}')"
 
+    def try_session_lock(self, key: int) -> bool:
+        row = self.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()
+        return row is not None and bool(row[0])
+
+    def holds_session_lock(self, key: int) -> bool:
+        # Asked of pg_locks, not by taking it again: a connection reopened after a loss holds nothing.
+        row = self.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                           " AND pid = pg_backend_pid() AND ((classid::bigint << 32) | objid::bigint) = ?)",
+                           (key,)).fetchone()
+        return row is not None and bool(row[0])
+
     def ids_assigned(self, table: str, max_id: int) -> None:
         # Explicit ids do not move the identity sequence: move it, or the next generated id collides.
         self.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), ?)", (max_id,))

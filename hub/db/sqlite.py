@@ -77,6 +77,12 @@ class SqliteConnection:
     def json_text(self, column: str, key: str) -> str:
         return f"json_extract({column}, '$.{key}')"
 
+    def try_session_lock(self, key: int) -> bool:
+        return True
+
+    def holds_session_lock(self, key: int) -> bool:
+        return True
+
     def ids_assigned(self, table: str, max_id: int) -> None:
         """Nothing to do: an INTEGER PRIMARY KEY takes the next id above the largest."""
 

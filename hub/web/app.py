@@ -16,7 +16,7 @@ from aiohttp import web
 
 from hub.live import sse_frame
 from hub.service import HubService
-from hub.web import account, alerts, api, api_rules, api_web, pages, users
+from hub.web import account, api, api_rules, api_web, pages, users
 from hub.web.auth import (
     AUTH,
     WebAuth,
@@ -59,31 +59,29 @@ async def error_middleware(request: web.Request,
         return error_json(500, "internal error; see the hub log")
 
 
-# Changes a standby hub still takes: signing in and out (sessions live in the shared database).
-STANDBY_ALLOWED = frozenset({"/login", "/logout", "/account/password"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+STANDBY_WRITES = frozenset({"/login", "/logout"})  # the users store takes writes from either hub
 
 
 @web.middleware
 async def standby_middleware(request: web.Request,
                              handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """A standby hub serves pages and reads; it refuses changes with a reason (docs/deployment.md)."""
-    if (request.method not in ("GET", "HEAD", "OPTIONS") and request.path not in STANDBY_ALLOWED
-            and not request.app[SERVICE].leadership.active):
-        return error_json(503, "this hub is the standby (read-only): make the change on the active hub; "
-                               "this one takes over by itself if the active hub stops")
+    """A standby hub (another holds the writer lease) serves what it reads and refuses changes, with why."""
+    service = request.app[SERVICE]
+    if (service.lease is not None and not service.active.is_set() and request.method not in READ_METHODS
+            and request.path not in STANDBY_WRITES):
+        return error_json(503, "this hub is the standby: another hub holds the writer lease and takes changes;"
+                               " use the active hub (GET /healthz says which is which), nothing was changed")
     return await handler(request)
 
 
 @public
 async def healthz(request: web.Request) -> web.Response:
-    """200 when this hub does its job: the active one ingests and reaches the broker; a standby waits."""
     service = request.app[SERVICE]
-    role = service.leadership.role
-    # a standby's job is to wait: healthy while it does
-    ok = not service.leadership.active or (service.ingest.last_tick > 0 and service.link.connected.is_set())
-    body = {"ok": ok, "role": role, "role_since_s": service.leadership.since_s,
-            "broker_connected": service.link.connected.is_set(), "ingest_queue": service.ingest.queue_depth,
-            "committed_events": service.ingest.committed_total}
+    ok = service.ingest.last_tick > 0 and service.link.connected.is_set()
+    body = {"ok": ok, "broker_connected": service.link.connected.is_set(), "ingest_queue": service.ingest.queue_depth,
+            "committed_events": service.ingest.committed_total,
+            "role": "active" if service.active.is_set() or service.lease is None else "standby"}
     return web.json_response(body, status=200 if ok else 503)
 
 
@@ -212,7 +210,6 @@ def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | N
     api_web.add_routes(app)
     api_rules.add_routes(app)
     users.add_routes(app)
-    alerts.add_routes(app)
     account.add_routes(app)
     app.router.add_get("/api/v1/live", live)
     app.router.add_get("/api/v1/me", me)

@@ -99,11 +99,8 @@ class _ServiceCollector(Collector):
         yield from self._alerts()
 
     def _role(self) -> Iterator[Metric]:
-        leadership = self.service.leadership
-        yield _gauge("hub_active", "1: this hub is the active one and ingests; 0: standby (read-only, waiting)",
-                     1 if leadership.active else 0)
-        yield _gauge("hub_role_since_timestamp_seconds", "when this hub took its current role (active or standby)",
-                     leadership.since_s)
+        yield _gauge("hub_active", "1: this hub is the active one and ingests; 0: a standby (read-only, waiting"
+                     " for the writer lease)", 1 if self.service.active.is_set() else 0)
 
     def _ingest(self) -> Iterator[Metric]:
         ingest = self.service.ingest

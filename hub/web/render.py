@@ -53,7 +53,7 @@ def render(request: web.Request, name: str, status: int = 200, **context: Any) -
     identity = identity_of(request)
     nav = NAV + ADMIN_NAV if identity and identity.can("admin") else NAV
     service = request.app.get(SERVICE)
-    standby = service is not None and not service.leadership.active
+    standby = service is not None and not service.active.is_set()
     html = ENV.get_template(name).render(identity=identity, csrf=identity.csrf if identity else "", nav=nav,
                                          path=request.path, standby=standby, **context)
     return web.Response(text=html, status=status, content_type="text/html",
