@@ -21,7 +21,7 @@ import pytest
 from edge.agent import EdgeAgent
 from hub.db import LEDGER, DbTarget
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port, wait_for_port
-from tests.support import StreamingPair, add_node, edge_config, scan, sigkill_postgres, toml_text, wait_for
+from tests.support import SITE, StreamingPair, add_node, edge_config, scan, sigkill_postgres, toml_text, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ TAKEOVER_LIMIT_S = 20.0  # "within seconds": the hub's own part is about LEASE_S
 def hub_server(name: str, tmp_path: Path, store_url: str, first: PrivateBroker,
                other: PrivateBroker, http_port: int) -> Iterator[subprocess.Popen[bytes]]:
     """`stock-hub serve` on one 'server': its own broker first, the other one next."""
-    doc = {"site": {"name": "wh1"},
+    doc = {"site": {"name": SITE},
            "mqtt": {"host": first.host, "port": first.port, "more_hosts": [f"{other.host}:{other.port}"],
                     "username": HUB_USER, "password": first.users[HUB_USER]},
            "http": {"port": http_port},
@@ -62,6 +62,10 @@ async def health(http_port: int) -> dict[str, Any]:
             return dict(await resp.json())
     except (aiohttp.ClientError, OSError):
         return {}
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return await value == expected
 
 
 async def hub_active_metric(http_port: int) -> str:
@@ -100,11 +104,12 @@ async def test_the_other_server_takes_over_when_the_active_one_dies_whole(pg_pai
     agent = EdgeAgent(edge_config(broker_a, tmp_path, node, password,
                                   mqtt={"more_hosts": [f"{broker_b.host}:{broker_b.port}"]}))
     with hub_server("hub-a", tmp_path, pg_pair.url, broker_a, broker_b, port_a) as hub_a:
-        await wait_for(lambda: health(port_a), timeout_s=30, what="hub A up")
-        assert (await health(port_a))["role"] == "active"
+        async def role(http_port: int) -> str | None:
+            return (await health(http_port)).get("role")
+        await wait_for(lambda: _is(role(port_a), "active"), timeout_s=30, what="hub A up and active")
         with hub_server("hub-b", tmp_path, pg_pair.url, broker_b, broker_a, port_b):
-            standby = await wait_for(lambda: health(port_b), timeout_s=30, what="hub B up")
-            assert standby["role"] == "standby" and standby["ok"] and not standby["broker_connected"]
+            await wait_for(lambda: _is(role(port_b), "standby"), timeout_s=30, what="hub B up as the standby")
+            assert not (await health(port_b))["broker_connected"], "a standby has no MQTT session"
             assert await hub_active_metric(port_b) == "shelfsignal_hub_active 0.0"
             assert await hub_active_metric(port_a) == "shelfsignal_hub_active 1.0"
             await agent.start()
