@@ -143,7 +143,12 @@ def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra:
     doc = {"site": {"name": site}, "mqtt": {"host": broker.host, "port": broker.port, "username": HUB_USER,
                                               "password": broker.users[HUB_USER]},
            "http": {"host": "127.0.0.1", "port": extra.pop("http_port", free_port())},
-           "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}, **extra}
+           "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}}
+    for key, value in extra.items():  # a table given for one already here adds to it (mqtt={"more_hosts": ...})
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
     if _store_url:
         doc["store"] = {"url": _url_for(tmp_path / "hub")}
     return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}, array_tables=HUB_ARRAY_TABLES))

@@ -21,7 +21,17 @@ import pytest
 from edge.agent import EdgeAgent
 from hub.db import LEDGER, DbTarget
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port, wait_for_port
-from tests.support import SITE, StreamingPair, add_node, edge_config, scan, sigkill_postgres, toml_text, wait_for
+from tests.support import (
+    SITE,
+    RunningHub,
+    StreamingPair,
+    add_node,
+    edge_config,
+    scan,
+    sigkill_postgres,
+    toml_text,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -149,3 +159,33 @@ async def test_the_other_server_takes_over_when_the_active_one_dies_whole(pg_pai
                       f" backlog of {EVENTS} events all acknowledged {acked_s - died_s:.2f} s after the kill")
             finally:
                 await agent.stop()
+
+
+async def test_a_broker_dies_and_the_edge_and_the_hub_move_to_the_other(two_brokers: tuple[PrivateBroker, PrivateBroker],
+                                                                       tmp_path: Path) -> None:
+    """One hub (SQLite: always active), two brokers listed by it and by the edge; broker A is
+    SIGKILLed mid-stream: both move to broker B and every event is in the ledger once."""
+    broker_a, broker_b = two_brokers
+    node, password = add_node(broker_a)
+    broker_b.add_user(node, password)
+    more = {"more_hosts": [f"{broker_b.host}:{broker_b.port}"]}
+    async with RunningHub(broker_a, tmp_path, mqtt=more) as hub:
+        agent = EdgeAgent(edge_config(broker_a, tmp_path, node, password, mqtt=more))
+        await agent.start()
+        try:
+            producer = asyncio.create_task(produce(agent, EVENTS, "M-01-1"))
+            await wait_for(lambda: hub.service.ingest.committed_total >= EVENTS // 3, timeout_s=30,
+                           what="a third of the stream committed")
+            assert broker_a.proc is not None
+            broker_a.proc.kill()
+            assert not producer.done(), "the kill must land mid-stream"
+            await producer
+            await wait_for(lambda: agent.sink.outbox.depth() == 0 and agent.link.status.acked == EVENTS,
+                           timeout_s=60, what="every event acknowledged through broker B")
+            broker_b_address = (broker_b.host, broker_b.port)
+            assert agent.link.brokers.current == broker_b_address
+            assert hub.service.link.brokers.current == broker_b_address
+            assert hub.service.store.event_count() == EVENTS
+            assert hub.balance("M-01-1") == EVENTS
+        finally:
+            await agent.stop()
