@@ -74,6 +74,11 @@ async def health(http_port: int) -> dict[str, Any]:
         return {}
 
 
+async def page_text(http_port: int, path: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{http_port}{path}") as resp:
+        return await resp.text()
+
+
 async def _is(value: Any, expected: Any) -> bool:
     return await value == expected
 
@@ -122,6 +127,8 @@ async def test_the_other_server_takes_over_when_the_active_one_dies_whole(pg_pai
             assert not (await health(port_b))["broker_connected"], "a standby has no MQTT session"
             assert await hub_active_metric(port_b) == "shelfsignal_hub_active 0.0"
             assert await hub_active_metric(port_a) == "shelfsignal_hub_active 1.0"
+            assert "Standby hub: read-only" in await page_text(port_b, "/login")
+            assert "Standby hub" not in await page_text(port_a, "/login")
             await agent.start()
             try:
                 producer = asyncio.create_task(produce(agent, EVENTS, "S-01-1"))

@@ -28,6 +28,7 @@ from hub.alerts.model import EMAIL, WEBHOOK, AlertEvent, AlertsError, Rule, chec
 from hub.alerts.outcome import REFUSED, SENT, Attempt
 from hub.alerts.signing import new_secret
 from hub.alerts.store import AlertsDb, alerts_path
+from hub.db import DbTarget
 from hub.purchasing.backoff import backoff_delay_ms
 from hub.rules.outbox import OutboxItem
 
@@ -44,10 +45,12 @@ PRUNE_EVERY_MS = 3_600_000
 class AlertsService:
     """Rules, grouping and delivery of alerts for one site."""
 
-    def __init__(self, config: AlertsConfig, site: str, ledger_path: Path,
+    def __init__(self, config: AlertsConfig, site: str, where: Path | DbTarget,
                  clock: Callable[[], int] = now_ms) -> None:
+        """where: the ledger file (the alerts file goes next to it unless alerts.db_path says), or the store's
+        database (hub.config.HubConfig.db_target)."""
         self.config = config
-        self.db = AlertsDb(alerts_path(ledger_path, config.db_path))
+        self.db = AlertsDb(where if isinstance(where, DbTarget) else alerts_path(where, config.db_path))
         self.messages = Messages(site, config.digest_window_s)
         self.clock = clock
         self.window_ms = int(config.digest_window_s * 1000)

@@ -1,6 +1,7 @@
-"""The alerts' own SQLite file: the rules, the events held for a digest, and the outbox.
+"""The alerts' own store (hub.db: a SQLite file, or tables of the site's PostgreSQL database): the
+rules, the events held for a digest, and the outbox. The schema is hub/migrations/alerts/.
 
-Why a file of its own: alerts are written from the web layer (rules) and the delivery task,
+Why a store of its own: alerts are written from the web layer (rules) and the delivery task,
 never from the ingest writer or the rules engine; their rows must not wait behind either,
 and the ledger stays a ledger. The outbox table and its SQL are the purchasing outbox's
 (hub/rules/outbox.py: same columns, same status words, same functions), used here on this
@@ -16,7 +17,6 @@ Every method is blocking and takes the connection's lock: call it through asynci
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -25,38 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from hub.alerts.model import WEBHOOK, AlertEvent, AlertsError, NoSuchRule, Rule, RuleInput
+from hub.db import ALERTS, DbTarget
+from hub.db.base import Connection
+from hub.db.migrate import migrate
 from hub.rules import outbox
-from hub.rules.outbox import OUTBOX_SCHEMA, OutboxItem
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_rules (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    kinds TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    target TEXT NOT NULL,
-    secret TEXT,
-    source TEXT NOT NULL DEFAULT 'page',
-    enabled INTEGER NOT NULL DEFAULT 1,
-    created_ms INTEGER NOT NULL,
-    window_start_ms INTEGER NOT NULL DEFAULT 0,
-    window_sent INTEGER NOT NULL DEFAULT 0,
-    last_sent_ms INTEGER,
-    last_failure_ms INTEGER,
-    last_failure TEXT,
-    sent_total INTEGER NOT NULL DEFAULT 0,
-    failed_attempts INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS alert_held (
-    id INTEGER PRIMARY KEY,
-    rule_id INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    text TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alert_held_rule ON alert_held (rule_id);
-"""
+from hub.rules.outbox import OutboxItem
 
 # message type, rule, events -> the outbox body (subject, text, payload); see hub/alerts/messages.py
 Render = Callable[[str, Rule, list[AlertEvent]], dict[str, Any]]
@@ -68,36 +41,32 @@ def alerts_path(db_path: Path, configured: str) -> Path:
 
 
 class AlertsDb:
-    """Rules, held events and the alerts outbox in one SQLite file."""
+    """Rules, held events and the alerts outbox in one store."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")  # an accepted alert survives a power cut
-        self.conn.executescript(SCHEMA + OUTBOX_SCHEMA)
+    def __init__(self, where: str | Path | DbTarget) -> None:
+        # A path: a SQLite file, synchronous=FULL: an accepted alert survives a power cut.
+        self.target = where if isinstance(where, DbTarget) else DbTarget.sqlite(ALERTS, where)
+        migrate(self.target)
+        self.conn: Connection = self.target.connect()
         self._lock = threading.RLock()
+
+    @property
+    def _rule_id_of_body(self) -> str:
+        """SQL for the rule id inside an outbox row's JSON body, as an integer on both backends."""
+        return f"CAST({self.conn.json_text('body', 'rule_id')} AS INTEGER)"
 
     def close(self) -> None:
         with self._lock:
             self.conn.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+    def _tx(self) -> Iterator[Connection]:
+        with self._lock, self.conn.transaction():
+            yield self.conn
 
     # ----------------------------------------------------------------- rules
 
-    def _rule(self, row: sqlite3.Row) -> Rule:
+    def _rule(self, row: Any) -> Rule:
         status = {"last_sent_ms": row["last_sent_ms"], "last_failure_ms": row["last_failure_ms"],
                   "last_failure": row["last_failure"], "sent_total": row["sent_total"],
                   "failed_attempts": row["failed_attempts"]}
@@ -109,7 +78,7 @@ class AlertsDb:
         with self._lock:
             rows = self.conn.execute("SELECT * FROM alert_rules ORDER BY name").fetchall()
             pending = dict(self.conn.execute(
-                "SELECT json_extract(body, '$.rule_id'), COUNT(*) FROM outbox WHERE status = ? GROUP BY 1",
+                f"SELECT {self._rule_id_of_body}, COUNT(*) FROM outbox WHERE status = ? GROUP BY 1",
                 (outbox.PENDING,)).fetchall())
             held = dict(self.conn.execute("SELECT rule_id, COUNT(*) FROM alert_held GROUP BY rule_id").fetchall())
         out = []
@@ -135,11 +104,11 @@ class AlertsDb:
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM alert_rules WHERE name = ?", (rule.name,)).fetchone():
                 raise AlertsError(f"a rule named {rule.name!r} already exists: choose another name or delete it first")
-            cur = conn.execute("INSERT INTO alert_rules (name, kinds, channel, target, secret, source, created_ms)"
-                               " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            row = conn.execute("INSERT INTO alert_rules (name, kinds, channel, target, secret, source, created_ms)"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                                (rule.name, json.dumps(list(rule.kinds)), rule.channel, rule.target,
-                                secret if rule.channel == WEBHOOK else None, source, now_ms))
-            rule_id = int(cur.lastrowid or 0)
+                                secret if rule.channel == WEBHOOK else None, source, now_ms)).fetchone()
+            rule_id = int(row[0])
         found = self.rule(rule_id)
         assert found is not None
         return found
@@ -191,8 +160,8 @@ class AlertsDb:
                                  " created_ms) VALUES (?, ?, ?, ?, ?, 'config', ?)",
                                  (name, kinds, r.channel, r.target, secret, now_ms))
 
-    def _drop(self, conn: sqlite3.Connection, rule_id: int, now_ms: int, why: str) -> None:
-        for item_id, in conn.execute("SELECT id FROM outbox WHERE status = ? AND json_extract(body, '$.rule_id') = ?",
+    def _drop(self, conn: Connection, rule_id: int, now_ms: int, why: str) -> None:
+        for item_id, in conn.execute(f"SELECT id FROM outbox WHERE status = ? AND {self._rule_id_of_body} = ?",
                                      (outbox.PENDING, rule_id)).fetchall():
             outbox.mark_failed(conn, item_id, now_ms, why)
         conn.execute("DELETE FROM alert_held WHERE rule_id = ?", (rule_id,))
@@ -265,7 +234,7 @@ class AlertsDb:
             self._enqueue(conn, rule, render("test", rule, []), now_ms)
         return rule
 
-    def _enqueue(self, conn: sqlite3.Connection, rule: Rule, message: dict[str, Any], now_ms: int) -> None:
+    def _enqueue(self, conn: Connection, rule: Rule, message: dict[str, Any], now_ms: int) -> None:
         # The key is the Standard Webhooks message id (and the e-mail's Message-ID): the same on
         # every retry, so a receiver that got it once can drop the repeat.
         key = f"msg_{uuid.uuid4().hex}"
@@ -301,7 +270,7 @@ class AlertsDb:
             outbox.mark_failed(conn, item.id, now_ms, error)
             self._failure(conn, item, now_ms, error)
 
-    def _failure(self, conn: sqlite3.Connection, item: OutboxItem, now_ms: int, error: str) -> None:
+    def _failure(self, conn: Connection, item: OutboxItem, now_ms: int, error: str) -> None:
         conn.execute("UPDATE alert_rules SET last_failure_ms = ?, last_failure = ?,"
                      " failed_attempts = failed_attempts + 1 WHERE id = ?", (now_ms, error[:500], item.body["rule_id"]))
 
@@ -310,7 +279,8 @@ class AlertsDb:
         with self._lock:
             rows = self.conn.execute(
                 "SELECT o.*, r.name AS rule_name FROM outbox o LEFT JOIN alert_rules r"
-                " ON r.id = json_extract(o.body, '$.rule_id') ORDER BY o.id DESC LIMIT ?", (limit,)).fetchall()
+                f" ON r.id = CAST({self.conn.json_text('o.body', 'rule_id')} AS INTEGER) ORDER BY o.id DESC LIMIT ?",
+                (limit,)).fetchall()
         out = []
         for row in rows:
             body = json.loads(row["body"])

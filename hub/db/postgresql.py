@@ -84,8 +84,9 @@ class PostgresConnection:
                                                    psycopg.errors.ReadOnlySqlTransaction)
     integrity_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
 
-    def __init__(self, url: str, lock_key: int = 0, readonly: bool = False) -> None:
+    def __init__(self, url: str, lock_key: int = 0, readonly: bool = False, schema: str | None = None) -> None:
         self.url = url
+        self.schema = schema
         self.lock_key = lock_key  # the advisory lock every writer of this store takes
         self.readonly = readonly
         self.raw = self._connect()
@@ -95,6 +96,8 @@ class PostgresConnection:
                                row_factory=_row_factory)
         if self.readonly:
             conn.execute("SET default_transaction_read_only = on")
+        if self.schema:
+            conn.execute(f"SET search_path TO {self.schema}")
         return conn
 
     def _live(self) -> psycopg.Connection[Any]:
