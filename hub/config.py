@@ -10,8 +10,10 @@ from contract import check_name
 from contract.messages import LOCATION_RE
 from hub.alerts.config import ALERT_SETTINGS, AlertsConfig, alerts_config_from
 from hub.alerts.config import ARRAY_TABLES as ALERT_ARRAY_TABLES
-from hub.db import AUTH, LEDGER, RULES, DbTarget
+from hub.db import ALERTS, AUTH, LEDGER, RULES, DbTarget
 from hub.rules.config import (
+    CONTRACT,
+    TRYTON,
     CentralConfig,
     RulesConfig,
     central_config_from,
@@ -130,8 +132,17 @@ HUB_SETTINGS: list[Setting] = [
             check=positive),
     Setting("rules.stale_node_s", int, 900, "a node silent this long makes its SKUs' information constraint",
             check=positive),
-    Setting("central.base_url", str, "", "central purchasing API, e.g. http://central:8090 (empty: no sync)"),
-    Setting("central.token", str, "", "bearer token for central purchasing (or set HUB_CENTRAL_TOKEN)"),
+    Setting("central.base_url", str, "", "central purchasing, e.g. http://central:8090 for the contract, "
+            "http://tryton:8000 for Tryton (empty: no sync; requisitions and receipts wait in the outbox)"),
+    Setting("central.connector", str, CONTRACT, "how the hub talks to central: 'contract' (docs/central-openapi.yaml, "
+            "e.g. the reference service) or 'tryton' (Tryton's JSON-RPC; docs/purchasing.md)",
+            choices=(CONTRACT, TRYTON)),
+    Setting("central.token", str, "", "bearer token for central purchasing; with the Tryton connector, the password "
+            "of central.tryton_user (or set HUB_CENTRAL_TOKEN)"),
+    Setting("central.tryton_database", str, "", "Tryton connector: the Tryton database name"),
+    Setting("central.tryton_user", str, "", "Tryton connector: the login of the hub's Tryton user (groups Purchase "
+            "and Stock)"),
+    Setting("central.tryton_warehouse", str, "WH", "Tryton connector: the code of this site's warehouse location"),
     Setting("central.poll_interval_s", float, 60.0, "how often catalog, cash and PO status are pulled",
             check=positive),
     Setting("central.timeout_s", float, 10.0, "timeout of one call to central", check=positive),
@@ -198,7 +209,6 @@ class HubConfig:
     rules: RulesConfig = RulesConfig()
     central: CentralConfig = CentralConfig()
     integrations: IntegrationsConfig = IntegrationsConfig()
-    alerts: AlertsConfig = AlertsConfig()
     store_url: str = ""  # "": SQLite files; else the PostgreSQL database of every store
     store_writer_lease: bool = False  # active/standby hubs on one database (hub/lease.py)
     store_lease_poll_s: float = 1.0
@@ -220,7 +230,11 @@ class HubConfig:
             return DbTarget.sqlite(RULES, self.rules.db_path or self.db_path.with_name("rules.sqlite3"), "NORMAL")
         if store == AUTH:
             return DbTarget.sqlite(AUTH, self.auth_db_path or self.db_path.parent / "auth.sqlite3")
+        if store == ALERTS:
+            from hub.alerts.store import alerts_path
+            return DbTarget.sqlite(ALERTS, alerts_path(self.db_path, self.alerts.db_path))
         raise ValueError(f"no store {store!r}")
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def load_hub_config(path: str | Path) -> HubConfig:

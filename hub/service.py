@@ -20,7 +20,7 @@ from hub.catalog import node_configs
 from hub.commit import CommitResult
 from hub.config import HubConfig
 from hub.consumer_feed import ConsumerFeed
-from hub.db import LEDGER, RULES
+from hub.db import ALERTS, LEDGER, RULES
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import Ingest
 from hub.lease import WriterLease
@@ -67,6 +67,9 @@ class HubService:
         self.active = asyncio.Event()  # set once this hub ingests
         self.lease_lost = asyncio.Event()  # set when an active hub can no longer show it holds the lease
         self.consumer_feed: ConsumerFeed | None = None
+        # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions;
+        # their pages work on either hub, only the active one sends
+        self.alerts = AlertsService(config.alerts, config.site, config.db_target(ALERTS))
         if self.lease is None:
             self._make_writing_parts()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -196,13 +199,13 @@ class HubService:
         self._loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
         if self.lease is None:
-            self._become_active()
+            await self._become_active()
         else:
             log.info("hub for site %s started as a standby on %s: pages only until it holds the writer lease",
                      self.config.site, self.config.db_target(LEDGER).describe())
             self._tasks.append(asyncio.create_task(self._hold_lease(), name="writer-lease"))
 
-    def _become_active(self) -> None:
+    async def _become_active(self) -> None:
         """Start everything that writes: rules, purchasing sync, ingest, the MQTT link and what publishes."""
         config = self.config
         if self.consumer_feed is None:
@@ -231,7 +234,13 @@ class HubService:
                 log.warning("standby: cannot ask for the writer lease (%s); asking again in %.1f s", err, poll_s)
                 taken = False
             if taken:
-                self._become_active()
+                try:
+                    await self._become_active()
+                except self.store.storage_errors as err:
+                    # Half started with the lease held: stop, so the lease goes to a hub that can start.
+                    log.critical("holding the writer lease but could not start ingesting (%s); stopping", err)
+                    self.lease_lost.set()
+                    return
                 break
             await asyncio.sleep(poll_s)
         while await asyncio.to_thread(self.lease.still_held):

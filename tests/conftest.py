@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -29,6 +30,9 @@ from tests.support import (
     use_store_url,
     wait_for_sync,
 )
+
+if TYPE_CHECKING:
+    from central_reference.tryton_local import TrytonServer
 
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 
@@ -169,6 +173,29 @@ async def browser() -> AsyncIterator[Browser]:
     """A headless Chromium for one test (the browser tests carry support.BROWSER_MARKS)."""
     async with chromium() as launched:
         yield launched
+
+
+@pytest.fixture(scope="session")
+def tryton_template() -> Path:
+    """The seeded Tryton database, built once and cached under build/ (keyed by the trytond version)."""
+    pytest.importorskip("trytond", reason="the 'tryton' extra is not installed (scripts/setup.sh test installs it)")
+    from central_reference.tryton_local import build_template
+
+    return build_template(Path(__file__).resolve().parent.parent / "build" / "tryton", free_port())
+
+
+@pytest.fixture
+def tryton(tryton_template: Path, tmp_path: Path) -> Iterator[TrytonServer]:
+    """A real trytond on a free port over this test's own copy of the seeded database."""
+    from central_reference.tryton_local import TrytonServer
+
+    data = tmp_path / "tryton"
+    data.mkdir()
+    shutil.copy(tryton_template, data / tryton_template.name)
+    server = TrytonServer(data, free_port())
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

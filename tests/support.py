@@ -110,6 +110,20 @@ def _url_for(directory: Path) -> str:
     return _dir_urls[directory]
 
 
+PREVIOUS_RELEASE = Path(__file__).resolve().parent / "data" / "previous_release"
+
+
+def previous_release(state_dir: Path) -> None:
+    """The ledger, rules and users files as the release before versioned migrations left them
+    (dumps made by tests/data/previous_release/make.py)."""
+    import sqlite3
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("ledger", "rules", "auth"):
+        db = sqlite3.connect(state_dir / f"{name}.sqlite3")
+        db.executescript((PREVIOUS_RELEASE / f"{name}.sql").read_text())
+        db.close()
+
+
 def store_toml(directory: Path | None = None) -> str:
     """The [store] table of a hub config file for the current test's backend ("" on SQLite): the
     database of the stores in `directory` (default: the test's own)."""
@@ -486,6 +500,20 @@ async def teach_rules(service: Any, sku: str, location: str, per_day: int = 19, 
         core.pick_faces[sku].discard(history)  # the rules' own ledger, not a bin: nothing to refill there
 
     await service.rules.call(teach)
+
+
+def central_schema(name: str, closed: bool = False) -> dict[str, Any]:
+    """A schema of docs/central-openapi.yaml (with the document's components, so its $refs resolve).
+
+    `closed`: no properties beyond the documented ones (the contract describes every field sent).
+    """
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "central-openapi.yaml").read_text())
+    schema = dict(doc["components"]["schemas"][name])
+    if closed:
+        schema["additionalProperties"] = False
+    return {**schema, "components": doc["components"]}
 
 
 class Central:
@@ -995,6 +1023,75 @@ async def log_in(browser: Browser, base: str, username: str, password: str) -> P
     return page
 
 
+# --------------------------------------------------------------------------- PostgreSQL clusters of a test's own
+
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup), if installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+class PgCluster:
+    """A PostgreSQL server in a temporary directory on its own port, run as the `postgres` user
+    when the tests run as root (the server refuses root), stopped and removed by `destroy`."""
+
+    def __init__(self, root: Path, name: str, port: int) -> None:
+        import os
+        import pwd
+        self.bin = postgres_bin()
+        assert self.bin is not None
+        self.datadir = root / name
+        self.port = port
+        self.log = root / f"{name}.log"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            self._as = ["runuser", "-u", "postgres", "--"]
+            owner = pwd.getpwnam("postgres")
+            os.chown(root, owner.pw_uid, owner.pw_gid)
+
+    def _run(self, program: str, *args: str) -> None:
+        assert self.bin is not None
+        subprocess.run([*self._as, str(self.bin / program), *args], check=True, capture_output=True, timeout=120)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def init_primary(self, sync_standby: str) -> None:
+        """initdb with trust for local connections and replication, and one synchronous standby."""
+        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "--no-sync")
+        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
+                       f"wal_level = replica\nmax_wal_senders = 4\nsynchronous_standby_names = '{sync_standby}'\n"
+                       "fsync = off\n")  # the test kills processes, not the machine: fsync would only slow it
+
+    def init_standby(self, primary: PgCluster, name: str) -> None:
+        """A streaming standby copied from the primary with pg_basebackup (its connection settings written by -R)."""
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D",
+                  str(self.datadir), "-R", "-X", "stream")
+        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"port = {self.port}\ncluster_name = '{name}'\n")  # the walreceiver's application_name
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.log), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-w", "promote")
+
+    def sql(self, *statements: str) -> None:
+        """Run statements as the superuser, each on its own (ALTER SYSTEM cannot be in a transaction)."""
+        import psycopg
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    def running(self) -> bool:
+        assert self.bin is not None
+        return subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.datadir), "status"],
+                              capture_output=True).returncode == 0
 @dataclass
 class ReceivedMail:
     """One message the test SMTP server accepted, with how the session was made."""
@@ -1138,6 +1235,48 @@ class WebhookReceiver:
             self._runner = None
 
 
+class AnswerLosingProxy:
+    """A real HTTP proxy in front of a server that loses the answer to the first request naming `method`.
+
+    The request reaches the server and is applied there; the caller sees the connection drop
+    (as when a link fails after the request went out): what an idempotency key is for.
+    """
+
+    def __init__(self, upstream: str, method: str) -> None:
+        self.upstream, self.method = upstream.rstrip("/"), method
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lost: list[str] = []  # the requests whose answers were lost
+        self._runner: Any = None
+
+    async def start(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+            async with aiohttp.ClientSession() as session, session.request(
+                    request.method, self.upstream + request.path_qs, data=body, headers=headers) as upstream:
+                answer = await upstream.read()
+                status, content_type = upstream.status, upstream.content_type
+            if not self.lost and f'"{self.method}"'.encode() in body:
+                self.lost.append(body.decode())
+                assert request.transport is not None
+                request.transport.close()  # applied upstream; the answer never comes back
+            return web.Response(body=answer, status=status, content_type=content_type)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
 @dataclass
 class StreamingPair:
     """A primary and its synchronous streaming standby, and the URL that finds whichever takes writes."""
@@ -1161,72 +1300,3 @@ def _ppid(proc_dir: Path) -> int:
         return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
-# --------------------------------------------------------------------------- PostgreSQL clusters of a test's own
-
-def postgres_bin() -> Path | None:
-    """Debian's PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup), if installed."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
-
-
-class PgCluster:
-    """A PostgreSQL server in a temporary directory on its own port, run as the `postgres` user
-    when the tests run as root (the server refuses root), stopped and removed by `destroy`."""
-
-    def __init__(self, root: Path, name: str, port: int) -> None:
-        import os
-        import pwd
-        self.bin = postgres_bin()
-        assert self.bin is not None
-        self.datadir = root / name
-        self.port = port
-        self.log = root / f"{name}.log"
-        self._as: list[str] = []
-        if os.geteuid() == 0:
-            self._as = ["runuser", "-u", "postgres", "--"]
-            owner = pwd.getpwnam("postgres")
-            os.chown(root, owner.pw_uid, owner.pw_gid)
-
-    def _run(self, program: str, *args: str) -> None:
-        assert self.bin is not None
-        subprocess.run([*self._as, str(self.bin / program), *args], check=True, capture_output=True, timeout=120)
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def init_primary(self, sync_standby: str) -> None:
-        """initdb with trust for local connections and replication, and one synchronous standby."""
-        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "--no-sync")
-        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
-            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
-                       f"wal_level = replica\nmax_wal_senders = 4\nsynchronous_standby_names = '{sync_standby}'\n"
-                       "fsync = off\n")  # the test kills processes, not the machine: fsync would only slow it
-
-    def init_standby(self, primary: PgCluster, name: str) -> None:
-        """A streaming standby copied from the primary with pg_basebackup (its connection settings written by -R)."""
-        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D",
-                  str(self.datadir), "-R", "-X", "stream")
-        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
-            conf.write(f"port = {self.port}\ncluster_name = '{name}'\n")  # the walreceiver's application_name
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.log), "-w", "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop")
-
-    def promote(self) -> None:
-        self._run("pg_ctl", "-D", str(self.datadir), "-w", "promote")
-
-    def sql(self, *statements: str) -> None:
-        """Run statements as the superuser, each on its own (ALTER SYSTEM cannot be in a transaction)."""
-        import psycopg
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            for statement in statements:
-                conn.execute(statement)
-
-    def running(self) -> bool:
-        assert self.bin is not None
-        return subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.datadir), "status"],
-                              capture_output=True).returncode == 0

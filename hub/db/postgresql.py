@@ -115,10 +115,22 @@ class PostgresConnection:
         cur.executemany(translate(sql), [_args(r) for r in rows])
         return cur
 
+    def _begin(self, sql: str) -> psycopg.Connection[Any]:
+        """BEGIN on a live connection: one found dead at BEGIN (a server restart or failover since its last
+        use) is opened again once, which is safe because nothing of the transaction has run yet."""
+        conn = self._live()
+        try:
+            conn.execute(sql)
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+            conn = self._live()
+            conn.execute(sql)
+        return conn
+
     @contextmanager
     def transaction(self) -> Iterator[PostgresConnection]:
-        conn = self._live()
-        conn.execute("BEGIN")
+        conn = self._begin("BEGIN")
         try:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_key,))
             yield self
@@ -130,8 +142,7 @@ class PostgresConnection:
 
     @contextmanager
     def snapshot(self) -> Iterator[PostgresConnection]:
-        conn = self._live()
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn = self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
             yield self
         finally:
