@@ -169,8 +169,10 @@ def cmd_rebuild_balances(args: argparse.Namespace) -> int:
 
 
 def cmd_config_help(args: argparse.Namespace) -> int:
-    from hub.config import ENV_PREFIX, HUB_SETTINGS
+    from hub.config import ENV_PREFIX, HUB_ARRAY_TABLES, HUB_SETTINGS
     print(describe(HUB_SETTINGS, ENV_PREFIX))
+    for table, table_settings in HUB_ARRAY_TABLES.items():
+        print(f"\nEach [[{table}]]:\n\n{describe(table_settings)}")
     return 0
 
 

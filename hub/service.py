@@ -56,8 +56,6 @@ class HubService:
         self.health_settings = HealthSettings(config.health_stale_after_s, config.health_skew_flag_ms)
         self.pushed_catalog_rev = 0
         self.link = HubLink(config, self.ingest)
-        # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions
-        self.alerts = AlertsService(config.alerts, config.site, config.db_path)
         # rules: own thread and store, fed by commits; purchasing sync: a task (docs/rules.md).
         # Made when this hub becomes the active one: a standby's would run on stale memory.
         self.rules: RulesEngine | None = None
@@ -191,10 +189,6 @@ class HubService:
                 log.exception("could not push node configs; will retry")
             await asyncio.sleep(CONFIG_POLL_S)
 
-    async def _run_alerts(self) -> None:
-        await asyncio.to_thread(self.alerts.load_config_rules)
-        await self.alerts.run()
-
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
@@ -215,7 +209,8 @@ class HubService:
             self.rules.start()
         if self.purchasing is not None:
             self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
-        self._tasks.append(asyncio.create_task(self._run_alerts(), name="alerts"))
+        await asyncio.to_thread(self.alerts.load_config_rules)
+        self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
