@@ -41,10 +41,11 @@ TAKEOVER_LIMIT_S = 20.0  # "within seconds": the hub's own part is about LEASE_S
 
 @contextmanager
 def hub_server(name: str, tmp_path: Path, store_url: str, first: PrivateBroker,
-               other: PrivateBroker, http_port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`stock-hub serve` on one 'server': its own broker first, the other one next."""
+               other: PrivateBroker | None, http_port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`stock-hub serve` on one 'server': its own broker first, the other one (if any) next."""
+    more = [f"{other.host}:{other.port}"] if other is not None else []
     doc = {"site": {"name": SITE},
-           "mqtt": {"host": first.host, "port": first.port, "more_hosts": [f"{other.host}:{other.port}"],
+           "mqtt": {"host": first.host, "port": first.port, "more_hosts": more,
                     "username": HUB_USER, "password": first.users[HUB_USER]},
            "http": {"port": http_port},
            "db": {"path": str(tmp_path / name / "ledger.sqlite3")},
@@ -196,3 +197,42 @@ async def test_a_broker_dies_and_the_edge_and_the_hub_move_to_the_other(two_brok
             assert hub.balance("M-01-1") == EVENTS
         finally:
             await agent.stop()
+
+
+async def test_a_frozen_active_hub_loses_the_lease_and_exits_when_it_wakes(pg_pair: StreamingPair,
+                                                                           own_broker: PrivateBroker,
+                                                                           tmp_path: Path) -> None:
+    """The active hub stops answering but its connections stay open (SIGSTOP: a paused VM, or a
+    network cut the kernel has not noticed). The database ends its idle lease session, the
+    standby takes over; the old hub, woken, finds the lease gone and exits with status 1."""
+    node, password = add_node(own_broker)
+    port_a, port_b = free_port(), free_port()
+    agent = EdgeAgent(edge_config(own_broker, tmp_path, node, password))
+
+    async def role(http_port: int) -> str | None:
+        return (await health(http_port)).get("role")
+    with hub_server("hub-a", tmp_path, pg_pair.url, own_broker, None, port_a) as hub_a:
+        await wait_for(lambda: _is(role(port_a), "active"), timeout_s=30, what="hub A up and active")
+        with hub_server("hub-b", tmp_path, pg_pair.url, own_broker, None, port_b):
+            await wait_for(lambda: _is(role(port_b), "standby"), timeout_s=30, what="hub B up as the standby")
+            await agent.start()
+            try:
+                producer = asyncio.create_task(produce(agent, EVENTS, "F-01-1"))
+                await wait_for(lambda: ledger_counts(pg_pair.url, node)[0] >= EVENTS // 3, timeout_s=30,
+                               what="a third of the stream committed by hub A")
+                hub_a.send_signal(signal.SIGSTOP)
+                frozen_s = time.monotonic()
+                try:
+                    await wait_for(lambda: _is(role(port_b), "active"), timeout_s=TAKEOVER_LIMIT_S,
+                                   what="hub B active while hub A is frozen")
+                    took_over_s = time.monotonic() - frozen_s
+                finally:
+                    hub_a.send_signal(signal.SIGCONT)
+                assert await asyncio.to_thread(hub_a.wait, 30) == 1, "a hub that lost the lease exits with 1"
+                await producer
+                await wait_for(lambda: agent.sink.outbox.depth() == 0 and agent.link.status.acked == EVENTS,
+                               timeout_s=60, what="every event acknowledged by hub B")
+                assert ledger_counts(pg_pair.url, node) == (EVENTS, EVENTS, EVENTS)
+                print(f"\nfrozen active hub: hub B took the lease {took_over_s:.2f} s after the freeze")
+            finally:
+                await agent.stop()
