@@ -2,9 +2,11 @@
 
 Receiving runs in a child process (`hub.receiver`): it subscribes to every node of the
 site and streams messages to us over a pipe, and a reader thread here hands them to the
-ingest queue. The publisher connection here carries the hub's retained state and Will,
-acks, commands and configs. The hub says "online" only when the publisher is connected
-and the worker's subscriptions are granted, because nodes re-send on seeing it online.
+ingest queue; re-sent batches (an edge's backlog) go through hub/resend_lane.py, which
+hands them over only while the writer has nothing live to do. The publisher connection
+here carries the hub's retained state and Will, acks, commands and configs. The hub says
+"online" only when the publisher is connected and the worker's subscriptions are granted,
+because nodes re-send on seeing it online.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from hub.ingest import Ingest
 from hub.receiver import SUBSCRIBED as SUBSCRIBED_FRAME
 from hub.receiver import UNSUBSCRIBED as UNSUBSCRIBED_FRAME
 from hub.receiver import FrameReader
+from hub.resend_lane import ResendLane
 from service.brokers import Broker, BrokerRotation
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class HubLink:
         self._worker_broker: Broker | None = None
         self._worker_moving = threading.Event()  # the worker is being restarted on the publisher's broker
         self._reader = threading.Thread(target=self._read_worker, name="hub-receiver-reader", daemon=True)
+        self.resend_lane = ResendLane(ingest.submit, lambda: ingest.queue_depth, lambda: ingest.last_tick)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"stock-hub-{config.site}",
                                   protocol=mqtt.MQTTv5)
         self.client.username_pw_set(config.mqtt_username, config.mqtt_password or None)
@@ -81,6 +85,7 @@ class HubLink:
 
     def start(self) -> None:
         """Start the receive worker and connect the publisher (both reconnect by themselves)."""
+        self.resend_lane.start()
         self._reader.start()
         host, port = self.brokers.current
         self.client.connect_async(host, port, keepalive=self.config.mqtt_keepalive_s)
@@ -97,6 +102,7 @@ class HubLink:
         worker = self._worker
         if worker is not None and worker.stdin is not None:
             worker.stdin.close()  # the worker exits when its stdin closes
+        self.resend_lane.stop()  # before joining the reader: a pump waiting for room in the lane returns
         if self._reader.is_alive():
             self._reader.join(10)
         self.client.disconnect()
@@ -195,15 +201,15 @@ class HubLink:
 
     def _pump(self, stream: IO[bytes]) -> None:
         frames = FrameReader()
-        submit = self.ingest.submit
+        submit, resend = self.ingest.submit, self.resend_lane.put
         fd = stream.fileno()
         while True:
             data = os.read(fd, READ_CHUNK)
             if not data:
                 return
-            for received_ms, topic, payload in frames.feed(data):
+            for received_ms, topic, payload, resent in frames.feed(data):
                 if topic:
-                    submit(topic, payload, received_ms)
+                    (resend if resent else submit)(topic, payload, received_ms)
                 elif payload == SUBSCRIBED_FRAME:
                     self._subscribed.set()
                     self._update_online()
