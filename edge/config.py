@@ -37,6 +37,9 @@ EDGE_SETTINGS: list[Setting] = [
             "other brokers, tried in turn after mqtt.host when the one in use is gone (host or host:port, port"
             " defaults to mqtt.port); for two servers with a broker each (docs/deployment.md)",
             check=broker_list_problem),
+    Setting("mqtt.hub_absent_s", float, 15.0,
+            "with mqtt.more_hosts: on a broker where no hub has been online for this long, try the next one (the"
+            " active hub is on another broker: a cut between some Pis and its broker)", check=positive),
     Setting("mqtt.keepalive_s", int, 15, "MQTT keepalive (1-65535); the node is declared offline after 1.5x this",
             check=keepalive_seconds),
     Setting("outbox.path", str, "/var/lib/edge-agent/outbox.sqlite3", "SQLite outbox file"),
@@ -64,6 +67,7 @@ class MqttConfig:
     ca_file: str
     keepalive_s: int
     more_hosts: tuple[Broker, ...] = ()  # other brokers, tried in turn after host
+    hub_absent_s: float = 15.0  # with more_hosts: leave a broker where no hub is online for this long
 
     @property
     def brokers(self) -> tuple[Broker, ...]:
@@ -105,7 +109,8 @@ def edge_config_from(raw: dict[str, Any], source: str) -> EdgeConfig:
         mqtt=MqttConfig(host=raw["mqtt.host"], port=raw["mqtt.port"],
                         username=raw["mqtt.username"] or raw["node.name"], password=password,
                         tls=raw["mqtt.tls"], ca_file=raw["mqtt.ca_file"], keepalive_s=raw["mqtt.keepalive_s"],
-                        more_hosts=parse_brokers(raw["mqtt.more_hosts"], raw["mqtt.port"])),
+                        more_hosts=parse_brokers(raw["mqtt.more_hosts"], raw["mqtt.port"]),
+                        hub_absent_s=raw["mqtt.hub_absent_s"]),
         outbox_path=Path(raw["outbox.path"]), batch_max=raw["outbox.batch_max"],
         ack_timeout_s=raw["outbox.ack_timeout_s"], replay_batches_per_s=raw["outbox.replay_batches_per_s"],
         state_path=Path(raw["state.path"]), log_level=raw["log.level"],

@@ -112,6 +112,7 @@ class EdgeLink:
         self._subscriptions = [node_topic(site, node, Channel.ACK), node_topic(site, node, Channel.CMD),
                                node_topic(site, node, Channel.CONFIG), hub_state_topic(site)]
         self.brokers = BrokerRotation(config.mqtt.brokers)  # several on a two-server site
+        self._no_hub_since: float | None = None  # monotonic time since when no hub is online at our broker
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -355,9 +356,35 @@ class EdgeLink:
                 log.exception("re-sending failed; trying again in %.1f s", self.config.ack_timeout_s)
                 await asyncio.sleep(self.config.ack_timeout_s)
 
+    async def _leave_if_no_hub(self) -> None:
+        """On a broker where no hub has been online for mqtt.hub_absent_s, try the next one: the
+        active hub may be on another broker (several listed; docs/deployment.md)."""
+        if len(self.brokers.brokers) < 2 or not self.status.connected or self.status.hub_online:
+            self._no_hub_since = None
+            return
+        now = time.monotonic()
+        if self._no_hub_since is None:
+            self._no_hub_since = now
+        if now - self._no_hub_since < self.config.mqtt.hub_absent_s:
+            return
+        self._no_hub_since = None
+        log.warning("no hub online at broker %s for %.0f s; trying the next broker; events stay in the outbox",
+                    self.brokers.describe(), self.config.mqtt.hub_absent_s)
+        self.brokers.gone()
+        await asyncio.get_running_loop().run_in_executor(None, self._connect_elsewhere)
+
+    def _connect_elsewhere(self) -> None:
+        """Leave this broker and connect to the next (paho reconnects to one address only)."""
+        self.client.disconnect()
+        self.client.loop_stop()
+        host, port = self.brokers.next_attempt()
+        self.client.connect_async(host, port, keepalive=self.config.mqtt.keepalive_s)
+        self.client.loop_start()
+
     async def _send_due(self) -> None:
         """One pass: re-arm on ack timeout, then drain the replay range, paced."""
         pace_s = 1.0 / self.config.replay_batches_per_s
+        await self._leave_if_no_hub()
         if not self.status.connected:
             return
         if (self.status.last_sent > self.status.acked

@@ -236,3 +236,28 @@ async def test_a_frozen_active_hub_loses_the_lease_and_exits_when_it_wakes(pg_pa
                 print(f"\nfrozen active hub: hub B took the lease {took_over_s:.2f} s after the freeze")
             finally:
                 await agent.stop()
+
+
+async def test_an_edge_on_a_broker_without_a_hub_moves_to_the_one_with_it(two_brokers: tuple[PrivateBroker,
+                                                                                               PrivateBroker],
+                                                                          tmp_path: Path) -> None:
+    """The edge reaches broker B first but the active hub is on broker A (as after a cut between
+    the Pi and broker A that has healed): no hub online at B for mqtt.hub_absent_s, so the edge
+    moves on to A, where its events are acknowledged."""
+    broker_a, broker_b = two_brokers
+    node, password = add_node(broker_a)
+    broker_b.add_user(node, password)
+    async with RunningHub(broker_a, tmp_path) as hub:
+        agent = EdgeAgent(edge_config(broker_b, tmp_path, node, password,
+                                      mqtt={"more_hosts": [f"{broker_a.host}:{broker_a.port}"], "hub_absent_s": 2.0}))
+        await agent.start()
+        try:
+            await agent.sink.submit_many([scan(location="H-01-1") for _ in range(50)])
+            await wait_for(lambda: agent.link.status.connected, timeout_s=10, what="the edge on broker B")
+            assert agent.link.brokers.current == (broker_b.host, broker_b.port)
+            await wait_for(lambda: agent.sink.outbox.depth() == 0 and agent.link.status.acked == 50, timeout_s=30,
+                           what="the edge moved to broker A and every event acknowledged there")
+            assert agent.link.brokers.current == (broker_a.host, broker_a.port)
+            assert hub.balance("H-01-1") == 50
+        finally:
+            await agent.stop()
