@@ -49,6 +49,7 @@ from contract.clock import now_ms
 from edge.config import EdgeConfig
 from edge.sink import OutboxSink
 from mqtt_client import connect_in_background, make_client
+from mqtt_client.rotation import BrokerRotation
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class EdgeLink:
         self._t_reply = node_topic(site, node, Channel.CMD_REPLY)
         self._subscriptions = [node_topic(site, node, Channel.ACK), node_topic(site, node, Channel.CMD),
                                node_topic(site, node, Channel.CONFIG), hub_state_topic(site)]
+        self.brokers = BrokerRotation(config.mqtt.brokers)  # several on a two-server site
+        self._no_hub_since: float | None = None  # monotonic time since when no hub is online at our broker
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -121,6 +124,7 @@ class EdgeLink:
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
+        self.brokers.attach(client)
         client.on_publish = self._paho_publish
         return client
 
@@ -130,7 +134,7 @@ class EdgeLink:
         self.status.acked = await self.sink.call(lambda: self.sink.outbox.acked)
         self._replay_from = self.status.acked
         self.sink.set_listener(self._on_appended)
-        connect_in_background(self.client, self.config.mqtt)
+        connect_in_background(self.client, self.config.mqtt, self.brokers.current)
         self._tasks.append(asyncio.create_task(self._sender(), name="edge-sender"))
 
     async def stop(self) -> None:
@@ -157,10 +161,13 @@ class EdgeLink:
 
     def _paho_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                       props: Properties | None = None) -> None:
+        if rc.is_failure:
+            self.brokers.gone()
         self._hop(self._connected, rc)
 
     def _paho_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                          props: Properties | None = None) -> None:
+        self.brokers.gone()  # the next attempt goes to the next broker (when there are several)
         self._hop(self._disconnected, rc)
 
     def _paho_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -175,10 +182,10 @@ class EdgeLink:
     def _connected(self, rc: ReasonCode) -> None:
         if rc.is_failure:
             hint = " (check mqtt.username and the password)" if rc.value in (134, 135) else ""
-            log.error("broker %s:%s refused node %s: %s (%d)%s; retrying", self.config.mqtt.host,
-                      self.config.mqtt.port, self.config.node, rc, rc.value, hint)
+            log.error("broker %s refused node %s: %s (%d)%s; retrying", self.brokers.describe(),
+                      self.config.node, rc, rc.value, hint)
             return
-        log.info("connected to broker %s:%s as %s", self.config.mqtt.host, self.config.mqtt.port, self.config.node)
+        log.info("connected to broker %s as %s", self.brokers.describe(), self.config.node)
         self.status.connected = True
         self._inflight.clear()
         for topic in self._subscriptions:
@@ -340,9 +347,35 @@ class EdgeLink:
                 log.exception("re-sending failed; trying again in %.1f s", self.config.ack_timeout_s)
                 await asyncio.sleep(self.config.ack_timeout_s)
 
+    async def _leave_if_no_hub(self) -> None:
+        """On a broker where no hub has been online for mqtt.hub_absent_s, try the next one: the
+        active hub may be on another broker (several listed; docs/deployment.md)."""
+        if len(self.brokers.brokers) < 2 or not self.status.connected or self.status.hub_online:
+            self._no_hub_since = None
+            return
+        now = time.monotonic()
+        if self._no_hub_since is None:
+            self._no_hub_since = now
+        if now - self._no_hub_since < self.config.mqtt.hub_absent_s:
+            return
+        self._no_hub_since = None
+        log.warning("no hub online at broker %s for %.0f s; trying the next broker; events stay in the outbox",
+                    self.brokers.describe(), self.config.mqtt.hub_absent_s)
+        self.brokers.gone()
+        await asyncio.get_running_loop().run_in_executor(None, self._connect_elsewhere)
+
+    def _connect_elsewhere(self) -> None:
+        """Leave this broker and connect to the next (paho reconnects to one address only)."""
+        self.client.disconnect()
+        self.client.loop_stop()
+        host, port = self.brokers.next_attempt()
+        self.client.connect_async(host, port, keepalive=self.config.mqtt.keepalive_s)
+        self.client.loop_start()
+
     async def _send_due(self) -> None:
         """One pass: re-arm on ack timeout, then drain the replay range, paced."""
         pace_s = 1.0 / self.config.replay_batches_per_s
+        await self._leave_if_no_hub()
         if not self.status.connected:
             return
         if (self.status.last_sent > self.status.acked

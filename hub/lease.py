@@ -6,11 +6,20 @@ network to the database breaks), so a standby hub that keeps asking takes over w
 poll, and a hub that can no longer show it holds the lease stops writing at once (its
 process exits; systemd starts it again as a standby). docs/deployment.md, section 8, has
 the set-up and its failure cases.
+
+A session ends by itself only when PostgreSQL notices its client is gone. A holder that is
+cut off by the network or frozen (SIGSTOP, a VM paused) leaves an idle session the server
+would keep for the kernel's TCP keepalive time, two hours by default, and the lease with it.
+So the lease's session sets `idle_session_timeout`: the holder checks the lease every poll,
+and a server that hears nothing for IDLE_POLLS polls ends the session and frees the lease.
+On the hub's side `tcp_user_timeout` and keepalives make a check to a server that stopped
+answering fail in seconds instead of hanging.
 """
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from hub.db import DbTarget
 from hub.db.base import Connection
@@ -18,13 +27,28 @@ from hub.db.base import Connection
 log = logging.getLogger(__name__)
 
 LEASE_KEY = 0x5353_0000  # apart from the stores' transaction lock keys (hub.db.STORE_LOCK_KEYS)
+IDLE_POLLS = 5  # the server ends a lease session it heard nothing from for this many polls
+MIN_IDLE_TIMEOUT_S = 3.0  # never shorter: a loaded hub may miss a poll or two
+TCP_USER_TIMEOUT_MS = 3000  # libpq: data unacknowledged this long fails the connection
+
+
+def lease_target(target: DbTarget) -> DbTarget:
+    """The store's database with connection settings that notice a dead server or network in seconds."""
+    assert target.url is not None, "the writer lease needs PostgreSQL"
+    parts = urlsplit(target.url)
+    query = dict(parse_qsl(parts.query))
+    query.update({"tcp_user_timeout": str(TCP_USER_TIMEOUT_MS), "keepalives_idle": "2", "keepalives_interval": "1",
+                  "keepalives_count": "2"})
+    return DbTarget.postgresql(target.store, urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query),
+                                                         parts.fragment)))
 
 
 class WriterLease:
     """Try to take, check and give back the one writer lease of a site's database (blocking calls)."""
 
-    def __init__(self, target: DbTarget) -> None:
-        self.target = target
+    def __init__(self, target: DbTarget, poll_s: float = 1.0) -> None:
+        self.target = lease_target(target)
+        self.idle_timeout_ms = int(max(MIN_IDLE_TIMEOUT_S, IDLE_POLLS * poll_s) * 1000)
         self._conn: Connection | None = None
 
     @property
@@ -38,6 +62,8 @@ class WriterLease:
             return True
         conn = self.target.connect()
         try:
+            # a holder the server stops hearing from (cut off, frozen) loses the session, and the lease
+            conn.execute(f"SET idle_session_timeout = {self.idle_timeout_ms}")
             if conn.try_session_lock(LEASE_KEY):
                 self._conn = conn
                 log.info("writer lease taken on %s: this hub ingests", self.target.describe())

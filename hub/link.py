@@ -35,6 +35,8 @@ from hub.receiver import UNSUBSCRIBED as UNSUBSCRIBED_FRAME
 from hub.receiver import FrameReader
 from hub.resend_lane import ResendLane
 from mqtt_client import connect_in_background, make_client
+from mqtt_client.rotation import BrokerRotation
+from settings.mqtt import Broker
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,11 @@ class HubLink:
         self._online_lock = threading.Lock()
         self._stopping = threading.Event()
         self._worker: subprocess.Popen[bytes] | None = None
+        # Several brokers (a two-server site): the publisher moves to the next when one is gone,
+        # and the receive worker follows it, so acks go out where the events come in.
+        self.brokers = BrokerRotation(config.mqtt.brokers)
+        self._worker_broker: Broker | None = None
+        self._worker_moving = threading.Event()  # the worker is being restarted on the publisher's broker
         self._reader = threading.Thread(target=self._read_worker, name="hub-receiver-reader", daemon=True)
         self.resend_lane = ResendLane(ingest.submit, lambda: ingest.queue_depth, lambda: ingest.last_tick)
         self.client = make_client(config.mqtt, client_id=f"stock-hub-{config.site}")
@@ -70,12 +77,13 @@ class HubLink:
                              qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.brokers.attach(self.client)
 
     def start(self) -> None:
         """Start the receive worker and connect the publisher (both reconnect by themselves)."""
         self.resend_lane.start()
         self._reader.start()
-        connect_in_background(self.client, self.config.mqtt)
+        connect_in_background(self.client, self.config.mqtt, self.brokers.current)
 
     def stop(self) -> None:
         """Publish offline (retained), stop the worker, disconnect."""
@@ -103,7 +111,7 @@ class HubLink:
                 self.client.publish(self._state_topic, HubState(online=True, boot_id=self.boot_id,
                                                                 ts_ms=now_ms()).to_json(), qos=1, retain=True)
                 self.connected.set()
-                log.info("hub online at broker %s:%s", self.config.mqtt.host, self.config.mqtt.port)
+                log.info("hub online at broker %s", self.brokers.describe())
             elif not up and self.connected.is_set():
                 self.connected.clear()
                 if self._publisher_up.is_set() and not self._stopping.is_set():
@@ -114,9 +122,11 @@ class HubLink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                     props: Properties | None = None) -> None:
         if rc.is_failure:
-            log.error("broker %s:%s refused the hub (user %s): %s (%d)", self.config.mqtt.host, self.config.mqtt.port,
+            log.error("broker %s refused the hub (user %s): %s (%d)", self.brokers.describe(),
                       self.config.mqtt.username, rc, rc.value)
+            self.brokers.gone()
             return
+        self._follow_publisher()
         self._note_broker_certificate(client)
         self._publisher_up.set()
         self._update_online()
@@ -134,15 +144,25 @@ class HubLink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                        props: Properties | None = None) -> None:
         self._publisher_up.clear()
+        self.brokers.gone()
         self._update_online()
         if not self._stopping.is_set():
             log.warning("hub disconnected from broker: %s", rc)
 
     # ----------------------------------------------------------------- the receive worker
 
+    def _follow_publisher(self) -> None:
+        """The publisher connected to another broker than the worker's: restart the worker there."""
+        worker = self._worker
+        if worker is not None and self._worker_broker != self.brokers.current and worker.poll() is None:
+            log.warning("hub: moving the receive worker to broker %s", self.brokers.describe())
+            self._worker_moving.set()
+            worker.kill()
+
     def _worker_settings(self) -> dict[str, Any]:
         cfg = self.config
-        return {**dataclasses.asdict(cfg.mqtt), "client_id": f"stock-hub-{cfg.site}-rx",
+        self._worker_broker = host, port = self.brokers.current
+        return {**dataclasses.asdict(cfg.mqtt), "host": host, "port": port, "client_id": f"stock-hub-{cfg.site}-rx",
                 "topics": [subscription(cfg.site, channel) for channel in SUBSCRIBED]}
 
     def _read_worker(self) -> None:
@@ -165,7 +185,9 @@ class HubLink:
                     worker.kill()
                 worker.wait()
                 worker.stdout.close()
-            if not self._stopping.is_set():
+            if self._worker_moving.is_set():
+                self._worker_moving.clear()
+            elif not self._stopping.is_set():
                 log.error("hub receive worker exited with code %s; restarting it", worker.returncode)
                 self._stopping.wait(WORKER_RESTART_S)
 

@@ -63,7 +63,8 @@ class HubService:
         self.rules: RulesEngine | None = None
         self.purchasing: PurchasingSync | None = None
         # Two hubs sharing one PostgreSQL database: only the holder of the writer lease ingests.
-        self.lease = WriterLease(config.db_target(LEDGER)) if config.store_writer_lease else None
+        self.lease = (WriterLease(config.db_target(LEDGER), config.store_lease_poll_s) if config.store_writer_lease
+                      else None)
         self.active = asyncio.Event()  # set once this hub ingests
         self.lease_lost = asyncio.Event()  # set when an active hub can no longer show it holds the lease
         self.consumer_feed: ConsumerFeed | None = None

@@ -14,7 +14,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from settings.mqtt import MqttConfig
+from settings.mqtt import Broker, MqttConfig
 
 
 def make_client(config: MqttConfig, client_id: str) -> mqtt.Client:
@@ -27,9 +27,11 @@ def make_client(config: MqttConfig, client_id: str) -> mqtt.Client:
     return client
 
 
-def connect_in_background(client: mqtt.Client, config: MqttConfig) -> None:
-    """Start connecting on paho's own thread; paho reconnects by itself after a drop."""
-    client.connect_async(config.host, config.port, keepalive=config.keepalive_s)
+def connect_in_background(client: mqtt.Client, config: MqttConfig, broker: Broker | None = None) -> None:
+    """Start connecting (to `broker`, default the first one configured) on paho's own thread; paho
+    reconnects by itself after a drop (to the next broker when a rotation.BrokerRotation is attached)."""
+    host, port = broker or (config.host, config.port)
+    client.connect_async(host, port, keepalive=config.keepalive_s)
     client.loop_start()
 
 

@@ -7,22 +7,28 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from hub.db import LEDGER, DbTarget
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
 from tests.support import (
     PG_ADMIN_URL,
     Browser,
     DemoShift,
+    PgCluster,
     SmtpServer,
+    StreamingPair,
     WebhookReceiver,
     chromium,
     extra_databases,
+    postgres_bin,
     use_store_url,
+    wait_for_sync,
 )
 
 if TYPE_CHECKING:
@@ -209,3 +215,47 @@ async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     yield receiver
     await receiver.stop()
+
+
+@pytest.fixture
+def pg_pair() -> Iterator[StreamingPair]:
+    """A primary and a synchronous streaming standby PostgreSQL (Debian's initdb, pg_basebackup -R,
+    pg_ctl) in a temporary directory on free ports, with one database `site`."""
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL server binaries (Debian package postgresql) are not installed")
+    root = Path(tempfile.mkdtemp(prefix="pg-pair-"))  # not under tmp_path: the postgres user must reach it
+    primary, standby = PgCluster(root, "primary", free_port()), PgCluster(root, "standby", free_port())
+    try:
+        primary.init_primary(sync_standby="standby1")
+        primary.start()
+        standby.init_standby(primary, "standby1")
+        standby.start()
+        conn = DbTarget.postgresql(LEDGER, primary.url).connect()
+        try:
+            wait_for_sync(lambda: [tuple(r) for r in conn.execute("SELECT sync_state FROM pg_stat_replication")]
+                          == [("sync",)], timeout_s=30, what="the standby streaming synchronously")
+            conn.execute("CREATE DATABASE site")
+        finally:
+            conn.close()
+        yield StreamingPair(primary, standby,
+                            f"postgresql://postgres@/site?host=127.0.0.1,127.0.0.1&port={primary.port},{standby.port}"
+                            "&target_session_attrs=read-write&connect_timeout=2")
+    finally:
+        for cluster in (standby, primary):
+            if (cluster.datadir / "postmaster.pid").exists() and cluster.running():
+                cluster.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def two_brokers(tmp_path: Path) -> Iterator[tuple[PrivateBroker, PrivateBroker]]:
+    """Two brokers (one per hub server) with the same hub user, for tests free to kill either."""
+    password = secrets.token_hex(8)
+    pair = (PrivateBroker(tmp_path / "broker-a", max_queued_messages=20000),
+            PrivateBroker(tmp_path / "broker-b", max_queued_messages=20000))
+    for brk in pair:
+        brk.add_user(HUB_USER, password)
+        brk.start()
+    yield pair
+    for brk in pair:
+        brk.stop()

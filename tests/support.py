@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import random
 import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -155,7 +157,12 @@ def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra:
     doc = {"site": {"name": site}, "mqtt": {"host": broker.host, "port": broker.port, "username": HUB_USER,
                                               "password": broker.users[HUB_USER]},
            "http": {"host": "127.0.0.1", "port": extra.pop("http_port", free_port())},
-           "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}, **extra}
+           "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}}
+    for key, value in extra.items():  # a table given for one already here adds to it (mqtt={"more_hosts": ...})
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
     if _store_url:
         doc["store"] = {"url": _url_for(tmp_path / "hub")}
     return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}, array_tables=HUB_ARRAY_TABLES))
@@ -1358,3 +1365,28 @@ class AnswerLosingProxy(LoopbackServer):
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", forward)
         return app
+
+
+@dataclass
+class StreamingPair:
+    """A primary and its synchronous streaming standby, and the URL that finds whichever takes writes."""
+
+    primary: PgCluster
+    standby: PgCluster
+    url: str
+
+
+def sigkill_postgres(cluster: PgCluster) -> None:
+    """SIGKILL a PgCluster's postmaster and every process it started, as when its server dies."""
+    pid = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == pid]
+    for victim in (pid, *children):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+def _ppid(proc_dir: Path) -> int:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1

@@ -80,3 +80,17 @@ def test_the_edge_checks_its_site_as_the_hub_does() -> None:
                    ARRAY_TABLES)["node.site"] == "hub"
     with pytest.raises(ConfigError, match=r"key 'node.name': node name 'hub' is reserved for the hub"):
         resolve({"node": {"name": "hub", "site": "s1"}}, EDGE_SETTINGS, "edge.toml", EDGE_ENV, {}, ARRAY_TABLES)
+
+
+def test_more_brokers_are_read_and_a_bad_address_is_refused_with_its_key() -> None:
+    from edge.config import edge_config_from
+    from hub.config import hub_config_from
+    edge_doc = {"node": {"name": "pi-1", "site": "s1"},
+                "mqtt": {"host": "hub-a", "port": 1884, "more_hosts": ["hub-b", "10.0.0.3:8883"]}}
+    edge = edge_config_from(resolve(edge_doc, EDGE_SETTINGS, "edge.toml", EDGE_ENV, {}, ARRAY_TABLES), "edge.toml")
+    assert edge.mqtt.brokers == (("hub-a", 1884), ("hub-b", 1884), ("10.0.0.3", 8883))
+    hub = hub_config_from(resolve({"site": {"name": "s1"}}, HUB_SETTINGS, "hub.toml", HUB_ENV, {}))
+    assert hub.mqtt.brokers == (("127.0.0.1", 1883),)  # one broker, as before
+    with pytest.raises(ConfigError, match=r"hub.toml: key 'mqtt.more_hosts': 'hub-b:port' is not a broker address: write host or host:port"):
+        resolve({"site": {"name": "s1"}, "mqtt": {"more_hosts": ["hub-b:port"]}}, HUB_SETTINGS, "hub.toml",
+                HUB_ENV, {})

@@ -91,11 +91,16 @@ class _ServiceCollector(Collector):
         self.snapshot = ScrapeSnapshot()
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._role()
         yield from self._ingest()
         yield from self._nodes(self.snapshot.nodes)
         yield from self._discrepancies()
         yield from self._purchasing()
         yield from self._alerts()
+
+    def _role(self) -> Iterator[Metric]:
+        yield _gauge("hub_active", "1: this hub is the active one and ingests; 0: a standby (read-only, waiting"
+                     " for the writer lease)", 1 if self.service.active.is_set() else 0)
 
     def _ingest(self) -> Iterator[Metric]:
         ingest = self.service.ingest

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from contract import clock, notice_is_all_clear
 from hub.web.auth import identity_of
+from hub.web.keys import SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ def render(request: web.Request, name: str, status: int = 200, **context: Any) -
     """Render a template with the identity, its CSRF token and the navigation."""
     identity = identity_of(request)
     nav = NAV + ADMIN_NAV if identity and identity.can("admin") else NAV
+    service = request.app.get(SERVICE)
+    standby = service is not None and not service.active.is_set()
     html = ENV.get_template(name).render(identity=identity, csrf=identity.csrf if identity else "", nav=nav,
-                                         path=request.path, **context)
+                                         path=request.path, standby=standby, **context)
     return web.Response(text=html, status=status, content_type="text/html",
                         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
