@@ -17,9 +17,10 @@ from hub.rules.config import (
     rules_config_from,
     service_level_check,
 )
-from settings import REQUIRED, Setting, keepalive_seconds, load_file, port_number, positive
+from settings import REQUIRED, ConfigError, Setting, keepalive_seconds, load_file, port_number, positive
 
 ENV_PREFIX = "HUB"
+SITE_ROLE, COMPANY_ROLE = "site", "company"  # key site.role
 
 
 def _site(value: Any) -> str | None:
@@ -43,6 +44,10 @@ def _locations(value: Any) -> str | None:
 
 HUB_SETTINGS: list[Setting] = [
     Setting("site.name", str, REQUIRED, "the site this hub serves (topic wh/v1/{site}/...)", check=_site),
+    Setting("site.role", str, "site",
+            "site: this hub ingests its site's events; company: a read-only view of every site's stock from a"
+            " central PostgreSQL database (store.url) that subscribes to the sites (docs/deployment.md, many sites)",
+            choices=(SITE_ROLE, COMPANY_ROLE)),
     Setting("mqtt.host", str, "127.0.0.1", "broker host name or address"),
     Setting("mqtt.port", int, 1883, "broker port (8883 for TLS)", check=port_number),
     Setting("mqtt.username", str, "hub", "the hub's MQTT username"),
@@ -192,6 +197,7 @@ class HubConfig:
     store_url: str = ""  # "": SQLite files; else the PostgreSQL database of every store
     store_writer_lease: bool = False  # active/standby hubs on one database (hub/lease.py)
     store_lease_poll_s: float = 1.0
+    role: str = SITE_ROLE  # SITE_ROLE or COMPANY_ROLE (hub/web/company.py)
 
     def db_target(self, store: str) -> DbTarget:
         """Where one store (hub.db.LEDGER, RULES, AUTH) lives under this configuration."""
@@ -213,6 +219,9 @@ def load_hub_config(path: str | Path) -> HubConfig:
 
 
 def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
+    if raw["site.role"] == COMPANY_ROLE and not raw["store.url"]:
+        raise ConfigError(f"{source or 'hub config'}: key 'site.role': the company role reads the central PostgreSQL"
+                          " database: set store.url to it (docs/deployment.md, many sites)")
     password = raw["mqtt.password"]
     if raw["mqtt.password_file"]:
         password = Path(raw["mqtt.password_file"]).read_text().strip()
@@ -235,7 +244,7 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      auth_failures_per_address=raw["auth.failures_per_address"],
                      auth_failures_total=raw["auth.failures_total"],
                      rules=rules_config_from(raw), central=central_config_from(raw), store_url=raw["store.url"],
-                     store_writer_lease=raw["store.writer_lease"], store_lease_poll_s=raw["store.lease_poll_s"],
+                     role=raw["site.role"], store_writer_lease=raw["store.writer_lease"], store_lease_poll_s=raw["store.lease_poll_s"],
                      integrations=IntegrationsConfig(
                          publish_state=raw["integrations.publish_state"],
                          min_interval_ms=raw["integrations.min_interval_ms"],
