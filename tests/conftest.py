@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from hub.mosquitto import HUB_USER, PrivateBroker
-from tests.support import PG_ADMIN_URL, Browser, DemoShift, chromium, extra_databases, use_store_url
+from tests.support import (
+    PG_ADMIN_URL,
+    POSTGRES_BIN,
+    Browser,
+    DemoShift,
+    TempPostgres,
+    chromium,
+    extra_databases,
+    use_store_url,
+)
 
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 
@@ -94,6 +103,21 @@ def postgres_url(request: pytest.FixtureRequest, store_backend: str) -> Iterator
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def logical_postgres() -> Iterator[TempPostgres]:
+    """A PostgreSQL server of the test's own with wal_level = logical (the machine's runs with replica):
+    databases on it can publish and subscribe (logical replication)."""
+    if not (POSTGRES_BIN / "initdb").exists():
+        print(f"\nskipping: no PostgreSQL server binaries at {POSTGRES_BIN} (Debian's postgresql-15)")
+        pytest.skip(f"no PostgreSQL server binaries at {POSTGRES_BIN}")
+    server = TempPostgres("wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n"
+                          "max_logical_replication_workers = 8\nmax_worker_processes = 16\n")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import random
 import secrets
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -142,7 +145,7 @@ def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra:
                                               "password": broker.users[HUB_USER]},
            "http": {"host": "127.0.0.1", "port": extra.pop("http_port", free_port())},
            "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}, **extra}
-    if _store_url:
+    if _store_url and "store" not in doc:  # a test that names its own database keeps it
         doc["store"] = {"url": _url_for(tmp_path / "hub")}
     return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}))
 
@@ -986,3 +989,59 @@ async def log_in(browser: Browser, base: str, username: str, password: str) -> P
     await page.get_by_role("button", name="Log in").click()
     await expect(page.locator("#live")).to_have_text("live")
     return page
+
+
+# --------------------------------------------------------------------------- a PostgreSQL server of a test's own
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")  # Debian's postgresql-15
+
+
+def as_postgres_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the postgres user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+class TempPostgres:
+    """A PostgreSQL server from Debian's binaries in a temporary directory on a free port, with the
+    settings a test needs that the machine's server lacks (e.g. wal_level = logical); trust auth."""
+
+    def __init__(self, settings: str = "") -> None:
+        # Not under pytest's tmp_path: the postgres user must be able to reach the directory.
+        self.base = Path(tempfile.mkdtemp(prefix="shelfsignal-pg-"))
+        self.data = self.base / "data"
+        self.port = free_port()
+        self.settings = settings
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *cmd: str) -> None:
+        # Output to a file, not a pipe: the server pg_ctl starts would hold a pipe open for good.
+        with open(self.base / "tools.log", "ab") as log:
+            subprocess.run(as_postgres_user([str(POSTGRES_BIN / cmd[0]), *cmd[1:]]), check=True, stdout=log,
+                           stderr=log, cwd=self.base)
+
+    def start(self) -> TempPostgres:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+        with open(self.data / "postgresql.auto.conf", "a") as conf:
+            # fsync off: these tests stop processes, not the machine.
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.base}'\n"
+                       f"fsync = off\n{self.settings}")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "server.log"), "-w", "-t", "30", "start")
+        return self
+
+    def create_database(self, name: str) -> str:
+        """A new database; its URL."""
+        import psycopg
+        with psycopg.connect(self.url(), autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(as_postgres_user([str(POSTGRES_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                                             "stop"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           cwd=self.base)
+        shutil.rmtree(self.base, ignore_errors=True)
