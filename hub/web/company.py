@@ -99,8 +99,13 @@ def make_company_app(config: HubConfig, store: CompanyStore, auth: WebAuth | Non
         store.close()
 
     app.on_cleanup.append(close)
+    add_routes(app)
+    return app
+
+
+def add_routes(app: web.Application) -> None:
+    """The company view's routes (docs/openapi.yaml, tag company)."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/stock", stock)
     app.router.add_get("/api/v1/skus/{sku}/stock", sku_stock)
     app.router.add_get("/api/v1/sites", sites)
-    return app
