@@ -14,8 +14,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import psycopg
 import pytest
+import yaml
 
 from contract import Channel, EventBatch, node_topic
 from hub.cli import main as stock_hub
@@ -129,6 +131,9 @@ async def test_two_sites_in_one_company_view(logical_postgres: TempPostgres, bro
                            30, "south caught up from its replication slot")
             north_site = _site(port, token, "north")
             assert north_site["connected"] and north_site["copying"] == 0 and north_site["last_message_ms"]
+            documented("SiteLink", north_site)
+            for item in http(port, "/api/v1/stock", token)[1]["items"]:
+                documented("Balance", item)
 
             # The ledger itself arrives too, each row with its site; event ids repeat across sites.
             rows = await asyncio.to_thread(_sql, central_url, "SELECT site, id FROM events ORDER BY site, id")
@@ -149,6 +154,12 @@ async def test_two_sites_in_one_company_view(logical_postgres: TempPostgres, bro
         assert await asyncio.to_thread(run_cli, "subscribe-site", "--config", str(company), "--site", "north",
                                        "--site-url", north_url) == 0
         assert "already there; nothing changed" in capsys.readouterr().out
+
+
+def documented(schema: str, body: dict[str, Any]) -> None:
+    """The body matches its schema in docs/openapi.yaml, and every field it has is described there."""
+    spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())["components"]["schemas"][schema]
+    jsonschema_rs.validate({**spec, "additionalProperties": False}, body)
 
 
 def _site(port: int, token: str, site: str) -> dict[str, Any]:
