@@ -5,7 +5,7 @@ newcomer can run the whole loop (hub proposes -> central orders -> dock receives
 central purchasing is another team's ERP; only the contract is shared.
 
     store  SQLite: catalog, cash per site, purchase orders, idempotency records, request log
-    app    the aiohttp application (/v1/...)
+    app    the aiohttp application (/v2/...)
     cli    `central-purchasing-reference --db central.sqlite3 --port 8090 --seed-demo`
 """
 

@@ -1,4 +1,4 @@
-"""The reference central purchasing HTTP service (docs/central-openapi.yaml)."""
+"""The reference central purchasing HTTP service (docs/central-openapi.yaml, contract v2)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ from central_reference.store import CentralStore, IdempotencyConflict
 
 log = logging.getLogger(__name__)
 STORE = web.AppKey("store", CentralStore)
-REQUIRED = {"/v1/requisitions": ("site", "requisition_id", "sku", "supplier", "qty", "requested_ms"),
-            "/v1/receipts": ("site", "receipt_id", "sku", "qty", "received_ms")}
+API = "/v2"
+REQUIRED = {f"{API}/orders": ("site", "supplier", "requested_ms", "lines"),
+            f"{API}/receipts": ("site", "receipt_id", "sku", "qty", "location", "received_ms"),
+            f"{API}/returns": ("site", "return_id", "po_id", "line_id", "sku", "supplier", "qty", "reason",
+                               "returned_ms")}
+LINE_REQUIRED = ("requisition_id", "sku", "qty")
 RECEIPT_MATCHES = ("po", "fifo", "none")  # how the hub matched a receipt (docs/central-openapi.yaml)
 
 
@@ -71,13 +75,14 @@ async def purchase_orders(request: web.Request) -> web.Response:
 
 
 async def promise(request: web.Request) -> web.Response:
-    """Reference-only: the supplier moves its promised date."""
+    """Reference-only: the supplier moves the expected date of one line."""
     body = await _json(request)
     if not isinstance(body.get("promised_ms"), int):
         raise web.HTTPBadRequest(reason="'promised_ms' must be epoch milliseconds")
-    po = await asyncio.to_thread(request.app[STORE].set_po_promise, request.match_info["po_id"], body["promised_ms"])
+    po = await asyncio.to_thread(request.app[STORE].set_line_promise, request.match_info["po_id"],
+                                 request.match_info["line_id"], body["promised_ms"])
     if po is None:
-        raise web.HTTPNotFound(reason="no such purchase order")
+        raise web.HTTPNotFound(reason="no such purchase order line")
     return web.json_response({"ok": True, "purchase_order": po})
 
 
@@ -92,7 +97,7 @@ async def _json(request: web.Request) -> dict[str, Any]:
 
 
 async def idempotent_post(request: web.Request) -> web.Response:
-    """POST /v1/requisitions and /v1/receipts: applied once per Idempotency-Key."""
+    """POST /v2/orders, /v2/receipts and /v2/returns: applied once per Idempotency-Key."""
     key = request.headers.get("Idempotency-Key", "")
     if not 8 <= len(key) <= 200:
         raise web.HTTPBadRequest(reason="an Idempotency-Key header (8-200 characters) is required")
@@ -100,10 +105,12 @@ async def idempotent_post(request: web.Request) -> web.Response:
     missing = [f for f in REQUIRED[request.path] if f not in body]
     if missing:
         raise web.HTTPUnprocessableEntity(reason=f"missing field(s): {', '.join(missing)}")
-    if request.path.endswith("requisitions") and (not isinstance(body["qty"], int) or body["qty"] <= 0):
-        raise web.HTTPUnprocessableEntity(reason="'qty' must be a positive whole number")
-    if request.path.endswith("receipts"):
+    if request.path.endswith("orders"):
+        _check_order(body)
+    elif request.path.endswith("receipts"):
         _check_receipt(body)
+    elif not _whole(body["qty"]):
+        raise web.HTTPUnprocessableEntity(reason="'qty' must be a positive whole number")
     try:
         status, response, replayed = await asyncio.to_thread(request.app[STORE].apply_once, key, request.path, body)
     except IdempotencyConflict:
@@ -111,13 +118,32 @@ async def idempotent_post(request: web.Request) -> web.Response:
     return web.json_response({**response, "replayed": replayed}, status=200 if replayed else status)
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_order(body: dict[str, Any]) -> None:
+    """An order's lines have the contract's shape (422 otherwise; one line central will not take is refused
+    in the answer instead, so the others still go)."""
+    lines = body["lines"]
+    if not isinstance(lines, list) or not lines:
+        raise web.HTTPUnprocessableEntity(reason="'lines' must be a non-empty list")
+    for n, line in enumerate(lines):
+        missing = [f for f in LINE_REQUIRED if not isinstance(line, dict) or f not in line]
+        if missing:
+            raise web.HTTPUnprocessableEntity(reason=f"line {n + 1}: missing field(s): {', '.join(missing)}")
+        if not _whole(line["qty"]):
+            raise web.HTTPUnprocessableEntity(reason=f"line {n + 1}: 'qty' must be a positive whole number")
+
+
 def _check_receipt(body: dict[str, Any]) -> None:
     """The optional receipt fields, when present, have the contract's shapes (422 otherwise)."""
     lines = body.get("po_lines", [])
     if not isinstance(lines, list) or not all(
-            isinstance(x, dict) and isinstance(x.get("po_id"), str) and isinstance(x.get("qty"), int)
-            and not isinstance(x["qty"], bool) and x["qty"] > 0 for x in lines):
-        raise web.HTTPUnprocessableEntity(reason="'po_lines' must be a list of {po_id: string, qty: whole number > 0}")
+            isinstance(x, dict) and isinstance(x.get("po_id"), str) and isinstance(x.get("line_id"), str)
+            and _whole(x.get("qty")) for x in lines):
+        raise web.HTTPUnprocessableEntity(
+            reason="'po_lines' must be a list of {po_id: string, line_id: string, qty: whole number > 0}")
     for name in ("po_ref", "sscc", "lot", "expiry", "match"):
         if name in body and not isinstance(body[name], str):
             raise web.HTTPUnprocessableEntity(reason=f"'{name}' must be a string")
@@ -129,12 +155,12 @@ def make_app(store: CentralStore) -> web.Application:
     """The reference central app over a store (the caller closes the store)."""
     app = web.Application(middlewares=[errors])
     app[STORE] = store
-    app.router.add_get("/v1/health", health)
-    app.router.add_get("/v1/catalog", catalog)
-    app.router.add_get("/v1/sites/{site}/cash", get_cash)
-    app.router.add_put("/v1/sites/{site}/cash", put_cash)
-    app.router.add_get("/v1/sites/{site}/purchase-orders", purchase_orders)
-    app.router.add_post("/v1/purchase-orders/{po_id}/promise", promise)
-    app.router.add_post("/v1/requisitions", idempotent_post)
-    app.router.add_post("/v1/receipts", idempotent_post)
+    app.router.add_get(f"{API}/health", health)
+    app.router.add_get(f"{API}/catalog", catalog)
+    app.router.add_get(f"{API}/sites/{{site}}/cash", get_cash)
+    app.router.add_put(f"{API}/sites/{{site}}/cash", put_cash)
+    app.router.add_get(f"{API}/sites/{{site}}/purchase-orders", purchase_orders)
+    app.router.add_post(f"{API}/purchase-orders/{{po_id}}/lines/{{line_id}}/promise", promise)
+    for path in REQUIRED:
+        app.router.add_post(path, idempotent_post)
     return app

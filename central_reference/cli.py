@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             store.put_catalog_item(item)
     if args.cash:
         store.set_cash(args.cash[0], float(args.cash[1]), int(time.time() * 1000))
-    logging.getLogger(__name__).info("REFERENCE central purchasing on http://%s:%d/v1 (store %s)",
+    logging.getLogger(__name__).info("REFERENCE central purchasing on http://%s:%d/v2 (store %s)",
                                      args.host, args.port, args.db)
     try:
         web.run_app(make_app(store), host=args.host, port=args.port, print=None)

@@ -125,10 +125,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Bring every store's schema up to date (the hub also does this at start), or list what is due."""
     from hub.config import load_hub_config
-    from hub.db import AUTH, LEDGER, RULES
+    from hub.db import ALERTS, AUTH, LEDGER, RULES
     from hub.db.migrate import migrate, pending
     cfg = load_hub_config(args.config)
-    for store in (LEDGER, RULES, AUTH):
+    for store in (LEDGER, RULES, AUTH, ALERTS):
         target = cfg.db_target(store)
         try:
             if args.dry_run:
@@ -202,8 +202,10 @@ def cmd_rebuild_balances(args: argparse.Namespace) -> int:
 
 
 def cmd_config_help(args: argparse.Namespace) -> int:
-    from hub.config import ENV_PREFIX, HUB_SETTINGS
+    from hub.config import ENV_PREFIX, HUB_ARRAY_TABLES, HUB_SETTINGS
     print(describe(HUB_SETTINGS, ENV_PREFIX))
+    for table, table_settings in HUB_ARRAY_TABLES.items():
+        print(f"\nEach [[{table}]]:\n\n{describe(table_settings)}")
     return 0
 
 
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
     check.set_defaults(func=cmd_check_config)
-    migrate = sub.add_parser("migrate", help="bring the ledger, rules and users databases up to date")
+    migrate = sub.add_parser("migrate", help="bring the ledger, rules, users and alerts databases up to date")
     migrate.add_argument("--config", required=True)
     migrate.add_argument("--dry-run", action="store_true", help="list the migrations due; change nothing")
     migrate.set_defaults(func=cmd_migrate)

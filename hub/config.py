@@ -8,8 +8,12 @@ from typing import Any
 
 from contract import check_name
 from contract.messages import LOCATION_RE
-from hub.db import AUTH, LEDGER, RULES, DbTarget
+from hub.alerts.config import ALERT_SETTINGS, AlertsConfig, alerts_config_from
+from hub.alerts.config import ARRAY_TABLES as ALERT_ARRAY_TABLES
+from hub.db import ALERTS, AUTH, LEDGER, RULES, DbTarget
 from hub.rules.config import (
+    CONTRACT,
+    TRYTON,
     CentralConfig,
     RulesConfig,
     central_config_from,
@@ -128,8 +132,17 @@ HUB_SETTINGS: list[Setting] = [
             check=positive),
     Setting("rules.stale_node_s", int, 900, "a node silent this long makes its SKUs' information constraint",
             check=positive),
-    Setting("central.base_url", str, "", "central purchasing API, e.g. http://central:8090 (empty: no sync)"),
-    Setting("central.token", str, "", "bearer token for central purchasing (or set HUB_CENTRAL_TOKEN)"),
+    Setting("central.base_url", str, "", "central purchasing, e.g. http://central:8090 for the contract, "
+            "http://tryton:8000 for Tryton (empty: no sync; requisitions and receipts wait in the outbox)"),
+    Setting("central.connector", str, CONTRACT, "how the hub talks to central: 'contract' (docs/central-openapi.yaml, "
+            "e.g. the reference service) or 'tryton' (Tryton's JSON-RPC; docs/purchasing.md)",
+            choices=(CONTRACT, TRYTON)),
+    Setting("central.token", str, "", "bearer token for central purchasing; with the Tryton connector, the password "
+            "of central.tryton_user (or set HUB_CENTRAL_TOKEN)"),
+    Setting("central.tryton_database", str, "", "Tryton connector: the Tryton database name"),
+    Setting("central.tryton_user", str, "", "Tryton connector: the login of the hub's Tryton user (groups Purchase "
+            "and Stock)"),
+    Setting("central.tryton_warehouse", str, "WH", "Tryton connector: the code of this site's warehouse location"),
     Setting("central.poll_interval_s", float, 60.0, "how often catalog, cash and PO status are pulled",
             check=positive),
     Setting("central.timeout_s", float, 10.0, "timeout of one call to central", check=positive),
@@ -144,7 +157,9 @@ HUB_SETTINGS: list[Setting] = [
     Setting("integrations.home_assistant", bool, False,
             "announce a Home Assistant MQTT discovery sensor per bin and SKU (retained config topics)"),
     Setting("integrations.home_assistant_prefix", str, "homeassistant", "Home Assistant's discovery prefix"),
+    *ALERT_SETTINGS,  # alerts.* (hub/alerts/config.py)
 ]
+HUB_ARRAY_TABLES = {**ALERT_ARRAY_TABLES}  # [[alert_rule]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +225,16 @@ class HubConfig:
             return DbTarget.sqlite(RULES, self.rules.db_path or self.db_path.with_name("rules.sqlite3"), "NORMAL")
         if store == AUTH:
             return DbTarget.sqlite(AUTH, self.auth_db_path or self.db_path.parent / "auth.sqlite3")
+        if store == ALERTS:
+            from hub.alerts.store import alerts_path
+            return DbTarget.sqlite(ALERTS, alerts_path(self.db_path, self.alerts.db_path))
         raise ValueError(f"no store {store!r}")
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
     """Load and validate a hub config file; raises settings.ConfigError with one line."""
-    return hub_config_from(load_file(path, HUB_SETTINGS, ENV_PREFIX), str(path))
+    return hub_config_from(load_file(path, HUB_SETTINGS, ENV_PREFIX, HUB_ARRAY_TABLES), str(path))
 
 
 def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
@@ -249,4 +268,5 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                          publish_state=raw["integrations.publish_state"],
                          min_interval_ms=raw["integrations.min_interval_ms"],
                          home_assistant=raw["integrations.home_assistant"],
-                         home_assistant_prefix=raw["integrations.home_assistant_prefix"]))
+                         home_assistant_prefix=raw["integrations.home_assistant_prefix"]),
+                     alerts=alerts_config_from(raw, source or "hub config"))

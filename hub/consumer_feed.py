@@ -8,6 +8,10 @@ counts, and alerts as single, non-retained messages. Changes that arrive while a
 being published are coalesced into the next round, so a busy hour costs one message per
 bin per round, not one per scan. Optional Home Assistant MQTT discovery announces a sensor
 per bin and per SKU (off by default: it adds retained config topics a site may not want).
+
+The alerts are also handed to `alert_listeners` (the hub's e-mail and webhook alerts,
+hub/alerts/): while `alerts_wanted()` says someone listens, the feed judges SKUs and nodes
+even when `publish_state` is off, and then only skips the MQTT messages.
 """
 
 from __future__ import annotations
@@ -74,12 +78,18 @@ class ConsumerFeed:
         self._announced: set[tuple[str, str]] = set()
         self._confidence: dict[str, float] = {}
         self.published_total = 0
+        self.alert_listeners: list[Callable[[HubAlert], None]] = []  # called on the loop, must not block
+        self.alerts_wanted: Callable[[], bool] = lambda: False  # a listener has rules to feed now
+
+    @property
+    def _active(self) -> bool:
+        return self.config.publish_state or (bool(self.alert_listeners) and self.alerts_wanted())
 
     # ----------------------------------------------------------------- fed on the loop
 
     def on_commit(self, result: CommitResult) -> None:
         """Note what changed; the run task publishes it."""
-        if not self.config.publish_state:
+        if not self._active:
             return
         pending = self._pending
         for change in result.balances:
@@ -104,8 +114,8 @@ class ConsumerFeed:
 
     async def run(self) -> None:
         """Publish each round of changes, at most one round per `min_interval_ms`."""
-        if not self.config.publish_state:
-            return
+        if not self.config.publish_state and not self.alert_listeners:
+            return  # nothing could ever be wanted of this feed
         self._pending.discrepancies = True  # the counts are published once at start, even if zero
         self._wake.set()
         while True:
@@ -123,11 +133,12 @@ class ConsumerFeed:
     async def _publish_round(self, pending: _Pending) -> None:
         now = now_ms()
         self._confidence.update(pending.readings)
+        publishing = self.config.publish_state  # else only judging, for the alert listeners
         faults: dict[str, str] = {}
-        if pending.bins:
+        if pending.bins and publishing:
             for fault in await asyncio.to_thread(self.store.shelf_faults):
                 faults.setdefault(fault.bin, fault.fault)  # the oldest active fault names the bin's state
-        for bin_name in sorted(pending.bins):
+        for bin_name in sorted(pending.bins) if publishing else ():
             rows = await asyncio.to_thread(self.store.stock, "", MAX_BIN_ITEMS + 1, 0, None, bin_name)
             items = tuple(BinItem(r.sku, r.qty) for r in rows[:MAX_BIN_ITEMS])
             message = BinStock(bin=bin_name, qty=sum(i.qty for i in items), items=items, ts_ms=now,
@@ -144,7 +155,7 @@ class ConsumerFeed:
             if stock.state != "ok" and stock.state != previous:
                 pending.alerts.append(HubAlert(kind="stockout" if stock.state == "stockout" else "low_stock",
                                                subject=sku, text=sentence[:500], ts_ms=now))
-        if pending.discrepancies:
+        if pending.discrepancies and publishing:
             by_kind, _ = await asyncio.to_thread(self.store.open_discrepancy_summary)
             counts = DiscrepancyCounts(open=sum(by_kind.values()), by_kind=by_kind, ts_ms=now)
             self._send(discrepancies_topic(self.site), counts.to_json(), retain=True)
@@ -152,6 +163,11 @@ class ConsumerFeed:
             await self._node_alerts(pending, now)
         for alert in pending.alerts:
             self._send(alerts_topic(self.site), alert.to_json(), retain=False)
+            for listener in self.alert_listeners:
+                try:
+                    listener(alert)
+                except Exception:  # a broken listener must not stop the feed
+                    log.exception("alert listener %r failed", listener)
 
     async def _sku_stock(self, sku: str, now: int) -> tuple[SkuStock, str]:
         """The SKU's state across the site (the rules' judgement when they run) and a sentence."""
@@ -180,6 +196,8 @@ class ConsumerFeed:
     # ----------------------------------------------------------------- out
 
     def _send(self, topic: str, payload: bytes, retain: bool) -> None:
+        if not self.config.publish_state:
+            return
         self.publish(topic, payload, retain)
         self.published_total += 1
 

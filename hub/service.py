@@ -13,11 +13,14 @@ import logging
 from typing import Any
 
 from contract.clock import now_ms
+from contract.outbound import HubAlert
+from hub.alerts import sources as alert_sources
+from hub.alerts.service import AlertsService
 from hub.catalog import node_configs
 from hub.commit import CommitResult
 from hub.config import HubConfig
 from hub.consumer_feed import ConsumerFeed
-from hub.db import LEDGER, RULES
+from hub.db import ALERTS, LEDGER, RULES
 from hub.health import HealthSettings, NodeHealth, node_health
 from hub.ingest import Ingest
 from hub.lease import WriterLease
@@ -27,6 +30,7 @@ from hub.plausibility import PlausibilitySettings
 from hub.purchasing.sync import PurchasingSync
 from hub.rules.clock import system_clock
 from hub.rules.core import RulesCore
+from hub.rules.decisions import Decision
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
 from hub.store import SqlStore, Store
@@ -61,6 +65,9 @@ class HubService:
         self.active = asyncio.Event()  # set once this hub ingests
         self.lease_lost = asyncio.Event()  # set when an active hub can no longer show it holds the lease
         self.consumer_feed: ConsumerFeed | None = None
+        # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions;
+        # their pages work on either hub, only the active one sends
+        self.alerts = AlertsService(config.alerts, config.site, config.db_target(ALERTS))
         if self.lease is None:
             self._make_writing_parts()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -77,6 +84,10 @@ class HubService:
         # stock state on MQTT for other consumers (dashboards, Node-RED, andon lights)
         self.consumer_feed = ConsumerFeed(config.site, config.integrations, self.store, self.rules,
                                           self.link.publish, self._nodes_online)
+        self.consumer_feed.alert_listeners.append(self._on_hub_alert)
+        self.consumer_feed.alerts_wanted = lambda: self.alerts.has_rules
+        if self.rules is not None:
+            self.rules.core.decision_listeners.append(self._on_decisions_thread)
 
     def _publish_ack(self, ack: Any) -> None:
         self.link.publish_ack(ack)
@@ -88,6 +99,18 @@ class HubService:
         # Runs on the writer thread: hop to the loop, never touch loop objects here.
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_commit, result)
+
+    def _on_hub_alert(self, alert: HubAlert) -> None:
+        event = alert_sources.from_hub_alert(alert)
+        if event is not None:
+            self.alerts.on_event(event)
+
+    def _on_decisions_thread(self, decisions: list[Decision]) -> None:
+        # Runs on the rules engine thread after its transaction committed: hop to the loop.
+        events = alert_sources.from_decisions(decisions)
+        if events and self._loop is not None and not self._loop.is_closed():
+            for event in events:
+                self._loop.call_soon_threadsafe(self.alerts.on_event, event)
 
     def _nodes_online(self) -> dict[str, bool]:
         return {row.node: row.online for row in self.store.nodes()}
@@ -170,13 +193,13 @@ class HubService:
         self._loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
         if self.lease is None:
-            self._become_active()
+            await self._become_active()
         else:
             log.info("hub for site %s started as a standby on %s: pages only until it holds the writer lease",
                      self.config.site, self.config.db_target(LEDGER).describe())
             self._tasks.append(asyncio.create_task(self._hold_lease(), name="writer-lease"))
 
-    def _become_active(self) -> None:
+    async def _become_active(self) -> None:
         """Start everything that writes: rules, purchasing sync, ingest, the MQTT link and what publishes."""
         config = self.config
         if self.consumer_feed is None:
@@ -186,6 +209,8 @@ class HubService:
             self.rules.start()
         if self.purchasing is not None:
             self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
+        await asyncio.to_thread(self.alerts.load_config_rules)
+        self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
@@ -204,7 +229,13 @@ class HubService:
                 log.warning("standby: cannot ask for the writer lease (%s); asking again in %.1f s", err, poll_s)
                 taken = False
             if taken:
-                self._become_active()
+                try:
+                    await self._become_active()
+                except self.store.storage_errors as err:
+                    # Half started with the lease held: stop, so the lease goes to a hub that can start.
+                    log.critical("holding the writer lease but could not start ingesting (%s); stopping", err)
+                    self.lease_lost.set()
+                    return
                 break
             await asyncio.sleep(poll_s)
         while await asyncio.to_thread(self.lease.still_held):
@@ -225,5 +256,6 @@ class HubService:
                 await asyncio.to_thread(self.rules.stop)
         if self.lease is not None:
             await asyncio.to_thread(self.lease.release)
+        self.alerts.close()
         self.store.close()
         log.info("hub stopped")

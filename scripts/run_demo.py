@@ -1,5 +1,6 @@
-"""The demo: a private broker, the reference central purchasing, the hub, and one edge agent
-with a virtual scanner and a virtual two-bin shelf working a realistic shift.
+"""The demo: a private broker, the reference central purchasing (or, with `--central tryton`, a
+local Tryton ERP), the hub, and one edge agent with a virtual scanner and a virtual two-bin shelf
+working a realistic shift.
 
 Everything runs as it would in production (separate processes, a Mosquitto with a
 password file and ACL, real SQLite files, real HTTP to central purchasing); only the
@@ -29,11 +30,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.scan.sim import VirtualScanner, gs1_128
 from edge.shelf.sim import SimBin, VirtualController, start_simulator
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port, wait_for_port
 from service.testing import NotifyListener
+
+if TYPE_CHECKING:
+    from central_reference.tryton_local import TrytonServer
 
 log = logging.getLogger("demo")
 
@@ -276,6 +281,9 @@ def main() -> int:
     parser.add_argument("--window-s", type=float, default=8.0,
                         help="the hub's reconciliation window (reconcile.window_s); the shift leaves each staged "
                              "mistake this long alone, plus a margin")
+    parser.add_argument("--central", choices=("reference", "tryton"), default="reference",
+                        help="central purchasing: the reference service, or a local Tryton ERP (built once under "
+                             "build/tryton, then copied into the workdir; docs/purchasing.md)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s demo: %(message)s", datefmt="%H:%M:%S")
 
@@ -314,7 +322,7 @@ window_s = {args.window_s}
 [central]
 base_url = "http://127.0.0.1:{central_port}"
 poll_interval_s = 10.0
-""")
+{central_settings(args.central)}""")
     edge_config = write(work / "edge.toml", f"""[node]
 name = "{NODE}"
 site = "{SITE}"
@@ -353,11 +361,17 @@ scale_per_g = 100.0
     # The edge says READY (systemd's notify protocol) once it has opened its devices: the
     # worker starts scanning only then, so the opening count cannot miss a MODE: label.
     notify = NotifyListener(work / "edge-notify.sock")
+    tryton = None
     try:
-        procs["central"] = subprocess.Popen(
-            [sys.executable, "-m", "central_reference.cli", "--db", str(work / "central.sqlite3"),
-             "--port", str(central_port), "--seed-demo", "--cash", SITE, "25000"],
-            stdout=logs["central"], stderr=subprocess.STDOUT, start_new_session=True)
+        if args.central == "tryton":
+            tryton = start_tryton(work, central_port)
+            central_what = f"Tryton at http://127.0.0.1:{central_port} (database shelf, user shelfsignal)"
+        else:
+            procs["central"] = subprocess.Popen(
+                [sys.executable, "-m", "central_reference.cli", "--db", str(work / "central.sqlite3"),
+                 "--port", str(central_port), "--seed-demo", "--cash", SITE, "25000"],
+                stdout=logs["central"], stderr=subprocess.STDOUT, start_new_session=True)
+            central_what = f"http://127.0.0.1:{central_port}/v2  (the REFERENCE central purchasing service)"
         subprocess.run([sys.executable, "-m", "hub.cli", "--log-level", "WARNING", "import-catalog", str(catalog),
                         "--config", str(hub_config), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
         # Own sessions: Ctrl+C reaches only this script, which stops them in order (edge, hub,
@@ -379,8 +393,8 @@ scale_per_g = 100.0
         log.info("%s", ready)
         threading.Thread(target=shift.run, name="shift", daemon=True).start()
         print(f"\n  Hub page:  http://127.0.0.1:{http_port}/   (login: admin / {admin_password})\n"
-              f"  Central:   http://127.0.0.1:{central_port}/v1  (the REFERENCE central purchasing service)\n"
-              f"  Logs:      {work}/hub.log, edge.log, central.log\n"
+              f"  Central:   {central_what}\n"
+              f"  Logs:      {work}/hub.log, edge.log, {'tryton/trytond.log' if tryton else 'central.log'}\n"
               f"  The shift: receive and put away cable ties (shelf A-01-2), pick bolts (shelf A-01-1) and gloves\n"
               f"             (B-01-1, no sensor), restock what runs low; a cycle count every {CYCLE_ROUNDS} rounds.\n"
               f"  Staged mistakes, once per cycle (everything else on the page would be a real finding):\n"
@@ -407,6 +421,8 @@ scale_per_g = 100.0
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        if tryton is not None:
+            tryton.stop()
         scanner.stop()
         shelf.stop()
         notify.close()
@@ -414,6 +430,32 @@ scale_per_g = 100.0
         files.close()
         log.info("stopped; files are in %s", work)
     return 0
+
+
+def central_settings(central: str) -> str:
+    """The hub's [central] keys beyond the URL: which connector, and Tryton's database and user."""
+    if central != "tryton":
+        return ""
+    from central_reference.tryton_local import DATABASE, HUB_PASSWORD, HUB_USER
+
+    return (f'connector = "tryton"\ntryton_database = "{DATABASE}"\ntryton_user = "{HUB_USER}"\n'
+            f'token = "{HUB_PASSWORD}"\n')
+
+
+def start_tryton(work: Path, port: int) -> TrytonServer:
+    """A local Tryton over a copy of the seeded database (built the first time: a minute or two)."""
+    from central_reference.tryton_local import TrytonServer, build_template
+
+    root = Path(__file__).resolve().parent.parent
+    log.info("preparing the local Tryton (the first run activates its modules, a minute or two)")
+    template = build_template(root / "build" / "tryton", free_port())
+    data = work / "tryton"
+    data.mkdir()
+    shutil.copy(template, data / template.name)
+    server = TrytonServer(data, port)
+    server.start()
+    log.info("Tryton serving on 127.0.0.1:%d", port)
+    return server
 
 
 if __name__ == "__main__":

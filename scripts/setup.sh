@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up this checkout on Debian 12 / Raspberry Pi OS: system packages, .venv, the package.
 #   scripts/setup.sh demo   broker + edge + hub stacks (what ./scripts/demo needs)
+#   scripts/setup.sh tryton the demo's stacks plus a local Tryton ERP (./scripts/demo --central tryton)
 #   scripts/setup.sh test   the same plus test tools: Chromium, avr-gcc, simavr, systemd-analyze, shellcheck
 # System packages are installed with apt-get when missing: as root directly, else with
 # sudo if it works without a password; otherwise the script prints the exact command.
@@ -54,12 +55,15 @@ fi
 STAMP=.venv/.shelfsignal-setup
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $PURPOSE"
 have="$(cat "$STAMP" 2>/dev/null || true)"
-if [ "$have" = "$want" ] || { [ "$PURPOSE" = demo ] && [ "$have" = "${want% *} test" ]; }; then
+if [ "$have" = "$want" ] || { [ "$PURPOSE" != test ] && [ "$have" = "${want% *} test" ]; } \
+        || { [ "$PURPOSE" = demo ] && [ "$have" = "${want% *} tryton" ]; }; then
     echo "setup: .venv is up to date with pyproject.toml"
 else
     .venv/bin/python -m pip install -q --upgrade pip
     if [ "$PURPOSE" = test ]; then
         .venv/bin/python -m pip install -q -e ".[test]"
+    elif [ "$PURPOSE" = tryton ]; then
+        .venv/bin/python -m pip install -q -e ".[edge,hub,tryton]"
     else
         .venv/bin/python -m pip install -q -e ".[edge,hub]"
     fi

@@ -7,7 +7,7 @@ from pathlib import Path
 from edge.config import ARRAY_TABLES, EDGE_SETTINGS
 from edge.config import ENV_PREFIX as EDGE_ENV
 from hub.config import ENV_PREFIX as HUB_ENV
-from hub.config import HUB_SETTINGS
+from hub.config import HUB_ARRAY_TABLES, HUB_SETTINGS
 from settings import describe
 
 
@@ -36,6 +36,12 @@ key or value stops the program with one line naming the file, the key and the pr
 ## Hub (`stock-hub serve --config FILE`)
 
 {describe(HUB_SETTINGS, HUB_ENV)}
+
+### Each `[[alert_rule]]`
+
+Who is told what (docs/alerts.md); rules can also be made on the admin page `/alerts`.
+
+{describe(HUB_ARRAY_TABLES["alert_rule"])}
 """
 
 

@@ -7,22 +7,29 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from hub.mosquitto import HUB_USER, PrivateBroker
+from hub.mosquitto import HUB_USER, PrivateBroker, free_port
 from tests.support import (
     PG_ADMIN_URL,
-    POSTGRES_BIN,
     Browser,
     DemoShift,
-    TempPostgres,
+    PgCluster,
+    SmtpServer,
+    WebhookReceiver,
     chromium,
     extra_databases,
+    postgres_bin,
     use_store_url,
 )
+
+if TYPE_CHECKING:
+    from central_reference.tryton_local import TrytonServer
 
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 
@@ -106,18 +113,22 @@ def postgres_url(request: pytest.FixtureRequest, store_backend: str) -> Iterator
 
 
 @pytest.fixture
-def logical_postgres() -> Iterator[TempPostgres]:
+def logical_postgres() -> Iterator[PgCluster]:
     """A PostgreSQL server of the test's own with wal_level = logical (the machine's runs with replica):
     databases on it can publish and subscribe (logical replication)."""
-    if not (POSTGRES_BIN / "initdb").exists():
-        print(f"\nskipping: no PostgreSQL server binaries at {POSTGRES_BIN} (Debian's postgresql-15)")
-        pytest.skip(f"no PostgreSQL server binaries at {POSTGRES_BIN}")
-    server = TempPostgres("wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n"
-                          "max_logical_replication_workers = 8\nmax_worker_processes = 16\n")
+    if postgres_bin() is None:
+        print("\nskipping: no PostgreSQL server binaries (Debian package postgresql) are installed")
+        pytest.skip("PostgreSQL server binaries (Debian package postgresql) are not installed")
+    root = Path(tempfile.mkdtemp(prefix="pg-logical-"))
+    server = PgCluster(root, "logical", free_port())
     try:
-        yield server.start()
+        server.init_logical()
+        server.start()
+        yield server
     finally:
-        server.stop()
+        if server.running():
+            server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -178,3 +189,43 @@ async def browser() -> AsyncIterator[Browser]:
     """A headless Chromium for one test (the browser tests carry support.BROWSER_MARKS)."""
     async with chromium() as launched:
         yield launched
+
+
+@pytest.fixture(scope="session")
+def tryton_template() -> Path:
+    """The seeded Tryton database, built once and cached under build/ (keyed by the trytond version)."""
+    pytest.importorskip("trytond", reason="the 'tryton' extra is not installed (scripts/setup.sh test installs it)")
+    from central_reference.tryton_local import build_template
+
+    return build_template(Path(__file__).resolve().parent.parent / "build" / "tryton", free_port())
+
+
+@pytest.fixture
+def tryton(tryton_template: Path, tmp_path: Path) -> Iterator[TrytonServer]:
+    """A real trytond on a free port over this test's own copy of the seeded database."""
+    from central_reference.tryton_local import TrytonServer
+
+    data = tmp_path / "tryton"
+    data.mkdir()
+    shutil.copy(tryton_template, data / tryton_template.name)
+    server = TrytonServer(data, free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path) -> Iterator[SmtpServer]:
+    """A real SMTP server requiring STARTTLS (a test CA's certificate) and AUTH."""
+    server = SmtpServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    """A real HTTP webhook receiver, not yet started (a test may start it late to show retries)."""
+    receiver = WebhookReceiver()
+    yield receiver
+    await receiver.stop()

@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import random
 import secrets
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -49,7 +46,7 @@ from edge.sink import OutboxSink
 from edge.state import EdgeState
 from hub.catalog import parse_catalog_csv
 from hub.commit import CommitResult
-from hub.config import HUB_SETTINGS, HubConfig, hub_config_from
+from hub.config import HUB_ARRAY_TABLES, HUB_SETTINGS, HubConfig, hub_config_from
 from hub.db import AUTH, LEDGER, RULES, DbTarget
 from hub.ingest import Ingest
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
@@ -111,6 +108,20 @@ def _url_for(directory: Path) -> str:
     return _dir_urls[directory]
 
 
+PREVIOUS_RELEASE = Path(__file__).resolve().parent / "data" / "previous_release"
+
+
+def previous_release(state_dir: Path) -> None:
+    """The ledger, rules and users files as the release before versioned migrations left them
+    (dumps made by tests/data/previous_release/make.py)."""
+    import sqlite3
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("ledger", "rules", "auth"):
+        db = sqlite3.connect(state_dir / f"{name}.sqlite3")
+        db.executescript((PREVIOUS_RELEASE / f"{name}.sql").read_text())
+        db.close()
+
+
 def store_toml(directory: Path | None = None) -> str:
     """The [store] table of a hub config file for the current test's backend ("" on SQLite): the
     database of the stores in `directory` (default: the test's own)."""
@@ -147,7 +158,7 @@ def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra:
            "db": {"path": str(tmp_path / "hub" / "ledger.sqlite3")}, **extra}
     if _store_url and "store" not in doc:  # a test that names its own database keeps it
         doc["store"] = {"url": _url_for(tmp_path / "hub")}
-    return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}))
+    return hub_config_from(resolve(doc, HUB_SETTINGS, "test hub config", environ={}, array_tables=HUB_ARRAY_TABLES))
 
 
 def hub_toml(broker: PrivateBroker, tmp_path: Path, http_port: int, site: str = SITE) -> Path:
@@ -482,6 +493,20 @@ async def teach_rules(service: Any, sku: str, location: str, per_day: int = 19, 
         core.pick_faces[sku].discard(history)  # the rules' own ledger, not a bin: nothing to refill there
 
     await service.rules.call(teach)
+
+
+def central_schema(name: str, closed: bool = False) -> dict[str, Any]:
+    """A schema of docs/central-openapi.yaml (with the document's components, so its $refs resolve).
+
+    `closed`: no properties beyond the documented ones (the contract describes every field sent).
+    """
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "central-openapi.yaml").read_text())
+    schema = dict(doc["components"]["schemas"][name])
+    if closed:
+        schema["additionalProperties"] = False
+    return {**schema, "components": doc["components"]}
 
 
 class Central:
@@ -991,57 +1016,263 @@ async def log_in(browser: Browser, base: str, username: str, password: str) -> P
     return page
 
 
-# --------------------------------------------------------------------------- a PostgreSQL server of a test's own
+# --------------------------------------------------------------------------- PostgreSQL clusters of a test's own
 
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")  # Debian's postgresql-15
-
-
-def as_postgres_user(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: run its tools as the postgres user when we are root."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup), if installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
 
 
-class TempPostgres:
-    """A PostgreSQL server from Debian's binaries in a temporary directory on a free port, with the
-    settings a test needs that the machine's server lacks (e.g. wal_level = logical); trust auth."""
+class PgCluster:
+    """A PostgreSQL server in a temporary directory on its own port, run as the `postgres` user
+    when the tests run as root (the server refuses root), stopped and removed by `destroy`."""
 
-    def __init__(self, settings: str = "") -> None:
-        # Not under pytest's tmp_path: the postgres user must be able to reach the directory.
-        self.base = Path(tempfile.mkdtemp(prefix="shelfsignal-pg-"))
-        self.data = self.base / "data"
-        self.port = free_port()
-        self.settings = settings
+    def __init__(self, root: Path, name: str, port: int) -> None:
+        import os
+        import pwd
+        self.bin = postgres_bin()
+        assert self.bin is not None
+        self.datadir = root / name
+        self.port = port
+        self.log = root / f"{name}.log"
+        self._as: list[str] = []
         if os.geteuid() == 0:
-            shutil.chown(self.base, "postgres", "postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+            owner = pwd.getpwnam("postgres")
+            os.chown(root, owner.pw_uid, owner.pw_gid)
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def _run(self, program: str, *args: str) -> None:
+        assert self.bin is not None
+        subprocess.run([*self._as, str(self.bin / program), *args], check=True, capture_output=True, timeout=120)
 
-    def _run(self, *cmd: str) -> None:
-        # Output to a file, not a pipe: the server pg_ctl starts would hold a pipe open for good.
-        with open(self.base / "tools.log", "ab") as log:
-            subprocess.run(as_postgres_user([str(POSTGRES_BIN / cmd[0]), *cmd[1:]]), check=True, stdout=log,
-                           stderr=log, cwd=self.base)
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def start(self) -> TempPostgres:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
-        with open(self.data / "postgresql.auto.conf", "a") as conf:
-            # fsync off: these tests stop processes, not the machine.
-            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.base}'\n"
-                       f"fsync = off\n{self.settings}")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "server.log"), "-w", "-t", "30", "start")
-        return self
+    def init_primary(self, sync_standby: str) -> None:
+        """initdb with trust for local connections and replication, and one synchronous standby."""
+        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "--no-sync")
+        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
+                       f"wal_level = replica\nmax_wal_senders = 4\nsynchronous_standby_names = '{sync_standby}'\n"
+                       "fsync = off\n")  # the test kills processes, not the machine: fsync would only slow it
 
-    def create_database(self, name: str) -> str:
-        """A new database; its URL."""
+    def init_logical(self) -> None:
+        """initdb for logical replication (wal_level = logical): its databases can publish and subscribe."""
+        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "--no-sync")
+        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
+                       "wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n"
+                       "max_logical_replication_workers = 8\nmax_worker_processes = 16\nfsync = off\n")
+
+    def init_standby(self, primary: PgCluster, name: str) -> None:
+        """A streaming standby copied from the primary with pg_basebackup (its connection settings written by -R)."""
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D",
+                  str(self.datadir), "-R", "-X", "stream")
+        with open(self.datadir / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"port = {self.port}\ncluster_name = '{name}'\n")  # the walreceiver's application_name
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.log), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "-D", str(self.datadir), "-w", "promote")
+
+    def sql(self, *statements: str) -> None:
+        """Run statements as the superuser, each on its own (ALTER SYSTEM cannot be in a transaction)."""
         import psycopg
-        with psycopg.connect(self.url(), autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    def running(self) -> bool:
+        assert self.bin is not None
+        return subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.datadir), "status"],
+                              capture_output=True).returncode == 0
+@dataclass
+class ReceivedMail:
+    """One message the test SMTP server accepted, with how the session was made."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    tls: bool  # the session ran over TLS (STARTTLS, or implicit TLS)
+    login: str | None  # the AUTH user, None without AUTH
+
+
+class SmtpServer:
+    """A real SMTP server (aiosmtpd, its own thread) that requires STARTTLS and AUTH.
+
+    Its certificate is issued in the test by a throwaway CA (trustme); `ca_file` is that CA
+    for the client to trust. `refuse_rcpt` makes it refuse every recipient (550). `security`
+    "tls" serves implicit TLS (port 465 style) instead; "plain" offers no TLS at all (a server
+    a careful client must refuse).
+    """
+
+    def __init__(self, tmp_path: Path, username: str = "alerts", password: str | None = None,
+                 security: str = "starttls") -> None:
+        import ssl
+
+        import trustme
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        self.username, self.password = username, password or secrets.token_hex(8)
+        self.received: list[ReceivedMail] = []
+        self.refuse_rcpt = False
+        ca = trustme.CA()
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.ca_file = tmp_path / "smtp-ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
+        server = self
+
+        def authenticate(_smtp: Any, session: Any, _envelope: Any, _mechanism: str, data: Any) -> Any:
+            ok = (isinstance(data, LoginPassword) and data.login.decode() == server.username
+                  and data.password.decode() == server.password)
+            # handled=False: aiosmtpd itself answers 535 to a wrong login
+            return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+
+        class Handler:
+            async def handle_RCPT(self, _smtp: Any, _session: Any, envelope: Any, address: str,
+                                  _options: Any) -> str:
+                if server.refuse_rcpt:
+                    return f"550 5.1.1 <{address}>: mailbox unavailable"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
+                # TLS as the socket has it (after STARTTLS, or from the start with implicit TLS)
+                tls = smtp.transport.get_extra_info("ssl_object") is not None
+                server.received.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
+                                                    tls,
+                                                    session.auth_data.login.decode() if session.auth_data else None))
+                return "250 Message accepted"
+
+        self.port = free_port()
+        self.security = security
+        modes: dict[str, dict[str, Any]] = {
+            "starttls": {"tls_context": tls, "require_starttls": True, "auth_require_tls": True},
+            # aiosmtpd counts only STARTTLS as TLS for AUTH; with implicit TLS the socket is TLS throughout.
+            "tls": {"ssl_context": tls, "auth_require_tls": False},
+            "plain": {"auth_require_tls": False},
+        }
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, authenticator=authenticate,
+                                      auth_required=True, **modes[security])
+
+    def start(self) -> None:
+        self._controller.start()
 
     def stop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            subprocess.run(as_postgres_user([str(POSTGRES_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                                             "stop"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           cwd=self.base)
-        shutil.rmtree(self.base, ignore_errors=True)
+        self._controller.stop()
+
+    def settings(self, sender: str = "stock-hub@example.com") -> dict[str, Any]:
+        """The hub's [alerts] settings that send through this server."""
+        return {"smtp_host": "127.0.0.1", "smtp_port": self.port,
+                "smtp_security": "tls" if self.security == "tls" else "starttls",
+                "smtp_username": self.username, "smtp_password": self.password, "smtp_from": sender,
+                "smtp_ca_file": str(self.ca_file)}
+
+
+@dataclass
+class ReceivedHook:
+    """One webhook POST the receiver accepted after checking its signature."""
+
+    msg_id: str
+    payload: dict[str, Any]
+
+
+class WebhookReceiver:
+    """A real HTTP receiver (aiohttp, on the test's loop) that checks Standard Webhooks signatures
+    with the reference library and can be stopped and started again on the same port.
+
+    A bad signature is answered 401 and recorded in `bad`; `answer` sets the status of the next
+    answers (e.g. 503) without accepting.
+    """
+
+    def __init__(self, secret: str | None = None) -> None:
+        from hub.alerts.signing import new_secret
+
+        self.secret = secret or new_secret()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.received: list[ReceivedHook] = []
+        self.bad: list[str] = []
+        self.answer = 200
+        self._runner: web.AppRunner | None = None
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+        from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+        body = await request.read()
+        try:
+            payload = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError as err:
+            self.bad.append(str(err))
+            return web.Response(status=401, text=f"bad signature: {err}")
+        if self.answer != 200:
+            return web.Response(status=self.answer, text="not now")
+        self.received.append(ReceivedHook(request.headers["webhook-id"], payload))
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class AnswerLosingProxy:
+    """A real HTTP proxy in front of a server that loses the answer to the first request naming `method`.
+
+    The request reaches the server and is applied there; the caller sees the connection drop
+    (as when a link fails after the request went out): what an idempotency key is for.
+    """
+
+    def __init__(self, upstream: str, method: str) -> None:
+        self.upstream, self.method = upstream.rstrip("/"), method
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lost: list[str] = []  # the requests whose answers were lost
+        self._runner: Any = None
+
+    async def start(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+            async with aiohttp.ClientSession() as session, session.request(
+                    request.method, self.upstream + request.path_qs, data=body, headers=headers) as upstream:
+                answer = await upstream.read()
+                status, content_type = upstream.status, upstream.content_type
+            if not self.lost and f'"{self.method}"'.encode() in body:
+                self.lost.append(body.decode())
+                assert request.transport is not None
+                request.transport.close()  # applied upstream; the answer never comes back
+            return web.Response(body=answer, status=status, content_type=content_type)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -24,10 +24,16 @@ from hub.cli import main as stock_hub
 from hub.company.replication import PUBLISHED, channel_name
 from hub.config import load_hub_config
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
-from tests.support import GTINS, T0_MS, RunningHub, TempPostgres, api_token, scan_ev, wait_for
+from tests.support import GTINS, T0_MS, PgCluster, RunningHub, api_token, scan_ev, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = "00000000000000b1"
+
+
+def database(server: PgCluster, name: str) -> str:
+    """A new database on the server; its URL."""
+    server.sql(f"CREATE DATABASE {name}")
+    return server.url.rsplit("/", 1)[0] + "/" + name
 
 
 def site_toml(broker: PrivateBroker, workdir: Path, site: str, url: str) -> Path:
@@ -77,10 +83,10 @@ def run_cli(*args: str) -> int:
     return stock_hub(list(args))
 
 
-async def test_two_sites_in_one_company_view(logical_postgres: TempPostgres, broker: PrivateBroker,
+async def test_two_sites_in_one_company_view(logical_postgres: PgCluster, broker: PrivateBroker,
                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    north_url, south_url = logical_postgres.create_database("site_north"), logical_postgres.create_database("site_south")
-    central_url = logical_postgres.create_database("central")
+    north_url, south_url = database(logical_postgres, "site_north"), database(logical_postgres, "site_south")
+    central_url = database(logical_postgres, "central")
     async with RunningHub(broker, tmp_path / "north", site="north", store={"url": north_url}) as north, \
             RunningHub(broker, tmp_path / "south", site="south", store={"url": south_url}) as south:
         # Before publishing: the same SKU in a bin of the same name at both sites (the initial copy brings it).
@@ -174,13 +180,13 @@ def _sql(url: str, statement: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in cur.fetchall()] if cur.description else []
 
 
-async def test_publishing_refuses_what_cannot_replicate(logical_postgres: TempPostgres, broker: PrivateBroker,
+async def test_publishing_refuses_what_cannot_replicate(logical_postgres: PgCluster, broker: PrivateBroker,
                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A subscription before the site published, a ledger published as another site: each refused with what
     to do, and nothing changed."""
-    url = logical_postgres.create_database("site_east")
+    url = database(logical_postgres, "site_east")
     east = site_toml(broker, tmp_path / "east", "east", url)
-    central = company_toml(tmp_path / "company", logical_postgres.create_database("central"), free_port())
+    central = company_toml(tmp_path / "company", database(logical_postgres, "central"), free_port())
     assert await asyncio.to_thread(run_cli, "subscribe-site", "--config", str(central), "--site", "east",
                                    "--site-url", url) == 2
     assert "has no publication shelfsignal_east: run 'stock-hub publish-site'" in capsys.readouterr().err

@@ -9,27 +9,16 @@ import pytest
 
 from hub.auth.store import AuthStore
 from hub.cli import main as hub_main
-from hub.db import AUTH, LEDGER, RULES, DbTarget
+from hub.db import ALERTS, AUTH, LEDGER, RULES, DbTarget
 from hub.db.migrate import migrate, pending
 from hub.rules.store import RulesDb
 from hub.store import SqliteStore
+from tests.support import previous_release
 
 pytestmark = pytest.mark.sqlite_only  # the previous release is SQLite files; PostgreSQL starts at its baseline
 
-PREVIOUS = Path(__file__).resolve().parent / "data" / "previous_release"
-
-
-def _previous_release(state_dir: Path) -> None:
-    """The ledger, rules and users files as the release before versioned migrations left them."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("ledger", "rules", "auth"):
-        db = sqlite3.connect(state_dir / f"{name}.sqlite3")
-        db.executescript((PREVIOUS / f"{name}.sql").read_text())
-        db.close()
-
-
 def test_the_previous_release_databases_are_upgraded_with_their_data(tmp_path: Path) -> None:
-    _previous_release(tmp_path)
+    previous_release(tmp_path)
     ledger = DbTarget.sqlite(LEDGER, tmp_path / "ledger.sqlite3")
     assert pending(ledger) == ["ledger_0001_baseline", "ledger_0002_quarantine_repeats_node_notices"]
 
@@ -78,7 +67,7 @@ def test_a_database_of_a_release_older_still_gets_the_columns_added_at_start_bac
 
 
 def test_stock_hub_migrate_lists_then_applies_then_has_nothing_to_do(tmp_path: Path, capsys) -> None:
-    _previous_release(tmp_path / "hub")
+    previous_release(tmp_path / "hub")
     config = tmp_path / "hub.toml"
     config.write_text(f'[site]\nname = "site-a"\n[db]\npath = "{tmp_path / "hub" / "ledger.sqlite3"}"\n')
 
@@ -89,8 +78,8 @@ def test_stock_hub_migrate_lists_then_applies_then_has_nothing_to_do(tmp_path: P
 
     assert hub_main(["migrate", "--config", str(config)]) == 0
     applied = capsys.readouterr().out.splitlines()
-    assert [line.split(" (")[0] for line in applied] == [LEDGER, RULES, AUTH]
+    assert [line.split(" (")[0] for line in applied] == [LEDGER, RULES, AUTH, ALERTS]
     assert all("migration(s) applied" in line for line in applied)
 
     assert hub_main(["migrate", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.count("0 migration(s) applied") == 3
+    assert capsys.readouterr().out.count("0 migration(s) applied") == 4

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 
 from central_reference.store import demo_catalog
@@ -28,7 +29,7 @@ from hub.rules.clock import DAY_MS, ManualClock
 from hub.rules.config import CentralConfig, RulesConfig
 from hub.rules.core import RulesCore
 from hub.rules.engine import RulesEngine
-from tests.support import SITE, Central, open_ledger, open_rules_db, scan, wait_for
+from tests.support import SITE, Central, central_schema, open_ledger, open_rules_db, scan, wait_for
 
 T0 = 1_727_769_600_000
 
@@ -124,8 +125,13 @@ async def test_central_down_for_an_hour_then_each_requisition_goes_out_once(tmp_
                            what="quiet round")
         assert central.store is not None
         counts = central.store.key_counts()
-        assert counts == {k: 1 for k in keys}  # every key reached central exactly once
-        assert len(central.store.purchase_orders(SITE)) == 2
+        receipt_keys = [k for k in keys if ":receipt:" in k]
+        assert {k: n for k, n in counts.items() if ":receipt:" in k} == {k: 1 for k in receipt_keys}
+        orders = {k: n for k, n in counts.items() if ":order:" in k}
+        assert list(orders.values()) == [1, 1]  # one order per supplier, each reached central exactly once
+        pos = central.store.purchase_orders(SITE)
+        assert len(pos) == 2 and sorted(line["requisition_id"] for po in pos for line in po["lines"]) == \
+            sorted(proposal_ids)
         ordered = await engine.call(lambda core: core.proposal_rows("ordered"))
         assert {p["id"] for p in ordered} == set(proposal_ids) and all(p["po_id"] for p in ordered)
     finally:
@@ -136,24 +142,55 @@ async def test_central_down_for_an_hour_then_each_requisition_goes_out_once(tmp_
         await asyncio.to_thread(engine.stop)
 
 
-async def test_reference_replays_a_key_and_refuses_a_changed_body(central: Central) -> None:
+async def test_reference_replays_a_key_places_a_requisition_once_and_refuses_a_changed_body(
+        central: Central) -> None:
     import aiohttp
 
-    url = f"http://127.0.0.1:{central.port}/v1/requisitions"
-    body = {"site": SITE, "requisition_id": "r1", "sku": "BOLT-M8-40", "supplier": "acme", "qty": 10,
-            "requested_ms": T0}
+    url = f"http://127.0.0.1:{central.port}/v2/orders"
+    line = {"requisition_id": "r1", "sku": "BOLT-M8-40", "qty": 10, "unit": "unit", "unit_price": 6.4}
+    body = {"site": SITE, "supplier": "acme", "requested_ms": T0, "lines": [line]}
     async with aiohttp.ClientSession() as s:
-        async with s.post(url, json=body, headers={"Idempotency-Key": f"{SITE}:requisition:r1"}) as r1:
+        async with s.post(url, json=body, headers={"Idempotency-Key": f"{SITE}:order:one"}) as r1:
             first = await r1.json()
             assert r1.status == 201 and first["replayed"] is False
-        async with s.post(url, json=body, headers={"Idempotency-Key": f"{SITE}:requisition:r1"}) as r2:
+        async with s.post(url, json=body, headers={"Idempotency-Key": f"{SITE}:order:one"}) as r2:
             again = await r2.json()
             assert r2.status == 200 and again["replayed"] is True
-            assert again["purchase_order"] == first["purchase_order"]
-        async with s.post(url, json={**body, "qty": 11}, headers={"Idempotency-Key": f"{SITE}:requisition:r1"}) as r3:
+            assert again["purchase_orders"] == first["purchase_orders"]
+        async with s.post(url, json={**body, "requested_ms": T0 + 1},
+                          headers={"Idempotency-Key": f"{SITE}:order:one"}) as r3:
             assert r3.status == 422 and (await r3.json())["ok"] is False
         async with s.post(url, json=body) as r4:
             assert r4.status == 400
+        # The same requisition regrouped with a new one under another key: r1 is answered with its
+        # line, not ordered again; r2 goes on a new PO; a SKU the supplier does not carry is refused.
+        lines = [line, {**line, "requisition_id": "r2", "qty": 20},
+                 {**line, "requisition_id": "r3", "sku": "NOT-SOLD"}]
+        async with s.post(url, json={**body, "lines": lines}, headers={"Idempotency-Key": f"{SITE}:order:two"}) as r5:
+            regrouped = await r5.json()
+            assert r5.status == 201
+    (po,) = first["purchase_orders"]
+    assert regrouped["lines"][0] == {"requisition_id": "r1", "po_id": po["po_id"], "line_id": "1"}
+    assert regrouped["lines"][1]["po_id"] != po["po_id"]
+    assert regrouped["lines"][2] == {"requisition_id": "r3",
+                                     "refused": "acme is not a supplier of NOT-SOLD in central's catalog"}
     assert central.store is not None
-    assert len(central.store.purchase_orders(SITE)) == 1
-    assert first["purchase_order"]["promised_ms"] == T0 + 5 * DAY_MS
+    assert len(central.store.purchase_orders(SITE)) == 2
+    assert po["lines"][0]["expected_ms"] == T0 + 5 * DAY_MS
+    for answer in (first, again, regrouped):  # the reference answers as the contract says
+        jsonschema_rs.validate(central_schema("OrderAnswer"), answer)
+
+    # A return to supplier against that line; one against a line central never placed is refused.
+    ret = {"site": SITE, "return_id": "t1", "po_id": po["po_id"], "line_id": "1", "sku": "BOLT-M8-40",
+           "supplier": "acme", "qty": 2, "reason": "damaged", "returned_ms": T0}
+    returns = f"http://127.0.0.1:{central.port}/v2/returns"
+    async with aiohttp.ClientSession() as s:
+        async with s.post(returns, json=ret, headers={"Idempotency-Key": f"{SITE}:return:t1"}) as r6:
+            answer = await r6.json()
+            assert r6.status == 201
+        async with s.post(returns, json={**ret, "return_id": "t2", "line_id": "9"},
+                          headers={"Idempotency-Key": f"{SITE}:return:t2"}) as r7:
+            assert r7.status == 404 and "no line 9" in (await r7.json())["error"]
+    jsonschema_rs.validate(central_schema("ReturnAnswer"), answer)
+    jsonschema_rs.validate(central_schema("Return", closed=True), ret)
+    assert [x["return_id"] for x in central.store.returns(SITE)] == ["t1"]

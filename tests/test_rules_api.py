@@ -227,3 +227,39 @@ def test_changing_routes_declare_the_supervisor_role() -> None:
     for handler in (api_rules.approve, api_rules.edit, api_rules.reject, api_rules.auto_send,
                     api_rules.restore_supplier):
         assert required_role(handler, "POST") is Role.SUPERVISOR
+
+
+async def test_a_supervisor_sends_received_goods_back_and_the_return_is_queued_for_central(
+        served: tuple[HubService, str]) -> None:
+    from hub.purchasing import outbox
+
+    service, base = served
+    assert service.rules is not None
+    await service.rules.call(seed)
+    await service.rules.call(late_order_and_deliveries)  # PO-7, line 1: 150 ordered, none received yet
+    body = {"po_id": "PO-7", "line_id": "1", "qty": 5, "reason": "damaged in transit", "lot": "L9"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{base}/returns", json=body) as r:
+            assert r.status == 409 and "0 received" in (await r.json())["error"]
+
+        def receive(core: RulesCore) -> None:
+            t = core.clock()
+            core.on_commit([BalanceChange(SKU, "DOCK", 20, 20, "receive", t, t, ref="PO-7", lot="L9")])
+
+        await service.rules.call(receive)
+        async with s.post(f"{base}/returns", json=body, headers={"X-Test-Role": "viewer"}) as r:
+            assert r.status == 403
+        for bad in ({**body, "qty": 0}, {**body, "reason": " "}, {k: v for k, v in body.items() if k != "line_id"}):
+            async with s.post(f"{base}/returns", json=bad) as r:
+                assert r.status == 400, bad
+        async with s.post(f"{base}/returns", json={**body, "po_id": "PO-404"}) as r:
+            assert r.status == 404
+        async with s.post(f"{base}/returns", json=body) as r:
+            sent = (await r.json())["return"]
+            assert r.status == 200
+    assert (sent["po_id"], sent["line_id"], sent["qty"], sent["lot"], sent["supplier"]) == ("PO-7", "1", 5, "L9", "acme")
+    queued = await service.rules.call(lambda core: [i for i in outbox.items(core.db.conn) if i.kind == "return"])
+    assert [(i.idempotency_key, i.body) for i in queued] == [(f"site-a:return:{sent['return_id']}", sent)]
+    logged = await service.rules.call(lambda core: [d["sentence"] for d in core.decision_rows(SKU)
+                                                    if d["rule"] == "return"])
+    assert logged == [f"sam sent 5 of GTIN {SKU} back to Acme (PO PO-7 line 1): damaged in transit."], logged

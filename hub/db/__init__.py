@@ -15,8 +15,10 @@ from hub.db.base import POSTGRESQL, SQLITE, Connection, Cursor
 
 # The stores, each with its own migrations (hub/migrations/<store>/<dialect>/) and, on
 # PostgreSQL where they share one database, its own write lock (advisory lock key).
-LEDGER, RULES, AUTH = "ledger", "rules", "auth"
-STORE_LOCK_KEYS = {LEDGER: 0x5353_0001, RULES: 0x5353_0002, AUTH: 0x5353_0003}
+LEDGER, RULES, AUTH, ALERTS = "ledger", "rules", "auth", "alerts"
+STORE_LOCK_KEYS = {LEDGER: 0x5353_0001, RULES: 0x5353_0002, AUTH: 0x5353_0003, ALERTS: 0x5353_0004}
+# On PostgreSQL a store whose table names another store also uses lives in a schema of its own.
+STORE_SCHEMAS = {ALERTS: "alerts"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,7 @@ class DbTarget:
     path: Path | None = None
     url: str | None = None
     synchronous: str = "FULL"  # SQLite only: FULL survives a power cut after an acknowledgement
+    schema: str | None = None  # PostgreSQL only: the store's schema (None: public)
 
     @classmethod
     def sqlite(cls, store: str, path: str | Path, synchronous: str = "FULL") -> DbTarget:
@@ -34,7 +37,7 @@ class DbTarget:
 
     @classmethod
     def postgresql(cls, store: str, url: str) -> DbTarget:
-        return cls(store, url=url)
+        return cls(store, url=url, schema=STORE_SCHEMAS.get(store))
 
     @property
     def dialect(self) -> str:
@@ -58,10 +61,10 @@ class DbTarget:
         """A new connection (readonly: for readers; never takes the write lock)."""
         if self.url is not None:
             from hub.db.postgresql import PostgresConnection
-            return PostgresConnection(self.url, STORE_LOCK_KEYS.get(self.store, 0), readonly)
+            return PostgresConnection(self.url, STORE_LOCK_KEYS.get(self.store, 0), readonly, self.schema)
         from hub.db.sqlite import SqliteConnection
         assert self.path is not None
         return SqliteConnection(self.path, readonly, self.synchronous)
 
 
-__all__ = ["AUTH", "LEDGER", "POSTGRESQL", "RULES", "SQLITE", "Connection", "Cursor", "DbTarget"]
+__all__ = ["ALERTS", "AUTH", "LEDGER", "POSTGRESQL", "RULES", "SQLITE", "Connection", "Cursor", "DbTarget"]

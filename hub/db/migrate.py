@@ -32,7 +32,10 @@ class MigrationReport:
 def _yoyo_url(target: DbTarget) -> str:
     if target.url is not None:
         scheme, rest = target.url.split("://", 1)
-        return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else target.url
+        url = f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else target.url
+        if target.schema:  # yoyo sets the search_path to it, and keeps its own tables there
+            url += ("&" if "?" in url else "?") + f"schema={target.schema}"
+        return url
     assert target.path is not None
     return f"sqlite:///{target.path.resolve()}"
 
@@ -57,6 +60,12 @@ def migrate(target: DbTarget) -> MigrationReport:
     from yoyo import get_backend, read_migrations
     if target.path is not None:
         target.path.parent.mkdir(parents=True, exist_ok=True)
+    if target.schema:
+        conn = target.connect()
+        try:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {target.schema}")
+        finally:
+            conn.close()
     backend = get_backend(_yoyo_url(target))
     try:
         migrations = read_migrations(str(migrations_dir(target)))

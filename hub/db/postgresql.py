@@ -84,8 +84,9 @@ class PostgresConnection:
                                                    psycopg.errors.ReadOnlySqlTransaction)
     integrity_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
 
-    def __init__(self, url: str, lock_key: int = 0, readonly: bool = False) -> None:
+    def __init__(self, url: str, lock_key: int = 0, readonly: bool = False, schema: str | None = None) -> None:
         self.url = url
+        self.schema = schema
         self.lock_key = lock_key  # the advisory lock every writer of this store takes
         self.readonly = readonly
         self.raw = self._connect()
@@ -95,6 +96,8 @@ class PostgresConnection:
                                row_factory=_row_factory)
         if self.readonly:
             conn.execute("SET default_transaction_read_only = on")
+        if self.schema:
+            conn.execute(f"SET search_path TO {self.schema}")
         return conn
 
     def _live(self) -> psycopg.Connection[Any]:
@@ -112,10 +115,22 @@ class PostgresConnection:
         cur.executemany(translate(sql), [_args(r) for r in rows])
         return cur
 
+    def _begin(self, sql: str) -> psycopg.Connection[Any]:
+        """BEGIN on a live connection: one found dead at BEGIN (a server restart or failover since its last
+        use) is opened again once, which is safe because nothing of the transaction has run yet."""
+        conn = self._live()
+        try:
+            conn.execute(sql)
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+            conn = self._live()
+            conn.execute(sql)
+        return conn
+
     @contextmanager
     def transaction(self) -> Iterator[PostgresConnection]:
-        conn = self._live()
-        conn.execute("BEGIN")
+        conn = self._begin("BEGIN")
         try:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_key,))
             yield self
@@ -127,8 +142,7 @@ class PostgresConnection:
 
     @contextmanager
     def snapshot(self) -> Iterator[PostgresConnection]:
-        conn = self._live()
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn = self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
             yield self
         finally:

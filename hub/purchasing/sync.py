@@ -1,6 +1,10 @@
-"""The sync task: push the outbox to central, pull catalog, cash and PO status.
+"""The sync task: push the outbox to central, pull catalog, cash and PO status, through a connector.
 
-Runs on the event loop with aiohttp (timeouts on every call); every rules-database access
+Requisitions due together go out as one order per supplier (lines merged; each line keeps its
+own idempotency key); receipts and returns go one by one, in the order they were queued. A
+line central refuses is kept as failed with central's reason; the others go on.
+
+Runs on the event loop (the connector bounds every call with timeouts); every rules-database access
 goes through the engine's thread (`RulesEngine.call`), so a slow or dead central never
 holds the ingest writer or the loop. Back-off is computed on the injectable clock, so a
 test can pass an hour of outage in milliseconds.
@@ -10,20 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from hub.purchasing.backoff import backoff_delay_ms
-from hub.purchasing.client import CentralClient, CentralError
+from hub.purchasing.connector import CentralError, Connector
+from hub.purchasing.connectors import open_connector
 from hub.rules.clock import Clock
 from hub.rules.config import CentralConfig
 from hub.rules.core import RulesCore
 from hub.rules.model import CatalogItem, PurchaseOrder
-from hub.rules.outbox import OutboxItem
+from hub.rules.outbox import RECEIPT, REQUISITION, RETURN, OutboxItem
 from hub.rules.supplier import SupplierOption
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ class SyncStatus:
     """What the page shows about the link to central."""
 
     central_url: str
+    connector: str = ""
     reachable: bool | None = None
     last_error: str | None = None
     last_push_ms: int | None = None
@@ -57,10 +62,52 @@ def catalog_item(raw: dict[str, Any]) -> CatalogItem:
                        None if weight is None else float(weight), sups)
 
 
-def purchase_order(raw: dict[str, Any]) -> PurchaseOrder:
-    return PurchaseOrder(str(raw["po_id"]), raw.get("requisition_id"), str(raw["sku"]), str(raw["supplier"]),
-                         int(raw["qty"]), int(raw.get("qty_received", 0)), int(raw["ordered_ms"]),
-                         raw.get("promised_ms"), str(raw["status"]))
+def purchase_order_lines(raw: dict[str, Any]) -> list[PurchaseOrder]:
+    """Central's purchase order (contract v2) as the rules' records, one per line (strict: a bad entry raises)."""
+    po_id, supplier, ordered_ms = str(raw["po_id"]), str(raw["supplier"]), int(raw["ordered_ms"])
+    order_status = str(raw["status"])
+    out = []
+    for line in raw["lines"]:
+        expected = line.get("expected_ms")
+        price = line.get("unit_price")
+        out.append(PurchaseOrder(po_id, line.get("requisition_id"), str(line["sku"]), supplier, int(line["qty"]),
+                                 int(line.get("qty_received", 0)), ordered_ms,
+                                 None if expected is None else int(expected),
+                                 str(line.get("status") or order_status), str(line["line_id"]),
+                                 str(line.get("unit") or "unit"), None if price is None else float(price)))
+    return out
+
+
+def order_key(site: str, items: list[OutboxItem]) -> str:
+    """The idempotency key of one order: its lines' keys, so a resend of the same lines is the same order.
+
+    Central also applies each line's requisition_id once, so lines regrouped on a retry (one
+    came due later) are never ordered twice either.
+    """
+    digest = hashlib.sha256("\n".join(sorted(i.idempotency_key for i in items)).encode()).hexdigest()[:24]
+    return f"{site}:order:{digest}"
+
+
+def order_request(site: str, supplier: str, items: list[OutboxItem]) -> dict[str, Any]:
+    """The contract's OrderRequest for requisition lines of one supplier.
+
+    Built from the rows alone (no time of the attempt): a resend under the same key must carry
+    the same body, or central rightly refuses it as a different request.
+    """
+    line_fields = ("requisition_id", "sku", "gtin", "qty", "unit", "unit_price", "expected_ms")
+    lines = []
+    for item in items:
+        body = {"unit": "unit", **item.body}  # outbox rows from before contract v2 name no unit
+        lines.append({k: body[k] for k in line_fields if body.get(k) is not None})
+    requested_ms = min(int(i.body.get("requested_ms", i.created_ms)) for i in items)
+    return {"site": site, "supplier": supplier, "requested_ms": requested_ms, "lines": lines}
+
+
+def receipt_request(body: dict[str, Any]) -> dict[str, Any]:
+    """A receipt from the outbox as the contract's Receipt (rows from before v2 name no line: line 1)."""
+    out = {k: v for k, v in body.items() if k != "po_ids"}
+    out["po_lines"] = [{"line_id": "1", **x} for x in body.get("po_lines", [])]
+    return out
 
 
 class PurchasingSync:
@@ -83,12 +130,11 @@ class PurchasingSync:
         self._wake.set()
 
     async def run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s, connect=min(5.0, self.config.timeout_s))
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            client = CentralClient(session, self.config.base_url, self.config.token)
+        async with open_connector(self.config) as connector:
+            self.status.connector = connector.describe
             while True:
                 try:
-                    await self.step(client)
+                    await self.step(connector)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -98,46 +144,102 @@ class PurchasingSync:
                     async with asyncio.timeout(self.tick_s):  # not wait_for: CPython #86296, see edge/link.py
                         await self._wake.wait()
 
-    async def step(self, client: CentralClient) -> None:
+    async def step(self, connector: Connector) -> None:
         """One round: push what is due, pull if the poll interval has passed."""
-        await self.push_due(client)
+        await self.push_due(connector)
         if self.clock() >= self._next_pull_ms:
-            await self.pull(client)
+            await self.pull(connector)
 
-    async def push_due(self, client: CentralClient) -> int:
-        """Send every due outbox request; returns how many were accepted."""
+    @staticmethod
+    def batches(due: list[OutboxItem]) -> list[list[OutboxItem]]:
+        """What goes out together, in outbox order: one order per supplier, each receipt and return alone."""
+        by_supplier: dict[str, list[OutboxItem]] = {}
+        out: list[list[OutboxItem]] = []
+        for item in due:
+            if item.kind == REQUISITION:
+                supplier = str(item.body["supplier"])
+                if supplier not in by_supplier:
+                    by_supplier[supplier] = []
+                    out.append(by_supplier[supplier])
+                by_supplier[supplier].append(item)
+            else:
+                out.append([item])
+        return out
+
+    async def push_due(self, connector: Connector) -> int:
+        """Send every due outbox request; returns how many central accepted."""
         now = self.clock()
         due = await self.engine.call(lambda core: core.outbox.due(now))
+        batches = self.batches(due)
         sent = 0
-        for n, item in enumerate(due):
+        for n, batch in enumerate(batches):
             try:
-                response = await client.post(item.path, item.body, item.idempotency_key)
+                sent += await self._send(connector, batch)
             except CentralError as err:
                 if not err.retryable:
-                    await self._refused(item, err)
+                    await self._refused(batch, str(err))
                     continue
                 # central is down or struggling: everything due waits for the same back-off
-                await self._backoff(due[n:], err)
+                await self._backoff([i for b in batches[n:] for i in b], err)
                 break
-            sent += 1
             self.status.reachable, self.status.last_error = True, None
             self.status.consecutive_failures = 0
             self.status.last_push_ms = self.clock()
-            await self._accepted(item, response)
         return sent
 
-    async def _accepted(self, item: OutboxItem, response: dict[str, Any]) -> None:
-        raw_po = response.get("purchase_order")
-        po = purchase_order(raw_po) if isinstance(raw_po, dict) else None
+    async def _send(self, connector: Connector, batch: list[OutboxItem]) -> int:
+        first = batch[0]
+        if first.kind == REQUISITION:
+            return await self._send_order(connector, batch)
+        if first.kind == RECEIPT:
+            response = await connector.post_receipt(first.idempotency_key, receipt_request(first.body))
+        elif first.kind == RETURN:
+            response = await connector.return_to_supplier(first.idempotency_key, first.body)
+        else:
+            await self._refused(batch, f"the hub does not know how to send a {first.kind!r} request")
+            return 0
+        await self._accepted(first, response, None)
+        return 1
+
+    async def _send_order(self, connector: Connector, items: list[OutboxItem]) -> int:
+        supplier = str(items[0].body["supplier"])
+        answer = await connector.place_order(order_key(self.site, items),
+                                             order_request(self.site, supplier, items))
+        lines = {str(x.get("requisition_id")): x for x in answer.get("lines", []) if isinstance(x, dict)}
+        orders: dict[str, list[PurchaseOrder]] = {}
+        for raw in answer.get("purchase_orders", []):
+            for po in purchase_order_lines(raw):
+                orders.setdefault(po.po_id, []).append(po)
+        sent = 0
+        for item in items:
+            rid = str(item.body["requisition_id"])
+            line = lines.get(rid)
+            if line is None:
+                await self._backoff([item], CentralError(f"central's answer to order {supplier} did not mention "
+                                                         f"requisition {rid}; will send it again"))
+                continue
+            if line.get("refused"):
+                await self._refused([item], f"central refused requisition {rid} ({item.body.get('qty')} of "
+                                            f"{item.body.get('sku')} from {supplier}): {line['refused']}")
+                continue
+            placed = next((p for p in orders.get(str(line.get("po_id")), [])
+                           if p.line_id == str(line.get("line_id"))), None)
+            await self._accepted(item, line, placed)
+            sent += 1
+        return sent
+
+    async def _accepted(self, item: OutboxItem, response: dict[str, Any], po: PurchaseOrder | None) -> None:
         now = self.clock()
         await self.engine.call(lambda core: core.on_outbox_sent(item, response, po, now))
 
-    async def _refused(self, item: OutboxItem, err: CentralError) -> None:
+    async def _refused(self, items: list[OutboxItem], reason: str) -> None:
         now = self.clock()
-        self.status.last_error = str(err)
-        log.error("central refused %s %s: %s; kept as failed for a person to look at",
-                  item.kind, item.idempotency_key, err)
-        await self.engine.call(lambda core: core.outbox.mark_failed([item.id], now, str(err)))
+        self.status.last_error = reason
+        for item in items:
+            log.error("central refused %s %s: %s; kept as failed for a person to look at",
+                      item.kind, item.idempotency_key, reason)
+        ids = [i.id for i in items]
+        await self.engine.call(lambda core: core.outbox.mark_failed(ids, now, reason))
 
     async def _backoff(self, items: list[OutboxItem], err: CentralError) -> None:
         now = self.clock()
@@ -152,12 +254,12 @@ class PurchasingSync:
         ids = [i.id for i in items]
         await self.engine.call(lambda core: core.outbox.mark_retry(ids, now + delay, str(err)))
 
-    async def pull(self, client: CentralClient) -> None:
+    async def pull(self, connector: Connector) -> None:
         """Catalog, cash and PO status from central, handed to the rules."""
         try:
-            items = [catalog_item(x) for x in await client.catalog()]
-            cash = await client.cash(self.site)
-            orders = [purchase_order(x) for x in await client.purchase_orders(self.site)]
+            items = [catalog_item(x) for x in await connector.catalog()]
+            available = await connector.cash(self.site)
+            orders = [line for x in await connector.purchase_orders(self.site) for line in purchase_order_lines(x)]
         except CentralError as err:
             self.status.reachable, self.status.last_error = False, str(err)
             self._next_pull_ms = self.clock() + int(self.config.retry_base_s * 1000)
@@ -167,11 +269,11 @@ class PurchasingSync:
             log.error(self.status.last_error)
             self._next_pull_ms = self.clock() + int(self.config.poll_interval_s * 1000)
             return
-        available = float(cash["available"])
 
         def apply(core: RulesCore) -> None:
             core.set_catalog(items)
-            core.set_cash(available)
+            if available is not None:
+                core.set_cash(available)
             core.update_orders(orders)
 
         await self.engine.call(apply)
@@ -180,7 +282,8 @@ class PurchasingSync:
         self._next_pull_ms = self.clock() + int(self.config.poll_interval_s * 1000)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"central_url": self.status.central_url, "reachable": self.status.reachable,
+        return {"central_url": self.status.central_url, "connector": self.status.connector,
+                "reachable": self.status.reachable,
                 "last_error": self.status.last_error, "last_push_ms": self.status.last_push_ms,
                 "last_pull_ms": self.status.last_pull_ms, "consecutive_failures": self.status.consecutive_failures,
                 "next_attempt_ms": self.status.next_attempt_ms}

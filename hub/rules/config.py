@@ -30,16 +30,23 @@ class RulesConfig:
     constraint: ConstraintParams = field(default_factory=ConstraintParams)
 
 
+CONTRACT, TRYTON = "contract", "tryton"  # the connectors central.connector chooses from (hub/purchasing/)
+
+
 @dataclass(frozen=True, slots=True)
 class CentralConfig:
-    """Where central purchasing is and how patiently to talk to it."""
+    """Where central purchasing is, which connector speaks to it, and how patiently."""
 
     base_url: str = ""  # empty: no sync (requisitions wait in the outbox)
     poll_interval_s: float = 60.0
     timeout_s: float = 10.0
     retry_base_s: float = 2.0
     retry_cap_s: float = 300.0
-    token: str = ""
+    token: str = ""  # the contract's bearer token; Tryton: the password of tryton_user
+    connector: str = CONTRACT
+    tryton_database: str = ""
+    tryton_user: str = ""
+    tryton_warehouse: str = "WH"
 
 
 def rules_config_from(raw: dict[str, Any]) -> RulesConfig:
@@ -63,7 +70,9 @@ def central_config_from(raw: dict[str, Any]) -> CentralConfig:
     """Build from resolved hub settings (keys `central.*`)."""
     return CentralConfig(base_url=raw["central.base_url"].rstrip("/"), poll_interval_s=raw["central.poll_interval_s"],
                          timeout_s=raw["central.timeout_s"], retry_base_s=raw["central.retry_base_s"],
-                         retry_cap_s=raw["central.retry_cap_s"], token=raw["central.token"])
+                         retry_cap_s=raw["central.retry_cap_s"], token=raw["central.token"],
+                         connector=raw["central.connector"], tryton_database=raw["central.tryton_database"],
+                         tryton_user=raw["central.tryton_user"], tryton_warehouse=raw["central.tryton_warehouse"])
 
 
 def service_level_check(value: Any) -> str | None:

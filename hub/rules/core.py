@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -28,7 +28,7 @@ from hub.rules import outbox, reorder, views
 from hub.rules import receipts as receipts_rule
 from hub.rules import stock as stock_rule
 from hub.rules import supplier as supplier_rule
-from hub.rules.clock import Clock, day_of
+from hub.rules.clock import DAY_MS, Clock, day_of
 from hub.rules.config import RulesConfig
 from hub.rules.constraint import Constraint, ConstraintInputs, classify
 from hub.rules.decisions import Decision, day_label, sku_label, units
@@ -44,6 +44,7 @@ from hub.rules.model import (
     Proposal,
     PurchaseOrder,
     SkuPlan,
+    line_key,
     to_json,
 )
 from hub.rules.store import RulesDb
@@ -56,8 +57,11 @@ log = logging.getLogger(__name__)
 # corrections fix the record, moves and putaways shift stock inside the site: none is demand.
 CONSUMPTION_REASONS = frozenset({PICK, SENSOR_CHANGE})
 RECEIPT_REASONS = frozenset({RECEIVE})
-REQUISITION_PATH = "/v1/requisitions"
-RECEIPT_PATH = "/v1/receipts"
+# The contract operation each outbox body follows (docs/central-openapi.yaml); the connector
+# that sends it is chosen by the item's kind (hub/purchasing/sync.py).
+REQUISITION_PATH = "/v2/orders"
+RECEIPT_PATH = "/v2/receipts"
+RETURN_PATH = "/v2/returns"
 
 
 class RulesError(Exception):
@@ -87,12 +91,16 @@ class RulesCore:
         self.gtin_to_sku: dict[str, str] = {}
         self.auto_send: set[str] = set()
         self.cash_available: float | None = None
-        self.pos: dict[str, PurchaseOrder] = {}
+        self.pos: dict[str, PurchaseOrder] = {}  # open purchase-order lines by line_key
         self.proposals: dict[str, Proposal] = {}  # the open ones (OPEN_PROPOSAL_STATUSES)
         self.last_day: int | None = None
         self._dirty: set[str] = set()
         self._receipts: list[tuple[str, str, str, dict[str, Any], int]] = []  # for the outbox, this commit
         self.outbox = db.outbox  # purchasing's sync reads and marks it through here (engine thread)
+        # Told of each transaction's decisions after it commits (on the engine thread; must not block):
+        # the alerts take demotions and waiting proposals from here (hub/alerts/sources.py).
+        self.decision_listeners: list[Callable[[list[Decision]], None]] = []
+        self._logged: list[Decision] = []
         self._load()
 
     # ================================================================ persistence
@@ -120,17 +128,30 @@ class RulesCore:
         self.auto_send = set(json.loads(self.db.get_kv("auto_send") or "[]"))
         cash = self.db.get_kv("cash_available")
         self.cash_available = None if cash is None else float(cash)
-        self.pos = {po.po_id: po for po in self.db.purchase_orders("open")}
+        self.pos = {po.line_key: po for po in self.db.purchase_orders("open")}
         self.proposals = {p.id: p for p in self.db.proposals_in(OPEN_PROPOSAL_STATUSES)}
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        with self.db.tx():
-            yield
-            now = self.clock()
-            for key in self._dirty:  # learned state is written once per transaction (batch)
-                self.db.put_learned(key, self._learned_body(key), now)
-            self._dirty.clear()
+        outer = not self.db.in_tx
+        try:
+            with self.db.tx():
+                yield
+                now = self.clock()
+                for key in self._dirty:  # learned state is written once per transaction (batch)
+                    self.db.put_learned(key, self._learned_body(key), now)
+                self._dirty.clear()
+        except BaseException:
+            if outer:
+                self._logged.clear()  # rolled back: those decisions never happened
+            raise
+        if outer and self._logged:
+            logged, self._logged = self._logged, []
+            for listener in self.decision_listeners:
+                try:
+                    listener(logged)
+                except Exception:  # a listener's failure must not undo or stop the rules
+                    log.exception("decision listener %r failed", listener)
 
     def _learned_body(self, key: str) -> dict[str, Any]:
         kind, _, rest = key.partition(":")
@@ -151,12 +172,13 @@ class RulesCore:
     def _save_po(self, po: PurchaseOrder) -> None:
         self.db.save_purchase_order(po, self.clock())
         if po.status == "open":
-            self.pos[po.po_id] = po
+            self.pos[po.line_key] = po
         else:
-            self.pos.pop(po.po_id, None)
+            self.pos.pop(po.line_key, None)
 
     def _log(self, d: Decision) -> None:
         self.db.log_decision(d)
+        self._logged.append(d)
         log.info("rule %s for %s: %s", d.rule, d.sku, d.sentence)
 
     # ================================================================ inputs: the ledger stream
@@ -246,12 +268,12 @@ class RulesCore:
                            result={"sources": [list(s) for s in task.sources] if task else []}))
 
     def _receive(self, ch: BalanceChange) -> None:
-        """A dock receipt: match it to the scanned PO (else first in, first out), queue it for central."""
+        """A dock receipt: match it to the scanned PO's lines (else first in, first out), queue it for central."""
         found = receipts_rule.match(ch.sku, ch.qty_delta, ch.ref,
-                                    [receipts_rule.OpenPo(p.po_id, p.sku, p.open_qty, p.ordered_ms)
+                                    [receipts_rule.OpenPo(p.po_id, p.line_id, p.sku, p.open_qty, p.ordered_ms)
                                      for p in self.pos.values()])
-        for po_id, take in found.lines:
-            po = self.pos[po_id]
+        for po_id, line_id, take in found.lines:
+            po = self.pos[line_key(po_id, line_id)]
             po = replace(po, qty_received=po.qty_received + take)
             if po.qty_received >= po.qty_ordered:
                 po = replace(po, status="received")
@@ -259,9 +281,9 @@ class RulesCore:
             self._save_po(po)
         receipt_id = uuid.uuid4().hex
         body: dict[str, Any] = {"site": self.site, "receipt_id": receipt_id, "sku": ch.sku, "qty": ch.qty_delta,
-                                "location": ch.location, "received_ms": ch.hub_ms,
-                                "po_ids": [po_id for po_id, _ in found.lines], "match": found.how,
-                                "po_lines": [{"po_id": po_id, "qty": n} for po_id, n in found.lines]}
+                                "location": ch.location, "received_ms": ch.hub_ms, "match": found.how,
+                                "po_lines": [{"po_id": po_id, "line_id": line_id, "qty": n}
+                                             for po_id, line_id, n in found.lines]}
         scanned = {"po_ref": found.po_ref, "sscc": found.sscc, "lot": ch.lot, "expiry": ch.expiry}
         body.update({k: v for k, v in scanned.items() if v is not None})
         # Queued for the outbox by on_commit, in one statement per commit.
@@ -350,21 +372,22 @@ class RulesCore:
             self._apply_cash()
 
     def update_orders(self, orders: Iterable[PurchaseOrder]) -> None:
-        """Central's PO status: promised dates move, orders close or are cancelled."""
+        """Central's PO lines: promised dates move, lines are received there, close or are cancelled."""
         with self._tx():
             for po in orders:
-                mine = self.pos.get(po.po_id)
+                mine = self.pos.get(po.line_key)
                 if mine is None:
                     continue
                 mine = replace(mine, promised_ms=po.promised_ms)
-                if po.status in ("closed", "cancelled") and mine.status == "open":
-                    mine = replace(mine, status=po.status)
-                    if po.status == "closed" and mine.qty_received > 0:
+                if po.status in ("received", "closed", "cancelled") and mine.status == "open":
+                    # goods booked in the ERP without a scan here (a receipt at another door) count
+                    mine = replace(mine, status=po.status, qty_received=max(mine.qty_received, po.qty_received))
+                    if po.status != "cancelled" and mine.qty_received > 0:
                         self._delivered(mine, self.clock())
                 self._save_po(mine)
 
     def on_requisition_accepted(self, proposal_id: str, po: PurchaseOrder) -> None:
-        """Central turned our requisition into a PO: it is now on order."""
+        """Central turned our requisition into a line of a PO: it is now on order."""
         with self._tx():
             p = self.proposals.get(proposal_id)
             if p is None or p.status != QUEUED:
@@ -376,7 +399,7 @@ class RulesCore:
                        now_ms: int) -> None:
         """Central accepted an outbox request: mark it sent and take in its answer, in one transaction.
 
-        `po` is the purchase order central placed for a requisition (None when it did not say).
+        `po` is the purchase-order line central placed for a requisition (None when it did not say).
         """
         with self._tx():
             self.outbox.mark_sent(item.id, now_ms, response)
@@ -384,6 +407,13 @@ class RulesCore:
                 self.on_requisition_accepted(item.body["requisition_id"], po)
             elif item.kind == outbox.RECEIPT:
                 self.on_receipt_booked(item.body, response)
+            elif item.kind == outbox.RETURN:
+                body = item.body
+                self._log(Decision(now_ms, "return_booked", str(body["sku"]),
+                                   f"Central booked the return of {body['qty']} of {self.label(body['sku'])} to "
+                                   f"{self.supplier_name(body['sku'], body['supplier'])} on PO {body['po_id']}.",
+                                   supplier=body["supplier"], inputs={"return_id": body["return_id"]},
+                                   result=response))
 
     def on_receipt_booked(self, receipt: dict[str, Any], answer: dict[str, Any]) -> None:
         """Central answered a receipt: say so when it booked less than expected, or matched a PO for us."""
@@ -395,7 +425,8 @@ class RulesCore:
         expected = qty if how == receipts_rule.UNMATCHED else sum(int(x["qty"]) for x in receipt.get("po_lines", []))
         what = (f"{qty} of {self.label(receipt['sku'])} received at {receipt.get('location')}"
                 + (f" against PO {receipt['po_ref']}" if receipt.get("po_ref") else ""))
-        orders = ", ".join(f"{m.get('po_id')} ({m.get('qty')})" for m in matched if isinstance(m, dict))
+        orders = ", ".join(f"{m.get('po_id')}" + (f" line {m['line_id']}" if m.get("line_id") else "")
+                           + f" ({m.get('qty')})" for m in matched if isinstance(m, dict))
         if booked < expected:
             rule, sentence = "receipt_unbooked", (
                 f"Central booked {booked} of the {what} to a purchase order{f' ({orders})' if orders else ''}: "
@@ -609,9 +640,13 @@ class RulesCore:
         p = replace(p, status=QUEUED, decided_by=by, updated_ms=now)
         self._save_proposal(p)
         item = self.catalog.get(self.resolve(p.sku))
+        option = next((o for o in self.options(p.sku) if o.supplier == p.supplier), None)
+        expected_ms = now + int((option.lead_time_days if option else 0) * DAY_MS)
+        # One line of the order central places per supplier (hub/purchasing/sync.py merges them).
         self.db.enqueue(outbox.REQUISITION, f"{self.site}:requisition:{p.id}", REQUISITION_PATH,
                         {"site": self.site, "requisition_id": p.id, "sku": p.sku, "gtin": item.gtin if item else None,
-                         "supplier": p.supplier, "qty": qty, "unit_price": p.unit_price, "requested_ms": now}, now)
+                         "supplier": p.supplier, "qty": qty, "unit": "unit", "unit_price": p.unit_price,
+                         "expected_ms": expected_ms, "requested_ms": now}, now)
         choice = supplier_rule.choose(self.options(p.sku), self.standings(p.sku))
         instead = self._instead(p.sku, choice) if choice and choice.option.supplier == p.supplier else ""
         self._log(Decision(now, "ordered", p.sku,
@@ -664,6 +699,37 @@ class RulesCore:
                     if p.final_qty > 0:
                         self._approve(p, "auto-send")
             return enabled
+
+    def return_to_supplier(self, po_id: str, line_id: str, qty: int, reason: str, by: str,
+                           lot: str | None = None) -> dict[str, Any]:
+        """Goods received on a PO line go back to its supplier: queued for central, said in the log."""
+        if qty <= 0:
+            raise RulesError("a return needs a quantity above 0")
+        if not reason.strip():
+            raise RulesError("say why the goods go back (damaged, wrong item, ...): the supplier will ask")
+        with self._tx():
+            po = self.pos.get(line_key(po_id, line_id)) or self.db.purchase_order_line(po_id, line_id)
+            if po is None:
+                raise RulesError(f"PO {po_id} line {line_id} is not an order this hub holds", 404)
+            if qty > po.qty_received:
+                raise RulesError(f"PO {po_id} line {line_id} has {po.qty_received} received; {qty} cannot go back",
+                                 409)
+            now = self.clock()
+            return_id = uuid.uuid4().hex
+            body: dict[str, Any] = {"site": self.site, "return_id": return_id, "po_id": po_id, "line_id": line_id,
+                                    "sku": po.sku, "supplier": po.supplier, "qty": qty, "unit": po.unit,
+                                    "reason": reason.strip(), "returned_ms": now}
+            if lot:
+                body["lot"] = lot
+            key = f"{self.site}:return:{return_id}"
+            self.db.enqueue(outbox.RETURN, key, RETURN_PATH, body, now)
+            self._log(Decision(now, "return", po.sku,
+                               f"{by} sent {qty} of {self.label(po.sku)} back to "
+                               f"{self.supplier_name(po.sku, po.supplier)} (PO {po_id} line {line_id}): "
+                               f"{reason.strip()}.", supplier=po.supplier,
+                               inputs={"by": by, "po_id": po_id, "line_id": line_id, "lot": lot},
+                               result={"return_id": return_id, "idempotency_key": key}))
+            return body
 
     def restore_supplier(self, sku: str, supplier: str, by: str) -> None:
         """A supervisor moves a demoted supplier back to its place for this SKU."""

@@ -38,7 +38,12 @@ class CatalogItem:
 
 @dataclass(frozen=True, slots=True)
 class PurchaseOrder:
-    """An order central placed for one of our requisitions."""
+    """One line of a purchase order central placed for one of our requisitions.
+
+    A purchase order may carry many lines (one per SKU, requisitions merged per supplier); the
+    hub keeps each line as its own record, named by `po_id` (the number people print and scan)
+    and `line_id` (central's id of the line within it).
+    """
 
     po_id: str
     proposal_id: str | None
@@ -49,10 +54,23 @@ class PurchaseOrder:
     ordered_ms: int
     promised_ms: int | None
     status: str  # open, received, closed, cancelled
+    line_id: str = "1"  # orders placed before multi-line orders had one line
+    unit: str = "unit"
+    unit_price: float | None = None
 
     @property
     def open_qty(self) -> int:
         return max(0, self.qty_ordered - self.qty_received) if self.status == "open" else 0
+
+    @property
+    def line_key(self) -> str:
+        """The line's name in the hub: PO number and line id."""
+        return line_key(self.po_id, self.line_id)
+
+
+def line_key(po_id: str, line_id: str) -> str:
+    """How the hub names one PO line (PO number, then line id)."""
+    return f"{po_id}/{line_id}"
 
 
 @dataclass(frozen=True, slots=True)

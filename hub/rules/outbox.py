@@ -22,7 +22,7 @@ from typing import Any
 from hub.db.base import Connection
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
-REQUISITION, RECEIPT = "requisition", "receipt"  # the kinds of request
+REQUISITION, RECEIPT, RETURN = "requisition", "receipt", "return"  # the kinds of request
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +30,9 @@ class OutboxItem:
     """One request waiting for (or done with) central."""
 
     id: int
-    kind: str  # REQUISITION or RECEIPT
+    kind: str  # REQUISITION, RECEIPT or RETURN: which connector call sends it (hub/purchasing/sync.py)
     idempotency_key: str
-    path: str  # e.g. /v1/requisitions
+    path: str  # the contract operation the body follows, e.g. /v2/receipts (docs/central-openapi.yaml)
     body: dict[str, Any]
     created_ms: int
     attempts: int

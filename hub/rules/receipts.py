@@ -1,8 +1,9 @@
-"""Which purchase order a dock receipt belongs to: the one scanned with the goods, else first in, first out.
+"""Which purchase-order lines a dock receipt belongs to: the PO scanned with the goods, else first in, first out.
 
 A worker receiving against a delivery scans its purchase-order number (a `PO:` label or GS1
-AI 400, carried in the scan's `ref`). That receipt belongs to that PO and to no other: if the
-PO is not one of this hub's open orders for the SKU, nothing is matched here and central,
+AI 400, carried in the scan's `ref`). That receipt belongs to that PO's lines of the SKU and to
+no other order (a PO has one line per SKU as a rule; when it has several, the oldest line is
+filled first): if the PO is not one of this hub's open orders for the SKU, nothing is matched here and central,
 which sees the scanned number, matches it. Only a receipt with no PO scanned is spread over
 the SKU's open POs oldest first. A pallet SSCC (AI 00) in `ref` names a pallet, not an
 order: it travels with the receipt and the receipt is matched first in, first out.
@@ -22,9 +23,10 @@ UNMATCHED = "none"  # a PO was scanned that this hub cannot match; central match
 
 @dataclass(frozen=True, slots=True)
 class OpenPo:
-    """What matching needs of one of the hub's open purchase orders."""
+    """What matching needs of one line of the hub's open purchase orders."""
 
     po_id: str
+    line_id: str
     sku: str
     open_qty: int
     ordered_ms: int
@@ -35,7 +37,7 @@ class ReceiptMatch:
     """How one receipt was matched, and why, in words for the decision log."""
 
     how: str  # SCANNED_PO, FIFO or UNMATCHED
-    lines: tuple[tuple[str, int], ...]  # (po_id, qty) in order
+    lines: tuple[tuple[str, str, int], ...]  # (po_id, line_id, qty) in order
     po_ref: str | None  # the purchase-order number scanned, if any
     sscc: str | None  # the pallet SSCC scanned, if that was the reference
     unmatched_qty: int
@@ -66,28 +68,36 @@ def match(sku: str, qty: int, ref: str | None, open_pos: Iterable[OpenPo]) -> Re
         if not named:
             return ReceiptMatch(UNMATCHED, (), ref, None, qty,
                                 f"PO {ref} is not an open order of this hub: central matches it by number")
-        po = named[0]
-        if po.sku != sku:
+        of_sku = [p for p in named if p.sku == sku]
+        if not of_sku:
+            others = ", ".join(sorted({p.sku for p in named}))
             return ReceiptMatch(UNMATCHED, (), ref, None, qty,
-                                f"PO {ref} is an order for {po.sku}, not this SKU: not matched here; central "
+                                f"PO {ref} is an order for {others}, not this SKU: not matched here; central "
                                 "sees the scanned number")
-        take = min(qty, po.open_qty)
-        over = qty - take
-        why = f"PO {po.po_id} had {po.open_qty} open"
-        if over:
-            why += f": {over} more than ordered, not matched to another PO"
-        return ReceiptMatch(SCANNED_PO, ((po.po_id, take),) if take else (), ref, None, over, why)
-    remaining, lines = qty, []
-    for po in sorted((p for p in pos if p.sku == sku), key=lambda p: (p.ordered_ms, p.po_id)):
-        if remaining <= 0:
-            break
-        take = min(remaining, po.open_qty)
-        if take > 0:
-            lines.append((po.po_id, take))
-            remaining -= take
-    matched = ", ".join(f"{po_id} ({n})" for po_id, n in lines)
+        po_id = of_sku[0].po_id
+        lines, remaining = _fill(qty, of_sku)
+        open_qty = sum(p.open_qty for p in of_sku)
+        why = f"PO {po_id} had {open_qty} open"
+        if remaining:
+            why += f": {remaining} more than ordered, not matched to another PO"
+        return ReceiptMatch(SCANNED_PO, lines, ref, None, remaining, why)
+    lines, remaining = _fill(qty, [p for p in pos if p.sku == sku])
+    matched = ", ".join(f"{po_id} ({n})" for po_id, _, n in lines)
     why = ("no PO was scanned: " + (f"matched first in, first out to {matched}" if lines
                                     else "no open PO for this SKU to match"))
     if lines and remaining:
         why += f"; {remaining} more than the open orders"
     return ReceiptMatch(FIFO, tuple(lines), None, ref, remaining, why)
+
+
+def _fill(qty: int, lines: Iterable[OpenPo]) -> tuple[tuple[tuple[str, str, int], ...], int]:
+    """Spread `qty` over the lines, oldest order first: (po_id, line_id, qty) taken, and what is left."""
+    remaining, taken = qty, []
+    for po in sorted(lines, key=lambda p: (p.ordered_ms, p.po_id, p.line_id)):
+        if remaining <= 0:
+            break
+        take = min(remaining, po.open_qty)
+        if take > 0:
+            taken.append((po.po_id, po.line_id, take))
+            remaining -= take
+    return tuple(taken), remaining

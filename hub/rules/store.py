@@ -39,6 +39,11 @@ class RulesDb:
         self._depth = 0
         self.outbox = Outbox(self.conn, self.tx)  # the table purchasing's sync works through
 
+    @property
+    def in_tx(self) -> bool:
+        """Inside a write transaction (an inner `tx()` would join it)."""
+        return self._depth > 0
+
     @contextmanager
     def tx(self) -> Iterator[Connection]:
         """A write transaction; inner uses join the outer one."""
@@ -100,18 +105,24 @@ class RulesDb:
         return [json.loads(row["body"]) for row in rows]
 
     def purchase_orders(self, status: str | None = None, limit: int = 500) -> list[PurchaseOrder]:
-        """Purchase orders with that status (None: any), the last updated first."""
+        """Purchase-order lines with that status (None: any), the last updated first."""
         if status:
-            rows = self.conn.execute("SELECT body FROM purchase_orders WHERE status = ?", (status,))
+            rows = self.conn.execute("SELECT body FROM po_lines WHERE status = ?", (status,))
         else:
-            rows = self.conn.execute("SELECT body FROM purchase_orders ORDER BY updated_ms DESC LIMIT ?", (limit,))
+            rows = self.conn.execute("SELECT body FROM po_lines ORDER BY updated_ms DESC LIMIT ?", (limit,))
         return [PurchaseOrder(**json.loads(r["body"])) for r in rows]
 
+    def purchase_order_line(self, po_id: str, line_id: str) -> PurchaseOrder | None:
+        """One purchase-order line, open or not."""
+        row = self.conn.execute("SELECT body FROM po_lines WHERE po_id = ? AND line_id = ?", (po_id, line_id)).fetchone()
+        return None if row is None else PurchaseOrder(**json.loads(row["body"]))
+
     def save_purchase_order(self, po: PurchaseOrder, now_ms: int) -> None:
-        self.conn.execute("INSERT INTO purchase_orders (po_id, sku, status, body, updated_ms) VALUES (?,?,?,?,?)"
-                          " ON CONFLICT(po_id) DO UPDATE SET status=excluded.status, body=excluded.body,"
+        """Insert or update one purchase-order line."""
+        self.conn.execute("INSERT INTO po_lines (po_id, line_id, sku, status, body, updated_ms) VALUES (?,?,?,?,?,?)"
+                          " ON CONFLICT(po_id, line_id) DO UPDATE SET status=excluded.status, body=excluded.body,"
                           " updated_ms=excluded.updated_ms",
-                          (po.po_id, po.sku, po.status, json.dumps(to_json(po)), now_ms))
+                          (po.po_id, po.line_id, po.sku, po.status, json.dumps(to_json(po)), now_ms))
 
     def add_delivery(self, delivery: Delivery, late_days: int) -> None:
         self.conn.execute(

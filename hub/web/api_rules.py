@@ -97,6 +97,26 @@ async def restore_supplier(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "sku": sku, "supplier": supplier})
 
 
+@requires("supervisor")
+async def return_to_supplier(request: web.Request) -> web.Response:
+    """Goods received on a PO line go back to its supplier: queued for central, said in the log."""
+    body = await json_object(request)
+    po_id, line_id, qty = body.get("po_id"), body.get("line_id"), body.get("qty")
+    reason, lot = body.get("reason"), body.get("lot")
+    if not isinstance(po_id, str) or not po_id or not isinstance(line_id, str) or not line_id:
+        raise web.HTTPBadRequest(reason="'po_id' and 'line_id' must name the purchase-order line (strings)")
+    if not isinstance(qty, int) or isinstance(qty, bool) or qty <= 0:
+        raise web.HTTPBadRequest(reason="'qty' must be a whole number above 0")
+    if not isinstance(reason, str) or not reason.strip():
+        raise web.HTTPBadRequest(reason="'reason' must say why the goods go back (damaged, wrong item, ...)")
+    if lot is not None and not isinstance(lot, str):
+        raise web.HTTPBadRequest(reason="'lot' must be a string")
+    who = _who(request)
+    sent = await _run(request, lambda core: core.return_to_supplier(po_id, line_id, qty, reason[:200], who, lot))
+    request.app[SERVICE].wake_purchasing()
+    return web.json_response({"ok": True, "return": sent})
+
+
 async def decisions(request: web.Request) -> web.Response:
     sku = request.query.get("sku") or None
     try:
@@ -163,6 +183,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/v1/rules/proposals/{id}/approve", approve)
     r.add_post("/api/v1/rules/proposals/{id}/edit", edit)
     r.add_post("/api/v1/rules/proposals/{id}/reject", reject)
+    r.add_post("/api/v1/rules/returns", return_to_supplier)
     r.add_get("/api/v1/rules/decisions", decisions)
     r.add_get("/api/v1/rules/suppliers", suppliers)
     r.add_post("/api/v1/rules/skus/{sku}/auto-send", auto_send)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from hub.live import sse_frame
 from hub.service import HubService
-from hub.web import account, api, api_rules, api_web, pages, users
+from hub.web import account, alerts, api, api_rules, api_web, pages, users
 from hub.web.auth import (
     AUTH,
     WebAuth,
@@ -210,6 +210,7 @@ def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | N
     api_web.add_routes(app)
     api_rules.add_routes(app)
     users.add_routes(app)
+    alerts.add_routes(app)
     account.add_routes(app)
     app.router.add_get("/api/v1/live", live)
     app.router.add_get("/api/v1/me", me)

@@ -1,4 +1,4 @@
-"""Prometheus /metrics: ingest, lag per stage, nodes, discrepancies, shelf faults, purchasing sync, the process.
+"""Prometheus /metrics: ingest, lag per stage, nodes, discrepancies, shelf faults, purchasing sync, alerts, the process.
 
 Every name carries the application prefix `shelfsignal_` and follows Prometheus's naming
 guide (base units in the name, `_total` on counters, `_timestamp_seconds` for points in
@@ -71,6 +71,8 @@ class ScrapeSnapshot:
     purchasing: dict[str, Any] | None = None  # None: no central configured
     purchasing_counts: dict[str, int] = field(default_factory=dict)
     oldest_pending_purchasing_ms: int | None = None
+    alerts_counts: dict[str, int] = field(default_factory=dict)
+    oldest_pending_alert_ms: int | None = None
 
 
 def _gauge(name: str, doc: str, value: float | None = None, labels: list[str] | None = None) -> GaugeMetricFamily:
@@ -93,6 +95,7 @@ class _ServiceCollector(Collector):
         yield from self._nodes(self.snapshot.nodes)
         yield from self._discrepancies()
         yield from self._purchasing()
+        yield from self._alerts()
 
     def _ingest(self) -> Iterator[Metric]:
         ingest = self.service.ingest
@@ -184,6 +187,20 @@ class _ServiceCollector(Collector):
         yield last_push
 
 
+    def _alerts(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        items = _gauge("alerts_outbox_messages", "alert webhooks and e-mails in the alerts outbox, by status",
+                       labels=["status"])
+        for status in PURCHASING_STATUSES:  # the same outbox statuses
+            items.add_metric([status], snap.alerts_counts.get(status, 0))
+        yield items
+        oldest = _gauge("alerts_oldest_pending_timestamp_seconds",
+                        "when the oldest alert still waiting to be delivered was queued (absent when none waits)")
+        if snap.oldest_pending_alert_ms is not None:
+            oldest.add_metric([], snap.oldest_pending_alert_ms / 1000)
+        yield oldest
+
+
 class HubMetrics:
     """The app's registry and the commit listener that feeds the lag histogram."""
 
@@ -233,6 +250,8 @@ class HubMetrics:
                 lambda core: (core.outbox.counts(), core.outbox.items(outbox.PENDING, 1)))
             snap.purchasing_counts = dict(counts)
             snap.oldest_pending_purchasing_ms = oldest[0].created_ms if oldest else None
+        snap.alerts_counts, snap.oldest_pending_alert_ms = await asyncio.gather(
+            asyncio.to_thread(service.alerts.db.counts), asyncio.to_thread(service.alerts.db.oldest_pending_ms))
         self.collector.snapshot = snap
 
 

@@ -163,7 +163,9 @@ async def proposals_page(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     rows = items(await or_none(rules_data.proposals(service, "pending"), "pending proposals"))
     decisions = items(await or_none(rules_data.decisions(service, None, 50), "decisions"))
-    return render(request, "proposals.html", rows=rows, decisions=decisions)
+    # The link to central and what waits for it, with central's own words when it failed.
+    sync = await or_none(rules_data.sync_status(service), "purchasing sync")
+    return render(request, "proposals.html", rows=rows, decisions=decisions, sync=sync)
 
 
 async def suppliers_page(request: web.Request) -> web.Response:

@@ -19,7 +19,7 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 NAV = (("/", "Overview"), ("/stock", "Stock"), ("/discrepancies", "Discrepancies"), ("/proposals", "Proposals"),
        ("/suppliers", "Suppliers"), ("/nodes", "Nodes"), ("/lag", "Signal lag"))
-ADMIN_NAV = (("/users", "Users"),)
+ADMIN_NAV = (("/users", "Users"), ("/alerts", "Alerts"))
 
 
 def _time_ms(value: Any) -> str:
