@@ -124,12 +124,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 @_with_config
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Bring every store's schema up to date (the hub also does this at start), or list what is due."""
-    from hub.config import load_hub_config
+    from hub.company.store import company_target
+    from hub.config import COMPANY_ROLE, load_hub_config
     from hub.db import ALERTS, AUTH, LEDGER, RULES
     from hub.db.migrate import migrate, pending
     cfg = load_hub_config(args.config)
-    for store in (LEDGER, RULES, AUTH, ALERTS):
-        target = cfg.db_target(store)
+    # A company hub's database holds the sites' replicated ledgers, never a ledger of its own.
+    targets = ([company_target(cfg.store_url), cfg.db_target(AUTH)] if cfg.role == COMPANY_ROLE
+               else [cfg.db_target(store) for store in (LEDGER, RULES, AUTH, ALERTS)])
+    for target in targets:
+        store = target.store
         try:
             if args.dry_run:
                 due = pending(target)

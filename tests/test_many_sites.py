@@ -101,6 +101,9 @@ async def test_two_sites_in_one_company_view(logical_postgres: PgCluster, broker
             assert f"publication {channel_name(site)} created" in capsys.readouterr().out
         port = free_port()
         company = company_toml(tmp_path / "company", central_url, port)
+        assert await asyncio.to_thread(run_cli, "migrate", "--config", str(company)) == 0
+        migrated = capsys.readouterr().out
+        assert migrated.startswith("company (") and "auth (" in migrated and "ledger" not in migrated
         for site, url in (("north", north_url), ("south", south_url)):
             assert await asyncio.to_thread(run_cli, "subscribe-site", "--config", str(company), "--site", site,
                                            "--site-url", url) == 0
