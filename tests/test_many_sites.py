@@ -33,6 +33,10 @@ STREAM = "00000000000000b1"
 def database(server: PgCluster, name: str) -> str:
     """A new database on the server; its URL."""
     server.sql(f"CREATE DATABASE {name}")
+    return database_url(server, name)
+
+
+def database_url(server: PgCluster, name: str) -> str:
     return server.url.rsplit("/", 1)[0] + "/" + name
 
 
@@ -85,8 +89,15 @@ def run_cli(*args: str) -> int:
 
 async def test_two_sites_in_one_company_view(logical_postgres: PgCluster, broker: PrivateBroker,
                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The roles of docs/deployment.md: central's hub is no superuser (the database's owner), and central
+    # copies from the sites as a role with REPLICATION and SELECT on the published tables only.
+    logical_postgres.sql("CREATE ROLE company_hub LOGIN", "CREATE ROLE company_copy LOGIN REPLICATION")
     north_url, south_url = database(logical_postgres, "site_north"), database(logical_postgres, "site_south")
-    central_url = database(logical_postgres, "central")
+    logical_postgres.sql("CREATE DATABASE central OWNER company_hub")
+    admin_url = database_url(logical_postgres, "central")  # a superuser: subscriptions need one on PostgreSQL 15
+    central_url = admin_url.replace("postgres@", "company_hub@")
+    copy_urls = {site: url.replace("postgres@", "company_copy@") for site, url in (("north", north_url),
+                                                                                   ("south", south_url))}
     async with RunningHub(broker, tmp_path / "north", site="north", store={"url": north_url}) as north, \
             RunningHub(broker, tmp_path / "south", site="south", store={"url": south_url}) as south:
         # Before publishing: the same SKU in a bin of the same name at both sites (the initial copy brings it).
@@ -99,14 +110,15 @@ async def test_two_sites_in_one_company_view(logical_postgres: PgCluster, broker
             config = site_toml(broker, tmp_path / site, site, url)
             assert await asyncio.to_thread(run_cli, "publish-site", "--config", str(config)) == 0
             assert f"publication {channel_name(site)} created" in capsys.readouterr().out
+            _sql(url, f"GRANT SELECT ON {', '.join(PUBLISHED)} TO company_copy")
         port = free_port()
         company = company_toml(tmp_path / "company", central_url, port)
         assert await asyncio.to_thread(run_cli, "migrate", "--config", str(company)) == 0
         migrated = capsys.readouterr().out
         assert migrated.startswith("company (") and "auth (" in migrated and "ledger" not in migrated
-        for site, url in (("north", north_url), ("south", south_url)):
+        for site in ("north", "south"):
             assert await asyncio.to_thread(run_cli, "subscribe-site", "--config", str(company), "--site", site,
-                                           "--site-url", url) == 0
+                                           "--site-url", copy_urls[site], "--central-admin-url", admin_url) == 0
             assert f"subscription {channel_name(site)} created" in capsys.readouterr().out
         token = await asyncio.to_thread(api_token, load_hub_config(company), "viewer")
         code = "import sys; from hub.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -130,12 +142,12 @@ async def test_two_sites_in_one_company_view(logical_postgres: PgCluster, broker
                            30, "a pick and a receipt streamed from the sites")
 
             # A site offline (here: its subscription stopped): its changes wait in its slot and arrive after.
-            await asyncio.to_thread(_sql, central_url, f"ALTER SUBSCRIPTION {channel_name('south')} DISABLE")
+            await asyncio.to_thread(_sql, admin_url, f"ALTER SUBSCRIPTION {channel_name('south')} DISABLE")
             await wait_for(lambda: _site(port, token, "south")["connected"] is False, 30, "south shown disconnected")
             receive(south, "south", 4, "B-01-1", 2, GTINS[1], mode="pick")
             await wait_for(lambda: south.balance("B-01-1") == 5, what="the pick at south, while central is away")
             assert stock_rows(port, token, "site=south&location=B-01-1") == [("south", "B-01-1", 7)]
-            await asyncio.to_thread(_sql, central_url, f"ALTER SUBSCRIPTION {channel_name('south')} ENABLE")
+            await asyncio.to_thread(_sql, admin_url, f"ALTER SUBSCRIPTION {channel_name('south')} ENABLE")
             await wait_for(lambda: stock_rows(port, token, "site=south&location=B-01-1") == [("south", "B-01-1", 5)],
                            30, "south caught up from its replication slot")
             north_site = _site(port, token, "north")
@@ -161,7 +173,7 @@ async def test_two_sites_in_one_company_view(logical_postgres: PgCluster, broker
         assert await asyncio.to_thread(run_cli, "publish-site", "--config", str(tmp_path / "north" / "hub.toml")) == 0
         assert "publication shelfsignal_north updated" in capsys.readouterr().out
         assert await asyncio.to_thread(run_cli, "subscribe-site", "--config", str(company), "--site", "north",
-                                       "--site-url", north_url) == 0
+                                       "--site-url", copy_urls["north"], "--central-admin-url", admin_url) == 0
         assert "already there; nothing changed" in capsys.readouterr().out
 
 

@@ -56,7 +56,7 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
     if cfg.role != COMPANY_ROLE:
         return _fail("subscribe-site", f"{args.config} is a site hub's config; give the company hub's config"
                                        " (site.role = \"company\", store.url = the central database)")
-    central_target = company_target(cfg.store_url)
+    central_target = company_target(args.central_admin_url or cfg.store_url)
     migrate(central_target)
     site_target = DbTarget.postgresql("site", args.site_url)
     central, site_db = central_target.connect(), None
@@ -91,4 +91,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     subscribe.add_argument("--site-url", required=True,
                            help="how central's PostgreSQL reaches the site's database: postgresql://USER@HOST:PORT/DB"
                                 " (USER has REPLICATION and SELECT on the ledger; its password in ~/.pgpass)")
+    subscribe.add_argument("--central-admin-url", default="",
+                           help="the central database as a superuser, who alone may create subscriptions on"
+                                " PostgreSQL 15 (e.g. postgresql:///company run as the postgres user); default:"
+                                " the config's store.url")
     subscribe.set_defaults(func=_cmd_subscribe)
