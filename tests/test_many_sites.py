@@ -245,3 +245,29 @@ def test_publishing_needs_wal_level_logical(postgres_url: str, tmp_path: Path, b
     assert f"runs with wal_level = {wal_level}; logical replication needs wal_level = logical" in capsys.readouterr().err
     assert _sql(postgres_url, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'site'") == [(0,)]
     assert _sql(postgres_url, "SELECT count(*) FROM pg_publication") == [(0,)]
+
+
+async def test_company_view_says_when_the_central_database_is_down(logical_postgres: PgCluster,
+                                                                   tmp_path: Path) -> None:
+    """Central's PostgreSQL stops: health and the API answer 503 naming the central database, not 500."""
+    from aiohttp import web
+
+    from hub.company.store import CompanyStore, company_target
+    from hub.web.company import make_company_app
+    port = free_port()
+    config = load_hub_config(company_toml(tmp_path, database(logical_postgres, "central"), port))
+    token = await asyncio.to_thread(api_token, config, "viewer")
+    store = await asyncio.to_thread(CompanyStore, company_target(config.store_url))
+    runner = web.AppRunner(make_company_app(config, store))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        assert await asyncio.to_thread(http, port, "/api/v1/stock", token) == (200, {"ok": True, "items": []})
+        await asyncio.to_thread(logical_postgres.stop, "immediate")
+        for path in ("/api/v1/stock", "/api/v1/sites"):
+            status, body = await asyncio.to_thread(http, port, path, token)
+            assert status == 503 and "the central database does not answer" in body["error"], (path, body)
+        status, health = await asyncio.to_thread(http, port, "/healthz")
+        assert status == 503 and health["ok"] is False and "central database" in health["error"]
+    finally:
+        await runner.cleanup()

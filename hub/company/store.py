@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from hub.db import Connection, DbTarget
 from hub.db.migrate import migrate
+from hub.db.postgresql import PostgresConnection
 
 COMPANY = "company"  # the hub.db store of the central database (migrations in hub/migrations/company/)
 
@@ -45,6 +46,9 @@ def company_target(url: str) -> DbTarget:
 
 class CompanyStore:
     """The central database, read-only; one connection per thread (reads run in worker threads)."""
+
+    # "The central database does not answer" (as opposed to a bug in a statement).
+    storage_errors = PostgresConnection.storage_errors
 
     def __init__(self, target: DbTarget) -> None:
         migrate(target)

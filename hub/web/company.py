@@ -44,12 +44,25 @@ def _site_json(link: SiteLink, now_ms: int) -> dict[str, Any]:
     return body
 
 
+@web.middleware
+async def central_down_middleware(request: web.Request,
+                                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """The central database not answering is a 503 that says so, not an internal error (also when the login
+    check, whose users live there too, finds it down)."""
+    try:
+        return await handler(request)
+    except request.app[COMPANY_STORE].storage_errors as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return error_json(503, f"the central database does not answer ({first_line}); the sites work on, and this"
+                               " view shows them again once it is back")
+
+
 @public
 async def healthz(request: web.Request) -> web.Response:
     """Up when the central database answers; says which sites are connected."""
     try:
         links = await asyncio.to_thread(request.app[COMPANY_STORE].sites)
-    except Exception as err:  # any driver error: the database is what is down
+    except request.app[COMPANY_STORE].storage_errors as err:
         return web.json_response({"ok": False, "role": "company", "error": f"central database: {err}"}, status=503)
     return web.json_response({"ok": True, "role": "company", "sites": len(links),
                               "sites_connected": sum(1 for link in links if link.connected)})
@@ -89,7 +102,7 @@ async def sites(request: web.Request) -> web.Response:
 def make_company_app(config: HubConfig, store: CompanyStore, auth: WebAuth | None = None) -> web.Application:
     """The company view's web application over an open CompanyStore (closed with the app)."""
     app = web.Application(middlewares=[error_middleware, same_origin_middleware, read_only_middleware,
-                                       auth_middleware])
+                                       central_down_middleware, auth_middleware])
     app.on_response_prepare.append(add_security_headers)
     app[COMPANY_STORE] = store
     app[AUTH] = auth or WebAuth.from_config(config)
