@@ -197,8 +197,8 @@ def _sql(url: str, statement: str) -> list[tuple[Any, ...]]:
 
 async def test_publishing_refuses_what_cannot_replicate(logical_postgres: PgCluster, broker: PrivateBroker,
                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A subscription before the site published, a ledger published as another site: each refused with what
-    to do, and nothing changed."""
+    """A subscription before the site published, a ledger published as another site, a subscription made by
+    no superuser: each refused with what to do, and nothing changed."""
     url = database(logical_postgres, "site_east")
     east = site_toml(broker, tmp_path / "east", "east", url)
     central = company_toml(tmp_path / "company", database(logical_postgres, "central"), free_port())
@@ -213,6 +213,14 @@ async def test_publishing_refuses_what_cannot_replicate(logical_postgres: PgClus
     assert await asyncio.to_thread(run_cli, "subscribe-site", "--config", str(central), "--site", "west",
                                    "--site-url", url) == 2
     assert "no publication shelfsignal_west" in capsys.readouterr().err
+    # The company hub's own role owns its database but is no superuser: it cannot subscribe.
+    logical_postgres.sql("CREATE ROLE plain LOGIN", "CREATE DATABASE central_plain OWNER plain")
+    as_plain = database_url(logical_postgres, "central_plain").replace("postgres@", "plain@")
+    assert await asyncio.to_thread(run_cli, "subscribe-site", "--config", str(central), "--site", "east",
+                                   "--site-url", url, "--central-admin-url", as_plain) == 2
+    assert "must be superuser to create subscriptions" in capsys.readouterr().err
+    assert _sql(database_url(logical_postgres, "central_plain"), "SELECT subname FROM pg_subscription") == []
+    assert _sql(url, "SELECT slot_name FROM pg_replication_slots") == []  # none left to hold the site's WAL
 
 
 def test_central_tables_have_the_published_columns(postgres_url: str) -> None:

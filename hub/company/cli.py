@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from settings import exits_on_config_error
+
+if TYPE_CHECKING:
+    from hub.db import Connection
 
 _with_config = exits_on_config_error("stock-hub")
 
@@ -27,16 +31,18 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         return _fail("publish-site", f"{args.config} keeps the ledger in SQLite files; logical replication needs"
                                      " the ledger in PostgreSQL (store.url)")
     target = cfg.db_target(LEDGER)
-    migrate(target)
-    db = target.connect()
+    db: Connection | None = None
     try:
+        migrate(target)
+        db = target.connect()
         report = publish_site(db, cfg.site)
     except ReplicationError as err:
         return _fail("publish-site", str(err))
-    except db.storage_errors as err:
-        return _fail("publish-site", f"ledger database {target.describe()}: {err}")
+    except Exception as err:  # any driver's error (unreachable, no privilege): where, what, then stop
+        return _fail("publish-site", f"ledger database {target.describe()}: {str(err).strip()}")
     finally:
-        db.close()
+        if db is not None:
+            db.close()
     added = ", ".join(report.site_added_to) or "none (they had it)"
     print(f"site {cfg.site}: publication {report.publication} {'created' if report.created else 'updated'} on"
           f" {target.describe()}; site column added to: {added}")
@@ -57,20 +63,21 @@ def _cmd_subscribe(args: argparse.Namespace) -> int:
         return _fail("subscribe-site", f"{args.config} is a site hub's config; give the company hub's config"
                                        " (site.role = \"company\", store.url = the central database)")
     central_target = company_target(args.central_admin_url or cfg.store_url)
-    migrate(central_target)
     site_target = DbTarget.postgresql("site", args.site_url)
-    central, site_db = central_target.connect(), None
+    central: Connection | None = None
+    site_db: Connection | None = None
     try:
-        site_db = site_target.connect()
+        migrate(central_target)
+        central, site_db = central_target.connect(), site_target.connect()
         report = subscribe_site(central, args.site, args.site_url, site_db)
     except ReplicationError as err:
         return _fail("subscribe-site", str(err))
-    except central.storage_errors as err:
-        return _fail("subscribe-site", f"{err}".strip())
+    except Exception as err:  # any driver's error (unreachable, not a superuser, ...): what, then stop
+        return _fail("subscribe-site", str(err).strip())
     finally:
-        central.close()
-        if site_db is not None:
-            site_db.close()
+        for db in (central, site_db):
+            if db is not None:
+                db.close()
     if report.created:
         print(f"site {args.site}: subscription {report.subscription} created on {central_target.describe()}; the"
               " initial copy runs now, then changes stream (GET /api/v1/sites shows its state)")

@@ -132,14 +132,21 @@ def subscribe_site(central: Connection, site: str, site_url: str, site_db: Conne
     if published_as != site:
         raise ReplicationError(f"the database at {site_url.split('@')[-1]} was published as site"
                                f" {published_as!r}, not {site!r} (nothing was changed)")
-    if site_db.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = ?", (name,)).fetchone() is None:
-        site_db.execute("SELECT pg_create_logical_replication_slot(?, 'pgoutput')", (name,))
     conninfo = libpq_conninfo(site_url)
     if "?" in conninfo:  # hub.db reads '?' as a placeholder, and a password here is stored in the catalog
         raise ReplicationError("the site URL has a '?' in a value (a password?): give central's server the password"
                                " in the postgres user's ~/.pgpass instead (nothing was changed)")
-    central.execute(f"CREATE SUBSCRIPTION {name} CONNECTION {_sql_literal(conninfo)} PUBLICATION {name}"
-                    f" WITH (create_slot = false, slot_name = '{name}', copy_data = true)")
+    made_slot = site_db.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = ?", (name,)).fetchone() is None
+    if made_slot:
+        site_db.execute("SELECT pg_create_logical_replication_slot(?, 'pgoutput')", (name,))
+    try:
+        central.execute(f"CREATE SUBSCRIPTION {name} CONNECTION {_sql_literal(conninfo)} PUBLICATION {name}"
+                        f" WITH (create_slot = false, slot_name = '{name}', copy_data = true)")
+    except Exception:
+        # A slot nobody reads keeps the site's WAL for ever: leave none behind.
+        if made_slot:
+            site_db.execute("SELECT pg_drop_replication_slot(?)", (name,))
+        raise
     with central.transaction():
         central.execute("INSERT INTO company_sites (site, subscription, added_ms) VALUES (?,?,?)"
                         " ON CONFLICT (site) DO UPDATE SET subscription = excluded.subscription",
