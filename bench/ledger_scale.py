@@ -2,22 +2,26 @@
 traffic at 0 rows and at N rows, on both backends side by side.
 
 Drives the real `hub.ingest.Ingest` (validate, dedupe, ledger, balances, reconciliation,
-group commit) on real SQLite files and real PostgreSQL databases with batched contract JSON,
-as a node replaying its outbox would send it; the MQTT leg is measured elsewhere. Two
-ledgers per backend in the same process: the baseline starts empty, the other gets N rows
-of history in bulk through the store (`SqlStore.bulk_history`, not through ingest, so 5 M
-rows take seconds to minutes, not hours). Rounds replay a fresh stream into each,
-alternating the order (bench/harness.py); comparisons are history / empty per backend and
-PostgreSQL / SQLite at each size.
+group commit) on real SQLite files and real PostgreSQL databases with batched contract JSON, as a node replaying its
+outbox would send it; the MQTT leg is measured elsewhere. Two ledgers in the same process:
+the baseline starts empty, the other gets N rows of history in bulk through the store
+(`SqlStore.bulk_history`, not through ingest, so 5 M rows take seconds, not minutes).
+Rounds replay a fresh stream into each, alternating which goes first (bench/harness.py).
+Beside events/s (wall time, at the mercy of a shared machine's load) each trial reports the
+writer thread's CPU per event and the bytes written to storage per event (/proc/self/io,
+WAL and checkpoints): what would grow with the ledger shows there even when wall time is noise.
+On PostgreSQL the writer's CPU is the hub's side only and the server writes the bytes, so those
+two are compared on SQLite; events/s is compared across backends (PostgreSQL / SQLite).
 
-    .venv/bin/python bench/ledger_scale.py                 # 5,000,000 rows of history, both backends
+    .venv/bin/python bench/ledger_scale.py                 # 5,000,000 rows of history
     .venv/bin/python bench/ledger_scale.py --rows 500000   # quicker
-    .venv/bin/python bench/ledger_scale.py --backends sqlite
+    .venv/bin/python bench/ledger_scale.py --backends sqlite   # SQLite only (no PostgreSQL at 127.0.0.1)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -38,6 +42,15 @@ from hub.store import SqliteStore, SqlStore  # noqa: E402
 SITE = "bench"
 T0_MS = 1_750_000_000_000
 GTIN = "09506000134352"
+
+
+def written_bytes() -> int:
+    """Bytes this process has caused to be written to storage so far (/proc/self/io write_bytes)."""
+    with open("/proc/self/io") as fh:
+        for line in fh:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
 
 
 def rss_mib() -> float:
@@ -86,8 +99,14 @@ def traffic(stream: str, events: int, batch: int, bins: int, counts: dict[int, i
     return out
 
 
-def replay(store: SqlStore, payloads: list[bytes], window_ms: int) -> tuple[float, int, int]:
-    """Events/s through Ingest for these payloads; also (events, discrepancies opened)."""
+def replay(store: SqlStore, payloads: list[bytes], window_ms: int) -> tuple[float, int, int, float]:
+    """Events/s through Ingest for these payloads; also (events, discrepancies opened, the writer
+    thread's CPU seconds).
+
+    The writer's CPU time is read on the writer thread itself (time.thread_time) before and
+    after: on a shared machine wall time swings by tens of percent from one trial to the next,
+    while the CPU the writer spent on the same work barely does, so it shows what grows with
+    the ledger even when events/s cannot."""
     committed = [0, 0]
 
     def on_commit(result: CommitResult) -> None:
@@ -97,13 +116,14 @@ def replay(store: SqlStore, payloads: list[bytes], window_ms: int) -> tuple[floa
     ingest = Ingest(store, SITE, lambda ack: None, lambda node, cmd: None, on_commit, window_ms=window_ms)
     ingest.start()
     topic = node_topic(SITE, "n1", Channel.EVENTS)
+    cpu_before = ingest.run_in_writer(lambda tx: time.thread_time()).result(600)
     started = time.perf_counter()
     for payload in payloads:
         ingest.submit(topic, payload)
-    ingest.run_in_writer(lambda tx: None).result(600)  # everything before it is committed
+    cpu_after = ingest.run_in_writer(lambda tx: time.thread_time()).result(600)  # everything before it is committed
     elapsed = time.perf_counter() - started
     ingest.stop()
-    return committed[0] / elapsed, committed[0], committed[1]
+    return committed[0] / elapsed, committed[0], committed[1], cpu_after - cpu_before
 
 
 def history(rows: int, bins: int) -> Iterator[tuple[str, str, int, int, str, str, int, str]]:
@@ -169,27 +189,39 @@ def main() -> None:
         started = time.perf_counter()
         made = stores[f"{backend} history"].bulk_history(history(args.rows, args.bins))
         bulk_s = time.perf_counter() - started
-        print(f"{backend} bulk history: {made:,} rows in {bulk_s:.1f} s ({made / bulk_s:,.0f} rows/s)")
+        size = (f"; file {os.path.getsize(workdir / 'ledger-history.sqlite3') / 2**20:,.0f} MiB"
+                if backend == "sqlite" else "")
+        print(f"{backend} bulk history: {made:,} rows in {bulk_s:.1f} s ({made / bulk_s:,.0f} rows/s){size}")
     streams = iter(f"{i:016x}" for i in range(1, 10_000))
     # 900 kg at 10 g, the contract's limit; each ledger's shelves carry on from one trial to the next.
     counts = {name: {b: 90_000 for b in range(0, args.bins, args.sensored_every)} for name in stores}
 
     def arm(name: str) -> Metrics:
         store = stores[name]
-        rate, n, discrepancies = replay(store, traffic(next(streams), args.events, args.batch, args.bins, counts[name]),
-                                        30_000)
-        return {"events_per_s": rate, "ledger_rows": float(store.movement_count()), "discrepancies": float(discrepancies)}
+        written = written_bytes()
+        rate, n, discrepancies, cpu_s = replay(store, traffic(next(streams), args.events, args.batch, args.bins,
+                                                             counts[name]), 30_000)
+        return {"events_per_s": rate, "writer_cpu_us_per_event": 1e6 * cpu_s / max(1, n),
+                "written_b_per_event": (written_bytes() - written) / max(1, n),
+                "ledger_rows": float(store.movement_count()), "discrepancies": float(discrepancies)}
 
     rss_before = rss_mib()
     label = {f"{b} {size}": f"{b}, {args.rows:,} rows of history" if size == "history" else f"{b}, empty ledger"
              for b in backends for size in ("empty", "history")}
     rounds = run_rounds({label[name]: (lambda name=name: arm(name)) for name in stores}, args.rounds)  # type: ignore[misc]
-    comparisons = [Comparison(f"{b}: history / empty", (label[f"{b} history"], "events_per_s"),
+    comparisons = [Comparison(f"{b}: history / empty: events/s", (label[f"{b} history"], "events_per_s"),
                               (label[f"{b} empty"], "events_per_s")) for b in backends]
+    if "sqlite" in backends:
+        comparisons += [Comparison(f"sqlite: history / empty: {what}", (label["sqlite history"], metric),
+                                   (label["sqlite empty"], metric))
+                        for what, metric in (("writer CPU per event", "writer_cpu_us_per_event"),
+                                             ("bytes written per event", "written_b_per_event"))]
     if len(backends) == 2:
-        comparisons += [Comparison(f"PostgreSQL / SQLite, {size}", (label[f"postgresql {size}"], "events_per_s"),
+        comparisons += [Comparison(f"PostgreSQL / SQLite, {size}: events/s",
+                                   (label[f"postgresql {size}"], "events_per_s"),
                                    (label[f"sqlite {size}"], "events_per_s")) for size in ("empty", "history")]
-    print(report(rounds, comparisons, units={"events_per_s": "events/s"},
+    print(report(rounds, comparisons,
+                 units={"events_per_s": "events/s", "writer_cpu_us_per_event": "µs", "written_b_per_event": "B"},
                  title=f"batched replay into the ledger, reconciliation on, {args.events:,} events per trial"))
     print(f"\nRSS {rss_before:,.0f} MiB before the rounds, {rss_mib():,.0f} MiB after; target: within 20 % of the "
           "empty ledger, >= 20,000 events/s")

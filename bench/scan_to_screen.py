@@ -17,6 +17,9 @@ was typed and to the ledger's times for its event:
 - scan -> DOM: typed (host) to the row in a page (every page counts);
 - commit -> DOM: the hub's `committed_ms` to the row (the live feed, SSE and the page's script);
 - commit -> SSE: the same, to the message's arrival at an SSE client in this process: the hub's share;
+- commit -> page message: to the page's EventSource delivering the message (stamped by a script
+  that runs before the page's own): the hub, the browser's network process and IPC; the rest of
+  commit -> DOM is the page's own script and its wait for a frame;
 - MQTT hop: edge outbox `accepted_ms` to hub `received_ms` (the edge's publish and the broker),
   the in-run baseline: the part of the path that is not ours to shorten;
 - rows never shown: (scan, page) pairs whose row never appeared. The overview shows the newest
@@ -74,6 +77,22 @@ OBSERVER_JS = """() => {
   for (const tr of body.querySelectorAll('tr[data-scan-id]')) window.__seen[tr.dataset.scanId] = 0;
 }"""
 TAKE_SEEN_JS = "() => { const s = window.__seen; window.__seen = {}; return s; }"
+# Before the page's own script: stamp each live message's scans when the page's EventSource
+# delivers it, so commit -> DOM splits into delivery (hub, browser process, IPC) and the page's work.
+MESSAGE_STAMP_JS = """(() => {
+  window.__msg = {};
+  const Original = window.EventSource;
+  window.EventSource = class extends Original {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (ev) => {
+        const t = performance.timeOrigin + performance.now();
+        for (const s of JSON.parse(ev.data).scans || []) if (!(s.id in window.__msg)) window.__msg[s.id] = t;
+      });
+    }
+  };
+})();"""
+TAKE_MSG_JS = "() => { const s = window.__msg; window.__msg = {}; return s; }"
 
 
 def gtin13(n: int) -> str:
@@ -111,6 +130,7 @@ class Site:
         typed_ms: dict[str, float] = {}
         for page in self.pages:
             await page.evaluate(TAKE_SEEN_JS)  # rows of earlier trials are not this one's
+            await page.evaluate(TAKE_MSG_JS)
         hub_cpu = CpuMeter(self.hub.proc.pid)
         start = time.perf_counter()
         for i in range(count):
@@ -135,12 +155,16 @@ class Site:
             if all(ids <= s.keys() for s in seen):
                 break
             await asyncio.sleep(POLL_S)
-        scan_dom, commit_dom, hop, commit_sse = [], [], [], []
+        delivered = [await page.evaluate(TAKE_MSG_JS) for page in self.pages]
+        scan_dom, commit_dom, hop, commit_sse, commit_msg = [], [], [], [], []
         missing = 0
         for gtin, event in events.items():
             hop.append(event["received_ms"] - event["accepted_ms"])
             if event["id"] in self.sse_seen_ms:
                 commit_sse.append(self.sse_seen_ms[event["id"]] - event["committed_ms"])
+            for got in delivered:
+                if str(event["id"]) in got:
+                    commit_msg.append(got[str(event["id"])] - event["committed_ms"])
             for s in seen:
                 t = s.get(str(event["id"]))
                 if t is None:
@@ -153,6 +177,7 @@ class Site:
                 "scan_dom_max_ms": max(scan_dom, default=float("nan")),
                 "commit_dom_p50_ms": pct(commit_dom, 50), "commit_dom_p99_ms": pct(commit_dom, 99),
                 "commit_sse_p50_ms": pct(commit_sse, 50), "commit_sse_p99_ms": pct(commit_sse, 99),
+                "commit_msg_p50_ms": pct(commit_msg, 50), "commit_msg_p99_ms": pct(commit_msg, 99),
                 "mqtt_hop_p99_ms": pct(hop, 99), "hub_cpu_pct": hub_cpu_pct, "rows_never_shown": float(missing)}
 
     async def _events(self, typed_ms: dict[str, float]) -> dict[str, dict[str, Any]]:
@@ -206,6 +231,7 @@ async def open_pages(browser: Any, hub: HubProcess, state: Any, count: int) -> l
         context = await browser.new_context(storage_state=state, viewport={"width": 1280, "height": 800})
         page = await context.new_page()
         page.set_default_timeout(PAGE_TIMEOUT_MS)
+        await page.add_init_script(MESSAGE_STAMP_JS)
         await page.goto(f"{hub.base_url}/")
         await page.wait_for_selector('#live[data-state="ok"]')
         await page.evaluate(OBSERVER_JS)
@@ -254,7 +280,8 @@ async def measure(page_counts: list[int], rates: list[int], seconds: float, roun
                                                   (name, "mqtt_hop_p99_ms")) for name in arms]
                         tables.append(report(result, comparisons, units={k: "ms" for k in (
                             "scan_dom_p50_ms", "scan_dom_p99_ms", "scan_dom_max_ms", "commit_dom_p50_ms",
-                            "commit_dom_p99_ms", "commit_sse_p50_ms", "commit_sse_p99_ms", "mqtt_hop_p99_ms")} | {"hub_cpu_pct": "%"},
+                            "commit_dom_p99_ms", "commit_sse_p50_ms", "commit_sse_p99_ms", "commit_msg_p50_ms", "commit_msg_p99_ms",
+                            "mqtt_hop_p99_ms")} | {"hub_cpu_pct": "%"},
                             title=f"scan to screen, {count} page{'s' if count > 1 else ''}, {seconds:g} s per trial, "
                                   f"live.flush_ms {hub.config.live_flush_ms}"))
                         print(tables[-1] + "\n", flush=True)

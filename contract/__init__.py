@@ -43,6 +43,7 @@ from contract.messages import (
 )
 from contract.topics import (
     HUB_NODE,
+    RESEND_PROPERTY,
     Channel,
     TopicAddress,
     check_name,
@@ -53,7 +54,7 @@ from contract.topics import (
 )
 
 __all__ = [
-    "COMMANDS", "EVENT_TYPES", "HUB_NODE", "MAX_EVENTS_PER_BATCH", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES",
+    "COMMANDS", "EVENT_TYPES", "HUB_NODE", "RESEND_PROPERTY", "MAX_EVENTS_PER_BATCH", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES",
     "BIRTH_NOTICE_MAX_CHARS", "BIRTH_NOTICES_MAX", "SCAN_MODES", "SCHEMA_VERSION", "SHELF_FAULTS", "Ack", "BinConfig", "Birth", "Channel", "Command",
     "CommandReply", "ContractError", "DeviceChange", "DeviceInfo", "Event", "EventBase", "EventBatch",
     "HubState", "NodeConfig", "NodeState", "RefusedEvent", "SalvagedBatch", "ScanEvent", "ScanRejected", "ShelfCount", "ShelfFault",

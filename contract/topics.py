@@ -26,6 +26,11 @@ class Channel(enum.StrEnum):
 
 EDGE_PUBLISHES = frozenset({Channel.STATE, Channel.BIRTH, Channel.EVENTS, Channel.CMD_REPLY})
 
+# MQTT v5 user property (name, value) on an `events` PUBLISH that re-sends outbox events (after a
+# reconnect, an ack timeout or a resend_from) rather than publishing new ones: the hub commits
+# live batches before re-sent ones, so a node's backlog does not delay the rest of the site.
+RESEND_PROPERTY = ("resend", "1")
+
 
 @dataclass(frozen=True, slots=True)
 class TopicAddress:

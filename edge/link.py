@@ -25,12 +25,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contract import (
     BIRTH_NOTICE_MAX_CHARS,
     BIRTH_NOTICES_MAX,
+    RESEND_PROPERTY,
     Ack,
     Birth,
     Channel,
@@ -58,6 +60,9 @@ RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 # How often the sender re-checks timeouts when nothing else wakes it.
 TICK_S = 0.5
+# A re-send's PUBLISH carries contract.RESEND_PROPERTY, so the hub can serve live batches first.
+RESENT_PROPERTIES = Properties(PacketTypes.PUBLISH)
+RESENT_PROPERTIES.UserProperty = [RESEND_PROPERTY]
 
 
 @dataclass
@@ -230,12 +235,13 @@ class EdgeLink:
         else:
             self._replay_to = max(self._replay_to, events[-1].seq)
 
-    def _publish_batches(self, events: list[Event]) -> None:
+    def _publish_batches(self, events: list[Event], resent: bool = False) -> None:
         size = self.config.batch_max
         for i in range(0, len(events), size):
             chunk = events[i:i + size]
             batch = EventBatch(node=self.config.node, stream=self.stream, events=tuple(chunk), sent_ms=now_ms())
-            info = self.client.publish(self._t_events, batch.to_json(), qos=1)
+            info = self.client.publish(self._t_events, batch.to_json(), qos=1,
+                                       properties=RESENT_PROPERTIES if resent else None)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 log.warning("publish of seq %d..%d not queued (%s); will re-send", chunk[0].seq, chunk[-1].seq,
                             mqtt.error_string(info.rc))
@@ -360,7 +366,7 @@ class EdgeLink:
             if not events:
                 self._replay_from = self._replay_to
                 break
-            self._publish_batches(events)
+            self._publish_batches(events, resent=True)  # marked: the hub commits live batches first
             self._replay_from = events[-1].seq
             await asyncio.sleep(pace_s)  # pacing: leaves room for live batches
 

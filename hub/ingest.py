@@ -58,7 +58,7 @@ from hub.dedupe import Held, StreamBook, StreamTrack
 from hub.discrepancies import Discrepancies
 from hub.faults import ActiveFaults
 from hub.lag import LagTracker, StageTimes
-from hub.ledger import COUNT_ADJUSTMENT, SkuResolver, apply_event
+from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_adjustment, apply_event
 from hub.plausibility import PlausibilitySettings, count_difference, negative_balances
 from hub.reconcile import Reconciler
 from hub.store.base import Catalog, EventsAlreadyStored, ScanRow, Store, WriteTx
@@ -175,6 +175,28 @@ class Ingest:
     def _in_transaction(self, fn: Callable[[WriteTx], Any]) -> Any:
         with self.store.write() as tx:
             return fn(tx)
+
+    def adjust(self, sku: str, location: str, qty_delta: int, reason: str, note: str,
+               operator: str) -> Future[list[BalanceChange]]:
+        """Book a supervisor's adjustment (hub.ledger.apply_adjustment) as a correction movement.
+
+        The future's result is the balance change; a ValueError (bad reason, quantity or note, or
+        more than the location holds) or LookupError (a SKU or location the hub does not know)
+        says why nothing was booked.
+        """
+        def book(tx: WriteTx) -> list[BalanceChange]:
+            if sku not in self.catalog.skus and not tx.sku_balances(sku):
+                raise LookupError(f"unknown SKU {sku!r}: it is not in the catalog and has never had stock here")
+            if (self.catalog.bin(location) is None and location not in self.plausibility.dock_locations
+                    and not self.store.stock("", 1, 0, None, location)):  # the writer's thread: all committed
+                raise LookupError(f"unknown location {location!r}: it is not a catalog bin or dock and has never "
+                                  "held stock")
+            return [apply_adjustment(tx, sku, location, qty_delta, reason, note, operator, now_ms())]
+
+        def committed(done: Future[list[BalanceChange]]) -> None:
+            if done.exception() is None:  # on the writer thread: the live feed and the rules hear of it
+                self._on_commit(CommitResult(committed_ms=now_ms(), balances=done.result()))
+        return self.writer.run_in_writer(book, then=committed)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued, then stop the thread."""

@@ -9,7 +9,9 @@ Movement reasons (docs/ledger.md):
   counted by weight alone); the difference that brings the balance to the sensed count.
   In every other bin a shelf count is evidence for reconciliation, never a movement, so an
   uncertain weight can never overwrite a scanned fact. Uncertain counts never move stock.
-- correction: a person's correction (`stock-hub correct`), recorded as a hub-made event.
+- correction: a person's correction (`stock-hub correct`, a one-click fix of a discrepancy, or an
+  adjustment from the page or API with its reason code: found, damaged, expired, theft,
+  count_correction), recorded as a hub-made event naming who and why.
 
 Every movement points at the event that caused it; nothing is ever updated or deleted.
 """
@@ -39,6 +41,12 @@ CORRECTION = "correction"
 REASONS = (RECEIVE, PUTAWAY, PICK, MOVE, COUNT_ADJUSTMENT, SENSOR_CHANGE, CORRECTION)
 
 CORRECTIONS_STREAM = "00000000000000cc"  # contract stream ids are hex
+
+# Why a supervisor adjusts a balance, and which way each reason may move it: +1 adds only,
+# -1 removes only, 0 either way (a count correction). Stored in the correction's event.
+ADJUSTMENT_REASONS: dict[str, int] = {"found": 1, "damaged": -1, "expired": -1, "theft": -1, "count_correction": 0}
+MAX_ADJUSTMENT_QTY = 1_000_000  # more than any bin holds: a typo, not an adjustment
+MAX_NOTE_CHARS = 500
 
 
 def gtin_as_sku(gtin: str) -> str:
@@ -111,16 +119,55 @@ def apply_event(tx: WriteTx, event_id: int, event: Event, hub_ms: int,
     return changes
 
 
-def apply_correction(tx: WriteTx, sku: str, location: str, qty_delta: int, note: str, operator: str,
+def check_adjustment(reason: str, qty_delta: int, note: str) -> None:
+    """ValueError saying what is wrong with an adjustment's reason, quantity or note (nothing is booked)."""
+    if reason not in ADJUSTMENT_REASONS:
+        raise ValueError(f"reason {reason[:40]!r} is not one of {', '.join(ADJUSTMENT_REASONS)}")
+    if isinstance(qty_delta, bool) or not isinstance(qty_delta, int) or not qty_delta:
+        raise ValueError("the quantity must be a whole number of pieces other than 0 (negative removes)")
+    if abs(qty_delta) > MAX_ADJUSTMENT_QTY:
+        raise ValueError(f"the quantity {qty_delta} is more than {MAX_ADJUSTMENT_QTY:,} pieces; check it")
+    way = ADJUSTMENT_REASONS[reason]
+    if way * qty_delta < 0:
+        raise ValueError(f"'{reason}' can only {'add' if way > 0 else 'remove'} stock: give a "
+                         f"{'positive' if way > 0 else 'negative'} quantity, or choose another reason")
+    if not note.strip():
+        raise ValueError("an adjustment needs a note saying what happened")
+    if len(note) > MAX_NOTE_CHARS:
+        raise ValueError(f"the note is longer than {MAX_NOTE_CHARS} characters")
+
+
+def apply_adjustment(tx: WriteTx, sku: str, location: str, qty_delta: int, reason: str, note: str, operator: str,
                      now_ms: int) -> BalanceChange:
-    """A person's correction: a new hub-made event and a `correction` movement pointing at it."""
+    """A supervisor's adjustment with a reason code: checked, then booked as a correction.
+
+    ValueError (nothing booked) for a bad reason, quantity or note, or one that would take
+    more than the location holds (recount it instead).
+    """
+    check_adjustment(reason, qty_delta, note)
+    held = tx.balance(sku, location)
+    if held + qty_delta < 0:
+        raise ValueError(f"{location} holds {held} of {sku}; removing {-qty_delta} would make it negative: "
+                         f"recount {location} first")
+    return apply_correction(tx, sku, location, qty_delta, note.strip(), operator, now_ms, adjustment=reason)
+
+
+def apply_correction(tx: WriteTx, sku: str, location: str, qty_delta: int, note: str, operator: str,
+                     now_ms: int, adjustment: str | None = None) -> BalanceChange:
+    """A person's correction: a new hub-made event and a `correction` movement pointing at it.
+
+    `adjustment` is the reason code of an adjustment (ADJUSTMENT_REASONS), kept in the event.
+    """
     if not qty_delta:
         raise ValueError("a correction must change the quantity (qty_delta is 0)")
     if not note.strip():
         raise ValueError("a correction needs a note saying why")
     seq = tx.next_seq(HUB_NODE, CORRECTIONS_STREAM)  # the reserved node name: events the hub itself makes
-    body = json.dumps({"kind": "correction", "sku": sku, "location": location, "qty_delta": qty_delta,
-                       "note": note, "operator": operator}, separators=(",", ":"))
+    fields = {"kind": "correction", "sku": sku, "location": location, "qty_delta": qty_delta, "note": note,
+              "operator": operator}
+    if adjustment is not None:
+        fields["reason"] = adjustment
+    body = json.dumps(fields, separators=(",", ":"))
     event_id = tx.insert_event(HUB_NODE, CORRECTIONS_STREAM, seq, "correction", now_ms, now_ms, now_ms,
                                now_ms, body)
     if event_id is None:

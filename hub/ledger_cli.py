@@ -13,6 +13,7 @@ import sys
 
 from contract.clock import now_ms
 from hub.db import LEDGER
+from hub.ledger import ADJUSTMENT_REASONS
 from hub.store import SqlStore
 from settings import exits_on_config_error
 
@@ -51,12 +52,16 @@ def cmd_import_catalog(args: argparse.Namespace) -> int:
 
 def cmd_correct(args: argparse.Namespace) -> int:
     """Append a correction movement (a new row; the ledger is never edited)."""
-    from hub.ledger import apply_correction
+    from hub.ledger import apply_adjustment, apply_correction
     store = _store(args.config)
     try:
         with store.write() as tx:
-            change = apply_correction(tx, args.sku, args.location, args.delta, args.note, args.operator,
-                                      now_ms())
+            if args.reason:  # an adjustment: the page's checks (sign, note, not below zero) and reason code
+                change = apply_adjustment(tx, args.sku, args.location, args.delta, args.reason, args.note,
+                                          args.operator, now_ms())
+            else:
+                change = apply_correction(tx, args.sku, args.location, args.delta, args.note, args.operator,
+                                          now_ms())
     except ValueError as err:
         print(f"stock-hub correct: {err}", file=sys.stderr)
         return 2
@@ -86,4 +91,6 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cor.add_argument("--delta", type=int, required=True, help="pieces to add (negative: remove)")
     cor.add_argument("--note", required=True, help="why: shown with the movement")
     cor.add_argument("--operator", default=getpass.getuser(), help="who (default: your login)")
+    cor.add_argument("--reason", choices=list(ADJUSTMENT_REASONS),
+                     help="book it as an adjustment with this reason code, as the SKU page does")
     cor.set_defaults(func=_with_config(cmd_correct))

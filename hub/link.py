@@ -2,9 +2,11 @@
 
 Receiving runs in a child process (`hub.receiver`): it subscribes to every node of the
 site and streams messages to us over a pipe, and a reader thread here hands them to the
-ingest queue. The publisher connection here carries the hub's retained state and Will,
-acks, commands and configs. The hub says "online" only when the publisher is connected
-and the worker's subscriptions are granted, because nodes re-send on seeing it online.
+ingest queue; re-sent batches (an edge's backlog) go through hub/resend_lane.py, which
+hands them over only while the writer has nothing live to do. The publisher connection
+here carries the hub's retained state and Will, acks, commands and configs. The hub says
+"online" only when the publisher is connected and the worker's subscriptions are granted,
+because nodes re-send on seeing it online.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from hub.ingest import Ingest
 from hub.receiver import SUBSCRIBED as SUBSCRIBED_FRAME
 from hub.receiver import UNSUBSCRIBED as UNSUBSCRIBED_FRAME
 from hub.receiver import FrameReader
+from hub.resend_lane import ResendLane
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class HubLink:
         self._stopping = threading.Event()
         self._worker: subprocess.Popen[bytes] | None = None
         self._reader = threading.Thread(target=self._read_worker, name="hub-receiver-reader", daemon=True)
+        self.resend_lane = ResendLane(ingest.submit, lambda: ingest.queue_depth, lambda: ingest.last_tick)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"stock-hub-{config.site}",
                                   protocol=mqtt.MQTTv5)
         self.client.username_pw_set(config.mqtt_username, config.mqtt_password or None)
@@ -74,6 +78,7 @@ class HubLink:
 
     def start(self) -> None:
         """Start the receive worker and connect the publisher (both reconnect by themselves)."""
+        self.resend_lane.start()
         self._reader.start()
         self.client.connect_async(self.config.mqtt_host, self.config.mqtt_port, keepalive=self.config.mqtt_keepalive_s)
         self.client.loop_start()
@@ -89,6 +94,7 @@ class HubLink:
         worker = self._worker
         if worker is not None and worker.stdin is not None:
             worker.stdin.close()  # the worker exits when its stdin closes
+        self.resend_lane.stop()  # before joining the reader: a pump waiting for room in the lane returns
         if self._reader.is_alive():
             self._reader.join(10)
         self.client.disconnect()
@@ -173,15 +179,15 @@ class HubLink:
 
     def _pump(self, stream: IO[bytes]) -> None:
         frames = FrameReader()
-        submit = self.ingest.submit
+        submit, resend = self.ingest.submit, self.resend_lane.put
         fd = stream.fileno()
         while True:
             data = os.read(fd, READ_CHUNK)
             if not data:
                 return
-            for received_ms, topic, payload in frames.feed(data):
+            for received_ms, topic, payload, resent in frames.feed(data):
                 if topic:
-                    submit(topic, payload, received_ms)
+                    (resend if resent else submit)(topic, payload, received_ms)
                 elif payload == SUBSCRIBED_FRAME:
                     self._subscribed.set()
                     self._update_online()

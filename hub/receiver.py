@@ -6,7 +6,8 @@ they run on two. The worker does nothing but receive, through the gmqtt session 
 hub/rx_session.py: it stamps each event-loop turn's messages (every packet of a socket read)
 with the receive time and streams them to the parent over a pipe, one write per turn.
 
-Frames on stdout: `<QHI` (received_ms, topic length, payload length), topic, payload.
+Frames on stdout: `<QHIB` (received_ms, topic length, payload length, re-sent), topic, payload;
+re-sent is 1 for a message the edge marked as a re-send of its outbox (contract.RESEND_PROPERTY).
 A frame with an empty topic is a control frame; its payload says `subscribed` once the
 broker has granted every subscription (the parent announces the hub online only then) and
 `unsubscribed` when the connection drops.
@@ -25,12 +26,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from contract.clock import now_ms
 from hub.rx_session import SessionSettings, run_session
 
-FRAME = struct.Struct("<QHI")
+FRAME = struct.Struct("<QHIB")
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 15.0
 SUBSCRIBED = b"subscribed"
@@ -39,26 +40,36 @@ UNSUBSCRIBED = b"unsubscribed"
 log = logging.getLogger("hub.receiver")
 
 
-def encode_frame(received_ms: int, topic: bytes, payload: bytes) -> bytes:
-    return FRAME.pack(received_ms, len(topic), len(payload)) + topic + payload
+def encode_frame(received_ms: int, topic: bytes, payload: bytes, resent: bool = False) -> bytes:
+    return FRAME.pack(received_ms, len(topic), len(payload), resent) + topic + payload
+
+
+class Frame(NamedTuple):
+    """One message (or control frame) as the worker forwarded it."""
+
+    received_ms: int
+    topic: str
+    payload: bytes
+    resent: bool
 
 
 class FrameReader:
-    """Splits the worker's byte stream back into (received_ms, topic, payload)."""
+    """Splits the worker's byte stream back into Frames."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[tuple[int, str, bytes]]:
+    def feed(self, data: bytes) -> Iterator[Frame]:
         self._buf += data
         buf, pos, size = self._buf, 0, FRAME.size
         while len(buf) - pos >= size:
-            received_ms, topic_len, payload_len = FRAME.unpack_from(buf, pos)
+            received_ms, topic_len, payload_len, resent = FRAME.unpack_from(buf, pos)
             end = pos + size + topic_len + payload_len
             if end > len(buf):
                 break
             start = pos + size
-            yield received_ms, bytes(buf[start:start + topic_len]).decode(), bytes(buf[start + topic_len:end])
+            yield Frame(received_ms, bytes(buf[start:start + topic_len]).decode(), bytes(buf[start + topic_len:end]),
+                        bool(resent))
             pos = end
         del buf[:pos]
 
@@ -87,6 +98,9 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
         # the worker's loop on purpose: the broker then holds the backlog, not our memory.
         write(b"".join([encode_frame(received_ms, topic, payload) for topic, payload in messages]))
 
+    def deliver_resent(received_ms: int, messages: list[tuple[bytes, bytes]]) -> None:
+        write(b"".join([encode_frame(received_ms, topic, payload, True) for topic, payload in messages]))
+
     def control(what: bytes) -> None:
         write(encode_frame(now_ms(), b"", what))
 
@@ -95,7 +109,7 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
         while True:
             started = time.monotonic()
             try:
-                why = run_session(session, deliver, lambda: control(SUBSCRIBED))
+                why = run_session(session, deliver, lambda: control(SUBSCRIBED), deliver_resent=deliver_resent)
             except HubGone:
                 raise
             except OSError as err:

@@ -1,7 +1,9 @@
 """The hub's receive session on gmqtt (a maintained asyncio MQTT v5 client), batching per loop turn.
 
 One connection from CONNECT to its end: subscribe at QoS 1, `deliver(received_ms, messages)`
-once per event-loop turn with every message that turn parsed, `on_subscribed()` once the
+once per event-loop turn with every message that turn parsed (with `deliver_resent`, the
+messages marked as re-sends, contract.RESEND_PROPERTY, go there instead, after the turn's live
+ones), `on_subscribed()` once the
 broker granted every subscription, and the reason the session ended as a sentence. The
 receive worker (hub/receiver.py) reconnects with back-off. It replaced a hand-written
 receive-only session (hub/mqtt_rx.py) once the hub on gmqtt measured within 15 % of it
@@ -45,6 +47,7 @@ from gmqtt.mqtt.handler import MQTTConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from contract import RESEND_PROPERTY
 from contract.clock import now_ms
 
 log = logging.getLogger("hub.receiver")
@@ -89,36 +92,46 @@ def reason_text(packet: int, code: int) -> str:
 
 
 def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[], None],
-                stop: threading.Event | None = None, stats: SessionStats | None = None) -> str:
+                stop: threading.Event | None = None, stats: SessionStats | None = None,
+                deliver_resent: Deliver | None = None) -> str:
     """One connection, from CONNECT to its end, on an event loop of its own. Returns why it
     ended; raises OSError on a broken connection and whatever `deliver` raises."""
-    return asyncio.run(_session(s, deliver, on_subscribed, stop, stats if stats is not None else SessionStats()))
+    return asyncio.run(_session(s, deliver, on_subscribed, stop, stats if stats is not None else SessionStats(),
+                                deliver_resent))
 
 
 async def _session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[], None],
-                   stop: threading.Event | None, stats: SessionStats) -> str:
+                   stop: threading.Event | None, stats: SessionStats, deliver_resent: Deliver | None) -> str:
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[str] = loop.create_future()
     pending: list[tuple[bytes, bytes]] = []
+    resent: list[tuple[bytes, bytes]] = []
 
     def end(why: str) -> None:
         if not ended.done():
             ended.set_result(why)
 
     def flush() -> None:
-        batch = pending[:]
+        batch, again = pending[:], resent[:]
         pending.clear()
+        resent.clear()
         try:
-            deliver(now_ms(), batch)
+            received_ms = now_ms()
+            if batch:
+                deliver(received_ms, batch)
+            if again and deliver_resent is not None:
+                deliver_resent(received_ms, again)
         except BaseException as err:  # a loop callback's error would only be logged: end the session with it
             if not ended.done():
                 ended.set_exception(err)
 
-    def on_message(_c: Any, topic: str | bytes, payload: bytes, _qos: int, _props: Any) -> int:
-        if not pending:
+    def on_message(_c: Any, topic: str | bytes, payload: bytes, _qos: int, props: Any) -> int:
+        if not pending and not resent:
             loop.call_soon(flush)  # after every packet of this read is parsed
-        # gmqtt decodes the topic, and passes the raw bytes when they are not UTF-8.
-        pending.append((topic.encode() if isinstance(topic, str) else topic, payload))
+        # gmqtt decodes the topic, and passes the raw bytes when they are not UTF-8; it lists
+        # each user property as a (name, value) pair under "user_property".
+        is_resent = deliver_resent is not None and RESEND_PROPERTY in props.get("user_property", ())
+        (resent if is_resent else pending).append((topic.encode() if isinstance(topic, str) else topic, payload))
         stats.messages += 1
         return 0
 

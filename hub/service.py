@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from typing import Any
 
@@ -55,6 +56,7 @@ class HubService:
         self.live = LiveFeed(config.live_flush_ms, on_push=self.ingest.lag.record_push)
         self.health_settings = HealthSettings(config.health_stale_after_s, config.health_skew_flag_ms)
         self.pushed_catalog_rev = 0
+        self.levels_catalog_rev = 0  # the catalog revision whose reorder min/max the rules have
         self.link = HubLink(config, self.ingest)
         # rules: own thread and store, fed by commits; purchasing sync: a task (docs/rules.md).
         # Made when this hub becomes the active one: a standby's would run on stale memory.
@@ -189,6 +191,25 @@ class HubService:
                 log.exception("could not push node configs; will retry")
             await asyncio.sleep(CONFIG_POLL_S)
 
+    async def _catalog_levels(self) -> None:
+        """Hand the catalog's reorder min/max to the rules whenever the catalog changes (an import)."""
+        while self.rules is not None:
+            try:
+                rev = await asyncio.to_thread(self.store.catalog_rev)
+                if rev and rev != self.levels_catalog_rev:
+                    catalog = await asyncio.to_thread(self.store.catalog)
+                    levels = {s.sku: (s.reorder_min, s.reorder_max) for s in catalog.skus
+                              if s.reorder_min is not None and s.reorder_max is not None}
+                    apply = functools.partial(RulesCore.apply_catalog_levels, rev=catalog.rev, levels=levels)
+                    applied = await self.rules.call(apply)
+                    self.levels_catalog_rev = catalog.rev
+                    if applied:
+                        log.info("catalog rev %d: reorder min/max of %d SKU(s) handed to the rules", catalog.rev,
+                                 applied)
+            except Exception:
+                log.exception("could not hand the catalog's reorder min/max to the rules; will retry")
+            await asyncio.sleep(CONFIG_POLL_S)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
@@ -214,6 +235,7 @@ class HubService:
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
+        self._tasks.append(asyncio.create_task(self._catalog_levels(), name="catalog-levels"))
         self.link.start()
         self.active.set()
         log.info("hub for site %s ingesting: ledger %s", config.site, config.db_target(LEDGER).describe())

@@ -127,3 +127,29 @@ async def test_the_running_hub_pushes_a_new_catalog_to_its_nodes(broker: Private
             await wait_for(lambda: hub.service.ingest.catalog.rev == rev, what="ingest reloaded the catalog")
         finally:
             raw.close()
+
+
+def test_reorder_min_max_columns_are_checked_row_by_row(tmp_path: Path) -> None:
+    lines = ["sku,name,bin,reorder_min,reorder_max\n",
+             "BOLT,Bolt,A-01-1,20,80\n",          # 2: fine
+             "BOLT,,A-01-2,,\n",                  # 3: blank keeps the earlier row's
+             "NUT,Nut,,10,\n",                    # 4: only one of the two
+             "PIN,Pin,,ten,40\n",                 # 5: not a whole number
+             "CLIP,Clip,,40,40\n",                # 6: max not above min
+             "BOLT,,,25,80\n",                    # 7: a second, different min/max for BOLT
+             "WASHER,Washer,,0,500\n"]            # 8: fine (reorder when empty)
+    parsed = parse_catalog_csv(lines)
+    assert [str(b) for b in parsed.bad_rows] == [
+        "line 4, column 'reorder_max': give both reorder_min and reorder_max, or neither",
+        "line 5, column 'reorder_min': 'ten' is not a whole number of pieces",
+        "line 6, column 'reorder_max': the max (40) must be above the min (40): an order fills up to the max",
+        "line 7, column 'reorder_min': SKU BOLT already has min/max 20 / 80 in this file"]
+    assert {s.sku: (s.reorder_min, s.reorder_max) for s in parsed.skus.values()} == {
+        "BOLT": (20, 80), "WASHER": (0, 500)}
+    store = open_ledger(tmp_path / "ledger.sqlite3")
+    try:
+        store.import_catalog(list(parsed.skus.values()), list(parsed.bins.values()), 0)
+        assert {s.sku: (s.reorder_min, s.reorder_max) for s in store.catalog().skus} == {
+            "BOLT": (20, 80), "WASHER": (0, 500)}
+    finally:
+        store.close()

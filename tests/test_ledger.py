@@ -149,6 +149,18 @@ def test_correction_is_a_new_row_and_rebuild_agrees(tmp_path: Path, capsys: pyte
             qty_before.get((GTINS[0], "A-01-1"), 0) - 2
     finally:
         after.close()
+    # With a reason code it is an adjustment, checked as the page checks it.
+    assert hub_cli(["correct", "--config", config, "--sku", GTINS[0], "--location", "A-01-1", "--delta", "-1",
+                    "--note", "x", "--reason", "found"]) == 2
+    assert "'found' can only add stock" in capsys.readouterr().err
+    assert hub_cli(["correct", "--config", config, "--sku", GTINS[0], "--location", "A-01-1", "--delta", "3",
+                    "--note", "behind the shelf", "--operator", "ana", "--reason", "found"]) == 0
+    adjusted = open_ledger(tmp_path / "l.db")
+    try:
+        last = adjusted.movements(limit=1)[0]
+        assert (last.qty_delta, last.adjustment, last.operator, last.note) == (3, "found", "ana", "behind the shelf")
+    finally:
+        adjusted.close()
     assert hub_cli(["rebuild-balances", "--config", config]) == 0
     assert "0 differ" in capsys.readouterr().out
 

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.sqlite_only  # the previous release is SQLite files; Po
 def test_the_previous_release_databases_are_upgraded_with_their_data(tmp_path: Path) -> None:
     previous_release(tmp_path)
     ledger = DbTarget.sqlite(LEDGER, tmp_path / "ledger.sqlite3")
-    assert pending(ledger) == ["ledger_0001_baseline", "ledger_0002_quarantine_repeats_node_notices"]
+    assert pending(ledger) == ["ledger_0001_baseline", "ledger_0002_quarantine_repeats_node_notices",
+                              "ledger_0003_manual_reorder_levels"]
 
     store = SqliteStore(tmp_path / "ledger.sqlite3")
     try:
@@ -73,7 +74,7 @@ def test_stock_hub_migrate_lists_then_applies_then_has_nothing_to_do(tmp_path: P
 
     assert hub_main(["migrate", "--config", str(config), "--dry-run"]) == 0
     listed = capsys.readouterr().out
-    assert "ledger (" in listed and "2 migration(s) due: ledger_0001_baseline, " in listed
+    assert "ledger (" in listed and "3 migration(s) due: ledger_0001_baseline, " in listed
     assert pending(DbTarget.sqlite(LEDGER, tmp_path / "hub" / "ledger.sqlite3"))  # the dry run changed nothing
 
     assert hub_main(["migrate", "--config", str(config)]) == 0

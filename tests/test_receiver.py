@@ -23,9 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from contract import Channel, node_topic, subscription
+from contract import RESEND_PROPERTY, Channel, node_topic, subscription
 from hub.mosquitto import HUB_USER, PrivateBroker
-from hub.receiver import SUBSCRIBED, FrameReader
+from hub.receiver import SUBSCRIBED, Frame, FrameReader
 from hub.rx_session import SessionSettings, SessionStats, reason_text, run_session
 from tests.support import SITE, add_node, wait_for_sync
 
@@ -231,7 +231,7 @@ def test_stop_ends_the_session_with_a_disconnect(broker: PrivateBroker, session:
 @dataclass
 class Worker:
     proc: subprocess.Popen[bytes]
-    frames: list[tuple[int, str, bytes]] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
     reads: int = 0
 
 
@@ -262,7 +262,7 @@ def test_the_worker_forwards_frames_and_ends_when_the_hub_closes_its_stdin(broke
                                                                           tmp_path: Path) -> None:
     worker = start_worker(broker, tmp_path)
     try:
-        wait_for_sync(lambda: ("", SUBSCRIBED) in [(t, p) for _ms, t, p in worker.frames], WAIT_S, "subscribed")
+        wait_for_sync(lambda: ("", SUBSCRIBED) in [(f.topic, f.payload) for f in worker.frames], WAIT_S, "subscribed")
         client, topic = node_client(broker)
         try:
             sent = [f"m{i}".encode() for i in range(500)]
@@ -272,9 +272,9 @@ def test_the_worker_forwards_frames_and_ends_when_the_hub_closes_its_stdin(broke
         finally:
             client.loop_stop()
             client.disconnect()
-        messages = [(t, p) for _ms, t, p in worker.frames if t]
+        messages = [(f.topic, f.payload) for f in worker.frames if f.topic]
         assert messages == [(topic, body) for body in sent]
-        assert all(ms > 1_600_000_000_000 for ms, _t, _p in worker.frames)  # wall-clock receive times
+        assert all(f.received_ms > 1_600_000_000_000 for f in worker.frames)  # wall-clock receive times
         assert worker.proc.stdin is not None
         worker.proc.stdin.close()  # as the hub does when it stops, or the kernel when it dies
         assert worker.proc.wait(WAIT_S) == 0
@@ -287,8 +287,8 @@ def test_the_worker_forwards_frames_and_ends_when_the_hub_closes_its_stdin(broke
 def test_the_worker_logs_the_brokers_refusal_and_says_unsubscribed(broker: PrivateBroker, tmp_path: Path) -> None:
     worker = start_worker(broker, tmp_path, password="wrong")
     try:
-        wait_for_sync(lambda: [p for _ms, t, p in worker.frames if not t], WAIT_S, "a control frame")
-        assert [p for _ms, t, p in worker.frames] == [b"unsubscribed"]
+        wait_for_sync(lambda: [f.payload for f in worker.frames if not f.topic], WAIT_S, "a control frame")
+        assert [f.payload for f in worker.frames] == [b"unsubscribed"]
         wait_for_sync(lambda: "Not authorized (135)" in (tmp_path / "receiver.log").read_text(), WAIT_S,
                       "the refusal in the worker's log")
         assert f"broker refused the hub (user {HUB_USER}): Not authorized (135)" in (
@@ -301,3 +301,27 @@ def test_the_worker_logs_the_brokers_refusal_and_says_unsubscribed(broker: Priva
 def test_a_reason_code_paho_cannot_name_is_still_reported() -> None:
     assert reason_text(PacketTypes.DISCONNECT, 5) == "reason code 5"
     assert reason_text(PacketTypes.CONNACK, 135) == "Not authorized (135)"
+
+
+def test_the_worker_marks_messages_published_as_resends(broker: PrivateBroker, tmp_path: Path) -> None:
+    worker = start_worker(broker, tmp_path)
+    try:
+        wait_for_sync(lambda: ("", SUBSCRIBED) in [(f.topic, f.payload) for f in worker.frames], WAIT_S, "subscribed")
+        client, topic = node_client(broker)
+        resend = Properties(PacketTypes.PUBLISH)
+        resend.UserProperty = [("trace", "t1"), RESEND_PROPERTY]
+        other = Properties(PacketTypes.PUBLISH)
+        other.UserProperty = [("resend", "0")]  # only the contract's exact pair marks a re-send
+        try:
+            for i in range(30):
+                client.publish(topic, f"m{i}".encode(), qos=1, properties=(resend, other, None)[i % 3])
+            wait_for_sync(lambda: len([f for f in worker.frames if f.topic]) >= 30, WAIT_S, "every message")
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        marked = {f.payload for f in worker.frames if f.topic and f.resent}
+        assert marked == {f"m{i}".encode() for i in range(0, 30, 3)}
+    finally:
+        assert worker.proc.stdin is not None
+        worker.proc.stdin.close()
+        worker.proc.wait(WAIT_S)

@@ -164,6 +164,7 @@ def test_quarter_with_known_demand_and_lead_time_has_no_stockout_and_predicted_s
     assert r["avg"] == pytest.approx(PREDICTED, rel=0.25), r
 
 
+@pytest.mark.timeout(360)  # twelve simulated quarters: over 2 minutes on PostgreSQL on a loaded machine
 def test_quarter_over_many_seeds_stays_near_the_formula(tmp_path: Path) -> None:
     runs = [simulate_quarter(tmp_path / str(seed), seed=seed) for seed in range(12)]
     # Averaged over quarters the bias is what is left: within 15 % of the formula.

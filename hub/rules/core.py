@@ -34,6 +34,8 @@ from hub.rules.constraint import Constraint, ConstraintInputs, classify
 from hub.rules.decisions import Decision, day_label, sku_label, units
 from hub.rules.model import (
     AWAITING_PO_STATUSES,
+    LEARNED,
+    MANUAL,
     OPEN_PROPOSAL_STATUSES,
     ORDERED,
     PENDING,
@@ -41,6 +43,7 @@ from hub.rules.model import (
     RECEIVED,
     REJECTED,
     CatalogItem,
+    ManualLevels,
     Proposal,
     PurchaseOrder,
     SkuPlan,
@@ -90,6 +93,7 @@ class RulesCore:
         self.catalog: dict[str, CatalogItem] = {}
         self.gtin_to_sku: dict[str, str] = {}
         self.auto_send: set[str] = set()
+        self.manual: dict[str, ManualLevels] = {}  # min/max a person or the catalog set, per SKU
         self.cash_available: float | None = None
         self.pos: dict[str, PurchaseOrder] = {}  # open purchase-order lines by line_key
         self.proposals: dict[str, Proposal] = {}  # the open ones (OPEN_PROPOSAL_STATUSES)
@@ -126,6 +130,7 @@ class RulesCore:
                 sups = tuple(supplier_rule.SupplierOption(**s) for s in body.pop("suppliers"))
                 self._put_catalog(CatalogItem(**body, suppliers=sups))
         self.auto_send = set(json.loads(self.db.get_kv("auto_send") or "[]"))
+        self.manual = {m.sku: m for m in self.db.manual_levels()}
         cash = self.db.get_kv("cash_available")
         self.cash_available = None if cash is None else float(cash)
         self.pos = {po.line_key: po for po in self.db.purchase_orders("open")}
@@ -243,7 +248,7 @@ class RulesCore:
         if change is None:
             return
         plan = self.plan(sku)
-        rop_before = plan.levels.reorder_point if plan.levels else None
+        rop_before = plan.learned.reorder_point if plan.learned else None
         rop_after = None if rop_before is None else rop_before / change.factor_before * change.factor_after
         bound = " (at its upper bound)" if change.at_bound else ""
         rop_words = (f"reorder point raised from {units(rop_before)} to {units(rop_after)}"
@@ -449,7 +454,7 @@ class RulesCore:
 
     def all_skus(self) -> set[str]:
         """Every SKU the rules know of: stocked, with demand, or in the catalog."""
-        return {s for s, _ in self.on_hand} | set(self.demand) | set(self.catalog)
+        return {s for s, _ in self.on_hand} | set(self.demand) | set(self.catalog) | set(self.manual)
 
     def located_skus(self) -> list[str]:
         """The SKUs with a balance at some location, in order."""
@@ -503,7 +508,23 @@ class RulesCore:
                                                       est.sigma_days, self.config.service_level,
                                                       self.config.order_cycle_days, factor,
                                                       demand_rule.rate_standard_error(dem, self.config.demand)))
-        return SkuPlan(sku, on_hand, on_order, on_hand + on_order, dem, est, choice, lv, factor)
+        manual = self.manual.get(sku)
+        levels, source, why = lv, LEARNED, ""
+        min_days = self.config.constraint.min_demand_days
+        if manual is not None:
+            if sku not in self._by_sku:
+                # Nothing of it booked yet: a catalog imported before the opening count must not
+                # order every SKU's max at once. Its first receipt or count starts the min/max.
+                levels, source, why = None, MANUAL, "waiting for its first receipt or count on this site"
+            elif lv is None or dem.days_closed < min_days:
+                levels, source = reorder.manual_levels(manual.reorder_min, manual.reorder_max), MANUAL
+                why = (f"learned levels need {min_days} days of demand, {dem.days_closed} seen" if est is not None
+                       else "no supplier lead time to learn levels from yet")
+            else:
+                why = (f"learned from {dem.days_closed} days of demand; the manual min {manual.reorder_min} / "
+                       f"max {manual.reorder_max} stand aside")
+        return SkuPlan(sku, on_hand, on_order, on_hand + on_order, dem, est, choice, levels, factor,
+                       learned=lv, manual=manual, source=source, why=why)
 
     def _plan_and_act(self, sku: str) -> None:
         now = self.clock()
@@ -512,25 +533,26 @@ class RulesCore:
         if plan.on_hand <= 0 and plan.demand.rate_per_day > 0 and plan.demand.days_closed > 0:
             self._stockout(sku, now, f"stock at zero with demand {plan.demand.rate_per_day:.1f}/day waiting")
         fb = self.feedback.get(sku, feedback_rule.FeedbackState())
+        # The feedback factor scales the learned levels only: a person's min/max stays as set.
         fb_after, change = feedback_rule.on_stock_level(fb, self.config.feedback, now, plan.on_hand,
-                                                        plan.levels.order_up_to if plan.levels else None)
+                                                        plan.learned.order_up_to if plan.learned else None)
         if fb_after != fb:
             self.feedback[sku] = fb_after
             self._dirty.add(f"feedback:{sku}")
-        if change is not None and plan.levels is not None:
-            rop_after = plan.levels.reorder_point / change.factor_before * change.factor_after
+        if change is not None and plan.learned is not None:
+            rop_after = plan.learned.reorder_point / change.factor_before * change.factor_after
             bound = " (at its lower bound)" if change.at_bound else ""
             self._log(Decision(now, "feedback_lower", sku,
                                f"{self.label(sku)} stayed above its order-up-to level "
-                               f"{units(plan.levels.order_up_to)} for {self.config.feedback.excess_days} days "
+                               f"{units(plan.learned.order_up_to)} for {self.config.feedback.excess_days} days "
                                f"(on hand {plan.on_hand}): reorder point lowered from "
-                               f"{units(plan.levels.reorder_point)} to {units(rop_after)}{bound}.",
-                               inputs={"on_hand": plan.on_hand, "order_up_to": plan.levels.order_up_to,
+                               f"{units(plan.learned.reorder_point)} to {units(rop_after)}{bound}.",
+                               inputs={"on_hand": plan.on_hand, "order_up_to": plan.learned.order_up_to,
                                        "excess_days": self.config.feedback.excess_days,
                                        "factor_before": change.factor_before,
                                        "min_factor": self.config.feedback.min_factor},
                                result={"factor_after": change.factor_after,
-                                       "reorder_point_before": plan.levels.reorder_point,
+                                       "reorder_point_before": plan.learned.reorder_point,
                                        "reorder_point_after": rop_after}))
             plan = self.plan(sku)
         self._maybe_propose(plan)
@@ -554,16 +576,25 @@ class RulesCore:
                      days_of_cover=cover, position=plan.position, reorder_point=lv.reorder_point,
                      order_up_to=lv.order_up_to, cash_outcome="full", created_ms=now, updated_ms=now)
         self._save_proposal(p)
-        d, lt = plan.demand, plan.lead_time
+        d, lt, m = plan.demand, plan.lead_time, plan.manual
+        if plan.source == MANUAL and m is not None:
+            levels_words = (f"reached the manual minimum {m.reorder_min} (set by {m.set_by} on "
+                            f"{day_label(m.set_ms)}; {plan.why}); orders up to the manual maximum {m.reorder_max}.")
+        else:
+            levels_words = (f"reached the reorder point {units(lv.reorder_point)} (demand {d.rate_per_day:.1f}/day ± "
+                            f"{d.sigma_per_day:.1f}, lead time {lt.mean_days:.1f} ± {lt.sigma_days:.1f} days, "
+                            f"{self.config.service_level:.0%} service); orders up to {units(lv.order_up_to)}"
+                            + (f"; {plan.why}." if plan.why else "."))
         self._log(Decision(now, "reorder", plan.sku,
                            f"Proposed {desired} of {self.label(plan.sku)} from {opt.name or opt.supplier}"
                            f"{self._instead(plan.sku, choice)}; stock position {plan.position} (on hand "
-                           f"{plan.on_hand}, on order {plan.on_order}) reached the reorder point "
-                           f"{units(lv.reorder_point)} (demand {d.rate_per_day:.1f}/day ± {d.sigma_per_day:.1f}, "
-                           f"lead time {lt.mean_days:.1f} ± {lt.sigma_days:.1f} days, "
-                           f"{self.config.service_level:.0%} service); orders up to {units(lv.order_up_to)}.",
+                           f"{plan.on_hand}, on order {plan.on_order}) {levels_words}",
                            supplier=opt.supplier, proposal_id=p.id,
-                           inputs={"on_hand": plan.on_hand, "on_order": plan.on_order, "position": plan.position,
+                           inputs={"levels_source": plan.source, "levels_why": plan.why,
+                                   "manual_min": m.reorder_min if m else None,
+                                   "manual_max": m.reorder_max if m else None,
+                                   "manual_set_by": m.set_by if m else None,
+                                   "on_hand": plan.on_hand, "on_order": plan.on_order, "position": plan.position,
                                    "demand_per_day": d.rate_per_day, "demand_sigma_per_day": d.sigma_per_day,
                                    "lead_time_days": lt.mean_days, "lead_time_sigma_days": lt.sigma_days,
                                    "lead_time_source": lt.source, "service_level": self.config.service_level,
@@ -699,6 +730,58 @@ class RulesCore:
                     if p.final_qty > 0:
                         self._approve(p, "auto-send")
             return enabled
+
+    def set_manual_levels(self, sku: str, reorder_min: int | None, reorder_max: int | None,
+                          by: str) -> ManualLevels | None:
+        """A person sets a SKU's min/max (both None: clears them); the SKU is re-planned at once."""
+        if (reorder_min is None) != (reorder_max is None):
+            raise RulesError("give both the min and the max, or neither to clear them")
+        if reorder_min is not None and reorder_max is not None:
+            problem = reorder.check_manual_levels(reorder_min, reorder_max)
+            if problem:
+                raise RulesError(problem)
+        with self._tx():
+            if reorder_min is None or reorder_max is None:
+                if self.manual.pop(sku, None) is None:
+                    return None
+                self.db.delete_manual_levels(sku)
+                self._log(Decision(self.clock(), "manual_levels", sku,
+                                   f"{by} cleared the manual min/max of {self.label(sku)}: only learned levels "
+                                   "propose orders for it now.", inputs={"by": by}, result={"cleared": True}))
+            else:
+                self._set_manual(sku, reorder_min, reorder_max, by)
+            self._plan_and_act(sku)
+            return self.manual.get(sku)
+
+    def apply_catalog_levels(self, rev: int, levels: dict[str, tuple[int, int]]) -> int:
+        """The catalog's min/max at revision `rev`; those that changed since the last revision apply
+        (a person's later setting of an unchanged row stays). Returns how many applied."""
+        with self._tx():
+            if self.db.get_kv("catalog_levels_rev") == str(rev):
+                return 0
+            before = json.loads(self.db.get_kv("catalog_levels") or "{}")
+            changed = sorted(sku for sku, pair in levels.items() if before.get(sku) != list(pair))
+            for sku in changed:
+                self._set_manual(sku, *levels[sku], f"catalog rev {rev}")
+            self.db.put_kv("catalog_levels", json.dumps({sku: list(pair) for sku, pair in levels.items()}))
+            self.db.put_kv("catalog_levels_rev", str(rev))
+            self._tick_locked(set(changed))
+            return len(changed)
+
+    def _set_manual(self, sku: str, reorder_min: int, reorder_max: int, by: str) -> None:
+        m = ManualLevels(sku, reorder_min, reorder_max, by, self.clock())
+        self.manual[sku] = m
+        self.db.save_manual_levels(m)
+        plan = self.plan(sku)
+        effect = ("shown beside the learned levels" if plan.source == LEARNED else
+                  "they propose orders from its first receipt or count on this site" if plan.levels is None else
+                  "they propose orders")
+        self._log(Decision(m.set_ms, "manual_levels", sku,
+                           f"{by} set the min/max of {self.label(sku)} to {reorder_min} / {reorder_max}: {effect}"
+                           + (f" ({plan.why})." if plan.levels is not None else "."),
+                           inputs={"by": by, "demand_days_observed": plan.demand.days_closed,
+                                   "min_demand_days": self.config.constraint.min_demand_days},
+                           result={"reorder_min": reorder_min, "reorder_max": reorder_max, "source": plan.source}))
 
     def return_to_supplier(self, po_id: str, line_id: str, qty: int, reason: str, by: str,
                            lot: str | None = None) -> dict[str, Any]:

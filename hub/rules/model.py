@@ -106,6 +106,20 @@ class Proposal:
 
 
 @dataclass(frozen=True, slots=True)
+class ManualLevels:
+    """A SKU's min/max set by a person (the SKU page, the API) or the catalog, used until demand is learned."""
+
+    sku: str
+    reorder_min: int
+    reorder_max: int
+    set_by: str  # a user name, or "catalog rev N"
+    set_ms: int
+
+
+MANUAL, LEARNED = "manual", "learned"  # which levels a plan uses (SkuPlan.source)
+
+
+@dataclass(frozen=True, slots=True)
 class SkuPlan:
     """The formula's view of one SKU now."""
 
@@ -116,8 +130,12 @@ class SkuPlan:
     demand: demand_rule.DemandState
     lead_time: leadtime_rule.LeadTimeEstimate | None
     choice: supplier_rule.SupplierChoice | None
-    levels: reorder.ReorderLevels | None
+    levels: reorder.ReorderLevels | None  # the levels in force: the learned ones, or the manual min/max
     factor: float
+    learned: reorder.ReorderLevels | None = None  # what the formula gives from demand and lead time
+    manual: ManualLevels | None = None
+    source: str = LEARNED  # MANUAL or LEARNED: which of the two `levels` are
+    why: str = ""  # why that one, in words (for the decision log)
 
 
 def to_json(obj: Any) -> Any:

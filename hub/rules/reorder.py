@@ -50,6 +50,31 @@ class ReorderLevels:
     order_up_to: float
 
 
+MAX_MANUAL_QTY = 10_000_000  # more than any site stocks of one SKU: a typo
+
+
+def check_manual_levels(reorder_min: int, reorder_max: int) -> str | None:
+    """Why these manual min/max cannot be used (None: they can): whole pieces, 0 <= min < max."""
+    for name, value in (("min", reorder_min), ("max", reorder_max)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"the {name} must be a whole number of pieces, not {str(value)[:20]!r}"
+        if not 0 <= value <= MAX_MANUAL_QTY:
+            return f"the {name} {value} must be between 0 and {MAX_MANUAL_QTY:,}"
+    if reorder_max <= reorder_min:
+        return f"the max ({reorder_max}) must be above the min ({reorder_min}): an order fills up to the max"
+    return None
+
+
+def manual_levels(reorder_min: int, reorder_max: int) -> ReorderLevels:
+    """A person's min/max as levels: reorder at or below min, order up to max.
+
+    The min is all the cover there is (no learned demand to split it into lead-time demand
+    and safety stock), so it is also what the cash rule keeps as essential.
+    """
+    return ReorderLevels(k=0.0, lead_time_demand=float(reorder_min), safety_stock=0.0,
+                         reorder_point=float(reorder_min), order_up_to=float(reorder_max))
+
+
 def service_factor(service_level: float) -> float:
     """k = Phi^-1(SL): standard normal quantile of the cycle service level."""
     if not 0.5 <= service_level < 1.0:

@@ -21,7 +21,7 @@ from hub.db.migrate import migrate
 from hub.rules import outbox
 from hub.rules.decisions import Decision
 from hub.rules.leadtime import Delivery
-from hub.rules.model import Proposal, PurchaseOrder, to_json
+from hub.rules.model import ManualLevels, Proposal, PurchaseOrder, to_json
 from hub.rules.outbox import Outbox
 
 
@@ -79,6 +79,21 @@ class RulesDb:
     def put_kv(self, key: str, value: str) -> None:
         self.conn.execute("INSERT INTO settings_kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
                           " SET value = excluded.value", (key, value))
+
+    # ------------------------------------------------------------- manual min/max (people and the catalog)
+
+    def manual_levels(self) -> list[ManualLevels]:
+        return [ManualLevels(r["sku"], r["reorder_min"], r["reorder_max"], r["set_by"], r["set_ms"])
+                for r in self.conn.execute("SELECT * FROM manual_levels")]
+
+    def save_manual_levels(self, m: ManualLevels) -> None:
+        self.conn.execute("INSERT INTO manual_levels (sku, reorder_min, reorder_max, set_by, set_ms) VALUES (?,?,?,?,?)"
+                          " ON CONFLICT(sku) DO UPDATE SET reorder_min=excluded.reorder_min,"
+                          " reorder_max=excluded.reorder_max, set_by=excluded.set_by, set_ms=excluded.set_ms",
+                          (m.sku, m.reorder_min, m.reorder_max, m.set_by, m.set_ms))
+
+    def delete_manual_levels(self, sku: str) -> None:
+        self.conn.execute("DELETE FROM manual_levels WHERE sku = ?", (sku,))
 
     # ------------------------------------------------------------- proposals, POs, deliveries
 
@@ -152,6 +167,21 @@ class RulesDb:
         return [{"id": r["id"], "ts_ms": r["ts_ms"], "rule": r["rule"], "sku": r["sku"], "supplier": r["supplier"],
                  "proposal_id": r["proposal_id"], "sentence": r["sentence"], "inputs": json.loads(r["inputs"]),
                  "result": json.loads(r["result"])} for r in rows]
+
+    def decisions_before(self, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """Logged decisions newest first, the `limit` below id `before_id` (exports read in chunks)."""
+        rows = self.conn.execute("SELECT * FROM decisions WHERE id < ? ORDER BY id DESC LIMIT ?",
+                                 (2**63 - 1 if before_id is None else before_id, limit))
+        return [{"id": r["id"], "ts_ms": r["ts_ms"], "rule": r["rule"], "sku": r["sku"], "supplier": r["supplier"],
+                 "proposal_id": r["proposal_id"], "sentence": r["sentence"], "inputs": json.loads(r["inputs"]),
+                 "result": json.loads(r["result"])} for r in rows]
+
+    def proposals_before(self, before: tuple[int, str] | None, limit: int) -> list[dict[str, Any]]:
+        """Proposals as stored, newest first, the `limit` after the key (created_ms, id) `before`."""
+        created_ms, ident = before if before is not None else (2**63 - 1, "")
+        rows = self.conn.execute("SELECT body FROM proposals WHERE (created_ms, id) < (?, ?)"
+                                 " ORDER BY created_ms DESC, id DESC LIMIT ?", (created_ms, ident, limit))
+        return [json.loads(row["body"]) for row in rows]
 
     def latest_sentence(self, proposal_id: str, rule: str) -> str | None:
         """The sentence of the newest `rule` decision about that proposal, if any."""

@@ -18,13 +18,13 @@ from hub.rules import outbox, reorder
 from hub.rules import supplier as supplier_rule
 from hub.rules.clock import DAY_MS, day_of
 from hub.rules.decisions import units
-from hub.rules.model import to_json
+from hub.rules.model import MANUAL, to_json
 from hub.store.base import DiscrepancyRow
 
 if TYPE_CHECKING:
     from hub.rules.core import RulesCore
 
-LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower"})  # decisions that set or move a ROP
+LEVEL_RULES = frozenset({"reorder", "feedback_raise", "feedback_lower", "manual_levels"})  # set or move a ROP
 
 
 def stock_state(core: RulesCore, sku: str) -> dict[str, Any]:
@@ -42,12 +42,13 @@ def stock_state(core: RulesCore, sku: str) -> dict[str, Any]:
     sentence = (f"{core.label(sku)} is out of stock at every location{stock.not_counted}{waiting}."
                 if stockout else
                 f"{core.label(sku)} is low: position {plan.position} (on hand {plan.on_hand}"
-                f"{stock.not_counted}, on order {plan.on_order}) at or below the reorder point "
+                f"{stock.not_counted}, on order {plan.on_order}) at or below the "
+                f"{'manual minimum' if plan.source == MANUAL else 'reorder point'} "
                 f"{units(plan.levels.reorder_point) if plan.levels else '?'}." if low else
                 f"{core.label(sku)}: {plan.on_hand} on hand{stock.not_counted}.")
     return {"sku": sku, "state": "stockout" if stockout else "low" if low else "ok", "qty": plan.on_hand,
             "on_order": plan.on_order, "position": plan.position,
-            "reorder_point": plan.levels.reorder_point if plan.levels else None,
+            "reorder_point": plan.levels.reorder_point if plan.levels else None, "levels_source": plan.source,
             "demand_per_day": rate,
             "days_of_cover": to_json(reorder.days_of_cover(plan.on_hand, rate)),
             "negative": [{"location": loc, "qty": q} for loc, q in stock.negative],
@@ -61,10 +62,23 @@ def low_stock(core: RulesCore) -> list[dict[str, Any]]:
     elsewhere is a replenishment task (`replenishments`), not a stockout; a negative
     balance counts as zero and is listed in `negative`.
     """
-    out = [row for row in (stock_state(core, sku) for sku in sorted(core.all_skus())) if row["state"] != "ok"]
+    out = [row for row in (stock_state(core, sku) for sku in sorted(core.all_skus()) if _may_be_short(core, sku))
+           if row["state"] != "ok"]
     out.sort(key=lambda r: (r["state"] != "stockout", r["days_of_cover"] if r["days_of_cover"] is not None
                             else math.inf, r["sku"]))
     return out
+
+
+def _may_be_short(core: RulesCore, sku: str) -> bool:
+    """Whether stock_state could call the SKU anything but ok, from the cheap parts only (exact).
+
+    Low needs reorder levels, and RulesCore.plan has them only from manual min/max or, learned,
+    with demand seen and a supplier to order from; without any, only a stockout is possible.
+    The overview asks for low_stock every second while stock moves, and most SKUs of a site
+    are neither, so the full judgement (plan, sentence) runs only for those that might be.
+    """
+    return (core.sku_stock(sku).out_of_stock or sku in core.manual
+            or (sku in core.demand and bool(core.options(sku))))
 
 
 def replenishments(core: RulesCore) -> list[dict[str, Any]]:
@@ -82,7 +96,7 @@ def replenishments(core: RulesCore) -> list[dict[str, Any]]:
 def reorder_view(core: RulesCore, sku: str, history_limit: int = 50) -> dict[str, Any]:
     """The reorder parameters of one SKU now, and the decisions that moved them (newest first)."""
     plan = core.plan(sku)
-    lv, d, lt = plan.levels, plan.demand, plan.lead_time
+    lv, d, lt, learned, m = plan.levels, plan.demand, plan.lead_time, plan.learned, plan.manual
     history = [{"ts_ms": r["ts_ms"], "rule": r["rule"], "sentence": r["sentence"],
                 "reorder_point": r["result"].get("reorder_point_after", r["result"].get("reorder_point"))}
                for r in decision_rows(core, sku, history_limit) if r["rule"] in LEVEL_RULES]
@@ -96,7 +110,15 @@ def reorder_view(core: RulesCore, sku: str, history_limit: int = 50) -> dict[str
             "rop_factor": plan.factor, "safety_stock": lv.safety_stock if lv else None,
             "reorder_point": lv.reorder_point if lv else None, "order_up_to": lv.order_up_to if lv else None,
             "days_of_cover": to_json(reorder.days_of_cover(plan.position, d.rate_per_day)),
-            "auto_send": sku in core.auto_send, "history": history}
+            "auto_send": sku in core.auto_send, "history": history,
+            # Which levels are in force, and both side by side: a person's min/max until demand is learned.
+            "levels_source": plan.source, "levels_why": plan.why,
+            "manual": None if m is None else {"reorder_min": m.reorder_min, "reorder_max": m.reorder_max,
+                                              "set_by": m.set_by, "set_ms": m.set_ms},
+            "learned": None if learned is None else {"reorder_point": learned.reorder_point,
+                                                     "order_up_to": learned.order_up_to,
+                                                     "safety_stock": learned.safety_stock},
+            "min_demand_days": core.config.constraint.min_demand_days}
 
 
 def sku_suppliers(core: RulesCore, sku: str) -> list[dict[str, Any]]:
@@ -127,18 +149,29 @@ def constraint_view(core: RulesCore, sku: str, offline: tuple[str, ...] = (), st
 
 def proposal_rows(core: RulesCore, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     """Proposals (one status, or all), newest first, with the final quantity, supplier name and why."""
-    out = []
-    for body in core.db.proposal_bodies(status, limit):
-        body["final_qty"] = body["qty"] if body["qty_override"] is None else body["qty_override"]
-        body["supplier_name"] = core.supplier_name(body["sku"], body["supplier"])
-        body["sentence"] = core.db.latest_sentence(body["id"], "reorder")  # why it was proposed
-        out.append(body)
-    return out
+    return [_proposal_row(core, body) for body in core.db.proposal_bodies(status, limit)]
+
+
+def proposals_before(core: RulesCore, before: tuple[int, str] | None, limit: int) -> list[dict[str, Any]]:
+    """Every proposal, newest first, the `limit` after the key (created_ms, id) `before` (exports)."""
+    return [_proposal_row(core, body) for body in core.db.proposals_before(before, limit)]
+
+
+def _proposal_row(core: RulesCore, body: dict[str, Any]) -> dict[str, Any]:
+    body["final_qty"] = body["qty"] if body["qty_override"] is None else body["qty_override"]
+    body["supplier_name"] = core.supplier_name(body["sku"], body["supplier"])
+    body["sentence"] = core.db.latest_sentence(body["id"], "reorder")  # why it was proposed
+    return body
 
 
 def decision_rows(core: RulesCore, sku: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """The decision log (one SKU, or all), newest first."""
     return core.db.decisions(sku, limit)
+
+
+def decisions_before(core: RulesCore, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+    """The whole decision log, newest first, the `limit` below id `before_id` (exports)."""
+    return core.db.decisions_before(before_id, limit)
 
 
 def scorecards(core: RulesCore) -> list[dict[str, Any]]:

@@ -39,6 +39,11 @@ class Movement:
     hub_ms: int
     node: str
     seq: int
+    # Who and why, from the event: the scan's operator, or a correction's person, reason code
+    # (an adjustment's: found, damaged, ...) and note. None where the event does not say.
+    operator: str | None = None
+    adjustment: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,10 @@ class CatalogSku:
     sku: str
     name: str
     gtins: tuple[str, ...]
+    # A person's reorder min/max from the catalog file (both or neither): the rules use them until
+    # demand is learned (docs/rules.md).
+    reorder_min: int | None = None
+    reorder_max: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +383,15 @@ class Store(Protocol):
 
     def movements(self, sku: str | None = None, location: str | None = None, limit: int = 100,
                   before_id: int | None = None) -> list[Movement]:
+        ...
+
+    def balances_after(self, after: tuple[str, str] | None, limit: int) -> list[Balance]:
+        """Balances in (sku, location) order, the `limit` after the key `after` (exports read in chunks)."""
+        ...
+
+    def movements_between(self, from_ms: int | None, to_ms: int | None, after_id: int, limit: int,
+                          sku: str | None = None, location: str | None = None) -> list[Movement]:
+        """Movements with hub time in [from_ms, to_ms), oldest first, the `limit` after id `after_id`."""
         ...
 
     def scans(self, node: str | None = None, outcome: str | None = None, limit: int = 100,

@@ -47,6 +47,19 @@ NODE_COLUMNS = frozenset({"online", "state_ms", "last_seen_ms", "boot_id", "sw_v
 NODE_JSON_COLUMNS = frozenset({"devices", "notices"})
 
 
+def _movement_columns(db: Connection) -> str:
+    """A Movement row (read by _movement): the movement, its event's node and seq, and who and why from the
+    event's body (JSON read in the backend's dialect)."""
+    return ("m.id, m.event_id, m.sku, m.location, m.qty_delta, m.reason, m.device_ms, m.hub_ms, e.node, e.seq, "
+            + ", ".join(db.json_text("e.body", key) for key in ("operator", "reason", "note")))
+
+
+def _movement(row: tuple[Any, ...]) -> Movement:
+    ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq, operator, adjustment, note = row
+    return Movement(ident, event_id, sku, location, qty_delta, reason, device_ms, hub_ms, node, seq,
+                    operator=operator, adjustment=adjustment, note=note)
+
+
 class _SqlTx:
     """The writer's transaction primitives (see hub.store.base.WriteTx).
 
@@ -285,8 +298,9 @@ class SqlStore:
             gtins: dict[str, list[str]] = {}
             for gtin, sku in db.execute("SELECT gtin, sku FROM gtins ORDER BY gtin"):
                 gtins.setdefault(sku, []).append(gtin)
-            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())))
-                         for sku, name in db.execute("SELECT sku, name FROM skus ORDER BY sku"))
+            skus = tuple(CatalogSku(sku, name, tuple(gtins.get(sku, ())), reorder_min=lo, reorder_max=hi)
+                         for sku, name, lo, hi in db.execute(
+                             "SELECT sku, name, reorder_min, reorder_max FROM skus ORDER BY sku"))
             bins = tuple(CatalogBin(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6], r[7]) for r in db.execute(
                 "SELECT bin, zone, sku, node, sensored, weight_only, unit_weight_g, unit_weight_cv FROM bins"
                 " ORDER BY bin"))
@@ -295,9 +309,10 @@ class SqlStore:
     def import_catalog(self, skus: list[CatalogSku], bins: list[CatalogBin], now_ms: int) -> int:
         with self.write() as tx:
             db = tx.db
-            db.executemany("INSERT INTO skus (sku, name, updated_ms) VALUES (?,?,?) ON CONFLICT (sku) DO UPDATE"
-                           " SET name=excluded.name, updated_ms=excluded.updated_ms",
-                           [(s.sku, s.name, now_ms) for s in skus])
+            db.executemany("INSERT INTO skus (sku, name, updated_ms, reorder_min, reorder_max) VALUES (?,?,?,?,?)"
+                           " ON CONFLICT (sku) DO UPDATE SET name=excluded.name, updated_ms=excluded.updated_ms,"
+                           " reorder_min=excluded.reorder_min, reorder_max=excluded.reorder_max",
+                           [(s.sku, s.name, now_ms, s.reorder_min, s.reorder_max) for s in skus])
             db.executemany("INSERT INTO gtins (gtin, sku) VALUES (?,?) ON CONFLICT (gtin) DO UPDATE SET sku=excluded.sku",
                            [(g, s.sku) for s in skus for g in s.gtins])
             db.executemany(
@@ -394,11 +409,29 @@ class SqlStore:
     def movements(self, sku: str | None = None, location: str | None = None, limit: int = 100,
                   before_id: int | None = None) -> list[Movement]:
         where, args = _where(("m.sku = ?", sku), ("m.location = ?", location), ("m.id < ?", before_id))
-        rows = self._reader().execute(
-            "SELECT m.id, m.event_id, m.sku, m.location, m.qty_delta, m.reason, m.device_ms, m.hub_ms, e.node, e.seq"
-            f" FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
+        db = self._reader()
+        rows = db.execute(
+            f"SELECT {_movement_columns(db)} FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
             " ORDER BY m.id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [Movement(*row) for row in rows]
+        return [_movement(row) for row in rows]
+
+    def balances_after(self, after: tuple[str, str] | None, limit: int) -> list[Balance]:
+        where, args = _where(("(sku, location) > (?, ?)", after))
+        rows = self._reader().execute(f"SELECT sku, location, qty, updated_ms FROM balances WHERE {where}"
+                                      " ORDER BY sku, location LIMIT ?", (*args, limit)).fetchall()
+        return [Balance(*row) for row in rows]
+
+    def movements_between(self, from_ms: int | None, to_ms: int | None, after_id: int, limit: int,
+                          sku: str | None = None, location: str | None = None) -> list[Movement]:
+        # Keyset on the primary key: each chunk starts where the last ended, so a year's export
+        # reads the table once, a chunk at a time. hub_ms follows id closely (one writer, its clock).
+        where, args = _where(("m.id > ?", after_id), ("m.hub_ms >= ?", from_ms), ("m.hub_ms < ?", to_ms),
+                             ("m.sku = ?", sku), ("m.location = ?", location))
+        db = self._reader()
+        rows = db.execute(
+            f"SELECT {_movement_columns(db)} FROM movements m JOIN events e ON e.id = m.event_id WHERE {where}"
+            " ORDER BY m.id LIMIT ?", (*args, limit)).fetchall()
+        return [_movement(row) for row in rows]
 
     def scans(self, node: str | None = None, outcome: str | None = None, limit: int = 100,
               before_id: int | None = None) -> list[ScanRow]:

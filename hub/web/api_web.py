@@ -18,8 +18,7 @@ from contract import Command, ContractError
 from contract.clock import now_ms
 from hub.web.api import json_object
 from hub.web.auth import identity_of, requires
-from hub.web.keys import SERVICE
-from hub.web.overview import build_overview
+from hub.web.keys import OVERVIEW, SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +26,8 @@ PAGE_COMMANDS = frozenset({"tare", "calibrate", "identify"})  # what the nodes p
 
 
 async def overview(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    return web.json_response({"ok": True, **await build_overview(service, await service.node_rows())})
+    """Counters and alerts, as of at most SHARED_MAX_AGE_S before the request (one build for every open page)."""
+    return web.json_response({"ok": True, **await request.app[OVERVIEW].get()})
 
 
 @requires("admin")

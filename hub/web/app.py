@@ -16,7 +16,7 @@ from aiohttp import web
 
 from hub.live import sse_frame
 from hub.service import HubService
-from hub.web import account, alerts, api, api_rules, api_web, pages, users
+from hub.web import account, adjustments, alerts, api, api_rules, api_web, exports, pages, reorder_levels, users
 from hub.web.auth import (
     AUTH,
     WebAuth,
@@ -30,8 +30,9 @@ from hub.web.auth import (
 )
 from hub.web.body import json_body_middleware
 from hub.web.headers import add_security_headers, same_origin_middleware
-from hub.web.keys import SERVICE
+from hub.web.keys import OVERVIEW, SERVICE
 from hub.web.metrics import METRICS, HubMetrics, metrics
+from hub.web.overview import SharedOverview
 from hub.web.render import render
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | N
                                        standby_middleware, json_body_middleware])
     app.on_response_prepare.append(add_security_headers)
     app[SERVICE] = service
+    app[OVERVIEW] = SharedOverview(service)
     app[AUTH] = auth or WebAuth.from_config(service.config)
 
     async def close_auth(app: web.Application) -> None:
@@ -209,6 +211,9 @@ def make_app(service: HubService, manage_service: bool = True, auth: WebAuth | N
     api.add_routes(app)
     api_web.add_routes(app)
     api_rules.add_routes(app)
+    adjustments.add_routes(app)
+    exports.add_routes(app)
+    reorder_levels.add_routes(app)
     users.add_routes(app)
     alerts.add_routes(app)
     account.add_routes(app)

@@ -7,7 +7,10 @@ page must not claim "no stockouts" when it cannot know.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +25,11 @@ log = logging.getLogger(__name__)
 STALE_AFTER_MS = 10 * 60 * 1000  # online but silent this long: its data may be old
 SKEW_WARN_MS = 2000  # device clocks further off than this distort the lag map
 ALERTS_PER_KIND = 50  # the list is for reading, not for scrolling through thousands
+# Open pages ask for the overview a second after a change they were pushed (live.js), so an
+# answer whose build started this recently still includes that change, and ten or fifty open
+# pages cost one build per half second instead of one each a second (the stock signals judge
+# every SKU of the site on the rules thread, which takes the GIL from the live feed).
+SHARED_MAX_AGE_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +107,35 @@ async def build_overview(service: HubService, nodes: list[dict[str, Any]]) -> di
                             f"/proposals#p-{p.get('id')}"))
     alerts.sort(key=lambda a: a.severity != "bad")  # stable: the bad ones first, each kind in its order
     return {"counters": counters, "alerts": [asdict(a) for a in alerts], "generated_ms": now_ms}
+
+
+class SharedOverview:
+    """The overview for every page that asks within SHARED_MAX_AGE_S of a build's start: one build, shared.
+
+    Each answer says when it was built (`generated_ms`). A build that fails is not kept, so
+    the next request tries again.
+    """
+
+    def __init__(self, service: HubService, clock: Callable[[], float] = time.monotonic) -> None:
+        self._service = service
+        self._clock = clock  # a parameter so a test can move time without waiting for it
+        self._build: asyncio.Future[dict[str, Any]] | None = None
+        self._started = float("-inf")
+        self.builds = 0
+
+    async def get(self) -> dict[str, Any]:
+        """The shared overview, building it when the last build started too long ago."""
+        if self._build is None or self._clock() - self._started > SHARED_MAX_AGE_S:
+            self._started = self._clock()
+            self.builds += 1
+            self._build = asyncio.ensure_future(self._fresh())
+            self._build.add_done_callback(self._forget_failed)
+        # shield: a page that goes away mid-build must not cancel the build the others wait for
+        return await asyncio.shield(self._build)
+
+    async def _fresh(self) -> dict[str, Any]:
+        return await build_overview(self._service, await self._service.node_rows())
+
+    def _forget_failed(self, build: asyncio.Future[dict[str, Any]]) -> None:
+        if build is self._build and (build.cancelled() or build.exception() is not None):
+            self._build = None

@@ -17,7 +17,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from contract.messages import SKU_RE
+from contract.messages import LOCATION_RE, SKU_RE
+from hub.ledger import ADJUSTMENT_REASONS
 from hub.service import HubService
 from hub.web import data, rules_data
 from hub.web.auth import identity_of
@@ -57,11 +58,24 @@ async def overview_page(request: web.Request) -> web.Response:
                   scans=[dataclasses.asdict(r) for r in recent], refused=[dataclasses.asdict(r) for r in refused])
 
 
+def adjust_form(request: web.Request, shown: dict[str, Any] | None) -> dict[str, Any]:
+    """What the adjustment form partial shows: the reasons, a refusal with the values typed, or "booked"."""
+    shown = shown or {}
+    return {"reasons": list(ADJUSTMENT_REASONS), "error": shown.get("error"), "form": shown.get("form") or {},
+            "done": request.query.get("adjusted") == "1" and not shown}
+
+
 async def stock_page(request: web.Request) -> web.Response:
     """Balances, sorted by SKU or location, searched and paged by keyset-friendly LIMIT/OFFSET."""
+    return await render_stock_page(request)
+
+
+async def render_stock_page(request: web.Request, status: int = 200, location: str | None = None,
+                            adjust: dict[str, Any] | None = None) -> web.Response:
+    """The stock page; with a location it is that location's page (and offers an adjustment there)."""
     service = request.app[SERVICE]
     q = request.query.get("q", "").strip()[:64]
-    location = request.query.get("location", "").strip()[:64]
+    location = (location if location is not None else request.query.get("location", "")).strip()[:64]
     page = _page_arg(request)
     # Ask for one row more than shown: tells us whether there is a next page without COUNT(*).
     rows = await asyncio.to_thread(_stock_rows, service.store, q, location, PAGE_ROWS + 1, (page - 1) * PAGE_ROWS)
@@ -71,9 +85,10 @@ async def stock_page(request: web.Request) -> web.Response:
     def link(p: int) -> str:
         return "/stock?" + urlencode({**params, "page": p})
 
-    return render(request, "stock.html", rows=rows[:PAGE_ROWS], q=q, location=location, page=page,
+    return render(request, "stock.html", status=status, rows=rows[:PAGE_ROWS], q=q, location=location, page=page,
                   prev_href=link(page - 1) if page > 1 else "", next_href=link(page + 1) if has_next else "",
-                  live_insert=page == 1 and not q and not location)
+                  live_insert=page == 1 and not q and not location, adjust=adjust_form(request, adjust),
+                  location_ok=bool(location) and bool(LOCATION_RE.fullmatch(location)))
 
 
 def _stock_rows(store: Any, q: str, location: str, limit: int, offset: int) -> list[dict[str, Any]]:
@@ -105,8 +120,13 @@ def _flag_negatives(store: Any, rows: list[dict[str, Any]], sku: str | None = No
 
 
 async def sku_page(request: web.Request) -> web.Response:
+    return await render_sku_page(request, request.match_info["sku"])
+
+
+async def render_sku_page(request: web.Request, sku: str, status: int = 200,
+                          adjust: dict[str, Any] | None = None, levels: dict[str, Any] | None = None) -> web.Response:
+    """One SKU: stock over time, by location, reorder parameters, suppliers, movements with who and why."""
     service = request.app[SERVICE]
-    sku = request.match_info["sku"]
     balances, movements = await asyncio.to_thread(_sku_data, service.store, sku)
     total = sum(b["qty"] for b in balances)
     series: list[tuple[int, float]] = []
@@ -120,8 +140,11 @@ async def sku_page(request: web.Request) -> web.Response:
     reorder, suppliers, constraint = await _sku_rules(service, sku)
     floor = reorder.get("reorder_point") if reorder else None
     chart = step_chart(series, f"Stock of {sku} over time", floor=float(floor) if isinstance(floor, (int, float)) else None)
-    return render(request, "sku.html", sku=sku, balances=balances, total=total, movements=movements[:100],
-                  chart=chart, reorder=reorder, suppliers=suppliers, constraint=constraint)
+    return render(request, "sku.html", status=status, sku=sku, balances=balances, total=total,
+                  movements=movements[:100], chart=chart, reorder=reorder, suppliers=suppliers, constraint=constraint,
+                  adjust=adjust_form(request, adjust), sku_ok=bool(SKU_RE.fullmatch(sku)),
+                  levels={"error": (levels or {}).get("error"), "form": (levels or {}).get("form"),
+                          "done": request.query.get("levels") == "1" and not levels})
 
 
 async def _sku_rules(service: HubService, sku: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None,
@@ -143,7 +166,8 @@ def _sku_data(store: Any, sku: str) -> tuple[list[dict[str, Any]], list[dict[str
     balances = _flag_negatives(store, [{"location": b.location, "qty": b.qty, "updated_ms": b.updated_ms}
                                        for b in found], sku)
     movements = [{"id": m.id, "location": m.location, "qty_delta": m.qty_delta, "reason": m.reason,
-                  "hub_ms": m.hub_ms, "device_ms": m.device_ms, "node": m.node, "seq": m.seq}
+                  "hub_ms": m.hub_ms, "device_ms": m.device_ms, "node": m.node, "seq": m.seq,
+                  "operator": m.operator, "adjustment": m.adjustment, "note": m.note}
                  for m in store.movements(sku=sku, limit=SKU_MOVEMENTS)]
     return balances, movements
 

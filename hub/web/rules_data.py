@@ -88,6 +88,17 @@ async def sku_reorder(service: HubService, sku: str) -> dict[str, Any]:
     return view
 
 
+async def set_manual_levels(service: HubService, sku: str, reorder_min: int | None, reorder_max: int | None,
+                            by: str) -> dict[str, Any]:
+    """Set (both None: clear) a SKU's manual min/max; the SKU's reorder view after it."""
+    def set_then_view(core: RulesCore) -> dict[str, Any]:
+        core.set_manual_levels(sku, reorder_min, reorder_max, by)
+        return views.reorder_view(core, sku)
+
+    view: dict[str, Any] = await run(service, set_then_view)
+    return view
+
+
 async def sku_suppliers(service: HubService, sku: str) -> dict[str, Any]:
     """One SKU's suppliers in priority order, with their record and the one that gets orders now."""
     return {"sku": sku, "items": await run(service, lambda core: views.sku_suppliers(core, sku))}

@@ -7,11 +7,15 @@
   const PENDING_MAX = 5000;        // more distinct rows than this between paints: reload instead
   const SCANS_SHOWN = 30;          // the overview's recent scans (hub.web.pages.RECENT_SCANS)
   const RETRY_MAX_MS = 15000;
+  // A new scan row flashes only when the table was quiet this long (the flash's own length):
+  // a lone scan draws the eye; in a busy table every row would flash, which says nothing and
+  // keeps the page repainting every frame (a background-colour animation is painted, not composited).
+  const FLASH_QUIET_MS = 1200;
   const marker = document.getElementById("live");
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const page = document.body.dataset.page;
   const pending = { stock: new Map(), nodes: new Map(), replies: [], scans: [], resync: false };
-  let frameQueued = false, lastId = null, source = null, retryMs = 1000, overviewTimer = null;
+  let frameQueued = false, lastId = null, source = null, retryMs = 1000, overviewTimer = null, lastScanRowMs = -Infinity;
   const waitingCommands = new Map(); // command id -> status element
 
   function setMarker(state, text) {
@@ -176,11 +180,14 @@
     if (!table) return;
     const body = table.tBodies[0];
     const newest = body.rows.length ? Number(body.rows[0].dataset.scanId) : 0;
+    const now = performance.now();
+    const flash = now - lastScanRowMs >= FLASH_QUIET_MS;
     for (const s of scans) {
       if (s.id <= newest || body.querySelector(`tr[data-scan-id="${s.id}"]`)) continue;
       const tr = scanRow(s);
-      tr.classList.add("flash");
+      if (flash) tr.classList.add("flash");
       body.prepend(tr);
+      lastScanRowMs = now;
     }
     while (body.rows.length > SCANS_SHOWN) body.deleteRow(-1);
     const empty = document.getElementById("scans-empty");
