@@ -23,12 +23,14 @@ log = logging.getLogger("hub")
 async def _serve(config_path: str) -> int:
     from aiohttp import web
 
-    from hub.config import load_hub_config
+    from hub.config import COMPANY_ROLE, load_hub_config
     from hub.service import HubService
     from hub.web.app import make_app
 
     config = load_hub_config(config_path)
     logging.getLogger().setLevel(config.log_level)
+    if config.role == COMPANY_ROLE:
+        return await _serve_company(config)
     service = HubService(config)
     # systemd's watchdog is pinged only while the ingest writer and the event loop beat.
     notifier = Notifier()
@@ -64,6 +66,37 @@ async def _serve(config_path: str) -> int:
     return status
 
 
+async def _serve_company(config: HubConfig) -> int:
+    """The company role: the read-only view of every site's stock from the central database."""
+    from aiohttp import web
+
+    from hub.company.store import CompanyStore, company_target
+    from hub.web.company import make_company_app
+
+    store = await asyncio.to_thread(CompanyStore, company_target(config.store_url))
+    notifier = Notifier()
+    watchdog = Watchdog(notifier)
+    watchdog.register("event-loop")
+    runner = web.AppRunner(make_company_app(config, store), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.http_host, config.http_port).start()
+    log.info("company view of every site's stock at http://%s:%d/api/v1/stock", config.http_host, config.http_port)
+    background = [asyncio.create_task(watchdog.run(), name="watchdog"),
+                  asyncio.create_task(_beat_event_loop(watchdog), name="event-loop-beat")]
+    notifier.ready(f"company view on port {config.http_port}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    notifier.stopping()
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await runner.cleanup()
+    return 0
+
+
 async def _beat_event_loop(watchdog: Watchdog) -> None:
     while True:
         watchdog.beat("event-loop")
@@ -91,12 +124,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 @_with_config
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Bring every store's schema up to date (the hub also does this at start), or list what is due."""
-    from hub.config import load_hub_config
+    from hub.company.store import company_target
+    from hub.config import COMPANY_ROLE, load_hub_config
     from hub.db import ALERTS, AUTH, LEDGER, RULES
     from hub.db.migrate import migrate, pending
     cfg = load_hub_config(args.config)
-    for store in (LEDGER, RULES, AUTH, ALERTS):
-        target = cfg.db_target(store)
+    # A company hub's database holds the sites' replicated ledgers, never a ledger of its own.
+    targets = ([company_target(cfg.store_url), cfg.db_target(AUTH)] if cfg.role == COMPANY_ROLE
+               else [cfg.db_target(store) for store in (LEDGER, RULES, AUTH, ALERTS)])
+    for target in targets:
+        store = target.store
         try:
             if args.dry_run:
                 due = pending(target)
@@ -214,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Tools that live with the code they manage register their own subcommands.
     from hub import provision
     from hub.auth import cli as auth_cli
-    for tools in (provision, auth_cli):
+    from hub.company import cli as company_cli
+    for tools in (provision, auth_cli, company_cli):
         tools.add_subcommands(sub)
     return parser
 

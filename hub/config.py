@@ -21,10 +21,11 @@ from hub.rules.config import (
     rules_config_from,
     service_level_check,
 )
-from settings import REQUIRED, Setting, load_file, port_number, positive, raises_value_error
+from settings import REQUIRED, ConfigError, Setting, load_file, port_number, positive, raises_value_error
 from settings.mqtt import MqttConfig, mqtt_config_from, mqtt_settings
 
 ENV_PREFIX = "HUB"
+SITE_ROLE, COMPANY_ROLE = "site", "company"  # key site.role
 
 
 def _store_url(value: Any) -> str | None:
@@ -41,6 +42,10 @@ def _locations(value: Any) -> str | None:
 HUB_SETTINGS: list[Setting] = [
     Setting("site.name", str, REQUIRED, "the site this hub serves (topic wh/v1/{site}/...)",
             check=raises_value_error(check_site_name)),
+    Setting("site.role", str, "site",
+            "site: this hub ingests its site's events; company: a read-only view of every site's stock from a"
+            " central PostgreSQL database (store.url) that subscribes to the sites (docs/deployment.md, many sites)",
+            choices=(SITE_ROLE, COMPANY_ROLE)),
     *mqtt_settings(ENV_PREFIX, "hub", HUB_NODE, "the hub's MQTT username"),
     Setting("http.host", str, "127.0.0.1", "address the web page and API listen on (0.0.0.0 for the LAN)"),
     Setting("http.port", int, 8080, "port of the web page and API", check=port_number),
@@ -191,6 +196,7 @@ class HubConfig:
     store_url: str = ""  # "": SQLite files; else the PostgreSQL database of every store
     store_writer_lease: bool = False  # active/standby hubs on one database (hub/lease.py)
     store_lease_poll_s: float = 1.0
+    role: str = SITE_ROLE  # SITE_ROLE or COMPANY_ROLE (hub/web/company.py)
 
     def db_target(self, store: str) -> DbTarget:
         """Where one store (hub.db.LEDGER, RULES, AUTH) lives under this configuration."""
@@ -217,6 +223,9 @@ def load_hub_config(path: str | Path) -> HubConfig:
 
 def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
     """Build the typed config from resolved settings."""
+    if raw["site.role"] == COMPANY_ROLE and not raw["store.url"]:
+        raise ConfigError(f"{source or 'hub config'}: key 'site.role': the company role reads the central PostgreSQL"
+                          " database: set store.url to it (docs/deployment.md, many sites)")
     return HubConfig(site=raw["site.name"], mqtt=mqtt_config_from(raw, source),
                      http_host=raw["http.host"], http_port=raw["http.port"], db_path=Path(raw["db.path"]),
                      db_synchronous=raw["db.synchronous"], live_flush_ms=raw["live.flush_ms"],
@@ -234,7 +243,7 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
                      auth_failures_per_address=raw["auth.failures_per_address"],
                      auth_failures_total=raw["auth.failures_total"],
                      rules=rules_config_from(raw), central=central_config_from(raw), store_url=raw["store.url"],
-                     store_writer_lease=raw["store.writer_lease"], store_lease_poll_s=raw["store.lease_poll_s"],
+                     role=raw["site.role"], store_writer_lease=raw["store.writer_lease"], store_lease_poll_s=raw["store.lease_poll_s"],
                      integrations=IntegrationsConfig(
                          publish_state=raw["integrations.publish_state"],
                          min_interval_ms=raw["integrations.min_interval_ms"],

@@ -115,6 +115,25 @@ def postgres_url(request: pytest.FixtureRequest, store_backend: str) -> Iterator
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture
+def logical_postgres() -> Iterator[PgCluster]:
+    """A PostgreSQL server of the test's own with wal_level = logical (the machine's runs with replica):
+    databases on it can publish and subscribe (logical replication)."""
+    if postgres_bin() is None:
+        print("\nskipping: no PostgreSQL server binaries (Debian package postgresql) are installed")
+        pytest.skip("PostgreSQL server binaries (Debian package postgresql) are not installed")
+    root = Path(tempfile.mkdtemp(prefix="pg-logical-"))
+    server = PgCluster(root, "logical", free_port())
+    try:
+        server.init_logical()
+        server.start()
+        yield server
+    finally:
+        if server.running():
+            server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
     """One broker for the whole run: tests that stop or restart a broker use `own_broker`."""

@@ -1,7 +1,7 @@
 """docs/openapi.yaml is the one API document: every route of the app is in it, and nothing else.
 
 The routes come from the real application (`make_app`: api.py, api_rules.py, api_web.py and
-the app's own), so an endpoint added anywhere without its documentation fails here.
+the app's own; and the company view's, hub/web/company.py), so an endpoint added anywhere without its documentation fails here.
 """
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from aiohttp import web
 
 from hub.config import HUB_SETTINGS, hub_config_from
 from hub.mosquitto import free_port
 from hub.service import HubService
 from hub.web.app import make_app
+from hub.web.company import add_routes as add_company_routes
 from settings import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,12 +24,15 @@ NOT_API = ("/static/", "/login", "/logout")  # files and the login form, not JSO
 
 
 def app_routes(tmp_path: Path) -> set[tuple[str, str]]:
+    """The routes of a site hub's app and of the company view's (hub/web/company.py)."""
     doc = {"site": {"name": "site-a"}, "db": {"path": str(tmp_path / "ledger.sqlite3")}, "mqtt": {"port": free_port()}}
     service = HubService(hub_config_from(resolve(doc, HUB_SETTINGS, "test", environ={})))
     try:
         app = make_app(service, manage_service=False)
+        company = web.Application()
+        add_company_routes(company)
         out = set()
-        for route in app.router.routes():
+        for route in (*app.router.routes(), *company.router.routes()):
             info = route.resource.get_info() if route.resource is not None else {}
             path = str(info.get("path") or info.get("formatter") or info.get("prefix") or "")
             if route.method == "HEAD" or not path or path.startswith(NOT_API):
