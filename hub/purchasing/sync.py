@@ -133,13 +133,16 @@ class PurchasingSync:
         async with open_connector(self.config) as connector:
             self.status.connector = connector.describe
             while True:
+                # Cleared before the step, not after: a wake() that arrives while a step runs
+                # (an approval, a test moving the clock) must start another step at once, not
+                # wait a whole tick.
+                self._wake.clear()
                 try:
                     await self.step(connector)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("purchasing sync step failed; trying again in %.0f s", self.tick_s)
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.tick_s):  # not wait_for: CPython #86296, see edge/link.py
                         await self._wake.wait()
