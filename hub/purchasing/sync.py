@@ -259,18 +259,21 @@ class PurchasingSync:
 
     async def pull(self, connector: Connector) -> None:
         """Catalog, cash and PO status from central, handed to the rules."""
+        # The next pull is timed from when this one started: the clock can move on while
+        # central answers, and what changed at central meanwhile must not wait a whole interval.
+        started_ms = self.clock()
         try:
             items = [catalog_item(x) for x in await connector.catalog()]
             available = await connector.cash(self.site)
             orders = [line for x in await connector.purchase_orders(self.site) for line in purchase_order_lines(x)]
         except CentralError as err:
             self.status.reachable, self.status.last_error = False, str(err)
-            self._next_pull_ms = self.clock() + int(self.config.retry_base_s * 1000)
+            self._next_pull_ms = started_ms + int(self.config.retry_base_s * 1000)
             return
         except (KeyError, ValueError, TypeError) as err:
             self.status.last_error = f"central sent data the hub cannot read: {err!r}"
             log.error(self.status.last_error)
-            self._next_pull_ms = self.clock() + int(self.config.poll_interval_s * 1000)
+            self._next_pull_ms = started_ms + int(self.config.poll_interval_s * 1000)
             return
 
         def apply(core: RulesCore) -> None:
@@ -282,7 +285,7 @@ class PurchasingSync:
         await self.engine.call(apply)
         self.status.reachable = True
         self.status.last_pull_ms = self.clock()
-        self._next_pull_ms = self.clock() + int(self.config.poll_interval_s * 1000)
+        self._next_pull_ms = started_ms + int(self.config.poll_interval_s * 1000)
 
     def snapshot(self) -> dict[str, Any]:
         return {"central_url": self.status.central_url, "connector": self.status.connector,
