@@ -183,7 +183,7 @@ class PurchasingSync:
                     await self._refused(batch, str(err))
                     continue
                 # central is down or struggling: everything due waits for the same back-off
-                await self._backoff([i for b in batches[n:] for i in b], err)
+                await self._backoff([i for b in batches[n:] for i in b], err, now)
                 break
             self.status.reachable, self.status.last_error = True, None
             self.status.consecutive_failures = 0
@@ -244,8 +244,10 @@ class PurchasingSync:
         ids = [i.id for i in items]
         await self.engine.call(lambda core: core.outbox.mark_failed(ids, now, reason))
 
-    async def _backoff(self, items: list[OutboxItem], err: CentralError) -> None:
-        now = self.clock()
+    async def _backoff(self, items: list[OutboxItem], err: CentralError, attempted_ms: int | None = None) -> None:
+        # Timed from when the attempt started (as the pulls are): the clock can move on while
+        # central fails to answer: the retry is due a back-off after the attempt, not after the failure was seen.
+        now = self.clock() if attempted_ms is None else attempted_ms
         self.status.last_error = str(err)
         self.status.reachable = False
         self.status.consecutive_failures += 1
