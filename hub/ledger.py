@@ -146,7 +146,11 @@ def apply_event(tx: WriteTx, event_id: int, event: Event, hub_ms: int,
                     if lots.counts_a_lot(event, tracking) and event.lot is not None
                     else tx.balance(sku, event.location))
             delta = event.qty - have
-            moves = [(event.location, delta, COUNT_ADJUSTMENT)] if delta else []
+            # A count that finds what the book holds moves nothing, but a bin's first count (even of 0)
+            # is booked: from then on the book there is a counted one, and a later count that
+            # disagrees with it is news (hub.ingest).
+            first_count = not tx.has_balance(sku, event.location)
+            moves = [(event.location, delta, COUNT_ADJUSTMENT)] if delta or first_count else []
         elif event.mode == "pick" and tracking == TRACKING_LOT and event.lot is None:
             parts = lots.fefo_parts(tx, sku, event.location, event.qty)
             moves = [(event.location, -n, PICK) for _, _, n in parts]
