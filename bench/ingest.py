@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ingest.py                       # ~3 min on 2 cores
     .venv/bin/python bench/ingest.py --rounds 7 --events 20000
+    .venv/bin/python bench/ingest.py --rate-only --postgresql postgresql://postgres@127.0.0.1:5432/postgres
 
 Rate (events/s): one node publishes N single-event messages at QoS 1 as fast as it can, and
 one receiver takes them. Every round runs each receiver once, in an order that reverses
@@ -14,9 +15,13 @@ from round to round (bench/harness.py); each one is a fresh process on a fresh s
   counting and nothing else.
 - the hub (`stock-hub serve`): committed to the ledger *and* acknowledged;
   rate = N / (ack of seq N - first publish).
+- with `--postgresql ADMIN_URL`, the hub again with its stores on PostgreSQL (`store.url`, a
+  new database per trial made through that admin connection and dropped after), in the same
+  rounds as the hub on SQLite files: the ratio of the two is paired round by round.
 
 Latency (ms): the node publishes at a fixed offered rate; each event's publish time (its
-`accepted_ms`) against the ledger's `committed_ms` gives publish-to-commit percentiles. The
+`accepted_ms`) against the ledger's `committed_ms` gives publish-to-commit percentiles (on
+each backend, with `--postgresql`). The
 baseline in the same round is the broker hop alone: publish to receipt by a bare paho subscriber
 at the same offered rate.
 
@@ -30,7 +35,6 @@ import json
 import os
 import secrets
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Comparison, Metrics, pct, report, run_rounds  # noqa: E402
 from contract import Ack, Channel, EventBatch, ScanEvent, node_topic, subscription  # noqa: E402
+from hub.db import LEDGER, DbTarget  # noqa: E402
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port, wait_for_port  # noqa: E402
 from hub.rx_session import SessionSettings, run_session  # noqa: E402
 
@@ -147,10 +152,12 @@ def run_child(role: str, broker: PrivateBroker, expected: int) -> subprocess.Pop
 class Bench:
     """One broker and one publishing node shared by every arm and round."""
 
-    def __init__(self, work: Path, events: int) -> None:
+    def __init__(self, work: Path, events: int, pg_admin_url: str = "") -> None:
         self.work = work
         self.events = events
         self.round = 0
+        self.pg_admin_url = pg_admin_url  # where the PostgreSQL arms make (and drop) their databases
+        self.pg_databases: list[str] = []
         # Queue limit raised so a subscriber that falls behind is not cut by the broker's default of 1000.
         self.broker = PrivateBroker(work / "mosquitto", max_queued_messages=max(100_000, events * 2))
         self.broker.add_user(HUB_USER, secrets.token_hex(8))
@@ -166,6 +173,11 @@ class Bench:
     def close(self) -> None:
         self.pub.loop_stop()
         self.broker.stop()
+        if self.pg_databases:
+            import psycopg
+            with psycopg.connect(self.pg_admin_url, autocommit=True) as admin:
+                for name in self.pg_databases:
+                    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def publish_all(self, messages: list[bytes]) -> float:
         start = time.time()
@@ -241,8 +253,8 @@ class Bench:
         proc.wait(10)
         return {"events_per_s": self.events / (seen["last"] - start)}
 
-    def hub(self) -> Metrics:
-        proc, _ = self.start_hub()
+    def hub(self, store: str = "sqlite") -> Metrics:
+        proc, _ = self.start_hub(store)
         try:
             stream = secrets.token_hex(8)
             when = self.acks.expect(stream, self.events)
@@ -265,8 +277,8 @@ class Bench:
         proc.wait(10)
         return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": max(lat)}
 
-    def commit_latency(self, rate: int, seconds: float) -> Metrics:
-        proc, db = self.start_hub()
+    def commit_latency(self, rate: int, seconds: float, store: str = "sqlite") -> Metrics:
+        proc, ledger = self.start_hub(store)
         try:
             stream = secrets.token_hex(8)
             total = int(rate * seconds)
@@ -274,25 +286,38 @@ class Bench:
             self.publish_paced(stream, rate, seconds)
             if not when.wait(120):
                 raise SystemExit(f"hub acked only {self.acks.watermarks.get(stream, 0)} of {total}")
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            lat = [float(r[0]) for r in conn.execute("SELECT committed_ms - accepted_ms FROM events WHERE stream=?",
-                                                      (stream,))]
-            conn.close()
+            conn = ledger.connect(readonly=True)
+            try:
+                lat = [float(r[0]) for r in conn.execute("SELECT committed_ms - accepted_ms FROM events"
+                                                          " WHERE stream = ?", (stream,))]
+            finally:
+                conn.close()
             return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": max(lat)}
         finally:
             proc.terminate()
             proc.wait(10)
 
-    def start_hub(self) -> tuple[subprocess.Popen[bytes], Path]:
-        """A fresh `stock-hub serve` on a fresh ledger; returns once it acks a probe event."""
+    def start_hub(self, store: str = "sqlite") -> tuple[subprocess.Popen[bytes], DbTarget]:
+        """A fresh `stock-hub serve` on a fresh ledger (SQLite files, or a new PostgreSQL database);
+        returns it and its ledger once it acks a probe event."""
         self.round += 1
         work = self.work / f"hub{self.round}"
         work.mkdir(parents=True)
         http_port = free_port()
         db = work / "ledger.sqlite3"
+        ledger, store_table = DbTarget.sqlite(LEDGER, db), ""
+        if store == "postgresql":
+            import psycopg
+            name = f"bench_ingest_{os.getpid()}_{self.round}"
+            with psycopg.connect(self.pg_admin_url, autocommit=True) as admin:
+                admin.execute(f"CREATE DATABASE {name}")
+            self.pg_databases.append(name)
+            url = self.pg_admin_url.rsplit("/", 1)[0] + "/" + name
+            ledger, store_table = DbTarget.postgresql(LEDGER, url), f'[store]\nurl = "{url}"\n'
         cfg = work / "hub.toml"
         cfg.write_text(f'[site]\nname = "{SITE}"\n[mqtt]\nport = {self.broker.port}\n'
-                       f'password = "{self.broker.users[HUB_USER]}"\n[http]\nport = {http_port}\n[db]\npath = "{db}"\n')
+                       f'password = "{self.broker.users[HUB_USER]}"\n[http]\nport = {http_port}\n[db]\npath = "{db}"\n'
+                       + store_table)
         proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "--log-level", "WARNING", "serve", "--config",
                                  str(cfg)], stdout=open(work / "hub.log", "ab"), stderr=subprocess.STDOUT)
         wait_for_port("127.0.0.1", http_port, READY_TIMEOUT_S)
@@ -303,7 +328,7 @@ class Bench:
             if time.monotonic() > deadline:
                 raise SystemExit(f"the hub never acked a probe; see {work / 'hub.log'}")
             self.pub.publish(self.topic, payloads(probe_stream, 1, 1)[0], qos=1)
-        return proc, db
+        return proc, ledger
 
 
 class AckWatch:
@@ -339,6 +364,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (pairs) per measurement, at least 5")
     parser.add_argument("--rate-only", action="store_true",
                         help="only the bare gmqtt session and the hub, no latency trials")
+    parser.add_argument("--postgresql", metavar="ADMIN_URL", default="",
+                        help="also the hub with its stores on PostgreSQL, in the same rounds (a database per"
+                             " trial made and dropped through this URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
     parser.add_argument("--role", default="main", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--password", default="", help=argparse.SUPPRESS)
@@ -350,7 +378,7 @@ def main() -> None:
         child_session(args.port, args.password, args.events)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(Path(tmp), args.events)
+        bench = Bench(Path(tmp), args.events, args.postgresql)
         try:
             rate_arms: dict[str, Callable[[], Metrics]] = {
                 "mosquitto_sub": bench.mosquitto_sub,
@@ -358,23 +386,36 @@ def main() -> None:
                 "gmqtt": lambda: bench.bare("gmqtt"),
                 "hub": bench.hub,
             }
+            latency_arms: dict[str, Callable[[], Metrics]] = {
+                "broker hop": lambda: bench.hop_latency(args.rate, args.seconds),
+                "hub commit": lambda: bench.commit_latency(args.rate, args.seconds),
+            }
+            if args.postgresql:
+                rate_arms["hub on PostgreSQL"] = lambda: bench.hub("postgresql")
+                latency_arms["hub commit on PostgreSQL"] = lambda: bench.commit_latency(args.rate, args.seconds,
+                                                                                        "postgresql")
             if args.rate_only:
                 del rate_arms["mosquitto_sub"], rate_arms["paho"]
             rates = run_rounds(rate_arms, args.rounds)
-            latency = None if args.rate_only else run_rounds(
-                {"broker hop": lambda: bench.hop_latency(args.rate, args.seconds),
-                 "hub commit": lambda: bench.commit_latency(args.rate, args.seconds)}, args.rounds)
+            latency = None if args.rate_only else run_rounds(latency_arms, args.rounds)
         finally:
             bench.close()
     baselines = [name for name in ("mosquitto_sub", "paho", "gmqtt") if name in rate_arms]
-    print(report(rates, [Comparison(f"hub / {name}", ("hub", "events_per_s"), (name, "events_per_s"))
-                         for name in baselines],
+    rate_comparisons = [Comparison(f"hub / {name}", ("hub", "events_per_s"), (name, "events_per_s"))
+                        for name in baselines]
+    latency_comparisons = [Comparison("hub commit p99 / broker hop p99", ("hub commit", "p99_ms"),
+                                      ("broker hop", "p99_ms"))]
+    if args.postgresql:
+        rate_comparisons.append(Comparison("hub on PostgreSQL / hub on SQLite", ("hub on PostgreSQL", "events_per_s"),
+                                           ("hub", "events_per_s")))
+        latency_comparisons.append(Comparison("hub commit p99 on PostgreSQL / on SQLite",
+                                              ("hub commit on PostgreSQL", "p99_ms"), ("hub commit", "p99_ms")))
+    print(report(rates, rate_comparisons,
                  units={"events_per_s": "events/s"},
                  title=f"single-event ingest, {args.events:,} messages per trial, events/s"))
     if latency is not None:
         print()
-        print(report(latency, [Comparison("hub commit p99 / broker hop p99", ("hub commit", "p99_ms"),
-                                          ("broker hop", "p99_ms"))],
+        print(report(latency, latency_comparisons,
                      units={"p50_ms": "ms", "p99_ms": "ms", "max_ms": "ms"},
                      title=f"publish to commit at {args.rate} events/s for {args.seconds:g} s (broker hop: publish "
                            "to receipt by a bare paho subscriber)"))

@@ -3,18 +3,20 @@ a Chromium."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from hub.db import LEDGER, DbTarget
+from hub.db import LEDGER, Connection, DbTarget
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
 from tests.support import (
     PG_ADMIN_URL,
@@ -25,8 +27,11 @@ from tests.support import (
     StreamingPair,
     WebhookReceiver,
     chromium,
-    extra_databases,
+    file_store_target,
+    made_databases,
     postgres_bin,
+    take_store_touched,
+    touch_store,
     use_store_url,
     wait_for_sync,
 )
@@ -41,6 +46,73 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--store", choices=("sqlite", "postgresql"), default=os.environ.get("TEST_STORE", "sqlite"),
                      help="backend of the hub's stores in these tests: SQLite files (default) or a new PostgreSQL"
                           f" database per test (admin URL from TEST_PG_ADMIN_URL, default {PG_ADMIN_URL})")
+    parser.addoption("--store-record", metavar="PATH", default="",
+                     help="on SQLite: write which tests passed without opening a hub store to PATH (JSON); on"
+                          " PostgreSQL: deselect those tests (a test not in the record runs)")
+
+
+# Which tests open a hub store. The SQLite pass of scripts/test records, for each test, whether it
+# opened one (any DbTarget.connect in the test's process) or configured one for a hub process of
+# its own (the helpers in tests/support.py); the PostgreSQL pass then leaves out only the tests
+# that passed without doing either. A new test is in both passes until a run shows it opens no store.
+_STORE_MARK = "opened_hub_store"
+_opened_store: set[str] = set()
+_passed: set[str] = set()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    plain_connect = DbTarget.connect
+
+    def connect(self: DbTarget, readonly: bool = False) -> Connection:
+        touch_store()
+        return plain_connect(self, readonly)
+
+    DbTarget.connect = connect  # type: ignore[method-assign]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if (_STORE_MARK, True) in report.user_properties:
+        _opened_store.add(report.nodeid)
+    if report.when == "call" and report.passed:
+        _passed.add(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _wait_for_drops()
+    record = session.config.getoption("--store-record")
+    if not record or session.config.getoption("--store") != "sqlite" or hasattr(session.config, "workerinput"):
+        return
+    path = Path(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"opened_no_store": sorted(_passed - _opened_store)}, indent=0) + "\n")
+
+
+def _no_store_tests(config: pytest.Config) -> set[str]:
+    """The tests the SQLite pass's record shows passing without opening a hub store ({} without a record)."""
+    record = config.getoption("--store-record")
+    if not record or config.getoption("--store") != "postgresql" or not Path(record).exists():
+        return set()
+    return set(json.loads(Path(record).read_text())["opened_no_store"])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    no_store = _no_store_tests(config)
+    if not no_store:
+        return
+    left_out = [item for item in items if item.nodeid in no_store]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if item.nodeid not in no_store]
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if config.getoption("--store") != "postgresql" or not config.getoption("--store-record"):
+        return None
+    no_store = _no_store_tests(config)
+    if not no_store:
+        return f"PostgreSQL pass: no record at {config.getoption('--store-record')}: every selected test runs"
+    return (f"PostgreSQL pass: {len(no_store)} tests that passed without opening a hub store in the SQLite pass"
+            f" ({config.getoption('--store-record')}) are deselected")
 
 
 def _postgres_unreachable(admin_url: str) -> str | None:
@@ -68,27 +140,57 @@ def postgres_admin(request: pytest.FixtureRequest) -> str | None:
 @pytest.fixture(autouse=True)
 def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each test's stores: SQLite files in its tmp_path, or (--store=postgresql) a database of its own,
-    created before and dropped after the test. Tests marked sqlite_only (SQLite's files, backup API or
-    the previous release's files) are skipped on PostgreSQL."""
-    if request.config.getoption("--store") != "postgresql":
-        yield "sqlite"
-        return
+    created before and dropped after the test; there every store the test opens at a SQLite path
+    (DbTarget.sqlite) lives in that database instead (one per directory, as hub_config's do). Tests
+    marked sqlite_only (SQLite's files, backup API or the previous release's files) are skipped on
+    PostgreSQL. Records whether the test touched a hub store (see _STORE_MARK)."""
+    take_store_touched()
+    try:
+        if request.config.getoption("--store") != "postgresql":
+            yield "sqlite"
+        else:
+            yield from _postgresql_stores(request)
+    finally:
+        if take_store_touched():
+            request.node.user_properties.append((_STORE_MARK, True))
+
+
+def _postgresql_stores(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.node.get_closest_marker("sqlite_only"):
         pytest.skip("about SQLite files: runs in the SQLite pass")
-    import psycopg
     admin_url = request.getfixturevalue("postgres_admin")
-    name = f"shelfsignal_test_{secrets.token_hex(6)}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    use_store_url(admin_url.rsplit("/", 1)[0] + "/" + name, admin_url)
+    use_store_url(admin_url.rsplit("/", 1)[0] + f"/shelfsignal_test_{secrets.token_hex(6)}", admin_url)
+    plain_sqlite = DbTarget.__dict__["sqlite"]
+    DbTarget.sqlite = classmethod(lambda cls, *args, **kw: file_store_target(*args, **kw))  # type: ignore[assignment]
     try:
         yield "postgresql"
     finally:
-        made = [name, *extra_databases()]
+        DbTarget.sqlite = plain_sqlite  # type: ignore[method-assign]
+        made = made_databases()
         use_store_url("")
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            for db in made:
-                admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        if made:  # dropped while the next test runs: a DROP DATABASE took 1.2 s at load 40 here
+            _drops.append(_dropper.submit(_drop_databases, admin_url, made))
+
+
+_dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drop-test-databases")
+_drops: list[Future[None]] = []
+
+
+def _drop_databases(admin_url: str, names: list[str]) -> None:
+    import psycopg
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        for name in names:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _wait_for_drops() -> None:
+    """Every test database dropped before the run ends; one that could not be is named."""
+    for done in _drops:
+        try:
+            done.result(timeout=120)
+        except Exception as err:  # a database left behind costs disk, not a wrong result: say so
+            print(f"\na test database could not be dropped: {err}")
+    _drops.clear()
 
 
 @pytest.fixture

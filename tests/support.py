@@ -77,37 +77,73 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _store_url = ""
 _admin_url = ""
 _dir_urls: dict[Path, str] = {}
+# Whether the running test opened or configured a hub store (conftest records it per test: the
+# PostgreSQL pass of scripts/test runs every test that did so in the SQLite pass).
+_store_touched = False
+
+
+def touch_store() -> None:
+    """The running test opens or configures a hub store (called by every helper here that does)."""
+    global _store_touched
+    _store_touched = True
+
+
+def take_store_touched() -> bool:
+    """Whether the running test touched a hub store since the last call (and reset the flag)."""
+    global _store_touched
+    touched, _store_touched = _store_touched, False
+    return touched
 
 
 def use_store_url(url: str, admin_url: str = "") -> None:
-    """Run the stores of the current test in this PostgreSQL database ("" for SQLite)."""
+    """Run the stores of the current test in this PostgreSQL database ("" for SQLite); it is made
+    when a store first asks for it (a test that opens none costs no database)."""
     global _store_url, _admin_url
     _store_url, _admin_url = url, admin_url
     _dir_urls.clear()
+    _made.clear()
 
 
-def extra_databases() -> list[str]:
-    """Names of the databases made for a test's further store directories (conftest drops them)."""
-    return [url.rsplit("/", 1)[1] for url in _dir_urls.values() if url != _store_url]
+_made: list[str] = []  # the databases made for the running test, dropped after it by conftest
+
+
+def made_databases() -> list[str]:
+    """Names of the databases made for the running test (conftest drops them)."""
+    return list(_made)
+
+
+def _made_url(url: str) -> str:
+    """The URL of a test database, made now if it is not there yet."""
+    name = url.rsplit("/", 1)[1]
+    if name not in _made:
+        import psycopg
+        with psycopg.connect(_admin_url, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        _made.append(name)
+    return url
 
 
 def store_url() -> str:
     """The current test's PostgreSQL URL, or "" when it runs on SQLite."""
-    return _store_url
+    touch_store()
+    return _made_url(_store_url) if _store_url else ""
 
 
 def _url_for(directory: Path) -> str:
     """The PostgreSQL database of the stores in this directory: the test's own for the first one."""
+    touch_store()
     if directory not in _dir_urls:
         if not _dir_urls:
             _dir_urls[directory] = _store_url
         else:
-            import psycopg
-            name = f"{_store_url.rsplit('/', 1)[1]}_{len(_dir_urls)}"
-            with psycopg.connect(_admin_url, autocommit=True) as admin:
-                admin.execute(f"CREATE DATABASE {name}")
-            _dir_urls[directory] = _store_url.rsplit("/", 1)[0] + "/" + name
-    return _dir_urls[directory]
+            _dir_urls[directory] = f"{_store_url}_{len(_dir_urls)}"
+    return _made_url(_dir_urls[directory])
+
+
+def file_store_target(store: str, path: str | Path, synchronous: str = "FULL") -> DbTarget:
+    """What `DbTarget.sqlite` gives on the PostgreSQL pass (conftest puts this in its place): a store
+    opened at a SQLite path lives in the database of that file's directory, as hub_config's do."""
+    return DbTarget.postgresql(store, _url_for(Path(path).parent))
 
 
 PREVIOUS_RELEASE = Path(__file__).resolve().parent / "data" / "previous_release"
@@ -127,14 +163,16 @@ def previous_release(state_dir: Path) -> None:
 def store_toml(directory: Path | None = None) -> str:
     """The [store] table of a hub config file for the current test's backend ("" on SQLite): the
     database of the stores in `directory` (default: the test's own)."""
+    touch_store()
     if not _store_url:
         return ""
-    return f'[store]\nurl = "{_url_for(directory) if directory is not None else _store_url}"\n'
+    return f'[store]\nurl = "{_url_for(directory) if directory is not None else store_url()}"\n'
 
 
 
 def open_ledger(path: Path) -> SqlStore:
     """The ledger store of the current test's backend (a SQLite file at `path`, or its PostgreSQL database)."""
+    touch_store()
     if _store_url:
         return SqlStore(DbTarget.postgresql(LEDGER, _url_for(Path(path).parent)))
     return SqliteStore(path, "NORMAL")
@@ -142,6 +180,7 @@ def open_ledger(path: Path) -> SqlStore:
 
 def open_rules_db(path: Path) -> RulesDb:
     """The rules' store of the current test's backend (a SQLite file at `path`, or its PostgreSQL database)."""
+    touch_store()
     return RulesDb(DbTarget.postgresql(RULES, _url_for(Path(path).parent)) if _store_url else path)
 
 
@@ -154,6 +193,7 @@ def add_node(broker: PrivateBroker, prefix: str = "pi") -> tuple[str, str]:
 
 
 def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra: Any) -> HubConfig:
+    touch_store()
     doc = {"site": {"name": site}, "mqtt": {"host": broker.host, "port": broker.port, "username": HUB_USER,
                                               "password": broker.users[HUB_USER]},
            "http": {"host": "127.0.0.1", "port": extra.pop("http_port", free_port())},

@@ -247,9 +247,14 @@ def test_passwords_are_argon2id_and_checked(tmp_path: Path) -> None:
         assert store.verify_password("nobody", "correct horse battery") is None
         with pytest.raises(ValueError, match="too short"):
             store.set_user("kim", Role.ADMIN, "short")
+        conn = store.target.connect(readonly=True)
+        try:
+            [stored] = conn.execute("SELECT password_hash FROM users WHERE username = ?", ("kim",)).fetchall()
+        finally:
+            conn.close()
+        assert stored[0].startswith("$argon2id$") and "correct horse" not in stored[0]
     finally:
         store.close()
-    assert b"$argon2id$" in (tmp_path / "auth.sqlite3").read_bytes()
 
 
 def test_cli_add_user_and_token(broker: PrivateBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

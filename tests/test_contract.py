@@ -52,7 +52,7 @@ def test_valid_batch_round_trips() -> None:
     (json.dumps(batch_dict(extra=1)).encode(), "unknown field 'extra'"),
     (json.dumps(batch_dict(sent_ms="now")).encode(), "field 'sent_ms' must be an integer"),
     (json.dumps(batch_dict(sent_ms=17)).encode(), "field 'sent_ms' must be between"),
-])
+], ids=lambda value: value if isinstance(value, str) else "payload")  # stable ids: a payload holds the time
 def test_bad_batches_are_rejected_with_a_reason(payload: bytes, expected: str) -> None:
     assert expected in reason(payload)
 

@@ -20,7 +20,7 @@ from hub.cli import main as hub_cli
 from hub.refused_events import salvage_batch
 from hub.store import SqliteStore
 from hub.store.base import LotBalance
-from tests.support import GTINS, T0_MS, Feeder
+from tests.support import GTINS, T0_MS, Feeder, store_toml
 
 STREAM = "00000000000000b1"
 GLUE, DRILL, TIES = GTINS[0], GTINS[1], GTINS[2]  # lot-tracked, serialised, plain
@@ -244,6 +244,7 @@ def test_a_receipt_of_expired_goods_from_an_older_edge_is_refused_and_moves_noth
         f.close()
 
 
+@pytest.mark.sqlite_only  # a SQLite file of an old release
 def test_an_old_ledger_file_opens_and_keeps_its_movements(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
@@ -303,13 +304,15 @@ def test_rebuild_balances_checks_the_lot_balances_too(tmp_path: Path, capsys: py
     finally:
         f.close()
     config = tmp_path / "hub.toml"
-    config.write_text(f'[site]\nname = "test-site"\n[db]\npath = "{f.path}"\n')
+    config.write_text(f'[site]\nname = "test-site"\n[db]\npath = "{f.path}"\n{store_toml(f.path.parent)}')
     assert hub_cli(["rebuild-balances", "--config", str(config)]) == 0
     assert "1 lot balance(s) rebuilt from the ledger; 0 differ" in capsys.readouterr().out
-    db = sqlite3.connect(f.path)
-    with db:
-        db.execute("UPDATE lot_balances SET qty = 6")  # derived state gone wrong (never done by the hub)
-    db.close()
+    db = f.store.target.connect()
+    try:
+        with db.transaction():
+            db.execute("UPDATE lot_balances SET qty = 6")  # derived state gone wrong (never done by the hub)
+    finally:
+        db.close()
     assert hub_cli(["rebuild-balances", "--config", str(config)]) == 1
     assert "differs: GLUE-50 lot L1 serial - @ DOCK: live 6, from ledger 7" in capsys.readouterr().out
 
@@ -333,11 +336,15 @@ def test_a_transaction_reads_the_lot_balances_it_has_not_written_yet(tmp_path: P
     store = SqliteStore(tmp_path / f"ledger-{batched}.sqlite3", "NORMAL")
     try:
         with store.write() as tx:  # committed before: the reads below combine it with what is pending
-            tx.add_movement(1, "GLUE-50", "DOCK", 10, "receive", 1, 1, lot="L1", expiry="2030-01-31")
+            first = tx.insert_event("n1", STREAM, 1, "scan", 1, 1, 1, 1, "{}")  # a movement's event is stored
+            assert first is not None
+            tx.add_movement(first, "GLUE-50", "DOCK", 10, "receive", 1, 1, lot="L1", expiry="2030-01-31")
         with store.write(batched=batched) as tx:
-            tx.add_movement(2, "GLUE-50", "DOCK", -4, "putaway", 2, 2, lot="L1")
-            tx.add_movement(2, "GLUE-50", "A-01-1", 4, "putaway", 2, 2, lot="L1")
-            tx.add_movement(3, "DRILL-X", "DOCK", 1, "receive", 3, 3, serial="SN-1")
+            second, third = (tx.insert_event("n1", STREAM, seq, "scan", seq, seq, seq, seq, "{}") for seq in (2, 3))
+            assert second is not None and third is not None
+            tx.add_movement(second, "GLUE-50", "DOCK", -4, "putaway", 2, 2, lot="L1")
+            tx.add_movement(second, "GLUE-50", "A-01-1", 4, "putaway", 2, 2, lot="L1")
+            tx.add_movement(third, "DRILL-X", "DOCK", 1, "receive", 3, 3, serial="SN-1")
             seen = {(b.location, b.qty, b.expiry) for b in tx.lot_balances("GLUE-50", lot="L1")}
             assert seen == {("DOCK", 6, "2030-01-31"), ("A-01-1", 4, None)}
             assert [(b.location, b.qty) for b in tx.lot_balances("GLUE-50", location="A-01-1")] == [("A-01-1", 4)]

@@ -1,7 +1,8 @@
 """PostgreSQL backend of hub.db (psycopg 3): the only module of the hub that imports psycopg.
 
 Statements arrive in the hub's shared dialect and are translated once each (cached): `?`
-placeholders become `%s`, a literal `%` is doubled. A write transaction first takes a
+placeholders become `%s`, a literal `%` is doubled; a `?` in a quoted string, quoted identifier,
+comment or dollar-quoted body is text and stays. A write transaction first takes a
 transaction-scoped advisory lock, the same one for every writer of a store, so writers
 queue as they do on SQLite's `BEGIN IMMEDIATE` (ids taken as max + 1 by the single writer
 stay unique). A connection that was lost (server restart, failover) is opened again at
@@ -12,6 +13,7 @@ writer keeps its batch and retries.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -25,21 +27,51 @@ from hub.db.base import POSTGRESQL
 CONNECT_TIMEOUT_S = 5
 
 
+# What a statement's text is made of, for translate(): a quoted string or identifier, a comment,
+# a dollar-quoted body (copied as they are), or anything else (where `?` is a placeholder).
+_QUOTED = re.compile(r"""
+      '(?:[^']|'')*'?                 # a string literal ('' is a quote inside; E'..' escapes below)
+    | "(?:[^"]|"")*"?                 # a quoted identifier
+    | --[^\n]*                        # a line comment
+    | /\*.*?(?:\*/|\Z)                 # a block comment
+    | \$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?(?:\$(?P=tag)\$|\Z)   # a dollar-quoted string
+""", re.VERBOSE | re.DOTALL)
+_ESCAPE_STRING = re.compile(r"[Ee]'(?:[^'\\]|\\.|'')*'?", re.DOTALL)  # E'..' takes backslash escapes
+
+
 @functools.lru_cache(maxsize=4096)
 def translate(sql: str) -> str:
-    """`?` placeholders to `%s` and `%` to `%%`, outside quoted strings."""
+    """The hub's dialect to psycopg's: each `?` placeholder becomes `%s` and every `%` becomes `%%`
+    (psycopg reads `%` everywhere in a statement that has parameters, even inside quotes); a `?`
+    inside a string, quoted identifier, comment or dollar-quoted body is text and stays."""
     out: list[str] = []
-    quoted = False
-    for ch in sql:
-        if ch == "'":
-            quoted = not quoted
-        if not quoted and ch == "?":
-            out.append("%s")
-        elif ch == "%":
-            out.append("%%")
-        else:
-            out.append(ch)
+    pos = 0
+    while pos < len(sql):
+        found = _next_quoted(sql, pos)
+        if found is None:
+            out.append(sql[pos:].replace("%", "%%").replace("?", "%s"))
+            break
+        start, end = found
+        out.append(sql[pos:start].replace("%", "%%").replace("?", "%s"))
+        out.append(sql[start:end].replace("%", "%%"))
+        pos = end
     return "".join(out)
+
+
+def _next_quoted(sql: str, pos: int) -> tuple[int, int] | None:
+    """Where the next quoted part (or comment) at or after pos starts and ends; None when there is none."""
+    match = _QUOTED.search(sql, pos)
+    if match is None:
+        return None
+    start = match.start()
+    if match.group().startswith("'") and start > 0 and sql[start - 1] in "Ee" and \
+            (start == 1 or not (sql[start - 2].isalnum() or sql[start - 2] == "_")):
+        escaped = _ESCAPE_STRING.match(sql, start - 1)
+        assert escaped is not None  # it starts with E' by the test above
+        return start, escaped.end()
+    if match.group().startswith("$") and start > 0 and (sql[start - 1].isalnum() or sql[start - 1] == "_"):
+        return start + 1, start + 1  # a $ inside a name (a$b) or a $1 parameter: not a quote
+    return start, match.end()
 
 
 class Row(Sequence[Any]):
@@ -106,8 +138,8 @@ class PostgresConnection:
         return self.raw
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        if not args:
-            return self._live().execute(sql.replace("?", "%s") if "?" in sql else sql)
+        if not args:  # psycopg reads no placeholders (nor %%) in a statement without parameters
+            return self._live().execute(sql)
         return self._live().execute(translate(sql), _args(args))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
