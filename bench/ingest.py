@@ -57,7 +57,7 @@ from hub.rx_session import SessionSettings, run_session  # noqa: E402
 SITE = "bench"
 NODE = "pi-bench"
 PROBE = b"probe"  # not an event: only tells a subscriber's watcher that its subscription is live
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 120.0  # a hub on a new PostgreSQL database runs every migration first: slow on a loaded machine
 
 
 def client(user: str, password: str, client_id: str) -> mqtt.Client:
@@ -320,14 +320,19 @@ class Bench:
                        + store_table)
         proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "--log-level", "WARNING", "serve", "--config",
                                  str(cfg)], stdout=open(work / "hub.log", "ab"), stderr=subprocess.STDOUT)
-        wait_for_port("127.0.0.1", http_port, READY_TIMEOUT_S)
-        probe_stream = secrets.token_hex(8)
-        acked = self.acks.expect(probe_stream, 1)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not acked.wait(0.1):  # the hub subscribes after its HTTP port opens; wait for it to ack
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the hub never acked a probe; see {work / 'hub.log'}")
-            self.pub.publish(self.topic, payloads(probe_stream, 1, 1)[0], qos=1)
+        try:
+            wait_for_port("127.0.0.1", http_port, READY_TIMEOUT_S)
+            probe_stream = secrets.token_hex(8)
+            acked = self.acks.expect(probe_stream, 1)
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while not acked.wait(0.1):  # the hub subscribes after its HTTP port opens; wait for it to ack
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the hub never acked a probe; see {work / 'hub.log'}")
+                self.pub.publish(self.topic, payloads(probe_stream, 1, 1)[0], qos=1)
+        except BaseException:
+            proc.kill()
+            proc.wait(10)
+            raise
         return proc, ledger
 
 

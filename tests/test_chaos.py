@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg.errors
 import pytest
 
 from edge.agent import EdgeAgent
+from hub.db import LEDGER, DbTarget
 from hub.mosquitto import PrivateBroker, free_port, wait_for_port
 from tests.support import RunningHub, add_node, edge_config, edge_doc, hub_toml, scan, toml_text, wait_for
 
@@ -41,19 +43,20 @@ def hub_process(broker: PrivateBroker, tmp_path: Path, http_port: int) -> Iterat
 
 
 def ledger_seqs(db_path: Path, node: str) -> list[int]:
-    if not db_path.exists():
+    ledger = DbTarget.sqlite(LEDGER, db_path)  # on the PostgreSQL pass: the test's database (conftest)
+    if not ledger.exists():
         return []
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    db = ledger.connect(readonly=True)
     try:
         return [seq for (seq,) in db.execute("SELECT seq FROM events WHERE node=? ORDER BY seq", (node,))]
-    except sqlite3.OperationalError:  # schema not created yet
+    except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):  # schema not created yet
         return []
     finally:
         db.close()
 
 
 def ledger_balance(db_path: Path, location: str) -> int:
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    db = DbTarget.sqlite(LEDGER, db_path).connect(readonly=True)
     try:
         row = db.execute("SELECT SUM(qty) FROM balances WHERE location=?", (location,)).fetchone()
         return int(row[0] or 0)

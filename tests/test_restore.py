@@ -6,11 +6,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from tests.support import RunningHub, add_node, edge_config, scan, wait_for
 
 
+@pytest.mark.sqlite_only  # restores a SQLite backup file; PostgreSQL is restored with its own tools
 async def test_a_restored_hub_records_the_events_it_lost_and_the_stream_goes_on(broker: PrivateBroker,
                                                                                 tmp_path: Path) -> None:
     node, password = add_node(broker)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import tty
 from pathlib import Path
 
 from edge.agent import EdgeAgent
 from edge.scan.sim import gs1_128
+from hub.db import LEDGER
 from hub.mosquitto import PrivateBroker
 from tests.support import RunningHub, add_node, edge_config, wait_for
 
@@ -55,9 +55,12 @@ async def test_a_full_shift_from_one_scanner_ends_in_the_right_balances(broker: 
                     ("count_adjustment", "A-03-2", -1),
                 ])
                 # The receipt keeps what the hub needs to match the delivery: PO, lot, expiry.
-                db = sqlite3.connect(f"file:{hub.config.db_path}?mode=ro", uri=True)
-                bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM events WHERE kind='scan' ORDER BY seq")]
-                db.close()
+                db = hub.config.db_target(LEDGER).connect(readonly=True)
+                try:
+                    bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM events WHERE kind='scan'"
+                                                                   " ORDER BY seq")]
+                finally:
+                    db.close()
                 receipt = next(b for b in bodies if b["mode"] == "receive")
                 assert (receipt["ref"], receipt["lot"], receipt["expiry"], receipt["symbology"]) == \
                     ("4500012345", "LOT42", "2049-12-31", "]C1")
