@@ -20,6 +20,7 @@ def ledger_toml(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.sqlite_only  # a ledger file that is not there
 @pytest.mark.parametrize("argv", [["backup", "BACKUP"], ["rebuild-balances"]])
 def test_a_wrong_config_does_not_create_an_empty_ledger(tmp_path: Path, argv: list[str],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,6 +33,7 @@ def test_a_wrong_config_does_not_create_an_empty_ledger(tmp_path: Path, argv: li
     assert not (tmp_path / "backup.sqlite3").exists()
 
 
+@pytest.mark.sqlite_only  # copies the SQLite files; PostgreSQL is backed up with its own tools
 def test_backup_into_a_missing_directory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "hub.toml"
     ledger = tmp_path / "ledger.sqlite3"

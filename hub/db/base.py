@@ -80,4 +80,9 @@ class Connection(Protocol):
         """Rows were inserted into `table` with explicit ids up to max_id: later generated ids go above."""
         ...
 
+    def refresh_planner_statistics(self, tables: Sequence[str]) -> None:
+        """After a bulk load into these tables: let the query planner see their new size (PostgreSQL plans a
+        keyset page of a table it believes empty as a full scan and a hash join until ANALYZE)."""
+        ...
+
     def close(self) -> None: ...

@@ -203,5 +203,10 @@ class PostgresConnection:
         # Explicit ids do not move the identity sequence: move it, or the next generated id collides.
         self.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), ?)", (max_id,))
 
+    def refresh_planner_statistics(self, tables: Sequence[str]) -> None:
+        # Autovacuum would, but only a minute or more later; PostgreSQL's docs advise ANALYZE after a bulk load.
+        for table in tables:
+            self.execute(f"ANALYZE {table}")
+
     def close(self) -> None:
         self.raw.close()

@@ -86,6 +86,9 @@ class SqliteConnection:
     def ids_assigned(self, table: str, max_id: int) -> None:
         """Nothing to do: an INTEGER PRIMARY KEY takes the next id above the largest."""
 
+    def refresh_planner_statistics(self, tables: Sequence[str]) -> None:
+        """Nothing to do: SQLite plans from the schema's indexes, without statistics, unless ANALYZE was run once."""
+
     def backup_to(self, target: str | Path) -> None:
         """Online backup with SQLite's backup API: consistent while the hub writes."""
         out = sqlite3.connect(target)

@@ -604,6 +604,7 @@ class SqlStore:
             tx.db.execute("DELETE FROM balances")
             tx.db.execute("INSERT INTO balances (sku, location, qty, updated_ms) SELECT sku, location, SUM(qty_delta),"
                           " MAX(hub_ms) FROM movements GROUP BY sku, location")
+        self._writer.refresh_planner_statistics(("events", "movements", "balances"))
         return total
 
     def backup(self, path: str) -> None:
