@@ -76,7 +76,8 @@ class Staged:
 
     def sentence(self) -> str:
         about = f" for {self.sku}" if self.sku else ""
-        return f"{self.what}: look on the page for {self.shows_as} '{self.kind}' at {self.bin}{about}"
+        words = self.kind.replace("_", " ")  # as the page's headings say it
+        return f"{self.what}: look on the page for {self.shows_as} '{words}' at {self.bin}{about}"
 
 
 # The cycle's staged mistakes by round (1-based within the cycle); the other rounds are clean.
