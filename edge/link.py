@@ -131,6 +131,7 @@ class EdgeLink:
         client.on_message = self._paho_message
         self.brokers.attach(client)
         rotate = client.on_connect_fail
+        assert rotate is not None, "BrokerRotation.attach sets on_connect_fail"
 
         def connect_failed(client: mqtt.Client, userdata: Any) -> None:
             broker = self.brokers.describe()  # before the rotation moves on
