@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -50,7 +51,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Comparison, Metrics, pct, report, run_rounds_async  # noqa: E402
-from bench.rig import CpuMeter, HubProcess, add_node_user, private_broker, start_hub  # noqa: E402
+from bench.rig import CpuMeter, HubProcess, add_node_user, cpu_s, private_broker, start_hub  # noqa: E402
 from tests.support import add_web_user, api_token, toml_text  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -68,31 +69,79 @@ POLL_S = 0.5
 OBSERVER_JS = """() => {
   window.__seen = {};
   const body = document.querySelector('#scans tbody');
-  new MutationObserver(() => {
+  // Only the rows each mutation added: the page's own work, not a scan of the table per frame.
+  new MutationObserver((records) => {
     const t = performance.timeOrigin + performance.now();
-    for (const tr of body.querySelectorAll('tr[data-scan-id]')) {
-      if (!(tr.dataset.scanId in window.__seen)) window.__seen[tr.dataset.scanId] = t;
+    for (const record of records) {
+      for (const tr of record.addedNodes) {
+        const id = tr.dataset && tr.dataset.scanId;
+        if (id !== undefined && !(id in window.__seen)) window.__seen[id] = t;
+      }
     }
   }).observe(body, {childList: true});
   for (const tr of body.querySelectorAll('tr[data-scan-id]')) window.__seen[tr.dataset.scanId] = 0;
 }"""
 TAKE_SEEN_JS = "() => { const s = window.__seen; window.__seen = {}; return s; }"
-# Before the page's own script: stamp each live message's scans when the page's EventSource
-# delivers it, so commit -> DOM splits into delivery (hub, browser process, IPC) and the page's work.
+# Before the page's own script: stamp each live message when the page's EventSource delivers it,
+# so commit -> DOM splits into delivery (hub, browser process, IPC) and the page's work. The
+# message is kept as it came and parsed when the benchmark takes it, so the page does not parse
+# every message twice while it is being measured.
 MESSAGE_STAMP_JS = """(() => {
-  window.__msg = {};
+  window.__msg = [];
   const Original = window.EventSource;
   window.EventSource = class extends Original {
     constructor(...args) {
       super(...args);
-      this.addEventListener('message', (ev) => {
-        const t = performance.timeOrigin + performance.now();
-        for (const s of JSON.parse(ev.data).scans || []) if (!(s.id in window.__msg)) window.__msg[s.id] = t;
-      });
+      this.addEventListener('message', (ev) => { window.__msg.push([performance.timeOrigin + performance.now(), ev.data]); });
     }
   };
 })();"""
-TAKE_MSG_JS = "() => { const s = window.__msg; window.__msg = {}; return s; }"
+TAKE_MSG_JS = """() => {
+  const seen = {};
+  for (const [t, data] of window.__msg) for (const s of JSON.parse(data).scans || []) if (!(s.id in seen)) seen[s.id] = t;
+  window.__msg = [];
+  return seen;
+}"""
+
+
+def browser_pids() -> list[int]:
+    """This process's Chromium processes (browser, renderers, GPU, network), found through /proc's parent links."""
+    parent: dict[int, int] = {}
+    name: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                head, tail = fh.read().rsplit(")", 1)
+        except OSError:
+            continue  # ended meanwhile
+        parent[int(entry)] = int(tail.split()[1])
+        name[int(entry)] = head.split("(", 1)[1]
+    mine, grew = {os.getpid()}, True
+    while grew:
+        grown = {pid for pid, ppid in parent.items() if ppid in mine} - mine
+        mine |= grown
+        grew = bool(grown)
+    return [pid for pid in mine if name.get(pid, "").startswith("chrom")]
+
+
+def browser_cpu_s() -> float:
+    """CPU seconds every Chromium process of this run has used so far."""
+    total = 0.0
+    for pid in browser_pids():
+        with contextlib.suppress(OSError):  # ended meanwhile
+            total += cpu_s(pid)
+    return total
+
+
+def cpu_pressure_pct() -> float:
+    """Share of the last 10 s in which some runnable task waited for a CPU (Linux PSI), or NaN."""
+    try:
+        with open("/proc/pressure/cpu") as fh:
+            return float(fh.readline().split()[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def gtin13(n: int) -> str:
@@ -132,6 +181,7 @@ class Site:
             await page.evaluate(TAKE_SEEN_JS)  # rows of earlier trials are not this one's
             await page.evaluate(TAKE_MSG_JS)
         hub_cpu = CpuMeter(self.hub.proc.pid)
+        browser_cpu0_s = browser_cpu_s()
         start = time.perf_counter()
         for i in range(count):
             pause = start + i / rate - time.perf_counter()
@@ -142,6 +192,7 @@ class Site:
             typed_ms[gtin] = time.time() * 1000
             os.write(self.master_fd, gtin.encode() + b"\r\n")
         hub_cpu_pct = hub_cpu.percent()
+        cpu_pressure = cpu_pressure_pct()
         events = await self._events(typed_ms)
         ids = {str(e["id"]) for e in events.values()}
         seen: list[dict[str, float]] = [{} for _ in self.pages]
@@ -155,6 +206,8 @@ class Site:
             if all(ids <= s.keys() for s in seen):
                 break
             await asyncio.sleep(POLL_S)
+        # Every row is on every page (or given up on): what the browsers spent on this trial's scans.
+        browser_cpu_ms = 1000 * (browser_cpu_s() - browser_cpu0_s)
         delivered = [await page.evaluate(TAKE_MSG_JS) for page in self.pages]
         scan_dom, commit_dom, hop, commit_sse, commit_msg = [], [], [], [], []
         missing = 0
@@ -178,7 +231,9 @@ class Site:
                 "commit_dom_p50_ms": pct(commit_dom, 50), "commit_dom_p99_ms": pct(commit_dom, 99),
                 "commit_sse_p50_ms": pct(commit_sse, 50), "commit_sse_p99_ms": pct(commit_sse, 99),
                 "commit_msg_p50_ms": pct(commit_msg, 50), "commit_msg_p99_ms": pct(commit_msg, 99),
-                "mqtt_hop_p99_ms": pct(hop, 99), "hub_cpu_pct": hub_cpu_pct, "rows_never_shown": float(missing)}
+                "mqtt_hop_p99_ms": pct(hop, 99), "hub_cpu_pct": hub_cpu_pct,
+                "browser_cpu_ms_per_scan_page": browser_cpu_ms / (count * max(1, len(self.pages))),
+                "cpu_pressure_pct": cpu_pressure, "rows_never_shown": float(missing)}
 
     async def _events(self, typed_ms: dict[str, float]) -> dict[str, dict[str, Any]]:
         """The ledger's scan events for these GTINs, waiting until all are committed."""
@@ -281,7 +336,7 @@ async def measure(page_counts: list[int], rates: list[int], seconds: float, roun
                         tables.append(report(result, comparisons, units={k: "ms" for k in (
                             "scan_dom_p50_ms", "scan_dom_p99_ms", "scan_dom_max_ms", "commit_dom_p50_ms",
                             "commit_dom_p99_ms", "commit_sse_p50_ms", "commit_sse_p99_ms", "commit_msg_p50_ms", "commit_msg_p99_ms",
-                            "mqtt_hop_p99_ms")} | {"hub_cpu_pct": "%"},
+                            "mqtt_hop_p99_ms", "browser_cpu_ms_per_scan_page")} | {"hub_cpu_pct": "%", "cpu_pressure_pct": "%"},
                             title=f"scan to screen, {count} page{'s' if count > 1 else ''}, {seconds:g} s per trial, "
                                   f"live.flush_ms {hub.config.live_flush_ms}"))
                         print(tables[-1] + "\n", flush=True)
