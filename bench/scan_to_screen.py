@@ -20,8 +20,14 @@ was typed and to the ledger's times for its event:
 - commit -> page message: to the page's EventSource delivering the message (stamped by a script
   that runs before the page's own): the hub, the browser's network process and IPC; the rest of
   commit -> DOM is the page's own script and its wait for a frame;
+- scan -> accepted: typed to the edge's outbox `accepted_ms` (the pty, the decoder, the fsync'd
+  outbox append): the edge's share before anything is published;
 - MQTT hop: edge outbox `accepted_ms` to hub `received_ms` (the edge's publish and the broker),
   the in-run baseline: the part of the path that is not ours to shorten;
+- browser CPU per (scan, page): CPU time of every Chromium process over the trial (until every
+  row is shown) divided by scans x pages: what one page costs per scan, whatever the machine's load;
+- CPU pressure: Linux PSI `some avg10` as typing ends: the share of time some runnable task
+  waited for a core (near 100 % means every latency here includes queueing for the CPU);
 - rows never shown: (scan, page) pairs whose row never appeared. The overview shows the newest
   30 scans, so a page more than 30 scans behind paints only the newest and skips the rest by
   design; the latencies above are of the rows that were shown.
@@ -209,10 +215,11 @@ class Site:
         # Every row is on every page (or given up on): what the browsers spent on this trial's scans.
         browser_cpu_ms = 1000 * (browser_cpu_s() - browser_cpu0_s)
         delivered = [await page.evaluate(TAKE_MSG_JS) for page in self.pages]
-        scan_dom, commit_dom, hop, commit_sse, commit_msg = [], [], [], [], []
+        scan_dom, commit_dom, hop, commit_sse, commit_msg, scan_accept = [], [], [], [], [], []
         missing = 0
         for gtin, event in events.items():
             hop.append(event["received_ms"] - event["accepted_ms"])
+            scan_accept.append(event["accepted_ms"] - typed_ms[gtin])
             if event["id"] in self.sse_seen_ms:
                 commit_sse.append(self.sse_seen_ms[event["id"]] - event["committed_ms"])
             for got in delivered:
@@ -231,7 +238,7 @@ class Site:
                 "commit_dom_p50_ms": pct(commit_dom, 50), "commit_dom_p99_ms": pct(commit_dom, 99),
                 "commit_sse_p50_ms": pct(commit_sse, 50), "commit_sse_p99_ms": pct(commit_sse, 99),
                 "commit_msg_p50_ms": pct(commit_msg, 50), "commit_msg_p99_ms": pct(commit_msg, 99),
-                "mqtt_hop_p99_ms": pct(hop, 99), "hub_cpu_pct": hub_cpu_pct,
+                "scan_accept_p99_ms": pct(scan_accept, 99), "mqtt_hop_p99_ms": pct(hop, 99), "hub_cpu_pct": hub_cpu_pct,
                 "browser_cpu_ms_per_scan_page": browser_cpu_ms / (count * max(1, len(self.pages))),
                 "cpu_pressure_pct": cpu_pressure, "rows_never_shown": float(missing)}
 
@@ -336,7 +343,7 @@ async def measure(page_counts: list[int], rates: list[int], seconds: float, roun
                         tables.append(report(result, comparisons, units={k: "ms" for k in (
                             "scan_dom_p50_ms", "scan_dom_p99_ms", "scan_dom_max_ms", "commit_dom_p50_ms",
                             "commit_dom_p99_ms", "commit_sse_p50_ms", "commit_sse_p99_ms", "commit_msg_p50_ms", "commit_msg_p99_ms",
-                            "mqtt_hop_p99_ms", "browser_cpu_ms_per_scan_page")} | {"hub_cpu_pct": "%", "cpu_pressure_pct": "%"},
+                            "scan_accept_p99_ms", "mqtt_hop_p99_ms", "browser_cpu_ms_per_scan_page")} | {"hub_cpu_pct": "%", "cpu_pressure_pct": "%"},
                             title=f"scan to screen, {count} page{'s' if count > 1 else ''}, {seconds:g} s per trial, "
                                   f"live.flush_ms {hub.config.live_flush_ms}"))
                         print(tables[-1] + "\n", flush=True)
