@@ -25,7 +25,8 @@ was typed and to the ledger's times for its event:
 - MQTT hop: edge outbox `accepted_ms` to hub `received_ms` (the edge's publish and the broker),
   the in-run baseline: the part of the path that is not ours to shorten;
 - browser CPU per (scan, page): CPU time of every Chromium process over the trial (until every
-  row is shown) divided by scans x pages: what one page costs per scan, whatever the machine's load;
+  row is shown) divided by scans x pages: what one page costs per scan. It depends on the load
+  less than a latency does, though a starved page paints fewer frames and so costs less per scan;
 - CPU pressure: Linux PSI `some avg10` as typing ends: the share of time some runnable task
   waited for a core (near 100 % means every latency here includes queueing for the CPU);
 - rows never shown: (scan, page) pairs whose row never appeared. The overview shows the newest
