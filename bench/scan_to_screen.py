@@ -3,6 +3,7 @@
     .venv/bin/python bench/scan_to_screen.py                          # 1 and 10 pages; ~5 min
     .venv/bin/python bench/scan_to_screen.py --pages 1,10,50          # and 50 pages; ~15 min on 2 cores
     .venv/bin/python bench/scan_to_screen.py --pages 10               # the target case only
+    .venv/bin/python bench/scan_to_screen.py --pages 10 --trace /tmp/s2s.json   # and a Chromium trace of one more trial
 
 The parts are the real ones: a private Mosquitto with passwords and ACL, `stock-hub serve`
 and `edge-agent run` as their own processes, and N Chromium pages (Playwright driving Debian's
@@ -72,6 +73,8 @@ TARGET_P99_MS = 50.0
 ROW_WAIT_S = 30.0  # every page must show every scan within this, or the trial counts the rows never shown
 PAGE_TIMEOUT_MS = 120_000  # opening 50 pages on a busy 2-core machine is slow; this is set-up, not measured
 POLL_S = 0.5
+# --trace: every renderer's main thread, compositor and raster work, with each task's CPU time (tdur).
+TRACE_CATEGORIES = ["toplevel", "devtools.timeline", "disabled-by-default-devtools.timeline", "blink", "cc", "v8"]
 
 OBSERVER_JS = """() => {
   window.__seen = {};
@@ -303,7 +306,7 @@ async def open_pages(browser: Any, hub: HubProcess, state: Any, count: int) -> l
 
 
 async def measure(page_counts: list[int], rates: list[int], seconds: float, rounds: int, work: Path,
-                  flush_ms: int | None) -> list[str]:
+                  flush_ms: int | None, trace: Path | None = None) -> list[str]:
     from playwright.async_api import async_playwright
 
     tables = []
@@ -348,6 +351,12 @@ async def measure(page_counts: list[int], rates: list[int], seconds: float, roun
                             title=f"scan to screen, {count} page{'s' if count > 1 else ''}, {seconds:g} s per trial, "
                                   f"live.flush_ms {hub.config.live_flush_ms}"))
                         print(tables[-1] + "\n", flush=True)
+                        if trace is not None:  # one more trial at the highest rate, traced: where a frame's CPU goes
+                            await browser.start_tracing(page=site.pages[0], categories=TRACE_CATEGORIES)
+                            await site.trial(max(rates), seconds)
+                            path = trace.with_name(f"{trace.stem}-{count}pages{trace.suffix}")
+                            path.write_bytes(await browser.stop_tracing())
+                            print(f"Chromium trace of one {max(rates)} scans/s trial: {path}", file=sys.stderr)
                         for page in site.pages:
                             await page.context.close()
                 finally:
@@ -369,12 +378,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="typing time per trial")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--flush-ms", type=int, default=None, help="the hub's live.flush_ms (default: its default)")
+    parser.add_argument("--trace", type=Path, default=None,
+                        help="after each page count's rounds, trace one more trial into PATH-<n>pages.json "
+                             "(open in ui.perfetto.dev; not part of the figures)")
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(measure([int(p) for p in args.pages.split(",")], [int(r) for r in args.rates.split(",")],
-                            args.seconds, args.rounds, Path(tmp), args.flush_ms))
+                            args.seconds, args.rounds, Path(tmp), args.flush_ms,
+                            args.trace))
     print(f"target: scan->DOM p99 < {TARGET_P99_MS:g} ms at 100 scans/s with 10 pages")
 
 
