@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -137,7 +139,15 @@ async def test_the_overview_says_when_the_hub_cannot_hear_the_floor(own_broker: 
 
         await wait_for(lambda: service.link.connected.is_set(), what="the hub online at its broker")
         assert await hub_alerts() == []
-        own_broker.stop()
+        async with s.get(f"{base}/api/v1/live") as live:
+            await live.content.readuntil(b"\n\n")  # the snapshot
+            own_broker.stop()
+            # An open page hears of it at once (it re-reads its alerts then), not at its next reload.
+            async with asyncio.timeout(20):
+                while True:
+                    frame = (await live.content.readuntil(b"\n\n")).decode()
+                    if json.loads(frame.split("data: ", 1)[1]).get("hub") == {"receiving": False}:
+                        break
         alerts = await wait_for(hub_alerts, timeout_s=20, what="the overview to say the hub hears nothing")
         assert alerts[0]["severity"] == "bad" and f"{own_broker.host}:{own_broker.port}" in alerts[0]["text"]
         assert "not connected to the MQTT broker" in alerts[0]["text"]

@@ -37,6 +37,7 @@
     for (const n of msg.nodes || []) pending.nodes.set(n.node, n);
     for (const r of msg.replies || []) pending.replies.push(r);
     if (page === "overview") {
+      if (msg.hub) refreshOverviewSoon(); // the hub's own link came or went: its alert with it
       for (const s of msg.scans || []) pending.scans.push(s);
       if (msg.snapshot) refreshScans(); // scans made between the page's render and this connection
     }
