@@ -28,6 +28,7 @@ from hub.web.data import items, or_none
 from hub.web.keys import SERVICE
 from hub.web.overview import build_overview
 from hub.web.render import render
+from hub.web.request_args import checked_name
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +203,7 @@ async def lot_page(request: web.Request) -> web.Response:
     what = "serial" if "serial" in request.match_info else "lot"
     value = request.match_info[what]
     try:
-        if not SKU_RE.fullmatch(sku):
-            raise web.HTTPBadRequest(reason=f"sku {sku[:64]!r} is not valid")
+        checked_name(sku, "sku", SKU_RE)
         lot_arg(value, what)
     except web.HTTPBadRequest as bad:
         return render(request, "lot.html", status=400, error=bad.reason, trace=None, sku=sku, what=what, value=value)
