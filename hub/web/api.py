@@ -47,22 +47,25 @@ async def stock(request: web.Request) -> web.Response:
     sku = checked_name(request.query.get("sku"), "sku", SKU_RE)
     location = checked_name(request.query.get("location"), "location", LOCATION_RE)
     rows = await asyncio.to_thread(service.store.stock, search, limit, offset, sku, location)
-    return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
+    return web.json_response({"ok": True, "items": data.stock_items(rows, service.config.rules.unavailable_locations)})
 
 
 async def sku_stock(request: web.Request) -> web.Response:
     """One SKU at every location, with its total."""
     sku = path_name(request, "sku", SKU_RE)
-    rows = await asyncio.to_thread(request.app[SERVICE].store.stock, "", 5000, 0, sku, None)
+    service = request.app[SERVICE]
+    rows = await asyncio.to_thread(service.store.stock, "", 5000, 0, sku, None)
     return web.json_response({"ok": True, "sku": sku, "total": sum(r.qty for r in rows),
-                              "items": [dataclasses.asdict(r) for r in rows]})
+                              "items": data.stock_items(rows, service.config.rules.unavailable_locations)})
 
 
 async def location_stock(request: web.Request) -> web.Response:
     """Every SKU at one location (bin)."""
     location = path_name(request, "location", LOCATION_RE)
-    rows = await asyncio.to_thread(request.app[SERVICE].store.stock, "", 5000, 0, None, location)
-    return web.json_response({"ok": True, "location": location, "items": [dataclasses.asdict(r) for r in rows]})
+    service = request.app[SERVICE]
+    rows = await asyncio.to_thread(service.store.stock, "", 5000, 0, None, location)
+    return web.json_response({"ok": True, "location": location,
+                              "items": data.stock_items(rows, service.config.rules.unavailable_locations)})
 
 
 async def sku_movements(request: web.Request) -> web.Response:

@@ -22,10 +22,13 @@ from hub.company.store import CompanyStore, SiteLink
 from hub.config import HubConfig
 from hub.web.app import READ_METHODS, error_json, error_middleware
 from hub.web.auth import AUTH, WebAuth, auth_middleware, public
+from hub.web.data import stock_items
 from hub.web.headers import add_security_headers, same_origin_middleware
 from hub.web.request_args import checked_name, int_query, path_name
 
 COMPANY_STORE: Any = web.AppKey("company_store", CompanyStore) if hasattr(web, "AppKey") else "company_store"
+# The company hub's own stock.unavailable_locations: which rows' stock is not `available` (hub/rules/stock.py).
+UNAVAILABLE_LOCATIONS: web.AppKey[tuple[str, ...]] = web.AppKey("unavailable_locations", tuple)
 
 
 @web.middleware
@@ -77,19 +80,21 @@ async def stock(request: web.Request) -> web.Response:
     location = checked_name(request.query.get("location"), "location", LOCATION_RE)
     site = checked_name(request.query.get("site"), "site", NAME_RE)
     rows = await asyncio.to_thread(request.app[COMPANY_STORE].stock, search, limit, offset, sku, location, site)
-    return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
+    unavailable: tuple[str, ...] = request.app[UNAVAILABLE_LOCATIONS]
+    return web.json_response({"ok": True, "items": stock_items(rows, unavailable)})
 
 
 async def sku_stock(request: web.Request) -> web.Response:
     """One SKU at every site and location: its total, the total per site, and the rows."""
     sku = path_name(request, "sku", SKU_RE)
     rows = await asyncio.to_thread(request.app[COMPANY_STORE].stock, "", 5000, 0, sku, None, None)
+    unavailable: tuple[str, ...] = request.app[UNAVAILABLE_LOCATIONS]
     per_site: dict[str, int] = {}
     for row in rows:
         per_site[row.site] = per_site.get(row.site, 0) + row.qty
     return web.json_response({"ok": True, "sku": sku, "total": sum(per_site.values()),
                               "sites": [{"site": s, "qty": q} for s, q in sorted(per_site.items())],
-                              "items": [dataclasses.asdict(r) for r in rows]})
+                              "items": stock_items(rows, unavailable)})
 
 
 async def sites(request: web.Request) -> web.Response:
@@ -105,6 +110,7 @@ def make_company_app(config: HubConfig, store: CompanyStore, auth: WebAuth | Non
                                        central_down_middleware, auth_middleware])
     app.on_response_prepare.append(add_security_headers)
     app[COMPANY_STORE] = store
+    app[UNAVAILABLE_LOCATIONS] = config.rules.unavailable_locations
     app[AUTH] = auth or WebAuth.from_config(config)
 
     async def close(app: web.Application) -> None:

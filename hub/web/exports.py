@@ -126,14 +126,17 @@ async def stream(request: web.Request, name: str, fmt: str, columns: Sequence[Co
 async def stock(request: web.Request) -> web.StreamResponse:
     """Every balance (SKU x location) now."""
     fmt = _format(request)
-    return await stream(request, "stock", fmt, export_data.STOCK_COLUMNS,
-                        export_data.stock_chunks(request.app[SERVICE]))
+    service = request.app[SERVICE]
+    return await stream(request, "stock", fmt, export_data.stock_columns(service.config.rules.unavailable_locations),
+                        export_data.stock_chunks(service))
 
 
 async def lots(request: web.Request) -> web.StreamResponse:
     """Stock per SKU x location x lot (or serial) now, with expiry: the lot-tracked and serialised SKUs."""
     fmt = _format(request)
-    return await stream(request, "lots", fmt, export_data.LOT_COLUMNS, export_data.lot_chunks(request.app[SERVICE]))
+    service = request.app[SERVICE]
+    return await stream(request, "lots", fmt, export_data.lot_columns(service.config.rules.unavailable_locations),
+                        export_data.lot_chunks(service))
 
 
 async def movements(request: web.Request) -> web.StreamResponse:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from contract.messages import LOCATION_RE, SKU_RE
 from hub.ledger import ADJUSTMENT_REASONS
+from hub.rules.stock import location_available
 from hub.service import HubService
 from hub.web import data, lots_data, rules_data
 from hub.web.api_lots import expiring_days, lot_arg
@@ -113,7 +114,7 @@ def _mark_unavailable(service: Any, rows: list[dict[str, Any]]) -> None:
     page shows that stock, but the stock signals do not count it (hub/rules/stock.py)."""
     unavailable = service.config.rules.unavailable_locations
     for r in rows:
-        r["unavailable"] = r["location"] in unavailable
+        r["unavailable"] = not location_available(r["location"], unavailable)
 
 
 def _flag_negatives(store: Any, rows: list[dict[str, Any]], sku: str | None = None) -> list[dict[str, Any]]:
