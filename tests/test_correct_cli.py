@@ -13,6 +13,7 @@ import pytest
 
 from hub.cli import main as hub_cli
 from hub.mosquitto import PrivateBroker
+from hub.service import HubService
 from hub.store import SqlStore
 from tests.support import GTINS, hub_toml, start_web_hub, wait_for
 
@@ -34,6 +35,14 @@ async def test_correct_refuses_while_a_hub_ingests_and_works_after(broker: Priva
         said = capsys.readouterr().err
         assert "a hub is ingesting into this ledger" in said and "POST /api/v1/adjustments" in said
         assert "Nothing was written" in said
+        assert service.store.movement_count() == moves
+        # A second hub on the same ledger file does not start ingesting beside the first.
+        second = HubService(service.config)
+        try:
+            with pytest.raises(RuntimeError, match="another hub is already ingesting into"):
+                await second.start()
+        finally:
+            await second.stop()
         assert service.store.movement_count() == moves
     finally:
         await runner.cleanup()
