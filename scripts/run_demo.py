@@ -77,7 +77,8 @@ class Staged:
 
     def sentence(self) -> str:
         about = f" for {self.sku}" if self.sku else ""
-        return f"{self.what}: look on the page for {self.shows_as} '{self.kind}' at {self.bin}{about}"
+        words = self.kind.replace("_", " ")  # as the page's headings say it
+        return f"{self.what}: look on the page for {self.shows_as} '{words}' at {self.bin}{about}"
 
 
 # The cycle's staged mistakes by round (1-based within the cycle); the other rounds are clean.
@@ -125,11 +126,29 @@ class Shift:
         for code in barcodes:
             if self.stop.wait(self.pace_s * self.rng.uniform(0.3, 0.7)):
                 return False
-            log.info("scan %r", code)
-            self.scanner.scan(code)
-            if not code.startswith(LABEL_PREFIXES):
-                self.item_scans += 1
+            self._scan_now(code)
         return True
+
+    def scan_in_hand(self, hand_s: float, *barcodes: str) -> bool:
+        """Scan the goods while the hand is still in the bin (call it right after starting the movement).
+
+        The hub pairs a scan with the movement whose span holds it or lies nearest (docs/ledger.md):
+        scanned while the hand is in the bin, each scan is its own movement's whatever the pace. A
+        scan made seconds after the shelf settled lies nearer the next movement at a busy bin and is
+        paired with that one, which would show the worker's good picks as discrepancies.
+        """
+        gap_s = hand_s / (len(barcodes) + 1)
+        for code in barcodes:
+            if self.stop.wait(gap_s * self.rng.uniform(0.8, 1.2)):
+                return False
+            self._scan_now(code)
+        return True
+
+    def _scan_now(self, code: str) -> None:
+        log.info("scan %r", code)
+        self.scanner.scan(code)
+        if not code.startswith(LABEL_PREFIXES):
+            self.item_scans += 1
 
     def settle(self) -> bool:
         """Wait until the hands are off the shelf, it has rung down, and the edge has seen it at rest.
@@ -194,12 +213,16 @@ class Shift:
         if not self.receive_ties(cartons, lot, "A-01-2"):
             return False
         for pieces in [3] * (2 * cartons):  # orders of 3 ties, as many as were put away
+            if not self.scan("MODE:PICK", "LOC:A-01-2", f"QTY:{pieces}"):
+                return False
             self.shelf.pick(1, pieces, hand_s=1.5)
-            if not (self.scan("MODE:PICK", "LOC:A-01-2", f"QTY:{pieces}", TIES) and self.settle()):
+            if not (self.scan_in_hand(1.5, TIES) and self.settle()):
                 return False
         bolts = self.rng.randint(1, 3)
+        if not self.scan("LOC:A-01-1"):
+            return False
         self.shelf.pick(0, bolts, hand_s=1.5)
-        if not (self.scan("LOC:A-01-1", *[BOLT] * bolts) and self.settle()):
+        if not (self.scan_in_hand(1.5, *[BOLT] * bolts) and self.settle()):
             return False
         gloves = min(self.rng.randint(1, 4), self.gloves)
         self.gloves -= gloves
@@ -208,9 +231,11 @@ class Shift:
         if self.shelf.count(0) < 12:
             refill = 20 - self.shelf.count(0)
             self.po += 1
+            if not self.scan("MODE:RECEIVE", f"PO:{self.po}", f"QTY:{refill}", BOLT,
+                             "MODE:PUTAWAY", "LOC:A-01-1", f"QTY:{refill}"):
+                return False
             self.shelf.restock(0, refill, hand_s=2.0)
-            if not (self.scan("MODE:RECEIVE", f"PO:{self.po}", f"QTY:{refill}", BOLT,
-                              "MODE:PUTAWAY", "LOC:A-01-1", f"QTY:{refill}", BOLT) and self.settle()):
+            if not (self.scan_in_hand(2.0, BOLT) and self.settle()):
                 return False
         if self.gloves < 15:
             self.po += 1
@@ -228,7 +253,7 @@ class Shift:
             return False
         for _ in range(cartons):
             self.shelf.restock(1, 6, hand_s=1.5)
-            if not (self.scan(carton) and self.settle()):
+            if not (self.scan_in_hand(1.5, carton) and self.settle()):
                 return False
         return True
 
@@ -239,16 +264,19 @@ class Shift:
             self.shelf.pick(0, 1, hand_s=1.0)
             return self.settle()
         if step == 2:  # a misread: the damaged label is refused, the good one accepted
-            self.shelf.pick(0, 1, hand_s=1.5)
             damaged = BOLT[:-1] + str((int(BOLT[-1]) + 3) % 10)
-            return self.scan("MODE:PICK", "LOC:A-01-1", damaged, BOLT) and self.settle()
+            if not self.scan("MODE:PICK", "LOC:A-01-1"):
+                return False
+            self.shelf.pick(0, 1, hand_s=1.5)
+            return self.scan_in_hand(1.5, damaged, BOLT) and self.settle()
         if step == 3:  # the right shelf, the neighbour's label: the ledger books A-01-1
             self.ties_at_bolt_bin += 6
             ok = self.receive_ties(1, f"L{self.rng.randint(100, 999)}", "A-01-1")
             # The ties went onto A-01-2 after all: orders take them back out (scanned there).
-            ok = ok and self.quiet()
+            if not (ok and self.quiet() and self.scan("MODE:PICK", "LOC:A-01-2", "QTY:6")):
+                return False
             self.shelf.pick(1, 6, hand_s=1.5)
-            return ok and self.scan("MODE:PICK", "LOC:A-01-2", "QTY:6", TIES) and self.settle()
+            return self.scan_in_hand(1.5, TIES) and self.settle()
         if step == 4:  # a person leaning on the shelf: overload while it lasts, cleared when it ends
             self.shelf.add(f"lean 0 {OVERLOAD_FORCE_G} {OVERLOAD_S}")
             return self.settle()
