@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 
 from hub.db import LEDGER, Connection, DbTarget
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
@@ -23,6 +24,7 @@ from tests.support import (
     Browser,
     DemoShift,
     PgCluster,
+    QuickPasswordHasher,
     SmtpServer,
     StreamingPair,
     WebhookReceiver,
@@ -38,6 +40,14 @@ from tests.support import (
 
 if TYPE_CHECKING:
     from central_reference.tryton_local import TrytonServer
+
+# Property-based tests: the test command (and CI) tries the same examples every run, so it fails
+# on a change, not on the luck of a new draw; `--hypothesis-profile=discovery` draws new ones to
+# hunt for bugs. Each shrunk counterexample found becomes an @example on its test
+# (docs/architecture.md, "Where to add things").
+settings.register_profile("gate", derandomize=True, database=None, print_blob=True)
+settings.register_profile("discovery", print_blob=True)
+settings.load_profile("gate")
 
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 
@@ -234,6 +244,14 @@ def logical_postgres() -> Iterator[PgCluster]:
         if server.running():
             server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The users stores made in this process hash at argon2id's lowest cost (see QuickPasswordHasher);
+    tests marked full_password_hash keep the product's default."""
+    if request.node.get_closest_marker("full_password_hash") is None:
+        monkeypatch.setattr("hub.auth.store.PasswordHasher", QuickPasswordHasher)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,16 @@ from hub.mosquitto import PrivateBroker, free_port
 from hub.service import HubService
 from hub.web.app import make_app
 from hub.web.auth import SESSION_COOKIE, requires
-from tests.support import add_web_user, api_token, form_login, hub_config, hub_toml, login_session, web_app_only
+from tests.support import (
+    QuickPasswordHasher,
+    add_web_user,
+    api_token,
+    form_login,
+    hub_config,
+    hub_toml,
+    login_session,
+    web_app_only,
+)
 
 
 @requires("admin")
@@ -175,6 +184,7 @@ async def test_forged_or_foreign_cookie_is_refused(hub: tuple[str, HubService]) 
         assert resp.status == 401
 
 
+@pytest.mark.full_password_hash  # the product's hash, slow enough that a flood overlaps
 async def test_a_flood_of_made_up_names_hashes_a_few_at_a_time(broker: PrivateBroker, tmp_path: Path) -> None:
     # The throttle is per name and address: new names each time are not slowed by it. What
     # bounds them is the hashing slots (each argon2id hash holds 64 MiB).
@@ -238,6 +248,7 @@ def test_throttle_doubles_and_caps() -> None:
     assert throttle.retry_after_s("u", "1.2.3.4", now=1) == 0
 
 
+@pytest.mark.full_password_hash
 def test_passwords_are_argon2id_and_checked(tmp_path: Path) -> None:
     store = AuthStore(tmp_path / "auth.sqlite3")
     try:
@@ -247,14 +258,38 @@ def test_passwords_are_argon2id_and_checked(tmp_path: Path) -> None:
         assert store.verify_password("nobody", "correct horse battery") is None
         with pytest.raises(ValueError, match="too short"):
             store.set_user("kim", Role.ADMIN, "short")
-        conn = store.target.connect(readonly=True)
-        try:
-            [stored] = conn.execute("SELECT password_hash FROM users WHERE username = ?", ("kim",)).fetchall()
-        finally:
-            conn.close()
-        assert stored[0].startswith("$argon2id$") and "correct horse" not in stored[0]
+        assert stored_hash(store, "kim").startswith("$argon2id$v=19$m=65536,t=3,p=4$")  # 64 MiB, 3 passes
     finally:
         store.close()
+
+
+def stored_hash(store: AuthStore, username: str) -> str:
+    """A user's password hash as stored, read from the store's database (a SQLite file or PostgreSQL)."""
+    conn = store.target.connect(readonly=True)
+    try:
+        [row] = conn.execute("SELECT password_hash FROM users WHERE username = ?", (username,)).fetchall()
+        return str(row[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.full_password_hash
+def test_a_password_hashed_at_another_cost_still_logs_in_and_is_rehashed(tmp_path: Path) -> None:
+    # The other tests' stores hash at the lowest cost (tests/support.py, QuickPasswordHasher); a
+    # hash carries its parameters, so the product's hasher still checks it, then upgrades it.
+    quick = AuthStore(tmp_path / "auth.sqlite3", hasher=QuickPasswordHasher())
+    try:
+        quick.set_user("kim", Role.ADMIN, "correct horse battery")
+        assert stored_hash(quick, "kim").startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+    finally:
+        quick.close()
+    store = AuthStore(tmp_path / "auth.sqlite3")
+    try:
+        assert store.verify_password("kim", "wrong horse battery") is None
+        assert store.verify_password("kim", "correct horse battery") == store.user("kim")
+    finally:
+        store.close()
+    assert stored_hash(store, "kim").startswith("$argon2id$v=19$m=65536,t=3,p=4$")  # rehashed at full cost
 
 
 def test_cli_add_user_and_token(broker: PrivateBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -272,3 +307,18 @@ def test_cli_add_user_and_token(broker: PrivateBroker, tmp_path: Path, monkeypat
         assert info is not None and info.role is Role.VIEWER and info.name == "erp"
     finally:
         store.close()
+
+
+def test_cli_add_user_without_a_terminal_says_how_to_give_the_password(broker: PrivateBroker,
+                                                                         tmp_path: Path) -> None:
+    # Run from a script or `ssh host stock-hub add-user ...` there is no terminal to type into:
+    # this was a getpass traceback ending in EOFError.
+    import subprocess
+    import sys
+    config = hub_toml(broker, tmp_path, free_port())
+    done = subprocess.run([sys.executable, "-m", "hub.cli", "add-user", "kim", "--role", "viewer", "--config",
+                           str(config)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                          start_new_session=True)  # no controlling terminal: getpass reads stdin
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "stock-hub add-user: no password was typed" in done.stderr and "--password-stdin" in done.stderr
