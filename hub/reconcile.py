@@ -25,9 +25,14 @@ windows, so that a scan is never taken by a group while its own step is still on
 Removals and additions are never summed together, so two errors cannot hide each other.
 
 While a bin's shelf has an active fault (`fault_of`), its evidence is excluded: pending
-scans and steps are dropped (counted as `excluded`), and the baseline is forgotten so the
-first certain count after the fault starts afresh. A discrepancy that a faulted neighbour
-might explain carries the fault's reason. A count scan at a bin explains everything before
+scans and steps are dropped (counted as `excluded`) and what the shelf weighs is not
+compared. The stock is still accounted for across the fault: the last certain count before
+it, plus what was claimed and not yet seen on the shelf (pending scans less pending steps),
+plus every scan booked at the bin until the shelf is trusted again, is what the first
+certain count after it should find. A difference is one weight step spanning the fault,
+judged like any other (so a pick during the fault that nobody scanned is still an unscanned
+removal, and a scan right after the fault can still explain it). A discrepancy that a
+faulted neighbour might explain carries the fault's reason. A count scan at a bin explains everything before
 it: its pending evidence is dropped (judged first when the count disagrees with the book) and
 its open discrepancies about the counted SKU are closed. Uncertain counts
 are evidence only (kept, bounded, and attached to discrepancies near them in time).
@@ -157,6 +162,11 @@ class BinState:
     matched: list[dict[str, dict[str, Any]]] = field(default_factory=list)
     horizon_t: int = 0  # latest skew-corrected device time seen at the bin
     last_hub_ms: int = 0  # hub time of the latest evidence
+    # Across a shelf fault (None: not in one): the last certain count before it, when that was,
+    # and the pieces claimed since that the shelf has not shown (scans booked, less unexplained steps).
+    fault_base: int | None = None
+    fault_base_t: int = 0
+    fault_claimed: int = 0
 
     @property
     def pending(self) -> int:
@@ -167,7 +177,9 @@ class BinState:
                            "baseline_t": self.baseline_t, "moving_from_t": self.moving_from_t,
                            "scans": self.scans, "steps": self.steps, "uncertain": self.uncertain,
                            "matched": self.matched, "confirmed": self.confirmed,
-                           "horizon_t": self.horizon_t, "last_hub_ms": self.last_hub_ms},
+                           "horizon_t": self.horizon_t, "last_hub_ms": self.last_hub_ms,
+                           "fault_base": self.fault_base, "fault_base_t": self.fault_base_t,
+                           "fault_claimed": self.fault_claimed},
                           separators=(",", ":"))
 
     @classmethod
@@ -186,7 +198,8 @@ class BinState:
                    steps=raw["steps"], uncertain=raw["uncertain"], matched=raw.get("matched", []),
                    confirmed=raw.get("confirmed", []),
                    horizon_t=raw["horizon_t"],
-                   last_hub_ms=raw["last_hub_ms"])
+                   last_hub_ms=raw["last_hub_ms"], fault_base=raw.get("fault_base"),
+                   fault_base_t=raw.get("fault_base_t", 0), fault_claimed=raw.get("fault_claimed", 0))
 
 
 @dataclass
@@ -243,10 +256,18 @@ class Reconciler:
              evidence: dict[str, Any]) -> list[NewDiscrepancy]:
         """A scan movement at a sensored bin; returns any discrepancies now due."""
         state = self._state(bin_name)
+        if qty_delta and state.fault_base is not None:
+            # Across a fault: the first certain count after it should show this movement.
+            state.fault_claimed += qty_delta
+            self.dirty.add(bin_name)
+            self._exclude_if_faulted(bin_name, state)
+            self.outcomes[EXCLUDED] += 1
+            return []
         if state.baseline is None or qty_delta == 0:
-            return []  # no shelf reading yet (or none since a fault): nothing to compare with
+            return []  # no shelf reading yet: nothing to compare with
         if self._exclude_if_faulted(bin_name, state):
             self.outcomes[EXCLUDED] += 1
+            state.fault_claimed += qty_delta
             return []
         unit_g, cv = self.unit_weight_of(bin_name, sku)
         item = {**evidence, "type": "scan", "t": t_ms, "hub_ms": hub_ms, "qty_delta": qty_delta, "sku": sku,
@@ -280,7 +301,9 @@ class Reconciler:
         if state.baseline is None:
             state.baseline, state.baseline_weight_g, state.baseline_t = count, weight_g, t_ms
             self._seen(bin_name, state, t_ms, hub_ms)
-            return []
+            if state.fault_base is not None:
+                self._after_fault(bin_name, state, sku, t_ms, hub_ms, count, weight_g, evidence)
+            return self._judge(bin_name, state, hub_ms)
         delta = count - state.baseline
         self._seen(bin_name, state, t_ms, hub_ms)
         if delta:
@@ -296,6 +319,24 @@ class Reconciler:
         state.baseline, state.baseline_weight_g, state.baseline_t = count, weight_g, t_ms
         state.moving_from_t = None
         return self._judge(bin_name, state, hub_ms)
+
+    def _after_fault(self, bin_name: str, state: BinState, sku: str | None, t_ms: int, hub_ms: int, count: int, weight_g: float,
+                     evidence: dict[str, Any]) -> None:
+        """The first certain count after a fault: what it finds beyond the count before the fault and
+        the scans booked meanwhile is one weight step spanning the fault (its weights are not comparable)."""
+        base, base_t, claimed = state.fault_base, state.fault_base_t, state.fault_claimed
+        assert base is not None
+        state.fault_base, state.fault_claimed = None, 0
+        delta = count - (base + claimed)
+        if not delta:
+            return
+        unit_g, cv = self.unit_weight_of(bin_name, sku)
+        note = (f"; across a shelf fault: {base} counted before it, {claimed:+d} scanned since, "
+                f"{count} counted after it")
+        item = {**evidence, "type": "count", "t": t_ms, "hub_ms": hub_ms, "qty_delta": delta, "sku": sku,
+                "count": count, "prev_count": count - delta, "weight_g": weight_g, "prev_weight_g": None,
+                "prev_t": base_t, "unit_g": unit_g, "cv": cv, "across_fault": note}
+        self._pair(state, item)
 
     def fault_seen(self, bin_name: str, reason: str) -> None:
         """A shelf fault was raised at the bin: drop its unexplained evidence and its baseline."""
@@ -315,8 +356,9 @@ class Reconciler:
         """A person counted the bin (a SKU in it): drop its pending evidence; return the ids of its
         open discrepancies to close, those about that SKU or none (any, when sku is None)."""
         state = self.bins.get(bin_name)
-        if state is not None and (state.pending or state.uncertain):
+        if state is not None and (state.pending or state.uncertain or state.fault_base is not None):
             state.scans, state.steps, state.uncertain, state.matched = [], [], [], []
+            state.fault_base, state.fault_claimed = None, 0  # the count explains what a fault hid too
             self.dirty.add(bin_name)
         ids = self.open_ids.pop(bin_name, [])
         closing = [i for i in ids if sku is None or self.open_sku.get(i) in (None, sku)]
@@ -372,6 +414,12 @@ class Reconciler:
         if state.pending:
             log.info("bin %s: %d scan(s) and weight step(s) not judged: %s", bin_name, state.pending, reason)
         self.outcomes[EXCLUDED] += state.pending
+        if state.fault_base is None and state.baseline is not None:
+            state.fault_base, state.fault_base_t, state.fault_claimed = state.baseline, state.baseline_t, 0
+        if state.fault_base is not None:
+            # What was claimed and not yet seen on the shelf, and what the shelf showed unexplained.
+            state.fault_claimed += (sum(int(s["qty_delta"]) for s in state.scans)
+                                    - sum(int(s["qty_delta"]) for s in state.steps))
         state.scans, state.steps, state.matched = [], [], []
         state.baseline = state.baseline_weight_g = state.moving_from_t = None  # the first certain count after the fault starts afresh
         self.dirty.add(bin_name)
@@ -514,6 +562,7 @@ class Reconciler:
         note = "".join(f"; a neighbouring bin could explain this but is not judged now ({reason})"
                        for reason in faulted)
         if not is_scan:
+            note = item.get("across_fault", "") + note
             return _Verdict(UNSCANNED_REMOVAL if sign < 0 else UNSCANNED_ADDITION, [], [item], note=note)
         # Scans close together with no movement anywhere make one discrepancy, not one per scan.
         alone = [s for s in self._near(item, own, sign) if s is not item and self._ripe(s, state.horizon_t, now_hub_ms)

@@ -329,8 +329,87 @@ def test_a_fault_event_drops_what_was_pending() -> None:
     d = Driver()
     d.scan("A-1", T0, +6)  # the put-away that overloads the shelf: no settled count follows
     d.rec.fault_seen("A-1", "shelf fault at A-1: overload (20012 g)")
+    d.count["A-1"] += 6  # the six pieces are on the shelf when it reads in range again
     d.finish(T0)
     assert d.kinds() == [] and d.rec.outcomes["excluded"] == 1
+
+
+FAULT = "shelf fault at A-1: disconnected since 10:41:07 UTC"
+
+
+def test_an_unscanned_pick_during_a_fault_is_found_by_the_first_count_after_it() -> None:
+    """The count before the fault plus the scans booked meanwhile is what the shelf should hold after it."""
+    site = Site()
+    d = Driver(site)
+    site.faults["A-1"] = FAULT
+    d.rec.fault_seen("A-1", FAULT)
+    d.scan("A-1", T0 + 5000, -2)  # a scanned pick while the cable is pulled
+    d.count["A-1"] -= 2
+    d.shelf("A-1", T0 + 6000, 0)  # a pulled cable reads nonsense (excluded)
+    d.count["A-1"] -= 3  # an unscanned pick while the cable is pulled
+    d.scan("A-2", T0 + 7000, +1)  # a neighbour's scan: not this bin's business
+    d.move("A-2", T0 + 7000, +1)
+    del site.faults["A-1"]
+    d.scan("A-1", T0 + 50_000, +4)  # the fault has cleared, the shelf has not settled since: booked meanwhile too
+    d.count["A-1"] += 4
+    d.shelf("A-1", T0 + 60_000, d.count["A-1"])
+    d.finish(T0 + 60_000)
+    assert d.kinds() == [("unscanned_removal", "A-1", 0, -3)]
+    assert f"across a shelf fault: {START} counted before it, +2 scanned since, {START - 1} counted after it" \
+        in d.found[0].sentence
+
+
+def test_an_unscanned_pick_pending_when_a_fault_is_raised_is_still_found() -> None:
+    site = Site()
+    d = Driver(site)
+    d.move("A-1", T0, -2)  # nobody scans it; its step is pending when the fault comes
+    d.scan("A-1", T0 + 1000, -1)  # a pick scanned whose movement the shelf has not shown yet
+    d.count["A-1"] -= 1
+    site.faults["A-1"] = FAULT
+    d.rec.fault_seen("A-1", FAULT)
+    del site.faults["A-1"]
+    d.shelf("A-1", T0 + 60_000, d.count["A-1"])
+    d.finish(T0 + 60_000)
+    assert d.kinds() == [("unscanned_removal", "A-1", 0, -2)]
+
+
+def test_a_pick_scanned_just_after_the_first_count_after_a_fault_explains_it() -> None:
+    site = Site()
+    d = Driver(site)
+    site.faults["A-1"] = FAULT
+    d.rec.fault_seen("A-1", FAULT)
+    del site.faults["A-1"]
+    d.move("A-1", T0 + 60_000, -2)  # the shelf settles in range with the pick already on the way out
+    d.scan("A-1", T0 + 62_000, -2)
+    d.finish(T0 + 62_000)
+    assert d.kinds() == [] and d.rec.outcomes["confirmed"] == 1
+
+
+def test_a_count_scan_during_a_fault_starts_the_bin_afresh() -> None:
+    site = Site()
+    d = Driver(site)
+    site.faults["A-1"] = FAULT
+    d.rec.fault_seen("A-1", FAULT)
+    d.count["A-1"] -= 3  # unscanned, but a person counts the bin before the fault clears
+    d.rec.count_scan("A-1", "SKU-A-1")
+    del site.faults["A-1"]
+    d.shelf("A-1", T0 + 60_000, d.count["A-1"])
+    d.finish(T0 + 60_000)
+    assert d.kinds() == []
+
+
+def test_the_accounting_across_a_fault_survives_a_restart() -> None:
+    site = Site()
+    d = Driver(site)
+    site.faults["A-1"] = FAULT
+    d.rec.fault_seen("A-1", FAULT)
+    d.scan("A-1", T0 + 5000, -2)
+    d.count["A-1"] -= 5
+    d.reload()
+    del site.faults["A-1"]
+    d.shelf("A-1", T0 + 60_000, d.count["A-1"])
+    d.finish(T0 + 60_000)
+    assert d.kinds() == [("unscanned_removal", "A-1", 0, -3)]
 
 
 def test_a_discrepancy_a_faulted_neighbour_may_explain_carries_its_reason() -> None:
