@@ -272,8 +272,10 @@ def test_bins_on_different_nodes_are_not_neighbours(tmp_path: Path) -> None:
         f.close()
 
 
-def test_a_shelf_fault_drops_the_pending_evidence_and_restarts_the_baseline(tmp_path: Path) -> None:
-    """The demo's overload: the put-away that overloads the shelf is not 'a scan without movement'."""
+def test_a_shelf_fault_drops_the_pending_evidence_and_accounts_for_the_stock_across_it(tmp_path: Path) -> None:
+    """The demo's overload: the put-away that overloads the shelf is not 'a scan without movement';
+    the first count after the fault is compared with the count before it plus the scans booked
+    meanwhile, so the 310 pieces taken off unscanned to end the overload are found."""
     from contract import ShelfFault
     f = Feeder(tmp_path / "l.db", WINDOW_MS, one_bin_catalog())
     try:
@@ -281,18 +283,21 @@ def test_a_shelf_fault_drops_the_pending_evidence_and_restarts_the_baseline(tmp_
             shelf_ev(1, T0_MS, "A-01-1", 10), scan_ev(2, T0_MS + 10_000, "putaway", "A-01-1", 600),
             ShelfFault(seq=3, ts_ms=T0_MS + 11_000, accepted_ms=T0_MS + 11_000, bin="A-01-1", fault="overload",
                        detail="20012 g is above the capacity"),
-            shelf_ev(4, T0_MS + 200_000, "A-01-1", 300),  # unloaded: the first count after is a new baseline
+            shelf_ev(4, T0_MS + 200_000, "A-01-1", 300),  # unloaded: 10 + 600 booked, 300 on the shelf
             shelf_ev(5, T0_MS + 400_000, "A-01-1", 300, heartbeat=True)])
         f.drain()
-        assert kinds(f) == []
+        assert kinds(f) == [("unscanned_removal", 0, -310)]
         assert f.ingest.reconciler.outcomes["excluded"] == 1
+        sentence = f.store.discrepancies("open", None, 10)[0].sentence
+        assert "across a shelf fault: 10 counted before it, +600 scanned since, 300 counted after it" in sentence
     finally:
         f.close()
 
 
 def test_while_a_fault_lasts_the_bin_is_not_judged_and_a_neighbour_names_it(tmp_path: Path) -> None:
     """Drift on A-01-2: its counts (still certain) are not steps; a scan at A-01-1 that A-01-2 might
-    explain says so; once the edge clears the fault, the next count is a fresh baseline."""
+    explain says so; once the edge clears the fault, the next count is compared with the count before
+    the fault (no scans were booked meanwhile): 5 of the 10 pieces are gone, unscanned."""
     from contract import ShelfFault
 
     def fault(seq: int, t: int, active: bool) -> ShelfFault:
@@ -306,13 +311,15 @@ def test_while_a_fault_lasts_the_bin_is_not_judged_and_a_neighbour_names_it(tmp_
                               scan_ev(5, T0_MS + 6000, "pick", "A-01-1", 2),  # A-01-1 does not move
                               shelf_ev(6, T0_MS + 100_000, "A-01-1", 10, heartbeat=True),
                               fault(7, T0_MS + 110_000, False),
-                              shelf_ev(8, T0_MS + 120_000, "A-01-2", 5),  # a new baseline, not a step of -2
+                              shelf_ev(8, T0_MS + 120_000, "A-01-2", 5),  # 10 before the fault: -5, not -2
                               shelf_ev(9, T0_MS + 300_000, "A-01-2", 5, heartbeat=True),
                               shelf_ev(10, T0_MS + 300_000, "A-01-1", 10, heartbeat=True)])
         f.drain()
         found = f.store.discrepancies("open", None, 10)
-        assert [(d.kind, d.bin, d.scan_qty) for d in found] == [("scan_without_movement", "A-01-1", -2)]
-        assert "not judged now (shelf fault at A-01-2: drift since" in found[0].sentence
+        assert sorted((d.kind, d.bin, d.scan_qty, d.sensed_qty) for d in found) == [
+            ("scan_without_movement", "A-01-1", -2, 0), ("unscanned_removal", "A-01-2", 0, -5)]
+        without_movement = next(d for d in found if d.bin == "A-01-1")
+        assert "not judged now (shelf fault at A-01-2: drift since" in without_movement.sentence
     finally:
         f.close()
 
