@@ -124,8 +124,9 @@ def fits(steps: Sequence[dict[str, Any]], scans: Sequence[dict[str, Any]]) -> bo
     Same unit (the step's bin holds the scanned SKU): the sensed count change equals the
     scanned quantity, or the weight change is within SIGMAS of that many pieces given the
     piece-to-piece variation (cv * sqrt(n) pieces). Another unit (a neighbour holding
-    another SKU): the weight change in the scanned SKU's pieces rounds to the quantity, or
-    is within SIGMAS of it.
+    another SKU): the weight change in the scanned SKU's pieces is within SIGMAS of the
+    quantity. (Merely rounding to it is not enough: 4 pieces of a 114 g SKU are 1.2 pieces of
+    a 379 g one, and an unscanned removal of 4 must not become a wrong bin of 1.)
     """
     n = sum(int(s["qty_delta"]) for s in scans)
     sensed = sum(int(s["qty_delta"]) for s in steps)
@@ -141,8 +142,6 @@ def fits(steps: Sequence[dict[str, Any]], scans: Sequence[dict[str, Any]]) -> bo
     if unit_g is None or any(s.get("weight_g") is None or s.get("prev_weight_g") is None for s in steps):
         return False
     pieces = sum(float(s["weight_g"]) - float(s["prev_weight_g"]) for s in steps) / float(unit_g)
-    if not same_unit and n == round(pieces):
-        return True
     return abs(pieces - n) <= SIGMAS * float(cv or DEFAULT_UNIT_WEIGHT_CV) * math.sqrt(abs(n))
 
 

@@ -255,6 +255,16 @@ def test_a_wrong_bin_holding_another_sku_is_matched_by_weight() -> None:
     assert d.kinds() == [("wrong_bin", "A-1", 6, 6)]
 
 
+def test_a_neighbour_holding_another_sku_whose_weight_change_only_rounds_to_the_scan_is_not_a_wrong_bin() -> None:
+    """One 25 g piece taken unscanned at A-3 is 2.5 pieces of A-1's 10 g SKU: not the 2 scanned at A-1
+    (the hour-long accuracy run lost an unscanned removal of 4 pieces to a 'wrong bin' of 1 this way)."""
+    d = Driver()
+    d.scan("A-1", T0, -2)
+    d.move("A-3", T0 + 3000, -1)
+    d.finish(T0 + 3000)
+    assert d.kinds() == [("scan_without_movement", "A-1", -2, 0), ("unscanned_removal", "A-3", 0, -1)]
+
+
 def test_a_double_scan_is_not_taken_for_a_wrong_bin_by_an_older_unscanned_step_next_door() -> None:
     """The bench's seed 1: a piece stolen from A-2, then 20 s later a pick of one at A-1 scanned twice.
     The extra scan repeats a confirmed one 0.8 s before; the neighbour moved 20 s before it: a double
