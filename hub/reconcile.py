@@ -34,7 +34,10 @@ judged like any other (so a pick during the fault that nobody scanned is still a
 removal, and a scan right after the fault can still explain it). A discrepancy that a
 faulted neighbour might explain carries the fault's reason. A count scan at a bin explains everything before
 it: its pending evidence is dropped (judged first when the count disagrees with the book) and
-its open discrepancies about the counted SKU are closed. Uncertain counts
+its open discrepancies about the counted SKU are closed. A wrong bin has two halves, though:
+a count at the scanned bin sets that bin's book, but the neighbour whose shelf moved still
+books the pieces it lost (or lacks the ones it gained), so closing a wrong bin that way opens
+an unscanned removal (addition) at the neighbour unless it was counted since. Uncertain counts
 are evidence only (kept, bounded, and attached to discrepancies near them in time).
 
 All state is per bin and bounded (MAX_PENDING); it is saved in the same transaction as the
@@ -202,6 +205,34 @@ class BinState:
 
 
 @dataclass
+class _Move:
+    """An open wrong bin whose goods moved at a neighbour holding the scanned SKU."""
+
+    bin: str  # where the scan was booked
+    neighbour: str  # whose shelf moved
+    sku: str
+    sensed: int  # pieces the neighbour's shelf moved (negative: lost)
+    device_from_ms: int
+    device_to_ms: int
+    neighbour_counted: bool = False  # counted since: its book is right again
+
+    def half(self, wrong_bin: int) -> NewDiscrepancy:
+        """The neighbour's book once a count has set the scanned bin's: the movement booked nowhere."""
+        kind = UNSCANNED_REMOVAL if self.sensed < 0 else UNSCANNED_ADDITION
+        moved = "lost" if self.sensed < 0 else "gained"
+        sentence = (f"Bin {self.neighbour} ({self.sku}): the shelf {moved} {_pieces(self.sensed)} "
+                    f"between {_clock(self.device_from_ms)} and {_clock(self.device_to_ms)} that were booked to "
+                    f"{self.bin} (the wrong bin of discrepancy {wrong_bin}); a count at {self.bin} has set its book, so they are now booked "
+                    f"nowhere.")
+        action = f"Recount bin {self.neighbour} (scan a count) to set its book."
+        evidence = {"wrong_bin": wrong_bin, "counted_at": self.bin, "scans": [], "counts": []}
+        return NewDiscrepancy(bin=self.neighbour, sku=self.sku, kind=kind, opened_ms=now_ms(),
+                              device_from_ms=self.device_from_ms, device_to_ms=self.device_to_ms, scan_qty=0,
+                              sensed_qty=self.sensed, sentence=sentence, action=action,
+                              evidence=json.dumps(evidence, separators=(",", ":")))
+
+
+@dataclass
 class _Verdict:
     """What one judgement found: a kind, the evidence it used (removed from pending), at which bins."""
 
@@ -233,6 +264,8 @@ class Reconciler:
         self.bins: dict[str, BinState] = {}
         self.open_ids: dict[str, list[int]] = {}
         self.open_sku: dict[int, str | None] = {}  # what each open discrepancy is about
+        # Open wrong bins whose neighbour holds the scanned SKU: the half a count at the scanned bin leaves.
+        self.open_moves: dict[int, _Move] = {}
         self.dirty: set[str] = set()
         self.outcomes: dict[str, int] = dict.fromkeys((CONFIRMED, EXCLUDED, *KINDS), 0)
 
@@ -367,6 +400,28 @@ class Reconciler:
         self.forget(closing)
         return closing
 
+    def opened_wrong_bin(self, ident: int, bin_name: str, sku: str | None, device_from_ms: int,
+                         device_to_ms: int, evidence: dict[str, Any]) -> None:
+        """Remember an open wrong bin (id, the scanned bin, its SKU and evidence) whose neighbour's book
+        a count at the scanned bin would leave wrong: only when the neighbour holds the scanned SKU."""
+        neighbour, steps = evidence.get("neighbour"), evidence.get("counts") or []
+        if neighbour is None or sku is None or not steps or any(s.get("sku") != sku for s in steps):
+            return
+        self.open_moves[ident] = _Move(bin_name, str(neighbour), sku, sum(int(s["qty_delta"]) for s in steps),
+                                       device_from_ms, device_to_ms)
+
+    def left_by_count(self, bin_name: str, sku: str | None) -> list[NewDiscrepancy]:
+        """Before a count scan at the bin: the neighbours' halves of the wrong bins it is about to close
+        (unscanned movements at the neighbour, booked nowhere once the count sets this bin). A count at
+        a wrong bin's neighbour settles that half: the count at the scanned bin then leaves nothing."""
+        out = []
+        for ident, move in list(self.open_moves.items()):
+            if move.neighbour == bin_name and sku in (None, move.sku):
+                move.neighbour_counted = True
+            elif move.bin == bin_name and sku in (None, move.sku) and not move.neighbour_counted:
+                out.append(move.half(ident))
+        return out
+
     def opened(self, bin_name: str, ident: int, sku: str | None = None) -> None:
         """Remember a discrepancy the writer recorded (at a bin, about a SKU), so a count scan can close it."""
         self.open_ids.setdefault(bin_name, []).append(ident)
@@ -379,6 +434,7 @@ class Reconciler:
             bin_ids[:] = [i for i in bin_ids if i not in gone]
         for ident in gone:
             self.open_sku.pop(ident, None)
+            self.open_moves.pop(ident, None)
 
     def expire(self, now_hub_ms: int, skus: dict[str, str | None] | None = None) -> list[NewDiscrepancy]:
         """Judge evidence that got nothing new for window_ms of hub time (the bin went quiet)."""

@@ -585,3 +585,17 @@ def test_each_injected_mistake_is_one_discrepancy_of_its_kind(
     d.finish(t + T_MS)
     assert Counter(f.kind for f in d.found) == expected, moves
     assert d.rec.outcomes["confirmed"] == correct
+
+
+def test_only_an_open_wrong_bin_whose_neighbour_holds_the_scanned_sku_leaves_a_half() -> None:
+    rec = Reconciler(T_MS)
+    moved = {"neighbour": "A-2", "counts": [{"sku": "SKU-X", "qty_delta": -3}]}
+    rec.opened("A-1", 7, "SKU-X")
+    rec.opened_wrong_bin(7, "A-1", "SKU-X", T0, T0 + 5000, moved)
+    assert [(d.kind, d.bin, d.sku, d.sensed_qty) for d in rec.left_by_count("A-1", "SKU-X")] == [
+        ("unscanned_removal", "A-2", "SKU-X", -3)]
+    assert rec.left_by_count("A-1", "SKU-Y") == []  # a count of another SKU there closes nothing of it
+    rec.forget([7])  # a person resolved it (or booked its one-click fix)
+    assert rec.left_by_count("A-1", "SKU-X") == []
+    rec.opened_wrong_bin(8, "A-1", "SKU-X", T0, T0, {"neighbour": "A-3", "counts": [{"sku": "SKU-Y", "qty_delta": -1}]})
+    assert rec.left_by_count("A-1", "SKU-X") == []  # a neighbour holding another SKU: its book is not the scan's
