@@ -415,7 +415,8 @@ class Ingest:
                 # The count disagrees with the book: what is pending at the bin says why. Judged now,
                 # since the count ends it (and closes what it finds, with the rest).
                 self.discrepancies.record(tx, rec.judge_now(event.location, hub_ms), result)
-            left = rec.left_by_count(event.location, sku)  # a wrong bin's other half stays wrong
+            left = rec.left_by_count(  # a wrong bin's other half stays wrong
+                event.location, sku, lambda loc, of: tx.balance(of, loc) if tx.has_balance(of, loc) else None)
             closed = rec.count_scan(event.location, sku)
             if closed:
                 adjusted = sum(c.qty_delta for c in changes if c.reason == COUNT_ADJUSTMENT)

@@ -216,19 +216,20 @@ class _Move:
     device_to_ms: int
     neighbour_counted: bool = False  # counted since: its book is right again
 
-    def half(self, wrong_bin: int) -> NewDiscrepancy:
+    def half(self, wrong_bin: int, shelf: int, book: int) -> NewDiscrepancy:
         """The neighbour's book once a count has set the scanned bin's: the movement booked nowhere."""
         kind = UNSCANNED_REMOVAL if self.sensed < 0 else UNSCANNED_ADDITION
         moved = "lost" if self.sensed < 0 else "gained"
         sentence = (f"Bin {self.neighbour} ({self.sku}): the shelf {moved} {_pieces(self.sensed)} "
                     f"between {_clock(self.device_from_ms)} and {_clock(self.device_to_ms)} that were booked to "
-                    f"{self.bin} (the wrong bin of discrepancy {wrong_bin}); a count at {self.bin} has set its book, so they are now booked "
-                    f"nowhere.")
+                    f"{self.bin} (the wrong bin of discrepancy {wrong_bin}); a count at {self.bin} has set its "
+                    f"book, so they are now booked nowhere: the shelf counts {shelf}, the book says {book}.")
         action = f"Recount bin {self.neighbour} (scan a count) to set its book."
-        evidence = {"wrong_bin": wrong_bin, "counted_at": self.bin, "scans": [], "counts": []}
+        evidence = {"wrong_bin": wrong_bin, "counted_at": self.bin, "shelf": shelf, "book": book, "scans": [],
+                    "counts": []}
         return NewDiscrepancy(bin=self.neighbour, sku=self.sku, kind=kind, opened_ms=now_ms(),
                               device_from_ms=self.device_from_ms, device_to_ms=self.device_to_ms, scan_qty=0,
-                              sensed_qty=self.sensed, sentence=sentence, action=action,
+                              sensed_qty=shelf - book, sentence=sentence, action=action,
                               evidence=json.dumps(evidence, separators=(",", ":")))
 
 
@@ -410,16 +411,29 @@ class Reconciler:
         self.open_moves[ident] = _Move(bin_name, str(neighbour), sku, sum(int(s["qty_delta"]) for s in steps),
                                        device_from_ms, device_to_ms)
 
-    def left_by_count(self, bin_name: str, sku: str | None) -> list[NewDiscrepancy]:
+    def left_by_count(self, bin_name: str, sku: str | None,
+                      book_of: Callable[[str, str], int | None]) -> list[NewDiscrepancy]:
         """Before a count scan at the bin: the neighbours' halves of the wrong bins it is about to close
         (unscanned movements at the neighbour, booked nowhere once the count sets this bin). A count at
-        a wrong bin's neighbour settles that half: the count at the scanned bin then leaves nothing."""
+        a wrong bin's neighbour settles that half: the count at the scanned bin then leaves nothing.
+
+        Only where the neighbour's shelf confirms it: its last certain count, less its steps still
+        unexplained, differs from its book (`book_of(bin, sku)`), less its scans still unexplained,
+        in the wrong bin's direction. (A wrong bin judged on a tangle of movements, or a neighbour
+        whose book was set right since, leaves nothing to report.)"""
         out = []
         for ident, move in list(self.open_moves.items()):
             if move.neighbour == bin_name and sku in (None, move.sku):
                 move.neighbour_counted = True
             elif move.bin == bin_name and sku in (None, move.sku) and not move.neighbour_counted:
-                out.append(move.half(ident))
+                there = self.bins.get(move.neighbour)
+                book = book_of(move.neighbour, move.sku)
+                if there is None or there.baseline is None or there.fault_base is not None or book is None:
+                    continue  # nothing certain to compare with
+                shelf = there.baseline - sum(int(s["qty_delta"]) for s in there.steps)
+                booked = book - sum(int(s["qty_delta"]) for s in there.scans)
+                if _sign(shelf - booked) == _sign(move.sensed):
+                    out.append(move.half(ident, shelf, booked))
         return out
 
     def opened(self, bin_name: str, ident: int, sku: str | None = None) -> None:

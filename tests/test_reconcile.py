@@ -283,7 +283,8 @@ def test_a_count_at_the_scanned_bin_leaves_the_wrong_bins_other_half_open_at_the
         half = f.store.discrepancies("open", None, 10)
         assert [(d.kind, d.bin, d.sku, d.scan_qty, d.sensed_qty) for d in half] == [
             ("unscanned_removal", "A-01-2", "SKU-A", 0, -3)]
-        assert "a count at A-01-1 has set its book, so they are now booked nowhere" in half[0].sentence
+        assert ("a count at A-01-1 has set its book, so they are now booked nowhere: the shelf counts 5, "
+                "the book says 8") in half[0].sentence
         f.send("n1", STREAM, [scan_ev(10, T0_MS + 300_000, "count", "A-01-2", 5, gtin=GTINS[0])])
         f.drain()
         assert kinds(f, "open") == []

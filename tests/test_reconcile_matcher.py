@@ -588,14 +588,23 @@ def test_each_injected_mistake_is_one_discrepancy_of_its_kind(
 
 
 def test_only_an_open_wrong_bin_whose_neighbour_holds_the_scanned_sku_leaves_a_half() -> None:
-    rec = Reconciler(T_MS)
+    d = Driver()  # A-2's shelf counts START
+    rec = d.rec
+    books = {"A-2": START + 3}  # its book still counts the 3 pieces it lost, booked to A-1
+
+    def book_of(bin_name: str, sku: str) -> int | None:
+        return books.get(bin_name)
     moved = {"neighbour": "A-2", "counts": [{"sku": "SKU-X", "qty_delta": -3}]}
     rec.opened("A-1", 7, "SKU-X")
     rec.opened_wrong_bin(7, "A-1", "SKU-X", T0, T0 + 5000, moved)
-    assert [(d.kind, d.bin, d.sku, d.sensed_qty) for d in rec.left_by_count("A-1", "SKU-X")] == [
+    assert [(d.kind, d.bin, d.sku, d.sensed_qty) for d in rec.left_by_count("A-1", "SKU-X", book_of)] == [
         ("unscanned_removal", "A-2", "SKU-X", -3)]
-    assert rec.left_by_count("A-1", "SKU-Y") == []  # a count of another SKU there closes nothing of it
+    assert "the shelf counts 500, the book says 503" in rec.left_by_count("A-1", "SKU-X", book_of)[0].sentence
+    assert rec.left_by_count("A-1", "SKU-Y", book_of) == []  # a count of another SKU there closes nothing of it
+    books["A-2"] = START - 2  # the book is off the other way: not what this wrong bin left
+    assert rec.left_by_count("A-1", "SKU-X", book_of) == []
+    books["A-2"] = START + 3
     rec.forget([7])  # a person resolved it (or booked its one-click fix)
-    assert rec.left_by_count("A-1", "SKU-X") == []
+    assert rec.left_by_count("A-1", "SKU-X", book_of) == []
     rec.opened_wrong_bin(8, "A-1", "SKU-X", T0, T0, {"neighbour": "A-3", "counts": [{"sku": "SKU-Y", "qty_delta": -1}]})
-    assert rec.left_by_count("A-1", "SKU-X") == []  # a neighbour holding another SKU: its book is not the scan's
+    assert rec.left_by_count("A-1", "SKU-X", book_of) == []  # a neighbour holding another SKU: its book is not the scan's
