@@ -212,7 +212,11 @@ class HubService:
             await asyncio.sleep(CONFIG_POLL_S)
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+
+        def online_changed(up: bool) -> None:  # from a paho thread
+            loop.call_soon_threadsafe(self.live.hub_receiving, up)
+        self.link.on_online_change = online_changed
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
         if self.lease is None:
             await self._become_active()

@@ -267,3 +267,18 @@ def test_cli_add_user_and_token(broker: PrivateBroker, tmp_path: Path, monkeypat
         assert info is not None and info.role is Role.VIEWER and info.name == "erp"
     finally:
         store.close()
+
+
+def test_cli_add_user_without_a_terminal_says_how_to_give_the_password(broker: PrivateBroker,
+                                                                         tmp_path: Path) -> None:
+    # Run from a script or `ssh host stock-hub add-user ...` there is no terminal to type into:
+    # this was a getpass traceback ending in EOFError.
+    import subprocess
+    import sys
+    config = hub_toml(broker, tmp_path, free_port())
+    done = subprocess.run([sys.executable, "-m", "hub.cli", "add-user", "kim", "--role", "viewer", "--config",
+                           str(config)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                          start_new_session=True)  # no controlling terminal: getpass reads stdin
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "stock-hub add-user: no password was typed" in done.stderr and "--password-stdin" in done.stderr

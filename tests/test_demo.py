@@ -205,3 +205,31 @@ async def test_the_page_shows_exactly_the_staged_discrepancies(demo_shift: DemoS
         found = await _get_all(page, f"{demo_shift.url}/api/v1/discrepancies")
     shown = Counter((d["kind"], d["bin"], d["sku"]) for d in found)
     assert shown == _staged(demo_shift, "discrepancy"), [d["sentence"] for d in found]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(DEMO_TIMEOUT_S)
+async def test_every_delivery_is_booked_to_the_purchase_order_the_buyer_placed(demo_shift: DemoShift) -> None:
+    await demo_shift.wait_for_shift(SHIFT_S)
+    async with await _logged_in(demo_shift) as page:
+        scans = await _get_all(page, f"{demo_shift.url}/api/v1/scans")
+        received = sum(s["qty"] for s in scans if s["mode"] == "receive")
+        assert received > 0, "the short shift receives at least the staged wrong-bin delivery"
+
+        def central_orders() -> list[dict[str, Any]]:
+            central = sqlite3.connect(f"file:{demo_shift.workdir / 'central.sqlite3'}?mode=ro", uri=True)
+            try:
+                return [json.loads(body) for (body,) in central.execute("SELECT body FROM purchase_orders")]
+            finally:
+                central.close()
+
+        def booked() -> int:
+            return sum(line["qty_received"] for po in central_orders() for line in po["lines"])
+
+        # The hub sends each receipt to central with its scanned PO number; central books it there.
+        await wait_for(lambda: booked() == received, 30, f"central to book all {received} received pieces", interval_s=0.5)
+        assert all(line["qty_received"] == line["qty"] for po in central_orders() for line in po["lines"])
+        async with page.get(f"{demo_shift.url}/api/v1/rules/decisions", params={"limit": "1000"}) as resp:
+            decisions = (await resp.json())["items"]
+    # No delivery is left for the buyer to sort out: the demo stages no such mistake.
+    assert [d["sentence"] for d in decisions if d["rule"] == "receipt_unbooked"] == []
