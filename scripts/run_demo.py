@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING
 from edge.scan.sim import VirtualScanner, gs1_128
 from edge.shelf.pipeline import PipelineParams
 from edge.shelf.sim import SimBin, VirtualController, start_simulator
-from hub.mosquitto import HUB_USER, PrivateBroker, free_port, wait_for_port
+from hub.mosquitto import HUB_USER, PrivateBroker, free_port
 from hub.purchasing.connectors import open_connector
 from hub.rules.config import TRYTON, CentralConfig
 from service.testing import NotifyListener
@@ -334,15 +335,20 @@ class Shift:
         return True
 
 
-def wait_ready(notify: NotifyListener, edge: subprocess.Popen[bytes], stop: threading.Event,
+def wait_ready(notify: NotifyListener, program: subprocess.Popen[bytes], stop: threading.Event,
                timeout_s: float = 60.0) -> str | None:
-    """The edge's READY status line, or None if it exited, Ctrl+C came, or timeout_s passed first."""
+    """The program's READY status line, or None if it exited, Ctrl+C came, or timeout_s passed first."""
     deadline = time.monotonic() + timeout_s
-    while not stop.is_set() and edge.poll() is None and time.monotonic() < deadline:
+    while not stop.is_set() and program.poll() is None and time.monotonic() < deadline:
         with contextlib.suppress(AssertionError):
             notify.wait_for(notify.has("READY"), 0.5, "READY")
-            return next(m.get("STATUS", "edge agent ready") for m in notify.messages if m.get("READY") == "1")
+            return next(m.get("STATUS", "ready") for m in notify.messages if m.get("READY") == "1")
     return None
+
+
+# The hub's READY status names the port its page listens on (hub/cli.py): the one the system
+# chose when the demo asked for any (--http-port 0).
+HUB_READY_PORT = re.compile(r"running on port (\d+)")
 
 
 def write(path: Path, text: str) -> Path:
@@ -362,7 +368,7 @@ def port_free(port: int) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="demo-run", help="where the demo keeps its files (recreated)")
-    parser.add_argument("--http-port", type=int, default=8080, help="hub page port (a free one if taken)")
+    parser.add_argument("--http-port", type=int, default=8080, help="hub page port (a free one if taken; 0: one the system chooses, printed in the banner)")
     parser.add_argument("--pace-s", type=float, default=2.0, help="seconds between a worker's scans, roughly")
     parser.add_argument("--rounds", type=int, default=0,
                         help=f"end the shift after this many rounds (a cycle is {CYCLE_ROUNDS}); 0: until Ctrl+C")
@@ -379,7 +385,8 @@ def main() -> int:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    http_port = args.http_port if port_free(args.http_port) else free_port()
+    # 0: the hub binds a port the system chooses and says which when it is ready.
+    http_port = args.http_port if args.http_port == 0 or port_free(args.http_port) else free_port()
     central_port = free_port()
 
     broker = PrivateBroker(work / "mosquitto", own_session=True)
@@ -450,6 +457,7 @@ scale_per_g = 100.0
     # The edge says READY (systemd's notify protocol) once it has opened its devices: the
     # worker starts scanning only then, so the opening count cannot miss a MODE: label.
     notify = NotifyListener(work / "edge-notify.sock")
+    hub_notify = NotifyListener(work / "hub-notify.sock")
     tryton = None
     try:
         if args.central == "tryton":
@@ -466,8 +474,14 @@ scale_per_g = 100.0
         # Own sessions: Ctrl+C reaches only this script, which stops them in order (edge, hub,
         # central, broker) instead of the terminal signalling every process at once.
         procs["hub"] = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--config", str(hub_config)],
-                                        stdout=logs["hub"], stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for_port("127.0.0.1", http_port, 30)
+                                        stdout=logs["hub"], stderr=subprocess.STDOUT, start_new_session=True,
+                                        env={**os.environ, "NOTIFY_SOCKET": hub_notify.env_value})
+        hub_ready = wait_ready(hub_notify, procs["hub"], stop)
+        bound = HUB_READY_PORT.search(hub_ready or "")
+        if bound is None:
+            log.error("the hub did not say it was ready (or on which port: %r); see %s/hub.log", hub_ready, work)
+            return 1
+        http_port = int(bound.group(1))
         admin_password = secrets.token_urlsafe(9)
         subprocess.run([sys.executable, "-m", "hub.cli", "add-user", "admin", "--role", "admin", "--password-stdin",
                         "--config", str(hub_config)], input=admin_password + "\n", text=True, check=True,
@@ -515,6 +529,7 @@ scale_per_g = 100.0
         scanner.stop()
         shelf.stop()
         notify.close()
+        hub_notify.close()
         broker.stop()
         files.close()
         log.info("stopped; files are in %s", work)

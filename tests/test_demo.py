@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hub.mosquitto import free_port
 from tests.support import DemoShift, form_login, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,10 +52,10 @@ def alive(pid: int) -> bool:
 
 
 async def test_the_demo_runs_a_shift_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    port = free_port()
     out = open(tmp_path / "demo.out", "w+b")
+    # Port 0: the hub binds one the system chooses, and the banner must print that one.
     demo = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run_demo.py"), "--workdir",
-                             str(tmp_path / "demo-run"), "--http-port", str(port), "--pace-s", "0.2"],
+                             str(tmp_path / "demo-run"), "--http-port", "0", "--pace-s", "0.2"],
                             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def printed() -> str:
@@ -66,6 +65,7 @@ async def test_the_demo_runs_a_shift_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
         banner = await wait_for(lambda: re.search(r"Hub page:\s+(\S+)\s+\(login: admin / (\S+)\)", printed()),
                                 timeout_s=60, what="the demo's banner")
         url, password = banner.group(1).rstrip("/"), banner.group(2)
+        assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*", url), url
         programs = children_of(demo.pid)
         assert len(programs) >= 4, "broker, central, hub and edge run under the demo"
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as page:
