@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 
 from hub.db import LEDGER, DbTarget
 from hub.mosquitto import HUB_USER, PrivateBroker, free_port
@@ -33,6 +34,14 @@ from tests.support import (
 
 if TYPE_CHECKING:
     from central_reference.tryton_local import TrytonServer
+
+# Property-based tests: the test command (and CI) tries the same examples every run, so it fails
+# on a change, not on the luck of a new draw; `--hypothesis-profile=discovery` draws new ones to
+# hunt for bugs. Each shrunk counterexample found becomes an @example on its test
+# (docs/architecture.md, "Where to add things").
+settings.register_profile("gate", derandomize=True, database=None, print_blob=True)
+settings.register_profile("discovery", print_blob=True)
+settings.load_profile("gate")
 
 DEMO_ROUNDS = 4  # the demo stages its mistakes in rounds 1 to 4 of each cycle (scripts/run_demo.py, STAGED)
 
