@@ -3,6 +3,7 @@
     .venv/bin/python bench/scan_to_screen.py                          # 1 and 10 pages; ~5 min
     .venv/bin/python bench/scan_to_screen.py --pages 1,10,50          # and 50 pages; ~15 min on 2 cores
     .venv/bin/python bench/scan_to_screen.py --pages 10               # the target case only
+    .venv/bin/python bench/scan_to_screen.py --pages 10 --trace /tmp/s2s.json   # and a Chromium trace of one more trial
 
 The parts are the real ones: a private Mosquitto with passwords and ACL, `stock-hub serve`
 and `edge-agent run` as their own processes, and N Chromium pages (Playwright driving Debian's
@@ -20,8 +21,15 @@ was typed and to the ledger's times for its event:
 - commit -> page message: to the page's EventSource delivering the message (stamped by a script
   that runs before the page's own): the hub, the browser's network process and IPC; the rest of
   commit -> DOM is the page's own script and its wait for a frame;
+- scan -> accepted: typed to the edge's outbox `accepted_ms` (the pty, the decoder, the fsync'd
+  outbox append): the edge's share before anything is published;
 - MQTT hop: edge outbox `accepted_ms` to hub `received_ms` (the edge's publish and the broker),
   the in-run baseline: the part of the path that is not ours to shorten;
+- browser CPU per (scan, page): CPU time of every Chromium process over the trial (until every
+  row is shown) divided by scans x pages: what one page costs per scan. It depends on the load
+  less than a latency does, though a starved page paints fewer frames and so costs less per scan;
+- CPU pressure: Linux PSI `some avg10` as typing ends: the share of time some runnable task
+  waited for a core (near 100 % means every latency here includes queueing for the CPU);
 - rows never shown: (scan, page) pairs whose row never appeared. The overview shows the newest
   30 scans, so a page more than 30 scans behind paints only the newest and skips the rest by
   design; the latencies above are of the rows that were shown.
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -50,7 +59,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Comparison, Metrics, pct, report, run_rounds_async  # noqa: E402
-from bench.rig import CpuMeter, HubProcess, add_node_user, private_broker, start_hub  # noqa: E402
+from bench.rig import CpuMeter, HubProcess, add_node_user, cpu_s, private_broker, start_hub  # noqa: E402
 from tests.support import add_web_user, api_token, toml_text  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -64,35 +73,85 @@ TARGET_P99_MS = 50.0
 ROW_WAIT_S = 30.0  # every page must show every scan within this, or the trial counts the rows never shown
 PAGE_TIMEOUT_MS = 120_000  # opening 50 pages on a busy 2-core machine is slow; this is set-up, not measured
 POLL_S = 0.5
+# --trace: every renderer's main thread, compositor and raster work, with each task's CPU time (tdur).
+TRACE_CATEGORIES = ["toplevel", "devtools.timeline", "disabled-by-default-devtools.timeline", "blink", "cc", "v8"]
 
 OBSERVER_JS = """() => {
   window.__seen = {};
   const body = document.querySelector('#scans tbody');
-  new MutationObserver(() => {
+  // Only the rows each mutation added: the page's own work, not a scan of the table per frame.
+  new MutationObserver((records) => {
     const t = performance.timeOrigin + performance.now();
-    for (const tr of body.querySelectorAll('tr[data-scan-id]')) {
-      if (!(tr.dataset.scanId in window.__seen)) window.__seen[tr.dataset.scanId] = t;
+    for (const record of records) {
+      for (const tr of record.addedNodes) {
+        const id = tr.dataset && tr.dataset.scanId;
+        if (id !== undefined && !(id in window.__seen)) window.__seen[id] = t;
+      }
     }
   }).observe(body, {childList: true});
   for (const tr of body.querySelectorAll('tr[data-scan-id]')) window.__seen[tr.dataset.scanId] = 0;
 }"""
 TAKE_SEEN_JS = "() => { const s = window.__seen; window.__seen = {}; return s; }"
-# Before the page's own script: stamp each live message's scans when the page's EventSource
-# delivers it, so commit -> DOM splits into delivery (hub, browser process, IPC) and the page's work.
+# Before the page's own script: stamp each live message when the page's EventSource delivers it,
+# so commit -> DOM splits into delivery (hub, browser process, IPC) and the page's work. The
+# message is kept as it came and parsed when the benchmark takes it, so the page does not parse
+# every message twice while it is being measured.
 MESSAGE_STAMP_JS = """(() => {
-  window.__msg = {};
+  window.__msg = [];
   const Original = window.EventSource;
   window.EventSource = class extends Original {
     constructor(...args) {
       super(...args);
-      this.addEventListener('message', (ev) => {
-        const t = performance.timeOrigin + performance.now();
-        for (const s of JSON.parse(ev.data).scans || []) if (!(s.id in window.__msg)) window.__msg[s.id] = t;
-      });
+      this.addEventListener('message', (ev) => { window.__msg.push([performance.timeOrigin + performance.now(), ev.data]); });
     }
   };
 })();"""
-TAKE_MSG_JS = "() => { const s = window.__msg; window.__msg = {}; return s; }"
+TAKE_MSG_JS = """() => {
+  const seen = {};
+  for (const [t, data] of window.__msg) for (const s of JSON.parse(data).scans || []) if (!(s.id in seen)) seen[s.id] = t;
+  window.__msg = [];
+  return seen;
+}"""
+
+
+def browser_pids() -> list[int]:
+    """This process's Chromium processes (browser, renderers, GPU, network), found through /proc's parent links."""
+    parent: dict[int, int] = {}
+    name: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                head, tail = fh.read().rsplit(")", 1)
+        except OSError:
+            continue  # ended meanwhile
+        parent[int(entry)] = int(tail.split()[1])
+        name[int(entry)] = head.split("(", 1)[1]
+    mine, grew = {os.getpid()}, True
+    while grew:
+        grown = {pid for pid, ppid in parent.items() if ppid in mine} - mine
+        mine |= grown
+        grew = bool(grown)
+    return [pid for pid in mine if name.get(pid, "").startswith("chrom")]
+
+
+def browser_cpu_s() -> float:
+    """CPU seconds every Chromium process of this run has used so far."""
+    total = 0.0
+    for pid in browser_pids():
+        with contextlib.suppress(OSError):  # ended meanwhile
+            total += cpu_s(pid)
+    return total
+
+
+def cpu_pressure_pct() -> float:
+    """Share of the last 10 s in which some runnable task waited for a CPU (Linux PSI), or NaN."""
+    try:
+        with open("/proc/pressure/cpu") as fh:
+            return float(fh.readline().split()[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def gtin13(n: int) -> str:
@@ -132,6 +191,7 @@ class Site:
             await page.evaluate(TAKE_SEEN_JS)  # rows of earlier trials are not this one's
             await page.evaluate(TAKE_MSG_JS)
         hub_cpu = CpuMeter(self.hub.proc.pid)
+        browser_cpu0_s = browser_cpu_s()
         start = time.perf_counter()
         for i in range(count):
             pause = start + i / rate - time.perf_counter()
@@ -142,6 +202,7 @@ class Site:
             typed_ms[gtin] = time.time() * 1000
             os.write(self.master_fd, gtin.encode() + b"\r\n")
         hub_cpu_pct = hub_cpu.percent()
+        cpu_pressure = cpu_pressure_pct()
         events = await self._events(typed_ms)
         ids = {str(e["id"]) for e in events.values()}
         seen: list[dict[str, float]] = [{} for _ in self.pages]
@@ -155,11 +216,14 @@ class Site:
             if all(ids <= s.keys() for s in seen):
                 break
             await asyncio.sleep(POLL_S)
+        # Every row is on every page (or given up on): what the browsers spent on this trial's scans.
+        browser_cpu_ms = 1000 * (browser_cpu_s() - browser_cpu0_s)
         delivered = [await page.evaluate(TAKE_MSG_JS) for page in self.pages]
-        scan_dom, commit_dom, hop, commit_sse, commit_msg = [], [], [], [], []
+        scan_dom, commit_dom, hop, commit_sse, commit_msg, scan_accept = [], [], [], [], [], []
         missing = 0
         for gtin, event in events.items():
             hop.append(event["received_ms"] - event["accepted_ms"])
+            scan_accept.append(event["accepted_ms"] - typed_ms[gtin])
             if event["id"] in self.sse_seen_ms:
                 commit_sse.append(self.sse_seen_ms[event["id"]] - event["committed_ms"])
             for got in delivered:
@@ -178,7 +242,9 @@ class Site:
                 "commit_dom_p50_ms": pct(commit_dom, 50), "commit_dom_p99_ms": pct(commit_dom, 99),
                 "commit_sse_p50_ms": pct(commit_sse, 50), "commit_sse_p99_ms": pct(commit_sse, 99),
                 "commit_msg_p50_ms": pct(commit_msg, 50), "commit_msg_p99_ms": pct(commit_msg, 99),
-                "mqtt_hop_p99_ms": pct(hop, 99), "hub_cpu_pct": hub_cpu_pct, "rows_never_shown": float(missing)}
+                "scan_accept_p99_ms": pct(scan_accept, 99), "mqtt_hop_p99_ms": pct(hop, 99), "hub_cpu_pct": hub_cpu_pct,
+                "browser_cpu_ms_per_scan_page": browser_cpu_ms / (count * max(1, len(self.pages))),
+                "cpu_pressure_pct": cpu_pressure, "rows_never_shown": float(missing)}
 
     async def _events(self, typed_ms: dict[str, float]) -> dict[str, dict[str, Any]]:
         """The ledger's scan events for these GTINs, waiting until all are committed."""
@@ -240,7 +306,7 @@ async def open_pages(browser: Any, hub: HubProcess, state: Any, count: int) -> l
 
 
 async def measure(page_counts: list[int], rates: list[int], seconds: float, rounds: int, work: Path,
-                  flush_ms: int | None) -> list[str]:
+                  flush_ms: int | None, trace: Path | None = None) -> list[str]:
     from playwright.async_api import async_playwright
 
     tables = []
@@ -281,10 +347,16 @@ async def measure(page_counts: list[int], rates: list[int], seconds: float, roun
                         tables.append(report(result, comparisons, units={k: "ms" for k in (
                             "scan_dom_p50_ms", "scan_dom_p99_ms", "scan_dom_max_ms", "commit_dom_p50_ms",
                             "commit_dom_p99_ms", "commit_sse_p50_ms", "commit_sse_p99_ms", "commit_msg_p50_ms", "commit_msg_p99_ms",
-                            "mqtt_hop_p99_ms")} | {"hub_cpu_pct": "%"},
+                            "scan_accept_p99_ms", "mqtt_hop_p99_ms", "browser_cpu_ms_per_scan_page")} | {"hub_cpu_pct": "%", "cpu_pressure_pct": "%"},
                             title=f"scan to screen, {count} page{'s' if count > 1 else ''}, {seconds:g} s per trial, "
                                   f"live.flush_ms {hub.config.live_flush_ms}"))
                         print(tables[-1] + "\n", flush=True)
+                        if trace is not None:  # one more trial at the highest rate, traced: where a frame's CPU goes
+                            await browser.start_tracing(page=site.pages[0], categories=TRACE_CATEGORIES)
+                            await site.trial(max(rates), seconds)
+                            path = trace.with_name(f"{trace.stem}-{count}pages{trace.suffix}")
+                            path.write_bytes(await browser.stop_tracing())
+                            print(f"Chromium trace of one {max(rates)} scans/s trial: {path}", file=sys.stderr)
                         for page in site.pages:
                             await page.context.close()
                 finally:
@@ -306,12 +378,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="typing time per trial")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--flush-ms", type=int, default=None, help="the hub's live.flush_ms (default: its default)")
+    parser.add_argument("--trace", type=Path, default=None,
+                        help="after each page count's rounds, trace one more trial into PATH-<n>pages.json "
+                             "(open in ui.perfetto.dev; not part of the figures)")
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(measure([int(p) for p in args.pages.split(",")], [int(r) for r in args.rates.split(",")],
-                            args.seconds, args.rounds, Path(tmp), args.flush_ms))
+                            args.seconds, args.rounds, Path(tmp), args.flush_ms,
+                            args.trace))
     print(f"target: scan->DOM p99 < {TARGET_P99_MS:g} ms at 100 scans/s with 10 pages")
 
 

@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 # whose credentials are wrong does not hammer the broker while someone fixes them.
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
+# A broker that cannot be reached is logged at the first failed attempt, then at most this
+# often while it lasts: the installer sees it at once, and the journal is not flooded.
+UNREACHABLE_LOG_EVERY_S = 60.0
 # How often the sender re-checks timeouts when nothing else wakes it.
 TICK_S = 0.5
 # A re-send's PUBLISH carries contract.RESEND_PROPERTY, so the hub can serve live batches first.
@@ -111,6 +114,8 @@ class EdgeLink:
                                node_topic(site, node, Channel.CONFIG), hub_state_topic(site)]
         self.brokers = BrokerRotation(config.mqtt.brokers)  # several on a two-server site
         self._no_hub_since: float | None = None  # monotonic time since when no hub is online at our broker
+        self._unreachable_attempts = 0  # failed connection attempts since the last connect
+        self._unreachable_logged = 0.0  # monotonic time of the last "cannot reach" line
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -125,6 +130,14 @@ class EdgeLink:
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
         self.brokers.attach(client)
+        rotate = client.on_connect_fail
+        assert rotate is not None, "BrokerRotation.attach sets on_connect_fail"
+
+        def connect_failed(client: mqtt.Client, userdata: Any) -> None:
+            broker = self.brokers.describe()  # before the rotation moves on
+            rotate(client, userdata)
+            self._hop(self._unreachable, broker)
+        client.on_connect_fail = connect_failed
         client.on_publish = self._paho_publish
         return client
 
@@ -179,7 +192,18 @@ class EdgeLink:
 
     # ------------------------------------------------------------------ on the loop
 
+    def _unreachable(self, broker: str) -> None:
+        """A connection attempt failed before MQTT began (nothing listens there, no route, DNS)."""
+        self._unreachable_attempts += 1
+        if self._unreachable_attempts > 1 and time.monotonic() - self._unreachable_logged < UNREACHABLE_LOG_EVERY_S:
+            return
+        self._unreachable_logged = time.monotonic()
+        log.warning("cannot reach the MQTT broker at %s (%d failed attempt(s) so far): check mqtt.host and "
+                    "mqtt.port, the network, and that Mosquitto runs there; retrying every %d-%d s, events stay "
+                    "in the outbox", broker, self._unreachable_attempts, RECONNECT_MIN_S, RECONNECT_MAX_S)
+
     def _connected(self, rc: ReasonCode) -> None:
+        self._unreachable_attempts = 0
         if rc.is_failure:
             hint = " (check mqtt.username and the password)" if rc.value in (134, 135) else ""
             log.error("broker %s refused node %s: %s (%d)%s; retrying", self.brokers.describe(),

@@ -15,6 +15,8 @@ from service import Notifier, Watchdog
 from settings import ConfigError, describe, exits_on_config_error
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from hub.config import HubConfig
 
 log = logging.getLogger("hub")
@@ -40,13 +42,13 @@ async def _serve(config_path: str) -> int:
     service.ingest.writer.heartbeat = lambda: watchdog.beat("ingest")
     runner = web.AppRunner(make_app(service), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.http_host, config.http_port)
-    await site.start()
-    log.info("hub page at http://%s:%d/", config.http_host, config.http_port)
+    await web.TCPSite(runner, config.http_host, config.http_port).start()
+    port = bound_port(runner)
+    log.info("hub page at http://%s:%d/", config.http_host, port)
     background = [asyncio.create_task(watchdog.run(), name="watchdog"),
                   asyncio.create_task(_beat_event_loop(watchdog), name="event-loop-beat")]
     # READY once ingest and the web server run; the broker may still be unreachable.
-    notifier.ready(f"site {config.site}: ingest and web running on port {config.http_port}")
+    notifier.ready(f"site {config.site}: ingest and web running on port {port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -66,6 +68,11 @@ async def _serve(config_path: str) -> int:
     return status
 
 
+def bound_port(runner: web.AppRunner) -> int:
+    """The port the web server listens on: http.port, or the one the system chose for http.port = 0."""
+    return int(runner.addresses[0][1])
+
+
 async def _serve_company(config: HubConfig) -> int:
     """The company role: the read-only view of every site's stock from the central database."""
     from aiohttp import web
@@ -80,10 +87,11 @@ async def _serve_company(config: HubConfig) -> int:
     runner = web.AppRunner(make_company_app(config, store), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.http_host, config.http_port).start()
-    log.info("company view of every site's stock at http://%s:%d/api/v1/stock", config.http_host, config.http_port)
+    port = bound_port(runner)
+    log.info("company view of every site's stock at http://%s:%d/api/v1/stock", config.http_host, port)
     background = [asyncio.create_task(watchdog.run(), name="watchdog"),
                   asyncio.create_task(_beat_event_loop(watchdog), name="event-loop-beat")]
-    notifier.ready(f"company view on port {config.http_port}")
+    notifier.ready(f"company view on port {port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

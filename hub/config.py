@@ -77,8 +77,8 @@ HUB_SETTINGS: list[Setting] = [
             " checks)", check=_locations),
     Setting("stock.unavailable_locations", list, ["QUARANTINE"],
             "locations whose stock cannot be picked or sold (returns waiting for inspection): shown on the stock"
-            " page but not counted as available for reorder, low-stock and stockout signals (empty: all stock"
-            " counts)", check=_locations),
+            " page and in the API (each stock row's `available` is false) but not counted as available for reorder,"
+            " low-stock and stockout signals (empty: all stock counts)", check=_locations),
     Setting("stock.dock_max_age_h", float, 24.0,
             "stock received at a dock location and not put away after this many hours opens a"
             " 'put away or check' discrepancy (it closes itself once put away)", check=positive),

@@ -2,7 +2,9 @@
 
 Both write through the store in their own short transaction; the store serialises them with
 the running hub's writer (SQLite's busy timeout, PostgreSQL's advisory write lock), and the hub picks up a new catalog within seconds
-and pushes it to the nodes as their retained config.
+and pushes it to the nodes as their retained config. A correction is refused while a hub ingests
+into the ledger (hub/serving.py): its rules and pages would not see it; the page and
+POST /api/v1/adjustments book it through the hub.
 """
 
 from __future__ import annotations
@@ -52,8 +54,19 @@ def cmd_import_catalog(args: argparse.Namespace) -> int:
 
 def cmd_correct(args: argparse.Namespace) -> int:
     """Append a correction movement (a new row; the ledger is never edited)."""
+    from hub.config import load_hub_config
     from hub.ledger import apply_adjustment, apply_correction
-    store = _store(args.config)
+    from hub.serving import hub_ingesting
+
+    config = load_hub_config(args.config)
+    target = config.db_target(LEDGER)
+    if hub_ingesting(target, config.store_writer_lease):
+        print(f"stock-hub correct: a hub is ingesting into this ledger ({target.describe()}) and keeps its balances"
+              " and the rules' stock in memory, so a correction written from here would not reach them. Book it"
+              " through the hub: the SKU page's adjustment form, or POST /api/v1/adjustments"
+              " (docs/openapi.yaml); or stop the hub first. Nothing was written.", file=sys.stderr)
+        return 3
+    store = SqlStore(target)
     try:
         with store.write() as tx:
             if args.reason:  # an adjustment: the page's checks (sign, note, not below zero) and reason code

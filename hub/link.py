@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import IO, Any
 
 import paho.mqtt.client as mqtt
@@ -55,6 +56,8 @@ class HubLink:
         self.ingest = ingest
         self.boot_id = secrets.token_hex(8)
         self.connected = threading.Event()  # online: publisher up and subscriptions granted
+        # Told (from a paho or worker thread) each time `connected` changes: the page says so at once.
+        self.on_online_change: Callable[[bool], None] | None = None
         self.broker_certificate_expiry_s: float | None = None  # epoch seconds, when connected with TLS
         self._publisher_up = threading.Event()
         self._subscribed = threading.Event()
@@ -104,6 +107,13 @@ class HubLink:
 
     # ----------------------------------------------------------------- online state
 
+    def _tell_online(self, up: bool) -> None:
+        if self.on_online_change is not None:
+            try:
+                self.on_online_change(up)
+            except Exception:  # a closed loop at shutdown: nobody is watching any more
+                log.debug("could not tell the page the hub is %s", "online" if up else "offline", exc_info=True)
+
     def _update_online(self) -> None:
         with self._online_lock:
             up = self._publisher_up.is_set() and self._subscribed.is_set() and not self._stopping.is_set()
@@ -112,12 +122,14 @@ class HubLink:
                                                                 ts_ms=now_ms()).to_json(), qos=1, retain=True)
                 self.connected.set()
                 log.info("hub online at broker %s", self.brokers.describe())
+                self._tell_online(True)
             elif not up and self.connected.is_set():
                 self.connected.clear()
                 if self._publisher_up.is_set() and not self._stopping.is_set():
                     self.client.publish(self._state_topic, HubState(online=False, boot_id=self.boot_id,
                                                                     ts_ms=now_ms()).to_json(), qos=1, retain=True)
                 log.warning("hub not receiving: nodes keep their events until it is back")
+                self._tell_online(False)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                     props: Properties | None = None) -> None:

@@ -188,6 +188,11 @@ class LiveFeed:
         self._nodes_due = None
         self._wake.set()
 
+    def hub_receiving(self, up: bool) -> None:
+        """The hub's own link to the broker came up or went down: pages refresh their alerts now
+        (nothing else would move on a page whose hub hears nothing)."""
+        self.publish({"stock": [], "hub": {"receiving": up}})
+
     def publish(self, message: dict[str, Any]) -> None:
         self.message_id += 1
         message["id"] = self.message_id

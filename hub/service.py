@@ -34,12 +34,14 @@ from hub.rules.core import RulesCore
 from hub.rules.decisions import Decision
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
+from hub.serving import ServingMark
 from hub.store import SqlStore, Store
 from hub.store.base import ShelfFaultRow
 
 log = logging.getLogger(__name__)
 
 CONFIG_POLL_S = 2.0  # how soon a catalog import reaches the nodes
+SERVING_TAKE_WAIT_S = 5.0  # a command probing the ledger's mark holds it for an instant; another hub holds it for good
 
 
 class HubService:
@@ -66,6 +68,9 @@ class HubService:
         self.lease = (WriterLease(config.db_target(LEDGER), config.store_lease_poll_s) if config.store_writer_lease
                       else None)
         self.active = asyncio.Event()  # set once this hub ingests
+        # A SQLite ledger is marked while this hub ingests, so `stock-hub correct` refuses (hub/serving.py).
+        ledger = config.db_target(LEDGER)
+        self.serving = ServingMark(ledger.path) if ledger.path is not None else None
         self.lease_lost = asyncio.Event()  # set when an active hub can no longer show it holds the lease
         self.consumer_feed: ConsumerFeed | None = None
         # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions;
@@ -212,7 +217,11 @@ class HubService:
             await asyncio.sleep(CONFIG_POLL_S)
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+
+        def online_changed(up: bool) -> None:  # from a paho thread
+            loop.call_soon_threadsafe(self.live.hub_receiving, up)
+        self.link.on_online_change = online_changed
         self._tasks.append(asyncio.create_task(self.live.run(self.node_rows), name="live-feed"))
         if self.lease is None:
             await self._become_active()
@@ -224,6 +233,9 @@ class HubService:
     async def _become_active(self) -> None:
         """Start everything that writes: rules, purchasing sync, ingest, the MQTT link and what publishes."""
         config = self.config
+        if self.serving is not None and not await asyncio.to_thread(self.serving.take, SERVING_TAKE_WAIT_S):
+            raise RuntimeError(f"another hub is already ingesting into {self.serving.path.with_suffix('')}: one"
+                               " ledger file has one hub; stop the other one first")
         if self.consumer_feed is None:
             self._make_writing_parts()
         assert self.consumer_feed is not None
@@ -279,6 +291,8 @@ class HubService:
                 await asyncio.to_thread(self.rules.stop)
         if self.lease is not None:
             await asyncio.to_thread(self.lease.release)
+        if self.serving is not None:
+            self.serving.release()
         self.alerts.close()
         self.store.close()
         log.info("hub stopped")

@@ -15,11 +15,13 @@ stops everything cleanly. Run through `./scripts/demo`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +38,9 @@ from typing import TYPE_CHECKING
 from edge.scan.sim import VirtualScanner, gs1_128
 from edge.shelf.pipeline import PipelineParams
 from edge.shelf.sim import SimBin, VirtualController, start_simulator
-from hub.mosquitto import HUB_USER, PrivateBroker, free_port, wait_for_port
+from hub.mosquitto import HUB_USER, PrivateBroker, free_port
+from hub.purchasing.connectors import open_connector
+from hub.rules.config import TRYTON, CentralConfig
 from service.testing import NotifyListener
 
 if TYPE_CHECKING:
@@ -46,6 +51,7 @@ log = logging.getLogger("demo")
 SITE = "demo"
 NODE = "pi-demo-1"
 BOLT, TIES, GLOVES = "9506000134352", "4012345678901", "4006381333931"
+BOLT_SKU, TIES_SKU, GLOVES_SKU = "BOLT-M8-40", "TIES-200", "GLOVES-L"
 CATALOG_CSV = f"""sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv
 BOLT-M8-40,"Hex bolt M8x40, box of 50",0{BOLT},A-01-1,A,{NODE},yes,no,410,0.01
 TIES-200,"Cable ties 200 mm, bag of 100",0{TIES},A-01-2,A,{NODE},yes,no,120,0.02
@@ -76,7 +82,8 @@ class Staged:
 
     def sentence(self) -> str:
         about = f" for {self.sku}" if self.sku else ""
-        return f"{self.what}: look on the page for {self.shows_as} '{self.kind}' at {self.bin}{about}"
+        words = self.kind.replace("_", " ")  # as the page's headings say it
+        return f"{self.what}: look on the page for {self.shows_as} '{words}' at {self.bin}{about}"
 
 
 # The cycle's staged mistakes by round (1-based within the cycle); the other rounds are clean.
@@ -92,6 +99,42 @@ STAGED: dict[int, Staged] = {
 }
 
 
+
+class Buyer:
+    """The site's buyer: places each delivery's purchase order at central before it arrives.
+
+    The worker then scans a PO number central knows, and central books the receipt to that
+    order's line, as at a real dock. (A made-up number would make every delivery a receipt
+    central cannot book, one decision-log line each: not a mistake the demo stages.)
+    """
+
+    def __init__(self, central: CentralConfig, site: str) -> None:
+        self.central = central
+        self.site = site
+
+    def order(self, sku: str, qty: int) -> str | None:
+        """The new PO's number, or None (said in the log) when central would not take it."""
+        try:
+            return asyncio.run(self._order(sku, qty))
+        except Exception as err:  # the demo goes on: the goods still arrive, matched first-in-first-out
+            log.warning("the buyer could not order %d %s at central (%s): the delivery is received without a PO",
+                        qty, sku, err)
+            return None
+
+    async def _order(self, sku: str, qty: int) -> str | None:
+        async with open_connector(self.central) as connector:
+            item = next(i for i in await connector.catalog() if i["sku"] == sku)
+            supplier = min(item["suppliers"], key=lambda s: s["priority"])["supplier"]
+            requisition = f"demo-buyer-{secrets.token_hex(6)}"
+            answer = await connector.place_order(requisition, {
+                "site": self.site, "supplier": supplier, "requested_ms": int(time.time() * 1000),
+                "lines": [{"requisition_id": requisition, "sku": sku, "qty": qty}]})
+        line = answer["lines"][0]
+        if line.get("refused"):
+            raise RuntimeError(line["refused"])
+        return str(line["po_id"])
+
+
 class Shift:
     """One worker's shift, driving the virtual scanner and the virtual shelf together.
 
@@ -103,7 +146,8 @@ class Shift:
     """
 
     def __init__(self, scanner: VirtualScanner, shelf: VirtualController, pace_s: float, quiet_s: float,
-                 staged_path: Path, rounds: int = 0, seed: int = 3) -> None:
+                 staged_path: Path, rounds: int = 0, seed: int = 3,
+                 order: Callable[[str, int], str | None] | None = None) -> None:
         self.scanner = scanner
         self.shelf = shelf
         self.pace_s = pace_s
@@ -113,22 +157,52 @@ class Shift:
         self.rng = random.Random(seed)
         self.stop = threading.Event()
         self.done = threading.Event()
-        self.po = 4500012000
+        # Who orders each delivery at central (the buyer); without one (a test of the choreography
+        # alone), made-up PO numbers.
+        self.order = order or self._made_up_po
+        self.last_po = 4500012000
         self.gloves = 40  # the unsensored bin's truth, kept by the shift itself
         self.ties_at_bolt_bin = 0  # ties booked to A-01-1 by a wrong-bin put-away, until the next count
         self.item_scans = 0  # scans that become events (accepted or rejected); labels only change the mode
 
     # ------------------------------------------------------------------ the worker's hands
 
+    def _made_up_po(self, sku: str, qty: int) -> str:
+        self.last_po += 1
+        return str(self.last_po)
+
+    def receive_labels(self, sku: str, qty: int) -> tuple[str, ...]:
+        """MODE:RECEIVE and the delivery's PO label (none when the buyer could not order it)."""
+        po = self.order(sku, qty)
+        return ("MODE:RECEIVE",) if po is None else ("MODE:RECEIVE", f"PO:{po}")
+
     def scan(self, *barcodes: str) -> bool:
         for code in barcodes:
             if self.stop.wait(self.pace_s * self.rng.uniform(0.3, 0.7)):
                 return False
-            log.info("scan %r", code)
-            self.scanner.scan(code)
-            if not code.startswith(LABEL_PREFIXES):
-                self.item_scans += 1
+            self._scan_now(code)
         return True
+
+    def scan_in_hand(self, hand_s: float, *barcodes: str) -> bool:
+        """Scan the goods while the hand is still in the bin (call it right after starting the movement).
+
+        The hub pairs a scan with the movement whose span holds it or lies nearest (docs/ledger.md):
+        scanned while the hand is in the bin, each scan is its own movement's whatever the pace. A
+        scan made seconds after the shelf settled lies nearer the next movement at a busy bin and is
+        paired with that one, which would show the worker's good picks as discrepancies.
+        """
+        gap_s = hand_s / (len(barcodes) + 1)
+        for code in barcodes:
+            if self.stop.wait(gap_s * self.rng.uniform(0.8, 1.2)):
+                return False
+            self._scan_now(code)
+        return True
+
+    def _scan_now(self, code: str) -> None:
+        log.info("scan %r", code)
+        self.scanner.scan(code)
+        if not code.startswith(LABEL_PREFIXES):
+            self.item_scans += 1
 
     def settle(self) -> bool:
         """Wait until the hands are off the shelf, it has rung down, and the edge has seen it at rest.
@@ -193,12 +267,16 @@ class Shift:
         if not self.receive_ties(cartons, lot, "A-01-2"):
             return False
         for pieces in [3] * (2 * cartons):  # orders of 3 ties, as many as were put away
+            if not self.scan("MODE:PICK", "LOC:A-01-2", f"QTY:{pieces}"):
+                return False
             self.shelf.pick(1, pieces, hand_s=1.5)
-            if not (self.scan("MODE:PICK", "LOC:A-01-2", f"QTY:{pieces}", TIES) and self.settle()):
+            if not (self.scan_in_hand(1.5, TIES) and self.settle()):
                 return False
         bolts = self.rng.randint(1, 3)
+        if not self.scan("LOC:A-01-1"):
+            return False
         self.shelf.pick(0, bolts, hand_s=1.5)
-        if not (self.scan("LOC:A-01-1", *[BOLT] * bolts) and self.settle()):
+        if not (self.scan_in_hand(1.5, *[BOLT] * bolts) and self.settle()):
             return False
         gloves = min(self.rng.randint(1, 4), self.gloves)
         self.gloves -= gloves
@@ -206,14 +284,14 @@ class Shift:
             return False
         if self.shelf.count(0) < 12:
             refill = 20 - self.shelf.count(0)
-            self.po += 1
+            if not self.scan(*self.receive_labels(BOLT_SKU, refill), f"QTY:{refill}", BOLT,
+                             "MODE:PUTAWAY", "LOC:A-01-1", f"QTY:{refill}"):
+                return False
             self.shelf.restock(0, refill, hand_s=2.0)
-            if not (self.scan("MODE:RECEIVE", f"PO:{self.po}", f"QTY:{refill}", BOLT,
-                              "MODE:PUTAWAY", "LOC:A-01-1", f"QTY:{refill}", BOLT) and self.settle()):
+            if not (self.scan_in_hand(2.0, BOLT) and self.settle()):
                 return False
         if self.gloves < 15:
-            self.po += 1
-            if not self.scan("MODE:RECEIVE", f"PO:{self.po}", "QTY:25", GLOVES, "MODE:PUTAWAY", "LOC:B-01-1",
+            if not self.scan(*self.receive_labels(GLOVES_SKU, 25), "QTY:25", GLOVES, "MODE:PUTAWAY", "LOC:B-01-1",
                              "QTY:25", GLOVES):
                 return False
             self.gloves += 25
@@ -221,13 +299,13 @@ class Shift:
 
     def receive_ties(self, cartons: int, lot: str, scanned_bin: str) -> bool:
         """A delivery of ties against a PO, put away carton by carton onto shelf A-01-2."""
-        self.po += 1
         carton = gs1_128(TIES, lot, "491231", 6)
-        if not self.scan("MODE:RECEIVE", f"PO:{self.po}", *[carton] * cartons, "MODE:PUTAWAY", f"LOC:{scanned_bin}"):
+        if not self.scan(*self.receive_labels(TIES_SKU, 6 * cartons), *[carton] * cartons, "MODE:PUTAWAY",
+                         f"LOC:{scanned_bin}"):
             return False
         for _ in range(cartons):
             self.shelf.restock(1, 6, hand_s=1.5)
-            if not (self.scan(carton) and self.settle()):
+            if not (self.scan_in_hand(1.5, carton) and self.settle()):
                 return False
         return True
 
@@ -238,31 +316,39 @@ class Shift:
             self.shelf.pick(0, 1, hand_s=1.0)
             return self.settle()
         if step == 2:  # a misread: the damaged label is refused, the good one accepted
-            self.shelf.pick(0, 1, hand_s=1.5)
             damaged = BOLT[:-1] + str((int(BOLT[-1]) + 3) % 10)
-            return self.scan("MODE:PICK", "LOC:A-01-1", damaged, BOLT) and self.settle()
+            if not self.scan("MODE:PICK", "LOC:A-01-1"):
+                return False
+            self.shelf.pick(0, 1, hand_s=1.5)
+            return self.scan_in_hand(1.5, damaged, BOLT) and self.settle()
         if step == 3:  # the right shelf, the neighbour's label: the ledger books A-01-1
             self.ties_at_bolt_bin += 6
             ok = self.receive_ties(1, f"L{self.rng.randint(100, 999)}", "A-01-1")
             # The ties went onto A-01-2 after all: orders take them back out (scanned there).
-            ok = ok and self.quiet()
+            if not (ok and self.quiet() and self.scan("MODE:PICK", "LOC:A-01-2", "QTY:6")):
+                return False
             self.shelf.pick(1, 6, hand_s=1.5)
-            return ok and self.scan("MODE:PICK", "LOC:A-01-2", "QTY:6", TIES) and self.settle()
+            return self.scan_in_hand(1.5, TIES) and self.settle()
         if step == 4:  # a person leaning on the shelf: overload while it lasts, cleared when it ends
             self.shelf.add(f"lean 0 {OVERLOAD_FORCE_G} {OVERLOAD_S}")
             return self.settle()
         return True
 
 
-def wait_ready(notify: NotifyListener, edge: subprocess.Popen[bytes], stop: threading.Event,
+def wait_ready(notify: NotifyListener, program: subprocess.Popen[bytes], stop: threading.Event,
                timeout_s: float = 60.0) -> str | None:
-    """The edge's READY status line, or None if it exited, Ctrl+C came, or timeout_s passed first."""
+    """The program's READY status line, or None if it exited, Ctrl+C came, or timeout_s passed first."""
     deadline = time.monotonic() + timeout_s
-    while not stop.is_set() and edge.poll() is None and time.monotonic() < deadline:
+    while not stop.is_set() and program.poll() is None and time.monotonic() < deadline:
         with contextlib.suppress(AssertionError):
             notify.wait_for(notify.has("READY"), 0.5, "READY")
-            return next(m.get("STATUS", "edge agent ready") for m in notify.messages if m.get("READY") == "1")
+            return next(m.get("STATUS", "ready") for m in notify.messages if m.get("READY") == "1")
     return None
+
+
+# The hub's READY status names the port its page listens on (hub/cli.py): the one the system
+# chose when the demo asked for any (--http-port 0).
+HUB_READY_PORT = re.compile(r"running on port (\d+)")
 
 
 def write(path: Path, text: str) -> Path:
@@ -282,7 +368,7 @@ def port_free(port: int) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="demo-run", help="where the demo keeps its files (recreated)")
-    parser.add_argument("--http-port", type=int, default=8080, help="hub page port (a free one if taken)")
+    parser.add_argument("--http-port", type=int, default=8080, help="hub page port (a free one if taken; 0: one the system chooses, printed in the banner)")
     parser.add_argument("--pace-s", type=float, default=2.0, help="seconds between a worker's scans, roughly")
     parser.add_argument("--rounds", type=int, default=0,
                         help=f"end the shift after this many rounds (a cycle is {CYCLE_ROUNDS}); 0: until Ctrl+C")
@@ -299,7 +385,8 @@ def main() -> int:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    http_port = args.http_port if port_free(args.http_port) else free_port()
+    # 0: the hub binds a port the system chooses and says which when it is ready.
+    http_port = args.http_port if args.http_port == 0 or port_free(args.http_port) else free_port()
     central_port = free_port()
 
     broker = PrivateBroker(work / "mosquitto", own_session=True)
@@ -330,7 +417,7 @@ window_s = {args.window_s}
 [central]
 base_url = "http://127.0.0.1:{central_port}"
 poll_interval_s = 10.0
-{central_settings(args.central)}""")
+{central_settings(args.central, central_port)}""")
     edge_config = write(work / "edge.toml", f"""[node]
 name = "{NODE}"
 site = "{SITE}"
@@ -364,11 +451,13 @@ scale_per_g = 100.0
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    buyer = Buyer(central_config(args.central, central_port), SITE)
     shift = Shift(scanner, shelf, args.pace_s, quiet_s=args.window_s + 1.0, staged_path=work / "staged.jsonl",
-                  rounds=args.rounds)
+                  rounds=args.rounds, order=buyer.order)
     # The edge says READY (systemd's notify protocol) once it has opened its devices: the
     # worker starts scanning only then, so the opening count cannot miss a MODE: label.
     notify = NotifyListener(work / "edge-notify.sock")
+    hub_notify = NotifyListener(work / "hub-notify.sock")
     tryton = None
     try:
         if args.central == "tryton":
@@ -385,8 +474,14 @@ scale_per_g = 100.0
         # Own sessions: Ctrl+C reaches only this script, which stops them in order (edge, hub,
         # central, broker) instead of the terminal signalling every process at once.
         procs["hub"] = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--config", str(hub_config)],
-                                        stdout=logs["hub"], stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for_port("127.0.0.1", http_port, 30)
+                                        stdout=logs["hub"], stderr=subprocess.STDOUT, start_new_session=True,
+                                        env={**os.environ, "NOTIFY_SOCKET": hub_notify.env_value})
+        hub_ready = wait_ready(hub_notify, procs["hub"], stop)
+        bound = HUB_READY_PORT.search(hub_ready or "")
+        if bound is None:
+            log.error("the hub did not say it was ready (or on which port: %r); see %s/hub.log", hub_ready, work)
+            return 1
+        http_port = int(bound.group(1))
         admin_password = secrets.token_urlsafe(9)
         subprocess.run([sys.executable, "-m", "hub.cli", "add-user", "admin", "--role", "admin", "--password-stdin",
                         "--config", str(hub_config)], input=admin_password + "\n", text=True, check=True,
@@ -434,20 +529,32 @@ scale_per_g = 100.0
         scanner.stop()
         shelf.stop()
         notify.close()
+        hub_notify.close()
         broker.stop()
         files.close()
         log.info("stopped; files are in %s", work)
     return 0
 
 
-def central_settings(central: str) -> str:
-    """The hub's [central] keys beyond the URL: which connector, and Tryton's database and user."""
+def central_config(central: str, port: int) -> CentralConfig:
+    """How the hub (and the demo's buyer) reach central: the reference service, or Tryton's
+    database and user."""
+    base_url = f"http://127.0.0.1:{port}"
     if central != "tryton":
-        return ""
+        return CentralConfig(base_url=base_url)
     from central_reference.tryton_local import DATABASE, HUB_PASSWORD, HUB_USER
 
-    return (f'connector = "tryton"\ntryton_database = "{DATABASE}"\ntryton_user = "{HUB_USER}"\n'
-            f'token = "{HUB_PASSWORD}"\n')
+    return CentralConfig(base_url=base_url, connector=TRYTON, tryton_database=DATABASE, tryton_user=HUB_USER,
+                         token=HUB_PASSWORD)
+
+
+def central_settings(central: str, port: int) -> str:
+    """The hub's [central] keys beyond the URL: which connector, and Tryton's database and user."""
+    config = central_config(central, port)
+    if config.connector != TRYTON:
+        return ""
+    return (f'connector = "{config.connector}"\ntryton_database = "{config.tryton_database}"\n'
+            f'tryton_user = "{config.tryton_user}"\ntoken = "{config.token}"\n')
 
 
 def start_tryton(work: Path, port: int) -> TrytonServer:

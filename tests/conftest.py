@@ -22,6 +22,7 @@ from tests.support import (
     Browser,
     DemoShift,
     PgCluster,
+    QuickPasswordHasher,
     SmtpServer,
     StreamingPair,
     WebhookReceiver,
@@ -141,6 +142,14 @@ def logical_postgres() -> Iterator[PgCluster]:
         if server.running():
             server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The users stores made in this process hash at argon2id's lowest cost (see QuickPasswordHasher);
+    tests marked full_password_hash keep the product's default."""
+    if request.node.get_closest_marker("full_password_hash") is None:
+        monkeypatch.setattr("hub.auth.store.PasswordHasher", QuickPasswordHasher)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import paho.mqtt.client as mqtt
 import pytest
+from argon2 import PasswordHasher
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -151,6 +152,21 @@ def add_node(broker: PrivateBroker, prefix: str = "pi") -> tuple[str, str]:
     password = secrets.token_hex(8)
     broker.add_user(name, password)
     return name, password
+
+
+class QuickPasswordHasher(PasswordHasher):
+    """argon2id at its lowest cost, for the hubs and stores the tests start in this process.
+
+    The product's default (argon2-cffi's: 64 MiB, t=3, 4 lanes) costs 0.1-0.3 s of both cores per
+    hash on a quiet test machine and seconds under load; hundreds of tests each hash a few times
+    (a hub's start, each user made, each login). The algorithm and the code paths are the same:
+    only the cost parameters differ, which every hash carries in itself, so a hash made here
+    verifies under the default hasher and is rehashed to its cost (hub/auth/store.py). Tests of
+    the hashing itself (the default's parameters, the hashing slots) opt out with the
+    `full_password_hash` marker."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 def hub_config(broker: PrivateBroker, tmp_path: Path, site: str = SITE, **extra: Any) -> HubConfig:

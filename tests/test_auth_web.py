@@ -20,7 +20,16 @@ from hub.mosquitto import PrivateBroker, free_port
 from hub.service import HubService
 from hub.web.app import make_app
 from hub.web.auth import SESSION_COOKIE, requires
-from tests.support import add_web_user, api_token, form_login, hub_config, hub_toml, login_session, web_app_only
+from tests.support import (
+    QuickPasswordHasher,
+    add_web_user,
+    api_token,
+    form_login,
+    hub_config,
+    hub_toml,
+    login_session,
+    web_app_only,
+)
 
 
 @requires("admin")
@@ -175,6 +184,7 @@ async def test_forged_or_foreign_cookie_is_refused(hub: tuple[str, HubService]) 
         assert resp.status == 401
 
 
+@pytest.mark.full_password_hash  # the product's hash, slow enough that a flood overlaps
 async def test_a_flood_of_made_up_names_hashes_a_few_at_a_time(broker: PrivateBroker, tmp_path: Path) -> None:
     # The throttle is per name and address: new names each time are not slowed by it. What
     # bounds them is the hashing slots (each argon2id hash holds 64 MiB).
@@ -238,6 +248,7 @@ def test_throttle_doubles_and_caps() -> None:
     assert throttle.retry_after_s("u", "1.2.3.4", now=1) == 0
 
 
+@pytest.mark.full_password_hash
 def test_passwords_are_argon2id_and_checked(tmp_path: Path) -> None:
     store = AuthStore(tmp_path / "auth.sqlite3")
     try:
@@ -249,7 +260,27 @@ def test_passwords_are_argon2id_and_checked(tmp_path: Path) -> None:
             store.set_user("kim", Role.ADMIN, "short")
     finally:
         store.close()
-    assert b"$argon2id$" in (tmp_path / "auth.sqlite3").read_bytes()
+    assert b"$argon2id$v=19$m=65536,t=3,p=4$" in (tmp_path / "auth.sqlite3").read_bytes()  # 64 MiB, 3 passes
+
+
+@pytest.mark.full_password_hash
+def test_a_password_hashed_at_another_cost_still_logs_in_and_is_rehashed(tmp_path: Path) -> None:
+    # The other tests' stores hash at the lowest cost (tests/support.py, QuickPasswordHasher); a
+    # hash carries its parameters, so the product's hasher still checks it, then upgrades it.
+    quick = AuthStore(tmp_path / "auth.sqlite3", hasher=QuickPasswordHasher())
+    try:
+        quick.set_user("kim", Role.ADMIN, "correct horse battery")
+    finally:
+        quick.close()
+    assert b"$argon2id$v=19$m=1024,t=1,p=1$" in (tmp_path / "auth.sqlite3").read_bytes()
+    store = AuthStore(tmp_path / "auth.sqlite3")
+    try:
+        assert store.verify_password("kim", "wrong horse battery") is None
+        assert store.verify_password("kim", "correct horse battery") == store.user("kim")
+    finally:
+        store.close()
+    stored = (tmp_path / "auth.sqlite3").read_bytes()
+    assert b"$argon2id$v=19$m=65536,t=3,p=4$" in stored and b"m=1024,t=1" not in stored
 
 
 def test_cli_add_user_and_token(broker: PrivateBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -267,3 +298,18 @@ def test_cli_add_user_and_token(broker: PrivateBroker, tmp_path: Path, monkeypat
         assert info is not None and info.role is Role.VIEWER and info.name == "erp"
     finally:
         store.close()
+
+
+def test_cli_add_user_without_a_terminal_says_how_to_give_the_password(broker: PrivateBroker,
+                                                                         tmp_path: Path) -> None:
+    # Run from a script or `ssh host stock-hub add-user ...` there is no terminal to type into:
+    # this was a getpass traceback ending in EOFError.
+    import subprocess
+    import sys
+    config = hub_toml(broker, tmp_path, free_port())
+    done = subprocess.run([sys.executable, "-m", "hub.cli", "add-user", "kim", "--role", "viewer", "--config",
+                           str(config)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                          start_new_session=True)  # no controlling terminal: getpass reads stdin
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "stock-hub add-user: no password was typed" in done.stderr and "--password-stdin" in done.stderr

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import re
 import secrets
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from contract import Channel, EventBatch, ScanRejected, node_topic
 from edge.agent import EdgeAgent
 from hub.mosquitto import PrivateBroker
 from hub.rules import views
+from hub.web.pages import RECENT_SCANS
 from tests.support import (
     BROWSER_MARKS,
     SITE,
@@ -42,6 +45,19 @@ BURST_EVENTS_PER_S = 1000
 BURST_SECONDS = 3
 BURST_ROWS = 200  # distinct SKU x location rows the burst keeps changing
 HEAP_GROWTH_MAX_BYTES = 8 * 1024 * 1024  # after GC, a burst may leave caches, not a growing backlog
+SCAN_BURST = 90  # three tables' worth, submitted back to back
+# What each overview counter and the alerts list showed, first as rendered and then after each write to it.
+WATCH_OVERVIEW_JS = """() => {
+  window.__shown = {};
+  const watch = (el, name) => {
+    const text = () => `${el.className} ${el.textContent.replace(/\\s+/g, " ").trim()}`;
+    window.__shown[name] = [text()];
+    new MutationObserver(() => window.__shown[name].push(text()))
+      .observe(el, {childList: true, subtree: true, characterData: true, attributes: true});
+  };
+  for (const c of document.querySelectorAll("[data-counter]")) watch(c, c.dataset.counter);
+  watch(document.getElementById("alerts"), "alerts");
+}"""
 
 
 async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: Path, browser: Browser) -> None:
@@ -104,6 +120,51 @@ async def test_login_then_a_scan_appears_live(broker: PrivateBroker, tmp_path: P
         await agent.sink.submit(scan(qty=1, location="QUARANTINE", mode="return", return_reason="DAMAGED"))
         await expect(held.locator(".qty")).to_have_text("1")
         await expect(held.locator(".unavailable")).to_have_text("not available")
+
+
+async def test_a_burst_of_scans_lands_on_the_overview_with_every_row_right(broker: PrivateBroker, tmp_path: Path,
+                                                                          browser: Browser) -> None:
+    # Faster than one message per frame: the page merges what arrives between frames and must
+    # still show exactly the newest RECENT_SCANS scans, newest first, each row the hub's own.
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        page = await log_in(browser, base, "ola", add_web_user(service.config, "ola", "viewer"))
+        await expect(page.locator("#live")).to_have_text("live")
+        await page.evaluate("window.sameDocument = true")  # gone if the page reloads
+        for n in range(1, SCAN_BURST + 1):
+            await agent.sink.submit(scan(qty=n, location=f"B-{n:03d}"))
+        rows = page.locator("#scans tbody tr")
+        await expect(rows.first).to_contain_text(f"receive {SCAN_BURST} × 09506000134352 at B-{SCAN_BURST:03d}")
+        await expect(rows).to_have_count(RECENT_SCANS)
+        shown = await rows.evaluate_all("rows => rows.map(r => [Number(r.dataset.scanId), r.textContent])")
+        hub_rows = await page.evaluate("async (n) => (await (await fetch(`/api/v1/scans?limit=${n}`)).json()).items",
+                                       RECENT_SCANS)
+        assert [row_id for row_id, _ in shown] == [item["id"] for item in hub_rows]
+        for (_, text), n in zip(shown, range(SCAN_BURST, SCAN_BURST - RECENT_SCANS, -1), strict=True):
+            assert f"receive {n} × 09506000134352 at B-{n:03d}" in " ".join(text.split()), text
+        assert await page.evaluate("window.sameDocument === true")
+
+
+async def test_the_overview_refresh_writes_only_what_changed(broker: PrivateBroker, tmp_path: Path,
+                                                             browser: Browser) -> None:
+    # While stock moves, every open overview refreshes its counters and alerts once a second. A
+    # rewrite with the same values would still re-lay out and repaint the page below them on
+    # every open page, so each write must change what is shown; and what changes is shown.
+    async with hub_and_agent(broker, tmp_path) as (service, base, agent):
+        page = await log_in(browser, base, "oli", add_web_user(service.config, "oli", "viewer"))
+        await expect(page.locator("#live")).to_have_text("live")
+        await page.evaluate(WATCH_OVERVIEW_JS)
+        is_refresh = lambda resp: resp.url.endswith("/api/v1/overview")  # noqa: E731
+        async with page.expect_response(is_refresh):
+            await agent.sink.submit(scan(qty=5, location="R-01-1"))  # stock moves; no counter or alert changes
+        # A pick of more than the bin holds: a negative balance opens a discrepancy in the same commit.
+        await agent.sink.submit(scan(qty=8, location="R-01-1", mode="pick"))
+        open_discrepancies = page.locator('[data-counter="discrepancies_open"]')
+        await expect(open_discrepancies.locator(".n")).to_have_text("1")
+        await expect(open_discrepancies).to_have_class(re.compile(r"\bhot\b"))
+        shown = await page.evaluate("window.__shown")
+        for name, texts in shown.items():
+            assert all(a != b for a, b in itertools.pairwise(texts)), f"{name} rewritten unchanged: {texts}"
+        assert len(shown["discrepancies_open"]) > 1
 
 
 async def test_node_goes_offline_and_viewer_cannot_command(broker: PrivateBroker, tmp_path: Path,

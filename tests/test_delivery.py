@@ -15,7 +15,7 @@ import pytest
 
 from contract import Ack, Channel, Command, node_topic
 from edge.agent import EdgeAgent
-from hub.mosquitto import PrivateBroker
+from hub.mosquitto import PrivateBroker, free_port
 from tests.support import (
     SITE,
     NodeClient,
@@ -152,6 +152,26 @@ async def test_a_node_cannot_publish_as_another(broker: PrivateBroker, tmp_path:
             assert impostor not in {n.node for n in hub.service.store.nodes()}
         finally:
             await agent.stop()
+
+
+async def test_an_edge_that_cannot_reach_its_broker_says_so_once_and_keeps_its_events(
+        broker: PrivateBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # An installer's typo in mqtt.port: nothing listens there. paho reports no CONNACK and no
+    # disconnect for it, so before this the agent said "ready" and then nothing at all.
+    user, password = add_node(broker)
+    nobody_port = free_port()
+    agent = EdgeAgent(edge_config(broker, tmp_path, user, password, mqtt={"port": nobody_port}))
+    caplog.set_level(logging.WARNING, logger="edge.link")
+    await agent.start()
+    try:
+        await agent.sink.submit(scan(location="U-01-1"))
+        await wait_for(lambda: agent.link._unreachable_attempts >= 2, timeout_s=20, what="a retry after the first failure")
+        said = [r.getMessage() for r in caplog.records if "cannot reach the MQTT broker" in r.getMessage()]
+        assert len(said) == 1, said  # not once per attempt
+        assert f"at 127.0.0.1:{nobody_port}" in said[0] and "check mqtt.host and mqtt.port" in said[0]
+        assert agent.sink.outbox.depth() == 1  # kept for when the broker is reachable
+    finally:
+        await agent.stop()
 
 
 async def test_edge_resends_when_the_hub_comes_back_online(broker: PrivateBroker, tmp_path: Path) -> None:

@@ -98,3 +98,18 @@ def test_the_mqtt_password_arrives_as_a_systemd_credential(unit: str, prefix: st
     entries = unit_entries(UNITS / unit)
     assert entries["LoadCredential"] == [f"mqtt-password:/etc/{conf_dir}/mqtt-password"]
     assert f"{prefix}_MQTT_PASSWORD_FILE=%d/mqtt-password" in entries["Environment"]
+
+
+def test_the_hub_units_backup_comment_matches_stock_hub_backup() -> None:
+    """The unit says how its files are backed up: every store `stock-hub backup` copies, run as the service user."""
+    from hub.backup import store_paths
+    from hub.config import load_hub_config
+
+    comments = " ".join(line.lstrip("# ") for line in (UNITS / "stock-hub.service").read_text().splitlines()
+                        if line.startswith("#"))
+    stores = [name.removesuffix(".sqlite3") for name in store_paths(load_hub_config(ROOT / "firmware_config" /
+                                                                                   "hub.toml"))]
+    assert stores == ["ledger", "rules", "auth", "alerts"]
+    assert "the ledger, rules, auth and alerts stores" in comments
+    assert "sudo -u stock-hub stock-hub backup" in comments and "backups run as root" not in comments
+    assert "sudo -u stock-hub stock-hub backup" in (ROOT / "docs" / "deployment.md").read_text()

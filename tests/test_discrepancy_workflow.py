@@ -63,6 +63,12 @@ async def test_recount_requested_then_a_count_scan_closes_it(broker: PrivateBrok
             closed = await wait_for(lambda: [d for d in service.store.discrepancies("closed", "R-01-1", 10)
                                              if d.id == found.id], what="the count scan closing the discrepancy")
             assert closed[0].state == "closed" and closed[0].recount_requested_by == "sue"
+            # The closed card says when and by what, not just "closed" (a supervisor asks why it went).
+            async with sup.get(f"{base}/discrepancies?status=closed") as resp:
+                html = await resp.text()
+            card = html[html.index(f'id="d-{found.id}"'):]
+            card = card[:card.index("</li>")]
+            assert 'data-state="closed"' in card and "set bin R-01-1 to 7" in card, card
             async with sup.post(url, headers={"X-CSRF-Token": sup_csrf}) as resp:
                 assert resp.status == 409
 

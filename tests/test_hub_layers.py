@@ -51,3 +51,18 @@ def test_code_points_at_the_projects_own_design_document() -> None:
     citing = [str(p.relative_to(root)) for package in ("contract", "settings", "service", "mqtt_client", "edge", "hub")
               for p in (root / package).rglob("*.py") if BRIEF_CITATION.search(p.read_text())]
     assert citing == []
+
+
+def _private_names_imported(path: Path) -> list[str]:
+    """`module.name` for each underscore-prefixed name `path` imports from another module."""
+    return [f"{node.module}.{alias.name} (line {node.lineno})"
+            for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.ImportFrom) and node.module and node.module != "__future__"
+            for alias in node.names if alias.name.startswith("_")]
+
+
+def test_no_hub_module_imports_another_modules_private_names() -> None:
+    """A helper two modules share is public in a module of its own (e.g. hub/web/request_args.py)."""
+    offenders = {str(p.relative_to(HUB)): found for p in sorted(HUB.rglob("*.py"))
+                 if (found := _private_names_imported(p))}
+    assert offenders == {}

@@ -8,11 +8,15 @@ the edge, `ingest` on the hub.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -160,3 +164,40 @@ path = "{tmp_path / 'ledger.sqlite3'}"
     log_path = tmp_path / "hub.log"
     proc = start("hub.cli", ["serve", "--config", str(config)], listener, "ingest", log_path)
     check_lifecycle(proc, listener, "ingest", log_path)
+
+
+@hub_wired
+def test_a_hub_on_port_0_says_which_port_the_system_chose(listener: NotifyListener, tmp_path: Path) -> None:
+    """http.port = 0 (any free port, as `scripts/run_demo.py --http-port 0` asks): READY and the log name the
+    port the page really listens on, not 0."""
+    config = tmp_path / "hub.toml"
+    config.write_text(f"""[site]
+name = "test-site"
+[mqtt]
+host = "127.0.0.1"
+port = {free_port()}
+password = "unused"
+[http]
+host = "127.0.0.1"
+port = 0
+[db]
+path = "{tmp_path / 'ledger.sqlite3'}"
+""")
+    log_path = tmp_path / "hub.log"
+    proc = start("hub.cli", ["serve", "--config", str(config)], listener, "", log_path)
+    try:
+        wait(proc, listener, lambda ms: any(m.get("READY") == "1" for m in ms), START_S, "READY")
+        status = next(m["STATUS"] for m in listener.messages if m.get("READY") == "1")
+        found = re.search(r"running on port (\d+)$", status)
+        assert found and int(found.group(1)) != 0, status
+        port = int(found.group(1))
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+                answer = json.loads(resp.read())
+        except urllib.error.HTTPError as err:  # 503: no broker here, so not healthy; still the hub answering
+            answer = json.loads(err.read())
+        assert "ok" in answer and "role" in answer, answer
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert f"hub page at http://127.0.0.1:{port}/" in log_path.read_text()

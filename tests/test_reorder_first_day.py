@@ -53,6 +53,9 @@ async def test_a_fresh_site_gets_a_proposal_on_its_first_day(broker: PrivateBrok
 
         await wait_for(has_supplier, timeout_s=15, what="the suppliers pulled from central")
         await wait_for(lambda: service.ingest.catalog.rev == 1, timeout_s=15, what="the hub loading the catalog")
+        # The rules read the catalog's min/max on their own poll (CONFIG_POLL_S): the first day starts
+        # once they have them, else the scan is booked first and the min/max are set on a known level.
+        await wait_for(lambda: service.levels_catalog_rev == 1, timeout_s=15, what="the rules loading the min/max")
         # First day: 25 received, below the min of 40. Nothing learned, yet a proposal.
         await agent.sink.submit(scan(gtin=TIES["gtin"], qty=25, location="A-01-2"))
 

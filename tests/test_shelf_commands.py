@@ -108,10 +108,14 @@ async def test_calibration_with_a_known_weight_survives_a_restart(tmp_path: Path
 async def test_unit_weight_from_a_sample_and_the_hub_wins(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with rig(tmp_path, [piece_bin(unit_weight_g=12.0, unit_cv=0.005, pieces=10)], CALIBRATED) as r:
         await r.settled_count(0)
+        before = len(r.events)
         reply = await r.command("set_unit_weight", sample_pieces=10)
         assert reply.ok, reply.message
         assert reply.data["unit_weight_g"] == pytest.approx(12.0, abs=0.1)
         assert EdgeState(tmp_path / "state.json").bin_calibration(BIN)["local_sample_pieces"] == 10  # type: ignore[index]
+        # The bin is counted again at the new unit weight, on its next settled reading after the reply:
+        # wait for it, so it is not taken for the count after the pick (as it was on a loaded machine).
+        assert (await r.settled_count(before)).count == 10
         before = len(r.events)
         r.sim.pick(0, 4)
         assert (await r.settled_count(before)).count == 6

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from hub.mosquitto import PrivateBroker
@@ -123,3 +126,39 @@ def test_lag_highlights_only_what_is_slow() -> None:
     assert only_push["device_to_accepted"] == set() and only_push["committed_to_pushed"] == set()
     assert bar_chart([("pi-1", 10), ("pi-2", 40), ("pi-3", 5)], "lag", " ms", {"pi-1", "pi-2"}).count(
         'class="bar hot"') == 2
+
+
+async def test_the_overview_says_when_the_hub_cannot_hear_the_floor(own_broker: PrivateBroker,
+                                                                     tmp_path: Path) -> None:
+    # A hub whose broker is down kept saying "Nothing needs you right now" with its node online.
+    async with hub_and_agent(own_broker, tmp_path) as (service, base, _agent), \
+            token_session(api_token(service.config, role="viewer")) as s:
+        async def hub_alerts() -> list[dict]:
+            async with s.get(f"{base}/api/v1/overview") as resp:
+                return [a for a in (await resp.json())["alerts"] if a["kind"] == "hub_offline"]
+
+        await wait_for(lambda: service.link.connected.is_set(), what="the hub online at its broker")
+        assert await hub_alerts() == []
+        async with s.get(f"{base}/api/v1/live") as live:
+            await live.content.readuntil(b"\n\n")  # the snapshot
+            own_broker.stop()
+            # An open page hears of it at once (it re-reads its alerts then), not at its next reload.
+            async with asyncio.timeout(20):
+                while True:
+                    frame = (await live.content.readuntil(b"\n\n")).decode()
+                    if json.loads(frame.split("data: ", 1)[1]).get("hub") == {"receiving": False}:
+                        break
+        alerts = await wait_for(hub_alerts, timeout_s=20, what="the overview to say the hub hears nothing")
+        assert alerts[0]["severity"] == "bad" and f"{own_broker.host}:{own_broker.port}" in alerts[0]["text"]
+        assert "not connected to the MQTT broker" in alerts[0]["text"]
+        viewer, _ = await login_session(base, service.config, role="viewer")
+        async with viewer, viewer.get(f"{base}/") as resp:
+            assert "not connected to the MQTT broker" in await resp.text(), "the page shows it too"
+        own_broker.start()
+        await wait_for(_no(hub_alerts), timeout_s=30, what="the alert to go once the hub is back")
+
+
+def _no(get: Callable[[], Awaitable[list[dict]]]) -> Callable[[], Awaitable[bool]]:
+    async def gone() -> bool:
+        return not await get()
+    return gone

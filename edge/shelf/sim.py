@@ -189,8 +189,13 @@ class VirtualController:
         return len(self.bins[bin_index].weights_g)
 
     def unplug_port(self) -> None:
-        """Pull the controller's USB cable: the tty disappears (the reader sees an I/O error)."""
+        """Pull the controller's USB cable: the tty and its stable link disappear (the reader sees an
+        I/O error). A link left behind would name a /dev/pts number the kernel gives the next pty
+        opened on the machine, and a reopen would find that one."""
         with self._lock:
+            if self.link_path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.link_path)
             self._close_pty()
 
     def replug_port(self) -> str:

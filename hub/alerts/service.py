@@ -30,6 +30,7 @@ from hub.alerts.signing import new_secret
 from hub.alerts.store import AlertsDb, alerts_path
 from hub.db import DbTarget
 from hub.purchasing.backoff import backoff_delay_ms
+from hub.redact import url_for_log
 from hub.rules.outbox import OutboxItem
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ IDLE_WAKE_S = 60.0  # even with nothing due the task looks again this often (a c
 SEND_BATCH = 50  # messages attempted per round, concurrently
 KEEP_DONE_DAYS = 30  # sent and failed messages are kept this long for the page, then forgotten
 PRUNE_EVERY_MS = 3_600_000
+
+
+def _where(item: OutboxItem) -> str:
+    """Where an alert goes, as a log line may say it: a webhook without its URL's token, or the e-mail address."""
+    return url_for_log(item.path) if item.kind == WEBHOOK else item.path
 
 
 class AlertsService:
@@ -139,12 +145,12 @@ class AlertsService:
         if attempt.outcome == SENT:
             await asyncio.to_thread(self.db.mark_sent, item, now, attempt.response)
         elif attempt.outcome == REFUSED:
-            log.warning("alert %s to %s refused: %s", item.idempotency_key, item.path, attempt.reason)
+            log.warning("alert %s to %s refused: %s", item.idempotency_key, _where(item), attempt.reason)
             await asyncio.to_thread(self.db.mark_failed, item, now, attempt.reason)
         else:
             delay = backoff_delay_ms(item.attempts + 1, int(self.config.retry_base_s * 1000),
                                      int(self.config.retry_cap_s * 1000), self._rng)
-            log.info("alert %s to %s not delivered (%s); retry in %.1f s", item.idempotency_key, item.path,
+            log.info("alert %s to %s not delivered (%s); retry in %.1f s", item.idempotency_key, _where(item),
                      attempt.reason, delay / 1000)
             await asyncio.to_thread(self.db.mark_retry, item, now, now + delay, attempt.reason)
 

@@ -20,8 +20,13 @@ def _store(config_path: str) -> AuthStore:
 def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass(f"password for {args.name}: ")
-    if first != getpass.getpass("again: "):
+    try:
+        first = getpass.getpass(f"password for {args.name}: ")
+        again = getpass.getpass("again: ")
+    except EOFError:  # no terminal and nothing on stdin (a script, ssh without -t, cron)
+        raise AuthError("no password was typed (no terminal?): give it on standard input with --password-stdin; "
+                        "nothing changed") from None
+    if first != again:
         raise AuthError("the two passwords differ; nothing changed")
     return first
 

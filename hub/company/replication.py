@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from contract import check_name
 from hub.db import Connection
+from hub.redact import url_for_log
 
 # The published tables and columns, in the order of the central tables (one declaration for
 # the publication; hub/migrations/company/ creates the same columns, a test compares them).
@@ -125,12 +126,12 @@ def subscribe_site(central: Connection, site: str, site_url: str, site_db: Conne
     if central.execute("SELECT 1 FROM pg_subscription WHERE subname = ?", (name,)).fetchone() is not None:
         return SubscribeReport(name, False)
     if site_db.execute("SELECT 1 FROM pg_publication WHERE pubname = ?", (name,)).fetchone() is None:
-        raise ReplicationError(f"the database at {site_url.split('@')[-1]} has no publication {name}: run"
+        raise ReplicationError(f"the database at {url_for_log(site_url)} has no publication {name}: run"
                                f" 'stock-hub publish-site' with site {site}'s hub config there first (nothing was"
                                " changed here)")
     published_as = _site_default(site_db, "balances")
     if published_as != site:
-        raise ReplicationError(f"the database at {site_url.split('@')[-1]} was published as site"
+        raise ReplicationError(f"the database at {url_for_log(site_url)} was published as site"
                                f" {published_as!r}, not {site!r} (nothing was changed)")
     conninfo = libpq_conninfo(site_url)
     if "?" in conninfo:  # hub.db reads '?' as a placeholder, and a password here is stored in the catalog
@@ -158,7 +159,7 @@ def libpq_conninfo(url: str) -> str:
     """A postgresql:// URL as a libpq key=value string (what CREATE SUBSCRIPTION stores and uses)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise ReplicationError(f"not a PostgreSQL URL: {url.split('@')[-1]!r} (postgresql://user@host:5432/db)")
+        raise ReplicationError(f"not a PostgreSQL URL: {url_for_log(url)!r} (postgresql://user@host:5432/db)")
     pairs: list[tuple[str, str]] = []
     if parts.hostname:
         pairs.append(("host", unquote(parts.hostname)))

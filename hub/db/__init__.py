@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from hub.db.base import POSTGRESQL, SQLITE, Connection, Cursor
+from hub.redact import url_for_log
 
 # The stores, each with its own migrations (hub/migrations/<store>/<dialect>/) and, on
 # PostgreSQL where they share one database, its own write lock (advisory lock key).
@@ -48,14 +48,8 @@ class DbTarget:
         return self.url is not None or (self.path is not None and self.path.exists())
 
     def describe(self) -> str:
-        """Where it is, for messages: the file, or the URL without its password."""
-        if self.url is None:
-            return str(self.path)
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        user = f"{parts.username}@" if parts.username else ""
-        port = f":{parts.port}" if parts.port else ""
-        return urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, "", ""))
+        """Where it is, for messages: the file, or the URL without credentials or query (hub/redact.py)."""
+        return str(self.path) if self.url is None else url_for_log(self.url)
 
     def connect(self, readonly: bool = False) -> Connection:
         """A new connection (readonly: for readers; never takes the write lock)."""

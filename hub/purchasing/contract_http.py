@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from hub.purchasing.connector import CentralError, Connector
+from hub.redact import url_for_log
 
 log = logging.getLogger(__name__)
 API = "/v2"
@@ -24,7 +25,7 @@ class ContractConnector(Connector):
         self._session = session
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.describe = f"contract v2 at {self._base}"
+        self.describe = f"contract v2 at {url_for_log(self._base)}"
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
                     key: str | None = None) -> dict[str, Any]:
@@ -45,7 +46,7 @@ class ContractConnector(Connector):
                                        resp.status)
                 return data
         except (aiohttp.ClientError, TimeoutError) as err:
-            raise CentralError(f"central at {self._base} unreachable for {method} {API}{path}: "
+            raise CentralError(f"central at {url_for_log(self._base)} unreachable for {method} {API}{path}: "
                                f"{type(err).__name__} {err}; will retry") from err
 
     async def place_order(self, key: str, order: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from hub.purchasing.backoff import backoff_delay_ms
 from hub.purchasing.connector import CentralError, Connector
 from hub.purchasing.connectors import open_connector
+from hub.redact import url_for_log
 from hub.rules.clock import Clock
 from hub.rules.config import CentralConfig
 from hub.rules.core import RulesCore
@@ -121,7 +122,7 @@ class PurchasingSync:
         self.clock = clock
         self.rng = rng or random.Random()
         self.tick_s = tick_s
-        self.status = SyncStatus(config.base_url)
+        self.status = SyncStatus(url_for_log(config.base_url) if config.base_url else "")
         self._next_pull_ms = 0
         self._wake = asyncio.Event()
 

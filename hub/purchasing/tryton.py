@@ -36,6 +36,7 @@ import aiohttp
 
 from hub.purchasing.connector import CentralError, Connector
 from hub.purchasing.tryton_rpc import TrytonRpc
+from hub.redact import url_for_log
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -64,7 +65,7 @@ class TrytonConnector(Connector):
                  warehouse_code: str) -> None:
         self.rpc = TrytonRpc(session, base_url, database, user, password)
         self.warehouse_code = warehouse_code
-        self.describe = f"Tryton at {base_url.rstrip('/')} (database {database}, warehouse {warehouse_code})"
+        self.describe = f"Tryton at {url_for_log(base_url.rstrip('/'))} (database {database}, warehouse {warehouse_code})"
         self._warehouse: dict[str, Any] | None = None
         self._lot_fields: set[str] | None = None
 

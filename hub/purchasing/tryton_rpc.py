@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from hub.purchasing.connector import CentralError
+from hub.redact import url_for_log
 
 REFUSALS = ("UserError", "UserWarning", "AccessError", "AccessButtonError", "RequiredValidationError",
             "DomainValidationError", "SelectionValidationError", "SizeValidationError")
@@ -73,7 +74,7 @@ class TrytonRpc:
 
     @property
     def where(self) -> str:
-        return f"Tryton at {self._base} (database {self.database})"
+        return f"Tryton at {url_for_log(self._base)} (database {self.database})"
 
     async def _post(self, method: str, params: list[Any], auth: bool = True) -> Any:
         body = {"id": next(self._ids), "method": method, "params": encode(params)}

@@ -60,14 +60,19 @@ class SkuStock:
         return ", not counting " + ", ".join(parts) if parts else ""
 
 
+def location_available(location: str, unavailable: Collection[str]) -> bool:
+    """Whether stock at `location` can be picked or ordered against (not at stock.unavailable_locations)."""
+    return location not in unavailable
+
+
 def judge(sku: str, balances: Mapping[str, int], pick_faces: Collection[str],
           unavailable: Collection[str] = ()) -> SkuStock:
     """The SKU's stock from its balance per location, the locations it is picked from and those
     whose stock cannot be picked (quarantine)."""
-    usable = {loc: q for loc, q in balances.items() if loc not in unavailable}
+    usable = {loc: q for loc, q in balances.items() if location_available(loc, unavailable)}
     available = sum(q for q in usable.values() if q > 0)
     negative = tuple(sorted((loc, q) for loc, q in balances.items() if q < 0))
-    held = tuple(sorted((loc, q) for loc, q in balances.items() if q > 0 and loc in unavailable))
+    held = tuple(sorted((loc, q) for loc, q in balances.items() if q > 0 and not location_available(loc, unavailable)))
     # Refill from reserve or the dock before robbing another pick face; the fullest first.
     sources = tuple(sorted(((loc, q) for loc, q in usable.items() if q > 0),
                            key=lambda lq: (lq[0] in pick_faces, -lq[1], lq[0])))

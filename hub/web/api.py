@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 from typing import Any
 
 from aiohttp import web
@@ -21,27 +20,7 @@ from hub.web import data
 from hub.web.auth import identity_of, requires
 from hub.web.body import read_json
 from hub.web.keys import SERVICE as SERVICE  # re-exported: scripts and tests import it from here
-
-
-def _int_arg(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(reason=f"query parameter '{name}' must be a whole number") from None
-    if not lo <= value <= hi:
-        raise web.HTTPBadRequest(reason=f"query parameter '{name}' must be between {lo} and {hi}")
-    return value
-
-
-def _name_arg(value: str | None, what: str, pattern: re.Pattern[str]) -> str | None:
-    if value is None:
-        return None
-    if not pattern.fullmatch(value):
-        raise web.HTTPBadRequest(reason=f"{what} {value[:64]!r} is not valid")
-    return value
+from hub.web.request_args import MAX_ID, checked_name, int_query, path_id, path_name
 
 
 async def json_object(request: web.Request, example: str = "", optional: bool = False) -> dict[str, Any]:
@@ -63,54 +42,57 @@ async def stock(request: web.Request) -> web.Response:
     """Balances: searched with q, or filtered by exact sku and/or location."""
     service = request.app[SERVICE]
     search = request.query.get("q", "")[:64]
-    limit = _int_arg(request, "limit", 500, 1, 5000)
-    offset = _int_arg(request, "offset", 0, 0, 10_000_000)
-    sku = _name_arg(request.query.get("sku"), "sku", SKU_RE)
-    location = _name_arg(request.query.get("location"), "location", LOCATION_RE)
+    limit = int_query(request, "limit", 500, 1, 5000)
+    offset = int_query(request, "offset", 0, 0, 10_000_000)
+    sku = checked_name(request.query.get("sku"), "sku", SKU_RE)
+    location = checked_name(request.query.get("location"), "location", LOCATION_RE)
     rows = await asyncio.to_thread(service.store.stock, search, limit, offset, sku, location)
-    return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
+    return web.json_response({"ok": True, "items": data.stock_items(rows, service.config.rules.unavailable_locations)})
 
 
 async def sku_stock(request: web.Request) -> web.Response:
     """One SKU at every location, with its total."""
-    sku = _name_arg(request.match_info["sku"], "sku", SKU_RE)
-    rows = await asyncio.to_thread(request.app[SERVICE].store.stock, "", 5000, 0, sku, None)
+    sku = path_name(request, "sku", SKU_RE)
+    service = request.app[SERVICE]
+    rows = await asyncio.to_thread(service.store.stock, "", 5000, 0, sku, None)
     return web.json_response({"ok": True, "sku": sku, "total": sum(r.qty for r in rows),
-                              "items": [dataclasses.asdict(r) for r in rows]})
+                              "items": data.stock_items(rows, service.config.rules.unavailable_locations)})
 
 
 async def location_stock(request: web.Request) -> web.Response:
     """Every SKU at one location (bin)."""
-    location = _name_arg(request.match_info["location"], "location", LOCATION_RE)
-    rows = await asyncio.to_thread(request.app[SERVICE].store.stock, "", 5000, 0, None, location)
-    return web.json_response({"ok": True, "location": location, "items": [dataclasses.asdict(r) for r in rows]})
+    location = path_name(request, "location", LOCATION_RE)
+    service = request.app[SERVICE]
+    rows = await asyncio.to_thread(service.store.stock, "", 5000, 0, None, location)
+    return web.json_response({"ok": True, "location": location,
+                              "items": data.stock_items(rows, service.config.rules.unavailable_locations)})
 
 
 async def sku_movements(request: web.Request) -> web.Response:
     """A SKU's movements, newest first, paged with before_id."""
-    return await _movements(request, sku=_name_arg(request.match_info["sku"], "sku", SKU_RE))
+    return await _movements(request, sku=path_name(request, "sku", SKU_RE))
 
 
 async def location_movements(request: web.Request) -> web.Response:
     """A bin's movements, newest first, paged with before_id."""
-    return await _movements(request, location=_name_arg(request.match_info["location"], "location", LOCATION_RE))
+    return await _movements(request, location=path_name(request, "location", LOCATION_RE))
 
 
 async def _movements(request: web.Request, sku: str | None = None, location: str | None = None) -> web.Response:
-    limit = _int_arg(request, "limit", 100, 1, 1000)
-    before = _int_arg(request, "before_id", 0, 0, 2**62) or None
+    limit = int_query(request, "limit", 100, 1, 1000)
+    before = int_query(request, "before_id", 0, 0, MAX_ID) or None
     rows = await asyncio.to_thread(request.app[SERVICE].store.movements, sku, location, limit, before)
     return web.json_response(_page(rows, limit))
 
 
 async def scans(request: web.Request) -> web.Response:
     """Workers' scans, accepted and rejected, newest first, paged with before_id (the ledger's events)."""
-    node = _name_arg(request.query.get("node") or None, "node", NAME_RE)
+    node = checked_name(request.query.get("node") or None, "node", NAME_RE)
     outcome = request.query.get("outcome") or None
     if outcome is not None and outcome not in SCAN_OUTCOMES:
         raise web.HTTPBadRequest(reason="query parameter 'outcome' must be 'accepted' or 'rejected'")
-    limit = _int_arg(request, "limit", 100, 1, 1000)
-    before = _int_arg(request, "before_id", 0, 0, 2**62) or None
+    limit = int_query(request, "limit", 100, 1, 1000)
+    before = int_query(request, "before_id", 0, 0, MAX_ID) or None
     rows = await asyncio.to_thread(request.app[SERVICE].store.scans, node, outcome, limit, before)
     return web.json_response(_page(rows, limit))
 
@@ -121,9 +103,9 @@ async def discrepancies(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status not in (None, "open", "closed"):
         raise web.HTTPBadRequest(reason="query parameter 'status' must be 'open' or 'closed'")
-    bin_name = _name_arg(request.query.get("bin"), "bin", LOCATION_RE)
-    limit = _int_arg(request, "limit", 100, 1, 1000)
-    before = _int_arg(request, "before_id", 0, 0, 2**62) or None
+    bin_name = checked_name(request.query.get("bin"), "bin", LOCATION_RE)
+    limit = int_query(request, "limit", 100, 1, 1000)
+    before = int_query(request, "before_id", 0, 0, MAX_ID) or None
     return web.json_response({"ok": True, **await data.discrepancies(service, status, bin_name, limit, before)})
 
 
@@ -131,7 +113,7 @@ async def discrepancies(request: web.Request) -> web.Response:
 async def resolve_discrepancy(request: web.Request) -> web.Response:
     """Close a discrepancy by hand with a note (a count scan closes them by itself)."""
     service = request.app[SERVICE]
-    ident = _int_arg_path(request, "id")
+    ident = path_id(request, "id")
     body = await read_json(request, '{"note": "..."}') if request.body_exists else {}
     note = body.get("note") if isinstance(body, dict) else None
     if note is not None and not isinstance(note, str):
@@ -146,7 +128,7 @@ async def resolve_discrepancy(request: web.Request) -> web.Response:
 async def recount_discrepancy(request: web.Request) -> web.Response:
     """Ask for a recount of an open discrepancy: records who asked and when; a count scan closes it."""
     service = request.app[SERVICE]
-    ident = _int_arg_path(request, "id")
+    ident = path_id(request, "id")
     await _require_open(service, ident)
     name = _actor_name(request)
     requested_ms = await asyncio.wrap_future(service.ingest.discrepancies.request_recount(ident, name))
@@ -158,7 +140,7 @@ async def recount_discrepancy(request: web.Request) -> web.Response:
 async def apply_discrepancy_fix(request: web.Request) -> web.Response:
     """Book an open discrepancy's suggested correction (correction movements with who and why) and close it."""
     service = request.app[SERVICE]
-    ident = _int_arg_path(request, "id")
+    ident = path_id(request, "id")
     body = await json_object(request, '{"note": "..."}', optional=True)
     note = body.get("note", "")
     if not isinstance(note, str):
@@ -195,16 +177,6 @@ def _actor_name(request: web.Request) -> str:
     return who.name if who else "a user"
 
 
-def _int_arg_path(request: web.Request, name: str) -> int:
-    try:
-        value = int(request.match_info[name])
-    except ValueError:
-        raise web.HTTPBadRequest(reason=f"'{name}' must be a whole number") from None
-    if not 0 <= value < 2**62:  # SQLite integers are 64-bit; ids are never negative
-        raise web.HTTPNotFound(reason=f"no such {name} {value}")
-    return value
-
-
 async def node_health(request: web.Request) -> web.Response:
     """Every node judged now: online/stale/offline, skew, how far behind, devices, problems."""
     rows = await request.app[SERVICE].node_health()
@@ -228,7 +200,7 @@ async def nodes(request: web.Request) -> web.Response:
 
 
 async def quarantine(request: web.Request) -> web.Response:
-    limit = _int_arg(request, "limit", 100, 1, 1000)
+    limit = int_query(request, "limit", 100, 1, 1000)
     rows = await asyncio.to_thread(request.app[SERVICE].store.quarantine_rows, limit)
     return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
 

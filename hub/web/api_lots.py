@@ -10,8 +10,8 @@ from aiohttp import web
 
 from contract.messages import LOCATION_RE, LOT_RE, SERIAL_RE, SKU_RE
 from hub.web import lots_data
-from hub.web.api import _int_arg, _name_arg
 from hub.web.keys import SERVICE
+from hub.web.request_args import checked_name, int_query, path_name
 
 MAX_EXPIRING_DAYS = 3650
 DEFAULT_EXPIRING_DAYS = 30
@@ -27,12 +27,12 @@ def lot_arg(value: str, what: str = "lot") -> str:
 
 def expiring_days(request: web.Request) -> int:
     """The expiring view's horizon in days (query `days`), else 400."""
-    return _int_arg(request, "days", DEFAULT_EXPIRING_DAYS, 0, MAX_EXPIRING_DAYS)
+    return int_query(request, "days", DEFAULT_EXPIRING_DAYS, 0, MAX_EXPIRING_DAYS)
 
 
 async def sku_lots(request: web.Request) -> web.Response:
     """One SKU's stock per location x lot (or serial), with expiry and days left."""
-    sku = _name_arg(request.match_info["sku"], "sku", SKU_RE)
+    sku = path_name(request, "sku", SKU_RE)
     assert sku is not None
     return web.json_response({"ok": True, **await lots_data.sku_lots(request.app[SERVICE], sku)})
 
@@ -40,11 +40,11 @@ async def sku_lots(request: web.Request) -> web.Response:
 async def lots(request: web.Request) -> web.Response:
     """Stock per SKU x location x lot (or serial) across the site, filtered by sku, location, lot or serial."""
     query = request.query
-    sku = _name_arg(query.get("sku"), "sku", SKU_RE)
-    location = _name_arg(query.get("location"), "location", LOCATION_RE)
+    sku = checked_name(query.get("sku"), "sku", SKU_RE)
+    location = checked_name(query.get("location"), "location", LOCATION_RE)
     lot = lot_arg(query["lot"]) if "lot" in query else None
     serial = lot_arg(query["serial"], "serial") if "serial" in query else None
-    limit = _int_arg(request, "limit", 1000, 1, 5000)
+    limit = int_query(request, "limit", 1000, 1, 5000)
     return web.json_response({"ok": True, **await lots_data.lots(request.app[SERVICE], sku, location, lot, serial,
                                                                  limit)})
 
@@ -52,13 +52,13 @@ async def lots(request: web.Request) -> web.Response:
 async def expiring(request: web.Request) -> web.Response:
     """Lots in stock expiring within `days` days (expired ones included), soonest first."""
     days = expiring_days(request)
-    limit = _int_arg(request, "limit", 1000, 1, 5000)
+    limit = int_query(request, "limit", 1000, 1, 5000)
     return web.json_response({"ok": True, **await lots_data.expiring(request.app[SERVICE], days, limit)})
 
 
 async def lot_trace(request: web.Request) -> web.Response:
     """A lot's trace: received when and against which purchase order, every movement, where it is now."""
-    sku = _name_arg(request.match_info["sku"], "sku", SKU_RE)
+    sku = path_name(request, "sku", SKU_RE)
     assert sku is not None
     lot = lot_arg(request.match_info["lot"])
     return web.json_response({"ok": True, **await lots_data.lot_trace(request.app[SERVICE], sku, lot=lot)})
@@ -66,7 +66,7 @@ async def lot_trace(request: web.Request) -> web.Response:
 
 async def serial_trace(request: web.Request) -> web.Response:
     """A serial number's trace, like a lot's."""
-    sku = _name_arg(request.match_info["sku"], "sku", SKU_RE)
+    sku = path_name(request, "sku", SKU_RE)
     assert sku is not None
     serial = lot_arg(request.match_info["serial"], "serial")
     return web.json_response({"ok": True, **await lots_data.lot_trace(request.app[SERVICE], sku, serial=serial)})

@@ -22,6 +22,7 @@ from hub.web import rules_data
 from hub.web.api import json_object
 from hub.web.auth import identity_of, requires
 from hub.web.keys import SERVICE
+from hub.web.request_args import path_name
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,7 @@ async def _run(request: web.Request, fn: Callable[[RulesCore], Any]) -> Any:
 
 
 def _sku(request: web.Request) -> str:
-    sku = request.match_info["sku"]
-    if not SKU_RE.fullmatch(sku):
-        raise web.HTTPBadRequest(reason=f"sku {sku[:64]!r} is not valid")
-    return sku
+    return path_name(request, "sku", SKU_RE)
 
 
 def _ok(body: dict[str, Any]) -> web.Response:

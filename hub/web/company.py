@@ -20,12 +20,15 @@ from contract._fields import NAME_RE
 from contract.messages import LOCATION_RE, SKU_RE
 from hub.company.store import CompanyStore, SiteLink
 from hub.config import HubConfig
-from hub.web.api import _int_arg, _name_arg
 from hub.web.app import READ_METHODS, error_json, error_middleware
 from hub.web.auth import AUTH, WebAuth, auth_middleware, public
+from hub.web.data import stock_items
 from hub.web.headers import add_security_headers, same_origin_middleware
+from hub.web.request_args import checked_name, int_query, path_name
 
 COMPANY_STORE: Any = web.AppKey("company_store", CompanyStore) if hasattr(web, "AppKey") else "company_store"
+# The company hub's own stock.unavailable_locations: which rows' stock is not `available` (hub/rules/stock.py).
+UNAVAILABLE_LOCATIONS: web.AppKey[tuple[str, ...]] = web.AppKey("unavailable_locations", tuple)
 
 
 @web.middleware
@@ -71,25 +74,27 @@ async def healthz(request: web.Request) -> web.Response:
 async def stock(request: web.Request) -> web.Response:
     """Balances of every site: searched with q, or filtered by exact site, sku and/or location."""
     search = request.query.get("q", "")[:64]
-    limit = _int_arg(request, "limit", 500, 1, 5000)
-    offset = _int_arg(request, "offset", 0, 0, 10_000_000)
-    sku = _name_arg(request.query.get("sku"), "sku", SKU_RE)
-    location = _name_arg(request.query.get("location"), "location", LOCATION_RE)
-    site = _name_arg(request.query.get("site"), "site", NAME_RE)
+    limit = int_query(request, "limit", 500, 1, 5000)
+    offset = int_query(request, "offset", 0, 0, 10_000_000)
+    sku = checked_name(request.query.get("sku"), "sku", SKU_RE)
+    location = checked_name(request.query.get("location"), "location", LOCATION_RE)
+    site = checked_name(request.query.get("site"), "site", NAME_RE)
     rows = await asyncio.to_thread(request.app[COMPANY_STORE].stock, search, limit, offset, sku, location, site)
-    return web.json_response({"ok": True, "items": [dataclasses.asdict(r) for r in rows]})
+    unavailable: tuple[str, ...] = request.app[UNAVAILABLE_LOCATIONS]
+    return web.json_response({"ok": True, "items": stock_items(rows, unavailable)})
 
 
 async def sku_stock(request: web.Request) -> web.Response:
     """One SKU at every site and location: its total, the total per site, and the rows."""
-    sku = _name_arg(request.match_info["sku"], "sku", SKU_RE)
+    sku = path_name(request, "sku", SKU_RE)
     rows = await asyncio.to_thread(request.app[COMPANY_STORE].stock, "", 5000, 0, sku, None, None)
+    unavailable: tuple[str, ...] = request.app[UNAVAILABLE_LOCATIONS]
     per_site: dict[str, int] = {}
     for row in rows:
         per_site[row.site] = per_site.get(row.site, 0) + row.qty
     return web.json_response({"ok": True, "sku": sku, "total": sum(per_site.values()),
                               "sites": [{"site": s, "qty": q} for s, q in sorted(per_site.items())],
-                              "items": [dataclasses.asdict(r) for r in rows]})
+                              "items": stock_items(rows, unavailable)})
 
 
 async def sites(request: web.Request) -> web.Response:
@@ -105,6 +110,7 @@ def make_company_app(config: HubConfig, store: CompanyStore, auth: WebAuth | Non
                                        central_down_middleware, auth_middleware])
     app.on_response_prepare.append(add_security_headers)
     app[COMPANY_STORE] = store
+    app[UNAVAILABLE_LOCATIONS] = config.rules.unavailable_locations
     app[AUTH] = auth or WebAuth.from_config(config)
 
     async def close(app: web.Application) -> None:

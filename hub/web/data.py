@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from hub.faults import fault_words
 from hub.lag import STAGES
+from hub.rules.stock import location_available
 from hub.service import HubService
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,12 @@ async def or_none(source: Awaitable[dict[str, Any]], what: str) -> dict[str, Any
 def items(body: dict[str, Any] | None) -> list[dict[str, Any]] | None:
     """The `items` list of a body, or None when the source is not available."""
     return None if body is None else body["items"]
+
+
+def stock_items(rows: Iterable[Any], unavailable: Collection[str]) -> list[dict[str, Any]]:
+    """Balance rows (a dataclass with a `location`) as JSON items, each saying whether its stock is
+    `available`: false at stock.unavailable_locations (QUARANTINE), whose stock cannot be picked or ordered."""
+    return [{**dataclasses.asdict(r), "available": location_available(r.location, unavailable)} for r in rows]
 
 
 def keyset_page(rows: list[Any], limit: int) -> dict[str, Any]:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from hub.rules import views
+from hub.rules.stock import location_available
 from hub.service import HubService
 from hub.store.base import Balance, DiscrepancyRow, LotBalance, Movement
 from hub.web.rules_data import run
@@ -56,16 +57,22 @@ def _key(name: str, key: str | None = None) -> Column:
     return Column(name, lambda row: row.get(key or name))
 
 
-STOCK_COLUMNS = (
-    _attr("sku"), _attr("location"), _attr("qty"),
-    Column("updated_utc", lambda b: iso_utc(b.updated_ms)),
-)
+def _available(unavailable: Collection[str]) -> Column:
+    """Whether the row's stock can be picked or ordered: false at stock.unavailable_locations (QUARANTINE)."""
+    return Column("available", lambda b: location_available(b.location, unavailable))
 
-# Stock of lot-tracked and serialised SKUs per SKU x location x lot (x serial), with expiry (docs/ledger.md, "Lots").
-LOT_COLUMNS = (
-    _attr("sku"), _attr("location"), _attr("lot"), _attr("serial"), _attr("qty"), _attr("expiry"),
-    Column("updated_utc", lambda b: iso_utc(b.updated_ms)),
-)
+
+def stock_columns(unavailable: Collection[str]) -> tuple[Column, ...]:
+    """Every balance: SKU x location."""
+    return (_attr("sku"), _attr("location"), _attr("qty"), Column("updated_utc", lambda b: iso_utc(b.updated_ms)),
+            _available(unavailable))
+
+
+def lot_columns(unavailable: Collection[str]) -> tuple[Column, ...]:
+    """Stock of lot-tracked and serialised SKUs per SKU x location x lot (x serial), with expiry
+    (docs/ledger.md, "Lots")."""
+    return (_attr("sku"), _attr("location"), _attr("lot"), _attr("serial"), _attr("qty"), _attr("expiry"),
+            Column("updated_utc", lambda b: iso_utc(b.updated_ms)), _available(unavailable))
 
 # The ledger's audit file: one row per movement, oldest first, with who and why.
 MOVEMENT_COLUMNS = (

@@ -29,6 +29,7 @@ from contract.messages import LOCATION_RE, SKU_RE
 from hub.web import export_data
 from hub.web.export_data import Column
 from hub.web.keys import SERVICE
+from hub.web.request_args import checked_name
 from hub.web.rules_data import engine
 
 log = logging.getLogger(__name__)
@@ -125,14 +126,17 @@ async def stream(request: web.Request, name: str, fmt: str, columns: Sequence[Co
 async def stock(request: web.Request) -> web.StreamResponse:
     """Every balance (SKU x location) now."""
     fmt = _format(request)
-    return await stream(request, "stock", fmt, export_data.STOCK_COLUMNS,
-                        export_data.stock_chunks(request.app[SERVICE]))
+    service = request.app[SERVICE]
+    return await stream(request, "stock", fmt, export_data.stock_columns(service.config.rules.unavailable_locations),
+                        export_data.stock_chunks(service))
 
 
 async def lots(request: web.Request) -> web.StreamResponse:
     """Stock per SKU x location x lot (or serial) now, with expiry: the lot-tracked and serialised SKUs."""
     fmt = _format(request)
-    return await stream(request, "lots", fmt, export_data.LOT_COLUMNS, export_data.lot_chunks(request.app[SERVICE]))
+    service = request.app[SERVICE]
+    return await stream(request, "lots", fmt, export_data.lot_columns(service.config.rules.unavailable_locations),
+                        export_data.lot_chunks(service))
 
 
 async def movements(request: web.Request) -> web.StreamResponse:
@@ -141,11 +145,8 @@ async def movements(request: web.Request) -> web.StreamResponse:
     first, last = _day(request, "from"), _day(request, "to")
     if first and last and first > last:
         raise web.HTTPBadRequest(reason=f"'from' ({first}) is after 'to' ({last})")
-    sku, location = request.query.get("sku") or None, request.query.get("location") or None
-    if sku is not None and not SKU_RE.fullmatch(sku):
-        raise web.HTTPBadRequest(reason=f"sku {sku[:64]!r} is not valid")
-    if location is not None and not LOCATION_RE.fullmatch(location):
-        raise web.HTTPBadRequest(reason=f"location {location[:64]!r} is not valid")
+    sku = checked_name(request.query.get("sku") or None, "sku", SKU_RE)
+    location = checked_name(request.query.get("location") or None, "location", LOCATION_RE)
     span = f"{first or 'start'}_{last or 'now'}"
     return await stream(request, f"movements-{span}", fmt, export_data.MOVEMENT_COLUMNS,
                         export_data.movement_chunks(request.app[SERVICE], _ms(first) if first else None,

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Collection
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from contract import clock
+from hub.rules.stock import location_available
 from hub.service import HubService
 from hub.store.base import LotBalance, Movement
 
@@ -24,8 +26,9 @@ def today() -> date:
     return datetime.fromtimestamp(clock.now_ms() / 1000, UTC).date()
 
 
-def _lot_row(b: LotBalance, on: date) -> dict[str, Any]:
+def _lot_row(b: LotBalance, on: date, unavailable: Collection[str]) -> dict[str, Any]:
     row = dataclasses.asdict(b)
+    row["available"] = location_available(b.location, unavailable)
     row["days_left"] = None if b.expiry is None else (date.fromisoformat(b.expiry) - on).days
     row["expired"] = row["days_left"] is not None and row["days_left"] < 0
     return row
@@ -44,10 +47,11 @@ async def sku_lots(service: HubService, sku: str) -> dict[str, Any]:
     for b in rows:
         in_lots[b.location] = in_lots.get(b.location, 0) + b.qty
     # The SKU's balance at a location minus its lots there: picked or received without a lot on the label.
-    without = [{"location": loc, "qty": qty - in_lots.get(loc, 0)} for loc, qty in sorted(balances.items())
-               if qty != in_lots.get(loc, 0)]
+    unavailable = service.config.rules.unavailable_locations
+    without = [{"location": loc, "qty": qty - in_lots.get(loc, 0), "available": location_available(loc, unavailable)}
+               for loc, qty in sorted(balances.items()) if qty != in_lots.get(loc, 0)]
     return {"sku": sku, "tracking": service.ingest.catalog.tracking(sku), "today": on.isoformat(),
-            "items": [_lot_row(b, on) for b in rows], "without_lot": without if rows else []}
+            "items": [_lot_row(b, on, unavailable) for b in rows], "without_lot": without if rows else []}
 
 
 async def lots(service: HubService, sku: str | None, location: str | None, lot: str | None, serial: str | None,
@@ -55,7 +59,8 @@ async def lots(service: HubService, sku: str | None, location: str | None, lot: 
     """Lot balances that are not zero, filtered: where is lot L653, what lots does bin A-01-1 hold."""
     rows = await asyncio.to_thread(service.store.lots, sku, location, lot, serial, limit)
     on = today()
-    return {"today": on.isoformat(), "items": [_lot_row(b, on) for b in rows]}
+    unavailable = service.config.rules.unavailable_locations
+    return {"today": on.isoformat(), "items": [_lot_row(b, on, unavailable) for b in rows]}
 
 
 async def expiring(service: HubService, days: int, limit: int = 1000) -> dict[str, Any]:
@@ -64,7 +69,8 @@ async def expiring(service: HubService, days: int, limit: int = 1000) -> dict[st
     through = (on + timedelta(days=days)).isoformat()
     rows = await asyncio.to_thread(service.store.expiring, through, limit + 1)
     return {"days": days, "today": on.isoformat(), "through": through,
-            "items": [_lot_row(b, on) for b in rows[:limit]], "more": len(rows) > limit}
+            "items": [_lot_row(b, on, service.config.rules.unavailable_locations) for b in rows[:limit]],
+            "more": len(rows) > limit}
 
 
 async def lot_trace(service: HubService, sku: str, lot: str | None = None,
@@ -82,5 +88,6 @@ async def lot_trace(service: HubService, sku: str, lot: str | None = None,
                  "ref": m.ref, "node": m.node, "event_id": m.event_id} for m in movements if m.reason == "receive"]
     expiry = next((m.expiry for m in movements if m.expiry), None)
     return {"sku": sku, "lot": lot, "serial": serial, "expiry": expiry, "today": on.isoformat(),
-            "received": receipts, "where_now": [_lot_row(b, on) for b in now],
+            "received": receipts,
+            "where_now": [_lot_row(b, on, service.config.rules.unavailable_locations) for b in now],
             "movements": [dataclasses.asdict(m) for m in movements]}

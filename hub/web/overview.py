@@ -36,7 +36,8 @@ SHARED_MAX_AGE_S = 0.5
 class Alert:
     """One thing a supervisor should look at."""
 
-    kind: str  # discrepancy, stockout, low_stock, replenish, node_offline, node_stale, po_late, proposal, shelf_fault
+    kind: str  # hub_offline, discrepancy, stockout, low_stock, replenish, node_offline, node_stale, po_late, proposal,
+    # shelf_fault
     severity: str  # "bad" or "warn"
     text: str
     href: str
@@ -57,10 +58,27 @@ def node_alerts(nodes: list[dict[str, Any]], now_ms: int) -> list[Alert]:
     return out
 
 
+def hub_link_alerts(service: HubService) -> list[Alert]:
+    """The hub itself cannot hear the floor: every other number on the page stops moving.
+
+    Without it a hub whose broker is down shows "live" and "Nothing needs you right now" while no
+    scan reaches it (the nodes' own states are the last ones it heard, so they still say online).
+    A standby hub (not active yet) has no MQTT session on purpose.
+    """
+    if not service.active.is_set() or service.link.connected.is_set():
+        return []
+    brokers = ", ".join(f"{host}:{port}" for host, port in service.config.mqtt.brokers)
+    return [Alert("hub_offline", "bad",
+                  f"The hub is not connected to the MQTT broker ({brokers}): no scan or shelf count reaches it, so "
+                  "stock and nodes on this page show what it last heard. The nodes keep their events until it is "
+                  "back; check that Mosquitto runs there and the hub's [mqtt] settings (the hub's log says why).",
+                  "/nodes")]
+
+
 async def build_overview(service: HubService, nodes: list[dict[str, Any]]) -> dict[str, Any]:
     """Counters (None = source not available yet) and alerts."""
     now_ms = clock.now_ms()
-    alerts = node_alerts(nodes, now_ms)
+    alerts = hub_link_alerts(service) + node_alerts(nodes, now_ms)
     counters: dict[str, int | None] = {
         "nodes_offline": sum(1 for a in alerts if a.kind == "node_offline"),
         "nodes_stale": sum(1 for a in alerts if a.kind == "node_stale"),

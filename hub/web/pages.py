@@ -19,6 +19,7 @@ from aiohttp import web
 
 from contract.messages import LOCATION_RE, SKU_RE
 from hub.ledger import ADJUSTMENT_REASONS
+from hub.rules.stock import location_available
 from hub.service import HubService
 from hub.web import data, lots_data, rules_data
 from hub.web.api_lots import expiring_days, lot_arg
@@ -28,6 +29,7 @@ from hub.web.data import items, or_none
 from hub.web.keys import SERVICE
 from hub.web.overview import build_overview
 from hub.web.render import render
+from hub.web.request_args import checked_name
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def _mark_unavailable(service: Any, rows: list[dict[str, Any]]) -> None:
     page shows that stock, but the stock signals do not count it (hub/rules/stock.py)."""
     unavailable = service.config.rules.unavailable_locations
     for r in rows:
-        r["unavailable"] = r["location"] in unavailable
+        r["unavailable"] = not location_available(r["location"], unavailable)
 
 
 def _flag_negatives(store: Any, rows: list[dict[str, Any]], sku: str | None = None) -> list[dict[str, Any]]:
@@ -202,8 +204,7 @@ async def lot_page(request: web.Request) -> web.Response:
     what = "serial" if "serial" in request.match_info else "lot"
     value = request.match_info[what]
     try:
-        if not SKU_RE.fullmatch(sku):
-            raise web.HTTPBadRequest(reason=f"sku {sku[:64]!r} is not valid")
+        checked_name(sku, "sku", SKU_RE)
         lot_arg(value, what)
     except web.HTTPBadRequest as bad:
         return render(request, "lot.html", status=400, error=bad.reason, trace=None, sku=sku, what=what, value=value)

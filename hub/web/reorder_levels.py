@@ -21,6 +21,7 @@ from hub.web import pages, rules_data
 from hub.web.api import json_object
 from hub.web.auth import identity_of, requires
 from hub.web.keys import SERVICE
+from hub.web.request_args import path_name
 
 WHOLE_NUMBER_RE = re.compile(r"\d{1,9}")
 
@@ -31,10 +32,7 @@ def _who(request: web.Request) -> str:
 
 
 def _sku(request: web.Request) -> str:
-    sku = request.match_info["sku"]
-    if not SKU_RE.fullmatch(sku):
-        raise web.HTTPBadRequest(reason=f"sku {sku[:64]!r} is not valid")
-    return sku
+    return path_name(request, "sku", SKU_RE)
 
 
 def _form_value(raw: str, name: str) -> int | None:

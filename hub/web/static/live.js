@@ -37,6 +37,7 @@
     for (const n of msg.nodes || []) pending.nodes.set(n.node, n);
     for (const r of msg.replies || []) pending.replies.push(r);
     if (page === "overview") {
+      if (msg.hub) refreshOverviewSoon(); // the hub's own link came or went: its alert with it
       for (const s of msg.scans || []) pending.scans.push(s);
       if (msg.snapshot) refreshScans(); // scans made between the page's render and this connection
     }
@@ -216,19 +217,24 @@
       const resp = await fetch("/api/v1/overview", { credentials: "same-origin" });
       if (!resp.ok) return;
       const data = await resp.json();
+      // Only what changed is written: a rewrite with the same values still costs every open
+      // page a layout and paint of everything below the counters, once a second.
       for (const [key, value] of Object.entries(data.counters)) {
         const el = document.querySelector(`[data-counter="${key}"]`);
         if (!el || value === null) continue;
-        el.querySelector(".n").textContent = String(value);
-        el.classList.toggle("hot", value > 0);
+        const n = el.querySelector(".n");
+        if (n.textContent !== String(value)) n.textContent = String(value);
+        if (el.classList.contains("hot") !== value > 0) el.classList.toggle("hot", value > 0);
       }
       const list = document.getElementById("alerts");
       if (!list) return;
-      list.replaceChildren(...(data.alerts.length ? data.alerts.map((a) => {
+      const fresh = data.alerts.length ? data.alerts.map((a) => {
         const li = document.createElement("li"); li.className = a.severity; li.dataset.kind = a.kind;
         const link = document.createElement("a"); link.href = a.href; link.textContent = a.text; li.append(link);
         return li;
-      }) : [Object.assign(document.createElement("li"), { className: "none", textContent: "Nothing needs you right now." })]));
+      }) : [Object.assign(document.createElement("li"), { className: "none", textContent: "Nothing needs you right now." })];
+      const same = fresh.length === list.children.length && fresh.every((li, i) => li.isEqualNode(list.children[i]));
+      if (!same) list.replaceChildren(...fresh);
     }, 1000);
   }
 
