@@ -51,6 +51,12 @@ Figures per share (the JSON row's keys):
   (GET /api/v1/scans): no reconciliation and no suggested actions, so it names nothing
   except a balance below zero, visible the moment it happens.
 
+With `--explain-misses`, each mistake not named with the right kind within 60 s is listed after
+the table: its kind, bin(s), simulated time in the day, what was done, any shelf fault at its
+bin(s) within a few minutes, and every discrepancy at its bin(s) from a minute before to
+15 minutes after it (kind, seconds after the mistake, the hub's sentence); then the (SKU,
+location) pairs still wrong once resolved.
+
 A share's day is seeded (`--seed`): the same seed plans the same site and the same actions
 and mistakes at the same simulated times. The system's own timing (settling, batching)
 makes its figures vary slightly from run to run. With `--json` the last line is
@@ -80,6 +86,7 @@ from accuracy_model import (  # noqa: E402
     DEFAULT_RATES,
     DOCK,
     Action,
+    Detection,
     GroundTruth,
     Mistake,
     SitePlan,
@@ -192,6 +199,8 @@ def run_share(opts: Options, share: float, work: Path) -> ShareRun:
                                      f"{d.get('sentence', '')}" for d in false_alarms[:5]],
             "still_wrong_examples": [f"{sku}@{loc}: hub {hub} truth {real}" for (sku, loc), hub, real
                                      in still_wrong[:5]],
+            "misses": explain_misses(detections, truth.mistakes, discrepancies, day_start_ms),
+            "still_wrong": [f"{sku}@{loc}: hub {hub} truth {real}" for (sku, loc), hub, real in still_wrong],
             "opening_discrepancies": sum(1 for d in discrepancies if d["opened_ms"] < day_start_ms),
             "open_discrepancies_recounted": sum(1 for d in discrepancies if d["status"] == "open"),
             "simulated_day_s": opts.day_s,
@@ -202,6 +211,41 @@ def run_share(opts: Options, share: float, work: Path) -> ShareRun:
     finally:
         day.stop.set()  # no more reads of a hub that is going away
         site.stop()
+
+
+MISS_CONTEXT_BEFORE_MS = 60_000  # discrepancies this long before a missed mistake are shown with it
+MISS_CONTEXT_AFTER_MS = 15 * 60_000  # ... and this long after it (the matcher's horizon)
+MISS_FAULT_CONTEXT_MS = 5 * 60_000  # shelf faults at the bin this close to a missed mistake are shown
+
+
+def explain_misses(detections: list[Detection], mistakes: list[Mistake], discrepancies: list[dict[str, Any]],
+                   day_start_ms: int) -> list[str]:
+    """One paragraph per mistake not named with the right kind within 60 s: where, when, what the hub said."""
+    def at(ms: int) -> str:
+        return f"{(ms - day_start_ms) / 1000:.1f} s"
+
+    out = []
+    for det in detections:
+        m = det.mistake
+        if det.right_kind_s is not None and det.right_kind_s <= 60:
+            continue
+        named = "never named right" if det.right_kind_s is None else f"named right after {det.right_kind_s:.0f} s"
+        lines = [f"{m.kind} at {', '.join(m.bins) or m.node} at {at(m.t_ms)} ({m.detail}); expected "
+                 f"{', '.join(sorted(m.expected)) or '-'}{'; drove a balance negative' if m.drives_negative else ''}"
+                 f": {named}"]
+        for f in mistakes:
+            if (f.kind == "shelf_fault" and set(f.bins) & set(m.bins)
+                    and abs(f.t_ms - m.t_ms) <= MISS_FAULT_CONTEXT_MS):
+                lines.append(f"    shelf fault at {f.bins[0]} at {at(f.t_ms)}: {f.detail}")
+        for d in sorted(discrepancies, key=lambda d: d["opened_ms"]):
+            if (d["bin"] in m.bins and m.t_ms - MISS_CONTEXT_BEFORE_MS <= d["opened_ms"]
+                    <= m.t_ms + MISS_CONTEXT_AFTER_MS):
+                lines.append(f"    #{d['id']} {d['kind']} opened at {at(d['opened_ms'])} "
+                             f"({(d['opened_ms'] - m.t_ms) / 1000:+.0f} s), {d['status']}: {d.get('sentence', '')}")
+        if len(lines) == 1:
+            lines.append("    no discrepancy at its bin(s) from a minute before to 15 minutes after")
+        out.append("\n".join(lines))
+    return out
 
 
 def opening_count(site: Site, truth: GroundTruth) -> None:
@@ -372,6 +416,8 @@ def main() -> int:
     parser.add_argument("--rate", action="append", default=[], metavar="KIND=VALUE",
                         help="a mistake rate (per pick; theft and shelf_fault per simulated hour; clock_skew: nodes)")
     parser.add_argument("--workdir", help="keep the sites' files (logs, ledgers) here instead of a temporary dir")
+    parser.add_argument("--explain-misses", action="store_true",
+                        help="list each mistake not named right within 60 s, and what the hub said at its bin")
     parser.add_argument("--json", action="store_true", help="end with one JSON line {\"rows\": [...]}")
     args = parser.parse_args()
     opts = Options(seed=args.seed, bins=args.bins, nodes=args.nodes, workers=args.workers, day_s=args.day_min * 60,
@@ -390,6 +436,12 @@ def main() -> int:
             print(f"  {100 * share:.0f} % sensors: done in {run.row['real_s']:.0f} s real"
                   + (f"; {len(run.errors)} action error(s), first: {run.errors[0]}" if run.errors else ""), flush=True)
     print_table(rows)
+    if args.explain_misses:
+        for r in rows:
+            print(f"\nMisses at {100 * r['sensor_share']:.0f} % sensors ({len(r['misses'])}):")
+            for text in r["misses"]:
+                print(text)
+            print(f"Still wrong once resolved ({len(r['still_wrong'])}): {'; '.join(r['still_wrong']) or '-'}")
     if args.json:
         print(json.dumps({"rows": rows, "machine": machine()}))
     return 0

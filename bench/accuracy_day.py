@@ -130,7 +130,7 @@ class Day:
                 self._scan(w, f"QTY:{qty}")
             scanned_ms = self.clock.now_ms()
             self._scan(w, gtin)
-            if self.truth.scanned(scanned_ms, "pick", sku, b.name, qty) and negative_ms is None:
+            if self.truth.scanned(scanned_ms, "pick", sku, b.name, qty, foreign=sku != b.sku) and negative_ms is None:
                 negative_ms = scanned_ms
         bins = (b.name, taken) if taken != b.name else (b.name,)
         self._mistake(a, t_ms, bins, b.sku, negative_ms, taken)

@@ -383,8 +383,12 @@ class GroundTruth:
     # ------------------------------------------------------------------ scans (the book)
 
     def scanned(self, t_ms: int, mode: str, sku: str, location: str, qty: int,
-                from_location: str | None = None) -> bool:
-        """Apply one accepted item scan to the scan-only book; True if a balance went negative."""
+                from_location: str | None = None, foreign: bool = False) -> bool:
+        """Apply one accepted item scan to the scan-only book; True if a balance went negative.
+
+        foreign: the bin does not hold this SKU (a misread label): a removal that leaves its
+        balance below zero drives it negative even when it already was (the same label misread
+        twice is two mistakes, each one named by a negative balance)."""
         with self._lock:
             self.scans.append(ScanRecord(t_ms, mode, sku, location, qty, from_location))
             before = {k: self.book.get(k, 0) for k in ((sku, location), (sku, from_location or location))}
@@ -394,6 +398,8 @@ class GroundTruth:
                 if self.book[key] < 0 <= before.get(key, 0):
                     self.negatives.append((t_ms, *key))
                     went_negative = True
+                elif foreign and self.book[key] < min(0, before.get(key, 0)):
+                    went_negative = True  # already below zero: the baseline's negatives list has it once
             return went_negative
 
     def record(self, mistake: Mistake) -> None:

@@ -9,6 +9,7 @@ docs/architecture.md, "The writer", and docs/ledger.md for what each kind means.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from hub.catalog import CatalogBin
 from hub.commit import CommitResult
 from hub.ledger import BalanceChange
 from hub.plausibility import STUCK_AT_DOCK, PlausibilitySettings, apply_fix, stuck_at_dock
-from hub.reconcile import Reconciler
+from hub.reconcile import WRONG_BIN, Reconciler
 from hub.store.base import NewDiscrepancy, Store, WriteTx
 from hub.writer import SingleWriter
 
@@ -48,7 +49,11 @@ class Discrepancies:
     def record(self, tx: WriteTx, found: list[NewDiscrepancy], result: CommitResult) -> None:
         """Open these discrepancies and index them under their bin."""
         for new in found:
-            self.reconciler.opened(new.bin, tx.open_discrepancy(new), new.sku)
+            ident = tx.open_discrepancy(new)
+            self.reconciler.opened(new.bin, ident, new.sku)
+            if new.kind == WRONG_BIN:
+                self.reconciler.opened_wrong_bin(ident, new.bin, new.sku, new.device_from_ms, new.device_to_ms,
+                                                 json.loads(new.evidence))
             result.discrepancies_opened.append(new)
 
     def forget_open(self, ids: list[int]) -> None:

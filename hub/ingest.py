@@ -57,7 +57,7 @@ from hub.faults import ActiveFaults
 from hub.lag import LagTracker, StageTimes
 from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_adjustment, apply_event
 from hub.plausibility import PlausibilitySettings, count_difference, negative_balances
-from hub.reconcile import Reconciler
+from hub.reconcile import WRONG_BIN, Reconciler
 from hub.refused_events import RefusedEvent, SalvagedBatch, salvage_batch, stored_event
 from hub.store.base import Catalog, EventsAlreadyStored, ScanRow, Store, WriteTx
 from hub.writer import MessageFailed, SingleWriter
@@ -70,6 +70,9 @@ GAP_SETTLE_S = 2.0  # a gap may be reordering in flight; ask for it only after t
 GAP_REPEAT_S = 5.0
 CATALOG_POLL_S = 2.0  # how soon a `stock-hub import-catalog` from another process is picked up
 DEFAULT_WINDOW_MS = 30_000
+# Open discrepancies read at start to find the wrong bins whose other half a count would leave
+# (whether the neighbour was counted since is not kept across a restart).
+OPEN_WRONG_BINS_LOADED = 10_000
 
 # (node, stream) -> receive time of its latest message in this commit: the streams to ack after it.
 Touched = dict[tuple[str, str], int]
@@ -159,6 +162,10 @@ class Ingest:
             self._devices[row.node] = {str(d["device"]): d for d in row.devices}
         self.catalog = CatalogIndex(self.store.catalog())
         self.reconciler.load(self.store.reconcile_states(), self.store.open_discrepancy_ids())
+        for found in self.store.discrepancies("open", None, OPEN_WRONG_BINS_LOADED):
+            if found.kind == WRONG_BIN:
+                self.reconciler.opened_wrong_bin(found.id, found.bin, found.sku, found.device_from_ms,
+                                                 found.device_to_ms, found.evidence)
         self.faults.load(self.store.shelf_faults())
 
     def _resolve_sku(self, gtin: str) -> str:
@@ -408,6 +415,8 @@ class Ingest:
                 # The count disagrees with the book: what is pending at the bin says why. Judged now,
                 # since the count ends it (and closes what it finds, with the rest).
                 self.discrepancies.record(tx, rec.judge_now(event.location, hub_ms), result)
+            left = rec.left_by_count(  # a wrong bin's other half stays wrong
+                event.location, sku, lambda loc, of: tx.balance(of, loc) if tx.has_balance(of, loc) else None)
             closed = rec.count_scan(event.location, sku)
             if closed:
                 adjusted = sum(c.qty_delta for c in changes if c.reason == COUNT_ADJUSTMENT)
@@ -415,6 +424,7 @@ class Ingest:
                         f"{event.location} to {event.qty} (adjustment {adjusted:+d})")
                 tx.close_discrepancies(closed, hub_ms, event_id, note)
                 result.discrepancies_closed.extend(closed)
+                self.discrepancies.record(tx, left, result)
             elif book_before is not None and self._unsensored(event.location):
                 # Nothing open explains the difference: it is news (a bin's first count is not).
                 found = count_difference(event_id, node, event, sku, book_before, at.t_ms, hub_ms)

@@ -25,11 +25,19 @@ windows, so that a scan is never taken by a group while its own step is still on
 Removals and additions are never summed together, so two errors cannot hide each other.
 
 While a bin's shelf has an active fault (`fault_of`), its evidence is excluded: pending
-scans and steps are dropped (counted as `excluded`), and the baseline is forgotten so the
-first certain count after the fault starts afresh. A discrepancy that a faulted neighbour
-might explain carries the fault's reason. A count scan at a bin explains everything before
+scans and steps are dropped (counted as `excluded`) and what the shelf weighs is not
+compared. The stock is still accounted for across the fault: the last certain count before
+it, plus what was claimed and not yet seen on the shelf (pending scans less pending steps),
+plus every scan booked at the bin until the shelf is trusted again, is what the first
+certain count after it should find. A difference is one weight step spanning the fault,
+judged like any other (so a pick during the fault that nobody scanned is still an unscanned
+removal, and a scan right after the fault can still explain it). A discrepancy that a
+faulted neighbour might explain carries the fault's reason. A count scan at a bin explains everything before
 it: its pending evidence is dropped (judged first when the count disagrees with the book) and
-its open discrepancies about the counted SKU are closed. Uncertain counts
+its open discrepancies about the counted SKU are closed. A wrong bin has two halves, though:
+a count at the scanned bin sets that bin's book, but the neighbour whose shelf moved still
+books the pieces it lost (or lacks the ones it gained), so closing a wrong bin that way opens
+an unscanned removal (addition) at the neighbour unless it was counted since. Uncertain counts
 are evidence only (kept, bounded, and attached to discrepancies near them in time).
 
 All state is per bin and bounded (MAX_PENDING); it is saved in the same transaction as the
@@ -119,8 +127,9 @@ def fits(steps: Sequence[dict[str, Any]], scans: Sequence[dict[str, Any]]) -> bo
     Same unit (the step's bin holds the scanned SKU): the sensed count change equals the
     scanned quantity, or the weight change is within SIGMAS of that many pieces given the
     piece-to-piece variation (cv * sqrt(n) pieces). Another unit (a neighbour holding
-    another SKU): the weight change in the scanned SKU's pieces rounds to the quantity, or
-    is within SIGMAS of it.
+    another SKU): the weight change in the scanned SKU's pieces is within SIGMAS of the
+    quantity. (Merely rounding to it is not enough: 4 pieces of a 114 g SKU are 1.2 pieces of
+    a 379 g one, and an unscanned removal of 4 must not become a wrong bin of 1.)
     """
     n = sum(int(s["qty_delta"]) for s in scans)
     sensed = sum(int(s["qty_delta"]) for s in steps)
@@ -136,8 +145,6 @@ def fits(steps: Sequence[dict[str, Any]], scans: Sequence[dict[str, Any]]) -> bo
     if unit_g is None or any(s.get("weight_g") is None or s.get("prev_weight_g") is None for s in steps):
         return False
     pieces = sum(float(s["weight_g"]) - float(s["prev_weight_g"]) for s in steps) / float(unit_g)
-    if not same_unit and n == round(pieces):
-        return True
     return abs(pieces - n) <= SIGMAS * float(cv or DEFAULT_UNIT_WEIGHT_CV) * math.sqrt(abs(n))
 
 
@@ -157,6 +164,11 @@ class BinState:
     matched: list[dict[str, dict[str, Any]]] = field(default_factory=list)
     horizon_t: int = 0  # latest skew-corrected device time seen at the bin
     last_hub_ms: int = 0  # hub time of the latest evidence
+    # Across a shelf fault (None: not in one): the last certain count before it, when that was,
+    # and the pieces claimed since that the shelf has not shown (scans booked, less unexplained steps).
+    fault_base: int | None = None
+    fault_base_t: int = 0
+    fault_claimed: int = 0
 
     @property
     def pending(self) -> int:
@@ -167,7 +179,9 @@ class BinState:
                            "baseline_t": self.baseline_t, "moving_from_t": self.moving_from_t,
                            "scans": self.scans, "steps": self.steps, "uncertain": self.uncertain,
                            "matched": self.matched, "confirmed": self.confirmed,
-                           "horizon_t": self.horizon_t, "last_hub_ms": self.last_hub_ms},
+                           "horizon_t": self.horizon_t, "last_hub_ms": self.last_hub_ms,
+                           "fault_base": self.fault_base, "fault_base_t": self.fault_base_t,
+                           "fault_claimed": self.fault_claimed},
                           separators=(",", ":"))
 
     @classmethod
@@ -186,7 +200,37 @@ class BinState:
                    steps=raw["steps"], uncertain=raw["uncertain"], matched=raw.get("matched", []),
                    confirmed=raw.get("confirmed", []),
                    horizon_t=raw["horizon_t"],
-                   last_hub_ms=raw["last_hub_ms"])
+                   last_hub_ms=raw["last_hub_ms"], fault_base=raw.get("fault_base"),
+                   fault_base_t=raw.get("fault_base_t", 0), fault_claimed=raw.get("fault_claimed", 0))
+
+
+@dataclass
+class _Move:
+    """An open wrong bin whose goods moved at a neighbour holding the scanned SKU."""
+
+    bin: str  # where the scan was booked
+    neighbour: str  # whose shelf moved
+    sku: str
+    sensed: int  # pieces the neighbour's shelf moved (negative: lost)
+    device_from_ms: int
+    device_to_ms: int
+    neighbour_counted: bool = False  # counted since: its book is right again
+
+    def half(self, wrong_bin: int, shelf: int, book: int) -> NewDiscrepancy:
+        """The neighbour's book once a count has set the scanned bin's: the movement booked nowhere."""
+        kind = UNSCANNED_REMOVAL if self.sensed < 0 else UNSCANNED_ADDITION
+        moved = "lost" if self.sensed < 0 else "gained"
+        sentence = (f"Bin {self.neighbour} ({self.sku}): the shelf {moved} {_pieces(self.sensed)} "
+                    f"between {_clock(self.device_from_ms)} and {_clock(self.device_to_ms)} that were booked to "
+                    f"{self.bin} (the wrong bin of discrepancy {wrong_bin}); a count at {self.bin} has set its "
+                    f"book, so they are now booked nowhere: the shelf counts {shelf}, the book says {book}.")
+        action = f"Recount bin {self.neighbour} (scan a count) to set its book."
+        evidence = {"wrong_bin": wrong_bin, "counted_at": self.bin, "shelf": shelf, "book": book, "scans": [],
+                    "counts": []}
+        return NewDiscrepancy(bin=self.neighbour, sku=self.sku, kind=kind, opened_ms=now_ms(),
+                              device_from_ms=self.device_from_ms, device_to_ms=self.device_to_ms, scan_qty=0,
+                              sensed_qty=shelf - book, sentence=sentence, action=action,
+                              evidence=json.dumps(evidence, separators=(",", ":")))
 
 
 @dataclass
@@ -221,6 +265,8 @@ class Reconciler:
         self.bins: dict[str, BinState] = {}
         self.open_ids: dict[str, list[int]] = {}
         self.open_sku: dict[int, str | None] = {}  # what each open discrepancy is about
+        # Open wrong bins whose neighbour holds the scanned SKU: the half a count at the scanned bin leaves.
+        self.open_moves: dict[int, _Move] = {}
         self.dirty: set[str] = set()
         self.outcomes: dict[str, int] = dict.fromkeys((CONFIRMED, EXCLUDED, *KINDS), 0)
 
@@ -243,10 +289,18 @@ class Reconciler:
              evidence: dict[str, Any]) -> list[NewDiscrepancy]:
         """A scan movement at a sensored bin; returns any discrepancies now due."""
         state = self._state(bin_name)
+        if qty_delta and state.fault_base is not None:
+            # Across a fault: the first certain count after it should show this movement.
+            state.fault_claimed += qty_delta
+            self.dirty.add(bin_name)
+            self._exclude_if_faulted(bin_name, state)
+            self.outcomes[EXCLUDED] += 1
+            return []
         if state.baseline is None or qty_delta == 0:
-            return []  # no shelf reading yet (or none since a fault): nothing to compare with
+            return []  # no shelf reading yet: nothing to compare with
         if self._exclude_if_faulted(bin_name, state):
             self.outcomes[EXCLUDED] += 1
+            state.fault_claimed += qty_delta
             return []
         unit_g, cv = self.unit_weight_of(bin_name, sku)
         item = {**evidence, "type": "scan", "t": t_ms, "hub_ms": hub_ms, "qty_delta": qty_delta, "sku": sku,
@@ -280,7 +334,9 @@ class Reconciler:
         if state.baseline is None:
             state.baseline, state.baseline_weight_g, state.baseline_t = count, weight_g, t_ms
             self._seen(bin_name, state, t_ms, hub_ms)
-            return []
+            if state.fault_base is not None:
+                self._after_fault(bin_name, state, sku, t_ms, hub_ms, count, weight_g, evidence)
+            return self._judge(bin_name, state, hub_ms)
         delta = count - state.baseline
         self._seen(bin_name, state, t_ms, hub_ms)
         if delta:
@@ -296,6 +352,24 @@ class Reconciler:
         state.baseline, state.baseline_weight_g, state.baseline_t = count, weight_g, t_ms
         state.moving_from_t = None
         return self._judge(bin_name, state, hub_ms)
+
+    def _after_fault(self, bin_name: str, state: BinState, sku: str | None, t_ms: int, hub_ms: int, count: int, weight_g: float,
+                     evidence: dict[str, Any]) -> None:
+        """The first certain count after a fault: what it finds beyond the count before the fault and
+        the scans booked meanwhile is one weight step spanning the fault (its weights are not comparable)."""
+        base, base_t, claimed = state.fault_base, state.fault_base_t, state.fault_claimed
+        assert base is not None
+        state.fault_base, state.fault_claimed = None, 0
+        delta = count - (base + claimed)
+        if not delta:
+            return
+        unit_g, cv = self.unit_weight_of(bin_name, sku)
+        note = (f"; across a shelf fault: {base} counted before it, {claimed:+d} scanned since, "
+                f"{count} counted after it")
+        item = {**evidence, "type": "count", "t": t_ms, "hub_ms": hub_ms, "qty_delta": delta, "sku": sku,
+                "count": count, "prev_count": count - delta, "weight_g": weight_g, "prev_weight_g": None,
+                "prev_t": base_t, "unit_g": unit_g, "cv": cv, "across_fault": note}
+        self._pair(state, item)
 
     def fault_seen(self, bin_name: str, reason: str) -> None:
         """A shelf fault was raised at the bin: drop its unexplained evidence and its baseline."""
@@ -315,8 +389,9 @@ class Reconciler:
         """A person counted the bin (a SKU in it): drop its pending evidence; return the ids of its
         open discrepancies to close, those about that SKU or none (any, when sku is None)."""
         state = self.bins.get(bin_name)
-        if state is not None and (state.pending or state.uncertain):
+        if state is not None and (state.pending or state.uncertain or state.fault_base is not None):
             state.scans, state.steps, state.uncertain, state.matched = [], [], [], []
+            state.fault_base, state.fault_claimed = None, 0  # the count explains what a fault hid too
             self.dirty.add(bin_name)
         ids = self.open_ids.pop(bin_name, [])
         closing = [i for i in ids if sku is None or self.open_sku.get(i) in (None, sku)]
@@ -325,6 +400,41 @@ class Reconciler:
             self.open_ids[bin_name] = kept  # another SKU's (a misread booked here): its own count closes it
         self.forget(closing)
         return closing
+
+    def opened_wrong_bin(self, ident: int, bin_name: str, sku: str | None, device_from_ms: int,
+                         device_to_ms: int, evidence: dict[str, Any]) -> None:
+        """Remember an open wrong bin (id, the scanned bin, its SKU and evidence) whose neighbour's book
+        a count at the scanned bin would leave wrong: only when the neighbour holds the scanned SKU."""
+        neighbour, steps = evidence.get("neighbour"), evidence.get("counts") or []
+        if neighbour is None or sku is None or not steps or any(s.get("sku") != sku for s in steps):
+            return
+        self.open_moves[ident] = _Move(bin_name, str(neighbour), sku, sum(int(s["qty_delta"]) for s in steps),
+                                       device_from_ms, device_to_ms)
+
+    def left_by_count(self, bin_name: str, sku: str | None,
+                      book_of: Callable[[str, str], int | None]) -> list[NewDiscrepancy]:
+        """Before a count scan at the bin: the neighbours' halves of the wrong bins it is about to close
+        (unscanned movements at the neighbour, booked nowhere once the count sets this bin). A count at
+        a wrong bin's neighbour settles that half: the count at the scanned bin then leaves nothing.
+
+        Only where the neighbour's shelf confirms it: its last certain count, less its steps still
+        unexplained, differs from its book (`book_of(bin, sku)`), less its scans still unexplained,
+        in the wrong bin's direction. (A wrong bin judged on a tangle of movements, or a neighbour
+        whose book was set right since, leaves nothing to report.)"""
+        out = []
+        for ident, move in list(self.open_moves.items()):
+            if move.neighbour == bin_name and sku in (None, move.sku):
+                move.neighbour_counted = True
+            elif move.bin == bin_name and sku in (None, move.sku) and not move.neighbour_counted:
+                there = self.bins.get(move.neighbour)
+                book = book_of(move.neighbour, move.sku)
+                if there is None or there.baseline is None or there.fault_base is not None or book is None:
+                    continue  # nothing certain to compare with
+                shelf = there.baseline - sum(int(s["qty_delta"]) for s in there.steps)
+                booked = book - sum(int(s["qty_delta"]) for s in there.scans)
+                if _sign(shelf - booked) == _sign(move.sensed):
+                    out.append(move.half(ident, shelf, booked))
+        return out
 
     def opened(self, bin_name: str, ident: int, sku: str | None = None) -> None:
         """Remember a discrepancy the writer recorded (at a bin, about a SKU), so a count scan can close it."""
@@ -338,6 +448,7 @@ class Reconciler:
             bin_ids[:] = [i for i in bin_ids if i not in gone]
         for ident in gone:
             self.open_sku.pop(ident, None)
+            self.open_moves.pop(ident, None)
 
     def expire(self, now_hub_ms: int, skus: dict[str, str | None] | None = None) -> list[NewDiscrepancy]:
         """Judge evidence that got nothing new for window_ms of hub time (the bin went quiet)."""
@@ -372,6 +483,12 @@ class Reconciler:
         if state.pending:
             log.info("bin %s: %d scan(s) and weight step(s) not judged: %s", bin_name, state.pending, reason)
         self.outcomes[EXCLUDED] += state.pending
+        if state.fault_base is None and state.baseline is not None:
+            state.fault_base, state.fault_base_t, state.fault_claimed = state.baseline, state.baseline_t, 0
+        if state.fault_base is not None:
+            # What was claimed and not yet seen on the shelf, and what the shelf showed unexplained.
+            state.fault_claimed += (sum(int(s["qty_delta"]) for s in state.scans)
+                                    - sum(int(s["qty_delta"]) for s in state.steps))
         state.scans, state.steps, state.matched = [], [], []
         state.baseline = state.baseline_weight_g = state.moving_from_t = None  # the first certain count after the fault starts afresh
         self.dirty.add(bin_name)
@@ -514,6 +631,7 @@ class Reconciler:
         note = "".join(f"; a neighbouring bin could explain this but is not judged now ({reason})"
                        for reason in faulted)
         if not is_scan:
+            note = item.get("across_fault", "") + note
             return _Verdict(UNSCANNED_REMOVAL if sign < 0 else UNSCANNED_ADDITION, [], [item], note=note)
         # Scans close together with no movement anywhere make one discrepancy, not one per scan.
         alone = [s for s in self._near(item, own, sign) if s is not item and self._ripe(s, state.horizon_t, now_hub_ms)

@@ -25,6 +25,7 @@ from accuracy_model import (  # noqa: E402
     QUANTITY_KINDS,
     REMOVAL_KINDS,
     SIGNAL_MISTAKES,
+    GroundTruth,
     Mistake,
     apply_scan,
     baseline_detections,
@@ -157,6 +158,20 @@ def test_a_negative_balance_and_a_later_count_name_mistakes_at_bins_without_sens
     assert detections[1].right_kind_s == 3500.0
     assert not false_alarms
     assert summarize(detections, 0, 100)["negative_flagged_within_5s_share"] == 1.0
+
+
+def test_the_same_label_misread_twice_at_a_bin_drives_a_balance_negative_each_time() -> None:
+    """Each misread of a SKU the bin does not hold is named by a negative balance (the hub flags each);
+    a second pick of the bin's own SKU below zero is not a new one (one root cause)."""
+    plan = plan_site(1, 8, 2, 2, 1.0)
+    truth = GroundTruth(plan)
+    truth.stock_initial()
+    here, there = plan.bins[0], next(b for b in plan.bins if b.sku != plan.bins[0].sku)
+    assert truth.scanned(1000, "pick", there.sku, here.name, 1, foreign=True)
+    assert truth.scanned(2000, "pick", there.sku, here.name, 1, foreign=True)
+    assert truth.negatives == [(1000, there.sku, here.name)]  # the scan-only ledger turned negative once
+    assert truth.scanned(3000, "pick", here.sku, here.name, here.initial + 1)
+    assert not truth.scanned(4000, "pick", here.sku, here.name, 1)
 
 
 def test_the_baseline_names_only_balances_below_zero() -> None:

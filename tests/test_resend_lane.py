@@ -1,16 +1,23 @@
 """Re-sent batches wait in hub/resend_lane.py and reach the writer only while it has nothing live
 to do: a live batch that arrives behind a backlog is committed before most of it, and the
-backlog still all arrives, on a real Ingest and SQLite ledger; and the receive worker marks the
-messages an edge published with contract.RESEND_PROPERTY."""
+backlog still all arrives, on a real Ingest and SQLite ledger; a large re-sent batch goes in
+pieces of RESENT_EVENTS_PER_COMMIT events, so a live batch that arrives while one is in commit
+is committed in the next group, and every event still commits once with its watermark; and the
+receive worker marks the messages an edge published with contract.RESEND_PROPERTY."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
-from contract import Channel, node_topic
-from hub.resend_lane import ResendLane
-from tests.support import SITE, Feeder, scan_batch, wait_for_sync
+import pytest
+
+from contract import Channel, EventBatch, node_topic
+from hub.commit import CommitResult
+from hub.ingest import Ingest
+from hub.resend_lane import RESENT_EVENTS_PER_COMMIT, ResendLane, split_resent
+from tests.support import SITE, Feeder, open_ledger, scan_batch, wait_for_sync
 
 WAIT_S = 20.0
 
@@ -43,3 +50,69 @@ def test_a_live_batch_is_committed_before_the_backlog_queued_ahead_of_it(tmp_pat
         gate.set()
         lane.stop()
         feeder.close()
+
+
+def test_a_live_batch_arriving_during_a_resent_commit_is_committed_in_the_next_group(tmp_path: Path) -> None:
+    store = open_ledger(tmp_path / "ledger.sqlite3")
+    acks: list = []
+    commits: list[CommitResult] = []
+    in_resent_commit, gate = threading.Event(), threading.Event()
+
+    def committed(result: CommitResult) -> None:  # on the writer thread, after the commit
+        commits.append(result)
+        if any(lag.node == "far" for lag in result.lag) and not in_resent_commit.is_set():
+            in_resent_commit.set()
+            gate.wait(WAIT_S)  # the writer is busy with the first piece of the backlog
+
+    ingest = Ingest(store, SITE, acks.append, lambda node, command: None, committed)
+    ingest.start()
+    lane = ResendLane(ingest.submit, lambda: ingest.queue_depth, lambda: ingest.last_tick)
+    lane.start()
+    backlog_events = 100
+    try:
+        lane.put(node_topic(SITE, "far", Channel.EVENTS),
+                 scan_batch("far", "00000000000000f1", list(range(1, backlog_events + 1))), 0)
+        assert in_resent_commit.wait(WAIT_S), "the re-sent batch never reached the writer"
+        ingest.submit(node_topic(SITE, "near", Channel.EVENTS), scan_batch("near", "00000000000000f1", [1]))
+        gate.set()
+        wait_for_sync(lambda: ingest.committed_total == backlog_events + 1, WAIT_S, "every event committed")
+        far = [sum(lag.node == "far" for lag in c.lag) for c in commits]
+        busy = next(i for i, n in enumerate(far) if n)
+        # The live batch waited for one piece of the backlog, not the whole 100-event batch.
+        assert far[busy] <= RESENT_EVENTS_PER_COMMIT < backlog_events, far
+        assert [lag.node for lag in commits[busy + 1].lag] == ["near"], far
+        assert max(far) <= RESENT_EVENTS_PER_COMMIT and sum(far) == backlog_events, far
+        # Exactly once: each piece's events and the stream's watermark were committed together.
+        assert ingest.duplicates_total == 0
+        positions = {(p.node, p.stream): p for p in store.stream_positions()}
+        assert positions[("far", "00000000000000f1")].watermark == backlog_events
+        far_acks = [a.watermark for a in acks if a.node == "far"]
+        assert far_acks == sorted(far_acks) and far_acks[-1] == backlog_events, far_acks
+        assert lane.fed_total == 1 and lane.pieces_total == len([n for n in far if n])
+    finally:
+        gate.set()
+        lane.stop()
+        ingest.stop()
+        store.close()
+
+
+def test_a_resent_batch_splits_into_pieces_that_keep_its_envelope_and_order() -> None:
+    topic = node_topic(SITE, "far", Channel.EVENTS)
+    payload = scan_batch("far", "00000000000000f1", list(range(1, 26)))
+    whole = EventBatch.from_json(payload)
+    pieces = [EventBatch.from_json(p) for p in split_resent(topic, payload, 10)]
+    assert [len(p.events) for p in pieces] == [10, 10, 5]
+    assert {(p.node, p.stream, p.sent_ms) for p in pieces} == {(whole.node, whole.stream, whole.sent_ms)}
+    assert [e for p in pieces for e in p.events] == list(whole.events)
+
+
+@pytest.mark.parametrize("what, topic, payload", [
+    ("small enough", node_topic(SITE, "far", Channel.EVENTS), scan_batch("far", "00000000000000f1", [1, 2, 3])),
+    ("not events", node_topic(SITE, "far", Channel.STATE), scan_batch("far", "00000000000000f1", list(range(1, 30)))),
+    ("not JSON", node_topic(SITE, "far", Channel.EVENTS), b"\xff{not json"),
+    ("bad envelope", node_topic(SITE, "far", Channel.EVENTS),
+     json.dumps({"v": 1, "node": "bad node!", "stream": "x", "sent_ms": 0, "events": [{}] * 30}).encode()),
+])
+def test_what_is_not_a_large_well_formed_events_batch_goes_whole(what: str, topic: str, payload: bytes) -> None:
+    """Ingest then judges it once: a malformed message is quarantined once, not once per piece."""
+    assert split_resent(topic, payload, 10) == [payload], what
