@@ -32,6 +32,7 @@ from tests.support import (
     file_store_target,
     made_databases,
     postgres_bin,
+    stop_leftover_hubs,
     take_store_touched,
     touch_store,
     use_store_url,
@@ -252,6 +253,14 @@ def quick_password_hashes(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
     tests marked full_password_hash keep the product's default."""
     if request.node.get_closest_marker("full_password_hash") is None:
         monkeypatch.setattr("hub.auth.store.PasswordHasher", QuickPasswordHasher)
+
+
+@pytest.fixture(autouse=True)
+async def stop_hubs_a_test_left_running() -> AsyncIterator[None]:
+    """A hub a failing test did not stop is stopped here, so it cannot disturb the next tests
+    (tests/support.py, OPEN_HUBS)."""
+    yield
+    await stop_leftover_hubs()
 
 
 @pytest.fixture(scope="session")

@@ -337,6 +337,20 @@ def wait_for_sync(predicate: Callable[[], T], timeout_s: float = 10.0, what: str
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last value {last!r})")
 
 
+# Hubs started in this process and not stopped yet: a failing test's hub would otherwise stay on
+# the shared broker under the hub's client id, acknowledge later tests' events into its own
+# ledger and take turns with their hubs' sessions (tests/conftest.py stops what is left).
+OPEN_HUBS: set[RunningHub] = set()
+
+
+async def stop_leftover_hubs() -> None:
+    """Stop every hub a test started and did not stop (its web app, and with it the service)."""
+    while OPEN_HUBS:
+        hub = OPEN_HUBS.pop()
+        if hub.runner.server is not None:
+            await hub.runner.cleanup()
+
+
 class RunningHub:
     """A hub service with its web app on a free port, in this process."""
 
@@ -353,11 +367,13 @@ class RunningHub:
         self.service = HubService(self.config)
         self.runner = web.AppRunner(make_app(self.service))
         await self.runner.setup()
+        OPEN_HUBS.add(self)
         await web.TCPSite(self.runner, self.config.http_host, self.config.http_port).start()
         await wait_for(self.service.link.connected.is_set, what="hub connected to the broker")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        OPEN_HUBS.discard(self)
         await self.runner.cleanup()
 
     def balance(self, location: str) -> int:

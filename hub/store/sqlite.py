@@ -302,6 +302,10 @@ class SqlStore:
         self.target = target
         migrate(target)
         self._writer = target.connect()
+        # One write connection, so one transaction at a time: the writer thread's group commits
+        # and any other writer in this process (a test's set-up, a command-line tool) take turns
+        # instead of committing or rolling back each other's transaction.
+        self._write_lock = threading.RLock()
         self.storage_errors: tuple[type[Exception], ...] = self._writer.storage_errors
         self._local = threading.local()
         self._readers: list[Connection] = []
@@ -312,7 +316,7 @@ class SqlStore:
     @contextmanager
     def write(self, batched: bool = False) -> Iterator[_SqlTx]:
         """A write transaction; batched=True defers event, movement and balance rows to COMMIT (see _SqlTx)."""
-        with self._writer.transaction():
+        with self._write_lock, self._writer.transaction():
             tx = _SqlTx(self._writer, batched)
             yield tx
             tx.flush()
