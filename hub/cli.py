@@ -23,8 +23,6 @@ log = logging.getLogger("hub")
 
 
 async def _serve(config_path: str) -> int:
-    from aiohttp import web
-
     from hub.config import COMPANY_ROLE, load_hub_config
     from hub.service import HubService
     from hub.web.app import make_app
@@ -40,19 +38,11 @@ async def _serve(config_path: str) -> int:
     watchdog.register("ingest")
     watchdog.register("event-loop")
     service.ingest.writer.heartbeat = lambda: watchdog.beat("ingest")
-    runner = web.AppRunner(make_app(service), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, config.http_host, config.http_port).start()
-    port = bound_port(runner)
+    runner, port, background = await _start_web(make_app(service), config, watchdog)
     log.info("hub page at http://%s:%d/", config.http_host, port)
-    background = [asyncio.create_task(watchdog.run(), name="watchdog"),
-                  asyncio.create_task(_beat_event_loop(watchdog), name="event-loop-beat")]
     # READY once ingest and the web server run; the broker may still be unreachable.
     notifier.ready(f"site {config.site}: ingest and web running on port {port}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signal()
     stopped, lease_lost = asyncio.create_task(stop.wait()), asyncio.create_task(service.lease_lost.wait())
     await asyncio.wait({stopped, lease_lost}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
@@ -61,11 +51,37 @@ async def _serve(config_path: str) -> int:
     status = 1 if service.lease_lost.is_set() else 0
     log.info("stopping: %s", "the writer lease was lost" if status else "on signal")
     notifier.stopping()
+    await _stop_web(runner, background)
+    return status
+
+
+async def _start_web(app: web.Application, config: HubConfig,
+                     watchdog: Watchdog) -> tuple[web.AppRunner, int, list[asyncio.Task[None]]]:
+    """The web server on http.host/http.port, and the watchdog with the event loop's beat; the port bound."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.http_host, config.http_port).start()
+    background = [asyncio.create_task(watchdog.run(), name="watchdog"),
+                  asyncio.create_task(_beat_event_loop(watchdog), name="event-loop-beat")]
+    return runner, bound_port(runner), background
+
+
+def _stop_on_signal() -> asyncio.Event:
+    """Set on SIGTERM (systemd) or SIGINT (Ctrl+C)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _stop_web(runner: web.AppRunner, background: list[asyncio.Task[None]]) -> None:
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     await runner.cleanup()
-    return status
 
 
 def bound_port(runner: web.AppRunner) -> int:
@@ -75,8 +91,6 @@ def bound_port(runner: web.AppRunner) -> int:
 
 async def _serve_company(config: HubConfig) -> int:
     """The company role: the read-only view of every site's stock from the central database."""
-    from aiohttp import web
-
     from hub.company.store import CompanyStore, company_target
     from hub.web.company import make_company_app
 
@@ -84,24 +98,12 @@ async def _serve_company(config: HubConfig) -> int:
     notifier = Notifier()
     watchdog = Watchdog(notifier)
     watchdog.register("event-loop")
-    runner = web.AppRunner(make_company_app(config, store), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, config.http_host, config.http_port).start()
-    port = bound_port(runner)
+    runner, port, background = await _start_web(make_company_app(config, store), config, watchdog)
     log.info("company view of every site's stock at http://%s:%d/api/v1/stock", config.http_host, port)
-    background = [asyncio.create_task(watchdog.run(), name="watchdog"),
-                  asyncio.create_task(_beat_event_loop(watchdog), name="event-loop-beat")]
     notifier.ready(f"company view on port {port}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _stop_on_signal().wait()
     notifier.stopping()
-    for task in background:
-        task.cancel()
-    await asyncio.gather(*background, return_exceptions=True)
-    await runner.cleanup()
+    await _stop_web(runner, background)
     return 0
 
 

@@ -146,8 +146,8 @@ port = "{os.ttyname(slave)}"
         os.close(slave)
 
 
-@hub_wired
-def test_hub_notifies_and_stops_pinging_when_ingest_hangs(listener: NotifyListener, tmp_path: Path) -> None:
+def _hub_toml(tmp_path: Path, http_port: int) -> Path:
+    """A hub config whose broker is nowhere (READY does not wait for it) and whose page is on `http_port`."""
     config = tmp_path / "hub.toml"
     config.write_text(f"""[site]
 name = "test-site"
@@ -157,10 +157,16 @@ port = {free_port()}
 password = "unused"
 [http]
 host = "127.0.0.1"
-port = {free_port()}
+port = {http_port}
 [db]
 path = "{tmp_path / 'ledger.sqlite3'}"
 """)
+    return config
+
+
+@hub_wired
+def test_hub_notifies_and_stops_pinging_when_ingest_hangs(listener: NotifyListener, tmp_path: Path) -> None:
+    config = _hub_toml(tmp_path, http_port=free_port())
     log_path = tmp_path / "hub.log"
     proc = start("hub.cli", ["serve", "--config", str(config)], listener, "ingest", log_path)
     check_lifecycle(proc, listener, "ingest", log_path)
@@ -170,19 +176,7 @@ path = "{tmp_path / 'ledger.sqlite3'}"
 def test_a_hub_on_port_0_says_which_port_the_system_chose(listener: NotifyListener, tmp_path: Path) -> None:
     """http.port = 0 (any free port, as `scripts/run_demo.py --http-port 0` asks): READY and the log name the
     port the page really listens on, not 0."""
-    config = tmp_path / "hub.toml"
-    config.write_text(f"""[site]
-name = "test-site"
-[mqtt]
-host = "127.0.0.1"
-port = {free_port()}
-password = "unused"
-[http]
-host = "127.0.0.1"
-port = 0
-[db]
-path = "{tmp_path / 'ledger.sqlite3'}"
-""")
+    config = _hub_toml(tmp_path, http_port=0)
     log_path = tmp_path / "hub.log"
     proc = start("hub.cli", ["serve", "--config", str(config)], listener, "", log_path)
     try:
