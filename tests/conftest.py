@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import settings
@@ -30,11 +30,13 @@ from tests.support import (
     WebhookReceiver,
     chromium,
     file_store_target,
+    make_store_template,
     made_databases,
     postgres_bin,
     stop_leftover_hubs,
     take_store_touched,
     touch_store,
+    use_store_template,
     use_store_url,
     wait_for_sync,
 )
@@ -58,17 +60,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="backend of the hub's stores in these tests: SQLite files (default) or a new PostgreSQL"
                           f" database per test (admin URL from TEST_PG_ADMIN_URL, default {PG_ADMIN_URL})")
     parser.addoption("--store-record", metavar="PATH", default="",
-                     help="on SQLite: write which tests passed without opening a hub store to PATH (JSON); on"
-                          " PostgreSQL: deselect those tests (a test not in the record runs)")
+                     help="on SQLite: write which tests passed without opening a hub store, and each test's"
+                          " seconds, to PATH (JSON); on PostgreSQL: deselect those tests (a test not in the"
+                          " record runs); on both: start the longest tests first")
 
 
 # Which tests open a hub store. The SQLite pass of scripts/test records, for each test, whether it
 # opened one (any DbTarget.connect in the test's process) or configured one for a hub process of
 # its own (the helpers in tests/support.py); the PostgreSQL pass then leaves out only the tests
 # that passed without doing either. A new test is in both passes until a run shows it opens no store.
+# The record also keeps each test's seconds (set-up, call and teardown): both passes start the
+# longest first, so on pytest-xdist's workers a long test does not start last and make the run's tail.
 _STORE_MARK = "opened_hub_store"
 _opened_store: set[str] = set()
 _passed: set[str] = set()
+_seconds: dict[str, float] = {}
+
+
+def _test_id(nodeid: str) -> str:
+    """A test's id without the `@group` suffix pytest-xdist's --dist loadgroup adds to grouped tests."""
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -82,10 +94,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    test = _test_id(report.nodeid)
     if (_STORE_MARK, True) in report.user_properties:
-        _opened_store.add(report.nodeid)
+        _opened_store.add(test)
     if report.when == "call" and report.passed:
-        _passed.add(report.nodeid)
+        _passed.add(test)
+    _seconds[test] = _seconds.get(test, 0.0) + report.duration
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -95,25 +109,67 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     path = Path(record)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"opened_no_store": sorted(_passed - _opened_store)}, indent=0) + "\n")
+    seconds = {test: round(s, 2) for test, s in sorted(_seconds.items())}
+    path.write_text(json.dumps({"opened_no_store": sorted(_passed - _opened_store), "seconds": seconds},
+                               indent=0) + "\n")
+
+
+def _record(config: pytest.Config) -> dict[str, Any]:
+    """The last SQLite pass's record ({} when there is none yet)."""
+    record = config.getoption("--store-record")
+    if not record or not Path(record).exists():
+        return {}
+    return dict(json.loads(Path(record).read_text()))
 
 
 def _no_store_tests(config: pytest.Config) -> set[str]:
     """The tests the SQLite pass's record shows passing without opening a hub store ({} without a record)."""
-    record = config.getoption("--store-record")
-    if not record or config.getoption("--store") != "postgresql" or not Path(record).exists():
+    if config.getoption("--store") != "postgresql":
         return set()
-    return set(json.loads(Path(record).read_text())["opened_no_store"])
+    return set(_record(config).get("opened_no_store", ()))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist adds the group names to the ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     no_store = _no_store_tests(config)
-    if not no_store:
-        return
     left_out = [item for item in items if item.nodeid in no_store]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = [item for item in items if item.nodeid not in no_store]
+    _group_tests_sharing_a_fixture(items)
+    _longest_first(items, _record(config).get("seconds", {}))
+
+
+_SHARED_SCOPES = ("package", "module", "class")
+
+
+def _group_tests_sharing_a_fixture(items: list[pytest.Item]) -> None:
+    """Tests that share a module- or class-scoped fixture (the demo's shift, the accuracy model's day)
+    run on one pytest-xdist worker (--dist loadgroup), which sets it up once, as a single process does."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures is None:
+            continue
+        for name, defs in fixtures.name2fixturedefs.items():
+            if defs and defs[-1].scope in _SHARED_SCOPES:
+                item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__ if item.module else ''}.{name}"))
+
+
+def _longest_first(items: list[pytest.Item], seconds: dict[str, float]) -> None:
+    """Order the tests longest first by the last SQLite pass's seconds (a group's tests together, by their
+    sum; a test the record lacks counts as 0). Without a record the `slow` tests (chaos, browser, soak)
+    go first. Stable: ties keep the collection order."""
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        groups = sorted(str(mark.args[0]) for mark in item.iter_markers("xdist_group"))
+        units.setdefault("@".join(groups) or item.nodeid, []).append(item)
+
+    def cost(tests: list[pytest.Item]) -> float:
+        if seconds:
+            return sum(seconds.get(test.nodeid, 0.0) for test in tests)
+        return float(sum(test.get_closest_marker("slow") is not None for test in tests))
+
+    items[:] = [item for tests in sorted(units.values(), key=cost, reverse=True) for item in tests]
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -136,16 +192,25 @@ def _postgres_unreachable(admin_url: str) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin(request: pytest.FixtureRequest) -> str | None:
-    """The admin URL when the suite runs with --store=postgresql (None on SQLite); skips when none answers."""
+def postgres_admin(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """The admin URL when the suite runs with --store=postgresql (None on SQLite); skips when none answers.
+    Makes the session's migrated template of the stores' databases (one per pytest-xdist worker), dropped
+    at the end."""
     if request.config.getoption("--store") != "postgresql":
-        return None
+        yield None
+        return
     admin_url = os.environ.get("TEST_PG_ADMIN_URL", PG_ADMIN_URL)
     reason = _postgres_unreachable(admin_url)
     if reason:
         print(f"\nskipping the PostgreSQL run: {reason}")
         pytest.skip(reason)
-    return admin_url
+    template = make_store_template(admin_url, tmp_path_factory.mktemp("store-template"))
+    use_store_template(template)
+    try:
+        yield admin_url
+    finally:
+        use_store_template("")
+        _drops.append(_dropper.submit(_drop_databases, admin_url, [template]))
 
 
 @pytest.fixture(autouse=True)

@@ -77,6 +77,7 @@ T = TypeVar("T")
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _store_url = ""
 _admin_url = ""
+_template = ""  # the session's migrated template (make_store_template): a store's database starts as its copy
 _dir_urls: dict[Path, str] = {}
 # Whether the running test opened or configured a hub store (conftest records it per test: the
 # PostgreSQL pass of scripts/test runs every test that did so in the SQLite pass).
@@ -113,21 +114,51 @@ def made_databases() -> list[str]:
     return list(_made)
 
 
-def _made_url(url: str) -> str:
-    """The URL of a test database, made now if it is not there yet."""
+def use_store_template(name: str) -> None:
+    """Make the stores' databases of the following tests as copies of this migrated one ("": empty)."""
+    global _template
+    _template = name
+
+
+def make_store_template(admin_url: str, workdir: Path) -> str:
+    """A new database with every site store's schema migrated by `stock-hub migrate`, as an operator
+    may before a hub's first start: its name. Copying it (CREATE DATABASE ... TEMPLATE) costs a test what
+    making an empty database does, where migrating four stores per database was a large part of each
+    PostgreSQL test (README, "The tests"); the migrations themselves still run here, once per session."""
+    import psycopg
+
+    from hub.cli import main as hub_main
+    name = f"shelfsignal_test_template_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    config = workdir / "template-hub.toml"
+    config.write_text(f'[site]\nname = "{SITE}"\n[db]\npath = "{workdir / "unused.sqlite3"}"\n'
+                      f'[store]\nurl = "{admin_url.rsplit("/", 1)[0]}/{name}"\n')
+    if hub_main(["migrate", "--config", str(config)]) != 0:
+        raise RuntimeError(f"stock-hub migrate failed on the template database {name} (see its output)")
+    with psycopg.connect(admin_url, autocommit=True) as admin:  # a session on it would stop a copy
+        admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+    return name
+
+
+def _made_url(url: str, from_template: bool) -> str:
+    """The URL of a test database, made now if it is not there yet (a copy of the migrated template
+    when `from_template` and there is one, else empty)."""
     name = url.rsplit("/", 1)[1]
     if name not in _made and _admin_url:  # without one (a test's child process) the test made it
         import psycopg
+        template = f" TEMPLATE {_template}" if from_template and _template else ""
         with psycopg.connect(_admin_url, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {name}")
+            admin.execute(f"CREATE DATABASE {name}{template}")
         _made.append(name)
     return url
 
 
 def store_url() -> str:
-    """The current test's PostgreSQL URL, or "" when it runs on SQLite."""
+    """The current test's PostgreSQL URL, or "" when it runs on SQLite. Asked for as such (not by a
+    store's directory) it is made empty, as a new PostgreSQL database is: the hub migrates it."""
     touch_store()
-    return _made_url(_store_url) if _store_url else ""
+    return _made_url(_store_url, from_template=False) if _store_url else ""
 
 
 def _url_for(directory: Path) -> str:
@@ -138,7 +169,7 @@ def _url_for(directory: Path) -> str:
             _dir_urls[directory] = _store_url
         else:
             _dir_urls[directory] = f"{_store_url}_{len(_dir_urls)}"
-    return _made_url(_dir_urls[directory])
+    return _made_url(_dir_urls[directory], from_template=True)
 
 
 def file_store_target(store: str, path: str | Path, synchronous: str = "FULL") -> DbTarget:

@@ -9,11 +9,16 @@ rolled back: a fix is a new migration. docs/architecture.md ("Storage") says how
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hub.db import DbTarget
+
+if TYPE_CHECKING:
+    from yoyo.migrations import MigrationList
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +49,24 @@ def migrations_dir(target: DbTarget) -> Path:
     return MIGRATIONS_DIR / target.store / target.dialect
 
 
+@functools.cache
+def _read(directory: Path) -> MigrationList:
+    """One store's migrations for one backend, read and parsed once per process: the files do not
+    change under a running program, and parsing them (yoyo splits each SQL file into statements)
+    cost more than the rest of opening a store whose database is up to date."""
+    from yoyo import read_migrations
+    migrations = read_migrations(str(directory))
+    for migration in migrations:
+        migration.load()
+    return migrations
+
+
 def pending(target: DbTarget) -> list[str]:
     """Ids of the migrations this database has not had yet, in the order they would run."""
-    from yoyo import get_backend, read_migrations
+    from yoyo import get_backend
     backend = get_backend(_yoyo_url(target))
     try:
-        return [m.id for m in backend.to_apply(read_migrations(str(migrations_dir(target))))]
+        return [m.id for m in backend.to_apply(_read(migrations_dir(target)))]
     finally:
         backend.connection.close()
 
@@ -57,7 +74,7 @@ def pending(target: DbTarget) -> list[str]:
 def migrate(target: DbTarget) -> MigrationReport:
     """Apply every migration the database lacks (under yoyo's lock: two hubs starting at once
     do not both apply one); log what was done in a sentence."""
-    from yoyo import get_backend, read_migrations
+    from yoyo import get_backend
     if target.path is not None:
         target.path.parent.mkdir(parents=True, exist_ok=True)
     if target.schema:
@@ -68,13 +85,15 @@ def migrate(target: DbTarget) -> MigrationReport:
             conn.close()
     backend = get_backend(_yoyo_url(target))
     try:
-        migrations = read_migrations(str(migrations_dir(target)))
-        with backend.lock():
-            todo = backend.to_apply(migrations)
-            if todo:
-                log.info("%s database %s: applying %d schema migration(s): %s", target.store, target.describe(),
-                         len(todo), ", ".join(m.id for m in todo))
-                backend.apply_migrations(todo)
+        migrations = _read(migrations_dir(target))
+        todo = backend.to_apply(migrations)
+        if todo:  # an up-to-date database (each start but the first) costs no lock: two commits fewer
+            with backend.lock():
+                todo = backend.to_apply(migrations)  # another hub may have applied them meanwhile
+                if todo:
+                    log.info("%s database %s: applying %d schema migration(s): %s", target.store,
+                             target.describe(), len(todo), ", ".join(m.id for m in todo))
+                    backend.apply_migrations(todo)
         return MigrationReport(target, tuple(m.id for m in todo), len(migrations) - len(todo))
     finally:
         backend.connection.close()
