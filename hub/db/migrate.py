@@ -13,7 +13,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hub.db import DbTarget
 
@@ -45,6 +45,23 @@ def _yoyo_url(target: DbTarget) -> str:
     return f"sqlite:///{target.path.resolve()}"
 
 
+def _backend(target: DbTarget) -> Any:
+    """yoyo's backend on a new connection to the target's database: yoyo.get_backend, but with the
+    backend class looked up once per process (yoyo finds it among every installed package's entry
+    points at each call: 0.1 to 0.2 s, two thirds of opening a store whose database is up to date)."""
+    from yoyo.connections import default_migration_table, parse_uri
+    parsed = parse_uri(_yoyo_url(target))
+    backend = _backend_class(parsed.scheme.lower())(parsed, default_migration_table)
+    backend.init_database()
+    return backend
+
+
+@functools.cache
+def _backend_class(scheme: str) -> Any:
+    from yoyo.backends.base import get_backend_class
+    return get_backend_class(scheme)
+
+
 def migrations_dir(target: DbTarget) -> Path:
     return MIGRATIONS_DIR / target.store / target.dialect
 
@@ -63,8 +80,7 @@ def _read(directory: Path) -> MigrationList:
 
 def pending(target: DbTarget) -> list[str]:
     """Ids of the migrations this database has not had yet, in the order they would run."""
-    from yoyo import get_backend
-    backend = get_backend(_yoyo_url(target))
+    backend = _backend(target)
     try:
         return [m.id for m in backend.to_apply(_read(migrations_dir(target)))]
     finally:
@@ -74,7 +90,6 @@ def pending(target: DbTarget) -> list[str]:
 def migrate(target: DbTarget) -> MigrationReport:
     """Apply every migration the database lacks (under yoyo's lock: two hubs starting at once
     do not both apply one); log what was done in a sentence."""
-    from yoyo import get_backend
     if target.path is not None:
         target.path.parent.mkdir(parents=True, exist_ok=True)
     if target.schema:
@@ -83,7 +98,7 @@ def migrate(target: DbTarget) -> MigrationReport:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {target.schema}")
         finally:
             conn.close()
-    backend = get_backend(_yoyo_url(target))
+    backend = _backend(target)
     try:
         migrations = _read(migrations_dir(target))
         todo = backend.to_apply(migrations)
