@@ -134,6 +134,9 @@ class Ingest:
         self._event_appliers: dict[type, Callable[[_Applying, Any], None]] = {
             ScanEvent: self._apply_scan, ShelfFault: self._apply_shelf_fault, ShelfCount: self._apply_shelf_count,
             ScanRejected: self._apply_scan_rejected, DeviceChange: self._apply_device_change}
+        # Whether re-sent messages of this node wait for the writer (the link sets it to its resend
+        # lane's): its gap is being filled, so the hub does not ask the node for it again.
+        self.backlog_waiting: Callable[[str], bool] = lambda node: False
         self.committed_total = 0
         self.duplicates_total = 0
         self.quarantined_total = 0
@@ -570,7 +573,7 @@ class Ingest:
         touched.setdefault((track.node, track.stream), msg.received_ms)
 
     def _request_gaps(self) -> None:
-        for track, from_seq in self.book.gaps(GAP_SETTLE_S, GAP_REPEAT_S):
+        for track, from_seq in self.book.gaps(GAP_SETTLE_S, GAP_REPEAT_S, filling=self.backlog_waiting):
             log.warning("node %s stream %s: seq %d missing (have up to %d); asking for a re-send",
                         track.node, track.stream, from_seq, track.max_seq)
             self._send_command(track.node, Command(id=secrets.token_hex(6), cmd="resend_from", ts_ms=now_ms(),
