@@ -59,6 +59,7 @@ from bench.scan_to_screen import gtin13  # noqa: E402
 from contract import ScanEvent, ShelfCount  # noqa: E402
 from edge.agent import EdgeAgent  # noqa: E402
 from edge.config import ARRAY_TABLES, EDGE_SETTINGS, edge_config_from  # noqa: E402
+from hub import resend_lane  # noqa: E402  (its settings, named in the title: the code under test)
 from hub.catalog import parse_catalog_csv  # noqa: E402
 from hub.store import SqliteStore  # noqa: E402
 from settings import resolve  # noqa: E402
@@ -404,7 +405,9 @@ async def measure(args: argparse.Namespace, work: Path) -> str:
     return report(rounds, [Comparison("live p99 during the drain / before it", ("site day", "live_p99_drain_ms"),
                                       ("site day", "live_p99_normal_ms"))], units=units,
                   title=f"a site's day: {NODES} nodes, {BINS:,} bins, {SCANNERS} scanners, speedup {args.speedup:g}x, "
-                        f"edge replay pace {agents[0].config.replay_batches_per_s:g} batches/s, "
+                        f"edge replay pace {agents[0].config.replay_batches_per_s:g} batches/s, hub resend lane "
+                        f"{getattr(resend_lane, 'RESENT_EVENTS_PER_COMMIT', 'whole batches')} events per commit at "
+                        f"{100 * getattr(resend_lane, 'RESENT_SHARE', 1.0):g} % of the writer, "
                         f"{args.day_minutes:g} site minutes then {len(cut)} nodes cut off for "
                         f"{args.partition_minutes:g} site minutes")
 
