@@ -41,6 +41,10 @@ from hub.store.base import ShelfFaultRow
 log = logging.getLogger(__name__)
 
 CONFIG_POLL_S = 2.0  # how soon a catalog import reaches the nodes
+# Right after a failover the promoted database can refuse read-write sessions for a moment
+# ("session is read-only": pg_ctl promote -w returns before every new backend sees the end of
+# recovery). A hub that just took the lease waits this long for a write to go through.
+WRITABLE_WAIT_S = 15.0
 SERVING_TAKE_WAIT_S = 5.0  # a command probing the ledger's mark holds it for an instant; another hub holds it for good
 
 
@@ -265,6 +269,7 @@ class HubService:
                 taken = False
             if taken:
                 try:
+                    await self._wait_until_writable(poll_s)
                     await self._become_active()
                 except self.store.storage_errors as err:
                     # Half started with the lease held: stop, so the lease goes to a hub that can start.
@@ -279,6 +284,24 @@ class HubService:
         log.critical("the writer lease is lost: this hub stops so that only one hub writes; it starts again as a"
                      " standby")
         self.lease_lost.set()
+
+    async def _wait_until_writable(self, poll_s: float) -> None:
+        """Wait (up to WRITABLE_WAIT_S) until an empty write transaction on the ledger commits; a
+        storage error after that is raised."""
+        def empty_write() -> None:
+            with self.store.write():
+                pass
+        deadline = asyncio.get_running_loop().time() + WRITABLE_WAIT_S
+        while True:
+            try:
+                await asyncio.to_thread(empty_write)
+                return
+            except self.store.storage_errors as err:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.warning("holding the writer lease, but the database takes no writes yet (%s); trying again"
+                            " in %.1f s", str(err).strip().splitlines()[0], poll_s)
+                await asyncio.sleep(poll_s)
 
     async def stop(self) -> None:
         for task in self._tasks:
