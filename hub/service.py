@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from contract.clock import now_ms
@@ -76,6 +77,7 @@ class HubService:
         ledger = config.db_target(LEDGER)
         self.serving = ServingMark(ledger.path) if ledger.path is not None else None
         self.lease_lost = asyncio.Event()  # set when an active hub can no longer show it holds the lease
+        self.on_ingesting: list[Callable[[], None]] = []  # called once this hub starts ingesting
         self.consumer_feed: ConsumerFeed | None = None
         # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions;
         # their pages work on either hub, only the active one sends
@@ -249,6 +251,8 @@ class HubService:
             self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
         await asyncio.to_thread(self.alerts.load_config_rules)
         self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+        for starting in self.on_ingesting:
+            starting()
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))

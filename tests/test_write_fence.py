@@ -7,9 +7,12 @@ its `idle_session_timeout` (a frozen or cut-off holder)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,7 +21,9 @@ from hub.db import LEDGER, DbTarget
 from hub.db.base import Connection
 from hub.db.postgresql import WritesFenced
 from hub.lease import LEASE_KEY, WriterLease
-from tests.support import wait_for_sync
+from hub.mosquitto import PrivateBroker
+from service import Watchdog
+from tests.support import hub_config, wait_for, wait_for_sync
 
 LEASE_HOLDERS = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
                  " AND ((classid::bigint << 32) | objid::bigint) = %s")
@@ -123,3 +128,31 @@ def test_a_holder_frozen_inside_a_transaction_is_ended_by_the_server(target: DbT
         new.release()
         old.release()
         writer.close()
+
+
+async def test_a_standby_is_not_taken_for_hung_until_it_ingests(broker: PrivateBroker, tmp_path: Path,
+                                                                target: DbTarget) -> None:
+    """systemd's watchdog watches the ingest writer only once the hub ingests: a standby's writer
+    does not run, and watched from the start it looked hung (systemd would restart it every
+    WatchdogSec)."""
+    from hub.cli import watch_loops
+    from hub.service import HubService
+
+    holder = WriterLease(target, poll_s=0.2)
+    assert holder.try_take()
+    config = hub_config(broker, tmp_path, store={"url": target.url, "writer_lease": True, "lease_poll_s": 0.2})
+    service = HubService(config)
+    watchdog = Watchdog(notifier=None, interval_s=1.0)
+    watch_loops(service, watchdog)
+    far_later = time.monotonic() + 3600
+    await service.start()
+    try:
+        await asyncio.sleep(0)
+        assert "ingest" not in dict(watchdog.stale_loops(far_later)), "a standby's writer is not watched"
+        holder.release()
+        await wait_for(service.active.is_set, timeout_s=20, what="the standby ingesting once the lease is free")
+        assert "ingest" in dict(watchdog.stale_loops(far_later)), "the active hub's writer is watched"
+        watchdog.beat("ingest")  # registered, so its beats count
+    finally:
+        await service.stop()
+        holder.release()
