@@ -132,9 +132,9 @@ def fence_writes(url: str, fence: WriteFence) -> None:
     """From now on every write transaction on `url` from this process first shows, inside the
     transaction and after taking its store's write lock, that the lease session still holds the
     lease, and is refused (WritesFenced) once it does not. A hub that lost its lease while frozen
-    or cut off therefore cannot commit after the standby took over (hub/lease.py). The transaction
-    also gets `idle_in_transaction_session_timeout`, so one frozen half-way ends on the server and
-    frees the write lock the taking-over hub waits for."""
+    or cut off therefore cannot commit after the standby took over (hub/lease.py). The session
+    also gets `idle_in_transaction_session_timeout`, so a transaction frozen half-way ends on the
+    server and frees the write lock the taking-over hub waits for."""
     with _fences_lock:
         _fences[url] = fence
 
@@ -145,12 +145,18 @@ def unfence_writes(url: str) -> None:
         _fences.pop(url, None)
 
 
-def _check_fence(conn: psycopg.Connection[Any], fence: WriteFence) -> None:
+def _lock_and_check_fence(conn: psycopg.Connection[Any], lock_key: int, fence: WriteFence) -> None:
+    """The store's write lock and the lease check in one statement: a writer frozen between two
+    statements would hold the lock in a transaction without the idle timeout, and the taking-over
+    hub would wait for it until it woke. The FROM subquery (volatile, so never flattened) takes the
+    lock first; the check runs on its row, under the lock."""
     row = conn.execute(
-        "SELECT set_config('idle_in_transaction_session_timeout', %s, true), EXISTS (SELECT 1 FROM pg_locks"
-        " WHERE locktype = 'advisory' AND granted AND pid = %s AND ((classid::bigint << 32) | objid::bigint) = %s)",
-        (str(fence.idle_in_transaction_ms), fence.lease_pid, fence.lease_key)).fetchone()
-    if row is None or not row[1]:
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s"
+        " AND ((classid::bigint << 32) | objid::bigint) = %s)"
+        " FROM (SELECT set_config('idle_in_transaction_session_timeout', %s, false),"
+        " pg_advisory_xact_lock(%s)) AS locked",
+        (fence.lease_pid, fence.lease_key, str(fence.idle_in_transaction_ms), lock_key)).fetchone()
+    if row is None or not row[0]:
         raise WritesFenced("this hub no longer holds the writer lease (its lease session ended): it writes nothing"
                            " more, another hub may be ingesting")
 
@@ -214,10 +220,11 @@ class PostgresConnection:
     def transaction(self) -> Iterator[PostgresConnection]:
         conn = self._begin("BEGIN")
         try:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_key,))
             fence = _fences.get(self.url)
-            if fence is not None:
-                _check_fence(conn, fence)
+            if fence is None:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_key,))
+            else:
+                _lock_and_check_fence(conn, self.lock_key, fence)
             yield self
             conn.execute("COMMIT")
         except BaseException:
