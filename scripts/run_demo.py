@@ -540,13 +540,13 @@ scale_per_g = 100.0
         log.info("stopping")
         shift.stop.set()
         for name in ("edge", "hub", "central"):
-            proc = procs.get(name)
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
+            program = procs.get(name)
+            if program is not None and program.poll() is None:
+                program.terminate()
                 try:
-                    proc.wait(10)
+                    program.wait(10)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    program.kill()
         if tryton is not None:
             tryton.stop()
         scanner.stop()
