@@ -126,7 +126,7 @@ class Ingest:
             recover=self._load_state, on_tick=self._tick, tick_s=IDLE_TICK_S, max_batch=MAX_MESSAGES_PER_COMMIT,
             failure_note="nothing acknowledged: the nodes keep their copies and re-send; memory reloaded from disk")
         # Opened in commits here; closed by people and by the periodic checks (hub.discrepancies).
-        self.discrepancies = Discrepancies(store, self.reconciler, self.plausibility, lambda b: self.catalog.bin(b),
+        self.discrepancies = Discrepancies(store, self.reconciler, self.plausibility,
                                            self.writer, on_commit, self._load_state)
         self._channel_appliers: dict[Channel, Callable[[WriteTx, str, Inbound, CommitResult, Touched], None]] = {
             Channel.EVENTS: self._apply_events_message, Channel.STATE: self._apply_state,
