@@ -22,6 +22,7 @@ from bench.ledger_scale import (
     mistakes,
     replay,
 )
+from contract import ScanEvent
 from hub.catalog import parse_catalog_csv
 from hub.plausibility import NEGATIVE_BALANCE
 from hub.store import SqlStore
@@ -72,7 +73,7 @@ def test_a_misreading_scanner_has_each_misread_pick_at_a_sensored_bin_flagged(tm
         events = mistakes(floor, 2_000)
         # SKU-0 in another SKU's sensored bin: one negative balance per pick (BIN-0 holds SKU-0: its
         # first pick goes negative once, the rest follow an open one).
-        misread = sum(1 for e in events if getattr(e, "mode", None) == "pick" and e.location != "BIN-0")
+        misread = sum(1 for e in events if isinstance(e, ScanEvent) and e.mode == "pick" and e.location != "BIN-0")
         trial = replay(store, batches("0000000000000001", events, 500), 30_000)
         assert trial.opened[NEGATIVE_BALANCE] == misread + 1
         rows = store.discrepancies("open", None, 10_000)
