@@ -267,9 +267,16 @@ class _SqlTx:
             self.db.execute("DELETE FROM shelf_faults WHERE bin=? AND fault=?", (row.bin, row.fault))
 
     def set_stream(self, node: str, stream: str, watermark: int, max_seq: int, now_ms: int) -> None:
+        # Never backwards: every seq up to the stored watermark is applied, and a hub that loads a
+        # lower one would take those events for held ones and apply them again when its gap closes.
+        # Only a second writer with stale memory offers a lower one (an active hub frozen past its
+        # lease that commits the batch it had in hand when it wakes: docs/deployment.md, section 8).
         self.db.execute("INSERT INTO streams (node, stream, watermark, max_seq, updated_ms) VALUES (?,?,?,?,?)"
-                        " ON CONFLICT (node, stream) DO UPDATE SET watermark=excluded.watermark,"
-                        " max_seq=excluded.max_seq, updated_ms=excluded.updated_ms",
+                        " ON CONFLICT (node, stream) DO UPDATE SET"
+                        " watermark = CASE WHEN excluded.watermark > streams.watermark THEN excluded.watermark"
+                        " ELSE streams.watermark END,"
+                        " max_seq = CASE WHEN excluded.max_seq > streams.max_seq THEN excluded.max_seq"
+                        " ELSE streams.max_seq END, updated_ms = excluded.updated_ms",
                         (node, stream, watermark, max_seq, now_ms))
 
     def update_node(self, node: str, **fields: Any) -> None:
