@@ -603,12 +603,12 @@ class SqlStore:
             with self.write() as tx:
                 db = tx.db
                 first = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]) + 1
-                db.executemany("INSERT INTO events (id, node, stream, seq, kind, device_ms, accepted_ms, received_ms,"
-                               " committed_ms, body) VALUES (?,?,?,?,'scan',?,?,?,?,'{}')",
-                               [(first + i, r[0], r[1], r[2], r[3], r[3], r[3], r[3]) for i, r in enumerate(batch)])
-                db.executemany("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
-                               " VALUES (?,?,?,?,?,?,?)",
-                               [(first + i, r[4], r[5], r[6], r[7], r[3], r[3]) for i, r in enumerate(batch)])
+                db.copy_rows("events", ("id", "node", "stream", "seq", "kind", "device_ms", "accepted_ms",
+                                        "received_ms", "committed_ms", "body"),
+                             ((first + i, r[0], r[1], r[2], "scan", r[3], r[3], r[3], r[3], "{}")
+                              for i, r in enumerate(batch)))
+                db.copy_rows("movements", ("event_id", "sku", "location", "qty_delta", "reason", "device_ms", "hub_ms"),
+                             ((first + i, r[4], r[5], r[6], r[7], r[3], r[3]) for i, r in enumerate(batch)))
                 db.ids_assigned("events", first + len(batch) - 1)
             total += len(batch)
         with self.write() as tx:
