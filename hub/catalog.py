@@ -25,8 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract import BinConfig, NodeConfig
-from contract._fields import NAME_RE
+from contract import NAME_RE, BinConfig, NodeConfig
 from contract.messages import GTIN_RE, LOCATION_RE, MAX_WEIGHT_G, SKU_RE
 from hub.rules.reorder import check_manual_levels
 from hub.store.base import TRACKING_NONE, TRACKINGS, Catalog, CatalogBin, CatalogSku, Store

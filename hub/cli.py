@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from hub.config import HubConfig
+    from hub.service import HubService
 
 log = logging.getLogger("hub")
 
@@ -32,12 +33,9 @@ async def _serve(config_path: str) -> int:
     if config.role == COMPANY_ROLE:
         return await _serve_company(config)
     service = HubService(config)
-    # systemd's watchdog is pinged only while the ingest writer and the event loop beat.
     notifier = Notifier()
     watchdog = Watchdog(notifier)
-    watchdog.register("ingest")
-    watchdog.register("event-loop")
-    service.ingest.writer.heartbeat = lambda: watchdog.beat("ingest")
+    watch_loops(service, watchdog)
     runner, port, background = await _start_web(make_app(service), config, watchdog)
     log.info("hub page at http://%s:%d/", config.http_host, port)
     # READY once ingest and the web server run; the broker may still be unreachable.
@@ -53,6 +51,18 @@ async def _serve(config_path: str) -> int:
     notifier.stopping()
     await _stop_web(runner, background)
     return status
+
+
+def watch_loops(service: HubService, watchdog: Watchdog) -> None:
+    """systemd's watchdog is pinged only while the event loop and, once this hub ingests, the
+    ingest writer beat. A standby's writer does not run: watched from the start, it would look
+    hung and systemd would restart the standby every WatchdogSec."""
+    watchdog.register("event-loop")
+
+    def ingesting() -> None:
+        watchdog.register("ingest")
+        service.ingest.writer.heartbeat = lambda: watchdog.beat("ingest")
+    service.on_ingesting.append(ingesting)
 
 
 async def _start_web(app: web.Application, config: HubConfig,

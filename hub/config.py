@@ -17,6 +17,7 @@ from hub.rules.config import (
     CentralConfig,
     RulesConfig,
     central_config_from,
+    central_url_credentials_problem,
     fraction_check,
     rules_config_from,
     service_level_check,
@@ -123,7 +124,9 @@ HUB_SETTINGS: list[Setting] = [
     Setting("rules.stale_node_s", int, 900, "a node silent this long makes its SKUs' information constraint",
             check=positive),
     Setting("central.base_url", str, "", "central purchasing, e.g. http://central:8090 for the contract, "
-            "http://tryton:8000 for Tryton (empty: no sync; requisitions and receipts wait in the outbox)"),
+            "http://tryton:8000 for Tryton (empty: no sync; requisitions and receipts wait in the outbox); a "
+            "user:password@ in it is sent as HTTP Basic authentication, so it is refused with central.token or "
+            "the Tryton connector"),
     Setting("central.connector", str, CONTRACT, "how the hub talks to central: 'contract' (docs/central-openapi.yaml, "
             "e.g. the reference service) or 'tryton' (Tryton's JSON-RPC; docs/purchasing.md)",
             choices=(CONTRACT, TRYTON)),
@@ -226,6 +229,10 @@ def hub_config_from(raw: dict[str, Any], source: str = "") -> HubConfig:
     if raw["site.role"] == COMPANY_ROLE and not raw["store.url"]:
         raise ConfigError(f"{source or 'hub config'}: key 'site.role': the company role reads the central PostgreSQL"
                           " database: set store.url to it (docs/deployment.md, many sites)")
+    credentials = central_url_credentials_problem(raw["central.base_url"], raw["central.token"],
+                                                  raw["central.connector"])
+    if credentials:  # else every sync tick would fail on it (aiohttp refuses the request)
+        raise ConfigError(f"{source or 'hub config'}: key 'central.base_url': {credentials}")
     return HubConfig(site=raw["site.name"], mqtt=mqtt_config_from(raw, source),
                      http_host=raw["http.host"], http_port=raw["http.port"], db_path=Path(raw["db.path"]),
                      db_synchronous=raw["db.synchronous"], live_flush_ms=raw["live.flush_ms"],

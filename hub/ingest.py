@@ -55,7 +55,7 @@ from hub.dedupe import Held, StreamBook, StreamTrack
 from hub.discrepancies import Discrepancies
 from hub.faults import ActiveFaults
 from hub.lag import LagTracker, StageTimes
-from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_adjustment, apply_event
+from hub.ledger import COUNT_ADJUSTMENT, BalanceChange, SkuResolver, apply_adjustment, apply_event, check_known
 from hub.plausibility import PlausibilitySettings, count_difference, negative_balances
 from hub.reconcile import WRONG_BIN, Reconciler
 from hub.refused_events import RefusedEvent, SalvagedBatch, salvage_batch, stored_event
@@ -194,12 +194,8 @@ class Ingest:
         says why nothing was booked.
         """
         def book(tx: WriteTx) -> list[BalanceChange]:
-            if sku not in self.catalog.skus and not tx.sku_balances(sku):
-                raise LookupError(f"unknown SKU {sku!r}: it is not in the catalog and has never had stock here")
-            if (self.catalog.bin(location) is None and location not in self.plausibility.dock_locations
-                    and not self.store.stock("", 1, 0, None, location)):  # the writer's thread: all committed
-                raise LookupError(f"unknown location {location!r}: it is not a catalog bin or dock and has never "
-                                  "held stock")
+            # On the writer's thread: everything is committed, so the store's reads are current.
+            check_known(tx, self.store, self.catalog, self.plausibility.dock_locations, sku, location)
             return [apply_adjustment(tx, sku, location, qty_delta, reason, note, operator, now_ms())]
 
         def committed(done: Future[list[BalanceChange]]) -> None:

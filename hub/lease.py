@@ -14,6 +14,17 @@ So the lease's session sets `idle_session_timeout`: the holder checks the lease 
 and a server that hears nothing for IDLE_POLLS polls ends the session and frees the lease.
 On the hub's side `tcp_user_timeout` and keepalives make a check to a server that stopped
 answering fail in seconds instead of hanging.
+
+Losing the lease must also stop the old holder's writes, not only its process: a hub frozen
+half-way through a commit, or between two, wakes up with its write connections still open and
+would commit before its own lease check noticed the loss, behind the new holder's back (the
+new holder's memory of the streams would then be stale: seqs stored by the old hub below a
+watermark the new one writes lower again). So the lease fences writes (hub.db.postgresql
+`fence_writes`): every write transaction of this process on the database shows, after taking
+its store's write lock, that this hub's lease session still holds the lease, and is refused
+once it does not; and a hub that takes the lease first waits for every store's write lock
+once, so a transaction the old holder had begun ends (committed, or ended by the server's
+`idle_in_transaction_session_timeout`) before the new holder reads what is stored.
 """
 
 from __future__ import annotations
@@ -21,8 +32,9 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from hub.db import DbTarget
+from hub.db import STORE_LOCK_KEYS, DbTarget
 from hub.db.base import Connection
+from hub.db.postgresql import WriteFence, fence_writes, unfence_writes
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +59,8 @@ class WriterLease:
     """Try to take, check and give back the one writer lease of a site's database (blocking calls)."""
 
     def __init__(self, target: DbTarget, poll_s: float = 1.0) -> None:
+        assert target.url is not None, "the writer lease needs PostgreSQL"
+        self.store_url = target.url  # the stores' own URL: their writes are fenced under it
         self.target = lease_target(target)
         self.idle_timeout_ms = int(max(MIN_IDLE_TIMEOUT_S, IDLE_POLLS * poll_s) * 1000)
         self._conn: Connection | None = None
@@ -65,6 +79,10 @@ class WriterLease:
             # a holder the server stops hearing from (cut off, frozen) loses the session, and the lease
             conn.execute(f"SET idle_session_timeout = {self.idle_timeout_ms}")
             if conn.try_session_lock(LEASE_KEY):
+                pid = conn.execute("SELECT pg_backend_pid()").fetchone()
+                assert pid is not None
+                fence_writes(self.store_url, WriteFence(int(pid[0]), LEASE_KEY, self.idle_timeout_ms))
+                self._wait_for_earlier_writers(conn)
                 self._conn = conn
                 log.info("writer lease taken on %s: this hub ingests", self.target.describe())
                 return True
@@ -73,6 +91,18 @@ class WriterLease:
             raise
         conn.close()
         return False
+
+    @staticmethod
+    def _wait_for_earlier_writers(conn: Connection) -> None:
+        """Take and release every store's write lock once: a write transaction the previous holder
+        began before it lost the lease ends first (it commits, or the server ends it when it sits
+        idle for the lease's idle timeout), so what this hub then loads is what is stored."""
+        conn.execute("BEGIN")
+        try:
+            for key in sorted(STORE_LOCK_KEYS.values()):
+                conn.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+        finally:
+            conn.execute("COMMIT")
 
     def still_held(self) -> bool:
         """Ask the database whether this hub's session still holds the lease; False once it was lost."""
@@ -83,12 +113,15 @@ class WriterLease:
                 return True
         except self._conn.storage_errors as err:
             log.error("writer lease on %s lost: %s", self.target.describe(), err)
+        # The fence stays: from now on every write of this process on the database is refused.
         self._conn.close()
         self._conn = None
         return False
 
     def release(self) -> None:
-        """Give the lease back (at a clean stop): the standby takes over at its next poll."""
+        """Give the lease back (at a clean stop, after the writers stopped): the standby takes over
+        at its next poll."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        unfence_writes(self.store_url)

@@ -29,12 +29,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from contract import HUB_NODE, Event, ScanEvent, ShelfCount
 from hub import lots
-from hub.store.base import TRACKING_LOT, TRACKING_NONE, TRACKING_SERIAL, CatalogBin, WriteTx
+from hub.store.base import TRACKING_LOT, TRACKING_NONE, TRACKING_SERIAL, CatalogBin, Store, WriteTx
+
+if TYPE_CHECKING:
+    from hub.catalog import CatalogIndex
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +176,23 @@ def apply_event(tx: WriteTx, event_id: int, event: Event, hub_ms: int,
                 changes.append(BalanceChange(where.sku, event.bin, qty, delta, SENSOR_CHANGE, event.ts_ms, hub_ms,
                                              event_id))
     return changes
+
+
+def check_known(tx: WriteTx, store: Store, catalog: CatalogIndex, dock_locations: Collection[str], sku: str,
+                location: str) -> None:
+    """LookupError naming a SKU or location the hub does not know, before a person books stock there.
+
+    Known: in the catalog (a SKU; a bin), a dock location, or booked here before (stock older
+    than the catalog, a location the scanners used). A typo would otherwise book stock of a
+    SKU nobody has, or at a place nobody looks, and report it as a plain balance. `store`
+    reads committed balances: call this before the transaction books anything.
+    """
+    if sku not in catalog.skus and not tx.sku_balances(sku):
+        raise LookupError(f"unknown SKU {sku!r}: it is not in the catalog and has never had stock here")
+    if (catalog.bin(location) is None and location not in dock_locations
+            and not store.stock("", 1, 0, None, location)):
+        raise LookupError(f"unknown location {location!r}: it is not a catalog bin or dock and has never "
+                          "held stock")
 
 
 def check_adjustment(reason: str, qty_delta: int, note: str) -> None:

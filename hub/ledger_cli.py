@@ -54,8 +54,9 @@ def cmd_import_catalog(args: argparse.Namespace) -> int:
 
 def cmd_correct(args: argparse.Namespace) -> int:
     """Append a correction movement (a new row; the ledger is never edited)."""
+    from hub.catalog import CatalogIndex
     from hub.config import load_hub_config
-    from hub.ledger import apply_adjustment, apply_correction
+    from hub.ledger import apply_adjustment, apply_correction, check_known
     from hub.serving import hub_ingesting
 
     config = load_hub_config(args.config)
@@ -68,14 +69,17 @@ def cmd_correct(args: argparse.Namespace) -> int:
         return 3
     store = SqlStore(target)
     try:
+        catalog = CatalogIndex(store.catalog())
         with store.write() as tx:
+            # As the page's adjustments are checked (hub.ingest): a typo names what is unknown, books nothing.
+            check_known(tx, store, catalog, config.stock_dock_locations, args.sku, args.location)
             if args.reason:  # an adjustment: the page's checks (sign, note, not below zero) and reason code
                 change = apply_adjustment(tx, args.sku, args.location, args.delta, args.reason, args.note,
                                           args.operator, now_ms())
             else:
                 change = apply_correction(tx, args.sku, args.location, args.delta, args.note, args.operator,
                                           now_ms())
-    except ValueError as err:
+    except (ValueError, LookupError) as err:
         print(f"stock-hub correct: {err}", file=sys.stderr)
         return 2
     finally:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from contract.clock import now_ms
-from hub.rx_session import SessionSettings, run_session
+from hub.rx_session import SessionSettings, SessionStats, run_session
 
 FRAME = struct.Struct("<QHIB")
 RECONNECT_MIN_S = 1.0
@@ -108,8 +108,10 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
         delay_s = RECONNECT_MIN_S
         while True:
             started = time.monotonic()
+            stats = SessionStats()
             try:
-                why = run_session(session, deliver, lambda: control(SUBSCRIBED), deliver_resent=deliver_resent)
+                why = run_session(session, deliver, lambda: control(SUBSCRIBED), stats=stats,
+                                  deliver_resent=deliver_resent)
             except HubGone:
                 raise
             except OSError as err:
@@ -120,8 +122,12 @@ def run_worker(settings: dict[str, Any], out: Any, on_exit: Callable[[int], None
             control(UNSUBSCRIBED)
             if time.monotonic() - started > RECONNECT_MAX_S:
                 delay_s = RECONNECT_MIN_S  # it was up for a while: this is a new outage
-            log.warning("receiver: connection to %s:%s ended (%s); reconnecting in %g s",
-                        session.host, session.port, why, delay_s)
+            if stats.connected:
+                log.warning("receiver: connection to the broker at %s:%s ended (%s); reconnecting in %g s",
+                            session.host, session.port, why, delay_s)
+            else:  # refused, unreachable, or no answer: there was no connection to end
+                log.warning("receiver: could not connect to the broker at %s:%s: %s; trying again in %g s",
+                            session.host, session.port, why, delay_s)
             time.sleep(delay_s)
             delay_s = min(RECONNECT_MAX_S, delay_s * 2)
 

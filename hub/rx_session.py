@@ -76,6 +76,7 @@ class SessionStats:
 
     messages: int = 0
     pingresps: int = 0
+    connected: bool = False  # the broker accepted the CONNECT (a CONNACK with success)
     subscribed: bool = False
     keepalive_s: int | None = None  # the broker's Server Keep Alive, when it set one
 
@@ -95,7 +96,8 @@ def run_session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable[[]
                 stop: threading.Event | None = None, stats: SessionStats | None = None,
                 deliver_resent: Deliver | None = None) -> str:
     """One connection, from CONNECT to its end, on an event loop of its own. Returns why it
-    ended; raises OSError on a broken connection and whatever `deliver` raises."""
+    ended; raises OSError on a broken connection (or none made) and whatever `deliver` raises.
+    `stats.connected` says whether the broker ever accepted the connection."""
     return asyncio.run(_session(s, deliver, on_subscribed, stop, stats if stats is not None else SessionStats(),
                                 deliver_resent))
 
@@ -182,6 +184,7 @@ async def _session(s: SessionSettings, deliver: Deliver, on_subscribed: Callable
             return f"broker refused the hub (user {s.username}): {reason_text(PacketTypes.CONNACK, code)}"
         except TimeoutError:
             return "no CONNACK from the broker"
+        stats.connected = True
         started = time.monotonic()
         while True:
             done, _ = await asyncio.wait([ended], timeout=POLL_S)

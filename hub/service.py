@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from contract.clock import now_ms
@@ -41,6 +42,10 @@ from hub.store.base import ShelfFaultRow
 log = logging.getLogger(__name__)
 
 CONFIG_POLL_S = 2.0  # how soon a catalog import reaches the nodes
+# Right after a failover the promoted database can refuse read-write sessions for a moment
+# ("session is read-only": pg_ctl promote -w returns before every new backend sees the end of
+# recovery). A hub that just took the lease waits this long for a write to go through.
+WRITABLE_WAIT_S = 15.0
 SERVING_TAKE_WAIT_S = 5.0  # a command probing the ledger's mark holds it for an instant; another hub holds it for good
 
 
@@ -72,6 +77,7 @@ class HubService:
         # does not ingest beside it (hub/serving.py; with the writer lease, the lease is the mark).
         self.serving = serving_mark(config.db_target(LEDGER), config.store_writer_lease)
         self.lease_lost = asyncio.Event()  # set when an active hub can no longer show it holds the lease
+        self.on_ingesting: list[Callable[[], None]] = []  # called once this hub starts ingesting
         self.consumer_feed: ConsumerFeed | None = None
         # alerts to people (hub/alerts/): fed by the integration feed's alerts and the rules' decisions;
         # their pages work on either hub, only the active one sends
@@ -246,6 +252,8 @@ class HubService:
             self._tasks.append(asyncio.create_task(self.purchasing.run(), name="purchasing-sync"))
         await asyncio.to_thread(self.alerts.load_config_rules)
         self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+        for starting in self.on_ingesting:
+            starting()
         self.ingest.start()
         self._tasks.append(asyncio.create_task(self.consumer_feed.run(), name="consumer-feed"))
         self._tasks.append(asyncio.create_task(self._config_pusher(), name="config-pusher"))
@@ -266,6 +274,7 @@ class HubService:
                 taken = False
             if taken:
                 try:
+                    await self._wait_until_writable(poll_s)
                     await self._become_active()
                 except self.store.storage_errors as err:
                     # Half started with the lease held: stop, so the lease goes to a hub that can start.
@@ -280,6 +289,24 @@ class HubService:
         log.critical("the writer lease is lost: this hub stops so that only one hub writes; it starts again as a"
                      " standby")
         self.lease_lost.set()
+
+    async def _wait_until_writable(self, poll_s: float) -> None:
+        """Wait (up to WRITABLE_WAIT_S) until an empty write transaction on the ledger commits; a
+        storage error after that is raised."""
+        def empty_write() -> None:
+            with self.store.write():
+                pass
+        deadline = asyncio.get_running_loop().time() + WRITABLE_WAIT_S
+        while True:
+            try:
+                await asyncio.to_thread(empty_write)
+                return
+            except self.store.storage_errors as err:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.warning("holding the writer lease, but the database takes no writes yet (%s); trying again"
+                            " in %.1f s", str(err).strip().splitlines()[0], poll_s)
+                await asyncio.sleep(poll_s)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -52,11 +52,17 @@ SITE = "demo"
 NODE = "pi-demo-1"
 BOLT, TIES, GLOVES = "9506000134352", "4012345678901", "4006381333931"
 BOLT_SKU, TIES_SKU, GLOVES_SKU = "BOLT-M8-40", "TIES-200", "GLOVES-L"
-CATALOG_CSV = f"""sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv
-BOLT-M8-40,"Hex bolt M8x40, box of 50",0{BOLT},A-01-1,A,{NODE},yes,no,410,0.01
-TIES-200,"Cable ties 200 mm, bag of 100",0{TIES},A-01-2,A,{NODE},yes,no,120,0.02
-GLOVES-L,"Work gloves size L, pair",0{GLOVES},B-01-1,B,{NODE},no,no,,
+# The ties arrive in cartons whose GS1-128 label names a lot and its expiry (Shift.receive_ties): the
+# catalog keeps them by lot, so the page shows which lots each bin holds (docs/ledger.md, "Lots").
+CATALOG_CSV = f"""sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv,tracking
+BOLT-M8-40,"Hex bolt M8x40, box of 50",0{BOLT},A-01-1,A,{NODE},yes,no,410,0.01,
+TIES-200,"Cable ties 200 mm, bag of 100",0{TIES},A-01-2,A,{NODE},yes,no,120,0.02,lot
+GLOVES-L,"Work gloves size L, pair",0{GLOVES},B-01-1,B,{NODE},no,no,,,
 """
+TIES_EXPIRY_YYMMDD = "491231"  # on every delivered carton of ties: no lot expires during the demo
+# The ties on the shelf when the shift starts: one lot, expiring before the deliveries' lots, so
+# first-expiry-first-out picks take it first and the delivered lots stay on the shelf (and the page).
+OPENING_TIES_LOT, OPENING_TIES_EXPIRY_YYMMDD = "L050", "481231"
 
 
 RUNG_DOWN_G = 0.2  # the shelf's ring-down below this is at rest for the edge (its settle spread is 1.5 g)
@@ -135,6 +141,16 @@ class Buyer:
         return str(line["po_id"])
 
 
+def tie_carton(lot: str) -> str:
+    """The GS1-128 label of a delivered carton of 6 bags of ties of one lot."""
+    return gs1_128(TIES, lot, TIES_EXPIRY_YYMMDD, 6)
+
+
+def tie_bag(lot: str, expiry_yymmdd: str) -> str:
+    """The GS1-128 label of one bag of ties (GTIN, expiry, lot; no count: one piece)."""
+    return f"]C101{'0' + TIES}17{expiry_yymmdd}10{lot}"
+
+
 class Shift:
     """One worker's shift, driving the virtual scanner and the virtual shelf together.
 
@@ -162,8 +178,10 @@ class Shift:
         self.order = order or self._made_up_po
         self.last_po = 4500012000
         self.gloves = 40  # the unsensored bin's truth, kept by the shift itself
-        self.ties_at_bolt_bin = 0  # ties booked to A-01-1 by a wrong-bin put-away, until the next count
+        # The lot of the ties a wrong-bin put-away booked to A-01-1 (6 of them), until the next count.
+        self.ties_lot_at_bolt_bin: str | None = None
         self.item_scans = 0  # scans that become events (accepted or rejected); labels only change the mode
+        self.counted = False  # the opening count is done
 
     # ------------------------------------------------------------------ the worker's hands
 
@@ -254,10 +272,15 @@ class Shift:
     def count_all(self) -> bool:
         """A cycle count of every bin: the ledger learns (or relearns) what the shelves hold."""
         codes = ["MODE:COUNT", "LOC:A-01-1", f"QTY:{self.shelf.count(0)}", BOLT]
-        if self.ties_at_bolt_bin:
-            codes += ["QTY:0", TIES]  # the wrong-bin put-away's ties were never here
-            self.ties_at_bolt_bin = 0
-        codes += ["LOC:A-01-2", f"QTY:{self.shelf.count(1)}", TIES, "LOC:B-01-1", f"QTY:{self.gloves}", GLOVES]
+        if self.ties_lot_at_bolt_bin is not None:
+            # The wrong-bin put-away's ties were never here: none of that lot (the carton's label names it).
+            codes += ["QTY:0", tie_carton(self.ties_lot_at_bolt_bin)]
+            self.ties_lot_at_bolt_bin = None
+        # The opening count scans a bag of the ties' one lot (the ledger learns the lot); later counts
+        # scan the plain EAN: the shelf then holds several lots, and the count is of the SKU.
+        ties = TIES if self.counted else tie_bag(OPENING_TIES_LOT, OPENING_TIES_EXPIRY_YYMMDD)
+        codes += ["LOC:A-01-2", f"QTY:{self.shelf.count(1)}", ties, "LOC:B-01-1", f"QTY:{self.gloves}", GLOVES]
+        self.counted = True
         return self.scan(*codes) and self.settle()
 
     def work(self) -> bool:
@@ -298,8 +321,8 @@ class Shift:
         return True
 
     def receive_ties(self, cartons: int, lot: str, scanned_bin: str) -> bool:
-        """A delivery of ties against a PO, put away carton by carton onto shelf A-01-2."""
-        carton = gs1_128(TIES, lot, "491231", 6)
+        """A delivery of ties of one lot against a PO, put away carton by carton onto shelf A-01-2."""
+        carton = tie_carton(lot)
         if not self.scan(*self.receive_labels(TIES_SKU, 6 * cartons), *[carton] * cartons, "MODE:PUTAWAY",
                          f"LOC:{scanned_bin}"):
             return False
@@ -322,8 +345,8 @@ class Shift:
             self.shelf.pick(0, 1, hand_s=1.5)
             return self.scan_in_hand(1.5, damaged, BOLT) and self.settle()
         if step == 3:  # the right shelf, the neighbour's label: the ledger books A-01-1
-            self.ties_at_bolt_bin += 6
-            ok = self.receive_ties(1, f"L{self.rng.randint(100, 999)}", "A-01-1")
+            self.ties_lot_at_bolt_bin = f"L{self.rng.randint(100, 999)}"
+            ok = self.receive_ties(1, self.ties_lot_at_bolt_bin, "A-01-1")
             # The ties went onto A-01-2 after all: orders take them back out (scanned there).
             if not (ok and self.quiet() and self.scan("MODE:PICK", "LOC:A-01-2", "QTY:6")):
                 return False
@@ -517,13 +540,13 @@ scale_per_g = 100.0
         log.info("stopping")
         shift.stop.set()
         for name in ("edge", "hub", "central"):
-            proc = procs.get(name)
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
+            program = procs.get(name)
+            if program is not None and program.poll() is None:
+                program.terminate()
                 try:
-                    proc.wait(10)
+                    program.wait(10)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    program.kill()
         if tryton is not None:
             tryton.stop()
         scanner.stop()

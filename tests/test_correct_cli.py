@@ -1,4 +1,5 @@
-"""`stock-hub correct` refuses while a hub ingests into the ledger, and works once it has stopped.
+"""`stock-hub correct` refuses while a hub ingests into the ledger, and works once it has stopped;
+it names a SKU or location it does not know instead of booking stock there.
 
 The running hub's rules, live page and reconciliation keep the balances they were told about;
 a correction written from outside would be on the ledger but not in them. Real hub (real
@@ -9,17 +10,31 @@ same config.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from hub.catalog import parse_catalog_csv
 from hub.cli import main as hub_cli
+from hub.db import LEDGER, DbTarget
 from hub.mosquitto import PrivateBroker
 from hub.service import HubService
 from hub.store import SqlStore
-from tests.support import GTINS, PG_ADMIN_URL, hub_toml, start_web_hub, wait_for
+from tests.support import GTINS, PG_ADMIN_URL, hub_toml, open_ledger, start_web_hub, store_toml, wait_for
+
+# The SKU the tests correct, at its catalog bin: a correction of something the hub knows.
+CATALOG_CSV = f"""sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv
+{GTINS[0]},Hex bolt M8x40,{GTINS[0]},A-01-1,A,pi-a1,no,no,,
+"""
+
+
+def import_catalog(store: SqlStore) -> None:
+    parsed = parse_catalog_csv(CATALOG_CSV.splitlines())
+    store.import_catalog(list(parsed.skus.values()), list(parsed.bins.values()), 1)
 
 
 def correct(config: Path, delta: int) -> int:
@@ -31,6 +46,7 @@ async def test_correct_refuses_while_a_hub_ingests_and_works_after(broker: Priva
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     service, runner, _ = await start_web_hub(broker, tmp_path)
     try:
+        import_catalog(service.store)
         config = hub_toml(broker, tmp_path, service.config.http_port)
         moves = service.store.movement_count()
         assert correct(config, 4) == 3
@@ -66,7 +82,13 @@ def other_database(postgres_url: str) -> Iterator[str]:
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     try:
-        yield postgres_url.rsplit("/", 1)[0] + "/" + name
+        url = postgres_url.rsplit("/", 1)[0] + "/" + name
+        store = SqlStore(DbTarget.postgresql(LEDGER, url))
+        try:
+            import_catalog(store)  # the SKU the tests correct is known there too
+        finally:
+            store.close()
+        yield url
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -85,6 +107,7 @@ async def test_correct_refuses_while_a_hub_holds_the_postgresql_writer_lease(
     config = correct_config(tmp_path, service.config.site, postgres_url, writer_lease=True)
     try:
         await wait_for(lambda: service.active.is_set(), what="the hub holding the writer lease")
+        import_catalog(service.store)
         moves = service.store.movement_count()
         assert correct(config, 4) == 3
         assert "a hub is ingesting into this ledger" in capsys.readouterr().err
@@ -103,6 +126,7 @@ async def test_a_hub_on_postgresql_without_the_writer_lease_is_detected(
     service, runner, _ = await start_web_hub(broker, tmp_path, store={"url": postgres_url})
     config = correct_config(tmp_path, service.config.site, postgres_url, writer_lease=False)
     try:
+        import_catalog(service.store)
         moves = service.store.movement_count()
         assert correct(config, 4) == 3
         assert "a hub is ingesting into this ledger" in capsys.readouterr().err
@@ -118,3 +142,40 @@ async def test_a_hub_on_postgresql_without_the_writer_lease_is_detected(
         await runner.cleanup()
     assert correct(config, 4) == 0  # the hub's session ended at the stop, and the mark with it
     assert "balance now 4" in capsys.readouterr().out
+
+
+def stock_hub(*args: str) -> subprocess.CompletedProcess[str]:
+    """`stock-hub ARGS` as a person runs it."""
+    return subprocess.run([sys.executable, "-m", "hub.cli", *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_correct_names_an_unknown_sku_or_location_and_books_nothing(tmp_path: Path) -> None:
+    # It said "A-01-1 holds 0 of NOPE" for an adjustment, and booked a plain correction of NOPE.
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[site]\nname = "s1"\n[db]\npath = "{tmp_path / "ledger.sqlite3"}"\n{store_toml()}')
+    (tmp_path / "catalog.csv").write_text(CATALOG_CSV)
+    imported = stock_hub("import-catalog", str(tmp_path / "catalog.csv"), "--config", str(config), "--no-progress")
+    assert imported.returncode == 0, imported.stderr
+
+    def correct(sku: str, location: str, delta: int, *reason: str) -> subprocess.CompletedProcess[str]:
+        return stock_hub("correct", "--config", str(config), "--sku", sku, "--location", location, "--delta",
+                         str(delta), "--note", "found behind the shelf", "--operator", "ana", *reason)
+
+    for done, unknown in (
+            (correct("NOPE", "A-01-1", -1, "--reason", "damaged"), "unknown SKU 'NOPE': it is not in the catalog"),
+            (correct("NOPE", "A-01-1", 4), "unknown SKU 'NOPE': it is not in the catalog"),
+            (correct(GTINS[0], "Z-99-9", 4), "unknown location 'Z-99-9': it is not a catalog bin or dock"),
+            (correct(GTINS[0], "Z-99-9", 4, "--reason", "found"), "unknown location 'Z-99-9'")):
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert done.stderr.startswith(f"stock-hub correct: {unknown}") and "holds" not in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    ledger = open_ledger(tmp_path / "ledger.sqlite3")
+    try:
+        assert ledger.movement_count() == 0  # nothing was booked
+    finally:
+        ledger.close()
+    # The catalog's SKU at its bin, and at the dock (stock.dock_locations), is known: booked.
+    for location in ("A-01-1", "DOCK"):
+        done = correct(GTINS[0], location, 4, "--reason", "found")
+        assert done.returncode == 0 and "balance now 4" in done.stdout, (done.stdout, done.stderr)

@@ -174,6 +174,28 @@ async def test_the_demo_loses_no_scan_and_books_stock_only_where_the_worker_put_
 
 @pytest.mark.slow
 @pytest.mark.timeout(DEMO_TIMEOUT_S)
+async def test_the_ties_page_shows_the_lots_on_their_shelf(demo_shift: DemoShift) -> None:
+    # The ties came in cartons naming a lot, but the demo's catalog kept them as a plain SKU: no lots shown.
+    await demo_shift.wait_for_shift(SHIFT_S)
+    async with await _logged_in(demo_shift) as page:
+        scans = await _get_all(page, f"{demo_shift.url}/api/v1/scans")
+        async with page.get(f"{demo_shift.url}/api/v1/skus/{TIES}/lots") as resp:
+            assert resp.status == 200, await resp.text()
+            lots = await resp.json()
+        async with page.get(f"{demo_shift.url}/stock/{TIES}") as resp:
+            html = await resp.text()
+    scanned = {s["lot"] for s in scans if s["sku"] == TIES and s.get("lot")}
+    on_shelf = {i["lot"] for i in lots["items"] if i["location"] == "A-01-2"}
+    assert lots["tracking"] == "lot" and on_shelf, lots
+    assert on_shelf <= scanned, "every lot on the shelf is one the worker scanned"
+    # Every piece on the ties' shelf is in a lot (opening count, put-aways, picks first expiry first out).
+    assert [w for w in lots["without_lot"] if w["location"] == "A-01-2" and w["qty"]] == [], lots["without_lot"]
+    for lot in on_shelf:
+        assert f">{lot}</a>" in html, f"the SKU page links lot {lot}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(DEMO_TIMEOUT_S)
 async def test_the_only_rejected_scans_are_the_staged_misreads(demo_shift: DemoShift) -> None:
     await demo_shift.wait_for_shift(SHIFT_S)
     async with await _logged_in(demo_shift) as page:

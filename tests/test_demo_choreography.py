@@ -21,6 +21,9 @@ from types import ModuleType
 
 import pytest
 
+from edge.scan.decode import ItemScan, decode
+from hub.catalog import parse_catalog_csv
+
 ROOT = Path(__file__).resolve().parent.parent
 SENSORED_BINS = {"A-01-1", "A-01-2"}  # the demo's shelf-a (scripts/run_demo.py, CATALOG_CSV)
 RING_DOWN_S = 1.0  # the recording shelf is at rest this long after the hand leaves
@@ -108,3 +111,35 @@ def test_every_pick_and_put_away_at_a_shelf_is_scanned_while_the_hand_is_in_it(t
                 f"{mode} scan {code!r} at {location} at {t_s:.1f} s came while no hand was in the shelf "
                 f"(movements: {[(round(s, 1), h) for s, h, _ in shelf.movements]})")
     assert checked >= 10, "the cycle's picks and put-aways at the shelf were looked at"
+
+
+def test_the_demos_catalog_keeps_by_lot_what_the_shift_labels_with_a_lot(tmp_path: Path) -> None:
+    # The ties came in cartons naming a lot, but the catalog kept them as a plain SKU: the hub
+    # dropped the lots, and the page showed none.
+    demo = _run_demo()
+    clock = VirtualClock()
+    scanner = RecordingScanner(clock)
+    shift = demo.Shift(scanner, RecordingShelf(clock), 2.0, quiet_s=9.0, staged_path=tmp_path / "staged.jsonl",
+                       rounds=demo.CYCLE_ROUNDS + 1)  # and the next cycle's count
+    shift.stop = clock
+    shift.run()
+    assert shift.done.is_set()
+    catalog = parse_catalog_csv(demo.CATALOG_CSV.splitlines())
+    assert catalog.bad_rows == []
+    tracking = {gtin: sku.tracking for sku in catalog.skus.values() for gtin in sku.gtins}
+
+    mode, location, lots_seen = "", "", []
+    for _, code in scanner.scans:
+        scanned = decode(code)
+        if code.startswith("MODE:"):
+            mode = code.removeprefix("MODE:").lower()
+        elif code.startswith("LOC:"):
+            location = code.removeprefix("LOC:")
+        elif isinstance(scanned, ItemScan) and scanned.lot:
+            lots_seen.append((mode, location, scanned.gtin, scanned.lot))
+    assert {m for m, *_ in lots_seen} == {"count", "receive", "putaway"}
+    assert {(gtin, tracking.get(gtin)) for *_, gtin, _ in lots_seen} == {("04012345678901", "lot")}
+    # The next count takes back the lot the staged wrong-bin put-away booked to the bolts' bin.
+    wrong_bin = [lot for mode, location, _, lot in lots_seen if (mode, location) == ("putaway", "A-01-1")]
+    assert len(wrong_bin) == 1
+    assert ("count", "A-01-1", "04012345678901", wrong_bin[0]) in lots_seen

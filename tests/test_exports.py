@@ -117,6 +117,9 @@ async def test_exports_carry_who_and_why_and_refuse_bad_requests(broker: Private
         async with sup.get(f"{base}/api/v1/exports/stock?format=json") as resp:
             assert await resp.json() == [{"sku": "BOLT-M8", "location": "A-01-1", "qty": 5,
                                           "updated_utc": moved["time_utc"], "available": True}]
+        async with sup.get(f"{base}/api/v1/exports/stock") as resp:
+            (stocked,) = csv.DictReader(io.StringIO((await resp.read()).decode("utf-8-sig")))
+        assert stocked["available"] == "true"  # as the JSON writes it, not Python's True
         async with sup.get(f"{base}/api/v1/exports/discrepancies") as resp:
             assert (await resp.read()).decode("utf-8-sig").startswith("id,opened_utc,status,state,kind,location,")
         async with sup.get(f"{base}/api/v1/exports/decisions?format=json") as resp:

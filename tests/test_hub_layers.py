@@ -66,3 +66,18 @@ def test_no_hub_module_imports_another_modules_private_names() -> None:
     offenders = {str(p.relative_to(HUB)): found for p in sorted(HUB.rglob("*.py"))
                  if (found := _private_names_imported(p))}
     assert offenders == {}
+
+
+ROOT = HUB.parent
+PACKAGES = ("contract", "settings", "service", "mqtt_client", "edge", "hub")
+
+
+def _is_private(dotted: str) -> bool:
+    return any(part.startswith("_") and not part.startswith("__") for part in dotted.split("."))
+
+
+def test_no_module_imports_another_packages_private_modules() -> None:
+    """A package's `_modules` are its own (contract/_fields.py): the others use the names it makes public."""
+    offenders = {str(p.relative_to(ROOT)): found for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))
+                 if (found := sorted(m for m in _imports(p) if m.split(".")[0] != package and _is_private(m)))}
+    assert offenders == {}

@@ -235,10 +235,11 @@ class Worker:
     reads: int = 0
 
 
-def start_worker(broker: PrivateBroker, tmp_path: Path, password: str | None = None) -> Worker:
-    """`python -m hub.receiver` as the hub runs it, its frames collected by a reader thread."""
+def start_worker(broker: PrivateBroker, tmp_path: Path, password: str | None = None, port: int | None = None) -> Worker:
+    """`python -m hub.receiver` as the hub runs it (at `port` instead of the broker's when given), its
+    frames collected by a reader thread."""
     s = hub_settings(broker, password=password)
-    settings = {"host": s.host, "port": s.port, "client_id": s.client_id, "username": s.username,
+    settings = {"host": s.host, "port": s.port if port is None else port, "client_id": s.client_id, "username": s.username,
                 "password": s.password, "keepalive_s": s.keepalive_s, "topics": list(s.topics), "tls": False,
                 "ca_file": ""}
     proc = subprocess.Popen([sys.executable, "-m", "hub.receiver"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -291,11 +292,34 @@ def test_the_worker_logs_the_brokers_refusal_and_says_unsubscribed(broker: Priva
         assert [f.payload for f in worker.frames] == [b"unsubscribed"]
         wait_for_sync(lambda: "Not authorized (135)" in (tmp_path / "receiver.log").read_text(), WAIT_S,
                       "the refusal in the worker's log")
-        assert f"broker refused the hub (user {HUB_USER}): Not authorized (135)" in (
-            tmp_path / "receiver.log").read_text()
+        assert (f"receiver: could not connect to the broker at 127.0.0.1:{broker.port}: broker refused the hub "
+                f"(user {HUB_USER}): Not authorized (135); trying again in") in (tmp_path / "receiver.log").read_text()
     finally:
         worker.proc.kill()
         worker.proc.wait()
+
+
+def test_the_worker_says_whether_it_never_connected_or_lost_a_connection(tmp_path: Path) -> None:
+    # It logged "connection to 127.0.0.1:PORT ended" when nothing listened there: there was never one.
+    brk = PrivateBroker(tmp_path / "mosquitto")
+    brk.add_user(HUB_USER, secrets.token_hex(8))
+    log = tmp_path / "receiver.log"
+    worker = start_worker(brk, tmp_path, port=brk.port)  # before the broker listens
+    try:
+        wait_for_sync(lambda: "receiver: could not" in log.read_text(), WAIT_S, "the failed connect in the log")
+        assert (f"receiver: could not connect to the broker at 127.0.0.1:{brk.port}: ConnectionRefusedError"
+                in log.read_text())
+        assert "ended" not in log.read_text()
+        brk.start()
+        wait_for_sync(lambda: ("", SUBSCRIBED) in [(f.topic, f.payload) for f in worker.frames], 3 * WAIT_S,
+                      "subscribed once the broker listens")
+        brk.stop()
+        wait_for_sync(lambda: "ended" in log.read_text(), WAIT_S, "the lost connection in the log")
+        assert f"receiver: connection to the broker at 127.0.0.1:{brk.port} ended (" in log.read_text()
+    finally:
+        worker.proc.kill()
+        worker.proc.wait()
+        brk.stop()
 
 
 def test_a_reason_code_paho_cannot_name_is_still_reported() -> None:

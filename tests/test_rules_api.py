@@ -105,6 +105,26 @@ async def test_proposals_approve_edit_reject_and_reads(served: tuple[HubService,
             assert r.status == 409
 
 
+async def test_a_decisions_limit_outside_its_range_is_refused_with_the_reason(served: tuple[HubService, str]) -> None:
+    # It was clamped silently: limit=5000 answered 1000 rows as if that were all there is.
+    service, base = served
+    assert service.rules is not None
+    await service.rules.call(seed)
+    async with aiohttp.ClientSession() as s:
+        for limit in ("1001", "0", "-3"):
+            async with s.get(f"{base}/decisions", params={"limit": limit}) as r:
+                assert r.status == 400 and await r.json() == {
+                    "ok": False, "error": "query parameter 'limit' must be between 1 and 1000", "status": 400}, limit
+        async with s.get(f"{base}/decisions", params={"limit": "ten"}) as r:
+            assert r.status == 400 and (await r.json())["error"] == "query parameter 'limit' must be a whole number"
+        async with s.get(f"{base}/decisions", params={"limit": "1000"}) as r:
+            assert r.status == 200
+            logged = len((await r.json())["items"])
+        assert logged > 0
+        async with s.get(f"{base}/decisions", params={"limit": "1"}) as r:
+            assert r.status == 200 and len((await r.json())["items"]) == 1
+
+
 def late_order_and_deliveries(core: RulesCore) -> str:
     """Accept the pending proposal as a PO promised two days ago; record two deliveries, one late."""
     t = core.clock()

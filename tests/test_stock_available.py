@@ -104,7 +104,7 @@ async def test_every_stock_row_says_whether_its_stock_is_available(broker: Priva
             (r["sku"], r["location"], r["available"]) for r in stock["items"]}
         text = (await asyncio.to_thread(get, f"{base}/api/v1/exports/lots?format=csv", token)).content.decode("utf-8-sig")
         rows = list(csv.DictReader(io.StringIO(text)))
-        assert {(r["location"], r["available"]) for r in rows} == {("DOCK", "True"), ("A-01-1", "True"),
-                                                                    ("QUARANTINE", "False")}
+        assert {(r["location"], r["available"]) for r in rows} == {("DOCK", "true"), ("A-01-1", "true"),
+                                                                    ("QUARANTINE", "false")}  # as in the JSON
     finally:
         await runner.cleanup()

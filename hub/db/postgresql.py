@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -108,12 +110,66 @@ def _args(args: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(int(a) if isinstance(a, bool) else a for a in args)
 
 
+class WritesFenced(Exception):
+    """This process's hub no longer holds the writer lease: the write transaction was refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFence:
+    """The writer lease a hub process holds on a database: the session (pid) that holds the lease's
+    advisory lock, and how long a write transaction may sit idle (see `fence_writes`)."""
+
+    lease_pid: int
+    lease_key: int
+    idle_in_transaction_ms: int
+
+
+_fences: dict[str, WriteFence] = {}  # store URL -> the lease this process writes under there
+_fences_lock = threading.Lock()
+
+
+def fence_writes(url: str, fence: WriteFence) -> None:
+    """From now on every write transaction on `url` from this process first shows, inside the
+    transaction and after taking its store's write lock, that the lease session still holds the
+    lease, and is refused (WritesFenced) once it does not. A hub that lost its lease while frozen
+    or cut off therefore cannot commit after the standby took over (hub/lease.py). The session
+    also gets `idle_in_transaction_session_timeout`, so a transaction frozen half-way ends on the
+    server and frees the write lock the taking-over hub waits for."""
+    with _fences_lock:
+        _fences[url] = fence
+
+
+def unfence_writes(url: str) -> None:
+    """The lease was given back at a clean stop: writes on `url` are no longer checked."""
+    with _fences_lock:
+        _fences.pop(url, None)
+
+
+def _lock_and_check_fence(conn: psycopg.Connection[Any], lock_key: int, fence: WriteFence) -> None:
+    """The store's write lock and the lease check in one statement: a writer frozen between two
+    statements would hold the lock in a transaction without the idle timeout, and the taking-over
+    hub would wait for it until it woke. The FROM subquery (volatile, so never flattened) takes the
+    lock first; the check runs on its row, under the lock."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s"
+        " AND ((classid::bigint << 32) | objid::bigint) = %s)"
+        " FROM (SELECT set_config('idle_in_transaction_session_timeout', %s, false),"
+        " pg_advisory_xact_lock(%s)) AS locked",
+        (fence.lease_pid, fence.lease_key, str(fence.idle_in_transaction_ms), lock_key)).fetchone()
+    if row is None or not row[0]:
+        raise WritesFenced("this hub no longer holds the writer lease (its lease session ended): it writes nothing"
+                           " more, another hub may be ingesting")
+
+
 class PostgresConnection:
     """hub.db.base.Connection over one psycopg connection (autocommit outside `transaction()`)."""
 
     dialect = POSTGRESQL
+    # The server ending a transaction that sat idle (a frozen writer, see fence_writes) is the
+    # connection's fault, not the batch's: InternalError by its SQLSTATE class, so named here.
     storage_errors: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError,
-                                                   psycopg.errors.ReadOnlySqlTransaction)
+                                                   psycopg.errors.ReadOnlySqlTransaction,
+                                                   psycopg.errors.IdleInTransactionSessionTimeout, WritesFenced)
     integrity_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
 
     def __init__(self, url: str, lock_key: int = 0, readonly: bool = False, schema: str | None = None) -> None:
@@ -174,7 +230,11 @@ class PostgresConnection:
     def transaction(self) -> Iterator[PostgresConnection]:
         conn = self._begin("BEGIN")
         try:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_key,))
+            fence = _fences.get(self.url)
+            if fence is None:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock_key,))
+            else:
+                _lock_and_check_fence(conn, self.lock_key, fence)
             yield self
             conn.execute("COMMIT")
         except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hub.rules.constraint import ConstraintParams
 from hub.rules.demand import DemandParams
@@ -66,6 +67,31 @@ def rules_config_from(raw: dict[str, Any]) -> RulesConfig:
                                 restore_after_on_time=raw["rules.restore_after_on_time"]),
         constraint=ConstraintParams(min_demand_days=raw["rules.min_demand_days"]),
     )
+
+
+def central_url_credentials_problem(base_url: str, token: str, connector: str) -> str | None:
+    """Why a user name or password in central's URL cannot be used with these settings, or None.
+
+    A `user:password@` in the URL is sent as HTTP Basic authentication (aiohttp does it), in the
+    one Authorization header a request has; the contract's bearer token and Tryton's session
+    need that header too, and aiohttp refuses the request when both want it.
+    """
+    if not base_url:
+        return None
+    try:
+        parts = urlsplit(base_url)
+    except ValueError:
+        return None  # not a URL at all: the connector's first call says so, like an unreachable central
+    if parts.username is None and parts.password is None:
+        return None
+    if connector == TRYTON:
+        return ("the URL carries a user name or password, but the Tryton connector logs in as central.tryton_user "
+                "with central.token and sends its own session: take them out of the URL")
+    if token:
+        return ("the URL carries a user name or password (HTTP Basic authentication) and central.token is set "
+                "too; a request has one Authorization header: keep the token (central.token or HUB_CENTRAL_TOKEN) "
+                "and take them out of the URL, or leave central.token empty")
+    return None
 
 
 def central_config_from(raw: dict[str, Any]) -> CentralConfig:

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from contract._fields import NAME_RE
+from contract import NAME_RE
 from contract.messages import LOCATION_RE, SKU_RE
 from hub.service import HubService
 from hub.store.base import RECOUNT_REQUESTED, SCAN_OUTCOMES

@@ -22,7 +22,7 @@ from hub.web import rules_data
 from hub.web.api import json_object
 from hub.web.auth import identity_of, requires
 from hub.web.keys import SERVICE
-from hub.web.request_args import path_name
+from hub.web.request_args import int_query, path_name
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +116,9 @@ async def return_to_supplier(request: web.Request) -> web.Response:
 
 
 async def decisions(request: web.Request) -> web.Response:
+    """The decision log, newest first; a `limit` outside 1-1000 is a 400, as on the other lists."""
     sku = request.query.get("sku") or None
-    try:
-        limit = max(1, min(1000, int(request.query.get("limit", "100"))))
-    except ValueError:
-        raise web.HTTPBadRequest(reason="query parameter 'limit' must be a whole number") from None
+    limit = int_query(request, "limit", 100, 1, 1000)
     return _ok(await rules_data.decisions(request.app[SERVICE], sku, limit))
 
 

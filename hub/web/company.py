@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from contract._fields import NAME_RE
+from contract import NAME_RE
 from contract.messages import LOCATION_RE, SKU_RE
 from hub.company.store import CompanyStore, SiteLink
 from hub.config import HubConfig

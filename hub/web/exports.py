@@ -8,8 +8,9 @@ hub.web.export_data yields it, so memory stays bounded whatever the size; readin
 formatting each chunk run off the event loop. Parameters are
 checked before the first byte: a bad one is a 400 with the reason. CSV is UTF-8 with a byte
 order mark (so a spreadsheet reads accents right), a header line of clear column names, ISO
-8601 UTC times, and text cells that a spreadsheet would run as a formula (=, +, -, @ first)
-prefixed with an apostrophe. JSON is one array of objects with the same keys.
+8601 UTC times, booleans as `true`/`false` (as the JSON writes them), and text cells that a
+spreadsheet would run as a formula (=, +, -, @ first) prefixed with an apostrophe. JSON is one
+array of objects with the same keys.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json; charset=utf-8"}
 FORMULA_STARTS = frozenset("=+-@\t\r")  # first characters a spreadsheet may read as a formula (CSV injection)
 CSV_BOM = "\ufeff"
+# Booleans as the JSON export and the API write them, not Python's True/False (docs/web.md, Downloads).
+CSV_BOOLEANS = {True: "true", False: "false"}
 DAY = timedelta(days=1)
 
 
@@ -68,12 +71,15 @@ def _end_ms(last: date | None) -> int | None:
 
 
 def _cell(value: Any) -> Any:
-    """A CSV cell: None empty, JSON for nested values, formula-like text defused (the hot path: type checks only)."""
+    """A CSV cell: None empty, booleans and nested values as in JSON, formula-like text defused (the hot path:
+    type checks only)."""
     kind = type(value)
     if kind is int or kind is float:
         return value
     if value is None:
         return ""
+    if kind is bool:
+        return CSV_BOOLEANS[value]
     if kind is dict or kind is list:
         value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if isinstance(value, str) and value[:1] in FORMULA_STARTS:
