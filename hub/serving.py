@@ -24,7 +24,7 @@ from typing import Protocol
 
 from hub.db import DbTarget
 from hub.db.base import Connection
-from hub.lease import LEASE_KEY, lease_target
+from hub.lease import LEASE_KEY, lease_target, release_session_lock
 
 TAKE_POLL_S = 0.05  # a command holds the mark only for an instant; a starting hub retries this often
 SERVING_KEY = 0x5353_0010  # apart from the writer lease (LEASE_KEY) and the stores' write locks (hub.db)
@@ -114,11 +114,12 @@ class DatabaseServingMark:
 
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.close()  # the session ends, and its advisory lock with it
+            release_session_lock(self._conn, SERVING_KEY)
             self._conn = None
 
     def describe(self) -> str:
         return self.target.describe()
+
 
 
 def serving_mark(ledger: DbTarget, writer_lease: bool) -> Mark | None:
