@@ -64,8 +64,13 @@ class HubProcess:
         return sqlite3.connect(f"file:{self.config.db_path}?mode=ro", uri=True, timeout=30)
 
 
-def start_hub(broker: PrivateBroker, workdir: Path, **sections: dict[str, Any]) -> HubProcess:
-    """Start `stock-hub serve` on a fresh ledger in workdir; returns once its HTTP port answers."""
+def start_hub(broker: PrivateBroker, workdir: Path, code_dir: Path | None = None,
+              **sections: dict[str, Any]) -> HubProcess:
+    """Start `stock-hub serve` on a fresh ledger in workdir; returns once its HTTP port answers.
+
+    code_dir: run the hub (and so the page it serves) from another checkout, e.g. main's,
+    to compare it with this one in the same rounds; by default this checkout.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     doc: dict[str, dict[str, Any]] = {
@@ -80,8 +85,10 @@ def start_hub(broker: PrivateBroker, workdir: Path, **sections: dict[str, Any]) 
     cfg.write_text(toml_text(doc))
     config = hub_config_from(resolve(doc, HUB_SETTINGS, str(cfg), environ={}))
     log_path = workdir / "hub.log"
+    # `-m` puts the working directory first on sys.path: the hub package comes from code_dir.
+    code = code_dir or Path(__file__).resolve().parent.parent
     proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "--log-level", "WARNING", "serve", "--config", str(cfg)],
-                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=code)
     try:
         wait_for_port("127.0.0.1", port, START_TIMEOUT_S)
     except TimeoutError:

@@ -4,6 +4,8 @@
     .venv/bin/python bench/scan_to_screen.py --pages 1,10,50          # and 50 pages; ~15 min on 2 cores
     .venv/bin/python bench/scan_to_screen.py --pages 10               # the target case only
     .venv/bin/python bench/scan_to_screen.py --pages 10 --trace /tmp/s2s.json   # and a Chromium trace of one more trial
+    git worktree add --detach /tmp/base main
+    .venv/bin/python bench/scan_to_screen.py --pages 10 --against /tmp/base      # main's hub and page vs this checkout's
 
 The parts are the real ones: a private Mosquitto with passwords and ACL, `stock-hub serve`
 and `edge-agent run` as their own processes, and N Chromium pages (Playwright driving Debian's
@@ -37,6 +39,12 @@ was typed and to the ledger's times for its event:
 Rounds (bench/harness.py): for each page count, every round types at 10 and at 100 scans/s,
 the order alternating per round. Target: scan -> DOM p99 under 50 ms at 100 scans/s with 10 pages.
 
+With --against DIR there are two whole sites (broker, hub, edge, N pages in a Chromium of
+their own): the base runs the hub, and so the page it serves, from the checkout in DIR, the
+other from this one; every round runs both at every rate, order alternating, and the report
+adds this / base per round for the latencies, the browser CPU per (scan, page) and the hub CPU.
+The idle site's pages wait meanwhile; each site's browser CPU is its own Chromium's.
+
 All N browsers run on the hub's own machine here, sharing its cores with the hub, the broker
 and the edge; on a floor each page runs on its own tablet. commit -> SSE is the hub's share
 whatever the pages run on; commit -> DOM adds what the browser on this machine took.
@@ -53,11 +61,13 @@ import sys
 import tempfile
 import time
 import tty
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import chromium_trace  # noqa: E402
 from bench.harness import Comparison, Metrics, pct, report, run_rounds_async  # noqa: E402
 from bench.rig import CpuMeter, HubProcess, add_node_user, cpu_s, private_broker, start_hub  # noqa: E402
 from tests.support import add_web_user, api_token, toml_text  # noqa: E402
@@ -75,6 +85,9 @@ PAGE_TIMEOUT_MS = 120_000  # opening 50 pages on a busy 2-core machine is slow; 
 POLL_S = 0.5
 # --trace: every renderer's main thread, compositor and raster work, with each task's CPU time (tdur).
 TRACE_CATEGORIES = ["toplevel", "devtools.timeline", "disabled-by-default-devtools.timeline", "blink", "cc", "v8"]
+
+# What --against compares, this / base within each round: latency and what the pages and hub cost.
+COMPARED = ("scan_dom_p99_ms", "commit_dom_p99_ms", "commit_sse_p99_ms", "browser_cpu_ms_per_scan_page", "hub_cpu_pct")
 
 OBSERVER_JS = """() => {
   window.__seen = {};
@@ -114,8 +127,21 @@ TAKE_MSG_JS = """() => {
 }"""
 
 
-def browser_pids() -> list[int]:
-    """This process's Chromium processes (browser, renderers, GPU, network), found through /proc's parent links."""
+def chromium_roots() -> set[int]:
+    """This process's Chromium browser processes (a Chromium whose parent is not one), via /proc's parent links."""
+    parent, name = _process_table()
+    mine = _descendants(parent, {os.getpid()})
+    return {pid for pid in mine if name.get(pid, "").startswith("chrom")
+            and not name.get(parent.get(pid, 0), "").startswith("chrom")}
+
+
+def browser_pids(root: int) -> list[int]:
+    """A Chromium's processes (browser, renderers, GPU, network): the root and its descendants."""
+    parent, name = _process_table()
+    return [pid for pid in _descendants(parent, {root}) if name.get(pid, "").startswith("chrom")]
+
+
+def _process_table() -> tuple[dict[int, int], dict[int, str]]:
     parent: dict[int, int] = {}
     name: dict[int, str] = {}
     for entry in os.listdir("/proc"):
@@ -128,18 +154,24 @@ def browser_pids() -> list[int]:
             continue  # ended meanwhile
         parent[int(entry)] = int(tail.split()[1])
         name[int(entry)] = head.split("(", 1)[1]
-    mine, grew = {os.getpid()}, True
+    return parent, name
+
+
+def _descendants(parent: dict[int, int], roots: set[int]) -> set[int]:
+    mine, grew = set(roots), True
     while grew:
         grown = {pid for pid, ppid in parent.items() if ppid in mine} - mine
         mine |= grown
         grew = bool(grown)
-    return [pid for pid in mine if name.get(pid, "").startswith("chrom")]
+    return mine
 
 
-def browser_cpu_s() -> float:
-    """CPU seconds every Chromium process of this run has used so far."""
+def browser_cpu_s(root: int) -> float:
+    """CPU seconds every process of one Chromium has used so far (0 before it is launched)."""
     total = 0.0
-    for pid in browser_pids():
+    if not root:
+        return total
+    for pid in browser_pids(root):
         with contextlib.suppress(OSError):  # ended meanwhile
             total += cpu_s(pid)
     return total
@@ -164,10 +196,12 @@ def gtin13(n: int) -> str:
 class Site:
     """Hub, edge agent with a pty scanner, and the open pages."""
 
-    def __init__(self, hub: HubProcess, master_fd: int, pages: list[Any]) -> None:
+    def __init__(self, hub: HubProcess, master_fd: int) -> None:
         self.hub = hub
         self.master_fd = master_fd
-        self.pages = pages
+        self.pages: list[Any] = []
+        self.browser: Any = None
+        self.browser_root = 0  # its Chromium's browser process: the CPU counted is this site's pages' only
         self.next_scan = 1
         self.sse_seen_ms: dict[int, float] = {}  # scan id -> when this process's own SSE stream carried it
 
@@ -191,7 +225,7 @@ class Site:
             await page.evaluate(TAKE_SEEN_JS)  # rows of earlier trials are not this one's
             await page.evaluate(TAKE_MSG_JS)
         hub_cpu = CpuMeter(self.hub.proc.pid)
-        browser_cpu0_s = browser_cpu_s()
+        browser_cpu0_s = browser_cpu_s(self.browser_root)
         start = time.perf_counter()
         for i in range(count):
             pause = start + i / rate - time.perf_counter()
@@ -217,7 +251,7 @@ class Site:
                 break
             await asyncio.sleep(POLL_S)
         # Every row is on every page (or given up on): what the browsers spent on this trial's scans.
-        browser_cpu_ms = 1000 * (browser_cpu_s() - browser_cpu0_s)
+        browser_cpu_ms = 1000 * (browser_cpu_s(self.browser_root) - browser_cpu0_s)
         delivered = [await page.evaluate(TAKE_MSG_JS) for page in self.pages]
         scan_dom, commit_dom, hop, commit_sse, commit_msg, scan_accept = [], [], [], [], [], []
         missing = 0
@@ -305,13 +339,12 @@ async def open_pages(browser: Any, hub: HubProcess, state: Any, count: int) -> l
     return pages
 
 
-async def measure(page_counts: list[int], rates: list[int], seconds: float, rounds: int, work: Path,
-                  flush_ms: int | None, trace: Path | None = None) -> list[str]:
-    from playwright.async_api import async_playwright
-
-    tables = []
+@contextlib.asynccontextmanager
+async def open_site(work: Path, flush_ms: int | None, code_dir: Path | None) -> AsyncIterator[Site]:
+    """Broker, hub (from code_dir, else this checkout), an edge with a pty scanner, and the bench's SSE listener."""
+    work.mkdir(parents=True)
     with private_broker(work) as broker:
-        hub = start_hub(broker, work / "hub", **({"live": {"flush_ms": flush_ms}} if flush_ms else {}))
+        hub = start_hub(broker, work / "hub", code_dir, **({"live": {"flush_ms": flush_ms}} if flush_ms else {}))
         master, slave = os.openpty()
         tty.setraw(slave)
         node_password = add_node_user(broker, NODE)
@@ -325,49 +358,85 @@ async def measure(page_counts: list[int], rates: list[int], seconds: float, roun
             "scanner": [{"name": "dock", "type": "serial", "port": os.ttyname(slave), "terminator": "crlf",
                          "mode": "receive"}]}))
         edge = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli", "--log-level", "WARNING", "run",
-                                                    "--config", str(edge_cfg),
+                                                    "--config", str(edge_cfg), cwd=Path(__file__).resolve().parent.parent,
                                                     stdout=open(work / "edge.log", "ab"), stderr=-2)
+        site = Site(hub, master)
+        listener = asyncio.create_task(site.listen())
         try:
-            site = Site(hub, master, [])
-            listener = asyncio.create_task(site.listen())
             # One scan through the whole path before any page opens: the table exists, the link is up.
             await site.trial(1, 1)
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                try:
-                    state = await log_in(browser, hub)
-                    for count in page_counts:
-                        started = time.monotonic()
-                        site.pages = await open_pages(browser, hub, state, count)
-                        print(f"{count} pages open in {time.monotonic() - started:.1f} s", file=sys.stderr)
-                        arms = {f"{rate} scans/s": (lambda r=rate: site.trial(r, seconds)) for rate in rates}
-                        result = await run_rounds_async(arms, rounds)
-                        comparisons = [Comparison(f"{name}: scan->DOM p99 / MQTT hop p99", (name, "scan_dom_p99_ms"),
-                                                  (name, "mqtt_hop_p99_ms")) for name in arms]
-                        tables.append(report(result, comparisons, units={k: "ms" for k in (
-                            "scan_dom_p50_ms", "scan_dom_p99_ms", "scan_dom_max_ms", "commit_dom_p50_ms",
-                            "commit_dom_p99_ms", "commit_sse_p50_ms", "commit_sse_p99_ms", "commit_msg_p50_ms", "commit_msg_p99_ms",
-                            "scan_accept_p99_ms", "mqtt_hop_p99_ms", "browser_cpu_ms_per_scan_page")} | {"hub_cpu_pct": "%", "cpu_pressure_pct": "%"},
-                            title=f"scan to screen, {count} page{'s' if count > 1 else ''}, {seconds:g} s per trial, "
-                                  f"live.flush_ms {hub.config.live_flush_ms}"))
-                        print(tables[-1] + "\n", flush=True)
-                        if trace is not None:  # one more trial at the highest rate, traced: where a frame's CPU goes
-                            await browser.start_tracing(page=site.pages[0], categories=TRACE_CATEGORIES)
-                            await site.trial(max(rates), seconds)
-                            path = trace.with_name(f"{trace.stem}-{count}pages{trace.suffix}")
-                            path.write_bytes(await browser.stop_tracing())
-                            print(f"Chromium trace of one {max(rates)} scans/s trial: {path}", file=sys.stderr)
-                        for page in site.pages:
-                            await page.context.close()
-                finally:
-                    await browser.close()
-            listener.cancel()
+            yield site
         finally:
+            listener.cancel()
             edge.terminate()
             await edge.wait()
             hub.stop()
             os.close(master)
             os.close(slave)
+
+
+async def launch_browser(pw: Any, site: Site, hub: HubProcess) -> Any:
+    """A Chromium of the site's own (its CPU counted apart from the other site's), logged in once."""
+    before = chromium_roots()
+    site.browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    new = chromium_roots() - before
+    if len(new) != 1:
+        raise SystemExit(f"could not tell which Chromium was just launched: new browser processes {sorted(new)}")
+    site.browser_root = new.pop()
+    return await log_in(site.browser, hub)
+
+
+async def measure(page_counts: list[int], rates: list[int], seconds: float, rounds: int, work: Path,
+                  flush_ms: int | None, trace: Path | None = None, against: Path | None = None) -> list[str]:
+    from playwright.async_api import async_playwright
+
+    tables = []
+    async with contextlib.AsyncExitStack() as stack:
+        # With --against, two whole sites: the base (hub and page from that checkout) and this one.
+        sites = {"this": await stack.enter_async_context(open_site(work / "this", flush_ms, None))}
+        if against is not None:
+            sites = {"base": await stack.enter_async_context(open_site(work / "base", flush_ms, against)), **sites}
+        pw = await stack.enter_async_context(async_playwright())
+        states = {label: await launch_browser(pw, site, site.hub) for label, site in sites.items()}
+        try:
+            for count in page_counts:
+                started = time.monotonic()
+                for label, site in sites.items():
+                    site.pages = await open_pages(site.browser, site.hub, states[label], count)
+                print(f"{count} pages a site open in {time.monotonic() - started:.1f} s", file=sys.stderr)
+                arms = {f"{label + ' ' if against else ''}{rate} scans/s": (lambda s=site, r=rate: s.trial(r, seconds))
+                        for rate in rates for label, site in sites.items()}
+                comparisons = [Comparison(f"{name}: scan->DOM p99 / MQTT hop p99", (name, "scan_dom_p99_ms"),
+                                          (name, "mqtt_hop_p99_ms")) for name in arms]
+                if against:
+                    comparisons += [Comparison(f"{rate} scans/s: this / base, {metric}", (f"this {rate} scans/s", metric),
+                                               (f"base {rate} scans/s", metric))
+                                    for rate in rates for metric in COMPARED]
+                result = await run_rounds_async(arms, rounds)
+                code = f", base {against}" if against else ""
+                tables.append(report(result, comparisons, units={k: "ms" for k in (
+                    "scan_dom_p50_ms", "scan_dom_p99_ms", "scan_dom_max_ms", "commit_dom_p50_ms",
+                    "commit_dom_p99_ms", "commit_sse_p50_ms", "commit_sse_p99_ms", "commit_msg_p50_ms", "commit_msg_p99_ms",
+                    "scan_accept_p99_ms", "mqtt_hop_p99_ms", "browser_cpu_ms_per_scan_page")} | {"hub_cpu_pct": "%", "cpu_pressure_pct": "%"},
+                    title=f"scan to screen, {count} page{'s' if count > 1 else ''}{' a site' if against else ''}, "
+                          f"{seconds:g} s per trial, live.flush_ms {sites['this'].hub.config.live_flush_ms}{code}"))
+                print(tables[-1] + "\n", flush=True)
+                if trace is not None:  # one more trial at the highest rate per site, traced: where a frame's CPU goes
+                    for label, site in sites.items():
+                        await site.browser.start_tracing(page=site.pages[0], categories=TRACE_CATEGORIES)
+                        await site.trial(max(rates), seconds)
+                        path = trace.with_name(f"{trace.stem}-{count}pages{'-' + label if against else ''}{trace.suffix}")
+                        path.write_bytes(await site.browser.stop_tracing())
+                        print(f"Chromium trace of one {max(rates)} scans/s trial ({label}): {path}", file=sys.stderr)
+                        print(f"### where Chromium's CPU went ({label}, one traced trial; tracing adds its own cost)\n"
+                              + chromium_trace.table(chromium_trace.summarise(json.loads(path.read_bytes())),
+                                                     int(max(rates) * seconds), count) + "\n", flush=True)
+                for site in sites.values():
+                    for page in site.pages:
+                        await page.context.close()
+        finally:
+            for site in sites.values():
+                await site.browser.close()
     return tables
 
 
@@ -378,6 +447,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="typing time per trial")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--flush-ms", type=int, default=None, help="the hub's live.flush_ms (default: its default)")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="a checkout of another revision (git worktree add --detach DIR main): its hub and "
+                             "page run as a second site, and every round runs both, for this / base ratios")
     parser.add_argument("--trace", type=Path, default=None,
                         help="after each page count's rounds, trace one more trial into PATH-<n>pages.json "
                              "(open in ui.perfetto.dev; not part of the figures)")
@@ -387,7 +459,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(measure([int(p) for p in args.pages.split(",")], [int(r) for r in args.rates.split(",")],
                             args.seconds, args.rounds, Path(tmp), args.flush_ms,
-                            args.trace))
+                            args.trace, args.against))
     print(f"target: scan->DOM p99 < {TARGET_P99_MS:g} ms at 100 scans/s with 10 pages")
 
 

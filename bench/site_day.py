@@ -24,7 +24,9 @@ events of a real minute arrive in a second. One trial:
 Reported per trial: accept-to-commit p99 (edge outbox accept to hub commit) for live traffic
 before and during the drain (nodes that were not cut off), and during the drain the hub's share
 of it (hub receipt to commit: the 50 agents share this process, so their own delays are in the
-first figure but not in this one), drain time, hub CPU and RSS (its
+first figure but not in this one), drain time, the events the hub received again during the
+drain (its duplicates counter: re-sends of what it already held, each costing a parse and a
+commit), hub CPU and RSS (its
 process and the receive worker), broker CPU, ledger size; and nothing lost: for every node,
 its stream's seqs 1..last are each in the ledger exactly once, counted by (node, stream, seq).
 """
@@ -37,9 +39,14 @@ import contextlib
 import logging
 import os
 import random
+import re
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +59,7 @@ from bench.scan_to_screen import gtin13  # noqa: E402
 from contract import ScanEvent, ShelfCount  # noqa: E402
 from edge.agent import EdgeAgent  # noqa: E402
 from edge.config import ARRAY_TABLES, EDGE_SETTINGS, edge_config_from  # noqa: E402
+from hub import resend_lane  # noqa: E402  (its settings, named in the title: the code under test)
 from hub.catalog import parse_catalog_csv  # noqa: E402
 from hub.store import SqliteStore  # noqa: E402
 from settings import resolve  # noqa: E402
@@ -210,6 +218,7 @@ class Site:
         self.floor = Floor(agents)
         self.hub_pids = process_tree(hub.proc.pid)
         self.max_rss_mib = 0.0
+        self.profiles = 0
 
     def sample_rss(self) -> None:
         self.max_rss_mib = max(self.max_rss_mib, sum(rss_mib(p) for p in self.hub_pids))
@@ -234,6 +243,8 @@ class Site:
             healed = time.monotonic()
             t2_ms = time.time() * 1000
             hub2, broker2 = tree_cpu_s(self.hub_pids), cpu_s(self.broker.proc.pid)
+            duplicates2 = await asyncio.to_thread(self.hub_counter, "ingest_duplicates")
+            spy = self.start_profile()
             self.relay.heal()
             reconnect_s = None
             while any(self.agents[n].sink.outbox.depth() > self.floor_allowance() for n in self.cut):
@@ -245,6 +256,10 @@ class Site:
             drain_s = time.monotonic() - healed
             t3_ms = time.time() * 1000
             hub3, broker3 = tree_cpu_s(self.hub_pids), cpu_s(self.broker.proc.pid)
+            duplicates3 = await asyncio.to_thread(self.hub_counter, "ingest_duplicates")
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                await asyncio.to_thread(spy.wait, 60)
         finally:
             stop.set()
             await traffic
@@ -265,7 +280,29 @@ class Site:
                 "broker_cpu_normal_pct": 100 * (broker1 - broker0) / normal_s,
                 "broker_cpu_drain_pct": 100 * (broker3 - broker2) / drain_cpu_s,
                 "hub_rss_max_mib": self.max_rss_mib, "ledger_events": float(events), "ledger_mib": size_mib,
+                "resent_again_events": duplicates3 - duplicates2,
                 "lost": float(lost), "duplicated": float(duplicated)}
+
+    def start_profile(self) -> subprocess.Popen[bytes] | None:
+        """With --py-spy PREFIX: sample the hub and its receive worker through the drain into
+        PREFIX-<round>.txt (py-spy's collapsed stacks, one root frame per thread)."""
+        if not self.args.py_spy:
+            return None
+        self.profiles += 1
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        return subprocess.Popen([spy, "record", "--pid", str(self.hub.proc.pid), "--subprocesses", "--threads",
+                                 "--nonblocking", "--rate", "200", "--format", "raw",
+                                 "--output", f"{self.args.py_spy}-{self.profiles}.txt"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def hub_counter(self, name: str) -> float:
+        """One of the hub's /metrics counters (shelfsignal_<name>_total)."""
+        with urllib.request.urlopen(f"{self.hub.base_url}/metrics", timeout=30) as response:
+            text = response.read().decode()
+        found = re.search(rf"^shelfsignal_{name}_total (\S+)$", text, re.MULTILINE)
+        if found is None:
+            raise SystemExit(f"the hub's /metrics has no {name}_total")
+        return float(found.group(1))
 
     def floor_allowance(self) -> int:
         """Live events that arrive during the drain sit in the outbox for a moment: drained means near zero."""
@@ -368,7 +405,9 @@ async def measure(args: argparse.Namespace, work: Path) -> str:
     return report(rounds, [Comparison("live p99 during the drain / before it", ("site day", "live_p99_drain_ms"),
                                       ("site day", "live_p99_normal_ms"))], units=units,
                   title=f"a site's day: {NODES} nodes, {BINS:,} bins, {SCANNERS} scanners, speedup {args.speedup:g}x, "
-                        f"edge replay pace {agents[0].config.replay_batches_per_s:g} batches/s, "
+                        f"edge replay pace {agents[0].config.replay_batches_per_s:g} batches/s, hub resend lane "
+                        f"{getattr(resend_lane, 'RESENT_EVENTS_PER_COMMIT', 'whole batches')} events per commit at "
+                        f"{100 * getattr(resend_lane, 'RESENT_SHARE', 1.0):g} % of the writer, "
                         f"{args.day_minutes:g} site minutes then {len(cut)} nodes cut off for "
                         f"{args.partition_minutes:g} site minutes")
 
@@ -381,6 +420,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="trials (each continues the same site)")
     parser.add_argument("--replay-batches-per-s", type=float, default=None,
                         help="the edges' outbox.replay_batches_per_s (default: the edge's default)")
+    parser.add_argument("--py-spy", metavar="PREFIX", default="",
+                        help="profile the hub during each drain with py-spy (pip install py-spy) into "
+                             "PREFIX-<round>.txt, collapsed stacks per thread")
     args = parser.parse_args()
     # 12 cut-off nodes retrying log a line per attempt; the table says what happened.
     logging.basicConfig(level=logging.ERROR)

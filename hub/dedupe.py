@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from contract import ContractError, Event
@@ -256,12 +257,21 @@ class StreamBook:
         """A stream's progress as saved with the ledger, with its events stored above the gap."""
         self.tracks[(node, stream)] = StreamTrack(node, stream, watermark, set(above), max_seq, held=held or {})
 
-    def gaps(self, settle_s: float = 2.0, repeat_s: float = 5.0) -> list[tuple[StreamTrack, int]]:
-        """Gaps to ask for again now; first prunes retired trackers (this runs between commits)."""
+    def gaps(self, settle_s: float = 2.0, repeat_s: float = 5.0,
+             filling: Callable[[str], bool] = lambda node: False) -> list[tuple[StreamTrack, int]]:
+        """Gaps to ask for again now; first prunes retired trackers (this runs between commits).
+
+        A node for which `filling(node)` holds has re-sent messages on their way to the writer
+        (hub/resend_lane.py): its gap is being filled, and asking for it again would only have
+        it re-send the same backlog. Its gap settles anew once they are through.
+        """
         self.prune()
         now = time.monotonic()
         out = []
         for track in self.tracks.values():
+            if track.above and filling(track.node):
+                track.gap_since = None
+                continue
             from_seq = track.gap_to_request(now, settle_s, repeat_s)
             if from_seq is not None:
                 out.append((track, from_seq))

@@ -17,7 +17,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from contract.clock import now_ms
-from hub.catalog import CatalogBin
 from hub.commit import CommitResult
 from hub.ledger import BalanceChange
 from hub.plausibility import STUCK_AT_DOCK, PlausibilitySettings, apply_fix, stuck_at_dock
@@ -32,13 +31,12 @@ class Discrepancies:
     """The writer's side of discrepancies; every method runs on (or queues to) the writer thread."""
 
     def __init__(self, store: Store, reconciler: Reconciler, plausibility: PlausibilitySettings,
-                 bin_of: Callable[[str], CatalogBin | None], writer: SingleWriter[Any, WriteTx],
-                 on_commit: Callable[[CommitResult], None], reload: Callable[[], None]) -> None:
-        """`bin_of` reads the current catalog; `reload` makes the writer's memory match the disk after a failure."""
+                 writer: SingleWriter[Any, WriteTx], on_commit: Callable[[CommitResult], None],
+                 reload: Callable[[], None]) -> None:
+        """`reload` makes the writer's memory match the disk after a failure."""
         self.store = store
         self.reconciler = reconciler
         self.plausibility = plausibility
-        self._bin_of = bin_of
         self._writer = writer
         self._on_commit = on_commit
         self._reload = reload
@@ -109,8 +107,7 @@ class Discrepancies:
 
     def expire_windows(self) -> None:
         """Judge reconciliation evidence at bins that went quiet (by the hub's clock)."""
-        skus = {b: (c.sku if (c := self._bin_of(b)) else None) for b in self.reconciler.bins}
-        found = self.reconciler.expire(now_ms(), skus)
+        found = self.reconciler.expire(now_ms())
         if not found and not self.reconciler.dirty:
             return
 

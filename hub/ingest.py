@@ -126,7 +126,7 @@ class Ingest:
             recover=self._load_state, on_tick=self._tick, tick_s=IDLE_TICK_S, max_batch=MAX_MESSAGES_PER_COMMIT,
             failure_note="nothing acknowledged: the nodes keep their copies and re-send; memory reloaded from disk")
         # Opened in commits here; closed by people and by the periodic checks (hub.discrepancies).
-        self.discrepancies = Discrepancies(store, self.reconciler, self.plausibility, lambda b: self.catalog.bin(b),
+        self.discrepancies = Discrepancies(store, self.reconciler, self.plausibility,
                                            self.writer, on_commit, self._load_state)
         self._channel_appliers: dict[Channel, Callable[[WriteTx, str, Inbound, CommitResult, Touched], None]] = {
             Channel.EVENTS: self._apply_events_message, Channel.STATE: self._apply_state,
@@ -134,6 +134,9 @@ class Ingest:
         self._event_appliers: dict[type, Callable[[_Applying, Any], None]] = {
             ScanEvent: self._apply_scan, ShelfFault: self._apply_shelf_fault, ShelfCount: self._apply_shelf_count,
             ScanRejected: self._apply_scan_rejected, DeviceChange: self._apply_device_change}
+        # Whether re-sent messages of this node wait for the writer (the link sets it to its resend
+        # lane's): its gap is being filled, so the hub does not ask the node for it again.
+        self.backlog_waiting: Callable[[str], bool] = lambda node: False
         self.committed_total = 0
         self.duplicates_total = 0
         self.quarantined_total = 0
@@ -566,7 +569,7 @@ class Ingest:
         touched.setdefault((track.node, track.stream), msg.received_ms)
 
     def _request_gaps(self) -> None:
-        for track, from_seq in self.book.gaps(GAP_SETTLE_S, GAP_REPEAT_S):
+        for track, from_seq in self.book.gaps(GAP_SETTLE_S, GAP_REPEAT_S, filling=self.backlog_waiting):
             log.warning("node %s stream %s: seq %d missing (have up to %d); asking for a re-send",
                         track.node, track.stream, from_seq, track.max_seq)
             self._send_command(track.node, Command(id=secrets.token_hex(6), cmd="resend_from", ts_ms=now_ms(),

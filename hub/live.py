@@ -7,8 +7,8 @@ without waiting for a timer. Only while changes keep arriving does the feed coal
 one message per `flush_ms` window, carrying the latest value per row, so a burst of thousands
 of events a second becomes a few messages a second per page. Node rows (last seen, outbox
 depth: they change with every commit) need a database read, so they go in a message of their
-own after the one with the scans and balances, at most once per NODES_EVERY_S: a scan's row
-never waits for that read. Every message has an id and the
+own, read and sent by a task of their own at most once per NODES_EVERY_S: a scan's row never
+waits for that read, neither the scans of the same commit nor those committed during it. Every message has an id and the
 last REPLAY_BUFFER of them are kept: a page that reconnects sends Last-Event-ID and gets
 exactly what it missed; one that was away longer (or across a hub restart) gets a fresh
 snapshot, so it cannot miss a change. Each message is encoded once, however many pages listen.
@@ -59,6 +59,7 @@ class LiveFeed:
         self._last_flush = float("-inf")  # clock() of the last message: idle until a window after it
         self._last_nodes = float("-inf")  # clock() of the last node rows sent
         self._nodes_due: asyncio.TimerHandle | None = None
+        self._nodes_task: asyncio.Task[None] | None = None  # the node rows being read and sent
         # For the signal-lag map: told which (node, committed_ms) commits each push carried.
         self._on_push = on_push
         self._pending_commits: list[tuple[str, int]] = []
@@ -130,19 +131,23 @@ class LiveFeed:
 
     async def run(self, node_rows: Any) -> None:
         """Send pending changes: at once when idle, else when the current window closes."""
-        while True:
-            await self._wake.wait()
-            wait_s = self._last_flush + self.flush_s - self._clock()
-            if wait_s > 0:  # a message went out less than a window ago: changes keep coming, so coalesce
-                await self._sleep(wait_s)
-            self._wake.clear()  # before taking the pending changes: one arriving from here on wakes us again
-            sent_before, window_before = self.message_id, self._last_flush
-            self._last_flush = self._clock()
-            await self._flush(node_rows)
-            if self.message_id == sent_before:  # only node rows, not yet due: nothing went out, no window
-                self._last_flush = window_before
+        try:
+            while True:
+                await self._wake.wait()
+                wait_s = self._last_flush + self.flush_s - self._clock()
+                if wait_s > 0:  # a message went out less than a window ago: changes keep coming, so coalesce
+                    await self._sleep(wait_s)
+                self._wake.clear()  # before taking the pending changes: one arriving from here on wakes us again
+                if self._flush():
+                    self._last_flush = self._clock()
+                if self._pending_nodes:
+                    self._nodes_soon(node_rows)
+        finally:
+            if self._nodes_task is not None:
+                self._nodes_task.cancel()
 
-    async def _flush(self, node_rows: Any) -> None:
+    def _flush(self) -> bool:
+        """Publish the pending balances, scans, replies and quarantine count; False when there were none."""
         stock = [{"sku": sku, "location": loc, "qty": qty} for (sku, loc), qty in self._pending_stock.items()]
         quarantined = self._pending_quarantine
         replies = self._pending_replies
@@ -150,39 +155,53 @@ class LiveFeed:
         self._pending_replies = []
         scans = [dataclasses.asdict(s) for s in self._pending_scans]
         self._pending_scans.clear()
+        if not (stock or quarantined or replies or scans):
+            return False  # commits that changed only node rows reach pages with them
+        message: dict[str, Any] = {"stock": stock}
+        if quarantined:
+            message["quarantined"] = quarantined
+        if replies:
+            message["replies"] = replies
+        if scans:
+            message["scans"] = scans
+        self.publish(message)
         commits, self._pending_commits = self._pending_commits, []
-        if stock or quarantined or replies or scans:
-            message: dict[str, Any] = {"stock": stock}
-            if quarantined:
-                message["quarantined"] = quarantined
-            if replies:
-                message["replies"] = replies
-            if scans:
-                message["scans"] = scans
-            self.publish(message)
-            self._pushed(commits)
-        else:  # commits that changed only node rows reach pages with them
-            self._pending_commits = commits + self._pending_commits
-        if self._pending_nodes:
-            await self._flush_nodes(node_rows)
+        self._pushed(commits)
+        return True
 
     def _pushed(self, commits: list[tuple[str, int]]) -> None:
         if self._on_push is not None and commits:
             self._on_push(commits, self.last_push_ms)
 
-    async def _flush_nodes(self, node_rows: Any) -> None:
-        """Send the changed node rows if a second has passed since the last ones, else wake up when it has."""
+    def _nodes_soon(self, node_rows: Any) -> None:
+        """Read and send the changed node rows in a task of their own, at most once per NODES_EVERY_S.
+
+        The read goes through a thread and can take a while on a busy hub; scans committed
+        meanwhile go out in their own messages without waiting for it.
+        """
+        if self._nodes_due is not None or (self._nodes_task is not None and not self._nodes_task.done()):
+            return  # already on its way; what changed since goes with it or the next one
         wait_s = self._last_nodes + NODES_EVERY_S - self._clock()
         if wait_s > 0:
-            if self._nodes_due is None:
-                self._nodes_due = asyncio.get_running_loop().call_later(wait_s, self._nodes_now)
+            self._nodes_due = asyncio.get_running_loop().call_later(wait_s, self._nodes_now)
             return
+        self._nodes_task = asyncio.create_task(self._send_nodes(node_rows), name="live-node-rows")
+
+    async def _send_nodes(self, node_rows: Any) -> None:
         nodes = sorted(self._pending_nodes)
         self._pending_nodes = set()
         self._last_nodes = self._clock()
+        try:
+            rows = await node_rows(nodes)
+        except Exception:  # a failed read must not stop the feed; the next change reads them again
+            log.exception("could not read node rows for the live feed")
+            self._pending_nodes |= set(nodes)
+            return
         commits, self._pending_commits = self._pending_commits, []
-        self.publish({"stock": [], "nodes": await node_rows(nodes)})
+        self.publish({"stock": [], "nodes": rows})
         self._pushed(commits)
+        if self._pending_nodes:  # changed during the read: the next round, a second from this one
+            self._wake.set()
 
     def _nodes_now(self) -> None:
         self._nodes_due = None

@@ -17,6 +17,7 @@ The fix lives in the discrepancy's evidence as {"fix": {"sku", "moves": [{"locat
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,13 +89,13 @@ def _negative(tx: WriteTx, event_id: int, node: str, event: ScanEvent, change: B
     elsewhere = {loc: n for loc, n in tx.sku_balances(sku).items()
                  if n > 0 and loc not in (where, event.location)}
     # The likeliest true source: a dock holding the whole quantity, else the location holding the most.
-    able = [loc for loc, n in elsewhere.items() if n >= qty]
-    source = (next((d for d in settings.dock_locations if d in able), None)
-              or max(able, key=lambda loc: (elsewhere[loc], loc), default=None))
+    # (Compared as plain tuples: a misread SKU may sit in hundreds of locations, judged at every scan.)
+    source = (next((d for d in settings.dock_locations if elsewhere.get(d, 0) >= qty), None)
+              or max([(n, loc) for loc, n in elsewhere.items() if n >= qty], default=(0, None))[1])
     mode = MODE_WORDS.get(event.mode, event.mode)
     blame = (f"the {mode} source is probably wrong" if event.mode in ("putaway", "move")
              else "the pick was probably from another location, or a receipt was not scanned")
-    held = sorted(elsewhere.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    held = [(loc, -minus_n) for minus_n, loc in heapq.nsmallest(3, [(-n, loc) for loc, n in elsewhere.items()])]
     where_held = (", ".join(f"{n} {'sits' if n == 1 else 'sit'} at {loc}" for loc, n in held) if held
                   else f"no location holds any {sku}")
     sentence = f"{where} would hold {change.qty} {sku}: {blame}; {where_held}."

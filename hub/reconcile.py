@@ -450,7 +450,7 @@ class Reconciler:
             self.open_sku.pop(ident, None)
             self.open_moves.pop(ident, None)
 
-    def expire(self, now_hub_ms: int, skus: dict[str, str | None] | None = None) -> list[NewDiscrepancy]:
+    def expire(self, now_hub_ms: int) -> list[NewDiscrepancy]:
         """Judge evidence that got nothing new for window_ms of hub time (the bin went quiet)."""
         out: list[NewDiscrepancy] = []
         for bin_name, state in list(self.bins.items()):

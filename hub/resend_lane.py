@@ -16,6 +16,14 @@ stream's watermark commit in one transaction, so splitting changes nothing about
 once. The price is a commit (and an fsync) per piece and a few milliseconds between
 pieces, so a drain takes seconds longer than at full speed (README, Measured figures).
 
+Paced: after each piece the lane rests for as long again as the piece took (RESENT_SHARE),
+so a drain leaves the hub room for live traffic instead of keeping its one core busy.
+Fair: the feeder takes one piece of each node's backlog in turn, so every draining node's
+acks keep coming and none of them times out and re-sends what already waits here
+(edge/link.py re-sends after `outbox.ack_timeout_s` without ack progress). And while a
+node's re-sent messages are here, the hub does not ask it to re-send the gap they fill
+(hub/dedupe.py, StreamBook.gaps).
+
 A node's own live events that overtake its backlog are held by the ledger until the backlog
 fills the gap (hub/dedupe.py): order per stream is the ledger's job, not this queue's.
 
@@ -30,7 +38,9 @@ import collections
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from contract import Channel, ContractError, parse_topic
 from contract.messages import read_batch_envelope
@@ -45,6 +55,11 @@ POLL_S = 0.002
 # 10, a piece's commit is mostly its fixed cost (fsync, acks), and a 5,000-event backlog is
 # 500 commits: seconds, far inside the 2 minutes a drain may take.
 RESENT_EVENTS_PER_COMMIT = 10
+# The most of the writer's time re-sent work may take while a backlog drains: after a piece
+# that took w seconds to commit the lane rests w * (1 - share) / share. Without a rest the hub
+# was CPU-bound for the whole drain and live events waited for the CPU, not only for a piece
+# (README, Measured figures); the drain has a large margin on its 2 minutes to pay for it.
+RESENT_SHARE = 0.5
 
 Submit = Callable[[str, bytes, int], None]
 
@@ -68,27 +83,59 @@ def split_resent(topic: str, payload: bytes, events_max: int) -> list[bytes]:
                        ensure_ascii=False).encode() for i in range(0, len(events), events_max)]
 
 
+@dataclass
+class _Resent:
+    """One re-sent message in the lane; its pieces once the feeder has split it."""
+
+    topic: str
+    payload: bytes
+    received_ms: int
+    node: str | None
+    pieces: collections.deque[bytes] | None = None
+
+
+def _node_of(topic: str) -> str | None:
+    try:
+        return parse_topic(topic).node
+    except ContractError:
+        return None
+
+
 class ResendLane:
-    """A bounded queue of re-sent messages and the thread that feeds them to an idle writer."""
+    """A bounded queue of re-sent messages and the thread that feeds them to an idle writer, paced."""
 
     def __init__(self, submit: Submit, writer_queue_depth: Callable[[], int], writer_pass: Callable[[], float],
                  held_max: int = HELD_MAX, poll_s: float = POLL_S,
-                 events_per_commit: int = RESENT_EVENTS_PER_COMMIT) -> None:
-        """`writer_pass()` changes each time the writer starts a pass of its loop (Ingest.last_tick)."""
+                 events_per_commit: int = RESENT_EVENTS_PER_COMMIT, share: float = RESENT_SHARE,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], object] | None = None) -> None:
+        """`writer_pass()` changes each time the writer starts a pass of its loop (Ingest.last_tick).
+
+        `clock` and `sleep(seconds)` are the lane's time (tests drive it with their own); sleep
+        defaults to waiting on the lane's stop event, so stop() ends a wait at once.
+        """
         if events_per_commit < 1:
             raise ValueError(f"events_per_commit must be at least 1, got {events_per_commit}")
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be above 0 and at most 1, got {share}")
         self._submit = submit
         self._writer_queue_depth = writer_queue_depth
         self._writer_pass = writer_pass
         self._held_max = held_max
         self._poll_s = poll_s
         self._events_per_commit = events_per_commit
-        self._held: collections.deque[tuple[str, bytes, int]] = collections.deque()
-        self._changed = threading.Condition()
+        self._share = share
+        self._clock = clock
         self._stopping = threading.Event()
+        self._sleep = self._stopping.wait if sleep is None else sleep
+        # Per topic (one node's events), oldest first; the feeder takes one piece from each in turn.
+        self._held: dict[str, collections.deque[_Resent]] = {}
+        self._held_count = 0
+        self._nodes: collections.Counter[str] = collections.Counter()  # messages held or in hand, per node
+        self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._feed, name="hub-resend-lane", daemon=True)
         self.fed_total = 0  # re-sent messages handed over in full
         self.pieces_total = 0  # pieces handed over, each committed on its own
+        self.rested_s = 0.0  # time the lane held back so the writer had room (the pace)
 
     def start(self) -> None:
         self._thread.start()
@@ -104,14 +151,22 @@ class ResendLane:
     @property
     def depth(self) -> int:
         """Re-sent messages waiting for the writer."""
-        return len(self._held)
+        return self._held_count
+
+    def holds(self, node: str) -> bool:
+        """Whether re-sent messages of this node wait here or are being handed over (any thread)."""
+        return self._nodes[node] > 0
 
     def put(self, topic: str, payload: bytes, received_ms: int) -> None:
         """Queue a re-sent message (the receive pump's thread); waits while HELD_MAX are held."""
+        item = _Resent(topic, payload, received_ms, _node_of(topic))
         with self._changed:
-            while len(self._held) >= self._held_max and not self._stopping.is_set():
+            while self._held_count >= self._held_max and not self._stopping.is_set():
                 self._changed.wait()
-            self._held.append((topic, payload, received_ms))
+            self._held.setdefault(topic, collections.deque()).append(item)
+            self._held_count += 1
+            if item.node is not None:
+                self._nodes[item.node] += 1
             self._changed.notify_all()
 
     def _feed(self) -> None:
@@ -121,24 +176,47 @@ class ResendLane:
                     self._changed.wait()
                 if self._stopping.is_set():
                     return
-                topic, payload, received_ms = self._held.popleft()
-                self._changed.notify_all()  # a pump waiting for room
-            pieces = split_resent(topic, payload, self._events_per_commit)
-            for n, piece in enumerate(pieces, 1):
-                if not self._hand_over(topic, piece, received_ms, last=n == len(pieces)):
-                    return
+                topic = next(iter(self._held))
+                item = self._held[topic][0]
+            if item.pieces is None:  # only this thread touches pieces
+                item.pieces = collections.deque(split_resent(topic, item.payload, self._events_per_commit))
+            piece = item.pieces.popleft()
+            last = not item.pieces
+            with self._changed:
+                queue = self._held.pop(topic)
+                if last:
+                    queue.popleft()
+                    self._held_count -= 1
+                    self._changed.notify_all()  # a pump waiting for room
+                if queue:
+                    self._held[topic] = queue  # to the back of the round: each node's acks keep coming
+            if not self._hand_over(topic, piece, item.received_ms, last):
+                return
+            if last and item.node is not None:
+                with self._changed:
+                    self._nodes[item.node] -= 1
+                    if not self._nodes[item.node]:
+                        del self._nodes[item.node]
 
     def _hand_over(self, topic: str, payload: bytes, received_ms: int, last: bool) -> bool:
-        """Submit one piece once nothing live is queued, and wait until it is committed (False: stopping)."""
+        """Submit one piece once nothing live is queued, wait until it is committed, then rest
+        so that re-sent work takes at most `share` of the writer's time (False: stopping)."""
         if not self._wait(lambda: self._writer_queue_depth() == 0):  # live messages go first
             return False
+        started = self._clock()
         self._submit(topic, payload, received_ms)
         self.pieces_total += 1
         self.fed_total += last
         # Taken by the writer once its queue is empty; committed once the writer starts its next pass.
         if not self._wait(lambda: self._writer_queue_depth() == 0):
             return False
-        return self._wait(self._passed(self._writer_pass()))
+        if not self._wait(self._passed(self._writer_pass())):
+            return False
+        rest_s = (self._clock() - started) * (1 - self._share) / self._share
+        if rest_s > 0:
+            self.rested_s += rest_s
+            self._sleep(rest_s)
+        return not self._stopping.is_set()
 
     def _passed(self, taken_in: float) -> Callable[[], bool]:
         """Whether the writer has started a pass after `taken_in` (so finished that one's commit)."""
@@ -147,6 +225,7 @@ class ResendLane:
     def _wait(self, condition: Callable[[], bool]) -> bool:
         """Look every poll_s until condition() holds (True) or the lane stops (False)."""
         while not condition():
-            if self._stopping.wait(self._poll_s):
+            self._sleep(self._poll_s)
+            if self._stopping.is_set():
                 return False
         return True

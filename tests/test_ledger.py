@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -301,3 +303,42 @@ def test_online_backup_while_ingest_runs(tmp_path: Path) -> None:
         finally:
             copy.close()
     f.close()
+
+
+def test_a_group_commit_reads_a_skus_locations_once_and_sees_its_own_movements(tmp_path: Path) -> None:
+    """sku_balances (where a SKU sits, for a negative balance's sentence and fix) inside a group commit:
+    the commit's own movements win over the table, at locations read before and new ones, and the
+    table is read once per SKU per commit, not once per scan (a misreading scanner opens thousands)."""
+    store = open_ledger(tmp_path / "ledger.sqlite3")
+    try:
+        with store.write() as tx:  # committed before: the table
+            first = tx.insert_event("n1", STREAM, 1, "scan", 1, 1, 1, 1, "{}")
+            assert first is not None
+            tx.add_movement(first, "SKU-A", "DOCK", 10, "receive", 1, 1)
+            tx.add_movement(first, "SKU-A", "A-01-1", 3, "putaway", 1, 1)
+        with store.write(batched=True) as tx:
+            reads: list[str] = []
+            execute = tx.db.execute
+
+            def counted(sql: str, params: Sequence[Any] = ()) -> Any:
+                if sql.startswith("SELECT location, qty") and "FROM balances WHERE sku=" in sql:
+                    reads.append(sql)
+                return execute(sql, params)
+            tx.db.execute = counted  # type: ignore[method-assign, assignment]
+            second = tx.insert_event("n1", STREAM, 2, "scan", 2, 2, 2, 2, "{}")
+            assert second is not None
+            tx.add_movement(second, "SKU-A", "DOCK", -4, "putaway", 2, 2)  # cached before the first read
+            assert tx.sku_balances("SKU-A") == {"DOCK": 6, "A-01-1": 3}
+            tx.add_movement(second, "SKU-A", "A-01-1", 4, "putaway", 2, 2)  # read from the table, then moved
+            tx.add_movement(second, "SKU-A", "B-01-1", -2, "pick", 2, 2)  # a location new to the SKU
+            assert tx.balance("SKU-A", "C-01-1") == 0  # looked up, never stored: not a location of the SKU
+            assert tx.sku_balances("SKU-A") == {"DOCK": 6, "A-01-1": 7, "B-01-1": -2}
+            assert tx.sku_balances("SKU-B") == {}
+            assert len(reads) == 2  # SKU-A once, SKU-B once
+            tx.flush()  # written: the next read is the table's again
+            assert tx.sku_balances("SKU-A") == {"DOCK": 6, "A-01-1": 7, "B-01-1": -2}
+            assert len(reads) == 3
+        assert {(b.location, b.qty) for b in store.balances_after(None, 100)} == {
+            ("DOCK", 6), ("A-01-1", 7), ("B-01-1", -2)}
+    finally:
+        store.close()

@@ -125,3 +125,34 @@ async def test_node_rows_never_hold_back_a_scan() -> None:
         assert second["nodes"] == [{"node": "pi-1"}] and second["stock"] == []
     finally:
         runner.cancel()
+
+
+async def test_scans_committed_during_a_node_read_do_not_wait_for_it() -> None:
+    """The node read runs beside the feed: a change committed while it is in flight goes out at once."""
+    read_started = asyncio.Event()
+    finish_read = asyncio.Event()
+
+    async def slow_node_rows(names: list[str]) -> list[dict[str, Any]]:
+        read_started.set()
+        await finish_read.wait()
+        return [{"node": name} for name in names]
+
+    feed = LiveFeed(25)
+    q = feed.subscribe()
+    runner = asyncio.create_task(feed.run(slow_node_rows))
+    try:
+        result = balance(1)
+        result.nodes_changed = {"pi-1"}
+        feed.on_commit(result)
+        assert (await next_message(q))["stock"][0]["qty"] == 1
+        await asyncio.wait_for(read_started.wait(), 10)
+        feed.on_commit(balance(2))  # committed while the node rows are still being read
+        second = await next_message(q)
+        assert second["stock"] == [{"sku": "SKU-1", "location": "A-01-1", "qty": 2}] and "nodes" not in second
+        assert not finish_read.is_set()
+        finish_read.set()
+        third = await next_message(q)
+        assert third["nodes"] == [{"node": "pi-1"}] and third["stock"] == []
+    finally:
+        finish_read.set()
+        runner.cancel()

@@ -2,8 +2,9 @@
 to do: a live batch that arrives behind a backlog is committed before most of it, and the
 backlog still all arrives, on a real Ingest and SQLite ledger; a large re-sent batch goes in
 pieces of RESENT_EVENTS_PER_COMMIT events, so a live batch that arrives while one is in commit
-is committed in the next group, and every event still commits once with its watermark; and the
-receive worker marks the messages an edge published with contract.RESEND_PROPERTY."""
+is committed in the next group, and every event still commits once with its watermark; the
+lane paces a drain to its share of the writer's time and takes one piece of each node's backlog
+in turn (on an injected clock); and no re-send is asked for a gap whose backlog waits in the lane."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from contract import Channel, EventBatch, node_topic
+from contract import Channel, EventBatch, node_topic, parse_topic
 from hub.commit import CommitResult
+from hub.dedupe import StreamBook
 from hub.ingest import Ingest
 from hub.resend_lane import RESENT_EVENTS_PER_COMMIT, ResendLane, split_resent
 from tests.support import SITE, Feeder, open_ledger, scan_batch, wait_for_sync
@@ -116,3 +118,95 @@ def test_a_resent_batch_splits_into_pieces_that_keep_its_envelope_and_order() ->
 def test_what_is_not_a_large_well_formed_events_batch_goes_whole(what: str, topic: str, payload: bytes) -> None:
     """Ingest then judges it once: a malformed message is quarantined once, not once per piece."""
     assert split_resent(topic, payload, 10) == [payload], what
+
+
+class FakeWriter:
+    """A writer on the lane's own clock: takes a submitted piece at the lane's next look, and
+    commits it `commit_s` later. The lane drives it through its sleep, so no real time passes."""
+
+    def __init__(self, commit_s: float) -> None:
+        self.now = 0.0
+        self.commit_s = commit_s
+        self.passes = 0
+        self.queued: list[tuple[str, bytes]] = []
+        self.committing: tuple[str, bytes] | None = None
+        self.taken = self.done_at = 0.0
+        self.commits: list[tuple[float, float, str, int]] = []  # (taken, committed, topic, events)
+        self.all_committed = threading.Event()
+        self.expected = 0
+
+    def submit(self, topic: str, payload: bytes, received_ms: int) -> None:
+        self.queued.append((topic, payload))
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        if self.committing is None and self.queued:
+            self.committing, self.done_at = self.queued.pop(0), self.now + self.commit_s
+            self.taken = self.now
+        elif self.committing is not None and self.now >= self.done_at:
+            topic, payload = self.committing
+            self.commits.append((self.taken, self.done_at, topic, len(EventBatch.from_json(payload).events)))
+            self.committing = None
+            self.passes += 1
+            if sum(c[3] for c in self.commits) >= self.expected:
+                self.all_committed.set()
+
+    def lane(self, **kw: float) -> ResendLane:
+        return ResendLane(self.submit, lambda: len(self.queued), lambda: self.passes, poll_s=0.001,
+                          clock=lambda: self.now, sleep=self.sleep, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("share", [0.25, 0.5, 1.0])
+def test_the_lane_rests_so_resent_work_takes_at_most_its_share_of_the_writer(share: float) -> None:
+    """The pace itself, on an injected clock: each piece commits in 20 ms of the writer's time,
+    and between pieces the lane leaves it idle so the backlog gets `share` of it, not all."""
+    writer = FakeWriter(commit_s=0.020)
+    writer.expected = 300
+    lane = writer.lane(share=share)
+    for n in range(3):
+        lane.put(node_topic(SITE, f"far-{n}", Channel.EVENTS),
+                 scan_batch(f"far-{n}", "00000000000000f1", list(range(1, 101))), 0)
+    lane.start()
+    try:
+        assert writer.all_committed.wait(WAIT_S), "the backlog never drained"
+    finally:
+        lane.stop()
+    assert len(writer.commits) == 30 and lane.fed_total == 3
+    busy_s = sum(done - taken for taken, done, _, _ in writer.commits)
+    elapsed_s = writer.commits[-1][1] - writer.commits[0][0]
+    # The lane's looks (every poll_s) add a little to each piece it measures, so the share it
+    # takes is a little below the one asked for; none above it.
+    assert share * 0.8 <= busy_s / elapsed_s <= share, (busy_s, elapsed_s)
+    assert (lane.rested_s > 0) == (share < 1)
+
+
+def test_the_lane_takes_one_piece_of_each_nodes_backlog_in_turn() -> None:
+    """So every draining node's acks keep coming: none waits for the others' whole backlogs,
+    times out and re-sends what already waits here."""
+    writer = FakeWriter(commit_s=0.010)
+    writer.expected = 3 * 20 + 20
+    lane = writer.lane(share=1.0)
+    for _ in range(3):  # node a: three batches of 20 events, queued before b's one
+        lane.put(node_topic(SITE, "a", Channel.EVENTS), scan_batch("a", "00000000000000f1", list(range(1, 21))), 0)
+    lane.put(node_topic(SITE, "b", Channel.EVENTS), scan_batch("b", "00000000000000f1", list(range(1, 21))), 0)
+    assert lane.holds("a") and lane.holds("b") and not lane.holds("c")
+    lane.start()
+    try:
+        assert writer.all_committed.wait(WAIT_S), "the backlog never drained"
+        wait_for_sync(lambda: not lane.holds("a"), WAIT_S, "the lane let go of node a")
+    finally:
+        lane.stop()
+    order = [parse_topic(topic).node for _, _, topic, _ in writer.commits]
+    assert order == ["a", "b", "a", "b", "a", "a", "a", "a"], order
+    assert not lane.holds("b") and lane.depth == 0
+
+
+def test_no_re_send_is_asked_for_a_gap_whose_backlog_waits_in_the_lane() -> None:
+    """The node's backlog already waits here: asking again would have it sent twice."""
+    book = StreamBook()
+    track = book.get("far", "00000000000000f1")
+    for seq in (1, 2, 50):  # a live event overtook the backlog 3..49
+        track.add(seq)
+    assert book.gaps(settle_s=0.0, repeat_s=0.0, filling=lambda node: node == "far") == []
+    assert track.gap_since is None  # and the gap settles anew once the backlog is through
+    assert [(t.node, seq) for t, seq in book.gaps(settle_s=0.0, repeat_s=0.0)] == [("far", 3)]

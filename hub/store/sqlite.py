@@ -92,6 +92,10 @@ class _SqlTx:
         self._movements: list[tuple[Any, ...]] = []
         # (sku, location) -> [qty, updated_ms, dirty, exists (a row is stored or about to be)]
         self._balances: dict[tuple[str, str], list[int]] = {}
+        # SKU -> location -> its entry in _balances, for the SKUs whose every location this transaction
+        # has read (sku_balances): once per SKU per transaction, so a misreading scanner's stream of
+        # negative balances of one SKU reads where it sits once per group commit, not once per scan.
+        self._by_sku: dict[str, dict[str, list[int]]] = {}
         # (sku, location, lot, serial) -> [qty, expiry, updated_ms]: every lot balance this transaction
         # touched, written at flush (both modes), and reads below see them first. A group commit
         # touches thousands (one per serial), so they are also found by (sku, what, value):
@@ -124,6 +128,8 @@ class _SqlTx:
                                   (sku, location)).fetchone()
             entry = [0, 0, 0, 0] if row is None else [int(row[0]), int(row[1]), 0, 1]
             self._balances[key] = entry
+            if sku in self._by_sku:
+                self._by_sku[sku][location] = entry
         return entry
 
     def balance(self, sku: str, location: str) -> int:
@@ -139,11 +145,19 @@ class _SqlTx:
             is not None
 
     def sku_balances(self, sku: str) -> dict[str, int]:
-        found = {str(loc): int(qty) for loc, qty in
-                 self.db.execute("SELECT location, qty FROM balances WHERE sku=?", (sku,))}
-        # Balances this batched transaction changed are not written yet: its own view wins.
-        found.update({loc: e[0] for (s, loc), e in self._balances.items() if s == sku and e[3]})
-        return found
+        if not self.batched:
+            return {str(loc): int(qty) for loc, qty in
+                    self.db.execute("SELECT location, qty FROM balances WHERE sku=?", (sku,))}
+        entries = self._by_sku.get(sku)
+        if entries is None:
+            # Balances this batched transaction changed are not written yet: its own view wins.
+            entries = {loc: e for (s, loc), e in self._balances.items() if s == sku}
+            for loc, qty, updated_ms in self.db.execute("SELECT location, qty, updated_ms FROM balances WHERE sku=?",
+                                                        (sku,)):
+                if loc not in entries:
+                    entries[str(loc)] = self._balances[(sku, str(loc))] = [int(qty), int(updated_ms), 0, 1]
+            self._by_sku[sku] = entries
+        return {loc: e[0] for loc, e in entries.items() if e[3]}
 
     def _cached_lot(self, key: tuple[str, str, str, str]) -> list[Any]:
         entry = self._lots.get(key)
@@ -217,6 +231,7 @@ class _SqlTx:
             rows, self._movements = self._movements, []
             self.db.executemany("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms,"
                                 " lot, expiry, serial) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        self._by_sku = {}
         if self._balances:
             balances, self._balances = self._balances, {}
             self.db.executemany("INSERT INTO balances (sku, location, qty, updated_ms) VALUES (?,?,?,?)"

@@ -131,23 +131,34 @@ async def live(request: web.Request) -> web.StreamResponse:
                     message = await q.get()
             except TimeoutError:
                 message = {}  # a keepalive
-            if message is None:
-                break
             # The middleware checked the login when the stream opened; a user disabled or
             # logged out since, or a revoked token, must not keep receiving.
-            if time.monotonic() >= recheck_at:
+            if message is not None and time.monotonic() >= recheck_at:
                 recheck_at = time.monotonic() + LIVE_RECHECK_S
                 if await authenticate(request, request.app[AUTH]) is None:
                     break
-            if not message:
+            if message == {}:
                 await resp.write(b": keepalive\n\n")
                 continue
-            if message.get("resync"):
-                message = {**await _snapshot(service, with_stock), "resync": True}
-            elif message["id"] <= sent_id:
-                continue  # already sent from the replay buffer
-            sent_id = message["id"]
-            await resp.write(service.live.frame(message))
+            # Whatever else queued up while this stream waited for the loop goes out in the same
+            # write: a busy hub catches up with one send per page, not one per message.
+            batch = [message]
+            while not q.empty():
+                batch.append(q.get_nowait())
+            frames = []
+            for message in batch:
+                if message is None:
+                    break
+                if message.get("resync"):
+                    message = {**await _snapshot(service, with_stock), "resync": True}
+                elif message["id"] <= sent_id:
+                    continue  # already sent from the replay buffer
+                sent_id = message["id"]
+                frames.append(service.live.frame(message))
+            if frames:
+                await resp.write(b"".join(frames))
+            if message is None:
+                break
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -17,6 +17,10 @@
   const pending = { stock: new Map(), nodes: new Map(), replies: [], scans: [], resync: false };
   let frameQueued = false, lastId = null, source = null, retryMs = 1000, overviewTimer = null, lastScanRowMs = -Infinity;
   const waitingCommands = new Map(); // command id -> status element
+  // Stock rows whose finished flash starts again next frame: a class removed and added within one
+  // frame does not restart an animation, and forcing a layout in between (offsetWidth) would lay
+  // the page out once per changed row.
+  let reflash = new Set();
 
   function setMarker(state, text) {
     if (!marker) return;
@@ -54,12 +58,15 @@
       reloadMain();
       return;
     }
+    for (const row of reflash) row.classList.add("flash");
+    reflash = new Set();
     if (pending.stock.size) paintStock(pending.stock);
     if (pending.nodes.size) paintNodes(pending.nodes);
     if (pending.replies.length) paintReplies(pending.replies.splice(0));
     if (pending.scans.length) paintScans(pending.scans.splice(0));
     if (page === "overview" && (pending.stock.size || pending.nodes.size)) refreshOverviewSoon();
     pending.stock.clear(); pending.nodes.clear();
+    if (reflash.size) queuePaint();
   }
 
   function rowFor(key) {
@@ -68,6 +75,7 @@
 
   function paintStock(changes) {
     const table = document.getElementById("stock");
+    const changed = [];
     for (const [key, qty] of changes) {
       const row = rowFor(key);
       if (row) {
@@ -75,13 +83,26 @@
         cell.textContent = String(qty);
         cell.classList.toggle("bad", qty <= 0);
         markNegative(cell, qty);
-        row.classList.remove("flash"); void row.offsetWidth; row.classList.add("flash");
+        changed.push(row);
         const upd = row.querySelector(".upd");
         if (upd) upd.textContent = new Date().toISOString().slice(0, 19).replace("T", " ");
       } else if (table && table.dataset.liveInsert === "1") {
         insertStockRow(table.tBodies[0], key, qty);
       }
     }
+    restartFlash(changed);
+  }
+
+  function restartFlash(rows) {
+    // A flash still fading goes back to its start in place; a finished one needs its class again.
+    // Every getAnimations() after the first finds the style already up to date: one style pass
+    // for all the rows, and no layout.
+    // (The flash is its cells' highlights fading: style.css, tr.flash.)
+    const running = rows.map((row) => row.getAnimations({ subtree: true }).filter((a) => a.animationName === "flash"));
+    rows.forEach((row, i) => {
+      if (running[i].length) for (const a of running[i]) a.currentTime = 0;
+      else { row.classList.remove("flash"); reflash.add(row); }
+    });
   }
 
   // A negative balance always points at the discrepancies that explain it (the hub opens one
