@@ -100,6 +100,7 @@ class EdgeLink:
         self._wake = asyncio.Event()
         self._replay_from = 0  # replay cursor: highest seq replayed so far
         self._replay_to = 0  # replay ends here; later seqs go out live
+        self._appended_seq = 0  # the highest seq this link was told is durable (or found in the outbox at start)
         self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (first seq, last seq)
         self._last_hub_state: tuple[str, int] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -144,7 +145,8 @@ class EdgeLink:
     async def start(self) -> None:
         """Start connecting (in the background) and the sender; returns at once."""
         self._loop = asyncio.get_running_loop()
-        self.status.acked = await self.sink.call(lambda: self.sink.outbox.acked)
+        self.status.acked, self._appended_seq = await self.sink.call(
+            lambda: (self.sink.outbox.acked, self.sink.outbox.last_seq()))
         self._replay_from = self.status.acked
         self.sink.set_listener(self._on_appended)
         connect_in_background(self.client, self.config.mqtt, self.brokers.current)
@@ -216,7 +218,9 @@ class EdgeLink:
             self.client.subscribe(topic, qos=1)
         self.client.publish(self._t_state, NodeState(node=self.config.node, online=True, boot_id=self.boot_id,
                                                      ts_ms=now_ms()).to_json(), qos=1, retain=True)
-        asyncio.ensure_future(self._send_birth_and_replay("connected"))
+        # The replay covers what was durable before this connection; what becomes durable from now on
+        # goes out live on it (_on_appended), so it must not be replayed too (it would be sent twice).
+        asyncio.ensure_future(self._send_birth_and_replay("connected", replay_up_to=self._appended_seq))
 
     def _disconnected(self, rc: ReasonCode) -> None:
         if self._stopping:
@@ -225,8 +229,9 @@ class EdgeLink:
             log.warning("disconnected from broker: %s; events stay in the outbox until acknowledged", rc)
         self.status.connected = False
 
-    async def _send_birth_and_replay(self, why: str) -> None:
-        """Tell the hub where the outbox stands, then re-send what it has not acknowledged.
+    async def _send_birth_and_replay(self, why: str, replay_up_to: int | None = None) -> None:
+        """Tell the hub where the outbox stands, then re-send what it has not acknowledged
+        (up to `replay_up_to` when given, else all of it).
 
         On every connect, and whenever the hub announces itself anew: a hub that restarted
         (perhaps from a restored backup) learns from the birth which seqs this node no longer
@@ -237,7 +242,7 @@ class EdgeLink:
                       stream=self.stream, last_seq=last_seq, outbox_depth=depth, devices=tuple(self._devices()),
                       notices=fit_notices(self._notices()))
         self.client.publish(self._t_birth, birth.to_json(), qos=1)
-        self._restart_replay(self.status.acked, last_seq, why)
+        self._restart_replay(self.status.acked, last_seq if replay_up_to is None else min(last_seq, replay_up_to), why)
 
     def _restart_replay(self, after_seq: int, up_to: int, why: str) -> None:
         after_seq = max(after_seq, self.status.acked)
@@ -252,6 +257,7 @@ class EdgeLink:
         """New durable events: publish them now if we can (live path)."""
         if not events:
             return
+        self._appended_seq = max(self._appended_seq, events[-1].seq)
         if self.status.connected:
             self._publish_batches(events)
         else:

@@ -129,7 +129,12 @@ _with_config = exits_on_config_error("stock-hub")
 @_with_config
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the hub until SIGTERM or Ctrl+C."""
-    return asyncio.run(_serve(args.config))
+    from hub.db.migrate import SchemaTooNew
+    try:
+        return asyncio.run(_serve(args.config))
+    except SchemaTooNew as err:  # an older release started on a newer release's database: one sentence
+        print(f"stock-hub serve: {err}", file=sys.stderr)
+        return 2
 
 
 @_with_config

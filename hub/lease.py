@@ -55,6 +55,17 @@ def lease_target(target: DbTarget) -> DbTarget:
                                                          parts.fragment)))
 
 
+def release_session_lock(conn: Connection, key: int) -> None:
+    """Unlock, then close: closing alone frees the lock only once the server's backend has ended,
+    a moment after close() returns, so a command run right after a hub's stop could still see it."""
+    try:
+        conn.execute("SELECT pg_advisory_unlock(?)", (key,))
+    except conn.storage_errors:
+        pass  # the session is gone already, and its lock with it
+    finally:
+        conn.close()
+
+
 class WriterLease:
     """Try to take, check and give back the one writer lease of a site's database (blocking calls)."""
 
@@ -122,6 +133,6 @@ class WriterLease:
         """Give the lease back (at a clean stop, after the writers stopped): the standby takes over
         at its next poll."""
         if self._conn is not None:
-            self._conn.close()
+            release_session_lock(self._conn, LEASE_KEY)
             self._conn = None
         unfence_writes(self.store_url)

@@ -61,7 +61,7 @@ def cmd_correct(args: argparse.Namespace) -> int:
 
     config = load_hub_config(args.config)
     target = config.db_target(LEDGER)
-    if hub_ingesting(target, config.store_writer_lease):
+    if hub_ingesting(target):
         print(f"stock-hub correct: a hub is ingesting into this ledger ({target.describe()}) and keeps its balances"
               " and the rules' stock in memory, so a correction written from here would not reach them. Book it"
               " through the hub: the SKU page's adjustment form, or POST /api/v1/adjustments"

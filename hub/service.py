@@ -35,7 +35,7 @@ from hub.rules.core import RulesCore
 from hub.rules.decisions import Decision
 from hub.rules.engine import RulesEngine
 from hub.rules.store import RulesDb
-from hub.serving import ServingMark
+from hub.serving import serving_mark
 from hub.store import SqlStore, Store
 from hub.store.base import ShelfFaultRow
 
@@ -73,9 +73,9 @@ class HubService:
         self.lease = (WriterLease(config.db_target(LEDGER), config.store_lease_poll_s) if config.store_writer_lease
                       else None)
         self.active = asyncio.Event()  # set once this hub ingests
-        # A SQLite ledger is marked while this hub ingests, so `stock-hub correct` refuses (hub/serving.py).
-        ledger = config.db_target(LEDGER)
-        self.serving = ServingMark(ledger.path) if ledger.path is not None else None
+        # The ledger is marked while this hub ingests, so `stock-hub correct` refuses and a second hub
+        # does not ingest beside it (hub/serving.py; with the writer lease, the lease is the mark).
+        self.serving = serving_mark(config.db_target(LEDGER), config.store_writer_lease)
         self.lease_lost = asyncio.Event()  # set when an active hub can no longer show it holds the lease
         self.on_ingesting: list[Callable[[], None]] = []  # called once this hub starts ingesting
         self.consumer_feed: ConsumerFeed | None = None
@@ -240,8 +240,9 @@ class HubService:
         """Start everything that writes: rules, purchasing sync, ingest, the MQTT link and what publishes."""
         config = self.config
         if self.serving is not None and not await asyncio.to_thread(self.serving.take, SERVING_TAKE_WAIT_S):
-            raise RuntimeError(f"another hub is already ingesting into {self.serving.path.with_suffix('')}: one"
-                               " ledger file has one hub; stop the other one first")
+            raise RuntimeError(f"another hub is already ingesting into {self.serving.describe()}: one ledger"
+                               " has one ingesting hub (two need store.writer_lease: docs/deployment.md, section 8);"
+                               " stop the other one first")
         if self.consumer_feed is None:
             self._make_writing_parts()
         assert self.consumer_feed is not None
@@ -319,7 +320,7 @@ class HubService:
         if self.lease is not None:
             await asyncio.to_thread(self.lease.release)
         if self.serving is not None:
-            self.serving.release()
+            await asyncio.to_thread(self.serving.release)  # on PostgreSQL: closes the mark's session
         self.alerts.close()
         self.store.close()
         log.info("hub stopped")

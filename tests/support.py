@@ -1065,9 +1065,10 @@ class Feeder:
         payload = EventBatch(node=node, stream=stream, events=tuple(events), sent_ms=sent_ms).to_json()
         self.ingest.submit(node_topic(SITE, node, Channel.EVENTS), payload)
 
-    def birth(self, node: str, stream: str, clock_ms: int, received_ms: int, last_seq: int = 0) -> None:
+    def birth(self, node: str, stream: str, clock_ms: int, received_ms: int, last_seq: int = 0,
+              outbox_depth: int = 0) -> None:
         payload = Birth(node=node, boot_id="b1", sw_version="t", clock_ms=clock_ms, stream=stream,
-                        last_seq=last_seq, outbox_depth=0).to_json()
+                        last_seq=last_seq, outbox_depth=outbox_depth).to_json()
         self.ingest.submit(node_topic(SITE, node, Channel.BIRTH), payload, received_ms=received_ms)
 
     def drain(self, timeout_s: float = 30.0) -> None:

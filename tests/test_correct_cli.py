@@ -3,23 +3,28 @@ it names a SKU or location it does not know instead of booking stock there.
 
 The running hub's rules, live page and reconciliation keep the balances they were told about;
 a correction written from outside would be on the ledger but not in them. Real hub (real
-broker, real SQLite ledger, real HTTP), the real CLI entry point on the same config.
+broker, real SQLite ledger or PostgreSQL database, real HTTP), the real CLI entry point on the
+same config.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from hub.catalog import parse_catalog_csv
 from hub.cli import main as hub_cli
+from hub.db import LEDGER, DbTarget
 from hub.mosquitto import PrivateBroker
 from hub.service import HubService
 from hub.store import SqlStore
-from tests.support import GTINS, hub_toml, open_ledger, start_web_hub, store_toml, wait_for
+from tests.support import GTINS, PG_ADMIN_URL, hub_toml, open_ledger, start_web_hub, store_toml, wait_for
 
 # The SKU the tests correct, at its catalog bin: a correction of something the hub knows.
 CATALOG_CSV = f"""sku,name,gtin,bin,zone,node,sensored,weight_only,unit_weight_g,unit_weight_cv
@@ -41,8 +46,6 @@ async def test_correct_refuses_while_a_hub_ingests_and_works_after(broker: Priva
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     service, runner, _ = await start_web_hub(broker, tmp_path)
     try:
-        if service.config.store_url:
-            pytest.skip("PostgreSQL without the writer lease: a running hub is not detected (hub/serving.py)")
         import_catalog(service.store)
         config = hub_toml(broker, tmp_path, service.config.http_port)
         moves = service.store.movement_count()
@@ -51,7 +54,7 @@ async def test_correct_refuses_while_a_hub_ingests_and_works_after(broker: Priva
         assert "a hub is ingesting into this ledger" in said and "POST /api/v1/adjustments" in said
         assert "Nothing was written" in said
         assert service.store.movement_count() == moves
-        # A second hub on the same ledger file does not start ingesting beside the first.
+        # A second hub on the same ledger (file or database) does not start ingesting beside the first.
         second = HubService(service.config)
         try:
             with pytest.raises(RuntimeError, match="another hub is already ingesting into"):
@@ -71,11 +74,37 @@ async def test_correct_refuses_while_a_hub_ingests_and_works_after(broker: Priva
         store.close()
 
 
+@pytest.fixture
+def other_database(postgres_url: str) -> Iterator[str]:
+    """A second database on the same PostgreSQL server as postgres_url, dropped after the test."""
+    admin_url = os.environ.get("TEST_PG_ADMIN_URL", PG_ADMIN_URL)
+    name = postgres_url.rsplit("/", 1)[1] + "_other"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        url = postgres_url.rsplit("/", 1)[0] + "/" + name
+        store = SqlStore(DbTarget.postgresql(LEDGER, url))
+        try:
+            import_catalog(store)  # the SKU the tests correct is known there too
+        finally:
+            store.close()
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def correct_config(tmp_path: Path, site: str, url: str, writer_lease: bool) -> Path:
+    config = tmp_path / f"correct-{url.rsplit('/', 1)[1]}.toml"
+    config.write_text(f'[site]\nname = "{site}"\n[store]\nurl = "{url}"\nwriter_lease = {str(writer_lease).lower()}\n')
+    return config
+
+
 async def test_correct_refuses_while_a_hub_holds_the_postgresql_writer_lease(
-        broker: PrivateBroker, tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+        broker: PrivateBroker, tmp_path: Path, postgres_url: str, other_database: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
     service, runner, _ = await start_web_hub(broker, tmp_path, store={"url": postgres_url, "writer_lease": True})
-    config = tmp_path / "correct.toml"
-    config.write_text(f'[site]\nname = "{service.config.site}"\n[store]\nurl = "{postgres_url}"\nwriter_lease = true\n')
+    config = correct_config(tmp_path, service.config.site, postgres_url, writer_lease=True)
     try:
         await wait_for(lambda: service.active.is_set(), what="the hub holding the writer lease")
         import_catalog(service.store)
@@ -83,9 +112,36 @@ async def test_correct_refuses_while_a_hub_holds_the_postgresql_writer_lease(
         assert correct(config, 4) == 3
         assert "a hub is ingesting into this ledger" in capsys.readouterr().err
         assert service.store.movement_count() == moves
+        # Advisory locks are per database: the lease held here says nothing about another site's database.
+        assert correct(correct_config(tmp_path, service.config.site, other_database, writer_lease=True), 4) == 0
     finally:
         await runner.cleanup()
     assert correct(config, 4) == 0  # the lease was given back at the stop
+
+
+async def test_a_hub_on_postgresql_without_the_writer_lease_is_detected(
+        broker: PrivateBroker, tmp_path: Path, postgres_url: str, other_database: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # One hub, no standby: it holds the serving mark (hub/serving.py) while it ingests.
+    service, runner, _ = await start_web_hub(broker, tmp_path, store={"url": postgres_url})
+    config = correct_config(tmp_path, service.config.site, postgres_url, writer_lease=False)
+    try:
+        import_catalog(service.store)
+        moves = service.store.movement_count()
+        assert correct(config, 4) == 3
+        assert "a hub is ingesting into this ledger" in capsys.readouterr().err
+        assert service.store.movement_count() == moves
+        second = HubService(service.config)
+        try:
+            with pytest.raises(RuntimeError, match="another hub is already ingesting into"):
+                await second.start()
+        finally:
+            await second.stop()
+        assert correct(correct_config(tmp_path, service.config.site, other_database, writer_lease=False), 4) == 0
+    finally:
+        await runner.cleanup()
+    assert correct(config, 4) == 0  # the hub's session ended at the stop, and the mark with it
+    assert "balance now 4" in capsys.readouterr().out
 
 
 def stock_hub(*args: str) -> subprocess.CompletedProcess[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from contract import ScanEvent
 from hub.cli import main as hub_cli
 from hub.store import SqliteStore
 from tests.support import (
@@ -102,6 +103,38 @@ def test_held_events_survive_a_restart(tmp_path: Path) -> None:
         assert g.balances() == {(GTINS[0], "C-01-1"): 2}
     finally:
         g.close()
+
+
+def test_a_stale_second_writer_cannot_move_the_watermark_back(tmp_path: Path) -> None:
+    """Two hubs' ingests on one ledger: an active hub frozen past its lease wakes and commits the batch
+    it had in hand (docs/deployment.md, section 8). What it saves must not undo the new active hub's
+    watermark, or a restarted hub takes applied events for held ones and applies them again."""
+    def receive(seq: int) -> ScanEvent:
+        return scan_ev(seq, T0_MS + seq, "receive", "C-01-1", 1)
+    stale = Feeder(tmp_path / "l.db")
+    active = None
+    try:
+        stale.send("n1", STREAM, [receive(1), receive(2)])
+        stale.drain()
+        active = Feeder(tmp_path / "l.db")  # took over: watermark 2 from the ledger
+        active.send("n1", STREAM, [receive(3), receive(4), receive(5)])
+        active.drain()
+        stale.send("n1", STREAM, [receive(7)])  # above its own watermark 2: stored and held
+        stale.drain()
+    finally:
+        stale.close()
+        if active is not None:
+            active.close()
+    restarted = Feeder(tmp_path / "l.db")
+    try:
+        # The node was acknowledged through 5 and still holds 6 and 7: its birth, then the re-send.
+        restarted.birth("n1", STREAM, T0_MS + 10, T0_MS + 10, last_seq=7, outbox_depth=2)
+        restarted.send("n1", STREAM, [receive(6), receive(7)])
+        restarted.drain()
+        assert restarted.balances() == {(GTINS[0], "C-01-1"): 7}  # each of the 7 receipts once
+        assert restarted.acks[-1].watermark == 7
+    finally:
+        restarted.close()
 
 
 def test_the_ledger_refuses_edits(tmp_path: Path) -> None:

@@ -51,6 +51,10 @@ class Connection(Protocol):
         """Run one statement per row; the cursor's rowcount is the total over all rows."""
         ...
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Append many rows to one table, as fast as the backend can (bulk loads); returns how many."""
+        ...
+
     def transaction(self) -> AbstractContextManager[Connection]:
         """A write transaction that holds the database's write lock from its start (one writer at a
         time, across processes); commits on normal exit, rolls back on an exception."""

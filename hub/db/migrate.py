@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
+class SchemaTooNew(RuntimeError):
+    """The database holds migrations this release does not have: a later release moved it forward."""
+
+
 @dataclass(frozen=True, slots=True)
 class MigrationReport:
     """What one run did to one store: the ids applied (oldest first), and how many were there already."""
@@ -78,18 +82,45 @@ def _read(directory: Path) -> MigrationList:
     return migrations
 
 
+def _refuse_newer(target: DbTarget, backend: Any, migrations: Any) -> None:
+    """SchemaTooNew when the database has had migrations this release does not know.
+
+    Forward-only means an older hub cannot undo them, and running on a schema it was not
+    written for would fail later, at some write, with a driver's error instead of this sentence.
+    """
+    known = {m.hash for m in migrations}
+    if not set(backend.get_applied_migration_hashes()) - known:
+        return
+    rows = backend.execute(backend.format_sql(
+        "SELECT {quoted.migration_hash}, {quoted.migration_id} FROM {0.migration_table_quoted}"
+        " ORDER BY {quoted.applied_at_utc}")).fetchall()
+    # On PostgreSQL the stores share one database, and yoyo's record of what was applied: each
+    # store's migration ids start with its name (`<store>_NNNN_...`), so only this store's count.
+    unknown = [str(ident) for digest, ident in rows if digest not in known and str(ident).startswith(f"{target.store}_")]
+    if not unknown:
+        return
+    raise SchemaTooNew(f"{target.store} database {target.describe()} was moved forward by a newer release of "
+                       f"stock-hub ({len(unknown)} schema migration(s) this one does not have: {', '.join(unknown)});"
+                       " run that release or a later one, or restore a backup made with this one. Nothing was"
+                       " changed.")
+
+
 def pending(target: DbTarget) -> list[str]:
-    """Ids of the migrations this database has not had yet, in the order they would run."""
+    """Ids of the migrations this database has not had yet, in the order they would run
+    (SchemaTooNew when a newer release has moved it forward)."""
     backend = _backend(target)
     try:
-        return [m.id for m in backend.to_apply(_read(migrations_dir(target)))]
+        migrations = _read(migrations_dir(target))
+        _refuse_newer(target, backend, migrations)
+        return [m.id for m in backend.to_apply(migrations)]
     finally:
         backend.connection.close()
 
 
 def migrate(target: DbTarget) -> MigrationReport:
     """Apply every migration the database lacks (under yoyo's lock: two hubs starting at once
-    do not both apply one); log what was done in a sentence."""
+    do not both apply one); log what was done in a sentence. SchemaTooNew, with nothing
+    changed, when a newer release has moved the database forward."""
     if target.path is not None:
         target.path.parent.mkdir(parents=True, exist_ok=True)
     if target.schema:
@@ -101,6 +132,7 @@ def migrate(target: DbTarget) -> MigrationReport:
     backend = _backend(target)
     try:
         migrations = _read(migrations_dir(target))
+        _refuse_newer(target, backend, migrations)
         todo = backend.to_apply(migrations)
         if todo:  # an up-to-date database (each start but the first) costs no lock: two commits fewer
             with backend.lock():

@@ -203,6 +203,16 @@ class PostgresConnection:
         cur.executemany(translate(sql), [_args(r) for r in rows])
         return cur
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        # COPY streams the rows in one statement: 150,000 history rows took 90 s as an executemany
+        # (a statement per row, even pipelined) at a load of 25 on the 2-core test machine.
+        count = 0
+        with self._live().cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(_args(row))
+                count += 1
+        return count
+
     def _begin(self, sql: str) -> psycopg.Connection[Any]:
         """BEGIN on a live connection: one found dead at BEGIN (a server restart or failover since its last
         use) is opened again once, which is safe because nothing of the transaction has run yet."""

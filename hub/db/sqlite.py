@@ -49,6 +49,11 @@ class SqliteConnection:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
         return self.raw.executemany(sql, rows)
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        # executemany is SQLite's fastest bulk insert: one prepared statement, no round trips.
+        return self.raw.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
+                                    f" ({', '.join('?' * len(columns))})", rows).rowcount
+
     @contextmanager
     def transaction(self) -> Iterator[SqliteConnection]:
         self.raw.execute("BEGIN IMMEDIATE")

@@ -282,9 +282,16 @@ class _SqlTx:
             self.db.execute("DELETE FROM shelf_faults WHERE bin=? AND fault=?", (row.bin, row.fault))
 
     def set_stream(self, node: str, stream: str, watermark: int, max_seq: int, now_ms: int) -> None:
+        # Never backwards: every seq up to the stored watermark is applied, and a hub that loads a
+        # lower one would take those events for held ones and apply them again when its gap closes.
+        # Only a second writer with stale memory offers a lower one (an active hub frozen past its
+        # lease that commits the batch it had in hand when it wakes: docs/deployment.md, section 8).
         self.db.execute("INSERT INTO streams (node, stream, watermark, max_seq, updated_ms) VALUES (?,?,?,?,?)"
-                        " ON CONFLICT (node, stream) DO UPDATE SET watermark=excluded.watermark,"
-                        " max_seq=excluded.max_seq, updated_ms=excluded.updated_ms",
+                        " ON CONFLICT (node, stream) DO UPDATE SET"
+                        " watermark = CASE WHEN excluded.watermark > streams.watermark THEN excluded.watermark"
+                        " ELSE streams.watermark END,"
+                        " max_seq = CASE WHEN excluded.max_seq > streams.max_seq THEN excluded.max_seq"
+                        " ELSE streams.max_seq END, updated_ms = excluded.updated_ms",
                         (node, stream, watermark, max_seq, now_ms))
 
     def update_node(self, node: str, **fields: Any) -> None:
@@ -611,12 +618,12 @@ class SqlStore:
             with self.write() as tx:
                 db = tx.db
                 first = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]) + 1
-                db.executemany("INSERT INTO events (id, node, stream, seq, kind, device_ms, accepted_ms, received_ms,"
-                               " committed_ms, body) VALUES (?,?,?,?,'scan',?,?,?,?,'{}')",
-                               [(first + i, r[0], r[1], r[2], r[3], r[3], r[3], r[3]) for i, r in enumerate(batch)])
-                db.executemany("INSERT INTO movements (event_id, sku, location, qty_delta, reason, device_ms, hub_ms)"
-                               " VALUES (?,?,?,?,?,?,?)",
-                               [(first + i, r[4], r[5], r[6], r[7], r[3], r[3]) for i, r in enumerate(batch)])
+                db.copy_rows("events", ("id", "node", "stream", "seq", "kind", "device_ms", "accepted_ms",
+                                        "received_ms", "committed_ms", "body"),
+                             ((first + i, r[0], r[1], r[2], "scan", r[3], r[3], r[3], r[3], "{}")
+                              for i, r in enumerate(batch)))
+                db.copy_rows("movements", ("event_id", "sku", "location", "qty_delta", "reason", "device_ms", "hub_ms"),
+                             ((first + i, r[4], r[5], r[6], r[7], r[3], r[3]) for i, r in enumerate(batch)))
                 db.ids_assigned("events", first + len(batch) - 1)
             total += len(batch)
         with self.write() as tx:
