@@ -93,9 +93,12 @@ def test_stock_hub_migrate_lists_then_applies_then_has_nothing_to_do(tmp_path: P
     assert capsys.readouterr().out.count("0 migration(s) applied") == 4
 
 
-def test_the_migrations_applied_at_open_are_named_in_one_log_line(tmp_path: Path,
+def test_the_migrations_applied_at_open_are_named_in_one_log_line(tmp_path: Path, store_backend: str,
+                                                                  request: pytest.FixtureRequest,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    target = DbTarget.sqlite(LEDGER, tmp_path / "hub" / "ledger.sqlite3")
+    # A new database: on the PostgreSQL pass an empty one (a store's own is copied from a migrated template).
+    target = (DbTarget.postgresql(LEDGER, request.getfixturevalue("postgres_url")) if store_backend == "postgresql"
+              else DbTarget.sqlite(LEDGER, tmp_path / "hub" / "ledger.sqlite3"))
     caplog.set_level(logging.INFO, logger="hub.db.migrate")
     report = migrate(target)
     due = [m.stem for m in sorted(migrations_dir(target).iterdir()) if m.suffix in (".sql", ".py")]
