@@ -103,17 +103,34 @@ class WriterLease:
         conn.close()
         return False
 
-    @staticmethod
-    def _wait_for_earlier_writers(conn: Connection) -> None:
+    def _wait_for_earlier_writers(self, conn: Connection) -> None:
         """Take and release every store's write lock once: a write transaction the previous holder
-        began before it lost the lease ends first (it commits, or the server ends it when it sits
-        idle for the lease's idle timeout), so what this hub then loads is what is stored."""
-        conn.execute("BEGIN")
-        try:
-            for key in sorted(STORE_LOCK_KEYS.values()):
-                conn.execute("SELECT pg_advisory_xact_lock(?)", (key,))
-        finally:
-            conn.execute("COMMIT")
+        began before it lost the lease ends first, so what this hub then loads is what is stored.
+
+        It ends by committing, or by the server's idle-in-transaction timeout when its hub froze
+        between two statements. A hub frozen half-way through sending one (a pipelined
+        `executemany`) leaves its session "active", which no server timeout ends: a lock still
+        held after the lease's idle timeout is the old holder's, whose every later write is
+        refused anyway (the fence), so its session is ended here and its transaction rolls back."""
+        import psycopg.errors
+        for key in sorted(STORE_LOCK_KEYS.values()):
+            while True:
+                conn.execute("BEGIN")
+                try:
+                    conn.execute(f"SET LOCAL lock_timeout = {self.idle_timeout_ms}")
+                    conn.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+                    conn.execute("COMMIT")
+                    break
+                except psycopg.errors.LockNotAvailable:
+                    conn.execute("ROLLBACK")
+                ended = conn.execute(
+                    "SELECT pid, pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    " AND ((classid::bigint << 32) | objid::bigint) = ? AND pid <> pg_backend_pid()",
+                    (key,)).fetchall()
+                log.warning("writer lease: a transaction of the previous holder still held a store's write lock"
+                            " after %d ms; its session (pid %s) was ended, and the transaction rolled back",
+                            self.idle_timeout_ms, ", ".join(str(row[0]) for row in ended) or "gone meanwhile")
 
     def still_held(self) -> bool:
         """Ask the database whether this hub's session still holds the lease; False once it was lost."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hub.db import LEDGER, DbTarget
+from hub.db import LEDGER, STORE_LOCK_KEYS, DbTarget
 from hub.db.base import Connection
 from hub.db.postgresql import WritesFenced
 from hub.lease import LEASE_KEY, WriterLease
@@ -25,7 +25,9 @@ from hub.mosquitto import PrivateBroker
 from service import Watchdog
 from tests.support import hub_config, wait_for, wait_for_sync
 
+# This database's only: advisory locks are per database, and other tests' hubs hold the same key in theirs.
 LEASE_HOLDERS = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                 " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                  " AND ((classid::bigint << 32) | objid::bigint) = %s")
 
 
@@ -88,6 +90,7 @@ def test_the_new_holder_waits_for_a_commit_the_old_one_began(target: DbTarget) -
         with psycopg.connect(target.url or "", autocommit=True) as admin:
             wait_for_sync(lambda: admin.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                " AND datname = current_database()"
             ).fetchone() == (1,), timeout_s=10, what="the new holder waiting for the old one's write lock")
         assert not taking.done()
         begun.__exit__(None, None, None)  # the old holder's commit lands
@@ -156,3 +159,33 @@ async def test_a_standby_is_not_taken_for_hung_until_it_ingests(broker: PrivateB
     finally:
         await service.stop()
         holder.release()
+
+
+def test_a_holder_frozen_in_the_middle_of_a_statement_is_ended_by_the_new_holder(target: DbTarget) -> None:
+    """A hub frozen half-way through sending a pipelined statement leaves its session "active",
+    which no server timeout ends (here: a statement that keeps running while it holds the
+    ledger's write lock). After the lease's idle timeout the new holder ends that session,
+    and the transaction never lands."""
+    old, new = WriterLease(target, poll_s=0.2), WriterLease(target, poll_s=0.2)
+    stuck = psycopg.connect(target.url or "", autocommit=True)
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        assert old.try_take()
+        stuck.execute("BEGIN")
+        stuck.execute("SELECT pg_advisory_xact_lock(%s)", (STORE_LOCK_KEYS[LEDGER],))
+        stuck.execute("INSERT INTO fenced VALUES (1)")
+        running = pool.submit(stuck.execute, "SELECT pg_sleep(600)")
+        end_lease_session(target.url or "")
+        assert new.try_take(), "the new holder took the lease once it had ended the old one's session"
+        with pytest.raises(psycopg.OperationalError):
+            running.result(timeout=30)
+        check = target.connect()
+        try:
+            assert rows(check) == []
+        finally:
+            check.close()
+    finally:
+        pool.shutdown()
+        stuck.close()
+        new.release()
+        old.release()
