@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from hub.db import STORE_LOCK_KEYS, DbTarget
 from hub.db.base import Connection
-from hub.db.postgresql import WriteFence, fence_writes, unfence_writes
+from hub.db.postgresql import PostgresConnection, WriteFence, fence_writes, unfence_writes
 
 log = logging.getLogger(__name__)
 
@@ -112,25 +112,13 @@ class WriterLease:
         `executemany`) leaves its session "active", which no server timeout ends: a lock still
         held after the lease's idle timeout is the old holder's, whose every later write is
         refused anyway (the fence), so its session is ended here and its transaction rolls back."""
-        import psycopg.errors
+        assert isinstance(conn, PostgresConnection)
         for key in sorted(STORE_LOCK_KEYS.values()):
-            while True:
-                conn.execute("BEGIN")
-                try:
-                    conn.execute(f"SET LOCAL lock_timeout = {self.idle_timeout_ms}")
-                    conn.execute("SELECT pg_advisory_xact_lock(?)", (key,))
-                    conn.execute("COMMIT")
-                    break
-                except psycopg.errors.LockNotAvailable:
-                    conn.execute("ROLLBACK")
-                ended = conn.execute(
-                    "SELECT pid, pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                    " AND ((classid::bigint << 32) | objid::bigint) = ? AND pid <> pg_backend_pid()",
-                    (key,)).fetchall()
+            while not conn.lock_once_within(key, self.idle_timeout_ms):
+                ended = conn.end_lock_holders(key)
                 log.warning("writer lease: a transaction of the previous holder still held a store's write lock"
                             " after %d ms; its session (pid %s) was ended, and the transaction rolled back",
-                            self.idle_timeout_ms, ", ".join(str(row[0]) for row in ended) or "gone meanwhile")
+                            self.idle_timeout_ms, ", ".join(map(str, ended)) or "gone meanwhile")
 
     def still_held(self) -> bool:
         """Ask the database whether this hub's session still holds the lease; False once it was lost."""

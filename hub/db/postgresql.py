@@ -262,6 +262,30 @@ class PostgresConnection:
         row = self.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()
         return row is not None and bool(row[0])
 
+    def lock_once_within(self, key: int, timeout_ms: int) -> bool:
+        """Take and release a transaction advisory lock, waiting at most timeout_ms (False: not got)."""
+        conn = self._begin("BEGIN")
+        try:
+            conn.execute(f"SET LOCAL lock_timeout = {int(timeout_ms)}")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        except psycopg.errors.LockNotAvailable:
+            conn.execute("ROLLBACK")
+            return False
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return True
+
+    def end_lock_holders(self, key: int) -> list[int]:
+        """End every other session of this database that holds the advisory lock `key`; their pids."""
+        rows = self.execute(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND ((classid::bigint << 32) | objid::bigint) = ? AND pid <> pg_backend_pid()", (key,)).fetchall()
+        return [int(row[0]) for row in rows]
+
     def holds_session_lock(self, key: int) -> bool:
         # Asked of pg_locks, not by taking it again: a connection reopened after a loss holds nothing.
         row = self.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
