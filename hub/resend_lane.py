@@ -16,8 +16,9 @@ stream's watermark commit in one transaction, so splitting changes nothing about
 once. The price is a commit (and an fsync) per piece and a few milliseconds between
 pieces, so a drain takes seconds longer than at full speed (README, Measured figures).
 
-Paced: after each piece the lane rests for as long again as the piece took (RESENT_SHARE),
-so a drain leaves the hub room for live traffic instead of keeping its one core busy.
+Pacing (RESENT_SHARE below 1: after each piece the lane rests in proportion to the piece's
+time) can leave the hub room for live traffic during a drain; it is off by default, as one
+quiet measurement showed no gain from it (see RESENT_SHARE).
 Fair: the feeder takes one piece of each node's backlog in turn, so every draining node's
 acks keep coming and none of them times out and re-sends what already waits here
 (edge/link.py re-sends after `outbox.ack_timeout_s` without ack progress). And while a
@@ -56,10 +57,11 @@ POLL_S = 0.002
 # 500 commits: seconds, far inside the 2 minutes a drain may take.
 RESENT_EVENTS_PER_COMMIT = 10
 # The most of the writer's time re-sent work may take while a backlog drains: after a piece
-# that took w seconds to commit the lane rests w * (1 - share) / share. Without a rest the hub
-# was CPU-bound for the whole drain and live events waited for the CPU, not only for a piece
-# (README, Measured figures); the drain has a large margin on its 2 minutes to pay for it.
-RESENT_SHARE = 0.5
+# that took w seconds to commit the lane rests w * (1 - share) / share. 1.0: no rest. Resting
+# (0.5) was meant to leave the CPU to live events, but on the quiet machine it made both the
+# live p99 during a drain and the drain itself worse (README, Measured figures, one pair of
+# site days), and it doubles a drain's length, so it is off until a measurement says otherwise.
+RESENT_SHARE = 1.0
 
 Submit = Callable[[str, bytes, int], None]
 
