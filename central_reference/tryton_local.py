@@ -101,13 +101,19 @@ class TrytonServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "trytond.log"
 
-    def start(self, timeout_s: float = 60.0) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         conf = _config(self.data_dir, self.port)
         with open(self.log, "ab") as log:
             # -d: load the database's modules at start (a pool first loaded by a request answered
             # KeyError 'res.user' in trytond 8.0 here)
-            self.process = subprocess.Popen([trytond_bin("trytond"), "-c", str(conf), "-d", DATABASE],
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen([trytond_bin("trytond"), "-c", str(conf), "-d", DATABASE],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start and wait until it answers. Started again on the same port (after a stop), the port
+        can be briefly taken by another program's outgoing connection: trytond then exits saying
+        so, and is started again until the deadline."""
+        self.process = self._spawn()
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -115,6 +121,11 @@ class TrytonServer:
                 return
             except (OSError, urllib.error.URLError, RuntimeError) as err:
                 if self.process.poll() is not None:
+                    if "in use by another program" in self.log.read_text(errors="replace")[-2000:] \
+                            and time.monotonic() < deadline:
+                        time.sleep(0.5)
+                        self.process = self._spawn()
+                        continue
                     raise RuntimeError(f"trytond exited with {self.process.returncode}; see {self.log}") from err
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"trytond not answering after {timeout_s} s; see {self.log}") from err
