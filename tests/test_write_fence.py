@@ -53,6 +53,15 @@ def rows(conn: Connection) -> list[int]:
     return [r[0] for r in conn.execute("SELECT n FROM fenced ORDER BY n").fetchall()]
 
 
+def stored_rows(target: DbTarget) -> list[int]:
+    """What is committed, read on a connection of its own."""
+    check = target.connect()
+    try:
+        return rows(check)
+    finally:
+        check.close()
+
+
 def test_a_hub_that_lost_the_lease_commits_nothing_more(target: DbTarget) -> None:
     lease = WriterLease(target, poll_s=0.2)
     writer = target.connect()
@@ -122,11 +131,7 @@ def test_a_holder_frozen_inside_a_transaction_is_ended_by_the_server(target: DbT
         assert taken.is_set(), "the new holder took the lease once the server ended the frozen transaction"
         with pytest.raises(writer.storage_errors):
             begun.__exit__(None, None, None)
-        check = target.connect()
-        try:
-            assert rows(check) == []
-        finally:
-            check.close()
+        assert stored_rows(target) == []
     finally:
         new.release()
         old.release()
@@ -179,11 +184,7 @@ def test_a_holder_frozen_in_the_middle_of_a_statement_is_ended_by_the_new_holder
         assert new.try_take(), "the new holder took the lease once it had ended the old one's session"
         with pytest.raises(psycopg.OperationalError):
             running.result(timeout=30)
-        check = target.connect()
-        try:
-            assert rows(check) == []
-        finally:
-            check.close()
+        assert stored_rows(target) == []
     finally:
         pool.shutdown()
         stuck.close()
