@@ -6,6 +6,7 @@
     .venv/bin/python bench/scan_to_screen.py --pages 10 --trace /tmp/s2s.json   # and a Chromium trace of one more trial
     git worktree add --detach /tmp/base main
     .venv/bin/python bench/scan_to_screen.py --pages 10 --against /tmp/base      # main's hub and page vs this checkout's
+    .venv/bin/python bench/scan_to_screen.py --pages 1,10 --floor                # and Chromium's floor for the same feed
 
 The parts are the real ones: a private Mosquitto with passwords and ACL, `stock-hub serve`
 and `edge-agent run` as their own processes, and N Chromium pages (Playwright driving Debian's
@@ -44,6 +45,12 @@ their own): the base runs the hub, and so the page it serves, from the checkout 
 other from this one; every round runs both at every rate, order alternating, and the report
 adds this / base per round for the latencies, the browser CPU per (scan, page) and the hub CPU.
 The idle site's pages wait meanwhile; each site's browser CPU is its own Chromium's.
+
+With --floor there is one more whole site whose pages are the floor: the same hub and live
+feed, and a page that does the least a page can (bench/FLOOR_PAGE: an EventSource on the same
+feed and, in the next animation frame, one bare one-cell row per scan, no styles). Its
+browser CPU per (scan, page) is what Chromium itself costs for that feed on this machine,
+whatever a page draws; the report adds overview / floor per round.
 
 All N browsers run on the hub's own machine here, sharing its cores with the hub, the broker
 and the edge; on a floor each page runs on its own tablet. commit -> SSE is the hub's share
@@ -119,6 +126,31 @@ MESSAGE_STAMP_JS = """(() => {
     }
   };
 })();"""
+# The floor page (--floor): written into a page already on the hub's origin (its cookies, its
+# feed), it shows each scan of the live feed as a bare row in the next animation frame, and stamps
+# messages as MESSAGE_STAMP_JS does: what Chromium costs to show this feed with no page work.
+FLOOR_PAGE = """<!doctype html><title>floor</title><div id="live" data-state="wait"></div>
+<table id="scans"><tbody></tbody></table>
+<script>
+window.__msg = [];
+const body = document.querySelector('#scans tbody'), pending = [];
+let queued = false;
+function paint() {
+  queued = false;
+  for (const id of pending.splice(0)) {
+    const tr = document.createElement('tr'), td = document.createElement('td');
+    tr.dataset.scanId = id; td.textContent = id; tr.append(td); body.prepend(tr);
+  }
+  while (body.rows.length > 30) body.deleteRow(-1);
+}
+const source = new EventSource('/api/v1/live?stock=0');
+source.onopen = () => { document.getElementById('live').dataset.state = 'ok'; };
+source.onmessage = (ev) => {
+  window.__msg.push([performance.timeOrigin + performance.now(), ev.data]);
+  for (const s of JSON.parse(ev.data).scans || []) pending.push(String(s.id));
+  if (!queued) { queued = true; requestAnimationFrame(paint); }
+};
+</script>"""
 TAKE_MSG_JS = """() => {
   const seen = {};
   for (const [t, data] of window.__msg) for (const s of JSON.parse(data).scans || []) if (!(s.id in seen)) seen[s.id] = t;
@@ -196,8 +228,9 @@ def gtin13(n: int) -> str:
 class Site:
     """Hub, edge agent with a pty scanner, and the open pages."""
 
-    def __init__(self, hub: HubProcess, master_fd: int) -> None:
+    def __init__(self, hub: HubProcess, master_fd: int, floor: bool = False) -> None:
         self.hub = hub
+        self.floor = floor  # its pages are FLOOR_PAGE, not the overview
         self.master_fd = master_fd
         self.pages: list[Any] = []
         self.browser: Any = None
@@ -324,23 +357,28 @@ async def log_in(browser: Any, hub: HubProcess) -> Any:
     return state
 
 
-async def open_pages(browser: Any, hub: HubProcess, state: Any, count: int) -> list[Any]:
-    """`count` overview pages, each in its own browser context (its own connections, as separate tablets)."""
+async def open_pages(browser: Any, hub: HubProcess, state: Any, count: int, floor: bool = False) -> list[Any]:
+    """`count` overview (or floor) pages, each in its own browser context (its own connections, as separate tablets)."""
     pages = []
     for _ in range(count):
-        context = await browser.new_context(storage_state=state, viewport={"width": 1280, "height": 800})
+        # The floor's inline script is the bench's, not the hub's: the hub's CSP (script-src 'self') is bypassed for it.
+        context = await browser.new_context(storage_state=state, viewport={"width": 1280, "height": 800}, bypass_csp=floor)
         page = await context.new_page()
         page.set_default_timeout(PAGE_TIMEOUT_MS)
-        await page.add_init_script(MESSAGE_STAMP_JS)
-        await page.goto(f"{hub.base_url}/")
-        await page.wait_for_selector('#live[data-state="ok"]')
+        if floor:
+            await page.goto(f"{hub.base_url}/api/v1/me")  # the hub's origin, with its cookies
+            await page.set_content(FLOOR_PAGE)
+        else:
+            await page.add_init_script(MESSAGE_STAMP_JS)
+            await page.goto(f"{hub.base_url}/")
+        await page.wait_for_selector('#live[data-state="ok"]', state="attached")
         await page.evaluate(OBSERVER_JS)
         pages.append(page)
     return pages
 
 
 @contextlib.asynccontextmanager
-async def open_site(work: Path, flush_ms: int | None, code_dir: Path | None) -> AsyncIterator[Site]:
+async def open_site(work: Path, flush_ms: int | None, code_dir: Path | None, floor: bool = False) -> AsyncIterator[Site]:
     """Broker, hub (from code_dir, else this checkout), an edge with a pty scanner, and the bench's SSE listener."""
     work.mkdir(parents=True)
     with private_broker(work) as broker:
@@ -360,7 +398,7 @@ async def open_site(work: Path, flush_ms: int | None, code_dir: Path | None) -> 
         edge = await asyncio.create_subprocess_exec(sys.executable, "-m", "edge.cli", "--log-level", "WARNING", "run",
                                                     "--config", str(edge_cfg), cwd=Path(__file__).resolve().parent.parent,
                                                     stdout=open(work / "edge.log", "ab"), stderr=-2)
-        site = Site(hub, master)
+        site = Site(hub, master, floor)
         listener = asyncio.create_task(site.listen())
         try:
             # One scan through the whole path before any page opens: the table exists, the link is up.
@@ -387,7 +425,8 @@ async def launch_browser(pw: Any, site: Site, hub: HubProcess) -> Any:
 
 
 async def measure(page_counts: list[int], rates: list[int], seconds: float, rounds: int, work: Path,
-                  flush_ms: int | None, trace: Path | None = None, against: Path | None = None) -> list[str]:
+                  flush_ms: int | None, trace: Path | None = None, against: Path | None = None,
+                  floor: bool = False) -> list[str]:
     from playwright.async_api import async_playwright
 
     tables = []
@@ -396,36 +435,39 @@ async def measure(page_counts: list[int], rates: list[int], seconds: float, roun
         sites = {"this": await stack.enter_async_context(open_site(work / "this", flush_ms, None))}
         if against is not None:
             sites = {"base": await stack.enter_async_context(open_site(work / "base", flush_ms, against)), **sites}
+        if floor:
+            sites = {"floor": await stack.enter_async_context(open_site(work / "floor", flush_ms, None, floor=True)),
+                     **sites}
+        several = len(sites) > 1
         pw = await stack.enter_async_context(async_playwright())
         states = {label: await launch_browser(pw, site, site.hub) for label, site in sites.items()}
         try:
             for count in page_counts:
                 started = time.monotonic()
                 for label, site in sites.items():
-                    site.pages = await open_pages(site.browser, site.hub, states[label], count)
+                    site.pages = await open_pages(site.browser, site.hub, states[label], count, site.floor)
                 print(f"{count} pages a site open in {time.monotonic() - started:.1f} s", file=sys.stderr)
-                arms = {f"{label + ' ' if against else ''}{rate} scans/s": (lambda s=site, r=rate: s.trial(r, seconds))
+                arms = {f"{label + ' ' if several else ''}{rate} scans/s": (lambda s=site, r=rate: s.trial(r, seconds))
                         for rate in rates for label, site in sites.items()}
                 comparisons = [Comparison(f"{name}: scan->DOM p99 / MQTT hop p99", (name, "scan_dom_p99_ms"),
                                           (name, "mqtt_hop_p99_ms")) for name in arms]
-                if against:
-                    comparisons += [Comparison(f"{rate} scans/s: this / base, {metric}", (f"this {rate} scans/s", metric),
-                                               (f"base {rate} scans/s", metric))
-                                    for rate in rates for metric in COMPARED]
+                comparisons += [Comparison(f"{rate} scans/s: this / {label}, {metric}", (f"this {rate} scans/s", metric),
+                                           (f"{label} {rate} scans/s", metric))
+                                for label in sites if label != "this" for rate in rates for metric in COMPARED]
                 result = await run_rounds_async(arms, rounds)
-                code = f", base {against}" if against else ""
+                code = (f", base {against}" if against else "") + (", floor page beside the overview" if floor else "")
                 tables.append(report(result, comparisons, units={k: "ms" for k in (
                     "scan_dom_p50_ms", "scan_dom_p99_ms", "scan_dom_max_ms", "commit_dom_p50_ms",
                     "commit_dom_p99_ms", "commit_sse_p50_ms", "commit_sse_p99_ms", "commit_msg_p50_ms", "commit_msg_p99_ms",
                     "scan_accept_p99_ms", "mqtt_hop_p99_ms", "browser_cpu_ms_per_scan_page")} | {"hub_cpu_pct": "%", "cpu_pressure_pct": "%"},
-                    title=f"scan to screen, {count} page{'s' if count > 1 else ''}{' a site' if against else ''}, "
+                    title=f"scan to screen, {count} page{'s' if count > 1 else ''}{' a site' if several else ''}, "
                           f"{seconds:g} s per trial, live.flush_ms {sites['this'].hub.config.live_flush_ms}{code}"))
                 print(tables[-1] + "\n", flush=True)
                 if trace is not None:  # one more trial at the highest rate per site, traced: where a frame's CPU goes
                     for label, site in sites.items():
                         await site.browser.start_tracing(page=site.pages[0], categories=TRACE_CATEGORIES)
                         await site.trial(max(rates), seconds)
-                        path = trace.with_name(f"{trace.stem}-{count}pages{'-' + label if against else ''}{trace.suffix}")
+                        path = trace.with_name(f"{trace.stem}-{count}pages{'-' + label if several else ''}{trace.suffix}")
                         path.write_bytes(await site.browser.stop_tracing())
                         print(f"Chromium trace of one {max(rates)} scans/s trial ({label}): {path}", file=sys.stderr)
                         print(f"### where Chromium's CPU went ({label}, one traced trial; tracing adds its own cost)\n"
@@ -450,6 +492,9 @@ def main() -> None:
     parser.add_argument("--against", type=Path, default=None,
                         help="a checkout of another revision (git worktree add --detach DIR main): its hub and "
                              "page run as a second site, and every round runs both, for this / base ratios")
+    parser.add_argument("--floor", action="store_true",
+                        help="one more site whose pages are the floor (FLOOR_PAGE: a bare row per scan of the same "
+                             "feed), every round, for overview / floor ratios: what Chromium itself costs")
     parser.add_argument("--trace", type=Path, default=None,
                         help="after each page count's rounds, trace one more trial into PATH-<n>pages.json "
                              "(open in ui.perfetto.dev; not part of the figures)")
@@ -459,7 +504,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(measure([int(p) for p in args.pages.split(",")], [int(r) for r in args.rates.split(",")],
                             args.seconds, args.rounds, Path(tmp), args.flush_ms,
-                            args.trace, args.against))
+                            args.trace, args.against, args.floor))
     print(f"target: scan->DOM p99 < {TARGET_P99_MS:g} ms at 100 scans/s with 10 pages")
 
 

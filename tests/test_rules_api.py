@@ -125,6 +125,18 @@ async def test_a_decisions_limit_outside_its_range_is_refused_with_the_reason(se
             assert r.status == 200 and len((await r.json())["items"]) == 1
 
 
+async def test_a_malformed_decisions_sku_is_refused_with_the_reason(served: tuple[HubService, str]) -> None:
+    # It was taken as given: a typo answered an empty log, as if that SKU had no decisions.
+    service, base = served
+    assert service.rules is not None
+    await service.rules.call(seed)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{base}/decisions", params={"sku": "no good!"}) as r:
+            assert r.status == 400 and (await r.json())["error"] == "sku 'no good!' is not valid"
+        async with s.get(f"{base}/decisions", params={"sku": SKU}) as r:
+            assert r.status == 200 and (await r.json())["items"]
+
+
 def late_order_and_deliveries(core: RulesCore) -> str:
     """Accept the pending proposal as a PO promised two days ago; record two deliveries, one late."""
     t = core.clock()

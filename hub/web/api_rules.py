@@ -22,7 +22,7 @@ from hub.web import rules_data
 from hub.web.api import json_object
 from hub.web.auth import identity_of, requires
 from hub.web.keys import SERVICE
-from hub.web.request_args import int_query, path_name
+from hub.web.request_args import checked_name, int_query, path_name
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ async def return_to_supplier(request: web.Request) -> web.Response:
 
 
 async def decisions(request: web.Request) -> web.Response:
-    """The decision log, newest first; a `limit` outside 1-1000 is a 400, as on the other lists."""
-    sku = request.query.get("sku") or None
+    """The decision log, newest first; a malformed `sku` or a `limit` outside 1-1000 is a 400, as on the other lists."""
+    sku = checked_name(request.query.get("sku") or None, "sku", SKU_RE)
     limit = int_query(request, "limit", 100, 1, 1000)
     return _ok(await rules_data.decisions(request.app[SERVICE], sku, limit))
 
