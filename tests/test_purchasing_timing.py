@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from hub.ledger import BalanceChange
 from hub.mosquitto import free_port
 from hub.purchasing.backoff import backoff_delay_ms
 from hub.purchasing.connectors import open_connector
-from hub.purchasing.sync import PurchasingSync
+from hub.purchasing.sync import REPEAT_LOG_EVERY_S, FailureLog, PurchasingSync
 from hub.rules import outbox
 from hub.rules.clock import ManualClock
 from hub.rules.config import CentralConfig, RulesConfig
@@ -186,3 +187,56 @@ async def test_a_wake_during_a_step_starts_the_next_step_at_once(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_a_step_failing_the_same_way_logs_its_traceback_once_then_a_line_a_minute(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # It logged a whole traceback every tick (a second) for as long as the failure lasted.
+    now = [0.0]
+    failures = FailureLog(clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="hub.purchasing.sync"):
+        for _ in range(30):  # half a minute of ticks failing the same way
+            failures.failed(RuntimeError("rules database is locked"), 1.0)
+            now[0] += 1.0
+        now[0] += REPEAT_LOG_EVERY_S
+        failures.failed(RuntimeError("rules database is locked"), 1.0)
+        failures.failed(KeyError("sku"), 1.0)  # a different failure: its own traceback
+        failures.worked()
+        failures.worked()
+    said = [(r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert said == [
+        ("purchasing sync step failed; trying again every 1 s", True),
+        ("purchasing sync step still failing (30 more times since the last line): RuntimeError: rules database is locked",
+         False),
+        ("purchasing sync step failed; trying again every 1 s", True),
+        ("purchasing sync steps work again (they failed with KeyError: 'sku')", False),
+    ]
+
+
+async def test_the_sync_task_says_when_its_steps_fail_and_when_they_work_again(
+        central: CentralWithHooks, engine: RulesEngine, clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    sync = sync_for(central, engine, clock, tick_s=3600.0)
+    steps = {"count": 0}
+    real_step = sync.step
+
+    async def failing_twice(connector: Any) -> None:
+        steps["count"] += 1
+        if steps["count"] <= 2:
+            raise RuntimeError("boom")
+        await real_step(connector)
+
+    sync.step = failing_twice  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="hub.purchasing.sync"):
+        task = asyncio.create_task(sync.run())
+        try:
+            for n in (1, 2):
+                await wait_for(lambda n=n: steps["count"] == n, timeout_s=20, what=f"step {n}")
+                sync.wake()
+            await wait_for(lambda: central.count(CATALOG) == 1, timeout_s=20, what="the third step's pull")
+            await wait_for(lambda: any("work again" in r.getMessage() for r in caplog.records), timeout_s=20,
+                           what="the line saying the steps work again")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1 and "RuntimeError: boom" in caplog.text

@@ -17,6 +17,8 @@ import contextlib
 import hashlib
 import logging
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0  # how often the task looks at the clock; back-off itself runs on the clock
+# A step failing the same way every tick: its traceback once, then a line at most this often.
+REPEAT_LOG_EVERY_S = 60.0
 
 
 @dataclass
@@ -111,6 +115,36 @@ def receipt_request(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class FailureLog:
+    """What the log says of a sync step that fails unexpectedly (a bug, a broken rules database):
+    the traceback when it starts failing or fails differently, then one line a REPEAT_LOG_EVERY_S
+    while it fails the same way (not a traceback a second), and a line when it works again."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failure = ""  # "Type: message" of the failure going on, "" when the last step worked
+        self._since_logged = 0  # failures since the last line about them
+        self._logged_at = 0.0
+
+    def failed(self, exc: Exception, retry_s: float) -> None:
+        failure = f"{type(exc).__name__}: {exc}"
+        now = self._clock()
+        if failure != self._failure:
+            log.error("purchasing sync step failed; trying again every %.0f s", retry_s, exc_info=exc)
+            self._failure, self._since_logged, self._logged_at = failure, 0, now
+        elif now - self._logged_at >= REPEAT_LOG_EVERY_S:
+            log.error("purchasing sync step still failing (%d more times since the last line): %s",
+                      self._since_logged + 1, failure)
+            self._since_logged, self._logged_at = 0, now
+        else:
+            self._since_logged += 1
+
+    def worked(self) -> None:
+        if self._failure:
+            log.warning("purchasing sync steps work again (they failed with %s)", self._failure)
+        self._failure = ""
+
+
 class PurchasingSync:
     """Outbox pusher and central poller; start with `run()` as a task."""
 
@@ -131,6 +165,7 @@ class PurchasingSync:
         self._wake.set()
 
     async def run(self) -> None:
+        failures = FailureLog()
         async with open_connector(self.config) as connector:
             self.status.connector = connector.describe
             while True:
@@ -142,8 +177,10 @@ class PurchasingSync:
                     await self.step(connector)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.exception("purchasing sync step failed; trying again in %.0f s", self.tick_s)
+                except Exception as exc:
+                    failures.failed(exc, self.tick_s)
+                else:
+                    failures.worked()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.tick_s):  # not wait_for: CPython #86296, see edge/link.py
                         await self._wake.wait()
