@@ -6,6 +6,7 @@ to (live feed, rules engine, consumer feed, metrics); see docs/architecture.md, 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from contract import CommandReply
@@ -21,6 +22,8 @@ class Inbound:
     topic: str
     payload: bytes
     received_ms: int
+    # Set once the writer is done with this message, whatever the outcome (hub.resend_lane waits on it).
+    done: threading.Event | None = field(default=None, compare=False)
 
 
 @dataclass

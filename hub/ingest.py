@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -90,6 +91,13 @@ class _Applying:
     result: CommitResult
 
 
+
+def _tell_done(batch: list[Inbound]) -> None:
+    """The writer is done with these messages: wake whoever waits on one (hub.resend_lane)."""
+    for message in batch:
+        if message.done is not None:
+            message.done.set()
+
 class Ingest:
     """Message -> ledger, on the single writer's thread."""
 
@@ -124,7 +132,8 @@ class Ingest:
         self.writer: SingleWriter[Inbound, WriteTx] = SingleWriter(
             "ingest-writer", commit=self._commit, run_job=self._in_transaction, set_aside=self._quarantine_alone,
             recover=self._load_state, on_tick=self._tick, tick_s=IDLE_TICK_S, max_batch=MAX_MESSAGES_PER_COMMIT,
-            failure_note="nothing acknowledged: the nodes keep their copies and re-send; memory reloaded from disk")
+            failure_note="nothing acknowledged: the nodes keep their copies and re-send; memory reloaded from disk",
+            done=_tell_done)
         # Opened in commits here; closed by people and by the periodic checks (hub.discrepancies).
         self.discrepancies = Discrepancies(store, self.reconciler, self.plausibility,
                                            self.writer, on_commit, self._load_state)
@@ -179,6 +188,12 @@ class Ingest:
     def submit(self, topic: str, payload: bytes, received_ms: int | None = None) -> None:
         """Queue a message (any thread; called from paho's network thread)."""
         self.writer.put(Inbound(topic, payload, now_ms() if received_ms is None else received_ms))
+
+    def submit_tracked(self, topic: str, payload: bytes, received_ms: int) -> threading.Event:
+        """Queue a message; the event is set once the writer is done with it (committed, set aside or dropped)."""
+        done = threading.Event()
+        self.writer.put(Inbound(topic, payload, received_ms, done))
+        return done
 
     def run_in_writer(self, fn: Callable[[WriteTx], Any]) -> Future[Any]:
         """Run fn(tx) on the writer thread in its own transaction, after what is queued (any thread)."""

@@ -70,7 +70,7 @@ class HubLink:
         self._worker_broker: Broker | None = None
         self._worker_moving = threading.Event()  # the worker is being restarted on the publisher's broker
         self._reader = threading.Thread(target=self._read_worker, name="hub-receiver-reader", daemon=True)
-        self.resend_lane = ResendLane(ingest.submit, lambda: ingest.queue_depth, lambda: ingest.last_tick)
+        self.resend_lane = ResendLane(ingest.submit_tracked, lambda: ingest.queue_depth)
         ingest.backlog_waiting = self.resend_lane.holds  # no gap requests for a backlog already here
         self.client = make_client(config.mqtt, client_id=f"stock-hub-{config.site}")
         self.client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)

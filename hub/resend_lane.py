@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 HELD_MAX = 500  # re-sent messages (up to 100 events each) held in memory before the pump waits
 # The writer (hub/ingest.py) has no "queue empty" signal, so the feeder looks again this often
-# while a backlog waits and the writer's queue is not empty; next to a commit it costs nothing.
+# while a backlog waits and the writer's queue is not empty, and until the writer is done with
+# a piece; next to a commit it costs nothing.
 POLL_S = 0.002
 # Re-sent events per commit: a live event waits for at most this many (see the docstring). At
 # 10, a piece's commit is mostly its fixed cost (fsync, acks), and a 5,000-event backlog is
@@ -63,7 +64,8 @@ RESENT_EVENTS_PER_COMMIT = 10
 # site days), and it doubles a drain's length, so it is off until a measurement says otherwise.
 RESENT_SHARE = 1.0
 
-Submit = Callable[[str, bytes, int], None]
+# Queues a message for the writer; the event is set once the writer is done with it (Ingest.submit_tracked).
+Submit = Callable[[str, bytes, int], threading.Event]
 
 
 def split_resent(topic: str, payload: bytes, events_max: int) -> list[bytes]:
@@ -106,13 +108,11 @@ def _node_of(topic: str) -> str | None:
 class ResendLane:
     """A bounded queue of re-sent messages and the thread that feeds them to an idle writer, paced."""
 
-    def __init__(self, submit: Submit, writer_queue_depth: Callable[[], int], writer_pass: Callable[[], float],
+    def __init__(self, submit: Submit, writer_queue_depth: Callable[[], int],
                  held_max: int = HELD_MAX, poll_s: float = POLL_S,
                  events_per_commit: int = RESENT_EVENTS_PER_COMMIT, share: float = RESENT_SHARE,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], object] | None = None) -> None:
-        """`writer_pass()` changes each time the writer starts a pass of its loop (Ingest.last_tick).
-
-        `clock` and `sleep(seconds)` are the lane's time (tests drive it with their own); sleep
+        """`clock` and `sleep(seconds)` are the lane's time (tests drive it with their own); sleep
         defaults to waiting on the lane's stop event, so stop() ends a wait at once.
         """
         if events_per_commit < 1:
@@ -121,7 +121,6 @@ class ResendLane:
             raise ValueError(f"share must be above 0 and at most 1, got {share}")
         self._submit = submit
         self._writer_queue_depth = writer_queue_depth
-        self._writer_pass = writer_pass
         self._held_max = held_max
         self._poll_s = poll_s
         self._events_per_commit = events_per_commit
@@ -206,23 +205,19 @@ class ResendLane:
         if not self._wait(lambda: self._writer_queue_depth() == 0):  # live messages go first
             return False
         started = self._clock()
-        self._submit(topic, payload, received_ms)
+        # Told when the writer is done with this piece. (Watching for the writer's next pass
+        # instead missed a commit that ended between two looks, and then waited for the
+        # writer's idle tick: a drain with no live traffic went at a piece per tick.)
+        done = self._submit(topic, payload, received_ms)
         self.pieces_total += 1
         self.fed_total += last
-        # Taken by the writer once its queue is empty; committed once the writer starts its next pass.
-        if not self._wait(lambda: self._writer_queue_depth() == 0):
-            return False
-        if not self._wait(self._passed(self._writer_pass())):
+        if not self._wait(done.is_set):
             return False
         rest_s = (self._clock() - started) * (1 - self._share) / self._share
         if rest_s > 0:
             self.rested_s += rest_s
             self._sleep(rest_s)
         return not self._stopping.is_set()
-
-    def _passed(self, taken_in: float) -> Callable[[], bool]:
-        """Whether the writer has started a pass after `taken_in` (so finished that one's commit)."""
-        return lambda: self._writer_pass() != taken_in
 
     def _wait(self, condition: Callable[[], bool]) -> bool:
         """Look every poll_s until condition() holds (True) or the lane stops (False)."""

@@ -55,12 +55,13 @@ class SingleWriter(Generic[M, R]):
     def __init__(self, name: str, commit: Callable[[list[M]], None], run_job: Callable[[Callable[[R], Any]], Any],
                  set_aside: Callable[[M, Exception], None] | None = None, on_tick: Callable[[], None] = lambda: None,
                  recover: Callable[[], None] = lambda: None, tick_s: float = 0.5, max_batch: int = 1000,
-                 failure_note: str = "") -> None:
+                 failure_note: str = "", done: Callable[[list[M]], None] = lambda batch: None) -> None:
         """`commit(batch)` writes a drained batch in one transaction, raising MessageFailed to set
         one message aside (`set_aside(message, error)`, then the rest is committed again); any
         other error is logged with `failure_note` and the batch is dropped. After any failed
         commit `recover()` makes the owner's memory match its storage again. `run_job(fn)` runs
-        a job's fn against the resource. `on_tick` runs between commits at least every tick_s."""
+        a job's fn against the resource. `on_tick` runs between commits at least every tick_s.
+        `done(batch)` runs after each batch whatever came of it (committed, set aside, dropped)."""
         self.name = name
         self._commit = commit
         self._run_job = run_job
@@ -70,6 +71,7 @@ class SingleWriter(Generic[M, R]):
         self.tick_s = tick_s
         self.max_batch = max_batch
         self._failure_note = failure_note
+        self._done = done
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.last_tick = time.monotonic()  # for the watchdog: the writer loop is alive
@@ -125,6 +127,7 @@ class SingleWriter(Generic[M, R]):
             batch, job, stopping = self._drain(first)
             if batch:
                 self._commit_isolated(batch)
+                self._guard("done", self._done, batch)
             if job is not None:
                 self._run_one_job(job)
             if stopping:
