@@ -1,7 +1,8 @@
-"""The PostgreSQL backend's translation of the hub's SQL dialect (hub/db/postgresql.py), on a real server."""
+"""The PostgreSQL backend (hub/db/postgresql.py) on a real server: its translation of the hub's SQL dialect, and a reader that reads again on a new session after its server went away."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from hub.db import LEDGER, DbTarget
@@ -33,3 +34,22 @@ def test_a_question_mark_in_a_string_reaches_the_database_as_text(postgres_url: 
         assert conn.execute("SELECT 'no args?' AS q").fetchone()["q"] == "no args?"
     finally:
         conn.close()
+
+
+def test_a_reader_whose_server_session_ended_reads_again_on_a_new_one(postgres_url: str) -> None:
+    # After a failover the hub's page and live-feed reads failed once with a traceback
+    # ("server closed the connection unexpectedly") before a new connection was made.
+    reader = DbTarget.postgresql(LEDGER, postgres_url).connect(readonly=True)
+    writer = DbTarget.postgresql(LEDGER, postgres_url).connect()
+    try:
+        first_pid = reader.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+        writer.execute("SELECT pg_terminate_backend(?)", (first_pid,))
+        assert reader.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"] != first_pid
+        # A writer's statement is not repeated: it may have been applied before the session ended.
+        writer_pid = writer.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+        reader.execute("SELECT pg_terminate_backend(?)", (writer_pid,))
+        with pytest.raises(psycopg.OperationalError):
+            writer.execute("SELECT 1 AS one")
+    finally:
+        reader.close()
+        writer.close()
