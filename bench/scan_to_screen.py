@@ -47,7 +47,7 @@ adds this / base per round for the latencies, the browser CPU per (scan, page) a
 The idle site's pages wait meanwhile; each site's browser CPU is its own Chromium's.
 
 With --floor there is one more whole site whose pages are the floor: the same hub and live
-feed, and a page that does the least a page can (bench/FLOOR_PAGE: an EventSource on the same
+feed, and a page that does the least a page can (FLOOR_PAGE below: an EventSource on the same
 feed and, in the next animation frame, one bare one-cell row per scan, no styles). Its
 browser CPU per (scan, page) is what Chromium itself costs for that feed on this machine,
 whatever a page draws; the report adds overview / floor per round.

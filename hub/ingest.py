@@ -91,12 +91,12 @@ class _Applying:
     result: CommitResult
 
 
-
 def _tell_done(batch: list[Inbound]) -> None:
     """The writer is done with these messages: wake whoever waits on one (hub.resend_lane)."""
     for message in batch:
         if message.done is not None:
             message.done.set()
+
 
 class Ingest:
     """Message -> ledger, on the single writer's thread."""

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import psycopg
@@ -83,6 +84,17 @@ def test_a_hub_that_lost_the_lease_commits_nothing_more(target: DbTarget) -> Non
         writer.close()
 
 
+def began_then_lost_the_lease(old: WriterLease, writer: Connection, target: DbTarget) -> AbstractContextManager[Connection]:
+    """The old holder takes the lease, begins a transaction with a row in it, then loses the
+    lease's session; the transaction is still open (its context, to end it)."""
+    assert old.try_take()
+    begun = writer.transaction()
+    begun.__enter__()
+    writer.execute("INSERT INTO fenced VALUES (1)")
+    end_lease_session(target.url or "")
+    return begun
+
+
 def test_the_new_holder_waits_for_a_commit_the_old_one_began(target: DbTarget) -> None:
     """The old holder began a transaction, then lost the lease; it commits while the new holder
     is taking over: the take returns only after that commit, so the new holder loads it."""
@@ -90,11 +102,7 @@ def test_the_new_holder_waits_for_a_commit_the_old_one_began(target: DbTarget) -
     writer = target.connect()
     pool = ThreadPoolExecutor(max_workers=1)
     try:
-        assert old.try_take()
-        begun = writer.transaction()
-        begun.__enter__()
-        writer.execute("INSERT INTO fenced VALUES (1)")
-        end_lease_session(target.url or "")
+        begun = began_then_lost_the_lease(old, writer, target)
         taking: Future[bool] = pool.submit(new.try_take)
         with psycopg.connect(target.url or "", autocommit=True) as admin:
             wait_for_sync(lambda: admin.execute(
@@ -119,11 +127,7 @@ def test_a_holder_frozen_inside_a_transaction_is_ended_by_the_server(target: DbT
     old, new = WriterLease(target, poll_s=0.2), WriterLease(target, poll_s=0.2)
     writer = target.connect()
     try:
-        assert old.try_take()
-        begun = writer.transaction()
-        begun.__enter__()
-        writer.execute("INSERT INTO fenced VALUES (1)")
-        end_lease_session(target.url or "")
+        begun = began_then_lost_the_lease(old, writer, target)
         taken = threading.Event()
         taker = threading.Thread(target=lambda: new.try_take() and taken.set())
         taker.start()

@@ -161,6 +161,13 @@ def _lock_and_check_fence(conn: psycopg.Connection[Any], lock_key: int, fence: W
                            " more, another hub may be ingesting")
 
 
+def _execute(conn: psycopg.Connection[Any], sql: str, args: Sequence[Any]) -> psycopg.Cursor[Any]:
+    """One statement in the hub's dialect on `conn`."""
+    if not args:  # psycopg reads no placeholders (nor %%) in a statement without parameters
+        return conn.execute(sql)
+    return conn.execute(translate(sql), _args(args))
+
+
 class PostgresConnection:
     """hub.db.base.Connection over one psycopg connection (autocommit outside `transaction()`)."""
 
@@ -177,7 +184,6 @@ class PostgresConnection:
         self.schema = schema
         self.lock_key = lock_key  # the advisory lock every writer of this store takes
         self.readonly = readonly
-        self._was_idle = True  # no transaction was open when the last statement began
         self.raw = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -195,22 +201,17 @@ class PostgresConnection:
         return self.raw
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        conn = self._live()
+        outside_transaction = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         try:
-            return self._execute_once(sql, args)
+            return _execute(conn, sql, args)
         except psycopg.OperationalError:
             # A reader whose server went away (a failover, a restart) asks the one that is
             # there now, once: a read outside a transaction is safe to repeat, and without this
             # the first page or feed read after a failover failed with a traceback.
-            if not (self.readonly and self._was_idle and self.raw.broken):
+            if not (self.readonly and outside_transaction and conn.broken):
                 raise
-            return self._execute_once(sql, args)
-
-    def _execute_once(self, sql: str, args: Sequence[Any]) -> psycopg.Cursor[Any]:
-        conn = self._live()
-        self._was_idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        if not args:  # psycopg reads no placeholders (nor %%) in a statement without parameters
-            return conn.execute(sql)
-        return conn.execute(translate(sql), _args(args))
+            return _execute(self._live(), sql, args)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cur = self._live().cursor()
