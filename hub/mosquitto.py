@@ -8,6 +8,7 @@ do everything under the site root.
 from __future__ import annotations
 
 import getpass
+import itertools
 import logging
 import os
 import shutil
@@ -107,11 +108,36 @@ def delete_user(password_file: Path, user: str) -> None:
         subprocess.run([tool, "-D", str(password_file), user], check=False, capture_output=True)
 
 
+# free_port() hands out ports from just below the kernel's ephemeral range: a port the kernel
+# picks (bind to 0) can be taken by any outgoing connection between this check and the caller's
+# own bind, which failed a test on a busy run ("address already in use"). Each process walks
+# its own sequence through these ports, starting where its pid says, so parallel test workers
+# seldom try the same one; a port in use is skipped.
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+HANDED_OUT_PORTS = 10_000  # how many ports below the ephemeral range free_port() uses
+_next_port = itertools.count(os.getpid() * 7919)
+
+
+def _handed_out_ports() -> range:
+    try:
+        ephemeral_start = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_start = 32768  # Linux's default
+    return range(max(1024, ephemeral_start - HANDED_OUT_PORTS), ephemeral_start)
+
+
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free on 127.0.0.1 right now, from below the ephemeral range."""
+    ports = _handed_out_ports()
+    for _ in range(len(ports)):
+        port = ports[next(_next_port) % len(ports)]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or lingering): the next one
+            return port
+    raise OSError(f"no free TCP port on 127.0.0.1 between {ports.start} and {ports.stop - 1}")
 
 
 def wait_for_port(host: str, port: int, timeout_s: float) -> None:
